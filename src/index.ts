@@ -1,0 +1,7 @@
+/**
+ * elevenlabs-resilience: the public barrel.
+ *
+ * @since 0.1.0
+ */
+export * from "./client/index.ts"
+export * from "./resilience/index.ts"
