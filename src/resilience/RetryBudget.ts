@@ -1,0 +1,153 @@
+/**
+ * A per-client retry budget: retries may not exceed a share of recent
+ * requests, so an outage cannot multiply the load (Envoy `retry_budget`,
+ * Google SRE book "retry budget", Finagle `RetryBudget`).
+ *
+ * **Details**
+ *
+ * - A *request* is a logical call's first attempt ({@link RetryBudget.request});
+ *   a *retry* is every later attempt. Both are counted over a sliding window
+ *   (default 10 s) of `Clock` time.
+ * - A retry is allowed when `retriesInWindow < ratio × requestsInWindow`
+ *   (default ratio 0.2), or, below that, when fewer than `minRetriesInFlight`
+ *   (default 3) retries are in flight **and** the window holds fewer than
+ *   `ratio × requestsInWindow + minRetriesInFlight` retries. So a client with
+ *   little traffic can always retry a few calls at once (Envoy's
+ *   `min_retry_concurrency`), yet in any window the total stays at most
+ *   `ratio × requests + minRetriesInFlight` (the floor is not a way to retry
+ *   forever during an outage with no new traffic).
+ * - A granted retry is *in flight* from the grant (before its backoff sleep)
+ *   until its attempt ends, however it ends (interruption included).
+ * - Written by hand: Effect has no retry budget (`RateLimiter` limits rates
+ *   per key, not a ratio of two counters).
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Duration, Effect, Layer } from "effect"
+
+/** What the budget holds now. */
+export interface RetryBudgetSnapshot {
+  readonly requestsInWindow: number
+  readonly retriesInWindow: number
+  readonly retriesInFlight: number
+  /** Retries refused since the budget was made. */
+  readonly refusedTotal: number
+}
+
+/** Options of {@link make}; every field has a default. */
+export interface RetryBudgetOptions {
+  /** Share of requests that may be retried, in `[0, 1]`. Default `0.2`. */
+  readonly ratio?: number | undefined
+  /** Sliding window for counting requests and retries. Default 10 seconds. */
+  readonly window?: Duration.Input | undefined
+  /** Retries that may always be in flight at once (bounded per window, see the module doc). Default `3`. */
+  readonly minRetriesInFlight?: number | undefined
+}
+
+/** The retry budget of one client. */
+export interface RetryBudgetService {
+  /** Counts a logical call (its first attempt). */
+  readonly request: Effect.Effect<void>
+  /**
+   * Asks for one retry. On `true` the retry is counted and in flight until
+   * `release` is run; on `false` nothing is counted (and the refusal is).
+   */
+  readonly acquire: Effect.Effect<boolean>
+  /** Ends one in-flight retry granted by `acquire`. */
+  readonly release: Effect.Effect<void>
+  /** What the budget holds now (window pruned to the current time). */
+  readonly snapshot: Effect.Effect<RetryBudgetSnapshot>
+}
+
+/** Service tag of the client's retry budget. */
+export class RetryBudget extends Context.Service<RetryBudget, RetryBudgetService>()(
+  "elevenlabs-resilience/RetryBudget"
+) {}
+
+/** A queue of timestamps with O(1) amortised pruning. */
+class Window {
+  private readonly times: Array<number> = []
+  private head = 0
+  add(now: number) {
+    this.times.push(now)
+  }
+  prune(cutoff: number) {
+    while (this.head < this.times.length && this.times[this.head]! <= cutoff) this.head++
+    // Compact once the dead prefix dominates, so memory follows the window.
+    if (this.head > 1024 && this.head * 2 > this.times.length) {
+      this.times.splice(0, this.head)
+      this.head = 0
+    }
+  }
+  get size() {
+    return this.times.length - this.head
+  }
+}
+
+/**
+ * Builds a retry budget. Bad options throw a `RangeError` (a programming error).
+ *
+ * @example
+ * ```ts
+ * const budget = yield* RetryBudget.make({ ratio: 0.1, window: "1 minute" })
+ * ```
+ */
+export const make = (options?: RetryBudgetOptions): Effect.Effect<RetryBudgetService> =>
+  Effect.sync(() => makeUnsafe(options))
+
+/** Synchronous {@link make}. */
+export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudgetService => {
+  const ratio = options?.ratio ?? 0.2
+  const windowMillis = Duration.toMillis(Duration.fromInputUnsafe(options?.window ?? "10 seconds"))
+  const minInFlight = options?.minRetriesInFlight ?? 3
+  if (!(ratio >= 0 && ratio <= 1)) throw new RangeError(`RetryBudget: ratio must be in [0, 1], got ${ratio}`)
+  if (!(windowMillis > 0)) throw new RangeError(`RetryBudget: window must be > 0`)
+  if (!Number.isInteger(minInFlight) || minInFlight < 0) {
+    throw new RangeError(`RetryBudget: minRetriesInFlight must be an integer >= 0, got ${minInFlight}`)
+  }
+  const requests = new Window()
+  const retries = new Window()
+  let inFlight = 0
+  let refused = 0
+
+  const prune = (now: number) => {
+    requests.prune(now - windowMillis)
+    retries.prune(now - windowMillis)
+  }
+
+  return {
+    request: Effect.map(Clock.currentTimeMillis, (now) => {
+      prune(now)
+      requests.add(now)
+    }),
+    acquire: Effect.map(Clock.currentTimeMillis, (now) => {
+      prune(now)
+      const allowance = ratio * requests.size
+      const allowed = retries.size < allowance ||
+        (inFlight < minInFlight && retries.size < allowance + minInFlight)
+      if (allowed) {
+        retries.add(now)
+        inFlight++
+      } else {
+        refused++
+      }
+      return allowed
+    }),
+    release: Effect.sync(() => {
+      inFlight = Math.max(0, inFlight - 1)
+    }),
+    snapshot: Effect.map(Clock.currentTimeMillis, (now) => {
+      prune(now)
+      return {
+        requestsInWindow: requests.size,
+        retriesInWindow: retries.size,
+        retriesInFlight: inFlight,
+        refusedTotal: refused
+      }
+    })
+  }
+}
+
+/** Provides the client's {@link RetryBudget}. */
+export const layer = (options?: RetryBudgetOptions): Layer.Layer<RetryBudget> =>
+  Layer.effect(RetryBudget, make(options))
