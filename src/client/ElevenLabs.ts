@@ -1,0 +1,617 @@
+/**
+ * The typed ElevenLabs service over `effect/http`'s `HttpClient`.
+ *
+ * **Details**
+ *
+ * - The transport stays a requirement (`HttpClient.HttpClient`): provide
+ *   `NodeHttpClient.layerUndici`, `FetchHttpClient.layer`, the simulator's
+ *   in-process client, or a mock in tests.
+ * - Every operation fails only with `ElevenLabsError`, whose reason comes from
+ *   `Classify.ts`. Requests are validated locally first (`Validation.ts`): a
+ *   refused request makes no network call.
+ * - Timeouts are per attempt: the time to response headers (`headersTimeout`,
+ *   default 30 s, reason `Timeout` phase `headers`) and the idle time between
+ *   two body chunks (`idleTimeout`, default 30 s, phase `idle`), applied to
+ *   every body, buffered or streamed. A body cut mid-way is `Transport`.
+ * - The API key is `Redacted`; it is unwrapped only when the `xi-api-key`
+ *   header is set, and `xi-api-key` is added to `Headers.CurrentRedactedNames`
+ *   around every call so spans and logs show `<redacted>`.
+ * - Streaming operations need a `Scope`: the response (and so any concurrency
+ *   permit acquired around the call in the same scope) lives until the scope
+ *   closes, which is after the last byte has been read.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Redacted } from "effect"
+ * import { NodeHttpClient } from "@effect/platform-node"
+ * import { ElevenLabs } from "elevenlabs-resilience/client"
+ *
+ * const program = Effect.gen(function*() {
+ *   const el = yield* ElevenLabs.ElevenLabs
+ *   const { audio, meta } = yield* el.textToSpeech.convert("JBFqnCBsd6RMkjVDRZzb", { text: "Hello" })
+ *   return { bytes: audio.length, cost: meta.characterCost }
+ * }).pipe(
+ *   Effect.provide(ElevenLabs.layer({ apiKey: Redacted.make(process.env.ELEVENLABS_API_KEY!) })),
+ *   Effect.provide(NodeHttpClient.layerUndici)
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Clock, Config, Context, Duration, Effect, Layer, Redacted, Schema, Stream } from "effect"
+import type { Scope } from "effect"
+import { Headers, HttpClient, HttpClientRequest } from "effect/http"
+import type { HttpClientError, HttpClientResponse } from "effect/http"
+import { classifyHttpClientError, classifyResponse, invalidResponse, timeout } from "./Classify.ts"
+import { ElevenLabsError, type ElevenLabsErrorReason, InvalidRequest } from "./Errors.ts"
+import { defaultOutputFormat } from "./Models.ts"
+import { fromHeaders, type ResponseMeta } from "./ResponseMeta.ts"
+import * as Schemas from "./Schemas.ts"
+import * as Validation from "./Validation.ts"
+
+// ============================================================================
+// Results
+// ============================================================================
+
+/** Audio bytes with their content type and the response metadata. */
+export interface AudioResult {
+  readonly audio: Uint8Array
+  readonly contentType: string
+  readonly meta: ResponseMeta
+}
+
+/** A streamed audio answer: metadata at once, bytes as they come. */
+export interface AudioStream {
+  readonly meta: ResponseMeta
+  readonly contentType: string
+  readonly audio: Stream.Stream<Uint8Array, ElevenLabsError>
+}
+
+/** A with-timestamps answer. */
+export interface TimestampsResult extends Schemas.AudioWithTimestamps {
+  readonly meta: ResponseMeta
+}
+
+/** A streamed with-timestamps answer (newline-delimited JSON, decoded). */
+export interface TimestampStream {
+  readonly meta: ResponseMeta
+  readonly chunks: Stream.Stream<Schemas.TimestampChunk, ElevenLabsError>
+}
+
+/** A transcript (or webhook acknowledgement) with the response metadata. */
+export interface TranscriptResult {
+  readonly transcript: Schemas.SpeechToTextResponse
+  readonly meta: ResponseMeta
+}
+
+/** Composed music: audio bytes, the `song-id`, the metadata. */
+export interface MusicResult extends AudioResult {
+  readonly songId: string | undefined
+}
+
+// ============================================================================
+// Service Interface
+// ============================================================================
+
+/** Runtime type identifier of {@link ElevenLabs}. */
+export const TypeId = "~elevenlabs-resilience/client/ElevenLabs" as const
+
+/** The typed ElevenLabs API. */
+export interface ElevenLabs {
+  readonly [TypeId]: typeof TypeId
+  readonly textToSpeech: {
+    /** `POST /v1/text-to-speech/{voice_id}`: the whole audio, buffered. */
+    readonly convert: (
+      voiceId: string,
+      request: Schemas.TextToSpeechConvertRequest
+    ) => Effect.Effect<AudioResult, ElevenLabsError>
+    /** `POST /v1/text-to-speech/{voice_id}/stream`: audio as it is generated; the response lives as long as the scope. */
+    readonly stream: (
+      voiceId: string,
+      request: Schemas.TextToSpeechStreamRequest
+    ) => Effect.Effect<AudioStream, ElevenLabsError, Scope.Scope>
+    /** `POST /v1/text-to-speech/{voice_id}/with-timestamps`. */
+    readonly convertWithTimestamps: (
+      voiceId: string,
+      request: Schemas.TextToSpeechConvertRequest
+    ) => Effect.Effect<TimestampsResult, ElevenLabsError>
+    /** `POST /v1/text-to-speech/{voice_id}/stream/with-timestamps`: NDJSON chunks. */
+    readonly streamWithTimestamps: (
+      voiceId: string,
+      request: Schemas.TextToSpeechStreamRequest
+    ) => Effect.Effect<TimestampStream, ElevenLabsError, Scope.Scope>
+  }
+  readonly speechToText: {
+    /** `POST /v1/speech-to-text` (multipart). */
+    readonly convert: (request: Schemas.SpeechToTextRequest) => Effect.Effect<TranscriptResult, ElevenLabsError>
+  }
+  readonly user: {
+    /** `GET /v1/user`. */
+    readonly get: () => Effect.Effect<Schemas.User, ElevenLabsError>
+    /** `GET /v1/user/subscription`. */
+    readonly subscription: () => Effect.Effect<Schemas.Subscription, ElevenLabsError>
+  }
+  readonly voices: {
+    /** `GET /v1/voices`. */
+    readonly list: (
+      options?: { readonly showLegacy?: boolean | undefined } | undefined
+    ) => Effect.Effect<Schemas.Voices, ElevenLabsError>
+    /** `GET /v1/voices/{voice_id}`. */
+    readonly get: (voiceId: string) => Effect.Effect<Schemas.Voice, ElevenLabsError>
+  }
+  readonly models: {
+    /** `GET /v1/models`. */
+    readonly list: () => Effect.Effect<ReadonlyArray<Schemas.Model>, ElevenLabsError>
+  }
+  readonly music: {
+    /** `POST /v1/music`. */
+    readonly compose: (request: Schemas.MusicComposeRequest) => Effect.Effect<MusicResult, ElevenLabsError>
+  }
+}
+
+// ============================================================================
+// Service Identifier
+// ============================================================================
+
+/** The service tag of {@link ElevenLabs}. */
+export const ElevenLabs = Context.Service<ElevenLabs>("elevenlabs-resilience/client/ElevenLabs")
+
+// ============================================================================
+// Options
+// ============================================================================
+
+/** The production base URL. */
+export const defaultBaseUrl = "https://api.elevenlabs.io"
+/** Default bound on the time to response headers. */
+export const defaultHeadersTimeout: Duration.Duration = Duration.seconds(30)
+/** Default bound on the idle time between two body chunks. */
+export const defaultIdleTimeout: Duration.Duration = Duration.seconds(30)
+/** Error bodies are read up to this many bytes; the rest is not needed to classify. */
+const maxErrorBodyBytes = 64 * 1024
+
+/** Options of {@link make}. */
+export interface Options {
+  /** The API key, sent as `xi-api-key`. */
+  readonly apiKey: Redacted.Redacted<string>
+  /** Default `https://api.elevenlabs.io` (no `/v1`). */
+  readonly baseUrl?: string | undefined
+  /** Time to response headers, per attempt. Default 30 s. */
+  readonly headersTimeout?: Duration.Input | undefined
+  /** Longest pause between two body chunks, per attempt. Default 30 s. */
+  readonly idleTimeout?: Duration.Input | undefined
+  /** Per-model character limits overriding `Models.characterLimits`. */
+  readonly characterLimits?: Readonly<Record<string, number>> | undefined
+  /** A last transformation of the HTTP client (after the base URL and key are set). */
+  readonly transformClient?: ((client: HttpClient.HttpClient) => HttpClient.HttpClient) | undefined
+}
+
+// ============================================================================
+// Constructor
+// ============================================================================
+
+const wrap = (reason: ElevenLabsErrorReason) => new ElevenLabsError({ reason })
+
+const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.updateService(effect, Headers.CurrentRedactedNames, (names) =>
+    names.includes("xi-api-key") ? names : [...names, "xi-api-key"])
+
+const concatBytes = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
+  if (chunks.length === 1 && chunks[0] !== undefined) return chunks[0]
+  let size = 0
+  for (const c of chunks) size += c.byteLength
+  const out = new Uint8Array(size)
+  let offset = 0
+  for (const c of chunks) {
+    out.set(c, offset)
+    offset += c.byteLength
+  }
+  return out
+}
+
+type QueryValue = string | number | boolean | undefined
+const query = (params: Record<string, QueryValue>): Record<string, string> => {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(params)) if (v !== undefined) out[k] = String(v)
+  return out
+}
+
+const ttsBodyKeys = [
+  "text",
+  "modelId",
+  "languageCode",
+  "voiceSettings",
+  "pronunciationDictionaryLocators",
+  "seed",
+  "previousText",
+  "nextText",
+  "previousRequestIds",
+  "nextRequestIds",
+  "usePvcAsIvc",
+  "applyTextNormalization",
+  "applyLanguageTextNormalization"
+] as const
+
+const pick = (record: object, keys: ReadonlyArray<string>): Record<string, unknown> => {
+  const out: Record<string, unknown> = {}
+  for (const k of keys) {
+    const v = (record as Record<string, unknown>)[k]
+    if (v !== undefined) out[k] = v
+  }
+  return out
+}
+
+/**
+ * Builds the service from options. The transport (`HttpClient`) is left as a
+ * requirement.
+ */
+export const make = Effect.fnUntraced(function*(options: Options) {
+  const baseUrl = (options.baseUrl ?? defaultBaseUrl).replace(/\/+$/, "")
+  const headersTimeout = Duration.fromInputUnsafe(options.headersTimeout ?? defaultHeadersTimeout)
+  const idleTimeout = Duration.fromInputUnsafe(options.idleTimeout ?? defaultIdleTimeout)
+  const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
+  const apiKey = options.apiKey
+
+  const base = (yield* HttpClient.HttpClient).pipe(
+    HttpClient.mapRequest((request) =>
+      request.pipe(
+        HttpClientRequest.prependUrl(baseUrl),
+        HttpClientRequest.setHeader("xi-api-key", Redacted.value(apiKey))
+      )
+    )
+  )
+  const client = HttpClient.withScope(options.transformClient ? options.transformClient(base) : base)
+
+  const fromHttpError = (operation: string) => (error: HttpClientError.HttpClientError) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(wrap(classifyHttpClientError(operation, error, now))))
+
+  /** The body as a stream of chunks, bounded by the idle timeout. */
+  const bodyStream = (operation: string, response: HttpClientResponse.HttpClientResponse) =>
+    response.stream.pipe(
+      Stream.catchTag("HttpClientError", (error) => Stream.fromEffect(fromHttpError(operation)(error))),
+      Stream.timeoutOrElse({
+        duration: idleTimeout,
+        orElse: () => Stream.fail(wrap(timeout(operation, "idle", idleTimeout, response.status)))
+      })
+    )
+
+  const readBody = (operation: string, response: HttpClientResponse.HttpClientResponse, limit?: number) =>
+    bodyStream(operation, response).pipe(
+      limit === undefined ? (s) => s : Stream.takeWhile(((): (c: Uint8Array) => boolean => {
+        let seen = 0
+        return (c) => {
+          const before = seen
+          seen += c.byteLength
+          return before < limit
+        }
+      })()),
+      Stream.runFold((): Array<Uint8Array> => [], (acc, chunk) => {
+        acc.push(chunk)
+        return acc
+      }),
+      Effect.map(concatBytes)
+    )
+
+  /**
+   * Sends a request within the current scope: a 2xx response is returned
+   * with its body unread; any other status is read (bounded) and classified.
+   */
+  const open = (
+    operation: string,
+    request: HttpClientRequest.HttpClientRequest
+  ): Effect.Effect<HttpClientResponse.HttpClientResponse, ElevenLabsError, Scope.Scope> =>
+    Effect.gen(function*() {
+      const response = yield* client.execute(request).pipe(
+        Effect.catchTag("HttpClientError", fromHttpError(operation)),
+        Effect.timeoutOrElse({
+          duration: headersTimeout,
+          orElse: () => Effect.fail(wrap(timeout(operation, "headers", headersTimeout)))
+        })
+      )
+      if (response.status >= 200 && response.status < 300) return response
+      // The status decides the reason; a body that fails while being read is classified as empty.
+      const body = yield* readBody(operation, response, maxErrorBodyBytes).pipe(
+        Effect.catch(() => Effect.succeed(new Uint8Array()))
+      )
+      const now = yield* Clock.currentTimeMillis
+      return yield* Effect.fail(wrap(classifyResponse({
+        operation,
+        status: response.status,
+        headers: response.headers,
+        body,
+        now
+      })))
+    }).pipe(withRedactedKey)
+
+  const decodeJson = <A>(
+    operation: string,
+    response: HttpClientResponse.HttpClientResponse,
+    schema: Schema.Codec<A, any>,
+    bytes: Uint8Array
+  ): Effect.Effect<A, ElevenLabsError> => {
+    let json: unknown
+    try {
+      json = JSON.parse(new TextDecoder().decode(bytes))
+    } catch {
+      return Effect.fail(wrap(invalidResponse(operation, response.status, response.headers, "the body is not JSON")))
+    }
+    return Schema.decodeUnknownEffect(schema)(json).pipe(
+      Effect.mapError((e) =>
+        wrap(invalidResponse(operation, response.status, response.headers, e.message.slice(0, 500)))
+      )
+    ) as Effect.Effect<A, ElevenLabsError>
+  }
+
+  const getJson = <A>(operation: string, request: HttpClientRequest.HttpClientRequest, schema: Schema.Codec<A, any>) =>
+    Effect.scoped(Effect.gen(function*() {
+      const response = yield* open(operation, request)
+      const bytes = yield* readBody(operation, response)
+      return yield* decodeJson(operation, response, schema, bytes)
+    }))
+
+  const encodeBody = <A>(operation: string, schema: Schema.Codec<A, any>, value: unknown) =>
+    Schema.encodeUnknownEffect(schema)(value).pipe(
+      Effect.mapError((e) => wrap(new InvalidRequest({ operation, message: e.message.slice(0, 500) })))
+    )
+
+  const ttsRequest = (
+    operation: string,
+    path: string,
+    voiceId: string,
+    request: Schemas.TextToSpeechBody & Schemas.TextToSpeechQuery & { readonly outputFormat?: string | undefined },
+    endpoint: Validation.TtsEndpoint,
+    accept: string
+  ) =>
+    Effect.gen(function*() {
+      yield* Validation.orFail(Validation.checkTextToSpeech(operation, endpoint, voiceId, request, validation)).pipe(
+        Effect.mapError(wrap)
+      )
+      const body = yield* encodeBody(operation, Schemas.TextToSpeechBody, pick(request, ttsBodyKeys))
+      return HttpClientRequest.post(path.replace("{voice_id}", encodeURIComponent(voiceId))).pipe(
+        HttpClientRequest.setUrlParams(query({
+          output_format: request.outputFormat ?? defaultOutputFormat,
+          enable_logging: request.enableLogging,
+          optimize_streaming_latency: request.optimizeStreamingLatency
+        })),
+        HttpClientRequest.setHeader("accept", accept),
+        HttpClientRequest.bodyJsonUnsafe(body)
+      )
+    })
+
+  const contentTypeOf = (response: HttpClientResponse.HttpClientResponse, fallback: string) =>
+    response.headers["content-type"] ?? fallback
+
+  const audioCall = (operation: string, request: HttpClientRequest.HttpClientRequest) =>
+    Effect.scoped(Effect.gen(function*() {
+      const response = yield* open(operation, request)
+      const audio = yield* readBody(operation, response)
+      return { response, audio }
+    }))
+
+  const textToSpeech: ElevenLabs["textToSpeech"] = {
+    convert: (voiceId, request) => {
+      const operation = "textToSpeech.convert"
+      return Effect.gen(function*() {
+        const http = yield* ttsRequest(operation, "/v1/text-to-speech/{voice_id}", voiceId, request, "convert", "audio/*")
+        const { response, audio } = yield* audioCall(operation, http)
+        return { audio, contentType: contentTypeOf(response, "audio/mpeg"), meta: fromHeaders(response.headers) }
+      })
+    },
+    stream: (voiceId, request) => {
+      const operation = "textToSpeech.stream"
+      return Effect.gen(function*() {
+        const http = yield* ttsRequest(operation, "/v1/text-to-speech/{voice_id}/stream", voiceId, request, "stream", "audio/*")
+        const response = yield* open(operation, http)
+        return {
+          meta: fromHeaders(response.headers),
+          contentType: contentTypeOf(response, "audio/mpeg"),
+          audio: bodyStream(operation, response)
+        }
+      })
+    },
+    convertWithTimestamps: (voiceId, request) => {
+      const operation = "textToSpeech.convertWithTimestamps"
+      return Effect.gen(function*() {
+        const http = yield* ttsRequest(
+          operation,
+          "/v1/text-to-speech/{voice_id}/with-timestamps",
+          voiceId,
+          request,
+          "convert",
+          "application/json"
+        )
+        const { response, audio } = yield* audioCall(operation, http)
+        const value = yield* decodeJson(operation, response, Schemas.AudioWithTimestamps, audio)
+        return { ...value, meta: fromHeaders(response.headers) }
+      })
+    },
+    streamWithTimestamps: (voiceId, request) => {
+      const operation = "textToSpeech.streamWithTimestamps"
+      return Effect.gen(function*() {
+        const http = yield* ttsRequest(
+          operation,
+          "/v1/text-to-speech/{voice_id}/stream/with-timestamps",
+          voiceId,
+          request,
+          "stream",
+          "application/json"
+        )
+        const response = yield* open(operation, http)
+        const decodeLine = Schema.decodeUnknownEffect(Schema.fromJsonString(Schemas.TimestampChunk))
+        const chunks = bodyStream(operation, response).pipe(
+          Stream.decodeText,
+          Stream.splitLines,
+          Stream.filter((line) => line.trim() !== ""),
+          Stream.mapEffect((line) =>
+            decodeLine(line).pipe(
+              Effect.mapError((e) =>
+                wrap(invalidResponse(operation, response.status, response.headers, `a stream line: ${e.message.slice(0, 300)}`))
+              )
+            )
+          )
+        )
+        return { meta: fromHeaders(response.headers), chunks }
+      })
+    }
+  }
+
+  const speechToText: ElevenLabs["speechToText"] = {
+    convert: (request) => {
+      const operation = "speechToText.convert"
+      return Effect.gen(function*() {
+        yield* Validation.orFail(Validation.checkSpeechToText(operation, request)).pipe(Effect.mapError(wrap))
+        const form = new FormData()
+        const field = (name: string, value: string | number | boolean | undefined) => {
+          // Booleans and numbers go as strings, absent fields are skipped (as the SDK does).
+          if (value !== undefined) form.append(name, String(value))
+        }
+        field("model_id", request.modelId ?? Schemas.defaultSttModel)
+        if (request.file !== undefined) {
+          const file = request.file instanceof Uint8Array ? { data: request.file } : request.file
+          const blob = new Blob([file.data as Uint8Array<ArrayBuffer>], {
+            type: file.contentType ?? "application/octet-stream"
+          })
+          form.append("file", blob, file.fileName ?? "audio")
+        }
+        field("source_url", request.sourceUrl)
+        field("cloud_storage_url", request.cloudStorageUrl)
+        field("language_code", request.languageCode)
+        field("tag_audio_events", request.tagAudioEvents)
+        field("num_speakers", request.numSpeakers)
+        field("timestamps_granularity", request.timestampsGranularity)
+        field("diarize", request.diarize)
+        field("diarization_threshold", request.diarizationThreshold)
+        field("file_format", request.fileFormat)
+        field("webhook", request.webhook)
+        field("webhook_id", request.webhookId)
+        field("temperature", request.temperature)
+        field("seed", request.seed)
+        field("use_multi_channel", request.useMultiChannel)
+        for (const term of request.keyterms ?? []) form.append("keyterms", term)
+        const http = HttpClientRequest.post("/v1/speech-to-text").pipe(
+          HttpClientRequest.setUrlParams(query({ enable_logging: request.enableLogging })),
+          HttpClientRequest.acceptJson,
+          HttpClientRequest.bodyFormData(form)
+        )
+        const transcript = yield* Effect.scoped(Effect.gen(function*() {
+          const response = yield* open(operation, http)
+          const bytes = yield* readBody(operation, response)
+          const value = yield* decodeJson(operation, response, Schemas.SpeechToTextResponse, bytes)
+          return { transcript: value, meta: fromHeaders(response.headers) }
+        }))
+        return transcript
+      })
+    }
+  }
+
+  const user: ElevenLabs["user"] = {
+    get: () => getJson("user.get", HttpClientRequest.get("/v1/user").pipe(HttpClientRequest.acceptJson), Schemas.User),
+    subscription: () =>
+      getJson(
+        "user.subscription",
+        HttpClientRequest.get("/v1/user/subscription").pipe(HttpClientRequest.acceptJson),
+        Schemas.Subscription
+      )
+  }
+
+  const voices: ElevenLabs["voices"] = {
+    list: (opts) =>
+      getJson(
+        "voices.list",
+        HttpClientRequest.get("/v1/voices").pipe(
+          HttpClientRequest.setUrlParams(query({ show_legacy: opts?.showLegacy })),
+          HttpClientRequest.acceptJson
+        ),
+        Schemas.Voices
+      ),
+    get: (voiceId) => {
+      const operation = "voices.get"
+      return Validation.orFail(Validation.checkVoiceId(operation, voiceId)).pipe(
+        Effect.mapError(wrap),
+        Effect.andThen(getJson(
+          operation,
+          HttpClientRequest.get(`/v1/voices/${encodeURIComponent(voiceId)}`).pipe(HttpClientRequest.acceptJson),
+          Schemas.Voice
+        ))
+      )
+    }
+  }
+
+  const models: ElevenLabs["models"] = {
+    list: () => getJson("models.list", HttpClientRequest.get("/v1/models").pipe(HttpClientRequest.acceptJson), Schemas.Models)
+  }
+
+  const musicBodyKeys = [
+    "prompt",
+    "musicPrompt",
+    "compositionPlan",
+    "lyricsText",
+    "musicLengthMs",
+    "modelId",
+    "generationMode",
+    "seed",
+    "forceInstrumental",
+    "finetuneId",
+    "finetuneStrength",
+    "respectSectionsDurations"
+  ]
+  const music: ElevenLabs["music"] = {
+    compose: (request) => {
+      const operation = "music.compose"
+      return Effect.gen(function*() {
+        yield* Validation.orFail(Validation.checkMusic(operation, request)).pipe(Effect.mapError(wrap))
+        const body = yield* encodeBody(operation, Schemas.MusicBody, pick(request, musicBodyKeys))
+        const http = HttpClientRequest.post("/v1/music").pipe(
+          HttpClientRequest.setUrlParams(query({ output_format: request.outputFormat })),
+          HttpClientRequest.setHeader("accept", "audio/*"),
+          HttpClientRequest.bodyJsonUnsafe(body)
+        )
+        const { response, audio } = yield* audioCall(operation, http)
+        const meta = fromHeaders(response.headers)
+        return { audio, contentType: contentTypeOf(response, "audio/mpeg"), meta, songId: meta.songId }
+      })
+    }
+  }
+
+  return ElevenLabs.of({ [TypeId]: TypeId, textToSpeech, speechToText, user, voices, models, music })
+})
+
+// ============================================================================
+// Layers
+// ============================================================================
+
+/** The service from options; the transport is still required. */
+export const layer = (options: Options): Layer.Layer<ElevenLabs, never, HttpClient.HttpClient> =>
+  Layer.effect(ElevenLabs, make(options))
+
+/**
+ * The service from configuration:
+ *
+ * | key | default |
+ * |---|---|
+ * | `ELEVENLABS_API_KEY` (redacted) | required |
+ * | `ELEVENLABS_BASE_URL` | `https://api.elevenlabs.io` |
+ * | `ELEVENLABS_HEADERS_TIMEOUT` (duration, e.g. `30 seconds`) | 30 s |
+ * | `ELEVENLABS_IDLE_TIMEOUT` (duration) | 30 s |
+ *
+ * Options given here win over nothing but the defaults: configuration wins
+ * where a key is set.
+ */
+export const layerConfig = (
+  options?: Omit<Options, "apiKey"> | undefined
+): Layer.Layer<ElevenLabs, Config.ConfigError, HttpClient.HttpClient> =>
+  Layer.effect(
+    ElevenLabs,
+    Effect.gen(function*() {
+      const config = yield* Config.all({
+        apiKey: Config.Redacted("ELEVENLABS_API_KEY"),
+        baseUrl: Config.String("ELEVENLABS_BASE_URL").pipe(Config.withDefault(options?.baseUrl ?? defaultBaseUrl)),
+        headersTimeout: Config.Duration("ELEVENLABS_HEADERS_TIMEOUT").pipe(
+          Config.withDefault(Duration.fromInputUnsafe(options?.headersTimeout ?? defaultHeadersTimeout))
+        ),
+        idleTimeout: Config.Duration("ELEVENLABS_IDLE_TIMEOUT").pipe(
+          Config.withDefault(Duration.fromInputUnsafe(options?.idleTimeout ?? defaultIdleTimeout))
+        )
+      })
+      return yield* make({ ...options, ...config })
+    })
+  )

@@ -1,0 +1,375 @@
+/**
+ * Schemas of every request and response of the typed ElevenLabs client.
+ *
+ * **Details**
+ *
+ * - Fields are camelCase in TypeScript and snake_case on the wire: every
+ *   struct is built with {@link snakeStruct}, which renames each key with
+ *   `Schema.encodeKeys` (decoding reads `model_id`, encoding writes it).
+ * - Response schemas are lenient where the OpenAPI document is free-form or
+ *   where the SDK types mark fields optional: unknown keys are ignored, most
+ *   fields are optional and nullable, and free-form strings (tiers,
+ *   categories, concurrency groups) are plain strings, so a new value from the
+ *   server never turns a success into an `InvalidResponse`.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+import { convertOutputFormats, musicOutputFormats, streamOutputFormats } from "./Models.ts"
+
+const toSnake = (key: string): string => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+
+/**
+ * A struct whose keys are camelCase when decoded and snake_case when encoded.
+ *
+ * @example
+ * ```ts
+ * const S = snakeStruct({ modelId: Schema.String })
+ * Schema.decodeUnknownSync(S)({ model_id: "x" }) // => { modelId: "x" }
+ * ```
+ */
+export const snakeStruct = <const F extends Schema.Struct.Fields>(
+  fields: F
+): Schema.Codec<Schema.Struct<F>["Type"], { readonly [k: string]: unknown }> => {
+  const mapping: Record<string, string> = {}
+  for (const key of Object.keys(fields)) mapping[key] = toSnake(key)
+  return Schema.Struct(fields).pipe(Schema.encodeKeys(mapping as never)) as never
+}
+
+/** An optional field that may also be `null` on the wire. */
+const opt = <S extends Schema.Top>(schema: S) => Schema.optional(Schema.NullOr(schema))
+
+// ----------------------------------------------------------------------------
+// Output formats
+// ----------------------------------------------------------------------------
+
+/** Output formats of TTS convert and convert-with-timestamps (28 values). */
+export const ConvertOutputFormat = Schema.Literals(convertOutputFormats)
+/** Output formats of the TTS stream endpoints (21 values, no WAV). */
+export const StreamOutputFormat = Schema.Literals(streamOutputFormats)
+/** Output formats of music compose. */
+export const MusicOutputFormat = Schema.Literals(musicOutputFormats)
+
+// ----------------------------------------------------------------------------
+// Text to speech
+// ----------------------------------------------------------------------------
+
+/** `voice_settings` of a TTS request. Ranges: `elevenlabs-openapi` `TtsVoiceSettings`. */
+export const VoiceSettings = snakeStruct({
+  stability: Schema.optional(Schema.Number),
+  similarityBoost: Schema.optional(Schema.Number),
+  style: Schema.optional(Schema.Number),
+  useSpeakerBoost: Schema.optional(Schema.Boolean),
+  speed: Schema.optional(Schema.Number)
+})
+export type VoiceSettings = typeof VoiceSettings.Type
+
+/** A pronunciation dictionary reference. */
+export const PronunciationDictionaryLocator = snakeStruct({
+  pronunciationDictionaryId: Schema.String,
+  versionId: Schema.optional(Schema.String)
+})
+
+/** The JSON body shared by the four TTS endpoints. */
+export const TextToSpeechBody = snakeStruct({
+  text: Schema.String,
+  modelId: Schema.optional(Schema.String),
+  languageCode: Schema.optional(Schema.String),
+  voiceSettings: Schema.optional(VoiceSettings),
+  pronunciationDictionaryLocators: Schema.optional(Schema.Array(PronunciationDictionaryLocator)),
+  seed: Schema.optional(Schema.Number),
+  previousText: Schema.optional(Schema.String),
+  nextText: Schema.optional(Schema.String),
+  previousRequestIds: Schema.optional(Schema.Array(Schema.String)),
+  nextRequestIds: Schema.optional(Schema.Array(Schema.String)),
+  usePvcAsIvc: Schema.optional(Schema.Boolean),
+  applyTextNormalization: Schema.optional(Schema.Literals(["auto", "on", "off"])),
+  applyLanguageTextNormalization: Schema.optional(Schema.Boolean)
+})
+export type TextToSpeechBody = typeof TextToSpeechBody.Type
+
+/** Query options shared by the TTS endpoints (the output format is typed per endpoint). */
+export interface TextToSpeechQuery {
+  /** `enable_logging`; `false` is zero-retention mode (Enterprise). */
+  readonly enableLogging?: boolean | undefined
+  /** `optimize_streaming_latency` 0-4 (deprecated by ElevenLabs). */
+  readonly optimizeStreamingLatency?: number | undefined
+}
+
+/** A TTS convert request (convert and convert-with-timestamps accept WAV). */
+export type TextToSpeechConvertRequest = TextToSpeechBody & TextToSpeechQuery & {
+  readonly outputFormat?: (typeof ConvertOutputFormat.Type) | undefined
+}
+
+/** A TTS stream request (no WAV). */
+export type TextToSpeechStreamRequest = TextToSpeechBody & TextToSpeechQuery & {
+  readonly outputFormat?: (typeof StreamOutputFormat.Type) | undefined
+}
+
+/** Character timing of a with-timestamps answer. */
+export const Alignment = snakeStruct({
+  characters: Schema.Array(Schema.String),
+  characterStartTimesSeconds: Schema.Array(Schema.Number),
+  characterEndTimesSeconds: Schema.Array(Schema.Number)
+})
+export type Alignment = typeof Alignment.Type
+
+/** `AudioWithTimestampsResponseModel`. */
+export const AudioWithTimestamps = snakeStruct({
+  audioBase64: Schema.String,
+  alignment: opt(Alignment),
+  normalizedAlignment: opt(Alignment)
+})
+export type AudioWithTimestamps = typeof AudioWithTimestamps.Type
+
+/** One line of the stream-with-timestamps NDJSON answer. */
+export const TimestampChunk = AudioWithTimestamps
+export type TimestampChunk = AudioWithTimestamps
+
+// ----------------------------------------------------------------------------
+// Speech to text
+// ----------------------------------------------------------------------------
+
+/** The audio file of an STT request. */
+export interface SpeechToTextFile {
+  readonly data: Uint8Array
+  readonly fileName?: string | undefined
+  readonly contentType?: string | undefined
+}
+
+/** An STT request: exactly one of `file` and `sourceUrl`. */
+export interface SpeechToTextRequest {
+  readonly modelId?: string | undefined
+  readonly file?: SpeechToTextFile | Uint8Array | undefined
+  readonly sourceUrl?: string | undefined
+  readonly cloudStorageUrl?: string | undefined
+  readonly languageCode?: string | undefined
+  readonly tagAudioEvents?: boolean | undefined
+  readonly numSpeakers?: number | undefined
+  readonly timestampsGranularity?: "none" | "word" | "character" | undefined
+  readonly diarize?: boolean | undefined
+  readonly diarizationThreshold?: number | undefined
+  readonly fileFormat?: "pcm_s16le_16" | "other" | undefined
+  readonly webhook?: boolean | undefined
+  readonly webhookId?: string | undefined
+  readonly temperature?: number | undefined
+  readonly seed?: number | undefined
+  readonly useMultiChannel?: boolean | undefined
+  readonly keyterms?: ReadonlyArray<string> | undefined
+  /** `enable_logging` query parameter. */
+  readonly enableLogging?: boolean | undefined
+}
+
+/** The default STT model. */
+export const defaultSttModel = "scribe_v1"
+
+/** One word (or spacing or audio event) of a transcript. */
+export const TranscriptWord = snakeStruct({
+  text: Schema.String,
+  start: opt(Schema.Number),
+  end: opt(Schema.Number),
+  type: Schema.String,
+  speakerId: opt(Schema.String),
+  logprob: opt(Schema.Number)
+})
+
+/** `SpeechToTextChunkResponseModel`. */
+export const TranscriptChunk = snakeStruct({
+  languageCode: Schema.String,
+  languageProbability: Schema.Number,
+  text: Schema.String,
+  words: Schema.Array(TranscriptWord),
+  channelIndex: opt(Schema.Number),
+  transcriptionId: opt(Schema.String),
+  audioDurationSecs: opt(Schema.Number)
+})
+export type TranscriptChunk = typeof TranscriptChunk.Type
+
+/** `MultichannelSpeechToTextResponseModel`. */
+export const MultichannelTranscript = snakeStruct({
+  transcripts: Schema.Array(TranscriptChunk),
+  transcriptionId: opt(Schema.String),
+  audioDurationSecs: opt(Schema.Number)
+})
+export type MultichannelTranscript = typeof MultichannelTranscript.Type
+
+/** The acknowledgement of a webhook (asynchronous) STT request. */
+export const WebhookAck = snakeStruct({
+  message: Schema.String,
+  requestId: Schema.String,
+  transcriptionId: opt(Schema.String)
+})
+export type WebhookAck = typeof WebhookAck.Type
+
+/** Any STT answer. Tell them apart with `"transcripts" in t` / `"requestId" in t`. */
+export const SpeechToTextResponse = Schema.Union([TranscriptChunk, MultichannelTranscript, WebhookAck])
+export type SpeechToTextResponse = typeof SpeechToTextResponse.Type
+
+// ----------------------------------------------------------------------------
+// User and subscription
+// ----------------------------------------------------------------------------
+
+const Overage = snakeStruct({ amount: Schema.String, currency: opt(Schema.String) })
+
+/** `next_invoice` of a subscription. */
+export const Invoice = snakeStruct({
+  amountDueCents: Schema.Number,
+  subtotalCents: opt(Schema.Number),
+  taxCents: opt(Schema.Number),
+  discountPercentOff: opt(Schema.Number),
+  discountAmountOff: opt(Schema.Number),
+  discounts: Schema.optional(Schema.Array(Schema.Unknown)),
+  nextPaymentAttemptUnix: opt(Schema.Number),
+  paymentIntentStatus: opt(Schema.String),
+  paymentIntentStatusses: Schema.optional(Schema.Array(Schema.Unknown))
+})
+
+/** `pending_change`: a tier change or a cancellation. */
+export const PendingChange = snakeStruct({
+  kind: Schema.String,
+  nextTier: opt(Schema.String),
+  nextBillingPeriod: opt(Schema.String),
+  timestampSeconds: opt(Schema.Number)
+})
+
+/** The subscription fields common to `/v1/user` and `/v1/user/subscription`. */
+const subscriptionFields = {
+  tier: Schema.String,
+  characterCount: Schema.Number,
+  characterLimit: Schema.Number,
+  maxCharacterLimitExtension: opt(Schema.Number),
+  maxCreditLimitExtension: opt(Schema.Union([Schema.Number, Schema.String])),
+  canExtendCharacterLimit: opt(Schema.Boolean),
+  allowedToExtendCharacterLimit: opt(Schema.Boolean),
+  nextCharacterCountResetUnix: opt(Schema.Number),
+  voiceSlotsUsed: opt(Schema.Number),
+  professionalVoiceSlotsUsed: opt(Schema.Number),
+  professionalVoiceSlotsUsedInWorkspace: opt(Schema.Number),
+  voiceLimit: opt(Schema.Number),
+  maxVoiceAddEdits: opt(Schema.Number),
+  voiceAddEditCounter: opt(Schema.Number),
+  professionalVoiceLimit: opt(Schema.Number),
+  canExtendVoiceLimit: opt(Schema.Boolean),
+  canUseInstantVoiceCloning: opt(Schema.Boolean),
+  canUseProfessionalVoiceCloning: opt(Schema.Boolean),
+  currency: opt(Schema.String),
+  currentOverage: opt(Overage),
+  status: opt(Schema.String),
+  billingPeriod: opt(Schema.String),
+  characterRefreshPeriod: opt(Schema.String),
+  pendingChange: opt(PendingChange),
+  hasUsedStarterCouponOnAccount: opt(Schema.Boolean),
+  hasUsedCreatorCouponOnAccount: opt(Schema.Boolean),
+  isEligibleForStarterPromo: opt(Schema.Boolean)
+}
+
+/** `ExtendedSubscriptionResponseModel` (`GET /v1/user/subscription`). */
+export const Subscription = snakeStruct({
+  ...subscriptionFields,
+  nextInvoice: opt(Invoice),
+  openInvoices: Schema.optional(Schema.Array(Schema.Unknown)),
+  hasOpenInvoices: opt(Schema.Boolean)
+})
+export type Subscription = typeof Subscription.Type
+
+/** `UserResponseModel` (`GET /v1/user`). */
+export const User = snakeStruct({
+  userId: Schema.String,
+  subscription: snakeStruct(subscriptionFields),
+  isNewUser: opt(Schema.Boolean),
+  canUseDelayedPaymentMethods: opt(Schema.Boolean),
+  isOnboardingCompleted: opt(Schema.Boolean),
+  isOnboardingChecklistCompleted: opt(Schema.Boolean),
+  createdAt: opt(Schema.Number),
+  seatType: opt(Schema.String),
+  showComplianceTerms: opt(Schema.Boolean),
+  firstName: opt(Schema.String),
+  isApiKeyHashed: opt(Schema.Boolean),
+  xiApiKeyPreview: opt(Schema.String),
+  referralLinkCode: opt(Schema.String),
+  partnerstackPartnerDefaultLink: opt(Schema.String)
+})
+export type User = typeof User.Type
+
+// ----------------------------------------------------------------------------
+// Voices and models
+// ----------------------------------------------------------------------------
+
+/** `VoiceResponseModel` (the fields a client uses; the rest are ignored). */
+export const Voice = snakeStruct({
+  voiceId: Schema.String,
+  name: opt(Schema.String),
+  category: opt(Schema.String),
+  labels: opt(Schema.Record(Schema.String, Schema.NullOr(Schema.String))),
+  description: opt(Schema.String),
+  previewUrl: opt(Schema.String),
+  availableForTiers: Schema.optional(Schema.Array(Schema.String)),
+  highQualityBaseModelIds: Schema.optional(Schema.Array(Schema.String)),
+  settings: opt(VoiceSettings),
+  isOwner: opt(Schema.Boolean),
+  isLegacy: opt(Schema.Boolean),
+  isMixed: opt(Schema.Boolean),
+  createdAtUnix: opt(Schema.Number)
+})
+export type Voice = typeof Voice.Type
+
+/** `GET /v1/voices`. */
+export const Voices = snakeStruct({ voices: Schema.Array(Voice) })
+export type Voices = typeof Voices.Type
+
+/** `model_rates` of a model. */
+export const ModelRates = snakeStruct({
+  characterCostMultiplier: Schema.Number,
+  costDiscountMultiplier: opt(Schema.Number)
+})
+
+/** `ModelResponseModel`. Everything but `model_id` is optional, as in the SDK types. */
+export const Model = snakeStruct({
+  modelId: Schema.String,
+  name: opt(Schema.String),
+  description: opt(Schema.String),
+  canBeFinetuned: opt(Schema.Boolean),
+  canDoTextToSpeech: opt(Schema.Boolean),
+  canDoVoiceConversion: opt(Schema.Boolean),
+  canUseStyle: opt(Schema.Boolean),
+  canUseSpeakerBoost: opt(Schema.Boolean),
+  servesProVoices: opt(Schema.Boolean),
+  requiresAlphaAccess: opt(Schema.Boolean),
+  tokenCostFactor: opt(Schema.Number),
+  maxCharactersRequestFreeUser: opt(Schema.Number),
+  maxCharactersRequestSubscribedUser: opt(Schema.Number),
+  maximumTextLengthPerRequest: opt(Schema.Number),
+  languages: Schema.optional(Schema.Array(snakeStruct({ languageId: Schema.String, name: Schema.String }))),
+  modelRates: opt(ModelRates),
+  concurrencyGroup: opt(Schema.String)
+})
+export type Model = typeof Model.Type
+
+/** `GET /v1/models`. */
+export const Models = Schema.Array(Model)
+
+// ----------------------------------------------------------------------------
+// Music
+// ----------------------------------------------------------------------------
+
+/** The JSON body of `POST /v1/music`. */
+export const MusicBody = snakeStruct({
+  prompt: Schema.optional(Schema.String),
+  musicPrompt: Schema.optional(Schema.Unknown),
+  compositionPlan: Schema.optional(Schema.Unknown),
+  lyricsText: Schema.optional(Schema.String),
+  musicLengthMs: Schema.optional(Schema.Number),
+  modelId: Schema.optional(Schema.String),
+  generationMode: Schema.optional(Schema.Literals(["track", "loop", "ambience", "video_to_music"])),
+  seed: Schema.optional(Schema.Number),
+  forceInstrumental: Schema.optional(Schema.Boolean),
+  finetuneId: Schema.optional(Schema.String),
+  finetuneStrength: Schema.optional(Schema.Number),
+  respectSectionsDurations: Schema.optional(Schema.Boolean)
+})
+export type MusicBody = typeof MusicBody.Type
+
+/** A music compose request. */
+export type MusicComposeRequest = MusicBody & {
+  readonly outputFormat?: (typeof MusicOutputFormat.Type) | undefined
+}

@@ -1,0 +1,166 @@
+/**
+ * Local validation of requests before any network call: a refused request
+ * costs no credits, no permit and no round trip.
+ *
+ * **Details**
+ *
+ * Every check fails with one `InvalidRequest` (no `status`) whose `field`
+ * names the request field at fault and whose message says what to change:
+ *
+ * - text empty or whitespace only; text longer than the model's per-request
+ *   limit (`Models.characterLimitOf`, counted in Unicode code points, as the
+ *   Python API counts `len(text)`);
+ * - an `output_format` the endpoint does not accept (WAV on the stream
+ *   endpoints);
+ * - voice settings out of range (OpenAPI `TtsVoiceSettings`: stability,
+ *   similarity_boost and style 0–1, speed 0.7–1.2);
+ * - a malformed voice id (empty, whitespace, `/`, `?`, `#`, or anything but
+ *   letters, digits, `_` and `-`);
+ * - STT with neither or both of `file` and `sourceUrl`.
+ *
+ * @since 0.1.0
+ */
+import { Effect } from "effect"
+import { InvalidRequest } from "./Errors.ts"
+import { characterLimitOf, convertOutputFormats, defaultTtsModel, musicOutputFormats, streamOutputFormats } from "./Models.ts"
+import type { MusicComposeRequest, SpeechToTextRequest, TextToSpeechBody, VoiceSettings } from "./Schemas.ts"
+
+/** Options of the local checks. */
+export interface ValidationOptions {
+  /** Per-model character limits that override `Models.characterLimits`. */
+  readonly characterLimits?: Readonly<Record<string, number>> | undefined
+}
+
+/** Which TTS endpoint a request is for: the stream endpoints refuse WAV. */
+export type TtsEndpoint = "convert" | "stream"
+
+const refuse = (operation: string, field: string, message: string) =>
+  new InvalidRequest({ operation, field, message })
+
+/** The voice settings ranges, from the OpenAPI document (`TtsVoiceSettings`). */
+export const voiceSettingRanges = {
+  stability: [0, 1],
+  similarityBoost: [0, 1],
+  style: [0, 1],
+  speed: [0.7, 1.2]
+} as const
+
+const voiceIdPattern = /^[A-Za-z0-9_-]+$/
+
+/** Checks a voice id; returns the failure or `undefined`. */
+export const checkVoiceId = (operation: string, voiceId: string): InvalidRequest | undefined => {
+  if (typeof voiceId !== "string" || voiceId.trim() === "") {
+    return refuse(operation, "voiceId", "The voice id is empty: pass the voice_id of a voice from voices.list().")
+  }
+  if (!voiceIdPattern.test(voiceId)) {
+    return refuse(
+      operation,
+      "voiceId",
+      `The voice id ${JSON.stringify(voiceId.slice(0, 64))} is malformed: use only letters, digits, '_' and '-' (no spaces, '/', '?' or '#'), as in voices.list().`
+    )
+  }
+  return undefined
+}
+
+const checkVoiceSettings = (operation: string, settings: VoiceSettings | undefined): InvalidRequest | undefined => {
+  if (settings === undefined) return undefined
+  for (const [key, [min, max]] of Object.entries(voiceSettingRanges)) {
+    const value = (settings as Record<string, unknown>)[key]
+    if (value === undefined) continue
+    if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) {
+      return refuse(
+        operation,
+        `voiceSettings.${key}`,
+        `voiceSettings.${key} is ${String(value)}: it must be a number from ${min} to ${max}.`
+      )
+    }
+  }
+  return undefined
+}
+
+/** Counts characters as the API does: Unicode code points. */
+export const characterCount = (text: string): number => {
+  let n = 0
+  for (const _ of text) n++
+  return n
+}
+
+/** Checks a TTS request; returns the failure or `undefined`. */
+export const checkTextToSpeech = (
+  operation: string,
+  endpoint: TtsEndpoint,
+  voiceId: string,
+  request: TextToSpeechBody & { readonly outputFormat?: string | undefined },
+  options?: ValidationOptions | undefined
+): InvalidRequest | undefined => {
+  const badVoice = checkVoiceId(operation, voiceId)
+  if (badVoice !== undefined) return badVoice
+  if (typeof request.text !== "string" || request.text.trim() === "") {
+    return refuse(operation, "text", "The text is empty or only whitespace: pass the text to speak.")
+  }
+  const modelId = request.modelId ?? defaultTtsModel
+  const limit = characterLimitOf(modelId, options?.characterLimits)
+  const count = characterCount(request.text)
+  if (count > limit) {
+    return refuse(
+      operation,
+      "text",
+      `The text has ${count} characters, over the ${limit}-character limit of ${modelId}: split it into requests of at most ${limit} characters (stitch them with previousRequestIds), or use a model with a higher limit.`
+    )
+  }
+  if (request.outputFormat !== undefined) {
+    const allowed: ReadonlyArray<string> = endpoint === "stream" ? streamOutputFormats : convertOutputFormats
+    if (!allowed.includes(request.outputFormat)) {
+      const hint = endpoint === "stream" && request.outputFormat.startsWith("wav_")
+        ? " WAV is only available from convert: use convert, or a pcm_* format of the same rate."
+        : ` Use one of ${allowed.join(", ")}.`
+      return refuse(
+        operation,
+        "outputFormat",
+        `The output format ${JSON.stringify(request.outputFormat)} is not accepted by the ${endpoint} endpoint.${hint}`
+      )
+    }
+  }
+  return checkVoiceSettings(operation, request.voiceSettings)
+}
+
+/** Checks an STT request; returns the failure or `undefined`. */
+export const checkSpeechToText = (operation: string, request: SpeechToTextRequest): InvalidRequest | undefined => {
+  const hasFile = request.file !== undefined
+  const hasUrl = request.sourceUrl !== undefined || request.cloudStorageUrl !== undefined
+  if (!hasFile && !hasUrl) {
+    return refuse(operation, "file", "Pass either file (the audio bytes) or sourceUrl (a URL of the audio): neither was given.")
+  }
+  if (hasFile && hasUrl) {
+    return refuse(operation, "sourceUrl", "Pass either file or sourceUrl, not both: remove one of them.")
+  }
+  const data = request.file instanceof Uint8Array ? request.file : request.file?.data
+  if (hasFile && (data === undefined || data.byteLength === 0)) {
+    return refuse(operation, "file", "The audio file is empty: pass the bytes of an audio file of at least 100 ms.")
+  }
+  if (request.numSpeakers !== undefined && (!Number.isInteger(request.numSpeakers) || request.numSpeakers < 1 || request.numSpeakers > 32)) {
+    return refuse(operation, "numSpeakers", `numSpeakers is ${request.numSpeakers}: it must be an integer from 1 to 32.`)
+  }
+  return undefined
+}
+
+/** Checks a music compose request; returns the failure or `undefined`. */
+export const checkMusic = (operation: string, request: MusicComposeRequest): InvalidRequest | undefined => {
+  if (request.prompt === undefined && request.compositionPlan === undefined && request.musicPrompt === undefined) {
+    return refuse(operation, "prompt", "Pass a prompt (or a compositionPlan) describing the music.")
+  }
+  if (request.prompt !== undefined && request.prompt.trim() === "") {
+    return refuse(operation, "prompt", "The prompt is empty or only whitespace: describe the music to compose.")
+  }
+  if (request.outputFormat !== undefined && !(musicOutputFormats as ReadonlyArray<string>).includes(request.outputFormat)) {
+    return refuse(operation, "outputFormat", `The output format ${JSON.stringify(request.outputFormat)} is not accepted by music compose.`)
+  }
+  if (request.musicLengthMs !== undefined && (request.musicLengthMs < 3000 || request.musicLengthMs > 600000)) {
+    return refuse(operation, "musicLengthMs", `musicLengthMs is ${request.musicLengthMs}: it must be from 3000 to 600000.`)
+  }
+  return undefined
+}
+
+/** Fails with the check's `InvalidRequest`, if any. */
+export const orFail = (failure: InvalidRequest | undefined): Effect.Effect<void, InvalidRequest> =>
+  failure === undefined ? Effect.void : Effect.fail(failure)
