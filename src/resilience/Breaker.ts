@@ -1,0 +1,305 @@
+/**
+ * The circuit breaker per pool (DESIGN.md section 4, step 6), on
+ * `effect/persistence`'s `CircuitBreaker`: this module adds the ElevenLabs
+ * classification, the defaults of the seeds, typed rejections, a growing open
+ * duration and a numeric state for the gauge. It does not re-implement the
+ * state machine.
+ *
+ * **Details**
+ *
+ * - One circuit per key; the key is `keyPrefix + pool` (`keyPrefix` lets
+ *   several API keys share one store without sharing circuits).
+ * - Only reasons for which `countsForBreaker` holds are failures (SystemBusy,
+ *   RateLimited, ServerError, Transport, Timeout, InvalidResponse). Every other
+ *   reason (4xx, QuotaExceeded, ConcurrencyLimited), every error that is not
+ *   an `ElevenLabsError` (limiter queue timeouts, for example), defects and
+ *   interruption are `ignored`: they say nothing about ElevenLabs' health.
+ * - A failure's `Retry-After` can lengthen an opening (capped by
+ *   `maxRetryAfter`), never shorten it.
+ * - Trip policies: `consecutive` failures (default 5) or failure `rate` over
+ *   the last `size` recorded calls with a `minimumCalls` volume (the window of
+ *   Effect's breaker counts calls, not seconds).
+ * - Open duration: 60 s by default; with `growth` the n-th consecutive
+ *   opening lasts `openDuration × factor^(n−1)`, capped at `max`; the count
+ *   resets once the circuit stays closed as long as its last opening.
+ * - One probe while half-open; other calls are rejected.
+ * - Rejections fail with {@link BreakerError}: `CircuitOpen` (with the time
+ *   left open as `retryAfter`) or `CircuitHalfOpen` (with a short
+ *   `retryAfter` hint). The store is a Layer: memory now, Redis later.
+ *
+ * @example
+ * ```ts
+ * const breaker = yield* Breaker.Breaker
+ * const audio = yield* attempt.pipe(breaker.execute("standard"))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Context, Duration, Effect, Exit, Layer, Schedule, Schema, Scope, Stream } from "effect"
+import { CircuitBreaker } from "effect/persistence"
+import { countsForBreaker, isElevenLabsError, type ElevenLabsErrorReason } from "../client/Errors.ts"
+
+// ============================================================================
+// Errors
+// ============================================================================
+
+/** The pool's circuit is open: calls fail fast until `retryAfter` has passed. */
+export class CircuitOpen extends Schema.Error<CircuitOpen>("elevenlabs-resilience/CircuitOpen")({
+  _tag: Schema.tag("CircuitOpen"),
+  /** The circuit key (`keyPrefix + pool`). */
+  key: Schema.String,
+  /** Time left open. */
+  retryAfter: Schema.DurationFromMillis
+}) {
+  override get message(): string {
+    return `circuit ${this.key} open; retry after ${Duration.toMillis(this.retryAfter)} ms`
+  }
+}
+
+/** The pool's circuit is half-open and its one probe is running: come back shortly. */
+export class CircuitHalfOpen extends Schema.Error<CircuitHalfOpen>("elevenlabs-resilience/CircuitHalfOpen")({
+  _tag: Schema.tag("CircuitHalfOpen"),
+  key: Schema.String,
+  /** A hint: the probe's outcome is usually known by then (option `halfOpenRetryAfter`). */
+  retryAfter: Schema.DurationFromMillis
+}) {
+  override get message(): string {
+    return `circuit ${this.key} half-open (probe running); retry after ${Duration.toMillis(this.retryAfter)} ms`
+  }
+}
+
+/** The breaker's store failed and `onStoreError` is `"fail"`. */
+export class BreakerStoreUnavailable extends Schema.Error<BreakerStoreUnavailable>(
+  "elevenlabs-resilience/BreakerStoreUnavailable"
+)({
+  _tag: Schema.tag("BreakerStoreUnavailable"),
+  key: Schema.String,
+  message: Schema.String
+}) {}
+
+/** Every reason a breaker rejects a call with. */
+export const BreakerErrorReason = Schema.Union([CircuitOpen, CircuitHalfOpen, BreakerStoreUnavailable])
+export type BreakerErrorReason = CircuitOpen | CircuitHalfOpen | BreakerStoreUnavailable
+
+/** A call the breaker did not let through. No request was sent. */
+export class BreakerError extends Schema.Error<BreakerError>("elevenlabs-resilience/BreakerError")({
+  _tag: Schema.tag("BreakerError"),
+  reason: BreakerErrorReason
+}) {
+  override get message(): string {
+    return this.reason.message
+  }
+  /** When to try again, for every reason that has a hint. */
+  get retryAfter(): Duration.Duration | undefined {
+    return this.reason._tag === "BreakerStoreUnavailable" ? undefined : this.reason.retryAfter
+  }
+}
+
+/** Guard for {@link BreakerError}. */
+export const isBreakerError = (u: unknown): u is BreakerError =>
+  typeof u === "object" && u !== null && "_tag" in u && u._tag === "BreakerError"
+
+// ============================================================================
+// State for the gauge
+// ============================================================================
+
+/** The numeric state for the `elevenlabs_circuit_breaker_state` gauge: 0 closed, 1 half-open, 2 open. */
+export type GaugeValue = 0 | 1 | 2
+
+/** The gauge value of a state. */
+export const gaugeOf = (state: CircuitBreaker.State | "Closed" | "HalfOpen" | "Open"): GaugeValue => {
+  const tag = typeof state === "string" ? state : state._tag
+  return tag === "Closed" ? 0 : tag === "HalfOpen" ? 1 : 2
+}
+
+/** A transition, with the pool and the gauge value it leads to. */
+export interface BreakerTransition {
+  readonly key: string
+  readonly from: "Closed" | "Open" | "HalfOpen"
+  readonly to: "Closed" | "Open" | "HalfOpen"
+  readonly gauge: GaugeValue
+  /** How long it opens for (on transitions to `Open`). */
+  readonly openFor?: Duration.Duration | undefined
+  /** Openings since the backoff last reset, this one included (on transitions to `Open`). */
+  readonly consecutiveOpenings?: number | undefined
+}
+
+// ============================================================================
+// Service
+// ============================================================================
+
+/** Options of {@link make}; every field has a default. */
+export interface BreakerOptions {
+  /**
+   * When a closed circuit opens. Default `{ _tag: "consecutive", failures: 5 }`
+   * (the seeds'). `rate`: `threshold` in `[0, 1]` (default 0.5), over the last
+   * `size` recorded calls (default 20), once `minimumCalls` are recorded
+   * (default 10).
+   */
+  readonly policy?:
+    | { readonly _tag: "consecutive"; readonly failures?: number | undefined }
+    | {
+      readonly _tag: "rate"
+      readonly threshold?: number | undefined
+      readonly size?: number | undefined
+      readonly minimumCalls?: number | undefined
+    }
+    | undefined
+  /** How long an opening lasts (the first one, when `growth` is set). Default 60 seconds. */
+  readonly openDuration?: Duration.Input | undefined
+  /** Consecutive openings last `openDuration × factor^(n−1)`, capped at `max`. Default: no growth. */
+  readonly growth?: { readonly factor?: number | undefined; readonly max?: Duration.Input | undefined } | undefined
+  /** Largest `Retry-After` that may lengthen an opening. Default 5 minutes. */
+  readonly maxRetryAfter?: Duration.Input | undefined
+  /** The `retryAfter` hint of a half-open rejection. Default 1 second. */
+  readonly halfOpenRetryAfter?: Duration.Input | undefined
+  /** Prefix of every circuit key (for example an account id). Default `"elevenlabs:"`. */
+  readonly keyPrefix?: string | undefined
+  /** When the store fails: `"allow"` runs the call unrecorded (default), `"fail"` rejects it. */
+  readonly onStoreError?: "allow" | "fail" | undefined
+}
+
+/** The breaker of one client: one circuit per pool. */
+export interface BreakerService {
+  /**
+   * Runs one attempt through the pool's circuit, recording its outcome.
+   * Fails with {@link BreakerError} when the circuit rejects it.
+   */
+  readonly execute: (
+    pool: string
+  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BreakerError, R>
+  /** The pool's state (an Open circuit past its open time reads Open until the next call). */
+  readonly state: (pool: string) => Effect.Effect<CircuitBreaker.State, BreakerError>
+  /** The pool's gauge value: 0 closed, 1 half-open, 2 open. */
+  readonly gauge: (pool: string) => Effect.Effect<GaugeValue, BreakerError>
+  /** Every transition of every circuit of this breaker. */
+  readonly transitions: Stream.Stream<BreakerTransition>
+  /** The circuit key of a pool. */
+  readonly keyOf: (pool: string) => string
+}
+
+/** Service tag of the client's {@link BreakerService}. */
+export class Breaker extends Context.Service<Breaker, BreakerService>()("elevenlabs-resilience/Breaker") {}
+
+/** The breaker's outcome for an attempt's exit (see the module doc). */
+export const classify = <A, E>(exit: Exit.Exit<A, E>): CircuitBreaker.Outcome => {
+  if (Exit.isSuccess(exit)) return CircuitBreaker.success
+  const error = exit.cause.reasons.find((r) => r._tag === "Fail")
+  if (error === undefined || error._tag !== "Fail" || !isElevenLabsError(error.error)) return CircuitBreaker.ignored
+  const reason: ElevenLabsErrorReason = error.error.reason
+  if (!countsForBreaker(reason)) return CircuitBreaker.ignored
+  const hint = "retryAfter" in reason ? reason.retryAfter : undefined
+  return CircuitBreaker.failure(hint === undefined ? undefined : { retryAfter: hint })
+}
+
+const tripPolicyOf = (policy: BreakerOptions["policy"]): CircuitBreaker.TripPolicy => {
+  if (policy === undefined || policy._tag === "consecutive") return CircuitBreaker.consecutive(policy?.failures ?? 5)
+  const size = policy.size ?? 20
+  return CircuitBreaker.rate({
+    threshold: policy.threshold ?? 0.5,
+    size,
+    minimumCalls: policy.minimumCalls ?? Math.min(10, size)
+  })
+}
+
+/**
+ * The open-duration value handed to `CircuitBreaker.make`: a fixed duration,
+ * or, with `growth`, `base × factor^(n−1)` capped at `max` as a `Schedule`
+ * (the breaker replays it to find the n-th opening's length).
+ */
+export const openDurationOf = (
+  options: Pick<BreakerOptions, "openDuration" | "growth">
+): Duration.Duration | Schedule.Schedule<unknown, number, never, never> => {
+  const base = Duration.fromInputUnsafe(options.openDuration ?? "60 seconds")
+  if (options.growth === undefined) return base
+  const factor = options.growth.factor ?? 2
+  const max = Duration.fromInputUnsafe(options.growth.max ?? "10 minutes")
+  if (!(factor >= 1)) throw new RangeError(`Breaker: growth.factor must be >= 1, got ${factor}`)
+  return Schedule.exponential(base, factor).pipe(
+    Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, max))),
+    Schedule.setInputType<number>()
+  )
+}
+
+const mapError = (key: string, halfOpenRetryAfter: Duration.Duration) =>
+(error: CircuitBreaker.CircuitBreakerError): BreakerError => {
+  const r = error.reason
+  switch (r._tag) {
+    case "CircuitOpen":
+      return new BreakerError({ reason: new CircuitOpen({ key, retryAfter: r.retryAfter }) })
+    case "CircuitHalfOpen":
+      return new BreakerError({ reason: new CircuitHalfOpen({ key, retryAfter: halfOpenRetryAfter }) })
+    case "CircuitBreakerStoreError":
+      return new BreakerError({ reason: new BreakerStoreUnavailable({ key, message: r.message }) })
+  }
+}
+
+const isCircuitBreakerError = (u: unknown): u is CircuitBreaker.CircuitBreakerError =>
+  typeof u === "object" && u !== null && CircuitBreaker.ErrorTypeId in u
+
+/**
+ * Builds a breaker on the current `CircuitBreakerStore`. Needs a `Scope`
+ * (the transitions stream ends with it). Bad options throw a `RangeError`.
+ */
+export const make = (options?: BreakerOptions): Effect.Effect<
+  BreakerService,
+  never,
+  CircuitBreaker.CircuitBreakerStore | Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const keyPrefix = options?.keyPrefix ?? "elevenlabs:"
+    const halfOpenRetryAfter = Duration.fromInputUnsafe(options?.halfOpenRetryAfter ?? "1 second")
+    const breaker = yield* CircuitBreaker.make({
+      tripPolicy: tripPolicyOf(options?.policy),
+      openDuration: openDurationOf(options ?? {}),
+      maxOpenDuration: options?.maxRetryAfter ?? "5 minutes",
+      onStoreError: options?.onStoreError ?? "allow"
+    })
+    const keyOf = (pool: string) => `${keyPrefix}${pool}`
+
+    const execute = (pool: string) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> => {
+      const key = keyOf(pool)
+      const toBreakerError = mapError(key, halfOpenRetryAfter)
+      return breaker.execute(self, { key, classify }).pipe(
+        // Only the breaker's own rejections are mapped; the attempt's errors pass through.
+        Effect.mapError((e) => (isCircuitBreakerError(e) ? toBreakerError(e) : e) as E | BreakerError)
+      )
+    }
+
+    const state = (pool: string) => {
+      const key = keyOf(pool)
+      return breaker.state(key).pipe(Effect.mapError(mapError(key, halfOpenRetryAfter)))
+    }
+
+    return Breaker.of({
+      execute,
+      state,
+      gauge: (pool) => Effect.map(state(pool), gaugeOf),
+      keyOf,
+      transitions: Stream.map(breaker.transitions, (t): BreakerTransition =>
+        t.to === "Open"
+          ? {
+            key: t.key,
+            from: t.from,
+            to: t.to,
+            gauge: 2,
+            openFor: t.retryAfter,
+            consecutiveOpenings: t.consecutiveOpenings
+          }
+          : { key: t.key, from: t.from, to: t.to, gauge: gaugeOf(t.to) })
+    })
+  })
+
+/** Provides {@link Breaker} on the current `CircuitBreakerStore` (swap the store to share state). */
+export const layer = (options?: BreakerOptions): Layer.Layer<Breaker, never, CircuitBreaker.CircuitBreakerStore> =>
+  Layer.effect(Breaker, make(options))
+
+/** {@link layer} with an in-memory store (one process). */
+export const layerMemory = (
+  options?: BreakerOptions & { readonly idleTimeToLive?: Duration.Input | undefined }
+): Layer.Layer<Breaker> =>
+  layer(options).pipe(
+    Layer.provide(CircuitBreaker.layerStoreMemory(
+      options?.idleTimeToLive === undefined ? undefined : { idleTimeToLive: options.idleTimeToLive }
+    ))
+  )
