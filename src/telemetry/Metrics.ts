@@ -1,0 +1,208 @@
+/**
+ * The Prometheus metrics of elevenlabs-resilience, as Effect `Metric`s, and
+ * small typed helpers that record into them.
+ *
+ * **Details**
+ *
+ * - The names are the seeds' names, exactly (see docs/observability.md for the
+ *   table): `elevenlabs_requests_total`, `elevenlabs_requests_duration_seconds`,
+ *   `elevenlabs_concurrent_requests`, `elevenlabs_queue_depth`,
+ *   `elevenlabs_errors_total`, `elevenlabs_retries_total`,
+ *   `elevenlabs_circuit_breaker_state`, `elevenlabs_characters_generated`,
+ *   `elevenlabs_audio_duration_seconds`, `elevenlabs_quota_used_percentage`.
+ * - Requests, errors and retries count *logical calls* (one per call the user
+ *   made, whatever the attempts): so `errors / requests` is the share of calls
+ *   that failed, and `retries / requests` the retries per call.
+ * - `elevenlabs_characters_generated` and `elevenlabs_audio_duration_seconds`
+ *   are histograms (per call) rather than counters: Prometheus requires a
+ *   counter's name to end in `_total` (`promtool check metrics` rejects it
+ *   otherwise), and the seeds' names do not. A histogram keeps the exact name
+ *   and still gives the total (`_sum`) and its rate.
+ * - Labels are low-cardinality only: operation, pool, model, lane, status,
+ *   reason. Never a voice id, text or key.
+ *
+ * **Example** (Recording a finished call)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Metrics } from "elevenlabs-resilience/telemetry"
+ *
+ * const program = Effect.all([
+ *   Metrics.recordRequest({ operation: "textToSpeech.convert", pool: "standard", model: "eleven_multilingual_v2", status: "success", durationSeconds: 0.42 }),
+ *   Metrics.recordCharacters("eleven_multilingual_v2", 120)
+ * ])
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Effect, Metric } from "effect"
+import type { Pool } from "../resilience/Plans.ts"
+
+// ==== Names =================================================================
+
+/** The exact exposed metric names (the seeds'). */
+export const names = {
+  requests: "elevenlabs_requests_total",
+  requestDuration: "elevenlabs_requests_duration_seconds",
+  concurrent: "elevenlabs_concurrent_requests",
+  queueDepth: "elevenlabs_queue_depth",
+  errors: "elevenlabs_errors_total",
+  retries: "elevenlabs_retries_total",
+  breakerState: "elevenlabs_circuit_breaker_state",
+  characters: "elevenlabs_characters_generated",
+  audioDuration: "elevenlabs_audio_duration_seconds",
+  quotaUsed: "elevenlabs_quota_used_percentage"
+} as const
+
+/** Every metric family name, for checks (dashboards, alert rules). */
+export const metricNames: ReadonlyArray<string> = Object.values(names)
+
+/** The label names the metrics may carry (all low-cardinality). */
+export const labelNames = ["operation", "pool", "model", "lane", "status", "reason"] as const
+export type LabelName = (typeof labelNames)[number]
+
+// ==== Boundaries ============================================================
+
+/**
+ * Latency buckets in seconds. 2 s is a boundary so the p95 > 2 s alert is
+ * read off a bucket edge rather than interpolated across a wide bucket.
+ */
+export const durationBoundaries: ReadonlyArray<number> = [
+  0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120
+]
+
+/** Characters per call; the per-request limits of the models (5k, 10k, 40k) are edges. */
+export const characterBoundaries: ReadonlyArray<number> = [
+  50, 100, 250, 500, 1000, 2500, 5000, 10000, 40000
+]
+
+/** Seconds of audio per call. */
+export const audioBoundaries: ReadonlyArray<number> = [1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
+
+// ==== Metrics ===============================================================
+
+/** Logical calls finished, by `operation`, `pool`, `model`, `status`. */
+export const requestsTotal = Metric.counter(names.requests, {
+  description: "ElevenLabs calls finished, by status (success, error, fallback).",
+  incremental: true
+})
+
+/** Duration of a logical call in seconds (queueing and retries included), by `operation`, `pool`, `model`. */
+export const requestDuration = Metric.histogram(names.requestDuration, {
+  description: "Duration of an ElevenLabs call in seconds, queueing and retries included.",
+  boundaries: durationBoundaries
+})
+
+/** Requests on the wire now (permits held), by `pool`. */
+export const concurrentRequests = Metric.gauge(names.concurrent, {
+  description: "ElevenLabs requests in flight now (permits held), by pool."
+})
+
+/** Requests waiting for a permit, by `pool` and `lane`. */
+export const queueDepth = Metric.gauge(names.queueDepth, {
+  description: "ElevenLabs requests waiting for a concurrency permit, by pool and lane."
+})
+
+/** Calls that ended in a typed failure, by `reason` and `pool`. */
+export const errorsTotal = Metric.counter(names.errors, {
+  description: "ElevenLabs calls that ended in a failure, by error reason.",
+  incremental: true
+})
+
+/** Retry attempts (each re-attempt after a failed attempt), by `reason` and `pool`. */
+export const retriesTotal = Metric.counter(names.retries, {
+  description: "Retry attempts made after a failed attempt, by the reason of that failure.",
+  incremental: true
+})
+
+/** Breaker state by `pool`: 0 closed, 1 half-open, 2 open. */
+export const circuitBreakerState = Metric.gauge(names.breakerState, {
+  description: "Circuit breaker state by pool: 0 closed, 1 half-open, 2 open."
+})
+
+/** Characters sent for generation per successful call, by `model`. */
+export const charactersGenerated = Metric.histogram(names.characters, {
+  description: "Characters generated per call, by model (the _sum is the total).",
+  boundaries: characterBoundaries
+})
+
+/** Seconds of audio produced per successful call, by `model`. */
+export const audioDurationSeconds = Metric.histogram(names.audioDuration, {
+  description: "Seconds of audio generated per call, by model (the _sum is the total).",
+  boundaries: audioBoundaries
+})
+
+/** Share of the period's credits used, 0 to 100. */
+export const quotaUsedPercentage = Metric.gauge(names.quotaUsed, {
+  description: "Share of the subscription period's credits used, in percent (0-100)."
+})
+
+// ==== Recording helpers ======================================================
+
+/** How a logical call ended: answered, failed, or answered from the fallback cache after a failure. */
+export type RequestStatus = "success" | "error" | "fallback"
+
+/** Breaker states as exposed: 0 closed, 1 half-open, 2 open. */
+export type BreakerStateValue = 0 | 1 | 2
+
+/** Numeric value of a breaker state name. */
+export const breakerStateValue = (state: "Closed" | "HalfOpen" | "Open"): BreakerStateValue =>
+  state === "Closed" ? 0 : state === "HalfOpen" ? 1 : 2
+
+const nonNegative = (n: number): number => (Number.isFinite(n) && n > 0 ? n : 0)
+
+/**
+ * Records one finished logical call: `elevenlabs_requests_total` +1 and its
+ * duration in `elevenlabs_requests_duration_seconds`.
+ */
+export const recordRequest = (options: {
+  readonly operation: string
+  readonly pool: Pool
+  readonly model: string
+  readonly status: RequestStatus
+  readonly durationSeconds: number
+}): Effect.Effect<void> => {
+  const base = { operation: options.operation, pool: options.pool, model: options.model }
+  return Effect.andThen(
+    Metric.update(Metric.withAttributes(requestsTotal, { ...base, status: options.status }), 1),
+    Metric.update(Metric.withAttributes(requestDuration, base), nonNegative(options.durationSeconds))
+  )
+}
+
+/** Records a call that ended in failure (`elevenlabs_errors_total` +1). */
+export const recordError = (options: {
+  readonly reason: string
+  readonly pool: Pool
+}): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(errorsTotal, { reason: options.reason, pool: options.pool }), 1)
+
+/** Records one retry attempt (`elevenlabs_retries_total` +1) for the reason of the failed attempt. */
+export const recordRetry = (options: {
+  readonly reason: string
+  readonly pool: Pool
+}): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(retriesTotal, { reason: options.reason, pool: options.pool }), 1)
+
+/** Sets the number of requests in flight for a pool. */
+export const setConcurrent = (pool: Pool, n: number): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(concurrentRequests, { pool }), nonNegative(n))
+
+/** Sets the number of queued requests for a pool and lane. */
+export const setQueueDepth = (pool: Pool, lane: string, n: number): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(queueDepth, { pool, lane }), nonNegative(n))
+
+/** Sets the breaker state of a pool: 0 closed, 1 half-open, 2 open. */
+export const setBreakerState = (pool: Pool, state: BreakerStateValue): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(circuitBreakerState, { pool }), state)
+
+/** Records the characters of one generation for a model. */
+export const recordCharacters = (model: string, n: number): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(charactersGenerated, { model }), nonNegative(n))
+
+/** Records the seconds of audio of one generation for a model. */
+export const recordAudioSeconds = (model: string, seconds: number): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(audioDurationSeconds, { model }), nonNegative(seconds))
+
+/** Sets the share of the period's credits used, clamped to 0..100. */
+export const setQuotaUsed = (percentage: number): Effect.Effect<void> =>
+  Metric.update(quotaUsedPercentage, Math.min(100, nonNegative(percentage)))
