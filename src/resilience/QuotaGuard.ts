@@ -1,0 +1,805 @@
+/**
+ * The credit-aware quota guard: every call reserves what it will cost before
+ * it is sent, and fails at once, with no request, when the credits are not
+ * there or the account is known to be out of quota.
+ *
+ * **Details**
+ *
+ * - Subscription cache: `used`, `limit` and the reset time come from a
+ *   {@link SubscriptionSource} (the composition adapts `/v1/user/subscription`
+ *   to it with {@link snapshotFromSubscription}). A background fiber refreshes
+ *   it every `refreshInterval` (60 s); {@link QuotaGuard.refresh} refreshes on
+ *   demand. Only one fetch runs at a time: concurrent callers join it. A
+ *   failed refresh keeps the last snapshot and reports its age.
+ * - Reservations: a call reserves its cost against `limit - used - reserved`
+ *   (and against its key's cap, when it names a key that has one). Success
+ *   commits the `character-cost` header's value, or the estimate; failure and
+ *   interruption release. Every change is one synchronous step on the guard's
+ *   state, so concurrent reservations can never overspend.
+ * - Thresholds: crossing `warningPercent` (80) logs at Warning and publishes
+ *   an event; crossing `alertPercent` (90) logs at Error and publishes an
+ *   event. Each is announced once per crossing and re-armed when usage falls
+ *   back below it (a new period).
+ * - Exhausted state: after a `quota_exceeded` answer ({@link QuotaGuard.markExhausted},
+ *   which {@link QuotaGuard.guard} calls by itself) every call fails fast with
+ *   `QuotaExhausted` until the reset time passes or a subscription fetched
+ *   after the mark shows credits left.
+ * - Per-key budgets: an optional cap per API key id (never the key itself),
+ *   counted locally from the commits of this guard and reset with the period.
+ *
+ * **Gotchas**
+ *
+ * - Commits made while a refresh is in flight are added on top of the fetched
+ *   `used`: the server may already count them, so `used` can be over-estimated
+ *   until the next refresh. That errs on the side of not overspending.
+ * - Per-key usage is what this guard committed; spending of the same key by
+ *   other processes is not seen (the Redis store will share it).
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { QuotaGuard } from "elevenlabs-resilience/resilience"
+ *
+ * const source = QuotaGuard.layerSource(Effect.succeed({ used: 0, limit: 10_000 }))
+ * const program = Effect.gen(function*() {
+ *   const guard = yield* QuotaGuard.QuotaGuard
+ *   const cost = guard.costOf(1200, "eleven_flash_v2_5") // 600
+ *   return yield* guard.guard(cost, callTts, { actualCost: (r) => r.meta.characterCost })
+ * }).pipe(Effect.provide(QuotaGuard.layer().pipe(Layer.provide(source))))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, PubSub, Schema, Scope, Stream } from "effect"
+import { ElevenLabsError, InvalidResponse, isElevenLabsError } from "../client/Errors.ts"
+import * as Cost from "./Cost.ts"
+
+// ==== Subscription source
+
+/**
+ * What the guard needs to know about the account: credits used and allowed in
+ * the current period, and when the period resets (unix milliseconds).
+ */
+export interface QuotaSnapshot {
+  readonly used: number
+  readonly limit: number
+  readonly resetAt?: number | undefined
+}
+
+/**
+ * Where snapshots come from. The composition adapts the client's
+ * `/v1/user/subscription` to it; tests give a scripted effect.
+ */
+export class SubscriptionSource extends Context.Service<
+  SubscriptionSource,
+  { readonly fetch: Effect.Effect<QuotaSnapshot, ElevenLabsError> }
+>()("elevenlabs-resilience/QuotaGuard/SubscriptionSource") {}
+
+/** A {@link SubscriptionSource} layer from an effect that fetches a snapshot. */
+export const layerSource = (fetch: Effect.Effect<QuotaSnapshot, ElevenLabsError>): Layer.Layer<SubscriptionSource> =>
+  Layer.succeed(SubscriptionSource, SubscriptionSource.of({ fetch }))
+
+/** The fields of `/v1/user/subscription` the guard reads (snake_case, as on the wire). */
+export interface SubscriptionFields {
+  readonly character_count: number
+  readonly character_limit: number
+  /** Unix seconds. */
+  readonly next_character_count_reset_unix?: number | null | undefined
+}
+
+/** Adapts a `/v1/user/subscription` answer to a {@link QuotaSnapshot} (the reset time from seconds to ms). */
+export const snapshotFromSubscription = (s: SubscriptionFields): QuotaSnapshot => ({
+  used: s.character_count,
+  limit: s.character_limit,
+  resetAt: s.next_character_count_reset_unix == null ? undefined : s.next_character_count_reset_unix * 1000
+})
+
+// ==== Errors
+
+/** The call costs more than is left, on the account or on its key's cap. No request was made. */
+export class InsufficientQuota extends Schema.Error<InsufficientQuota>("elevenlabs-resilience/QuotaGuard/InsufficientQuota")({
+  _tag: Schema.tag("InsufficientQuota"),
+  /** Credits the call needs. */
+  needed: Schema.Number,
+  /** Credits left (limit - used - reserved), on the account or on the key when `key` is set. */
+  remaining: Schema.Number,
+  /** Percent of the limit used (committed), one decimal. */
+  percentUsed: Schema.Number,
+  /** The key id whose cap refused the call; absent when the account's limit did. */
+  key: Schema.optional(Schema.String)
+}) {
+  override get message(): string {
+    const where = this.key === undefined ? "" : ` on key ${this.key}`
+    return `Insufficient quota${where}: need ${this.needed} credits, ${this.remaining} remaining (${this.percentUsed}% used)`
+  }
+}
+
+/** The account is out of quota (ElevenLabs said `quota_exceeded`); calls resume at `resetAt` or after `retryAfter`. */
+export class QuotaExhausted extends Schema.Error<QuotaExhausted>("elevenlabs-resilience/QuotaGuard/QuotaExhausted")({
+  _tag: Schema.tag("QuotaExhausted"),
+  /** When the period resets (unix ms), when known. */
+  resetAt: Schema.optional(Schema.Number),
+  /** How long until calls may resume: until `resetAt`, or until the next subscription check. */
+  retryAfter: Schema.optional(Schema.DurationFromMillis)
+}) {
+  override get message(): string {
+    const after = this.retryAfter === undefined ? "" : ` Calls resume in ${Duration.format(this.retryAfter)}`
+    const at = this.resetAt === undefined ? "" : ` (reset at ${new Date(this.resetAt).toISOString()})`
+    return `Quota exhausted.${after}${at}`.trim()
+  }
+}
+
+/** No subscription snapshot could be fetched yet and the guard is configured with `whenUnknown: "deny"`. */
+export class QuotaUnknown extends Schema.Error<QuotaUnknown>("elevenlabs-resilience/QuotaGuard/QuotaUnknown")({
+  _tag: Schema.tag("QuotaUnknown"),
+  message: Schema.String
+}) {}
+
+/** A cost, cap or option that cannot be used (negative, not a number, thresholds out of order). */
+export class InvalidInput extends Schema.Error<InvalidInput>("elevenlabs-resilience/QuotaGuard/InvalidInput")({
+  _tag: Schema.tag("InvalidInput"),
+  field: Schema.String,
+  message: Schema.String
+}) {}
+
+/** Every reason the guard refuses a call. */
+export type QuotaGuardErrorReason = InsufficientQuota | QuotaExhausted | QuotaUnknown | InvalidInput
+
+/** Schema of {@link QuotaGuardErrorReason}. */
+export const QuotaGuardErrorReason = Schema.Union([InsufficientQuota, QuotaExhausted, QuotaUnknown, InvalidInput])
+
+/** Runtime type identifier of {@link QuotaGuardError}. */
+export const ErrorTypeId = "~elevenlabs-resilience/QuotaGuardError" as const
+export type ErrorTypeId = typeof ErrorTypeId
+
+/** The one error of the guard: a call refused before any request was made. */
+export class QuotaGuardError extends Schema.Error<QuotaGuardError>("elevenlabs-resilience/QuotaGuardError")({
+  _tag: Schema.tag("QuotaGuardError"),
+  reason: QuotaGuardErrorReason
+}) {
+  readonly [ErrorTypeId]: ErrorTypeId = ErrorTypeId
+
+  override get message(): string {
+    return this.reason.message
+  }
+
+  /** When calls may resume, for `QuotaExhausted`. */
+  get retryAfter(): Duration.Duration | undefined {
+    return this.reason._tag === "QuotaExhausted" ? this.reason.retryAfter : undefined
+  }
+}
+
+/** Guard for {@link QuotaGuardError}. */
+export const isQuotaGuardError = (u: unknown): u is QuotaGuardError =>
+  typeof u === "object" && u !== null && ErrorTypeId in u
+
+const fail = (reason: QuotaGuardErrorReason) => Effect.fail(new QuotaGuardError({ reason }))
+
+// ==== Models
+
+/** Health of the quota, for telemetry: `unknown` until the first snapshot. */
+export type QuotaState = "unknown" | "ok" | "warning" | "alert" | "exhausted"
+
+/** The two thresholds. */
+export type Threshold = "warning" | "alert"
+
+/** What happened to the quota; published on {@link QuotaGuard.events}. Times are unix ms. */
+export type QuotaEvent =
+  | { readonly _tag: "Refreshed"; readonly at: number; readonly snapshot: QuotaSnapshot }
+  | {
+    readonly _tag: "RefreshFailed"
+    readonly at: number
+    readonly error: string
+    /** Age of the snapshot kept, when there is one. */
+    readonly snapshotAgeMillis: number | undefined
+  }
+  | { readonly _tag: "ThresholdCrossed"; readonly at: number; readonly threshold: Threshold; readonly percentUsed: number }
+  | { readonly _tag: "ThresholdCleared"; readonly at: number; readonly threshold: Threshold; readonly percentUsed: number }
+  | {
+    readonly _tag: "Exhausted"
+    readonly at: number
+    readonly resetAt: number | undefined
+    readonly retryAfterMillis: number | undefined
+  }
+  | { readonly _tag: "Recovered"; readonly at: number; readonly by: "reset-time" | "refresh" }
+  | { readonly _tag: "PeriodReset"; readonly at: number; readonly resetAt: number | undefined }
+
+/** One key's budget, as reported by {@link QuotaGuard.status}. */
+export interface KeyStatus {
+  readonly keyId: string
+  readonly cap: number | undefined
+  readonly used: number
+  readonly reserved: number
+  /** `cap - used - reserved`, when there is a cap. */
+  readonly remaining: number | undefined
+}
+
+/** A point-in-time view of the guard, for health checks and metrics. */
+export interface QuotaStatus {
+  readonly state: QuotaState
+  /** Credits used this period: the last snapshot plus what this guard committed since. */
+  readonly used: number | undefined
+  readonly limit: number | undefined
+  /** Credits held by calls in flight. */
+  readonly reserved: number
+  /** `limit - used - reserved`, never below 0. */
+  readonly remaining: number | undefined
+  /** `used / limit` in percent (can pass 100 with usage-based billing). */
+  readonly percentUsed: number | undefined
+  readonly resetAt: number | undefined
+  /** When the last successful refresh happened. */
+  readonly fetchedAt: number | undefined
+  /** How old the snapshot is, in ms. */
+  readonly snapshotAgeMillis: number | undefined
+  /** The last refresh error since the last success. */
+  readonly lastRefreshError: string | undefined
+  readonly nextRefreshAt: number
+  readonly exhausted: { readonly since: number; readonly resetAt: number | undefined; readonly retryAfterMillis: number } | undefined
+  readonly keys: ReadonlyArray<KeyStatus>
+}
+
+/**
+ * What the server said with its `quota_exceeded` answer. The `QuotaExceeded`
+ * reason of `ElevenLabsError` fits this shape as it is.
+ */
+export interface ExhaustionInfo {
+  /** The period's quota. */
+  readonly quota?: number | undefined
+  /** Credits left. */
+  readonly remaining?: number | undefined
+  /** Credits the refused request needed. */
+  readonly required?: number | undefined
+  /** When the period resets (unix ms), if known from elsewhere. */
+  readonly resetAt?: number | undefined
+}
+
+/** Options of {@link QuotaGuard.reserve} and {@link QuotaGuard.guard}. */
+export interface ReserveOptions {
+  /** The API key's id (never the key), to count against its cap. */
+  readonly keyId?: string | undefined
+}
+
+/** Options of {@link QuotaGuard.guard}. */
+export interface GuardOptions<A> extends ReserveOptions {
+  /** The credits actually charged, read from the result (the `character-cost` header); the estimate when `undefined`. */
+  readonly actualCost?: ((a: A) => number | undefined) | undefined
+}
+
+/**
+ * Credits held for one call. Commit once the call succeeded; release (or let
+ * the scope close) otherwise. Both are idempotent: only the first settles.
+ */
+export interface Reservation {
+  readonly cost: number
+  readonly keyId: string | undefined
+  /** Count the call as spent: `actual` (the `character-cost` header) when valid, else the reserved estimate. */
+  readonly commit: (actual?: number | undefined) => Effect.Effect<void>
+  /** Give the credits back. */
+  readonly release: Effect.Effect<void>
+}
+
+/** Options of {@link make}; every one has a default. */
+export interface Options {
+  /** How often the subscription is refreshed. Default 60 seconds. */
+  readonly refreshInterval?: Duration.Input | undefined
+  /** Warning threshold, percent used. Default 80. */
+  readonly warningPercent?: number | undefined
+  /** Alert threshold, percent used. Default 90. */
+  readonly alertPercent?: number | undefined
+  /** Credit multipliers per model id (from `/v1/models`). Default none: the built-in table. */
+  readonly multipliers?: Cost.Multipliers | undefined
+  /** Credit caps per API key id. Default none. */
+  readonly keyCaps?: Readonly<Record<string, number>> | undefined
+  /**
+   * What to do while no snapshot was ever fetched (the first fetch failed, or
+   * the key lacks `user_read`): `"allow"` lets calls through (the server still
+   * enforces its quota; key caps still apply), `"deny"` fails them with
+   * `QuotaUnknown`. Default `"allow"`.
+   */
+  readonly whenUnknown?: "allow" | "deny" | undefined
+  /** Events kept for a slow subscriber before the oldest are dropped. Default 256. */
+  readonly eventBuffer?: number | undefined
+}
+
+/** The quota guard service. */
+export interface QuotaGuard {
+  /** The credits `characters` characters cost on `modelId`, with the current multipliers. */
+  readonly costOf: (characters: number, modelId: string) => number
+  /** Replace the `/v1/models` multipliers (see `Cost.multipliersFromModels`). */
+  readonly setMultipliers: (multipliers: Cost.Multipliers) => Effect.Effect<void>
+  /**
+   * Reserve `cost` credits for one call. Fails at once with `InsufficientQuota`,
+   * `QuotaExhausted`, `QuotaUnknown` or `InvalidInput`. Closing the scope
+   * releases what was not committed, so interruption leaks nothing.
+   */
+  readonly reserve: (cost: number, options?: ReserveOptions) => Effect.Effect<Reservation, QuotaGuardError, Scope.Scope>
+  /**
+   * Run `effect` under a reservation of `cost`: commit on success (with
+   * `actualCost` when given), release on failure or interruption, and mark
+   * the account exhausted when it fails with `ElevenLabsError` `QuotaExceeded`.
+   */
+  readonly guard: <A, E, R>(
+    cost: number,
+    effect: Effect.Effect<A, E, R>,
+    options?: GuardOptions<A>
+  ) => Effect.Effect<A, E | QuotaGuardError, R>
+  /** Fetch the subscription now (joining a fetch already in flight). On failure the last snapshot is kept. */
+  readonly refresh: Effect.Effect<QuotaSnapshot, ElevenLabsError>
+  /** Enter the exhausted state after a `quota_exceeded` answer. */
+  readonly markExhausted: (info?: ExhaustionInfo) => Effect.Effect<void>
+  /** Set (or with `undefined`, remove) a key's cap. */
+  readonly setKeyCap: (keyId: string, cap: number | undefined) => Effect.Effect<void, QuotaGuardError>
+  /** Everything the guard knows, for health and metrics. */
+  readonly status: Effect.Effect<QuotaStatus>
+  /** `used / limit` in percent, `undefined` before the first snapshot. */
+  readonly percentUsed: Effect.Effect<number | undefined>
+  /** The current {@link QuotaState}. */
+  readonly state: Effect.Effect<QuotaState>
+  /** Threshold crossings, exhaustion, recovery and refreshes, from the moment the stream is run. */
+  readonly events: Stream.Stream<QuotaEvent>
+  /** A subscription to the same events, open as long as its scope (deterministic for tests). */
+  readonly subscribe: Effect.Effect<PubSub.Subscription<QuotaEvent>, never, Scope.Scope>
+}
+
+/** The tag of {@link QuotaGuard}. */
+export const QuotaGuard = Context.Service<QuotaGuard>("elevenlabs-resilience/QuotaGuard")
+
+// ==== Constructor
+
+interface KeyBudget {
+  cap: number | undefined
+  used: number
+  reserved: number
+}
+
+interface Exhaustion {
+  since: number
+  resetAt: number | undefined
+  /** The fetch sequence number at the mark: only a fetch started later may end it. */
+  fetchSeqAtMark: number
+}
+
+interface State {
+  used: number | undefined
+  limit: number | undefined
+  resetAt: number | undefined
+  fetchedAt: number | undefined
+  lastError: string | undefined
+  reserved: number
+  keys: Map<string, KeyBudget>
+  exhausted: Exhaustion | undefined
+  announced: { warning: boolean; alert: boolean }
+  inflight: Deferred.Deferred<QuotaSnapshot, ElevenLabsError> | undefined
+  fetchSeq: number
+  commitsDuringFetch: number
+  nextRefreshAt: number
+  multipliers: Cost.Multipliers
+}
+
+const isAmount = (n: unknown): n is number => typeof n === "number" && Number.isFinite(n) && n >= 0
+
+const round1 = (n: number): number => Math.round(n * 10) / 10
+
+const percentOf = (used: number, limit: number): number =>
+  limit > 0 ? (used / limit) * 100 : used > 0 ? Number.POSITIVE_INFINITY : 0
+
+const invalid = (field: string, message: string) => fail(new InvalidInput({ field, message }))
+
+/**
+ * Build a guard. Needs a {@link SubscriptionSource} and a `Scope` (the
+ * background refresher lives as long as it); fails with `InvalidInput` on
+ * options out of range.
+ */
+export const make = Effect.fnUntraced(function*(options: Options = {}) {
+  const source = yield* SubscriptionSource
+  const scope = yield* Effect.scope
+  const interval = Duration.toMillis(Duration.fromInputUnsafe(options.refreshInterval ?? "60 seconds"))
+  const warningPercent = options.warningPercent ?? 80
+  const alertPercent = options.alertPercent ?? 90
+  const whenUnknown = options.whenUnknown ?? "allow"
+  if (!(interval > 0)) return yield* invalid("refreshInterval", "must be a positive duration")
+  if (!isAmount(warningPercent) || !isAmount(alertPercent) || warningPercent > alertPercent) {
+    return yield* invalid("warningPercent", "thresholds must be non-negative numbers with warningPercent <= alertPercent")
+  }
+  const keys = new Map<string, KeyBudget>()
+  for (const [keyId, cap] of Object.entries(options.keyCaps ?? {})) {
+    if (!isAmount(cap)) return yield* invalid(`keyCaps.${keyId}`, "a cap must be a non-negative number")
+    keys.set(keyId, { cap, used: 0, reserved: 0 })
+  }
+  const pubsub = yield* PubSub.sliding<QuotaEvent>(options.eventBuffer ?? 256)
+  const now0 = yield* Clock.currentTimeMillis
+
+  // All state lives here and is changed only inside synchronous steps, so two
+  // fibers can never interleave halfway through a reservation.
+  const st: State = {
+    used: undefined,
+    limit: undefined,
+    resetAt: undefined,
+    fetchedAt: undefined,
+    lastError: undefined,
+    reserved: 0,
+    keys,
+    exhausted: undefined,
+    announced: { warning: false, alert: false },
+    inflight: undefined,
+    fetchSeq: 0,
+    commitsDuringFetch: 0,
+    nextRefreshAt: now0,
+    multipliers: { ...(options.multipliers ?? {}) }
+  }
+
+  const emit = (events: ReadonlyArray<QuotaEvent>) =>
+    Effect.forEach(events, (e) => Effect.andThen(logEvent(e), PubSub.publish(pubsub, e)), { discard: true })
+
+  const logEvent = (e: QuotaEvent): Effect.Effect<void> => {
+    switch (e._tag) {
+      case "ThresholdCrossed": {
+        const text = `ElevenLabs quota ${e.threshold}: ${round1(e.percentUsed)}% used (${st.used ?? "?"} of ${
+          st.limit ?? "?"
+        } credits)`
+        return e.threshold === "alert" ? Effect.logError(text) : Effect.logWarning(text)
+      }
+      case "Exhausted":
+        return Effect.logError(
+          `ElevenLabs quota exhausted; calls fail fast${
+            e.retryAfterMillis === undefined ? "" : ` for ${Duration.format(Duration.millis(e.retryAfterMillis))}`
+          }`
+        )
+      case "RefreshFailed":
+        return Effect.logWarning(
+          `ElevenLabs subscription refresh failed (${e.error}); keeping a snapshot ${
+            e.snapshotAgeMillis === undefined ? "(none yet)" : `${e.snapshotAgeMillis} ms old`
+          }`
+        )
+      case "Recovered":
+        return Effect.logInfo(`ElevenLabs quota available again (${e.by})`)
+      default:
+        return Effect.void
+    }
+  }
+
+  /** Re-evaluates both thresholds; announces each crossing once and re-arms when usage falls back. */
+  const thresholdEvents = (now: number): Array<QuotaEvent> => {
+    if (st.used === undefined || st.limit === undefined) return []
+    const pct = percentOf(st.used, st.limit)
+    const out: Array<QuotaEvent> = []
+    for (const [threshold, at] of [["warning", warningPercent], ["alert", alertPercent]] as const) {
+      if (pct >= at && !st.announced[threshold]) {
+        st.announced[threshold] = true
+        out.push({ _tag: "ThresholdCrossed", at: now, threshold, percentUsed: pct })
+      } else if (pct < at && st.announced[threshold]) {
+        st.announced[threshold] = false
+        out.push({ _tag: "ThresholdCleared", at: now, threshold, percentUsed: pct })
+      }
+    }
+    return out
+  }
+
+  const resetKeys = () => {
+    for (const k of st.keys.values()) k.used = 0
+  }
+
+  /**
+   * Rolls the period over once the clock passes the reset time: usage starts
+   * from 0 (until a refresh says otherwise), key budgets reset, the exhausted
+   * state ends. Returns whether a refresh should be started to learn the new numbers.
+   */
+  const rolloverStep = (now: number, out: Array<QuotaEvent>): boolean => {
+    const resetAt = st.exhausted?.resetAt ?? st.resetAt
+    if (resetAt === undefined || now < resetAt) return false
+    if (st.used !== undefined) st.used = 0
+    st.resetAt = undefined
+    resetKeys()
+    out.push({ _tag: "PeriodReset", at: now, resetAt })
+    if (st.exhausted !== undefined) {
+      st.exhausted = undefined
+      out.push({ _tag: "Recovered", at: now, by: "reset-time" })
+    }
+    out.push(...thresholdEvents(now))
+    return true
+  }
+
+  const retryAfterMillis = (now: number, ex: Exhaustion): number =>
+    Math.max(0, (ex.resetAt !== undefined ? Math.min(ex.resetAt, st.nextRefreshAt) : st.nextRefreshAt) - now)
+
+  // ---- refresh (single-flight)
+
+  const settleFetch = (seq: number, exit: Exit.Exit<QuotaSnapshot, ElevenLabsError>) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const out: Array<QuotaEvent> = []
+      let result: Exit.Exit<QuotaSnapshot, ElevenLabsError> = exit
+      if (Exit.isSuccess(exit)) {
+        const snap = exit.value
+        if (!isAmount(snap.used) || !isAmount(snap.limit) || (snap.resetAt !== undefined && !Number.isFinite(snap.resetAt))) {
+          result = Exit.fail(
+            new ElevenLabsError({
+              reason: new InvalidResponse({
+                operation: "quotaGuard.refresh",
+                message: `subscription snapshot out of range: used=${snap.used} limit=${snap.limit}`
+              })
+            })
+          )
+        } else {
+          const newPeriod = st.resetAt !== undefined && snap.resetAt !== undefined && snap.resetAt > st.resetAt
+          if (newPeriod) {
+            resetKeys()
+            out.push({ _tag: "PeriodReset", at: now, resetAt: st.resetAt })
+          }
+          st.used = snap.used + st.commitsDuringFetch
+          st.limit = snap.limit
+          st.resetAt = snap.resetAt
+          st.fetchedAt = now
+          st.lastError = undefined
+          out.push({ _tag: "Refreshed", at: now, snapshot: snap })
+          const ex = st.exhausted
+          if (ex !== undefined && (newPeriod || (seq > ex.fetchSeqAtMark && st.limit - st.used > 0))) {
+            st.exhausted = undefined
+            out.push({ _tag: "Recovered", at: now, by: "refresh" })
+          }
+          out.push(...thresholdEvents(now))
+        }
+      }
+      if (Exit.isFailure(result)) {
+        const error = Exit.findErrorOption(result)
+        st.lastError = error._tag === "Some" ? error.value.message : "interrupted"
+        out.push({
+          _tag: "RefreshFailed",
+          at: now,
+          error: st.lastError,
+          snapshotAgeMillis: st.fetchedAt === undefined ? undefined : now - st.fetchedAt
+        })
+      }
+      const d = st.inflight
+      st.inflight = undefined
+      st.commitsDuringFetch = 0
+      if (d !== undefined) yield* Deferred.done(d, result)
+      yield* emit(out)
+    })
+
+  /** Starts a fetch unless one is in flight; either way returns the one to wait on. */
+  const startFetch = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    if (st.inflight !== undefined) return st.inflight
+    const d = Deferred.makeUnsafe<QuotaSnapshot, ElevenLabsError>()
+    st.inflight = d
+    st.fetchSeq += 1
+    st.commitsDuringFetch = 0
+    st.nextRefreshAt = now + interval
+    const seq = st.fetchSeq
+    // The fetch runs in the guard's scope, so a caller that gives up waiting
+    // does not cancel it for the others.
+    yield* source.fetch.pipe(
+      Effect.exit,
+      Effect.flatMap((exit) => settleFetch(seq, exit)),
+      Effect.onInterrupt(() => Effect.andThen(Effect.sync(() => void (st.inflight = undefined)), Deferred.interrupt(d))),
+      Effect.forkIn(scope)
+    )
+    return d
+  })
+
+  const refresh: Effect.Effect<QuotaSnapshot, ElevenLabsError> = Effect.flatMap(startFetch, Deferred.await)
+
+  // The first fetch starts now, so the first reservation can wait for it.
+  yield* startFetch
+
+  // Background refresher: wakes at the next refresh time or the reset time.
+  const tick = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const out: Array<QuotaEvent> = []
+    const rolled = rolloverStep(now, out)
+    yield* emit(out)
+    if (rolled || now >= st.nextRefreshAt) {
+      yield* Effect.exit(refresh)
+      return
+    }
+    const wakeAt = Math.min(st.nextRefreshAt, st.exhausted?.resetAt ?? st.resetAt ?? Number.POSITIVE_INFINITY)
+    yield* Effect.sleep(Duration.millis(Math.max(1, wakeAt - now)))
+  })
+  yield* Effect.forkIn(Effect.forever(tick), scope)
+
+  // ---- reservations
+
+  const settle = (r: { cost: number; keyId: string | undefined; settled: boolean }, committed: number | undefined) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      if (r.settled) return
+      r.settled = true
+      st.reserved -= r.cost
+      const key = r.keyId === undefined ? undefined : st.keys.get(r.keyId)
+      if (key !== undefined) key.reserved -= r.cost
+      if (committed === undefined) return
+      if (st.used !== undefined) st.used += committed
+      if (key !== undefined) key.used += committed
+      if (st.inflight !== undefined) st.commitsDuringFetch += committed
+      yield* emit(thresholdEvents(now))
+    })
+
+  const tryReserve = (cost: number, keyId: string | undefined) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const out: Array<QuotaEvent> = []
+      const rolled = rolloverStep(now, out)
+      const decision = ((): QuotaGuardErrorReason | undefined => {
+        const ex = st.exhausted
+        if (ex !== undefined) {
+          return new QuotaExhausted({
+            resetAt: ex.resetAt ?? st.resetAt,
+            retryAfter: Duration.millis(retryAfterMillis(now, ex))
+          })
+        }
+        if (st.used === undefined || st.limit === undefined) {
+          if (whenUnknown === "deny") {
+            return new QuotaUnknown({
+              message: `No subscription snapshot yet${st.lastError === undefined ? "" : ` (${st.lastError})`}`
+            })
+          }
+        } else {
+          const remaining = st.limit - st.used - st.reserved
+          if (cost > remaining) {
+            return new InsufficientQuota({
+              needed: cost,
+              remaining: Math.max(0, remaining),
+              percentUsed: round1(percentOf(st.used, st.limit))
+            })
+          }
+        }
+        const key = keyId === undefined ? undefined : st.keys.get(keyId)
+        if (key?.cap !== undefined) {
+          const remaining = key.cap - key.used - key.reserved
+          if (cost > remaining) {
+            return new InsufficientQuota({
+              needed: cost,
+              remaining: Math.max(0, remaining),
+              percentUsed: round1(percentOf(key.used, key.cap)),
+              key: keyId
+            })
+          }
+        }
+        return undefined
+      })()
+      if (decision === undefined) {
+        st.reserved += cost
+        if (keyId !== undefined) {
+          const key = st.keys.get(keyId) ?? { cap: undefined, used: 0, reserved: 0 }
+          key.reserved += cost
+          st.keys.set(keyId, key)
+        }
+      }
+      yield* emit(out)
+      if (rolled) yield* Effect.asVoid(startFetch)
+      if (decision !== undefined) return yield* fail(decision)
+      const r = { cost, keyId, settled: false }
+      const reservation: Reservation = {
+        cost,
+        keyId,
+        commit: (actual) => settle(r, isAmount(actual) ? actual : cost),
+        release: settle(r, undefined)
+      }
+      return reservation
+    })
+
+  const reserve = (cost: number, options?: ReserveOptions): Effect.Effect<Reservation, QuotaGuardError, Scope.Scope> =>
+    Effect.gen(function*() {
+      if (!isAmount(cost)) return yield* invalid("cost", `cost must be a non-negative number, got ${cost}`)
+      // Before the first snapshot, wait for the fetch in flight (interruptibly).
+      if (st.fetchedAt === undefined && st.inflight !== undefined) yield* Effect.exit(Deferred.await(st.inflight))
+      return yield* Effect.acquireRelease(tryReserve(cost, options?.keyId), (r) => r.release)
+    })
+
+  const markExhausted = (info?: ExhaustionInfo): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      // The server's own numbers are fresher than any snapshot.
+      if (isAmount(info?.quota) && isAmount(info?.remaining)) {
+        st.limit = info.quota
+        st.used = Math.max(0, info.quota - info.remaining)
+      }
+      const resetAt = info?.resetAt !== undefined && Number.isFinite(info.resetAt) ? info.resetAt : st.resetAt
+      const wasExhausted = st.exhausted !== undefined
+      st.exhausted = { since: now, resetAt, fetchSeqAtMark: st.fetchSeq }
+      const out: Array<QuotaEvent> = wasExhausted ? [] : [{
+        _tag: "Exhausted",
+        at: now,
+        resetAt,
+        retryAfterMillis: retryAfterMillis(now, st.exhausted)
+      }]
+      out.push(...thresholdEvents(now))
+      yield* emit(out)
+    })
+
+  const guard = <A, E, R>(
+    cost: number,
+    effect: Effect.Effect<A, E, R>,
+    options?: GuardOptions<A>
+  ): Effect.Effect<A, E | QuotaGuardError, R> =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const reservation = yield* reserve(cost, options)
+        const a = yield* effect.pipe(
+          Effect.tapError((e) =>
+            isElevenLabsError(e) && e.reason._tag === "QuotaExceeded" ? markExhausted(e.reason) : Effect.void
+          )
+        )
+        yield* reservation.commit(options?.actualCost?.(a))
+        return a
+      })
+    )
+
+  const setKeyCap = (keyId: string, cap: number | undefined): Effect.Effect<void, QuotaGuardError> =>
+    Effect.suspend(() => {
+      if (cap !== undefined && !isAmount(cap)) return invalid(`keyCaps.${keyId}`, "a cap must be a non-negative number")
+      const key = st.keys.get(keyId)
+      if (key !== undefined) key.cap = cap
+      else if (cap !== undefined) st.keys.set(keyId, { cap, used: 0, reserved: 0 })
+      return Effect.void
+    })
+
+  const stateOf = (): QuotaState => {
+    if (st.exhausted !== undefined) return "exhausted"
+    if (st.used === undefined || st.limit === undefined) return "unknown"
+    const pct = percentOf(st.used, st.limit)
+    return pct >= alertPercent ? "alert" : pct >= warningPercent ? "warning" : "ok"
+  }
+
+  /** Applies a due rollover first, so reads after the reset time see the new period. */
+  const observe = <A>(read: (now: number) => A): Effect.Effect<A> =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const out: Array<QuotaEvent> = []
+      const rolled = rolloverStep(now, out)
+      const a = read(now)
+      yield* emit(out)
+      if (rolled) yield* Effect.asVoid(startFetch)
+      return a
+    })
+
+  const status: Effect.Effect<QuotaStatus> = observe((now) => ({
+    state: stateOf(),
+    used: st.used,
+    limit: st.limit,
+    reserved: st.reserved,
+    remaining: st.used === undefined || st.limit === undefined ? undefined : Math.max(0, st.limit - st.used - st.reserved),
+    percentUsed: st.used === undefined || st.limit === undefined ? undefined : percentOf(st.used, st.limit),
+    resetAt: st.resetAt,
+    fetchedAt: st.fetchedAt,
+    snapshotAgeMillis: st.fetchedAt === undefined ? undefined : now - st.fetchedAt,
+    lastRefreshError: st.lastError,
+    nextRefreshAt: st.nextRefreshAt,
+    exhausted: st.exhausted === undefined ? undefined : {
+      since: st.exhausted.since,
+      resetAt: st.exhausted.resetAt,
+      retryAfterMillis: retryAfterMillis(now, st.exhausted)
+    },
+    keys: Array.from(st.keys, ([keyId, k]) => ({
+      keyId,
+      cap: k.cap,
+      used: k.used,
+      reserved: k.reserved,
+      remaining: k.cap === undefined ? undefined : Math.max(0, k.cap - k.used - k.reserved)
+    }))
+  }))
+
+  return QuotaGuard.of({
+    costOf: (characters, modelId) => Cost.estimate(characters, modelId, st.multipliers),
+    setMultipliers: (multipliers) => Effect.sync(() => void (st.multipliers = { ...multipliers })),
+    reserve,
+    guard,
+    refresh,
+    markExhausted,
+    setKeyCap,
+    status,
+    percentUsed: observe(() =>
+      st.used === undefined || st.limit === undefined ? undefined : percentOf(st.used, st.limit)
+    ),
+    state: observe(stateOf),
+    events: Stream.fromPubSub(pubsub),
+    subscribe: PubSub.subscribe(pubsub)
+  })
+})
+
+// ==== Layers
+
+/** The guard as a layer; needs a {@link SubscriptionSource}. */
+export const layer = (options?: Options): Layer.Layer<QuotaGuard, QuotaGuardError, SubscriptionSource> =>
+  Layer.effect(QuotaGuard, make(options))
