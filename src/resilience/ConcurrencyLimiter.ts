@@ -1,0 +1,696 @@
+/**
+ * Plan-aware concurrency limiter: permits per (API key id, pool), three
+ * priority lanes, a bounded queue with a deadline, and an adaptive (AIMD)
+ * limit that learns from the ElevenLabs concurrency headers and from
+ * `too_many_concurrent_requests`.
+ *
+ * **Details**
+ *
+ * - A permit is held while a request is on the wire (until its last body
+ *   byte): {@link ConcurrencyLimiter.withPermit} for one effect,
+ *   {@link ConcurrencyLimiter.acquire} for a scope (streamed bodies).
+ * - Keys are API-key *ids* (a fingerprint the caller computes), never keys.
+ * - Lanes `interactive`, `default`, `batch`; FIFO inside a lane. Across lanes
+ *   the waiter with the earliest *virtual deadline* `arrival + aging[lane]`
+ *   goes first (ties: higher lane). So a waiter can only be overtaken by a
+ *   waiter that arrived less than `aging[its lane] − aging[their lane]` after
+ *   it: nothing starves (default aging 0 s / 5 s / 30 s).
+ * - The queue of a (key, pool) is bounded (`maxQueue`, default 1000): a full
+ *   queue fails at once with `QueueFull`; a wait longer than `queueTimeout`
+ *   (default 120 s) fails with `QueueTimeout`.
+ * - Interrupting a waiter removes it from the queue; interrupting a runner
+ *   returns its permit. A shrinking limit cancels nothing: new permits wait
+ *   until in-flight drops below it.
+ * - The limit rules live in {@link AdaptiveLimit}.
+ *
+ * **Example** (A TTS call holding a permit)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ConcurrencyLimiter } from "elevenlabs-resilience/resilience"
+ *
+ * const program = Effect.gen(function*() {
+ *   const limiter = yield* ConcurrencyLimiter.ConcurrencyLimiter
+ *   return yield* limiter.usePermit({ key: "key-1a2b", pool: "standard", lane: "interactive" }, (permit) =>
+ *     Effect.succeed("audio").pipe(Effect.tap(() => permit.onResponse({ maximumConcurrentRequests: 10 }))))
+ * })
+ * // provide ConcurrencyLimiter.layer({ plan: "pro" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Clock, Context, Duration, Effect, Exit, Layer, PubSub, Schema, Scope, Stream } from "effect"
+import type * as Take from "effect/Take"
+import type { ResponseMeta } from "../client/ResponseMeta.ts"
+import * as AdaptiveLimit from "./AdaptiveLimit.ts"
+import type { PlanLimits, PlanName, Pool } from "./Plans.ts"
+import { isPlanName, limitsOf, poolOfModel, pools, seedPlans } from "./Plans.ts"
+
+// ==== Models
+
+/** Priority lanes, highest first. */
+export const lanes = ["interactive", "default", "batch"] as const
+/** A priority lane, chosen per call. */
+export type Lane = (typeof lanes)[number]
+
+/** What a (key, pool) is sized from: a plan name, `"unknown"` (learn it), or custom numbers per pool (Enterprise). */
+export type PlanSpec = PlanName | "unknown" | Partial<PlanLimits>
+
+/** Which permit a call wants. Give `pool`, or `model` (and `concurrencyGroup`) to derive it with `poolOfModel`. */
+export type PermitRequest =
+  & {
+    /** API-key id (a fingerprint), never the key itself. */
+    readonly key: string
+    /** Default `"default"`. */
+    readonly lane?: Lane | undefined
+    /** Go to the front of the lane (a requeue after `too_many_concurrent_requests`, which already waited). */
+    readonly front?: boolean | undefined
+    /** Queue deadline for this call; default the limiter's `queueTimeout`. */
+    readonly timeout?: Duration.Input | undefined
+  }
+  & (
+    | { readonly pool: Pool }
+    | { readonly model: string; readonly concurrencyGroup?: string | undefined }
+  )
+
+/** A held permit. Release is idempotent; it also happens when the scope / effect ends. */
+export interface Permit {
+  readonly key: string
+  readonly pool: Pool
+  readonly lane: Lane
+  /** How long this call queued, in milliseconds (0 on the fast path). */
+  readonly waitedMillis: number
+  /** Returns the permit now (e.g. a body finished before the scope closes). */
+  readonly release: Effect.Effect<void>
+  /** Feeds the response headers to the adaptive limit (exact own count for shared-key detection). */
+  readonly onResponse: (meta: ResponseMeta) => Effect.Effect<void>
+  /**
+   * Reports a 429 `too_many_concurrent_requests` for this attempt. Cuts the
+   * limit once per congestion event: an attempt admitted before the last cut
+   * does not cut again.
+   */
+  readonly onConcurrencyLimited: (limitFromServer?: number | undefined) => Effect.Effect<void>
+}
+
+/** The state of one (key, pool). */
+export interface Snapshot {
+  readonly key: string
+  readonly pool: Pool
+  /** Permits handed out at most now. */
+  readonly limit: number
+  /** The AIMD estimate behind `limit` (real number). */
+  readonly estimate: number
+  /** The plan's limit for the pool, when known. */
+  readonly ceiling: number | undefined
+  /** Requests other clients run on the same key (latest observation). */
+  readonly others: number
+  readonly inFlight: number
+  readonly queued: { readonly [L in Lane]: number }
+  readonly queueDepth: number
+  readonly maxQueue: number
+}
+
+/** Observable events, for telemetry. */
+export type ConcurrencyEvent =
+  | {
+    readonly _tag: "LimitChanged"
+    readonly key: string
+    readonly pool: Pool
+    readonly from: number
+    readonly to: number
+    readonly estimate: number
+    readonly ceiling: number | undefined
+    readonly others: number
+    /** The first reason; `reasons` has them all in the order applied. */
+    readonly reason: AdaptiveLimit.LimitChangeReason
+    readonly reasons: ReadonlyArray<AdaptiveLimit.LimitChangeReason>
+  }
+  | { readonly _tag: "QueueFull"; readonly key: string; readonly pool: Pool; readonly lane: Lane; readonly depth: number }
+  | {
+    readonly _tag: "QueueTimeout"
+    readonly key: string
+    readonly pool: Pool
+    readonly lane: Lane
+    readonly waitedMillis: number
+  }
+  | { readonly _tag: "Waited"; readonly key: string; readonly pool: Pool; readonly lane: Lane; readonly waitedMillis: number }
+
+// ==== Errors
+
+const PoolSchema = Schema.Literals(pools)
+const LaneSchema = Schema.Literals(lanes)
+
+/** The queue of the (key, pool) is full: answered at once. */
+export class QueueFull extends Schema.Error<QueueFull>("elevenlabs-resilience/ConcurrencyLimiter/QueueFull")({
+  _tag: Schema.tag("QueueFull"),
+  key: Schema.String,
+  pool: PoolSchema,
+  lane: LaneSchema,
+  depth: Schema.Number,
+  maxQueue: Schema.Number
+}) {
+  override get message(): string {
+    return `Concurrency queue full for pool ${this.pool} (${this.depth}/${this.maxQueue}, lane ${this.lane})`
+  }
+}
+
+/** The call waited past its queue deadline. */
+export class QueueTimeout extends Schema.Error<QueueTimeout>("elevenlabs-resilience/ConcurrencyLimiter/QueueTimeout")({
+  _tag: Schema.tag("QueueTimeout"),
+  key: Schema.String,
+  pool: PoolSchema,
+  lane: LaneSchema,
+  waited: Schema.DurationFromMillis
+}) {
+  override get message(): string {
+    return `Waited ${Duration.format(this.waited)} for a ${this.pool} permit (lane ${this.lane})`
+  }
+}
+
+/** The permit request is malformed (empty key, unknown lane or pool, bad timeout). */
+export class InvalidPermitRequest
+  extends Schema.Error<InvalidPermitRequest>("elevenlabs-resilience/ConcurrencyLimiter/InvalidPermitRequest")({
+    _tag: Schema.tag("InvalidPermitRequest"),
+    message: Schema.String
+  })
+{}
+
+/** Reasons of {@link ConcurrencyLimiterError}. */
+export type ConcurrencyLimiterErrorReason = QueueFull | QueueTimeout | InvalidPermitRequest
+export const ConcurrencyLimiterErrorReason = Schema.Union([QueueFull, QueueTimeout, InvalidPermitRequest])
+
+/** The limiter's one error, with a `reason`. */
+export class ConcurrencyLimiterError extends Schema.Error<ConcurrencyLimiterError>(
+  "elevenlabs-resilience/ConcurrencyLimiterError"
+)({
+  _tag: Schema.tag("ConcurrencyLimiterError"),
+  reason: ConcurrencyLimiterErrorReason
+}) {
+  override get message(): string {
+    return this.reason.message
+  }
+}
+
+// ==== Service
+
+export const TypeId = "~elevenlabs-resilience/ConcurrencyLimiter" as const
+export type TypeId = typeof TypeId
+
+/** The limiter service. */
+export interface ConcurrencyLimiter {
+  readonly [TypeId]: TypeId
+  /** Runs `effect` holding a permit; the permit returns when it ends, however it ends. */
+  readonly withPermit: (
+    options: PermitRequest
+  ) => <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | ConcurrencyLimiterError, R>
+  /** Like `withPermit`, giving the permit to `f` (to feed `onResponse` / `onConcurrencyLimited`). */
+  readonly usePermit: <A, E, R>(
+    options: PermitRequest,
+    f: (permit: Permit) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | ConcurrencyLimiterError, R>
+  /** A permit released when the scope closes (streamed bodies hold it until the last byte). */
+  readonly acquire: (options: PermitRequest) => Effect.Effect<Permit, ConcurrencyLimiterError, Scope.Scope>
+  /** Feeds response headers. Call while the permit is still held (it counts as ours). */
+  readonly onResponse: (key: string, pool: Pool, meta: ResponseMeta) => Effect.Effect<void>
+  /** Feeds a 429 `too_many_concurrent_requests`; the server's number (if any) becomes the ceiling. Always cuts. */
+  readonly onConcurrencyLimited: (key: string, pool: Pool, limitFromServer?: number | undefined) => Effect.Effect<void>
+  /** The state of a (key, pool). */
+  readonly snapshot: (key: string, pool: Pool) => Effect.Effect<Snapshot>
+  /** Limit changes, queue full / timeouts, and waits with their durations. Ends when the limiter's scope closes. */
+  readonly events: Stream.Stream<ConcurrencyEvent>
+}
+
+/** The service tag. */
+export const ConcurrencyLimiter: Context.Service<ConcurrencyLimiter, ConcurrencyLimiter> = Context.Service<
+  ConcurrencyLimiter
+>(TypeId)
+
+/** Options of {@link make}; every one has a default. */
+export interface Options {
+  /** Plan of every key, or per key id. Default `"unknown"`. */
+  readonly plan?: PlanSpec | ((key: string) => PlanSpec) | undefined
+  /** Plan table for plan names. Default `seedPlans`. */
+  readonly table?: { readonly [P in PlanName]: PlanLimits } | undefined
+  /** Start limit of a pool whose plan number is unknown. Default 2. */
+  readonly initialLimit?: number | undefined
+  /** Lowest limit. Default 1. */
+  readonly minLimit?: number | undefined
+  /** Growth cap while no ceiling is known. Default 1000. */
+  readonly maxLimit?: number | undefined
+  /** Multiplicative decrease on `too_many_concurrent_requests`. Default 0.9. */
+  readonly decreaseFactor?: number | undefined
+  /** Permits gained per window of saturated successes. Default 1. */
+  readonly additiveIncrease?: number | undefined
+  /** Queue bound per (key, pool), all lanes together; a number or per pool. Default 1000. */
+  readonly maxQueue?: number | Partial<Record<Pool, number>> | undefined
+  /** Queue deadline. Default 120 seconds (the seeds). */
+  readonly queueTimeout?: Duration.Input | undefined
+  /** Aging offset per lane (virtual deadline = arrival + offset). Default 0 s / 5 s / 30 s. */
+  readonly laneAging?: Partial<Record<Lane, Duration.Input>> | undefined
+  /** Buffered events per subscriber (sliding). Default 1024. */
+  readonly eventBuffer?: number | undefined
+}
+
+// ==== Internals
+
+const WAITING = 0
+const GRANTED = 1
+const GONE = 2
+
+/** A queued caller: an intrusive list node, so removal is O(1) and memory small. */
+class Waiter {
+  prev: Waiter | undefined = undefined
+  next: Waiter | undefined = undefined
+  state = WAITING
+  resume: ((effect: Effect.Effect<PermitImpl, ConcurrencyLimiterError>) => void) | undefined = undefined
+  permit: PermitImpl | undefined = undefined
+  readonly lane: number
+  readonly order: number
+  readonly enqueuedAt: number
+  constructor(lane: number, order: number, enqueuedAt: number) {
+    this.lane = lane
+    this.order = order
+    this.enqueuedAt = enqueuedAt
+  }
+}
+
+class LaneQueue {
+  head: Waiter | undefined = undefined
+  tail: Waiter | undefined = undefined
+  size = 0
+  pushBack(w: Waiter) {
+    w.prev = this.tail
+    if (this.tail) this.tail.next = w
+    else this.head = w
+    this.tail = w
+    this.size++
+  }
+  pushFront(w: Waiter) {
+    w.next = this.head
+    if (this.head) this.head.prev = w
+    else this.tail = w
+    this.head = w
+    this.size++
+  }
+  remove(w: Waiter) {
+    if (w.prev) w.prev.next = w.next
+    else this.head = w.next
+    if (w.next) w.next.prev = w.prev
+    else this.tail = w.prev
+    w.prev = w.next = undefined
+    this.size--
+  }
+}
+
+class Cell {
+  inFlight = 0
+  queued = 0
+  issued = 0
+  lastCut = 0
+  permits: number
+  readonly lanes = [new LaneQueue(), new LaneQueue(), new LaneQueue()] as const
+  readonly key: string
+  readonly pool: Pool
+  readonly adaptive: AdaptiveLimit.AdaptiveState
+  readonly maxQueue: number
+  constructor(
+    key: string,
+    pool: Pool,
+    adaptive: AdaptiveLimit.AdaptiveState,
+    maxQueue: number,
+    config: AdaptiveLimit.AdaptiveLimitConfig
+  ) {
+    this.key = key
+    this.pool = pool
+    this.adaptive = adaptive
+    this.maxQueue = maxQueue
+    this.permits = AdaptiveLimit.permitsOf(adaptive, config)
+  }
+}
+
+class PermitImpl implements Permit {
+  released = false
+  readonly cell: Cell
+  readonly seq: number
+  readonly lane: Lane
+  readonly waitedMillis: number
+  readonly limiter: Impl
+  constructor(cell: Cell, seq: number, lane: Lane, waitedMillis: number, limiter: Impl) {
+    this.cell = cell
+    this.seq = seq
+    this.lane = lane
+    this.waitedMillis = waitedMillis
+    this.limiter = limiter
+  }
+  get key() {
+    return this.cell.key
+  }
+  get pool() {
+    return this.cell.pool
+  }
+  get release(): Effect.Effect<void> {
+    return Effect.suspend(() => this.limiter.publish(this.limiter.releaseUnsafe(this)))
+  }
+  onResponse(meta: ResponseMeta): Effect.Effect<void> {
+    return Effect.suspend(() =>
+      this.limiter.publish(this.limiter.responseUnsafe(this.cell, meta, this.cell.inFlight + (this.released ? 1 : 0)))
+    )
+  }
+  onConcurrencyLimited(limitFromServer?: number | undefined): Effect.Effect<void> {
+    return Effect.suspend(() => this.limiter.publish(this.limiter.limitedUnsafe(this.cell, limitFromServer, this.seq)))
+  }
+}
+
+const fail = (reason: ConcurrencyLimiterErrorReason) => Effect.fail(new ConcurrencyLimiterError({ reason }))
+
+const positiveMillis = (input: Duration.Input): number | undefined => {
+  const d = Duration.fromInput(input)
+  if (d._tag === "None") return undefined
+  const ms = Duration.toMillis(d.value)
+  return ms >= 0 && !Number.isNaN(ms) ? ms : undefined
+}
+
+class Impl {
+  readonly cells = new Map<string, Cell>()
+  readonly config: AdaptiveLimit.AdaptiveLimitConfig
+  readonly aging: ReadonlyArray<number>
+  readonly queueTimeoutMillis: number
+  readonly planOf: (key: string) => PlanSpec
+  readonly table: { readonly [P in PlanName]: PlanLimits }
+  readonly initialLimit: number
+  readonly maxQueueOf: (pool: Pool) => number
+
+  readonly clock: Clock.Clock
+  readonly pubsub: PubSub.PubSub<Take.Take<ConcurrencyEvent>>
+
+  constructor(options: Options, clock: Clock.Clock, pubsub: PubSub.PubSub<Take.Take<ConcurrencyEvent>>) {
+    this.clock = clock
+    this.pubsub = pubsub
+    const num = (n: number | undefined, dflt: number, ok: (n: number) => boolean, name: string) => {
+      if (n === undefined) return dflt
+      if (!ok(n)) throw new Error(`ConcurrencyLimiter: invalid ${name}: ${n}`)
+      return n
+    }
+    const minLimit = num(options.minLimit, 1, (n) => Number.isInteger(n) && n >= 1, "minLimit")
+    this.config = {
+      minLimit,
+      maxLimit: num(options.maxLimit, AdaptiveLimit.defaultConfig.maxLimit, (n) => n >= minLimit, "maxLimit"),
+      decreaseFactor: num(
+        options.decreaseFactor,
+        AdaptiveLimit.defaultConfig.decreaseFactor,
+        (n) => n > 0 && n < 1,
+        "decreaseFactor"
+      ),
+      additiveIncrease: num(
+        options.additiveIncrease,
+        AdaptiveLimit.defaultConfig.additiveIncrease,
+        (n) => n >= 0 && Number.isFinite(n),
+        "additiveIncrease"
+      )
+    }
+    this.initialLimit = num(options.initialLimit, 2, (n) => n >= 1 && Number.isFinite(n), "initialLimit")
+    const agingDefaults: Record<Lane, Duration.Input> = { interactive: 0, default: "5 seconds", batch: "30 seconds" }
+    this.aging = lanes.map((lane) => {
+      const ms = positiveMillis(options.laneAging?.[lane] ?? agingDefaults[lane])
+      if (ms === undefined || !Number.isFinite(ms)) throw new Error(`ConcurrencyLimiter: invalid laneAging.${lane}`)
+      return ms
+    })
+    const qt = positiveMillis(options.queueTimeout ?? "120 seconds")
+    if (qt === undefined) throw new Error("ConcurrencyLimiter: invalid queueTimeout")
+    this.queueTimeoutMillis = qt
+    const plan = options.plan ?? "unknown"
+    this.planOf = typeof plan === "function" ? plan : () => plan
+    this.table = options.table ?? seedPlans
+    const mq = options.maxQueue ?? 1000
+    this.maxQueueOf = (pool) => (typeof mq === "number" ? mq : mq[pool] ?? 1000)
+  }
+
+  cell(key: string, pool: Pool): Cell {
+    const id = `${pool}\u0000${key}`
+    let cell = this.cells.get(id)
+    if (cell === undefined) {
+      const spec = this.planOf(key)
+      const planned = spec === "unknown"
+        ? undefined
+        : typeof spec === "string"
+        ? (isPlanName(spec) ? limitsOf(spec, this.table)[pool] : undefined)
+        : spec[pool]
+      // A plan number of 0 (music on Free) is clamped to the minimum: the server stays the judge.
+      const ceiling = planned === undefined || !Number.isFinite(planned)
+        ? undefined
+        : Math.max(this.config.minLimit, Math.floor(planned))
+      const adaptive = AdaptiveLimit.make({ initial: ceiling ?? this.initialLimit, ceiling, config: this.config })
+      cell = new Cell(key, pool, adaptive, this.maxQueueOf(pool), this.config)
+      this.cells.set(id, cell)
+    }
+    return cell
+  }
+
+  publish(events: ReadonlyArray<ConcurrencyEvent>): Effect.Effect<void> {
+    return events.length === 0
+      ? Effect.void
+      : Effect.asVoid(PubSub.publish(this.pubsub, events as unknown as Take.Take<ConcurrencyEvent>))
+  }
+
+  /** Hands free permits to waiters in lane order (earliest virtual deadline, ties to the higher lane). */
+  dispatch(cell: Cell, events: Array<ConcurrencyEvent>) {
+    while (cell.queued > 0 && cell.inFlight < cell.permits) {
+      let best: Waiter | undefined
+      for (const lane of cell.lanes) {
+        const head = lane.head
+        if (head !== undefined && (best === undefined || head.order < best.order)) best = head
+      }
+      if (best === undefined) return
+      cell.lanes[best.lane]!.remove(best)
+      cell.queued--
+      const waited = Math.max(0, this.clock.currentTimeMillisUnsafe() - best.enqueuedAt)
+      const permit = this.grant(cell, lanes[best.lane]!, waited)
+      best.state = GRANTED
+      best.permit = permit
+      events.push({ _tag: "Waited", key: cell.key, pool: cell.pool, lane: lanes[best.lane]!, waitedMillis: waited })
+      const resume = best.resume
+      best.resume = undefined
+      resume?.(Effect.succeed(permit))
+    }
+  }
+
+  grant(cell: Cell, lane: Lane, waited: number): PermitImpl {
+    cell.inFlight++
+    return new PermitImpl(cell, ++cell.issued, lane, waited, this)
+  }
+
+  releaseUnsafe(permit: PermitImpl): Array<ConcurrencyEvent> {
+    const events: Array<ConcurrencyEvent> = []
+    if (permit.released) return events
+    permit.released = true
+    permit.cell.inFlight--
+    this.dispatch(permit.cell, events)
+    return events
+  }
+
+  applyChange(cell: Cell, reasons: ReadonlyArray<AdaptiveLimit.LimitChangeReason>, before: number, ceilingBefore: number | undefined, events: Array<ConcurrencyEvent>) {
+    const after = AdaptiveLimit.permitsOf(cell.adaptive, this.config)
+    cell.permits = after
+    const first = reasons[0]
+    if (first !== undefined && (after !== before || cell.adaptive.ceiling !== ceilingBefore)) {
+      events.push({
+        _tag: "LimitChanged",
+        key: cell.key,
+        pool: cell.pool,
+        from: before,
+        to: after,
+        estimate: cell.adaptive.estimate,
+        ceiling: cell.adaptive.ceiling,
+        others: cell.adaptive.others,
+        reason: first,
+        reasons
+      })
+    }
+    if (after > before) this.dispatch(cell, events)
+  }
+
+  responseUnsafe(cell: Cell, meta: ResponseMeta, ours: number): Array<ConcurrencyEvent> {
+    const events: Array<ConcurrencyEvent> = []
+    const before = cell.permits
+    const ceilingBefore = cell.adaptive.ceiling
+    const reasons = AdaptiveLimit.onResponse(cell.adaptive, {
+      maximum: meta.maximumConcurrentRequests,
+      current: meta.currentConcurrentRequests,
+      ours,
+      saturated: cell.queued > 0 || ours >= cell.permits
+    }, this.config)
+    this.applyChange(cell, reasons, before, ceilingBefore, events)
+    return events
+  }
+
+  limitedUnsafe(cell: Cell, limitFromServer: number | undefined, seq: number | undefined): Array<ConcurrencyEvent> {
+    const events: Array<ConcurrencyEvent> = []
+    const before = cell.permits
+    const ceilingBefore = cell.adaptive.ceiling
+    let reasons: Array<AdaptiveLimit.LimitChangeReason>
+    if (seq !== undefined && seq <= cell.lastCut) {
+      // Admitted before the last cut: that cut already answered this congestion.
+      reasons = limitFromServer !== undefined && AdaptiveLimit.setCeiling(cell.adaptive, limitFromServer, this.config)
+        ? ["ceiling"]
+        : []
+    } else {
+      reasons = AdaptiveLimit.onConcurrencyLimited(cell.adaptive, limitFromServer, this.config)
+      cell.lastCut = cell.issued
+    }
+    this.applyChange(cell, reasons, before, ceilingBefore, events)
+    return events
+  }
+
+  acquire(options: PermitRequest): Effect.Effect<PermitImpl, ConcurrencyLimiterError> {
+    return Effect.suspend(() => {
+      const lane = options.lane ?? "default"
+      const laneIndex = lanes.indexOf(lane)
+      if (laneIndex < 0) return fail(new InvalidPermitRequest({ message: `unknown lane: ${String(lane)}` }))
+      if (typeof options.key !== "string" || options.key.length === 0) {
+        return fail(new InvalidPermitRequest({ message: "the key id must be a non-empty string" }))
+      }
+      const pool = "pool" in options ? options.pool : poolOfModel(options.model, options.concurrencyGroup)
+      if (!(pools as ReadonlyArray<string>).includes(pool)) {
+        return fail(new InvalidPermitRequest({ message: `unknown pool: ${String(pool)}` }))
+      }
+      const timeoutMillis = options.timeout === undefined ? this.queueTimeoutMillis : positiveMillis(options.timeout)
+      if (timeoutMillis === undefined) {
+        return fail(new InvalidPermitRequest({ message: "the queue timeout must be a non-negative duration" }))
+      }
+      const cell = this.cell(options.key, pool)
+      // Fast path: a free permit and nobody waiting.
+      if (cell.queued === 0 && cell.inFlight < cell.permits) {
+        return Effect.succeed(this.grant(cell, lane, 0))
+      }
+      if (cell.queued >= cell.maxQueue) {
+        const depth = cell.queued
+        return Effect.andThen(
+          this.publish([{ _tag: "QueueFull", key: cell.key, pool, lane, depth }]),
+          fail(new QueueFull({ key: cell.key, pool, lane, depth, maxQueue: cell.maxQueue }))
+        )
+      }
+      const now = this.clock.currentTimeMillisUnsafe()
+      const queue = cell.lanes[laneIndex]!
+      let order = now + this.aging[laneIndex]!
+      let front = false
+      if (options.front === true) {
+        front = true
+        if (queue.head !== undefined) order = Math.min(order, queue.head.order)
+      } else if (queue.tail !== undefined) {
+        order = Math.max(order, queue.tail.order) // keeps each lane sorted even if the clock steps back
+      }
+      const waiter = new Waiter(laneIndex, order, now)
+      if (front) queue.pushFront(waiter)
+      else queue.pushBack(waiter)
+      cell.queued++
+      const wait = Effect.callback<PermitImpl, ConcurrencyLimiterError>((resume) => {
+        if (waiter.state === GRANTED) resume(Effect.succeed(waiter.permit!))
+        else waiter.resume = resume
+        return Effect.sync(() => this.abandon(cell, waiter))
+      })
+      const timedOut = Effect.suspend(() => {
+        this.abandon(cell, waiter)
+        if (waiter.state === GRANTED) return Effect.succeed(waiter.permit!)
+        const waited = Math.max(0, this.clock.currentTimeMillisUnsafe() - now)
+        return Effect.andThen(
+          this.publish([{ _tag: "QueueTimeout", key: cell.key, pool, lane, waitedMillis: waited }]),
+          fail(new QueueTimeout({ key: cell.key, pool, lane, waited: Duration.millis(waited) }))
+        )
+      })
+      return Effect.onExit(
+        Effect.timeoutOrElse(wait, { duration: Duration.millis(timeoutMillis), orElse: () => timedOut }),
+        (exit) => {
+          // Granted, but the caller failed or was interrupted before taking it: give it back.
+          if (Exit.isFailure(exit) && waiter.state === GRANTED && waiter.permit !== undefined) {
+            return waiter.permit.release
+          }
+          return Effect.void
+        }
+      )
+    })
+  }
+
+  /** Removes a waiter that is still queued (interrupt, timeout). */
+  abandon(cell: Cell, waiter: Waiter) {
+    if (waiter.state !== WAITING) return
+    waiter.state = GONE
+    waiter.resume = undefined
+    cell.lanes[waiter.lane]!.remove(waiter)
+    cell.queued--
+  }
+
+  snapshot(key: string, pool: Pool): Snapshot {
+    const cell = this.cell(key, pool)
+    return {
+      key,
+      pool,
+      limit: cell.permits,
+      estimate: cell.adaptive.estimate,
+      ceiling: cell.adaptive.ceiling,
+      others: cell.adaptive.others,
+      inFlight: cell.inFlight,
+      queued: { interactive: cell.lanes[0].size, default: cell.lanes[1].size, batch: cell.lanes[2].size },
+      queueDepth: cell.queued,
+      maxQueue: cell.maxQueue
+    }
+  }
+
+  /** Fails every queued caller with an interruption (the limiter's scope closed). */
+  shutdown() {
+    for (const cell of this.cells.values()) {
+      for (const queue of cell.lanes) {
+        for (let w = queue.head; w !== undefined; w = queue.head) {
+          const resume = w.resume
+          this.abandon(cell, w)
+          resume?.(Effect.interrupt)
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Builds a limiter. Needs a `Scope`: closing it ends `events` and interrupts
+ * queued callers. Throws a defect on invalid options (a configuration bug).
+ */
+export const make = (options: Options = {}): Effect.Effect<ConcurrencyLimiter, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const clock = yield* Clock.Clock
+    const scope = yield* Scope.Scope
+    const pubsub = yield* PubSub.sliding<Take.Take<ConcurrencyEvent>>(options.eventBuffer ?? 1024)
+    const impl = yield* Effect.sync(() => new Impl(options, clock, pubsub))
+    yield* Scope.addFinalizer(scope, Effect.andThen(Effect.sync(() => impl.shutdown()), PubSub.end(pubsub, Exit.void)))
+
+    const usePermit = <A, E, R>(
+      request: PermitRequest,
+      f: (permit: Permit) => Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E | ConcurrencyLimiterError, R> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(impl.acquire(request)), (permit) =>
+          Effect.onExit(restore(Effect.suspend(() => f(permit))), () => permit.release))
+      )
+
+    return ConcurrencyLimiter.of({
+      [TypeId]: TypeId,
+      usePermit,
+      withPermit: (request) => (effect) => usePermit(request, () => effect),
+      acquire: (request) =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(restore(impl.acquire(request)), (permit) =>
+            Effect.as(Effect.addFinalizer(() => permit.release), permit as Permit))
+        ),
+      onResponse: (key, pool, meta) =>
+        Effect.suspend(() => {
+          const cell = impl.cell(key, pool)
+          return impl.publish(impl.responseUnsafe(cell, meta, cell.inFlight))
+        }),
+      onConcurrencyLimited: (key, pool, limitFromServer) =>
+        Effect.suspend(() => impl.publish(impl.limitedUnsafe(impl.cell(key, pool), limitFromServer, undefined))),
+      snapshot: (key, pool) => Effect.sync(() => impl.snapshot(key, pool)),
+      events: Stream.fromPubSubTake(pubsub)
+    })
+  })
+
+/** The limiter as a layer. */
+export const layer = (options: Options = {}): Layer.Layer<ConcurrencyLimiter> =>
+  Layer.effect(ConcurrencyLimiter, make(options))
