@@ -27,7 +27,6 @@
  */
 import { NodeHttpServer } from "@effect/platform-node"
 import { Config, Effect, Layer } from "effect"
-import type { HttpServer, HttpServerError } from "effect/http"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
 import { createServer } from "node:http"
@@ -73,7 +72,7 @@ export interface ServerOptions {
 export const serveStandalone = <E, R>(
   routes: Layer.Layer<never, E, R>,
   options?: ServerOptions | undefined
-): Layer.Layer<HttpServer.HttpServer, E | HttpServerError.ServeError, Exclude<R, HttpRouter.HttpRouter>> =>
+) =>
   HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
     Layer.provideMerge(
       NodeHttpServer.layerServer(createServer, {
@@ -82,7 +81,7 @@ export const serveStandalone = <E, R>(
       })
     ),
     Layer.provide(NodeHttpServer.layerHttpServices)
-  ) as Layer.Layer<HttpServer.HttpServer, E | HttpServerError.ServeError, Exclude<R, HttpRouter.HttpRouter>>
+  )
 
 /** A standalone server answering `GET /metrics` only. */
 export const layerServer = (options?: ServerOptions | undefined) => serveStandalone(layerRoute(), options)
