@@ -521,14 +521,16 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
             })
           )
         } else {
-          const newPeriod = st.resetAt !== undefined && snap.resetAt !== undefined && snap.resetAt > st.resetAt
+          // A reset time already past says nothing about the next one (and would roll the period over on every tick).
+          const resetAt = snap.resetAt !== undefined && snap.resetAt > now ? snap.resetAt : undefined
+          const newPeriod = st.resetAt !== undefined && resetAt !== undefined && resetAt > st.resetAt
           if (newPeriod) {
             resetKeys()
             out.push({ _tag: "PeriodReset", at: now, resetAt: st.resetAt })
           }
           st.used = snap.used + st.commitsDuringFetch
           st.limit = snap.limit
-          st.resetAt = snap.resetAt
+          st.resetAt = resetAt
           st.fetchedAt = now
           st.lastError = undefined
           out.push({ _tag: "Refreshed", at: now, snapshot: snap })
