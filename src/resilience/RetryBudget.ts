@@ -8,14 +8,14 @@
  * - A *request* is a logical call's first attempt ({@link RetryBudget.request});
  *   a *retry* is every later attempt. Both are counted over a sliding window
  *   (default 10 s) of `Clock` time.
- * - A retry is allowed when `retriesInWindow < ratio × requestsInWindow`
- *   (default ratio 0.2), or, below that, when fewer than `minRetriesInFlight`
- *   (default 3) retries are in flight **and** the window holds fewer than
- *   `ratio × requestsInWindow + minRetriesInFlight` retries. So a client with
- *   little traffic can always retry a few calls at once (Envoy's
- *   `min_retry_concurrency`), yet in any window the total stays at most
- *   `ratio × requests + minRetriesInFlight` (the floor is not a way to retry
- *   forever during an outage with no new traffic).
+ * - A retry is allowed when, counting it, `retriesInWindow ≤ ratio ×
+ *   requestsInWindow` (default ratio 0.2); or, past that, when fewer than
+ *   `minRetriesInFlight` (default 3) retries are in flight **and**, counting
+ *   it, `retriesInWindow ≤ ratio × requestsInWindow + minRetriesInFlight`.
+ *   So a client with little traffic can always have a few retries in flight
+ *   (Envoy's `min_retry_concurrency`), yet at every grant the window holds at
+ *   most `ratio × requests + minRetriesInFlight` retries: the floor is not a
+ *   way to retry forever during an outage with no new traffic.
  * - A granted retry is *in flight* from the grant (before its backoff sleep)
  *   until its attempt ends, however it ends (interruption included).
  * - Written by hand: Effect has no retry budget (`RateLimiter` limits rates
@@ -123,8 +123,10 @@ export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudgetService => 
     acquire: Effect.map(Clock.currentTimeMillis, (now) => {
       prune(now)
       const allowance = ratio * requests.size
-      const allowed = retries.size < allowance ||
-        (inFlight < minInFlight && retries.size < allowance + minInFlight)
+      // `+ 1 <=` rather than `<`: the allowance can be fractional, and the
+      // bound must hold after this retry is counted.
+      const after = retries.size + 1
+      const allowed = after <= allowance || (inFlight < minInFlight && after <= allowance + minInFlight)
       if (allowed) {
         retries.add(now)
         inFlight++

@@ -1,0 +1,96 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Schema } from "effect"
+import { TestClock } from "effect/testing"
+import * as RetryBudget from "../../src/resilience/RetryBudget.ts"
+
+describe("RetryBudget", () => {
+  it.effect("allows 20 % of requests, and 3 retries in flight even past that (at most 3 extra per window)", () =>
+    Effect.gen(function*() {
+      const budget = yield* RetryBudget.make()
+      for (let i = 0; i < 10; i++) yield* budget.request
+      // 2 from the ratio (20 % of 10), and a third because fewer than 3 are in flight.
+      const granted: Array<boolean> = []
+      for (let i = 0; i < 6; i++) granted.push(yield* budget.acquire)
+      assert.deepStrictEqual(granted, [true, true, true, false, false, false])
+      assert.deepStrictEqual(yield* budget.snapshot, {
+        requestsInWindow: 10,
+        retriesInWindow: 3,
+        retriesInFlight: 3,
+        refusedTotal: 3
+      })
+      // Once they end, the floor allows more, up to 2 + 3 retries in this window.
+      yield* budget.release
+      yield* budget.release
+      yield* budget.release
+      assert.isTrue(yield* budget.acquire)
+      assert.isTrue(yield* budget.acquire)
+      yield* budget.release
+      yield* budget.release
+      assert.isFalse(yield* budget.acquire)
+      assert.strictEqual((yield* budget.snapshot).retriesInWindow, 5)
+    }))
+
+  it.effect("with no traffic, at most 3 retries at once", () =>
+    Effect.gen(function*() {
+      const budget = yield* RetryBudget.make()
+      yield* budget.request
+      assert.isTrue(yield* budget.acquire)
+      assert.isTrue(yield* budget.acquire)
+      assert.isTrue(yield* budget.acquire)
+      assert.isFalse(yield* budget.acquire)
+    }))
+
+  it.effect("the window slides: old requests and retries stop counting", () =>
+    Effect.gen(function*() {
+      const budget = yield* RetryBudget.make({ window: "10 seconds", minRetriesInFlight: 0 })
+      for (let i = 0; i < 5; i++) yield* budget.request
+      assert.isTrue(yield* budget.acquire)
+      assert.isFalse(yield* budget.acquire)
+      yield* budget.release
+      yield* TestClock.adjust("5 seconds")
+      for (let i = 0; i < 5; i++) yield* budget.request
+      assert.isTrue(yield* budget.acquire) // 10 requests, 1 retry in window: 2 allowed
+      yield* budget.release
+      assert.isFalse(yield* budget.acquire)
+      yield* TestClock.adjust("5 seconds") // the first 5 requests and the first retry leave the window
+      const snap = yield* budget.snapshot
+      assert.strictEqual(snap.requestsInWindow, 5)
+      assert.strictEqual(snap.retriesInWindow, 1)
+      assert.isFalse(yield* budget.acquire) // 1 retry already for 5 requests
+      yield* TestClock.adjust("10 seconds")
+      assert.deepStrictEqual((yield* budget.snapshot).requestsInWindow, 0)
+    }))
+
+  it.effect.prop(
+    "at every grant, the window's retries are at most ratio x its requests + minRetriesInFlight",
+    [Schema.Array(Schema.Literals(["request", "acquire", "release", "tick"]))],
+    ([ops]) =>
+      Effect.gen(function*() {
+        const budget = yield* RetryBudget.make({ ratio: 0.2, window: "10 seconds", minRetriesInFlight: 3 })
+        let inFlight = 0
+        for (const op of ops) {
+          if (op === "request") yield* budget.request
+          else if (op === "acquire") {
+            if (yield* budget.acquire) {
+              inFlight++
+              const s = yield* budget.snapshot
+              if (s.retriesInWindow > 0.2 * s.requestsInWindow + 3) return false
+            }
+          } else if (op === "release") {
+            if (inFlight > 0) {
+              inFlight--
+              yield* budget.release
+            }
+          } else yield* TestClock.adjust("3 seconds")
+          if ((yield* budget.snapshot).retriesInFlight !== inFlight) return false
+        }
+        return true
+      })
+  )
+
+  it("rejects bad options", () => {
+    assert.throws(() => RetryBudget.makeUnsafe({ ratio: 2 }))
+    assert.throws(() => RetryBudget.makeUnsafe({ window: 0 }))
+    assert.throws(() => RetryBudget.makeUnsafe({ minRetriesInFlight: -1 }))
+  })
+})
