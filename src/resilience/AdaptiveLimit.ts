@@ -13,7 +13,9 @@
  *   same key: `max(0, current-concurrent-requests − ours)`. Our share is
  *   `cap = max(minLimit, ceiling − others)`; the estimate never exceeds it.
  * - Multiplicative decrease: a `too_many_concurrent_requests` sets
- *   `estimate = max(minLimit, min(estimate × decreaseFactor, cap))`.
+ *   `estimate = max(minLimit, min(estimate × decreaseFactor, cap))`, unless
+ *   the number in its message is a lower ceiling that already clamped the
+ *   estimate (the 429 is then explained by a plan smaller than we thought).
  * - Additive increase: a success while the pool is saturated (our in-flight
  *   reached the permits, or callers are queued) adds
  *   `additiveIncrease / estimate`, i.e. about +`additiveIncrease` per full
@@ -154,7 +156,12 @@ export const onConcurrencyLimited = (
   config: AdaptiveLimitConfig
 ): Array<LimitChangeReason> => {
   const reasons: Array<LimitChangeReason> = []
-  if (limitFromServer !== undefined && setCeiling(state, limitFromServer, config)) reasons.push("ceiling")
+  const before = state.estimate
+  if (limitFromServer !== undefined && setCeiling(state, limitFromServer, config)) {
+    reasons.push("ceiling")
+    // A lower ceiling explains the 429 by itself (we believed in a bigger plan): no extra cut.
+    if (state.estimate < before) return reasons
+  }
   const next = Math.max(config.minLimit, Math.min(state.estimate * config.decreaseFactor, capOf(state, config)))
   if (next !== state.estimate) {
     state.estimate = next

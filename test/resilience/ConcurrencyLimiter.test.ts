@@ -1,0 +1,394 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Duration, Effect, Exit, Fiber, Ref, Scope, Stream } from "effect"
+import { TestClock } from "effect/testing"
+import * as CL from "../../src/resilience/ConcurrencyLimiter.ts"
+
+const K = "key-1a2b"
+
+/** Holds a permit until `gate` opens; resolves `started` once running. */
+const hold = (limiter: CL.ConcurrencyLimiter, request: CL.PermitRequest, gate: Deferred.Deferred<void>) =>
+  Effect.forkChild(limiter.withPermit(request)(Deferred.await(gate)))
+
+const settle = Effect.gen(function*() {
+  for (let i = 0; i < 5; i++) yield* Effect.yieldNow
+})
+
+const reasonOf = <A>(exit: Exit.Exit<A, CL.ConcurrencyLimiterError>) => {
+  if (Exit.isSuccess(exit)) return undefined
+  const error = exit.cause.reasons.find((r) => r._tag === "Fail")
+  return error?._tag === "Fail" ? error.error.reason : undefined
+}
+
+describe("ConcurrencyLimiter", () => {
+  it.effect("sizes permits from the plan table, per pool", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: "pro" })
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).limit, 10)
+      assert.strictEqual((yield* limiter.snapshot(K, "flash")).limit, 20)
+      assert.strictEqual((yield* limiter.snapshot(K, "stt")).ceiling, 40)
+      const custom = yield* CL.make({ plan: (key) => (key === "ent" ? { standard: 50 } : "free"), initialLimit: 3 })
+      assert.strictEqual((yield* custom.snapshot("ent", "standard")).limit, 50)
+      assert.strictEqual((yield* custom.snapshot("ent", "flash")).limit, 3) // not given: learn from 3
+      assert.strictEqual((yield* custom.snapshot("ent", "flash")).ceiling, undefined)
+      assert.strictEqual((yield* custom.snapshot("other", "standard")).limit, 2)
+    }))
+
+  it.effect("derives the pool from the model, with the concurrency_group override", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: "creator" })
+      const pool = yield* limiter.usePermit({ key: K, model: "eleven_flash_v2_5" }, (p) => Effect.succeed(p.pool))
+      assert.strictEqual(pool, "flash")
+      const grouped = yield* limiter.usePermit(
+        { key: K, model: "eleven_flash_v2_5", concurrencyGroup: "standard" },
+        (p) => Effect.succeed(p.pool)
+      )
+      assert.strictEqual(grouped, "standard")
+    }))
+
+  it.effect("rejects malformed requests with InvalidPermitRequest", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make()
+      const exit = yield* Effect.exit(limiter.withPermit({ key: "", pool: "standard" })(Effect.void))
+      assert.strictEqual(reasonOf(exit)?._tag, "InvalidPermitRequest")
+      const lane = yield* Effect.exit(limiter.withPermit({ key: K, pool: "standard", lane: "vip" as CL.Lane })(Effect.void))
+      assert.strictEqual(reasonOf(lane)?._tag, "InvalidPermitRequest")
+    }))
+
+  it.effect("fails at once with QueueFull when the queue is full", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 1 }, maxQueue: 1 })
+      const gate = yield* Deferred.make<void>()
+      yield* hold(limiter, { key: K, pool: "standard" }, gate)
+      yield* settle
+      const waiter = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.void))
+      yield* settle
+      const exit = yield* Effect.exit(limiter.withPermit({ key: K, pool: "standard", lane: "batch" })(Effect.void))
+      const reason = reasonOf(exit)
+      assert.strictEqual(reason?._tag, "QueueFull")
+      if (reason?._tag === "QueueFull") {
+        assert.strictEqual(reason.depth, 1)
+        assert.strictEqual(reason.lane, "batch")
+      }
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(waiter)
+      const snap = yield* limiter.snapshot(K, "standard")
+      assert.strictEqual(snap.inFlight, 0)
+      assert.strictEqual(snap.queueDepth, 0)
+    }))
+
+  it.effect("fails with QueueTimeout after the queue deadline (TestClock)", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 1 }, queueTimeout: "10 seconds" })
+      const gate = yield* Deferred.make<void>()
+      yield* hold(limiter, { key: K, pool: "standard" }, gate)
+      yield* settle
+      const waiter = yield* Effect.forkChild(Effect.exit(limiter.withPermit({ key: K, pool: "standard" })(Effect.void)))
+      yield* settle
+      yield* TestClock.adjust("9 seconds")
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).queueDepth, 1)
+      yield* TestClock.adjust("1 second")
+      const reason = reasonOf(yield* Fiber.join(waiter))
+      assert.strictEqual(reason?._tag, "QueueTimeout")
+      if (reason?._tag === "QueueTimeout") assert.strictEqual(Duration.toMillis(reason.waited), 10_000)
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).queueDepth, 0)
+      // A per-call timeout wins over the default.
+      const short = yield* Effect.forkChild(
+        Effect.exit(limiter.withPermit({ key: K, pool: "standard", timeout: "2 seconds" })(Effect.void))
+      )
+      yield* settle
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual(reasonOf(yield* Fiber.join(short))?._tag, "QueueTimeout")
+      yield* Deferred.succeed(gate, undefined)
+    }))
+
+  it.effect("interrupting a waiter removes it; interrupting a runner returns its permit", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 1 } })
+      const runner = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.never))
+      yield* settle
+      const waiter = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.void))
+      yield* settle
+      assert.deepStrictEqual((yield* limiter.snapshot(K, "standard")).queued, { interactive: 0, default: 1, batch: 0 })
+      yield* Fiber.interrupt(waiter)
+      let snap = yield* limiter.snapshot(K, "standard")
+      assert.strictEqual(snap.queueDepth, 0)
+      assert.strictEqual(snap.inFlight, 1)
+      const next = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.succeed("ran")))
+      yield* settle
+      yield* Fiber.interrupt(runner)
+      assert.strictEqual(yield* Fiber.join(next), "ran")
+      snap = yield* limiter.snapshot(K, "standard")
+      assert.strictEqual(snap.inFlight, 0)
+      assert.strictEqual(snap.queueDepth, 0)
+    }))
+
+  it.effect("acquire holds the permit until the scope closes; release is idempotent", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 2 } })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const permit = yield* limiter.acquire({ key: K, pool: "standard" })
+        assert.strictEqual((yield* limiter.snapshot(K, "standard")).inFlight, 1)
+        yield* permit.release
+        yield* permit.release
+        assert.strictEqual((yield* limiter.snapshot(K, "standard")).inFlight, 0)
+        yield* limiter.acquire({ key: K, pool: "standard" })
+        assert.strictEqual((yield* limiter.snapshot(K, "standard")).inFlight, 1)
+      }))
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).inFlight, 0)
+    }))
+
+  it.effect("serves higher lanes first, FIFO within a lane, and a front requeue first in its lane", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 1 } })
+      const order = yield* Ref.make<Array<string>>([])
+      const gate = yield* Deferred.make<void>()
+      yield* hold(limiter, { key: K, pool: "standard" }, gate)
+      yield* settle
+      const enqueue = (name: string, lane: CL.Lane, front?: boolean) =>
+        Effect.gen(function*() {
+          const f = yield* Effect.forkChild(
+            limiter.withPermit({ key: K, pool: "standard", lane, front })(Ref.update(order, (o) => [...o, name]))
+          )
+          yield* settle
+          return f
+        })
+      const fibers = [
+        yield* enqueue("b1", "batch"),
+        yield* enqueue("d1", "default"),
+        yield* enqueue("d2", "default"),
+        yield* enqueue("i1", "interactive"),
+        yield* enqueue("d0", "default", true)
+      ]
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.joinAll(fibers)
+      assert.deepStrictEqual(yield* Ref.get(order), ["i1", "d0", "d1", "d2", "b1"])
+    }))
+
+  it.effect("ages lower lanes: a batch waiter older than its offset goes before a fresh interactive one", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 1 }, laneAging: { batch: "30 seconds" } })
+      const order = yield* Ref.make<Array<string>>([])
+      const gate = yield* Deferred.make<void>()
+      yield* hold(limiter, { key: K, pool: "standard" }, gate)
+      yield* settle
+      const run = (name: string, lane: CL.Lane) =>
+        Effect.forkChild(limiter.withPermit({ key: K, pool: "standard", lane })(Ref.update(order, (o) => [...o, name])))
+      const b = yield* run("batch", "batch")
+      yield* settle
+      yield* TestClock.adjust("31 seconds")
+      const i = yield* run("interactive", "interactive")
+      yield* settle
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.joinAll([b, i])
+      assert.deepStrictEqual(yield* Ref.get(order), ["batch", "interactive"])
+    }))
+
+  it.effect("learns the ceiling from maximum-concurrent-requests (unknown plan)", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ initialLimit: 2 })
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).limit, 2)
+      yield* limiter.usePermit({ key: K, pool: "standard" }, (p) =>
+        p.onResponse({ maximumConcurrentRequests: 10, currentConcurrentRequests: 1 }))
+      const snap = yield* limiter.snapshot(K, "standard")
+      assert.strictEqual(snap.ceiling, 10)
+      assert.strictEqual(snap.limit, 10)
+      assert.strictEqual(snap.others, 0)
+    }))
+
+  it.effect("AIMD: cuts by the factor on too_many_concurrent_requests, grows back additively to the ceiling", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 10 }, decreaseFactor: 0.5 })
+      yield* limiter.onConcurrencyLimited(K, "standard")
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).limit, 5)
+      yield* limiter.onConcurrencyLimited(K, "standard")
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).limit, 2) // 2.5
+      yield* limiter.onConcurrencyLimited(K, "standard")
+      yield* limiter.onConcurrencyLimited(K, "standard")
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).limit, 1) // min 1
+      // Saturated successes: +1/limit each, so about +1 per window of successes.
+      let successes = 0
+      while ((yield* limiter.snapshot(K, "standard")).limit < 10) {
+        // A full window: as many in flight as the limit, each answering.
+        const { limit } = yield* limiter.snapshot(K, "standard")
+        yield* Effect.scoped(Effect.gen(function*() {
+          const permits = yield* Effect.forEach(Array.from({ length: limit }), () =>
+            limiter.acquire({ key: K, pool: "standard" }))
+          for (const p of permits) {
+            yield* p.onResponse({})
+            successes++
+          }
+        }))
+        assert.isBelow(successes, 200)
+      }
+      assert.isAtLeast(successes, 40) // from 1 to 10 takes about sum(1..9) = 45 saturated successes
+      yield* Effect.scoped(Effect.gen(function*() {
+        const permits = yield* Effect.forEach(Array.from({ length: 10 }), () => limiter.acquire({ key: K, pool: "standard" }))
+        for (const p of permits) yield* p.onResponse({})
+      }))
+      const snap = yield* limiter.snapshot(K, "standard")
+      assert.strictEqual(snap.limit, 10)
+      assert.strictEqual(snap.estimate, 10) // capped at the ceiling
+    }))
+
+  it.effect("does not grow while the pool is not saturated", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: "unknown", initialLimit: 4 })
+      for (let i = 0; i < 50; i++) {
+        yield* limiter.usePermit({ key: K, pool: "flash" }, (p) => p.onResponse({}))
+      }
+      assert.strictEqual((yield* limiter.snapshot(K, "flash")).estimate, 4)
+    }))
+
+  it.effect("a 429 carrying the plan limit sets the ceiling", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: "pro" })
+      yield* limiter.onConcurrencyLimited(K, "standard", 5)
+      const snap = yield* limiter.snapshot(K, "standard")
+      assert.strictEqual(snap.ceiling, 5)
+      assert.strictEqual(snap.limit, 5) // min(10 x 0.9, 5)
+    }))
+
+  it.effect("one cut per congestion event: attempts admitted before the cut do not cut again", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 10 } })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const permits = yield* Effect.forEach([1, 2, 3, 4], () => limiter.acquire({ key: K, pool: "standard" }))
+        for (const p of permits) yield* p.onConcurrencyLimited()
+        assert.strictEqual((yield* limiter.snapshot(K, "standard")).limit, 9)
+        yield* Effect.forEach(permits, (p) => p.release)
+        const later = yield* limiter.acquire({ key: K, pool: "standard" })
+        yield* later.onConcurrencyLimited()
+        assert.strictEqual((yield* limiter.snapshot(K, "standard")).limit, 8) // 8.1
+      }))
+    }))
+
+  it.effect("detects another client on the key from current-concurrent-requests and shrinks to its share", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 10 } })
+      yield* Effect.scoped(Effect.gen(function*() {
+        const permits = yield* Effect.forEach([1, 2, 3], () => limiter.acquire({ key: K, pool: "standard" }))
+        // The server sees 8 in flight; 3 are ours: someone else runs 5.
+        yield* permits[0]!.onResponse({ currentConcurrentRequests: 8, maximumConcurrentRequests: 10 })
+        let snap = yield* limiter.snapshot(K, "standard")
+        assert.strictEqual(snap.others, 5)
+        assert.strictEqual(snap.limit, 5)
+        // The other client leaves: the cap rises and successes grow the limit back.
+        yield* permits[1]!.onResponse({ currentConcurrentRequests: 3, maximumConcurrentRequests: 10 })
+        snap = yield* limiter.snapshot(K, "standard")
+        assert.strictEqual(snap.others, 0)
+        assert.strictEqual(snap.limit, 5)
+      }))
+      // The keyed form counts in-flight at call time.
+      yield* limiter.onResponse(K, "standard", { currentConcurrentRequests: 4 })
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).others, 4)
+    }))
+
+  it.effect("a limit shrunk below in-flight cancels nothing; new permits wait until in-flight drops below it", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 5 } })
+      const gates = yield* Effect.forEach([0, 1, 2, 3, 4], () => Deferred.make<void>())
+      const runners = yield* Effect.forEach(gates, (g) => hold(limiter, { key: K, pool: "standard" }, g))
+      yield* settle
+      yield* limiter.onConcurrencyLimited(K, "standard", 2)
+      let snap = yield* limiter.snapshot(K, "standard")
+      assert.strictEqual(snap.limit, 2)
+      assert.strictEqual(snap.inFlight, 5)
+      const started = yield* Ref.make(false)
+      const waiter = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Ref.set(started, true)))
+      yield* settle
+      for (const i of [0, 1, 2]) {
+        yield* Deferred.succeed(gates[i]!, undefined)
+        yield* Fiber.join(runners[i]!)
+        yield* settle
+        assert.isFalse(yield* Ref.get(started))
+      }
+      yield* Deferred.succeed(gates[3]!, undefined) // in-flight 1 < 2
+      yield* Fiber.join(waiter)
+      assert.isTrue(yield* Ref.get(started))
+      yield* Deferred.succeed(gates[4]!, undefined)
+      yield* Fiber.joinAll(runners)
+      snap = yield* limiter.snapshot(K, "standard")
+      assert.strictEqual(snap.inFlight, 0)
+    }))
+
+  it.effect("a raised limit lets queued callers in at once", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ initialLimit: 1 })
+      const gate = yield* Deferred.make<void>()
+      yield* hold(limiter, { key: K, pool: "stt" }, gate)
+      yield* settle
+      const waiter = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "stt" })(Effect.succeed(1)))
+      yield* settle
+      yield* limiter.onResponse(K, "stt", { maximumConcurrentRequests: 8 })
+      assert.strictEqual(yield* Fiber.join(waiter), 1)
+      yield* Deferred.succeed(gate, undefined)
+    }))
+
+  it.effect("publishes limit changes, queue full / timeouts and waits as events", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 1 }, maxQueue: 1, queueTimeout: "5 seconds" })
+      const collected = yield* Effect.forkChild(Stream.runCollect(Stream.take(limiter.events, 4)))
+      yield* settle
+      const gate = yield* Deferred.make<void>()
+      yield* hold(limiter, { key: K, pool: "standard" }, gate)
+      yield* settle
+      const waiter = yield* Effect.forkChild(Effect.exit(limiter.withPermit({ key: K, pool: "standard" })(Effect.void)))
+      yield* settle
+      yield* Effect.exit(limiter.withPermit({ key: K, pool: "standard" })(Effect.void)) // QueueFull
+      yield* TestClock.adjust("5 seconds") // QueueTimeout
+      yield* Fiber.join(waiter)
+      yield* limiter.onResponse(K, "standard", { maximumConcurrentRequests: 3 }) // LimitChanged (ceiling)
+      const second = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.void))
+      yield* Fiber.join(second)
+      yield* limiter.onConcurrencyLimited(K, "standard") // 2.7 -> 2
+      const events = Array.from(yield* Fiber.join(collected))
+      assert.deepStrictEqual(events.map((e) => e._tag), ["QueueFull", "QueueTimeout", "LimitChanged", "LimitChanged"])
+      const last = events[3]
+      assert.deepStrictEqual(last && last._tag === "LimitChanged" ? [last.from, last.to, last.reason] : [], [
+        3,
+        2,
+        "concurrency-limited"
+      ])
+      const change = events.find((e) => e._tag === "LimitChanged")
+      assert.deepStrictEqual(
+        change && change._tag === "LimitChanged" ? [change.from, change.to, change.reason, change.ceiling] : [],
+        [1, 3, "ceiling", 3]
+      )
+      yield* Deferred.succeed(gate, undefined)
+    }))
+
+  it.effect("reports the wait of a queued caller in the permit and a Waited event", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 1 } })
+      const collected = yield* Effect.forkChild(Stream.runCollect(Stream.take(limiter.events, 1)))
+      yield* settle
+      const gate = yield* Deferred.make<void>()
+      yield* hold(limiter, { key: K, pool: "standard" }, gate)
+      yield* settle
+      const waiter = yield* Effect.forkChild(
+        limiter.usePermit({ key: K, pool: "standard", lane: "interactive" }, (p) => Effect.succeed(p.waitedMillis))
+      )
+      yield* settle
+      yield* TestClock.adjust("3 seconds")
+      yield* Deferred.succeed(gate, undefined)
+      assert.strictEqual(yield* Fiber.join(waiter), 3000)
+      const [event] = Array.from(yield* Fiber.join(collected))
+      assert.deepStrictEqual(event, { _tag: "Waited", key: K, pool: "standard", lane: "interactive", waitedMillis: 3000 })
+    }))
+
+  it.effect("closing the limiter's scope interrupts queued callers and ends events", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const limiter = yield* CL.make({ plan: { standard: 1 } }).pipe(Effect.provideService(Scope.Scope, scope))
+      const events = yield* Effect.forkChild(Stream.runCollect(limiter.events))
+      yield* settle
+      yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.never))
+      yield* settle
+      const waiter = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.void))
+      yield* settle
+      yield* Scope.close(scope, Exit.void)
+      const exit = yield* Fiber.await(waiter)
+      assert.isTrue(Exit.hasInterrupts(exit))
+      yield* Fiber.join(events)
+    }))
+})
