@@ -383,6 +383,16 @@ const round1 = (n: number): number => Math.round(n * 10) / 10
 const percentOf = (used: number, limit: number): number =>
   limit > 0 ? (used / limit) * 100 : used > 0 ? Number.POSITIVE_INFINITY : 0
 
+/** The user's `actualCost` reading; a throwing or missing reader means "use the estimate". */
+const actualOf = <A>(read: ((a: A) => number | undefined) | undefined, a: A): number | undefined => {
+  if (read === undefined) return undefined
+  try {
+    return read(a)
+  } catch {
+    return undefined
+  }
+}
+
 const invalid = (field: string, message: string) => fail(new InvalidInput({ field, message }))
 
 /**
@@ -716,16 +726,17 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     options?: GuardOptions<A>
   ): Effect.Effect<A, E | QuotaGuardError, R> =>
     Effect.scoped(
-      Effect.gen(function*() {
-        const reservation = yield* reserve(cost, options)
-        const a = yield* effect.pipe(
+      Effect.flatMap(reserve(cost, options), (reservation) =>
+        effect.pipe(
           Effect.tapError((e) =>
             isElevenLabsError(e) && e.reason._tag === "QuotaExceeded" ? markExhausted(e.reason) : Effect.void
+          ),
+          // Settled in a finalizer: once the call succeeded its credits are spent,
+          // even if the caller is interrupted right after.
+          Effect.onExit((exit) =>
+            Exit.isSuccess(exit) ? reservation.commit(actualOf(options?.actualCost, exit.value)) : reservation.release
           )
-        )
-        yield* reservation.commit(options?.actualCost?.(a))
-        return a
-      })
+        ))
     )
 
   const setKeyCap = (keyId: string, cap: number | undefined): Effect.Effect<void, QuotaGuardError> =>

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Logger, PubSub, Schema, Scope } from "effect"
+import { Duration, Effect, Exit, Fiber, Logger, PubSub, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { ElevenLabsError, QuotaExceeded, ServerError } from "../../src/client/Errors.ts"
 import * as QuotaGuard from "../../src/resilience/QuotaGuard.ts"
@@ -469,6 +469,25 @@ describe("QuotaGuard", () => {
         server.snapshot = { used: 0, limit: 2000 }
         yield* guard.refresh
         assert.strictEqual(yield* guard.state, "ok")
+      }))
+  })
+
+  describe("telemetry", () => {
+    it.effect("events is a Stream of what happened; status reports state and percent", () =>
+      Effect.gen(function*() {
+        const { guard } = yield* setup({ used: 850, limit: 1000, resetAt: 600_000 })
+        const fiber = yield* Effect.forkChild(Stream.runCollect(Stream.take(guard.events, 3)))
+        yield* Effect.yieldNow
+        yield* guard.markExhausted()
+        yield* TestClock.adjust("1 minute")
+        const events = yield* Fiber.join(fiber)
+        // The refresh at 60 s shows 150 credits left: the exhaustion ends.
+        assert.deepStrictEqual(tags(events), ["Exhausted", "Refreshed", "Recovered"])
+        const status = yield* guard.status
+        assert.strictEqual(status.state, "warning")
+        assert.strictEqual(status.percentUsed, 85)
+        assert.strictEqual(status.snapshotAgeMillis, 0)
+        assert.strictEqual(status.nextRefreshAt, 120_000)
       }))
   })
 
