@@ -1361,9 +1361,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     if (is("GET", "/v1/user")) {
       return readAccount(request, (a) => ({
         user_id: `sim_${a.name}`,
+        workspace_id: `sim_workspace_${a.name}`,
         subscription: subscriptionJson(a),
         is_new_user: false,
-        xi_api_key: undefined,
         can_use_delayed_payment_methods: false,
         is_onboarding_completed: true,
         is_onboarding_checklist_completed: true,

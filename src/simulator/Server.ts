@@ -1,0 +1,145 @@
+/**
+ * The simulator's HTTP server face: the same model behind a real socket, on
+ * `NodeHttpServer` with `effect/http`'s router, in real time (the live
+ * `Clock`). Point the official SDK at it with `baseUrl`.
+ *
+ * **Details**
+ *
+ * - Routes: the ElevenLabs paths of `elevenlabs-api.md` section 2 (TTS x4,
+ *   speech to text, music, user, subscription, voices, models) and the control
+ *   routes `GET /_simulator/stats`, `POST /_simulator/reset`,
+ *   `POST /_simulator/config`. Anything else gets FastAPI's
+ *   `404 {"detail":"Not Found"}`.
+ * - Faults act on the connection: a reset destroys the socket before any
+ *   byte; a hang never answers (the slot is released when the client goes
+ *   away); a stream cut destroys the socket half-way through the body.
+ * - Port 0 binds a free port; {@link serve} returns the real one.
+ *
+ * @since 0.1.0
+ */
+import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
+import { Context, Effect, Layer, Stream } from "effect"
+import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { createServer } from "node:http"
+import * as Simulator from "./Simulator.ts"
+
+/** Options of the server face: the model's options plus where to listen. */
+export interface Options extends Simulator.Options {
+  /** TCP port; 0 picks a free one. Default 8787. */
+  readonly port?: number | undefined
+  /** Interface to bind. Default `127.0.0.1`. */
+  readonly host?: string | undefined
+}
+
+/** The ElevenLabs routes the server registers (all answered by the model). */
+export const routes: ReadonlyArray<readonly ["GET" | "POST", `/${string}`]> = [
+  ["POST", "/v1/text-to-speech/:voice_id"],
+  ["POST", "/v1/text-to-speech/:voice_id/stream"],
+  ["POST", "/v1/text-to-speech/:voice_id/with-timestamps"],
+  ["POST", "/v1/text-to-speech/:voice_id/stream/with-timestamps"],
+  ["POST", "/v1/speech-to-text"],
+  ["POST", "/v1/music"],
+  ["POST", "/v1/music/stream"],
+  ["GET", "/v1/user"],
+  ["GET", "/v1/user/subscription"],
+  ["GET", "/v1/voices"],
+  ["GET", "/v2/voices"],
+  ["GET", "/v1/voices/:voice_id"],
+  ["GET", "/v1/models"],
+  ["GET", "/_simulator/stats"],
+  ["POST", "/_simulator/reset"],
+  ["POST", "/_simulator/config"]
+]
+
+const destroySocket = (request: HttpServerRequest.HttpServerRequest) =>
+  Effect.sync(() => {
+    const response = NodeHttpServerRequest.toServerResponse(request)
+    response.socket?.destroy()
+    response.destroy()
+  })
+
+/** Answers one server request with the model. */
+export const handler = (simulator: Simulator.Service) => (request: HttpServerRequest.HttpServerRequest) =>
+  Effect.gen(function*() {
+    const method = request.method.toUpperCase()
+    const body = method === "GET" || method === "HEAD"
+      ? undefined
+      : yield* Effect.orElseSucceed(request.arrayBuffer, () => new ArrayBuffer(0))
+    const headers = new Headers()
+    for (const [name, value] of Object.entries(request.headers)) headers.set(name, value)
+    const web = new Request(`http://simulator.local${request.url}`, {
+      method,
+      headers,
+      ...(body === undefined ? {} : { body })
+    })
+    const outcome = yield* simulator.handle(web)
+    if (outcome._tag === "Reset") {
+      yield* destroySocket(request)
+      return HttpServerResponse.empty({ status: 500 })
+    }
+    const { "content-length": contentLength, "content-type": contentType, ...rest } = outcome.headers
+    // A cut ends the connection half-way; the request fiber is then interrupted by the close.
+    const stream = outcome.body.pipe(
+      Stream.catchTag("StreamCut", () => Stream.fromEffectDrain(Effect.andThen(destroySocket(request), Effect.never)))
+    )
+    return HttpServerResponse.stream(stream, {
+      status: outcome.status,
+      headers: rest,
+      ...(contentType === undefined ? {} : { contentType }),
+      ...(contentLength === undefined ? {} : { contentLength: Number(contentLength) })
+    })
+  })
+
+/** The router layer: every ElevenLabs and control route, plus a catch-all, to the model. */
+export const layerRoutes: Layer.Layer<never, never, HttpRouter.HttpRouter | Simulator.Simulator> = HttpRouter.use(
+  (router) =>
+    Effect.gen(function*() {
+      const simulator = yield* Simulator.Simulator
+      const handle = handler(simulator)
+      for (const [method, path] of routes) yield* router.add(method, path, handle)
+      yield* router.add("*", "/*", handle)
+    })
+)
+
+/**
+ * The whole server as a layer: model, routes and a Node HTTP server.
+ * Also provides the {@link Simulator.Simulator} and the `HttpServer` (its address).
+ */
+export const layerServer = (
+  options: Options = {}
+): Layer.Layer<Simulator.Simulator | HttpServer.HttpServer, HttpServerError.ServeError> =>
+  HttpRouter.serve(layerRoutes, { disableLogger: true, disableListenLog: true }).pipe(
+    Layer.provideMerge(NodeHttpServer.layer(() => createServer(), {
+      port: options.port ?? 8787,
+      host: options.host ?? "127.0.0.1"
+    })),
+    Layer.provideMerge(Simulator.layer(options))
+  ) as Layer.Layer<Simulator.Simulator | HttpServer.HttpServer, HttpServerError.ServeError>
+
+/** A running server. */
+export interface Running {
+  /** The base URL to give clients, e.g. `http://127.0.0.1:8787`. */
+  readonly url: string
+  readonly port: number
+  readonly simulator: Simulator.Service
+}
+
+/**
+ * Starts the server in the current scope and returns where it listens.
+ *
+ * @example
+ * ```ts
+ * const { url } = yield* Server.serve({ port: 0, plan: "free" })
+ * const client = new ElevenLabsClient({ apiKey: "sim-key", baseUrl: url })
+ * ```
+ */
+export const serve = (options: Options = {}) =>
+  Effect.gen(function*() {
+    const context = yield* Layer.build(layerServer(options))
+    const server = Context.get(context, HttpServer.HttpServer)
+    const simulator = Context.get(context, Simulator.Simulator)
+    const address = server.address
+    const host = options.host ?? "127.0.0.1"
+    const port = address._tag === "UnixPathAddress" ? 0 : address.port
+    return { url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`, port, simulator } satisfies Running
+  })
