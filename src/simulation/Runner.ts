@@ -1,0 +1,257 @@
+/**
+ * The virtual-time runner: one strategy, one traffic pattern, one simulated
+ * ElevenLabs account, run in seconds whatever the virtual span.
+ *
+ * **Details**
+ *
+ * - Builds the arrival schedule ({@link Patterns}), starts the in-process
+ *   simulator (plan, credits, fault mix, seed), builds the strategy's call
+ *   function over the simulator's `HttpClient`, fires each arrival at its
+ *   virtual time (through at most `concurrency` callers when set), waits for
+ *   every call, and hands the log and the simulator's record to {@link Report}.
+ * - It always runs under its own `TestClock`, even from the CLI. A driver
+ *   loop calls `TestClock.adjust` in large steps; `adjust` wakes every sleeper
+ *   in time order and waits for the woken fibers to suspend, so the clock
+ *   jumps from one scheduled wake-up to the next and never spins over empty
+ *   time.
+ * - Randomness comes from `Random` seeded with the run's seed (strategies'
+ *   jitter) and from the simulator's own generator (same seed).
+ * - The runner wraps the strategy's `HttpClient` to see every attempt: it
+ *   reads each body to its last byte inside the wrapper (a slot is held until
+ *   then) and records the attempt's status, kind and slot-holding time.
+ * - Every call ends as a success or a typed failure: a strategy's defect or
+ *   interruption is recorded as the failure `Defect` / `Interrupted`, so
+ *   `succeeded + failed = requests` always.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Random, Redacted, Schema, Semaphore } from "effect"
+import { HttpClient, HttpClientResponse } from "effect/http"
+import { TestClock } from "effect/testing"
+import { type PlanName, limitsOf, poolOfModel } from "../resilience/Plans.ts"
+import * as InProcess from "../simulator/InProcess.ts"
+import * as Simulator from "../simulator/Simulator.ts"
+import * as Patterns from "./Patterns.ts"
+import * as Recorder from "./Recorder.ts"
+import * as Report from "./Report.ts"
+import type { CallOutcome, JitterName, SimRequest, Strategy } from "./Strategies.ts"
+import { detailStatusOf } from "./Strategies.ts"
+
+/** What to run. Every field but `traffic` and `strategy` has a default. */
+export interface RunOptions {
+  readonly traffic: Patterns.TrafficOptions
+  readonly strategy: Strategy
+  /** Default `pro`. */
+  readonly plan?: PlanName | undefined
+  /** Default `eleven_multilingual_v2`. */
+  readonly model?: string | undefined
+  /** At most this many callers at once (arrivals wait for a free caller). Default unbounded. */
+  readonly concurrency?: number | undefined
+  /** Fault probability per request (0..1). Default 0, or 0.1 for `chaos`. */
+  readonly failureRate?: number | undefined
+  /** Credits of the simulated account. Default 10^12 (no quota pressure). */
+  readonly credits?: number | undefined
+  /** Passed to strategies that take one. Default `full`. */
+  readonly jitter?: JitterName | undefined
+  /** Parsed `--config` JSON for strategies that take one. */
+  readonly config?: unknown
+}
+
+/** A run that cannot start or cannot finish. */
+export class SimulationError extends Schema.Error<SimulationError>("elevenlabs-resilience/SimulationError")({
+  _tag: Schema.tag("SimulationError"),
+  message: Schema.String
+}) {}
+
+/** The default fault share of `chaos` when `--failure-rate` is not given. */
+export const chaosDefaultFailureRate = 0.1
+
+/**
+ * The fault mix of `--failure-rate R`: the simulator's mix (`system_busy`,
+ * 500s, 503 HTML, resets, stream cuts) scaled to 95 % of R, plus hangs at
+ * 5 % of R (a hang costs a client its whole attempt timeout).
+ */
+export const faultsFor = (rate: number): Simulator.FaultRates => {
+  const mix = Simulator.faultMix(rate * 0.95)
+  return { ...mix, hang: rate * 0.05 }
+}
+
+const apiKey = "sim-key"
+const voiceId = "21m00Tcm4TlvDq8ikWAM"
+const lorem = "The quick brown fox jumps over the lazy dog while the narrator reads chapter one aloud. "
+const textOf = (chars: number): string => lorem.repeat(Math.ceil(chars / lorem.length)).slice(0, chars)
+
+/** Wraps a client so the recorder sees every attempt, body read to the end. */
+const observe = (client: HttpClient.HttpClient, recorder: Recorder.Recorder): HttpClient.HttpClient => {
+  let inFlight = 0
+  const { log, now } = recorder
+  return HttpClient.transform(client, (effect, request) =>
+    Effect.suspend(() => {
+      const startMs = now()
+      inFlight++
+      log.inFlight.push([startMs, inFlight])
+      let status = 0
+      let kind: Recorder.AttemptKind = "transport"
+      return effect.pipe(
+        Effect.flatMap((response) =>
+          Effect.map(response.arrayBuffer, (body) => {
+            status = response.status
+            if (status >= 200 && status < 300) kind = "ok"
+            else if (status === 429) {
+              const detail = detailStatusOf(new Uint8Array(body))
+              kind = detail === "too_many_concurrent_requests"
+                ? "too_many_concurrent_requests"
+                : detail === "system_busy"
+                ? "system_busy"
+                : "rate_limited"
+            } else kind = status >= 500 ? "server_error" : "client_error"
+            return HttpClientResponse.fromWeb(request, new Response(body, { status, headers: response.headers }))
+          })
+        ),
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            inFlight--
+            const endMs = now()
+            log.inFlight.push([endMs, inFlight])
+            if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) kind = "timeout"
+            log.attempts.push({ startMs, endMs, status, kind })
+          })
+        )
+      )
+    }))
+}
+
+interface Outcome {
+  readonly log: Recorder.Log
+  readonly stats: Simulator.Stats
+  readonly endMs: number
+}
+
+/**
+ * Runs one strategy over one traffic pattern in virtual time and reports.
+ *
+ * @example
+ * ```ts
+ * const report = yield* Runner.run({ traffic: { pattern: "burst", requests: 50 }, strategy: Strategies.naive, plan: "free" })
+ * report.summary.succeeded + report.summary.failed // => 50
+ * ```
+ */
+export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.InvalidTraffic | SimulationError> =>
+  Effect.gen(function*() {
+    const wallStart = yield* Clock.currentTimeMillis
+    const plan = options.plan ?? "pro"
+    const model = options.model ?? "eleven_multilingual_v2"
+    const pool = poolOfModel(model)
+    const limit = limitsOf(plan)[pool]
+    const traffic = yield* Patterns.resolve(options.traffic)
+    const failureRate = options.failureRate ?? (traffic.pattern === "chaos" ? chaosDefaultFailureRate : 0)
+    if (!(failureRate >= 0 && failureRate <= 1)) {
+      return yield* new SimulationError({ message: `failure rate must be within 0..1, got ${failureRate}` })
+    }
+    if (options.concurrency !== undefined && !(Number.isInteger(options.concurrency) && options.concurrency > 0)) {
+      return yield* new SimulationError({ message: `concurrency must be a positive integer, got ${options.concurrency}` })
+    }
+    const credits = options.credits ?? 1e12
+    if (!(Number.isFinite(credits) && credits >= 0)) {
+      return yield* new SimulationError({ message: `credits must be a non-negative number, got ${credits}` })
+    }
+    const arrivals = yield* Patterns.schedule(traffic)
+
+    const body = Effect.gen(function*() {
+      const simulator = yield* Simulator.make({
+        seed: traffic.seed,
+        plan,
+        apiKeys: [{ key: apiKey, name: "sim", plan, characterLimit: credits }],
+        faults: failureRate > 0 ? faultsFor(failureRate) : Simulator.noFaults,
+        maxSamples: 16 * traffic.requests + 16
+      })
+      const recorder = yield* Recorder.make
+      const client = observe(yield* InProcess.makeHttpClient(simulator), recorder)
+      const call = yield* options.strategy.make({
+        plan,
+        model,
+        pool,
+        limit,
+        voiceId,
+        baseUrl: InProcess.defaultBaseUrl,
+        apiKey: Redacted.make(apiKey),
+        jitter: options.jitter ?? "full",
+        config: options.config,
+        recorder
+      }).pipe(Effect.provideService(HttpClient.HttpClient, client))
+      const callers = options.concurrency === undefined ? undefined : yield* Semaphore.make(options.concurrency)
+
+      const one = (arrival: Patterns.Arrival): Effect.Effect<void> => {
+        const request: SimRequest = { ...arrival, text: textOf(arrival.chars) }
+        return call(request).pipe(
+          Effect.catchCause((cause) =>
+            Effect.succeed<CallOutcome>({
+              _tag: "Failure",
+              reason: Cause.hasInterruptsOnly(cause) ? "Interrupted" : "Defect"
+            })
+          ),
+          Effect.flatMap((outcome) =>
+            Effect.sync(() => {
+              recorder.log.calls.push({
+                index: arrival.index,
+                lane: arrival.lane,
+                arrivalMs: arrival.atMs,
+                endMs: recorder.now(),
+                failure: outcome._tag === "Success" ? undefined : outcome.reason,
+                credits: outcome._tag === "Success" ? outcome.credits : 0
+              })
+            })
+          )
+        )
+      }
+
+      const fibers: Array<Fiber.Fiber<void>> = []
+      for (const arrival of arrivals) {
+        const wait = arrival.atMs - recorder.now()
+        if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
+        if (callers === undefined) fibers.push(yield* Effect.forkChild(one(arrival)))
+        else {
+          yield* callers.take(1)
+          fibers.push(yield* Effect.forkChild(Effect.ensuring(one(arrival), callers.release(1))))
+        }
+      }
+      yield* Fiber.awaitAll(fibers)
+      return {
+        log: recorder.log,
+        stats: yield* simulator.stats,
+        endMs: recorder.log.calls.reduce((m, c) => Math.max(m, c.endMs), 0)
+      } satisfies Outcome
+    }).pipe(Effect.scoped, Random.withSeed(traffic.seed))
+
+    const lastArrival = arrivals.length === 0 ? 0 : arrivals[arrivals.length - 1]!.atMs
+    // A bound on virtual time, so a strategy that never settles cannot spin forever.
+    const horizonMs = lastArrival + 30 * 24 * 3_600_000
+    const outcome = yield* Effect.gen(function*() {
+      const fiber = yield* Effect.forkChild(body)
+      let advanced = 0
+      while (fiber.pollUnsafe() === undefined) {
+        if (advanced > horizonMs) {
+          yield* Fiber.interrupt(fiber)
+          return yield* new SimulationError({ message: "the simulation did not finish within 30 virtual days" })
+        }
+        yield* TestClock.adjust(Duration.hours(1))
+        advanced += 3_600_000
+      }
+      return yield* Fiber.join(fiber)
+    }).pipe(Effect.provide(TestClock.layer({ warningDelay: "1 hour" })))
+
+    const wallMs = (yield* Clock.currentTimeMillis) - wallStart
+    return Report.build({
+      strategy: options.strategy.name,
+      plan,
+      model,
+      pool,
+      limit,
+      traffic,
+      failureRate,
+      log: outcome.log,
+      stats: outcome.stats,
+      virtualDurationMs: outcome.endMs,
+      wallMs
+    })
+  })
