@@ -123,7 +123,7 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
         readAll(await sdk.textToSpeech.convert(voice, { text: "x".repeat(60) }))
       )
       const transcript = yield* Effect.promise(() =>
-        sdk.speechToText.convert({ file: new Blob([audio as BlobPart], { type: "audio/mpeg" }), modelId: "scribe_v1" })
+        sdk.speechToText.convert({ file: new Blob([new Uint8Array(audio)], { type: "audio/mpeg" }), modelId: "scribe_v1" })
       )
       assert.isTrue("text" in transcript && typeof transcript.text === "string" && transcript.text.length > 0)
       assert.isTrue("words" in transcript && Array.isArray(transcript.words) && transcript.words.length > 0)
