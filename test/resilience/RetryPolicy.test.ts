@@ -138,30 +138,6 @@ describe("RetryPolicy schedules", () => {
       )
     }))
 
-  it.prop(
-    "every jitter kind stays within its formula's bounds, for any draw and attempt",
-    [
-      Schema.Number.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 1, exclusiveMaximum: true }))),
-      Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 40 }))),
-      Schema.Number.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 100_000 })))
-    ],
-    ([r, attempt, previous]) => {
-      const input = { base: 1000, factor: 2, cap: 32_000, attempt, previous: Math.max(1000, previous) }
-      const top = Math.min(32_000, 1000 * 2 ** (attempt - 1))
-      for (const jitter of Object.values(Jitter.byName)) {
-        const d = Jitter.delayFor(jitter, input, r)
-        const [lo, hi] = Jitter.boundsOf(jitter, input)
-        if (!(d >= lo && d <= hi && d <= 32_000 + 1e-9 && d >= 0)) return false
-      }
-      // The formulas themselves.
-      const full = Jitter.delayFor(Jitter.full, input, r)
-      const equal = Jitter.delayFor(Jitter.equal, input, r)
-      const prop = Jitter.delayFor(Jitter.proportional(0.2), input, r)
-      return full >= 0 && full <= top && equal >= top / 2 && equal <= top &&
-        prop >= Math.min(32_000, top * 0.8) && prop <= Math.min(32_000, top * 1.2)
-    }
-  )
-
   it.effect.prop(
     "the exponential schedule stays within bounds for any seed",
     [Schema.Int, Schema.Literals(["none", "full", "equal", "decorrelated", "proportional", "additive"])],
