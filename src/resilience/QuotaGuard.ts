@@ -380,8 +380,8 @@ const isAmount = (n: unknown): n is number => typeof n === "number" && Number.is
 
 const round1 = (n: number): number => Math.round(n * 10) / 10
 
-const percentOf = (used: number, limit: number): number =>
-  limit > 0 ? (used / limit) * 100 : used > 0 ? Number.POSITIVE_INFINITY : 0
+/** Percent of the limit used; a limit of 0 allows nothing, so it reads as fully used. */
+const percentOf = (used: number, limit: number): number => (limit > 0 ? (used / limit) * 100 : 100)
 
 /** The user's `actualCost` reading; a throwing or missing reader means "use the estimate". */
 const actualOf = <A>(read: ((a: A) => number | undefined) | undefined, a: A): number | undefined => {
@@ -403,7 +403,8 @@ const invalid = (field: string, message: string) => fail(new InvalidInput({ fiel
 export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const source = yield* SubscriptionSource
   const scope = yield* Effect.scope
-  const interval = Duration.toMillis(Duration.fromInputUnsafe(options.refreshInterval ?? "60 seconds"))
+  const intervalInput = Duration.fromInput(options.refreshInterval ?? "60 seconds")
+  const interval = intervalInput._tag === "Some" ? Duration.toMillis(intervalInput.value) : Number.NaN
   const warningPercent = options.warningPercent ?? 80
   const alertPercent = options.alertPercent ?? 90
   const whenUnknown = options.whenUnknown ?? "allow"
@@ -416,7 +417,11 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     if (!isAmount(cap)) return yield* invalid(`keyCaps.${keyId}`, "a cap must be a non-negative number")
     keys.set(keyId, { cap, used: 0, reserved: 0 })
   }
-  const pubsub = yield* PubSub.sliding<QuotaEvent>(options.eventBuffer ?? 256)
+  const eventBuffer = options.eventBuffer ?? 256
+  if (!Number.isInteger(eventBuffer) || eventBuffer < 1) {
+    return yield* invalid("eventBuffer", "must be a positive integer")
+  }
+  const pubsub = yield* PubSub.sliding<QuotaEvent>(eventBuffer)
   const now0 = yield* Clock.currentTimeMillis
 
   // All state lives here and is changed only inside synchronous steps, so two

@@ -281,6 +281,16 @@ describe("QuotaGuard", () => {
           )
         )
         assert.strictEqual(reasonOf(bad)._tag, "InvalidInput")
+        for (const options of [{ refreshInterval: 0 }, { eventBuffer: 0 }, { keyCaps: { k: -1 } }, { warningPercent: -1 }]) {
+          const exit = yield* Effect.exit(
+            QuotaGuard.make(options).pipe(
+              Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({
+                fetch: Effect.succeed({ used: 0, limit: 1 })
+              }))
+            )
+          )
+          assert.strictEqual(reasonOf(exit)._tag, "InvalidInput")
+        }
       }))
 
     it.effect("estimates with the built-in table or /v1/models multipliers", () =>
