@@ -27,6 +27,7 @@
  *   puts retry outside breaker and limiter), so a sleeping call holds no
  *   concurrency permit. For `requeue` the composition re-enters the limiter
  *   after the pause, which puts the attempt back in its lane's queue.
+ * - A `Timeout` with phase `"deadline"` is never retried (the call's time is up).
  * - The final `ElevenLabsError` carries `attempts` (attempts made, first
  *   included). Errors other than `ElevenLabsError`, defects and interruption
  *   pass through untouched and are never retried.
@@ -345,7 +346,9 @@ export const retry = (options?: RetryOptions) => {
         const error = failure as ElevenLabsError
         yield* Deadline.note(error, attempts)
 
-        const retryClass = retryClassOf(error.reason)
+        // A deadline's Timeout is final: the call's time is up, whatever the table says about timeouts.
+        const isDeadline = error.reason._tag === "Timeout" && error.reason.phase === "deadline"
+        const retryClass = isDeadline ? "never" : retryClassOf(error.reason)
         if (retryClass === "never" || (!idempotent && mayDuplicateWork(error.reason))) {
           return yield* finish(error, false)
         }

@@ -95,6 +95,23 @@ describe("Deadline", () => {
       assert.strictEqual(yield* Ref.get(attempts), 2)
     }))
 
+  it.effect("an inner deadline's Timeout is not retried by an outer retry", () =>
+    Effect.gen(function*() {
+      const attempts = yield* Ref.make(0)
+      const fiber = yield* Ref.update(attempts, (n) => n + 1).pipe(
+        Effect.andThen(Effect.never),
+        Deadline.withDeadline("2 seconds"),
+        RetryPolicy.retry(),
+        Effect.flip,
+        Effect.forkChild
+      )
+      yield* TestClock.adjust("1 minute")
+      const error = yield* Fiber.join(fiber)
+      assert.isTrue(error.reason._tag === "Timeout" && error.reason.phase === "deadline")
+      assert.strictEqual(yield* Ref.get(attempts), 1)
+      assert.strictEqual(error.attempts, 1)
+    }))
+
   it.effect("a negative deadline is a programming error", () =>
     Effect.gen(function*() {
       const exit = yield* Effect.exit(Effect.succeed(1).pipe(Deadline.withDeadline(-5)))
