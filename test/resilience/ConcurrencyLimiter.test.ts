@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Exit, Fiber, Ref, Scope, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Ref, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import * as CL from "../../src/resilience/ConcurrencyLimiter.ts"
 
@@ -13,10 +13,10 @@ const settle = Effect.gen(function*() {
   for (let i = 0; i < 5; i++) yield* Effect.yieldNow
 })
 
-const reasonOf = <A>(exit: Exit.Exit<A, CL.ConcurrencyLimiterError>) => {
+const reasonOf = <A, E>(exit: Exit.Exit<A, E>): CL.ConcurrencyLimiterErrorReason | undefined => {
   if (Exit.isSuccess(exit)) return undefined
   const error = exit.cause.reasons.find((r) => r._tag === "Fail")
-  return error?._tag === "Fail" ? error.error.reason : undefined
+  return error?._tag === "Fail" && error.error instanceof CL.ConcurrencyLimiterError ? error.error.reason : undefined
 }
 
 describe("ConcurrencyLimiter", () => {
@@ -391,4 +391,186 @@ describe("ConcurrencyLimiter", () => {
       assert.isTrue(Exit.hasInterrupts(exit))
       yield* Fiber.join(events)
     }))
+})
+
+// ==== Properties (TestClock; random arrivals, durations, lanes, interruptions, limit changes)
+
+const Caller = Schema.Struct({
+  arrive: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 20 })),
+  lane: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 2 })),
+  duration: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 6 })),
+  /** Interrupt at `interrupt + 0.5` s, when set. */
+  interrupt: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 40 })))
+})
+type Caller = typeof Caller.Type
+
+const Signal = Schema.Struct({
+  at: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 40 })),
+  kind: Schema.Literals(["limited", "response"]),
+  value: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 6 })),
+  current: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10 }))
+})
+type Signal = typeof Signal.Type
+
+const AGING = [0, 5_000, 30_000] as const
+const QUEUE_TIMEOUT = 10_250
+
+interface Record {
+  readonly caller: Caller
+  arrival?: number
+  start?: number
+  startSeq?: number
+  leave?: number
+  outcome?: "ran" | "QueueFull" | "QueueTimeout" | "InvalidPermitRequest" | "interrupted"
+}
+
+/**
+ * Runs the callers (and signals) against one limiter under TestClock. Times:
+ * arrivals on whole seconds, releases 1 ms after whole seconds (durations
+ * are k s + 1 ms), interruptions on .500, signals on .750, queue timeouts on
+ * .250: events of different kinds never share an instant.
+ */
+const simulate = (callers: ReadonlyArray<Caller>, signals: ReadonlyArray<Signal>, limit: number, maxQueue: number) =>
+  Effect.gen(function*() {
+    const limiter = yield* CL.make({
+      plan: { standard: limit },
+      maxQueue,
+      queueTimeout: Duration.millis(QUEUE_TIMEOUT),
+      laneAging: { interactive: Duration.millis(AGING[0]), default: Duration.millis(AGING[1]), batch: Duration.millis(AGING[2]) }
+    })
+    const records: Array<Record> = callers.map((caller) => ({ caller }))
+    const violations: Array<string> = []
+    let running = 0
+    let seq = 0
+    const now = Clock.currentTimeMillis
+    const fibers = yield* Effect.forEach(records, (rec) =>
+      Effect.forkChild(Effect.gen(function*() {
+        yield* Effect.sleep(Duration.seconds(rec.caller.arrive))
+        rec.arrival = yield* now
+        const exit = yield* Effect.exit(limiter.usePermit(
+          { key: K, pool: "standard", lane: CL.lanes[rec.caller.lane]! },
+          () =>
+            Effect.gen(function*() {
+              rec.start = yield* now
+              rec.startSeq = seq++
+              running++
+              const snap = yield* limiter.snapshot(K, "standard")
+              if (snap.inFlight > snap.limit) violations.push(`inFlight ${snap.inFlight} > limit ${snap.limit}`)
+              if (running !== snap.inFlight) violations.push(`running ${running} != inFlight ${snap.inFlight}`)
+              yield* Effect.sleep(Duration.millis(rec.caller.duration * 1000 + 1)).pipe(
+                Effect.ensuring(Effect.sync(() => void running--))
+              )
+            })
+        ))
+        if (Exit.isSuccess(exit)) rec.outcome = "ran"
+        else {
+          const reason = reasonOf(exit)
+          rec.outcome = reason?._tag ?? "interrupted"
+          rec.leave = yield* now
+        }
+      }).pipe(Effect.onInterrupt(() => Effect.sync(() => {
+        if (rec.arrival !== undefined && rec.outcome === undefined) rec.outcome = "interrupted"
+      }))))
+    )
+    yield* Effect.forEach(records, (rec, i) =>
+      rec.caller.interrupt === undefined ? Effect.void : Effect.forkChild(
+        Effect.sleep(Duration.millis(rec.caller.interrupt * 1000 + 500)).pipe(
+          Effect.andThen(Effect.suspend(() => {
+            if (rec.start === undefined && rec.arrival !== undefined) rec.leave = rec.caller.interrupt! * 1000 + 500
+            return Fiber.interrupt(fibers[i]!)
+          }))
+        )
+      ))
+    yield* Effect.forEach(signals, (s) =>
+      Effect.forkChild(Effect.sleep(Duration.millis(s.at * 1000 + 750)).pipe(Effect.andThen(
+        s.kind === "limited"
+          ? limiter.onConcurrencyLimited(K, "standard", s.value <= 3 ? undefined : s.value)
+          : limiter.onResponse(K, "standard", { maximumConcurrentRequests: s.value + 2, currentConcurrentRequests: s.current })
+      ))))
+    for (let t = 0; t < 400; t++) {
+      yield* TestClock.adjust("1 second")
+      const snap = yield* limiter.snapshot(K, "standard")
+      if (snap.inFlight > Math.max(snap.limit, running)) violations.push(`tick ${t}: inFlight ${snap.inFlight}`)
+      if (snap.queueDepth > maxQueue) violations.push(`tick ${t}: queue ${snap.queueDepth} > ${maxQueue}`)
+    }
+    const exits = yield* Effect.forEach(fibers, Fiber.await)
+    return { limiter, records, violations, exits }
+  })
+
+const keyOf = (rec: Record) => rec.arrival! + AGING[rec.caller.lane]!
+
+describe("ConcurrencyLimiter properties", () => {
+  it.effect.prop(
+    "fixed limit: in-flight never exceeds the limit, permits all return, lane order and the aging bound hold",
+    [
+      Schema.Array(Caller).check(Schema.isMaxLength(24)),
+      Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 4 })),
+      Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 12 }))
+    ],
+    ([callers, limit, maxQueue]) =>
+      Effect.gen(function*() {
+        const { exits, limiter, records, violations } = yield* simulate(callers, [], limit, maxQueue)
+        assert.deepStrictEqual(violations, [])
+        assert.strictEqual(exits.length, callers.length) // every call ended exactly once
+        for (const exit of exits) if (Exit.isFailure(exit)) assert.isTrue(Exit.hasInterrupts(exit), "only interruptions")
+        // Whoever arrived before its interruption ended with an outcome; callers that never met one ran.
+        assert.strictEqual(
+          records.filter((r) => r.caller.interrupt === undefined && r.outcome === undefined).length,
+          0
+        )
+        const snap = yield* limiter.snapshot(K, "standard")
+        assert.strictEqual(snap.inFlight, 0)
+        assert.strictEqual(snap.queueDepth, 0)
+        for (const rec of records) {
+          if (rec.arrival === undefined) continue
+          assert.isDefined(rec.outcome)
+          if (rec.outcome === "QueueTimeout") assert.strictEqual(rec.leave! - rec.arrival, QUEUE_TIMEOUT)
+        }
+        // Grants from the queue: a is granted while b waits => a's virtual deadline is not later than b's.
+        const queued = records.filter((r) =>
+          r.arrival !== undefined && r.outcome !== "QueueFull" && (r.start === undefined || r.start > r.arrival)
+        )
+        for (const a of queued) {
+          if (a.start === undefined) continue
+          for (const b of queued) {
+            if (b === a || b.arrival! >= a.start) continue
+            const waiting = b.start !== undefined ? b.startSeq! > a.startSeq! : b.leave! > a.start
+            if (!waiting) continue
+            const ka = keyOf(a)
+            const kb = keyOf(b)
+            const ok = ka < kb || (ka === kb && a.caller.lane <= b.caller.lane)
+            if (!ok) {
+              assert.fail(
+                `lane order: ${JSON.stringify(a)} granted before waiting ${JSON.stringify(b)} (keys ${ka} vs ${kb})`
+              )
+            }
+            // The starvation bound, stated directly: b is never overtaken by a waiter that
+            // arrived more than aging[b.lane] - aging[a.lane] after it.
+            assert.isAtMost(a.arrival! - b.arrival!, AGING[b.caller.lane]! - AGING[a.caller.lane]!)
+          }
+        }
+      }),
+    { timeout: 120_000, arbitrary: { runs: 150 } }
+  )
+
+  it.effect.prop(
+    "changing limit: permits all return, nothing is lost, new permits only below the current limit",
+    [
+      Schema.Array(Caller).check(Schema.isMaxLength(24)),
+      Schema.Array(Signal).check(Schema.isMaxLength(12)),
+      Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 6 }))
+    ],
+    ([callers, signals, limit]) =>
+      Effect.gen(function*() {
+        const { exits, limiter, records, violations } = yield* simulate(callers, signals, limit, 1000)
+        assert.deepStrictEqual(violations, [])
+        assert.strictEqual(exits.length, callers.length)
+        const snap = yield* limiter.snapshot(K, "standard")
+        assert.strictEqual(snap.inFlight, 0)
+        assert.strictEqual(snap.queueDepth, 0)
+        assert.isAtLeast(snap.limit, 1)
+        for (const rec of records) if (rec.arrival !== undefined) assert.isDefined(rec.outcome)
+      }),
+    { timeout: 120_000, arbitrary: { runs: 100 } }
+  )
 })
