@@ -18,7 +18,7 @@
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import * as Deadline from "elevenlabs-resilience/resilience/Deadline"
+ * import { Deadline } from "elevenlabs-resilience/resilience"
  *
  * const bounded = <A>(call: Effect.Effect<A, ElevenLabsError>) =>
  *   call.pipe(Deadline.withDeadline("30 seconds", { operation: "textToSpeech.convert" }))
@@ -65,13 +65,15 @@ export const remaining: Effect.Effect<Duration.Duration | undefined> = Effect.ge
 })
 
 /**
- * Whether a sleep of `delay` starting now would end at or before the current
- * deadline (always true when there is none). The retry loop asks this before
- * every backoff sleep, so it never sleeps into a deadline it cannot meet.
+ * Whether a sleep of `delay` starting now would end strictly before the
+ * current deadline (always true when there is none). The retry loop asks this
+ * before every backoff sleep, so it never sleeps into a deadline it cannot
+ * meet. Strictly: a sleep ending exactly at the deadline would leave the next
+ * attempt no time at all.
  */
 export const fits = (delay: Duration.Input): Effect.Effect<boolean> =>
   Effect.map(remaining, (left) =>
-    left === undefined || Duration.toMillis(Duration.fromInputUnsafe(delay)) <= Duration.toMillis(left))
+    left === undefined || Duration.toMillis(Duration.fromInputUnsafe(delay)) < Duration.toMillis(left))
 
 /** Records a failure and the attempt count on the current deadline, for its expiry message. */
 export const note = (error: ElevenLabsError, attempts: number): Effect.Effect<void> =>

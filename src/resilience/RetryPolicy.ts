@@ -36,8 +36,7 @@
  * @example
  * ```ts
  * import { Effect } from "effect"
- * import * as RetryPolicy from "elevenlabs-resilience/resilience/RetryPolicy"
- * import * as Jitter from "elevenlabs-resilience/resilience/Jitter"
+ * import { Jitter, RetryPolicy } from "elevenlabs-resilience/resilience"
  *
  * const retried = call.pipe(
  *   RetryPolicy.retry({ exponential: { jitter: Jitter.equal }, budget, onRetry: (e) => Effect.logInfo("retry", e) })

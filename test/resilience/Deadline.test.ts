@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Fiber, Ref } from "effect"
+import { Clock, Duration, Effect, Fiber, Random, Ref, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { ElevenLabsError, SystemBusy, Transport } from "../../src/client/Errors.ts"
 import * as Deadline from "../../src/resilience/Deadline.ts"
@@ -40,8 +40,8 @@ describe("Deadline", () => {
         yield* Effect.sleep("2 seconds")
         return [
           Duration.toMillis((yield* Deadline.remaining)!),
-          yield* Deadline.fits("3 seconds"),
-          yield* Deadline.fits("3001 millis")
+          yield* Deadline.fits("2999 millis"),
+          yield* Deadline.fits("3 seconds")
         ] as const
       }).pipe(Deadline.withDeadline("1 minute"), Deadline.withDeadline("5 seconds"))
       const fiber = yield* Effect.forkChild(inner)
@@ -72,6 +72,35 @@ describe("Deadline", () => {
       assert.strictEqual(error.attempts, 4)
       assert.strictEqual(yield* Ref.get(attempts), 4)
     }))
+
+  it.effect.prop(
+    "for any seed, jitter and deadline, no backoff sleep ends past the deadline",
+    [
+      Schema.Int,
+      Schema.Literals(["none", "full", "equal", "decorrelated", "proportional", "additive"]),
+      Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 1, maximum: 120 })))
+    ],
+    ([seed, jitter, seconds]) =>
+      Effect.gen(function*() {
+        const start = yield* Clock.currentTimeMillis
+        const ends: Array<number> = []
+        const fiber = yield* Effect.fail(busy()).pipe(
+          RetryPolicy.retry({
+            exponential: { jitter: Jitter.byName[jitter], maxRetries: 10 },
+            onRetry: (e) => Effect.sync(() => void ends.push(e.at + Duration.toMillis(e.delay) - start))
+          }),
+          Deadline.withDeadline(Duration.seconds(seconds)),
+          Effect.flip,
+          Effect.forkChild
+        )
+        yield* TestClock.adjust("1 hour")
+        const error = yield* Fiber.join(fiber)
+        // Attempts are instantaneous here, so the call always ends with its own last error, never the deadline's.
+        return ends.every((t) => t < seconds * 1000) && error.reason._tag === "SystemBusy" &&
+          error.attempts === ends.length + 1
+      }).pipe(Random.withSeed(seed)),
+    { arbitrary: { runs: 50 } }
+  )
 
   it.effect("expiry during an attempt after failures keeps the last error's information", () =>
     Effect.gen(function*() {
