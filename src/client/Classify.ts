@@ -489,5 +489,14 @@ export const classifySdkError = (
     return new Transport({ operation, message: `SDK call failed: ${message.split("\n")[0]?.slice(0, 200) ?? ""}` })
   }
   if (typeof error === "string" && /timeout/i.test(error)) return timeout(operation, "headers", after)
-  return new Transport({ operation, message: `SDK call failed: ${String(error).slice(0, 200)}` })
+  return new Transport({ operation, message: `SDK call failed: ${safeString(error).slice(0, 200)}` })
+}
+
+/** `String(u)` that cannot throw (objects with a broken `toString`). */
+const safeString = (u: unknown): string => {
+  try {
+    return String(u)
+  } catch {
+    return typeof u
+  }
 }
