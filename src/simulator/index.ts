@@ -1,0 +1,13 @@
+/**
+ * The ElevenLabs simulator: one model of the service ({@link Simulator}) with
+ * two faces, an in-process `HttpClient` ({@link InProcess}) for virtual time and
+ * a real HTTP server ({@link Server}) for any client, including the official SDK.
+ *
+ * @since 0.1.0
+ */
+export * as Audio from "./Audio.ts"
+export * as Catalog from "./Catalog.ts"
+export * as InProcess from "./InProcess.ts"
+export * as Prng from "./Prng.ts"
+export * as Server from "./Server.ts"
+export * as Simulator from "./Simulator.ts"
