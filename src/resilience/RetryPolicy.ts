@@ -45,7 +45,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, PubSub, Result, Schedule } from "effect"
+import { Cause, Clock, Context, Duration, Effect, PubSub, Result, Schedule } from "effect"
 import {
   type ElevenLabsErrorReason,
   ElevenLabsError,
@@ -218,6 +218,28 @@ export interface RetryEvent {
 }
 
 // ============================================================================
+// The current attempt
+// ============================================================================
+
+/**
+ * What an attempt knows about itself, provided by {@link retry} to each run of
+ * the retried effect: its number and, for a retry, what failed the previous
+ * attempt. The composition reads it to put a requeued attempt at the front of
+ * its lane and to annotate spans (`retry.attempt`, `retry.class`).
+ */
+export interface AttemptInfo {
+  /** 1 for the first attempt. */
+  readonly attempt: number
+  /** The failure that led to this retry, absent on the first attempt. */
+  readonly previous?: { readonly reason: ReasonTag; readonly retryClass: RetryClass } | undefined
+}
+
+/** The current attempt, `{ attempt: 1 }` outside {@link retry}. */
+export const CurrentAttempt = Context.Reference<AttemptInfo>("elevenlabs-resilience/RetryPolicy/CurrentAttempt", {
+  defaultValue: () => ({ attempt: 1 })
+})
+
+// ============================================================================
 // The policy
 // ============================================================================
 
@@ -323,6 +345,7 @@ export const retry = (options?: RetryOptions) => {
       if (budget !== undefined) yield* budget.request
       let attempts = 0
       let delay: Duration.Duration | undefined = undefined
+      let previous: AttemptInfo["previous"] = undefined
 
       // The final error: the last one, with the attempt count (and the budget mark).
       const finish = (error: ElevenLabsError, budgetExhausted: boolean) =>
@@ -336,7 +359,9 @@ export const retry = (options?: RetryOptions) => {
 
       while (true) {
         attempts++
-        const attempt: Effect.Effect<A, E, R> = delay === undefined ? self : Effect.andThen(Effect.sleep(delay), self)
+        const info: AttemptInfo = previous === undefined ? { attempt: attempts } : { attempt: attempts, previous }
+        const run = Effect.provideService(self, CurrentAttempt, info)
+        const attempt: Effect.Effect<A, E, R> = delay === undefined ? run : Effect.andThen(Effect.sleep(delay), run)
         const result = yield* Effect.result(attempt)
         yield* releaseHeld
         if (Result.isSuccess(result)) return result.success
@@ -384,6 +409,7 @@ export const retry = (options?: RetryOptions) => {
         if (options?.onRetry !== undefined) yield* options.onRetry(event)
         if (options?.events !== undefined) yield* PubSub.publish(options.events, event)
         delay = nextDelay
+        previous = { reason: error.reason._tag, retryClass }
       }
     })
   }

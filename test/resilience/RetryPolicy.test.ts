@@ -250,6 +250,26 @@ describe("RetryPolicy.retry", () => {
       assert.strictEqual(yield* Fiber.join(fiber2), 2)
     }))
 
+  it.effect("each attempt sees its number and the failure that led to it", () =>
+    Effect.gen(function*() {
+      const seen: Array<RetryPolicy.AttemptInfo> = []
+      const attempts = yield* Ref.make(0)
+      const fiber = yield* Effect.gen(function*() {
+        seen.push(yield* RetryPolicy.CurrentAttempt)
+        return yield* scripted([concurrency(), busy()], attempts)
+      }).pipe(
+        RetryPolicy.retry(),
+        Effect.forkChild
+      )
+      yield* TestClock.adjust("1 minute")
+      assert.strictEqual(yield* Fiber.join(fiber), 3)
+      assert.deepStrictEqual(seen, [
+        { attempt: 1 },
+        { attempt: 2, previous: { reason: "ConcurrencyLimited", retryClass: "requeue" } },
+        { attempt: 3, previous: { reason: "SystemBusy", retryClass: "exponential" } }
+      ])
+    }))
+
   it.effect("maxAttempts caps attempts across classes", () =>
     Effect.gen(function*() {
       const attempts = yield* Ref.make(0)
