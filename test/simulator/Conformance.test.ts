@@ -235,4 +235,20 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
       const cleared = yield* Effect.promise(() => fetch(`${url}/_simulator/stats`).then((r) => r.json() as Promise<any>))
       assert.strictEqual(cleared.requests, 0)
     }))
+
+  it.live("a hang stalls the SDK until its timeout, and the slot comes back when it gives up", () =>
+    Effect.gen(function*() {
+      const { simulator, url } = yield* start({ faults: { hang: 1 } })
+      const sdk = new ElevenLabsClient({ apiKey: "sim-key", baseUrl: url, maxRetries: 0, timeoutInSeconds: 0.2 })
+      const outcome = yield* failure(() => sdk.textToSpeech.convert(voice, { text: "hi" }))
+      assert.strictEqual(outcome.statusCode, undefined)
+      // The server sees the socket close and interrupts the request; poll briefly for it.
+      let inFlight = -1
+      for (let i = 0; i < 50 && inFlight !== 0; i++) {
+        yield* Effect.sleep("20 millis")
+        inFlight = (yield* simulator.stats).pools.standard.inFlight
+      }
+      assert.strictEqual(inFlight, 0)
+      assert.strictEqual((yield* simulator.stats).faults["hang"], 1)
+    }))
 })

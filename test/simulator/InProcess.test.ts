@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer } from "effect"
+import { Effect, Fiber, Stream } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { TestClock } from "effect/testing"
 import * as InProcess from "../../src/simulator/InProcess.ts"
@@ -30,4 +30,81 @@ describe("InProcess", () => {
       assert.match(res.headers["request-id"]!, /^[A-Za-z0-9]{20}$/)
       assert.match(res.headers["x-trace-id"]!, /^[0-9a-f]{32}$/)
     }).pipe(Effect.provide(InProcess.layerSimulated({ seed: 3 }))))
+
+  it.effect("a streamed body holds its slot until read to the end", () =>
+    Effect.gen(function*() {
+      const client = yield* HttpClient.HttpClient
+      const sim = yield* Simulator.Simulator
+      const fiber = yield* Effect.forkChild(client.execute(tts("s".repeat(300), { path: "/stream" })))
+      yield* TestClock.adjust(1_000)
+      const res = yield* Fiber.join(fiber)
+      assert.strictEqual(res.status, 200)
+      assert.strictEqual((yield* sim.stats).pools.standard.inFlight, 1)
+      const body = yield* Effect.forkChild(res.arrayBuffer)
+      yield* TestClock.adjust(10_000)
+      const bytes = yield* Fiber.join(body)
+      assert.isTrue(bytes.byteLength > 0)
+      assert.strictEqual((yield* sim.stats).pools.standard.inFlight, 0)
+    }).pipe(Effect.provide(InProcess.layerSimulated({ seed: 5 }))))
+
+  it.effect("a reader that stops early gives the slot back", () =>
+    Effect.gen(function*() {
+      const client = yield* HttpClient.HttpClient
+      const sim = yield* Simulator.Simulator
+      const fiber = yield* Effect.forkChild(Effect.scoped(
+        client.execute(tts("s".repeat(600), { path: "/stream" })).pipe(
+          Effect.flatMap((res) => Effect.asVoid(res.stream.pipe(Stream.take(1), Stream.runDrain)))
+        )
+      ))
+      yield* TestClock.adjust(2_000)
+      yield* Fiber.join(fiber)
+      yield* TestClock.adjust(1)
+      assert.strictEqual((yield* sim.stats).pools.standard.inFlight, 0)
+    }).pipe(Effect.provide(InProcess.layerSimulated({ seed: 5 }))))
+
+  it.effect("faults map to transport behaviour: reset fails, cut breaks the body, hang waits for interruption", () =>
+    Effect.gen(function*() {
+      const client = yield* HttpClient.HttpClient
+      const sim = yield* Simulator.Simulator
+      yield* sim.setFaults({ connectionReset: 1 })
+      const resetFiber = yield* Effect.forkChild(Effect.flip(client.execute(tts("reset"))))
+      yield* TestClock.adjust(5_000)
+      const reset = yield* Fiber.join(resetFiber)
+      assert.strictEqual(reset.reason._tag, "TransportError")
+
+      yield* sim.setFaults({ connectionReset: 0, streamCut: 1 })
+      const cutFiber = yield* Effect.forkChild(
+        client.execute(tts("c".repeat(300), { path: "/stream" })).pipe(Effect.flatMap((r) => r.arrayBuffer), Effect.flip)
+      )
+      yield* TestClock.adjust(60_000)
+      const cut = yield* Fiber.join(cutFiber)
+      assert.strictEqual(cut._tag, "HttpClientError")
+
+      yield* sim.setFaults({ streamCut: 0, hang: 1 })
+      const hang = yield* Effect.forkChild(client.execute(tts("hang")).pipe(Effect.timeout("30 seconds"), Effect.flip))
+      yield* TestClock.adjust(29_000)
+      assert.strictEqual((yield* sim.stats).pools.standard.inFlight, 1)
+      yield* TestClock.adjust(2_000)
+      const timedOut = yield* Fiber.join(hang)
+      assert.strictEqual(timedOut._tag, "TimeoutError")
+      assert.strictEqual((yield* sim.stats).pools.standard.inFlight, 0)
+    }).pipe(Effect.provide(InProcess.layerSimulated({ seed: 9 }))))
+
+  it.effect("a thousand requests in virtual time", () =>
+    Effect.gen(function*() {
+      const client = yield* HttpClient.HttpClient
+      const sim = yield* Simulator.Simulator
+      const one = (i: number) =>
+        client.execute(tts(`request ${i}`, { model: "eleven_flash_v2_5" })).pipe(
+          Effect.flatMap((r) => Effect.as(r.arrayBuffer, r.status)),
+          Effect.delay(i * 5)
+        )
+      const fiber = yield* Effect.forkChild(Effect.forEach(Array.from({ length: 1000 }, (_, i) => i), one, { concurrency: "unbounded" }))
+      for (let i = 0; i < 200 && fiber.pollUnsafe() === undefined; i++) yield* TestClock.adjust(100)
+      const statuses = yield* Fiber.join(fiber)
+      const stats = yield* sim.stats
+      assert.strictEqual(stats.requests, 1000)
+      assert.strictEqual(statuses.filter((s) => s === 200).length + (stats.byStatus["429"] ?? 0), 1000)
+      assert.isTrue(stats.pools.flash.maxInFlight <= 20)
+    }).pipe(Effect.provide(InProcess.layerSimulated({ seed: 1 }))))
 })
