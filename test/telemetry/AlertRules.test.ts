@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { spawnSync } from "node:child_process"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as AlertRules from "../../src/telemetry/AlertRules.ts"
@@ -195,5 +196,20 @@ describe("AlertRules", () => {
       const file = join(dir, "custom.yml")
       writeFileSync(file, AlertRules.toYaml(custom))
       assert.strictEqual(promtool(["check", "rules", file]).code, 0)
+    }))
+})
+
+describe("elevenlabs-resilience alerts", () => {
+  it.effect("writes the default rules with --out, and prints them without", () =>
+    Effect.sync(() => {
+      const out = join(dir, "cli-rules.yml")
+      const node = new URL("../../node_modules/.bin/node", import.meta.url).pathname
+      const main = new URL("../../src/cli/main.ts", import.meta.url).pathname
+      const written = spawnSync(node, [main, "alerts", "--out", out], { encoding: "utf8" })
+      assert.strictEqual(written.status, 0, written.stderr)
+      assert.strictEqual(readFileSync(out, "utf8"), AlertRules.defaultYaml())
+      const printed = spawnSync(node, [main, "alerts"], { encoding: "utf8" })
+      assert.strictEqual(printed.status, 0, printed.stderr)
+      assert.strictEqual(printed.stdout, AlertRules.defaultYaml())
     }))
 })
