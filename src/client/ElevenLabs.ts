@@ -38,8 +38,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Config, Context, Duration, Effect, Layer, Redacted, Schema, Stream } from "effect"
-import type { Scope } from "effect"
+import { Clock, Config, Context, Duration, Effect, Exit, Layer, Redacted, Schema, Scope, Stream } from "effect"
 import { Headers, HttpClient, HttpClientRequest } from "effect/http"
 import type { HttpClientError, HttpClientResponse } from "effect/http"
 import { classifyHttpClientError, classifyResponse, invalidResponse, timeout } from "./Classify.ts"
@@ -300,26 +299,35 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     request: HttpClientRequest.HttpClientRequest
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, ElevenLabsError, Scope.Scope> =>
     Effect.gen(function*() {
-      const response = yield* client.execute(request).pipe(
-        Effect.catchTag("HttpClientError", fromHttpError(operation)),
-        Effect.timeoutOrElse({
-          duration: headersTimeout,
-          orElse: () => Effect.fail(wrap(timeout(operation, "headers", headersTimeout)))
-        })
+      // The request lives in a child of the caller's scope: on success it stays open with the caller's scope
+      // (until the last byte of a stream); on any failure it is closed at once, which aborts the request,
+      // so a timed-out or refused attempt does not keep its socket until the caller's scope ends.
+      const child = yield* Scope.fork(yield* Effect.scope)
+      return yield* Effect.gen(function*() {
+        const response = yield* client.execute(request).pipe(
+          Effect.catchTag("HttpClientError", fromHttpError(operation)),
+          Effect.timeoutOrElse({
+            duration: headersTimeout,
+            orElse: () => Effect.fail(wrap(timeout(operation, "headers", headersTimeout)))
+          })
+        )
+        if (response.status >= 200 && response.status < 300) return response
+        // The status decides the reason; a body that fails while being read is classified as empty.
+        const body = yield* readBody(operation, response, maxErrorBodyBytes).pipe(
+          Effect.catch(() => Effect.succeed(new Uint8Array()))
+        )
+        const now = yield* Clock.currentTimeMillis
+        return yield* Effect.fail(wrap(classifyResponse({
+          operation,
+          status: response.status,
+          headers: response.headers,
+          body,
+          now
+        })))
+      }).pipe(
+        Scope.provide(child),
+        Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(child, exit) : Effect.void)
       )
-      if (response.status >= 200 && response.status < 300) return response
-      // The status decides the reason; a body that fails while being read is classified as empty.
-      const body = yield* readBody(operation, response, maxErrorBodyBytes).pipe(
-        Effect.catch(() => Effect.succeed(new Uint8Array()))
-      )
-      const now = yield* Clock.currentTimeMillis
-      return yield* Effect.fail(wrap(classifyResponse({
-        operation,
-        status: response.status,
-        headers: response.headers,
-        body,
-        now
-      })))
     }).pipe(withRedactedKey)
 
   const decodeJson = <A>(

@@ -433,6 +433,32 @@ describe("ElevenLabs", () => {
         if (error.reason._tag === "Timeout") assert.strictEqual(error.reason.phase, "idle")
       }))
 
+    it.effect("a timed-out stream request is aborted at once, not when the caller's scope ends", () =>
+      Effect.gen(function*() {
+        const m = mock(() => Effect.never)
+        const fiber = yield* Effect.forkChild(Effect.scoped(run(m, (el) =>
+          Effect.gen(function*() {
+            const error = yield* Effect.flip(el.textToSpeech.stream(voiceId, { text: "Hi" }))
+            return { tag: error.reason._tag, abortedInsideScope: m.requests[0]!.signal.aborted }
+          }))))
+        yield* TestClock.adjust("30 seconds")
+        assert.deepStrictEqual(yield* Fiber.join(fiber), { tag: "Timeout", abortedInsideScope: true })
+      }))
+
+    it.effect("a successful stream request stays open until its scope closes", () =>
+      Effect.gen(function*() {
+        const m = mock(() => audio(chunked(["a", "b"])))
+        const openInside = yield* Effect.scoped(run(m, (el) =>
+          Effect.gen(function*() {
+            const s = yield* el.textToSpeech.stream(voiceId, { text: "Hi" })
+            const before = m.requests[0]!.signal.aborted
+            yield* Stream.runDrain(s.audio)
+            return !before
+          })))
+        assert.isTrue(openInside)
+        assert.isTrue(m.requests[0]!.signal.aborted)
+      }))
+
     it.effect("headers timeout is configurable", () =>
       Effect.gen(function*() {
         const m = mock(() => Effect.never, { headersTimeout: "2 seconds" })

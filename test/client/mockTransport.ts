@@ -13,6 +13,8 @@ export interface Recorded {
   readonly request: HttpClientRequest.HttpClientRequest
   readonly url: URL
   readonly redactedNames: ReadonlyArray<string | RegExp>
+  /** The abort signal of the request: aborted when the client gives the request up. */
+  readonly signal: AbortSignal
 }
 
 export type Reply = (request: HttpClientRequest.HttpClientRequest, url: URL) => Effect.Effect<Response>
@@ -26,9 +28,9 @@ export interface Mock {
 /** A mock transport and the ElevenLabs layer over it. */
 export const mock = (reply: Reply, options?: Partial<ElevenLabs.Options>): Mock => {
   const requests: Array<Recorded> = []
-  const client = HttpClient.make((request, url) =>
+  const client = HttpClient.make((request, url, signal) =>
     Effect.withFiber((fiber) => {
-      requests.push({ request, url, redactedNames: fiber.getRef(Headers.CurrentRedactedNames) })
+      requests.push({ request, url, signal, redactedNames: fiber.getRef(Headers.CurrentRedactedNames) })
       return Effect.map(reply(request, url), (response) => HttpClientResponse.fromWeb(request, response))
     })
   )
