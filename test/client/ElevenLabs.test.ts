@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Redacted, Stream } from "effect"
+import { ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Redacted, Stream, Tracer } from "effect"
 import { HttpClient, HttpClientError } from "effect/http"
 import { TestClock } from "effect/testing"
 import * as ElevenLabs from "../../src/client/ElevenLabs.ts"
@@ -466,6 +466,28 @@ describe("ElevenLabs", () => {
         yield* TestClock.adjust("2 seconds")
         const error = yield* Fiber.join(fiber)
         assert.strictEqual(error.reason._tag, "Timeout")
+      }))
+  })
+
+  describe("the key stays out of spans", () => {
+    it.effect("with every header captured, the client span shows xi-api-key as <redacted>", () =>
+      Effect.gen(function*() {
+        const spans: Array<Tracer.NativeSpan> = []
+        const tracer = Tracer.make({
+          span(options) {
+            const span = new Tracer.NativeSpan(options)
+            spans.push(span)
+            return span
+          }
+        })
+        const m = mock(() => audio("x"))
+        yield* run(m, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" })).pipe(
+          Effect.provideService(Tracer.Tracer, tracer),
+          Effect.provideService(HttpClient.TracerHeaderFilter, () => true)
+        )
+        const attributes = spans.flatMap((span) => [...span.attributes.entries()])
+        assert.deepInclude(attributes, ["http.request.header.xi-api-key", "<redacted>"])
+        for (const [, value] of attributes) assert.notInclude(String(value), apiKey)
       }))
   })
 
