@@ -458,7 +458,17 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   let creditsCharged = 0
   let byStatus: Record<string, number> = {}
   let byDetailStatus: Record<string, number> = {}
-  let faultCounts: Record<string, number> = {}
+  const zeroFaults = (): Record<string, number> => ({
+    systemBusy: 0,
+    systemBusyLoad: 0,
+    serverError: 0,
+    internalServerError: 0,
+    serviceUnavailable: 0,
+    connectionReset: 0,
+    hang: 0,
+    streamCut: 0
+  })
+  let faultCounts: Record<string, number> = zeroFaults()
   const bump = (record: Record<string, number>, key: string) => {
     record[key] = (record[key] ?? 0) + 1
   }
@@ -1301,7 +1311,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       creditsCharged = 0
       byStatus = {}
       byDetailStatus = {}
-      faultCounts = {}
+      faultCounts = zeroFaults()
       for (const a of accounts) {
         for (const p of pools) {
           const s = a.pools[p]
