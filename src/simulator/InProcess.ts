@@ -45,9 +45,9 @@ export const makeHttpClient = (
   simulator: Simulator.Service,
   options: Options = {}
 ): Effect.Effect<HttpClient.HttpClient> =>
-  Effect.contextWith((context) => {
+  Effect.sync(() => {
     const base = options.baseUrl ?? defaultBaseUrl
-    return Effect.succeed(HttpClient.make((request, url, signal) =>
+    return HttpClient.make((request, url, signal) =>
       Effect.gen(function*() {
         const web = yield* HttpClientRequest.toWeb(HttpClientRequest.setUrl(request, url.toString())).pipe(
           Effect.mapError((cause) =>
@@ -68,6 +68,8 @@ export const makeHttpClient = (
             })
           )
         }
+        // The body runs with the caller's services, so its sleeps follow the caller's Clock.
+        const context = yield* Effect.context<never>()
         const readable = Stream.toReadableStreamWith(outcome.body, context, { signal })
         return HttpClientResponse.fromWeb(
           request,
@@ -78,7 +80,7 @@ export const makeHttpClient = (
       HttpClient.mapRequest((request) =>
         /^[a-z][a-z0-9+.-]*:/i.test(request.url) ? request : HttpClientRequest.prependUrl(request, base)
       )
-    ))
+    )
   })
 
 /**

@@ -1358,6 +1358,11 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     const url = new URL(request.url)
     const path = url.pathname
     const method = request.method.toUpperCase()
+    if (method === "OPTIONS") {
+      // CORS preflight, answered as the real API does, so browser code can use the simulator.
+      record(200, undefined)
+      return Effect.succeed(respond({ status: 200, headers: { ...commonHeaders("text/plain; charset=utf-8"), "content-length": "2" }, body: Stream.succeed(encoder.encode("OK")) }))
+    }
     const tts = ttsRoute.exec(path)
     if (tts !== null) {
       if (method !== "POST") return Effect.succeed(respond(json(405, { detail: "Method Not Allowed" })))
