@@ -1,7 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { afterAll } from "vitest"
 import { spawnSync } from "node:child_process"
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import * as AlertRules from "../../src/telemetry/AlertRules.ts"
@@ -139,6 +140,7 @@ const testFile = (ruleFile: string, list: ReadonlyArray<Case>): string => {
 const dir = mkdtempSync(join(tmpdir(), "elevenlabs-alerts-"))
 const ruleFile = join(dir, "rules.yml")
 writeFileSync(ruleFile, AlertRules.defaultYaml())
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 describe("AlertRules", () => {
   it.effect("has the six seed rules with the seeds' severities, over known metric names only", () =>

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { metricNames } from "../../src/telemetry/Metrics.ts"
@@ -53,6 +53,7 @@ describe("examples/grafana-dashboard.json", () => {
       )
       writeFileSync(file, `groups:\n  - name: dashboard\n    rules:\n${rules.join("\n")}\n`)
       const r = promtool(["check", "rules", file])
+      rmSync(dir, { recursive: true, force: true })
       assert.strictEqual(r.code, 0, r.out)
     }))
 })
