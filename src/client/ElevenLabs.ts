@@ -399,7 +399,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     convert: (voiceId, request) => {
       const operation = "textToSpeech.convert"
       return Effect.gen(function*() {
-        const http = yield* ttsRequest(operation, "/v1/text-to-speech/{voice_id}", voiceId, request, "convert", "audio/*")
+        const http = yield* ttsRequest(operation, "/v1/text-to-speech/{voice_id}", voiceId, request, "convert", "*/*")
         const { response, audio } = yield* audioCall(operation, http)
         return { audio, contentType: contentTypeOf(response, "audio/mpeg"), meta: fromHeaders(response.headers) }
       })
@@ -407,7 +407,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     stream: (voiceId, request) => {
       const operation = "textToSpeech.stream"
       return Effect.gen(function*() {
-        const http = yield* ttsRequest(operation, "/v1/text-to-speech/{voice_id}/stream", voiceId, request, "stream", "audio/*")
+        const http = yield* ttsRequest(operation, "/v1/text-to-speech/{voice_id}/stream", voiceId, request, "stream", "*/*")
         const response = yield* open(operation, http)
         return {
           meta: fromHeaders(response.headers),
@@ -570,7 +570,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         const body = yield* encodeBody(operation, Schemas.MusicBody, pick(request, musicBodyKeys))
         const http = HttpClientRequest.post("/v1/music").pipe(
           HttpClientRequest.setUrlParams(query({ output_format: request.outputFormat })),
-          HttpClientRequest.setHeader("accept", "audio/*"),
+          HttpClientRequest.setHeader("accept", "*/*"),
           HttpClientRequest.bodyJsonUnsafe(body)
         )
         const { response, audio } = yield* audioCall(operation, http)

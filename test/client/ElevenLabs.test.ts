@@ -544,6 +544,23 @@ describe("ElevenLabs", () => {
         assert.strictEqual(m.requests[0]!.request.headers["xi-api-key"], "cfg-key-123")
       }))
 
+    it.effect("reads ELEVENLABS_IDLE_TIMEOUT", () =>
+      Effect.gen(function*() {
+        const m = mock(() => audio(chunked(["a"], { stall: true })))
+        const layer = ElevenLabs.layerConfig().pipe(
+          Layer.provide(Layer.succeed(HttpClient.HttpClient, m.client)),
+          Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({
+            ELEVENLABS_API_KEY: "k",
+            ELEVENLABS_IDLE_TIMEOUT: "2 seconds"
+          })))
+        )
+        const fiber = yield* Effect.forkChild(Effect.flip(run({ layer }, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" }))))
+        yield* settle
+        yield* TestClock.adjust("2 seconds")
+        const error = yield* Fiber.join(fiber)
+        assert.isTrue(error._tag === "ElevenLabsError" && error.reason._tag === "Timeout" && error.reason.phase === "idle")
+      }))
+
     it.effect("fails without ELEVENLABS_API_KEY, defaults the base URL", () =>
       Effect.gen(function*() {
         const m = mock(() => json([]))
