@@ -107,4 +107,28 @@ describe("InProcess", () => {
       assert.strictEqual(statuses.filter((s) => s === 200).length + (stats.byStatus["429"] ?? 0), 1000)
       assert.isTrue(stats.pools.flash.maxInFlight <= 20)
     }).pipe(Effect.provide(InProcess.layerSimulated({ seed: 1 }))))
+
+  it.effect("two runs with one seed give the same answers and the same record", () =>
+    Effect.gen(function*() {
+      const run = Effect.gen(function*() {
+        const client = yield* HttpClient.HttpClient
+        const sim = yield* Simulator.Simulator
+        const one = (i: number) =>
+          client.execute(tts(`line ${i} `.repeat(1 + (i % 5)), i % 2 === 0 ? { model: "eleven_flash_v2_5", path: "/stream" } : {})).pipe(
+            Effect.flatMap((r) => Effect.map(r.arrayBuffer, (b) => [r.status, r.headers["request-id"] ?? "", b.byteLength] as const)),
+            Effect.catch((e) => Effect.succeed([e.reason._tag, "", 0] as const)),
+            Effect.delay(i * 11)
+          )
+        const fiber = yield* Effect.forkChild(Effect.forEach(Array.from({ length: 200 }, (_, i) => i), one, { concurrency: "unbounded" }))
+        for (let i = 0; i < 500 && fiber.pollUnsafe() === undefined; i++) yield* TestClock.adjust(50)
+        return { answers: yield* Fiber.join(fiber), stats: yield* sim.stats }
+      }).pipe(
+        Effect.provide(InProcess.layerSimulated({ seed: 77, plan: "starter", faults: { ...Simulator.faultMix(0.2), hang: 0 } })),
+        Effect.provide(TestClock.layer())
+      )
+      const first = yield* run
+      const second = yield* run
+      assert.deepStrictEqual(second, first)
+      assert.isTrue(first.stats.byStatus["429"]! > 0 && first.stats.byStatus["200"]! > 0)
+    }))
 })
