@@ -105,7 +105,10 @@ const observe = (client: HttpClient.HttpClient, recorder: Recorder.Recorder): Ht
                 ? "system_busy"
                 : "rate_limited"
             } else kind = status >= 500 ? "server_error" : "client_error"
-            return HttpClientResponse.fromWeb(request, new Response(body, { status, headers: response.headers }))
+            // The audio itself is of no use to a strategy: hand on headers only,
+            // which saves a copy of every body.
+            const kept = kind === "ok" ? null : body
+            return HttpClientResponse.fromWeb(request, new Response(kept, { status, headers: response.headers }))
           })
         ),
         Effect.onExit((exit) =>
@@ -185,10 +188,10 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
         const request: SimRequest = { ...arrival, text: textOf(arrival.chars) }
         return call(request).pipe(
           Effect.catchCause((cause) =>
-            Effect.succeed<CallOutcome>({
+            Effect.logDebug("simulation: a call ended in a defect", cause).pipe(Effect.as<CallOutcome>({
               _tag: "Failure",
               reason: Cause.hasInterruptsOnly(cause) ? "Interrupted" : "Defect"
-            })
+            }))
           ),
           Effect.flatMap((outcome) =>
             Effect.sync(() => {

@@ -94,7 +94,7 @@ export const ttsAttempt = (
   timeoutMs: number
 ): Effect.Effect<AttemptResult> => {
   const http = HttpClientRequest.post(`${context.baseUrl}/v1/text-to-speech/${context.voiceId}`).pipe(
-    HttpClientRequest.setUrlParam("output_format", "mp3_44100_128"),
+    HttpClientRequest.setUrlParam("output_format", "mp3_22050_32"),
     HttpClientRequest.setHeader("xi-api-key", Redacted.value(context.apiKey)),
     HttpClientRequest.bodyJsonUnsafe({ text: request.text, model_id: context.model })
   )
@@ -257,7 +257,7 @@ export const seedTemplate: Strategy = {
               yield* recorder.queueWait(request.lane, recorder.now() - enqueued)
               // p-queue frees the slot on timeout but does not cancel the task:
               // it runs on, detached, and may still hold a server slot.
-              const task = yield* Effect.forkIn(withBackoff(request), scope)
+              const task = yield* Effect.forkIn(withBackoff(request), scope, { startImmediately: true })
               const settled = yield* Fiber.join(task).pipe(Effect.timeoutOption(Duration.seconds(120)))
               return Option.getOrElse(settled, (): CallOutcome => ({ _tag: "Failure", reason: "QueueTimeout" }))
             })
