@@ -10,9 +10,10 @@
  *   routes `GET /_simulator/stats`, `POST /_simulator/reset`,
  *   `POST /_simulator/config`. Anything else gets FastAPI's
  *   `404 {"detail":"Not Found"}`.
- * - Faults act on the connection: a reset destroys the socket before any
- *   byte; a hang never answers (the slot is released when the client goes
- *   away); a stream cut destroys the socket half-way through the body.
+ * - Faults act on the connection: a reset sends a TCP RST before any byte; a
+ *   hang never answers (the slot is released when the client goes away); a
+ *   stream cut flushes the bytes written so far and ends the connection
+ *   half-way through the body.
  * - Port 0 binds a free port; {@link serve} returns the real one.
  *
  * @since 0.1.0
@@ -51,11 +52,20 @@ export const routes: ReadonlyArray<readonly ["GET" | "POST", `/${string}`]> = [
   ["POST", "/_simulator/config"]
 ]
 
-const destroySocket = (request: HttpServerRequest.HttpServerRequest) =>
+/** A connection reset: RST where the platform can (ECONNRESET at the client), else a plain destroy. */
+const resetSocket = (request: HttpServerRequest.HttpServerRequest) =>
   Effect.sync(() => {
-    const response = NodeHttpServerRequest.toServerResponse(request)
-    response.socket?.destroy()
-    response.destroy()
+    const socket = NodeHttpServerRequest.toServerResponse(request).socket as
+      | (import("node:net").Socket & { resetAndDestroy?: () => void })
+      | null
+    if (socket?.resetAndDestroy !== undefined) socket.resetAndDestroy()
+    else socket?.destroy()
+  })
+
+/** A cut: what was written so far is flushed, then the connection ends mid-body. */
+const endSocket = (request: HttpServerRequest.HttpServerRequest) =>
+  Effect.sync(() => {
+    NodeHttpServerRequest.toServerResponse(request).socket?.end()
   })
 
 /** Answers one server request with the model. */
@@ -74,13 +84,13 @@ export const handler = (simulator: Simulator.Service) => (request: HttpServerReq
     })
     const outcome = yield* simulator.handle(web)
     if (outcome._tag === "Reset") {
-      yield* destroySocket(request)
+      yield* resetSocket(request)
       return HttpServerResponse.empty({ status: 500 })
     }
     const { "content-length": contentLength, "content-type": contentType, ...rest } = outcome.headers
     // A cut ends the connection half-way; the request fiber is then interrupted by the close.
     const stream = outcome.body.pipe(
-      Stream.catchTag("StreamCut", () => Stream.fromEffectDrain(Effect.andThen(destroySocket(request), Effect.never)))
+      Stream.catchTag("StreamCut", () => Stream.fromEffectDrain(Effect.andThen(endSocket(request), Effect.never)))
     )
     return HttpServerResponse.stream(stream, {
       status: outcome.status,
