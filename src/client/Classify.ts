@@ -135,7 +135,7 @@ interface Parsed {
 }
 
 const issueOf = (u: unknown): ValidationIssue => {
-  if (!isRecord(u)) return { loc: [], msg: String(u), type: "unknown" }
+  if (!isRecord(u)) return { loc: [], msg: describeValue(u), type: "unknown" }
   const loc = Array.isArray(u.loc)
     ? u.loc.filter((x): x is string | number => typeof x === "string" || typeof x === "number")
     : []
@@ -490,6 +490,16 @@ export const classifySdkError = (
   }
   if (typeof error === "string" && /timeout/i.test(error)) return timeout(operation, "headers", after)
   return new Transport({ operation, message: `SDK call failed: ${safeString(error).slice(0, 200)}` })
+}
+
+/** A short text for any value, that cannot throw (cycles, a broken `toString`). */
+const describeValue = (u: unknown): string => {
+  if (typeof u === "string") return u
+  try {
+    return JSON.stringify(u) ?? safeString(u)
+  } catch {
+    return safeString(u)
+  }
 }
 
 /** `String(u)` that cannot throw (objects with a broken `toString`). */

@@ -71,7 +71,7 @@ const checkVoiceSettings = (operation: string, settings: VoiceSettings | undefin
       return refuse(
         operation,
         `voiceSettings.${key}`,
-        `voiceSettings.${key} is ${String(value)}: it must be a number from ${min} to ${max}.`
+        `voiceSettings.${key} is ${typeof value === "number" ? String(value) : typeof value}: it must be a number from ${min} to ${max}.`
       )
     }
   }

@@ -154,6 +154,12 @@ describe("Classify", () => {
       assert.strictEqual(classify(200, "not json")._tag, "InvalidResponse")
     })
 
+    it("hostile JSON found by the property test: members named toString", () => {
+      assert.strictEqual(classify(200, JSON.stringify({ detail: [{ toString: [] }, [{ toString: [] }]] }))._tag, "InvalidResponse")
+      assert.strictEqual(classify(422, JSON.stringify({ detail: [[{ toString: null }]] }))._tag, "ValidationFailed")
+      assert.strictEqual(classifySdkError(op, [{ toString: null }])._tag, "Transport")
+    })
+
     it("429 concurrency limit from the header when the message has none", () => {
       const r = classify(429, detail("too_many_concurrent_requests", "Too many."), { "Maximum-Concurrent-Requests": "15" })
       assert.strictEqual(r._tag === "ConcurrencyLimited" ? r.limit : -1, 15)
