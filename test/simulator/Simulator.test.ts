@@ -134,6 +134,42 @@ describe("Simulator model", () => {
     { arbitrary: { runs: 40 } }
   )
 
+  it.effect.prop(
+    "with a queue and callers that give up at random, no slot or queue place is left behind",
+    [
+      Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3 })),
+      Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 4 })),
+      Schema.Array(Schema.Struct({
+        chars: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 300 })),
+        at: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 2000 })),
+        giveUpAfter: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 4000 }))
+      })).check(Schema.isMaxLength(16))
+    ],
+    ([limit, depth, calls]) =>
+      Effect.gen(function*() {
+        const sim = yield* Simulator.make({
+          apiKeys: [{ key: "sim-key", limits: { standard: limit } }],
+          queue: { depth, maxWaitMs: 1500 },
+          faults: { hang: 0.1, streamCut: 0.1 }
+        })
+        yield* runAll(
+          calls.map((c) =>
+            call(sim, ttsRequest("p".repeat(c.chars))).pipe(
+              Effect.delay(c.at),
+              Effect.timeoutOption(c.at + c.giveUpAfter)
+            )
+          ),
+          25
+        )
+        const pool = (yield* sim.stats).accounts["key1"]!.pools.standard
+        assert.strictEqual(pool.inFlight, 0)
+        assert.strictEqual(pool.queued, 0)
+        assert.isTrue(pool.maxInFlight <= limit)
+        assert.isTrue(pool.maxQueued <= depth)
+      }),
+    { arbitrary: { runs: 40 } }
+  )
+
   it.effect("a queue holds requests past the limit until a slot frees, then times out to a 429", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.make({
