@@ -83,6 +83,16 @@ const flags = {
     Flag.filter((n) => n >= 0, (n) => `--latency-scale must be 0 or more, got ${n}`),
     Flag.withDefault(1)
   ),
+  periodSeconds: Flag.Int("period-seconds").pipe(
+    Flag.withDescription("Length of a quota period; credits reset when it ends."),
+    Flag.filter((n) => n > 0, (n) => `--period-seconds must be positive, got ${n}`),
+    Flag.withDefault(30 * 24 * 3600)
+  ),
+  chunkSeconds: Flag.Finite("chunk-seconds").pipe(
+    Flag.withDescription("Seconds of audio per streamed chunk."),
+    Flag.filter((n) => n > 0, (n) => `--chunk-seconds must be positive, got ${n}`),
+    Flag.withDefault(0.5)
+  ),
   region: Flag.String("region").pipe(Flag.withDescription("x-region header value."), Flag.withDefault("us-central1"))
 }
 
@@ -128,6 +138,8 @@ export const simulator = Command.make("simulator", flags, (f) =>
       ...(Option.isSome(f.systemCapacity) ? { systemCapacity: f.systemCapacity.value } : {}),
       charsPerSecond: f.charsPerSecond,
       latency: scaled(f.latencyScale),
+      periodSeconds: f.periodSeconds,
+      chunkSeconds: f.chunkSeconds,
       region: f.region
     })
     yield* Console.log(`ElevenLabs simulator listening on ${running.url}`)
