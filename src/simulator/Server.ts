@@ -20,7 +20,7 @@
  */
 import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import { Context, Effect, Layer, Stream } from "effect"
-import { HttpRouter, HttpServer, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createServer } from "node:http"
 import * as Simulator from "./Simulator.ts"
 
@@ -113,18 +113,17 @@ export const layerRoutes: Layer.Layer<never, never, HttpRouter.HttpRouter | Simu
 
 /**
  * The whole server as a layer: model, routes and a Node HTTP server.
- * Also provides the {@link Simulator.Simulator} and the `HttpServer` (its address).
+ * Also provides the {@link Simulator.Simulator}, the `HttpServer` (its address)
+ * and the Node platform services the server uses.
  */
-export const layerServer = (
-  options: Options = {}
-): Layer.Layer<Simulator.Simulator | HttpServer.HttpServer, HttpServerError.ServeError> =>
+export const layerServer = (options: Options = {}) =>
   HttpRouter.serve(layerRoutes, { disableLogger: true, disableListenLog: true }).pipe(
     Layer.provideMerge(NodeHttpServer.layer(() => createServer(), {
       port: options.port ?? 8787,
       host: options.host ?? "127.0.0.1"
     })),
     Layer.provideMerge(Simulator.layer(options))
-  ) as Layer.Layer<Simulator.Simulator | HttpServer.HttpServer, HttpServerError.ServeError>
+  )
 
 /** A running server. */
 export interface Running {
