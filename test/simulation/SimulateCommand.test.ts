@@ -1,0 +1,144 @@
+/**
+ * Tests of `src/cli/simulate.ts` (kept under test/simulation/, the folder this
+ * feature owns).
+ */
+import { NodeServices } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Option } from "effect"
+import { Command } from "effect/cli"
+import { execFileSync } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import * as Simulate from "../../src/cli/simulate.ts"
+
+const base: Simulate.SimulateInput = {
+  plan: "free",
+  model: "eleven_multilingual_v2",
+  pattern: "burst",
+  requests: Option.some(20),
+  duration: Option.none(),
+  rps: Option.none(),
+  startRps: Option.none(),
+  endRps: Option.none(),
+  bursts: Option.none(),
+  concurrency: Option.none(),
+  chars: "100-300",
+  failureRate: Option.none(),
+  credits: Option.none(),
+  seed: 1,
+  jitter: "full",
+  strategy: "naive",
+  compare: false,
+  config: Option.none(),
+  json: false,
+  html: Option.none()
+}
+
+const failure = (input: Partial<Simulate.SimulateInput>) =>
+  Effect.flip(Simulate.execute({ ...base, ...input })).pipe(Effect.provide(NodeServices.layer))
+
+describe("simulate command", () => {
+  it.effect("text table for one strategy", () =>
+    Effect.gen(function*() {
+      const { output, reports } = yield* Simulate.execute(base)
+      assert.include(output, "strategy")
+      assert.include(output, "naive")
+      assert.lengthOf(reports, 1)
+      assert.strictEqual(reports[0]!.summary.requests, 20)
+    }).pipe(Effect.provide(NodeServices.layer)))
+
+  it.effect("--compare --json --html: every strategy on the same traffic, JSON and an HTML file", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "sim-cli-"))
+      try {
+        const html = join(dir, "r.html")
+        const config = join(dir, "c.json")
+        writeFileSync(config, JSON.stringify({ retry: { times: 3 } }))
+        const { output, reports } = yield* Simulate.execute({
+          ...base,
+          compare: true,
+          json: true,
+          html: Option.some(html),
+          config: Option.some(config)
+        })
+        const json = JSON.parse(output)
+        assert.deepStrictEqual(json.runs.map((r: { strategy: string }) => r.strategy), ["naive", "seed-template"])
+        for (const r of json.runs) assert.strictEqual(r.succeeded + r.failed, 20)
+        assert.lengthOf(reports, 2)
+        assert.include(readFileSync(html, "utf8"), "<svg")
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    }).pipe(Effect.provide(NodeServices.layer)))
+
+  it.effect("bad flags are clear errors", () =>
+    Effect.gen(function*() {
+      assert.include((yield* failure({ pattern: "wave" })).message, "--pattern must be one of steady, ramp-up, burst")
+      assert.include((yield* failure({ plan: "gold" })).message, "--plan must be one of free")
+      assert.include((yield* failure({ jitter: "wild" })).message, "--jitter must be one of none, full")
+      assert.include((yield* failure({ strategy: "yolo" })).message, "--strategy must be one of")
+      assert.include((yield* failure({ chars: "a-b" })).message, "--chars")
+      assert.include((yield* failure({ duration: Option.some("soon") })).message, "--duration")
+      assert.include((yield* failure({ failureRate: Option.some(1.5) })).message, "--failure-rate")
+      assert.include((yield* failure({ concurrency: Option.some(0) })).message, "--concurrency")
+      assert.include((yield* failure({ credits: Option.some(-1) })).message, "--credits")
+      assert.include((yield* failure({ config: Option.some("/nonexistent/c.json") })).message, "--config: cannot read")
+      assert.include(
+        (yield* failure({ pattern: "steady", requests: Option.some(5), rps: Option.some(1), duration: Option.some("5s") }))
+          .message,
+        "at most two"
+      )
+    }))
+
+  it.effect("resilient is named but not available until the composition plugs in", () =>
+    Effect.gen(function*() {
+      const e = yield* Effect.flip(Simulate.toRuns({ ...base, strategy: "resilient" }, undefined))
+      assert.include(e.message, "not available in this build")
+    }))
+
+  it.effect("flags parse through effect/cli; a bad value fails the command", () =>
+    Effect.gen(function*() {
+      const run = Command.runWith(Simulate.simulate, { version: "test" })
+      yield* run(["--pattern", "steady", "--requests", "10", "--rps", "5", "--plan", "pro"])
+      const e = yield* Effect.flip(run(["--pattern", "zigzag"]))
+      assert.include(String(e.message ?? e), "--pattern")
+      const parse = yield* Effect.flip(run(["--requests", "many"]))
+      assert.isDefined(parse)
+    }).pipe(Effect.provide(NodeServices.layer)))
+
+  it.effect("parseDuration units", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(yield* Simulate.parseDuration("90"), 90_000)
+      assert.strictEqual(yield* Simulate.parseDuration("500ms"), 500)
+      assert.strictEqual(yield* Simulate.parseDuration("2m"), 120_000)
+      assert.strictEqual(yield* Simulate.parseDuration("24h"), 86_400_000)
+      assert.strictEqual(yield* Simulate.parseDuration("1d"), 86_400_000)
+    }))
+
+  it("subprocess smoke run: node src/cli/main.ts simulate ... --json", () => {
+    const out = execFileSync(process.execPath, [
+      "src/cli/main.ts",
+      "simulate",
+      "--pattern",
+      "ramp-up",
+      "--start-rps",
+      "1",
+      "--end-rps",
+      "6",
+      "--duration",
+      "10s",
+      "--plan",
+      "creator",
+      "--strategy",
+      "seed-template",
+      "--json"
+    ], { encoding: "utf8", timeout: 60_000 })
+    const json = JSON.parse(out)
+    assert.strictEqual(json.strategy, "seed-template")
+    assert.strictEqual(json.pattern, "ramp-up")
+    assert.strictEqual(json.requests, 35)
+    assert.strictEqual(json.succeeded + json.failed, 35)
+    assert.strictEqual(json.limit, 5)
+  })
+})
