@@ -257,6 +257,8 @@ export const seedTemplate: Strategy = {
               yield* recorder.queueWait(request.lane, recorder.now() - enqueued)
               // p-queue frees the slot on timeout but does not cancel the task:
               // it runs on, detached, and may still hold a server slot.
+              // Started at once: under the test clock a fiber forked here but not yet
+              // run would let the queue timeout below fire first.
               const task = yield* Effect.forkIn(withBackoff(request), scope, { startImmediately: true })
               const settled = yield* Fiber.join(task).pipe(Effect.timeoutOption(Duration.seconds(120)))
               return Option.getOrElse(settled, (): CallOutcome => ({ _tag: "Failure", reason: "QueueTimeout" }))
