@@ -470,7 +470,8 @@ class Impl {
       events.push({ _tag: "Waited", key: cell.key, pool: cell.pool, lane: lanes[best.lane]!, waitedMillis: waited })
       const resume = best.resume
       best.resume = undefined
-      resume?.(Effect.succeed(permit))
+      // Resumed fibers may run inline: yield first, so a release chain never grows the stack.
+      resume?.(Effect.as(Effect.yieldNow, permit))
     }
   }
 

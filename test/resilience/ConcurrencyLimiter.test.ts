@@ -376,6 +376,25 @@ describe("ConcurrencyLimiter", () => {
       assert.deepStrictEqual(event, { _tag: "Waited", key: K, pool: "standard", lane: "interactive", waitedMillis: 3000 })
     }))
 
+  it.effect("a long release chain (5,000 queued callers) drains without growing the stack", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 1 }, maxQueue: 10_000 })
+      const gate = yield* Deferred.make<void>()
+      yield* hold(limiter, { key: K, pool: "standard" }, gate)
+      yield* settle
+      const fibers = yield* Effect.forEach(
+        Array.from({ length: 5000 }),
+        () => Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.void))
+      )
+      yield* settle
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).queueDepth, 5000)
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.joinAll(fibers)
+      const snap = yield* limiter.snapshot(K, "standard")
+      assert.strictEqual(snap.inFlight, 0)
+      assert.strictEqual(snap.queueDepth, 0)
+    }))
+
   it.effect("closing the limiter's scope interrupts queued callers and ends events", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
