@@ -1,0 +1,12 @@
+/**
+ * Deterministic simulations: traffic patterns, client strategies, the
+ * virtual-time runner and its reports.
+ *
+ * @since 0.1.0
+ */
+export * as Html from "./Html.ts"
+export * as Patterns from "./Patterns.ts"
+export * as Recorder from "./Recorder.ts"
+export * as Report from "./Report.ts"
+export * as Runner from "./Runner.ts"
+export * as Strategies from "./Strategies.ts"
