@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import * as Patterns from "../../src/simulation/Patterns.ts"
 import * as Runner from "../../src/simulation/Runner.ts"
 import * as Strategies from "../../src/simulation/Strategies.ts"
@@ -26,6 +26,32 @@ describe("Runner", () => {
       assert.isTrue(s.virtualDurationMs > 0)
       if (pattern === "chaos") assert.strictEqual(s.failureRate, Runner.chaosDefaultFailureRate)
     }))
+
+  it.effect.prop(
+    "property: any pattern, strategy, seed, size and fault rate: succeeded + failed = requests",
+    {
+      pattern: Schema.Literals(Patterns.patternNames),
+      strategy: Schema.Literals(["naive", "seed-template"]),
+      seed: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 1_000_000 })),
+      requests: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 25 })),
+      failurePercent: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 60 }))
+    },
+    ({ failurePercent, pattern, requests, seed, strategy }) =>
+      Effect.gen(function*() {
+        const report = yield* Runner.run({
+          traffic: { pattern, requests, seed, chars: { min: 20, max: 300 }, ...(pattern === "diurnal" ? { durationMs: 600_000 } : {}) },
+          strategy: Strategies.find(strategy)!,
+          plan: "starter",
+          failureRate: failurePercent / 100
+        })
+        const s = report.summary
+        assert.strictEqual(s.requests, requests)
+        assert.strictEqual(s.succeeded + s.failed, requests)
+        assert.strictEqual(Object.values(s.failedByReason).reduce((a, b) => a + b, 0), s.failed)
+        assert.isTrue(s.maxInFlight <= s.limit, "the simulator never admits past the limit")
+      }),
+    { arbitrary: { runs: 12 } }
+  )
 
   it.effect("same seed: identical reports except wallMs; another seed differs", () =>
     Effect.gen(function*() {
