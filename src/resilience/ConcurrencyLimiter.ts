@@ -39,7 +39,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Exit, Layer, PubSub, Schema, Scope, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Fiber, Layer, PubSub, Schema, Scope, Stream } from "effect"
 import type * as Take from "effect/Take"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as AdaptiveLimit from "./AdaptiveLimit.ts"
@@ -264,13 +264,19 @@ class Waiter {
   state = WAITING
   resume: ((effect: Effect.Effect<PermitImpl, ConcurrencyLimiterError>) => void) | undefined = undefined
   permit: PermitImpl | undefined = undefined
+  /** Position in the limiter's deadline heap, -1 when not in it. */
+  heapIndex = -1
+  readonly cell: Cell
   readonly lane: number
   readonly order: number
   readonly enqueuedAt: number
-  constructor(lane: number, order: number, enqueuedAt: number) {
+  readonly deadline: number
+  constructor(cell: Cell, lane: number, order: number, enqueuedAt: number, deadline: number) {
+    this.cell = cell
     this.lane = lane
     this.order = order
     this.enqueuedAt = enqueuedAt
+    this.deadline = deadline
   }
 }
 
@@ -299,6 +305,67 @@ class LaneQueue {
     else this.tail = w.prev
     w.prev = w.next = undefined
     this.size--
+  }
+}
+
+/**
+ * Queue deadlines of all waiters: one binary min-heap and one timer fiber for
+ * the whole limiter, instead of a racing timer per waiter (which costs about
+ * 3 KB each; see bench/limiter.ts).
+ */
+class DeadlineHeap {
+  readonly items: Array<Waiter> = []
+  get size() {
+    return this.items.length
+  }
+  peek(): Waiter | undefined {
+    return this.items[0]
+  }
+  push(w: Waiter) {
+    w.heapIndex = this.items.length
+    this.items.push(w)
+    this.up(w.heapIndex)
+  }
+  remove(w: Waiter) {
+    const i = w.heapIndex
+    if (i < 0) return
+    const last = this.items.pop()!
+    w.heapIndex = -1
+    if (last !== w) {
+      this.items[i] = last
+      last.heapIndex = i
+      this.up(i)
+      this.down(last.heapIndex)
+    }
+  }
+  private swap(i: number, j: number) {
+    const a = this.items[i]!
+    const b = this.items[j]!
+    this.items[i] = b
+    this.items[j] = a
+    a.heapIndex = j
+    b.heapIndex = i
+  }
+  private up(i: number) {
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      if (this.items[parent]!.deadline <= this.items[i]!.deadline) return
+      this.swap(i, parent)
+      i = parent
+    }
+  }
+  private down(i: number) {
+    const n = this.items.length
+    for (;;) {
+      const l = 2 * i + 1
+      const r = l + 1
+      let m = i
+      if (l < n && this.items[l]!.deadline < this.items[m]!.deadline) m = l
+      if (r < n && this.items[r]!.deadline < this.items[m]!.deadline) m = r
+      if (m === i) return
+      this.swap(i, m)
+      i = m
+    }
   }
 }
 
@@ -382,10 +449,22 @@ class Impl {
 
   readonly clock: Clock.Clock
   readonly pubsub: PubSub.PubSub<Take.Take<ConcurrencyEvent>>
+  readonly context: Context.Context<never>
+  readonly deadlines = new DeadlineHeap()
+  timer: Fiber.Fiber<void> | undefined = undefined
+  timerAt = Number.POSITIVE_INFINITY
+  timerGeneration = 0
+  closed = false
 
-  constructor(options: Options, clock: Clock.Clock, pubsub: PubSub.PubSub<Take.Take<ConcurrencyEvent>>) {
+  constructor(
+    options: Options,
+    clock: Clock.Clock,
+    pubsub: PubSub.PubSub<Take.Take<ConcurrencyEvent>>,
+    context: Context.Context<never>
+  ) {
     this.clock = clock
     this.pubsub = pubsub
+    this.context = context
     const num = (n: number | undefined, dflt: number, ok: (n: number) => boolean, name: string) => {
       if (n === undefined) return dflt
       if (!ok(n)) throw new Error(`ConcurrencyLimiter: invalid ${name}: ${n}`)
@@ -462,6 +541,7 @@ class Impl {
       }
       if (best === undefined) return
       cell.lanes[best.lane]!.remove(best)
+      this.deadlines.remove(best)
       cell.queued--
       const waited = Math.max(0, this.clock.currentTimeMillisUnsafe() - best.enqueuedAt)
       const permit = this.grant(cell, lanes[best.lane]!, waited)
@@ -580,35 +660,83 @@ class Impl {
       } else if (queue.tail !== undefined) {
         order = Math.max(order, queue.tail.order) // keeps each lane sorted even if the clock steps back
       }
-      const waiter = new Waiter(laneIndex, order, now)
+      const deadline = now + timeoutMillis
+      const waiter = new Waiter(cell, laneIndex, order, now, deadline)
       if (front) queue.pushFront(waiter)
       else queue.pushBack(waiter)
       cell.queued++
+      if (Number.isFinite(deadline)) {
+        this.deadlines.push(waiter)
+        if (deadline < this.timerAt) this.startTimer(deadline)
+      }
       const wait = Effect.callback<PermitImpl, ConcurrencyLimiterError>((resume) => {
         if (waiter.state === GRANTED) resume(Effect.succeed(waiter.permit!))
-        else waiter.resume = resume
+        else if (waiter.state === WAITING) waiter.resume = resume
+        else resume(this.timeoutOf(waiter)) // expired before this fiber got here
         return Effect.sync(() => this.abandon(cell, waiter))
       })
-      const timedOut = Effect.suspend(() => {
-        this.abandon(cell, waiter)
-        if (waiter.state === GRANTED) return Effect.succeed(waiter.permit!)
-        const waited = Math.max(0, this.clock.currentTimeMillisUnsafe() - now)
-        return Effect.andThen(
-          this.publish([{ _tag: "QueueTimeout", key: cell.key, pool, lane, waitedMillis: waited }]),
-          fail(new QueueTimeout({ key: cell.key, pool, lane, waited: Duration.millis(waited) }))
-        )
-      })
-      return Effect.onExit(
-        Effect.timeoutOrElse(wait, { duration: Duration.millis(timeoutMillis), orElse: () => timedOut }),
-        (exit) => {
-          // Granted, but the caller failed or was interrupted before taking it: give it back.
-          if (Exit.isFailure(exit) && waiter.state === GRANTED && waiter.permit !== undefined) {
-            return waiter.permit.release
-          }
-          return Effect.void
+      return Effect.onExit(wait, (exit) => {
+        // Granted, but the caller was interrupted before taking it: give it back.
+        if (Exit.isFailure(exit) && waiter.state === GRANTED && waiter.permit !== undefined) {
+          return waiter.permit.release
         }
-      )
+        return Effect.void
+      })
     })
+  }
+
+  timeoutOf(waiter: Waiter): Effect.Effect<never, ConcurrencyLimiterError> {
+    const cell = waiter.cell
+    const lane = lanes[waiter.lane]!
+    const waited = Math.max(0, waiter.deadline - waiter.enqueuedAt)
+    return fail(new QueueTimeout({ key: cell.key, pool: cell.pool, lane, waited: Duration.millis(waited) }))
+  }
+
+  /** (Re)starts the one timer fiber so it wakes at `at`. */
+  startTimer(at: number) {
+    if (this.closed) return
+    const previous = this.timer
+    this.timerAt = at
+    const generation = ++this.timerGeneration
+    const self = this
+    this.timer = Effect.runForkWith(this.context)(Effect.gen(function*() {
+      for (;;) {
+        const now = self.clock.currentTimeMillisUnsafe()
+        if (self.timerAt > now) yield* Effect.sleep(Duration.millis(self.timerAt - now))
+        // A newer timer took over (an earlier deadline arrived): leave the state to it.
+        if (generation !== self.timerGeneration) return
+        const events = self.expire()
+        yield* self.publish(events)
+        if (generation !== self.timerGeneration) return
+        const next = self.deadlines.peek()
+        if (next === undefined) {
+          self.timerAt = Number.POSITIVE_INFINITY
+          self.timer = undefined
+          return
+        }
+        self.timerAt = next.deadline
+      }
+    }))
+    previous?.interruptUnsafe()
+  }
+
+  /** Fails every waiter whose deadline has passed. */
+  expire(): Array<ConcurrencyEvent> {
+    const events: Array<ConcurrencyEvent> = []
+    const now = this.clock.currentTimeMillisUnsafe()
+    for (let w = this.deadlines.peek(); w !== undefined && w.deadline <= now; w = this.deadlines.peek()) {
+      const resume = w.resume
+      this.abandon(w.cell, w)
+      events.push({
+        _tag: "QueueTimeout",
+        key: w.cell.key,
+        pool: w.cell.pool,
+        lane: lanes[w.lane]!,
+        waitedMillis: Math.max(0, w.deadline - w.enqueuedAt)
+      })
+      resume?.(this.timeoutOf(w))
+    }
+    return events
   }
 
   /** Removes a waiter that is still queued (interrupt, timeout). */
@@ -617,6 +745,7 @@ class Impl {
     waiter.state = GONE
     waiter.resume = undefined
     cell.lanes[waiter.lane]!.remove(waiter)
+    this.deadlines.remove(waiter)
     cell.queued--
   }
 
@@ -638,6 +767,9 @@ class Impl {
 
   /** Fails every queued caller with an interruption (the limiter's scope closed). */
   shutdown() {
+    this.closed = true
+    this.timer?.interruptUnsafe()
+    this.timer = undefined
     for (const cell of this.cells.values()) {
       for (const queue of cell.lanes) {
         for (let w = queue.head; w !== undefined; w = queue.head) {
@@ -659,7 +791,8 @@ export const make = (options: Options = {}): Effect.Effect<ConcurrencyLimiter, n
     const clock = yield* Clock.Clock
     const scope = yield* Scope.Scope
     const pubsub = yield* PubSub.sliding<Take.Take<ConcurrencyEvent>>(options.eventBuffer ?? 1024)
-    const impl = yield* Effect.sync(() => new Impl(options, clock, pubsub))
+    const context = yield* Effect.context<never>()
+    const impl = yield* Effect.sync(() => new Impl(options, clock, pubsub, context))
     yield* Scope.addFinalizer(scope, Effect.andThen(Effect.sync(() => impl.shutdown()), PubSub.end(pubsub, Exit.void)))
 
     const usePermit = <A, E, R>(
