@@ -185,7 +185,7 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
         jitter: options.jitter ?? "full",
         config: options.config,
         recorder
-      }).pipe(Effect.provideService(HttpClient.HttpClient, client))
+      }).pipe(Effect.provideService(HttpClient.HttpClient, client), Effect.provideService(Recorder.Recorder, recorder))
       const callers = options.concurrency === undefined ? undefined : yield* Semaphore.make(options.concurrency)
 
       const one = (arrival: Patterns.Arrival): Effect.Effect<void> => {

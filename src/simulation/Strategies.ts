@@ -19,8 +19,9 @@ import { HttpClient, HttpClientRequest } from "effect/http"
 import { classifyResponse } from "../client/Classify.ts"
 import type { PlanName, Pool } from "../resilience/Plans.ts"
 import { limitsOf } from "../resilience/Plans.ts"
+import * as Jitter from "../resilience/Jitter.ts"
 import type { Arrival } from "./Patterns.ts"
-import type { Recorder } from "./Recorder.ts"
+import { Recorder } from "./Recorder.ts"
 
 /** One logical request of a simulation. */
 export interface SimRequest extends Arrival {
@@ -35,9 +36,9 @@ export type CallOutcome =
 /** One logical call through a strategy. Never fails: failures are outcomes. */
 export type Call = (request: SimRequest) => Effect.Effect<CallOutcome>
 
-/** Jitter kinds, passed to strategies that take one. */
-export const jitterNames = ["none", "full", "equal", "decorrelated", "proportional"] as const
-export type JitterName = (typeof jitterNames)[number]
+/** Jitter kinds (`resilience/Jitter.ts` names), passed to strategies that take one. */
+export type JitterName = Jitter.JitterName
+export const jitterNames = Object.keys(Jitter.byName) as ReadonlyArray<JitterName>
 
 /** What a strategy is told about the run. */
 export interface StrategyContext {
@@ -60,7 +61,14 @@ export interface StrategyContext {
 export interface Strategy {
   readonly name: string
   readonly description: string
-  readonly make: (context: StrategyContext) => Effect.Effect<Call, never, HttpClient.HttpClient | Scope.Scope>
+  /**
+   * Builds the call function once per run. The simulator's `HttpClient`, the
+   * run's `Scope` (closed when the run ends) and the run's {@link Recorder}
+   * (also in `context.recorder`) are provided.
+   */
+  readonly make: (
+    context: StrategyContext
+  ) => Effect.Effect<Call, never, HttpClient.HttpClient | Scope.Scope | Recorder>
 }
 
 // ----------------------------------------------------------------------------
