@@ -230,7 +230,14 @@ export const flags = {
 
 /** `simulate`: the command. */
 export const simulate = Command.make("simulate", flags, (input) =>
-  execute(input).pipe(Effect.flatMap(({ output }) => Console.log(output.trimEnd())))).pipe(
+  execute(input).pipe(
+    Effect.flatMap(({ output }) => Console.log(output.trimEnd())),
+    // A bad flag is the user's, not a crash: one line on stderr, exit code 1.
+    Effect.catchTag("SimulateError", (e) =>
+      Console.error(`simulate: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => {
+        process.exitCode = 1
+      }))))
+  )).pipe(
     Command.withDescription(
       "Rehearse traffic against a plan in virtual time (a simulated day in seconds) and report: text, JSON or HTML."
     )
