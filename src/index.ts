@@ -5,3 +5,5 @@
  */
 export * from "./client/index.ts"
 export * from "./resilience/index.ts"
+export * from "./simulator/index.ts"
+export * from "./telemetry/index.ts"

@@ -251,7 +251,9 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const apiKey = options.apiKey
 
   const base = (yield* HttpClient.HttpClient).pipe(
-    HttpClient.mapRequest((request) =>
+    // Prepended (not appended): the base URL and key apply before any
+    // transformation the transport makes of its own (the simulator's, say).
+    HttpClient.mapRequestInput((request) =>
       request.pipe(
         HttpClientRequest.prependUrl(baseUrl),
         HttpClientRequest.setHeader("xi-api-key", Redacted.value(apiKey))

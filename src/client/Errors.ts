@@ -175,6 +175,58 @@ export class InvalidResponse extends Schema.Error<InvalidResponse>("elevenlabs-r
   ...common
 }) {}
 
+// ----------------------------------------------------------------------------
+// Refusals by the resilient stack itself: no request was sent (or no more).
+// The policies have their own errors when used alone; the `Resilient` layer
+// maps them here so that every call fails with one error type.
+// ----------------------------------------------------------------------------
+
+/** The limiter's queue for this pool was full: refused at once, no request sent. */
+export class QueueFull extends Schema.Error<QueueFull>("elevenlabs-resilience/QueueFull")({
+  _tag: Schema.tag("QueueFull"),
+  ...common,
+  pool: Schema.String,
+  lane: Schema.String,
+  /** Callers waiting in the pool when this one was refused. */
+  depth: Schema.Number
+}) {}
+
+/** The call waited in the limiter's queue past the queue deadline. */
+export class QueueTimeout extends Schema.Error<QueueTimeout>("elevenlabs-resilience/QueueTimeout")({
+  _tag: Schema.tag("QueueTimeout"),
+  ...common,
+  pool: Schema.String,
+  lane: Schema.String,
+  waited: Schema.DurationFromMillis
+}) {}
+
+/** The pool's circuit breaker is open (or half-open with its probe running): failed fast. */
+export class CircuitOpen extends Schema.Error<CircuitOpen>("elevenlabs-resilience/CircuitOpen")({
+  _tag: Schema.tag("CircuitOpen"),
+  ...common,
+  pool: Schema.String,
+  halfOpen: Schema.Boolean,
+  retryAfter
+}) {}
+
+/** The quota guard found too few credits for this call: refused, no request sent. */
+export class InsufficientQuota extends Schema.Error<InsufficientQuota>("elevenlabs-resilience/InsufficientQuota")({
+  _tag: Schema.tag("InsufficientQuota"),
+  ...common,
+  needed: Schema.Number,
+  remaining: Schema.Number,
+  percentUsed: Schema.Number
+}) {}
+
+/** The account's credits are spent (a `quota_exceeded` was seen): every call fails fast until the reset. */
+export class QuotaExhausted extends Schema.Error<QuotaExhausted>("elevenlabs-resilience/QuotaExhausted")({
+  _tag: Schema.tag("QuotaExhausted"),
+  ...common,
+  /** When the period resets (epoch ms), when known. */
+  resetAt: Schema.optional(Schema.Number),
+  retryAfter
+}) {}
+
 /** Every reason an ElevenLabs call can fail with. */
 export type ElevenLabsErrorReason =
   | ConcurrencyLimited
@@ -192,6 +244,11 @@ export type ElevenLabsErrorReason =
   | Transport
   | Timeout
   | InvalidResponse
+  | QueueFull
+  | QueueTimeout
+  | CircuitOpen
+  | InsufficientQuota
+  | QuotaExhausted
 
 /** Schema of {@link ElevenLabsErrorReason}. */
 export const ElevenLabsErrorReason = Schema.Union([
@@ -209,7 +266,12 @@ export const ElevenLabsErrorReason = Schema.Union([
   ServerError,
   Transport,
   Timeout,
-  InvalidResponse
+  InvalidResponse,
+  QueueFull,
+  QueueTimeout,
+  CircuitOpen,
+  InsufficientQuota,
+  QuotaExhausted
 ])
 
 /** The `_tag` of every reason. */
@@ -251,7 +313,12 @@ export const reasonPolicies: { readonly [K in ReasonTag]: ReasonPolicy } = {
   ServerError: { retryClass: "exponential", breakerFailure: true, quota: "release" },
   Transport: { retryClass: "linear", breakerFailure: true, quota: "release" },
   Timeout: { retryClass: "linear", breakerFailure: true, quota: "release" },
-  InvalidResponse: { retryClass: "never", breakerFailure: true, quota: "release" }
+  InvalidResponse: { retryClass: "never", breakerFailure: true, quota: "release" },
+  QueueFull: { retryClass: "never", breakerFailure: false, quota: "release" },
+  QueueTimeout: { retryClass: "never", breakerFailure: false, quota: "release" },
+  CircuitOpen: { retryClass: "never", breakerFailure: false, quota: "release" },
+  InsufficientQuota: { retryClass: "never", breakerFailure: false, quota: "release" },
+  QuotaExhausted: { retryClass: "never", breakerFailure: false, quota: "release" }
 }
 
 /** The retry class of a reason. */

@@ -104,3 +104,29 @@ export const minimumPlanForFormat = (format: string): "creator" | "pro" | undefi
   if (format === "pcm_44100" || format === "wav_44100") return "pro"
   return undefined
 }
+
+/**
+ * Seconds of audio in `bytes` of an output format, estimated from the format's
+ * bit rate (mp3, opus) or sample rate (pcm, wav, ulaw, alaw, 16-bit mono for
+ * pcm/wav). `undefined` for formats without a fixed rate (`auto`).
+ */
+export const audioSecondsOf = (format: string, bytes: number): number | undefined => {
+  const [codec, rate, kbps] = format.split("_")
+  const sampleRate = Number(rate)
+  switch (codec) {
+    case "mp3":
+    case "opus": {
+      const bitrate = Number(kbps) * 1000
+      return bitrate > 0 ? (bytes * 8) / bitrate : undefined
+    }
+    case "pcm":
+      return sampleRate > 0 ? bytes / (2 * sampleRate) : undefined
+    case "wav":
+      return sampleRate > 0 ? Math.max(0, bytes - 44) / (2 * sampleRate) : undefined
+    case "ulaw":
+    case "alaw":
+      return sampleRate > 0 ? bytes / sampleRate : undefined
+    default:
+      return undefined
+  }
+}

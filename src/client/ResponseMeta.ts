@@ -27,6 +27,10 @@ export interface ResponseMeta {
   readonly region?: string | undefined
   /** `song-id` (music). */
   readonly songId?: string | undefined
+  /** Set by the resilient stack: the audio came from the fallback cache, not from ElevenLabs. */
+  readonly fallback?: boolean | undefined
+  /** Set by the resilient stack: the result was shared with an identical call in flight. */
+  readonly coalesced?: boolean | undefined
 }
 
 const int = (value: string | undefined): number | undefined => {

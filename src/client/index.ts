@@ -1,8 +1,15 @@
 /**
- * The typed ElevenLabs client: its errors, models and (soon) its service.
+ * The typed ElevenLabs client: the service, its schemas, errors, the
+ * classification of answers into reasons, local validation and model tables.
  *
  * @since 0.1.0
  */
+export * as Classify from "./Classify.ts"
+export * as ElevenLabs from "./ElevenLabs.ts"
 export * as Errors from "./Errors.ts"
 export * as Models from "./Models.ts"
+export * as ResponseMeta from "./ResponseMeta.ts"
+export * as Schemas from "./Schemas.ts"
+export * as Validation from "./Validation.ts"
+export { classifySdkError } from "./Classify.ts"
 export { ElevenLabsError, isElevenLabsError } from "./Errors.ts"

@@ -44,7 +44,7 @@ import { countsForBreaker, isElevenLabsError, type ElevenLabsErrorReason } from 
 // ============================================================================
 
 /** The pool's circuit is open: calls fail fast until `retryAfter` has passed. */
-export class CircuitOpen extends Schema.Error<CircuitOpen>("elevenlabs-resilience/CircuitOpen")({
+export class CircuitOpen extends Schema.Error<CircuitOpen>("elevenlabs-resilience/Breaker/CircuitOpen")({
   _tag: Schema.tag("CircuitOpen"),
   /** The circuit key (`keyPrefix + pool`). */
   key: Schema.String,
@@ -57,7 +57,7 @@ export class CircuitOpen extends Schema.Error<CircuitOpen>("elevenlabs-resilienc
 }
 
 /** The pool's circuit is half-open and its one probe is running: come back shortly. */
-export class CircuitHalfOpen extends Schema.Error<CircuitHalfOpen>("elevenlabs-resilience/CircuitHalfOpen")({
+export class CircuitHalfOpen extends Schema.Error<CircuitHalfOpen>("elevenlabs-resilience/Breaker/CircuitHalfOpen")({
   _tag: Schema.tag("CircuitHalfOpen"),
   key: Schema.String,
   /** A hint: the probe's outcome is usually known by then (option `halfOpenRetryAfter`). */

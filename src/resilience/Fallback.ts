@@ -478,6 +478,7 @@ const fallbackReasons: ReadonlySet<string> = new Set([
   // Out of credits: the cached render is exactly what would be bought, at no cost.
   "QuotaExceeded",
   "InsufficientQuota",
+  "QuotaExhausted",
   // Policy refusals that mean "upstream is unhealthy", by the tags Effect and
   // this project's policies use.
   "CircuitOpen",

@@ -389,7 +389,9 @@ export const retry = (options?: RetryOptions) => {
         // Never start a sleep that would end past the call's deadline.
         if (!(yield* Deadline.fits(nextDelay))) return yield* finish(error, false)
 
-        if (budget !== undefined) {
+        // Requeues after `too_many_concurrent_requests` do not spend the budget: the
+        // limiter's AIMD is what bounds them (they multiply no server work).
+        if (budget !== undefined && retryClass !== "requeue") {
           const granted = yield* Effect.uninterruptible(Effect.map(budget.acquire, (ok) => {
             if (ok) setHeld(true)
             return ok

@@ -1,0 +1,699 @@
+/**
+ * The resilient ElevenLabs client: one `Layer` that provides the same
+ * `ElevenLabs` service as the plain client, with every policy applied in the
+ * order of the design (DESIGN.md section 4). This is the one place that order
+ * is written.
+ *
+ * **Details**
+ *
+ * Outer to inner, for one logical call:
+ *
+ * ```text
+ *  caller
+ *    │ 1. validate locally ─────────────── InvalidRequest, no network, no credits
+ *    │ 9. fallback (opt-in) ────────────── on a terminal failure, cached audio, meta.fallback
+ *    │ 2. coalesce ─────────────────────── identical calls in flight share one upstream call
+ *    │ 3. quota guard ──────────────────── reserve ceil(chars x multiplier); commit / release
+ *    │ 4. deadline ─────────────────────── the whole call, queueing and retries included
+ *    │ 5. retry (+ budget) ─────────────── per error class; requeue / exponential / linear
+ *    │ 6. breaker (per pool) ───────────── fails fast when open, with retryAfter
+ *    │ 7. limiter (per key and pool) ───── permit per attempt, lanes, bounded queue, AIMD
+ *    │ 8. attempt timeouts + HTTP ──────── time to headers, idle between body bytes
+ *    ▼
+ *  ElevenLabs
+ * ```
+ *
+ * - A permit is held only while an attempt is on the wire (streams: until the
+ *   last byte or the end of the caller's scope); a backoff sleep holds none.
+ * - `too_many_concurrent_requests` shrinks the limit and goes back to the
+ *   queue (front of its lane); it never feeds exponential backoff, the budget
+ *   or the breaker.
+ * - Every call fails with `ElevenLabsError`: the policies' refusals become the
+ *   reasons `QueueFull`, `QueueTimeout`, `CircuitOpen`, `InsufficientQuota`
+ *   and `QuotaExhausted`.
+ * - Per call, {@link withCallOptions} sets the priority lane, the deadline and
+ *   whether retries may repeat work (`idempotent`).
+ * - Streams are not coalesced and have no fallback; their deadline covers the
+ *   time to headers (the body is bounded by the idle timeout). STT and music
+ *   bill by time, so they reserve no credits (they still fail fast once the
+ *   account is exhausted). The read-only calls get the deadline and retries.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Redacted } from "effect"
+ * import { FetchHttpClient } from "effect/http"
+ * import { ElevenLabs, Resilient } from "elevenlabs-resilience"
+ *
+ * const program = Effect.gen(function*() {
+ *   const client = yield* ElevenLabs.ElevenLabs
+ *   const { audio } = yield* client.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", { text: "Hello" }).pipe(
+ *     Resilient.withCallOptions({ lane: "interactive" })
+ *   )
+ *   return audio.byteLength
+ * }).pipe(Effect.provide(Resilient.layer({ apiKey: Redacted.make("sk_..."), limiter: { plan: "pro" } })))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Context, Duration, Effect, Exit, Layer, PubSub, Scope, Stream } from "effect"
+import type { HttpClient } from "effect/http"
+import { NodeServices } from "@effect/platform-node"
+import { CircuitBreaker, KeyValueStore } from "effect/persistence"
+import * as Client from "../client/ElevenLabs.ts"
+import {
+  CircuitOpen,
+  type ElevenLabsErrorReason,
+  ElevenLabsError,
+  InsufficientQuota,
+  InvalidRequest,
+  QueueFull,
+  QueueTimeout,
+  QuotaExhausted
+} from "../client/Errors.ts"
+import { audioSecondsOf, defaultOutputFormat, defaultTtsModel } from "../client/Models.ts"
+import type { ResponseMeta } from "../client/ResponseMeta.ts"
+import * as Validation from "../client/Validation.ts"
+import * as Metrics from "../telemetry/Metrics.ts"
+import * as Spans from "../telemetry/Spans.ts"
+import * as Breaker from "./Breaker.ts"
+import * as Coalescer from "./Coalescer.ts"
+import * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
+import * as Deadline from "./Deadline.ts"
+import * as Fallback from "./Fallback.ts"
+import { type Pool, poolOfModel } from "./Plans.ts"
+import * as QuotaGuard from "./QuotaGuard.ts"
+import type { ResilientOptions } from "./ResilientOptions.ts"
+import { stackDefaults } from "./ResilientOptions.ts"
+import * as RetryBudget from "./RetryBudget.ts"
+import * as RetryPolicy from "./RetryPolicy.ts"
+
+export type { ResilientOptions } from "./ResilientOptions.ts"
+
+// ============================================================================
+// Per-call options
+// ============================================================================
+
+/** What one call may choose. */
+export interface CallOptions {
+  /** Priority lane in the limiter. Default `"default"`. */
+  readonly lane?: ConcurrencyLimiter.Lane | undefined
+  /** Total bound of this call (overrides the stack's `deadline`). */
+  readonly deadline?: Duration.Input | undefined
+  /** `false` when repeating the call could duplicate work: `Timeout` and `Transport` are then not retried. */
+  readonly idempotent?: boolean | undefined
+}
+
+/** The options of the current call (empty outside {@link withCallOptions}). */
+export const CurrentCallOptions = Context.Reference<CallOptions>("elevenlabs-resilience/Resilient/CallOptions", {
+  defaultValue: () => ({})
+})
+
+/**
+ * Sets the lane, deadline or idempotency of the calls inside `effect`
+ * (merged over any outer call options).
+ */
+export const withCallOptions = (options: CallOptions) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.updateService(effect, CurrentCallOptions, (outer) => ({ ...outer, ...options }))
+
+// ============================================================================
+// The policies, for observation
+// ============================================================================
+
+/** The policies behind a resilient client, for health checks, metrics and tests. */
+export interface Resilience {
+  /** The API-key id used in limiter and breaker keys (a fingerprint, never the key). */
+  readonly keyId: string
+  readonly limiter: ConcurrencyLimiter.ConcurrencyLimiter
+  readonly breaker: Breaker.BreakerService | undefined
+  readonly quota: QuotaGuard.QuotaGuard | undefined
+  readonly budget: RetryBudget.RetryBudgetService | undefined
+  readonly cache: Fallback.AudioCache | undefined
+  /** Every retry the stack schedules (subscribe with `Stream.fromPubSub`). */
+  readonly retries: PubSub.PubSub<RetryPolicy.RetryEvent>
+}
+
+/** The tag of {@link Resilience}. */
+export class ResilienceService extends Context.Service<ResilienceService, Resilience>()(
+  "elevenlabs-resilience/Resilient/Resilience"
+) {}
+
+// ============================================================================
+// Mapping the policies' refusals into ElevenLabsError
+// ============================================================================
+
+const fail = (reason: ElevenLabsErrorReason) => Effect.fail(new ElevenLabsError({ reason }))
+
+const fromLimiter = (operation: string) => (error: ConcurrencyLimiter.ConcurrencyLimiterError) => {
+  const r = error.reason
+  switch (r._tag) {
+    case "QueueFull":
+      return fail(new QueueFull({ operation, message: r.message, pool: r.pool, lane: r.lane, depth: r.depth }))
+    case "QueueTimeout":
+      return fail(new QueueTimeout({ operation, message: r.message, pool: r.pool, lane: r.lane, waited: r.waited }))
+    case "InvalidPermitRequest":
+      return fail(new InvalidRequest({ operation, message: r.message, field: "lane" }))
+  }
+}
+
+const fromBreaker = (operation: string, pool: Pool) => (error: Breaker.BreakerError) => {
+  const r = error.reason
+  const retryAfter = error.retryAfter
+  return fail(
+    new CircuitOpen({
+      operation,
+      message: r.message,
+      pool,
+      halfOpen: r._tag === "CircuitHalfOpen",
+      ...(retryAfter === undefined ? {} : { retryAfter })
+    })
+  )
+}
+
+const fromQuota = (operation: string) => (error: QuotaGuard.QuotaGuardError) => {
+  const r = error.reason
+  switch (r._tag) {
+    case "InsufficientQuota":
+      return fail(
+        new InsufficientQuota({
+          operation,
+          message: r.message,
+          needed: r.needed,
+          remaining: r.remaining,
+          percentUsed: r.percentUsed
+        })
+      )
+    case "QuotaExhausted":
+      return fail(
+        new QuotaExhausted({
+          operation,
+          message: r.message,
+          ...(r.resetAt === undefined ? {} : { resetAt: r.resetAt }),
+          ...(r.retryAfter === undefined ? {} : { retryAfter: r.retryAfter })
+        })
+      )
+    case "QuotaUnknown":
+    case "InvalidInput":
+      return fail(new InvalidRequest({ operation, message: r.message }))
+  }
+}
+
+// ============================================================================
+// Constructor
+// ============================================================================
+
+/** One logical call, described for the pipeline. */
+interface CallPlan<A> {
+  readonly operation: string
+  readonly pool: Pool
+  readonly model: string
+  readonly voiceId?: string | undefined
+  readonly characters?: number | undefined
+  /** Credits to reserve; `undefined` reserves none. */
+  readonly cost?: number | undefined
+  readonly coalesceKey?: string | undefined
+  readonly fallback?: { readonly key: string; readonly codec: Fallback.FallbackCodec<A> } | undefined
+  readonly outputFormat?: string | undefined
+  readonly metaOf: (a: A) => ResponseMeta | undefined
+  readonly mark: (a: A, meta: Partial<ResponseMeta>) => A
+  /** One attempt. */
+  readonly send: Effect.Effect<A, ElevenLabsError>
+}
+
+const toDuration = (input: Duration.Input): Duration.Duration => Duration.fromInputUnsafe(input)
+
+/**
+ * Builds the resilient `ElevenLabs` service and its policies. Needs an
+ * `HttpClient` (the transport) and a `Scope` (the policies' fibers and
+ * caches live as long as it).
+ */
+export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
+  const raw = yield* Client.make({
+    apiKey: options.apiKey,
+    baseUrl: options.baseUrl,
+    headersTimeout: options.headersTimeout,
+    idleTimeout: options.idleTimeout,
+    characterLimits: options.characterLimits
+  })
+  const keyId = Fallback.partitionOfApiKey(options.apiKey)
+  const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
+  const deadline = toDuration(options.deadline ?? stackDefaults.deadline)
+  const queueTimeout = toDuration(options.limiter?.queueTimeout ?? "120 seconds")
+
+  const limiter = yield* ConcurrencyLimiter.make({ plan: "unknown", ...options.limiter })
+  const budget = options.budget === false || options.retry === false
+    ? undefined
+    : yield* RetryBudget.make(options.budget)
+  const breaker = options.breaker === false
+    ? undefined
+    : yield* Breaker.make({ keyPrefix: `elevenlabs:${keyId}:`, ...options.breaker }).pipe(
+      Effect.provide(CircuitBreaker.layerStoreMemory())
+    )
+  const quota = options.quota === false
+    ? undefined
+    : yield* QuotaGuard.make(options.quota).pipe(
+      Effect.provideService(
+        QuotaGuard.SubscriptionSource,
+        QuotaGuard.SubscriptionSource.of({
+          fetch: Effect.map(raw.user.subscription(), (s) =>
+            QuotaGuard.snapshotFromSubscription({
+              character_count: s.characterCount,
+              character_limit: s.characterLimit,
+              next_character_count_reset_unix: s.nextCharacterCountResetUnix
+            }))
+        })
+      ),
+      Effect.orDie
+    )
+  const coalescer = options.coalesce === false ? undefined : yield* Coalescer.make(options.coalesce)
+  const cache = options.cache === undefined || options.cache === false
+    ? undefined
+    : yield* Fallback.make(options.cache).pipe(
+      Effect.provide(
+        options.cache.store?._tag === "file"
+          ? KeyValueStore.layerFileSystem(options.cache.store.directory).pipe(Layer.provide(NodeServices.layer))
+          : KeyValueStore.layerMemory
+      ),
+      Effect.orDie
+    )
+  const retries = yield* PubSub.unbounded<RetryPolicy.RetryEvent>()
+  const retrySettings = options.retry === false ? undefined : options.retry
+
+  // Gauges follow the policies' own event streams.
+  if (breaker !== undefined) {
+    const prefix = `elevenlabs:${keyId}:`
+    yield* breaker.transitions.pipe(
+      Stream.runForEach((t) =>
+        Metrics.setBreakerState(t.key.slice(prefix.length) as Pool, t.gauge).pipe(
+          Effect.andThen(Effect.logWarning("elevenlabs circuit breaker", { circuit: t.key, from: t.from, to: t.to }))
+        )
+      ),
+      Effect.forkScoped
+    )
+  }
+  if (quota !== undefined) {
+    yield* quota.events.pipe(
+      Stream.runForEach(() =>
+        Effect.flatMap(quota.percentUsed, (pct) => pct === undefined ? Effect.void : Metrics.setQuotaUsed(pct))
+      ),
+      Effect.forkScoped
+    )
+  }
+  yield* limiter.events.pipe(
+    Stream.runForEach((e) =>
+      e._tag === "LimitChanged"
+        ? Effect.logInfo("elevenlabs concurrency limit", { pool: e.pool, from: e.from, to: e.to, reason: e.reason })
+        : Effect.void
+    ),
+    Effect.forkScoped
+  )
+
+  const observePool = (pool: Pool) =>
+    Effect.flatMap(limiter.snapshot(keyId, pool), (s) =>
+      Effect.andThen(
+        Metrics.setConcurrent(pool, s.inFlight),
+        Effect.forEach(ConcurrencyLimiter.lanes, (lane) => Metrics.setQueueDepth(pool, lane, s.queued[lane]), {
+          discard: true
+        })
+      ))
+
+  const permitRequest = Effect.fnUntraced(function*(pool: Pool) {
+    const call = yield* CurrentCallOptions
+    const attempt = yield* RetryPolicy.CurrentAttempt
+    const left = yield* Deadline.remaining
+    const timeout = left === undefined ? queueTimeout : Duration.min(left, queueTimeout)
+    return {
+      key: keyId,
+      pool,
+      lane: call.lane ?? "default",
+      front: attempt.previous?.retryClass === "requeue",
+      timeout
+    } satisfies ConcurrencyLimiter.PermitRequest
+  })
+
+  /** Feeds the adaptive limit from an attempt's outcome. */
+  const learn = <A>(permit: ConcurrencyLimiter.Permit, metaOf: (a: A) => ResponseMeta | undefined) =>
+  <R>(self: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> =>
+    self.pipe(
+      Effect.tap((a) => {
+        const meta = metaOf(a)
+        return meta === undefined ? Effect.void : permit.onResponse(meta)
+      }),
+      Effect.tapError((e) =>
+        e.reason._tag === "ConcurrencyLimited" ? permit.onConcurrencyLimited(e.reason.limit) : Effect.void
+      )
+    )
+
+  /** Steps 6-8 for one attempt of a buffered call. */
+  const attempt = <A>(plan: CallPlan<A>): Effect.Effect<A, ElevenLabsError> => {
+    const pool = plan.pool
+    const attemptSpan = Spans.withAttemptSpan(plan.operation, { method: "POST" })
+    const limited = Effect.flatMap(permitRequest(pool), (request) =>
+      limiter.usePermit(request, (permit) =>
+        Effect.andThen(observePool(pool), plan.send.pipe(learn(permit, plan.metaOf), attemptSpan))).pipe(
+          Effect.catchTag("ConcurrencyLimiterError", fromLimiter(plan.operation)),
+          Effect.ensuring(observePool(pool))
+        ))
+    return breaker === undefined
+      ? limited
+      : breaker.execute(pool)(limited).pipe(Effect.catchTag("BreakerError", fromBreaker(plan.operation, pool)))
+  }
+
+  /** Steps 4-5: the deadline around the retried attempts. */
+  const retried = <A, R>(
+    operation: string,
+    pool: Pool | undefined,
+    self: Effect.Effect<A, ElevenLabsError, R>
+  ): Effect.Effect<A, ElevenLabsError, R> =>
+    Effect.flatMap(Effect.service(CurrentCallOptions), (call) => {
+      const withRetry = retrySettings === undefined ? self : self.pipe(
+        RetryPolicy.retry({
+          ...retrySettings,
+          idempotent: call.idempotent,
+          budget,
+          events: retries,
+          onRetry: (event) =>
+            Effect.all([
+              Spans.retryEvent({
+                attempt: event.attempt - 1,
+                reason: event.reason,
+                delayMs: Duration.toMillis(event.delay)
+              }),
+              pool === undefined ? Effect.void : Metrics.recordRetry({ reason: event.reason, pool }),
+              event.retryClass === "requeue"
+                ? Effect.void
+                : Effect.logWarning("elevenlabs retry", {
+                  operation,
+                  reason: event.reason,
+                  attempt: event.attempt,
+                  delayMs: Duration.toMillis(event.delay)
+                })
+            ], { discard: true })
+        })
+      )
+      return Deadline.withDeadline(call.deadline === undefined ? deadline : toDuration(call.deadline), { operation })(
+        withRetry
+      )
+    })
+
+  /** The whole pipeline of a buffered call, with its span and metrics. */
+  const run = <A>(plan: CallPlan<A>, validate: InvalidRequest | undefined): Effect.Effect<A, ElevenLabsError> => {
+    const withQuota = (self: Effect.Effect<A, ElevenLabsError>): Effect.Effect<A, ElevenLabsError> => {
+      if (quota === undefined) return self
+      if (plan.cost === undefined) {
+        // Nothing to reserve (billed by time), but an exhausted account still fails fast.
+        return Effect.flatMap(quota.state, (state) =>
+          state === "exhausted"
+            ? Effect.flatMap(quota.status, (s) =>
+              fail(new QuotaExhausted({
+                operation: plan.operation,
+                message: "The account's credits are spent; calls resume after the reset.",
+                ...(s.resetAt === undefined ? {} : { resetAt: s.resetAt })
+              })))
+            : self)
+      }
+      return quota.guard(plan.cost, self, {
+        keyId,
+        actualCost: (a) => plan.metaOf(a)?.characterCost
+      }).pipe(Effect.catchTag("QuotaGuardError", fromQuota(plan.operation)))
+    }
+    const withCoalescing = (self: Effect.Effect<A, ElevenLabsError>): Effect.Effect<A, ElevenLabsError> =>
+      coalescer === undefined || plan.coalesceKey === undefined
+        ? self
+        : Effect.map(coalescer.coalesce(plan.coalesceKey, self), ({ coalesced, value }) =>
+          coalesced ? plan.mark(value, { coalesced: true }) : value)
+    const withFallback = (self: Effect.Effect<A, ElevenLabsError>): Effect.Effect<A, ElevenLabsError> =>
+      cache === undefined || plan.fallback === undefined ? self : self.pipe(
+        Fallback.withFallback({ key: plan.fallback.key, ...plan.fallback.codec }),
+        Effect.provideService(Fallback.AudioCache, cache),
+        Effect.map((served) => served.fallback ? plan.mark(served.value, { fallback: true }) : served.value)
+      )
+
+    const pipeline = validate !== undefined
+      ? fail(validate)
+      : withFallback(withCoalescing(withQuota(retried(plan.operation, plan.pool, attempt(plan)))))
+    return instrument(plan, pipeline)
+  }
+
+  /** The call span and the request metrics. */
+  const instrument = <A, R>(
+    plan: Omit<CallPlan<A>, "send">,
+    self: Effect.Effect<A, ElevenLabsError, R>
+  ): Effect.Effect<A, ElevenLabsError, R> =>
+    Effect.flatMap(Effect.service(CurrentCallOptions), (call) =>
+      Effect.timed(Effect.exit(self)).pipe(
+        Effect.flatMap(([elapsed, exit]) => {
+          const durationSeconds = Duration.toSeconds(elapsed)
+          const labels = { operation: plan.operation, pool: plan.pool, model: plan.model }
+          if (Exit.isSuccess(exit)) {
+            const meta = plan.metaOf(exit.value)
+            const fallback = meta?.fallback === true
+            const audio = meta === undefined ? undefined : bytesOf(exit.value)
+            const seconds = audio === undefined || plan.outputFormat === undefined
+              ? undefined
+              : audioSecondsOf(plan.outputFormat, audio)
+            return Effect.all([
+              Metrics.recordRequest({ ...labels, status: fallback ? "fallback" : "success", durationSeconds }),
+              plan.characters === undefined || fallback
+                ? Effect.void
+                : Metrics.recordCharacters(plan.model, plan.characters),
+              seconds === undefined ? Effect.void : Metrics.recordAudioSeconds(plan.model, seconds),
+              Spans.annotateCall({
+                outcome: fallback ? "fallback" : "success",
+                fallbackUsed: fallback,
+                coalesced: meta?.coalesced === true
+              })
+            ], { discard: true }).pipe(Effect.andThen(exit))
+          }
+          const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
+          const error = failure?._tag === "Fail" ? failure.error : undefined
+          return Effect.all([
+            Metrics.recordRequest({ ...labels, status: "error", durationSeconds }),
+            error === undefined ? Effect.void : Metrics.recordError({ reason: error.reason._tag, pool: plan.pool }),
+            Spans.annotateCall({
+              outcome: "error",
+              ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts })
+            })
+          ], { discard: true }).pipe(Effect.andThen(exit))
+        }),
+        Spans.withCallSpan(plan.operation, {
+          model: plan.model,
+          voiceId: plan.voiceId,
+          characters: plan.characters,
+          lane: call.lane ?? "default",
+          pool: plan.pool
+        })
+      ))
+
+  /**
+   * The pipeline of a streamed call: the permit and the reservation live in
+   * the caller's scope; an attempt that fails closes its own sub-scope at once.
+   */
+  const runStream = <S extends { readonly meta: ResponseMeta }>(
+    plan: Omit<CallPlan<S>, "send" | "metaOf" | "mark">,
+    validate: InvalidRequest | undefined,
+    open: Effect.Effect<S, ElevenLabsError, Scope.Scope>,
+    release: (s: S, release: Effect.Effect<void>) => S
+  ): Effect.Effect<S, ElevenLabsError, Scope.Scope> =>
+    Effect.gen(function*() {
+      if (validate !== undefined) return yield* fail(validate)
+      const outer = yield* Effect.scope
+      const oneAttempt = Effect.gen(function*() {
+        const child = yield* Scope.fork(outer)
+        const exit = yield* Effect.exit(Scope.provide(child)(Effect.gen(function*() {
+          const request = yield* permitRequest(plan.pool)
+          const permit = yield* limiter.acquire(request).pipe(
+            Effect.catchTag("ConcurrencyLimiterError", fromLimiter(plan.operation))
+          )
+          yield* observePool(plan.pool)
+          yield* Scope.addFinalizer(child, observePool(plan.pool))
+          const opened = yield* open.pipe(
+            learn(permit, (s: S) => s.meta),
+            Spans.withAttemptSpan(plan.operation, { method: "POST" })
+          )
+          return release(opened, Effect.andThen(permit.release, observePool(plan.pool)))
+        })))
+        if (Exit.isFailure(exit)) yield* Scope.close(child, exit)
+        return yield* exit
+      })
+      const guarded = breaker === undefined
+        ? oneAttempt
+        : breaker.execute(plan.pool)(oneAttempt).pipe(Effect.catchTag("BreakerError", fromBreaker(plan.operation, plan.pool)))
+      const reservation = quota === undefined || plan.cost === undefined
+        ? undefined
+        : yield* quota.reserve(plan.cost, { keyId }).pipe(Effect.catchTag("QuotaGuardError", fromQuota(plan.operation)))
+      const opened = yield* retried(plan.operation, plan.pool, guarded).pipe(
+        Effect.tapError((e) =>
+          e.reason._tag === "QuotaExceeded" && quota !== undefined ? quota.markExhausted(e.reason) : Effect.void
+        )
+      )
+      if (reservation !== undefined) yield* reservation.commit(opened.meta.characterCost)
+      return opened
+    }).pipe((self) => instrument<S, Scope.Scope>({ ...plan, metaOf: (s) => s.meta, mark: (s) => s }, self))
+
+  // ---- the operations -------------------------------------------------------
+
+  const ttsPlan = (
+    operation: string,
+    voiceId: string,
+    request: { readonly text: string; readonly modelId?: string | undefined; readonly outputFormat?: string | undefined }
+  ) => {
+    const model = request.modelId ?? defaultTtsModel
+    const characters = Validation.characterCount(request.text)
+    return {
+      operation,
+      pool: poolOfModel(model),
+      model,
+      voiceId,
+      characters,
+      cost: quota?.costOf(characters, model),
+      outputFormat: request.outputFormat ?? defaultOutputFormat
+    }
+  }
+
+  const markMeta = <A extends { readonly meta: ResponseMeta }>(a: A, meta: Partial<ResponseMeta>): A => ({
+    ...a,
+    meta: { ...a.meta, ...meta }
+  })
+
+  const service: Client.ElevenLabs = {
+    [Client.TypeId]: Client.TypeId,
+    textToSpeech: {
+      convert: (voiceId, request) => {
+        const operation = "textToSpeech.convert"
+        const key = Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId })
+        return run<Client.AudioResult>({
+          ...ttsPlan(operation, voiceId, request),
+          coalesceKey: key,
+          fallback: {
+            key,
+            codec: {
+              encode: (a) => ({ audio: a.audio, contentType: a.contentType }),
+              decode: (cached) => ({ audio: cached.audio, contentType: cached.contentType, meta: {} })
+            }
+          },
+          metaOf: (a) => a.meta,
+          mark: markMeta,
+          send: raw.textToSpeech.convert(voiceId, request)
+        }, Validation.checkTextToSpeech(operation, "convert", voiceId, request, validation))
+      },
+      convertWithTimestamps: (voiceId, request) => {
+        const operation = "textToSpeech.convertWithTimestamps"
+        return run<Client.TimestampsResult>({
+          ...ttsPlan(operation, voiceId, request),
+          outputFormat: undefined,
+          coalesceKey: Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId }),
+          metaOf: (a) => a.meta,
+          mark: markMeta,
+          send: raw.textToSpeech.convertWithTimestamps(voiceId, request)
+        }, Validation.checkTextToSpeech(operation, "convert", voiceId, request, validation))
+      },
+      stream: (voiceId, request) => {
+        const operation = "textToSpeech.stream"
+        return runStream(
+          ttsPlan(operation, voiceId, request),
+          Validation.checkTextToSpeech(operation, "stream", voiceId, request, validation),
+          raw.textToSpeech.stream(voiceId, request),
+          (s, release) => ({ ...s, audio: Stream.ensuring(s.audio, release) })
+        )
+      },
+      streamWithTimestamps: (voiceId, request) => {
+        const operation = "textToSpeech.streamWithTimestamps"
+        return runStream(
+          ttsPlan(operation, voiceId, request),
+          Validation.checkTextToSpeech(operation, "stream", voiceId, request, validation),
+          raw.textToSpeech.streamWithTimestamps(voiceId, request),
+          (s, release) => ({ ...s, chunks: Stream.ensuring(s.chunks, release) })
+        )
+      }
+    },
+    speechToText: {
+      convert: (request) => {
+        const operation = "speechToText.convert"
+        const model = request.modelId ?? "scribe_v1"
+        return run<Client.TranscriptResult>({
+          operation,
+          pool: "stt",
+          model,
+          metaOf: (a) => a.meta,
+          mark: markMeta,
+          send: raw.speechToText.convert(request)
+        }, Validation.checkSpeechToText(operation, request))
+      }
+    },
+    music: {
+      compose: (request) => {
+        const operation = "music.compose"
+        return run<Client.MusicResult>({
+          operation,
+          pool: "music",
+          model: request.modelId ?? "music_v1",
+          outputFormat: request.outputFormat === "auto" ? undefined : request.outputFormat,
+          metaOf: (a) => a.meta,
+          mark: markMeta,
+          send: raw.music.compose(request)
+        }, Validation.checkMusic(operation, request))
+      }
+    },
+    user: {
+      get: () => readOnly("user.get", raw.user.get()),
+      subscription: () => readOnly("user.subscription", raw.user.subscription())
+    },
+    voices: {
+      list: (listOptions) => readOnly("voices.list", raw.voices.list(listOptions)),
+      get: (voiceId) =>
+        Effect.andThen(
+          Validation.orFail(Validation.checkVoiceId("voices.get", voiceId)).pipe(
+            Effect.mapError((reason) => new ElevenLabsError({ reason }))
+          ),
+          readOnly("voices.get", raw.voices.get(voiceId))
+        )
+    },
+    models: {
+      list: () =>
+        readOnly("models.list", raw.models.list()).pipe(
+          // The models list carries the real credit multipliers: teach the quota guard.
+          Effect.tap((models) =>
+            quota === undefined ? Effect.void : quota.setMultipliers(
+              Object.fromEntries(
+                models.flatMap((m) =>
+                  m.modelRates?.characterCostMultiplier === undefined
+                    ? []
+                    : [[m.modelId, m.modelRates.characterCostMultiplier] as const]
+                )
+              )
+            )
+          )
+        )
+    }
+  }
+
+  /** Read-only calls: deadline and retries, no limiter, breaker or quota. */
+  function readOnly<A>(operation: string, self: Effect.Effect<A, ElevenLabsError>): Effect.Effect<A, ElevenLabsError> {
+    return retried(operation, undefined, Spans.withAttemptSpan(operation, { method: "GET" })(self)).pipe(
+      Spans.withCallSpan(operation)
+    )
+  }
+
+  const resilience: Resilience = { keyId, limiter, breaker, quota, budget, cache, retries }
+  return { service, resilience }
+})
+
+const bytesOf = (value: unknown): number | undefined => {
+  if (typeof value !== "object" || value === null || !("audio" in value)) return undefined
+  const audio = value.audio
+  return audio instanceof Uint8Array ? audio.byteLength : undefined
+}
+
+/**
+ * The resilient `ElevenLabs` service (and the {@link ResilienceService} behind
+ * it). The transport (`HttpClient`) is left as a requirement: provide
+ * `NodeHttpClient.layerUndici`, `FetchHttpClient.layer`, or the simulator's
+ * in-process client.
+ */
+export const layer = (
+  options: ResilientOptions
+): Layer.Layer<Client.ElevenLabs | ResilienceService, never, HttpClient.HttpClient> =>
+  Layer.effectContext(
+    Effect.map(make(options), ({ resilience, service }) =>
+      Context.make(Client.ElevenLabs, service).pipe(Context.add(ResilienceService, resilience)))
+  )
