@@ -1,0 +1,103 @@
+/**
+ * One layer for the state several processes share over Redis: the `Redis`
+ * connection (`NodeRedis`, node-redis 5), the trouble mode, the distributed
+ * permits, the shared quota store and the breaker's `CircuitBreakerStore`.
+ *
+ * Swapping memory for Redis is one `Layer` change:
+ *
+ * ```ts
+ * // one process
+ * const app = program.pipe(Effect.provide(Breaker.layerMemory()))
+ * // every process shares the circuits, permits and quota
+ * const app = program.pipe(
+ *   Effect.provide(Breaker.layer().pipe(Layer.provideMerge(SharedState.layerRedis({ url: "redis://redis:6379" }))))
+ * )
+ * ```
+ *
+ * `layerRedisConfig` reads the one config entry `redis.url` (`REDIS_URL` in
+ * the environment) plus optional `redis.mode` and `redis.expectedProcesses`.
+ *
+ * **Gotchas**
+ *
+ * - The client is created with `disableOfflineQueue: true`: while the socket
+ *   is down commands fail at once instead of piling up, so the trouble mode
+ *   takes over without waiting for the command timeout.
+ * - Building the layer connects; if Redis is down at start-up, the layer fails
+ *   with a `RedisError` (a process does not start in fallback).
+ *
+ * @since 0.1.0
+ */
+import { NodeRedis } from "@effect/platform-node"
+import { Config, Duration, Effect, Layer } from "effect"
+import { CircuitBreaker, Redis } from "effect/persistence"
+import * as RedisBreaker from "./RedisBreaker.ts"
+import * as RedisMode from "./RedisMode.ts"
+import * as RedisPermits from "./RedisPermits.ts"
+import * as RedisQuota from "./RedisQuota.ts"
+
+/** Options of {@link layerRedis}. */
+export interface Options {
+  /** `redis://host:port[/db]` (credentials may be in the URL; it is never logged). */
+  readonly url: string
+  /** Trouble mode and its tuning. */
+  readonly mode?: RedisMode.Options | undefined
+  readonly permits?: RedisPermits.Options | undefined
+  readonly quota?: RedisQuota.Options | undefined
+  readonly breaker?: RedisBreaker.StoreOptions | undefined
+  /** Time to connect (first connection and reconnections). Default 5 seconds. */
+  readonly connectTimeout?: Duration.Input | undefined
+}
+
+/** Everything {@link layerRedis} provides. */
+export type Services =
+  | Redis.Redis
+  | NodeRedis.NodeRedis
+  | RedisMode.RedisMode
+  | RedisPermits.RedisPermits
+  | RedisQuota.RedisQuota
+  | CircuitBreaker.CircuitBreakerStore
+
+/** The `NodeRedis` connection with the options the stores rely on. */
+export const layerConnection = (
+  url: string,
+  connectTimeout?: Duration.Input | undefined
+): Layer.Layer<Redis.Redis | NodeRedis.NodeRedis, Redis.RedisError> =>
+  NodeRedis.layer({
+    url,
+    disableOfflineQueue: true,
+    socket: { connectTimeout: Duration.toMillis(Duration.fromInputUnsafe(connectTimeout ?? "5 seconds")) }
+  })
+
+/** The stores over an existing `Redis` service (for users who build their own connection). */
+export const layerStores = (
+  options?: Omit<Options, "url" | "connectTimeout">
+): Layer.Layer<RedisMode.RedisMode | RedisPermits.RedisPermits | RedisQuota.RedisQuota | CircuitBreaker.CircuitBreakerStore, never, Redis.Redis> =>
+  Layer.mergeAll(
+    RedisPermits.layer(options?.permits),
+    RedisQuota.layer(options?.quota),
+    RedisBreaker.layerStore(options?.breaker)
+  ).pipe(Layer.provideMerge(RedisMode.layer(options?.mode)))
+
+/** Connection and every store. */
+export const layerRedis = (options: Options): Layer.Layer<Services, Redis.RedisError> =>
+  layerStores(options).pipe(Layer.provideMerge(layerConnection(options.url, options.connectTimeout)))
+
+/** {@link layerRedis} from config: `redis.url` (required), `redis.mode`, `redis.expectedProcesses`. */
+export const layerRedisConfig = (
+  options?: Omit<Options, "url">
+): Layer.Layer<Services, Redis.RedisError | Config.ConfigError> =>
+  Layer.unwrap(
+    Effect.gen(function*() {
+      const redis = yield* Config.all({
+        url: Config.String("url"),
+        mode: Config.Literals(["fail-closed", "local-fallback"], "mode").pipe(Config.option),
+        expectedProcesses: Config.Int("expectedProcesses").pipe(Config.option)
+      }).pipe(Config.nested("redis"))
+      const mode: RedisMode.Options = {
+        ...options?.mode,
+        ...(redis.mode._tag === "Some" ? { mode: redis.mode.value } : {}),
+        ...(redis.expectedProcesses._tag === "Some" ? { expectedProcesses: redis.expectedProcesses.value } : {})
+      }
+      return layerRedis({ ...options, url: redis.url, mode })
+    })
+  )
