@@ -428,6 +428,8 @@ class PermitImpl implements Permit {
   }
 }
 
+type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+
 const fail = (reason: ConcurrencyLimiterErrorReason) => Effect.fail(new ConcurrencyLimiterError({ reason }))
 
 const positiveMillis = (input: Duration.Input): number | undefined => {
@@ -622,7 +624,11 @@ class Impl {
     return events
   }
 
-  acquire(options: PermitRequest): Effect.Effect<PermitImpl, ConcurrencyLimiterError> {
+  /**
+   * Runs uninterruptibly (the caller's mask) up to the wait, so the checks and
+   * the enqueue are atomic; only the wait itself is made interruptible.
+   */
+  acquire(options: PermitRequest, restore: Restore): Effect.Effect<PermitImpl, ConcurrencyLimiterError> {
     return Effect.suspend(() => {
       const lane = options.lane ?? "default"
       const laneIndex = lanes.indexOf(lane)
@@ -675,10 +681,12 @@ class Impl {
         else resume(this.timeoutOf(waiter)) // expired before this fiber got here
         return Effect.sync(() => this.abandon(cell, waiter))
       })
-      return Effect.onExit(wait, (exit) => {
-        // Granted, but the caller was interrupted before taking it: give it back.
-        if (Exit.isFailure(exit) && waiter.state === GRANTED && waiter.permit !== undefined) {
-          return waiter.permit.release
+      return Effect.onExit(restore(wait), (exit) => {
+        if (Exit.isFailure(exit)) {
+          // Interrupted before or while waiting: leave the queue.
+          this.abandon(cell, waiter)
+          // Granted, but the caller was interrupted before taking it: give it back.
+          if (waiter.state === GRANTED && waiter.permit !== undefined) return waiter.permit.release
         }
         return Effect.void
       })
@@ -800,7 +808,7 @@ export const make = (options: Options = {}): Effect.Effect<ConcurrencyLimiter, n
       f: (permit: Permit) => Effect.Effect<A, E, R>
     ): Effect.Effect<A, E | ConcurrencyLimiterError, R> =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(impl.acquire(request)), (permit) =>
+        Effect.flatMap(impl.acquire(request, restore), (permit) =>
           Effect.onExit(restore(Effect.suspend(() => f(permit))), () => permit.release))
       )
 
@@ -810,7 +818,7 @@ export const make = (options: Options = {}): Effect.Effect<ConcurrencyLimiter, n
       withPermit: (request) => (effect) => usePermit(request, () => effect),
       acquire: (request) =>
         Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(restore(impl.acquire(request)), (permit) =>
+          Effect.flatMap(impl.acquire(request, restore), (permit) =>
             Effect.as(Effect.addFinalizer(() => permit.release), permit as Permit))
         ),
       onResponse: (key, pool, meta) =>
