@@ -8,10 +8,11 @@ import { Command } from "effect/cli"
 import { alerts } from "./alerts.ts"
 import { simulator } from "./simulator.ts"
 import { simulate } from "./simulate.ts"
+import { validateConfig } from "./validateConfig.ts"
 
 /** Placeholder demo until the simulator lands: prints what the tool will do. */
 const demo = Command.make("demo", {}, () => Console.log("demo: coming with the simulator")).pipe(
   Command.withDescription("Run the demo: a simulator server, a burst with chaos through the full stack, a report.")
 )
 
-export const commands = [demo, alerts, simulator, simulate] as const
+export const commands = [demo, alerts, simulator, simulate, validateConfig] as const

@@ -1053,6 +1053,14 @@ export interface LoadOptions extends CheckOptions {
   readonly env?: boolean | undefined
 }
 
+/** `JSON.parse`'s message without the excerpt of the text it may quote (which could hold a secret). */
+const jsonErrorMessage = (e: unknown): string => {
+  const message = e instanceof Error ? e.message : String(e)
+  const position = /(at )?position \d+( \(line \d+ column \d+\))?/.exec(message)?.[0]
+  const head = message.split(/,\s*(\.\.\.)?"/)[0]!.replace(/ in JSON.*$/s, "").replace(/"[^"]*"/g, "…")
+  return scrub(`${head}${position === undefined ? "" : ` ${position.startsWith("at") ? position : `at ${position}`}`}`, [])
+}
+
 /** The raw JSON of a file, or a `ConfigError` that says why not (missing, unreadable, not JSON). */
 export const readJsonFile = (path: string): Effect.Effect<unknown, ConfigError, FileSystem.FileSystem> =>
   Effect.gen(function*() {
@@ -1081,8 +1089,7 @@ export const readJsonFile = (path: string): Effect.Effect<unknown, ConfigError, 
             problem(
               "error",
               "(file)",
-              // JSON.parse names the position, never more than a few characters of the text.
-              `not valid JSON: ${scrub(e instanceof Error ? e.message : String(e), [])}`,
+              `not valid JSON: ${jsonErrorMessage(e)}`,
               "fix the JSON syntax (no comments, no trailing commas, double-quoted keys)"
             )
           ]
@@ -1113,19 +1120,33 @@ export const fromEnv = (options?: CheckOptions | undefined): Effect.Effect<Resil
   Effect.flatMap(envOverrides, ({ raw }) => fromRaw(raw, "environment", options))
 
 /**
- * The configuration of a file and the environment, the environment winning
- * field by field. Problems on a field set from the environment name the variable.
+ * The merged file and environment (the environment winning field by field),
+ * validated: the configuration when the schema accepted it, and every problem.
+ * Problems on a field set from the environment name the variable. Fails only
+ * when the file cannot be read or is not JSON.
  */
-export const load = (options?: LoadOptions | undefined): Effect.Effect<ResilienceConfig, ConfigError, FileSystem.FileSystem> =>
+export const loadValidation = (
+  options?: LoadOptions | undefined
+): Effect.Effect<Validation & { readonly source: string }, ConfigError, FileSystem.FileSystem> =>
   Effect.gen(function*() {
     const file = options?.file === undefined ? {} : yield* readJsonFile(options.file)
     const env = options?.env === false ? { raw: {}, set: [] } : yield* envOverrides
-    const source = [options?.file, env.set.length > 0 ? "environment" : undefined].filter((s) => s !== undefined).join(" + ") || "defaults"
+    const source = [options?.file, env.set.length > 0 ? "environment" : undefined].filter((s) => s !== undefined).join(" + ") ||
+      "defaults"
     const { config, problems } = validate(merge(file, env.raw), options)
     const named = problems.map((p) => {
       const name = envNameOf(p.path)
       return name !== undefined && env.set.includes(name) ? { ...p, message: `${p.message} (from ${name})` } : p
     })
-    if (config === undefined || isBlocking(named, options)) return yield* new ConfigError({ source, problems: named })
-    return config
+    return { config, problems: named, source }
   })
+
+/**
+ * The configuration of a file and the environment, the environment winning
+ * field by field; fails with every problem when it is not usable.
+ */
+export const load = (options?: LoadOptions | undefined): Effect.Effect<ResilienceConfig, ConfigError, FileSystem.FileSystem> =>
+  Effect.flatMap(loadValidation(options), ({ config, problems, source }) =>
+    config === undefined || isBlocking(problems, options)
+      ? Effect.fail(new ConfigError({ source, problems }))
+      : Effect.succeed(config))
