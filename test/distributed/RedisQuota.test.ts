@@ -1,0 +1,167 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { afterAll, beforeAll } from "vitest"
+import * as RedisQuota from "../../src/distributed/RedisQuota.ts"
+import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
+import { layerAll } from "./layers.ts"
+
+let server: RedisServer
+beforeAll(async () => {
+  server = await startRedisServer()
+})
+afterAll(async () => {
+  await server?.close()
+})
+
+let n = 0
+/** Each test its own account; `processes` stores on it, as separate processes would have. */
+const withStores = <A, E>(
+  processes: number,
+  f: (stores: ReadonlyArray<RedisQuota.RedisQuotaService>) => Effect.Effect<A, E, Scope.Scope>
+) => {
+  const account = `acct-${++n}`
+  const one = Effect.gen(function*() {
+    return yield* RedisQuota.RedisQuota
+  })
+  return Effect.gen(function*() {
+    const stores: Array<RedisQuota.RedisQuotaService> = []
+    for (let i = 0; i < processes; i++) {
+      const context = yield* Layer.build(layerAll(server.url, { quota: { account } }))
+      stores.push(yield* Effect.provide(one, context))
+    }
+    return yield* f(stores)
+  }).pipe(Effect.scoped)
+}
+
+describe("RedisQuota", () => {
+  it.live("concurrent reservations from several stores never overspend", () =>
+    withStores(3, (stores) =>
+      Effect.gen(function*() {
+        yield* stores[0]!.sync({ used: 0, limit: 1000 })
+        const results = yield* Effect.all(
+          Array.from({ length: 90 }, (_, i) => stores[i % 3]!.reserve({ cost: 30 })),
+          { concurrency: "unbounded" }
+        )
+        const reserved = results.filter((r) => r._tag === "Reserved")
+        assert.strictEqual(reserved.length, 33) // floor(1000 / 30)
+        assert.isTrue(results.filter((r) => r._tag !== "Reserved").every((r) => r._tag === "Insufficient"))
+        const status = yield* stores[1]!.status
+        assert.strictEqual(status.reserved, 990)
+        assert.strictEqual(status.remaining, 10)
+        // Commit half (actual cost 20), release the rest: used = 16 * 20 + ..., reserved back to 0.
+        yield* Effect.forEach(reserved, (r, i) =>
+          r._tag === "Reserved" ? (i % 2 === 0 ? stores[i % 3]!.commit(r.id, 20) : stores[i % 3]!.release(r.id)) : Effect.void, {
+          concurrency: "unbounded"
+        })
+        const after = yield* stores[2]!.status
+        assert.strictEqual(after.reserved, 0)
+        assert.strictEqual(after.reservations, 0)
+        assert.strictEqual(after.used, 17 * 20)
+      })
+    ))
+
+  it.live("scoped reservations: released at scope close, committed once, renewed while held", () =>
+    withStores(1, ([store]) =>
+      Effect.gen(function*() {
+        yield* store!.sync({ used: 100, limit: 200 })
+        const scope = yield* Scope.make()
+        const r = yield* store!.reserveScoped({ cost: 50 }).pipe(Scope.provide(scope))
+        assert.strictEqual(r._tag, "Reserved")
+        // Held past its lease (1.5 s): the renewal keeps it.
+        yield* Effect.sleep("2200 millis")
+        assert.strictEqual((yield* store!.status).reserved, 50)
+        yield* Scope.close(scope, Exit.void)
+        assert.strictEqual((yield* store!.status).reserved, 0)
+
+        yield* Effect.scoped(Effect.gen(function*() {
+          const c = yield* store!.reserveScoped({ cost: 40 })
+          if (c._tag !== "Reserved") return assert.fail(c._tag)
+          yield* c.commit(35)
+          yield* c.commit(35) // the first one wins
+        }))
+        const s = yield* store!.status
+        assert.strictEqual(s.used, 135)
+        assert.strictEqual(s.reserved, 0)
+      })
+    ))
+
+  it.live("a reservation whose holder died expires with its lease", () =>
+    withStores(1, ([store]) =>
+      Effect.gen(function*() {
+        yield* store!.sync({ used: 0, limit: 100 })
+        // A raw reservation with nobody renewing it: as if its process crashed.
+        const r = yield* store!.reserve({ cost: 100 })
+        assert.strictEqual(r._tag, "Reserved")
+        assert.strictEqual((yield* store!.reserve({ cost: 1 }))._tag, "Insufficient")
+        yield* Effect.sleep("1700 millis")
+        assert.strictEqual((yield* store!.status).reserved, 0)
+        assert.strictEqual((yield* store!.reserve({ cost: 1 }))._tag, "Reserved")
+        // A late commit still counts what was spent.
+        const held = yield* store!.commit(r._tag === "Reserved" ? r.id : "", 100)
+        assert.isFalse(held)
+        assert.strictEqual((yield* store!.status).used, 100)
+      })
+    ))
+
+  it.live("the exhausted state is shared, and ends by a reading that started after the mark", () =>
+    withStores(2, ([a, b]) =>
+      Effect.gen(function*() {
+        yield* a!.sync({ used: 10, limit: 100 })
+        const before = (yield* b!.status).markSeq
+        yield* a!.markExhausted()
+        const r = yield* b!.reserve({ cost: 1 })
+        assert.strictEqual(r._tag, "Exhausted")
+        // A reading from a fetch that started before the mark does not end it.
+        yield* b!.sync({ used: 10, limit: 100, markSeqAtStart: before })
+        assert.strictEqual((yield* b!.reserve({ cost: 1 }))._tag, "Exhausted")
+        // One that started after does.
+        const seq = (yield* b!.status).markSeq
+        yield* b!.sync({ used: 10, limit: 100, markSeqAtStart: seq })
+        assert.strictEqual((yield* a!.reserve({ cost: 1 }))._tag, "Reserved")
+        // With a reset time, it ends there.
+        const status = yield* a!.status
+        yield* a!.markExhausted({ resetAt: status.now + 300 })
+        const ex = yield* b!.reserve({ cost: 1 })
+        assert.strictEqual(ex._tag, "Exhausted")
+        if (ex._tag === "Exhausted") assert.isAtMost(ex.retryAfterMillis ?? 0, 300)
+        yield* Effect.sleep("400 millis")
+        assert.strictEqual((yield* b!.reserve({ cost: 1 }))._tag, "Reserved")
+      })
+    ))
+
+  it.live("per-key caps, unknown quota, rollover at resetAt, bad input", () =>
+    withStores(1, ([store]) =>
+      Effect.gen(function*() {
+        assert.strictEqual((yield* store!.reserve({ cost: 1 }))._tag, "Unknown")
+        const now = (yield* store!.status).now
+        yield* store!.sync({ used: 0, limit: 1000, resetAt: now + 500 })
+        const r1 = yield* store!.reserve({ cost: 60, keyId: "k1", keyCap: 100 })
+        assert.strictEqual(r1._tag, "Reserved")
+        const r2 = yield* store!.reserve({ cost: 50, keyId: "k1", keyCap: 100 })
+        assert.strictEqual(r2._tag, "KeyCapExceeded")
+        if (r1._tag === "Reserved") yield* store!.commit(r1.id, 60)
+        assert.deepStrictEqual((yield* store!.status).keys, [{ keyId: "k1", used: 60, reserved: 0 }])
+        yield* Effect.sleep("600 millis")
+        const rolled = yield* store!.status
+        assert.strictEqual(rolled.used, 0)
+        assert.strictEqual(rolled.resetAt, undefined)
+        assert.strictEqual((yield* store!.reserve({ cost: 90, keyId: "k1", keyCap: 100 }))._tag, "Reserved")
+        const bad = yield* Effect.flip(store!.reserve({ cost: -1 }))
+        assert.strictEqual(bad.reason._tag, "InvalidDistributedRequest")
+        const badSync = yield* Effect.flip(store!.sync({ used: Number.NaN, limit: 1 }))
+        assert.strictEqual(badSync.reason._tag, "InvalidDistributedRequest")
+      })
+    ))
+
+  it.live("an interrupted scoped reservation leaves nothing reserved", () =>
+    withStores(1, ([store]) =>
+      Effect.gen(function*() {
+        yield* store!.sync({ used: 0, limit: 100 })
+        const fiber = yield* Effect.forkChild(Effect.scoped(Effect.andThen(store!.reserveScoped({ cost: 10 }), Effect.never)))
+        yield* Effect.sleep("100 millis")
+        assert.strictEqual((yield* store!.status).reserved, 10)
+        yield* Fiber.interrupt(fiber)
+        assert.strictEqual((yield* store!.status).reserved, 0)
+      })
+    ))
+})
