@@ -36,8 +36,13 @@ const niceMax = (x: number): number => {
 
 const num = (x: number): string => (Math.round(x * 10) / 10).toString()
 
+/** Round steps for the time axis, from 1 ms to 1 day. */
+const timeSteps: ReadonlyArray<number> = [1, 2, 5, 10, 20, 50, 100, 200, 500].concat(
+  [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000)
+)
+
 const axisTime = (ms: number): string =>
-  ms >= 3_600_000 ? `${num(ms / 3_600_000)} h` : ms >= 60_000 ? `${num(ms / 60_000)} min` : `${num(ms / 1000)} s`
+  ms >= 3_600_000 ? `${num(ms / 3_600_000)} h` : ms >= 60_000 ? `${num(ms / 60_000)} min` : ms >= 1000 || ms === 0 ? `${num(ms / 1000)} s` : `${num(ms)} ms`
 
 /**
  * A step-line chart as an inline `<svg>`: one `<path>` per line, x from the
@@ -72,9 +77,11 @@ export const chart = (
     return `<line x1="${M.left}" x2="${W - M.right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#e5e7eb"/>` +
       `<text x="${M.left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${num(v)}</text>`
   })
-  const xticks = [0, 0.25, 0.5, 0.75, 1].map((f) =>
-    `<text x="${x(endMs * f).toFixed(1)}" y="${H - 10}" text-anchor="middle">${axisTime(endMs * f)}</text>`
-  )
+  const step = timeSteps.find((s) => endMs / s <= 6) ?? endMs / 6
+  const xticks: Array<string> = []
+  for (let t = 0; t <= endMs; t += step) {
+    xticks.push(`<text x="${x(t).toFixed(1)}" y="${H - 10}" text-anchor="middle">${axisTime(t)}</text>`)
+  }
   const legend = lines.map((l, i) =>
     `<rect x="${M.left + i * 150}" y="8" width="12" height="3" fill="${l.color}"/>` +
     `<text x="${M.left + 16 + i * 150}" y="13">${escape(l.name)}</text>`
