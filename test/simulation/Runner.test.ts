@@ -53,11 +53,11 @@ describe("Runner", () => {
     { arbitrary: { runs: 12 } }
   )
 
-  it.effect("same seed: identical reports except wallMs; another seed differs", () =>
+  it.effect.each(Strategies.registry.map((s) => s.name))("%s: same seed, identical reports except wallMs; another seed differs", (name) =>
     Effect.gen(function*() {
       const options: Runner.RunOptions = {
         traffic: { pattern: "chaos", rps: 5, requests: 60, seed: 42 },
-        strategy: Strategies.naive,
+        strategy: Strategies.find(name)!,
         plan: "free",
         failureRate: 0.3
       }
