@@ -305,7 +305,6 @@ export const defaults = {
     openDuration: "60 seconds",
     maxRetryAfter: "5 minutes",
     halfOpenRetryAfter: "1 second",
-    keyPrefix: "elevenlabs:",
     onStoreError: "allow" as "allow" | "fail"
   },
   quota: { refreshInterval: "60 seconds", warningPercent: 80, alertPercent: 90, whenUnknown: "allow" as "allow" | "deny" },
@@ -875,7 +874,8 @@ export const toResilientOptions = (config: ResilienceConfig, apiKey: Redacted.Re
         : { factor: b.growth.factor, max: b.growth.max === undefined ? undefined : dur(b.growth.max) },
       maxRetryAfter: dur(b?.maxRetryAfter ?? defaults.breaker.maxRetryAfter),
       halfOpenRetryAfter: dur(b?.halfOpenRetryAfter ?? defaults.breaker.halfOpenRetryAfter),
-      keyPrefix: b?.keyPrefix ?? defaults.breaker.keyPrefix,
+      // Absent: the composition's own prefix (`elevenlabs:<key id>:`), which keeps keys apart.
+      keyPrefix: b?.keyPrefix,
       onStoreError: b?.onStoreError ?? defaults.breaker.onStoreError
     },
     quota: q === false ? false : {

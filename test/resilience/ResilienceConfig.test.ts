@@ -1,17 +1,22 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Duration, Effect, Redacted, Schema, SchemaAST } from "effect"
+import { ConfigProvider, Duration, Effect, Layer, Redacted, Schema, SchemaAST } from "effect"
 import { readFileSync } from "node:fs"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import * as Client from "../../src/client/ElevenLabs.ts"
 import { defaultHeadersTimeout, defaultIdleTimeout } from "../../src/client/ElevenLabs.ts"
 import * as AdaptiveLimit from "../../src/resilience/AdaptiveLimit.ts"
 import * as Fallback from "../../src/resilience/Fallback.ts"
 import * as Jitter from "../../src/resilience/Jitter.ts"
 import { docsPlans, seedPlans } from "../../src/resilience/Plans.ts"
 import * as RC from "../../src/resilience/ResilienceConfig.ts"
+import * as Resilient from "../../src/resilience/Resilient.ts"
 import { stackDefaults } from "../../src/resilience/ResilientOptions.ts"
+import * as InProcess from "../../src/simulator/InProcess.ts"
+import * as Simulator from "../../src/simulator/Simulator.ts"
+import { runVirtual } from "../utils/virtualTime.ts"
 
 const fixture = (name: string): unknown =>
   JSON.parse(readFileSync(new URL(`../fixtures/config/${name}.json`, import.meta.url), "utf8"))
@@ -495,5 +500,49 @@ describe("ResilienceConfig", () => {
         const e = yield* Effect.flip(RC.load({ file: fixturePath("minimal"), strict: true }))
         assert.deepStrictEqual(paths(e.problems), ["retry.exponential.jitter"])
       }).pipe(Effect.provide(env({ ELEVENLABS_JITTER: "none" })), Effect.provide(NodeServices.layer)))
+  })
+
+  describe("drives the real stack (Resilient over the in-process simulator)", () => {
+    const burst = (env: Record<string, string>) =>
+      Effect.gen(function*() {
+        const config = yield* RC.load({ file: fixturePath("minimal") })
+        const options = RC.toResilientOptions(config, Redacted.make("sim-key"))
+        return yield* Effect.gen(function*() {
+          const sim = yield* Simulator.Simulator
+          const results = yield* runVirtual(
+            Effect.forEach(
+              Array.from({ length: 60 }, (_, i) => i),
+              (i) =>
+                Client.ElevenLabs.use((c) =>
+                  c.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", { text: `line ${i} `.repeat(4), modelId: "eleven_flash_v2_5" })
+                ).pipe(Effect.match({ onSuccess: () => "ok", onFailure: (e) => e.reason._tag })),
+              { concurrency: "unbounded" }
+            )
+          )
+          return { results, stats: yield* sim.stats }
+        }).pipe(
+          Effect.provide(
+            Resilient.layer(options).pipe(Layer.provideMerge(InProcess.layerSimulated({ seed: 2, plan: "creator" })))
+          )
+        )
+      }).pipe(
+        Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env }))),
+        Effect.provide(NodeServices.layer)
+      )
+
+    it.effect("creator from the file: 60 Flash calls all succeed, 10 at a time, no concurrency 429", () =>
+      Effect.gen(function*() {
+        const { results, stats } = yield* burst({})
+        assert.deepStrictEqual(results.filter((o) => o !== "ok"), [])
+        assert.strictEqual(stats.pools.flash.maxInFlight, 10)
+        assert.strictEqual(stats.byDetailStatus["too_many_concurrent_requests"] ?? 0, 0)
+      }))
+
+    it.effect("the same file with ELEVENLABS_MAX_QUEUE=5: the bounded queue turns the excess away", () =>
+      Effect.gen(function*() {
+        const { results } = yield* burst({ ELEVENLABS_MAX_QUEUE: "5" })
+        const ok = results.filter((o) => o === "ok").length
+        assert.strictEqual(ok, 15, JSON.stringify(results))
+      }))
   })
 })
