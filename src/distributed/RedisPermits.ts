@@ -46,7 +46,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Exit, Layer, Random, Scope, Semaphore } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Queue, Random, Schedule, Scope, Semaphore } from "effect"
 import { Redis } from "effect/persistence"
 import { limitsOf, type PlanName, type Pool, pools } from "../resilience/Plans.ts"
 import { AcquireTimeout, checkId, DistributedError, invalid, unavailable } from "./DistributedError.ts"
@@ -140,7 +140,7 @@ export interface Options {
   readonly queueTimeout?: Duration.Input | undefined
   /** First poll delay. Default 5 ms. */
   readonly pollMin?: Duration.Input | undefined
-  /** Largest poll delay. Default 50 ms. */
+  /** Largest poll delay. Default 100 ms (releases also wake waiters through pub/sub). */
   readonly pollMax?: Duration.Input | undefined
   /** The limit of a pair Redis knows nothing about yet. Default: the `plan`'s table value for known pools, else 1. */
   readonly initialLimit?: number | ((key: string, pool: string) => number) | undefined
@@ -153,6 +153,8 @@ export interface Options {
   readonly additiveIncrease?: number | undefined
   /** This process's share during an outage. Default `max(1, floor(lastKnownLimit / expectedProcesses))`. */
   readonly localShare?: number | ((key: string, pool: string, lastKnownLimit: number) => number) | undefined
+  /** Wake waiters when a permit is released (Redis pub/sub, one subscriber connection per process). Default true. */
+  readonly notify?: boolean | undefined
 }
 
 // ---------------------------------------------------------------------------
@@ -274,14 +276,23 @@ return { 0, held, limit, rank }
 ).withReturnType<readonly [granted: number, held: number, permits: number, rank: number]>()
 
 // Release or cancel: the ticket leaves the holders, the queue and the waiters. Returns whether it held a permit.
+// ARGV[2], ARGV[3]: the notification channel and message (published when anything was removed).
 const releaseScript = Redis.script(
-  (holders: string, queue: string, waiting: string, ticket: string) => [holders, queue, waiting, ticket],
+  (holders: string, queue: string, waiting: string, ticket: string, channel: string, message: string) => [
+    holders,
+    queue,
+    waiting,
+    ticket,
+    channel,
+    message
+  ],
   {
     numberOfKeys: 3,
     lua: `
 local removed = redis.call("ZREM", KEYS[1], ARGV[1])
-redis.call("ZREM", KEYS[2], ARGV[1])
+local dequeued = redis.call("ZREM", KEYS[2], ARGV[1])
 redis.call("ZREM", KEYS[3], ARGV[1])
+if removed + dequeued > 0 then redis.call("PUBLISH", ARGV[2], ARGV[3]) end
 return removed
 `
   }
@@ -385,7 +396,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const idleMillis = millisOf(options.idleTimeToLive ?? "1 hour")
   const queueTimeout = Duration.fromInputUnsafe(options.queueTimeout ?? "120 seconds")
   const pollMin = millisOf(options.pollMin ?? "5 millis")
-  const pollMax = Math.max(pollMin, millisOf(options.pollMax ?? "50 millis"))
+  const pollMax = Math.max(pollMin, millisOf(options.pollMax ?? "100 millis"))
   const plan = options.plan ?? "free"
   const minLimit = options.minLimit ?? 1
   const maxLimit = options.maxLimit ?? 1000
@@ -409,6 +420,45 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     const base = `${prefix}{${key}:${pool}}:`
     return [`${base}holders`, `${base}queue`, `${base}waiting`, `${base}seq`, `${base}limit`] as const
   }
+  const pairOf = (key: string, pool: string) => `${key}:${pool}`
+  const channel = `${prefix}released`
+
+  // Wake-ups: one Deferred per pair, completed (and replaced) when a release
+  // of that pair is published. Waiters take the current one before each
+  // attempt, so a release between their attempt and their sleep is not missed.
+  const wakers = new Map<string, Deferred.Deferred<void>>()
+  const wakerOf = (pair: string): Deferred.Deferred<void> => {
+    let d = wakers.get(pair)
+    if (d === undefined) {
+      d = Deferred.makeUnsafe<void>()
+      wakers.set(pair, d)
+    }
+    return d
+  }
+  const wake = (pair: string) =>
+    Effect.suspend(() => {
+      const d = wakers.get(pair)
+      if (d === undefined) return Effect.void
+      wakers.delete(pair)
+      return Deferred.succeed(d, undefined)
+    })
+  if (options.notify ?? true) {
+    // One subscriber connection per process; polling still covers lost messages and lapsed leases.
+    yield* Effect.scoped(
+      Effect.gen(function*() {
+        const messages = yield* redis.subscribe(channel)
+        while (true) {
+          const message = yield* Queue.take(messages)
+          yield* wake(message.message)
+        }
+      })
+    ).pipe(
+      Effect.retry(Schedule.spaced("1 second")),
+      Effect.interruptible,
+      Effect.forkScoped
+    )
+  }
+
   const commonOf = (key: string, pool: string): Common => [
     keysOf(key, pool),
     initialOf(key, pool),
@@ -507,7 +557,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   const cancel = (key: string, pool: string, ticket: string) => {
     const [holders, queue, waiting] = keysOf(key, pool)
-    return mode.run("release", releaseRedis(holders, queue, waiting, ticket)).pipe(
+    return mode.run("release", releaseRedis(holders, queue, waiting, ticket, channel, pairOf(key, pool))).pipe(
       Effect.catch((e) => Effect.logDebug(`RedisPermits: release of ${ticket} left to its lease (${e.message})`)),
       Effect.asVoid
     )
@@ -556,10 +606,12 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       }
 
       const common = commonOf(key, pool)
+      const pair = pairOf(key, pool)
       // Polls until granted, the deadline passes, or Redis goes away.
       const poll: Effect.Effect<{ readonly limit: number }, DistributedError> = Effect.gen(function*() {
         let attempt = 0
         while (true) {
+          const waker = wakerOf(pair)
           const [granted, , limit] = yield* mode.run("acquire", acquireRedis(common, ticket, leaseMillis, waiterMillis))
           yield* learnLimit(key, pool, limit)
           if (granted === 1) return { limit }
@@ -568,7 +620,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
             return yield* new DistributedError({ reason: new AcquireTimeout({ key, pool, waitedMillis: now - startedAt }) })
           }
           const delay = yield* pollDelay(attempt++)
-          yield* Effect.sleep(Duration.millis(Math.min(delay, Math.max(1, deadline - now))))
+          yield* Effect.raceFirst(
+            Effect.sleep(Duration.millis(Math.min(delay, Math.max(1, deadline - now)))),
+            Deferred.await(waker)
+          )
         }
       })
 
