@@ -98,8 +98,15 @@ export interface RedisQuotaService {
   /** Ends a reservation without spending. Returns whether it was still held. */
   readonly release: (id: string) => Effect.Effect<boolean, DistributedError>
   readonly renew: (id: string) => Effect.Effect<boolean, DistributedError>
-  /** A `quota_exceeded` answer: every process fails fast until `resetAt` (unix ms) or a newer reading. */
-  readonly markExhausted: (options?: { readonly resetAt?: number | undefined }) => Effect.Effect<void, DistributedError>
+  /**
+   * A `quota_exceeded` answer: every process fails fast until `resetAt` (unix ms) or a newer reading.
+   * `used` and `limit`, when both given (the answer's quota and quota − remaining), replace the shared numbers.
+   */
+  readonly markExhausted: (options?: {
+    readonly resetAt?: number | undefined
+    readonly used?: number | undefined
+    readonly limit?: number | undefined
+  }) => Effect.Effect<void, DistributedError>
   readonly status: Effect.Effect<SharedQuotaStatus, DistributedError>
 }
 
@@ -252,7 +259,7 @@ return held
 ).withReturnType<number>()
 
 // op: "sync" (ARGV[3] used, [4] limit, [5] resetAt or "", [6] markSeqAtStart or ""),
-// "mark" (ARGV[3] resetAt or ""), "status".
+// "mark" (ARGV[3] resetAt or "", [4] used or "", [5] limit or ""), "status".
 const stateScript = Redis.script(
   (keys: readonly [string, string, string], idle: number, op: "sync" | "mark" | "status", a: number | undefined, b: number | undefined, c: number | undefined, d: number | undefined) => [
     ...keys,
@@ -288,6 +295,8 @@ if op == "sync" then
   touch()
 elseif op == "mark" then
   local resetAt = tonumber(ARGV[3])
+  local used, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+  if used ~= nil and limit ~= nil then redis.call("HSET", state, "used", fmt(used), "limit", fmt(limit)) end
   redis.call("HSET", state, "exhaustedSince", int(now))
   if resetAt ~= nil and resetAt > now then
     redis.call("HSET", state, "exhaustedUntil", int(resetAt))
@@ -444,7 +453,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     commit: (id, amount) => (isAmount(amount) ? end("commit", id, amount) : Effect.fail(invalid("amount", "must be a non-negative number"))),
     release: (id) => end("release", id, 0),
     renew: (id) => end("renew", id, leaseMillis),
-    markExhausted: (o) => Effect.asVoid(runState("mark", o?.resetAt)),
+    markExhausted: (o) =>
+      Effect.asVoid(
+        isAmount(o?.used) && isAmount(o?.limit) ? runState("mark", o?.resetAt, o.used, o.limit) : runState("mark", o?.resetAt)
+      ),
     status: runState("status")
   })
 })

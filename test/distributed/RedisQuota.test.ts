@@ -126,6 +126,11 @@ describe("RedisQuota", () => {
         if (ex._tag === "Exhausted") assert.isAtMost(ex.retryAfterMillis ?? 0, 300)
         yield* Effect.sleep("400 millis")
         assert.strictEqual((yield* b!.reserve({ cost: 1 }))._tag, "Reserved")
+        // The answer's own numbers replace the shared ones.
+        yield* b!.markExhausted({ used: 95, limit: 100 })
+        const marked = yield* a!.status
+        assert.strictEqual(marked.used, 95)
+        assert.isDefined(marked.exhausted)
       })
     ))
 
