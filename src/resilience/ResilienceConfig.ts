@@ -373,8 +373,9 @@ const secretLooking = (s: string): boolean =>
   skKeyPattern.test(s) ||
   (s.length >= 32 && /^[A-Za-z0-9_\-+/=]+$/.test(s) && /[0-9]/.test(s) && /[A-Za-z]/.test(s) && !s.includes("/"))
 
-/** A redacted form of a secret: its first three characters and its length. */
-export const redact = (secret: string): string => `${secret.slice(0, 3)}*** (${secret.length} chars)`
+/** A redacted form of a secret: its length, and the `sk_` prefix of an ElevenLabs key (nothing else of it). */
+export const redact = (secret: string): string =>
+  `${secret.toLowerCase().startsWith("sk_") ? secret.slice(0, 3) : ""}*** (${secret.length} chars)`
 
 interface Secret {
   readonly path: string
