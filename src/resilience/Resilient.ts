@@ -276,7 +276,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
       Effect.orDie
     )
   const retries = yield* PubSub.unbounded<RetryPolicy.RetryEvent>()
-  const retrySettings = options.retry === false ? undefined : options.retry
+  const retrySettings = options.retry === false ? undefined : (options.retry ?? {})
 
   // Gauges follow the policies' own event streams.
   if (breaker !== undefined) {

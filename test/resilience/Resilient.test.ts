@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
+import { Duration, Effect, Layer, PubSub, Redacted, Stream } from "effect"
+import { TestClock } from "effect/testing"
+import type * as RetryPolicy from "../../src/resilience/RetryPolicy.ts"
 import * as Client from "../../src/client/ElevenLabs.ts"
 import type { ElevenLabsError } from "../../src/client/Errors.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
@@ -18,7 +20,7 @@ const stack = (sim: Simulator.Options, options: Omit<ResilientOptions, "apiKey">
 const tts = (text: string, model = "eleven_flash_v2_5") =>
   Client.ElevenLabs.use((c) => c.textToSpeech.convert(voice, { text, modelId: model }))
 
-const settle = <A>(self: Effect.Effect<A, ElevenLabsError>) =>
+const settle = <A, R>(self: Effect.Effect<A, ElevenLabsError, R>) =>
   Effect.match(self, { onSuccess: () => "ok" as const, onFailure: (e) => e.reason._tag })
 
 describe("Resilient", () => {
@@ -49,4 +51,155 @@ describe("Resilient", () => {
       assert.isAtMost(stats.pools.flash.maxInFlight, 10)
       assert.isAtMost(stats.byDetailStatus["too_many_concurrent_requests"] ?? 0, 20)
     }).pipe(Effect.provide(stack({ seed: 4, plan: "creator" }, { limiter: { plan: "unknown", initialLimit: 4 } }))))
+
+  it.effect("20 % system_busy: every call ends once, retries stay within the budget, full jitter spreads them", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const { retries } = yield* Resilient.ResilienceService
+      const seen: Array<RetryPolicy.RetryEvent> = []
+      const sub = yield* PubSub.subscribe(retries)
+      const outcomes = yield* runVirtual(
+        Effect.forEach(Array.from({ length: 100 }, (_, i) => i), (i) => settle(tts(`busy ${i} `.repeat(3))), {
+          concurrency: "unbounded"
+        }),
+        { stepMillis: 250 }
+      )
+      seen.push(...(yield* PubSub.takeAll(sub)))
+      const stats = yield* sim.stats
+      assert.strictEqual(outcomes.length, 100)
+      for (const o of outcomes) assert.include(["ok", "SystemBusy"], o)
+      const busy = seen.filter((e) => e.reason === "SystemBusy")
+      assert.isAbove(busy.length, 0)
+      // The budget: at most 20 % of requests + 3 retries (window 10 s covers the whole burst here).
+      assert.isAtMost(busy.length, Math.ceil(0.2 * stats.requests) + 3)
+      // Full jitter: the first retries of callers failing at the same instant are spread, not synchronised.
+      const firstDelays = busy.filter((e) => e.classAttempt === 1).map((e) => Duration.toMillis(e.delay))
+      assert.isAbove(new Set(firstDelays).size, Math.floor(firstDelays.length * 0.8))
+      assert.isBelow(Math.min(...firstDelays), Math.max(...firstDelays) / 2)
+    }).pipe(Effect.provide(stack({ seed: 5, plan: "pro", faults: { systemBusy: 0.2 } }, { limiter: { plan: "pro" } }))))
+
+  it.effect("an outage opens the breaker, and the fallback serves the cached audio, marked", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const resilience = yield* Resilient.ResilienceService
+      const first = yield* runVirtual(tts("cache me"))
+      assert.notStrictEqual(first.meta.fallback, true)
+      yield* sim.setFaults({ serverError: 1 })
+      // Fail enough distinct calls to trip the breaker (5 consecutive failures by default).
+      const failed = yield* runVirtual(
+        Effect.forEach([1, 2, 3, 4, 5, 6], (i) => settle(tts(`other ${i}`)), { concurrency: 1 }),
+        { stepMillis: 1000 }
+      )
+      // The first call's own retries trip the breaker (5 consecutive failures); the rest fail fast.
+      for (const o of failed) assert.include(["ServerError", "CircuitOpen"], o)
+      assert.strictEqual(failed.at(-1), "CircuitOpen")
+      assert.strictEqual((yield* resilience.breaker!.state("flash"))._tag, "Open")
+      const before = (yield* sim.stats).requests
+      const served = yield* runVirtual(tts("cache me"))
+      assert.strictEqual(served.meta.fallback, true)
+      assert.deepStrictEqual(served.audio, first.audio)
+      assert.strictEqual((yield* sim.stats).requests, before, "an open breaker sends nothing")
+    }).pipe(
+      Effect.provide(stack({ seed: 6, plan: "pro" }, { limiter: { plan: "pro" }, cache: { maxEntries: 10 }, budget: false }))
+    ))
+
+  it.effect("quota stops a batch at the boundary: InsufficientQuota, never a server quota_exceeded", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      yield* sim.setCredits(1_000)
+      // 20 requests of 100 Flash characters = 50 credits each: 20 fit, the rest do not.
+      const outcomes = yield* runVirtual(
+        Effect.forEach(Array.from({ length: 30 }, (_, i) => i), (i) => settle(tts(`${i}`.padEnd(100, "x"))), {
+          concurrency: 4
+        })
+      )
+      const stats = yield* sim.stats
+      assert.strictEqual(outcomes.filter((o) => o === "ok").length, 20)
+      assert.strictEqual(outcomes.filter((o) => o === "InsufficientQuota").length, 10)
+      assert.strictEqual(stats.byDetailStatus["quota_exceeded"] ?? 0, 0)
+      assert.strictEqual(stats.creditsCharged, 1_000)
+      // A call refused by validation reserves and charges nothing.
+      const invalid = yield* settle(tts("   "))
+      assert.strictEqual(invalid, "InvalidRequest")
+      assert.strictEqual((yield* sim.stats).requests, stats.requests)
+    }).pipe(Effect.provide(stack({ seed: 7, plan: "pro" }, { limiter: { plan: "pro" } }))))
+
+  it.effect("identical requests in flight share one upstream call and one charge", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      yield* runVirtual(tts("warm up: the quota guard reads the subscription once"))
+      yield* sim.resetStats
+      const results = yield* runVirtual(Effect.all(Array.from({ length: 5 }, () => tts("same words")), { concurrency: 5 }))
+      const stats = yield* sim.stats
+      assert.strictEqual(stats.requests, 1)
+      assert.strictEqual(stats.creditsCharged, Math.ceil("same words".length * 0.5))
+      assert.strictEqual(results.filter((r) => r.meta.coalesced === true).length, 4)
+    }).pipe(Effect.provide(stack({ seed: 8, plan: "pro" }, { limiter: { plan: "pro" } }))))
+
+  it.effect("when the server's limit drops from 20 to 10 mid-run, the limiter follows within a few rejections", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const { limiter, keyId } = yield* Resilient.ResilienceService
+      const batch = (n: number, tag: string) =>
+        Effect.forEach(Array.from({ length: n }, (_, i) => i), (i) => settle(tts(`${tag} ${i} `.repeat(5))), {
+          concurrency: "unbounded"
+        })
+      yield* runVirtual(batch(100, "a"))
+      yield* sim.setLimit("flash", 10)
+      yield* sim.resetStats
+      const outcomes = yield* runVirtual(batch(200, "b"))
+      const stats = yield* sim.stats
+      assert.deepStrictEqual(outcomes.filter((o) => o !== "ok"), [])
+      assert.isAtMost(stats.byDetailStatus["too_many_concurrent_requests"] ?? 0, 10)
+      const snapshot = yield* limiter.snapshot(keyId, "flash")
+      assert.strictEqual(snapshot.ceiling, 10)
+      assert.isAtMost(snapshot.limit, 10)
+      assert.isAtMost(stats.pools.flash.maxInFlight, 10)
+    }).pipe(Effect.provide(stack({ seed: 9, plan: "pro" }, { limiter: { plan: "pro" } }))))
+
+  it.effect("a second client on the same key is detected from the headers and our share shrinks", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const { limiter, keyId } = yield* Resilient.ResilienceService
+      // Another client holds 8 of the 20 Flash slots with long streams, outside our stack.
+      const other = yield* Effect.forkChild(
+        runVirtual(
+          Effect.forEach(Array.from({ length: 8 }, (_, i) => i), () =>
+            Effect.scoped(Effect.flatMap(
+              Effect.flatMap(Effect.service(Client.ElevenLabs), (c) =>
+                c.textToSpeech.stream(voice, { text: "z".repeat(3000), modelId: "eleven_flash_v2_5" })),
+              (s) => Stream.runDrain(s.audio)
+            )), { concurrency: "unbounded" }).pipe(Effect.provide(Client.layer({ apiKey })))
+        )
+      )
+      yield* TestClock.adjust(500)
+      const outcomes = yield* runVirtual(
+        Effect.forEach(Array.from({ length: 40 }, (_, i) => i), (i) => settle(tts(`ours ${i}`)), { concurrency: "unbounded" })
+      )
+      assert.deepStrictEqual(outcomes.filter((o) => o !== "ok"), [])
+      const snapshot = yield* limiter.snapshot(keyId, "flash")
+      assert.isAbove(snapshot.others, 0)
+      assert.isBelow(snapshot.limit, 20)
+      assert.isAtMost((yield* sim.stats).pools.flash.maxInFlight, 20)
+      yield* runVirtual(Effect.void, { stepMillis: 60_000, maxSteps: 10 })
+      void other
+    }).pipe(Effect.provide(stack({ seed: 10, plan: "pro" }, { limiter: { plan: "pro" } }))))
+
+  it.effect("a stream holds its permit until the last byte and charges the header's cost", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const { limiter, keyId, quota } = yield* Resilient.ResilienceService
+      const bytes = yield* runVirtual(Effect.scoped(Effect.gen(function*() {
+        const client = yield* Client.ElevenLabs
+        const s = yield* client.textToSpeech.stream(voice, { text: "stream me ".repeat(30), modelId: "eleven_flash_v2_5" })
+        assert.strictEqual((yield* limiter.snapshot(keyId, "flash")).inFlight, 1)
+        const chunks = yield* Stream.runCollect(s.audio)
+        assert.strictEqual((yield* limiter.snapshot(keyId, "flash")).inFlight, 0)
+        return chunks.reduce((n, c) => n + c.byteLength, 0)
+      })))
+      assert.isAbove(bytes, 0)
+      const status = yield* quota!.status
+      assert.strictEqual(status.reserved, 0)
+      assert.strictEqual((yield* sim.stats).creditsCharged, Math.ceil(300 * 0.5))
+    }).pipe(Effect.provide(stack({ seed: 11, plan: "pro" }, { limiter: { plan: "pro" } }))))
 })
