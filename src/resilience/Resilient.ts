@@ -280,10 +280,10 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
 
   // Gauges follow the policies' own event streams.
   if (breaker !== undefined) {
-    const prefix = `elevenlabs:${keyId}:`
     yield* breaker.transitions.pipe(
       Stream.runForEach((t) =>
-        Metrics.setBreakerState(t.key.slice(prefix.length) as Pool, t.gauge).pipe(
+        // Circuit keys end with the pool, whatever prefix the user chose.
+        Metrics.setBreakerState(t.key.slice(t.key.lastIndexOf(":") + 1) as Pool, t.gauge).pipe(
           Effect.andThen(Effect.logWarning("elevenlabs circuit breaker", { circuit: t.key, from: t.from, to: t.to }))
         )
       ),
