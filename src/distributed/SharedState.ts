@@ -14,8 +14,10 @@
  * )
  * ```
  *
- * `layerRedisConfig` reads the one config entry `redis.url` (`REDIS_URL` in
- * the environment) plus optional `redis.mode` and `redis.expectedProcesses`.
+ * `layerRedisConfig` reads the one config entry `redis.url` (or the environment
+ * variable `ELEVENLABS_REDIS_URL`) plus optional `redis.onUnavailable` and
+ * `redis.expectedProcesses`; `optionsFromSettings` maps the configuration's
+ * `redis` section (`ResilientOptions.redis`).
  *
  * **Gotchas**
  *
@@ -82,22 +84,48 @@ export const layerStores = (
 export const layerRedis = (options: Options): Layer.Layer<Services, Redis.RedisError> =>
   layerStores(options).pipe(Layer.provideMerge(layerConnection(options.url, options.connectTimeout)))
 
-/** {@link layerRedis} from config: `redis.url` (required), `redis.mode`, `redis.expectedProcesses`. */
+/** The `redis` section of `ResilientOptions` (docs/configuration.md). */
+export interface Settings {
+  readonly url: string
+  readonly onUnavailable?: "fail-closed" | "local-fallback" | undefined
+  readonly expectedProcesses?: number | undefined
+  /** Lease of a distributed permit (and of a quota reservation). */
+  readonly leaseTime?: Duration.Input | undefined
+}
+
+/** {@link Options} from the configuration's `redis` section. */
+export const optionsFromSettings = (settings: Settings, options?: Omit<Options, "url">): Options => ({
+  ...options,
+  url: settings.url,
+  mode: {
+    ...options?.mode,
+    ...(settings.onUnavailable === undefined ? {} : { mode: settings.onUnavailable }),
+    ...(settings.expectedProcesses === undefined ? {} : { expectedProcesses: settings.expectedProcesses })
+  },
+  permits: { ...options?.permits, ...(settings.leaseTime === undefined ? {} : { lease: settings.leaseTime }) },
+  quota: { ...options?.quota, ...(settings.leaseTime === undefined ? {} : { lease: settings.leaseTime }) }
+})
+
+/**
+ * {@link layerRedis} from `Config`: the URL from `ELEVENLABS_REDIS_URL` or the nested entry `redis.url`;
+ * optional `redis.onUnavailable` and `redis.expectedProcesses`.
+ */
 export const layerRedisConfig = (
   options?: Omit<Options, "url">
 ): Layer.Layer<Services, Redis.RedisError | Config.ConfigError> =>
   Layer.unwrap(
     Effect.gen(function*() {
-      const redis = yield* Config.all({
-        url: Config.String("url"),
-        mode: Config.Literals(["fail-closed", "local-fallback"], "mode").pipe(Config.option),
+      const url = yield* Config.String("ELEVENLABS_REDIS_URL").pipe(
+        Config.orElse(() => Config.String("url").pipe(Config.nested("redis")))
+      )
+      const rest = yield* Config.all({
+        onUnavailable: Config.Literals(["fail-closed", "local-fallback"], "onUnavailable").pipe(Config.option),
         expectedProcesses: Config.Int("expectedProcesses").pipe(Config.option)
       }).pipe(Config.nested("redis"))
-      const mode: RedisMode.Options = {
-        ...options?.mode,
-        ...(redis.mode._tag === "Some" ? { mode: redis.mode.value } : {}),
-        ...(redis.expectedProcesses._tag === "Some" ? { expectedProcesses: redis.expectedProcesses.value } : {})
-      }
-      return layerRedis({ ...options, url: redis.url, mode })
+      return layerRedis(optionsFromSettings({
+        url,
+        ...(rest.onUnavailable._tag === "Some" ? { onUnavailable: rest.onUnavailable.value } : {}),
+        ...(rest.expectedProcesses._tag === "Some" ? { expectedProcesses: rest.expectedProcesses.value } : {})
+      }, options))
     })
   )
