@@ -63,7 +63,10 @@ export type PermitRequest =
     readonly key: string
     /** Default `"default"`. */
     readonly lane?: Lane | undefined
-    /** Go to the front of the lane (a requeue after `too_many_concurrent_requests`, which already waited). */
+    /**
+     * Go to the front of the lane (a requeue after `too_many_concurrent_requests`, which already waited).
+     * Such a requeue is never refused with `QueueFull`.
+     */
     readonly front?: boolean | undefined
     /** Queue deadline for this call; default the limiter's `queueTimeout`. */
     readonly timeout?: Duration.Input | undefined
@@ -649,7 +652,9 @@ class Impl {
       if (cell.queued === 0 && cell.inFlight < cell.permits) {
         return Effect.succeed(this.grant(cell, lane, 0))
       }
-      if (cell.queued >= cell.maxQueue) {
+      // A front-of-lane requeue was admitted once already: it may exceed the bound (by at most the
+      // number in flight), rather than turning a 429 requeue into a QueueFull.
+      if (cell.queued >= cell.maxQueue && options.front !== true) {
         const depth = cell.queued
         return Effect.andThen(
           this.publish([{ _tag: "QueueFull", key: cell.key, pool, lane, depth }]),

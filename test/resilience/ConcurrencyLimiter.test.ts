@@ -65,12 +65,17 @@ describe("ConcurrencyLimiter", () => {
       const exit = yield* Effect.exit(limiter.withPermit({ key: K, pool: "standard", lane: "batch" })(Effect.void))
       const reason = reasonOf(exit)
       assert.strictEqual(reason?._tag, "QueueFull")
+      // A front-of-lane requeue is admitted past the bound.
+      const requeue = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard", front: true })(Effect.void))
+      yield* settle
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).queueDepth, 2)
       if (reason?._tag === "QueueFull") {
         assert.strictEqual(reason.depth, 1)
         assert.strictEqual(reason.lane, "batch")
       }
       yield* Deferred.succeed(gate, undefined)
       yield* Fiber.join(waiter)
+      yield* Fiber.join(requeue)
       const snap = yield* limiter.snapshot(K, "standard")
       assert.strictEqual(snap.inFlight, 0)
       assert.strictEqual(snap.queueDepth, 0)
