@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Scope } from "effect"
+import { Effect, Exit, Fiber, Schema, Scope } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import * as RedisPermits from "../../src/distributed/RedisPermits.ts"
 import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
@@ -149,6 +149,41 @@ describe("RedisPermits", () => {
         assert.strictEqual(shared.limit, 6)
       })
     ))
+
+  it.live.prop(
+    "property: any limit, callers, holds and give-ups: never above the limit, nothing left behind",
+    [
+      Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 4 })),
+      Schema.Array(Schema.Struct({
+        holdMillis: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 8 })),
+        giveUpMillis: Schema.NullOr(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 30 })))
+      })).check(Schema.isMaxLength(10))
+    ],
+    ([limit, callers]) =>
+      withPermits((permits) =>
+        Effect.gen(function*() {
+          const key = freshKey()
+          yield* permits.setLimit(key, "standard", limit)
+          let inFlight = 0
+          let max = 0
+          const one = (holdMillis: number, giveUpMillis: number | null) => {
+            const call = Effect.scoped(Effect.gen(function*() {
+              yield* permits.acquire({ key, pool: "standard", timeout: "10 seconds" })
+              max = Math.max(max, ++inFlight)
+              yield* Effect.sleep(holdMillis).pipe(Effect.ensuring(Effect.sync(() => inFlight--)))
+            }))
+            // A caller that gives up (interruption) while queued or holding.
+            return giveUpMillis === null ? call : Effect.ignore(Effect.timeout(call, giveUpMillis))
+          }
+          yield* Effect.all(callers.map((c) => one(c.holdMillis, c.giveUpMillis)), { concurrency: "unbounded", discard: true })
+          assert.isAtMost(max, limit)
+          const snap = yield* permits.snapshot(key, "standard")
+          assert.strictEqual(snap.held, 0)
+          assert.strictEqual(snap.queued, 0)
+        })
+      ),
+    { timeout: 30_000, arbitrary: { runs: 15 } }
+  )
 
   it.live("bad input is a typed error", () =>
     withPermits((permits) =>
