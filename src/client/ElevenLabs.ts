@@ -159,6 +159,17 @@ export const ElevenLabs = Context.Service<ElevenLabs>("elevenlabs-resilience/cli
 // Options
 // ============================================================================
 
+/**
+ * Called with the metadata of every 2xx answer as soon as its headers arrive,
+ * before the body is read: `current-concurrent-requests` describes the server
+ * at that moment, so the concurrency limiter learns from it here rather than
+ * after the body (when another request may already have taken the slot).
+ */
+export const OnResponseHeaders = Context.Reference<(meta: ResponseMeta) => Effect.Effect<void>>(
+  "elevenlabs-resilience/client/OnResponseHeaders",
+  { defaultValue: () => () => Effect.void }
+)
+
 /** The production base URL. */
 export const defaultBaseUrl = "https://api.elevenlabs.io"
 /** Default bound on the time to response headers. */
@@ -313,7 +324,11 @@ export const make = Effect.fnUntraced(function*(options: Options) {
             orElse: () => Effect.fail(wrap(timeout(operation, "headers", headersTimeout)))
           })
         )
-        if (response.status >= 200 && response.status < 300) return response
+        if (response.status >= 200 && response.status < 300) {
+          const observe = yield* OnResponseHeaders
+          yield* observe(fromHeaders(response.headers))
+          return response
+        }
         // The status decides the reason; a body that fails while being read is classified as empty.
         const body = yield* readBody(operation, response, maxErrorBodyBytes).pipe(
           Effect.catch(() => Effect.succeed(new Uint8Array()))

@@ -330,14 +330,11 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     } satisfies ConcurrencyLimiter.PermitRequest
   })
 
-  /** Feeds the adaptive limit from an attempt's outcome. */
-  const learn = <A>(permit: ConcurrencyLimiter.Permit, metaOf: (a: A) => ResponseMeta | undefined) =>
-  <R>(self: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> =>
+  /** Feeds the adaptive limit from an attempt: the headers as they arrive, and concurrency 429s. */
+  const learn = (permit: ConcurrencyLimiter.Permit) =>
+  <A, R>(self: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> =>
     self.pipe(
-      Effect.tap((a) => {
-        const meta = metaOf(a)
-        return meta === undefined ? Effect.void : permit.onResponse(meta)
-      }),
+      Effect.provideService(Client.OnResponseHeaders, (meta) => permit.onResponse(meta)),
       Effect.tapError((e) =>
         e.reason._tag === "ConcurrencyLimited" ? permit.onConcurrencyLimited(e.reason.limit) : Effect.void
       )
@@ -349,7 +346,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     const attemptSpan = Spans.withAttemptSpan(plan.operation, { method: "POST" })
     const limited = Effect.flatMap(permitRequest(pool), (request) =>
       limiter.usePermit(request, (permit) =>
-        Effect.andThen(observePool(pool), plan.send.pipe(learn(permit, plan.metaOf), attemptSpan))).pipe(
+        Effect.andThen(observePool(pool), plan.send.pipe(learn(permit), attemptSpan))).pipe(
           Effect.catchTag("ConcurrencyLimiterError", fromLimiter(plan.operation)),
           Effect.ensuring(observePool(pool))
         ))
@@ -507,7 +504,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           yield* observePool(plan.pool)
           yield* Scope.addFinalizer(child, observePool(plan.pool))
           const opened = yield* open.pipe(
-            learn(permit, (s: S) => s.meta),
+            learn(permit),
             Spans.withAttemptSpan(plan.operation, { method: "POST" })
           )
           return release(opened, Effect.andThen(permit.release, observePool(plan.pool)))

@@ -153,6 +153,7 @@ describe("Resilient", () => {
       assert.isAtMost(stats.byDetailStatus["too_many_concurrent_requests"] ?? 0, 10)
       const snapshot = yield* limiter.snapshot(keyId, "flash")
       assert.strictEqual(snapshot.ceiling, 10)
+      assert.strictEqual(snapshot.others, 0, "no phantom second client")
       assert.isAtMost(snapshot.limit, 10)
       assert.isAtMost(stats.pools.flash.maxInFlight, 10)
     }).pipe(Effect.provide(stack({ seed: 9, plan: "pro" }, { limiter: { plan: "pro" } }))))
