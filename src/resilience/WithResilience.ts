@@ -1,0 +1,596 @@
+/**
+ * The resilient request path around calls this library does not make itself:
+ * the official `@elevenlabs/elevenlabs-js` SDK, or any effect or
+ * promise-returning function. Teams that already call the SDK keep their calls
+ * and get the same policies as the `Resilient` composition.
+ *
+ * **Details**
+ *
+ * - Two faces over one set of policies ({@link SdkResilience}):
+ *   - Effect: `withResilience(callOptions)(effect)` needs the
+ *     {@link SdkResilienceService} (from {@link layer}) and fails only with
+ *     `ElevenLabsError`;
+ *   - Promise: `makeResilientRunner(options)` builds the policies in a
+ *     `ManagedRuntime`; `runner.run(fn, callOptions)` resolves with `fn`'s value
+ *     or rejects with an `ElevenLabsError`; `runner.dispose()` frees it.
+ * - Order, outer to inner (as `Resilient.ts`): coalesce (when a
+ *   `coalesceKey` is given) → quota reservation (when `model` and `characters`
+ *   are given and a subscription source is configured) → deadline → retries
+ *   per class with the budget → breaker per pool → limiter permit per attempt
+ *   (lanes, bounded queue, adaptive limit) → the wrapped call.
+ * - Errors: the SDK's `ElevenLabsError` (`statusCode`, `body`,
+ *   `rawResponse.headers`), timeouts and fetch failures go through
+ *   `classifySdkError`, so they get the same reasons (and the same retry,
+ *   breaker and quota treatment) as this library's own client.
+ * - Learning: when the call returns a `WithRawResponse` (`.withRawResponse()`),
+ *   its headers feed the adaptive limit (`current-concurrent-requests`,
+ *   `maximum-concurrent-requests`) and the quota commit (`character-cost`);
+ *   `metaOf` reads other shapes.
+ * - Bodies: a `ReadableStream` result (or `data` of a `WithRawResponse`) is
+ *   read to its end inside the permit (the server counts the request until its
+ *   last byte) and handed back as a fresh `ReadableStream` over the bytes, so
+ *   the caller's type does not change and a body cut mid-way is retried.
+ *   `buffer: false` passes streams through untouched (real streaming: the
+ *   permit is then released when the call's promise settles, at headers).
+ * - A call with neither `pool` nor `model` is treated as read-only (like the
+ *   composition's `voices.list`): deadline and retries, no limiter, breaker
+ *   or quota.
+ *
+ * **Gotchas**
+ *
+ * - Build the SDK client with `maxRetries: 0`: these retries replace its loop
+ *   (otherwise both retry, and the SDK's retries hold our permit while they sleep).
+ * - Pass the `AbortSignal` `run` gives to the SDK (`{ abortSignal: signal }`):
+ *   then a deadline or an interrupted caller cancels the request on the wire.
+ *
+ * @example
+ * ```ts
+ * import { ElevenLabsClient } from "@elevenlabs/elevenlabs-js"
+ * import { makeResilientRunner } from "elevenlabs-resilience"
+ *
+ * const sdk = new ElevenLabsClient({ apiKey, maxRetries: 0 })
+ * const resilient = makeResilientRunner({ limiter: { plan: "creator" } })
+ * const { data } = await resilient.run(
+ *   (signal) => sdk.textToSpeech.convert(voiceId, { text, modelId }, { abortSignal: signal }).withRawResponse(),
+ *   { operation: "textToSpeech.convert", model: modelId, characters: text.length, lane: "interactive" }
+ * )
+ * await resilient.dispose()
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Cause, Context, Duration, Effect, Exit, Layer, ManagedRuntime, PubSub, Redacted, Stream } from "effect"
+import { Headers } from "effect/http"
+import { CircuitBreaker } from "effect/persistence"
+import { classifySdkError } from "../client/Classify.ts"
+import {
+  CircuitOpen,
+  ElevenLabsError,
+  type ElevenLabsErrorReason,
+  InsufficientQuota,
+  InvalidRequest,
+  isElevenLabsError,
+  QueueFull,
+  QueueTimeout,
+  QuotaExhausted,
+  Transport
+} from "../client/Errors.ts"
+import { fromHeaders, type ResponseMeta } from "../client/ResponseMeta.ts"
+import * as Metrics from "../telemetry/Metrics.ts"
+import * as Spans from "../telemetry/Spans.ts"
+import * as Breaker from "./Breaker.ts"
+import * as Coalescer from "./Coalescer.ts"
+import * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
+import * as Deadline from "./Deadline.ts"
+import { partitionOfApiKey } from "./Fallback.ts"
+import { type Pool, poolOfModel } from "./Plans.ts"
+import * as QuotaGuard from "./QuotaGuard.ts"
+import { type ResilientOptions, stackDefaults } from "./ResilientOptions.ts"
+import * as RetryBudget from "./RetryBudget.ts"
+import * as RetryPolicy from "./RetryPolicy.ts"
+
+// ============================================================================
+// Options
+// ============================================================================
+
+/** The period's credits, as the SDK's `user.subscription.get()` returns them. */
+export interface SubscriptionLike {
+  readonly characterCount: number
+  readonly characterLimit: number
+  /** Unix seconds. */
+  readonly nextCharacterCountResetUnix?: number | null | undefined
+}
+
+/**
+ * Options of the wrapper: the composition's policy options (so a
+ * `ResilienceConfig.toResilientOptions(...)` result can be passed as is) plus
+ * where the key and the subscription come from.
+ */
+export interface SdkResilienceOptions extends
+  Pick<
+    ResilientOptions,
+    "deadline" | "limiter" | "retry" | "budget" | "breaker" | "quota" | "coalesce"
+  >
+{
+  /**
+   * The API key the wrapped calls use, only to fingerprint the limiter and
+   * breaker keys (never sent, logged or stored). Default: one anonymous key.
+   */
+  readonly apiKey?: Redacted.Redacted<string> | string | undefined
+  /**
+   * Reads the period's credits, for the quota guard: for example
+   * `() => sdk.user.subscription.get()`. Without it no credits are reserved
+   * (the server's `quota_exceeded` still surfaces as `QuotaExceeded`).
+   */
+  readonly subscription?: (() => PromiseLike<SubscriptionLike>) | undefined
+}
+
+/** What one wrapped call says about itself. All optional. */
+export interface SdkCallOptions<A = unknown> {
+  /** Name in errors, spans and metrics, e.g. `textToSpeech.convert`. Default `"sdk.call"`. */
+  readonly operation?: string | undefined
+  /** The model: gives the pool (unless `pool` is set) and, with `characters`, the credits to reserve. */
+  readonly model?: string | undefined
+  /** The concurrency pool. Default `poolOfModel(model)`; with neither, the call is read-only (no permit). */
+  readonly pool?: Pool | undefined
+  /** Characters of text billed, to reserve `ceil(characters x multiplier)` credits. */
+  readonly characters?: number | undefined
+  /** Priority lane. Default `"default"`. */
+  readonly lane?: ConcurrencyLimiter.Lane | undefined
+  /** Total bound of this call (overrides the options' `deadline`, default 180 s). */
+  readonly deadline?: Duration.Input | undefined
+  /** `false` when repeating could duplicate work: `Timeout` and `Transport` are then not retried. Default true. */
+  readonly idempotent?: boolean | undefined
+  /** Identical calls in flight with the same key share one upstream call. Default: no coalescing. */
+  readonly coalesceKey?: string | undefined
+  /** Read a `ReadableStream` body inside the permit (see the module doc). Default true. */
+  readonly buffer?: boolean | undefined
+  /** Reads the response metadata of a result; default: `rawResponse.headers` of a `WithRawResponse`. */
+  readonly metaOf?: ((a: A) => ResponseMeta | undefined) | undefined
+}
+
+// ============================================================================
+// The policies
+// ============================================================================
+
+/** The policies behind the wrapper, for health checks, metrics and tests. */
+export interface SdkResilience {
+  /** The API-key fingerprint used in limiter and breaker keys. */
+  readonly keyId: string
+  readonly limiter: ConcurrencyLimiter.ConcurrencyLimiter
+  readonly breaker: Breaker.BreakerService | undefined
+  readonly quota: QuotaGuard.QuotaGuard | undefined
+  readonly budget: RetryBudget.RetryBudgetService | undefined
+  readonly coalescer: Coalescer.Coalescer | undefined
+  /** Every retry scheduled (subscribe with `Stream.fromPubSub`). */
+  readonly retries: PubSub.PubSub<RetryPolicy.RetryEvent>
+  /** @internal the options the policies were built from. */
+  readonly options: SdkResilienceOptions
+}
+
+/** The tag of {@link SdkResilience}. */
+export class SdkResilienceService extends Context.Service<SdkResilienceService, SdkResilience>()(
+  "elevenlabs-resilience/WithResilience/SdkResilience"
+) {}
+
+const keyIdOf = (apiKey: SdkResilienceOptions["apiKey"]): string =>
+  apiKey === undefined
+    ? "sdk"
+    : partitionOfApiKey(typeof apiKey === "string" ? Redacted.make(apiKey) : apiKey)
+
+/** Builds the policies. Needs a `Scope` (their fibers live as long as it). */
+export const make = Effect.fnUntraced(function*(options: SdkResilienceOptions = {}) {
+  const keyId = keyIdOf(options.apiKey)
+  const limiter = yield* ConcurrencyLimiter.make({ plan: "unknown", ...options.limiter })
+  const budget = options.budget === false || options.retry === false ? undefined : yield* RetryBudget.make(options.budget)
+  const breaker = options.breaker === false
+    ? undefined
+    : yield* Breaker.make({ keyPrefix: `elevenlabs:${keyId}:`, ...options.breaker }).pipe(
+      Effect.provide(CircuitBreaker.layerStoreMemory())
+    )
+  const subscription = options.subscription
+  const quota = options.quota === false || subscription === undefined
+    ? undefined
+    : yield* QuotaGuard.make(options.quota ?? {}).pipe(
+      Effect.provideService(
+        QuotaGuard.SubscriptionSource,
+        QuotaGuard.SubscriptionSource.of({
+          fetch: Effect.tryPromise({
+            try: () => Promise.resolve(subscription()),
+            catch: (e) => new ElevenLabsError({ reason: classifySdkError("user.subscription", e) })
+          }).pipe(Effect.map((s) =>
+            QuotaGuard.snapshotFromSubscription({
+              character_count: s.characterCount,
+              character_limit: s.characterLimit,
+              next_character_count_reset_unix: s.nextCharacterCountResetUnix
+            })
+          ))
+        })
+      ),
+      // Bad quota options are a programming error, like the composition's.
+      Effect.orDie
+    )
+  // The first snapshot is fetched now (bounded), so that the very first calls are already guarded.
+  if (quota !== undefined) yield* Effect.exit(Effect.timeoutOption(quota.refresh, "5 seconds"))
+  const coalescer = options.coalesce === false ? undefined : yield* Coalescer.make(options.coalesce)
+  const retries = yield* PubSub.unbounded<RetryPolicy.RetryEvent>()
+  return SdkResilienceService.of({ keyId, limiter, breaker, quota, budget, coalescer, retries, options })
+})
+
+/** Provides {@link SdkResilienceService} for {@link withResilience}. */
+export const layer = (options: SdkResilienceOptions = {}): Layer.Layer<SdkResilienceService> =>
+  Layer.effect(SdkResilienceService, make(options))
+
+// ============================================================================
+// Errors and response metadata
+// ============================================================================
+
+/**
+ * Any failure of a wrapped call as an `ElevenLabsError`: kept when it already
+ * is one; the cause of an `UnknownError` (what `Effect.tryPromise` fails with)
+ * or any other value goes through `classifySdkError`.
+ */
+export const toElevenLabsError = (operation: string, error: unknown, now?: number | undefined): ElevenLabsError => {
+  if (isElevenLabsError(error)) return error
+  const thrown = Cause.isUnknownError(error) ? error.cause : error
+  if (isElevenLabsError(thrown)) return thrown
+  return new ElevenLabsError({ reason: classifySdkError(operation, thrown, { now }) })
+}
+
+const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null
+
+const headerRecord = (h: unknown): Record<string, string> | undefined => {
+  if (!isRecord(h)) return undefined
+  const out: Record<string, string> = {}
+  if (typeof h.forEach === "function" && typeof h.get === "function") {
+    ;(h as unknown as { forEach: (f: (value: string, key: string) => void) => void }).forEach((value, key) => {
+      out[key.toLowerCase()] = value
+    })
+    return out
+  }
+  for (const [k, v] of Object.entries(h)) if (typeof v === "string") out[k.toLowerCase()] = v
+  return out
+}
+
+/**
+ * The ElevenLabs headers of a `WithRawResponse` (`{ data, rawResponse }`),
+ * or `undefined` for any other value.
+ */
+export const metaOfRawResponse = (value: unknown): ResponseMeta | undefined => {
+  if (!isRecord(value) || !isRecord(value.rawResponse)) return undefined
+  const record = headerRecord(value.rawResponse.headers)
+  return record === undefined ? undefined : fromHeaders(Headers.fromInput(record))
+}
+
+// ============================================================================
+// Bodies: read inside the permit, handed back as a fresh stream
+// ============================================================================
+
+const isReadableStream = (u: unknown): u is ReadableStream<Uint8Array> =>
+  typeof ReadableStream !== "undefined" && u instanceof ReadableStream
+
+/** A result with its body, if any, read to bytes (so it can be shared and replayed). */
+interface Settled {
+  readonly value: unknown
+  readonly body: Uint8Array | undefined
+  /** Where the stream was: the value itself, or its `data`. */
+  readonly at: "self" | "data" | undefined
+}
+
+const readAll = (operation: string, stream: ReadableStream<Uint8Array>) =>
+  Effect.tryPromise({
+    try: async (signal) => {
+      const reader = stream.getReader()
+      const onAbort = () => void reader.cancel().catch(() => undefined)
+      signal.addEventListener("abort", onAbort, { once: true })
+      try {
+        const parts: Array<Uint8Array> = []
+        let size = 0
+        while (true) {
+          const { done, value } = await reader.read()
+          if (done) break
+          parts.push(value)
+          size += value.byteLength
+        }
+        const out = new Uint8Array(size)
+        let offset = 0
+        for (const p of parts) {
+          out.set(p, offset)
+          offset += p.byteLength
+        }
+        return out
+      } finally {
+        signal.removeEventListener("abort", onAbort)
+      }
+    },
+    catch: (e) =>
+      new ElevenLabsError({
+        reason: new Transport({
+          operation,
+          message: `The response body failed mid-way (${e instanceof Error ? e.name : "unknown"})`
+        })
+      })
+  })
+
+const settle = (operation: string, value: unknown, buffer: boolean): Effect.Effect<Settled, ElevenLabsError> => {
+  if (!buffer) return Effect.succeed({ value, body: undefined, at: undefined })
+  if (isReadableStream(value)) {
+    return Effect.map(readAll(operation, value), (body) => ({ value, body, at: "self" as const }))
+  }
+  if (isRecord(value) && isReadableStream(value.data)) {
+    return Effect.map(readAll(operation, value.data), (body) => ({ value, body, at: "data" as const }))
+  }
+  return Effect.succeed({ value, body: undefined, at: undefined })
+}
+
+const streamOf = (bytes: Uint8Array): ReadableStream<Uint8Array> =>
+  new ReadableStream<Uint8Array>({
+    start(controller) {
+      if (bytes.byteLength > 0) controller.enqueue(bytes.slice())
+      controller.close()
+    }
+  })
+
+/** A caller's own copy of a settled result (coalesced callers each get a fresh stream). */
+const unsettle = <A>(s: Settled): A => {
+  if (s.body === undefined) return s.value as A
+  if (s.at === "self") return streamOf(s.body) as A
+  return { ...(s.value as Record<string, unknown>), data: streamOf(s.body) } as A
+}
+
+// ============================================================================
+// The policies' refusals as ElevenLabsError (the same mapping as Resilient.ts)
+// ============================================================================
+
+const fail = (reason: ElevenLabsErrorReason) => Effect.fail(new ElevenLabsError({ reason }))
+
+const fromLimiter = (operation: string) => (error: ConcurrencyLimiter.ConcurrencyLimiterError) => {
+  const r = error.reason
+  switch (r._tag) {
+    case "QueueFull":
+      return fail(new QueueFull({ operation, message: r.message, pool: r.pool, lane: r.lane, depth: r.depth }))
+    case "QueueTimeout":
+      return fail(new QueueTimeout({ operation, message: r.message, pool: r.pool, lane: r.lane, waited: r.waited }))
+    case "InvalidPermitRequest":
+      return fail(new InvalidRequest({ operation, message: r.message, field: "lane" }))
+  }
+}
+
+const fromBreaker = (operation: string, pool: Pool) => (error: Breaker.BreakerError) =>
+  fail(
+    new CircuitOpen({
+      operation,
+      message: error.reason.message,
+      pool,
+      halfOpen: error.reason._tag === "CircuitHalfOpen",
+      ...(error.retryAfter === undefined ? {} : { retryAfter: error.retryAfter })
+    })
+  )
+
+const fromQuota = (operation: string) => (error: QuotaGuard.QuotaGuardError) => {
+  const r = error.reason
+  switch (r._tag) {
+    case "InsufficientQuota":
+      return fail(
+        new InsufficientQuota({ operation, message: r.message, needed: r.needed, remaining: r.remaining, percentUsed: r.percentUsed })
+      )
+    case "QuotaExhausted":
+      return fail(
+        new QuotaExhausted({
+          operation,
+          message: r.message,
+          ...(r.resetAt === undefined ? {} : { resetAt: r.resetAt }),
+          ...(r.retryAfter === undefined ? {} : { retryAfter: r.retryAfter })
+        })
+      )
+    case "QuotaUnknown":
+    case "InvalidInput":
+      return fail(new InvalidRequest({ operation, message: r.message }))
+  }
+}
+
+// ============================================================================
+// The Effect face
+// ============================================================================
+
+const toDuration = (input: Duration.Input): Duration.Duration => Duration.fromInputUnsafe(input)
+
+/**
+ * Runs `effect` (one call, for example `Effect.tryPromise((signal) => sdk....)`)
+ * through the policies of the current {@link SdkResilienceService}. Each retry
+ * runs `effect` again, so it must describe the call, not hold its result.
+ * Fails only with `ElevenLabsError`.
+ *
+ * @example
+ * ```ts
+ * const audio = yield* Effect.tryPromise((signal) =>
+ *   sdk.textToSpeech.convert(voiceId, { text, modelId }, { abortSignal: signal }).withRawResponse()
+ * ).pipe(withResilience({ operation: "textToSpeech.convert", model: modelId, characters: text.length }))
+ * ```
+ */
+export const withResilience = <A>(call: SdkCallOptions<A> = {}) =>
+<E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, ElevenLabsError, R | SdkResilienceService> =>
+  Effect.flatMap(Effect.service(SdkResilienceService), (policies) => resilient(policies, call, effect))
+
+const resilient = <A, E, R>(
+  policies: SdkResilience,
+  call: SdkCallOptions<A>,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, ElevenLabsError, R> => {
+  const { keyId, limiter, breaker, quota, budget, coalescer, retries, options } = policies
+  const operation = call.operation ?? "sdk.call"
+  const pool: Pool | undefined = call.pool ?? (call.model === undefined ? undefined : poolOfModel(call.model))
+  const lane = call.lane ?? "default"
+  const metaOf = (s: Settled): ResponseMeta | undefined =>
+    call.metaOf === undefined ? metaOfRawResponse(s.value) : call.metaOf(s.value as A)
+  const queueTimeout = toDuration(options.limiter?.queueTimeout ?? "120 seconds")
+  const retrySettings = options.retry === false ? undefined : (options.retry ?? {})
+
+  // One attempt: the call, its errors classified, its body read, its headers learnt.
+  const send: Effect.Effect<Settled, ElevenLabsError, R> = effect.pipe(
+    Effect.catchCause((cause) => {
+      const failure = cause.reasons.find((r) => r._tag === "Fail")
+      return failure?._tag === "Fail"
+        ? Effect.flatMap(Effect.clockWith((c) => c.currentTimeMillis), (now) =>
+          Effect.fail(toElevenLabsError(operation, failure.error, now)))
+        : Effect.failCause(cause as Cause.Cause<never>)
+    }),
+    Effect.flatMap((a) => settle(operation, a, call.buffer ?? true))
+  )
+
+  const attempt = (p: Pool): Effect.Effect<Settled, ElevenLabsError, R> => {
+    const limited = Effect.gen(function*() {
+      const previous = (yield* RetryPolicy.CurrentAttempt).previous
+      const left = yield* Deadline.remaining
+      const request: ConcurrencyLimiter.PermitRequest = {
+        key: keyId,
+        pool: p,
+        lane,
+        front: previous?.retryClass === "requeue",
+        timeout: left === undefined ? queueTimeout : Duration.min(left, queueTimeout)
+      }
+      return yield* limiter.usePermit(request, (permit) =>
+        send.pipe(
+          Effect.tap((s) => {
+            const meta = metaOf(s)
+            return meta === undefined ? Effect.void : permit.onResponse(meta)
+          }),
+          Effect.tapError((e) =>
+            e.reason._tag === "ConcurrencyLimited" ? permit.onConcurrencyLimited(e.reason.limit) : Effect.void
+          ),
+          Spans.withAttemptSpan(operation)
+        )).pipe(Effect.catchTag("ConcurrencyLimiterError", fromLimiter(operation)))
+    })
+    return breaker === undefined
+      ? limited
+      : breaker.execute(p)(limited).pipe(Effect.catchTag("BreakerError", fromBreaker(operation, p)))
+  }
+
+  const inner = pool === undefined ? Spans.withAttemptSpan(operation)(send) : attempt(pool)
+  const withRetry = retrySettings === undefined ? inner : inner.pipe(
+    RetryPolicy.retry({
+      ...retrySettings,
+      idempotent: call.idempotent,
+      budget,
+      events: retries,
+      onRetry: (event) =>
+        Effect.all([
+          Spans.retryEvent({ attempt: event.attempt - 1, reason: event.reason, delayMs: Duration.toMillis(event.delay) }),
+          pool === undefined ? Effect.void : Metrics.recordRetry({ reason: event.reason, pool })
+        ], { discard: true })
+    })
+  )
+  const bounded = Deadline.withDeadline(call.deadline ?? options.deadline ?? stackDefaults.deadline, { operation })(
+    withRetry
+  )
+
+  const cost = quota !== undefined && pool !== undefined && call.model !== undefined && call.characters !== undefined
+    ? quota.costOf(call.characters, call.model)
+    : undefined
+  const guarded: Effect.Effect<Settled, ElevenLabsError, R> = quota === undefined
+    ? bounded
+    : cost === undefined
+    ? Effect.flatMap(quota.state, (state) =>
+      state === "exhausted"
+        ? Effect.flatMap(quota.status, (s) =>
+          fail(new QuotaExhausted({
+            operation,
+            message: "The account's credits are spent; calls resume after the reset.",
+            ...(s.resetAt === undefined ? {} : { resetAt: s.resetAt })
+          })))
+        : bounded.pipe(
+          Effect.tapError((e) => e.reason._tag === "QuotaExceeded" ? quota.markExhausted(e.reason) : Effect.void)
+        ))
+    : quota.guard(cost, bounded, { keyId, actualCost: (s) => metaOf(s)?.characterCost }).pipe(
+      Effect.catchTag("QuotaGuardError", fromQuota(operation))
+    )
+
+  const shared = coalescer === undefined || call.coalesceKey === undefined
+    ? guarded
+    : Effect.map(coalescer.coalesce(call.coalesceKey, guarded), (c) => c.value)
+
+  return instrument(operation, pool, call, Effect.map(shared, (s) => unsettle<A>(s)))
+}
+
+/** The call span and the request metrics (pool-less calls get only the span). */
+const instrument = <A, R>(
+  operation: string,
+  pool: Pool | undefined,
+  call: SdkCallOptions<A>,
+  self: Effect.Effect<A, ElevenLabsError, R>
+): Effect.Effect<A, ElevenLabsError, R> =>
+  Effect.timed(Effect.exit(self)).pipe(
+    Effect.flatMap(([elapsed, exit]) => {
+      const durationSeconds = Duration.toSeconds(elapsed)
+      const model = call.model ?? "unknown"
+      if (Exit.isSuccess(exit)) {
+        return Effect.all([
+          pool === undefined ? Effect.void : Metrics.recordRequest({ operation, pool, model, status: "success", durationSeconds }),
+          pool === undefined || call.characters === undefined ? Effect.void : Metrics.recordCharacters(model, call.characters),
+          Spans.annotateCall({ outcome: "success" })
+        ], { discard: true }).pipe(Effect.andThen(exit))
+      }
+      const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
+      const error = failure?._tag === "Fail" ? failure.error : undefined
+      return Effect.all([
+        pool === undefined ? Effect.void : Metrics.recordRequest({ operation, pool, model, status: "error", durationSeconds }),
+        pool === undefined || error === undefined ? Effect.void : Metrics.recordError({ reason: error.reason._tag, pool }),
+        Spans.annotateCall({
+          outcome: "error",
+          ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts })
+        })
+      ], { discard: true }).pipe(Effect.andThen(exit))
+    }),
+    Spans.withCallSpan(operation, { model: call.model, characters: call.characters, lane: call.lane ?? "default", pool })
+  )
+
+// ============================================================================
+// The Promise face
+// ============================================================================
+
+/** Per-call options of {@link ResilientRunner.run}. */
+export interface RunOptions<A> extends SdkCallOptions<A> {
+  /** Cancels the call (queue place, permit, reservation and request) when aborted. */
+  readonly signal?: AbortSignal | undefined
+}
+
+/** The Promise face: the policies in a `ManagedRuntime`. */
+export interface ResilientRunner {
+  /**
+   * Runs `fn` (one call; called again for each retry, with a signal to pass
+   * to the SDK as `abortSignal`) through the policies. Resolves with its
+   * value; rejects with an `ElevenLabsError`.
+   */
+  readonly run: <A>(fn: (signal: AbortSignal) => PromiseLike<A>, options?: RunOptions<A>) => Promise<A>
+  /** The policies, for observation (limiter snapshots, breaker state, quota status). */
+  readonly policies: () => Promise<SdkResilience>
+  /** Frees the policies. Calls after it reject. */
+  readonly dispose: () => Promise<void>
+}
+
+/**
+ * Builds the policies once and returns a runner for Promise code.
+ *
+ * @example
+ * ```ts
+ * const resilient = makeResilientRunner({ limiter: { plan: "creator" } })
+ * const audio = await resilient.run((signal) => sdk.textToSpeech.convert(voiceId, req, { abortSignal: signal }),
+ *   { operation: "textToSpeech.convert", model: req.modelId, characters: req.text.length })
+ * ```
+ */
+export const makeResilientRunner = (options: SdkResilienceOptions = {}): ResilientRunner => {
+  const runtime = ManagedRuntime.make(layer(options))
+  return {
+    run: async <A>(fn: (signal: AbortSignal) => PromiseLike<A>, run: RunOptions<A> = {}) => {
+      const { signal, ...call } = run
+      const exit = await runtime.runPromiseExit(
+        Effect.tryPromise((abort) => fn(abort)).pipe(withResilience(call)),
+        signal === undefined ? undefined : { signal }
+      )
+      if (Exit.isSuccess(exit)) return exit.value
+      throw Cause.squash(exit.cause)
+    },
+    policies: () => runtime.runPromise(Effect.service(SdkResilienceService)),
+    dispose: () => runtime.dispose()
+  }
+}
