@@ -6,6 +6,7 @@
 import { Console } from "effect"
 import { Command } from "effect/cli"
 import { alerts } from "./alerts.ts"
+import { loadTest } from "./loadTest.ts"
 import { simulator } from "./simulator.ts"
 import { simulate } from "./simulate.ts"
 import { validateConfig } from "./validateConfig.ts"
@@ -15,4 +16,4 @@ const demo = Command.make("demo", {}, () => Console.log("demo: coming with the s
   Command.withDescription("Run the demo: a simulator server, a burst with chaos through the full stack, a report.")
 )
 
-export const commands = [demo, alerts, simulator, simulate, validateConfig] as const
+export const commands = [demo, alerts, loadTest, simulator, simulate, validateConfig] as const

@@ -1,0 +1,528 @@
+/**
+ * `elevenlabs-resilience load-test`: the same traffic patterns and report as
+ * `simulate`, in real time over real HTTP, against an embedded simulator
+ * server (default) or any base URL.
+ *
+ * Several processes (`--processes N`): the parent starts the target, spawns
+ * N workers (`load-test --worker ...`) that each run a share of the arrivals
+ * from the same start instant, sharing the account's concurrency through
+ * Redis (`--redis-url`), and merges their logs into one report.
+ *
+ * @since 0.1.0
+ */
+import { NodeHttpClient } from "@effect/platform-node"
+import { Config, Console, Effect, FileSystem, Option, Redacted, Schema } from "effect"
+import { Command, Flag } from "effect/cli"
+import { HttpClient } from "effect/http"
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { classifyResponse } from "../client/Classify.ts"
+import { fromHeaders } from "../client/ResponseMeta.ts"
+import * as RedisPermits from "../distributed/RedisPermits.ts"
+import * as SharedState from "../distributed/SharedState.ts"
+import { partitionOfApiKey } from "../resilience/Fallback.ts"
+import { isPlanName, limitsOf, type PlanName, planNames, poolOfModel } from "../resilience/Plans.ts"
+import * as Html from "../simulation/Html.ts"
+import * as LoadTest from "../simulation/LoadTest.ts"
+import * as Patterns from "../simulation/Patterns.ts"
+import * as Progress from "../simulation/Progress.ts"
+import * as Report from "../simulation/Report.ts"
+import * as Runner from "../simulation/Runner.ts"
+import * as Strategies from "../simulation/Strategies.ts"
+import * as Server from "../simulator/Server.ts"
+import * as Simulator from "../simulator/Simulator.ts"
+import { parseDuration } from "./simulate.ts"
+
+/** The simulator's default key (the embedded target's). */
+export const simulatorKey = "sim-key"
+
+/** The raw flag values. */
+export interface LoadTestInput {
+  readonly baseUrl: Option.Option<string>
+  readonly apiKey: Option.Option<string>
+  readonly plan: string
+  readonly model: string
+  readonly voice: string
+  readonly strategy: string
+  readonly pattern: string
+  readonly requests: Option.Option<number>
+  readonly duration: Option.Option<string>
+  readonly rps: Option.Option<number>
+  readonly startRps: Option.Option<number>
+  readonly endRps: Option.Option<number>
+  readonly bursts: Option.Option<number>
+  readonly concurrency: Option.Option<number>
+  readonly chars: string
+  readonly failureRate: Option.Option<number>
+  readonly seed: number
+  readonly jitter: string
+  readonly config: Option.Option<string>
+  readonly timeLimit: Option.Option<string>
+  readonly json: boolean
+  readonly html: Option.Option<string>
+  readonly processes: number
+  readonly redisUrl: Option.Option<string>
+  readonly worker: boolean
+  readonly workerIndex: number
+  readonly startAt: Option.Option<number>
+}
+
+/** Defaults of every flag that has one. */
+export const defaults = {
+  plan: "pro",
+  model: "eleven_multilingual_v2",
+  voice: LoadTest.defaultVoiceId,
+  strategy: "resilient",
+  pattern: "steady",
+  chars: "100-300",
+  seed: 1,
+  jitter: "full",
+  /** Requests when neither `--requests` nor `--duration` is given (real time: keep it short). */
+  requests: 100
+} as const
+
+const fail = (message: string) => Effect.fail(new LoadTest.LoadTestError({ message }))
+
+/** Everything the flags decide, checked. */
+export interface Plan {
+  readonly plan: PlanName
+  readonly model: string
+  readonly strategy: Strategies.Strategy
+  readonly traffic: Patterns.TrafficOptions
+  readonly resolved: Patterns.Traffic
+  readonly failureRate: number
+  readonly jitter: Strategies.JitterName
+  readonly concurrency: number | undefined
+  readonly timeLimitMs: number | undefined
+  readonly config: unknown
+}
+
+/** Checks the flags (one clear error per bad value). */
+export const toPlan = (input: LoadTestInput, config: unknown): Effect.Effect<Plan, LoadTest.LoadTestError> =>
+  Effect.gen(function*() {
+    if (!isPlanName(input.plan)) return yield* fail(`--plan must be one of ${planNames.join(", ")}; got "${input.plan}"`)
+    const pattern = input.pattern
+    if (!Patterns.isPatternName(pattern)) {
+      return yield* fail(`--pattern must be one of ${Patterns.patternNames.join(", ")}; got "${pattern}"`)
+    }
+    if (!(Strategies.jitterNames as ReadonlyArray<string>).includes(input.jitter)) {
+      return yield* fail(`--jitter must be one of ${Strategies.jitterNames.join(", ")}; got "${input.jitter}"`)
+    }
+    const strategy = LoadTest.strategyOf(input.strategy)
+    if (strategy === undefined) {
+      return yield* fail(`--strategy must be one of ${LoadTest.available().map((s) => s.name).join(", ")}; got "${input.strategy}"`)
+    }
+    if (input.model.trim() === "") return yield* fail("--model must not be empty")
+    const chars = yield* Patterns.parseChars(input.chars).pipe(Effect.mapError((e) => new LoadTest.LoadTestError({ message: e.message })))
+    const durationMs = Option.isSome(input.duration)
+      ? yield* parseDuration(input.duration.value).pipe(Effect.mapError((e) => new LoadTest.LoadTestError({ message: e.message })))
+      : undefined
+    const timeLimitMs = Option.isSome(input.timeLimit)
+      ? yield* parseDuration(input.timeLimit.value).pipe(
+        Effect.mapError((e) => new LoadTest.LoadTestError({ message: e.message.replace("--duration", "--time-limit") }))
+      )
+      : undefined
+    const failureRate = Option.getOrUndefined(input.failureRate) ?? (pattern === "chaos" ? Runner.chaosDefaultFailureRate : 0)
+    if (!(failureRate >= 0 && failureRate <= 1)) return yield* fail(`--failure-rate must be within 0..1, got ${failureRate}`)
+    const concurrency = Option.getOrUndefined(input.concurrency)
+    if (concurrency !== undefined && concurrency < 1) return yield* fail(`--concurrency must be at least 1, got ${concurrency}`)
+    if (!(Number.isInteger(input.processes) && input.processes >= 1 && input.processes <= 64)) {
+      return yield* fail(`--processes must be an integer within 1..64, got ${input.processes}`)
+    }
+    if (input.processes > 1 && strategy.name === "resilient" && Option.isNone(input.redisUrl)) {
+      return yield* fail(
+        "--processes N with --strategy resilient needs --redis-url: without shared state each process would use the whole limit"
+      )
+    }
+    if (Option.isSome(input.redisUrl) && strategy.name !== "resilient") {
+      return yield* fail(`--redis-url shares the resilient stack's limits; --strategy ${strategy.name} has none to share`)
+    }
+    if (Option.isSome(input.baseUrl) && !/^https?:\/\/[^/]+/.test(input.baseUrl.value)) {
+      return yield* fail(`--base-url must be an http(s) URL, got "${input.baseUrl.value}"`)
+    }
+    yield* LoadTest.checkConfig(config)
+    const requests = Option.getOrUndefined(input.requests) ??
+      (durationMs === undefined && (pattern === "steady" || pattern === "chaos" || pattern === "burst")
+        ? defaults.requests
+        : undefined)
+    const traffic: Patterns.TrafficOptions = {
+      pattern,
+      requests,
+      durationMs,
+      rps: Option.getOrUndefined(input.rps),
+      startRps: Option.getOrUndefined(input.startRps),
+      endRps: Option.getOrUndefined(input.endRps),
+      bursts: Option.getOrUndefined(input.bursts),
+      chars,
+      seed: input.seed
+    }
+    const resolved = yield* LoadTest.resolveTraffic(traffic)
+    return {
+      plan: input.plan,
+      model: input.model,
+      strategy,
+      traffic,
+      resolved,
+      failureRate,
+      jitter: input.jitter as Strategies.JitterName,
+      concurrency,
+      timeLimitMs,
+      config
+    }
+  })
+
+/** Reads and parses `--config FILE` (JSON), if given. */
+export const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, LoadTest.LoadTestError, FileSystem.FileSystem> =>
+  Option.isNone(path) ? Effect.succeed(undefined) : Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs.readFileString(path.value).pipe(
+      Effect.mapError(() => new LoadTest.LoadTestError({ message: `--config: cannot read ${path.value}` }))
+    )
+    return yield* Effect.try({
+      try: () => JSON.parse(text) as unknown,
+      catch: () => new LoadTest.LoadTestError({ message: `--config: ${path.value} is not valid JSON` })
+    })
+  })
+
+/**
+ * Shares the account's concurrency across processes: every TTS attempt holds
+ * a Redis permit of (key id, pool) while it is on the wire, and feeds the
+ * shared adaptive limit with the answer's headers.
+ */
+export const sharedPermits = (options: {
+  readonly keyId: string
+  readonly plan: PlanName
+  readonly model: string
+}): Effect.Effect<(client: HttpClient.HttpClient) => HttpClient.HttpClient, LoadTest.LoadTestError, RedisPermits.RedisPermits> =>
+  Effect.gen(function*() {
+    const permits = yield* RedisPermits.RedisPermits
+    const pool = poolOfModel(options.model)
+    yield* permits.setLimit(options.keyId, pool, limitsOf(options.plan)[pool]).pipe(
+      Effect.mapError((e) => new LoadTest.LoadTestError({ message: `redis: ${e.message}` }))
+    )
+    return (client) =>
+      HttpClient.transform(client, (effect, request) =>
+        request.url.includes("/v1/text-to-speech/")
+          ? Effect.scoped(
+            Effect.gen(function*() {
+              yield* permits.acquire({ key: options.keyId, pool })
+              const response = yield* effect
+              if (response.status >= 200 && response.status < 300) {
+                const meta = fromHeaders(response.headers)
+                yield* permits.onResponse(options.keyId, pool, {
+                  maximum: meta.maximumConcurrentRequests,
+                  current: meta.currentConcurrentRequests
+                })
+              } else if (response.status === 429) {
+                const body = new Uint8Array(yield* response.arrayBuffer)
+                const reason = classifyResponse({ operation: "textToSpeech.convert", status: 429, headers: response.headers, body })
+                if (reason._tag === "ConcurrencyLimited") yield* permits.onConcurrencyLimited(options.keyId, pool)
+              }
+              return response
+            })
+          ).pipe(
+            // A permit that cannot be had is a transport failure of this attempt: the stack retries it.
+            Effect.catchTag("DistributedError", (e) => Effect.die(e))
+          )
+          : effect)
+  })
+
+const workerOutputPrefix = "LOADTEST-PART "
+
+/** The arguments a worker gets (the parent's flags, the target fixed, the key in the environment). */
+const workerArgs = (input: LoadTestInput, baseUrl: string, index: number, startAt: number): Array<string> => {
+  const args = [
+    "load-test",
+    "--worker",
+    "--worker-index",
+    String(index),
+    "--processes",
+    String(input.processes),
+    "--start-at",
+    String(startAt),
+    "--base-url",
+    baseUrl,
+    "--plan",
+    input.plan,
+    "--model",
+    input.model,
+    "--voice",
+    input.voice,
+    "--strategy",
+    input.strategy,
+    "--pattern",
+    input.pattern,
+    "--chars",
+    input.chars,
+    "--seed",
+    String(input.seed),
+    "--jitter",
+    input.jitter
+  ]
+  const opt = (flag: string, value: Option.Option<string | number>) => {
+    if (Option.isSome(value)) args.push(flag, String(value.value))
+  }
+  opt("--requests", input.requests)
+  opt("--duration", input.duration)
+  opt("--rps", input.rps)
+  opt("--start-rps", input.startRps)
+  opt("--end-rps", input.endRps)
+  opt("--bursts", input.bursts)
+  opt("--concurrency", input.concurrency)
+  opt("--failure-rate", input.failureRate)
+  opt("--config", input.config)
+  opt("--time-limit", input.timeLimit)
+  opt("--redis-url", input.redisUrl)
+  return args
+}
+
+const mainPath = (): string => {
+  const here = fileURLToPath(import.meta.url)
+  return here.replace(/loadTest\.(ts|js)$/, "main.$1")
+}
+
+/** Runs one worker process to its end and returns its part. */
+const runWorker = (args: ReadonlyArray<string>, apiKey: Redacted.Redacted<string>): Effect.Effect<LoadTest.Part, LoadTest.LoadTestError> =>
+  Effect.callback<LoadTest.Part, LoadTest.LoadTestError>((resume) => {
+    const child = spawn(process.execPath, [mainPath(), ...args], {
+      // The key goes by environment, never on a command line (visible in ps).
+      env: { ...process.env, ELEVENLABS_API_KEY: Redacted.value(apiKey) },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let out = ""
+    let err = ""
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()))
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()))
+    child.on("error", (e) => resume(fail(`worker could not start: ${e.message}`)))
+    child.on("close", (code) => {
+      const line = out.split("\n").find((l) => l.startsWith(workerOutputPrefix))
+      if (code !== 0 || line === undefined) {
+        resume(fail(`worker exited with ${code}: ${err.trim().split("\n").slice(-3).join(" | ") || "no output"}`))
+        return
+      }
+      try {
+        resume(Effect.succeed(JSON.parse(line.slice(workerOutputPrefix.length)) as LoadTest.Part))
+      } catch {
+        resume(fail("worker output is not JSON"))
+      }
+    })
+    return Effect.sync(() => void child.kill("SIGTERM"))
+  })
+
+/** The API key: `--api-key`, else `ELEVENLABS_API_KEY` for a real base URL, else the simulator's. */
+const keyOf = (input: LoadTestInput, embedded: boolean): Effect.Effect<Redacted.Redacted<string>, LoadTest.LoadTestError> =>
+  Effect.gen(function*() {
+    if (Option.isSome(input.apiKey)) return Redacted.make(input.apiKey.value)
+    if (embedded) return Redacted.make(simulatorKey)
+    const fromEnv = yield* Config.Redacted("ELEVENLABS_API_KEY").pipe(Config.option, Effect.orElseSucceed(() => Option.none()))
+    if (Option.isNone(fromEnv)) {
+      return yield* fail("--base-url given without a key: set ELEVENLABS_API_KEY (or --api-key for a simulator)")
+    }
+    return fromEnv.value
+  })
+
+const redisError = (e: LoadTest.LoadTestError | { readonly message: string }): LoadTest.LoadTestError =>
+  LoadTest.isLoadTestError(e) ? e : new LoadTest.LoadTestError({ message: `redis: ${e.message}` })
+
+/** The output of a run: the text to print and the report. */
+export interface Output {
+  readonly output: string
+  readonly report: Report.Report | undefined
+}
+
+/** Runs what the flags ask for. */
+export const execute = (
+  input: LoadTestInput
+): Effect.Effect<Output, LoadTest.LoadTestError, FileSystem.FileSystem | HttpClient.HttpClient> =>
+  Effect.scoped(Effect.gen(function*() {
+    const config = yield* readConfig(input.config)
+    const plan = yield* toPlan(input, config)
+    const progress = input.json || input.worker ? undefined : Progress.sink({ label: "load-test" })
+
+    if (input.worker) {
+      const apiKey = yield* keyOf(input, false)
+      const baseUrl = Option.getOrElse(input.baseUrl, () => "")
+      const options = {
+        traffic: plan.traffic,
+        strategy: plan.strategy,
+        baseUrl,
+        apiKey,
+        plan: plan.plan,
+        model: plan.model,
+        voiceId: input.voice,
+        concurrency: plan.concurrency,
+        jitter: plan.jitter,
+        config,
+        timeLimitMs: plan.timeLimitMs,
+        part: { index: input.workerIndex, of: input.processes },
+        startAt: Option.getOrUndefined(input.startAt)
+      } satisfies LoadTest.LoadTestOptions
+      const part = Option.isSome(input.redisUrl)
+        ? yield* Effect.gen(function*() {
+          const transformClient = yield* sharedPermits({ keyId: partitionOfApiKey(apiKey), plan: plan.plan, model: plan.model })
+          return yield* LoadTest.runPart({ ...options, transformClient })
+        }).pipe(
+          Effect.provide(SharedState.layerRedis({ url: input.redisUrl.value, mode: { expectedProcesses: input.processes } })),
+          Effect.mapError(redisError)
+        )
+        : yield* LoadTest.runPart(options)
+      return { output: workerOutputPrefix + JSON.stringify(part) + "\n", report: undefined }
+    }
+
+    const embedded = Option.isNone(input.baseUrl)
+    const apiKey = yield* keyOf(input, embedded)
+    let baseUrl: string
+    let simulatorStats: boolean
+    if (embedded) {
+      const server = yield* Server.serve({
+        port: 0,
+        plan: plan.plan,
+        seed: input.seed,
+        faults: plan.failureRate > 0 ? Runner.faultsFor(plan.failureRate) : Simulator.noFaults,
+        apiKeys: [{ key: simulatorKey, name: "sim", plan: plan.plan, characterLimit: 1e12 }],
+        maxSamples: 16 * plan.resolved.requests + 16
+      }).pipe(Effect.mapError((e) => new LoadTest.LoadTestError({ message: `simulator: ${e.message}` })))
+      baseUrl = server.url
+      simulatorStats = true
+    } else {
+      baseUrl = input.baseUrl.value.replace(/\/+$/, "")
+      simulatorStats = (yield* LoadTest.fetchStats(baseUrl)) !== undefined
+    }
+
+    let report: Report.Report
+    if (input.processes === 1) {
+      const options: LoadTest.LoadTestOptions = {
+        traffic: plan.traffic,
+        strategy: plan.strategy,
+        baseUrl,
+        apiKey,
+        plan: plan.plan,
+        model: plan.model,
+        voiceId: input.voice,
+        concurrency: plan.concurrency,
+        failureRate: plan.failureRate,
+        jitter: plan.jitter,
+        config,
+        simulatorStats,
+        timeLimitMs: plan.timeLimitMs,
+        progress
+      }
+      report = Option.isSome(input.redisUrl)
+        ? yield* Effect.gen(function*() {
+          const transformClient = yield* sharedPermits({ keyId: partitionOfApiKey(apiKey), plan: plan.plan, model: plan.model })
+          return yield* LoadTest.run({ ...options, transformClient })
+        }).pipe(
+          Effect.provide(SharedState.layerRedis({ url: input.redisUrl.value })),
+          Effect.mapError(redisError)
+        )
+        : yield* LoadTest.run(options)
+    } else {
+      const wallStart = Date.now()
+      if (simulatorStats) yield* LoadTest.resetStats(baseUrl)
+      // Workers start together, a moment after they are all spawned (Node takes ~0.5 s to boot).
+      const startAt = Date.now() + 2_000
+      const parts = yield* Effect.forEach(
+        Array.from({ length: input.processes }, (_, i) => i),
+        (i) => runWorker(workerArgs(input, baseUrl, i, startAt), apiKey),
+        { concurrency: "unbounded" }
+      )
+      const stats = simulatorStats ? yield* LoadTest.fetchStats(baseUrl) : undefined
+      report = LoadTest.report(LoadTest.merge(parts), {
+        strategy: `${plan.strategy.name} x${input.processes}`,
+        plan: plan.plan,
+        model: plan.model,
+        traffic: plan.resolved,
+        failureRate: plan.failureRate,
+        stats,
+        wallMs: Date.now() - wallStart
+      })
+    }
+
+    if (Option.isSome(input.html)) {
+      const fs = yield* FileSystem.FileSystem
+      const path = input.html.value
+      yield* fs.writeFileString(path, Html.render([report])).pipe(
+        Effect.mapError(() => new LoadTest.LoadTestError({ message: `--html: cannot write ${path}` }))
+      )
+    }
+    const target = embedded ? `embedded simulator ${baseUrl}` : simulatorStats ? `simulator ${baseUrl}` : baseUrl
+    return {
+      output: input.json
+        ? Report.toJson([report]) + "\n"
+        : `load-test against ${target} (real time${input.processes > 1 ? `, ${input.processes} processes` : ""})\n` +
+          Report.toText([report]),
+      report
+    }
+  }))
+
+/** The command's flags. */
+export const flags = {
+  baseUrl: Flag.String("base-url").pipe(
+    Flag.optional,
+    Flag.withDescription("Target (no /v1). Default: an embedded simulator server on loopback, started for the run.")
+  ),
+  apiKey: Flag.String("api-key").pipe(
+    Flag.optional,
+    Flag.withDescription("Key for the target (prefer ELEVENLABS_API_KEY: a flag shows in ps). Default: the simulator's, or ELEVENLABS_API_KEY with --base-url.")
+  ),
+  plan: Flag.String("plan").pipe(Flag.withDefault(defaults.plan), Flag.withDescription(`Plan: ${planNames.join(", ")} (the embedded simulator's and the limiter's).`)),
+  model: Flag.String("model").pipe(Flag.withDefault(defaults.model), Flag.withDescription("TTS model id.")),
+  voice: Flag.String("voice").pipe(Flag.withDefault(defaults.voice), Flag.withDescription("Voice id.")),
+  strategy: Flag.String("strategy").pipe(
+    Flag.withDefault(defaults.strategy),
+    Flag.withDescription(`Strategy: ${Strategies.strategyNames.join(", ")}.`)
+  ),
+  pattern: Flag.String("pattern").pipe(
+    Flag.withDefault(defaults.pattern),
+    Flag.withDescription(`Traffic pattern: ${Patterns.patternNames.join(", ")}.`)
+  ),
+  requests: Flag.Int("requests").pipe(Flag.optional, Flag.withDescription(`Number of requests (default ${defaults.requests} for steady, chaos, burst).`)),
+  duration: Flag.String("duration").pipe(Flag.optional, Flag.withDescription("Span of the schedule: N seconds or N ms|s|m|h (at most 1 h).")),
+  rps: Flag.Finite("rps").pipe(Flag.optional, Flag.withDescription("Requests per second (steady), end rate (ramp-up), peak (diurnal).")),
+  startRps: Flag.Finite("start-rps").pipe(Flag.optional, Flag.withDescription("Ramp-up start rate (default 1).")),
+  endRps: Flag.Finite("end-rps").pipe(Flag.optional, Flag.withDescription("Ramp-up end rate (default --rps or 20).")),
+  bursts: Flag.Int("bursts").pipe(Flag.optional, Flag.withDescription("Number of bursts for the burst pattern (default 1).")),
+  concurrency: Flag.Int("concurrency").pipe(Flag.optional, Flag.withDescription("Callers at most at once (default unbounded).")),
+  chars: Flag.String("chars").pipe(Flag.withDefault(defaults.chars), Flag.withDescription("Text length: N or a-b.")),
+  failureRate: Flag.Finite("failure-rate").pipe(
+    Flag.optional,
+    Flag.withDescription("Fault probability per request of the embedded simulator, 0..1 (default 0; chaos 0.1).")
+  ),
+  seed: Flag.Int("seed").pipe(Flag.withDefault(defaults.seed), Flag.withDescription("Seed of the schedule and the embedded simulator.")),
+  jitter: Flag.String("jitter").pipe(
+    Flag.withDefault(defaults.jitter),
+    Flag.withDescription(`Jitter of the resilient strategy: ${Strategies.jitterNames.join(", ")}.`)
+  ),
+  config: Flag.String("config").pipe(Flag.optional, Flag.withDescription("JSON config file of the resilient stack (docs/configuration.md).")),
+  timeLimit: Flag.String("time-limit").pipe(
+    Flag.optional,
+    Flag.withDescription("Stop calls still running after this long (default: the schedule's span + 120 s).")
+  ),
+  json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("Print JSON instead of a table (no progress bar).")),
+  html: Flag.String("html").pipe(Flag.optional, Flag.withDescription("Write a self-contained HTML report to FILE.")),
+  processes: Flag.Int("processes").pipe(Flag.withDefault(1), Flag.withDescription("Worker processes sharing the load (resilient: needs --redis-url).")),
+  redisUrl: Flag.String("redis-url").pipe(Flag.optional, Flag.withDescription("Redis shared by the processes (redis://host:port).")),
+  worker: Flag.Boolean("worker").pipe(Flag.withDefault(false), Flag.withHidden),
+  workerIndex: Flag.Int("worker-index").pipe(Flag.withDefault(0), Flag.withHidden),
+  startAt: Flag.Int("start-at").pipe(Flag.optional, Flag.withHidden)
+} as const
+
+/** `load-test`: the command. */
+export const loadTest = Command.make("load-test", flags, (input) =>
+  execute(input).pipe(
+    Effect.flatMap(({ output }) => Console.log(output.trimEnd())),
+    Effect.provide(NodeHttpClient.layerUndici),
+    Effect.catchTag("LoadTestError", (e) =>
+      Console.error(`load-test: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => {
+        process.exitCode = 1
+      }))))
+  )).pipe(
+    Command.withDescription(
+      "Run a traffic pattern in real time over real HTTP (embedded simulator by default) and report: text, JSON or HTML."
+    )
+  )
+
+/** Re-exported for tests: the error of this command. */
+export const LoadTestError = LoadTest.LoadTestError
+export type LoadTestError = LoadTest.LoadTestError
+export const isLoadTestError = Schema.is(LoadTest.LoadTestError)
