@@ -1,0 +1,417 @@
+/**
+ * Goodput at the plan limit over real HTTP: N Flash TTS requests released at
+ * once against the simulator's HTTP server (plan `pro`: Flash pool 20), three
+ * clients in turn, clean and under chaos (10 % `system_busy`, 2 % 5xx).
+ *
+ * - `resilient`: this library (`Resilient.layer` over `NodeHttpClient.layerUndici`).
+ * - `sdk-defaults`: the official `@elevenlabs/elevenlabs-js` SDK, defaults
+ *   (`maxRetries` 2), `Promise.all`.
+ * - `seeds-recipe`: seeds/rate-limits.md Steps 3, 4 and 6: `p-queue` with
+ *   concurrency 10 (their table's Pro row, although the Flash pool is 20),
+ *   120 s task timeout, their `withBackoff` inside the queue, SDK `maxRetries: 0`.
+ *
+ * The simulator runs in a child process (the `simulator` CLI command), so the
+ * server and the client under test do not share one event loop. Before each
+ * client: `POST /_simulator/reset` and fresh credits; the 429s by kind and the
+ * attempts come from `GET /_simulator/stats` afterwards.
+ *
+ * Run alone: `node bench/goodput.ts [--quick]`.
+ */
+import { NodeHttpClient } from "@effect/platform-node"
+import { ElevenLabsClient } from "@elevenlabs/elevenlabs-js"
+import { Effect, Layer, Redacted, References } from "effect"
+import { spawn } from "node:child_process"
+import { fileURLToPath, pathToFileURL } from "node:url"
+import PQueue from "p-queue"
+import * as Client from "../src/client/ElevenLabs.ts"
+import * as Resilient from "../src/resilience/Resilient.ts"
+import { isQuick, mean, nowMs, progress, type Result, round } from "./lib.ts"
+
+const repoRoot = fileURLToPath(new URL("..", import.meta.url))
+const voice = "21m00Tcm4TlvDq8ikWAM"
+const model = "eleven_flash_v2_5"
+const outputFormat = "mp3_22050_32" as const
+const apiKey = "sim-key"
+/** Flash pool of `pro` in the simulator's (seeds') table. */
+export const flashLimit = 20
+export const textChars = 100
+/** The simulator's Flash latency: ttfb 75 ms + 1 ms per character, +/-20 % noise of mean 1. */
+export const modelServiceMs = 75 + 1 * textChars
+
+const lorem = " The quick brown fox jumps over the lazy dog while the narrator reads chapter one aloud."
+/** Distinct texts (identical ones would be coalesced by our stack, which would flatter it). */
+const textOf = (i: number): string => `Line ${i} of the goodput benchmark.${lorem.repeat(3)}`.slice(0, textChars)
+
+// ---------------------------------------------------------------------------
+// The simulator in a child process
+// ---------------------------------------------------------------------------
+
+export interface SimulatorProcess {
+  readonly url: string
+  readonly stop: () => Promise<void>
+}
+
+/** Starts `src/cli/main.ts simulator --port 0` and waits for its URL. */
+export const startSimulator = (seed: number): Promise<SimulatorProcess> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["src/cli/main.ts", "simulator", "--port", "0", "--plan", "pro", "--seed", String(seed)], {
+      cwd: repoRoot,
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let out = ""
+    let err = ""
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString()
+      const m = /listening on (http:\/\/[^\s]+)/.exec(out)
+      if (m) {
+        child.stdout.off("data", onData)
+        resolve({
+          url: m[1]!,
+          stop: () =>
+            new Promise<void>((done) => {
+              if (child.exitCode !== null) return done()
+              child.once("exit", () => done())
+              child.kill("SIGTERM")
+            })
+        })
+      }
+    }
+    child.stdout.on("data", onData)
+    child.stderr.on("data", (c: Buffer) => (err += c.toString()))
+    child.once("exit", (code) => reject(new Error(`simulator exited (${code}): ${err}${out}`)))
+    child.once("error", reject)
+  })
+
+interface Stats {
+  readonly requests: number
+  readonly byStatus: Readonly<Record<string, number>>
+  readonly byDetailStatus: Readonly<Record<string, number>>
+  readonly pools: { readonly flash: { readonly maxInFlight: number; readonly admitted: number } }
+}
+
+const control = async (url: string, path: string, body?: unknown): Promise<unknown> => {
+  const res = await fetch(`${url}${path}`, {
+    method: body === undefined && path.endsWith("stats") ? "GET" : "POST",
+    ...(body === undefined ? {} : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
+  })
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`)
+  return res.json()
+}
+
+/** Fresh record, plenty of credits, the scenario's faults. */
+const prepare = async (url: string, faults: Faults): Promise<void> => {
+  await control(url, "/_simulator/config", { faults, credits: { used: 0, limit: 1_000_000_000 } })
+  await control(url, "/_simulator/reset", {})
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios and clients
+// ---------------------------------------------------------------------------
+
+export interface Faults {
+  readonly systemBusy: number
+  readonly serverError: number
+  readonly serviceUnavailable: number
+}
+
+export const scenarios: ReadonlyArray<{ readonly name: "clean" | "chaos"; readonly faults: Faults }> = [
+  { name: "clean", faults: { systemBusy: 0, serverError: 0, serviceUnavailable: 0 } },
+  // 2 % 5xx: half 500 (JSON detail), half 503 (HTML page).
+  { name: "chaos", faults: { systemBusy: 0.1, serverError: 0.01, serviceUnavailable: 0.01 } }
+]
+
+/** One client's burst: outcome per request, and the server-side latency of successes. */
+interface Burst {
+  readonly completed: number
+  readonly failedByReason: Readonly<Record<string, number>>
+  /** `tts-latency-ms` of successful answers: the server's time to headers (its slot time). */
+  readonly serviceMs: ReadonlyArray<number>
+  readonly wallMs: number
+}
+
+interface ClientUnderTest {
+  readonly name: string
+  readonly description: string
+  /** Warm up (JIT, connections), then `reset()`, then run `n` requests at once. */
+  readonly burst: (url: string, n: number, reset: () => Promise<void>) => Promise<Burst>
+}
+
+const tally = (reasons: Array<string>): Record<string, number> => {
+  const out: Record<string, number> = {}
+  for (const r of reasons) out[r] = (out[r] ?? 0) + 1
+  return out
+}
+
+/** How the SDK's errors are named in the table. */
+const sdkReason = (e: unknown): string => {
+  const err = e as { statusCode?: number; body?: { detail?: { status?: string } }; name?: string; message?: string }
+  const detail = err.body?.detail?.status
+  if (detail !== undefined) return `${err.statusCode ?? "?"} ${detail}`
+  if (err.statusCode !== undefined) return String(err.statusCode)
+  return err.name === "ElevenLabsTimeoutError" ? "timeout" : `thrown: ${err.message ?? String(e)}`.slice(0, 40)
+}
+
+/** Reads the SDK's audio stream to its end (the slot is held until the last byte). */
+const drain = async (stream: ReadableStream<Uint8Array>): Promise<number> => {
+  let bytes = 0
+  for await (const chunk of stream) bytes += chunk.byteLength
+  return bytes
+}
+
+/** A fetch that records the server's `tts-latency-ms` of successful TTS answers. */
+const observedFetch = (serviceMs: Array<number>): typeof fetch => async (input, init) => {
+  const res = await fetch(input, init)
+  const latency = res.headers.get("tts-latency-ms")
+  if (res.status === 200 && latency !== null) serviceMs.push(Number(latency))
+  return res
+}
+
+const resilient: ClientUnderTest = {
+  name: "resilient",
+  description: "this library: Resilient.layer (plan pro, defaults) over NodeHttpClient.layerUndici",
+  burst: (url, n, reset) =>
+    Effect.runPromise(
+      Effect.gen(function*() {
+        const client = yield* Client.ElevenLabs
+        const call = (i: number) =>
+          client.textToSpeech.convert(voice, { text: textOf(i), modelId: model, outputFormat }).pipe(
+            Effect.match({
+              onSuccess: (r) => ({ ok: true as const, latency: r.meta.ttsLatencyMs }),
+              onFailure: (e) => ({ ok: false as const, reason: e.reason._tag })
+            })
+          )
+        yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => -1 - i), call, { concurrency: 20 })
+        yield* Effect.promise(reset)
+        const t0 = nowMs()
+        const outcomes = yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), call, { concurrency: "unbounded" })
+        const wallMs = nowMs() - t0
+        return {
+          completed: outcomes.filter((o) => o.ok).length,
+          failedByReason: tally(outcomes.flatMap((o) => (o.ok ? [] : [o.reason]))),
+          serviceMs: outcomes.flatMap((o) => (o.ok && o.latency !== undefined ? [o.latency] : [])),
+          wallMs
+        }
+      }).pipe(
+        Effect.provide(
+          Resilient.layer({ apiKey: Redacted.make(apiKey), baseUrl: url, limiter: { plan: "pro" } }).pipe(
+            Layer.provide(NodeHttpClient.layerUndici)
+          )
+        ),
+        // The stack logs every retry at Warn; the table is the output here.
+        Effect.provideService(References.MinimumLogLevel, "Error")
+      )
+    )
+}
+
+const sdkDefaults: ClientUnderTest = {
+  name: "sdk-defaults",
+  description: "@elevenlabs/elevenlabs-js 2.73.0, defaults (maxRetries 2), Promise.all",
+  burst: async (url, n, reset) => {
+    const serviceMs: Array<number> = []
+    const client = new ElevenLabsClient({ apiKey, baseUrl: url, fetch: observedFetch(serviceMs) })
+    const call = async (i: number) => {
+      try {
+        await drain(await client.textToSpeech.convert(voice, { text: textOf(i), modelId: model, outputFormat }))
+        return { ok: true as const }
+      } catch (e) {
+        return { ok: false as const, reason: sdkReason(e) }
+      }
+    }
+    await Promise.all(Array.from({ length: 10 }, (_, i) => call(-1 - i)))
+    await reset()
+    serviceMs.length = 0
+    const t0 = nowMs()
+    const outcomes = await Promise.all(Array.from({ length: n }, (_, i) => call(i)))
+    const wallMs = nowMs() - t0
+    return {
+      completed: outcomes.filter((o) => o.ok).length,
+      failedByReason: tally(outcomes.flatMap((o) => (o.ok ? [] : [o.reason]))),
+      serviceMs,
+      wallMs
+    }
+  }
+}
+
+// seeds/rate-limits.md Step 4, as written (its console.warn per retry replaced by a counter).
+let seedRetryLogs = 0
+async function withBackoff<T>(
+  operation: () => Promise<T>,
+  config = { maxRetries: 5, baseDelayMs: 1000, maxDelayMs: 32_000, jitterMs: 500 }
+): Promise<T> {
+  for (let attempt = 0; attempt <= config.maxRetries; attempt++) {
+    try {
+      return await operation()
+    } catch (error: any) {
+      const status = error.statusCode || error.status
+      const errorType = error.body?.detail?.status
+      if (status === 401 || status === 400 || status === 404) throw error
+      if (errorType === "too_many_concurrent_requests") {
+        if (attempt === config.maxRetries) throw error
+        await new Promise((r) => setTimeout(r, 50 * (attempt + 1)))
+        continue
+      }
+      if (attempt === config.maxRetries) throw error
+      const exponentialDelay = config.baseDelayMs * Math.pow(2, attempt)
+      const jitter = Math.random() * config.jitterMs
+      const delay = Math.min(exponentialDelay + jitter, config.maxDelayMs)
+      seedRetryLogs++
+      await new Promise((r) => setTimeout(r, delay))
+    }
+  }
+  throw new Error("Unreachable")
+}
+
+// seeds/rate-limits.md Step 3, as written (its console.error per failure replaced by a counter).
+let seedQueueErrors = 0
+const CONCURRENCY_LIMITS = { free: 2, starter: 3, creator: 5, pro: 10, scale: 15, business: 15 } as const
+const createRequestQueue = (plan: keyof typeof CONCURRENCY_LIMITS) => {
+  // The seed also passes `throwOnTimeout: true`; p-queue 9 removed the option and always throws on timeout.
+  const queue = new PQueue({ concurrency: CONCURRENCY_LIMITS[plan], timeout: 120_000 })
+  queue.on("error", () => {
+    seedQueueErrors++
+  })
+  return queue
+}
+
+const seedsRecipe: ClientUnderTest = {
+  name: "seeds-recipe",
+  description: "seeds/rate-limits.md: p-queue (pro: 10) + withBackoff (5 retries), SDK maxRetries 0",
+  burst: async (url, n, reset) => {
+    const serviceMs: Array<number> = []
+    // Step 6: the SDK with its own retries off, the queue, withBackoff inside the queue.
+    const client = new ElevenLabsClient({ apiKey, baseUrl: url, maxRetries: 0, fetch: observedFetch(serviceMs) })
+    const queue = createRequestQueue("pro")
+    const generateSpeech = (text: string) =>
+      queue.add(() => withBackoff(() => client.textToSpeech.convert(voice, { text, modelId: model, outputFormat })))
+    const call = async (i: number) => {
+      try {
+        await drain(await generateSpeech(textOf(i)))
+        return { ok: true as const }
+      } catch (e) {
+        return { ok: false as const, reason: sdkReason(e) }
+      }
+    }
+    await Promise.all(Array.from({ length: 10 }, (_, i) => call(-1 - i)))
+    await reset()
+    serviceMs.length = 0
+    const t0 = nowMs()
+    const outcomes = await Promise.all(Array.from({ length: n }, (_, i) => call(i)))
+    const wallMs = nowMs() - t0
+    return {
+      completed: outcomes.filter((o) => o.ok).length,
+      failedByReason: tally(outcomes.flatMap((o) => (o.ok ? [] : [o.reason]))),
+      serviceMs,
+      wallMs
+    }
+  }
+}
+
+export const clients: ReadonlyArray<ClientUnderTest> = [resilient, sdkDefaults, seedsRecipe]
+
+// ---------------------------------------------------------------------------
+// The measurement
+// ---------------------------------------------------------------------------
+
+/** One client in one scenario. */
+export interface GoodputRow {
+  readonly scenario: "clean" | "chaos"
+  readonly client: string
+  readonly description: string
+  readonly requests: number
+  readonly completed: number
+  readonly failed: number
+  readonly failedByReason: Readonly<Record<string, number>>
+  /** Server-side counts after the reset (attempts = TTS requests the server saw). */
+  readonly tooManyConcurrent: number
+  readonly systemBusy: number
+  readonly http5xx: number
+  readonly attempts: number
+  readonly maxInFlight: number
+  readonly wallMs: number
+  readonly throughput: number
+  /** Mean `tts-latency-ms` of this client's successful answers (server's slot time to headers). */
+  readonly meanServiceMs: number
+  /** limit / meanServiceMs, per second. */
+  readonly bound: number
+  /** throughput / bound. */
+  readonly share: number
+}
+
+export interface Goodput {
+  readonly requests: number
+  readonly limit: number
+  readonly modelServiceMs: number
+  readonly rows: ReadonlyArray<GoodputRow>
+}
+
+export const measure = async (options: { readonly quick?: boolean } = {}): Promise<Goodput> => {
+  const requests = options.quick ? 200 : 1000
+  const rows: Array<GoodputRow> = []
+  for (const [si, scenario] of scenarios.entries()) {
+    // One simulator per scenario; every client gets the same seed.
+    const sim = await startSimulator(11 + si)
+    try {
+      for (const c of clients) {
+        progress(`goodput: ${scenario.name} / ${c.name} (${requests} requests)`)
+        const burst = await c.burst(sim.url, requests, () => prepare(sim.url, scenario.faults))
+        const stats = (await control(sim.url, "/_simulator/stats")) as Stats
+        const http5xx = Object.entries(stats.byStatus).filter(([s]) => s.startsWith("5")).reduce((a, [, v]) => a + v, 0)
+        const meanServiceMs = mean(burst.serviceMs)
+        const throughput = burst.completed / (burst.wallMs / 1000)
+        const bound = flashLimit / (meanServiceMs / 1000)
+        rows.push({
+          scenario: scenario.name,
+          client: c.name,
+          description: c.description,
+          requests,
+          completed: burst.completed,
+          failed: requests - burst.completed,
+          failedByReason: burst.failedByReason,
+          tooManyConcurrent: stats.byDetailStatus["too_many_concurrent_requests"] ?? 0,
+          systemBusy: stats.byDetailStatus["system_busy"] ?? 0,
+          http5xx,
+          attempts: stats.requests,
+          maxInFlight: stats.pools.flash.maxInFlight,
+          wallMs: round(burst.wallMs, 0),
+          throughput: round(throughput, 1),
+          meanServiceMs: round(meanServiceMs, 1),
+          bound: round(bound, 1),
+          share: round(throughput / bound, 3)
+        })
+        // Let the other clients' stragglers (p-queue timeouts keep running) settle.
+        await control(sim.url, "/_simulator/config", { faults: { systemBusy: 0, serverError: 0, serviceUnavailable: 0 } })
+      }
+    } finally {
+      await sim.stop()
+    }
+  }
+  return { requests, limit: flashLimit, modelServiceMs, rows }
+}
+
+const reasons = (r: Readonly<Record<string, number>>): string =>
+  Object.entries(r).map(([k, v]) => `${k} ${v}`).join(", ") || "-"
+
+export const toResults = (g: Goodput): ReadonlyArray<Result> =>
+  g.rows.flatMap((r) => [
+    {
+      name: `goodput ${r.scenario}: ${r.client} throughput`,
+      value: r.throughput,
+      unit: "req/s",
+      note: `${r.completed}/${r.requests} ok, ${(r.share * 100).toFixed(1)} % of bound ${r.bound}/s; failed: ${reasons(r.failedByReason)}`
+    },
+    {
+      name: `goodput ${r.scenario}: ${r.client} concurrency 429s`,
+      value: r.tooManyConcurrent,
+      unit: "429s",
+      note: `system_busy ${r.systemBusy}, 5xx ${r.http5xx}, attempts ${r.attempts}, max in flight ${r.maxInFlight}`
+    }
+  ])
+
+export const run = async (): Promise<ReadonlyArray<Result>> => toResults(await measure({ quick: isQuick() }))
+
+export const seedCounters = () => ({ retryLogs: seedRetryLogs, queueErrors: seedQueueErrors })
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const g = await measure({ quick: isQuick() })
+  for (const r of g.rows) console.log(JSON.stringify({ ...r, description: undefined }))
+}
