@@ -48,6 +48,7 @@
  */
 import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Queue, Random, Schedule, Scope, Semaphore } from "effect"
 import { Redis } from "effect/persistence"
+import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import { limitsOf, type PlanName, type Pool, pools } from "../resilience/Plans.ts"
 import { AcquireTimeout, checkId, DistributedError, invalid, unavailable } from "./DistributedError.ts"
 import { RedisMode } from "./RedisMode.ts"
@@ -380,6 +381,12 @@ const parseLimit = (r: LimitReply): SharedLimit => ({
 
 const millisOf = (input: Duration.Input): number => Math.max(1, Math.ceil(Duration.toMillis(Duration.fromInputUnsafe(input))))
 
+/** The concurrency headers of a response as a {@link ResponseSignal}. */
+export const signalOf = (meta: ResponseMeta): ResponseSignal => ({
+  maximum: meta.maximumConcurrentRequests,
+  current: meta.currentConcurrentRequests
+})
+
 const isKnownPool = (pool: string): pool is Pool => (pools as ReadonlyArray<string>).includes(pool)
 
 // ---------------------------------------------------------------------------
@@ -677,10 +684,16 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       return { limit, held: Number(r[4]), queued: Number(r[5]) }
     })
 
+  // Limit updates are advice: never fail the call, and skip Redis while it is known to be away
+  // (a hung Redis would otherwise cost every response a command timeout).
   const advisory = (effect: Effect.Effect<unknown, DistributedError>, what: string) =>
-    effect.pipe(
-      Effect.asVoid,
-      Effect.catch((e) => Effect.logDebug(`RedisPermits: ${what} not shared (${e.message})`))
+    Effect.suspend(() =>
+      mode.stateUnsafe() === "shared"
+        ? effect.pipe(
+          Effect.asVoid,
+          Effect.catch((e) => Effect.logDebug(`RedisPermits: ${what} not shared (${e.message})`))
+        )
+        : Effect.logDebug(`RedisPermits: ${what} not shared (Redis away)`)
     )
 
   const finite = (n: number | undefined) => (n !== undefined && Number.isFinite(n) ? n : undefined)

@@ -4,7 +4,7 @@
  *
  * argv: <url> <key> <pool> <worker id> <mode: work|hold> <iterations or permits> <hold ms> <lease ms>
  *
- * - work: acquires, holds `hold ms`, releases, `iterations` times; while it
+ * - work: counts itself in `test:{key}:ready`, waits for `test:{key}:go`, then acquires, holds `hold ms`, releases, `iterations` times; while it
  *   holds, it counts itself in `test:{key}:inflight` and raises
  *   `test:{key}:max` (atomically, one script), and appends its id to
  *   `test:{key}:done` on completion. Prints `{"worker","done"}` as JSON.
@@ -34,6 +34,9 @@ const program = Effect.gen(function*() {
     process.stdout.write("HELD\n")
     return yield* Effect.never
   }
+  // Start together: announce readiness, then wait for the parent's go (start-up times of processes differ).
+  yield* redis.send("INCR", `test:{${key}}:ready`)
+  while ((yield* redis.send<string | null>("GET", `test:{${key}}:go`)) === null) yield* Effect.sleep(5)
   let done = 0
   for (let i = 0; i < Number(count); i++) {
     yield* Effect.scoped(Effect.gen(function*() {
