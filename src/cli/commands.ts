@@ -9,6 +9,7 @@ import { alerts } from "./alerts.ts"
 import { loadTest } from "./loadTest.ts"
 import { simulator } from "./simulator.ts"
 import { simulate } from "./simulate.ts"
+import { smoke } from "./smoke.ts"
 import { validateConfig } from "./validateConfig.ts"
 
 /** Placeholder demo until the simulator lands: prints what the tool will do. */
@@ -16,4 +17,4 @@ const demo = Command.make("demo", {}, () => Console.log("demo: coming with the s
   Command.withDescription("Run the demo: a simulator server, a burst with chaos through the full stack, a report.")
 )
 
-export const commands = [demo, alerts, loadTest, simulator, simulate, validateConfig] as const
+export const commands = [demo, alerts, loadTest, simulator, simulate, smoke, validateConfig] as const

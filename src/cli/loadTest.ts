@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import { NodeHttpClient } from "@effect/platform-node"
-import { Config, Console, Effect, FileSystem, Option, Redacted, Schema } from "effect"
+import { Config, Console, Effect, FileSystem, Option, Redacted, References, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import { HttpClient } from "effect/http"
 import { spawn } from "node:child_process"
@@ -512,6 +512,8 @@ export const loadTest = Command.make("load-test", flags, (input) =>
   execute(input).pipe(
     Effect.flatMap(({ output }) => Console.log(output.trimEnd())),
     Effect.provide(NodeHttpClient.layerUndici),
+    // The stack logs every retry and limit change; under load that drowns the report.
+    Effect.provideService(References.MinimumLogLevel, "Error"),
     Effect.catchTag("LoadTestError", (e) =>
       Console.error(`load-test: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => {
         process.exitCode = 1

@@ -203,6 +203,12 @@ export const resilientOptionsOf = (context: StrategyContext): ResilientOptions =
 const breakerStateOf = (to: "Closed" | "Open" | "HalfOpen"): Recorder.BreakerState =>
   to === "Open" ? "open" : to === "HalfOpen" ? "half-open" : "closed"
 
+/** Hooks of {@link makeResilient}. */
+export interface ResilientHooks {
+  /** Runs once the stack is built, in the run's scope (e.g. to register health checks). */
+  readonly onStack?: ((resilience: Resilient.Resilience, pool: Pool) => Effect.Effect<void, never, Scope.Scope>) | undefined
+}
+
 /**
  * This library's full stack as a strategy: `Resilient.make` over the given
  * transport, each request a TTS `convert` in its lane. The limiter's queue
@@ -210,13 +216,14 @@ const breakerStateOf = (to: "Closed" | "Open" | "HalfOpen"): Recorder.BreakerSta
  * transitions go to the recorder. A `--config` that does not validate is a
  * defect here: callers validate it first ({@link checkConfig}).
  */
-export const resilient: Strategy = {
+export const makeResilient = (hooks?: ResilientHooks | undefined): Strategy => ({
   name: "resilient",
   description: "this library's stack: plan-aware limiter with lanes, requeue on concurrency 429s, budgeted jittered retries, breaker, quota guard",
   make: (context) =>
     Effect.gen(function*() {
       const options = yield* Effect.try({ try: () => resilientOptionsOf(context), catch: (e) => e }).pipe(Effect.orDie)
       const { resilience, service } = yield* Resilient.make(options)
+      if (hooks?.onStack !== undefined) yield* hooks.onStack(resilience, context.pool)
       const { recorder } = context
       const { keyId, limiter } = resilience
       const pool = context.pool
@@ -264,7 +271,10 @@ export const resilient: Strategy = {
         )
       return call
     })
-}
+})
+
+/** The resilient strategy with no hooks. */
+export const resilient: Strategy = makeResilient()
 
 /** Checks a `--config` JSON for the resilient strategy; the problems as one message. */
 export const checkConfig = (raw: unknown): Effect.Effect<void, LoadTestError> => {
