@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Duration, Effect, Fiber, Layer, PubSub, Redacted } from "effect"
+import { Duration, Effect, Fiber, Layer, Metric, PubSub, Redacted } from "effect"
 import { HttpClient } from "effect/http"
 import { TestClock } from "effect/testing"
 import * as Client from "../../src/client/ElevenLabs.ts"
@@ -8,7 +8,10 @@ import * as Resilient from "../../src/resilience/Resilient.ts"
 import type { ResilientOptions } from "../../src/resilience/ResilientOptions.ts"
 import * as InProcess from "../../src/simulator/InProcess.ts"
 import * as Simulator from "../../src/simulator/Simulator.ts"
+import * as Metrics from "../../src/telemetry/Metrics.ts"
 import * as Otel from "../../src/telemetry/Otel.ts"
+import * as Prometheus from "../../src/telemetry/Prometheus.ts"
+import { key, parseExposition } from "./promtool.ts"
 import { runVirtual } from "../utils/virtualTime.ts"
 
 const voice = "21m00Tcm4TlvDq8ikWAM"
@@ -157,6 +160,81 @@ describe("ResilientTelemetry spans", () => {
       Effect.provide(Otel.layerSdk({ spanProcessors: [new SimpleSpanProcessor(exporter)] }))
     )
   })
+})
+
+describe("ResilientTelemetry metrics", () => {
+  const standard = "eleven_multilingual_v2"
+  it.effect("after a scripted run with faults, the metrics equal what the simulator counted", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const call = (voiceId: string, text: string) =>
+        Client.ElevenLabs.use((c) => c.textToSpeech.convert(voiceId, { text, modelId: standard })).pipe(
+          Effect.match({ onSuccess: () => "ok", onFailure: (e) => e.reason._tag })
+        )
+      const texts = Array.from({ length: 40 }, (_, i) => `Line ${i}: ${"words and more words ".repeat(1 + (i % 7))}`)
+      const outcomes = yield* runVirtual(
+        Effect.all([
+          ...texts.map((t) => call(voice, t)),
+          call("AAAAAAAAAAAAAAAAAAAA", "an unknown voice"),
+          call("AAAAAAAAAAAAAAAAAAAB", "another unknown voice"),
+          call(voice, "   ")
+        ], { concurrency: "unbounded" }),
+        { stepMillis: 250 }
+      )
+      const stats = yield* sim.stats
+      const samples = parseExposition(yield* Prometheus.exposition)
+      const value = (name: string, labels: Record<string, string>) => samples.get(key(name, labels)) ?? 0
+      const sumOf = (name: string, where: (k: string) => boolean = () => true) =>
+        [...samples].filter(([k]) => k.startsWith(`${name}{`) && where(k)).reduce((n, [, v]) => n + v, 0)
+      const labels = { operation, pool: "standard", model: standard }
+      const count = (o: string) => outcomes.filter((x) => x === o).length
+      const retries = sumOf(Metrics.names.retries)
+      const retriesOf = (reason: string) => value(Metrics.names.retries, { reason, pool: "standard" })
+      const errorsOf = (reason: string) => value(Metrics.names.errors, { reason, pool: "standard" })
+
+      // The run exercised what it is meant to: faults, retries, failures, successes.
+      assert.isAbove(count("ok"), 20)
+      assert.isAbove(retries, 5)
+      assert.isAbove(stats.byDetailStatus["system_busy"] ?? 0, 5)
+
+      // Requests by status: one per logical call; each success is one 200 the simulator sent.
+      assert.strictEqual(value(Metrics.names.requests, { ...labels, status: "success" }), stats.byStatus["200"])
+      assert.strictEqual(value(Metrics.names.requests, { ...labels, status: "success" }), count("ok"))
+      assert.strictEqual(value(Metrics.names.requests, { ...labels, status: "error" }), outcomes.length - count("ok"))
+      assert.strictEqual(sumOf(Metrics.names.errors), outcomes.length - count("ok"))
+      // Errors by type, against the simulator's answers: every system_busy / 5xx answer was either retried or final.
+      assert.strictEqual(errorsOf("SystemBusy") + retriesOf("SystemBusy"), stats.byDetailStatus["system_busy"] ?? 0)
+      const server5xx = Object.entries(stats.byStatus).filter(([s]) => s.startsWith("5")).reduce((n, [, v]) => n + v, 0)
+      assert.strictEqual(errorsOf("ServerError") + retriesOf("ServerError"), server5xx)
+      assert.strictEqual(errorsOf("NotFound"), stats.byStatus["404"])
+      assert.strictEqual(errorsOf("NotFound"), 2)
+      assert.strictEqual(errorsOf("InvalidRequest"), 1, "refused locally, never sent")
+      for (const reason of ["SystemBusy", "ServerError", "NotFound", "InvalidRequest"]) {
+        assert.strictEqual(errorsOf(reason), count(reason), reason)
+      }
+      // Retries: every request the simulator saw is a first attempt or a retry (the local refusal sent nothing).
+      assert.strictEqual(stats.requests, outcomes.length - errorsOf("InvalidRequest") + retries)
+      // Characters: Multilingual v2 costs one credit per character, charged on success only.
+      assert.strictEqual(sumOf(`${Metrics.names.characters}_sum`), stats.creditsCharged)
+      assert.strictEqual(value(`${Metrics.names.characters}_count`, { model: standard }), count("ok"))
+      // The same numbers through Metric.value.
+      const direct = yield* Metric.value(Metric.withAttributes(Metrics.requestsTotal, { ...labels, status: "success" }))
+      assert.strictEqual(direct.count, stats.byStatus["200"])
+      const chars = yield* Metric.value(Metric.withAttributes(Metrics.charactersGenerated, { model: standard }))
+      assert.strictEqual(chars.sum, stats.creditsCharged)
+    }).pipe(
+      Effect.provide(stackOver(
+        InProcess.layerSimulated({ seed: 21, plan: "pro", faults: { systemBusy: 0.25, serverError: 0.08, serviceUnavailable: 0.04 } }),
+        {
+          limiter: { plan: "pro" },
+          quota: false,
+          // Never trips here, so every attempt reaches the simulator and the counts line up one to one.
+          breaker: { policy: { _tag: "consecutive", failures: 1_000 } }
+        }
+      )),
+      // A registry of its own: only this run's metrics.
+      Effect.provideService(Metric.MetricRegistry, new Map())
+    ))
 })
 
 const hrMillis = ([s, ns]: readonly [number, number]) => s * 1000 + ns / 1e6
