@@ -8,10 +8,13 @@ import * as Resilient from "../../src/resilience/Resilient.ts"
 import type { ResilientOptions } from "../../src/resilience/ResilientOptions.ts"
 import * as InProcess from "../../src/simulator/InProcess.ts"
 import * as Simulator from "../../src/simulator/Simulator.ts"
+import * as Health from "../../src/telemetry/Health.ts"
 import * as Metrics from "../../src/telemetry/Metrics.ts"
 import * as Otel from "../../src/telemetry/Otel.ts"
 import * as Prometheus from "../../src/telemetry/Prometheus.ts"
+import * as ResilientTelemetry from "../../src/telemetry/ResilientTelemetry.ts"
 import { key, parseExposition } from "./promtool.ts"
+import { get } from "./serverUrl.ts"
 import { runVirtual } from "../utils/virtualTime.ts"
 
 const voice = "21m00Tcm4TlvDq8ikWAM"
@@ -235,6 +238,75 @@ describe("ResilientTelemetry metrics", () => {
       // A registry of its own: only this run's metrics.
       Effect.provideService(Metric.MetricRegistry, new Map())
     ))
+})
+
+describe("ResilientTelemetry health", () => {
+  const served = Layer.mergeAll(Health.layerServer({ port: 0, host: "127.0.0.1" }), ResilientTelemetry.layer()).pipe(
+    Layer.provideMerge(Health.HealthChecks.layer),
+    Layer.provideMerge(stackOver(InProcess.layerSimulated({ seed: 31, plan: "pro" }), { limiter: { plan: "pro" }, budget: false }))
+  )
+  const ready = Effect.map(get("/ready"), (r) => ({ status: r.status, report: JSON.parse(r.body) as Health.ReadinessReport }))
+
+  it.effect("/ready over real HTTP: 503 while the Flash breaker is open (an outage), 200 again once it may probe and after it closes", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const { breaker } = yield* Resilient.ResilienceService
+      const health = yield* get("/health")
+      assert.strictEqual(health.status, 200)
+      assert.strictEqual(JSON.parse(health.body).status, "alive")
+
+      yield* runVirtual(tts("warm up: the subscription is read"))
+      let r = yield* ready
+      assert.strictEqual(r.status, 200, JSON.stringify(r.report))
+      assert.deepStrictEqual(Object.keys(r.report.checks).sort(), [
+        "elevenlabs.breaker.flash",
+        "elevenlabs.breaker.music",
+        "elevenlabs.breaker.standard",
+        "elevenlabs.breaker.stt",
+        "elevenlabs.queue.flash",
+        "elevenlabs.queue.music",
+        "elevenlabs.queue.standard",
+        "elevenlabs.queue.stt",
+        "elevenlabs.quota",
+        "elevenlabs.subscription"
+      ])
+      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: true, details: { pool: "flash", state: "Closed" } })
+      assert.deepStrictEqual(r.report.checks["elevenlabs.queue.flash"], { ok: true, details: { pool: "flash", depth: 0, maxDepth: 500 } })
+      assert.strictEqual(r.report.checks["elevenlabs.quota"]!.details["exhausted"], false)
+      assert.strictEqual(r.report.checks["elevenlabs.subscription"]!.ok, true)
+
+      // The outage: every answer is a 500 until the breaker opens (5 consecutive failures).
+      yield* sim.setFaults({ serverError: 1 })
+      const failed = yield* runVirtual(
+        Effect.forEach([1, 2, 3], (i) => Effect.flip(tts(`outage ${i}`)), { concurrency: 1 }),
+        { stepMillis: 500 }
+      )
+      assert.strictEqual(failed.at(-1)?.reason._tag, "CircuitOpen")
+      assert.strictEqual((yield* breaker!.state("flash"))._tag, "Open")
+      r = yield* ready
+      assert.strictEqual(r.status, 503)
+      assert.strictEqual(r.report.status, "not_ready")
+      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: false, details: { pool: "flash", state: "Open" } })
+      assert.strictEqual(r.report.checks["elevenlabs.breaker.standard"]!.ok, true, "only the Flash pool is out")
+      assert.strictEqual(r.report.checks["elevenlabs.quota"]!.ok, true)
+
+      // The service recovers; the circuit stays open for its 60 s.
+      yield* sim.setFaults({ serverError: 0 })
+      yield* TestClock.adjust("30 seconds")
+      assert.strictEqual((yield* ready).status, 503)
+      // Its open time is over: the next call probes, so the process is ready to take it.
+      yield* TestClock.adjust("31 seconds")
+      r = yield* ready
+      assert.strictEqual(r.status, 200, JSON.stringify(r.report))
+      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: true, details: { pool: "flash", state: "HalfOpen" } })
+      // A successful probe closes it.
+      yield* runVirtual(tts("after the outage"))
+      assert.strictEqual((yield* breaker!.state("flash"))._tag, "Closed")
+      r = yield* ready
+      assert.strictEqual(r.status, 200)
+      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: true, details: { pool: "flash", state: "Closed" } })
+      assert.strictEqual((yield* get("/health")).status, 200)
+    }).pipe(Effect.provide(served)))
 })
 
 const hrMillis = ([s, ns]: readonly [number, number]) => s * 1000 + ns / 1e6
