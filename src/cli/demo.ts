@@ -1,0 +1,213 @@
+/**
+ * `elevenlabs-resilience demo` (what `npm start` runs): the whole library in
+ * about 30 seconds, with no key and no credits.
+ *
+ * 1. Starts the simulator server on a free loopback port (plan `creator`:
+ *    5 concurrent Multilingual requests) with chaos: 10 % of requests meet a
+ *    fault (`system_busy`, 500s, a 503 page, resets, cut streams).
+ * 2. Serves `/health`, `/ready` and `/metrics` on a free port (or
+ *    `--metrics-port`) while it runs, and prints their URLs.
+ * 3. Sends bursts of TTS requests through the full resilient stack in real
+ *    time, with a progress bar, sized so the run takes about `--seconds`.
+ * 4. Prints the report, writes the HTML report (`--html`, default
+ *    `report.html`) and says how to open it and how to run the same against
+ *    the real API.
+ *
+ * The demo never reads `ELEVENLABS_API_KEY`: it cannot spend real credits.
+ *
+ * @since 0.1.0
+ */
+import { NodeHttpClient } from "@effect/platform-node"
+import { Console, Context, Effect, FileSystem, Layer, Option, Redacted, References, Schema } from "effect"
+import { Command, Flag } from "effect/cli"
+import { HttpServer } from "effect/http"
+import { resolve } from "node:path"
+import { pathToFileURL } from "node:url"
+import { isPlanName, limitsOf, type PlanName, planNames, poolOfModel } from "../resilience/Plans.ts"
+import * as Html from "../simulation/Html.ts"
+import * as LoadTest from "../simulation/LoadTest.ts"
+import type * as Patterns from "../simulation/Patterns.ts"
+import * as Progress from "../simulation/Progress.ts"
+import * as Report from "../simulation/Report.ts"
+import * as Server from "../simulator/Server.ts"
+import * as Simulator from "../simulator/Simulator.ts"
+import * as Health from "../telemetry/Health.ts"
+import { registerReadiness } from "./smoke.ts"
+
+/** A demo that cannot run (bad flag, port taken, file not writable). */
+export class DemoError extends Schema.Error<DemoError>("elevenlabs-resilience/DemoError")({
+  _tag: Schema.tag("DemoError"),
+  message: Schema.String
+}) {}
+
+/** The raw flag values. */
+export interface DemoInput {
+  readonly seconds: number
+  readonly metricsPort: Option.Option<number>
+  readonly html: string
+  readonly plan: string
+  readonly failureRate: number
+  readonly seed: number
+}
+
+/** Defaults of the flags. */
+export const defaults = {
+  seconds: 30,
+  html: "report.html",
+  plan: "creator",
+  failureRate: 0.1,
+  seed: 1
+} as const
+
+/** The model of the demo's requests (the standard pool: the tightest limit). */
+export const model = "eleven_multilingual_v2"
+
+/** Mean service time of one request of 100-300 characters on the simulator's Multilingual profile, in seconds. */
+const meanServiceSeconds = 0.3 + 0.004 * 200
+
+/**
+ * The demo's traffic for a run of about `seconds`: bursts every ~10 s over
+ * the first 60 % of the run, `0.75 x` what the plan's pool can serve in that
+ * time, so the queue fills at each burst and drains before the end.
+ */
+export const trafficOf = (seconds: number, plan: PlanName, seed: number): Patterns.TrafficOptions => {
+  const limit = limitsOf(plan)[poolOfModel(model)]
+  const requests = Math.max(4, Math.round((limit / meanServiceSeconds) * seconds * 0.75))
+  const bursts = Math.max(1, Math.min(requests, Math.floor(seconds / 10)))
+  return {
+    pattern: "burst",
+    requests,
+    bursts,
+    durationMs: bursts === 1 ? undefined : seconds * 600,
+    chars: { min: 100, max: 300 },
+    seed
+  }
+}
+
+const fail = (message: string) => Effect.fail(new DemoError({ message }))
+
+/** What the demo printed and wrote. */
+export interface DemoOutput {
+  readonly report: Report.Report
+  readonly htmlPath: string
+}
+
+/** Runs the demo, printing as it goes. */
+export const execute = (
+  input: DemoInput
+): Effect.Effect<DemoOutput, DemoError, FileSystem.FileSystem | import("effect/http").HttpClient.HttpClient> =>
+  Effect.scoped(Effect.gen(function*() {
+    if (!(Number.isFinite(input.seconds) && input.seconds >= 1 && input.seconds <= 600)) {
+      return yield* fail(`--seconds must be within 1..600, got ${input.seconds}`)
+    }
+    if (!isPlanName(input.plan)) return yield* fail(`--plan must be one of ${planNames.join(", ")}; got "${input.plan}"`)
+    if (!(input.failureRate >= 0 && input.failureRate <= 1)) {
+      return yield* fail(`--failure-rate must be within 0..1, got ${input.failureRate}`)
+    }
+    const port = Option.getOrElse(input.metricsPort, () => 0)
+    if (!(Number.isInteger(port) && port >= 0 && port <= 65535)) return yield* fail(`--metrics-port must be a TCP port, got ${port}`)
+    const plan = input.plan
+    const traffic = trafficOf(input.seconds, plan, input.seed)
+    const resolved = yield* LoadTest.resolveTraffic(traffic).pipe(Effect.mapError((e) => new DemoError({ message: e.message })))
+
+    // The simulator's own fault mix: no hangs, so the demo keeps to its length.
+    const server = yield* Server.serve({
+      port: 0,
+      plan,
+      seed: input.seed,
+      faults: input.failureRate > 0 ? Simulator.faultMix(input.failureRate) : Simulator.noFaults,
+      maxSamples: 16 * resolved.requests + 16
+    }).pipe(Effect.mapError((e) => new DemoError({ message: `simulator: ${e.message}` })))
+
+    const checks = yield* Health.make()
+    const health = yield* Layer.build(
+      Health.layerServer({ port, host: "127.0.0.1" }).pipe(Layer.provide(Layer.succeed(Health.HealthChecks, checks)))
+    ).pipe(Effect.mapError((e) => new DemoError({ message: `metrics server: ${e.message}` })))
+    const address = Context.get(health, HttpServer.HttpServer).address
+    const healthBase = `http://127.0.0.1:${address._tag === "UnixPathAddress" ? port : address.port}`
+
+    const limit = limitsOf(plan)[poolOfModel(model)]
+    yield* Console.log(
+      [
+        `elevenlabs-resilience demo: ${resolved.requests} TTS requests in ${resolved.bursts} burst${
+          resolved.bursts === 1 ? "" : "s"
+        }, ~${input.seconds} s, ${Math.round(input.failureRate * 100)} % chaos, through the full resilient stack`,
+        `  simulator   ${server.url}  (plan ${plan}: ${limit} concurrent ${model} requests; no real key, no credits)`,
+        `  health      ${healthBase}/health`,
+        `  ready       ${healthBase}/ready`,
+        `  metrics     ${healthBase}/metrics`,
+        ""
+      ].join("\n")
+    )
+
+    const strategy = LoadTest.makeResilient({ onStack: (resilience, pool) => registerReadiness(checks, resilience, pool) })
+    const report = yield* LoadTest.run({
+      traffic,
+      strategy,
+      baseUrl: server.url,
+      apiKey: Redacted.make("sim-key"),
+      plan,
+      model,
+      failureRate: input.failureRate,
+      simulatorStats: true,
+      timeLimitMs: input.seconds * 3_000 + 30_000,
+      progress: Progress.sink({ label: "demo" })
+    }).pipe(Effect.mapError((e) => new DemoError({ message: e.message })))
+
+    const htmlPath = resolve(input.html)
+    const fs = yield* FileSystem.FileSystem
+    yield* fs.writeFileString(htmlPath, Html.render([report])).pipe(
+      Effect.mapError(() => new DemoError({ message: `--html: cannot write ${htmlPath}` }))
+    )
+    const s = report.summary
+    yield* Console.log(
+      [
+        Report.toText([report]).trimEnd(),
+        "",
+        `${s.succeeded} of ${s.requests} succeeded; ${s.http429.tooManyConcurrentRequests} concurrency 429s; max ${s.maxInFlight} in flight of ${s.limit}.`,
+        `HTML report (charts): ${htmlPath}`,
+        `  open it: ${pathToFileURL(htmlPath).href}   (or: xdg-open ${input.html} / open ${input.html})`,
+        "",
+        "Next:",
+        "  compare strategies in virtual time:  npx elevenlabs-resilience simulate --pattern burst --requests 200 --plan creator --compare --html compare.html",
+        "  the same load against the real API (spends credits; use your plan):",
+        "    ELEVENLABS_API_KEY=sk_... npx elevenlabs-resilience load-test --base-url https://api.elevenlabs.io \\",
+        `      --plan ${plan} --model eleven_flash_v2_5 --pattern burst --requests 20 --chars 50 --html real.html`,
+        "  a deployment check (one small request):  ELEVENLABS_API_KEY=sk_... npx elevenlabs-resilience smoke"
+      ].join("\n")
+    )
+    return { report, htmlPath }
+  }))
+
+/** The command's flags. */
+export const flags = {
+  seconds: Flag.Finite("seconds").pipe(Flag.withDefault(defaults.seconds), Flag.withDescription("About how long the demo runs (1..600).")),
+  metricsPort: Flag.Int("metrics-port").pipe(
+    Flag.optional,
+    Flag.withDescription("Port of /health, /ready and /metrics (default: a free one).")
+  ),
+  html: Flag.String("html").pipe(Flag.withDefault(defaults.html), Flag.withDescription("Where to write the HTML report.")),
+  plan: Flag.String("plan").pipe(Flag.withDefault(defaults.plan), Flag.withDescription(`Simulated plan: ${planNames.join(", ")}.`)),
+  failureRate: Flag.Finite("failure-rate").pipe(
+    Flag.withDefault(defaults.failureRate),
+    Flag.withDescription("Share of requests that meet a fault, 0..1.")
+  ),
+  seed: Flag.Int("seed").pipe(Flag.withDefault(defaults.seed), Flag.withDescription("Seed of the traffic and the simulator."))
+} as const
+
+/** `demo`: the command `npm start` runs. */
+export const demo = Command.make("demo", flags, (input) =>
+  execute(input).pipe(
+    Effect.provide(NodeHttpClient.layerUndici),
+    // Retries and limit changes are in the report; per-event logs would drown the progress bar.
+    Effect.provideService(References.MinimumLogLevel, "Error"),
+    Effect.asVoid,
+    Effect.catchTag("DemoError", (e) =>
+      Console.error(`demo: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => {
+        process.exitCode = 1
+      }))))
+  )).pipe(
+    Command.withDescription(
+      "The demo (npm start): a simulator server, bursts with chaos through the full stack in real time, /health and /metrics, a report and report.html. No key, no credits."
+    )
+  )
