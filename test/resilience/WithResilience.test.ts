@@ -4,7 +4,7 @@
  */
 import { ElevenLabsClient } from "@elevenlabs/elevenlabs-js"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect, Redacted } from "effect"
 import { classifySdkError } from "../../src/client/Classify.ts"
 import { type ElevenLabsError, isElevenLabsError } from "../../src/client/Errors.ts"
 import * as WithResilience from "../../src/resilience/WithResilience.ts"
@@ -103,8 +103,10 @@ describe("WithResilience", () => {
 
   it.live("system_busy faults are retried until the call succeeds", () =>
     Effect.gen(function*() {
-      const { sdk, simulator } = yield* start({ plan: "pro", seed: 21, faults: { systemBusy: 0.4 } })
-      const resilient = yield* runner({ limiter: { plan: "pro" }, retry: fastRetry, breaker: false, budget: false })
+      const { sdk, simulator } = yield* start({ plan: "pro", seed: 21, faults: { systemBusy: 0.3 } })
+      // Enough retries that no call runs out (0.3^13 per call), no breaker or budget in the way.
+      const retry = { ...fastRetry, exponential: { ...fastRetry.exponential, maxRetries: 12 } }
+      const resilient = yield* runner({ limiter: { plan: "pro" }, retry, breaker: false, budget: false })
       let calls = 0
       const outcomes = yield* Effect.forEach(
         Array.from({ length: 20 }, (_, i) => i),
@@ -278,6 +280,36 @@ describe("WithResilience", () => {
       assert.strictEqual((yield* policies.limiter.snapshot(policies.keyId, "flash")).inFlight, 0)
     }))
 
+  it.live("buffer: false hands the SDK's own stream back; the permit is released when the promise settles", () =>
+    Effect.gen(function*() {
+      const { sdk } = yield* start()
+      const resilient = yield* runner({ limiter: { plan: "pro" } })
+      let returned: unknown = undefined
+      const result = yield* Effect.promise(() =>
+        resilient.run(async (signal) => {
+          const r = await sdk.textToSpeech.stream(voice, { text: "Streamed as it comes", modelId: flash }, {
+            abortSignal: signal
+          }).withRawResponse()
+          returned = r.data
+          return r
+        }, { operation: "textToSpeech.stream", model: flash, buffer: false })
+      )
+      assert.strictEqual(result.data, returned)
+      const policies = yield* Effect.promise(() => resilient.policies())
+      assert.strictEqual((yield* policies.limiter.snapshot(policies.keyId, "flash")).inFlight, 0)
+      assert.isAbove((yield* bytesOf(result.data)).byteLength, 0)
+    }))
+
+  it.effect("toElevenLabsError: kept, unwrapped from UnknownError, or classified", () =>
+    Effect.gen(function*() {
+      const sdkLike = Object.assign(new Error("Status code: 503"), { statusCode: 503, body: "<html>down</html>" })
+      const viaTry = yield* Effect.flip(Effect.tryPromise(() => Promise.reject(sdkLike)))
+      const e = WithResilience.toElevenLabsError("op", viaTry)
+      assert.strictEqual(e.reason._tag, "ServerError")
+      assert.strictEqual(WithResilience.toElevenLabsError("op", e), e)
+      assert.strictEqual(WithResilience.toElevenLabsError("op", new TypeError("fetch failed")).reason._tag, "Transport")
+    }))
+
   it.live("calls after dispose reject", () =>
     Effect.gen(function*() {
       const resilient = WithResilience.makeResilientRunner({})
@@ -286,6 +318,3 @@ describe("WithResilience", () => {
       assert.strictEqual(after, "rejected")
     }))
 })
-
-// Keeps `Layer` referenced for readers who copy the provide pattern above.
-void Layer.empty
