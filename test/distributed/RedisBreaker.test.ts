@@ -49,4 +49,25 @@ describe("RedisBreaker", () => {
       assert.strictEqual(yield* Effect.succeed("audio").pipe(b.execute("standard")), "audio")
       assert.strictEqual((yield* a.state("standard"))._tag, "Closed")
     }).pipe(Effect.scoped))
+
+  it.live("Redis down: the breaker lets calls through unrecorded (onStoreError allow), and shares again after a restart", () =>
+    Effect.gen(function*() {
+      const options: Breaker.BreakerOptions = { policy: { _tag: "consecutive", failures: 2 }, openDuration: "10 seconds", keyPrefix: "acct-b:" }
+      const a = yield* processBreaker(options)
+      yield* Effect.promise(() => server.stop())
+      const during = yield* Effect.succeed("audio").pipe(a.execute("stt"))
+      assert.strictEqual(during, "audio")
+      const failed = yield* Effect.flip(serverError.pipe(a.execute("stt")))
+      assert.strictEqual(failed._tag, "ElevenLabsError")
+      yield* Effect.promise(() => server.start())
+      // node-redis reconnects with backoff; then failures are recorded again and open the shared circuit.
+      for (let i = 0; i < 100; i++) {
+        const r = yield* Effect.result(a.state("stt"))
+        if (r._tag === "Success") break
+        yield* Effect.sleep("100 millis")
+      }
+      for (let i = 0; i < 2; i++) yield* Effect.ignore(serverError.pipe(a.execute("stt")))
+      const b = yield* processBreaker(options)
+      assert.strictEqual((yield* b.state("stt"))._tag, "Open")
+    }).pipe(Effect.scoped, Effect.ensuring(Effect.promise(() => (server.running() ? Promise.resolve() : server.start())))))
 })
