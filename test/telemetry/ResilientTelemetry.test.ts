@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Duration, Effect, Fiber, Layer, Metric, PubSub, Redacted } from "effect"
-import { HttpClient } from "effect/http"
+import { Clock, Duration, Effect, Exit, Fiber, Layer, Metric, PubSub, Redacted, Scope } from "effect"
+import { HttpClient, HttpClientError } from "effect/http"
 import { TestClock } from "effect/testing"
 import * as Client from "../../src/client/ElevenLabs.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
@@ -159,7 +159,7 @@ describe("ResilientTelemetry spans", () => {
         assert.notInclude(String(span.attributes["url.template"] ?? ""), voice)
       })
     }).pipe(
-      Effect.provide(stackOver(flakyTransport({ seed: 11, plan: "pro" }, 2), { limiter: { plan: { flash: 1 } } })),
+      Effect.provide(stackOver(flakyTransport({ seed: 11, plan: "pro", apiKeys: [{ key: "sim-key", limits: { flash: 1 } }] }, 2), { limiter: { plan: { flash: 1 } } })),
       Effect.provide(Otel.layerSdk({ spanProcessors: [new SimpleSpanProcessor(exporter)] }))
     )
   })
@@ -307,6 +307,106 @@ describe("ResilientTelemetry health", () => {
       assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: true, details: { pool: "flash", state: "Closed" } })
       assert.strictEqual((yield* get("/health")).status, 200)
     }).pipe(Effect.provide(served)))
+})
+
+describe("ResilientTelemetry checks", () => {
+  // The account's Flash limit is 1 (the limiter learns it from the headers).
+  const sim = { seed: 41, plan: "pro", apiKeys: [{ key: "sim-key", limits: { flash: 1 } }] } as const
+  /** The simulator's client, with a switch that makes the subscription endpoint unreachable. */
+  const subscriptionDown = { value: false }
+  const transport = Layer.effect(
+    HttpClient.HttpClient,
+    Effect.gen(function*() {
+      const inner = yield* InProcess.makeHttpClient(yield* Simulator.Simulator)
+      return HttpClient.make((request, url) =>
+        subscriptionDown.value && url.pathname === "/v1/user/subscription"
+          ? Effect.fail(
+            new HttpClientError.HttpClientError({
+              reason: new HttpClientError.TransportError({ request, description: "connection refused" })
+            })
+          )
+          : inner.execute(request)
+      )
+    })
+  ).pipe(Layer.provideMerge(Simulator.layer(sim)))
+  const checksStack = (options: Omit<ResilientOptions, "apiKey">) =>
+    Layer.merge(stackOver(transport, options), Health.HealthChecks.layer)
+
+  it.effect("queue depth at the alert depth, an exhausted quota and a stale subscription each make the stack not ready", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const checks = yield* Health.HealthChecks
+      const { quota } = yield* Resilient.ResilienceService
+      yield* ResilientTelemetry.registerHealthChecks({ queueAlertDepth: 3, pools: ["flash"] })
+      assert.deepStrictEqual([...(yield* checks.names)].sort(), [
+        "elevenlabs.breaker.flash",
+        "elevenlabs.queue.flash",
+        "elevenlabs.quota",
+        "elevenlabs.subscription"
+      ])
+      yield* runVirtual(tts("warm up"))
+      assert.strictEqual((yield* checks.run).status, "ready")
+
+      // One permit, one call on the wire and three waiting: the queue is at its alert depth.
+      const calls = yield* Effect.forkChild(
+        Effect.all(Array.from({ length: 4 }, (_, i) => tts(`q ${i} `.repeat(200))), { concurrency: "unbounded" })
+      )
+      const { keyId, limiter } = yield* Resilient.ResilienceService
+      for (let i = 0; i < 50 && (yield* limiter.snapshot(keyId, "flash")).queueDepth < 3; i++) yield* TestClock.adjust(1)
+      let report = yield* checks.run
+      assert.strictEqual(report.status, "not_ready")
+      assert.deepStrictEqual(report.checks["elevenlabs.queue.flash"], { ok: false, details: { pool: "flash", depth: 3, maxDepth: 3 } })
+      yield* runVirtual(Fiber.join(calls))
+      assert.strictEqual((yield* checks.run).status, "ready")
+
+      // The account is spent (what a quota_exceeded answer does): not ready until the reset.
+      yield* quota!.markExhausted({ remaining: 0 })
+      report = yield* checks.run
+      assert.strictEqual(report.checks["elevenlabs.quota"]!.ok, false)
+      assert.strictEqual(report.checks["elevenlabs.quota"]!.details["exhausted"], true)
+      assert.strictEqual(report.checks["elevenlabs.queue.flash"]!.ok, true)
+
+      // The subscription cannot be read any more: stale after 2 x 60 s, with the last error.
+      subscriptionDown.value = true
+      const fetchedAt = (yield* quota!.status).fetchedAt!
+      const untilAge = (ms: number) => Effect.flatMap(Clock.currentTimeMillis, (now) => TestClock.adjust(fetchedAt + ms - now))
+      yield* untilAge(120_000)
+      assert.strictEqual((yield* checks.run).checks["elevenlabs.subscription"]!.ok, true)
+      yield* untilAge(120_001)
+      const stale = (yield* checks.run).checks["elevenlabs.subscription"]!
+      assert.strictEqual(stale.ok, false)
+      assert.isAbove(stale.details["ageMillis"] as number, 120_000)
+      assert.strictEqual(stale.details["maxAgeMillis"], 120_000)
+      assert.isString(stale.details["lastRefreshError"])
+      // It reads again once the service answers.
+      subscriptionDown.value = false
+      const next = (yield* quota!.status).nextRefreshAt
+      yield* TestClock.adjust(next - (yield* Clock.currentTimeMillis))
+      // The read itself goes through the in-process HTTP face: give it a few steps.
+      for (let i = 0; i < 100 && (yield* quota!.status).fetchedAt === fetchedAt; i++) yield* TestClock.adjust(10)
+      assert.strictEqual((yield* checks.run).checks["elevenlabs.subscription"]!.ok, true)
+    }).pipe(Effect.provide(checksStack({ limiter: { plan: { flash: 1 } } }))))
+
+  it.effect("a stack without breaker or quota registers only the queue checks; the registrations end with their scope", () =>
+    Effect.gen(function*() {
+      const checks = yield* Health.HealthChecks
+      const scope = yield* Scope.make()
+      yield* ResilientTelemetry.registerHealthChecks({ prefix: "tts" }).pipe(Scope.provide(scope))
+      assert.deepStrictEqual([...(yield* checks.names)].sort(), ["tts.queue.flash", "tts.queue.music", "tts.queue.standard", "tts.queue.stt"])
+      yield* Scope.close(scope, Exit.void)
+      assert.deepStrictEqual(yield* checks.names, [])
+    }).pipe(Effect.provide(checksStack({ breaker: false, quota: false }))))
+
+  it.effect("subscriptionMaxAge: false leaves the subscription check out", () =>
+    Effect.gen(function*() {
+      const resilience = yield* Resilient.ResilienceService
+      const names = ResilientTelemetry.checksOf(resilience, { subscriptionMaxAge: false, pools: [] }).map(([n]) => n)
+      assert.deepStrictEqual(names, ["elevenlabs.quota"])
+      const aged = ResilientTelemetry.checksOf(resilience, { subscriptionMaxAge: "5 minutes", pools: [] })
+      const subscription = aged.find(([n]) => n === "elevenlabs.subscription")![1]
+      yield* runVirtual(tts("warm up"))
+      assert.strictEqual((yield* subscription).details["maxAgeMillis"], 300_000)
+    }).pipe(Effect.provide(checksStack({}))))
 })
 
 const hrMillis = ([s, ns]: readonly [number, number]) => s * 1000 + ns / 1e6
