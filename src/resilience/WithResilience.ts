@@ -46,10 +46,10 @@
  * @example
  * ```ts
  * import { ElevenLabsClient } from "@elevenlabs/elevenlabs-js"
- * import { makeResilientRunner } from "elevenlabs-resilience"
+ * import { WithResilience } from "elevenlabs-resilience/resilience"
  *
  * const sdk = new ElevenLabsClient({ apiKey, maxRetries: 0 })
- * const resilient = makeResilientRunner({ limiter: { plan: "creator" } })
+ * const resilient = WithResilience.makeResilientRunner({ limiter: { plan: "creator" } })
  * const { data } = await resilient.run(
  *   (signal) => sdk.textToSpeech.convert(voiceId, { text, modelId }, { abortSignal: signal }).withRawResponse(),
  *   { operation: "textToSpeech.convert", model: modelId, characters: text.length, lane: "interactive" }
