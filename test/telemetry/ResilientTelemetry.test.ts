@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Clock, Duration, Effect, Exit, Fiber, Layer, Metric, PubSub, Redacted, Scope } from "effect"
 import { HttpClient, HttpClientError } from "effect/http"
-import { TestClock } from "effect/testing"
+import { TestClock, TestConsole } from "effect/testing"
 import * as Client from "../../src/client/ElevenLabs.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
 import type { ResilientOptions } from "../../src/resilience/ResilientOptions.ts"
@@ -12,6 +12,7 @@ import * as Health from "../../src/telemetry/Health.ts"
 import * as Metrics from "../../src/telemetry/Metrics.ts"
 import * as Otel from "../../src/telemetry/Otel.ts"
 import * as Prometheus from "../../src/telemetry/Prometheus.ts"
+import * as Redact from "../../src/telemetry/Redact.ts"
 import * as ResilientTelemetry from "../../src/telemetry/ResilientTelemetry.ts"
 import { key, parseExposition } from "./promtool.ts"
 import { get } from "./serverUrl.ts"
@@ -407,6 +408,44 @@ describe("ResilientTelemetry checks", () => {
       yield* runVirtual(tts("warm up"))
       assert.strictEqual((yield* subscription).details["maxAgeMillis"], 300_000)
     }).pipe(Effect.provide(checksStack({}))))
+})
+
+describe("ResilientTelemetry.layerObserved", () => {
+  it.effect("one layer: the client, JSON logs (the stack's own background logs too, key scrubbed), HealthChecks with the stack's checks", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const checks = yield* Health.HealthChecks
+      assert.deepStrictEqual((yield* checks.names).filter((n) => n.startsWith("elevenlabs.breaker")).length, 4)
+      yield* runVirtual(tts("hello"))
+      let report = yield* checks.run
+      assert.strictEqual(report.status, "ready")
+      // 2 x the quota's refresh interval.
+      assert.strictEqual(report.checks["elevenlabs.subscription"]!.details["maxAgeMillis"], 60_000)
+      yield* sim.setFaults({ serverError: 1 })
+      yield* runVirtual(Effect.forEach([1, 2, 3], (i) => Effect.flip(tts(`outage ${i}`)), { concurrency: 1 }), { stepMillis: 1000 })
+      report = yield* checks.run
+      assert.strictEqual(report.checks["elevenlabs.breaker.flash"]!.ok, false)
+      // A careless log of the key itself is scrubbed: layerObserved gives the key to the logger's redact list.
+      yield* Effect.logInfo("careless", Redacted.value(apiKey))
+      const raw = (yield* TestConsole.logLines).map(String)
+      assert.deepStrictEqual(Redact.findSecret(raw, apiKey), [])
+      assert.isTrue(raw.some((l) => l.includes("careless") && l.includes("<redacted>")))
+      const lines = raw.map((l) => JSON.parse(l))
+      // Logged by the breaker's transition fiber, which the stack forked while it was built.
+      const transition = lines.find((l) => l.message?.[0] === "elevenlabs circuit breaker" || l.message === "elevenlabs circuit breaker")
+      assert.isDefined(transition, JSON.stringify(lines.map((l) => l.message)))
+      assert.strictEqual(transition.level, "warn")
+      assert.isTrue(lines.some((l) => JSON.stringify(l.message).includes("elevenlabs retry")))
+    }).pipe(
+      Effect.provide(
+        ResilientTelemetry.layerObserved({
+          apiKey,
+          limiter: { plan: "pro" },
+          quota: { refreshInterval: "30 seconds" },
+          telemetry: { otlp: false }
+        }).pipe(Layer.provideMerge(InProcess.layerSimulated({ seed: 61, plan: "pro" })))
+      )
+    ))
 })
 
 const hrMillis = ([s, ns]: readonly [number, number]) => s * 1000 + ns / 1e6
