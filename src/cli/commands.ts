@@ -5,6 +5,7 @@
  */
 import { Command } from "effect/cli"
 import { alerts } from "./alerts.ts"
+import { capacity } from "./capacity.ts"
 import { demo } from "./demo.ts"
 import { loadTest } from "./loadTest.ts"
 import { simulator } from "./simulator.ts"
@@ -12,4 +13,4 @@ import { simulate } from "./simulate.ts"
 import { smoke } from "./smoke.ts"
 import { validateConfig } from "./validateConfig.ts"
 
-export const commands = [demo, alerts, loadTest, simulator, simulate, smoke, validateConfig] as const
+export const commands = [demo, alerts, capacity, loadTest, simulator, simulate, smoke, validateConfig] as const

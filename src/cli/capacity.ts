@@ -1,0 +1,185 @@
+/**
+ * `elevenlabs-resilience capacity`: how many simultaneous broadcasts a plan
+ * sustains within a target p95 latency, by simulation in virtual time
+ * ({@link Capacity}). Prints the method, each probe and the number, and how it
+ * compares with the seeds' "a concurrency of 5 carries about 100 broadcasts".
+ *
+ * @since 0.1.0
+ */
+import { Console, Effect, FileSystem, Option, References } from "effect"
+import { Command, Flag } from "effect/cli"
+import { isPlanName, planNames, poolOfModel } from "../resilience/Plans.ts"
+import * as Capacity from "../simulation/Capacity.ts"
+import * as LoadTest from "../simulation/LoadTest.ts"
+import { parseDuration } from "./simulate.ts"
+
+/** The raw flag values. */
+export interface CapacityInput {
+  readonly plan: string
+  readonly model: string
+  readonly chars: number
+  readonly targetP95: string
+  readonly duration: string
+  readonly failureRate: number
+  readonly maxStreams: number
+  readonly seed: number
+  readonly config: Option.Option<string>
+  readonly json: boolean
+}
+
+/** Defaults of the flags. */
+export const defaults = {
+  plan: "pro",
+  model: "eleven_multilingual_v2",
+  chars: 250,
+  targetP95: "2s",
+  duration: "5m",
+  failureRate: 0,
+  maxStreams: 10_000,
+  seed: 1
+} as const
+
+const err = (message: string) => new Capacity.CapacityError({ message })
+
+/** Checks the flags and builds the search's options. */
+export const toOptions = (input: CapacityInput, config: unknown): Effect.Effect<Capacity.CapacityOptions, Capacity.CapacityError> =>
+  Effect.gen(function*() {
+    if (!isPlanName(input.plan)) return yield* err(`--plan must be one of ${planNames.join(", ")}; got "${input.plan}"`)
+    if (input.model.trim() === "") return yield* err("--model must not be empty")
+    const targetP95Ms = yield* parseDuration(input.targetP95).pipe(
+      Effect.mapError((e) => err(e.message.replace("--duration", "--target-p95")))
+    )
+    const durationMs = yield* parseDuration(input.duration).pipe(Effect.mapError((e) => err(e.message)))
+    yield* LoadTest.checkConfig(config).pipe(Effect.mapError((e) => err(e.message)))
+    const options: Capacity.CapacityOptions = {
+      plan: input.plan,
+      model: input.model,
+      chars: input.chars,
+      targetP95Ms,
+      durationMs,
+      failureRate: input.failureRate,
+      maxStreams: input.maxStreams,
+      seed: input.seed,
+      strategy: LoadTest.strategyOf("resilient"),
+      config
+    }
+    // Checks the numbers (chars, rates, plan has the pool) before anything runs.
+    yield* Capacity.resolve(options)
+    return options
+  })
+
+const seconds = (ms: number): string => (ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`)
+
+/** The header: what is searched and how. */
+export const methodText = (o: Capacity.CapacityOptions): string => {
+  const chars = o.chars ?? 250
+  const pool = poolOfModel(o.model ?? "eleven_multilingual_v2")
+  return [
+    `capacity: simultaneous broadcasts on plan ${o.plan} (${pool} pool), ${o.model}, segments of ${chars} chars (~${
+      (chars / 15).toFixed(1)
+    } s of speech), target p95 ${seconds(o.targetP95Ms ?? 2000)}`,
+    "method: a broadcast asks for its next segment (one TTS request through the resilient stack) as soon as the previous",
+    "        one has played; the segment's latency is the silence between two segments. Each probe runs n broadcasts for",
+    `        ${seconds(o.durationMs ?? 300_000)} of virtual time against the simulator; n is sustained when the p95 latency is within`,
+    "        the target and at most 1 % of segments failed. Search: n = 1, 2, 4, ... until one fails, then bisection.",
+    ""
+  ].join("\n")
+}
+
+const pad = (s: string | number, n: number) => String(s).padStart(n)
+
+/** One line per probe (with a header line for the first). */
+export const probeLine = (p: Capacity.Probe, first: boolean): string =>
+  (first ? `${"phase".padEnd(10)} ${pad("streams", 7)} ${pad("segments", 8)} ${pad("p50", 9)} ${pad("p95", 9)} ${pad("failed", 6)} ${pad("in flight", 9)}  result\n` : "") +
+  `${p.phase.padEnd(10)} ${pad(p.streams, 7)} ${pad(p.segments, 8)} ${pad(seconds(p.latencyMs.p50), 9)} ${pad(seconds(p.latencyMs.p95), 9)} ${
+    pad(p.failed, 6)
+  } ${pad(p.maxInFlight, 9)}  ${p.sustained ? "sustained" : "NOT sustained"}`
+
+/** The conclusion: the number and the seeds' comparison. */
+export const resultText = (r: Capacity.CapacityResult): string => {
+  const five = Capacity.perFive(r)
+  return [
+    "",
+    `answer: ${r.capped ? "at least " : ""}${r.streams} simultaneous broadcasts within p95 ${seconds(r.targetP95Ms)} on ${r.plan} (limit ${r.limit}).`,
+    `        one segment takes ${seconds(r.serviceMs)} to generate and plays ${seconds(r.playMs)}; at 100 % utilization Little's law`,
+    `        would allow ${r.utilizationBound} (limit x (play + service) / service); the p95 target leaves room for queueing.`,
+    `seeds: "a concurrency of 5 can typically support ~100 simultaneous audio broadcasts".`,
+    `ours:  ${r.streams} on a limit of ${r.limit} = ${Math.round(five.broadcasts * 10) / 10} per 5 slots, ${
+      Math.round(five.ratio * 100)
+    } % of the seeds' figure, for ${r.chars}-char segments on ${r.model}.`,
+    `       Longer segments or a faster model (Flash) carry more broadcasts per slot; shorter ones fewer.`
+  ].join("\n")
+}
+
+/** Runs the search, printing as it goes (or the JSON at the end). */
+export const execute = (
+  input: CapacityInput,
+  print: (line: string) => Effect.Effect<void> = Console.log
+): Effect.Effect<Capacity.CapacityResult, Capacity.CapacityError | LoadTest.LoadTestError, FileSystem.FileSystem> =>
+  Effect.gen(function*() {
+    const config = yield* readConfig(input.config)
+    const options = yield* toOptions(input, config)
+    if (!input.json) yield* print(methodText(options))
+    let first = true
+    const result = yield* Capacity.search(
+      options,
+      input.json ? undefined : (p) =>
+        Effect.suspend(() => {
+          const line = probeLine(p, first)
+          first = false
+          return print(line)
+        })
+    )
+    yield* print(input.json ? JSON.stringify({ ...result, perFive: Capacity.perFive(result) }, null, 2) : resultText(result))
+    return result
+  })
+
+const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, LoadTest.LoadTestError, FileSystem.FileSystem> =>
+  Option.isNone(path) ? Effect.succeed(undefined) : Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const text = yield* fs.readFileString(path.value).pipe(
+      Effect.mapError(() => new LoadTest.LoadTestError({ message: `--config: cannot read ${path.value}` }))
+    )
+    return yield* Effect.try({
+      try: () => JSON.parse(text) as unknown,
+      catch: () => new LoadTest.LoadTestError({ message: `--config: ${path.value} is not valid JSON` })
+    })
+  })
+
+/** The command's flags. */
+export const flags = {
+  plan: Flag.String("plan").pipe(Flag.withDefault(defaults.plan), Flag.withDescription(`Plan: ${planNames.join(", ")}.`)),
+  model: Flag.String("model").pipe(Flag.withDefault(defaults.model), Flag.withDescription("TTS model id (decides the pool).")),
+  chars: Flag.Int("chars").pipe(Flag.withDefault(defaults.chars), Flag.withDescription("Characters per segment.")),
+  targetP95: Flag.String("target-p95").pipe(
+    Flag.withDefault(defaults.targetP95),
+    Flag.withDescription("Target p95 segment latency: N seconds or N ms|s|m.")
+  ),
+  duration: Flag.String("duration").pipe(Flag.withDefault(defaults.duration), Flag.withDescription("Virtual span of each probe.")),
+  failureRate: Flag.Finite("failure-rate").pipe(
+    Flag.withDefault(defaults.failureRate),
+    Flag.withDescription("Fault probability per request in the simulator, 0..1.")
+  ),
+  maxStreams: Flag.Int("max-streams").pipe(Flag.withDefault(defaults.maxStreams), Flag.withDescription("Most broadcasts the search tries.")),
+  seed: Flag.Int("seed").pipe(Flag.withDefault(defaults.seed), Flag.withDescription("Seed of the simulation.")),
+  config: Flag.String("config").pipe(Flag.optional, Flag.withDescription("JSON config file of the resilient stack.")),
+  json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("Print the result as JSON."))
+} as const
+
+const badInput = (e: { readonly message: string }) =>
+  Console.error(`capacity: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => {
+    process.exitCode = 1
+  })))
+
+/** `capacity`: the command. */
+export const capacity = Command.make("capacity", flags, (input) =>
+  execute(input).pipe(
+    Effect.asVoid,
+    // Limit changes and retries of every probe would drown the table.
+    Effect.provideService(References.MinimumLogLevel, "Error"),
+    Effect.catchTags({ CapacityError: badInput, LoadTestError: badInput })
+  )).pipe(
+    Command.withDescription(
+      "How many simultaneous broadcasts a plan sustains within a target p95 latency, by simulation in virtual time."
+    )
+  )
