@@ -42,7 +42,7 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Layer } from "effect"
+import { Duration, Effect, Layer, Option } from "effect"
 import type { Config } from "effect"
 import type { Scope } from "effect"
 import type { HttpClient, HttpServerError } from "effect/http"
@@ -203,9 +203,12 @@ export const layerObserved = (
   const logs = telemetry?.logs === false
     ? false
     : { ...telemetry?.logs, redact: [...(telemetry?.logs?.redact ?? []), options.apiKey] }
-  const refresh = stack.quota === false ? undefined : stack.quota?.refreshInterval
-  const subscriptionMaxAge = health?.subscriptionMaxAge ??
-    Duration.times(refresh === undefined ? defaultRefreshInterval : Duration.fromInputUnsafe(refresh), 2)
+  const refreshInput = stack.quota === false ? undefined : stack.quota?.refreshInterval
+  // A bad interval is the quota guard's to report (a typed error when the stack is built).
+  const refresh = refreshInput === undefined
+    ? defaultRefreshInterval
+    : Option.getOrElse(Duration.fromInput(refreshInput), () => defaultRefreshInterval)
+  const subscriptionMaxAge = health?.subscriptionMaxAge ?? Duration.times(refresh, 2)
   const observability = Telemetry.layer({ ...telemetry, logs })
   const resilient = Resilient.layer(stack)
   // The stack is built inside the telemetry layer, so its background fibers (breaker and
