@@ -142,6 +142,8 @@ export type ConcurrencyEvent =
     readonly waitedMillis: number
   }
   | { readonly _tag: "Waited"; readonly key: string; readonly pool: Pool; readonly lane: Lane; readonly waitedMillis: number }
+  /** A caller joined the queue (`depth` counts it); it leaves with `Waited`, `QueueTimeout` or interruption. */
+  | { readonly _tag: "Queued"; readonly key: string; readonly pool: Pool; readonly lane: Lane; readonly depth: number }
 
 // ==== Errors
 
@@ -691,7 +693,8 @@ class Impl {
         else resume(this.timeoutOf(waiter)) // expired before this fiber got here
         return Effect.sync(() => this.abandon(cell, waiter))
       })
-      return Effect.onExit(restore(wait), (exit) => {
+      const queued = this.publish([{ _tag: "Queued", key: cell.key, pool, lane, depth: cell.queued }])
+      return Effect.onExit(Effect.andThen(queued, restore(wait)), (exit) => {
         if (Exit.isFailure(exit)) {
           // Interrupted before or while waiting: leave the queue.
           this.abandon(cell, waiter)

@@ -79,7 +79,9 @@ export const faultsFor = (rate: number): Simulator.FaultRates => {
 const apiKey = "sim-key"
 const voiceId = "21m00Tcm4TlvDq8ikWAM"
 const lorem = "The quick brown fox jumps over the lazy dog while the narrator reads chapter one aloud. "
-const textOf = (chars: number): string => lorem.repeat(Math.ceil(chars / lorem.length)).slice(0, chars)
+/** Text of `chars` characters, distinct per request (real traffic does not repeat itself word for word). */
+const textOf = (index: number, chars: number): string =>
+  `${index}. ${lorem.repeat(Math.ceil(chars / lorem.length))}`.slice(0, Math.max(chars, 1))
 
 /** Wraps a client so the recorder sees every attempt, body read to the end. */
 const observe = (client: HttpClient.HttpClient, recorder: Recorder.Recorder): HttpClient.HttpClient => {
@@ -107,7 +109,10 @@ const observe = (client: HttpClient.HttpClient, recorder: Recorder.Recorder): Ht
             } else kind = status >= 500 ? "server_error" : "client_error"
             // The audio itself is of no use to a strategy: hand on headers only,
             // which saves a copy of every body.
-            const kept = kind === "ok" ? null : body
+            // (Audio only, and an empty body rather than none: a client that reads the stream must see
+            // it end, not fail; JSON answers such as the subscription are handed on whole.)
+            const audio = (response.headers["content-type"] ?? "").startsWith("audio/")
+            const kept = kind === "ok" && audio ? new Uint8Array(0) : body
             return HttpClientResponse.fromWeb(request, new Response(kept, { status, headers: response.headers }))
           })
         ),
@@ -189,7 +194,7 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
       const callers = options.concurrency === undefined ? undefined : yield* Semaphore.make(options.concurrency)
 
       const one = (arrival: Patterns.Arrival): Effect.Effect<void> => {
-        const request: SimRequest = { ...arrival, text: textOf(arrival.chars) }
+        const request: SimRequest = { ...arrival, text: textOf(arrival.index, arrival.chars) }
         return call(request).pipe(
           Effect.catchCause((cause) =>
             Effect.logDebug("simulation: a call ended in a defect", cause).pipe(Effect.as<CallOutcome>({

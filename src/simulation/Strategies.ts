@@ -14,13 +14,15 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Fiber, Option, Random, Redacted, Scope, Semaphore } from "effect"
+import { Duration, Effect, Fiber, Option, Random, Redacted, Scope, Semaphore, Stream } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { classifyResponse } from "../client/Classify.ts"
 import type { PlanName, Pool } from "../resilience/Plans.ts"
 import { limitsOf } from "../resilience/Plans.ts"
 import * as Jitter from "../resilience/Jitter.ts"
-import type { Arrival } from "./Patterns.ts"
+import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
+import * as Resilient from "../resilience/Resilient.ts"
+import type { Arrival, Lane } from "./Patterns.ts"
 import { Recorder } from "./Recorder.ts"
 
 /** One logical request of a simulation. */
@@ -277,6 +279,81 @@ export const seedTemplate: Strategy = {
 }
 
 // ----------------------------------------------------------------------------
+// resilient: this library's full stack
+// ----------------------------------------------------------------------------
+
+/**
+ * This library: the `Resilient` layer over the same transport, configured
+ * from `--config` (a `ResilienceConfig` JSON; defaults otherwise) with the
+ * run's plan (unless the config names one) and the `--jitter` kind. Queue
+ * places, waits, retries and breaker moves come from the policies' own events.
+ */
+export const resilient: Strategy = {
+  name: "resilient",
+  description: "this library: plan-aware limiter with lanes and AIMD, retries per class with jitter and budget, breaker, quota",
+  make: (context) =>
+    Effect.gen(function*() {
+      const { config, problems } = ResilienceConfig.validate(context.config ?? {})
+      if (config === undefined) {
+        return yield* Effect.die(new Error(`--config: ${problems.map((p) => `${p.path}: ${p.message}`).join("; ")}`))
+      }
+      const options = ResilienceConfig.toResilientOptions(config, context.apiKey)
+      const retry = options.retry === false ? false : {
+        ...options.retry,
+        exponential: { ...options.retry?.exponential, jitter: Jitter.byName[context.jitter] }
+      }
+      const { resilience, service } = yield* Resilient.make({
+        ...options,
+        baseUrl: context.baseUrl,
+        retry,
+        limiter: { ...options.limiter, plan: config.concurrency?.plan ?? context.plan }
+      })
+      const { recorder } = context
+      yield* Stream.fromPubSub(resilience.retries).pipe(
+        Stream.runForEach((e) => recorder.retry(e.reason)),
+        Effect.forkScoped
+      )
+      yield* resilience.limiter.events.pipe(
+        Stream.runForEach((e) => {
+          if (e.key !== resilience.keyId || e._tag === "LimitChanged") return Effect.void
+          const lane: Lane = e.lane === "interactive" ? "interactive" : "batch"
+          switch (e._tag) {
+            case "Queued":
+              return recorder.queue(lane, 1)
+            case "Waited":
+              return Effect.andThen(recorder.queue(lane, -1), recorder.queueWait(lane, e.waitedMillis))
+            case "QueueTimeout":
+              return recorder.queue(lane, -1)
+            default:
+              return Effect.void
+          }
+        }),
+        Effect.forkScoped
+      )
+      if (resilience.breaker !== undefined) {
+        yield* resilience.breaker.transitions.pipe(
+          Stream.runForEach((t) =>
+            recorder.breakerState(t.to === "Open" ? "open" : t.to === "HalfOpen" ? "half-open" : "closed")
+          ),
+          Effect.forkScoped
+        )
+      }
+      return (request: SimRequest) =>
+        service.textToSpeech.convert(context.voiceId, {
+          text: request.text,
+          modelId: context.model,
+          outputFormat: "mp3_22050_32"
+        }).pipe(
+          Resilient.withCallOptions({ lane: request.lane }),
+          Effect.match({
+            onSuccess: (r): CallOutcome => ({ _tag: "Success", credits: r.meta.characterCost ?? 0 }),
+            onFailure: (e): CallOutcome => ({ _tag: "Failure", reason: e.reason._tag })
+          })
+        )
+    })
+}
+
+// ----------------------------------------------------------------------------
 // The registry
 // ----------------------------------------------------------------------------
 
@@ -284,11 +361,8 @@ export const seedTemplate: Strategy = {
 export const strategyNames = ["resilient", "naive", "seed-template"] as const
 export type StrategyName = (typeof strategyNames)[number]
 
-/**
- * The strategies available in this build, in `--compare` order. The lead adds
- * `resilient` (the `Resilient` layer) here once it exists: one more entry.
- */
-export const registry: ReadonlyArray<Strategy> = [naive, seedTemplate]
+/** The strategies available in this build, in `--compare` order. */
+export const registry: ReadonlyArray<Strategy> = [resilient, naive, seedTemplate]
 
 /** A strategy by name, from {@link registry} unless another list is given. */
 export const find = (name: string, available: ReadonlyArray<Strategy> = registry): Strategy | undefined =>

@@ -6,10 +6,13 @@
  * **Details**
  *
  * - The request is turned into a Web `Request` and handed to
- *   {@link Simulator.Service.handle}; the answer becomes a Web `Response`
- *   whose body is the model's stream, read through `HttpClientResponse.fromWeb`.
+ *   {@link Simulator.Service.handle}; the answer is an `HttpClientResponse`
+ *   whose body is the model's own Effect `Stream`. Not a Web `Response`: a Web
+ *   stream is read through promises, which `TestClock` cannot see, so virtual
+ *   time would run ahead of a body being read (idle timeouts would fire
+ *   spuriously), and the promises cost as much as the rest of the model.
  * - A streaming body holds its concurrency slot until its last chunk is read,
- *   or until the reader cancels it or the request's abort signal fires.
+ *   or until the reader stops or is interrupted.
  * - Faults map to what a transport produces: a reset is an `HttpClientError`
  *   with a `TransportError` reason; a hang never answers (until interrupted);
  *   a stream cut makes reading the body fail half-way.
@@ -19,9 +22,97 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer, Stream } from "effect"
-import { HttpClient, HttpClientError, HttpClientRequest, HttpClientResponse } from "effect/http"
+import { Effect, Inspectable, Layer, Option, Stream } from "effect"
+import { pipeArguments } from "effect/Pipeable"
+import type { Socket } from "effect/socket"
+import {
+  Cookies,
+  Headers,
+  HttpClient,
+  HttpClientError,
+  HttpClientRequest,
+  HttpClientResponse,
+  HttpIncomingMessage,
+  UrlParams
+} from "effect/http"
 import * as Simulator from "./Simulator.ts"
+
+/** A response whose body is an Effect stream, read in the caller's fiber. */
+class SimulatedResponse extends Inspectable.Class implements HttpClientResponse.HttpClientResponse {
+  readonly [HttpIncomingMessage.TypeId] = HttpIncomingMessage.TypeId
+  readonly [HttpClientResponse.TypeId] = HttpClientResponse.TypeId
+  readonly headers: Headers.Headers
+  readonly cookies: Cookies.Cookies = Cookies.empty
+  readonly remoteAddress: Option.Option<string> = Option.none()
+  readonly stream: Stream.Stream<Uint8Array, HttpClientError.HttpClientError>
+  readonly arrayBuffer: Effect.Effect<ArrayBuffer, HttpClientError.HttpClientError>
+  readonly request: HttpClientRequest.HttpClientRequest
+  readonly url: string
+  readonly status: number
+
+  constructor(
+    request: HttpClientRequest.HttpClientRequest,
+    url: string,
+    status: number,
+    headers: Readonly<Record<string, string>>,
+    body: Stream.Stream<Uint8Array, Simulator.StreamCut>
+  ) {
+    super()
+    this.request = request
+    this.url = url
+    this.status = status
+    this.headers = Headers.fromInput(headers)
+    this.stream = Stream.mapError(body, (cause) => this.decodeError(cause))
+    // The body can be read once; `arrayBuffer` (and `text`, `json`) share one read.
+    this.arrayBuffer = Effect.runSync(Effect.cached(Stream.runFold(this.stream, () => [] as Array<Uint8Array>, (acc, c) => {
+      acc.push(c)
+      return acc
+    }).pipe(Effect.map((chunks) => {
+      const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0))
+      let offset = 0
+      for (const c of chunks) {
+        out.set(c, offset)
+        offset += c.byteLength
+      }
+      return out.buffer
+    }))))
+  }
+
+  private decodeError(cause: unknown) {
+    return new HttpClientError.HttpClientError({
+      reason: new HttpClientError.DecodeError({ request: this.request, response: this, cause })
+    })
+  }
+
+  get text(): Effect.Effect<string, HttpClientError.HttpClientError> {
+    return Effect.map(this.arrayBuffer, (b) => new TextDecoder().decode(b))
+  }
+
+  get json(): Effect.Effect<any, HttpClientError.HttpClientError> {
+    return Effect.flatMap(this.text, (text) =>
+      Effect.try({ try: () => (text === "" ? null : JSON.parse(text)), catch: (cause) => this.decodeError(cause) }))
+  }
+
+  get urlParamsBody(): Effect.Effect<UrlParams.UrlParams, HttpClientError.HttpClientError> {
+    return Effect.map(this.text, (text) => UrlParams.fromInput(new URLSearchParams(text)))
+  }
+
+  get formData(): Effect.Effect<FormData, HttpClientError.HttpClientError> {
+    return Effect.fail(this.decodeError(new Error("the simulator does not answer with form data")))
+  }
+
+  get upgrade(): Effect.Effect<Socket.Socket, HttpClientError.HttpClientError> {
+    return Effect.fail(this.decodeError(new Error("the simulator does not upgrade connections")))
+  }
+
+  toJSON(): unknown {
+    return HttpIncomingMessage.inspect(this, { _id: "HttpClientResponse", status: this.status, url: this.url })
+  }
+
+  pipe() {
+    return pipeArguments(this, arguments)
+  }
+}
 
 /** Options of the in-process face. */
 export interface Options {
@@ -47,7 +138,7 @@ export const makeHttpClient = (
 ): Effect.Effect<HttpClient.HttpClient> =>
   Effect.sync(() => {
     const base = options.baseUrl ?? defaultBaseUrl
-    return HttpClient.make((request, url, signal) =>
+    return HttpClient.make((request, url) =>
       Effect.gen(function*() {
         const web = yield* HttpClientRequest.toWeb(HttpClientRequest.setUrl(request, url.toString())).pipe(
           Effect.mapError((cause) =>
@@ -68,13 +159,8 @@ export const makeHttpClient = (
             })
           )
         }
-        // The body runs with the caller's services, so its sleeps follow the caller's Clock.
-        const context = yield* Effect.context<never>()
-        const readable = Stream.toReadableStreamWith(outcome.body, context, { signal })
-        return HttpClientResponse.fromWeb(
-          request,
-          new Response(readable, { status: outcome.status, headers: outcome.headers })
-        )
+        // The body is read in the caller's fiber, so its sleeps follow the caller's Clock.
+        return new SimulatedResponse(request, url.toString(), outcome.status, outcome.headers, outcome.body)
       })
     ).pipe(
       HttpClient.mapRequest((request) =>

@@ -360,7 +360,7 @@ describe("ConcurrencyLimiter", () => {
   it.effect("publishes limit changes, queue full / timeouts and waits as events", () =>
     Effect.gen(function*() {
       const limiter = yield* CL.make({ plan: { standard: 1 }, maxQueue: 1, queueTimeout: "5 seconds" })
-      const collected = yield* Effect.forkChild(Stream.runCollect(Stream.take(limiter.events, 4)))
+      const collected = yield* Effect.forkChild(Stream.runCollect(Stream.take(limiter.events, 5)))
       yield* settle
       const gate = yield* Deferred.make<void>()
       yield* hold(limiter, { key: K, pool: "standard" }, gate)
@@ -375,8 +375,15 @@ describe("ConcurrencyLimiter", () => {
       yield* Fiber.join(second)
       yield* limiter.onConcurrencyLimited(K, "standard") // 2.7 -> 2
       const events = Array.from(yield* Fiber.join(collected))
-      assert.deepStrictEqual(events.map((e) => e._tag), ["QueueFull", "QueueTimeout", "LimitChanged", "LimitChanged"])
-      const last = events[3]
+      assert.deepStrictEqual(events.map((e) => e._tag), [
+        "Queued",
+        "QueueFull",
+        "QueueTimeout",
+        "LimitChanged",
+        "LimitChanged"
+      ])
+      assert.deepStrictEqual(events[0], { _tag: "Queued", key: K, pool: "standard", lane: "default", depth: 1 })
+      const last = events[4]
       assert.deepStrictEqual(last && last._tag === "LimitChanged" ? [last.from, last.to, last.reason] : [], [
         3,
         2,
@@ -393,7 +400,7 @@ describe("ConcurrencyLimiter", () => {
   it.effect("reports the wait of a queued caller in the permit and a Waited event", () =>
     Effect.gen(function*() {
       const limiter = yield* CL.make({ plan: { standard: 1 } })
-      const collected = yield* Effect.forkChild(Stream.runCollect(Stream.take(limiter.events, 1)))
+      const collected = yield* Effect.forkChild(Stream.runCollect(Stream.take(limiter.events, 2)))
       yield* settle
       const gate = yield* Deferred.make<void>()
       yield* hold(limiter, { key: K, pool: "standard" }, gate)
@@ -405,7 +412,8 @@ describe("ConcurrencyLimiter", () => {
       yield* TestClock.adjust("3 seconds")
       yield* Deferred.succeed(gate, undefined)
       assert.strictEqual(yield* Fiber.join(waiter), 3000)
-      const [event] = Array.from(yield* Fiber.join(collected))
+      const [queued, event] = Array.from(yield* Fiber.join(collected))
+      assert.deepStrictEqual(queued, { _tag: "Queued", key: K, pool: "standard", lane: "interactive", depth: 1 })
       assert.deepStrictEqual(event, { _tag: "Waited", key: K, pool: "standard", lane: "interactive", waitedMillis: 3000 })
     }))
 

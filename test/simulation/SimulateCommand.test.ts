@@ -54,7 +54,7 @@ describe("simulate command", () => {
       try {
         const html = join(dir, "r.html")
         const config = join(dir, "c.json")
-        writeFileSync(config, JSON.stringify({ retry: { times: 3 } }))
+        writeFileSync(config, JSON.stringify({ retry: { exponential: { maxRetries: 3 } } }))
         const { output, reports } = yield* Simulate.execute({
           ...base,
           compare: true,
@@ -63,9 +63,9 @@ describe("simulate command", () => {
           config: Option.some(config)
         })
         const json = JSON.parse(output)
-        assert.deepStrictEqual(json.runs.map((r: { strategy: string }) => r.strategy), ["naive", "seed-template"])
+        assert.deepStrictEqual(json.runs.map((r: { strategy: string }) => r.strategy), ["resilient", "naive", "seed-template"])
         for (const r of json.runs) assert.strictEqual(r.succeeded + r.failed, 20)
-        assert.lengthOf(reports, 2)
+        assert.lengthOf(reports, 3)
         assert.include(readFileSync(html, "utf8"), "<svg")
       } finally {
         rmSync(dir, { recursive: true, force: true })
@@ -91,10 +91,10 @@ describe("simulate command", () => {
       )
     }))
 
-  it.effect("resilient is named but not available until the composition plugs in", () =>
+  it.effect("resilient is the default comparison's first strategy, with the run's config", () =>
     Effect.gen(function*() {
-      const e = yield* Effect.flip(Simulate.toRuns({ ...base, strategy: "resilient" }, undefined))
-      assert.include(e.message, "not available in this build")
+      const runs = yield* Simulate.toRuns({ ...base, strategy: "resilient" }, { quota: false })
+      assert.deepStrictEqual(runs.map((r) => r.strategy.name), ["resilient"])
     }))
 
   it.effect("flags parse through effect/cli; a bad value fails the command", () =>
