@@ -369,16 +369,16 @@ export const resolveTraffic = (traffic: Patterns.TrafficOptions): Effect.Effect<
     const resolved = yield* Patterns.resolve(traffic).pipe(
       Effect.mapError((e) => new LoadTestError({ message: e.message }))
     )
-    if (resolved.requests > caps.requests) {
-      return yield* new LoadTestError({
-        message: `a load test sends at most ${caps.requests.toLocaleString("en-US")} requests, got ${resolved.requests}`
-      })
-    }
     if (resolved.durationMs > caps.spanMs) {
       return yield* new LoadTestError({
         message: `a load test runs in real time and spans at most 1 h, this pattern spans ${
           Math.round(resolved.durationMs / 60_000)
         } min; shorten --duration or rehearse it with "simulate" (virtual time)`
+      })
+    }
+    if (resolved.requests > caps.requests) {
+      return yield* new LoadTestError({
+        message: `a load test sends at most ${caps.requests.toLocaleString("en-US")} requests, got ${resolved.requests}`
       })
     }
     return resolved

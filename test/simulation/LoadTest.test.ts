@@ -1,0 +1,189 @@
+import { NodeHttpClient } from "@effect/platform-node"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Redacted } from "effect"
+import { execFile } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import * as LoadTest from "../../src/simulation/LoadTest.ts"
+import type * as Recorder from "../../src/simulation/Recorder.ts"
+import * as Report from "../../src/simulation/Report.ts"
+import * as Strategies from "../../src/simulation/Strategies.ts"
+import * as Server from "../../src/simulator/Server.ts"
+import { startRedisServer } from "../utils/redisServer.ts"
+
+const main = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url))
+
+/** A small real-time burst: Flash on free (limit 4), short texts, ~1-2 s. */
+const burst = (strategy: Strategies.Strategy, baseUrl: string) =>
+  LoadTest.run({
+    traffic: { pattern: "burst", requests: 50, chars: { min: 20, max: 40 }, seed: 3 },
+    strategy,
+    baseUrl,
+    apiKey: Redacted.make("sim-key"),
+    plan: "free",
+    model: "eleven_flash_v2_5",
+    simulatorStats: true
+  }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+
+const run = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  Effect.callback<{ code: number; stdout: string; stderr: string }>((resume) => {
+    execFile(process.execPath, [main, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (error, stdout, stderr) => {
+      resume(Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr }))
+    })
+  })
+
+const emptyLog = (): Recorder.Log => ({
+  calls: [],
+  attempts: [],
+  inFlight: [],
+  queueDepth: { interactive: [], batch: [] },
+  queueWaits: [],
+  retries: [],
+  breaker: []
+})
+
+describe("LoadTest", () => {
+  it.live("resilient against a real simulator server: every call ends once, no concurrency 429, in flight within the limit", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.serve({ port: 0, plan: "free", seed: 3 })
+      const report = yield* burst(LoadTest.resilient, server.url)
+      const s = report.summary
+      assert.strictEqual(s.requests, 50)
+      assert.strictEqual(s.succeeded + s.failed, 50)
+      assert.strictEqual(s.succeeded, 50)
+      assert.strictEqual(s.http429.tooManyConcurrentRequests, 0)
+      assert.strictEqual(s.limit, 4)
+      assert.isAtMost(s.maxInFlight, 4)
+      assert.isAbove(s.maxInFlight, 0)
+      assert.isAbove(s.creditsUsed, 0)
+      // The queue did its job: later requests of the burst waited.
+      assert.isAbove(s.queueWaitMs.max, 0)
+      // Every attempt the client made reached the server (50 TTS + the quota guard's subscription read).
+      assert.isAtLeast((yield* server.simulator.stats).requests, s.attempts)
+      assert.isAtLeast(s.attempts, 50)
+      const json = JSON.parse(Report.toJson([report])) as { requests: number; series: { inFlight: Array<number> } }
+      assert.strictEqual(json.requests, 50)
+      assert.isAtMost(Math.max(...json.series.inFlight), 4)
+    }))
+
+  it.live("the naive SDK defaults on the same burst meet the server's concurrency 429s (the stats are the server's)", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.serve({ port: 0, plan: "free", seed: 3 })
+      const report = yield* burst(Strategies.naive, server.url)
+      const s = report.summary
+      assert.strictEqual(s.succeeded + s.failed, 50)
+      assert.isAbove(s.http429.tooManyConcurrentRequests, 0)
+      assert.isAtMost(s.maxInFlight, 4)
+    }))
+
+  it.live("a time limit interrupts calls still running: they count as TimeLimit, nothing is lost", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.serve({ port: 0, plan: "free", seed: 3, faults: { hang: 1 } })
+      const report = yield* LoadTest.run({
+        traffic: { pattern: "burst", requests: 6, chars: { min: 20, max: 20 } },
+        strategy: Strategies.naive,
+        baseUrl: server.url,
+        apiKey: Redacted.make("sim-key"),
+        plan: "free",
+        model: "eleven_flash_v2_5",
+        simulatorStats: true,
+        timeLimitMs: 300
+      }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+      assert.strictEqual(report.summary.failed, 6)
+      assert.deepStrictEqual(report.summary.failedByReason, { TimeLimit: 6 })
+    }))
+
+  it.effect("bad traffic and the real-time caps are clear errors", () =>
+    Effect.gen(function*() {
+      const tooLong = yield* Effect.flip(LoadTest.resolveTraffic({ pattern: "diurnal" }))
+      assert.include(tooLong.message, "spans at most 1 h")
+      const tooMany = yield* Effect.flip(LoadTest.resolveTraffic({ pattern: "steady", requests: 200_000, rps: 1000 }))
+      assert.include(tooMany.message, "at most 100,000 requests")
+      const bad = yield* Effect.flip(LoadTest.resolveTraffic({ pattern: "steady", requests: -1 }))
+      assert.include(bad.message, "requests must be a positive number")
+    }))
+
+  it.effect("merge: logs of several processes join on the earliest start; in-flight counts add up", () =>
+    Effect.sync(() => {
+      const a = emptyLog()
+      a.calls.push({ index: 0, lane: "batch", arrivalMs: 0, endMs: 100, failure: undefined, credits: 5 })
+      a.inFlight.push([0, 1], [100, 0])
+      const b = emptyLog()
+      b.calls.push({ index: 1, lane: "batch", arrivalMs: 0, endMs: 50, failure: "SystemBusy", credits: 0 })
+      b.inFlight.push([0, 1], [50, 0])
+      const merged = LoadTest.merge([{ startedAt: 1_000, log: a }, { startedAt: 1_020, log: b }])
+      assert.strictEqual(merged.startedAt, 1_000)
+      assert.deepStrictEqual(merged.log.calls.map((c) => [c.index, c.endMs]), [[0, 100], [1, 70]])
+      assert.deepStrictEqual(merged.log.inFlight, [[0, 1], [20, 2], [70, 1], [100, 0]])
+      const stats = LoadTest.clientStats(merged.log, "flash", 4)
+      assert.strictEqual(stats.pools.flash.maxInFlight, 2)
+      assert.strictEqual(stats.creditsCharged, 5)
+    }))
+
+  it.live("the CLI: JSON is parseable, bad flags are one clear line and exit 1", () =>
+    Effect.gen(function*() {
+      const ok = yield* run([
+        "load-test",
+        "--pattern",
+        "burst",
+        "--requests",
+        "20",
+        "--plan",
+        "free",
+        "--model",
+        "eleven_flash_v2_5",
+        "--chars",
+        "20-30",
+        "--json"
+      ])
+      assert.strictEqual(ok.code, 0, ok.stderr)
+      const json = JSON.parse(ok.stdout) as { strategy: string; requests: number; succeeded: number; failed: number; http429: { tooManyConcurrentRequests: number } }
+      assert.strictEqual(json.strategy, "resilient")
+      assert.strictEqual(json.succeeded + json.failed, 20)
+      assert.strictEqual(json.http429.tooManyConcurrentRequests, 0)
+      const bad = yield* run(["load-test", "--pattern", "wave"])
+      assert.strictEqual(bad.code, 1)
+      assert.include(bad.stderr, "--pattern must be one of steady, ramp-up, burst, chaos, diurnal; got \"wave\"")
+      const noRedis = yield* run(["load-test", "--processes", "2"])
+      assert.strictEqual(noRedis.code, 1)
+      assert.include(noRedis.stderr, "--processes N with --strategy resilient needs --redis-url")
+      const noKey = yield* run(["load-test", "--base-url", "http://127.0.0.1:9"], { ELEVENLABS_API_KEY: "" })
+      assert.strictEqual(noKey.code, 1)
+      assert.include(noKey.stderr, "set ELEVENLABS_API_KEY")
+    }))
+
+  it.live("two worker processes share the limit through Redis: no concurrency 429, in flight within the limit", () =>
+    Effect.gen(function*() {
+      const redis = yield* Effect.acquireRelease(Effect.promise(() => startRedisServer()), (r) => Effect.promise(() => r.close()))
+      const out = yield* run([
+        "load-test",
+        "--processes",
+        "2",
+        "--redis-url",
+        redis.url,
+        "--pattern",
+        "burst",
+        "--requests",
+        "30",
+        "--plan",
+        "free",
+        "--model",
+        "eleven_flash_v2_5",
+        "--chars",
+        "20-30",
+        "--json"
+      ])
+      assert.strictEqual(out.code, 0, out.stderr)
+      const json = JSON.parse(out.stdout) as {
+        strategy: string
+        succeeded: number
+        failed: number
+        maxInFlight: number
+        http429: { tooManyConcurrentRequests: number }
+      }
+      assert.strictEqual(json.strategy, "resilient x2")
+      assert.strictEqual(json.succeeded + json.failed, 30)
+      assert.strictEqual(json.succeeded, 30)
+      assert.strictEqual(json.http429.tooManyConcurrentRequests, 0)
+      assert.isAtMost(json.maxInFlight, 4)
+    }), { timeout: 90_000 })
+})
