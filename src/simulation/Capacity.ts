@@ -24,9 +24,9 @@
  * longer queues), which is what makes the bisection sound; a noisy edge moves
  * the answer by a stream or two.
  *
- * Each probe runs under its own `TestClock`, driven in 10 ms steps (see
- * {@link CapacityOptions.stepMs}): five minutes of a hundred broadcasts take a
- * few seconds.
+ * Each probe runs under its own `TestClock`, like the virtual-time runner:
+ * the clock jumps from one wake-up to the next, so five minutes of a hundred
+ * broadcasts take a second or two.
  *
  * @since 0.1.0
  */
@@ -74,11 +74,11 @@ export interface CapacityOptions {
   /** Parsed config JSON for the resilient strategy. */
   readonly config?: unknown
   /**
-   * Virtual-clock step of the driver, ms. Default 10. Small on purpose: the
-   * in-process simulator reads request bodies through real promises, which a
-   * test clock cannot see; a large step lets the clock jump to the next timer
-   * while such a read is pending (with the resilient stack's timers, by
-   * seconds), a 10 ms step bounds that error to about 0.1 s per segment.
+   * Largest step of the virtual-clock driver, ms. Default one hour: the clock
+   * jumps from one scheduled wake-up to the next (`TestClock.adjust` runs
+   * them in order). A small step (e.g. 10) is only needed for a strategy
+   * that waits on I/O the test clock cannot see (a real promise): a large
+   * step would let the clock run on to the next timer while it waits.
    */
   readonly stepMs?: number | undefined
 }
@@ -188,7 +188,7 @@ export const resolve = (o: CapacityOptions): Effect.Effect<Resolved, CapacityErr
       seed: o.seed ?? 1,
       strategy: o.strategy ?? LoadTest.resilient,
       config: o.config,
-      stepMs: o.stepMs ?? 10
+      stepMs: o.stepMs ?? 3_600_000
     }
   })
 
