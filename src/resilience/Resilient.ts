@@ -109,6 +109,14 @@ export const CurrentCallOptions = Context.Reference<CallOptions>("elevenlabs-res
 })
 
 /**
+ * The pause the retry policy took before the current attempt (set per attempt
+ * by `retried`, read for the attempt span).
+ */
+const RetryDelay = Context.Reference<Duration.Duration | undefined>("elevenlabs-resilience/Resilient/RetryDelay", {
+  defaultValue: () => undefined
+})
+
+/**
  * Sets the lane, deadline or idempotency of the calls inside `effect`
  * (merged over any outer call options).
  */
@@ -221,6 +229,32 @@ interface CallPlan<A> {
 
 const toDuration = (input: Duration.Input): Duration.Duration => Duration.fromInputUnsafe(input)
 
+/** `url.template` of each operation's attempt span: the path with its parameters as names (no voice id). */
+const urlTemplates: Readonly<Record<string, string>> = {
+  "textToSpeech.convert": "/v1/text-to-speech/{voice_id}",
+  "textToSpeech.convertWithTimestamps": "/v1/text-to-speech/{voice_id}/with-timestamps",
+  "textToSpeech.stream": "/v1/text-to-speech/{voice_id}/stream",
+  "textToSpeech.streamWithTimestamps": "/v1/text-to-speech/{voice_id}/stream/with-timestamps",
+  "speechToText.convert": "/v1/speech-to-text",
+  "music.compose": "/v1/music",
+  "user.get": "/v1/user",
+  "user.subscription": "/v1/user/subscription",
+  "voices.list": "/v1/voices",
+  "voices.get": "/v1/voices/{voice_id}",
+  "models.list": "/v1/models"
+}
+
+/** Annotates the current attempt span with the answer: status and request id, or the error's status, detail and reason. */
+const annotateAnswer = <A>(metaOf: (a: A) => ResponseMeta | undefined) =>
+<R>(self: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> =>
+  self.pipe(
+    // The client returns only 2xx answers, and every ElevenLabs success is a 200.
+    Effect.tap((a) => Spans.annotateAttempt({ statusCode: 200, requestId: metaOf(a)?.requestId })),
+    Effect.tapError((e) =>
+      Spans.annotateAttempt({ statusCode: e.reason.status, detailStatus: e.reason.detailStatus, errorType: e.reason._tag })
+    )
+  )
+
 /**
  * Builds the resilient `ElevenLabs` service and its policies. Needs an
  * `HttpClient` (the transport) and a `Scope` (the policies' fibers and
@@ -235,6 +269,24 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     characterLimits: options.characterLimits
   })
   const keyId = Fallback.partitionOfApiKey(options.apiKey)
+  const server = new URL(options.baseUrl ?? Client.defaultBaseUrl)
+  const serverAddress = server.hostname
+  const serverPort = server.port === "" ? (server.protocol === "http:" ? 80 : 443) : Number(server.port)
+  /** The span of one attempt: its number and the pause before it. */
+  const attemptSpan = (
+    operation: string,
+    method: string,
+    info: RetryPolicy.AttemptInfo,
+    delay: Duration.Duration | undefined
+  ) =>
+    Spans.withAttemptSpan(operation, {
+      method,
+      urlTemplate: urlTemplates[operation],
+      serverAddress,
+      serverPort,
+      attempt: info.attempt,
+      retryDelayMs: delay === undefined ? undefined : Duration.toMillis(delay)
+    })
   const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
   const deadline = toDuration(options.deadline ?? stackDefaults.deadline)
   const queueTimeout = toDuration(options.limiter?.queueTimeout ?? "120 seconds")
@@ -343,13 +395,23 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
   /** Steps 6-8 for one attempt of a buffered call. */
   const attempt = <A>(plan: CallPlan<A>): Effect.Effect<A, ElevenLabsError> => {
     const pool = plan.pool
-    const attemptSpan = Spans.withAttemptSpan(plan.operation, { method: "POST" })
-    const limited = Effect.flatMap(permitRequest(pool), (request) =>
-      limiter.usePermit(request, (permit) =>
-        Effect.andThen(observePool(pool), plan.send.pipe(learn(permit), attemptSpan))).pipe(
+    // Built once per call: the queue waits of all its attempts add up here.
+    let queueWaitMs = 0
+    const limited = Effect.flatMap(
+      Effect.all([permitRequest(pool), RetryPolicy.CurrentAttempt, RetryDelay]),
+      ([request, info, delay]) =>
+        limiter.usePermit(request, (permit) => {
+          queueWaitMs += permit.waitedMillis
+          return Effect.andThen(
+            // Outside the attempt span, so these land on the call span.
+            Effect.andThen(observePool(pool), Spans.annotateCall({ attempts: info.attempt, queueWaitMs })),
+            plan.send.pipe(annotateAnswer(plan.metaOf), learn(permit), attemptSpan(plan.operation, "POST", info, delay))
+          )
+        }).pipe(
           Effect.catchTag("ConcurrencyLimiterError", fromLimiter(plan.operation)),
           Effect.ensuring(observePool(pool))
-        ))
+        )
+    )
     return breaker === undefined
       ? limited
       : breaker.execute(pool)(limited).pipe(Effect.catchTag("BreakerError", fromBreaker(plan.operation, pool)))
@@ -362,7 +424,10 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     self: Effect.Effect<A, ElevenLabsError, R>
   ): Effect.Effect<A, ElevenLabsError, R> =>
     Effect.flatMap(Effect.service(CurrentCallOptions), (call) => {
-      const withRetry = retrySettings === undefined ? self : self.pipe(
+      // The pause before the next attempt, handed to it (and so to its span) through RetryDelay.
+      let delay: Duration.Duration | undefined = undefined
+      const attempt = Effect.suspend(() => Effect.provideService(self, RetryDelay, delay))
+      const withRetry = retrySettings === undefined ? self : attempt.pipe(
         RetryPolicy.retry({
           ...retrySettings,
           idempotent: call.idempotent,
@@ -370,6 +435,9 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           events: retries,
           onRetry: (event) =>
             Effect.all([
+              Effect.sync(() => {
+                delay = event.delay
+              }),
               Spans.retryEvent({
                 attempt: event.attempt - 1,
                 reason: event.reason,
@@ -494,6 +562,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     Effect.gen(function*() {
       if (validate !== undefined) return yield* fail(validate)
       const outer = yield* Effect.scope
+      let queueWaitMs = 0
       const oneAttempt = Effect.gen(function*() {
         const child = yield* Scope.fork(outer)
         const exit = yield* Effect.exit(Scope.provide(child)(Effect.gen(function*() {
@@ -501,11 +570,16 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           const permit = yield* limiter.acquire(request).pipe(
             Effect.catchTag("ConcurrencyLimiterError", fromLimiter(plan.operation))
           )
+          const info = yield* RetryPolicy.CurrentAttempt
+          const delay = yield* RetryDelay
+          queueWaitMs += permit.waitedMillis
+          yield* Spans.annotateCall({ attempts: info.attempt, queueWaitMs })
           yield* observePool(plan.pool)
           yield* Scope.addFinalizer(child, observePool(plan.pool))
           const opened = yield* open.pipe(
+            annotateAnswer((s: S) => s.meta),
             learn(permit),
-            Spans.withAttemptSpan(plan.operation, { method: "POST" })
+            attemptSpan(plan.operation, "POST", info, delay)
           )
           return release(opened, Effect.andThen(permit.release, observePool(plan.pool)))
         })))
@@ -666,9 +740,12 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
 
   /** Read-only calls: deadline and retries, no limiter, breaker or quota. */
   function readOnly<A>(operation: string, self: Effect.Effect<A, ElevenLabsError>): Effect.Effect<A, ElevenLabsError> {
-    return retried(operation, undefined, Spans.withAttemptSpan(operation, { method: "GET" })(self)).pipe(
-      Spans.withCallSpan(operation)
-    )
+    const one = Effect.flatMap(Effect.all([RetryPolicy.CurrentAttempt, RetryDelay]), ([info, delay]) =>
+      Effect.andThen(
+        Spans.annotateCall({ attempts: info.attempt }),
+        self.pipe(annotateAnswer(() => undefined), attemptSpan(operation, "GET", info, delay))
+      ))
+    return retried(operation, undefined, one).pipe(Spans.withCallSpan(operation))
   }
 
   const resilience: Resilience = { keyId, limiter, breaker, quota, budget, cache, retries }
