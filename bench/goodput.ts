@@ -306,7 +306,48 @@ const seedsRecipe: ClientUnderTest = {
   }
 }
 
-export const clients: ReadonlyArray<ClientUnderTest> = [resilient, sdkDefaults, seedsRecipe]
+/**
+ * The harness's ceiling, not a contender: exactly `limit` workers over plain
+ * `fetch`, each taking the next request as soon as its answer's body is read,
+ * any failure retried at once. What this machine, loopback and the simulator
+ * allow when a client wastes nothing between slots.
+ */
+const idealWorkers: ClientUnderTest = {
+  name: "reference: 20 workers",
+  description: "harness ceiling: exactly 20 fetch workers, next request as soon as a body ends, failures retried at once",
+  burst: async (url, n, reset) => {
+    const serviceMs: Array<number> = []
+    const attempt = async (i: number): Promise<void> => {
+      for (;;) {
+        const res = await fetch(`${url}/v1/text-to-speech/${voice}?output_format=${outputFormat}`, {
+          method: "POST",
+          headers: { "xi-api-key": apiKey, "content-type": "application/json" },
+          body: JSON.stringify({ text: textOf(i), model_id: model })
+        }).catch(() => undefined)
+        if (res === undefined) continue
+        await res.arrayBuffer()
+        if (res.status === 200) {
+          serviceMs.push(Number(res.headers.get("tts-latency-ms")))
+          return
+        }
+      }
+    }
+    const runAll = async (from: number, count: number) => {
+      let next = 0
+      await Promise.all(Array.from({ length: flashLimit }, async () => {
+        while (next < count) await attempt(from + next++)
+      }))
+    }
+    await runAll(-1000, 20)
+    await reset()
+    serviceMs.length = 0
+    const t0 = nowMs()
+    await runAll(0, n)
+    return { completed: n, failedByReason: {}, serviceMs, wallMs: nowMs() - t0 }
+  }
+}
+
+export const clients: ReadonlyArray<ClientUnderTest> = [resilient, sdkDefaults, seedsRecipe, idealWorkers]
 
 // ---------------------------------------------------------------------------
 // The measurement
