@@ -227,6 +227,14 @@ export class QuotaExhausted extends Schema.Error<QuotaExhausted>("elevenlabs-res
   retryAfter
 }) {}
 
+/** The shared state (Redis) is unreachable and the stack is configured `fail-closed`: no request sent. */
+export class SharedStateUnavailable extends Schema.Error<SharedStateUnavailable>(
+  "elevenlabs-resilience/SharedStateUnavailable"
+)({
+  _tag: Schema.tag("SharedStateUnavailable"),
+  ...common
+}) {}
+
 /** Every reason an ElevenLabs call can fail with. */
 export type ElevenLabsErrorReason =
   | ConcurrencyLimited
@@ -249,6 +257,7 @@ export type ElevenLabsErrorReason =
   | CircuitOpen
   | InsufficientQuota
   | QuotaExhausted
+  | SharedStateUnavailable
 
 /** Schema of {@link ElevenLabsErrorReason}. */
 export const ElevenLabsErrorReason = Schema.Union([
@@ -271,7 +280,8 @@ export const ElevenLabsErrorReason = Schema.Union([
   QueueTimeout,
   CircuitOpen,
   InsufficientQuota,
-  QuotaExhausted
+  QuotaExhausted,
+  SharedStateUnavailable
 ])
 
 /** The `_tag` of every reason. */
@@ -318,7 +328,8 @@ export const reasonPolicies: { readonly [K in ReasonTag]: ReasonPolicy } = {
   QueueTimeout: { retryClass: "never", breakerFailure: false, quota: "release" },
   CircuitOpen: { retryClass: "never", breakerFailure: false, quota: "release" },
   InsufficientQuota: { retryClass: "never", breakerFailure: false, quota: "release" },
-  QuotaExhausted: { retryClass: "never", breakerFailure: false, quota: "release" }
+  QuotaExhausted: { retryClass: "never", breakerFailure: false, quota: "release" },
+  SharedStateUnavailable: { retryClass: "never", breakerFailure: false, quota: "release" }
 }
 
 /** The retry class of a reason. */

@@ -55,11 +55,14 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, Layer, PubSub, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option, PubSub, Scope, Stream } from "effect"
 import type { HttpClient } from "effect/http"
 import { NodeServices } from "@effect/platform-node"
 import { CircuitBreaker, KeyValueStore } from "effect/persistence"
 import * as Client from "../client/ElevenLabs.ts"
+import type { DistributedError } from "../distributed/DistributedError.ts"
+import * as RedisPermits from "../distributed/RedisPermits.ts"
+import * as SharedState from "../distributed/SharedState.ts"
 import {
   CircuitOpen,
   type ElevenLabsErrorReason,
@@ -68,7 +71,8 @@ import {
   InvalidRequest,
   QueueFull,
   QueueTimeout,
-  QuotaExhausted
+  QuotaExhausted,
+  SharedStateUnavailable
 } from "../client/Errors.ts"
 import { audioSecondsOf, defaultOutputFormat, defaultTtsModel } from "../client/Models.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
@@ -160,6 +164,21 @@ const fromLimiter = (operation: string) => (error: ConcurrencyLimiter.Concurrenc
       return fail(new QueueTimeout({ operation, message: r.message, pool: r.pool, lane: r.lane, waited: r.waited }))
     case "InvalidPermitRequest":
       return fail(new InvalidRequest({ operation, message: r.message, field: "lane" }))
+  }
+}
+
+const fromDistributed = (operation: string, pool: Pool, lane: string) => (error: DistributedError) => {
+  const r = error.reason
+  switch (r._tag) {
+    case "AcquireTimeout":
+      return fail(
+        new QueueTimeout({ operation, message: r.message, pool, lane, waited: Duration.millis(r.waitedMillis) })
+      )
+    case "InvalidDistributedRequest":
+      return fail(new InvalidRequest({ operation, message: r.message }))
+    case "RedisUnavailable":
+    case "RedisCommandFailed":
+      return fail(new SharedStateUnavailable({ operation, message: r.message }))
   }
 }
 
@@ -295,10 +314,17 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
   const budget = options.budget === false || options.retry === false
     ? undefined
     : yield* RetryBudget.make(options.budget)
+  // Shared state, when a Redis layer is in context (SharedState.layerRedis): distributed permits
+  // behind the local lanes, and the breaker's circuits in Redis.
+  const shared = yield* Effect.serviceOption(RedisPermits.RedisPermits)
+  const distributed = Option.getOrUndefined(shared)
+  const sharedStore = yield* Effect.serviceOption(CircuitBreaker.CircuitBreakerStore)
   const breaker = options.breaker === false
     ? undefined
     : yield* Breaker.make({ keyPrefix: `elevenlabs:${keyId}:`, ...options.breaker }).pipe(
-      Effect.provide(CircuitBreaker.layerStoreMemory())
+      Option.isSome(sharedStore)
+        ? Effect.provideService(CircuitBreaker.CircuitBreakerStore, sharedStore.value)
+        : Effect.provide(CircuitBreaker.layerStoreMemory())
     )
   const quota = options.quota === false
     ? undefined
@@ -386,11 +412,36 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
   const learn = (permit: ConcurrencyLimiter.Permit) =>
   <A, R>(self: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> =>
     self.pipe(
-      Effect.provideService(Client.OnResponseHeaders, (meta) => permit.onResponse(meta)),
+      Effect.provideService(Client.OnResponseHeaders, (meta) =>
+        distributed === undefined
+          ? permit.onResponse(meta)
+          : Effect.andThen(
+            permit.onResponse(meta),
+            distributed.onResponse(keyId, permit.pool, RedisPermits.signalOf(meta))
+          )),
       Effect.tapError((e) =>
-        e.reason._tag === "ConcurrencyLimited" ? permit.onConcurrencyLimited(e.reason.limit) : Effect.void
+        e.reason._tag !== "ConcurrencyLimited"
+          ? Effect.void
+          : distributed === undefined
+          ? permit.onConcurrencyLimited(e.reason.limit)
+          : Effect.andThen(
+            permit.onConcurrencyLimited(e.reason.limit),
+            distributed.onConcurrencyLimited(keyId, permit.pool, e.reason.limit)
+          )
       )
     )
+
+  /**
+   * The distributed permit, taken after the local one (so the local lanes
+   * order callers first) and held while `self` runs, in the current scope.
+   */
+  const sharedPermit = (request: ConcurrencyLimiter.PermitRequest & { readonly pool: Pool }, operation: string) =>
+    distributed === undefined
+      ? Effect.void
+      : distributed.acquire({ key: keyId, pool: request.pool, timeout: request.timeout }).pipe(
+        Effect.catchTag("DistributedError", fromDistributed(operation, request.pool, request.lane ?? "default")),
+        Effect.asVoid
+      )
 
   /** Steps 6-8 for one attempt of a buffered call. */
   const attempt = <A>(plan: CallPlan<A>): Effect.Effect<A, ElevenLabsError> => {
@@ -405,7 +456,10 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           return Effect.andThen(
             // Outside the attempt span, so these land on the call span.
             Effect.andThen(observePool(pool), Spans.annotateCall({ attempts: info.attempt, queueWaitMs })),
-            plan.send.pipe(annotateAnswer(plan.metaOf), learn(permit), attemptSpan(plan.operation, "POST", info, delay))
+            Effect.scoped(Effect.andThen(
+              sharedPermit(request, plan.operation),
+              plan.send.pipe(annotateAnswer(plan.metaOf), learn(permit), attemptSpan(plan.operation, "POST", info, delay))
+            ))
           )
         }).pipe(
           Effect.catchTag("ConcurrencyLimiterError", fromLimiter(plan.operation)),
@@ -570,6 +624,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           const permit = yield* limiter.acquire(request).pipe(
             Effect.catchTag("ConcurrencyLimiterError", fromLimiter(plan.operation))
           )
+          yield* sharedPermit(request, plan.operation)
           const info = yield* RetryPolicy.CurrentAttempt
           const delay = yield* RetryDelay
           queueWaitMs += permit.waitedMillis
@@ -766,8 +821,14 @@ const bytesOf = (value: unknown): number | undefined => {
  */
 export const layer = (
   options: ResilientOptions
-): Layer.Layer<Client.ElevenLabs | ResilienceService, never, HttpClient.HttpClient> =>
-  Layer.effectContext(
+): Layer.Layer<Client.ElevenLabs | ResilienceService, never, HttpClient.HttpClient> => {
+  const stack = Layer.effectContext(
     Effect.map(make(options), ({ resilience, service }) =>
       Context.make(Client.ElevenLabs, service).pipe(Context.add(ResilienceService, resilience)))
   )
+  // The config entry `redis` is the same as providing `SharedState.layerRedis` yourself. Not
+  // reaching Redis at start-up is fatal here; provide the layer yourself to handle `RedisError`.
+  return options.redis === undefined
+    ? stack
+    : stack.pipe(Layer.provide(Layer.orDie(SharedState.layerRedis(SharedState.optionsFromSettings(options.redis)))))
+}
