@@ -60,19 +60,12 @@ import type { HttpClient } from "effect/http"
 import { NodeServices } from "@effect/platform-node"
 import { CircuitBreaker, KeyValueStore } from "effect/persistence"
 import * as Client from "../client/ElevenLabs.ts"
-import type { DistributedError } from "../distributed/DistributedError.ts"
 import * as RedisPermits from "../distributed/RedisPermits.ts"
 import * as SharedState from "../distributed/SharedState.ts"
 import {
-  CircuitOpen,
-  type ElevenLabsErrorReason,
   ElevenLabsError,
-  InsufficientQuota,
   InvalidRequest,
-  QueueFull,
-  QueueTimeout,
-  QuotaExhausted,
-  SharedStateUnavailable
+  QuotaExhausted
 } from "../client/Errors.ts"
 import { audioSecondsOf, defaultOutputFormat, defaultTtsModel } from "../client/Models.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
@@ -89,6 +82,7 @@ import * as QuotaGuard from "./QuotaGuard.ts"
 import type { ResilientOptions } from "./ResilientOptions.ts"
 import { stackDefaults } from "./ResilientOptions.ts"
 import * as RetryBudget from "./RetryBudget.ts"
+import { fail, fromBreaker, fromDistributed, fromLimiter, fromQuota } from "./Refusals.ts"
 import * as RetryPolicy from "./RetryPolicy.ts"
 
 export type { ResilientOptions } from "./ResilientOptions.ts"
@@ -152,77 +146,6 @@ export class ResilienceService extends Context.Service<ResilienceService, Resili
 // ============================================================================
 // Mapping the policies' refusals into ElevenLabsError
 // ============================================================================
-
-const fail = (reason: ElevenLabsErrorReason) => Effect.fail(new ElevenLabsError({ reason }))
-
-const fromLimiter = (operation: string) => (error: ConcurrencyLimiter.ConcurrencyLimiterError) => {
-  const r = error.reason
-  switch (r._tag) {
-    case "QueueFull":
-      return fail(new QueueFull({ operation, message: r.message, pool: r.pool, lane: r.lane, depth: r.depth }))
-    case "QueueTimeout":
-      return fail(new QueueTimeout({ operation, message: r.message, pool: r.pool, lane: r.lane, waited: r.waited }))
-    case "InvalidPermitRequest":
-      return fail(new InvalidRequest({ operation, message: r.message, field: "lane" }))
-  }
-}
-
-const fromDistributed = (operation: string, pool: Pool, lane: string) => (error: DistributedError) => {
-  const r = error.reason
-  switch (r._tag) {
-    case "AcquireTimeout":
-      return fail(
-        new QueueTimeout({ operation, message: r.message, pool, lane, waited: Duration.millis(r.waitedMillis) })
-      )
-    case "InvalidDistributedRequest":
-      return fail(new InvalidRequest({ operation, message: r.message }))
-    case "RedisUnavailable":
-    case "RedisCommandFailed":
-      return fail(new SharedStateUnavailable({ operation, message: r.message }))
-  }
-}
-
-const fromBreaker = (operation: string, pool: Pool) => (error: Breaker.BreakerError) => {
-  const r = error.reason
-  const retryAfter = error.retryAfter
-  return fail(
-    new CircuitOpen({
-      operation,
-      message: r.message,
-      pool,
-      halfOpen: r._tag === "CircuitHalfOpen",
-      ...(retryAfter === undefined ? {} : { retryAfter })
-    })
-  )
-}
-
-const fromQuota = (operation: string) => (error: QuotaGuard.QuotaGuardError) => {
-  const r = error.reason
-  switch (r._tag) {
-    case "InsufficientQuota":
-      return fail(
-        new InsufficientQuota({
-          operation,
-          message: r.message,
-          needed: r.needed,
-          remaining: r.remaining,
-          percentUsed: r.percentUsed
-        })
-      )
-    case "QuotaExhausted":
-      return fail(
-        new QuotaExhausted({
-          operation,
-          message: r.message,
-          ...(r.resetAt === undefined ? {} : { resetAt: r.resetAt }),
-          ...(r.retryAfter === undefined ? {} : { retryAfter: r.retryAfter })
-        })
-      )
-    case "QuotaUnknown":
-    case "InvalidInput":
-      return fail(new InvalidRequest({ operation, message: r.message }))
-  }
-}
 
 // ============================================================================
 // Constructor

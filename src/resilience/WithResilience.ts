@@ -59,19 +59,13 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, Exit, Layer, ManagedRuntime, PubSub, Redacted, Stream } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Layer, ManagedRuntime, PubSub, Redacted } from "effect"
 import { Headers } from "effect/http"
 import { CircuitBreaker } from "effect/persistence"
 import { classifySdkError } from "../client/Classify.ts"
 import {
-  CircuitOpen,
   ElevenLabsError,
-  type ElevenLabsErrorReason,
-  InsufficientQuota,
-  InvalidRequest,
   isElevenLabsError,
-  QueueFull,
-  QueueTimeout,
   QuotaExhausted,
   Transport
 } from "../client/Errors.ts"
@@ -87,6 +81,7 @@ import { type Pool, poolOfModel } from "./Plans.ts"
 import * as QuotaGuard from "./QuotaGuard.ts"
 import { type ResilientOptions, stackDefaults } from "./ResilientOptions.ts"
 import * as RetryBudget from "./RetryBudget.ts"
+import { fail, fromBreaker, fromLimiter, fromQuota } from "./Refusals.ts"
 import * as RetryPolicy from "./RetryPolicy.ts"
 
 // ============================================================================
@@ -341,53 +336,6 @@ const unsettle = <A>(s: Settled): A => {
 // ============================================================================
 // The policies' refusals as ElevenLabsError (the same mapping as Resilient.ts)
 // ============================================================================
-
-const fail = (reason: ElevenLabsErrorReason) => Effect.fail(new ElevenLabsError({ reason }))
-
-const fromLimiter = (operation: string) => (error: ConcurrencyLimiter.ConcurrencyLimiterError) => {
-  const r = error.reason
-  switch (r._tag) {
-    case "QueueFull":
-      return fail(new QueueFull({ operation, message: r.message, pool: r.pool, lane: r.lane, depth: r.depth }))
-    case "QueueTimeout":
-      return fail(new QueueTimeout({ operation, message: r.message, pool: r.pool, lane: r.lane, waited: r.waited }))
-    case "InvalidPermitRequest":
-      return fail(new InvalidRequest({ operation, message: r.message, field: "lane" }))
-  }
-}
-
-const fromBreaker = (operation: string, pool: Pool) => (error: Breaker.BreakerError) =>
-  fail(
-    new CircuitOpen({
-      operation,
-      message: error.reason.message,
-      pool,
-      halfOpen: error.reason._tag === "CircuitHalfOpen",
-      ...(error.retryAfter === undefined ? {} : { retryAfter: error.retryAfter })
-    })
-  )
-
-const fromQuota = (operation: string) => (error: QuotaGuard.QuotaGuardError) => {
-  const r = error.reason
-  switch (r._tag) {
-    case "InsufficientQuota":
-      return fail(
-        new InsufficientQuota({ operation, message: r.message, needed: r.needed, remaining: r.remaining, percentUsed: r.percentUsed })
-      )
-    case "QuotaExhausted":
-      return fail(
-        new QuotaExhausted({
-          operation,
-          message: r.message,
-          ...(r.resetAt === undefined ? {} : { resetAt: r.resetAt }),
-          ...(r.retryAfter === undefined ? {} : { retryAfter: r.retryAfter })
-        })
-      )
-    case "QuotaUnknown":
-    case "InvalidInput":
-      return fail(new InvalidRequest({ operation, message: r.message }))
-  }
-}
 
 // ============================================================================
 // The Effect face
