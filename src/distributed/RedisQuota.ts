@@ -73,6 +73,8 @@ export interface SharedQuotaStatus {
   readonly exhausted: { readonly since: number; readonly until: number | undefined } | undefined
   /** Counter of `markExhausted` calls: pass it back to `sync` as `markSeqAtStart`. */
   readonly markSeq: number
+  /** Credits committed so far by every process (a counter that only grows): pass it back to `sync` as `committedAtStart`. */
+  readonly committed: number
   readonly keys: ReadonlyArray<{ readonly keyId: string; readonly used: number; readonly reserved: number }>
   /** Redis time of the reading. */
   readonly now: number
@@ -86,6 +88,11 @@ export interface RedisQuotaService {
     readonly resetAt?: number | undefined
     /** `status.markSeq` read before the fetch started: only then may the reading end the exhausted state. */
     readonly markSeqAtStart?: number | undefined
+    /**
+     * `status.committed` read before the fetch started: commits made since then are added to `used`
+     * (the reading may not count them yet; counted twice errs on the side of not overspending).
+     */
+    readonly committedAtStart?: number | undefined
   }) => Effect.Effect<SharedQuotaStatus, DistributedError>
   /** Reserves `cost` credits (one script); the caller must commit, release or let the lease lapse. */
   readonly reserve: (request: ReserveRequest) => Effect.Effect<ReserveResult, DistributedError>
@@ -249,6 +256,7 @@ local cost, keyId = drop(id)
 local held = 1
 if cost == nil then held = 0; keyId = fallbackKeyId end
 if op == "commit" then
+  redis.call("HINCRBYFLOAT", state, "committed", fmt(value))
   if redis.call("HEXISTS", state, "used") == 1 then redis.call("HINCRBYFLOAT", state, "used", fmt(value)) end
   if keyId ~= nil and keyId ~= "" then redis.call("HINCRBYFLOAT", state, "keyUsed:" .. keyId, fmt(value)) end
   touch()
@@ -258,17 +266,27 @@ return held
   }
 ).withReturnType<number>()
 
-// op: "sync" (ARGV[3] used, [4] limit, [5] resetAt or "", [6] markSeqAtStart or ""),
+// op: "sync" (ARGV[3] used, [4] limit, [5] resetAt or "", [6] markSeqAtStart or "", [7] committedAtStart or ""),
 // "mark" (ARGV[3] resetAt or "", [4] used or "", [5] limit or ""), "status".
 const stateScript = Redis.script(
-  (keys: readonly [string, string, string], idle: number, op: "sync" | "mark" | "status", a: number | undefined, b: number | undefined, c: number | undefined, d: number | undefined) => [
+  (
+    keys: readonly [string, string, string],
+    idle: number,
+    op: "sync" | "mark" | "status",
+    a: number | undefined,
+    b: number | undefined,
+    c: number | undefined,
+    d: number | undefined,
+    e: number | undefined
+  ) => [
     ...keys,
     idle,
     op,
     a === undefined ? "" : a,
     b === undefined ? "" : b,
     c === undefined ? "" : c,
-    d === undefined ? "" : d
+    d === undefined ? "" : d,
+    e === undefined ? "" : e
   ],
   {
     numberOfKeys: 3,
@@ -277,6 +295,12 @@ local op = ARGV[2]
 purge()
 if op == "sync" then
   local used, limit, resetAt, seqAtStart = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local committedAtStart = tonumber(ARGV[7])
+  if committedAtStart ~= nil then
+    -- Commits made (by any process) while the fetch was in flight may be missing from its reading.
+    local since = (num("committed") or 0) - committedAtStart
+    if since > 0 then used = used + since end
+  end
   local previous = num("resetAt")
   if resetAt ~= nil and resetAt <= now then resetAt = nil end
   if previous ~= nil and resetAt ~= nil and resetAt > previous then
@@ -339,6 +363,7 @@ const parseStatus = ([now, fields, reservations]: StatusReply): SharedQuotaStatu
     remaining: used === undefined || limit === undefined ? undefined : limit - used - reserved,
     exhausted: since === undefined ? undefined : { since, until: n("exhaustedUntil") },
     markSeq: n("markSeq") ?? 0,
+    committed: n("committed") ?? 0,
     keys: [...keys].map(([keyId, v]) => ({ keyId, ...v })),
     now: Number(now)
   }
@@ -440,14 +465,14 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       })
     )
 
-  const runState = (op: "sync" | "mark" | "status", a?: number, b?: number, c?: number, d?: number) =>
-    Effect.map(mode.run(op === "mark" ? "markExhausted" : op, stateRedis(keys, idleMillis, op, a, b, c, d)), parseStatus)
+  const runState = (op: "sync" | "mark" | "status", a?: number, b?: number, c?: number, d?: number, e?: number) =>
+    Effect.map(mode.run(op === "mark" ? "markExhausted" : op, stateRedis(keys, idleMillis, op, a, b, c, d, e)), parseStatus)
 
   return RedisQuota.of({
     sync: (s) =>
       !isAmount(s.used) || !isAmount(s.limit) || (s.resetAt !== undefined && !Number.isFinite(s.resetAt))
         ? Effect.fail(invalid("snapshot", `out of range: used=${s.used} limit=${s.limit}`))
-        : runState("sync", s.used, s.limit, s.resetAt, s.markSeqAtStart),
+        : runState("sync", s.used, s.limit, s.resetAt, s.markSeqAtStart, s.committedAtStart),
     reserve,
     reserveScoped,
     commit: (id, amount) => (isAmount(amount) ? end("commit", id, amount) : Effect.fail(invalid("amount", "must be a non-negative number"))),

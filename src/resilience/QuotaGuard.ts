@@ -50,8 +50,11 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, PubSub, Schema, Scope, Stream } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, PubSub, Schema, Scope, Stream } from "effect"
 import { ElevenLabsError, InvalidResponse, isElevenLabsError } from "../client/Errors.ts"
+import type { DistributedError } from "../distributed/DistributedError.ts"
+import { RedisMode } from "../distributed/RedisMode.ts"
+import { RedisQuota, type SharedQuotaStatus, type SharedReservation } from "../distributed/RedisQuota.ts"
 import * as Cost from "./Cost.ts"
 
 // ==== Subscription source
@@ -129,10 +132,17 @@ export class QuotaExhausted extends Schema.Error<QuotaExhausted>("elevenlabs-res
   }
 }
 
-/** No subscription snapshot could be fetched yet and the guard is configured with `whenUnknown: "deny"`. */
+/**
+ * The guard cannot know what is left: no subscription snapshot could be fetched
+ * yet and the guard is configured with `whenUnknown: "deny"`, or (with
+ * `redisUnavailable: true`) the shared quota is in Redis, Redis cannot be
+ * reached and the trouble mode is `fail-closed`.
+ */
 export class QuotaUnknown extends Schema.Error<QuotaUnknown>("elevenlabs-resilience/QuotaGuard/QuotaUnknown")({
   _tag: Schema.tag("QuotaUnknown"),
-  message: Schema.String
+  message: Schema.String,
+  /** Set when the cause is the shared store: Redis unreachable in `fail-closed` mode (a transient condition). */
+  redisUnavailable: Schema.optional(Schema.Boolean)
 }) {}
 
 /** A cost, cap or option that cannot be used (negative, not a number, thresholds out of order). */
@@ -349,7 +359,10 @@ export const QuotaGuard = Context.Service<QuotaGuard>("elevenlabs-resilience/Quo
 interface KeyBudget {
   cap: number | undefined
   used: number
+  /** Held by this guard's local reservations (memory mode, or Redis fallback). */
   reserved: number
+  /** Held in Redis by every process, at the last shared reading. */
+  sharedReserved: number
 }
 
 interface Exhaustion {
@@ -374,6 +387,10 @@ interface State {
   commitsDuringFetch: number
   nextRefreshAt: number
   multipliers: Cost.Multipliers
+  /** Credits held in Redis by every process, at the last shared reading (0 in memory mode). */
+  sharedReserved: number
+  /** When a fetch was last started to re-seed a Redis that knows nothing (after a Redis restart). */
+  reseedAt: number
 }
 
 const isAmount = (n: unknown): n is number => typeof n === "number" && Number.isFinite(n) && n >= 0
@@ -403,6 +420,13 @@ const invalid = (field: string, message: string) => fail(new InvalidInput({ fiel
 export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const source = yield* SubscriptionSource
   const scope = yield* Effect.scope
+  // The shared store, when the Redis layer is in context: reservations, commits and the exhausted state live there.
+  const shared = Option.getOrUndefined(yield* Effect.serviceOption(RedisQuota))
+  const redisMode = Option.getOrUndefined(yield* Effect.serviceOption(RedisMode))
+  const failClosed = redisMode?.mode === "fail-closed"
+  // In fallback each process takes this share of what was left at the last shared reading.
+  const share = Math.max(1, redisMode?.expectedProcesses ?? 1)
+  let fallbackSeq = 0
   const intervalInput = Duration.fromInput(options.refreshInterval ?? "60 seconds")
   const interval = intervalInput._tag === "Some" ? Duration.toMillis(intervalInput.value) : Number.NaN
   const warningPercent = options.warningPercent ?? 80
@@ -415,7 +439,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const keys = new Map<string, KeyBudget>()
   for (const [keyId, cap] of Object.entries(options.keyCaps ?? {})) {
     if (!isAmount(cap)) return yield* invalid(`keyCaps.${keyId}`, "a cap must be a non-negative number")
-    keys.set(keyId, { cap, used: 0, reserved: 0 })
+    keys.set(keyId, { cap, used: 0, reserved: 0, sharedReserved: 0 })
   }
   const eventBuffer = options.eventBuffer ?? 256
   if (!Number.isInteger(eventBuffer) || eventBuffer < 1) {
@@ -440,7 +464,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     fetchSeq: 0,
     commitsDuringFetch: 0,
     nextRefreshAt: now0,
-    multipliers: { ...(options.multipliers ?? {}) }
+    multipliers: { ...(options.multipliers ?? {}) },
+    sharedReserved: 0,
+    reseedAt: Number.NEGATIVE_INFINITY
   }
 
   const emit = (events: ReadonlyArray<QuotaEvent>) =>
@@ -517,16 +543,74 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const retryAfterMillis = (now: number, ex: Exhaustion): number =>
     Math.max(0, (ex.resetAt !== undefined ? Math.min(ex.resetAt, st.nextRefreshAt) : st.nextRefreshAt) - now)
 
+  // ---- the shared store (Redis), when present
+
+  /** Whether to ask Redis: there is a store and the trouble mode does not say Redis is gone. */
+  const sharedUp = (): boolean => shared !== undefined && (redisMode === undefined || redisMode.stateUnsafe() === "shared")
+
+  /** Takes a shared reading as the local view (for thresholds, events, `status`, and the fallback). */
+  const applyShared = (s: SharedQuotaStatus, now: number, out: Array<QuotaEvent>): void => {
+    // A Redis that knows nothing (restarted without persistence) says nothing about the account.
+    if (s.used === undefined || s.limit === undefined) return
+    st.used = s.used
+    st.limit = s.limit
+    if (s.resetAt !== undefined) st.resetAt = s.resetAt
+    st.sharedReserved = s.reserved
+    for (const k of st.keys.values()) k.sharedReserved = 0
+    for (const k of s.keys) {
+      const key = st.keys.get(k.keyId) ?? { cap: undefined, used: 0, reserved: 0, sharedReserved: 0 }
+      key.used = k.used
+      key.sharedReserved = k.reserved
+      st.keys.set(k.keyId, key)
+    }
+    if (s.exhausted !== undefined && st.exhausted === undefined) {
+      st.exhausted = { since: now, resetAt: s.exhausted.until ?? st.resetAt, fetchSeqAtMark: st.fetchSeq }
+      out.push({ _tag: "Exhausted", at: now, resetAt: st.exhausted.resetAt, retryAfterMillis: retryAfterMillis(now, st.exhausted) })
+    } else if (s.exhausted === undefined && st.exhausted !== undefined) {
+      st.exhausted = undefined
+      out.push({ _tag: "Recovered", at: now, by: "refresh" })
+    }
+    out.push(...thresholdEvents(now))
+  }
+
+  /** Reads the shared status into the local view; when Redis cannot answer, the local view stays. */
+  const pullShared: Effect.Effect<void> = Effect.suspend(() => {
+    if (shared === undefined || !sharedUp()) return Effect.void
+    return Effect.flatMap(Effect.option(shared.status), (s) =>
+      s._tag === "None" ? Effect.void : Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const out: Array<QuotaEvent> = []
+        applyShared(s.value, now, out)
+        return emit(out)
+      }))
+  })
+
   // ---- refresh (single-flight)
 
-  const settleFetch = (seq: number, exit: Exit.Exit<QuotaSnapshot, ElevenLabsError>) =>
+  const validSnapshot = (snap: QuotaSnapshot): boolean =>
+    isAmount(snap.used) && isAmount(snap.limit) && (snap.resetAt === undefined || Number.isFinite(snap.resetAt))
+
+  const settleFetch = (seq: number, start: SharedQuotaStatus | undefined, exit: Exit.Exit<QuotaSnapshot, ElevenLabsError>) =>
     Effect.gen(function*() {
+      // With a shared store the reading goes to Redis first; the answer (which adds the commits made
+      // meanwhile by every process, and keeps a newer exhausted mark) becomes the local view.
+      let synced: SharedQuotaStatus | undefined
+      if (shared !== undefined && Exit.isSuccess(exit) && validSnapshot(exit.value) && sharedUp()) {
+        const snap = exit.value
+        const r = yield* Effect.option(shared.sync({
+          used: snap.used,
+          limit: snap.limit,
+          resetAt: snap.resetAt,
+          markSeqAtStart: start?.markSeq,
+          committedAtStart: start?.committed
+        }))
+        if (r._tag === "Some" && r.value.used !== undefined) synced = r.value
+      }
       const now = yield* Clock.currentTimeMillis
       const out: Array<QuotaEvent> = []
       let result: Exit.Exit<QuotaSnapshot, ElevenLabsError> = exit
       if (Exit.isSuccess(exit)) {
         const snap = exit.value
-        if (!isAmount(snap.used) || !isAmount(snap.limit) || (snap.resetAt !== undefined && !Number.isFinite(snap.resetAt))) {
+        if (!validSnapshot(snap)) {
           result = Exit.fail(
             new ElevenLabsError({
               reason: new InvalidResponse({
@@ -543,18 +627,23 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
             resetKeys()
             out.push({ _tag: "PeriodReset", at: now, resetAt: st.resetAt })
           }
-          st.used = snap.used + st.commitsDuringFetch
-          st.limit = snap.limit
           st.resetAt = resetAt
           st.fetchedAt = now
           st.lastError = undefined
-          out.push({ _tag: "Refreshed", at: now, snapshot: snap })
-          const ex = st.exhausted
-          if (ex !== undefined && (newPeriod || (seq > ex.fetchSeqAtMark && st.limit - st.used > 0))) {
-            st.exhausted = undefined
-            out.push({ _tag: "Recovered", at: now, by: "refresh" })
+          if (synced !== undefined) {
+            out.push({ _tag: "Refreshed", at: now, snapshot: snap })
+            applyShared(synced, now, out)
+          } else {
+            st.used = snap.used + st.commitsDuringFetch
+            st.limit = snap.limit
+            out.push({ _tag: "Refreshed", at: now, snapshot: snap })
+            const ex = st.exhausted
+            if (ex !== undefined && (newPeriod || (seq > ex.fetchSeqAtMark && st.limit - st.used > 0))) {
+              st.exhausted = undefined
+              out.push({ _tag: "Recovered", at: now, by: "refresh" })
+            }
+            out.push(...thresholdEvents(now))
           }
-          out.push(...thresholdEvents(now))
         }
       }
       if (Exit.isFailure(result)) {
@@ -586,9 +675,13 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     const seq = st.fetchSeq
     // The fetch runs in the guard's scope, so a caller that gives up waiting
     // does not cancel it for the others.
-    yield* source.fetch.pipe(
-      Effect.exit,
-      Effect.flatMap((exit) => settleFetch(seq, exit)),
+    const fetch = Effect.gen(function*() {
+      // The shared counters before the fetch: a mark or commits after this point are newer than the reading.
+      const start = shared !== undefined && sharedUp() ? Option.getOrUndefined(yield* Effect.option(shared.status)) : undefined
+      const exit = yield* Effect.exit(source.fetch)
+      yield* settleFetch(seq, start, exit)
+    })
+    yield* fetch.pipe(
       Effect.onInterrupt(() => Effect.andThen(Effect.sync(() => void (st.inflight = undefined)), Deferred.interrupt(d))),
       Effect.forkIn(scope)
     )
@@ -630,9 +723,15 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       if (key !== undefined) key.used += committed
       if (st.inflight !== undefined) st.commitsDuringFetch += committed
       yield* emit(thresholdEvents(now))
+      // A fallback reservation spent while Redis was away: if it is back, count the credits there too
+      // (a commit of an id Redis does not hold adds to `used`; best effort, the next refresh corrects it).
+      if (shared !== undefined && sharedUp()) {
+        yield* Effect.ignore(shared.commit(`fallback-${++fallbackSeq}`, committed))
+      }
     })
 
-  const tryReserve = (cost: number, keyId: string | undefined) =>
+  /** Reservations in this process's memory: the memory mode, and the Redis fallback. */
+  const reserveLocal = (cost: number, keyId: string | undefined) =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       const out: Array<QuotaEvent> = []
@@ -652,7 +751,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
             })
           }
         } else {
-          const remaining = st.limit - st.used - st.reserved
+          // In the Redis fallback, this process's share of what was left at the last shared reading.
+          const remaining = shared === undefined ? st.limit - st.used - st.reserved : (st.limit - st.used) / share - st.reserved
           if (cost > remaining) {
             return new InsufficientQuota({
               needed: cost,
@@ -678,7 +778,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       if (decision === undefined) {
         st.reserved += cost
         if (keyId !== undefined) {
-          const key = st.keys.get(keyId) ?? { cap: undefined, used: 0, reserved: 0 }
+          const key = st.keys.get(keyId) ?? { cap: undefined, used: 0, reserved: 0, sharedReserved: 0 }
           key.reserved += cost
           st.keys.set(keyId, key)
         }
@@ -696,16 +796,144 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       return reservation
     })
 
+  /** Redis unreachable: `fail-closed` refuses the call, `local-fallback` reserves locally. */
+  const inTrouble = (cost: number, keyId: string | undefined, detail: string) =>
+    failClosed
+      ? fail(
+        new QuotaUnknown({ message: `Shared quota unavailable (Redis unreachable, fail-closed): ${detail}`, redisUnavailable: true })
+      )
+      : reserveLocal(cost, keyId)
+
+  const settleShared = (
+    r: { settled: boolean },
+    reservation: SharedReservation,
+    keyId: string | undefined,
+    committed: number | undefined
+  ) =>
+    Effect.gen(function*() {
+      if (r.settled) return
+      r.settled = true
+      const unrecorded = (e: DistributedError) =>
+        Effect.logDebug(`Shared quota: ${committed === undefined ? "release" : "commit"} not recorded (${e.message}); left to the lease`)
+      if (committed === undefined) return yield* Effect.catch(reservation.release, unrecorded)
+      // A commit that cannot reach Redis is lost there until the next refresh writes the server's number.
+      yield* Effect.catch(reservation.commit(committed), unrecorded)
+      const now = yield* Clock.currentTimeMillis
+      if (st.used !== undefined) st.used += committed
+      const key = keyId === undefined ? undefined : st.keys.get(keyId)
+      if (key !== undefined) key.used += committed
+      yield* emit(thresholdEvents(now))
+    })
+
+  /** A reservation in Redis: one script decides against every process's reservations and the shared exhausted state. */
+  const reserveShared = (store: RedisQuota["Service"], cost: number, keyId: string | undefined) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const out: Array<QuotaEvent> = []
+      const rolled = rolloverStep(now, out)
+      yield* emit(out)
+      if (rolled) yield* Effect.asVoid(startFetch)
+      if (!sharedUp()) return yield* inTrouble(cost, keyId, `Redis ${redisMode?.stateUnsafe() ?? "unavailable"}`)
+      const key = keyId === undefined ? undefined : st.keys.get(keyId)
+      const answer = yield* store.reserveScoped({ cost, keyId, keyCap: key?.cap }).pipe(
+        Effect.map((result) => ({ result, error: undefined })),
+        Effect.catch((error) => Effect.succeed({ result: undefined, error }))
+      )
+      if (answer.error !== undefined) {
+        const reason = answer.error.reason
+        if (reason._tag === "InvalidDistributedRequest") {
+          return yield* fail(new InvalidInput({ field: reason.field, message: reason.message }))
+        }
+        return yield* inTrouble(cost, keyId, answer.error.message)
+      }
+      const result = answer.result
+      switch (result._tag) {
+        case "Reserved": {
+          if (st.exhausted !== undefined) {
+            // Redis says there are credits: the shared state ended the exhaustion (another process's refresh).
+            st.exhausted = undefined
+            yield* emit([{ _tag: "Recovered", at: now, by: "refresh" }])
+          }
+          const r = { settled: false }
+          const reservation: Reservation = {
+            cost,
+            keyId,
+            commit: (actual) => settleShared(r, result, keyId, isAmount(actual) ? actual : cost),
+            release: settleShared(r, result, keyId, undefined)
+          }
+          return reservation
+        }
+        case "Insufficient":
+          return yield* fail(
+            new InsufficientQuota({
+              needed: cost,
+              remaining: Math.max(0, result.available),
+              percentUsed: round1(percentOf(st.used ?? 0, st.limit ?? 0))
+            })
+          )
+        case "KeyCapExceeded":
+          return yield* fail(
+            new InsufficientQuota({
+              needed: cost,
+              remaining: Math.max(0, result.remaining),
+              percentUsed: round1(percentOf(key?.used ?? 0, key?.cap ?? 0)),
+              key: result.keyId
+            })
+          )
+        case "Exhausted": {
+          let ex = st.exhausted
+          if (ex === undefined) {
+            // Marked by another process: take it as the local view too (state, status, one event).
+            ex = {
+              since: now,
+              resetAt: result.retryAfterMillis === undefined ? st.resetAt : now + result.retryAfterMillis,
+              fetchSeqAtMark: st.fetchSeq
+            }
+            st.exhausted = ex
+            yield* emit([{ _tag: "Exhausted", at: now, resetAt: ex.resetAt, retryAfterMillis: retryAfterMillis(now, ex) }])
+          }
+          return yield* fail(
+            new QuotaExhausted({
+              resetAt: ex.resetAt ?? st.resetAt,
+              retryAfter: Duration.millis(result.retryAfterMillis ?? retryAfterMillis(now, ex))
+            })
+          )
+        }
+        case "Unknown": {
+          // Redis knows nothing about the account (first start, or restarted empty): re-seed it with a
+          // fetch (at most every few seconds) and decide locally meanwhile.
+          if (st.inflight === undefined && now - st.reseedAt >= Math.min(interval, 5_000)) {
+            st.reseedAt = now
+            yield* Effect.asVoid(startFetch)
+          }
+          return yield* reserveLocal(cost, keyId)
+        }
+      }
+    })
+
   const reserve = (cost: number, options?: ReserveOptions): Effect.Effect<Reservation, QuotaGuardError, Scope.Scope> =>
     Effect.gen(function*() {
       if (!isAmount(cost)) return yield* invalid("cost", `cost must be a non-negative number, got ${cost}`)
       // Before the first snapshot, wait for the fetch in flight (interruptibly).
       if (st.fetchedAt === undefined && st.inflight !== undefined) yield* Effect.exit(Deferred.await(st.inflight))
-      return yield* Effect.acquireRelease(tryReserve(cost, options?.keyId), (r) => r.release)
+      const store = shared
+      return yield* Effect.acquireRelease(
+        store === undefined ? reserveLocal(cost, options?.keyId) : reserveShared(store, cost, options?.keyId),
+        (r) => r.release
+      )
     })
 
   const markExhausted = (info?: ExhaustionInfo): Effect.Effect<void> =>
     Effect.gen(function*() {
+      if (shared !== undefined && sharedUp()) {
+        // Every process fails fast from now on; if Redis cannot be told, this process still does.
+        const fromServer = isAmount(info?.quota) && isAmount(info?.remaining)
+        yield* shared.markExhausted({
+          resetAt: info?.resetAt !== undefined && Number.isFinite(info.resetAt) ? info.resetAt : st.resetAt,
+          used: fromServer ? Math.max(0, info!.quota! - info!.remaining!) : undefined,
+          limit: fromServer ? info!.quota : undefined
+        }).pipe(Effect.catch((e) => Effect.logDebug(`Shared quota: exhausted mark not recorded (${e.message})`)))
+      }
       const now = yield* Clock.currentTimeMillis
       // The server's own numbers are fresher than any snapshot.
       if (isAmount(info?.quota) && isAmount(info?.remaining)) {
@@ -749,7 +977,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       if (cap !== undefined && !isAmount(cap)) return invalid(`keyCaps.${keyId}`, "a cap must be a non-negative number")
       const key = st.keys.get(keyId)
       if (key !== undefined) key.cap = cap
-      else if (cap !== undefined) st.keys.set(keyId, { cap, used: 0, reserved: 0 })
+      else if (cap !== undefined) st.keys.set(keyId, { cap, used: 0, reserved: 0, sharedReserved: 0 })
       return Effect.void
     })
 
@@ -772,12 +1000,16 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       return a
     })
 
-  const status: Effect.Effect<QuotaStatus> = observe((now) => ({
+  // With a shared store, `status` and `state` read Redis first (one script), so they show every process's
+  // reservations and a mark made elsewhere; `percentUsed` stays on the local view (no round trip).
+  const reservedNow = () => st.reserved + (shared === undefined ? 0 : st.sharedReserved)
+
+  const status: Effect.Effect<QuotaStatus> = Effect.andThen(pullShared, observe((now) => ({
     state: stateOf(),
     used: st.used,
     limit: st.limit,
-    reserved: st.reserved,
-    remaining: st.used === undefined || st.limit === undefined ? undefined : Math.max(0, st.limit - st.used - st.reserved),
+    reserved: reservedNow(),
+    remaining: st.used === undefined || st.limit === undefined ? undefined : Math.max(0, st.limit - st.used - reservedNow()),
     percentUsed: st.used === undefined || st.limit === undefined ? undefined : percentOf(st.used, st.limit),
     resetAt: st.resetAt,
     fetchedAt: st.fetchedAt,
@@ -793,10 +1025,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       keyId,
       cap: k.cap,
       used: k.used,
-      reserved: k.reserved,
-      remaining: k.cap === undefined ? undefined : Math.max(0, k.cap - k.used - k.reserved)
+      reserved: k.reserved + k.sharedReserved,
+      remaining: k.cap === undefined ? undefined : Math.max(0, k.cap - k.used - k.reserved - k.sharedReserved)
     }))
-  }))
+  })))
 
   return QuotaGuard.of({
     costOf: (characters, modelId) => Cost.estimate(characters, modelId, st.multipliers),
@@ -810,7 +1042,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     percentUsed: observe(() =>
       st.used === undefined || st.limit === undefined ? undefined : percentOf(st.used, st.limit)
     ),
-    state: observe(stateOf),
+    state: Effect.andThen(pullShared, observe(stateOf)),
     events: Stream.fromPubSub(pubsub),
     subscribe: PubSub.subscribe(pubsub)
   })
