@@ -45,6 +45,10 @@ const expectations: Record<string, ReadonlyArray<RegExp>> = {
     /^learned flash limit: 10 \(server ceiling 10\)$/m,
     /^missing voice: ElevenLabsError NotFound \(404 voice_not_found\) after 1 attempt\(s\)$/m,
     /^server: 0 too_many_concurrent_requests, at most 10 of 10 in flight/m
+  ],
+  "06-distributed.ts": [
+    /^workers: 3 processes x 20 requests: 60 ok, 0 failed$/m,
+    /^server: 0 too_many_concurrent_requests, at most (9|10) of 10 in flight$/m
   ]
 }
 
