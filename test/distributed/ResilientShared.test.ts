@@ -2,6 +2,8 @@ import { NodeHttpClient } from "@effect/platform-node"
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Layer, Redacted } from "effect"
 import * as Client from "../../src/client/ElevenLabs.ts"
+import * as RedisMode from "../../src/distributed/RedisMode.ts"
+import * as SharedState from "../../src/distributed/SharedState.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
 import * as Server from "../../src/simulator/Server.ts"
 import * as Simulator from "../../src/simulator/Simulator.ts"
@@ -47,5 +49,47 @@ describe("Resilient with shared state over Redis", () => {
       assert.strictEqual(stats.byDetailStatus["too_many_concurrent_requests"] ?? 0, 0)
       assert.isAtMost(stats.pools.flash.maxInFlight, 10)
       assert.isAtLeast(stats.pools.flash.maxInFlight, 8, "the pool is kept busy")
+    }), 60_000)
+
+  it.live("Redis stopped mid-run: local-fallback loses no call; fail-closed fails typed; a restart restores sharing", () =>
+    Effect.gen(function*() {
+      const { simulator, url } = yield* Server.serve({ port: 0, plan: "creator", seed: 4, latency: scaled(0.3) })
+      const run = (mode: "local-fallback" | "fail-closed", tag: string) =>
+        Effect.zip(Effect.forEach(Array.from({ length: 30 }, (_, i) => i), (i) =>
+          Client.ElevenLabs.use((c) =>
+            c.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", { text: `${tag} ${i} `.repeat(8), modelId: "eleven_flash_v2_5" })
+          ).pipe(
+            Effect.match({ onSuccess: () => "ok", onFailure: (e) => e.reason._tag }),
+            // Stop Redis while the batch is running.
+            Effect.tap(() => i === 5 ? Effect.promise(() => redis.stop()) : Effect.void)
+          ), { concurrency: 4 }), RedisMode.RedisMode.use((m) => m.state)).pipe(
+            Effect.provide(
+              Resilient.layer({ apiKey: Redacted.make("sim-key"), baseUrl: url, limiter: { plan: "creator" }, quota: false })
+                .pipe(
+                  Layer.provideMerge(SharedState.layerRedis({
+                    url: redis.url,
+                    mode: { mode, commandTimeout: "300 millis", pingInterval: "100 millis", expectedProcesses: 2 },
+                    permits: { lease: "2 seconds" }
+                  })),
+                  Layer.provide(NodeHttpClient.layerUndici),
+                  Layer.fresh
+                )
+            )
+          )
+      const [fallback, fallbackState] = yield* run("local-fallback", "fb")
+      assert.strictEqual(fallbackState, "local-fallback")
+      assert.deepStrictEqual(fallback.filter((o) => o !== "ok"), [], "local-fallback: every call succeeds")
+      yield* Effect.promise(() => redis.start())
+      const [closed, closedState] = yield* run("fail-closed", "fc")
+      assert.strictEqual(closedState, "unavailable")
+      assert.isAbove(closed.filter((o) => o === "ok").length, 0)
+      assert.isAbove(closed.filter((o) => o === "SharedStateUnavailable").length, 0, "fail-closed: typed errors")
+      for (const o of closed) assert.include(["ok", "SharedStateUnavailable"], o)
+      yield* Effect.promise(() => redis.start())
+      // Redis back: a fresh stack shares again (the batch stops Redis once more at call 5, so look at the
+      // state through the mode before that: the first calls were granted by Redis).
+      const [again] = yield* run("local-fallback", "again")
+      assert.deepStrictEqual(again.filter((o) => o !== "ok"), [])
+      assert.strictEqual((yield* simulator.stats).byDetailStatus["too_many_concurrent_requests"] ?? 0, 0)
     }), 60_000)
 })
