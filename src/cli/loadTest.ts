@@ -13,15 +13,11 @@
 import { NodeHttpClient } from "@effect/platform-node"
 import { Config, Console, Effect, FileSystem, Option, Redacted, References, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
-import { HttpClient } from "effect/http"
+import type { HttpClient } from "effect/http"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { classifyResponse } from "../client/Classify.ts"
-import { fromHeaders } from "../client/ResponseMeta.ts"
-import * as RedisPermits from "../distributed/RedisPermits.ts"
 import * as SharedState from "../distributed/SharedState.ts"
-import { partitionOfApiKey } from "../resilience/Fallback.ts"
-import { isPlanName, limitsOf, type PlanName, planNames, poolOfModel } from "../resilience/Plans.ts"
+import { isPlanName, type PlanName, planNames } from "../resilience/Plans.ts"
 import * as Html from "../simulation/Html.ts"
 import * as LoadTest from "../simulation/LoadTest.ts"
 import * as Patterns from "../simulation/Patterns.ts"
@@ -184,49 +180,6 @@ export const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, 
     })
   })
 
-/**
- * Shares the account's concurrency across processes: every TTS attempt holds
- * a Redis permit of (key id, pool) while it is on the wire, and feeds the
- * shared adaptive limit with the answer's headers.
- */
-export const sharedPermits = (options: {
-  readonly keyId: string
-  readonly plan: PlanName
-  readonly model: string
-}): Effect.Effect<(client: HttpClient.HttpClient) => HttpClient.HttpClient, LoadTest.LoadTestError, RedisPermits.RedisPermits> =>
-  Effect.gen(function*() {
-    const permits = yield* RedisPermits.RedisPermits
-    const pool = poolOfModel(options.model)
-    yield* permits.setLimit(options.keyId, pool, limitsOf(options.plan)[pool]).pipe(
-      Effect.mapError((e) => new LoadTest.LoadTestError({ message: `redis: ${e.message}` }))
-    )
-    return (client) =>
-      HttpClient.transform(client, (effect, request) =>
-        request.url.includes("/v1/text-to-speech/")
-          ? Effect.scoped(
-            Effect.gen(function*() {
-              yield* permits.acquire({ key: options.keyId, pool })
-              const response = yield* effect
-              if (response.status >= 200 && response.status < 300) {
-                const meta = fromHeaders(response.headers)
-                yield* permits.onResponse(options.keyId, pool, {
-                  maximum: meta.maximumConcurrentRequests,
-                  current: meta.currentConcurrentRequests
-                })
-              } else if (response.status === 429) {
-                const body = new Uint8Array(yield* response.arrayBuffer)
-                const reason = classifyResponse({ operation: "textToSpeech.convert", status: 429, headers: response.headers, body })
-                if (reason._tag === "ConcurrencyLimited") yield* permits.onConcurrencyLimited(options.keyId, pool)
-              }
-              return response
-            })
-          ).pipe(
-            // A permit that cannot be had is a transport failure of this attempt: the stack retries it.
-            Effect.catchTag("DistributedError", (e) => Effect.die(e))
-          )
-          : effect)
-  })
-
 const workerOutputPrefix = "LOADTEST-PART "
 
 /** The arguments a worker gets (the parent's flags, the target fixed, the key in the environment). */
@@ -357,11 +310,10 @@ export const execute = (
         part: { index: input.workerIndex, of: input.processes },
         startAt: Option.getOrUndefined(input.startAt)
       } satisfies LoadTest.LoadTestOptions
+      // With the Redis services in context, the resilient stack takes distributed permits behind its
+      // local lanes and keeps its breaker in Redis (Resilient.make looks for them).
       const part = Option.isSome(input.redisUrl)
-        ? yield* Effect.gen(function*() {
-          const transformClient = yield* sharedPermits({ keyId: partitionOfApiKey(apiKey), plan: plan.plan, model: plan.model })
-          return yield* LoadTest.runPart({ ...options, transformClient })
-        }).pipe(
+        ? yield* LoadTest.runPart(options).pipe(
           Effect.provide(SharedState.layerRedis({ url: input.redisUrl.value, mode: { expectedProcesses: input.processes } })),
           Effect.mapError(redisError)
         )
@@ -408,10 +360,7 @@ export const execute = (
         progress
       }
       report = Option.isSome(input.redisUrl)
-        ? yield* Effect.gen(function*() {
-          const transformClient = yield* sharedPermits({ keyId: partitionOfApiKey(apiKey), plan: plan.plan, model: plan.model })
-          return yield* LoadTest.run({ ...options, transformClient })
-        }).pipe(
+        ? yield* LoadTest.run(options).pipe(
           Effect.provide(SharedState.layerRedis({ url: input.redisUrl.value })),
           Effect.mapError(redisError)
         )

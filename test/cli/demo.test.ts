@@ -15,19 +15,21 @@ interface Ran {
   readonly stderr: string
   /** What `/health` answered while the demo ran. */
   readonly health: { readonly status: number; readonly body: string } | undefined
+  /** What `/ready` answered while the demo ran. */
+  readonly ready: { readonly status: number; readonly body: string } | undefined
   readonly metrics: string | undefined
 }
 
 /** Runs the demo as a process; as soon as it prints its health URL, asks it. */
-const demo = (args: ReadonlyArray<string>) =>
+const demo = (args: ReadonlyArray<string>, extraEnv: Record<string, string> = {}) =>
   Effect.callback<Ran>((resume) => {
-    const env = { ...process.env }
-    delete env["ELEVENLABS_API_KEY"]
+    const env = { ...process.env, ...extraEnv }
     const child = spawn(process.execPath, [main, "demo", ...args], { env, stdio: ["ignore", "pipe", "pipe"] })
     let stdout = ""
     let stderr = ""
     let asked: Promise<void> | undefined
     let health: Ran["health"]
+    let ready: Ran["health"]
     let metrics: string | undefined
     let closed = false
     child.stdout.on("data", (d: Buffer) => {
@@ -37,6 +39,8 @@ const demo = (args: ReadonlyArray<string>) =>
         asked = (async () => {
           const h = await fetch(`${url}/health`)
           health = { status: h.status, body: await h.text() }
+          const r = await fetch(`${url}/ready`)
+          ready = { status: r.status, body: await r.text() }
           // The registry fills as requests run: poll until the composition's metrics show (or the demo ends).
           while (!closed) {
             const text = await (await fetch(`${url}/metrics`)).text()
@@ -52,17 +56,19 @@ const demo = (args: ReadonlyArray<string>) =>
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
     child.on("close", (code) => {
       closed = true
-      void (asked ?? Promise.resolve()).then(() => resume(Effect.succeed({ code: code ?? 1, stdout, stderr, health, metrics })))
+      void (asked ?? Promise.resolve()).then(() => resume(Effect.succeed({ code: code ?? 1, stdout, stderr, health, ready, metrics })))
     })
     return Effect.sync(() => void child.kill())
   })
 
 describe("demo", () => {
-  it.live("--seconds 3: exit 0, the report printed, report.html written, /health answered while it ran", () =>
+  it.live("--seconds 3: exit 0, the report printed, report.html written, /health answered while it ran; a real key is never used", () =>
     Effect.gen(function*() {
       const dir = mkdtempSync(join(tmpdir(), "demo-"))
       const html = join(dir, "out.html")
-      const out = yield* demo(["--seconds", "3", "--html", html])
+      // A key in the environment must not be read: the demo only talks to its own simulator.
+      const secret = "sk_feedfacefeedfacefeedfacefeedfacefeedfacefeedface"
+      const out = yield* demo(["--seconds", "3", "--html", html], { ELEVENLABS_API_KEY: secret, ELEVENLABS_BASE_URL: "http://127.0.0.1:9" })
       assert.strictEqual(out.code, 0, out.stderr)
       assert.strictEqual(out.stderr, "")
       assert.match(out.stdout, /simulator\s+http:\/\/127\.0\.0\.1:\d+/)
@@ -80,7 +86,11 @@ describe("demo", () => {
       const page = readFileSync(html, "utf8")
       assert.include(page, "<svg")
       assert.include(page, "resilient")
+      assert.notInclude(out.stdout + out.stderr + page, secret)
+      assert.include(out.stdout, "no real key, no credits")
       assert.strictEqual(out.health?.status, 200)
+      // /ready runs the stack's checks: breaker and quota, registered once the stack is built.
+      assert.include([200, 503], out.ready?.status)
       assert.include(out.health?.body, "\"status\":\"alive\"")
       // The composition's metrics were being recorded and served.
       assert.include(out.metrics, "elevenlabs_")

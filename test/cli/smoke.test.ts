@@ -1,11 +1,18 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer, Redacted } from "effect"
 import { execFile } from "node:child_process"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { readinessChecks } from "../../src/cli/smoke.ts"
+import * as Client from "../../src/client/ElevenLabs.ts"
+import * as Resilient from "../../src/resilience/Resilient.ts"
+import * as InProcess from "../../src/simulator/InProcess.ts"
 import * as Server from "../../src/simulator/Server.ts"
+import * as Simulator from "../../src/simulator/Simulator.ts"
+import * as Health from "../../src/telemetry/Health.ts"
+import { runVirtual } from "../utils/virtualTime.ts"
 
 const main = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url))
 const secret = "sk_0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -65,4 +72,29 @@ describe("smoke", () => {
       assert.strictEqual(missing.code, 1)
       assert.include(missing.stderr, "smoke: FAIL config:")
     }))
+
+  it.effect("the readiness checks fail while the breaker is open, and name the check", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const resilience = yield* Resilient.ResilienceService
+      const checks = yield* Health.make()
+      for (const [name, check] of readinessChecks(resilience, "flash")) yield* checks.register(name, check)
+      assert.deepStrictEqual([...(yield* checks.names)].sort(), ["breaker_flash", "quota"])
+      assert.strictEqual((yield* runVirtual(checks.run)).status, "ready")
+      yield* sim.setFaults({ serverError: 1 })
+      yield* runVirtual(
+        Effect.ignore(Client.ElevenLabs.use((c) => c.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", { text: "down", modelId: "eleven_flash_v2_5" }))),
+        { stepMillis: 1000 }
+      )
+      const report = yield* runVirtual(checks.run)
+      assert.strictEqual(report.status, "not_ready")
+      assert.isFalse(report.checks["breaker_flash"]?.ok)
+      assert.isTrue(report.checks["quota"]?.ok)
+    }).pipe(
+      Effect.provide(
+        Resilient.layer({ apiKey: Redacted.make("sim-key"), limiter: { plan: "pro" }, budget: false }).pipe(
+          Layer.provideMerge(InProcess.layerSimulated({ seed: 1, plan: "pro" }))
+        )
+      )
+    ))
 })

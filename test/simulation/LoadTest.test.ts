@@ -4,6 +4,7 @@ import { Effect, Redacted } from "effect"
 import { execFile } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as LoadTest from "../../src/simulation/LoadTest.ts"
+import * as Progress from "../../src/simulation/Progress.ts"
 import type * as Recorder from "../../src/simulation/Recorder.ts"
 import * as Report from "../../src/simulation/Report.ts"
 import * as Strategies from "../../src/simulation/Strategies.ts"
@@ -186,4 +187,43 @@ describe("LoadTest", () => {
       assert.strictEqual(json.http429.tooManyConcurrentRequests, 0)
       assert.isAtMost(json.maxInFlight, 4)
     }), { timeout: 90_000 })
+
+  it.live("the CLI against a simulator given by --base-url: detected by its stats route, the report uses them", () =>
+    Effect.gen(function*() {
+      const server = yield* Server.serve({ port: 0, plan: "free", seed: 4 })
+      const out = yield* run([
+        "load-test",
+        "--base-url",
+        server.url,
+        "--api-key",
+        "sim-key",
+        "--strategy",
+        "naive",
+        "--plan",
+        "free",
+        "--model",
+        "eleven_flash_v2_5",
+        "--pattern",
+        "burst",
+        "--requests",
+        "20",
+        "--chars",
+        "20"
+      ])
+      assert.strictEqual(out.code, 0, out.stderr)
+      assert.include(out.stdout, `load-test against simulator ${server.url} (real time)`)
+      const tooMany = Number(/429 too_many_concurrent\s+(\d+)/.exec(out.stdout)?.[1])
+      assert.strictEqual(tooMany, (yield* server.simulator.stats).byDetailStatus["too_many_concurrent_requests"] ?? 0)
+      assert.isAbove(tooMany, 0)
+    }))
+
+  it.effect("the progress line: bar, counts, in flight, elapsed of the schedule's span; quiet off a TTY", () =>
+    Effect.sync(() => {
+      const text = Progress.line({ total: 40, done: 10, succeeded: 9, failed: 1, inFlight: 4, elapsedMs: 2500, spanMs: 10_000 }, 10, "demo")
+      assert.strictEqual(text, "demo ███░░░░░░░  25%  10/40 done  ✓ 9  ✗ 1  in flight 4  2.5 s / ~10.0 s")
+      assert.include(Progress.line({ total: 0, done: 0, succeeded: 0, failed: 0, inFlight: 0, elapsedMs: 0, spanMs: 0 }, 4), "████ 100%")
+      const notTty = { isTTY: false } as unknown as NodeJS.WriteStream
+      assert.isUndefined(Progress.sink({ stream: notTty }))
+      assert.isDefined(Progress.sink({ stream: notTty, force: true }))
+    }))
 })
