@@ -25,8 +25,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Fiber, Random, Redacted, Schema, Semaphore } from "effect"
-import { HttpClient, HttpClientResponse } from "effect/http"
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Random, Redacted, Schema, Semaphore, Stream } from "effect"
+import { HttpClient, type HttpClientError } from "effect/http"
 import { TestClock } from "effect/testing"
 import { type PlanName, limitsOf, poolOfModel } from "../resilience/Plans.ts"
 import * as InProcess from "../simulator/InProcess.ts"
@@ -83,6 +83,8 @@ const lorem = "The quick brown fox jumps over the lazy dog while the narrator re
 const textOf = (index: number, chars: number): string =>
   `${index}. ${lorem.repeat(Math.ceil(chars / lorem.length))}`.slice(0, Math.max(chars, 1))
 
+const empty = new Uint8Array(0)
+
 /** Wraps a client so the recorder sees every attempt, body read to the end. */
 const observe = (client: HttpClient.HttpClient, recorder: Recorder.Recorder): HttpClient.HttpClient => {
   let inFlight = 0
@@ -95,27 +97,31 @@ const observe = (client: HttpClient.HttpClient, recorder: Recorder.Recorder): Ht
       let status = 0
       let kind: Recorder.AttemptKind = "transport"
       return effect.pipe(
-        Effect.flatMap((response) =>
-          Effect.map(response.arrayBuffer, (body) => {
+        Effect.flatMap((response) => {
+          // The audio itself is of no use to a strategy: a success's audio is
+          // drained (to its last byte, so the slot is held until then) and
+          // handed on as an empty body, which saves a copy of every body.
+          // (Audio only, and an empty body rather than none: a client that reads the stream must see
+          // it end, not fail; JSON answers such as the subscription are handed on whole.)
+          const audio = response.status >= 200 && response.status < 300 &&
+            (response.headers["content-type"] ?? "").startsWith("audio/")
+          const read: Effect.Effect<Uint8Array, HttpClientError.HttpClientError> = audio
+            ? Effect.as(Stream.runDrain(response.stream), empty)
+            : Effect.map(response.arrayBuffer, (b) => new Uint8Array(b))
+          return Effect.map(read, (body) => {
             status = response.status
             if (status >= 200 && status < 300) kind = "ok"
             else if (status === 429) {
-              const detail = detailStatusOf(new Uint8Array(body))
+              const detail = detailStatusOf(body)
               kind = detail === "too_many_concurrent_requests"
                 ? "too_many_concurrent_requests"
                 : detail === "system_busy"
                 ? "system_busy"
                 : "rate_limited"
             } else kind = status >= 500 ? "server_error" : "client_error"
-            // The audio itself is of no use to a strategy: hand on headers only,
-            // which saves a copy of every body.
-            // (Audio only, and an empty body rather than none: a client that reads the stream must see
-            // it end, not fail; JSON answers such as the subscription are handed on whole.)
-            const audio = (response.headers["content-type"] ?? "").startsWith("audio/")
-            const kept = kind === "ok" && audio ? new Uint8Array(0) : body
-            return HttpClientResponse.fromWeb(request, new Response(kept, { status, headers: response.headers }))
+            return InProcess.fromBytes(request, status, response.headers, body)
           })
-        ),
+        }),
         Effect.onExit((exit) =>
           Effect.sync(() => {
             inFlight--

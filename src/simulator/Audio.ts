@@ -206,7 +206,10 @@ const opus = (seconds: number): Uint8Array => {
 export const speechSeconds = (characters: number, charsPerSecond: number): number =>
   Math.max(0.1, characters / charsPerSecond)
 
-/** The audio bytes of `seconds` of sound in `format` (unknown names fall back to `mp3_44100_128`). */
+/**
+ * The audio bytes of `seconds` of sound in `format` (unknown names fall back to `mp3_44100_128`).
+ * A fresh copy every call; {@link renderShared} is the cached, read-only variant the simulator uses.
+ */
 export const render = (format: string, seconds: number): Uint8Array => {
   const info = parseFormat(format) ?? { codec: "mp3", sampleRate: 44100, bitrate: 128 }
   switch (info.codec) {
@@ -225,6 +228,61 @@ export const render = (format: string, seconds: number): Uint8Array => {
     case "opus":
       return opus(seconds)
   }
+}
+
+// Byte count of `seconds` of a codec whose stream is a plain repetition (MP3 silence frames,
+// PCM, G.711): the output for fewer seconds is a prefix of the output for more, so one buffer
+// per format serves every length.
+const prefixLength = (info: FormatInfo, seconds: number): number | undefined => {
+  switch (info.codec) {
+    case "mp3": {
+      // As `mp3` counts: frames of the (possibly fallback) frame, at the asked sample rate.
+      const { frame, samples } = mp3Frame(info.sampleRate, info.bitrate)
+      return frame.length * Math.max(1, Math.ceil((seconds * info.sampleRate) / samples))
+    }
+    case "pcm":
+      return 2 * Math.max(1, Math.round(seconds * info.sampleRate))
+    case "ulaw":
+    case "alaw":
+      return Math.max(1, Math.round(seconds * info.sampleRate))
+    default:
+      return undefined
+  }
+}
+
+const sharedByFormat = new Map<string, { readonly seconds: number; readonly bytes: Uint8Array }>()
+const sharedExact = new Map<string, Uint8Array>()
+/** Entries of the exact-length cache (WAV, Opus) before it is cleared. */
+const sharedExactMax = 256
+
+/**
+ * Like {@link render}, but the bytes are shared between calls and MUST NOT be written to:
+ * MP3, PCM and G.711 are served as a prefix of one buffer per format (grown, by doubling, to
+ * the longest length asked), WAV and Opus from a small cache by exact length. Same bytes as
+ * {@link render}; a simulated request then costs no allocation for its audio, which matters
+ * when a run renders hours of speech (a 24-hour, 100,000-request run asks for ~30 GB).
+ */
+export const renderShared = (format: string, seconds: number): Uint8Array => {
+  const info = parseFormat(format) ?? { codec: "mp3", sampleRate: 44100, bitrate: 128 }
+  const length = prefixLength(info, seconds)
+  if (length === undefined) {
+    const key = `${format}|${seconds}`
+    const hit = sharedExact.get(key)
+    if (hit !== undefined) return hit
+    if (sharedExact.size >= sharedExactMax) sharedExact.clear()
+    const bytes = render(format, seconds)
+    sharedExact.set(key, bytes)
+    return bytes
+  }
+  let shared = sharedByFormat.get(format)
+  if (shared === undefined || shared.bytes.length < length) {
+    // Double (by at most ten minutes of audio), so slowly growing lengths render O(log n) times.
+    const before = shared?.seconds ?? 0
+    const grown = Math.max(seconds, Math.min(2 * before, before + 600))
+    shared = { seconds: grown, bytes: render(format, grown) }
+    sharedByFormat.set(format, shared)
+  }
+  return shared.bytes.subarray(0, length)
 }
 
 /**

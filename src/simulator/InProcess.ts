@@ -5,8 +5,9 @@
  *
  * **Details**
  *
- * - The request is turned into a Web `Request` and handed to
- *   {@link Simulator.Service.handle}; the answer is an `HttpClientResponse`
+ * - The request is handed to {@link Simulator.Service.handle} as a light
+ *   {@link Simulator.IncomingRequest} (JSON and empty bodies; a Web `Request`
+ *   only for form data and streamed bodies); the answer is an `HttpClientResponse`
  *   whose body is the model's own Effect `Stream`. Not a Web `Response`: a Web
  *   stream is read through promises, which `TestClock` cannot see, so virtual
  *   time would run ahead of a body being read (idle timeouts would fire
@@ -37,6 +38,21 @@ import {
 } from "effect/http"
 import * as Simulator from "./Simulator.ts"
 
+const collect = <E>(stream: Stream.Stream<Uint8Array, E>): Effect.Effect<ArrayBuffer, E> =>
+  Stream.runFold(stream, () => [] as Array<Uint8Array>, (acc, c) => {
+    acc.push(c)
+    return acc
+  }).pipe(Effect.map((chunks) => {
+    if (chunks.length === 1) return chunks[0]!.slice().buffer
+    const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0))
+    let offset = 0
+    for (const c of chunks) {
+      out.set(c, offset)
+      offset += c.byteLength
+    }
+    return out.buffer
+  }))
+
 /** A response whose body is an Effect stream, read in the caller's fiber. */
 class SimulatedResponse extends Inspectable.Class implements HttpClientResponse.HttpClientResponse {
   readonly [HttpIncomingMessage.TypeId] = HttpIncomingMessage.TypeId
@@ -54,28 +70,25 @@ class SimulatedResponse extends Inspectable.Class implements HttpClientResponse.
     request: HttpClientRequest.HttpClientRequest,
     url: string,
     status: number,
-    headers: Readonly<Record<string, string>>,
-    body: Stream.Stream<Uint8Array, Simulator.StreamCut>
+    headers: Headers.Headers | Readonly<Record<string, string>>,
+    body: Stream.Stream<Uint8Array, Simulator.StreamCut> | Uint8Array
   ) {
     super()
     this.request = request
     this.url = url
     this.status = status
-    this.headers = Headers.fromInput(headers)
+    this.headers = Headers.isHeaders(headers) ? headers : Headers.fromInput(headers)
+    if (body instanceof Uint8Array) {
+      // A body already in memory: no stream to read once, no copy.
+      this.stream = Stream.succeed(body)
+      this.arrayBuffer = Effect.sync(() => body.slice().buffer)
+      return
+    }
     this.stream = Stream.mapError(body, (cause) => this.decodeError(cause))
     // The body can be read once; `arrayBuffer` (and `text`, `json`) share one read.
-    this.arrayBuffer = Effect.runSync(Effect.cached(Stream.runFold(this.stream, () => [] as Array<Uint8Array>, (acc, c) => {
-      acc.push(c)
-      return acc
-    }).pipe(Effect.map((chunks) => {
-      const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0))
-      let offset = 0
-      for (const c of chunks) {
-        out.set(c, offset)
-        offset += c.byteLength
-      }
-      return out.buffer
-    }))))
+    // Built on first use only, as many bodies are streamed or drained instead.
+    let read: Effect.Effect<ArrayBuffer, HttpClientError.HttpClientError> | undefined
+    this.arrayBuffer = Effect.suspend(() => read ??= Effect.runSync(Effect.cached(collect(this.stream))))
   }
 
   private decodeError(cause: unknown) {
@@ -114,6 +127,57 @@ class SimulatedResponse extends Inspectable.Class implements HttpClientResponse.
   }
 }
 
+/**
+ * A response of the in-process kind over a body already in memory: what a
+ * wrapper hands on after reading a simulated answer (the simulation runner
+ * does), without a Web `Response` and its promise-read stream.
+ *
+ * @example
+ * ```ts
+ * const copy = InProcess.fromBytes(response.request, response.status, response.headers, new Uint8Array(0))
+ * ```
+ */
+export const fromBytes = (
+  request: HttpClientRequest.HttpClientRequest,
+  status: number,
+  headers: Headers.Headers | Readonly<Record<string, string>>,
+  body: Uint8Array
+): HttpClientResponse.HttpClientResponse => new SimulatedResponse(request, request.url, status, headers, body)
+
+const decoder = new TextDecoder()
+
+/**
+ * The request as the model reads it. JSON, text and empty bodies go as a light
+ * object (the body decoded once, up front); form data and streamed bodies
+ * through a Web `Request`, which parses them.
+ */
+const incoming = (
+  request: HttpClientRequest.HttpClientRequest,
+  url: URL
+): Effect.Effect<Simulator.IncomingRequest, HttpClientError.HttpClientError> => {
+  const body = request.body
+  const bodyless = request.method === "GET" || request.method === "HEAD"
+  if (bodyless || body._tag === "Empty" || body._tag === "Uint8Array") {
+    const bodyText = bodyless || body._tag !== "Uint8Array" ? "" : decoder.decode(body.body)
+    const headers = request.headers
+    return Effect.succeed({
+      method: request.method,
+      url: url.toString(),
+      headers: { get: (name: string) => headers[name.toLowerCase()] ?? null },
+      bodyText,
+      text: () => Promise.resolve(bodyText),
+      formData: () => new Response(bodyText, { headers: { ...headers } }).formData()
+    })
+  }
+  return HttpClientRequest.toWeb(HttpClientRequest.setUrl(request, url.toString())).pipe(
+    Effect.mapError((cause) =>
+      new HttpClientError.HttpClientError({
+        reason: new HttpClientError.EncodeError({ request, cause, description: "Cannot build the request" })
+      })
+    )
+  )
+}
+
 /** Options of the in-process face. */
 export interface Options {
   /** Base for relative request URLs. Default `http://elevenlabs.simulator`. */
@@ -140,14 +204,7 @@ export const makeHttpClient = (
     const base = options.baseUrl ?? defaultBaseUrl
     return HttpClient.make((request, url) =>
       Effect.gen(function*() {
-        const web = yield* HttpClientRequest.toWeb(HttpClientRequest.setUrl(request, url.toString())).pipe(
-          Effect.mapError((cause) =>
-            new HttpClientError.HttpClientError({
-              reason: new HttpClientError.EncodeError({ request, cause, description: "Cannot build the request" })
-            })
-          )
-        )
-        const outcome = yield* simulator.handle(web)
+        const outcome = yield* simulator.handle(yield* incoming(request, url))
         if (outcome._tag === "Reset") {
           return yield* Effect.fail(
             new HttpClientError.HttpClientError({

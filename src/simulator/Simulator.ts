@@ -5,7 +5,7 @@
  *
  * **Details**
  *
- * - `handle(request)` takes a Web `Request` and answers with an {@link Outcome}:
+ * - `handle(request)` takes a Web `Request` (or any {@link IncomingRequest}) and answers with an {@link Outcome}:
  *   a status, headers and a body `Stream`, or a connection reset. A hang is an
  *   answer that never comes (the effect does not complete until interrupted).
  * - A request to a concurrency pool holds its slot until the last byte of its
@@ -291,10 +291,27 @@ export class SimulatorConfigError extends Schema.TaggedError<SimulatorConfigErro
 
 // ==== Service
 
+/**
+ * What {@link Service.handle} reads of a request: the part of a Web `Request` it uses, so a
+ * Web `Request` is one. The in-process face passes a lighter object with the body already
+ * decoded in `bodyText` (read synchronously: no promise for `TestClock` to miss, no Web
+ * `Request` to build per call).
+ */
+export interface IncomingRequest {
+  readonly method: string
+  /** The absolute URL, query included. */
+  readonly url: string
+  readonly headers: { readonly get: (name: string) => string | null }
+  readonly text: () => Promise<string>
+  readonly formData: () => Promise<FormData>
+  /** The body as text when it is known up front; read instead of `text()`. */
+  readonly bodyText?: string | undefined
+}
+
 /** The simulated ElevenLabs service. */
 export interface Service {
   /** Answers one request (`/v1/*`, `/v2/*` and `/_simulator/*`). */
-  readonly handle: (request: Request) => Effect.Effect<Outcome>
+  readonly handle: (request: IncomingRequest) => Effect.Effect<Outcome>
   /** The record so far. */
   readonly stats: Effect.Effect<Stats>
   /** Clears the record (counts, maxima, samples); in-flight requests stay. */
@@ -623,7 +640,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   const respond = (p: Pending): Outcome => ({ _tag: "Respond", status: p.status, headers: p.headers, body: p.body })
 
-  const authenticate = (request: Request): Account | Pending => {
+  const authenticate = (request: IncomingRequest): Account | Pending => {
     const key = request.headers.get("xi-api-key")
     if (key === null || key === "") {
       return detail(401, "needs_authorization", "Neither authorization header nor xi-api-key received, please provide one.")
@@ -828,16 +845,20 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       "request-id, history-item-id, character-cost, regeneration-count, generation-info, current-concurrent-requests, maximum-concurrent-requests"
   })
 
-  const readJson = (request: Request): Effect.Effect<{ ok: true; value: Json } | { ok: false; raw: string }> =>
-    Effect.promise(() => request.text().catch(() => "")).pipe(
-      Effect.map((raw) => {
-        try {
-          return { ok: true as const, value: JSON.parse(raw) as Json }
-        } catch {
-          return { ok: false as const, raw }
-        }
-      })
-    )
+  const parseJson = (raw: string): { ok: true; value: Json } | { ok: false; raw: string } => {
+    try {
+      return { ok: true as const, value: JSON.parse(raw) as Json }
+    } catch {
+      return { ok: false as const, raw }
+    }
+  }
+
+  const readJson = (request: IncomingRequest): Effect.Effect<{ ok: true; value: Json } | { ok: false; raw: string }> => {
+    const known = request.bodyText
+    return known !== undefined
+      ? Effect.sync(() => parseJson(known))
+      : Effect.map(Effect.promise(() => request.text().catch(() => "")), parseJson)
+  }
 
   const jsonInvalid = (raw: string): ValidationItem => ({
     type: "json_invalid",
@@ -946,7 +967,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   // ---- Endpoints
 
-  const textToSpeech = (request: Request, url: URL, voiceId: string, stream: boolean, timestamps: boolean) =>
+  const textToSpeech = (request: IncomingRequest, url: URL, voiceId: string, stream: boolean, timestamps: boolean) =>
     Effect.gen(function*() {
       const items: Array<ValidationItem> = []
       const format = checkFormat(items, url, stream ? streamOutputFormats : convertOutputFormats, defaultOutputFormat)
@@ -998,7 +1019,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         streaming: stream,
         success: (meta) => {
           const headers = successHeaders(meta, cost)
-          const audio = Audio.render(format, seconds)
+          const audio = Audio.renderShared(format, seconds)
           const count = Math.max(1, Math.min(200, Math.ceil(seconds / chunkSeconds)))
           const pieces = Audio.chunk(audio, count)
           if (!timestamps) {
@@ -1033,7 +1054,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       })
     })
 
-  const speechToText = (request: Request) =>
+  const speechToText = (request: IncomingRequest) =>
     Effect.gen(function*() {
       const form = yield* Effect.promise(() => request.formData().catch(() => undefined))
       const items: Array<ValidationItem> = []
@@ -1103,7 +1124,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       })
     })
 
-  const music = (request: Request, url: URL, stream: boolean) =>
+  const music = (request: IncomingRequest, url: URL, stream: boolean) =>
     Effect.gen(function*() {
       const items: Array<ValidationItem> = []
       const format = checkFormat(items, url, musicOutputFormats, "auto")
@@ -1152,7 +1173,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         units: seconds,
         streaming: stream,
         success: (meta) => {
-          const audio = Audio.render(actual, seconds)
+          const audio = Audio.renderShared(actual, seconds)
           const { "character-cost": _, ...headers } = successHeaders(meta, undefined)
           return {
             headers: {
@@ -1199,7 +1220,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     has_used_creator_coupon_on_account: false
   })
 
-  const readAccount = (request: Request, f: (account: Account) => Json) =>
+  const readAccount = (request: IncomingRequest, f: (account: Account) => Json) =>
     Effect.map(Clock.currentTimeMillis, (now) => {
       const account = authenticate(request)
       if (isPending(account)) return respond(account)
@@ -1324,7 +1345,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       }
     }))
 
-  const control = (request: Request, path: string): Effect.Effect<Outcome> => {
+  const control = (request: IncomingRequest, path: string): Effect.Effect<Outcome> => {
     const plain = (status: number, body: Json): Outcome => {
       const bytes = encoder.encode(JSON.stringify(body))
       return {
@@ -1354,7 +1375,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   const ttsRoute = /^\/v1\/text-to-speech\/([^/]+)(\/stream)?(\/with-timestamps)?\/?$/
 
-  const route = (request: Request): Effect.Effect<Outcome> => {
+  const route = (request: IncomingRequest): Effect.Effect<Outcome> => {
     const url = new URL(request.url)
     const path = url.pathname
     const method = request.method.toUpperCase()
@@ -1418,7 +1439,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     return Effect.succeed(respond(notFound()))
   }
 
-  const handle = (request: Request): Effect.Effect<Outcome> => {
+  const handle = (request: IncomingRequest): Effect.Effect<Outcome> => {
     const path = new URL(request.url).pathname
     if (path.startsWith("/_simulator/")) return control(request, path)
     return Effect.suspend(() => {

@@ -49,4 +49,20 @@ describe("Audio", () => {
     assert.closeTo(Audio.estimateSeconds(Audio.render("mp3_44100_128", 10)), 10, 0.1)
     assert.strictEqual(Audio.chunk(new Uint8Array(10), 3).map((c) => c.length).join(), "4,4,2")
   })
+
+  it("renderShared: the same bytes as render for every codec, lengths up and down, a shared buffer", () => {
+    const formats = ["mp3_44100_128", "mp3_22050_32", "mp3_12345_999", "nonsense", "pcm_16000", "wav_22050", "ulaw_8000", "alaw_8000", "opus_48000_64"]
+    for (const format of formats) {
+      for (const seconds of [0.05, 1, 0.4, 3.3, 2, 7.25, 0.1, 12]) {
+        const shared = Audio.renderShared(format, seconds)
+        const fresh = Audio.render(format, seconds)
+        assert.strictEqual(shared.length, fresh.length, `${format} ${seconds}`)
+        assert.isTrue(shared.every((b, i) => b === fresh[i]), `${format} ${seconds}`)
+      }
+    }
+    // Prefix codecs serve one buffer per format: two lengths share memory, no copy per call.
+    const a = Audio.renderShared("mp3_44100_128", 1)
+    const b = Audio.renderShared("mp3_44100_128", 2)
+    assert.strictEqual(a.buffer, b.buffer)
+  })
 })
