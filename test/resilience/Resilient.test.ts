@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Layer, PubSub, Redacted, Stream } from "effect"
+import { Duration, Effect, Fiber, Layer, PubSub, Redacted, Schema, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import type * as RetryPolicy from "../../src/resilience/RetryPolicy.ts"
 import * as Client from "../../src/client/ElevenLabs.ts"
@@ -203,4 +203,32 @@ describe("Resilient", () => {
       assert.strictEqual(status.reserved, 0)
       assert.strictEqual((yield* sim.stats).creditsCharged, Math.ceil(300 * 0.5))
     }).pipe(Effect.provide(stack({ seed: 11, plan: "pro" }, { limiter: { plan: "pro" } }))))
+
+  it.effect.prop(
+    "interrupted callers leave no permit, queue place or reservation behind",
+    [Schema.Array(Schema.Tuple([Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 3000 })), Schema.Boolean]))
+      .check(Schema.isMinLength(1), Schema.isMaxLength(40))],
+    ([calls]) =>
+      Effect.gen(function*() {
+        const { keyId, limiter, quota } = yield* Resilient.ResilienceService
+        const fibers = yield* Effect.forEach(calls, ([, interactive], i) =>
+          Effect.forkChild(
+            tts(`interrupt ${i} `.repeat(6)).pipe(Resilient.withCallOptions({ lane: interactive ? "interactive" : "batch" }))
+          ))
+        // Interrupt each caller at its own moment (queued, on the wire, or reading its body).
+        const byTime = calls.map(([at], i) => [at, i] as const).sort((a, b) => a[0] - b[0])
+        let now = 0
+        for (const [at, i] of byTime) {
+          if (at > now) yield* TestClock.adjust(at - now)
+          now = at
+          yield* Fiber.interrupt(fibers[i]!)
+        }
+        yield* TestClock.adjust(1000)
+        const snapshot = yield* limiter.snapshot(keyId, "flash")
+        assert.strictEqual(snapshot.inFlight, 0)
+        assert.strictEqual(snapshot.queueDepth, 0)
+        assert.strictEqual((yield* quota!.status).reserved, 0)
+      }).pipe(Effect.provide(stack({ seed: 12, plan: "free" }, { limiter: { plan: "free" } }))),
+    { arbitrary: { runs: 15 } }
+  )
 })
