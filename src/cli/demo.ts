@@ -164,7 +164,9 @@ export const execute = (
       [
         Report.toText([report]).trimEnd(),
         "",
-        `${s.succeeded} of ${s.requests} succeeded; ${s.http429.tooManyConcurrentRequests} concurrency 429s; max ${s.maxInFlight} in flight of ${s.limit}.`,
+        `${s.succeeded} of ${s.requests} succeeded${
+          s.failed === 0 ? "" : ` (${Object.entries(s.failedByReason).map(([k, v]) => `${v} ${k}`).join(", ")} after the stack's retries)`
+        }; ${s.http429.tooManyConcurrentRequests} concurrency 429s reached the server; max ${s.maxInFlight} in flight of ${s.limit}.`,
         `HTML report (charts): ${htmlPath}`,
         `  open it: ${pathToFileURL(htmlPath).href}   (or: xdg-open ${input.html} / open ${input.html})`,
         "",
