@@ -293,8 +293,9 @@ export const execute = (
     const progress = input.json || input.worker ? undefined : Progress.sink({ label: "load-test" })
 
     if (input.worker) {
+      if (Option.isNone(input.baseUrl)) return yield* fail("--worker needs --base-url (the parent's target)")
       const apiKey = yield* keyOf(input, false)
-      const baseUrl = Option.getOrElse(input.baseUrl, () => "")
+      const baseUrl = input.baseUrl.value
       const options = {
         traffic: plan.traffic,
         strategy: plan.strategy,
