@@ -10,7 +10,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { spawn, type ChildProcess } from "node:child_process"
-import { Context, Effect, Exit, Layer, PubSub, Random, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, PubSub, Random, Scope } from "effect"
 import { Redis } from "effect/persistence"
 import { afterAll, beforeAll } from "vitest"
 import { ElevenLabsError, QuotaExceeded } from "../../src/client/Errors.ts"
@@ -39,9 +39,14 @@ const connection = Effect.gen(function*() {
   return Context.get(context, Redis.Redis)
 })
 
-/** The subscription as the server would report it: what was charged so far. */
-const spentSource = (redis: Redis.Redis["Service"], account: string, limit: number) =>
-  Effect.map(Effect.orDie(redis.send<string | null>("GET", spentKey(account))), (v) => ({ used: Number(v ?? 0), limit }))
+/**
+ * The subscription as the server would report it: what was charged so far. `lagMs` delays the answer after
+ * the reading, as a slow `/v1/user/subscription` would: charges made meanwhile are missing from it.
+ */
+const spentSource = (redis: Redis.Redis["Service"], account: string, limit: number, lagMs = 0) =>
+  Effect.map(Effect.orDie(redis.send<string | null>("GET", spentKey(account))), (v) => ({ used: Number(v ?? 0), limit })).pipe(
+    Effect.delay(lagMs)
+  )
 
 /** One "process": its own connection, trouble mode and quota store on `account`, and a guard over them. */
 const guardIn = (
@@ -79,13 +84,15 @@ describe("QuotaGuard over Redis", () => {
           const account = nextAccount()
           const redis = yield* connection
           const limit = yield* Random.nextIntBetween(150, 600)
-          // Frequent refreshes, so readings are written to Redis while commits happen.
+          // Frequent, slow refreshes, so readings that miss recent charges are written to Redis while commits happen.
           const guards = yield* Effect.forEach(
             [0, 1, 2],
-            () => Effect.map(guardIn(account, spentSource(redis, account, limit), { refreshInterval: "30 millis" }), (g) => g.guard)
+            () => Effect.map(guardIn(account, spentSource(redis, account, limit, 20), { refreshInterval: "30 millis" }), (g) => g.guard)
           )
-          const outcomes = yield* Effect.forEach(Array.from({ length: 90 }, (_, i) => i), (i) =>
+          // Calls arrive over time (a think time before each, 12 at once), so the run spans several refreshes.
+          const outcomes = yield* Effect.forEach(Array.from({ length: 150 }, (_, i) => i), (i) =>
             Effect.gen(function*() {
+              yield* Effect.sleep(yield* Random.nextIntBetween(0, 10))
               const cost = yield* Random.nextIntBetween(1, 60)
               const succeeds = (yield* Random.next) < 0.6
               const actual = yield* Random.nextIntBetween(Math.ceil(cost / 2), cost)
@@ -100,7 +107,7 @@ describe("QuotaGuard over Redis", () => {
                 Effect.as("ok" as const),
                 Effect.catch((e) => Effect.succeed(QuotaGuard.isQuotaGuardError(e) ? e.reason._tag : "failed"))
               )
-            }), { concurrency: "unbounded" })
+            }), { concurrency: 12 })
           const spent = Number((yield* Effect.orDie(redis.send<string | null>("GET", spentKey(account)))) ?? 0)
           assert.isAtMost(spent, limit, `round ${round}: spent ${spent} of ${limit}`)
           assert.isTrue(outcomes.every((o) => o === "ok" || o === "failed" || o === "InsufficientQuota"), outcomes.join())
@@ -112,7 +119,7 @@ describe("QuotaGuard over Redis", () => {
           assert.isAtLeast(shared.used ?? -1, spent)
         }).pipe(Effect.scoped, Random.withSeed(`quota-round-${round}`))
       }
-      // The demand (about 90 × 30 credits per round) is far above every limit: the guards did refuse.
+      // The demand (about 150 × 30 credits per round) is far above every limit: the guards did refuse.
       assert.isAbove(refusedTotal, 0)
       assert.isAbove(okTotal, 0)
     }), 30_000)
@@ -154,6 +161,37 @@ describe("QuotaGuard over Redis", () => {
       assert.strictEqual(yield* a.guard.state, "ok")
       assert.strictEqual(yield* b.guard.state, "ok")
       assert.include(yield* tags, "Recovered")
+    }).pipe(Effect.scoped))
+
+  it.live("a reading that misses the commits made while it was fetched does not make Redis forget them", () =>
+    Effect.gen(function*() {
+      const account = nextAccount()
+      let spent = 0
+      let lagging = false
+      const gate = yield* Deferred.make<void>()
+      // The reading is taken, then the answer is held back (a slow subscription endpoint).
+      const source = Effect.gen(function*() {
+        const reading = { used: spent, limit: 1000 }
+        if (lagging) yield* Deferred.await(gate)
+        return reading
+      })
+      const a = yield* guardIn(account, source, { refreshInterval: "1 hour" })
+      const b = yield* guardIn(account, source, { refreshInterval: "1 hour" })
+      // Both first fetches done before the endpoint turns slow.
+      yield* Effect.all([a.guard.refresh, b.guard.refresh])
+      lagging = true
+      const refreshing = yield* Effect.forkChild(a.guard.refresh)
+      yield* Effect.sleep("50 millis")
+      // Meanwhile B's call is charged and committed.
+      yield* b.guard.guard(100, Effect.sync(() => (spent += 100)))
+      yield* Deferred.succeed(gate, undefined)
+      const reading = yield* Fiber.join(refreshing)
+      assert.strictEqual(reading.used, 0)
+      // The reading said 0; the commit made during the fetch is kept on top of it.
+      assert.strictEqual((yield* a.quota.status).used, 100)
+      const refused = yield* Effect.flip(a.guard.reserve(950).pipe(Effect.scoped))
+      assert.strictEqual(refused.reason._tag, "InsufficientQuota")
+      if (refused.reason._tag === "InsufficientQuota") assert.strictEqual(refused.reason.remaining, 900)
     }).pipe(Effect.scoped))
 
   it.live("reservations are shared; insufficient credits and key caps are decided across guards", () =>
