@@ -55,6 +55,12 @@ export interface RunOptions {
   readonly jitter?: JitterName | undefined
   /** Parsed `--config` JSON for strategies that take one. */
   readonly config?: unknown
+  /**
+   * Whether the strategies' spans are made (for a tracer the caller provides).
+   * Default `false`: the report comes from the recorder, and a span per call and
+   * attempt is a large share of a long run's cost.
+   */
+  readonly tracing?: boolean | undefined
 }
 
 /** A run that cannot start or cannot finish. */
@@ -184,7 +190,7 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
         maxSamples: 16 * traffic.requests + 16
       })
       const recorder = yield* Recorder.make
-      const client = observe(yield* InProcess.makeHttpClient(simulator), recorder)
+      const client = observe(yield* InProcess.makeHttpClient(simulator, { transportSpans: false }), recorder)
       const call = yield* options.strategy.make({
         plan,
         model,
@@ -239,7 +245,13 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
         stats: yield* simulator.stats,
         endMs: recorder.log.calls.reduce((m, c) => Math.max(m, c.endMs), 0)
       } satisfies Outcome
-    }).pipe(Effect.scoped, Random.withSeed(traffic.seed))
+    }).pipe(
+      Effect.scoped,
+      Random.withSeed(traffic.seed),
+      // The recorder is the run's record; spans of every call and attempt would cost a
+      // large share of a long run (a span and a captured stack trace each) for nobody.
+      Effect.withTracerEnabled(options.tracing === true)
+    )
 
     const lastArrival = arrivals.length === 0 ? 0 : arrivals[arrivals.length - 1]!.atMs
     // A bound on virtual time, so a strategy that never settles cannot spin forever.

@@ -23,7 +23,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, Inspectable, Layer, Option, Stream } from "effect"
+import { Effect, Inspectable, Layer, Option, Result, Stream } from "effect"
 import { pipeArguments } from "effect/Pipeable"
 import type { Socket } from "effect/socket"
 import {
@@ -34,6 +34,7 @@ import {
   HttpClientRequest,
   HttpClientResponse,
   HttpIncomingMessage,
+  Url,
   UrlParams
 } from "effect/http"
 import * as Simulator from "./Simulator.ts"
@@ -182,6 +183,15 @@ const incoming = (
 export interface Options {
   /** Base for relative request URLs. Default `http://elevenlabs.simulator`. */
   readonly baseUrl?: string | undefined
+  /**
+   * Whether the client is built with `HttpClient.make`, which gives each request an
+   * `http.client` span and abort bookkeeping (an `AbortController`, a finalization
+   * registration). Default `true`. With `false` the requests carry neither: nothing
+   * in-process needs an abort signal (interruption stops the model's fiber), and a
+   * long simulation has no use for a transport span per attempt. The simulation
+   * runner turns it off.
+   */
+  readonly transportSpans?: boolean | undefined
 }
 
 /** The default base URL of the in-process face. */
@@ -202,24 +212,43 @@ export const makeHttpClient = (
 ): Effect.Effect<HttpClient.HttpClient> =>
   Effect.sync(() => {
     const base = options.baseUrl ?? defaultBaseUrl
-    return HttpClient.make((request, url) =>
-      Effect.gen(function*() {
-        const outcome = yield* simulator.handle(yield* incoming(request, url))
-        if (outcome._tag === "Reset") {
-          return yield* Effect.fail(
-            new HttpClientError.HttpClientError({
-              reason: new HttpClientError.TransportError({
-                request,
-                cause: Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }),
-                description: "The connection was reset by the simulator"
+    const answer = (
+      request: HttpClientRequest.HttpClientRequest,
+      url: URL
+    ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
+      Effect.flatMap(incoming(request, url), (incoming) =>
+        Effect.flatMap(simulator.handle(incoming), (outcome) => {
+          if (outcome._tag === "Reset") {
+            return Effect.fail(
+              new HttpClientError.HttpClientError({
+                reason: new HttpClientError.TransportError({
+                  request,
+                  cause: Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }),
+                  description: "The connection was reset by the simulator"
+                })
               })
-            })
-          )
-        }
-        // The body is read in the caller's fiber, so its sleeps follow the caller's Clock.
-        return new SimulatedResponse(request, url.toString(), outcome.status, outcome.headers, outcome.body)
-      })
-    ).pipe(
+            )
+          }
+          // The body is read in the caller's fiber, so its sleeps follow the caller's Clock.
+          return Effect.succeed(new SimulatedResponse(request, url.toString(), outcome.status, outcome.headers, outcome.body))
+        }))
+    const client: HttpClient.HttpClient = options.transportSpans === false
+      ? HttpClient.makeWith<never, never, HttpClientError.HttpClientError, never>(
+        (effect) =>
+          Effect.flatMap(effect, (request) => {
+            const url = Url.make(request.url, request.urlParams, Option.getOrUndefined(request.hash))
+            return Result.isFailure(url)
+              ? Effect.fail(
+                new HttpClientError.HttpClientError({
+                  reason: new HttpClientError.InvalidUrlError({ request, cause: url.failure })
+                })
+              )
+              : answer(request, url.success)
+          }),
+        (request) => Effect.succeed(request)
+      )
+      : HttpClient.make((request, url) => answer(request, url))
+    return client.pipe(
       HttpClient.mapRequest((request) =>
         /^[a-z][a-z0-9+.-]*:/i.test(request.url) ? request : HttpClientRequest.prependUrl(request, base)
       )

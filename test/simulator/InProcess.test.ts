@@ -131,4 +131,44 @@ describe("InProcess", () => {
       assert.deepStrictEqual(second, first)
       assert.isTrue(first.stats.byStatus["429"]! > 0 && first.stats.byStatus["200"]! > 0)
     }))
+
+  it.effect("without transport spans: the same answers for the same seed (query, headers, body), bad URLs fail typed", () =>
+    Effect.gen(function*() {
+      const answer = (transportSpans: boolean) =>
+        Effect.gen(function*() {
+          const sim = yield* Simulator.make({ seed: 9, plan: "pro" })
+          const client = yield* InProcess.makeHttpClient(sim, { transportSpans })
+          const request = tts("Same text, same seed.", { path: "/stream" }).pipe(
+            HttpClientRequest.setUrlParam("output_format", "pcm_16000")
+          )
+          const fiber = yield* Effect.forkChild(Effect.flatMap(client.execute(request), (res) =>
+            Effect.map(res.arrayBuffer, (b) => ({ status: res.status, headers: { ...res.headers }, bytes: Array.from(new Uint8Array(b)) }))))
+          yield* TestClock.adjust("20 seconds")
+          const out = yield* Fiber.join(fiber)
+          const noKey = yield* Effect.forkChild(client.execute(tts("x", { key: "" })))
+          yield* TestClock.adjust("5 seconds")
+          return { out, noKey: (yield* Fiber.join(noKey)).status }
+        })
+      const lean = yield* answer(false)
+      const full = yield* answer(true)
+      assert.strictEqual(lean.out.status, 200)
+      assert.strictEqual(lean.out.headers["content-type"], "audio/pcm")
+      assert.deepStrictEqual(lean, full)
+      assert.strictEqual(lean.noKey, 401)
+      const sim = yield* Simulator.make({ seed: 9 })
+      const client = yield* InProcess.makeHttpClient(sim, { transportSpans: false })
+      const bad = yield* Effect.flip(client.get("http://[bad"))
+      assert.strictEqual(bad.reason._tag, "InvalidUrlError")
+    }))
+
+  it.effect("fromBytes: a response over bytes in memory, read as often as wanted", () =>
+    Effect.gen(function*() {
+      const res = InProcess.fromBytes(HttpClientRequest.get("http://x/y"), 429, { "Content-Type": "application/json" }, new TextEncoder().encode("{\"a\":1}"))
+      assert.strictEqual(res.status, 429)
+      assert.strictEqual(res.headers["content-type"], "application/json")
+      assert.deepStrictEqual(yield* res.json, { a: 1 })
+      assert.strictEqual(yield* res.text, "{\"a\":1}")
+      const chunks = yield* Stream.runCollect(res.stream)
+      assert.strictEqual(chunks.length, 1)
+    }))
 })
