@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, References } from "effect"
+import { Effect, Option, References } from "effect"
+import * as CapacityCli from "../../src/cli/capacity.ts"
 import * as Capacity from "../../src/simulation/Capacity.ts"
 
 // free: 2 concurrent Multilingual requests. 150-char segments play 10 s and take ~0.9 s to generate,
@@ -66,5 +67,35 @@ describe("Capacity", () => {
       assert.include((yield* Effect.flip(Capacity.resolve({ targetP95Ms: -1 }))).message, "target p95 must be positive")
       assert.include((yield* Effect.flip(Capacity.resolve({ failureRate: 2 }))).message, "failure rate must be within 0..1")
       assert.include((yield* Effect.flip(Capacity.resolve({ plan: "free", model: "music_v1" }))).message, "has no music concurrency")
+    }))
+
+  it.effect("the command's flags: bad values are one clear message; the result names the seeds' figure", () =>
+    Effect.gen(function*() {
+      const input: CapacityCli.CapacityInput = { ...CapacityCli.defaults, config: Option.none(), json: false }
+      const plan = yield* Effect.flip(CapacityCli.toOptions({ ...input, plan: "gold" }, undefined))
+      assert.include(plan.message, "--plan must be one of free, starter, creator, pro, scale, business; got \"gold\"")
+      const target = yield* Effect.flip(CapacityCli.toOptions({ ...input, targetP95: "fast" }, undefined))
+      assert.include(target.message, "--target-p95 must be a number of seconds")
+      const chars = yield* Effect.flip(CapacityCli.toOptions({ ...input, chars: 0 }, undefined))
+      assert.include(chars.message, "chars must be an integer within 1..10000")
+      const ok = yield* CapacityCli.toOptions({ ...input, plan: "creator", targetP95: "1500ms" }, undefined)
+      assert.strictEqual(ok.targetP95Ms, 1500)
+      const text = CapacityCli.resultText({
+        plan: "creator",
+        model: "eleven_multilingual_v2",
+        pool: "standard",
+        limit: 5,
+        chars: 250,
+        targetP95Ms: 2000,
+        durationMs: 300_000,
+        playMs: 16_667,
+        streams: 67,
+        capped: false,
+        serviceMs: 1330,
+        utilizationBound: 67,
+        probes: []
+      })
+      assert.include(text, "answer: 67 simultaneous broadcasts within p95 2000 ms on creator (limit 5).")
+      assert.include(text, "ours:  67 on a limit of 5 = 67 per 5 slots, 67 % of the seeds' figure")
     }))
 })
