@@ -26,14 +26,22 @@
  *   after the mark shows credits left.
  * - Per-key budgets: an optional cap per API key id (never the key itself),
  *   counted locally from the commits of this guard and reset with the period.
+ * - Shared across processes: when `RedisQuota` (src/distributed/RedisQuota.ts)
+ *   is in the context `make` runs in (`SharedState.layerRedis` provides it,
+ *   with `RedisMode`), reservations, commits, per-key usage and the exhausted
+ *   state live in Redis (leased, so a crashed process's reservations expire);
+ *   refreshes `sync` their reading there, and thresholds, events and `status`
+ *   work from the local view of the shared numbers. Redis unreachable:
+ *   `local-fallback` decides on that local view (this process's share),
+ *   `fail-closed` fails with `QuotaUnknown { redisUnavailable: true }`.
  *
  * **Gotchas**
  *
  * - Commits made while a refresh is in flight are added on top of the fetched
  *   `used`: the server may already count them, so `used` can be over-estimated
  *   until the next refresh. That errs on the side of not overspending.
- * - Per-key usage is what this guard committed; spending of the same key by
- *   other processes is not seen (the Redis store will share it).
+ * - In memory, per-key usage is what this guard committed; spending of the
+ *   same key by other processes is seen only with the Redis store.
  *
  * @example
  * ```ts
