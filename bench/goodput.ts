@@ -19,7 +19,7 @@
  */
 import { NodeHttpClient } from "@effect/platform-node"
 import { ElevenLabsClient } from "@elevenlabs/elevenlabs-js"
-import { Effect, Layer, Redacted, References } from "effect"
+import { Effect, Fiber, Layer, Redacted, References } from "effect"
 import { spawn } from "node:child_process"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import PQueue from "p-queue"
@@ -127,6 +127,8 @@ interface Burst {
   /** `tts-latency-ms` of successful answers: the server's time to headers (its slot time). */
   readonly serviceMs: ReadonlyArray<number>
   readonly wallMs: number
+  /** What the client itself saw (ours: permits in use and the limit, sampled every 2 ms). */
+  readonly note?: string
 }
 
 interface ClientUnderTest {
@@ -182,10 +184,25 @@ const resilient: ClientUnderTest = {
           )
         yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => -1 - i), call, { concurrency: 20 })
         yield* Effect.promise(reset)
+        // Sample the limiter: are the 20 permits in use all the time, and does the limit stay at 20?
+        const { keyId, limiter } = yield* Resilient.ResilienceService
+        let samples = 0
+        let inFlightSum = 0
+        let minLimit = Number.POSITIVE_INFINITY
+        const sampler = yield* Effect.forkChild(Effect.forever(Effect.andThen(
+          Effect.map(limiter.snapshot(keyId, "flash"), (s) => {
+            samples++
+            inFlightSum += s.inFlight
+            minLimit = Math.min(minLimit, s.limit)
+          }),
+          Effect.sleep("2 millis")
+        )))
         const t0 = nowMs()
         const outcomes = yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), call, { concurrency: "unbounded" })
         const wallMs = nowMs() - t0
+        yield* Fiber.interrupt(sampler)
         return {
+          note: `client-side permits in use ${(inFlightSum / samples).toFixed(1)} on average (sampled every 2 ms); lowest limit ${minLimit}`,
           completed: outcomes.filter((o) => o.ok).length,
           failedByReason: tally(outcomes.flatMap((o) => (o.ok ? [] : [o.reason]))),
           serviceMs: outcomes.flatMap((o) => (o.ok && o.latency !== undefined ? [o.latency] : [])),
@@ -376,6 +393,7 @@ export interface GoodputRow {
   readonly bound: number
   /** throughput / bound. */
   readonly share: number
+  readonly note?: string
 }
 
 export interface Goodput {
@@ -417,7 +435,8 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
           throughput: round(throughput, 1),
           meanServiceMs: round(meanServiceMs, 1),
           bound: round(bound, 1),
-          share: round(throughput / bound, 3)
+          share: round(throughput / bound, 3),
+          ...(burst.note === undefined ? {} : { note: burst.note })
         })
         // Let the other clients' stragglers (p-queue timeouts keep running) settle.
         await control(sim.url, "/_simulator/config", { faults: { systemBusy: 0, serverError: 0, serviceUnavailable: 0 } })

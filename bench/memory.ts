@@ -114,7 +114,7 @@ export const measure = async (options: { readonly quick?: boolean; readonly long
   const w = options.quick ? 5_000 : 20_000
   progress(`memory: ${w.toLocaleString("en-US")} waiting calls through the full stack`)
   const waiting = await waiters(w)
-  const total = options.long ? 1_000_000 : options.quick ? 30_000 : 100_000
+  const total = options.long ? 1_000_000 : options.quick ? 30_000 : 50_000
   const checkpoints = options.long
     ? [100_000, 250_000, 500_000, 750_000, 1_000_000]
     : [total / 10, total / 4, total / 2, (total * 3) / 4, total]

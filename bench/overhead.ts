@@ -172,7 +172,7 @@ export interface Overhead {
 export const contenders = ["bare", "cockatiel", "p-queue + opossum", "effect: plain client", "effect: full stack"] as const
 
 export const measure = async (options: { readonly quick?: boolean } = {}): Promise<Overhead> => {
-  const n = options.quick ? 3_000 : 10_000
+  const n = options.quick ? 3_000 : 5_000
   const runs = options.quick ? 3 : 5
   const warm = 2_000
   const rows: Array<OverheadRow> = []

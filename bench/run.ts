@@ -265,8 +265,10 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
         ])
       ))
       p()
+      for (const r of rows) if (r.note !== undefined) p(`${r.client}: ${r.note}.`)
+      p()
     }
-    p("Clients: " + [...new Map(g.rows.map((r) => [r.client, r.description])).entries()].map(([c, d]) => `\`${c}\` — ${d}`).join("; ") + ".")
+    p("Clients: " + [...new Map(g.rows.filter((r) => !r.client.startsWith("reference")).map((r) => [r.client, r.description])).entries()].map(([c, d]) => `\`${c}\` — ${d}`).join("; ") + ".")
     p("`reference: 20 workers` is not a contender but the harness's ceiling: exactly 20 plain `fetch` workers, each taking the")
     p("next request the moment a body ends, failures retried at once — what this machine, loopback and the simulator allow.")
     p("The seeds' queue is sized 10 from their table's Pro row although the Flash pool is 20, as written in seeds/rate-limits.md;")
