@@ -234,10 +234,13 @@ describe("QuotaGuard over Redis", () => {
       const source = Effect.sync(() => ({ used: spent, limit: 1000 }))
       const fallback = yield* guardIn(account, source, { refreshInterval: "1 hour" }, { mode: "local-fallback" })
       const closed = yield* guardIn(account, source, { refreshInterval: "1 hour" }, { mode: "fail-closed" })
+      // A process that expects a peer: in fallback it takes half of what is left.
+      const half = yield* guardIn(account, source, { refreshInterval: "1 hour" }, { mode: "local-fallback", expectedProcesses: 2 })
       const charge = (credits: number) => Effect.sync(() => (spent += credits))
 
       yield* fallback.guard.guard(100, charge(100))
       assert.strictEqual((yield* closed.guard.status).used, 100)
+      assert.strictEqual((yield* half.guard.status).used, 100)
 
       yield* Effect.promise(() => server.stop())
       try {
@@ -248,6 +251,11 @@ describe("QuotaGuard over Redis", () => {
         assert.strictEqual(tooMuch.reason._tag, "InsufficientQuota")
         const st = yield* fallback.guard.status
         assert.strictEqual(st.used, 150)
+        // The share: (1000 − 100) / 2 = 450 for this process.
+        const overShare = yield* Effect.flip(half.guard.reserve(460).pipe(Effect.scoped))
+        assert.strictEqual(overShare.reason._tag, "InsufficientQuota")
+        if (overShare.reason._tag === "InsufficientQuota") assert.strictEqual(overShare.reason.remaining, 450)
+        yield* half.guard.guard(440, Effect.void)
         // fail-closed: a typed refusal, no call.
         let ran = false
         const refused = yield* Effect.flip(closed.guard.guard(50, Effect.sync(() => (ran = true))))
