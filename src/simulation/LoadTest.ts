@@ -40,6 +40,7 @@ import type * as Simulator from "../simulator/Simulator.ts"
 import * as Patterns from "./Patterns.ts"
 import * as Recorder from "./Recorder.ts"
 import * as Report from "./Report.ts"
+import type { Lane } from "./Patterns.ts"
 import type { Call, CallOutcome, JitterName, SimRequest, Strategy, StrategyContext } from "./Strategies.ts"
 import { detailStatusOf } from "./Strategies.ts"
 import * as Strategies from "./Strategies.ts"
@@ -180,23 +181,25 @@ export const observe = (client: HttpClient.HttpClient, recorder: Recorder.Record
 // ----------------------------------------------------------------------------
 
 /**
- * The `Resilient` options a strategy context asks for: the parsed `config`
- * (the JSON form of docs/configuration.md) when given, else the plan's
- * limiter and the context's jitter; the base URL is always the context's.
+ * The `Resilient` options a strategy context asks for, the same way the
+ * registry's `resilient` strategy derives them: the `config` JSON (the file
+ * form of docs/configuration.md, defaults when absent) mapped by
+ * `ResilienceConfig.toResilientOptions`, the context's jitter, the config's
+ * plan or else the context's, and always the context's base URL.
  */
 export const resilientOptionsOf = (context: StrategyContext): ResilientOptions => {
-  if (context.config !== undefined) {
-    const { config, problems } = ResilienceConfig.validate(context.config)
-    if (config === undefined || ResilienceConfig.isBlocking(problems)) {
-      throw new LoadTestError({ message: `config: ${problems.map((p) => `${p.path}: ${p.message}`).join("; ")}` })
-    }
-    return { ...ResilienceConfig.toResilientOptions(config, context.apiKey), baseUrl: context.baseUrl }
+  const { config, problems } = ResilienceConfig.validate(context.config ?? {})
+  if (config === undefined || ResilienceConfig.isBlocking(problems)) {
+    throw new LoadTestError({ message: `config: ${problems.map((p) => `${p.path}: ${p.message}`).join("; ")}` })
   }
+  const options = ResilienceConfig.toResilientOptions(config, context.apiKey)
   return {
-    apiKey: context.apiKey,
+    ...options,
     baseUrl: context.baseUrl,
-    limiter: { plan: context.plan },
-    retry: { exponential: { jitter: Jitter.byName[context.jitter] } }
+    retry: options.retry === false
+      ? false
+      : { ...options.retry, exponential: { ...options.retry?.exponential, jitter: Jitter.byName[context.jitter] } },
+    limiter: { ...options.limiter, plan: config.concurrency?.plan ?? context.plan }
   }
 }
 
@@ -210,11 +213,14 @@ export interface ResilientHooks {
 }
 
 /**
- * This library's full stack as a strategy: `Resilient.make` over the given
- * transport, each request a TTS `convert` in its lane. The limiter's queue
- * (depth per lane after every change, waits), the retries and the breaker's
- * transitions go to the recorder. A `--config` that does not validate is a
- * defect here: callers validate it first ({@link checkConfig}).
+ * This library's full stack as a strategy, with hooks: `Resilient.make`
+ * over the given transport, options as the registry's `resilient` derives
+ * them ({@link resilientOptionsOf}), each request a TTS `convert` in its
+ * lane. The limiter's queue (from its `Queued` / `Waited` / `QueueTimeout`
+ * events), the retries and the breaker's transitions go to the recorder.
+ * `hooks.onStack` sees the built stack (the demo registers its readiness
+ * checks there). A `--config` that does not validate is a defect here:
+ * callers validate it first ({@link checkConfig}).
  */
 export const makeResilient = (hooks?: ResilientHooks | undefined): Strategy => ({
   name: "resilient",
@@ -225,26 +231,28 @@ export const makeResilient = (hooks?: ResilientHooks | undefined): Strategy => (
       const { resilience, service } = yield* Resilient.make(options)
       if (hooks?.onStack !== undefined) yield* hooks.onStack(resilience, context.pool)
       const { recorder } = context
-      const { keyId, limiter } = resilience
-      const pool = context.pool
-      const depth = Effect.flatMap(limiter.snapshot(keyId, pool), (s) =>
-        Effect.sync(() => {
-          const t = recorder.now()
-          recorder.log.queueDepth.interactive.push([t, s.queued.interactive])
-          recorder.log.queueDepth.batch.push([t, s.queued.batch + s.queued.default])
-        }))
       const retries = yield* PubSub.subscribe(resilience.retries)
       yield* PubSub.take(retries).pipe(
         Effect.flatMap((e) => recorder.retry(e.reason)),
         Effect.forever,
         Effect.forkScoped
       )
-      yield* limiter.events.pipe(
-        Stream.runForEach((e) =>
-          e._tag === "Waited" && e.pool === pool
-            ? Effect.andThen(recorder.queueWait(e.lane === "interactive" ? "interactive" : "batch", e.waitedMillis), depth)
-            : Effect.void
-        ),
+      // The limiter's own events give the queue: joined (Queued), left with a permit (Waited) or not (QueueTimeout).
+      yield* resilience.limiter.events.pipe(
+        Stream.runForEach((e) => {
+          if (e.key !== resilience.keyId || e._tag === "LimitChanged" || e.pool !== context.pool) return Effect.void
+          const lane: Lane = e.lane === "interactive" ? "interactive" : "batch"
+          switch (e._tag) {
+            case "Queued":
+              return recorder.queue(lane, 1)
+            case "Waited":
+              return Effect.andThen(recorder.queue(lane, -1), recorder.queueWait(lane, e.waitedMillis))
+            case "QueueTimeout":
+              return recorder.queue(lane, -1)
+            default:
+              return Effect.void
+          }
+        }),
         Effect.forkScoped
       )
       if (resilience.breaker !== undefined) {
@@ -254,20 +262,16 @@ export const makeResilient = (hooks?: ResilientHooks | undefined): Strategy => (
         )
       }
       const call: Call = (request: SimRequest) =>
-        Effect.andThen(
-          depth,
-          service.textToSpeech.convert(context.voiceId, {
-            text: request.text,
-            modelId: context.model,
-            outputFormat: "mp3_22050_32"
-          })
-        ).pipe(
+        service.textToSpeech.convert(context.voiceId, {
+          text: request.text,
+          modelId: context.model,
+          outputFormat: "mp3_22050_32"
+        }).pipe(
           Resilient.withCallOptions({ lane: request.lane }),
           Effect.match({
             onSuccess: (r): CallOutcome => ({ _tag: "Success", credits: r.meta.characterCost ?? 0 }),
             onFailure: (e): CallOutcome => ({ _tag: "Failure", reason: e.reason._tag })
-          }),
-          Effect.ensuring(depth)
+          })
         )
       return call
     })
