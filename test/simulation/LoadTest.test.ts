@@ -1,6 +1,6 @@
 import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Redacted } from "effect"
+import { Effect, Redacted, Schema } from "effect"
 import { execFile } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as LoadTest from "../../src/simulation/LoadTest.ts"
@@ -226,4 +226,50 @@ describe("LoadTest", () => {
       assert.isUndefined(Progress.sink({ stream: notTty }))
       assert.isDefined(Progress.sink({ stream: notTty, force: true }))
     }))
+
+  it.effect.prop(
+    "merge: the merged in-flight count is, at every instant, the number of attempts of all processes on the wire",
+    [
+      Schema.Array(
+        Schema.Struct({
+          offset: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 1000 })),
+          attempts: Schema.Array(
+            Schema.Tuple([
+              Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 1000 })),
+              Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 500 }))
+            ])
+          ).check(Schema.isMaxLength(8))
+        })
+      ).check(Schema.isMinLength(1), Schema.isMaxLength(4))
+    ],
+    ([workers]) =>
+      Effect.sync(() => {
+        let index = 0
+        const parts = workers.map(({ attempts, offset }) => {
+          const log = emptyLog()
+          const events = attempts.flatMap(([start, dur]) => [[start, 1], [start + dur, -1]] as const)
+            .sort((a, b) => a[0] - b[0] || a[1] - b[1])
+          let n = 0
+          for (const [t, d] of events) log.inFlight.push([t, (n += d)])
+          for (const [start, dur] of attempts) {
+            log.calls.push({ index: index++, lane: "batch", arrivalMs: start, endMs: start + dur, failure: undefined, credits: 1 })
+          }
+          return { startedAt: 10_000 + offset, log }
+        })
+        const merged = LoadTest.merge(parts)
+        const origin = Math.min(...parts.map((p) => p.startedAt))
+        const intervals = parts.flatMap((p) =>
+          p.log.calls.map((c) => [c.arrivalMs + p.startedAt - origin, c.endMs + p.startedAt - origin] as const)
+        )
+        const lastAt = new Map<number, number>()
+        for (const [t, v] of merged.log.inFlight) lastAt.set(t, v)
+        for (const [t, v] of lastAt) {
+          assert.strictEqual(v, intervals.filter(([a, b]) => a <= t && t < b).length, `at ${t}`)
+        }
+        if (merged.log.inFlight.length > 0) assert.strictEqual(merged.log.inFlight.at(-1)![1], 0)
+        assert.strictEqual(merged.log.calls.length, intervals.length)
+        assert.deepStrictEqual(merged.log.calls.map((c) => c.index), [...merged.log.calls.map((c) => c.index)].sort((a, b) => a - b))
+      }),
+    { arbitrary: { runs: 100 } }
+  )
 })
