@@ -122,7 +122,12 @@ export const execute = (
     const checks = yield* Health.make()
     const health = yield* Layer.build(
       Health.layerServer({ port, host: "127.0.0.1" }).pipe(Layer.provide(Layer.succeed(Health.HealthChecks, checks)))
-    ).pipe(Effect.mapError((e) => new DemoError({ message: `metrics server: ${e.message}` })))
+    ).pipe(
+      Effect.mapError((e) => {
+        const cause = e.cause instanceof Error ? e.cause.message : e.message
+        return new DemoError({ message: `cannot serve /health and /metrics on 127.0.0.1:${port}${cause === "" ? "" : ` (${cause})`}` })
+      })
+    )
     const address = Context.get(health, HttpServer.HttpServer).address
     const healthBase = `http://127.0.0.1:${address._tag === "UnixPathAddress" ? port : address.port}`
 

@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync } from "node:fs"
+import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -104,6 +105,19 @@ describe("demo", () => {
       const plan = yield* demo(["--plan", "gold", "--seconds", "3"])
       assert.strictEqual(plan.code, 1)
       assert.include(plan.stderr, "demo: --plan must be one of free, starter, creator, pro, scale, business; got \"gold\"")
+      // A metrics port already taken: a clear error, not a crash.
+      const taken = yield* Effect.acquireRelease(
+        Effect.callback<import("node:net").Server>((resume) => {
+          const server = createServer()
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
+      )
+      const address = taken.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      const busy = yield* demo(["--seconds", "2", "--metrics-port", String(port), "--html", join(tmpdir(), "unused.html")])
+      assert.strictEqual(busy.code, 1)
+      assert.include(busy.stderr, `demo: cannot serve /health and /metrics on 127.0.0.1:${port} (listen EADDRINUSE`)
     }))
 
   it.effect("the traffic fits the length: about 0.75 x what the pool serves in that time, bursts every ~10 s", () =>
