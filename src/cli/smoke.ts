@@ -138,6 +138,8 @@ export const execute = (
     if (notReady.length > 0) {
       return failed(`not ready: ${notReady.map(([name, r]) => `${name} ${JSON.stringify(r.details)}`).join(", ")} (${target})`)
     }
+    const breakerState = Object.entries(readiness.checks).find(([name]) => name.startsWith("breaker_"))?.[1].details["state"]
+    const breakerText = breakerState === undefined ? "no breaker" : `breaker ${String(breakerState).toLowerCase()}`
     const meta = answer.success.meta
     const quota = yield* (resilience.quota?.status ?? Effect.succeed(undefined))
     const used = quota?.percentUsed === undefined ? "quota unknown" : `quota ${Math.round(quota.percentUsed * 10) / 10} % used`
@@ -147,7 +149,7 @@ export const execute = (
         meta.requestId === undefined ? "" : ` (request ${meta.requestId}`
       }${meta.characterCost === undefined ? "" : `${meta.requestId === undefined ? " (" : ", "}${meta.characterCost} credits`}${
         meta.requestId === undefined && meta.characterCost === undefined ? "" : ")"
-      }; breaker closed; ${used}; config OK; ${target}, ${keyNote}`
+      }; ${breakerText}; ${used}; config OK; ${target}, ${keyNote}`
     }
   }))
 
