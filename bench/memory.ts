@@ -32,7 +32,10 @@ export interface Waiters {
   readonly drainedClean: boolean
 }
 
-const waiters = (count: number): Promise<Waiters> =>
+/** Policies switched off for the comparison row (the limiter and the deadline stay: something must queue). */
+const policiesOff = { coalesce: false, quota: false, breaker: false, retry: false, budget: false } as const
+
+const waiters = (count: number, extra: Partial<typeof policiesOff> = {}): Promise<Waiters> =>
   Effect.runPromise(
     Effect.gen(function*() {
       const resilience = yield* Resilient.ResilienceService
@@ -61,7 +64,7 @@ const waiters = (count: number): Promise<Waiters> =>
       }
     }).pipe(
       Effect.provide(
-        Resilient.layer({ apiKey, limiter: { plan: "pro", maxQueue: count * 2 }, deadline: "1 hour" }).pipe(
+        Resilient.layer({ apiKey, limiter: { plan: "pro", maxQueue: count * 2 }, deadline: "1 hour", ...extra }).pipe(
           Layer.provide(Layer.succeed(HttpClient.HttpClient, hangingTransport))
         )
       ),
@@ -107,6 +110,8 @@ const flatness = (total: number, checkpoints: ReadonlyArray<number>): Promise<Fl
 export interface Memory {
   readonly gc: boolean
   readonly waiters: Waiters
+  /** The same with coalescing, quota, breaker, retry and budget off (client + limiter + deadline + telemetry). */
+  readonly waitersPoliciesOff: Waiters
   readonly flatness: Flatness
 }
 
@@ -114,13 +119,14 @@ export const measure = async (options: { readonly quick?: boolean; readonly long
   const w = options.quick ? 5_000 : 20_000
   progress(`memory: ${w.toLocaleString("en-US")} waiting calls through the full stack`)
   const waiting = await waiters(w)
+  const waitingOff = await waiters(w, policiesOff)
   const total = options.long ? 1_000_000 : options.quick ? 30_000 : 50_000
   const checkpoints = options.long
     ? [100_000, 250_000, 500_000, 750_000, 1_000_000]
     : [total / 10, total / 4, total / 2, (total * 3) / 4, total]
   progress(`memory: ${total.toLocaleString("en-US")} calls through the full stack (concurrency 50)`)
   const flat = await flatness(total, checkpoints)
-  return { gc: hasGc, waiters: waiting, flatness: flat }
+  return { gc: hasGc, waiters: waiting, waitersPoliciesOff: waitingOff, flatness: flat }
 }
 
 export const toResults = (m: Memory): ReadonlyArray<Result> => {
@@ -130,7 +136,7 @@ export const toResults = (m: Memory): ReadonlyArray<Result> => {
       name: `memory: heap per waiting call, full stack (${m.waiters.waiters.toLocaleString("en-US")} waiting)`,
       value: m.waiters.heapPerWaiter,
       unit: "bytes",
-      note: `RSS ${m.waiters.rssPerWaiter} B/call; enqueued in ${m.waiters.enqueueMs} ms; ${
+      note: `with coalesce, quota, breaker, retry and budget off: ${m.waitersPoliciesOff.heapPerWaiter} B; RSS ${m.waiters.rssPerWaiter} B/call; enqueued in ${m.waiters.enqueueMs} ms; ${
         m.waiters.drainedClean ? "all interrupted, limiter empty" : "LIMITER NOT EMPTY after interrupting"
       }; ${gcNote}`
     },

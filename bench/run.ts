@@ -296,6 +296,14 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
       `${fmt(base(50, "effect: full stack") / base(50, name), 1)}x`
     ])))
     p()
+    const g2 = out.get("goodput")?.data as Goodput | undefined
+    const serviceMs = g2?.modelServiceMs ?? 175
+    p(`In context: the full stack's ${fmt(base(50, "effect: full stack"), 0)} µs per call (c=50) is ${
+      fmt(base(50, "effect: full stack") / (serviceMs * 10), 2)
+    } % of the ${serviceMs} ms mean service time of a 100-character Flash request, and caps one core at about ${
+      fmt(1e6 / base(50, "effect: full stack"), 0)
+    } calls/s.`)
+    p()
     p("Runs (µs/call): " + o.rows.map((r) => `${r.contender} c=${r.concurrency}: ${r.runs.join(", ")}`).join("; ") + ".")
   } else p(`Not run: ${out.get("overhead")?.error ?? "skipped"}`)
   p()
@@ -314,8 +322,9 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
     p(`The full stack: ${fmt(m.waiters.waiters)} calls at once over a transport whose TTS answers never come (20 hold the Flash`)
     p(`permits, the rest queue): **${fmt(m.waiters.heapPerWaiter)} B heap** and ${fmt(m.waiters.rssPerWaiter)} B RSS per waiting call`)
     p(`(enqueued in ${fmt(m.waiters.enqueueMs)} ms; after interrupting every caller the limiter is ${m.waiters.drainedClean ? "empty" : "NOT empty"}).`)
-    p("A waiting call holds its fiber, its span, its deadline, its quota reservation and its coalescing entry besides the")
-    p("limiter's waiter.")
+    p(`With coalescing, quota, breaker, retry and budget switched off (client, limiter, deadline and telemetry left):`)
+    p(`${fmt(m.waitersPoliciesOff.heapPerWaiter)} B per waiting call. A waiting call holds its fiber, its spans, its deadline, its`)
+    p("request, its quota reservation and its coalescing entry besides the limiter's waiter.")
     p()
     p(`Heap after a full GC while ${fmt(m.flatness.calls)} calls go through the full stack (zero-latency transport, concurrency 50,`)
     p(`${fmt(m.flatness.usPerCall, 0)} µs/call in this run):`)
