@@ -223,6 +223,12 @@ describe("QuotaGuard over Redis", () => {
       const s = yield* a.quota.status
       assert.strictEqual(s.used, 200)
       assert.strictEqual(s.reserved, 0)
+      // An interrupted call leaves nothing reserved in Redis.
+      const hanging = yield* Effect.forkChild(b.guard.guard(50, Effect.never))
+      yield* eventually("the hanging call's reservation", Effect.map(a.guard.status, (st) => st.reserved === 50))
+      yield* Fiber.interrupt(hanging)
+      assert.strictEqual((yield* a.quota.status).reserved, 0)
+      assert.strictEqual((yield* a.quota.status).used, 200)
       // Bad key ids for Redis are bad input.
       const bad = yield* Effect.flip(a.guard.reserve(1, { keyId: "has space" }).pipe(Effect.scoped))
       assert.strictEqual(bad.reason._tag, "InvalidInput")
