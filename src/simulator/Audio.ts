@@ -230,6 +230,8 @@ export const render = (format: string, seconds: number): Uint8Array => {
   }
 }
 
+const mp3Shapes = new Map<string, { readonly bytes: number; readonly samples: number }>()
+
 // Byte count of `seconds` of a codec whose stream is a plain repetition (MP3 silence frames,
 // PCM, G.711): the output for fewer seconds is a prefix of the output for more, so one buffer
 // per format serves every length.
@@ -237,8 +239,14 @@ const prefixLength = (info: FormatInfo, seconds: number): number | undefined => 
   switch (info.codec) {
     case "mp3": {
       // As `mp3` counts: frames of the (possibly fallback) frame, at the asked sample rate.
-      const { frame, samples } = mp3Frame(info.sampleRate, info.bitrate)
-      return frame.length * Math.max(1, Math.ceil((seconds * info.sampleRate) / samples))
+      const key = `${info.sampleRate}_${info.bitrate}`
+      let shape = mp3Shapes.get(key)
+      if (shape === undefined) {
+        const { frame, samples } = mp3Frame(info.sampleRate, info.bitrate)
+        shape = { bytes: frame.length, samples }
+        mp3Shapes.set(key, shape)
+      }
+      return shape.bytes * Math.max(1, Math.ceil((seconds * info.sampleRate) / shape.samples))
     }
     case "pcm":
       return 2 * Math.max(1, Math.round(seconds * info.sampleRate))

@@ -811,7 +811,12 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         record(200, undefined)
         const cut = fault === "streamCut"
         if (cut) bump(faultCounts, "streamCut")
-        const kept = cut ? chunks.slice(0, Math.max(1, Math.floor(chunks.length / 2))) : chunks
+        // A cut body stops half-way: half the chunks, or half the bytes of a one-chunk body.
+        const kept = !cut
+          ? chunks
+          : chunks.length === 1
+          ? [chunks[0]!.subarray(0, Math.max(1, Math.floor(chunks[0]!.length / 2)))]
+          : chunks.slice(0, Math.max(1, Math.floor(chunks.length / 2)))
         const perChunk = input.streaming && chunks.length > 0 ? Math.round(generation / chunks.length) : 0
         const each = Stream.fromIterable(kept).pipe(
           Stream.mapEffect((c, i) => perChunk > 0 && i > 0 ? Effect.as(Effect.sleep(Duration.millis(perChunk)), c) : Effect.succeed(c))
@@ -1021,7 +1026,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           const headers = successHeaders(meta, cost)
           const audio = Audio.renderShared(format, seconds)
           const count = Math.max(1, Math.min(200, Math.ceil(seconds / chunkSeconds)))
-          const pieces = Audio.chunk(audio, count)
+          // A buffered body is one chunk: its chunking is not observable (no pacing between
+          // chunks), and every chunk costs each reader a pull and an idle-timeout timer.
+          const pieces = stream ? Audio.chunk(audio, count) : [audio]
           if (!timestamps) {
             return {
               headers: {
@@ -1029,7 +1036,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
                 "content-type": Audio.contentTypeOf(format),
                 ...(stream ? {} : { "content-length": String(audio.length) })
               },
-              chunks: stream ? pieces : Audio.chunk(audio, Math.min(4, pieces.length))
+              chunks: pieces
             }
           }
           if (!stream) {
@@ -1182,7 +1189,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
               "song-id": prng.string(20, Prng.alphanumeric),
               ...(stream ? {} : { "content-length": String(audio.length) })
             },
-            chunks: Audio.chunk(audio, Math.max(1, Math.min(200, Math.ceil(seconds / chunkSeconds))))
+            chunks: stream ? Audio.chunk(audio, Math.max(1, Math.min(200, Math.ceil(seconds / chunkSeconds)))) : [audio]
           }
         }
       })
