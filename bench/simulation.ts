@@ -21,7 +21,6 @@ import { TestClock } from "effect/testing"
 import { pathToFileURL } from "node:url"
 import * as Client from "../src/client/ElevenLabs.ts"
 import * as Resilient from "../src/resilience/Resilient.ts"
-import * as LoadTest from "../src/simulation/LoadTest.ts"
 import * as Patterns from "../src/simulation/Patterns.ts"
 import * as Runner from "../src/simulation/Runner.ts"
 import * as Strategies from "../src/simulation/Strategies.ts"
@@ -158,7 +157,7 @@ const once = async (strategy: Strategies.Strategy, requests: number): Promise<Si
 }
 
 /** The registered `resilient` strategy when the registry has one, else the load tester's. */
-const resilientStrategy = (): Strategies.Strategy => Strategies.find("resilient") ?? LoadTest.resilient
+const resilientStrategy = (): Strategies.Strategy => Strategies.resilient
 
 export const measure = async (options: { readonly quick?: boolean } = {}): Promise<Simulation> => {
   const requests = options.quick ? 10_000 : 100_000

@@ -26,6 +26,7 @@ import { pathToFileURL } from "node:url"
 import { isPlanName, limitsOf, type PlanName, planNames, poolOfModel } from "../resilience/Plans.ts"
 import * as Html from "../simulation/Html.ts"
 import * as LoadTest from "../simulation/LoadTest.ts"
+import * as Strategies from "../simulation/Strategies.ts"
 import type * as Patterns from "../simulation/Patterns.ts"
 import * as Progress from "../simulation/Progress.ts"
 import * as Report from "../simulation/Report.ts"
@@ -145,7 +146,7 @@ export const execute = (
       ].join("\n")
     )
 
-    const strategy = LoadTest.makeResilient({ onStack: (resilience, pool) => registerReadiness(checks, resilience, pool) })
+    const strategy = Strategies.makeResilient({ onStack: (resilience, pool) => registerReadiness(checks, resilience, pool) })
     const report = yield* LoadTest.run({
       traffic,
       strategy,

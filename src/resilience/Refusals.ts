@@ -79,7 +79,12 @@ export const fromQuota = (operation: string) => (error: QuotaGuardError): Effect
           ...(r.retryAfter === undefined ? {} : { retryAfter: r.retryAfter })
         })
       )
-    default:
+    case "QuotaUnknown":
+      // Shared quota unreachable in `fail-closed` mode: transient, like the shared permits.
+      return r.redisUnavailable === true
+        ? fail(new SharedStateUnavailable({ operation, message: r.message }))
+        : fail(new InvalidRequest({ operation, message: r.message }))
+    case "InvalidInput":
       return fail(new InvalidRequest({ operation, message: r.message }))
   }
 }

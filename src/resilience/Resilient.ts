@@ -753,5 +753,8 @@ export const layer = (
   // reaching Redis at start-up is fatal here; provide the layer yourself to handle `RedisError`.
   return options.redis === undefined
     ? stack
-    : stack.pipe(Layer.provide(Layer.orDie(SharedState.layerRedis(SharedState.optionsFromSettings(options.redis)))))
+    : stack.pipe(Layer.provide(Layer.orDie(SharedState.layerRedis(SharedState.optionsFromSettings(options.redis, {
+      // One shared credit account per API key.
+      quota: { account: Fallback.partitionOfApiKey(options.apiKey) }
+    })))))
 }

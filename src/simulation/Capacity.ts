@@ -39,6 +39,7 @@ import * as Simulator from "../simulator/Simulator.ts"
 import * as LoadTest from "./LoadTest.ts"
 import * as Recorder from "./Recorder.ts"
 import * as Report from "./Report.ts"
+import * as Strategies from "./Strategies.ts"
 import type { Strategy } from "./Strategies.ts"
 
 /** Bad options, or a probe that could not finish. */
@@ -69,7 +70,7 @@ export interface CapacityOptions {
   readonly charsPerSecond?: number | undefined
   /** Default 1. */
   readonly seed?: number | undefined
-  /** How segments are requested. Default the resilient stack ({@link LoadTest.resilient}). */
+  /** How segments are requested. Default the resilient stack ({@link Strategies.resilient}). */
   readonly strategy?: Strategy | undefined
   /** Parsed config JSON for the resilient strategy. */
   readonly config?: unknown
@@ -186,7 +187,7 @@ export const resolve = (o: CapacityOptions): Effect.Effect<Resolved, CapacityErr
       maxStreams,
       playMs: Math.round((chars / cps) * 1000),
       seed: o.seed ?? 1,
-      strategy: o.strategy ?? LoadTest.resilient,
+      strategy: o.strategy ?? Strategies.resilient,
       config: o.config,
       stepMs: o.stepMs ?? 3_600_000
     }

@@ -29,19 +29,15 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Fiber, Option, PubSub, Redacted, Schema, Scope, Semaphore, Stream } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, Fiber, Option, Redacted, Schema, Scope, Semaphore } from "effect"
 import { HttpClient, HttpClientRequest, HttpClientResponse } from "effect/http"
 import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
-import * as Jitter from "../resilience/Jitter.ts"
 import { type PlanName, type Pool, limitsOf, poolOfModel } from "../resilience/Plans.ts"
-import * as Resilient from "../resilience/Resilient.ts"
-import type { ResilientOptions } from "../resilience/ResilientOptions.ts"
 import type * as Simulator from "../simulator/Simulator.ts"
 import * as Patterns from "./Patterns.ts"
 import * as Recorder from "./Recorder.ts"
 import * as Report from "./Report.ts"
-import type { Lane } from "./Patterns.ts"
-import type { Call, CallOutcome, JitterName, SimRequest, Strategy, StrategyContext } from "./Strategies.ts"
+import type { CallOutcome, JitterName, Strategy } from "./Strategies.ts"
 import { detailStatusOf } from "./Strategies.ts"
 import * as Strategies from "./Strategies.ts"
 
@@ -180,106 +176,6 @@ export const observe = (client: HttpClient.HttpClient, recorder: Recorder.Record
 // The resilient strategy
 // ----------------------------------------------------------------------------
 
-/**
- * The `Resilient` options a strategy context asks for, the same way the
- * registry's `resilient` strategy derives them: the `config` JSON (the file
- * form of docs/configuration.md, defaults when absent) mapped by
- * `ResilienceConfig.toResilientOptions`, the context's jitter, the config's
- * plan or else the context's, and always the context's base URL.
- */
-export const resilientOptionsOf = (context: StrategyContext): ResilientOptions => {
-  const { config, problems } = ResilienceConfig.validate(context.config ?? {})
-  if (config === undefined || ResilienceConfig.isBlocking(problems)) {
-    throw new LoadTestError({ message: `config: ${problems.map((p) => `${p.path}: ${p.message}`).join("; ")}` })
-  }
-  const options = ResilienceConfig.toResilientOptions(config, context.apiKey)
-  return {
-    ...options,
-    baseUrl: context.baseUrl,
-    retry: options.retry === false
-      ? false
-      : { ...options.retry, exponential: { ...options.retry?.exponential, jitter: Jitter.byName[context.jitter] } },
-    limiter: { ...options.limiter, plan: config.concurrency?.plan ?? context.plan }
-  }
-}
-
-const breakerStateOf = (to: "Closed" | "Open" | "HalfOpen"): Recorder.BreakerState =>
-  to === "Open" ? "open" : to === "HalfOpen" ? "half-open" : "closed"
-
-/** Hooks of {@link makeResilient}. */
-export interface ResilientHooks {
-  /** Runs once the stack is built, in the run's scope (e.g. to register health checks). */
-  readonly onStack?: ((resilience: Resilient.Resilience, pool: Pool) => Effect.Effect<void, never, Scope.Scope>) | undefined
-}
-
-/**
- * This library's full stack as a strategy, with hooks: `Resilient.make`
- * over the given transport, options as the registry's `resilient` derives
- * them ({@link resilientOptionsOf}), each request a TTS `convert` in its
- * lane. The limiter's queue (from its `Queued` / `Waited` / `QueueTimeout`
- * events), the retries and the breaker's transitions go to the recorder.
- * `hooks.onStack` sees the built stack (the demo registers its readiness
- * checks there). A `--config` that does not validate is a defect here:
- * callers validate it first ({@link checkConfig}).
- */
-export const makeResilient = (hooks?: ResilientHooks | undefined): Strategy => ({
-  name: "resilient",
-  description: "this library's stack: plan-aware limiter with lanes, requeue on concurrency 429s, budgeted jittered retries, breaker, quota guard",
-  make: (context) =>
-    Effect.gen(function*() {
-      const options = yield* Effect.try({ try: () => resilientOptionsOf(context), catch: (e) => e }).pipe(Effect.orDie)
-      const { resilience, service } = yield* Resilient.make(options)
-      if (hooks?.onStack !== undefined) yield* hooks.onStack(resilience, context.pool)
-      const { recorder } = context
-      const retries = yield* PubSub.subscribe(resilience.retries)
-      yield* PubSub.take(retries).pipe(
-        Effect.flatMap((e) => recorder.retry(e.reason)),
-        Effect.forever,
-        Effect.forkScoped
-      )
-      // The limiter's own events give the queue: joined (Queued), left with a permit (Waited) or not (QueueTimeout).
-      yield* resilience.limiter.events.pipe(
-        Stream.runForEach((e) => {
-          if (e.key !== resilience.keyId || e._tag === "LimitChanged" || e.pool !== context.pool) return Effect.void
-          const lane: Lane = e.lane === "interactive" ? "interactive" : "batch"
-          switch (e._tag) {
-            case "Queued":
-              return recorder.queue(lane, 1)
-            case "Waited":
-              return Effect.andThen(recorder.queue(lane, -1), recorder.queueWait(lane, e.waitedMillis))
-            case "QueueTimeout":
-              return recorder.queue(lane, -1)
-            default:
-              return Effect.void
-          }
-        }),
-        Effect.forkScoped
-      )
-      if (resilience.breaker !== undefined) {
-        yield* resilience.breaker.transitions.pipe(
-          Stream.runForEach((t) => recorder.breakerState(breakerStateOf(t.to))),
-          Effect.forkScoped
-        )
-      }
-      const call: Call = (request: SimRequest) =>
-        service.textToSpeech.convert(context.voiceId, {
-          text: request.text,
-          modelId: context.model,
-          outputFormat: "mp3_22050_32"
-        }).pipe(
-          Resilient.withCallOptions({ lane: request.lane }),
-          Effect.match({
-            onSuccess: (r): CallOutcome => ({ _tag: "Success", credits: r.meta.characterCost ?? 0 }),
-            onFailure: (e): CallOutcome => ({ _tag: "Failure", reason: e.reason._tag })
-          })
-        )
-      return call
-    })
-})
-
-/** The resilient strategy with no hooks. */
-export const resilient: Strategy = makeResilient()
-
 /** Checks a `--config` JSON for the resilient strategy; the problems as one message. */
 export const checkConfig = (raw: unknown): Effect.Effect<void, LoadTestError> => {
   if (raw === undefined) return Effect.void
@@ -293,9 +189,8 @@ export const checkConfig = (raw: unknown): Effect.Effect<void, LoadTestError> =>
     : Effect.void
 }
 
-/** Every strategy a load test can use: the registry, plus {@link resilient} when the registry has none. */
-export const available = (): ReadonlyArray<Strategy> =>
-  Strategies.find("resilient") === undefined ? [resilient, ...Strategies.registry] : Strategies.registry
+/** Every strategy a load test can use: the registry's. */
+export const available = (): ReadonlyArray<Strategy> => Strategies.registry
 
 /** A strategy by name (see {@link available}). */
 export const strategyOf = (name: string): Strategy | undefined => Strategies.find(name, available())

@@ -14,7 +14,7 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Fiber, Option, Random, Redacted, Scope, Semaphore, Stream } from "effect"
+import { Duration, Effect, Fiber, Option, PubSub, Random, Redacted, Scope, Semaphore, Stream } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { classifyResponse } from "../client/Classify.ts"
 import type { PlanName, Pool } from "../resilience/Plans.ts"
@@ -22,8 +22,9 @@ import { limitsOf } from "../resilience/Plans.ts"
 import * as Jitter from "../resilience/Jitter.ts"
 import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
 import * as Resilient from "../resilience/Resilient.ts"
+import type { ResilientOptions } from "../resilience/ResilientOptions.ts"
 import type { Arrival, Lane } from "./Patterns.ts"
-import { Recorder } from "./Recorder.ts"
+import { type BreakerState, Recorder } from "./Recorder.ts"
 
 /** One logical request of a simulation. */
 export interface SimRequest extends Arrival {
@@ -283,39 +284,63 @@ export const seedTemplate: Strategy = {
 // ----------------------------------------------------------------------------
 
 /**
- * This library: the `Resilient` layer over the same transport, configured
- * from `--config` (a `ResilienceConfig` JSON; defaults otherwise) with the
- * run's plan (unless the config names one) and the `--jitter` kind. Queue
- * places, waits, retries and breaker moves come from the policies' own events.
+ * The options the `resilient` strategy builds its stack with: the `--config`
+ * JSON through `ResilienceConfig` (defaults otherwise), the run's jitter, the
+ * config's plan or else the run's, and always the run's base URL. Throws on a
+ * config that does not validate (callers validate `--config` first).
  */
-export const resilient: Strategy = {
+export const resilientOptionsOf = (context: StrategyContext): ResilientOptions => {
+  const { config, problems } = ResilienceConfig.validate(context.config ?? {})
+  if (config === undefined || ResilienceConfig.isBlocking(problems)) {
+    throw new Error(`--config: ${problems.map((p) => `${p.path}: ${p.message}`).join("; ")}`)
+  }
+  const options = ResilienceConfig.toResilientOptions(config, context.apiKey)
+  return {
+    ...options,
+    baseUrl: context.baseUrl,
+    retry: options.retry === false
+      ? false
+      : { ...options.retry, exponential: { ...options.retry?.exponential, jitter: Jitter.byName[context.jitter] } },
+    limiter: { ...options.limiter, plan: config.concurrency?.plan ?? context.plan }
+  }
+}
+
+const breakerStateOf = (to: "Closed" | "Open" | "HalfOpen"): BreakerState =>
+  to === "Open" ? "open" : to === "HalfOpen" ? "half-open" : "closed"
+
+/** Hooks of {@link makeResilient}. */
+export interface ResilientHooks {
+  /** Runs once the stack is built, in the run's scope (e.g. to register health checks). */
+  readonly onStack?: ((resilience: Resilient.Resilience, pool: Pool) => Effect.Effect<void, never, Scope.Scope>) | undefined
+}
+
+/**
+ * This library's full stack as a strategy: `Resilient.make` over the run's
+ * transport with {@link resilientOptionsOf}, each request a TTS `convert` in
+ * its lane. The limiter's queue (its `Queued` / `Waited` / `QueueTimeout`
+ * events), the retries and the breaker's transitions go to the recorder;
+ * `hooks.onStack` sees the built stack (the demo registers its readiness
+ * checks there).
+ */
+export const makeResilient = (hooks?: ResilientHooks | undefined): Strategy => ({
   name: "resilient",
   description: "this library: plan-aware limiter with lanes and AIMD, retries per class with jitter and budget, breaker, quota",
   make: (context) =>
     Effect.gen(function*() {
-      const { config, problems } = ResilienceConfig.validate(context.config ?? {})
-      if (config === undefined) {
-        return yield* Effect.die(new Error(`--config: ${problems.map((p) => `${p.path}: ${p.message}`).join("; ")}`))
-      }
-      const options = ResilienceConfig.toResilientOptions(config, context.apiKey)
-      const retry = options.retry === false ? false : {
-        ...options.retry,
-        exponential: { ...options.retry?.exponential, jitter: Jitter.byName[context.jitter] }
-      }
-      const { resilience, service } = yield* Resilient.make({
-        ...options,
-        baseUrl: context.baseUrl,
-        retry,
-        limiter: { ...options.limiter, plan: config.concurrency?.plan ?? context.plan }
-      })
+      const options = yield* Effect.try({ try: () => resilientOptionsOf(context), catch: (e) => e }).pipe(Effect.orDie)
+      const { resilience, service } = yield* Resilient.make(options)
+      if (hooks?.onStack !== undefined) yield* hooks.onStack(resilience, context.pool)
       const { recorder } = context
-      yield* Stream.fromPubSub(resilience.retries).pipe(
-        Stream.runForEach((e) => recorder.retry(e.reason)),
+      const retries = yield* PubSub.subscribe(resilience.retries)
+      yield* PubSub.take(retries).pipe(
+        Effect.flatMap((e) => recorder.retry(e.reason)),
+        Effect.forever,
         Effect.forkScoped
       )
+      // The limiter's own events give the queue: joined (Queued), left with a permit (Waited) or not (QueueTimeout).
       yield* resilience.limiter.events.pipe(
         Stream.runForEach((e) => {
-          if (e.key !== resilience.keyId || e._tag === "LimitChanged") return Effect.void
+          if (e.key !== resilience.keyId || e._tag === "LimitChanged" || e.pool !== context.pool) return Effect.void
           const lane: Lane = e.lane === "interactive" ? "interactive" : "batch"
           switch (e._tag) {
             case "Queued":
@@ -332,13 +357,11 @@ export const resilient: Strategy = {
       )
       if (resilience.breaker !== undefined) {
         yield* resilience.breaker.transitions.pipe(
-          Stream.runForEach((t) =>
-            recorder.breakerState(t.to === "Open" ? "open" : t.to === "HalfOpen" ? "half-open" : "closed")
-          ),
+          Stream.runForEach((t) => recorder.breakerState(breakerStateOf(t.to))),
           Effect.forkScoped
         )
       }
-      return (request: SimRequest) =>
+      return (request: SimRequest): Effect.Effect<CallOutcome> =>
         service.textToSpeech.convert(context.voiceId, {
           text: request.text,
           modelId: context.model,
@@ -351,7 +374,10 @@ export const resilient: Strategy = {
           })
         )
     })
-}
+})
+
+/** This library's full stack, with no hooks. */
+export const resilient: Strategy = makeResilient()
 
 // ----------------------------------------------------------------------------
 // The registry

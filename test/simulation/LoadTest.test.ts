@@ -46,7 +46,7 @@ describe("LoadTest", () => {
   it.live("resilient against a real simulator server: every call ends once, no concurrency 429, in flight within the limit", () =>
     Effect.gen(function*() {
       const server = yield* Server.serve({ port: 0, plan: "free", seed: 3 })
-      const report = yield* burst(LoadTest.resilient, server.url)
+      const report = yield* burst(Strategies.resilient, server.url)
       const s = report.summary
       assert.strictEqual(s.requests, 50)
       assert.strictEqual(s.succeeded + s.failed, 50)
