@@ -15,6 +15,7 @@ import * as Html from "../simulation/Html.ts"
 import * as Patterns from "../simulation/Patterns.ts"
 import * as Report from "../simulation/Report.ts"
 import * as Runner from "../simulation/Runner.ts"
+import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
 import * as Strategies from "../simulation/Strategies.ts"
 
 /** A bad flag value, or a run that could not be done. */
@@ -160,10 +161,17 @@ export const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, 
     const text = yield* fs.readFileString(path.value).pipe(
       Effect.mapError(() => new SimulateError({ message: `--config: cannot read ${path.value}` }))
     )
-    return yield* Effect.try({
+    const raw = yield* Effect.try({
       try: () => JSON.parse(text) as unknown,
       catch: () => new SimulateError({ message: `--config: ${path.value} is not valid JSON` })
     })
+    // Checked here, before any run, so a bad file is one clear line (see `validate-config` for fixes).
+    const { config, problems } = ResilienceConfig.validate(raw)
+    if (config === undefined || ResilienceConfig.isBlocking(problems)) {
+      const errors = problems.filter((p) => p.severity === "error").map((p) => `${p.path}: ${p.message}`)
+      return yield* new SimulateError({ message: `--config: ${path.value}: ${errors.join("; ")}` })
+    }
+    return raw
   })
 
 /**

@@ -39,6 +39,19 @@ const failure = (input: Partial<Simulate.SimulateInput>) =>
   Effect.flip(Simulate.execute({ ...base, ...input })).pipe(Effect.provide(NodeServices.layer))
 
 describe("simulate command", () => {
+  it.effect("a --config that does not validate is one clear error, before any run", () =>
+    Effect.gen(function*() {
+      const dir = mkdtempSync(join(tmpdir(), "sim-cfg-"))
+      try {
+        const config = join(dir, "bad.json")
+        writeFileSync(config, JSON.stringify({ retyr: {} }))
+        const e = yield* failure({ strategy: "resilient", config: Option.some(config) })
+        assert.include(e.message, "retyr: unknown key")
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    }))
+
   it.effect("text table for one strategy", () =>
     Effect.gen(function*() {
       const { output, reports } = yield* Simulate.execute(base)
