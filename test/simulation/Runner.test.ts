@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Schema } from "effect"
+import { Effect, Schema, Tracer } from "effect"
 import * as Patterns from "../../src/simulation/Patterns.ts"
 import * as Runner from "../../src/simulation/Runner.ts"
 import * as Strategies from "../../src/simulation/Strategies.ts"
@@ -67,6 +67,27 @@ describe("Runner", () => {
       assert.deepStrictEqual({ ...a.summary, wallMs: 0 }, { ...b.summary, wallMs: 0 })
       assert.deepStrictEqual(a.series, b.series)
       assert.notDeepEqual({ ...a.summary, wallMs: 0, seed: 0 }, { ...c.summary, wallMs: 0, seed: 0 })
+    }))
+
+  it.effect("tracing is off by default (no spans) and changes nothing in the report when on", () =>
+    Effect.gen(function*() {
+      const names: Array<string> = []
+      const tracer = Tracer.make({
+        span: (options) => {
+          names.push(options.name)
+          return new Tracer.NativeSpan(options)
+        }
+      })
+      const options: Runner.RunOptions = {
+        traffic: { pattern: "chaos", rps: 4, requests: 30, chars: { min: 50, max: 200 } },
+        strategy: Strategies.resilient,
+        plan: "free"
+      }
+      const off = yield* Runner.run(options).pipe(Effect.withTracer(tracer))
+      assert.strictEqual(names.length, 0)
+      const on = yield* Runner.run({ ...options, tracing: true }).pipe(Effect.withTracer(tracer))
+      assert.isTrue(names.includes("elevenlabs.textToSpeech.convert"), names.slice(0, 5).join())
+      assert.deepStrictEqual({ ...on.summary, wallMs: 0 }, { ...off.summary, wallMs: 0 })
     }))
 
   it.effect("a burst past the limit: naive meets too_many_concurrent_requests, the seeds' queue keeps under it", () =>
