@@ -155,20 +155,21 @@ const decoder = new TextDecoder()
 const incoming = (
   request: HttpClientRequest.HttpClientRequest,
   url: URL
-): Effect.Effect<Simulator.IncomingRequest, HttpClientError.HttpClientError> => {
+): Simulator.IncomingRequest | Effect.Effect<Simulator.IncomingRequest, HttpClientError.HttpClientError> => {
   const body = request.body
   const bodyless = request.method === "GET" || request.method === "HEAD"
   if (bodyless || body._tag === "Empty" || body._tag === "Uint8Array") {
     const bodyText = bodyless || body._tag !== "Uint8Array" ? "" : decoder.decode(body.body)
     const headers = request.headers
-    return Effect.succeed({
+    // Returned as is (not in an effect): one step less per request.
+    return {
       method: request.method,
       url: url.toString(),
       headers: { get: (name: string) => headers[name.toLowerCase()] ?? null },
       bodyText,
       text: () => Promise.resolve(bodyText),
       formData: () => new Response(bodyText, { headers: { ...headers } }).formData()
-    })
+    }
   }
   return HttpClientRequest.toWeb(HttpClientRequest.setUrl(request, url.toString())).pipe(
     Effect.mapError((cause) =>
@@ -215,23 +216,25 @@ export const makeHttpClient = (
     const answer = (
       request: HttpClientRequest.HttpClientRequest,
       url: URL
-    ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> =>
-      Effect.flatMap(incoming(request, url), (incoming) =>
-        Effect.flatMap(simulator.handle(incoming), (outcome) => {
-          if (outcome._tag === "Reset") {
-            return Effect.fail(
-              new HttpClientError.HttpClientError({
-                reason: new HttpClientError.TransportError({
-                  request,
-                  cause: Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }),
-                  description: "The connection was reset by the simulator"
-                })
+    ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> => {
+      const light = incoming(request, url)
+      const handled = Effect.isEffect(light) ? Effect.flatMap(light, simulator.handle) : simulator.handle(light)
+      return Effect.flatMap(handled, (outcome) => {
+        if (outcome._tag === "Reset") {
+          return Effect.fail(
+            new HttpClientError.HttpClientError({
+              reason: new HttpClientError.TransportError({
+                request,
+                cause: Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" }),
+                description: "The connection was reset by the simulator"
               })
-            )
-          }
-          // The body is read in the caller's fiber, so its sleeps follow the caller's Clock.
-          return Effect.succeed(new SimulatedResponse(request, url.toString(), outcome.status, outcome.headers, outcome.body))
-        }))
+            })
+          )
+        }
+        // The body is read in the caller's fiber, so its sleeps follow the caller's Clock.
+        return Effect.succeed(new SimulatedResponse(request, url.toString(), outcome.status, outcome.headers, outcome.body))
+      })
+    }
     const client: HttpClient.HttpClient = options.transportSpans === false
       ? HttpClient.makeWith<never, never, HttpClientError.HttpClientError, never>(
         (effect) =>

@@ -818,9 +818,14 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           ? [chunks[0]!.subarray(0, Math.max(1, Math.floor(chunks[0]!.length / 2)))]
           : chunks.slice(0, Math.max(1, Math.floor(chunks.length / 2)))
         const perChunk = input.streaming && chunks.length > 0 ? Math.round(generation / chunks.length) : 0
-        const each = Stream.fromIterable(kept).pipe(
-          Stream.mapEffect((c, i) => perChunk > 0 && i > 0 ? Effect.as(Effect.sleep(Duration.millis(perChunk)), c) : Effect.succeed(c))
-        )
+        // Paced chunks sleep between them; an unpaced body is just its chunks (no effect per chunk).
+        const each = perChunk > 0
+          ? Stream.fromIterable(kept).pipe(
+            Stream.mapEffect((c, i) => i > 0 ? Effect.as(Effect.sleep(Duration.millis(perChunk)), c) : Effect.succeed(c))
+          )
+          : kept.length === 1
+          ? Stream.succeed(kept[0]!)
+          : Stream.fromIterable(kept)
         const body = cut ? Stream.concat(each, Stream.fail(new StreamCut())) : each
         return respond({
           status: 200,
