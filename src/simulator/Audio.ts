@@ -260,13 +260,16 @@ const prefixLength = (info: FormatInfo, seconds: number): number | undefined => 
 
 const sharedByFormat = new Map<string, { readonly seconds: number; readonly bytes: Uint8Array }>()
 const sharedExact = new Map<string, Uint8Array>()
+/** Longest audio (bytes) served from a shared buffer; a buffer may grow to twice that. */
+const sharedMaxBytes = 32 * 1024 * 1024
 /** Entries of the exact-length cache (WAV, Opus) before it is cleared. */
 const sharedExactMax = 256
 
 /**
  * Like {@link render}, but the bytes are shared between calls and MUST NOT be written to:
  * MP3, PCM and G.711 are served as a prefix of one buffer per format (grown, by doubling, to
- * the longest length asked), WAV and Opus from a small cache by exact length. Same bytes as
+ * the longest length asked, up to 32 MB), WAV and Opus from a small cache by exact length
+ * (entries up to 512 kB); longer audio is rendered fresh. Same bytes as
  * {@link render}; a simulated request then costs no allocation for its audio, which matters
  * when a run renders hours of speech (a 24-hour, 100,000-request run asks for ~30 GB).
  */
@@ -277,17 +280,22 @@ export const renderShared = (format: string, seconds: number): Uint8Array => {
     const key = `${format}|${seconds}`
     const hit = sharedExact.get(key)
     if (hit !== undefined) return hit
-    if (sharedExact.size >= sharedExactMax) sharedExact.clear()
     const bytes = render(format, seconds)
+    if (bytes.length > sharedMaxBytes / 64) return bytes
+    if (sharedExact.size >= sharedExactMax) sharedExact.clear()
     sharedExact.set(key, bytes)
     return bytes
   }
+  // Past the cap, a fresh copy: a process-long cache must not pin hundreds of MB for one huge answer.
+  if (length > sharedMaxBytes) return render(format, seconds)
   let shared = sharedByFormat.get(format)
   if (shared === undefined || shared.bytes.length < length) {
     // Double (by at most ten minutes of audio), so slowly growing lengths render O(log n) times.
     const before = shared?.seconds ?? 0
     const grown = Math.max(seconds, Math.min(2 * before, before + 600))
-    shared = { seconds: grown, bytes: render(format, grown) }
+    const bytes = render(format, grown)
+    // Never grown past twice the cap: the request itself fits under it.
+    shared = bytes.length <= 2 * sharedMaxBytes ? { seconds: grown, bytes } : { seconds, bytes: render(format, seconds) }
     sharedByFormat.set(format, shared)
   }
   return shared.bytes.subarray(0, length)

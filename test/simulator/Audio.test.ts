@@ -64,5 +64,10 @@ describe("Audio", () => {
     const a = Audio.renderShared("mp3_44100_128", 1)
     const b = Audio.renderShared("mp3_44100_128", 2)
     assert.strictEqual(a.buffer, b.buffer)
+    // Past the cap (32 MB) the audio is rendered fresh and the shared buffer is left as it was.
+    const huge = Audio.renderShared("pcm_48000", 400)
+    assert.strictEqual(huge.length, 2 * 48000 * 400)
+    assert.notStrictEqual(huge.buffer, Audio.renderShared("pcm_48000", 1).buffer)
+    assert.isBelow(Audio.renderShared("pcm_48000", 1).buffer.byteLength, 32 * 1024 * 1024)
   })
 })
