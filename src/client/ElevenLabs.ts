@@ -38,7 +38,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Config, Context, Duration, Effect, Exit, Layer, Redacted, Schema, Scope, Stream } from "effect"
+import { Clock, Config, Context, Duration, Effect, Exit, Layer, Pull, Redacted, Schema, Scope, Stream } from "effect"
 import { Headers, HttpClient, HttpClientRequest } from "effect/http"
 import type { HttpClientError, HttpClientResponse } from "effect/http"
 import { classifyHttpClientError, classifyResponse, invalidResponse, timeout } from "./Classify.ts"
@@ -286,22 +286,33 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       })
     )
 
+  /**
+   * A whole body, chunk by chunk, each pull bounded by the idle timeout (up to
+   * `limit` bytes when given). A pull loop rather than `Stream.timeoutOrElse`,
+   * which merges the body with a timer stream: two fibers and a queue per body.
+   */
   const readBody = (operation: string, response: HttpClientResponse.HttpClientResponse, limit?: number) =>
-    bodyStream(operation, response).pipe(
-      limit === undefined ? (s) => s : Stream.takeWhile(((): (c: Uint8Array) => boolean => {
-        let seen = 0
-        return (c) => {
-          const before = seen
-          seen += c.byteLength
-          return before < limit
+    Effect.scoped(Effect.gen(function*() {
+      const pull = yield* Stream.toPull(
+        Stream.catchTag(response.stream, "HttpClientError", (error) => Stream.fromEffect(fromHttpError(operation)(error)))
+      )
+      const next = Effect.timeoutOrElse(pull, {
+        duration: idleTimeout,
+        orElse: () => Effect.fail(wrap(timeout(operation, "idle", idleTimeout, response.status)))
+      }).pipe(Pull.catchDone(() => Effect.succeed(undefined)))
+      const chunks: Array<Uint8Array> = []
+      let seen = 0
+      while (limit === undefined || seen < limit) {
+        const batch = yield* next
+        if (batch === undefined) break
+        for (const chunk of batch) {
+          if (limit !== undefined && seen >= limit) break
+          chunks.push(chunk)
+          seen += chunk.byteLength
         }
-      })()),
-      Stream.runFold((): Array<Uint8Array> => [], (acc, chunk) => {
-        acc.push(chunk)
-        return acc
-      }),
-      Effect.map(concatBytes)
-    )
+      }
+      return concatBytes(chunks)
+    }))
 
   /**
    * Sends a request within the current scope: a 2xx response is returned
