@@ -333,7 +333,7 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
     p()
     p(`Least-squares slope from the second checkpoint on: **${fmt(m.flatness.slopePer100k / 1e6, 2)} MB per 100,000 calls**.`)
     p("1,000,000 calls (`node --expose-gc bench/memory.ts --long`) are not part of `npm run bench`: at the measured cost per")
-    p("call they alone would take most of the 10-minute budget.")
+    p("call they alone would take most of the 10-minute budget. One such run is recorded in docs/benchmarks.md.")
     if (!m.gc) p("\n(No `--expose-gc`: the numbers include garbage.)")
   } else p(`Full stack: ${out.get("memory")?.error ?? "skipped"}`)
   p()
