@@ -374,6 +374,8 @@ export const clients: ReadonlyArray<ClientUnderTest> = [resilient, sdkDefaults, 
 export interface GoodputRow {
   readonly scenario: "clean" | "chaos"
   readonly client: string
+  /** 1-based run of this client in this scenario (ours runs several times: the goal takes the median). */
+  readonly run: number
   readonly description: string
   readonly requests: number
   readonly completed: number
@@ -405,13 +407,15 @@ export interface Goodput {
 
 export const measure = async (options: { readonly quick?: boolean } = {}): Promise<Goodput> => {
   const requests = options.quick ? 200 : 1000
+  /** Runs of our stack per scenario (its share of the bound moves by several points between runs). */
+  const repeats = options.quick ? 1 : 3
   const rows: Array<GoodputRow> = []
   for (const [si, scenario] of scenarios.entries()) {
     // One simulator per scenario; every client gets the same seed.
     const sim = await startSimulator(11 + si)
     try {
-      for (const c of clients) {
-        progress(`goodput: ${scenario.name} / ${c.name} (${requests} requests)`)
+      for (const [c, run] of clients.flatMap((c) => Array.from({ length: c === resilient ? repeats : 1 }, (_, i) => [c, i + 1] as const))) {
+        progress(`goodput: ${scenario.name} / ${c.name}${run > 1 ? ` run ${run}` : ""} (${requests} requests)`)
         const burst = await c.burst(sim.url, requests, () => prepare(sim.url, scenario.faults))
         const stats = (await control(sim.url, "/_simulator/stats")) as Stats
         const http5xx = Object.entries(stats.byStatus).filter(([s]) => s.startsWith("5")).reduce((a, [, v]) => a + v, 0)
@@ -421,6 +425,7 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
         rows.push({
           scenario: scenario.name,
           client: c.name,
+          run,
           description: c.description,
           requests,
           completed: burst.completed,
@@ -454,13 +459,13 @@ const reasons = (r: Readonly<Record<string, number>>): string =>
 export const toResults = (g: Goodput): ReadonlyArray<Result> =>
   g.rows.flatMap((r) => [
     {
-      name: `goodput ${r.scenario}: ${r.client} throughput`,
+      name: `goodput ${r.scenario}: ${r.client}${r.run > 1 || r.client === "resilient" ? ` #${r.run}` : ""} throughput`,
       value: r.throughput,
       unit: "req/s",
       note: `${r.completed}/${r.requests} ok, ${(r.share * 100).toFixed(1)} % of bound ${r.bound}/s; failed: ${reasons(r.failedByReason)}`
     },
     {
-      name: `goodput ${r.scenario}: ${r.client} concurrency 429s`,
+      name: `goodput ${r.scenario}: ${r.client}${r.run > 1 || r.client === "resilient" ? ` #${r.run}` : ""} concurrency 429s`,
       value: r.tooManyConcurrent,
       unit: "429s",
       note: `system_busy ${r.systemBusy}, 5xx ${r.http5xx}, attempts ${r.attempts}, max in flight ${r.maxInFlight}`

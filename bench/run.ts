@@ -15,7 +15,7 @@ import { existsSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import type { Goodput } from "./goodput.ts"
-import { fmt, progress, type Result, table } from "./lib.ts"
+import { fmt, median, progress, type Result, table } from "./lib.ts"
 import type { Memory } from "./memory.ts"
 import type { Overhead } from "./overhead.ts"
 import type { Simulation } from "./simulation.ts"
@@ -124,24 +124,28 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>): Array<Goal> => {
   const g = out.get("goodput")?.data as Goodput | undefined
   if (g) {
     for (const scenario of ["clean", "chaos"] as const) {
-      const ours = g.rows.find((r) => r.client === "resilient" && r.scenario === scenario)
-      if (!ours) continue
+      const ours = g.rows.filter((r) => r.client === "resilient" && r.scenario === scenario)
+      if (ours.length === 0) continue
+      const total = ours.reduce((a, r) => a + r.tooManyConcurrent, 0)
       goals.push({
         goal: `Zero concurrency 429s for our stack (${scenario}, ${g.requests} Flash requests at once, pro)`,
-        measured: `${ours.tooManyConcurrent} \`too_many_concurrent_requests\` (server count); max in flight ${ours.maxInFlight}/${g.limit}`,
-        met: ours.tooManyConcurrent === 0
+        measured: `${total} \`too_many_concurrent_requests\` over ${ours.length} run(s) (server count); max in flight ${
+          Math.max(...ours.map((r) => r.maxInFlight))
+        }/${g.limit}`,
+        met: total === 0
       })
     }
     for (const scenario of ["clean", "chaos"] as const) {
-      const ours = g.rows.find((r) => r.client === "resilient" && r.scenario === scenario)
-      if (!ours) continue
+      const ours = g.rows.filter((r) => r.client === "resilient" && r.scenario === scenario)
+      if (ours.length === 0) continue
+      const share = median(ours.map((r) => r.share))
       const ceiling = g.rows.find((r) => r.client.startsWith("reference") && r.scenario === scenario)
       goals.push({
-        goal: `Throughput >= 95 % of the bound (${scenario})`,
-        measured: `${ours.throughput}/s of ${ours.bound}/s = ${pct(ours.share)}; ${ours.completed}/${ours.requests} completed${
-          ceiling ? ` (harness ceiling, 20 bare workers: ${pct(ceiling.share)})` : ""
-        }`,
-        met: ours.share >= 0.95
+        goal: `Throughput >= 95 % of the bound (${scenario}; median of our runs)`,
+        measured: `${pct(share)} (runs: ${ours.map((r) => pct(r.share)).join(", ")}); ${
+          ours.map((r) => r.completed).join(", ")
+        } of ${g.requests} completed${ceiling ? ` (harness ceiling, 20 bare workers: ${pct(ceiling.share)})` : ""}`,
+        met: share >= 0.95
       })
     }
   } else goals.push({ goal: "Goodput goals", measured: "goodput did not run", met: undefined })
@@ -249,7 +253,7 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
       p(table(
         ["client", "completed", "failed (by reason)", "429 concurrency", "429 system_busy", "5xx", "attempts", "max in flight", "wall", "throughput", "service", "bound", "share"],
         rows.map((r) => [
-          r.client,
+          r.client === "resilient" ? `resilient #${r.run}` : r.client,
           `${r.completed}/${r.requests}`,
           r.failed === 0 ? "0" : `${r.failed} (${reasonsOf(r.failedByReason)})`,
           r.tooManyConcurrent,
@@ -265,7 +269,7 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
         ])
       ))
       p()
-      for (const r of rows) if (r.note !== undefined) p(`${r.client}: ${r.note}.`)
+      for (const r of rows) if (r.note !== undefined) p(`${r.client} #${r.run}: ${r.note}.`)
       p()
     }
     p("Clients: " + [...new Map(g.rows.filter((r) => !r.client.startsWith("reference")).map((r) => [r.client, r.description])).entries()].map(([c, d]) => `\`${c}\` — ${d}`).join("; ") + ".")
