@@ -29,16 +29,16 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Fiber, Option, Redacted, Schema, Scope, Semaphore } from "effect"
-import { HttpClient, HttpClientRequest, HttpClientResponse } from "effect/http"
+import { Cause, Clock, Duration, Effect, Fiber, Option, Redacted, Schema, Scope, Semaphore } from "effect"
+import { HttpClient, HttpClientRequest } from "effect/http"
 import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
 import { type PlanName, type Pool, limitsOf, poolOfModel } from "../resilience/Plans.ts"
 import type * as Simulator from "../simulator/Simulator.ts"
+import * as Observe from "./Observe.ts"
 import * as Patterns from "./Patterns.ts"
 import * as Recorder from "./Recorder.ts"
 import * as Report from "./Report.ts"
 import type { CallOutcome, JitterName, Strategy } from "./Strategies.ts"
-import { detailStatusOf } from "./Strategies.ts"
 import * as Strategies from "./Strategies.ts"
 
 /** A load test that cannot start or cannot finish. */
@@ -132,45 +132,6 @@ export const textOf = (chars: number, index = 0): string =>
 // The observer (same record as the virtual-time runner's)
 // ----------------------------------------------------------------------------
 
-/** Wraps a client so the recorder sees every attempt, body read to the end. */
-export const observe = (client: HttpClient.HttpClient, recorder: Recorder.Recorder): HttpClient.HttpClient => {
-  let inFlight = 0
-  const { log, now } = recorder
-  return HttpClient.transform(client, (effect, request) =>
-    Effect.suspend(() => {
-      const startMs = now()
-      inFlight++
-      log.inFlight.push([startMs, inFlight])
-      let status = 0
-      let kind: Recorder.AttemptKind = "transport"
-      return effect.pipe(
-        Effect.flatMap((response) =>
-          Effect.map(response.arrayBuffer, (body) => {
-            status = response.status
-            if (status >= 200 && status < 300) kind = "ok"
-            else if (status === 429) {
-              const detail = detailStatusOf(new Uint8Array(body))
-              kind = detail === "too_many_concurrent_requests"
-                ? "too_many_concurrent_requests"
-                : detail === "system_busy"
-                ? "system_busy"
-                : "rate_limited"
-            } else kind = status >= 500 ? "server_error" : "client_error"
-            return HttpClientResponse.fromWeb(request, new Response(body, { status, headers: response.headers }))
-          })
-        ),
-        Effect.onExit((exit) =>
-          Effect.sync(() => {
-            inFlight--
-            const endMs = now()
-            log.inFlight.push([endMs, inFlight])
-            if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) kind = "timeout"
-            log.attempts.push({ startMs, endMs, status, kind })
-          })
-        )
-      )
-    }))
-}
 
 // ----------------------------------------------------------------------------
 // The resilient strategy
@@ -315,7 +276,7 @@ export const runPart = (options: LoadTestOptions): Effect.Effect<Part, LoadTestE
       const startedAt = yield* Clock.currentTimeMillis
       const recorder = yield* Recorder.make
       const base = yield* HttpClient.HttpClient
-      const observed = observe(base, recorder)
+      const observed = Observe.observe(base, recorder)
       const client = options.transformClient === undefined ? observed : options.transformClient(observed)
       const call = yield* options.strategy.make({
         plan,

@@ -25,17 +25,17 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Fiber, Random, Redacted, Schema, Semaphore, Stream } from "effect"
-import { HttpClient, type HttpClientError } from "effect/http"
+import { Cause, Clock, Duration, Effect, Fiber, Random, Redacted, Schema, Semaphore } from "effect"
+import { HttpClient } from "effect/http"
 import { TestClock } from "effect/testing"
 import { type PlanName, limitsOf, poolOfModel } from "../resilience/Plans.ts"
 import * as InProcess from "../simulator/InProcess.ts"
 import * as Simulator from "../simulator/Simulator.ts"
+import * as Observe from "./Observe.ts"
 import * as Patterns from "./Patterns.ts"
 import * as Recorder from "./Recorder.ts"
 import * as Report from "./Report.ts"
 import type { CallOutcome, JitterName, SimRequest, Strategy } from "./Strategies.ts"
-import { detailStatusOf } from "./Strategies.ts"
 
 /** What to run. Every field but `traffic` and `strategy` has a default. */
 export interface RunOptions {
@@ -89,57 +89,6 @@ const lorem = "The quick brown fox jumps over the lazy dog while the narrator re
 const textOf = (index: number, chars: number): string =>
   `${index}. ${lorem.repeat(Math.ceil(chars / lorem.length))}`.slice(0, Math.max(chars, 1))
 
-const empty = new Uint8Array(0)
-
-/** Wraps a client so the recorder sees every attempt, body read to the end. */
-const observe = (client: HttpClient.HttpClient, recorder: Recorder.Recorder): HttpClient.HttpClient => {
-  let inFlight = 0
-  const { log, now } = recorder
-  return HttpClient.transform(client, (effect, request) =>
-    Effect.suspend(() => {
-      const startMs = now()
-      inFlight++
-      log.inFlight.push([startMs, inFlight])
-      let status = 0
-      let kind: Recorder.AttemptKind = "transport"
-      return effect.pipe(
-        Effect.flatMap((response) => {
-          // The audio itself is of no use to a strategy: a success's audio is
-          // drained (to its last byte, so the slot is held until then) and
-          // handed on as an empty body, which saves a copy of every body.
-          // (Audio only, and an empty body rather than none: a client that reads the stream must see
-          // it end, not fail; JSON answers such as the subscription are handed on whole.)
-          const audio = response.status >= 200 && response.status < 300 &&
-            (response.headers["content-type"] ?? "").startsWith("audio/")
-          const read: Effect.Effect<Uint8Array, HttpClientError.HttpClientError> = audio
-            ? Effect.as(Stream.runDrain(response.stream), empty)
-            : Effect.map(response.arrayBuffer, (b) => new Uint8Array(b))
-          return Effect.map(read, (body) => {
-            status = response.status
-            if (status >= 200 && status < 300) kind = "ok"
-            else if (status === 429) {
-              const detail = detailStatusOf(body)
-              kind = detail === "too_many_concurrent_requests"
-                ? "too_many_concurrent_requests"
-                : detail === "system_busy"
-                ? "system_busy"
-                : "rate_limited"
-            } else kind = status >= 500 ? "server_error" : "client_error"
-            return InProcess.fromBytes(request, status, response.headers, body)
-          })
-        }),
-        Effect.onExit((exit) =>
-          Effect.sync(() => {
-            inFlight--
-            const endMs = now()
-            log.inFlight.push([endMs, inFlight])
-            if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) kind = "timeout"
-            log.attempts.push({ startMs, endMs, status, kind })
-          })
-        )
-      )
-    }))
-}
 
 interface Outcome {
   readonly log: Recorder.Log
@@ -190,7 +139,7 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
         maxSamples: 16 * traffic.requests + 16
       })
       const recorder = yield* Recorder.make
-      const client = observe(yield* InProcess.makeHttpClient(simulator, { transportSpans: false }), recorder)
+      const client = Observe.observe(yield* InProcess.makeHttpClient(simulator, { transportSpans: false }), recorder, { drainAudio: true })
       const call = yield* options.strategy.make({
         plan,
         model,
