@@ -13,6 +13,7 @@
 import { NodeHttpClient } from "@effect/platform-node"
 import { Config, Console, Effect, FileSystem, Option, Redacted, References, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
+import { type RateInput, rateFlags } from "./trafficFlags.ts"
 import type { HttpClient } from "effect/http"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
@@ -33,7 +34,7 @@ import { parseDuration } from "./simulate.ts"
 export const simulatorKey = "sim-key"
 
 /** The raw flag values. */
-export interface LoadTestInput {
+export interface LoadTestInput extends RateInput {
   readonly baseUrl: Option.Option<string>
   readonly apiKey: Option.Option<string>
   readonly plan: string
@@ -43,11 +44,6 @@ export interface LoadTestInput {
   readonly pattern: string
   readonly requests: Option.Option<number>
   readonly duration: Option.Option<string>
-  readonly rps: Option.Option<number>
-  readonly startRps: Option.Option<number>
-  readonly endRps: Option.Option<number>
-  readonly bursts: Option.Option<number>
-  readonly concurrency: Option.Option<number>
   readonly chars: string
   readonly failureRate: Option.Option<number>
   readonly seed: number
@@ -55,7 +51,6 @@ export interface LoadTestInput {
   readonly config: Option.Option<string>
   readonly timeLimit: Option.Option<string>
   readonly json: boolean
-  readonly html: Option.Option<string>
   readonly processes: number
   readonly redisUrl: Option.Option<string>
   readonly worker: boolean
@@ -407,6 +402,7 @@ export const execute = (
 
 /** The command's flags. */
 export const flags = {
+  ...rateFlags,
   baseUrl: Flag.String("base-url").pipe(
     Flag.optional,
     Flag.withDescription("Target (no /v1). Default: an embedded simulator server on loopback, started for the run.")
@@ -428,11 +424,6 @@ export const flags = {
   ),
   requests: Flag.Int("requests").pipe(Flag.optional, Flag.withDescription(`Number of requests (default ${defaults.requests} for steady, chaos, burst).`)),
   duration: Flag.String("duration").pipe(Flag.optional, Flag.withDescription("Span of the schedule: N seconds or N ms|s|m|h (at most 1 h).")),
-  rps: Flag.Finite("rps").pipe(Flag.optional, Flag.withDescription("Requests per second (steady), end rate (ramp-up), peak (diurnal).")),
-  startRps: Flag.Finite("start-rps").pipe(Flag.optional, Flag.withDescription("Ramp-up start rate (default 1).")),
-  endRps: Flag.Finite("end-rps").pipe(Flag.optional, Flag.withDescription("Ramp-up end rate (default --rps or 20).")),
-  bursts: Flag.Int("bursts").pipe(Flag.optional, Flag.withDescription("Number of bursts for the burst pattern (default 1).")),
-  concurrency: Flag.Int("concurrency").pipe(Flag.optional, Flag.withDescription("Callers at most at once (default unbounded).")),
   chars: Flag.String("chars").pipe(Flag.withDefault(defaults.chars), Flag.withDescription("Text length: N or a-b.")),
   failureRate: Flag.Finite("failure-rate").pipe(
     Flag.optional,
@@ -449,7 +440,6 @@ export const flags = {
     Flag.withDescription("Stop calls still running after this long (default: the schedule's span + 120 s).")
   ),
   json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("Print JSON instead of a table (no progress bar).")),
-  html: Flag.String("html").pipe(Flag.optional, Flag.withDescription("Write a self-contained HTML report to FILE.")),
   processes: Flag.Int("processes").pipe(Flag.withDefault(1), Flag.withDescription("Worker processes sharing the load (resilient: needs --redis-url).")),
   redisUrl: Flag.String("redis-url").pipe(Flag.optional, Flag.withDescription("Redis shared by the processes (redis://host:port).")),
   worker: Flag.Boolean("worker").pipe(Flag.withDefault(false), Flag.withHidden),

@@ -10,6 +10,7 @@
  */
 import { Console, Effect, FileSystem, Option, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
+import { type RateInput, rateFlags } from "./trafficFlags.ts"
 import { isPlanName, planNames } from "../resilience/Plans.ts"
 import * as Html from "../simulation/Html.ts"
 import * as Patterns from "../simulation/Patterns.ts"
@@ -25,17 +26,12 @@ export class SimulateError extends Schema.Error<SimulateError>("elevenlabs-resil
 }) {}
 
 /** The raw flag values (what `effect/cli` parsed). */
-export interface SimulateInput {
+export interface SimulateInput extends RateInput {
   readonly plan: string
   readonly model: string
   readonly pattern: string
   readonly requests: Option.Option<number>
   readonly duration: Option.Option<string>
-  readonly rps: Option.Option<number>
-  readonly startRps: Option.Option<number>
-  readonly endRps: Option.Option<number>
-  readonly bursts: Option.Option<number>
-  readonly concurrency: Option.Option<number>
   readonly chars: string
   readonly failureRate: Option.Option<number>
   readonly credits: Option.Option<number>
@@ -45,7 +41,6 @@ export interface SimulateInput {
   readonly compare: boolean
   readonly config: Option.Option<string>
   readonly json: boolean
-  readonly html: Option.Option<string>
 }
 
 /** Defaults of every flag that has one. */
@@ -202,6 +197,7 @@ export const execute = (
 
 /** The command's flags. */
 export const flags = {
+  ...rateFlags,
   plan: Flag.String("plan").pipe(Flag.withDefault(defaults.plan), Flag.withDescription(`Plan: ${planNames.join(", ")}.`)),
   model: Flag.String("model").pipe(Flag.withDefault(defaults.model), Flag.withDescription("TTS model id.")),
   pattern: Flag.String("pattern").pipe(
@@ -210,11 +206,6 @@ export const flags = {
   ),
   requests: Flag.Int("requests").pipe(Flag.optional, Flag.withDescription("Number of requests.")),
   duration: Flag.String("duration").pipe(Flag.optional, Flag.withDescription("Span of the run: N seconds or N ms|s|m|h|d.")),
-  rps: Flag.Finite("rps").pipe(Flag.optional, Flag.withDescription("Requests per second (steady), end rate (ramp-up), peak (diurnal).")),
-  startRps: Flag.Finite("start-rps").pipe(Flag.optional, Flag.withDescription("Ramp-up start rate (default 1).")),
-  endRps: Flag.Finite("end-rps").pipe(Flag.optional, Flag.withDescription("Ramp-up end rate (default --rps or 20).")),
-  bursts: Flag.Int("bursts").pipe(Flag.optional, Flag.withDescription("Number of bursts for the burst pattern (default 1).")),
-  concurrency: Flag.Int("concurrency").pipe(Flag.optional, Flag.withDescription("Callers at most at once (default unbounded).")),
   chars: Flag.String("chars").pipe(Flag.withDefault(defaults.chars), Flag.withDescription("Text length: N or a-b.")),
   failureRate: Flag.Finite("failure-rate").pipe(
     Flag.optional,
@@ -233,7 +224,6 @@ export const flags = {
   compare: Flag.Boolean("compare").pipe(Flag.withDefault(false), Flag.withDescription("Run every available strategy on the same traffic.")),
   config: Flag.String("config").pipe(Flag.optional, Flag.withDescription("JSON config file of the resilient stack.")),
   json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("Print JSON instead of a table.")),
-  html: Flag.String("html").pipe(Flag.optional, Flag.withDescription("Write a self-contained HTML report to FILE."))
 } as const
 
 /** `simulate`: the command. */
