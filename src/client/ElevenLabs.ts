@@ -45,6 +45,7 @@ import { classifyHttpClientError, classifyResponse, invalidResponse, timeout } f
 import { ElevenLabsError, type ElevenLabsErrorReason, InvalidRequest } from "./Errors.ts"
 import { defaultOutputFormat } from "./Models.ts"
 import { fromHeaders, type ResponseMeta } from "./ResponseMeta.ts"
+import { concat } from "../internal/Bytes.ts"
 import * as Schemas from "./Schemas.ts"
 import * as Validation from "./Validation.ts"
 
@@ -205,18 +206,6 @@ const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect
   Effect.updateService(effect, Headers.CurrentRedactedNames, (names) =>
     names.includes("xi-api-key") ? names : [...names, "xi-api-key"])
 
-const concatBytes = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
-  if (chunks.length === 1 && chunks[0] !== undefined) return chunks[0]
-  let size = 0
-  for (const c of chunks) size += c.byteLength
-  const out = new Uint8Array(size)
-  let offset = 0
-  for (const c of chunks) {
-    out.set(c, offset)
-    offset += c.byteLength
-  }
-  return out
-}
 
 type QueryValue = string | number | boolean | undefined
 const query = (params: Record<string, QueryValue>): Record<string, string> => {
@@ -311,7 +300,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
           seen += chunk.byteLength
         }
       }
-      return concatBytes(chunks)
+      return concat(chunks)
     }))
 
   /**

@@ -16,6 +16,7 @@
  *
  * @since 0.1.0
  */
+import { concat } from "../internal/Bytes.ts"
 
 /** A decoded output format name. */
 export interface FormatInfo {
@@ -121,15 +122,6 @@ export const wavHeader = (sampleRate: number, dataBytes: number): Uint8Array => 
   return out
 }
 
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let offset = 0
-  for (const p of parts) {
-    out.set(p, offset)
-    offset += p.length
-  }
-  return out
-}
 
 // Ogg's CRC-32: polynomial 0x04c11db7, not reflected, initial value 0.
 const oggCrcTable = (() => {

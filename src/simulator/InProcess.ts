@@ -37,22 +37,14 @@ import {
   Url,
   UrlParams
 } from "effect/http"
+import { concat, toArrayBuffer } from "../internal/Bytes.ts"
 import * as Simulator from "./Simulator.ts"
 
 const collect = <E>(stream: Stream.Stream<Uint8Array, E>): Effect.Effect<ArrayBuffer, E> =>
   Stream.runFold(stream, () => [] as Array<Uint8Array>, (acc, c) => {
     acc.push(c)
     return acc
-  }).pipe(Effect.map((chunks) => {
-    if (chunks.length === 1) return chunks[0]!.slice().buffer
-    const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0))
-    let offset = 0
-    for (const c of chunks) {
-      out.set(c, offset)
-      offset += c.byteLength
-    }
-    return out.buffer
-  }))
+  }).pipe(Effect.map((chunks) => toArrayBuffer(concat(chunks))))
 
 /** A response whose body is an Effect stream, read in the caller's fiber. */
 class SimulatedResponse extends Inspectable.Class implements HttpClientResponse.HttpClientResponse {
