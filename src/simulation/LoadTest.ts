@@ -38,6 +38,7 @@ import * as Observe from "./Observe.ts"
 import * as Patterns from "./Patterns.ts"
 import * as Recorder from "./Recorder.ts"
 import * as Report from "./Report.ts"
+import * as Runner from "./Runner.ts"
 import type { CallOutcome, JitterName, Strategy } from "./Strategies.ts"
 import * as Strategies from "./Strategies.ts"
 
@@ -331,18 +332,7 @@ export const runPart = (options: LoadTestOptions): Effect.Effect<Part, LoadTestE
       }
 
       const fibers: Array<Fiber.Fiber<void>> = []
-      const dispatch = Effect.gen(function*() {
-        for (const arrival of arrivals) {
-          const wait = arrival.atMs - recorder.now()
-          if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
-          if (callers === undefined) fibers.push(yield* Effect.forkChild(one(arrival)))
-          else {
-            yield* callers.take(1)
-            fibers.push(yield* Effect.forkChild(Effect.ensuring(one(arrival), callers.release(1))))
-          }
-        }
-        yield* Fiber.awaitAll(fibers)
-      })
+      const dispatch = Effect.andThen(Runner.fire(arrivals, recorder, callers, one, fibers), Fiber.awaitAll(fibers))
       const finished = yield* dispatch.pipe(Effect.timeoutOption(Duration.millis(timeLimitMs)))
       if (Option.isNone(finished)) {
         yield* Fiber.interruptAll(fibers)

@@ -90,6 +90,30 @@ const textOf = (index: number, chars: number): string =>
   `${index}. ${lorem.repeat(Math.ceil(chars / lorem.length))}`.slice(0, Math.max(chars, 1))
 
 
+/**
+ * Starts each arrival's call at its time (from the recorder's clock), at most
+ * `callers` at once when given, adding each call's fiber to `fibers` as it
+ * starts (so a caller that gives up can interrupt the ones started so far).
+ */
+export const fire = (
+  arrivals: ReadonlyArray<Patterns.Arrival>,
+  recorder: Recorder.Recorder,
+  callers: Semaphore.Semaphore | undefined,
+  one: (arrival: Patterns.Arrival) => Effect.Effect<void>,
+  fibers: Array<Fiber.Fiber<void>>
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    for (const arrival of arrivals) {
+      const wait = arrival.atMs - recorder.now()
+      if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
+      if (callers === undefined) fibers.push(yield* Effect.forkChild(one(arrival)))
+      else {
+        yield* callers.take(1)
+        fibers.push(yield* Effect.forkChild(Effect.ensuring(one(arrival), callers.release(1))))
+      }
+    }
+  })
+
 interface Outcome {
   readonly log: Recorder.Log
   readonly stats: Simulator.Stats
@@ -179,15 +203,7 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
       }
 
       const fibers: Array<Fiber.Fiber<void>> = []
-      for (const arrival of arrivals) {
-        const wait = arrival.atMs - recorder.now()
-        if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
-        if (callers === undefined) fibers.push(yield* Effect.forkChild(one(arrival)))
-        else {
-          yield* callers.take(1)
-          fibers.push(yield* Effect.forkChild(Effect.ensuring(one(arrival), callers.release(1))))
-        }
-      }
+      yield* fire(arrivals, recorder, callers, one, fibers)
       yield* Fiber.awaitAll(fibers)
       return {
         log: recorder.log,
