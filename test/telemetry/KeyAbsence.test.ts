@@ -97,9 +97,10 @@ describe("KeyAbsence", () => {
         ], { concurrency: "unbounded" }),
         { stepMillis: 250 }
       )
-      // An outage long enough to open the breaker, then the quota running out.
+      // An outage long enough to open the breaker whatever the retry budget has left (each call fails at
+      // least once: 8 calls make 5 consecutive failures even with no retry granted), then the quota running out.
       yield* sim.setFaults({ systemBusy: 0, serverError: 1, serviceUnavailable: 0 })
-      yield* runVirtual(Effect.forEach([1, 2, 3], (i) => collect(tts(main.service, `outage ${i}`)), { concurrency: 1 }), {
+      yield* runVirtual(Effect.forEach([1, 2, 3, 4, 5, 6, 7, 8], (i) => collect(tts(main.service, `outage ${i}`)), { concurrency: 1 }), {
         stepMillis: 1000
       })
       yield* sim.setFaults({ serverError: 0 })
