@@ -182,6 +182,8 @@ describe("QuotaGuard over Redis", () => {
       // Both first fetches done before the endpoint turns slow.
       yield* Effect.all([a.guard.refresh, b.guard.refresh])
       lagging = true
+      // A slow endpoint still answers: if a call ends up waiting on a reading too, it is not held forever.
+      yield* Effect.forkChild(Effect.andThen(Effect.sleep("3 seconds"), Deferred.succeed(gate, undefined)))
       const refreshing = yield* Effect.forkChild(a.guard.refresh)
       yield* Effect.sleep("50 millis")
       // Meanwhile B's call is charged and committed.
