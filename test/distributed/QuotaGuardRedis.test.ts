@@ -9,7 +9,6 @@
  * source reads it back, as `/v1/user/subscription` would.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { spawn, type ChildProcess } from "node:child_process"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, PubSub, Random, Scope } from "effect"
 import { Redis } from "effect/persistence"
 import { afterAll, beforeAll } from "vitest"
@@ -20,6 +19,7 @@ import * as SharedState from "../../src/distributed/SharedState.ts"
 import * as QuotaGuard from "../../src/resilience/QuotaGuard.ts"
 import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
 import { layerAll } from "./layers.ts"
+import { type Run, runNode } from "../utils/childWorker.ts"
 
 let server: RedisServer
 beforeAll(async () => {
@@ -348,39 +348,7 @@ Effect.runPromise(program).then(() => process.exit(0), (error) => {
 })
 `
 
-interface Run {
-  readonly child: ChildProcess
-  readonly exit: Promise<{ code: number | null; stdout: string; stderr: string }>
-  readonly line: (pattern: string) => Promise<void>
-}
-
-const runWorker = (args: ReadonlyArray<string | number>): Run => {
-  const child = spawn(process.execPath, ["--input-type=module", "-e", workerSource, ...args.map(String)], {
-    stdio: ["ignore", "pipe", "pipe"],
-    cwd: process.cwd()
-  })
-  let stdout = ""
-  let stderr = ""
-  const waiters: Array<{ pattern: string; resolve: () => void }> = []
-  child.stdout!.on("data", (c) => {
-    stdout += c.toString()
-    for (const w of waiters.filter((w) => stdout.includes(w.pattern))) w.resolve()
-  })
-  child.stderr!.on("data", (c) => (stderr += c.toString()))
-  const exit = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
-    child.once("exit", (code) => resolve({ code, stdout, stderr }))
-  )
-  return {
-    child,
-    exit,
-    line: (pattern) =>
-      new Promise((resolve, reject) => {
-        if (stdout.includes(pattern)) return resolve()
-        waiters.push({ pattern, resolve })
-        void exit.then((r) => reject(new Error(`worker exited (${r.code}) before "${pattern}": ${r.stderr}`)))
-      })
-  }
-}
+const runWorker = (args: ReadonlyArray<string | number>): Run => runNode(["--input-type=module", "-e", workerSource], args)
 
 describe("QuotaGuard over Redis, across processes", () => {
   it.live("two processes never overspend; every reservation is settled", () =>

@@ -1,5 +1,4 @@
 import { assert, describe, it } from "@effect/vitest"
-import { spawn, type ChildProcess } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { Effect } from "effect"
 import { Redis } from "effect/persistence"
@@ -7,6 +6,7 @@ import { afterAll, beforeAll } from "vitest"
 import * as RedisPermits from "../../src/distributed/RedisPermits.ts"
 import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
 import { layerAll } from "./layers.ts"
+import { type Run, runNode } from "../utils/childWorker.ts"
 
 const workerPath = fileURLToPath(new URL("./permitWorker.ts", import.meta.url))
 
@@ -18,36 +18,7 @@ afterAll(async () => {
   await server?.close()
 })
 
-interface Run {
-  readonly child: ChildProcess
-  readonly exit: Promise<{ code: number | null; stdout: string; stderr: string }>
-  readonly line: (pattern: string) => Promise<void>
-}
-
-const runWorker = (args: ReadonlyArray<string | number>): Run => {
-  const child = spawn(process.execPath, [workerPath, ...args.map(String)], { stdio: ["ignore", "pipe", "pipe"] })
-  let stdout = ""
-  let stderr = ""
-  const waiters: Array<{ pattern: string; resolve: () => void }> = []
-  child.stdout!.on("data", (c) => {
-    stdout += c.toString()
-    for (const w of waiters.filter((w) => stdout.includes(w.pattern))) w.resolve()
-  })
-  child.stderr!.on("data", (c) => (stderr += c.toString()))
-  const exit = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
-    child.once("exit", (code) => resolve({ code, stdout, stderr }))
-  )
-  return {
-    child,
-    exit,
-    line: (pattern) =>
-      new Promise((resolve, reject) => {
-        if (stdout.includes(pattern)) return resolve()
-        waiters.push({ pattern, resolve })
-        void exit.then((r) => reject(new Error(`worker exited (${r.code}) before "${pattern}": ${r.stderr}`)))
-      })
-  }
-}
+const runWorker = (args: ReadonlyArray<string | number>): Run => runNode([workerPath], args)
 
 const inRedis = <A, E>(f: (permits: RedisPermits.RedisPermitsService, redis: Redis.Redis["Service"]) => Effect.Effect<A, E>) =>
   Effect.gen(function*() {
