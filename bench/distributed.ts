@@ -13,18 +13,9 @@ import * as RedisPermits from "../src/distributed/RedisPermits.ts"
 import * as SharedState from "../src/distributed/SharedState.ts"
 import { startRedisServer } from "../test/utils/redisServer.ts"
 
-export interface Result {
-  readonly name: string
-  readonly value: number
-  readonly unit: string
-  readonly note?: string
-}
+import { median, type Result } from "./lib.ts"
 
-const median = (xs: ReadonlyArray<number>): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
-}
+export type { Result } from "./lib.ts"
 
 const RUNS = 2000
 

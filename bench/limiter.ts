@@ -9,18 +9,9 @@ import { Effect, Fiber } from "effect"
 import { pathToFileURL } from "node:url"
 import * as ConcurrencyLimiter from "../src/resilience/ConcurrencyLimiter.ts"
 
-export interface Result {
-  readonly name: string
-  readonly value: number
-  readonly unit: string
-  readonly note?: string
-}
+import { median, type Result } from "./lib.ts"
 
-const median = (xs: ReadonlyArray<number>): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
-}
+export type { Result } from "./lib.ts"
 
 const gc = (globalThis as { gc?: () => void }).gc
 const collect = () => {
