@@ -153,6 +153,39 @@ const sdkReason = (e: unknown): string => {
   return err.name === "ElevenLabsTimeoutError" ? "timeout" : `thrown: ${err.message ?? String(e)}`.slice(0, 40)
 }
 
+/**
+ * A burst through a Promise client (the official SDK, the seeds' recipe): warm up with 10 calls, `reset()`,
+ * then `n` calls at once; each answer's body is read to its end. SDK errors are tallied by reason.
+ */
+const promiseBurst = async (
+  convert: (i: number) => Promise<Parameters<typeof drain>[0]>,
+  n: number,
+  reset: () => Promise<void>,
+  serviceMs: Array<number>
+): Promise<Burst> => {
+  const call = async (i: number) => {
+    try {
+      await drain(await convert(i))
+      return { ok: true as const }
+    } catch (e) {
+      return { ok: false as const, reason: sdkReason(e) }
+    }
+  }
+  await Promise.all(Array.from({ length: 10 }, (_, i) => call(-1 - i)))
+  await reset()
+  serviceMs.length = 0
+  const t0 = nowMs()
+  const outcomes = await Promise.all(Array.from({ length: n }, (_, i) => call(i)))
+  const wallMs = nowMs() - t0
+  return {
+    completed: outcomes.filter((o) => o.ok).length,
+    failedByReason: tally(outcomes.flatMap((o) => (o.ok ? [] : [o.reason]))),
+    serviceMs,
+    wallMs
+  }
+}
+
+
 /** Reads the SDK's audio stream to its end (the slot is held until the last byte). */
 const drain = async (stream: ReadableStream<Uint8Array>): Promise<number> => {
   let bytes = 0
@@ -226,26 +259,7 @@ const sdkDefaults: ClientUnderTest = {
   burst: async (url, n, reset) => {
     const serviceMs: Array<number> = []
     const client = new ElevenLabsClient({ apiKey, baseUrl: url, fetch: observedFetch(serviceMs) })
-    const call = async (i: number) => {
-      try {
-        await drain(await client.textToSpeech.convert(voice, { text: textOf(i), modelId: model, outputFormat }))
-        return { ok: true as const }
-      } catch (e) {
-        return { ok: false as const, reason: sdkReason(e) }
-      }
-    }
-    await Promise.all(Array.from({ length: 10 }, (_, i) => call(-1 - i)))
-    await reset()
-    serviceMs.length = 0
-    const t0 = nowMs()
-    const outcomes = await Promise.all(Array.from({ length: n }, (_, i) => call(i)))
-    const wallMs = nowMs() - t0
-    return {
-      completed: outcomes.filter((o) => o.ok).length,
-      failedByReason: tally(outcomes.flatMap((o) => (o.ok ? [] : [o.reason]))),
-      serviceMs,
-      wallMs
-    }
+    return promiseBurst((i) => client.textToSpeech.convert(voice, { text: textOf(i), modelId: model, outputFormat }), n, reset, serviceMs)
   }
 }
 
@@ -300,26 +314,7 @@ const seedsRecipe: ClientUnderTest = {
     const queue = createRequestQueue("pro")
     const generateSpeech = (text: string) =>
       queue.add(() => withBackoff(() => client.textToSpeech.convert(voice, { text, modelId: model, outputFormat })))
-    const call = async (i: number) => {
-      try {
-        await drain(await generateSpeech(textOf(i)))
-        return { ok: true as const }
-      } catch (e) {
-        return { ok: false as const, reason: sdkReason(e) }
-      }
-    }
-    await Promise.all(Array.from({ length: 10 }, (_, i) => call(-1 - i)))
-    await reset()
-    serviceMs.length = 0
-    const t0 = nowMs()
-    const outcomes = await Promise.all(Array.from({ length: n }, (_, i) => call(i)))
-    const wallMs = nowMs() - t0
-    return {
-      completed: outcomes.filter((o) => o.ok).length,
-      failedByReason: tally(outcomes.flatMap((o) => (o.ok ? [] : [o.reason]))),
-      serviceMs,
-      wallMs
-    }
+    return promiseBurst((i) => generateSpeech(textOf(i)), n, reset, serviceMs)
   }
 }
 
