@@ -82,6 +82,7 @@ import * as QuotaGuard from "./QuotaGuard.ts"
 import { type ResilientOptions, stackDefaults } from "./ResilientOptions.ts"
 import * as RetryBudget from "./RetryBudget.ts"
 import { fail, fromBreaker, fromLimiter, fromQuota } from "./Refusals.ts"
+import type { Resilience } from "./Resilient.ts"
 import * as RetryPolicy from "./RetryPolicy.ts"
 
 // ============================================================================
@@ -149,16 +150,8 @@ export interface SdkCallOptions<A = unknown> {
 // ============================================================================
 
 /** The policies behind the wrapper, for health checks, metrics and tests. */
-export interface SdkResilience {
-  /** The API-key fingerprint used in limiter and breaker keys. */
-  readonly keyId: string
-  readonly limiter: ConcurrencyLimiter.ConcurrencyLimiter
-  readonly breaker: Breaker.BreakerService | undefined
-  readonly quota: QuotaGuard.QuotaGuard | undefined
-  readonly budget: RetryBudget.RetryBudgetService | undefined
+export interface SdkResilience extends Omit<Resilience, "cache"> {
   readonly coalescer: Coalescer.Coalescer | undefined
-  /** Every retry scheduled (subscribe with `Stream.fromPubSub`). */
-  readonly retries: PubSub.PubSub<RetryPolicy.RetryEvent>
   /** @internal the options the policies were built from. */
   readonly options: SdkResilienceOptions
 }
