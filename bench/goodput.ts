@@ -25,6 +25,7 @@ import { fileURLToPath, pathToFileURL } from "node:url"
 import PQueue from "p-queue"
 import * as Client from "../src/client/ElevenLabs.ts"
 import * as Resilient from "../src/resilience/Resilient.ts"
+import type { ResilientOptions } from "../src/resilience/ResilientOptions.ts"
 import { isQuick, mean, nowMs, progress, type Result, round } from "./lib.ts"
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url))
@@ -201,9 +202,18 @@ const observedFetch = (serviceMs: Array<number>): typeof fetch => async (input, 
   return res
 }
 
-const resilient: ClientUnderTest = {
-  name: "resilient",
-  description: "this library: Resilient.layer (plan pro, defaults) over NodeHttpClient.layerUndici",
+/**
+ * The batch settings of docs/retries.md: a 100 ms exponential base instead of the design's 1 s, and the
+ * failure-rate breaker docs/breaker.md recommends under many attempts in flight.
+ */
+export const batchSettings = {
+  retry: { exponential: { base: "100 millis" } },
+  breaker: { policy: { _tag: "rate", threshold: 0.5, size: 40, minimumCalls: 20 } }
+} as const satisfies Omit<ResilientOptions, "apiKey">
+
+const resilientWith = (name: string, description: string, settings: Omit<ResilientOptions, "apiKey">): ClientUnderTest => ({
+  name,
+  description,
   burst: (url, n, reset) =>
     Effect.runPromise(
       Effect.gen(function*() {
@@ -243,7 +253,7 @@ const resilient: ClientUnderTest = {
         }
       }).pipe(
         Effect.provide(
-          Resilient.layer({ apiKey: Redacted.make(apiKey), baseUrl: url, limiter: { plan: "pro" } }).pipe(
+          Resilient.layer({ ...settings, apiKey: Redacted.make(apiKey), baseUrl: url, limiter: { plan: "pro" } }).pipe(
             Layer.provide(NodeHttpClient.layerUndici)
           )
         ),
@@ -251,7 +261,19 @@ const resilient: ClientUnderTest = {
         Effect.provideService(References.MinimumLogLevel, "Error")
       )
     )
-}
+})
+
+const resilient = resilientWith(
+  "resilient",
+  "this library: Resilient.layer (plan pro, defaults) over NodeHttpClient.layerUndici",
+  {}
+)
+
+const resilientBatch = resilientWith(
+  "resilient-batch",
+  "this library with the batch settings of docs/retries.md: system_busy/5xx backoff base 100 ms, failure-rate breaker",
+  batchSettings
+)
 
 const sdkDefaults: ClientUnderTest = {
   name: "sdk-defaults",
@@ -359,7 +381,10 @@ const idealWorkers: ClientUnderTest = {
   }
 }
 
-export const clients: ReadonlyArray<ClientUnderTest> = [resilient, sdkDefaults, seedsRecipe, idealWorkers]
+export const clients: ReadonlyArray<ClientUnderTest> = [resilient, resilientBatch, sdkDefaults, seedsRecipe, idealWorkers]
+
+/** Ours: each runs several times per scenario. */
+export const ourClients: ReadonlyArray<string> = [resilient.name, resilientBatch.name]
 
 // ---------------------------------------------------------------------------
 // The measurement
@@ -409,7 +434,7 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
     // One simulator per scenario; every client gets the same seed.
     const sim = await startSimulator(11 + si)
     try {
-      for (const [c, run] of clients.flatMap((c) => Array.from({ length: c === resilient ? repeats : 1 }, (_, i) => [c, i + 1] as const))) {
+      for (const [c, run] of clients.flatMap((c) => Array.from({ length: ourClients.includes(c.name) ? repeats : 1 }, (_, i) => [c, i + 1] as const))) {
         progress(`goodput: ${scenario.name} / ${c.name}${run > 1 ? ` run ${run}` : ""} (${requests} requests)`)
         const burst = await c.burst(sim.url, requests, () => prepare(sim.url, scenario.faults))
         const stats = (await control(sim.url, "/_simulator/stats")) as Stats
@@ -454,13 +479,13 @@ const reasons = (r: Readonly<Record<string, number>>): string =>
 export const toResults = (g: Goodput): ReadonlyArray<Result> =>
   g.rows.flatMap((r) => [
     {
-      name: `goodput ${r.scenario}: ${r.client}${r.run > 1 || r.client === "resilient" ? ` #${r.run}` : ""} throughput`,
+      name: `goodput ${r.scenario}: ${r.client}${r.run > 1 || ourClients.includes(r.client) ? ` #${r.run}` : ""} throughput`,
       value: r.throughput,
       unit: "req/s",
       note: `${r.completed}/${r.requests} ok, ${(r.share * 100).toFixed(1)} % of bound ${r.bound}/s; failed: ${reasons(r.failedByReason)}`
     },
     {
-      name: `goodput ${r.scenario}: ${r.client}${r.run > 1 || r.client === "resilient" ? ` #${r.run}` : ""} concurrency 429s`,
+      name: `goodput ${r.scenario}: ${r.client}${r.run > 1 || ourClients.includes(r.client) ? ` #${r.run}` : ""} concurrency 429s`,
       value: r.tooManyConcurrent,
       unit: "429s",
       note: `system_busy ${r.systemBusy}, 5xx ${r.http5xx}, attempts ${r.attempts}, max in flight ${r.maxInFlight}`

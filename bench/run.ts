@@ -14,7 +14,7 @@ import { execFileSync, spawn } from "node:child_process"
 import { existsSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import { fileURLToPath, pathToFileURL } from "node:url"
-import type { Goodput } from "./goodput.ts"
+import { type Goodput, ourClients } from "./goodput.ts"
 import { fmt, median, progress, type Result, table } from "./lib.ts"
 import type { Memory } from "./memory.ts"
 import type { Overhead } from "./overhead.ts"
@@ -124,7 +124,7 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>): Array<Goal> => {
   const g = out.get("goodput")?.data as Goodput | undefined
   if (g) {
     for (const scenario of ["clean", "chaos"] as const) {
-      const ours = g.rows.filter((r) => r.client === "resilient" && r.scenario === scenario)
+      const ours = g.rows.filter((r) => ourClients.includes(r.client) && r.scenario === scenario)
       if (ours.length === 0) continue
       const total = ours.reduce((a, r) => a + r.tooManyConcurrent, 0)
       goals.push({
@@ -135,13 +135,14 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>): Array<Goal> => {
         met: total === 0
       })
     }
-    for (const scenario of ["clean", "chaos"] as const) {
-      const ours = g.rows.filter((r) => r.client === "resilient" && r.scenario === scenario)
+    for (const [scenario, client] of (["clean", "chaos"] as const).flatMap((s) => ourClients.map((c) => [s, c] as const))) {
+      const ours = g.rows.filter((r) => r.client === client && r.scenario === scenario)
       if (ours.length === 0) continue
       const share = median(ours.map((r) => r.share))
       const ceiling = g.rows.find((r) => r.client.startsWith("reference") && r.scenario === scenario)
+      const settings = client === "resilient" ? "defaults" : "batch settings of docs/retries.md"
       goals.push({
-        goal: `Throughput >= 95 % of the bound (${scenario}; median of our runs)`,
+        goal: `Throughput >= 95 % of the bound (${scenario}, ${settings}; median of ${ours.length} runs)`,
         measured: `${pct(share)} (runs: ${ours.map((r) => pct(r.share)).join(", ")}); ${
           ours.map((r) => r.completed).join(", ")
         } of ${g.requests} completed${ceiling ? ` (harness ceiling, 20 bare workers: ${pct(ceiling.share)})` : ""}`,
@@ -253,7 +254,7 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
       p(table(
         ["client", "completed", "failed (by reason)", "429 concurrency", "429 system_busy", "5xx", "attempts", "max in flight", "wall", "throughput", "service", "bound", "share"],
         rows.map((r) => [
-          r.client === "resilient" ? `resilient #${r.run}` : r.client,
+          ourClients.includes(r.client) ? `${r.client} #${r.run}` : r.client,
           `${r.completed}/${r.requests}`,
           r.failed === 0 ? "0" : `${r.failed} (${reasonsOf(r.failedByReason)})`,
           r.tooManyConcurrent,

@@ -194,6 +194,14 @@ export interface Options {
   readonly characterLimits?: Readonly<Record<string, number>> | undefined
   /** A last transformation of the HTTP client (after the base URL and key are set). */
   readonly transformClient?: ((client: HttpClient.HttpClient) => HttpClient.HttpClient) | undefined
+  /**
+   * Ties each request to its scope (`HttpClient.withScope`), so that closing
+   * the scope early (a failed or abandoned body) aborts the socket. Default
+   * `true`. A transport without sockets, such as the in-process simulator,
+   * can turn it off: it costs an `AbortController` per request and, when the
+   * scope closes, an `abort()` that builds a `DOMException` with its stack.
+   */
+  readonly scopedRequests?: boolean | undefined
 }
 
 // ============================================================================
@@ -260,7 +268,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       )
     )
   )
-  const client = HttpClient.withScope(options.transformClient ? options.transformClient(base) : base)
+  const transformed = options.transformClient ? options.transformClient(base) : base
+  const client = options.scopedRequests === false ? transformed : HttpClient.withScope(transformed)
 
   const fromHttpError = (operation: string) => (error: HttpClientError.HttpClientError) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(wrap(classifyHttpClientError(operation, error, now))))

@@ -208,7 +208,8 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     baseUrl: options.baseUrl,
     headersTimeout: options.headersTimeout,
     idleTimeout: options.idleTimeout,
-    characterLimits: options.characterLimits
+    characterLimits: options.characterLimits,
+    scopedRequests: options.scopedRequests
   })
   const keyId = Fallback.partitionOfApiKey(options.apiKey)
   const server = new URL(options.baseUrl ?? Client.defaultBaseUrl)
@@ -326,7 +327,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
       key: keyId,
       pool,
       lane: call.lane ?? "default",
-      front: attempt.previous?.retryClass === "requeue",
+      front: attempt.previous !== undefined,
       timeout
     } satisfies ConcurrencyLimiter.PermitRequest
   })

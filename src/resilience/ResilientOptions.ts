@@ -54,6 +54,8 @@ export interface ResilientOptions {
   readonly headersTimeout?: Duration.Input | undefined
   /** Longest pause between two body chunks, per attempt. Default 30 s. */
   readonly idleTimeout?: Duration.Input | undefined
+  /** Whether closing a request's scope aborts it (the client's `scopedRequests`). Default `true`; off for in-process transports. */
+  readonly scopedRequests?: boolean | undefined
   /** Per-model character limits overriding the built-in table. */
   readonly characterLimits?: Readonly<Record<string, number>> | undefined
   /** Total bound of one call, queueing and retries included. Default 180 s. */

@@ -224,7 +224,7 @@ export interface RetryEvent {
 /**
  * What an attempt knows about itself, provided by {@link retry} to each run of
  * the retried effect: its number and, for a retry, what failed the previous
- * attempt. The composition reads it to put a requeued attempt at the front of
+ * attempt. The composition reads it to put a retried attempt at the front of
  * its lane and to annotate spans (`retry.attempt`, `retry.class`).
  */
 export interface AttemptInfo {

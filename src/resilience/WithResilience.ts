@@ -387,7 +387,7 @@ const resilient = <A, E, R>(
         key: keyId,
         pool: p,
         lane,
-        front: previous?.retryClass === "requeue",
+        front: previous !== undefined,
         timeout: left === undefined ? queueTimeout : Duration.min(left, queueTimeout)
       }
       return yield* limiter.usePermit(request, (permit) =>

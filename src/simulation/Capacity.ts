@@ -214,6 +214,7 @@ const runProbe = (r: Resolved, streams: number, phase: Probe["phase"]): Effect.E
       limit: r.limit,
       voiceId: LoadTest.defaultVoiceId,
       baseUrl: InProcess.defaultBaseUrl,
+      inProcess: true,
       apiKey: Redacted.make("sim-key"),
       jitter: "full",
       config: r.config,

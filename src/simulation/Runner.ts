@@ -171,6 +171,7 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
         limit,
         voiceId,
         baseUrl: InProcess.defaultBaseUrl,
+        inProcess: true,
         apiKey: Redacted.make(apiKey),
         jitter: options.jitter ?? "full",
         config: options.config,

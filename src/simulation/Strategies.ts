@@ -53,6 +53,8 @@ export interface StrategyContext {
   readonly voiceId: string
   /** Base URL of the simulator's in-process face (no `/v1`). */
   readonly baseUrl: string
+  /** True when the transport is the in-process simulator (no sockets to abort). */
+  readonly inProcess?: boolean | undefined
   readonly apiKey: Redacted.Redacted<string>
   readonly jitter: JitterName
   /** The parsed `--config` JSON, for strategies that take one (`resilient`). */
@@ -298,6 +300,7 @@ export const resilientOptionsOf = (context: StrategyContext): ResilientOptions =
   return {
     ...options,
     baseUrl: context.baseUrl,
+    ...(context.inProcess === true ? { scopedRequests: false } : {}),
     retry: options.retry === false
       ? false
       : { ...options.retry, exponential: { ...options.retry?.exponential, jitter: Jitter.byName[context.jitter] } },

@@ -81,56 +81,65 @@ export const audioBoundaries: ReadonlyArray<number> = [1, 2, 5, 10, 30, 60, 120,
 
 // ==== Metrics ===============================================================
 
-/** Logical calls finished, by `operation`, `pool`, `model`, `status`. */
-export const requestsTotal = Metric.counter(names.requests, {
+const requestsOptions = {
   description: "ElevenLabs calls finished, by status (success, error, fallback).",
   incremental: true
-})
+} as const
+/** Logical calls finished, by `operation`, `pool`, `model`, `status`. */
+export const requestsTotal = Metric.counter(names.requests, requestsOptions)
 
-/** Duration of a logical call in seconds (queueing and retries included), by `operation`, `pool`, `model`. */
-export const requestDuration = Metric.histogram(names.requestDuration, {
+const requestDurationOptions = {
   description: "Duration of an ElevenLabs call in seconds, queueing and retries included.",
   boundaries: durationBoundaries
-})
+} as const
+/** Duration of a logical call in seconds (queueing and retries included), by `operation`, `pool`, `model`. */
+export const requestDuration = Metric.histogram(names.requestDuration, requestDurationOptions)
 
-/** Requests on the wire now (permits held), by `pool`. */
-export const concurrentRequests = Metric.gauge(names.concurrent, {
+const concurrentOptions = {
   description: "ElevenLabs requests in flight now (permits held), by pool."
-})
+} as const
+/** Requests on the wire now (permits held), by `pool`. */
+export const concurrentRequests = Metric.gauge(names.concurrent, concurrentOptions)
 
-/** Requests waiting for a permit, by `pool` and `lane`. */
-export const queueDepth = Metric.gauge(names.queueDepth, {
+const queueDepthOptions = {
   description: "ElevenLabs requests waiting for a concurrency permit, by pool and lane."
-})
+} as const
+/** Requests waiting for a permit, by `pool` and `lane`. */
+export const queueDepth = Metric.gauge(names.queueDepth, queueDepthOptions)
 
-/** Calls that ended in a typed failure, by `reason` and `pool`. */
-export const errorsTotal = Metric.counter(names.errors, {
+const errorsOptions = {
   description: "ElevenLabs calls that ended in a failure, by error reason.",
   incremental: true
-})
+} as const
+/** Calls that ended in a typed failure, by `reason` and `pool`. */
+export const errorsTotal = Metric.counter(names.errors, errorsOptions)
 
-/** Retry attempts (each re-attempt after a failed attempt), by `reason` and `pool`. */
-export const retriesTotal = Metric.counter(names.retries, {
+const retriesOptions = {
   description: "Retry attempts made after a failed attempt, by the reason of that failure.",
   incremental: true
-})
+} as const
+/** Retry attempts (each re-attempt after a failed attempt), by `reason` and `pool`. */
+export const retriesTotal = Metric.counter(names.retries, retriesOptions)
 
-/** Breaker state by `pool`: 0 closed, 1 half-open, 2 open. */
-export const circuitBreakerState = Metric.gauge(names.breakerState, {
+const breakerStateOptions = {
   description: "Circuit breaker state by pool: 0 closed, 1 half-open, 2 open."
-})
+} as const
+/** Breaker state by `pool`: 0 closed, 1 half-open, 2 open. */
+export const circuitBreakerState = Metric.gauge(names.breakerState, breakerStateOptions)
 
-/** Characters sent for generation per successful call, by `model`. */
-export const charactersGenerated = Metric.histogram(names.characters, {
+const charactersOptions = {
   description: "Characters generated per call, by model (the _sum is the total).",
   boundaries: characterBoundaries
-})
+} as const
+/** Characters sent for generation per successful call, by `model`. */
+export const charactersGenerated = Metric.histogram(names.characters, charactersOptions)
 
-/** Seconds of audio produced per successful call, by `model`. */
-export const audioDurationSeconds = Metric.histogram(names.audioDuration, {
+const audioDurationOptions = {
   description: "Seconds of audio generated per call, by model (the _sum is the total).",
   boundaries: audioBoundaries
-})
+} as const
+/** Seconds of audio produced per successful call, by `model`. */
+export const audioDurationSeconds = Metric.histogram(names.audioDuration, audioDurationOptions)
 
 /** Share of the period's credits used, 0 to 100. */
 export const quotaUsedPercentage = Metric.gauge(names.quotaUsed, {
@@ -138,6 +147,40 @@ export const quotaUsedPercentage = Metric.gauge(names.quotaUsed, {
 })
 
 // ==== Recording helpers ======================================================
+
+/**
+ * The metric with `attributes`, built once per label set. `Metric.withAttributes`
+ * re-derives the series key (sorted entries, JSON) on every update, which costs
+ * more than the update itself on the request path; a metric built with its
+ * attributes computes that key once. Same series either way: the key is made
+ * of the type, name, description and attributes. Labels are low-cardinality,
+ * so the cache stays small.
+ */
+const labelled = <M extends Metric.Metric<any, any>>(
+  make: (attributes: Record<string, string>) => M
+): (attributes: Record<string, string>) => M => {
+  const cache = new Map<string, M>()
+  return (attributes) => {
+    let key = ""
+    for (const name in attributes) key += `${name}=${attributes[name]}\u0000`
+    let metric = cache.get(key)
+    if (metric === undefined) {
+      metric = make(attributes)
+      cache.set(key, metric)
+    }
+    return metric
+  }
+}
+
+const requestsOf = labelled((attributes) => Metric.counter(names.requests, { ...requestsOptions, attributes }))
+const requestDurationOf = labelled((attributes) => Metric.histogram(names.requestDuration, { ...requestDurationOptions, attributes }))
+const concurrentOf = labelled((attributes) => Metric.gauge(names.concurrent, { ...concurrentOptions, attributes }))
+const queueDepthOf = labelled((attributes) => Metric.gauge(names.queueDepth, { ...queueDepthOptions, attributes }))
+const errorsOf = labelled((attributes) => Metric.counter(names.errors, { ...errorsOptions, attributes }))
+const retriesOf = labelled((attributes) => Metric.counter(names.retries, { ...retriesOptions, attributes }))
+const breakerStateOf = labelled((attributes) => Metric.gauge(names.breakerState, { ...breakerStateOptions, attributes }))
+const charactersOf = labelled((attributes) => Metric.histogram(names.characters, { ...charactersOptions, attributes }))
+const audioSecondsOf = labelled((attributes) => Metric.histogram(names.audioDuration, { ...audioDurationOptions, attributes }))
 
 /** How a logical call ended: answered, failed, or answered from the fallback cache after a failure. */
 export type RequestStatus = "success" | "error" | "fallback"
@@ -164,8 +207,8 @@ export const recordRequest = (options: {
 }): Effect.Effect<void> => {
   const base = { operation: options.operation, pool: options.pool, model: options.model }
   return Effect.andThen(
-    Metric.update(Metric.withAttributes(requestsTotal, { ...base, status: options.status }), 1),
-    Metric.update(Metric.withAttributes(requestDuration, base), nonNegative(options.durationSeconds))
+    Metric.update(requestsOf({ ...base, status: options.status }), 1),
+    Metric.update(requestDurationOf(base), nonNegative(options.durationSeconds))
   )
 }
 
@@ -174,34 +217,34 @@ export const recordError = (options: {
   readonly reason: string
   readonly pool: Pool
 }): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(errorsTotal, { reason: options.reason, pool: options.pool }), 1)
+  Metric.update(errorsOf({ reason: options.reason, pool: options.pool }), 1)
 
 /** Records one retry attempt (`elevenlabs_retries_total` +1) for the reason of the failed attempt. */
 export const recordRetry = (options: {
   readonly reason: string
   readonly pool: Pool
 }): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(retriesTotal, { reason: options.reason, pool: options.pool }), 1)
+  Metric.update(retriesOf({ reason: options.reason, pool: options.pool }), 1)
 
 /** Sets the number of requests in flight for a pool. */
 export const setConcurrent = (pool: Pool, n: number): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(concurrentRequests, { pool }), nonNegative(n))
+  Metric.update(concurrentOf({ pool }), nonNegative(n))
 
 /** Sets the number of queued requests for a pool and lane. */
 export const setQueueDepth = (pool: Pool, lane: string, n: number): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(queueDepth, { pool, lane }), nonNegative(n))
+  Metric.update(queueDepthOf({ pool, lane }), nonNegative(n))
 
 /** Sets the breaker state of a pool: 0 closed, 1 half-open, 2 open. */
 export const setBreakerState = (pool: Pool, state: BreakerStateValue): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(circuitBreakerState, { pool }), state)
+  Metric.update(breakerStateOf({ pool }), state)
 
 /** Records the characters of one generation for a model. */
 export const recordCharacters = (model: string, n: number): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(charactersGenerated, { model }), nonNegative(n))
+  Metric.update(charactersOf({ model }), nonNegative(n))
 
 /** Records the seconds of audio of one generation for a model. */
 export const recordAudioSeconds = (model: string, seconds: number): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(audioDurationSeconds, { model }), nonNegative(seconds))
+  Metric.update(audioSecondsOf({ model }), nonNegative(seconds))
 
 /** Sets the share of the period's credits used, clamped to 0..100. */
 export const setQuotaUsed = (percentage: number): Effect.Effect<void> =>

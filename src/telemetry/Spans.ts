@@ -137,19 +137,24 @@ export const toAttemptAttributes = (attrs: AttemptAttributes): Record<string, un
   mapAttributes(attemptAttributes, attrs)
 
 // ==== Span helpers ===========================================================
+//
+// The spans capture no stack trace (`captureStackTrace: false`): the frame
+// Effect would record is this library's, the same for every call, and taking
+// it costs an `Error` per span on the request path.
 
 /** Runs `self` in the call span `elevenlabs.<operation>`. */
 export const withCallSpan =
   (operation: string, attrs: CallAttributes = {}) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.withSpan(self, callSpanName(operation), {
       kind: "internal",
+      captureStackTrace: false,
       attributes: { [callAttributes.operation]: operation, ...toCallAttributes(attrs) }
     })
 
 /** Runs `self` in an attempt span `elevenlabs.<operation>.attempt` (kind client). */
 export const withAttemptSpan =
   (operation: string, attrs: AttemptAttributes = {}) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.withSpan(self, attemptSpanName(operation), { kind: "client", attributes: toAttemptAttributes(attrs) })
+    Effect.withSpan(self, attemptSpanName(operation), { kind: "client", captureStackTrace: false, attributes: toAttemptAttributes(attrs) })
 
 /** Adds call attributes to the current span (the call span when called in it). */
 export const annotateCall = (attrs: CallAttributes): Effect.Effect<void> =>
