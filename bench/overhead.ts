@@ -11,6 +11,9 @@
  *   spans) over the zero-latency `HttpClient` — no policies.
  * - `effect: full stack`: `Resilient.layer` over the same transport (validate, coalesce, quota, deadline,
  *   retry + budget, breaker, limiter, metrics, spans).
+ * - `effect: same policies`: the like-for-like row. This library's own limiter (pool of 20), retry policy
+ *   and breaker (5 consecutive) composed around `Effect.succeed(bytes)`, as the anchors compose theirs
+ *   around `Promise.resolve(bytes)`: no HTTP client, no telemetry.
  *
  * The anchors call `() => Promise.resolve(bytes)`; our client calls an `HttpClient` that answers 200 with the
  * same bytes and the concurrency headers at once (a Web `Response` per call). "Policies only" is the full stack
@@ -20,12 +23,16 @@
  */
 import { ConsecutiveBreaker, ExponentialBackoff, bulkhead, circuitBreaker, handleAll, retry, wrap } from "cockatiel"
 import { Effect, Layer, Redacted, References } from "effect"
+import { CircuitBreaker } from "effect/persistence"
 import { HttpClient, HttpClientResponse } from "effect/http"
-import CircuitBreaker from "opossum"
+import Opossum from "opossum"
 import { pathToFileURL } from "node:url"
 import PQueue from "p-queue"
 import * as Client from "../src/client/ElevenLabs.ts"
+import * as Breaker from "../src/resilience/Breaker.ts"
+import * as ConcurrencyLimiter from "../src/resilience/ConcurrencyLimiter.ts"
 import * as Resilient from "../src/resilience/Resilient.ts"
+import * as RetryPolicy from "../src/resilience/RetryPolicy.ts"
 import { isQuick, median, nowMs, progress, type Result, round } from "./lib.ts"
 
 export const voice = "21m00Tcm4TlvDq8ikWAM"
@@ -95,10 +102,41 @@ export const ttsCall = (i: number) =>
 
 /** µs per call of `n` calls at `concurrency` through an Effect client layer. */
 const effectRun = (layer: Layer.Layer<Client.ElevenLabs>, n: number, concurrency: number, warm: number): Promise<number> =>
-  Effect.runPromise(
+  effectCallRun(n, concurrency, warm, (i) => Effect.map(ttsCall(i), (r) => r.audio)).pipe(
+    Effect.provide(layer),
+    Effect.runPromise
+  )
+
+/**
+ * This library's limiter, retry policy and breaker around `Effect.succeed(bytes)`: the same three policies
+ * the cockatiel row composes, built from the modules the full stack is made of.
+ */
+const samePolicies = Effect.gen(function*() {
+  const limiter = yield* ConcurrencyLimiter.make({ plan: "pro", maxQueue: 1_000_000 })
+  const breaker = yield* Breaker.make({ policy: { _tag: "consecutive", failures: 5 } })
+  // The limiter's and the breaker's refusals cannot happen here (the queue is unbounded, nothing fails).
+  return Effect.succeed(audio).pipe(
+    limiter.withPermit({ key: "bench", pool: "flash" }),
+    breaker.execute("flash"),
+    Effect.orDie,
+    RetryPolicy.retry()
+  )
+}).pipe(Effect.provide(CircuitBreaker.layerStoreMemory()))
+
+const samePoliciesRun = (n: number, concurrency: number, warm: number): Promise<number> =>
+  Effect.runPromise(Effect.scoped(Effect.flatMap(samePolicies, (call) => effectCallRun(n, concurrency, warm, () => call))))
+
+/** µs per call of `n` calls of `callOf(i)` at `concurrency`, after `warm` calls. */
+const effectCallRun = <R>(
+  n: number,
+  concurrency: number,
+  warm: number,
+  callOf: (i: number) => Effect.Effect<Uint8Array, unknown, R>
+): Effect.Effect<number, unknown, R> =>
+  Effect.provideService(
     Effect.gen(function*() {
       let ok = 0
-      const body = (i: number) => Effect.map(ttsCall(i), (r) => void (ok += r.audio.byteLength > 0 ? 1 : 0))
+      const body = (i: number) => Effect.map(callOf(i), (audio) => void (ok += audio.byteLength > 0 ? 1 : 0))
       yield* Effect.forEach(Array.from({ length: warm }, (_, i) => -1 - i), body, { concurrency, discard: true })
       ok = 0
       const t0 = nowMs()
@@ -113,7 +151,9 @@ const effectRun = (layer: Layer.Layer<Client.ElevenLabs>, n: number, concurrency
       const us = ((nowMs() - t0) * 1000) / n
       if (ok !== n) throw new Error(`overhead: ${n - ok} calls failed`)
       return us
-    }).pipe(Effect.provide(layer), Effect.provideService(References.MinimumLogLevel, "Error"))
+    }),
+    References.MinimumLogLevel,
+    "Error"
   )
 
 /** µs per call of `n` calls at `concurrency` of an async function. */
@@ -148,7 +188,7 @@ const makeCockatiel = () => {
 
 const makePQueueOpossum = () => {
   const queue = new PQueue({ concurrency: 20 })
-  const breaker = new CircuitBreaker(fn)
+  const breaker = new Opossum(fn)
   return {
     call: () => queue.add(() => breaker.fire()) as Promise<Uint8Array>,
     close: () => breaker.shutdown()
@@ -169,7 +209,14 @@ export interface Overhead {
   readonly rows: ReadonlyArray<OverheadRow>
 }
 
-export const contenders = ["bare", "cockatiel", "p-queue + opossum", "effect: plain client", "effect: full stack"] as const
+export const contenders = [
+  "bare",
+  "cockatiel",
+  "p-queue + opossum",
+  "effect: same policies",
+  "effect: plain client",
+  "effect: full stack"
+] as const
 
 export const measure = async (options: { readonly quick?: boolean } = {}): Promise<Overhead> => {
   const n = options.quick ? 3_000 : 5_000
@@ -181,6 +228,7 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
       bare: [],
       cockatiel: [],
       "p-queue + opossum": [],
+      "effect: same policies": [],
       "effect: plain client": [],
       "effect: full stack": []
     }
@@ -192,6 +240,7 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
       const pq = makePQueueOpossum()
       samples["p-queue + opossum"].push(await promiseRun(pq.call, n, concurrency, warm))
       pq.close()
+      samples["effect: same policies"].push(await samePoliciesRun(n, concurrency, warm))
       samples["effect: plain client"].push(await effectRun(plainClientLayer, n, concurrency, warm))
       samples["effect: full stack"].push(await effectRun(fullStackLayer({ maxQueue: 100_000 }), n, concurrency, warm))
     }

@@ -423,6 +423,7 @@ export const report = (part: Part, input: ReportInput): Report.Report => {
     failureRate: input.failureRate ?? 0,
     log: part.log,
     stats: input.stats ?? clientStats(part.log, pool, limit),
+    clock: "real",
     virtualDurationMs: endMs,
     wallMs: input.wallMs
   })

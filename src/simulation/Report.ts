@@ -52,6 +52,9 @@ export interface Summary {
   readonly queueWaitMs: Percentiles
   readonly creditsUsed: number
   readonly breaker: { readonly opened: number; readonly transitions: number }
+  /** Which clock `virtualDurationMs` was measured on: `virtual` (a simulation) or `real` (a load test). */
+  readonly clock: "virtual" | "real"
+  /** The run's length on its clock (the name is kept for the JSON's readers; see `clock`). */
   readonly virtualDurationMs: number
   readonly wallMs: number
 }
@@ -93,6 +96,8 @@ export interface BuildInput {
   readonly failureRate: number
   readonly log: Log
   readonly stats: Simulator.Stats
+  /** Default `virtual`. */
+  readonly clock?: "virtual" | "real" | undefined
   readonly virtualDurationMs: number
   readonly wallMs: number
 }
@@ -224,6 +229,7 @@ export const build = (input: BuildInput): Report => {
       opened: log.breaker.filter(([, s]) => s === "open").length,
       transitions: log.breaker.length
     },
+    clock: input.clock ?? "virtual",
     virtualDurationMs: round(input.virtualDurationMs),
     wallMs: round(input.wallMs)
   }
@@ -280,7 +286,7 @@ export const rows = (s: Summary): ReadonlyArray<readonly [string, string]> => [
   ["queue wait p50/p95/p99", `${fmtMs(s.queueWaitMs.p50)} / ${fmtMs(s.queueWaitMs.p95)} / ${fmtMs(s.queueWaitMs.p99)}`],
   ["credits used", fmt(s.creditsUsed)],
   ["breaker opened / moves", `${fmt(s.breaker.opened)} / ${fmt(s.breaker.transitions)}`],
-  ["virtual duration", fmtMs(s.virtualDurationMs)],
+  [s.clock === "real" ? "duration (real time)" : "virtual duration", fmtMs(s.virtualDurationMs)],
   ["wall time", `${fmt(Math.round(s.wallMs))} ms`]
 ]
 

@@ -91,6 +91,10 @@ describe("LoadTest", () => {
       }).pipe(Effect.provide(NodeHttpClient.layerUndici))
       assert.strictEqual(report.summary.failed, 6)
       assert.deepStrictEqual(report.summary.failedByReason, { TimeLimit: 6 })
+      // A load test runs on the real clock, and its report says so.
+      assert.strictEqual(report.summary.clock, "real")
+      assert.include(Report.toText([report]), "duration (real time)")
+      assert.notInclude(Report.toText([report]), "virtual duration")
     }))
 
   it.effect("bad traffic and the real-time caps are clear errors", () =>

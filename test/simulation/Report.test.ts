@@ -84,6 +84,7 @@ describe("Report", () => {
     const text = Report.toText([r, r])
     assert.include(text, "Little bound")
     assert.include(text, "50 %")
+    assert.include(text, "virtual duration")
     const json = JSON.parse(Report.toJson([r]))
     for (
       const key of [
