@@ -48,7 +48,7 @@
  *
  * @since 0.1.0
  */
-import { createHash } from "node:crypto"
+import { hash } from "node:crypto"
 import { Clock, Context, Duration, Effect, Layer, Option, Redacted, Schema, Semaphore } from "effect"
 import type { FileSystem, Path } from "effect"
 import { KeyValueStore } from "effect/persistence"
@@ -139,7 +139,8 @@ const canonicalize = (value: unknown): unknown => {
   return value
 }
 
-const sha256Hex = (input: string): string => createHash("sha256").update(input, "utf8").digest("hex")
+// One-shot `hash` (Node >= 21.7): no Hash object per key.
+const sha256Hex = (input: string): string => hash("sha256", input, "hex")
 
 /**
  * The content address of a TTS request: SHA-256 hex of the canonical JSON of

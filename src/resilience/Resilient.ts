@@ -610,11 +610,14 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     textToSpeech: {
       convert: (voiceId, request) => {
         const operation = "textToSpeech.convert"
-        const key = Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId })
+        // The key (canonical JSON and SHA-256) only when a coalescer or a cache will read it.
+        const key = coalescer === undefined && cache === undefined
+          ? undefined
+          : Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId })
         return run<Client.AudioResult>({
           ...ttsPlan(operation, voiceId, request),
           coalesceKey: key,
-          fallback: {
+          fallback: key === undefined ? undefined : {
             key,
             codec: {
               encode: (a) => ({ audio: a.audio, contentType: a.contentType }),
@@ -631,7 +634,9 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
         return run<Client.TimestampsResult>({
           ...ttsPlan(operation, voiceId, request),
           outputFormat: undefined,
-          coalesceKey: Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId }),
+          coalesceKey: coalescer === undefined
+            ? undefined
+            : Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId }),
           metaOf: (a) => a.meta,
           mark: markMeta,
           send: raw.textToSpeech.convertWithTimestamps(voiceId, request)

@@ -157,14 +157,16 @@ export const quotaUsedPercentage = Metric.gauge(names.quotaUsed, {
  * so the cache stays small.
  */
 const labelled = <M extends Metric.Metric<any, any>>(
+  labels: ReadonlyArray<LabelName>,
   make: (attributes: Record<string, string>) => M
-): (attributes: Record<string, string>) => M => {
+): (...values: ReadonlyArray<string>) => M => {
   const cache = new Map<string, M>()
-  return (attributes) => {
-    let key = ""
-    for (const name in attributes) key += `${name}=${attributes[name]}\u0000`
+  return (...values) => {
+    const key = values.join("\u0000")
     let metric = cache.get(key)
     if (metric === undefined) {
+      const attributes: Record<string, string> = {}
+      labels.forEach((label, i) => (attributes[label] = values[i] ?? ""))
       metric = make(attributes)
       cache.set(key, metric)
     }
@@ -172,15 +174,27 @@ const labelled = <M extends Metric.Metric<any, any>>(
   }
 }
 
-const requestsOf = labelled((attributes) => Metric.counter(names.requests, { ...requestsOptions, attributes }))
-const requestDurationOf = labelled((attributes) => Metric.histogram(names.requestDuration, { ...requestDurationOptions, attributes }))
-const concurrentOf = labelled((attributes) => Metric.gauge(names.concurrent, { ...concurrentOptions, attributes }))
-const queueDepthOf = labelled((attributes) => Metric.gauge(names.queueDepth, { ...queueDepthOptions, attributes }))
-const errorsOf = labelled((attributes) => Metric.counter(names.errors, { ...errorsOptions, attributes }))
-const retriesOf = labelled((attributes) => Metric.counter(names.retries, { ...retriesOptions, attributes }))
-const breakerStateOf = labelled((attributes) => Metric.gauge(names.breakerState, { ...breakerStateOptions, attributes }))
-const charactersOf = labelled((attributes) => Metric.histogram(names.characters, { ...charactersOptions, attributes }))
-const audioSecondsOf = labelled((attributes) => Metric.histogram(names.audioDuration, { ...audioDurationOptions, attributes }))
+const requestsOf = labelled(
+  ["operation", "pool", "model", "status"],
+  (attributes) => Metric.counter(names.requests, { ...requestsOptions, attributes })
+)
+const requestDurationOf = labelled(
+  ["operation", "pool", "model"],
+  (attributes) => Metric.histogram(names.requestDuration, { ...requestDurationOptions, attributes })
+)
+const concurrentOf = labelled(["pool"], (attributes) => Metric.gauge(names.concurrent, { ...concurrentOptions, attributes }))
+const queueDepthOf = labelled(["pool", "lane"], (attributes) => Metric.gauge(names.queueDepth, { ...queueDepthOptions, attributes }))
+const errorsOf = labelled(["reason", "pool"], (attributes) => Metric.counter(names.errors, { ...errorsOptions, attributes }))
+const retriesOf = labelled(["reason", "pool"], (attributes) => Metric.counter(names.retries, { ...retriesOptions, attributes }))
+const breakerStateOf = labelled(
+  ["pool"],
+  (attributes) => Metric.gauge(names.breakerState, { ...breakerStateOptions, attributes })
+)
+const charactersOf = labelled(["model"], (attributes) => Metric.histogram(names.characters, { ...charactersOptions, attributes }))
+const audioSecondsOf = labelled(
+  ["model"],
+  (attributes) => Metric.histogram(names.audioDuration, { ...audioDurationOptions, attributes })
+)
 
 /** How a logical call ended: answered, failed, or answered from the fallback cache after a failure. */
 export type RequestStatus = "success" | "error" | "fallback"
@@ -205,10 +219,9 @@ export const recordRequest = (options: {
   readonly status: RequestStatus
   readonly durationSeconds: number
 }): Effect.Effect<void> => {
-  const base = { operation: options.operation, pool: options.pool, model: options.model }
   return Effect.andThen(
-    Metric.update(requestsOf({ ...base, status: options.status }), 1),
-    Metric.update(requestDurationOf(base), nonNegative(options.durationSeconds))
+    Metric.update(requestsOf(options.operation, options.pool, options.model, options.status), 1),
+    Metric.update(requestDurationOf(options.operation, options.pool, options.model), nonNegative(options.durationSeconds))
   )
 }
 
@@ -217,34 +230,34 @@ export const recordError = (options: {
   readonly reason: string
   readonly pool: Pool
 }): Effect.Effect<void> =>
-  Metric.update(errorsOf({ reason: options.reason, pool: options.pool }), 1)
+  Metric.update(errorsOf(options.reason, options.pool), 1)
 
 /** Records one retry attempt (`elevenlabs_retries_total` +1) for the reason of the failed attempt. */
 export const recordRetry = (options: {
   readonly reason: string
   readonly pool: Pool
 }): Effect.Effect<void> =>
-  Metric.update(retriesOf({ reason: options.reason, pool: options.pool }), 1)
+  Metric.update(retriesOf(options.reason, options.pool), 1)
 
 /** Sets the number of requests in flight for a pool. */
 export const setConcurrent = (pool: Pool, n: number): Effect.Effect<void> =>
-  Metric.update(concurrentOf({ pool }), nonNegative(n))
+  Metric.update(concurrentOf(pool), nonNegative(n))
 
 /** Sets the number of queued requests for a pool and lane. */
 export const setQueueDepth = (pool: Pool, lane: string, n: number): Effect.Effect<void> =>
-  Metric.update(queueDepthOf({ pool, lane }), nonNegative(n))
+  Metric.update(queueDepthOf(pool, lane), nonNegative(n))
 
 /** Sets the breaker state of a pool: 0 closed, 1 half-open, 2 open. */
 export const setBreakerState = (pool: Pool, state: BreakerStateValue): Effect.Effect<void> =>
-  Metric.update(breakerStateOf({ pool }), state)
+  Metric.update(breakerStateOf(pool), state)
 
 /** Records the characters of one generation for a model. */
 export const recordCharacters = (model: string, n: number): Effect.Effect<void> =>
-  Metric.update(charactersOf({ model }), nonNegative(n))
+  Metric.update(charactersOf(model), nonNegative(n))
 
 /** Records the seconds of audio of one generation for a model. */
 export const recordAudioSeconds = (model: string, seconds: number): Effect.Effect<void> =>
-  Metric.update(audioSecondsOf({ model }), nonNegative(seconds))
+  Metric.update(audioSecondsOf(model), nonNegative(seconds))
 
 /** Sets the share of the period's credits used, clamped to 0..100. */
 export const setQuotaUsed = (percentage: number): Effect.Effect<void> =>

@@ -122,9 +122,10 @@ const mapAttributes = <K extends string>(
   attrs: { readonly [P in K]?: unknown }
 ): Record<string, unknown> => {
   const out: Record<string, unknown> = {}
-  for (const k of Object.keys(names) as Array<K>) {
+  // Over the given attributes (a few), not over every known name.
+  for (const k in attrs) {
     const v = attrs[k]
-    if (v !== undefined) out[names[k]] = v
+    if (v !== undefined && Object.hasOwn(names, k)) out[names[k]] = v
   }
   return out
 }
