@@ -177,9 +177,9 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>): Array<Goal> => {
   const head = s?.rows[0]
   if (head) {
     goals.push({
-      goal: "Simulation faster than 10,000x real time (24 h diurnal, >= 100,000 requests, full stack)",
+      goal: "Simulation faster than 10,000x real time (24 h diurnal, >= 100,000 requests, full stack as `simulate` runs it)",
       measured: `${fmt(head.ratio, 0)}x (${fmt(head.requests)} requests, ${fmt(head.wallMs / 1000, 1)} s wall, ${fmt(head.usPerRequest, 0)} µs/request)`,
-      met: head.ratio > 10_000 && head.requests >= 100_000
+      met: head.ratio > 10_000 && head.requests >= 100_000 && !head.strategy.includes("NOT USABLE")
     })
   } else goals.push({ goal: "Simulation goal", measured: "simulation did not run", met: undefined })
   const m = out.get("memory")?.data as Memory | undefined
@@ -356,9 +356,10 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
   p()
   if (s) {
     p("A 24-hour `diurnal` day (plan `pro`, Multilingual, 100-1000 characters, 20 % interactive) in virtual time against")
-    p("the in-process simulator. `direct driver`: `Resilient.layer` over `InProcess.layerSimulated` under `TestClock`,")
-    p("arrivals from `Patterns.schedule`, the clock moved in 1-hour `TestClock.adjust` steps. `Runner.run` rows use")
-    p("src/simulation/Runner.ts (naive = plain HTTP attempts, the simulator's and runner's own cost).")
+    p("the in-process simulator. The headline row is `resilient (Runner.run)`: what `simulate --pattern diurnal --duration 24h`")
+    p("runs (the full stack with the config defaults, tracing off, the report from the recorder). `naive` is the same runner")
+    p("with plain HTTP attempts: the simulator's and the runner's own cost. `direct driver`: `Resilient.layer` over")
+    p("`InProcess.layerSimulated` with their defaults (tracing on, transport spans), as an application test drives it.")
     p()
     p(table(["driver / strategy", "requests", "ok", "failed", "virtual", "wall", "µs/request", "virtual/wall", "max in flight", "429 concurrency"], s.rows.map((r) => [
       r.strategy,
