@@ -58,14 +58,15 @@
 import { Context, Duration, Effect, Exit, Layer, Option, PubSub, Scope, Stream } from "effect"
 import type { HttpClient } from "effect/http"
 import { NodeServices } from "@effect/platform-node"
-import { CircuitBreaker, KeyValueStore } from "effect/persistence"
+import { CircuitBreaker, KeyValueStore, type Redis } from "effect/persistence"
 import * as Client from "../client/ElevenLabs.ts"
 import * as RedisPermits from "../distributed/RedisPermits.ts"
 import * as SharedState from "../distributed/SharedState.ts"
 import {
   ElevenLabsError,
   InvalidRequest,
-  QuotaExhausted
+  QuotaExhausted,
+  SharedStateUnavailable
 } from "../client/Errors.ts"
 import { audioSecondsOf, defaultOutputFormat, defaultTtsModel } from "../client/Models.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
@@ -747,20 +748,46 @@ const bytesOf = (value: unknown): number | undefined => {
  * it). The transport (`HttpClient`) is left as a requirement: provide
  * `NodeHttpClient.layerUndici`, `FetchHttpClient.layer`, or the simulator's
  * in-process client.
+ *
+ * With a `redis` entry the layer also connects to Redis (the same as providing
+ * `SharedState.layerRedis` yourself). If Redis cannot be reached at start-up,
+ * building the layer fails with an `ElevenLabsError` of reason
+ * `SharedStateUnavailable` (operation `"startup"`); the process does not start
+ * in the trouble mode. Without `redis` the layer cannot fail.
  */
-export const layer = (
+export function layer(
+  options: ResilientOptions & { readonly redis?: undefined }
+): Layer.Layer<Client.ElevenLabs | ResilienceService, never, HttpClient.HttpClient>
+export function layer(
   options: ResilientOptions
-): Layer.Layer<Client.ElevenLabs | ResilienceService, never, HttpClient.HttpClient> => {
+): Layer.Layer<Client.ElevenLabs | ResilienceService, ElevenLabsError, HttpClient.HttpClient>
+export function layer(
+  options: ResilientOptions
+): Layer.Layer<Client.ElevenLabs | ResilienceService, ElevenLabsError, HttpClient.HttpClient> {
   const stack = Layer.effectContext(
     Effect.map(make(options), ({ resilience, service }) =>
       Context.make(Client.ElevenLabs, service).pipe(Context.add(ResilienceService, resilience)))
   )
-  // The config entry `redis` is the same as providing `SharedState.layerRedis` yourself. Not
-  // reaching Redis at start-up is fatal here; provide the layer yourself to handle `RedisError`.
-  return options.redis === undefined
-    ? stack
-    : stack.pipe(Layer.provide(Layer.orDie(SharedState.layerRedis(SharedState.optionsFromSettings(options.redis, {
-      // One shared credit account per API key.
-      quota: { account: Fallback.partitionOfApiKey(options.apiKey) }
-    })))))
+  if (options.redis === undefined) return stack
+  const shared = SharedState.layerRedis(SharedState.optionsFromSettings(options.redis, {
+    // One shared credit account per API key.
+    quota: { account: Fallback.partitionOfApiKey(options.apiKey) }
+  })).pipe(Layer.catchTag("RedisError", (error) => Layer.effectDiscard(Effect.fail(redisUnreachable(error)))))
+  return stack.pipe(Layer.provide(shared))
+}
+
+/**
+ * The start-up failure of a `redis` entry. The message names the socket error
+ * code only: a Redis URL may carry credentials, and node-redis messages may
+ * quote the address.
+ */
+const redisUnreachable = (error: Redis.RedisError): ElevenLabsError => {
+  const code = (error.cause as { readonly code?: unknown } | undefined)?.code
+  return new ElevenLabsError({
+    reason: new SharedStateUnavailable({
+      operation: "startup",
+      message: `Redis could not be reached at start-up${typeof code === "string" ? ` (${code})` : ""}; ` +
+        "the shared limits need it. Check redis.url, or leave the redis entry out to run on local state."
+    })
+  })
 }

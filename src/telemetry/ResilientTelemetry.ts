@@ -47,6 +47,7 @@ import type { Config } from "effect"
 import type { Scope } from "effect"
 import type { HttpClient, HttpServerError } from "effect/http"
 import type * as Client from "../client/ElevenLabs.ts"
+import type { ElevenLabsError } from "../client/Errors.ts"
 import { type Pool, pools } from "../resilience/Plans.ts"
 import * as Resilient from "../resilience/Resilient.ts"
 import type { ResilientOptions } from "../resilience/ResilientOptions.ts"
@@ -196,7 +197,7 @@ export const layerObserved = (
   options: ObservedOptions
 ): Layer.Layer<
   Client.ElevenLabs | Resilient.ResilienceService | Health.HealthChecks,
-  Config.ConfigError | HttpServerError.ServeError,
+  Config.ConfigError | HttpServerError.ServeError | ElevenLabsError,
   HttpClient.HttpClient
 > => {
   const { health, telemetry, ...stack } = options

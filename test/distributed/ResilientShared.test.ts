@@ -24,6 +24,25 @@ afterAll(async () => {
 })
 
 describe("Resilient with shared state over Redis", () => {
+  it.live("the redis entry with Redis down at start-up: a typed SharedStateUnavailable, no credentials in it", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.provide(
+        Effect.void,
+        Resilient.layer({
+          apiKey: Redacted.make("sim-key"),
+          limiter: { plan: "creator" },
+          // Nothing listens on port 1: the connection is refused at once.
+          redis: { url: "redis://user:s3cret-pass@127.0.0.1:1" }
+        }).pipe(Layer.provide(NodeHttpClient.layerUndici), Layer.fresh)
+      ))
+      assert.strictEqual(error._tag, "ElevenLabsError")
+      assert.strictEqual(error.reason._tag, "SharedStateUnavailable")
+      assert.strictEqual(error.reason.operation, "startup")
+      assert.include(error.message, "Redis could not be reached at start-up")
+      assert.notInclude(JSON.stringify(error), "s3cret-pass")
+      assert.notInclude(error.message, "s3cret-pass")
+    }))
+
   it.live("three stacks sized for the whole plan share it: the server never sees more than the limit", () =>
     Effect.gen(function*() {
       const { simulator, url } = yield* Server.serve({ port: 0, plan: "creator", seed: 3, latency: scaled(0.3) })
