@@ -1,9 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Layer, PubSub, Redacted, Schema, Stream } from "effect"
+import { Clock, Duration, Effect, Fiber, Layer, PubSub, Redacted, Schema, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import type * as RetryPolicy from "../../src/resilience/RetryPolicy.ts"
 import * as Client from "../../src/client/ElevenLabs.ts"
 import type { ElevenLabsError } from "../../src/client/Errors.ts"
+import * as Jitter from "../../src/resilience/Jitter.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
 import type { ResilientOptions } from "../../src/resilience/ResilientOptions.ts"
 import * as InProcess from "../../src/simulator/InProcess.ts"
@@ -77,6 +78,36 @@ describe("Resilient", () => {
       assert.isAbove(new Set(firstDelays).size, Math.floor(firstDelays.length * 0.8))
       assert.isBelow(Math.min(...firstDelays), Math.max(...firstDelays) / 2)
     }).pipe(Effect.provide(stack({ seed: 5, plan: "pro", faults: { systemBusy: 0.2 } }, { limiter: { plan: "pro" } }))))
+
+  it.effect("a retried call keeps its place: after its pause it rejoins the front of its lane", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const ends: Record<string, number> = {}
+      const call = (name: string) =>
+        tts(`${name} `.repeat(8), "eleven_multilingual_v2").pipe(
+          Effect.andThen(Clock.currentTimeMillis),
+          Effect.map((t) => void (ends[name] = t))
+        )
+      const start = yield* Clock.currentTimeMillis
+      // The first attempt of "retried" gets system_busy and pauses 50 ms (no jitter).
+      yield* sim.setFaults({ systemBusy: 1 })
+      const retried = yield* Effect.forkChild(call("retried"))
+      yield* TestClock.adjust("10 millis")
+      yield* sim.setFaults({ systemBusy: 0 })
+      // Four calls on a pool of 2 (100 ms each): b1 and b2 run at once, b3 and b4 wait.
+      const others = yield* Effect.forkChild(Effect.forEach(["b1", "b2", "b3", "b4"], call, { concurrency: "unbounded" }))
+      yield* runVirtual(Fiber.joinAll([retried, others]), { stepMillis: 10 })
+      const at = (name: string) => ends[name]! - start
+      // At 60 ms the retry rejoins the queue ahead of b3 and b4: it takes the first permit freed at 110 ms.
+      assert.strictEqual(at("b1"), 110)
+      assert.strictEqual(at("retried"), 210)
+      assert.strictEqual(at("b3"), 210)
+      // Sent to the back, the retry would have waited for b4 and ended last (310 ms).
+      assert.strictEqual(at("b4"), 310)
+    }).pipe(Effect.provide(stack(
+      { seed: 8, plan: "free", latency: { standard: { ttfbMs: 100, msPerUnit: 0, jitter: 0 } } },
+      { limiter: { plan: "free" }, quota: false, retry: { exponential: { base: "50 millis", jitter: Jitter.none } } }
+    ))))
 
   it.effect("an outage opens the breaker, and the fallback serves the cached audio, marked", () =>
     Effect.gen(function*() {
