@@ -19,6 +19,12 @@
  * - Trip policies: `consecutive` failures (default 5) or failure `rate` over
  *   the last `size` recorded calls with a `minimumCalls` volume (the window of
  *   Effect's breaker counts calls, not seconds).
+ * - "In a row" is judged in the order attempts started, not the order they
+ *   ended (consecutive policy, closed circuit): a failure that ends while an
+ *   attempt that started before it is still running is `ignored`. Without
+ *   this, fast failures (a `system_busy` answers at once) overtake slow
+ *   successes (a generation takes seconds), and a burst with 10 % transient
+ *   failures opens the circuit on its first wave.
  * - Open duration: 60 s by default; with `growth` the n-th consecutive
  *   opening lasts `openDuration × factor^(n−1)`, capped at `max`; the count
  *   resets once the circuit stays closed as long as its last opening.
@@ -234,6 +240,12 @@ const mapError = (key: string, halfOpenRetryAfter: Duration.Duration) =>
   }
 }
 
+/** Whether an attempt numbered below `n` is still running. */
+const startedBefore = (started: ReadonlySet<number>, n: number): boolean => {
+  for (const s of started) if (s < n) return true
+  return false
+}
+
 const isCircuitBreakerError = (u: unknown): u is CircuitBreaker.CircuitBreakerError =>
   typeof u === "object" && u !== null && CircuitBreaker.ErrorTypeId in u
 
@@ -256,11 +268,38 @@ export const make = (options?: BreakerOptions): Effect.Effect<
       onStoreError: options?.onStoreError ?? "allow"
     })
     const keyOf = (pool: string) => `${keyPrefix}${pool}`
+    const startOrder = options?.policy === undefined || options.policy._tag === "consecutive"
+    /** Per key: the start number of every admitted attempt still running (for the start-order rule). */
+    const running = new Map<string, { next: number; readonly started: Set<number> }>()
 
     const execute = (pool: string) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> => {
       const key = keyOf(pool)
       const toBreakerError = mapError(key, halfOpenRetryAfter)
-      return breaker.execute(self, { key, classify }).pipe(
+      const recorded = !startOrder
+        ? breaker.execute(self, { key, classify })
+        : Effect.suspend(() => {
+          let attempts = running.get(key)
+          if (attempts === undefined) running.set(key, attempts = { next: 0, started: new Set() })
+          const tracked = attempts
+          let started = -1
+          // Numbered once admitted (a rejected attempt never starts), released however it ends.
+          const admitted = Effect.suspend(() => {
+            started = tracked.next++
+            tracked.started.add(started)
+            return self
+          }).pipe(Effect.ensuring(Effect.sync(() => tracked.started.delete(started))))
+          return breaker.execute(admitted, {
+            key,
+            classify: (exit) => {
+              const outcome = classify(exit)
+              if (outcome._tag !== "Failure" || !startedBefore(tracked.started, started)) return outcome
+              // Overtook an earlier attempt: not a failure "in a row" while the circuit is closed.
+              return Effect.map(breaker.state(key).pipe(Effect.orElseSucceed(() => undefined)), (state) =>
+                state?._tag === "Closed" ? CircuitBreaker.ignored : outcome)
+            }
+          })
+        })
+      return recorded.pipe(
         // Only the breaker's own rejections are mapped; the attempt's errors pass through.
         Effect.mapError((e) => (isCircuitBreakerError(e) ? toBreakerError(e) : e) as E | BreakerError)
       )

@@ -31,6 +31,52 @@ const through = (breaker: Breaker.BreakerService, ran: Ref.Ref<number>, pool = "
 const withStore = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.provide(self, CircuitBreaker.layerStoreMemory())
 
 describe("Breaker", () => {
+  it.effect("consecutive is judged in start order: fast failures that overtake a slow attempt do not open it", () =>
+    withStore(Effect.gen(function*() {
+      const breaker = yield* Breaker.make()
+      const ran = yield* Ref.make(0)
+      const run = through(breaker, ran)
+      // A slow attempt (a generation) starts first and is still running...
+      const release = yield* Deferred.make<void>()
+      const slow = yield* run(Effect.andThen(Deferred.await(release), ok)).pipe(Effect.forkChild)
+      yield* Effect.yieldNow
+      // ...while eight attempts that started after it fail at once (system_busy answers without a slot).
+      for (let i = 0; i < 8; i++) yield* run(busy)
+      assert.strictEqual(yield* breaker.gauge("standard"), 0, "failures that overtook a running attempt are not in a row")
+      yield* Deferred.succeed(release, undefined)
+      assert.strictEqual((yield* Fiber.join(slow))._tag, "Success")
+      // Nothing earlier is running now: five failures in a row open it, as before.
+      for (let i = 0; i < 5; i++) yield* run(busy)
+      assert.strictEqual(yield* breaker.gauge("standard"), 2)
+    })))
+
+  it.effect("an outage under concurrency still opens it: attempts that fail in the order they started count", () =>
+    withStore(Effect.gen(function*() {
+      const breaker = yield* Breaker.make()
+      const ran = yield* Ref.make(0)
+      // Twenty attempts at once; the i-th fails after i ms (an outage answering in order).
+      const fibers = yield* Effect.forEach(
+        Array.from({ length: 20 }, (_, i) => i),
+        (i) => through(breaker, ran)(Effect.andThen(Effect.sleep(Duration.millis(i + 1)), serverError)).pipe(Effect.forkChild),
+      )
+      yield* Effect.yieldNow
+      yield* TestClock.adjust("50 millis")
+      yield* Fiber.joinAll(fibers)
+      assert.strictEqual(yield* breaker.gauge("standard"), 2)
+    })))
+
+  it.effect("the rate policy counts every failure, in whatever order they end", () =>
+    withStore(Effect.gen(function*() {
+      const breaker = yield* Breaker.make({ policy: { _tag: "rate", threshold: 0.5, size: 10, minimumCalls: 6 } })
+      const ran = yield* Ref.make(0)
+      const run = through(breaker, ran)
+      const release = yield* Deferred.make<void>()
+      yield* run(Effect.andThen(Deferred.await(release), ok)).pipe(Effect.forkChild)
+      yield* Effect.yieldNow
+      for (let i = 0; i < 6; i++) yield* run(busy)
+      assert.strictEqual(yield* breaker.gauge("standard"), 2)
+    })))
+
   it.effect("closed -> open -> half-open -> closed, with the right rejections in between", () =>
     withStore(Effect.gen(function*() {
       const breaker = yield* Breaker.make()
