@@ -128,7 +128,7 @@ interface Burst {
   /** `tts-latency-ms` of successful answers: the server's time to headers (its slot time). */
   readonly serviceMs: ReadonlyArray<number>
   readonly wallMs: number
-  /** What the client itself saw (ours: permits in use and the limit, sampled every 2 ms). */
+  /** What the client itself saw (ours: permits in use and the limit, sampled every 10 ms). */
   readonly note?: string
 }
 
@@ -238,14 +238,14 @@ const resilientWith = (name: string, description: string, settings: Omit<Resilie
             inFlightSum += s.inFlight
             minLimit = Math.min(minLimit, s.limit)
           }),
-          Effect.sleep("2 millis")
+          Effect.sleep("10 millis")
         )))
         const t0 = nowMs()
         const outcomes = yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), call, { concurrency: "unbounded" })
         const wallMs = nowMs() - t0
         yield* Fiber.interrupt(sampler)
         return {
-          note: `client-side permits in use ${(inFlightSum / samples).toFixed(1)} on average (sampled every 2 ms); lowest limit ${minLimit}`,
+          note: `client-side permits in use ${(inFlightSum / samples).toFixed(1)} on average (sampled every 10 ms); lowest limit ${minLimit}`,
           completed: outcomes.filter((o) => o.ok).length,
           failedByReason: tally(outcomes.flatMap((o) => (o.ok ? [] : [o.reason]))),
           serviceMs: outcomes.flatMap((o) => (o.ok && o.latency !== undefined ? [o.latency] : [])),
