@@ -5,9 +5,16 @@
  *
  * **Details**
  *
- * - A *request* is a logical call's first attempt ({@link RetryBudget.request});
- *   a *retry* is every later attempt. Both are counted over a sliding window
- *   (default 10 s) of `Clock` time.
+ * - A *request* is a logical call ({@link RetryBudgetService.request} when it
+ *   starts, {@link RetryBudgetService.settle} when it ends); a *retry* is every
+ *   attempt after its first. The requests counted are the calls still running
+ *   plus those that ended within a sliding window (default 10 s) of `Clock`
+ *   time; retries are counted over the same window.
+ * - Why running calls count (as Envoy's budget counts active requests): a
+ *   batch queued at once has all its calls started at the same instant. If a
+ *   call counted only at its start, every call of a batch that outlasts the
+ *   window would have left it, and the batch's later retries would be
+ *   refused although their share of the traffic is small.
  * - A retry is allowed when, counting it, `retriesInWindow ≤ ratio ×
  *   requestsInWindow` (default ratio 0.2); or, past that, when fewer than
  *   `minRetriesInFlight` (default 3) retries are in flight **and**, counting
@@ -27,6 +34,7 @@ import { Clock, Context, Duration, Effect, Layer } from "effect"
 
 /** What the budget holds now. */
 export interface RetryBudgetSnapshot {
+  /** Calls running now plus calls that ended within the window. */
   readonly requestsInWindow: number
   readonly retriesInWindow: number
   readonly retriesInFlight: number
@@ -46,8 +54,10 @@ export interface RetryBudgetOptions {
 
 /** The retry budget of one client. */
 export interface RetryBudgetService {
-  /** Counts a logical call (its first attempt). */
+  /** Counts a logical call as running (until {@link RetryBudgetService.settle}). */
   readonly request: Effect.Effect<void>
+  /** Ends a call counted by `request`: it keeps counting for one window from now. */
+  readonly settle: Effect.Effect<void>
   /**
    * Asks for one retry. On `true` the retry is counted and in flight until
    * `release` is run; on `false` nothing is counted (and the refusal is).
@@ -105,8 +115,10 @@ export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudgetService => 
   if (!Number.isInteger(minInFlight) || minInFlight < 0) {
     throw new RangeError(`RetryBudget: minRetriesInFlight must be an integer >= 0, got ${minInFlight}`)
   }
+  /** End times of calls that ended; running calls are `running`. */
   const requests = new Window()
   const retries = new Window()
+  let running = 0
   let inFlight = 0
   let refused = 0
 
@@ -116,13 +128,17 @@ export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudgetService => 
   }
 
   return {
-    request: Effect.map(Clock.currentTimeMillis, (now) => {
+    request: Effect.sync(() => {
+      running++
+    }),
+    settle: Effect.map(Clock.currentTimeMillis, (now) => {
       prune(now)
+      running = Math.max(0, running - 1)
       requests.add(now)
     }),
     acquire: Effect.map(Clock.currentTimeMillis, (now) => {
       prune(now)
-      const allowance = ratio * requests.size
+      const allowance = ratio * (running + requests.size)
       // `+ 1 <=` rather than `<`: the allowance can be fractional, and the
       // bound must hold after this retry is counted.
       const after = retries.size + 1
@@ -141,7 +157,7 @@ export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudgetService => 
     snapshot: Effect.map(Clock.currentTimeMillis, (now) => {
       prune(now)
       return {
-        requestsInWindow: requests.size,
+        requestsInWindow: running + requests.size,
         retriesInWindow: retries.size,
         retriesInFlight: inFlight,
         refusedTotal: refused

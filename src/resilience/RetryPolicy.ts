@@ -319,11 +319,15 @@ export const retry = (options?: RetryOptions) => {
         holdsRetry = false
         return budget.release
       })
-      return Effect.ensuring(
+      const retried = Effect.ensuring(
         loop(self, (held) => {
           holdsRetry = held
         }, releaseHeld),
         releaseHeld
+      )
+      // The call counts as a request of the budget while it runs and for one window after it ends.
+      return budget === undefined ? retried : Effect.uninterruptibleMask((restore) =>
+        Effect.andThen(budget.request, Effect.ensuring(restore(retried), budget.settle))
       )
     })
 
@@ -342,7 +346,6 @@ export const retry = (options?: RetryOptions) => {
         return created
       })
 
-      if (budget !== undefined) yield* budget.request
       let attempts = 0
       let delay: Duration.Duration | undefined = undefined
       let previous: AttemptInfo["previous"] = undefined

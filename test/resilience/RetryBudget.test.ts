@@ -40,15 +40,16 @@ describe("RetryBudget", () => {
       assert.isFalse(yield* budget.acquire)
     }))
 
-  it.effect("the window slides: old requests and retries stop counting", () =>
+  it.effect("the window slides: requests that ended and old retries stop counting", () =>
     Effect.gen(function*() {
       const budget = yield* RetryBudget.make({ window: "10 seconds", minRetriesInFlight: 0 })
-      for (let i = 0; i < 5; i++) yield* budget.request
+      const call = Effect.andThen(budget.request, budget.settle)
+      for (let i = 0; i < 5; i++) yield* call
       assert.isTrue(yield* budget.acquire)
       assert.isFalse(yield* budget.acquire)
       yield* budget.release
       yield* TestClock.adjust("5 seconds")
-      for (let i = 0; i < 5; i++) yield* budget.request
+      for (let i = 0; i < 5; i++) yield* call
       assert.isTrue(yield* budget.acquire) // 10 requests, 1 retry in window: 2 allowed
       yield* budget.release
       assert.isFalse(yield* budget.acquire)
@@ -61,16 +62,43 @@ describe("RetryBudget", () => {
       assert.deepStrictEqual((yield* budget.snapshot).requestsInWindow, 0)
     }))
 
+  it.effect("a running call counts however long it runs: a batch longer than the window keeps its retries", () =>
+    Effect.gen(function*() {
+      const budget = yield* RetryBudget.make({ window: "10 seconds", minRetriesInFlight: 0 })
+      // 100 calls queued at once; 20 s later 90 are still running (queued or on the wire).
+      for (let i = 0; i < 100; i++) yield* budget.request
+      for (let i = 0; i < 10; i++) yield* budget.settle
+      yield* TestClock.adjust("20 seconds")
+      assert.strictEqual((yield* budget.snapshot).requestsInWindow, 90)
+      // 20 % of the 90 running calls.
+      const granted: Array<boolean> = []
+      for (let i = 0; i < 19; i++) granted.push(yield* budget.acquire)
+      assert.strictEqual(granted.filter((g) => g).length, 18)
+      // Once they all end, they count for one more window, then not at all.
+      for (let i = 0; i < 90; i++) yield* budget.settle
+      assert.strictEqual((yield* budget.snapshot).requestsInWindow, 90)
+      yield* TestClock.adjust("11 seconds")
+      assert.strictEqual((yield* budget.snapshot).requestsInWindow, 0)
+    }))
+
   it.effect.prop(
     "at every grant, the window's retries are at most ratio x its requests + minRetriesInFlight",
-    [Schema.Array(Schema.Literals(["request", "acquire", "release", "tick"]))],
+    [Schema.Array(Schema.Literals(["request", "settle", "acquire", "release", "tick"]))],
     ([ops]) =>
       Effect.gen(function*() {
         const budget = yield* RetryBudget.make({ ratio: 0.2, window: "10 seconds", minRetriesInFlight: 3 })
         let inFlight = 0
+        let running = 0
         for (const op of ops) {
-          if (op === "request") yield* budget.request
-          else if (op === "acquire") {
+          if (op === "request") {
+            running++
+            yield* budget.request
+          } else if (op === "settle") {
+            if (running > 0) {
+              running--
+              yield* budget.settle
+            }
+          } else if (op === "acquire") {
             if (yield* budget.acquire) {
               inFlight++
               const s = yield* budget.snapshot
