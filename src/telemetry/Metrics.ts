@@ -80,66 +80,90 @@ export const characterBoundaries: ReadonlyArray<number> = [
 export const audioBoundaries: ReadonlyArray<number> = [1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600]
 
 // ==== Metrics ===============================================================
+//
+// Each labelled family is a constructor: called without attributes it is the
+// exported metric, called with them (through `labelled` below) one series of it.
 
-const requestsOptions = {
-  description: "ElevenLabs calls finished, by status (success, error, fallback).",
-  incremental: true
-} as const
+type Attributes = Record<string, string>
+const withAttributes = (attributes: Attributes | undefined) => (attributes === undefined ? {} : { attributes })
+
+const requests = (attributes?: Attributes) =>
+  Metric.counter(names.requests, {
+    description: "ElevenLabs calls finished, by status (success, error, fallback).",
+    incremental: true,
+    ...withAttributes(attributes)
+  })
 /** Logical calls finished, by `operation`, `pool`, `model`, `status`. */
-export const requestsTotal = Metric.counter(names.requests, requestsOptions)
+export const requestsTotal = requests()
 
-const requestDurationOptions = {
-  description: "Duration of an ElevenLabs call in seconds, queueing and retries included.",
-  boundaries: durationBoundaries
-} as const
+const requestDurations = (attributes?: Attributes) =>
+  Metric.histogram(names.requestDuration, {
+    description: "Duration of an ElevenLabs call in seconds, queueing and retries included.",
+    boundaries: durationBoundaries,
+    ...withAttributes(attributes)
+  })
 /** Duration of a logical call in seconds (queueing and retries included), by `operation`, `pool`, `model`. */
-export const requestDuration = Metric.histogram(names.requestDuration, requestDurationOptions)
+export const requestDuration = requestDurations()
 
-const concurrentOptions = {
-  description: "ElevenLabs requests in flight now (permits held), by pool."
-} as const
+const concurrent = (attributes?: Attributes) =>
+  Metric.gauge(names.concurrent, {
+    description: "ElevenLabs requests in flight now (permits held), by pool.",
+    ...withAttributes(attributes)
+  })
 /** Requests on the wire now (permits held), by `pool`. */
-export const concurrentRequests = Metric.gauge(names.concurrent, concurrentOptions)
+export const concurrentRequests = concurrent()
 
-const queueDepthOptions = {
-  description: "ElevenLabs requests waiting for a concurrency permit, by pool and lane."
-} as const
+const queueDepths = (attributes?: Attributes) =>
+  Metric.gauge(names.queueDepth, {
+    description: "ElevenLabs requests waiting for a concurrency permit, by pool and lane.",
+    ...withAttributes(attributes)
+  })
 /** Requests waiting for a permit, by `pool` and `lane`. */
-export const queueDepth = Metric.gauge(names.queueDepth, queueDepthOptions)
+export const queueDepth = queueDepths()
 
-const errorsOptions = {
-  description: "ElevenLabs calls that ended in a failure, by error reason.",
-  incremental: true
-} as const
+const errors = (attributes?: Attributes) =>
+  Metric.counter(names.errors, {
+    description: "ElevenLabs calls that ended in a failure, by error reason.",
+    incremental: true,
+    ...withAttributes(attributes)
+  })
 /** Calls that ended in a typed failure, by `reason` and `pool`. */
-export const errorsTotal = Metric.counter(names.errors, errorsOptions)
+export const errorsTotal = errors()
 
-const retriesOptions = {
-  description: "Retry attempts made after a failed attempt, by the reason of that failure.",
-  incremental: true
-} as const
+const retries = (attributes?: Attributes) =>
+  Metric.counter(names.retries, {
+    description: "Retry attempts made after a failed attempt, by the reason of that failure.",
+    incremental: true,
+    ...withAttributes(attributes)
+  })
 /** Retry attempts (each re-attempt after a failed attempt), by `reason` and `pool`. */
-export const retriesTotal = Metric.counter(names.retries, retriesOptions)
+export const retriesTotal = retries()
 
-const breakerStateOptions = {
-  description: "Circuit breaker state by pool: 0 closed, 1 half-open, 2 open."
-} as const
+const breakerStates = (attributes?: Attributes) =>
+  Metric.gauge(names.breakerState, {
+    description: "Circuit breaker state by pool: 0 closed, 1 half-open, 2 open.",
+    ...withAttributes(attributes)
+  })
 /** Breaker state by `pool`: 0 closed, 1 half-open, 2 open. */
-export const circuitBreakerState = Metric.gauge(names.breakerState, breakerStateOptions)
+export const circuitBreakerState = breakerStates()
 
-const charactersOptions = {
-  description: "Characters generated per call, by model (the _sum is the total).",
-  boundaries: characterBoundaries
-} as const
+const characters = (attributes?: Attributes) =>
+  Metric.histogram(names.characters, {
+    description: "Characters generated per call, by model (the _sum is the total).",
+    boundaries: characterBoundaries,
+    ...withAttributes(attributes)
+  })
 /** Characters sent for generation per successful call, by `model`. */
-export const charactersGenerated = Metric.histogram(names.characters, charactersOptions)
+export const charactersGenerated = characters()
 
-const audioDurationOptions = {
-  description: "Seconds of audio generated per call, by model (the _sum is the total).",
-  boundaries: audioBoundaries
-} as const
+const audioDurations = (attributes?: Attributes) =>
+  Metric.histogram(names.audioDuration, {
+    description: "Seconds of audio generated per call, by model (the _sum is the total).",
+    boundaries: audioBoundaries,
+    ...withAttributes(attributes)
+  })
 /** Seconds of audio produced per successful call, by `model`. */
-export const audioDurationSeconds = Metric.histogram(names.audioDuration, audioDurationOptions)
+export const audioDurationSeconds = audioDurations()
 
 /** Share of the period's credits used, 0 to 100. */
 export const quotaUsedPercentage = Metric.gauge(names.quotaUsed, {
@@ -158,14 +182,14 @@ export const quotaUsedPercentage = Metric.gauge(names.quotaUsed, {
  */
 const labelled = <M extends Metric.Metric<any, any>>(
   labels: ReadonlyArray<LabelName>,
-  make: (attributes: Record<string, string>) => M
+  make: (attributes: Attributes) => M
 ): (...values: ReadonlyArray<string>) => M => {
   const cache = new Map<string, M>()
   return (...values) => {
     const key = values.join("\u0000")
     let metric = cache.get(key)
     if (metric === undefined) {
-      const attributes: Record<string, string> = {}
+      const attributes: Attributes = {}
       labels.forEach((label, i) => (attributes[label] = values[i] ?? ""))
       metric = make(attributes)
       cache.set(key, metric)
@@ -174,27 +198,15 @@ const labelled = <M extends Metric.Metric<any, any>>(
   }
 }
 
-const requestsOf = labelled(
-  ["operation", "pool", "model", "status"],
-  (attributes) => Metric.counter(names.requests, { ...requestsOptions, attributes })
-)
-const requestDurationOf = labelled(
-  ["operation", "pool", "model"],
-  (attributes) => Metric.histogram(names.requestDuration, { ...requestDurationOptions, attributes })
-)
-const concurrentOf = labelled(["pool"], (attributes) => Metric.gauge(names.concurrent, { ...concurrentOptions, attributes }))
-const queueDepthOf = labelled(["pool", "lane"], (attributes) => Metric.gauge(names.queueDepth, { ...queueDepthOptions, attributes }))
-const errorsOf = labelled(["reason", "pool"], (attributes) => Metric.counter(names.errors, { ...errorsOptions, attributes }))
-const retriesOf = labelled(["reason", "pool"], (attributes) => Metric.counter(names.retries, { ...retriesOptions, attributes }))
-const breakerStateOf = labelled(
-  ["pool"],
-  (attributes) => Metric.gauge(names.breakerState, { ...breakerStateOptions, attributes })
-)
-const charactersOf = labelled(["model"], (attributes) => Metric.histogram(names.characters, { ...charactersOptions, attributes }))
-const audioSecondsOf = labelled(
-  ["model"],
-  (attributes) => Metric.histogram(names.audioDuration, { ...audioDurationOptions, attributes })
-)
+const requestsOf = labelled(["operation", "pool", "model", "status"], requests)
+const requestDurationOf = labelled(["operation", "pool", "model"], requestDurations)
+const concurrentOf = labelled(["pool"], concurrent)
+const queueDepthOf = labelled(["pool", "lane"], queueDepths)
+const errorsOf = labelled(["reason", "pool"], errors)
+const retriesOf = labelled(["reason", "pool"], retries)
+const breakerStateOf = labelled(["pool"], breakerStates)
+const charactersOf = labelled(["model"], characters)
+const audioSecondsOf = labelled(["model"], audioDurations)
 
 /** How a logical call ended: answered, failed, or answered from the fallback cache after a failure. */
 export type RequestStatus = "success" | "error" | "fallback"
