@@ -287,22 +287,27 @@ export const execute = (
     const plan = yield* toPlan(input, config)
     const progress = input.json || input.worker ? undefined : Progress.sink({ label: "load-test" })
 
+    /** What a worker's part and a one-process run share. */
+    const runOptions = (baseUrl: string, apiKey: Redacted.Redacted<string>) => ({
+      traffic: plan.traffic,
+      strategy: plan.strategy,
+      baseUrl,
+      apiKey,
+      plan: plan.plan,
+      model: plan.model,
+      voiceId: input.voice,
+      concurrency: plan.concurrency,
+      jitter: plan.jitter,
+      config,
+      timeLimitMs: plan.timeLimitMs
+    })
+
     if (input.worker) {
       if (Option.isNone(input.baseUrl)) return yield* fail("--worker needs --base-url (the parent's target)")
       const apiKey = yield* keyOf(input, false)
       const baseUrl = input.baseUrl.value
       const options = {
-        traffic: plan.traffic,
-        strategy: plan.strategy,
-        baseUrl,
-        apiKey,
-        plan: plan.plan,
-        model: plan.model,
-        voiceId: input.voice,
-        concurrency: plan.concurrency,
-        jitter: plan.jitter,
-        config,
-        timeLimitMs: plan.timeLimitMs,
+        ...runOptions(baseUrl, apiKey),
         part: { index: input.workerIndex, of: input.processes },
         startAt: Option.getOrUndefined(input.startAt)
       } satisfies LoadTest.LoadTestOptions
@@ -340,19 +345,9 @@ export const execute = (
     let report: Report.Report
     if (input.processes === 1) {
       const options: LoadTest.LoadTestOptions = {
-        traffic: plan.traffic,
-        strategy: plan.strategy,
-        baseUrl,
-        apiKey,
-        plan: plan.plan,
-        model: plan.model,
-        voiceId: input.voice,
-        concurrency: plan.concurrency,
+        ...runOptions(baseUrl, apiKey),
         failureRate: plan.failureRate,
-        jitter: plan.jitter,
-        config,
         simulatorStats,
-        timeLimitMs: plan.timeLimitMs,
         progress
       }
       report = Option.isSome(input.redisUrl)
