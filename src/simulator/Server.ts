@@ -72,22 +72,45 @@ const endSocket = (request: HttpServerRequest.HttpServerRequest) =>
 export const handler = (simulator: Simulator.Service) => (request: HttpServerRequest.HttpServerRequest) =>
   Effect.gen(function*() {
     const method = request.method.toUpperCase()
-    const body = method === "GET" || method === "HEAD"
+    const node = NodeHttpServerRequest.toIncomingMessage(request)
+    const isForm = (node.headers["content-type"] ?? "").startsWith("multipart/")
+    const raw = method === "GET" || method === "HEAD"
       ? undefined
       : yield* Effect.orElseSucceed(request.arrayBuffer, () => new ArrayBuffer(0))
-    const headers = new Headers()
-    for (const [name, value] of Object.entries(request.headers)) headers.set(name, value)
-    const web = new Request(`http://simulator.local${request.url}`, {
-      method,
-      headers,
-      ...(body === undefined ? {} : { body })
-    })
-    const outcome = yield* simulator.handle(web)
+    const url = `http://simulator.local${request.url}`
+    // A Web Request is built only for multipart bodies (the model reads them with formData);
+    // for the rest the Node headers and the decoded text are read directly, which saves the
+    // harness a Headers copy and a body stream per request.
+    const bodyText = raw === undefined ? "" : decoder.decode(raw)
+    const incoming: Simulator.IncomingRequest = isForm
+      ? new Request(url, {
+        method,
+        headers: node.headers as Record<string, string>,
+        ...(raw === undefined ? {} : { body: raw })
+      })
+      : {
+        method,
+        url,
+        headers: { get: (name) => headerValue(node.headers[name.toLowerCase()]) },
+        bodyText,
+        text: () => Promise.resolve(bodyText),
+        formData: () => Promise.reject(new TypeError("not form data"))
+      }
+    const outcome = yield* simulator.handle(incoming)
     if (outcome._tag === "Reset") {
       yield* resetSocket(request)
       return HttpServerResponse.empty({ status: 500 })
     }
     const { "content-length": contentLength, "content-type": contentType, ...rest } = outcome.headers
+    if (outcome.whole !== undefined) {
+      // One unpaced buffer: headers and body leave in one write (running the body releases the slot).
+      yield* Stream.runDrain(outcome.body).pipe(Effect.orDie)
+      return HttpServerResponse.uint8Array(outcome.whole, {
+        status: outcome.status,
+        headers: rest,
+        ...(contentType === undefined ? {} : { contentType })
+      })
+    }
     // A cut ends the connection half-way; the request fiber is then interrupted by the close.
     const stream = outcome.body.pipe(
       Stream.catchTag("StreamCut", () => Stream.fromEffectDrain(Effect.andThen(endSocket(request), Effect.never)))
@@ -99,6 +122,11 @@ export const handler = (simulator: Simulator.Service) => (request: HttpServerReq
       ...(contentLength === undefined ? {} : { contentLength: Number(contentLength) })
     })
   })
+
+const decoder = new TextDecoder()
+
+const headerValue = (value: string | ReadonlyArray<string> | undefined): string | null =>
+  value === undefined ? null : typeof value === "string" ? value : value.join(", ")
 
 /** The router layer: every ElevenLabs and control route, plus a catch-all, to the model. */
 export const layerRoutes: Layer.Layer<never, never, HttpRouter.HttpRouter | Simulator.Simulator> = HttpRouter.use(

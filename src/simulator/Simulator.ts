@@ -196,6 +196,11 @@ export type Outcome =
     readonly status: number
     readonly headers: Readonly<Record<string, string>>
     readonly body: Stream.Stream<Uint8Array, StreamCut>
+    /**
+     * The whole body when it is one unpaced buffer: a transport may send these
+     * bytes at once, after running `body` to its end (which releases the slot).
+     */
+    readonly whole?: Uint8Array | undefined
   }
   | { readonly _tag: "Reset" }
 
@@ -387,6 +392,7 @@ interface Pending {
   readonly status: number
   readonly headers: Record<string, string>
   readonly body: Stream.Stream<Uint8Array, StreamCut>
+  readonly whole?: Uint8Array | undefined
 }
 
 type ValidationItem = {
@@ -599,7 +605,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     return {
       status,
       headers: { ...commonHeaders("application/json"), "content-length": String(bytes.length), ...extra },
-      body: Stream.succeed(bytes)
+      body: Stream.succeed(bytes),
+      whole: bytes
     }
   }
 
@@ -629,7 +636,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   const notFound = () => json(404, { detail: "Not Found" })
 
-  const respond = (p: Pending): Outcome => ({ _tag: "Respond", status: p.status, headers: p.headers, body: p.body })
+  const respond = (p: Pending): Outcome => ({ _tag: "Respond", status: p.status, headers: p.headers, body: p.body, whole: p.whole })
 
   const authenticate = (request: IncomingRequest): Account | Pending => {
     const key = request.headers.get("xi-api-key")
@@ -696,7 +703,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         return {
           status: 503,
           headers: { ...commonHeaders("text/html; charset=UTF-8"), "content-length": String(html.length) },
-          body: Stream.succeed(html)
+          body: Stream.succeed(html),
+          whole: html
         }
       }
     }
@@ -824,7 +832,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
             ...commonHeaders(headers["content-type"] ?? "application/octet-stream"),
             ...headers
           },
-          body: Stream.ensuring(body, freeSlot)
+          body: Stream.ensuring(body, freeSlot),
+          // One unpaced, uncut chunk: a transport may send it at once.
+          whole: perChunk === 0 && !cut && kept.length === 1 ? kept[0] : undefined
         })
       })
       return yield* work.pipe(
