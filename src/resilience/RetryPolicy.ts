@@ -282,6 +282,8 @@ const scheduleFor = (options: RetryOptions | undefined, retryClass: RetryClass):
   }
 }
 
+const firstAttempt: AttemptInfo = { attempt: 1 }
+
 type Step = (now: number, input: ElevenLabsError) => Effect.Effect<[Duration.Duration, Duration.Duration], unknown>
 
 /**
@@ -308,8 +310,22 @@ export const retry = (options?: RetryOptions) => {
   }
   const budget = options?.budget
 
-  return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.suspend(() => {
+  return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+    // The first attempt runs outside the loop and its state: most calls succeed at once, and
+    // their cost is one provide and one catch. Only a failed `ElevenLabsError` enters the loop.
+    const retried = Effect.catch(
+      Effect.provideService(self, CurrentAttempt, firstAttempt),
+      (failure) => isElevenLabsError(failure) ? retryAfter(self, failure as ElevenLabsError) : Effect.fail(failure)
+    )
+    // The call counts as a request of the budget while it runs and for one window after it ends.
+    return budget === undefined ? retried : Effect.uninterruptibleMask((restore) =>
+      Effect.andThen(budget.request, Effect.ensuring(restore(retried), budget.settle))
+    )
+  }
+
+  /** The retries of a call whose first attempt failed with `firstError`. */
+  function retryAfter<A, E, R>(self: Effect.Effect<A, E, R>, firstError: ElevenLabsError): Effect.Effect<A, E, R> {
+    return Effect.suspend(() => {
       // A granted retry stays in flight until its attempt ends, however it ends
       // (interruption included): the flag is set atomically with the grant and
       // cleared (with a release) when the attempt is over.
@@ -319,20 +335,18 @@ export const retry = (options?: RetryOptions) => {
         holdsRetry = false
         return budget.release
       })
-      const retried = Effect.ensuring(
-        loop(self, (held) => {
+      return Effect.ensuring(
+        loop(self, firstError, (held) => {
           holdsRetry = held
         }, releaseHeld),
         releaseHeld
       )
-      // The call counts as a request of the budget while it runs and for one window after it ends.
-      return budget === undefined ? retried : Effect.uninterruptibleMask((restore) =>
-        Effect.andThen(budget.request, Effect.ensuring(restore(retried), budget.settle))
-      )
     })
+  }
 
   function loop<A, E, R>(
     self: Effect.Effect<A, E, R>,
+    firstError: ElevenLabsError,
     setHeld: (held: boolean) => void,
     releaseHeld: Effect.Effect<void>
   ): Effect.Effect<A, E, R> {
@@ -346,9 +360,8 @@ export const retry = (options?: RetryOptions) => {
         return created
       })
 
-      let attempts = 0
-      let delay: Duration.Duration | undefined = undefined
-      let previous: AttemptInfo["previous"] = undefined
+      let attempts = 1
+      let error = firstError
 
       // The final error: the last one, with the attempt count (and the budget mark).
       const finish = (error: ElevenLabsError, budgetExhausted: boolean) =>
@@ -361,16 +374,6 @@ export const retry = (options?: RetryOptions) => {
         )
 
       while (true) {
-        attempts++
-        const info: AttemptInfo = previous === undefined ? { attempt: attempts } : { attempt: attempts, previous }
-        const run = Effect.provideService(self, CurrentAttempt, info)
-        const attempt: Effect.Effect<A, E, R> = delay === undefined ? run : Effect.andThen(Effect.sleep(delay), run)
-        const result = yield* Effect.result(attempt)
-        yield* releaseHeld
-        if (Result.isSuccess(result)) return result.success
-        const failure = result.failure
-        if (!isElevenLabsError(failure)) return yield* Effect.fail(failure)
-        const error = failure as ElevenLabsError
         yield* Deadline.note(error, attempts)
 
         // A deadline's Timeout is final: the call's time is up, whatever the table says about timeouts.
@@ -413,8 +416,14 @@ export const retry = (options?: RetryOptions) => {
         }
         if (options?.onRetry !== undefined) yield* options.onRetry(event)
         if (options?.events !== undefined) yield* PubSub.publish(options.events, event)
-        delay = nextDelay
-        previous = { reason: error.reason._tag, retryClass }
+
+        attempts++
+        const info: AttemptInfo = { attempt: attempts, previous: { reason: error.reason._tag, retryClass } }
+        const result = yield* Effect.result(Effect.andThen(Effect.sleep(nextDelay), Effect.provideService(self, CurrentAttempt, info)))
+        yield* releaseHeld
+        if (Result.isSuccess(result)) return result.success
+        if (!isElevenLabsError(result.failure)) return yield* Effect.fail(result.failure)
+        error = result.failure as ElevenLabsError
       }
     })
   }
