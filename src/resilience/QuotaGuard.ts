@@ -477,8 +477,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     reseedAt: Number.NEGATIVE_INFINITY
   }
 
-  const emit = (events: ReadonlyArray<QuotaEvent>) =>
-    Effect.forEach(events, (e) => Effect.andThen(logEvent(e), PubSub.publish(pubsub, e)), { discard: true })
+  const emit = (events: ReadonlyArray<QuotaEvent>): Effect.Effect<void> =>
+    events.length === 0
+      ? Effect.void
+      : Effect.forEach(events, (e) => Effect.andThen(logEvent(e), PubSub.publish(pubsub, e)), { discard: true })
 
   const logEvent = (e: QuotaEvent): Effect.Effect<void> => {
     switch (e._tag) {
@@ -719,29 +721,28 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   // ---- reservations
 
   const settle = (r: { cost: number; keyId: string | undefined; settled: boolean }, committed: number | undefined) =>
-    Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
-      if (r.settled) return
+    // On every call's path: plain steps, no generator.
+    Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<void> => {
+      if (r.settled) return Effect.void
       r.settled = true
       st.reserved -= r.cost
       const key = r.keyId === undefined ? undefined : st.keys.get(r.keyId)
       if (key !== undefined) key.reserved -= r.cost
-      if (committed === undefined) return
+      if (committed === undefined) return Effect.void
       if (st.used !== undefined) st.used += committed
       if (key !== undefined) key.used += committed
       if (st.inflight !== undefined) st.commitsDuringFetch += committed
-      yield* emit(thresholdEvents(now))
+      const events = emit(thresholdEvents(now))
       // A fallback reservation spent while Redis was away: if it is back, count the credits there too
       // (a commit of an id Redis does not hold adds to `used`; best effort, the next refresh corrects it).
-      if (shared !== undefined && sharedUp()) {
-        yield* Effect.ignore(shared.commit(`fallback-${++fallbackSeq}`, committed))
-      }
+      return shared !== undefined && sharedUp()
+        ? Effect.andThen(events, Effect.ignore(shared.commit(`fallback-${++fallbackSeq}`, committed)))
+        : events
     })
 
   /** Reservations in this process's memory: the memory mode, and the Redis fallback. */
-  const reserveLocal = (cost: number, keyId: string | undefined) =>
-    Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
+  const reserveLocal = (cost: number, keyId: string | undefined): Effect.Effect<Reservation, QuotaGuardError> =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const out: Array<QuotaEvent> = []
       const rolled = rolloverStep(now, out)
       const decision = ((): QuotaGuardErrorReason | undefined => {
@@ -791,17 +792,19 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           st.keys.set(keyId, key)
         }
       }
-      yield* emit(out)
-      if (rolled) yield* Effect.asVoid(startFetch)
-      if (decision !== undefined) return yield* fail(decision)
-      const r = { cost, keyId, settled: false }
-      const reservation: Reservation = {
-        cost,
-        keyId,
-        commit: (actual) => settle(r, isAmount(actual) ? actual : cost),
-        release: settle(r, undefined)
+      let result: Effect.Effect<Reservation, QuotaGuardError>
+      if (decision !== undefined) result = fail(decision)
+      else {
+        const r = { cost, keyId, settled: false }
+        result = Effect.succeed<Reservation>({
+          cost,
+          keyId,
+          commit: (actual) => settle(r, isAmount(actual) ? actual : cost),
+          release: settle(r, undefined)
+        })
       }
-      return reservation
+      if (rolled) result = Effect.andThen(Effect.asVoid(startFetch), result)
+      return out.length === 0 ? result : Effect.andThen(emit(out), result)
     })
 
   /** Redis unreachable: `fail-closed` refuses the call, `local-fallback` reserves locally. */
@@ -965,20 +968,33 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     cost: number,
     effect: Effect.Effect<A, E, R>,
     options?: GuardOptions<A>
-  ): Effect.Effect<A, E | QuotaGuardError, R> =>
-    Effect.scoped(
-      Effect.flatMap(reserve(cost, options), (reservation) =>
-        effect.pipe(
-          Effect.tapError((e) =>
-            isElevenLabsError(e) && e.reason._tag === "QuotaExceeded" ? markExhausted(e.reason) : Effect.void
-          ),
-          // Settled in a finalizer: once the call succeeded its credits are spent,
-          // even if the caller is interrupted right after.
-          Effect.onExit((exit) =>
-            Exit.isSuccess(exit) ? reservation.commit(actualOf(options?.actualCost, exit.value)) : reservation.release
-          )
-        ))
+  ): Effect.Effect<A, E | QuotaGuardError, R> => {
+    const tapped = Effect.tapError(effect, (e) =>
+      isElevenLabsError(e) && e.reason._tag === "QuotaExceeded" ? markExhausted(e.reason) : Effect.void
     )
+    // Settled in a finalizer: once the call succeeded its credits are spent,
+    // even if the caller is interrupted right after.
+    const settled = (reservation: Reservation) =>
+      Effect.onExit((exit: Exit.Exit<A, E>) =>
+        Exit.isSuccess(exit) ? reservation.commit(actualOf(options?.actualCost, exit.value)) : reservation.release
+      )
+    // Redis reservations live in a scope (their lease); they take the general path.
+    if (shared !== undefined) {
+      return Effect.scoped(Effect.flatMap(reserve(cost, options), (reservation) => tapped.pipe(settled(reservation))))
+    }
+    // In memory no scope is needed: the reservation is taken and settled under one mask, which is
+    // what `acquireRelease` in a `scoped` would do, at a fraction of the cost on every call.
+    return Effect.suspend(() => {
+      if (!isAmount(cost)) return invalid("cost", `cost must be a non-negative number, got ${cost}`)
+      const reserveMasked = Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(reserveLocal(cost, options?.keyId), (reservation) => restore(tapped).pipe(settled(reservation)))
+      )
+      // Before the first snapshot, wait for the fetch in flight (interruptibly).
+      return st.fetchedAt === undefined && st.inflight !== undefined
+        ? Effect.andThen(Effect.exit(Deferred.await(st.inflight)), reserveMasked)
+        : reserveMasked
+    })
+  }
 
   const setKeyCap = (keyId: string, cap: number | undefined): Effect.Effect<void, QuotaGuardError> =>
     Effect.suspend(() => {
