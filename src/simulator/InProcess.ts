@@ -154,14 +154,12 @@ const incoming = (
     const bodyText = bodyless || body._tag !== "Uint8Array" ? "" : decoder.decode(body.body)
     const headers = request.headers
     // Returned as is (not in an effect): one step less per request.
-    return {
+    return Simulator.textRequest({
       method: request.method,
       url: url.toString(),
-      headers: { get: (name: string) => headers[name.toLowerCase()] ?? null },
-      bodyText,
-      text: () => Promise.resolve(bodyText),
-      formData: () => new Response(bodyText, { headers: { ...headers } }).formData()
-    }
+      header: (name) => headers[name] ?? null,
+      bodyText
+    })
   }
   return HttpClientRequest.toWeb(HttpClientRequest.setUrl(request, url.toString())).pipe(
     Effect.mapError((cause) =>

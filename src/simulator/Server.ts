@@ -73,29 +73,26 @@ export const handler = (simulator: Simulator.Service) => (request: HttpServerReq
   Effect.gen(function*() {
     const method = request.method.toUpperCase()
     const node = NodeHttpServerRequest.toIncomingMessage(request)
-    const isForm = (node.headers["content-type"] ?? "").startsWith("multipart/")
+    const isMultipart = (node.headers["content-type"] ?? "").startsWith("multipart/")
     const raw = method === "GET" || method === "HEAD"
       ? undefined
       : yield* Effect.orElseSucceed(request.arrayBuffer, () => new ArrayBuffer(0))
     const url = `http://simulator.local${request.url}`
-    // A Web Request is built only for multipart bodies (the model reads them with formData);
-    // for the rest the Node headers and the decoded text are read directly, which saves the
-    // harness a Headers copy and a body stream per request.
-    const bodyText = raw === undefined ? "" : decoder.decode(raw)
-    const incoming: Simulator.IncomingRequest = isForm
+    // A Web Request is built only for multipart bodies (binary, parsed by formData); the rest
+    // go as the model's light text request over the Node headers, which saves the harness a
+    // Headers copy and a body stream per request.
+    const incoming: Simulator.IncomingRequest = isMultipart
       ? new Request(url, {
         method,
         headers: node.headers as Record<string, string>,
         ...(raw === undefined ? {} : { body: raw })
       })
-      : {
+      : Simulator.textRequest({
         method,
         url,
-        headers: { get: (name) => headerValue(node.headers[name.toLowerCase()]) },
-        bodyText,
-        text: () => Promise.resolve(bodyText),
-        formData: () => Promise.reject(new TypeError("not form data"))
-      }
+        header: (name) => headerValue(node.headers[name]),
+        bodyText: raw === undefined ? "" : decoder.decode(raw)
+      })
     const outcome = yield* simulator.handle(incoming)
     if (outcome._tag === "Reset") {
       yield* resetSocket(request)

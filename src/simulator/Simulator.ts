@@ -313,6 +313,32 @@ export interface IncomingRequest {
   readonly bodyText?: string | undefined
 }
 
+/**
+ * The light {@link IncomingRequest} both faces pass for a body that is text
+ * (JSON, text, a URL-encoded form, or none): decoded once, up front. A form is
+ * parsed from that text on demand, as a Web `Request` would parse it.
+ */
+export const textRequest = (options: {
+  readonly method: string
+  readonly url: string
+  /** A header by its lower-case name. */
+  readonly header: (name: string) => string | null
+  readonly bodyText: string
+}): IncomingRequest => {
+  const { bodyText, header } = options
+  return {
+    method: options.method,
+    url: options.url,
+    headers: { get: (name) => header(name.toLowerCase()) },
+    bodyText,
+    text: () => Promise.resolve(bodyText),
+    formData: () => {
+      const contentType = header("content-type")
+      return new Response(bodyText, contentType === null ? {} : { headers: { "content-type": contentType } }).formData()
+    }
+  }
+}
+
 /** The simulated ElevenLabs service. */
 export interface Service {
   /** Answers one request (`/v1/*`, `/v2/*` and `/_simulator/*`). */

@@ -174,6 +174,22 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
       assert.deepStrictEqual(wav, [422, ["query", "output_format"]])
     }))
 
+  it.live("the server reads a URL-encoded form as a Web Request would (not only multipart)", () =>
+    Effect.gen(function*() {
+      const { url } = yield* start()
+      const answer = yield* Effect.promise(async () => {
+        const response = await fetch(`${url}/v1/speech-to-text`, {
+          method: "POST",
+          headers: { "xi-api-key": "sim-key", "content-type": "application/x-www-form-urlencoded" },
+          body: "model_id=scribe_v1"
+        })
+        return { status: response.status, body: await response.json() as { detail?: { status?: string } } }
+      })
+      // model_id was read from the form: the model goes on to ask for the file.
+      assert.strictEqual(answer.status, 400)
+      assert.strictEqual(answer.body.detail?.status, "invalid_parameters")
+    }))
+
   it.live("429 too_many_concurrent_requests, 429 system_busy, 401 quota_exceeded", () =>
     Effect.gen(function*() {
       const { sdk, simulator } = yield* start({
