@@ -922,17 +922,25 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       }
     })
 
+  /** Checks the cost and, before the first snapshot, waits for the fetch in flight (interruptibly); then `next`. */
+  const beforeReserving = <A, E, R>(cost: number, next: Effect.Effect<A, E, R>): Effect.Effect<A, E | QuotaGuardError, R> =>
+    Effect.suspend((): Effect.Effect<A, E | QuotaGuardError, R> => {
+      if (!isAmount(cost)) return invalid("cost", `cost must be a non-negative number, got ${cost}`)
+      return st.fetchedAt === undefined && st.inflight !== undefined
+        ? Effect.andThen(Effect.exit(Deferred.await(st.inflight)), next)
+        : next
+    })
+
   const reserve = (cost: number, options?: ReserveOptions): Effect.Effect<Reservation, QuotaGuardError, Scope.Scope> =>
-    Effect.gen(function*() {
-      if (!isAmount(cost)) return yield* invalid("cost", `cost must be a non-negative number, got ${cost}`)
-      // Before the first snapshot, wait for the fetch in flight (interruptibly).
-      if (st.fetchedAt === undefined && st.inflight !== undefined) yield* Effect.exit(Deferred.await(st.inflight))
-      const store = shared
-      return yield* Effect.acquireRelease(
-        store === undefined ? reserveLocal(cost, options?.keyId) : reserveShared(store, cost, options?.keyId),
+    beforeReserving(
+      cost,
+      Effect.acquireRelease(
+        Effect.suspend(() =>
+          shared === undefined ? reserveLocal(cost, options?.keyId) : reserveShared(shared, cost, options?.keyId)
+        ),
         (r) => r.release
       )
-    })
+    )
 
   const markExhausted = (info?: ExhaustionInfo): Effect.Effect<void> =>
     Effect.gen(function*() {
@@ -984,16 +992,12 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     }
     // In memory no scope is needed: the reservation is taken and settled under one mask, which is
     // what `acquireRelease` in a `scoped` would do, at a fraction of the cost on every call.
-    return Effect.suspend(() => {
-      if (!isAmount(cost)) return invalid("cost", `cost must be a non-negative number, got ${cost}`)
-      const reserveMasked = Effect.uninterruptibleMask((restore) =>
+    return beforeReserving(
+      cost,
+      Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(reserveLocal(cost, options?.keyId), (reservation) => restore(tapped).pipe(settled(reservation)))
       )
-      // Before the first snapshot, wait for the fetch in flight (interruptibly).
-      return st.fetchedAt === undefined && st.inflight !== undefined
-        ? Effect.andThen(Effect.exit(Deferred.await(st.inflight)), reserveMasked)
-        : reserveMasked
-    })
+    )
   }
 
   const setKeyCap = (keyId: string, cap: number | undefined): Effect.Effect<void, QuotaGuardError> =>
