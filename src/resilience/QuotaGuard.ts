@@ -804,7 +804,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         })
       }
       if (rolled) result = Effect.andThen(Effect.asVoid(startFetch), result)
-      return out.length === 0 ? result : Effect.andThen(emit(out), result)
+      return Effect.andThen(emit(out), result)
     })
 
   /** Redis unreachable: `fail-closed` refuses the call, `local-fallback` reserves locally. */
