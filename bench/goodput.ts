@@ -422,6 +422,8 @@ export interface Goodput {
   readonly requests: number
   readonly limit: number
   readonly modelServiceMs: number
+  /** Names of this library's clients among the rows (the runner reads them here, not by importing this file). */
+  readonly ours: ReadonlyArray<string>
   readonly rows: ReadonlyArray<GoodputRow>
 }
 
@@ -470,7 +472,7 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
       await sim.stop()
     }
   }
-  return { requests, limit: flashLimit, modelServiceMs, rows }
+  return { requests, limit: flashLimit, modelServiceMs, ours: ourClients, rows }
 }
 
 const reasons = (r: Readonly<Record<string, number>>): string =>
