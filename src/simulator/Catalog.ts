@@ -99,3 +99,109 @@ export const transcriptWords: ReadonlyArray<string> = [
   "the", "quick", "voice", "reads", "a", "short", "story", "about", "resilient", "systems", "that", "keep",
   "working", "when", "the", "network", "is", "slow", "and", "every", "request", "counts"
 ]
+
+/** One entry of a FastAPI 422 `detail` list, as `searchVoices` reports a bad query. */
+export interface QueryProblem {
+  readonly type: string
+  readonly loc: ReadonlyArray<string>
+  readonly msg: string
+  readonly input: unknown
+  readonly ctx?: Record<string, unknown>
+}
+
+/**
+ * `GET /v2/voices` over the premade voices: the filters, sorting and paging of the real query
+ * (`elevenlabs-api.md` 2.5). Every premade voice is a `default` voice; a filter that only other voice kinds
+ * can match (`voice_type=personal`, `high_quality=true`, `age`, `language`, a `collection_id`, a fine-tuning
+ * state) matches nothing. The page token is the offset of the next page, opaque to callers.
+ */
+export const searchVoices = (query: URLSearchParams):
+  | { readonly _tag: "Invalid"; readonly problems: ReadonlyArray<QueryProblem> }
+  | { readonly _tag: "Page"; readonly body: Record<string, unknown> } =>
+{
+  const problems: Array<QueryProblem> = []
+  const integer = (name: string, fallback: number, lo: number, hi: number): number => {
+    const raw = query.get(name)
+    if (raw === null) return fallback
+    const n = /^[+-]?\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN
+    if (!Number.isSafeInteger(n)) {
+      problems.push({ type: "int_parsing", loc: ["query", name], msg: "Input should be a valid integer, unable to parse string as an integer", input: raw })
+    } else if (n < lo) {
+      problems.push({ type: "greater_than_equal", loc: ["query", name], msg: `Input should be greater than or equal to ${lo}`, input: raw, ctx: { ge: lo } })
+    } else if (n > hi) {
+      problems.push({ type: "less_than_equal", loc: ["query", name], msg: `Input should be less than or equal to ${hi}`, input: raw, ctx: { le: hi } })
+    }
+    return n
+  }
+  const oneOf = (name: string, allowed: ReadonlyArray<string>): string | undefined => {
+    const raw = query.get(name) ?? undefined
+    if (raw !== undefined && !allowed.includes(raw)) {
+      const expected = allowed.map((a) => `'${a}'`).join(", ")
+      problems.push({ type: "enum", loc: ["query", name], msg: `Input should be ${expected}`, input: raw, ctx: { expected } })
+    }
+    return raw
+  }
+  const flag = (name: string): boolean | undefined => {
+    const raw = query.get(name)
+    if (raw === null) return undefined
+    const v = raw.toLowerCase()
+    if (["true", "1", "yes", "on"].includes(v)) return true
+    if (["false", "0", "no", "off"].includes(v)) return false
+    problems.push({ type: "bool_parsing", loc: ["query", name], msg: "Input should be a valid boolean, unable to interpret input", input: raw })
+    return undefined
+  }
+  const list = (name: string): ReadonlyArray<string> => [...query.getAll(name), ...query.getAll(`${name}[]`)]
+
+  const pageSize = integer("page_size", 10, 1, 100)
+  const token = query.get("next_page_token")
+  const offset = token === null || token === "" ? 0 : /^\d+$/.test(token) ? Number(token) : Number.NaN
+  if (!Number.isSafeInteger(offset)) {
+    problems.push({ type: "value_error", loc: ["query", "next_page_token"], msg: "Value error, invalid page token", input: token })
+  }
+  const sort = oneOf("sort", ["created_at_unix", "name"])
+  const direction = oneOf("sort_direction", ["asc", "desc"])
+  const voiceType = oneOf("voice_type", ["personal", "community", "default", "workspace", "non-default", "non-community", "saved"])
+  const category = query.get("category") ?? undefined
+  const highQuality = flag("high_quality")
+  const includeTotal = flag("include_total_count") ?? true
+  const voiceIds = list("voice_ids")
+  if (voiceIds.length > 100) {
+    problems.push({ type: "too_long", loc: ["query", "voice_ids"], msg: "List should have at most 100 items after validation, not " + voiceIds.length, input: voiceIds, ctx: { max_length: 100 } })
+  }
+  if (problems.length > 0) return { _tag: "Invalid", problems }
+
+  const search = query.get("search")?.trim().toLowerCase()
+  const label = (name: string) => query.get(name)?.toLowerCase()
+  const [gender, accent] = [label("gender"), label("accent")]
+  const useCases = list("use_cases").map((u) => u.toLowerCase())
+  // Filters on what a premade voice has no value for (age, language, collections, fine-tuning) match nothing.
+  const impossible = ["age", "collection_id", "fine_tuning_state"].some((n) => query.get(n) !== null) ||
+    list("language").length > 0 || highQuality === true ||
+    (voiceType !== undefined && voiceType !== "default" && voiceType !== "non-community")
+  const matches = (v: SimVoice) => {
+    const json = voiceJson(v)
+    const haystack = [v.name, v.description, json.category, ...Object.values(json.labels)].map((s) => s.toLowerCase())
+    return (search === undefined || search === "" || haystack.some((s) => s.includes(search))) &&
+      (category === undefined || category === json.category) &&
+      (gender === undefined || gender === v.gender) &&
+      (accent === undefined || accent === v.accent) &&
+      (useCases.length === 0 || useCases.includes(json.labels.use_case)) &&
+      (voiceIds.length === 0 || voiceIds.includes(v.voice_id))
+  }
+  const found = impossible ? [] : premadeVoices.filter(matches)
+  // Premade voices have no creation time, so `created_at_unix` keeps the catalog order.
+  const sorted = sort === "name" ? [...found].sort((a, b) => a.name.localeCompare(b.name)) : [...found]
+  if (direction === "desc") sorted.reverse()
+  const page = sorted.slice(offset, offset + pageSize)
+  const next = offset + page.length
+  const hasMore = next < sorted.length
+  return {
+    _tag: "Page",
+    body: {
+      voices: page.map(voiceJson),
+      has_more: hasMore,
+      total_count: includeTotal ? sorted.length : 0,
+      next_page_token: hasMore ? String(next) : null
+    }
+  }
+}

@@ -1451,12 +1451,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     }
     if (is("GET", "/v1/voices")) return readAccount(request, () => ({ voices: Catalog.premadeVoices.map(Catalog.voiceJson) }))
     if (is("GET", "/v2/voices")) {
-      return readAccount(request, () => ({
-        voices: Catalog.premadeVoices.map(Catalog.voiceJson),
-        has_more: false,
-        total_count: Catalog.premadeVoices.length,
-        next_page_token: null
-      }))
+      // As for bodies, a bad query is a 422 before the key is looked at (elevenlabs-api.md 3.4).
+      const result = Catalog.searchVoices(url.searchParams)
+      if (result._tag === "Invalid") return Effect.succeed(respond(validation(result.problems)))
+      return readAccount(request, () => result.body)
     }
     const voice = /^\/v1\/voices\/([^/]+)\/?$/.exec(path)
     if (voice !== null && method === "GET") {

@@ -399,4 +399,36 @@ describe("Simulator model", () => {
       assert.strictEqual(music!.bytes[0], 0xff)
       assert.deepStrictEqual([sttBad!.status, sttBad!.json.detail[0].loc], [422, ["body", "model_id"]])
     }))
+
+  it.effect("GET /v2/voices filters, sorts and pages; a bad query is a 422 before the key is checked", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.make()
+      const names = (a: Answer) => a.json.voices.map((v: any) => v.name)
+      const first = yield* call(sim, get("/v2/voices?page_size=4&sort=name"))
+      assert.deepStrictEqual(
+        [first.status, names(first), first.json.has_more, first.json.total_count],
+        [200, ["Clyde", "Domi", "Drew", "George"], true, 6]
+      )
+      const second = yield* call(sim, get(`/v2/voices?page_size=4&sort=name&next_page_token=${first.json.next_page_token}`))
+      assert.deepStrictEqual([names(second), second.json.has_more, second.json.next_page_token], [["Rachel", "Sarah"], false, null])
+      const search = yield* call(sim, get("/v2/voices?search=RACH"))
+      assert.deepStrictEqual(names(search), ["Rachel"])
+      const british = yield* call(sim, get("/v2/voices?accent=british&gender=male"))
+      assert.deepStrictEqual(names(british), ["George"])
+      const byId = yield* call(sim, get(`/v2/voices?voice_ids=${voice}&voice_ids=JBFqnCBsd6RMkjVDRZzb&sort_direction=desc`))
+      assert.deepStrictEqual(names(byId), ["George", "Rachel"])
+      const personal = yield* call(sim, get("/v2/voices?voice_type=personal"))
+      assert.deepStrictEqual([personal.json.voices.length, personal.json.total_count], [0, 0])
+      const defaults = yield* call(sim, get("/v2/voices"))
+      assert.deepStrictEqual([defaults.json.voices.length, defaults.json.has_more], [6, false])
+
+      const tooBig = yield* call(sim, get("/v2/voices?page_size=101", "wrong-key"))
+      assert.deepStrictEqual([tooBig.status, tooBig.json.detail[0].type, tooBig.json.detail[0].loc], [422, "less_than_equal", ["query", "page_size"]])
+      const notInt = yield* call(sim, get("/v2/voices?page_size=ten&sort=age"))
+      assert.deepStrictEqual(notInt.json.detail.map((d: any) => d.type), ["int_parsing", "enum"])
+      const badToken = yield* call(sim, get("/v2/voices?next_page_token=%3Cx%3E"))
+      assert.deepStrictEqual([badToken.status, badToken.json.detail[0].loc], [422, ["query", "next_page_token"]])
+      const wrongKey = yield* call(sim, get("/v2/voices", "wrong-key"))
+      assert.strictEqual(wrongKey.status, 401)
+    }))
 })
