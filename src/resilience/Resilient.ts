@@ -444,7 +444,8 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     const withQuota = (self: Effect.Effect<A, ElevenLabsError>): Effect.Effect<A, ElevenLabsError> => {
       if (quota === undefined) return self
       if (plan.cost === undefined) {
-        // Nothing to reserve (billed by time), but an exhausted account still fails fast.
+        // Nothing to reserve (billed by time), but an exhausted account still fails fast, and a
+        // `quota_exceeded` answer here stops the other calls as it does for TTS.
         return Effect.flatMap(quota.state, (state) =>
           state === "exhausted"
             ? Effect.flatMap(quota.status, (s) =>
@@ -453,7 +454,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
                 message: "The account's credits are spent; calls resume after the reset.",
                 ...(s.resetAt === undefined ? {} : { resetAt: s.resetAt })
               })))
-            : self)
+            : Effect.tapError(self, (e) => e.reason._tag === "QuotaExceeded" ? quota.markExhausted(e.reason) : Effect.void))
       }
       return quota.guard(plan.cost, self, {
         keyId,

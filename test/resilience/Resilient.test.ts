@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Fiber, Layer, PubSub, Redacted, Schema, Stream } from "effect"
+import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import type * as RetryPolicy from "../../src/resilience/RetryPolicy.ts"
 import * as Client from "../../src/client/ElevenLabs.ts"
@@ -154,6 +155,38 @@ describe("Resilient", () => {
       assert.strictEqual(invalid, "InvalidRequest")
       assert.strictEqual((yield* sim.stats).requests, stats.requests)
     }).pipe(Effect.provide(stack({ seed: 7, plan: "pro" }, { limiter: { plan: "pro" } }))))
+
+  it.effect("a quota_exceeded answer to a call billed by time (STT) stops the TTS calls after it too", () => {
+    // The simulator does not bill STT, so this transport answers it as the real API does once credits are gone.
+    const sent: Array<string> = []
+    const transport = Layer.effect(
+      HttpClient.HttpClient,
+      Effect.gen(function*() {
+        const inner = yield* InProcess.makeHttpClient(yield* Simulator.Simulator)
+        return HttpClient.make((request, url) =>
+          (sent.push(url.pathname), url.pathname) === "/v1/speech-to-text"
+            ? Effect.succeed(HttpClientResponse.fromWeb(
+              request,
+              Response.json({
+                detail: {
+                  status: "quota_exceeded",
+                  message: "This request exceeds your quota of 10000. You have 0 credits remaining, while 91 credits are required for this request."
+                }
+              }, { status: 401 })
+            ))
+            : inner.execute(request)
+        )
+      })
+    ).pipe(Layer.provideMerge(Simulator.layer({ seed: 8, plan: "pro" })))
+    return Effect.gen(function*() {
+      const { quota } = yield* Resilient.ResilienceService
+      const stt = yield* settle(Client.ElevenLabs.use((c) => c.speechToText.convert({ file: new Uint8Array(3200) })))
+      assert.strictEqual(stt, "QuotaExceeded")
+      assert.strictEqual(yield* quota!.state, "exhausted")
+      assert.strictEqual(yield* settle(tts("after the quota ran out")), "QuotaExhausted")
+      assert.deepStrictEqual(sent.filter((path) => path.startsWith("/v1/text-to-speech")), [], "no TTS is sent once the quota is exhausted")
+    }).pipe(Effect.provide(Resilient.layer({ apiKey, limiter: { plan: "pro" } }).pipe(Layer.provideMerge(transport))))
+  })
 
   it.effect("identical requests in flight share one upstream call and one charge", () =>
     Effect.gen(function*() {
