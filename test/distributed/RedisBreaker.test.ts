@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import { ElevenLabsError, ServerError } from "../../src/client/Errors.ts"
 import * as RedisBreaker from "../../src/distributed/RedisBreaker.ts"
@@ -46,6 +46,29 @@ describe("RedisBreaker", () => {
       assert.strictEqual((yield* b.state("flash"))._tag, "Closed")
       // After the open time, one success through b (the probe) closes it for a too.
       yield* Effect.sleep("700 millis")
+      assert.strictEqual(yield* Effect.succeed("audio").pipe(b.execute("standard")), "audio")
+      assert.strictEqual((yield* a.state("standard"))._tag, "Closed")
+    }).pipe(Effect.scoped))
+
+  it.live("a probe interrupted in one process frees the lease: another process probes at once and closes it", () =>
+    Effect.gen(function*() {
+      const options: Breaker.BreakerOptions = { policy: { _tag: "consecutive", failures: 2 }, openDuration: "300 millis", keyPrefix: "acct-p:" }
+      const a = yield* processBreaker(options)
+      const b = yield* processBreaker(options)
+      for (let i = 0; i < 2; i++) yield* Effect.ignore(serverError.pipe(a.execute("standard")))
+      yield* Effect.sleep("400 millis")
+      const started = yield* Deferred.make<void>()
+      const probe = yield* Deferred.succeed(started, undefined).pipe(
+        Effect.andThen(Effect.never),
+        a.execute("standard"),
+        Effect.forkChild
+      )
+      // b sees the probe a holds, and is refused while it runs (the lease is 10 s, far longer than this test).
+      yield* Deferred.await(started)
+      assert.strictEqual((yield* b.state("standard"))._tag, "HalfOpen")
+      const refused = yield* Effect.flip(Effect.succeed("audio").pipe(b.execute("standard")))
+      assert.isTrue(Breaker.isBreakerError(refused) && refused.reason._tag === "CircuitHalfOpen")
+      yield* Fiber.interrupt(probe)
       assert.strictEqual(yield* Effect.succeed("audio").pipe(b.execute("standard")), "audio")
       assert.strictEqual((yield* a.state("standard"))._tag, "Closed")
     }).pipe(Effect.scoped))

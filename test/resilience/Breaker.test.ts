@@ -136,6 +136,24 @@ describe("Breaker", () => {
       assert.strictEqual(Duration.toMillis(transitions[0]!.openFor!), 60_000)
     })))
 
+  it.effect("a half-open probe whose caller is interrupted frees the probe: the next call probes at once", () =>
+    withStore(Effect.gen(function*() {
+      const breaker = yield* Breaker.make()
+      const ran = yield* Ref.make(0)
+      const run = through(breaker, ran)
+      for (let i = 0; i < 5; i++) yield* run(serverError)
+      yield* TestClock.adjust("60 seconds")
+      const probe = yield* run(Effect.never).pipe(Effect.forkChild)
+      yield* Effect.yieldNow
+      assert.strictEqual(yield* breaker.gauge("standard"), 1)
+      yield* Fiber.interrupt(probe)
+      // Still half-open (the probe proved nothing), but nobody holds the probe any more.
+      assert.strictEqual(yield* breaker.gauge("standard"), 1)
+      assert.strictEqual((yield* run(ok))._tag, "Success")
+      assert.strictEqual(yield* breaker.gauge("standard"), 0)
+      assert.strictEqual(yield* Ref.get(ran), 7)
+    })))
+
   it.effect("ConcurrencyLimited, 4xx and quota never open it, nor reset the streak", () =>
     withStore(Effect.gen(function*() {
       const breaker = yield* Breaker.make()
