@@ -138,6 +138,18 @@ export interface ElevenLabs {
     ) => Effect.Effect<Schemas.Voices, ElevenLabsError>
     /** `GET /v1/voices/{voice_id}`. */
     readonly get: (voiceId: string) => Effect.Effect<Schemas.Voice, ElevenLabsError>
+    /**
+     * `GET /v2/voices`: one page of a search over the voices the key can use. Page on with the page's
+     * `nextPageToken` while `hasMore`. A query out of the API's bounds (`pageSize` outside 1–100, over 100
+     * `voiceIds`) fails as `InvalidRequest` with no request sent.
+     *
+     * @example
+     * ```ts
+     * const page = yield* client.voices.search({ search: "narration", pageSize: 50, includeTotalCount: false })
+     * const next = page.hasMore ? yield* client.voices.search({ search: "narration", pageSize: 50, nextPageToken: page.nextPageToken }) : undefined
+     * ```
+     */
+    readonly search: (search?: Schemas.VoiceSearch | undefined) => Effect.Effect<Schemas.VoicesPage, ElevenLabsError>
   }
   readonly models: {
     /** `GET /v1/models`. */
@@ -220,6 +232,17 @@ const query = (params: Record<string, QueryValue>): Record<string, string> => {
   const out: Record<string, string> = {}
   for (const [k, v] of Object.entries(params)) if (v !== undefined) out[k] = String(v)
   return out
+}
+
+/** The query of `GET /v2/voices`: snake_case names, lists as repeated keys (as the SDK sends them). */
+const voiceSearchParams = (search: Schemas.VoiceSearch): Array<readonly [string, string]> => {
+  const params: Array<readonly [string, string]> = []
+  for (const [key, value] of Object.entries(search)) {
+    const name = key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+    if (Array.isArray(value)) for (const item of value) params.push([name, String(item)])
+    else if (value !== undefined) params.push([name, String(value)])
+  }
+  return params
 }
 
 const ttsBodyKeys = [
@@ -565,6 +588,20 @@ export const make = Effect.fnUntraced(function*(options: Options) {
           operation,
           HttpClientRequest.get(`/v1/voices/${encodeURIComponent(voiceId)}`).pipe(HttpClientRequest.acceptJson),
           Schemas.Voice
+        ))
+      )
+    },
+    search: (search = {}) => {
+      const operation = "voices.search"
+      return Validation.orFail(Validation.checkVoiceSearch(operation, search)).pipe(
+        Effect.mapError(wrap),
+        Effect.andThen(getJson(
+          operation,
+          HttpClientRequest.get("/v2/voices").pipe(
+            HttpClientRequest.setUrlParams(voiceSearchParams(search)),
+            HttpClientRequest.acceptJson
+          ),
+          Schemas.VoicesPage
         ))
       )
     }

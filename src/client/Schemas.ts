@@ -317,6 +317,53 @@ export type Voice = typeof Voice.Type
 export const Voices = snakeStruct({ voices: Schema.Array(Voice) })
 export type Voices = typeof Voices.Type
 
+/** The query of `GET /v2/voices` (`voices.search`); every field is optional, as in the API. */
+export interface VoiceSearch {
+  /** The `nextPageToken` of the previous page. */
+  readonly nextPageToken?: string | undefined
+  /** 1 to 100; the API's default is 10. */
+  readonly pageSize?: number | undefined
+  /** Matched against the name, description, labels and category. */
+  readonly search?: string | undefined
+  readonly sort?: "created_at_unix" | "name" | undefined
+  readonly sortDirection?: "asc" | "desc" | undefined
+  readonly voiceType?:
+    | "personal"
+    | "community"
+    | "default"
+    | "workspace"
+    | "non-default"
+    | "non-community"
+    | "saved"
+    | undefined
+  readonly category?: "premade" | "cloned" | "generated" | "professional" | undefined
+  readonly fineTuningState?: string | undefined
+  readonly collectionId?: string | undefined
+  readonly gender?: string | undefined
+  readonly age?: string | undefined
+  readonly accent?: string | undefined
+  readonly language?: ReadonlyArray<string> | undefined
+  readonly useCases?: ReadonlyArray<string> | undefined
+  readonly minNoticePeriodDays?: number | undefined
+  readonly includeCustomRates?: boolean | undefined
+  readonly includeLiveModerated?: boolean | undefined
+  readonly highQuality?: boolean | undefined
+  /** The API's default is `true`; counting costs the server time, so pass `false` when paging. */
+  readonly includeTotalCount?: boolean | undefined
+  /** At most 100. */
+  readonly voiceIds?: ReadonlyArray<string> | undefined
+}
+
+/** `GET /v2/voices`: one page of a search (`GetVoicesV2ResponseModel`). */
+export const VoicesPage = snakeStruct({
+  voices: Schema.Array(Voice),
+  hasMore: Schema.Boolean,
+  totalCount: opt(Schema.Number),
+  /** `undefined` (the API sends `null`) on the last page. */
+  nextPageToken: opt(Schema.String)
+})
+export type VoicesPage = typeof VoicesPage.Type
+
 /** `model_rates` of a model. */
 export const ModelRates = snakeStruct({
   characterCostMultiplier: Schema.Number,

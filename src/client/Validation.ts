@@ -23,7 +23,7 @@
 import { Effect } from "effect"
 import { InvalidRequest } from "./Errors.ts"
 import { characterLimitOf, convertOutputFormats, defaultTtsModel, musicOutputFormats, streamOutputFormats } from "./Models.ts"
-import type { MusicComposeRequest, SpeechToTextRequest, TextToSpeechBody, VoiceSettings } from "./Schemas.ts"
+import type { MusicComposeRequest, SpeechToTextRequest, TextToSpeechBody, VoiceSearch, VoiceSettings } from "./Schemas.ts"
 
 /** Options of the local checks. */
 export interface ValidationOptions {
@@ -157,6 +157,21 @@ export const checkMusic = (operation: string, request: MusicComposeRequest): Inv
   }
   if (request.musicLengthMs !== undefined && (request.musicLengthMs < 3000 || request.musicLengthMs > 600000)) {
     return refuse(operation, "musicLengthMs", `musicLengthMs is ${request.musicLengthMs}: it must be from 3000 to 600000.`)
+  }
+  return undefined
+}
+
+/** Checks a voice search's query (the API's own bounds); returns the failure or `undefined`. */
+export const checkVoiceSearch = (operation: string, search: VoiceSearch): InvalidRequest | undefined => {
+  const { minNoticePeriodDays, pageSize, voiceIds } = search
+  if (pageSize !== undefined && (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 100)) {
+    return refuse(operation, "pageSize", `pageSize is ${pageSize}: it must be an integer from 1 to 100; page on with nextPageToken.`)
+  }
+  if (voiceIds !== undefined && voiceIds.length > 100) {
+    return refuse(operation, "voiceIds", `voiceIds has ${voiceIds.length} ids: look up at most 100 per search.`)
+  }
+  if (minNoticePeriodDays !== undefined && !Number.isInteger(minNoticePeriodDays)) {
+    return refuse(operation, "minNoticePeriodDays", `minNoticePeriodDays is ${minNoticePeriodDays}: it must be a whole number of days.`)
   }
   return undefined
 }

@@ -184,6 +184,7 @@ const urlTemplates: Readonly<Record<string, string>> = {
   "user.subscription": "/v1/user/subscription",
   "voices.list": "/v1/voices",
   "voices.get": "/v1/voices/{voice_id}",
+  "voices.search": "/v2/voices",
   "models.list": "/v1/models"
 }
 
@@ -703,6 +704,13 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
             Effect.mapError((reason) => new ElevenLabsError({ reason }))
           ),
           readOnly("voices.get", raw.voices.get(voiceId))
+        ),
+      search: (search) =>
+        Effect.andThen(
+          Validation.orFail(Validation.checkVoiceSearch("voices.search", search ?? {})).pipe(
+            Effect.mapError((reason) => new ElevenLabsError({ reason }))
+          ),
+          readOnly("voices.search", raw.voices.search(search))
         )
     },
     models: {

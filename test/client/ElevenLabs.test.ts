@@ -4,6 +4,7 @@ import { HttpClient, HttpClientError } from "effect/http"
 import { TestClock } from "effect/testing"
 import * as ElevenLabs from "../../src/client/ElevenLabs.ts"
 import type { ElevenLabsError } from "../../src/client/Errors.ts"
+import * as InProcess from "../../src/simulator/InProcess.ts"
 import { apiKey, audio, chunked, json, jsonBody, mock, type Reply } from "./mockTransport.ts"
 
 const voiceId = "JBFqnCBsd6RMkjVDRZzb"
@@ -291,6 +292,56 @@ describe("ElevenLabs", () => {
         assert.isNull(m.requests[3]!.url.searchParams.get("show_legacy"))
       }))
 
+    it.effect("voices.search: snake_case query, lists as repeated keys, the page decoded", () =>
+      Effect.gen(function*() {
+        const m = mock(() => json({ voices: [{ voice_id: voiceId, name: "George" }], has_more: true, total_count: 21, next_page_token: "4" }))
+        const page = yield* run(m, (el) =>
+          el.voices.search({ pageSize: 1, search: "george", sortDirection: "desc", voiceIds: [voiceId, "21m00Tcm4TlvDq8ikWAM"], includeTotalCount: false }))
+        assert.deepStrictEqual([page.voices[0]?.voiceId, page.hasMore, page.totalCount, page.nextPageToken], [voiceId, true, 21, "4"])
+        const { url } = m.requests[0]!
+        assert.strictEqual(url.pathname, "/v2/voices")
+        assert.deepStrictEqual([...url.searchParams], [
+          ["page_size", "1"],
+          ["search", "george"],
+          ["sort_direction", "desc"],
+          ["voice_ids", voiceId],
+          ["voice_ids", "21m00Tcm4TlvDq8ikWAM"],
+          ["include_total_count", "false"]
+        ])
+        yield* run(m, (el) => el.voices.search())
+        assert.strictEqual(m.requests[1]!.url.search, "")
+      }))
+
+    it.effect("voices.search pages over the simulator's catalog to the end, and filters as it does", () =>
+      Effect.gen(function*() {
+        const el = yield* ElevenLabs.ElevenLabs
+        const all = (yield* el.voices.list()).voices.map((v) => v.voiceId)
+        const seen: Array<string> = []
+        let token: string | undefined
+        for (let pages = 1;; pages++) {
+          const page = yield* el.voices.search({ pageSize: 4, sort: "name", nextPageToken: token })
+          assert.isAtMost(page.voices.length, 4)
+          assert.strictEqual(page.totalCount, all.length)
+          seen.push(...page.voices.map((v) => v.voiceId))
+          if (!page.hasMore) {
+            assert.isUndefined(page.nextPageToken ?? undefined)
+            assert.strictEqual(pages, Math.ceil(all.length / 4))
+            break
+          }
+          token = page.nextPageToken ?? undefined
+        }
+        assert.deepStrictEqual([...seen].sort(), [...all].sort())
+        const names = (yield* el.voices.search({ pageSize: 100, sort: "name" })).voices.map((v) => v.name ?? "")
+        assert.deepStrictEqual(names, [...names].sort((a, b) => a.localeCompare(b)))
+        const british = yield* el.voices.search({ accent: "british", pageSize: 100 })
+        assert.isAbove(british.voices.length, 0)
+        assert.isTrue(british.voices.every((v) => v.labels?.accent === "british"))
+        const byId = yield* el.voices.search({ voiceIds: [voiceId] })
+        assert.deepStrictEqual(byId.voices.map((v) => v.voiceId), [voiceId])
+      }).pipe(
+        Effect.provide(ElevenLabs.layer({ apiKey: Redacted.make("sim-key") }).pipe(Layer.provide(InProcess.layerSimulated({ seed: 1 }))))
+      ))
+
     it.effect("music.compose returns audio and song-id", () =>
       Effect.gen(function*() {
         const m = mock(() => audio("music!", { "song-id": "song_1" }))
@@ -502,7 +553,11 @@ describe("ElevenLabs", () => {
       ["empty voice id", (el) => el.voices.get(""), "voiceId"],
       ["STT without audio", (el) => el.speechToText.convert({}), "file"],
       ["STT with both", (el) => el.speechToText.convert({ file: new Uint8Array([1]), sourceUrl: "https://x" }), "sourceUrl"],
-      ["music without prompt", (el) => el.music.compose({}), "prompt"]
+      ["music without prompt", (el) => el.music.compose({}), "prompt"],
+      ["voice search page of 0", (el) => el.voices.search({ pageSize: 0 }), "pageSize"],
+      ["voice search page of 101", (el) => el.voices.search({ pageSize: 101 }), "pageSize"],
+      ["voice search with a notice period of 1.5 days", (el) => el.voices.search({ minNoticePeriodDays: 1.5 }), "minNoticePeriodDays"],
+      ["voice search of 101 ids", (el) => el.voices.search({ voiceIds: Array.from({ length: 101 }, () => voiceId) }), "voiceIds"]
     ]
     for (const [name, call, field] of bad) {
       it.effect(name, () =>

@@ -188,6 +188,16 @@ describe("Resilient", () => {
     }).pipe(Effect.provide(Resilient.layer({ apiKey, limiter: { plan: "pro" } }).pipe(Layer.provideMerge(transport))))
   })
 
+  it.effect("voices.search goes through the composition; a bad query is InvalidRequest, not retried", () =>
+    Effect.gen(function*() {
+      const client = yield* Client.ElevenLabs
+      const page = yield* runVirtual(client.voices.search({ search: "rachel" }))
+      assert.deepStrictEqual(page.voices.map((v) => v.voiceId), [voice])
+      const refused = yield* Effect.flip(client.voices.search({ pageSize: 500 }))
+      assert.strictEqual(refused.reason._tag, "InvalidRequest")
+      assert.strictEqual(refused.attempts, undefined)
+    }).pipe(Effect.provide(stack({ seed: 8, plan: "pro" }))))
+
   it.effect("identical requests in flight share one upstream call and one charge", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
