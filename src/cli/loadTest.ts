@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import { NodeHttpClient } from "@effect/platform-node"
-import { Config, Console, Effect, FileSystem, Option, Redacted, References, Schema } from "effect"
+import { Clock, Config, Console, Effect, FileSystem, Option, Redacted, References, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import { type RateInput, rateFlags } from "./trafficFlags.ts"
 import type { HttpClient } from "effect/http"
@@ -357,10 +357,10 @@ export const execute = (
         )
         : yield* LoadTest.run(options)
     } else {
-      const wallStart = Date.now()
+      const wallStart = yield* Clock.currentTimeMillis
       if (simulatorStats) yield* LoadTest.resetStats(baseUrl)
       // Workers start together, a moment after they are all spawned (Node takes ~0.5 s to boot).
-      const startAt = Date.now() + 2_000
+      const startAt = (yield* Clock.currentTimeMillis) + 2_000
       const parts = yield* Effect.forEach(
         Array.from({ length: input.processes }, (_, i) => i),
         (i) => runWorker(workerArgs(input, baseUrl, i, startAt), apiKey),
@@ -374,7 +374,7 @@ export const execute = (
         traffic: plan.resolved,
         failureRate: plan.failureRate,
         stats,
-        wallMs: Date.now() - wallStart
+        wallMs: (yield* Clock.currentTimeMillis) - wallStart
       })
     }
 
