@@ -284,13 +284,33 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
 
   // Gauges follow the policies' own event streams.
   if (breaker !== undefined) {
+    // Effect's breaker turns half-open lazily, on the first call after the open time. Without traffic the gauge
+    // would read open (and its alert fire) for ever; so once the open time is over, a circuit still open with
+    // nothing left to wait reads half-open, as the readiness check reads it.
+    // A store on another clock (Redis TIME) may still have a moment to go: wait that too.
+    const halfOpenWhenDue = (pool: Pool, wait: Duration.Duration): Effect.Effect<void> =>
+      Effect.sleep(wait).pipe(
+        Effect.andThen(breaker.state(pool)),
+        Effect.flatMap((s) =>
+          s._tag !== "Open"
+            ? Effect.void
+            : Duration.toMillis(s.retryAfter) <= 0
+            ? Metrics.setBreakerState(pool, 1)
+            : halfOpenWhenDue(pool, s.retryAfter)
+        ),
+        Effect.ignore
+      )
     yield* breaker.transitions.pipe(
-      Stream.runForEach((t) =>
+      Stream.runForEach((t) => {
         // Circuit keys end with the pool, whatever prefix the user chose.
-        Metrics.setBreakerState(t.key.slice(t.key.lastIndexOf(":") + 1) as Pool, t.gauge).pipe(
-          Effect.andThen(Effect.logWarning("elevenlabs circuit breaker", { circuit: t.key, from: t.from, to: t.to }))
+        const pool = t.key.slice(t.key.lastIndexOf(":") + 1) as Pool
+        return Metrics.setBreakerState(pool, t.gauge).pipe(
+          Effect.andThen(Effect.logWarning("elevenlabs circuit breaker", { circuit: t.key, from: t.from, to: t.to })),
+          Effect.andThen(
+            t.to === "Open" && t.openFor !== undefined ? Effect.forkChild(halfOpenWhenDue(pool, t.openFor)) : Effect.void
+          )
         )
-      ),
+      }),
       Effect.forkScoped
     )
   }
@@ -302,15 +322,6 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
       Effect.forkScoped
     )
   }
-  yield* limiter.events.pipe(
-    Stream.runForEach((e) =>
-      e._tag === "LimitChanged"
-        ? Effect.logInfo("elevenlabs concurrency limit", { pool: e.pool, from: e.from, to: e.to, reason: e.reason })
-        : Effect.void
-    ),
-    Effect.forkScoped
-  )
-
   const observePool = (pool: Pool) =>
     Effect.flatMap(limiter.snapshot(keyId, pool), (s) =>
       Effect.andThen(
@@ -319,6 +330,19 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           discard: true
         })
       ))
+
+  yield* limiter.events.pipe(
+    Stream.runForEach((e) =>
+      e._tag === "LimitChanged"
+        ? Effect.logInfo("elevenlabs concurrency limit", { pool: e.pool, from: e.from, to: e.to, reason: e.reason })
+        // Grants and releases update the gauges on the caller's path; a caller joining the queue does not, and
+        // a pool whose permits are all held by slow calls would show no queue at all.
+        : e._tag === "Queued" && e.key === keyId
+        ? observePool(e.pool)
+        : Effect.void
+    ),
+    Effect.forkScoped
+  )
 
   const permitRequest = Effect.fnUntraced(function*(pool: Pool) {
     const call = yield* CurrentCallOptions
@@ -493,13 +517,15 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           if (Exit.isSuccess(exit)) {
             const meta = plan.metaOf(exit.value)
             const fallback = meta?.fallback === true
-            const audio = meta === undefined ? undefined : bytesOf(exit.value)
+            // Usage is what ElevenLabs generated: a joiner of a coalesced call and a cached answer add none.
+            const generated = !fallback && meta?.coalesced !== true
+            const audio = meta === undefined || !generated ? undefined : bytesOf(exit.value)
             const seconds = audio === undefined || plan.outputFormat === undefined
               ? undefined
               : audioSecondsOf(plan.outputFormat, audio)
             return Effect.all([
               Metrics.recordRequest({ ...labels, status: fallback ? "fallback" : "success", durationSeconds }),
-              plan.characters === undefined || fallback
+              plan.characters === undefined || !generated
                 ? Effect.void
                 : Metrics.recordCharacters(plan.model, plan.characters),
               seconds === undefined ? Effect.void : Metrics.recordAudioSeconds(plan.model, seconds),
@@ -739,7 +765,11 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
         Spans.annotateCall({ attempts: info.attempt }),
         self.pipe(annotateAnswer(() => undefined), attemptSpan(operation, "GET", info, delay))
       ))
-    return retried(operation, undefined, one).pipe(Spans.withCallSpan(operation))
+    return retried(operation, undefined, one).pipe(
+      Effect.tap(() => Spans.annotateCall({ outcome: "success" })),
+      Effect.tapError((e) => Spans.annotateCall({ outcome: "error", errorReason: e.reason._tag, attempts: e.attempts })),
+      Spans.withCallSpan(operation)
+    )
   }
 
   const resilience: Resilience = { keyId, limiter, breaker, quota, budget, cache, retries }

@@ -53,9 +53,11 @@ export interface Options {
   readonly quotaPercentage?: number | undefined
   /** Retries per call that fires `ElevenLabsHighRetryRate`; default 0.2. */
   readonly retryRate?: number | undefined
-  /** `for` of the other rules: critical default `1m`, warning default `5m` (quota `1m`). */
+  /** `for` of the other rules: critical default `1m`, warning default `5m`. */
   readonly criticalFor?: string | undefined
   readonly warningFor?: string | undefined
+  /** `for` of `ElevenLabsQuotaHigh` (a warning that should not wait as long); default `1m`. */
+  readonly quotaFor?: string | undefined
   /** Labels added to every rule (for example `team`). */
   readonly extraLabels?: Readonly<Record<string, string>> | undefined
 }
@@ -119,7 +121,7 @@ export const rules = (options?: Options | undefined): ReadonlyArray<AlertRule> =
     {
       alert: "ElevenLabsQuotaHigh",
       expr: `max(${names.quotaUsed}) > ${quota}`,
-      for: options?.warningFor ?? "1m",
+      for: options?.quotaFor ?? "1m",
       labels: warning,
       annotations: {
         summary: `ElevenLabs quota usage above ${quota}%`,

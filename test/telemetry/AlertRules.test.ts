@@ -195,6 +195,11 @@ describe("AlertRules", () => {
       assert.strictEqual(queue.expr, "sum by (pool) (elevenlabs_queue_depth) > 200")
       assert.strictEqual(queue.labels["team"], "voice")
       assert.include(custom[0]!.expr, "> 0.01")
+      // Passing the documented default of warningFor changes nothing; the quota rule has its own `for`.
+      const forOf = (rs: ReadonlyArray<AlertRules.AlertRule>, name: string) => rs.find((r) => r.alert === name)!.for
+      assert.deepStrictEqual(AlertRules.rules({ warningFor: "5m" }), AlertRules.rules())
+      assert.strictEqual(forOf(AlertRules.rules({ quotaFor: "10m" }), "ElevenLabsQuotaHigh"), "10m")
+      assert.strictEqual(forOf(AlertRules.rules({ warningFor: "15m" }), "ElevenLabsHighRetryRate"), "15m")
       const file = join(dir, "custom.yml")
       writeFileSync(file, AlertRules.toYaml(custom))
       assert.strictEqual(promtool(["check", "rules", file]).code, 0)

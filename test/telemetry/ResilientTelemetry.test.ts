@@ -57,6 +57,10 @@ const expectAttribute = (span: ReadableSpan, name: string, check: (value: unknow
 }
 const equals = (expected: unknown) => (value: unknown) => assert.deepStrictEqual(value, expected)
 
+/** A series as `/metrics` shows it. */
+const scraped = (name: string, labels: Record<string, string>) =>
+  Effect.map(Prometheus.exposition, (text) => parseExposition(text).get(key(name, labels)))
+
 describe("ResilientTelemetry spans", () => {
   it.effect("a queued call retried twice: one call span, three attempt spans, the issue's attributes and retry events", () => {
     const exporter = new InMemorySpanExporter()
@@ -146,8 +150,47 @@ describe("ResilientTelemetry spans", () => {
   })
 })
 
+describe("ResilientTelemetry read-only calls", () => {
+  it.effect("a read-only call's span carries its outcome and error reason, and no metric counts it", () => {
+    const exporter = new InMemorySpanExporter()
+    return Effect.gen(function*() {
+      const client = yield* Client.ElevenLabs
+      yield* runVirtual(client.user.get())
+      yield* Effect.flip(runVirtual(client.voices.get("AAAAAAAAAAAAAAAAAAAA")))
+      const span = (name: string) => exporter.getFinishedSpans().find((s) => s.name === name)!
+      expectAttribute(span("elevenlabs.user.get"), "elevenlabs.outcome", equals("success"))
+      expectAttribute(span("elevenlabs.voices.get"), "elevenlabs.outcome", equals("error"))
+      expectAttribute(span("elevenlabs.voices.get"), "elevenlabs.error_reason", equals("NotFound"))
+      assert.notInclude(yield* Prometheus.exposition, "operation=\"user.get\"")
+    }).pipe(
+      Effect.provide(stackOver(InProcess.layerSimulated({ seed: 12, plan: "pro" }), { quota: false })),
+      Effect.provide(Otel.layerSdk({ spanProcessors: [new SimpleSpanProcessor(exporter)] })),
+      Effect.provideService(Metric.MetricRegistry, new Map())
+    )
+  })
+})
+
 describe("ResilientTelemetry metrics", () => {
   const standard = "eleven_multilingual_v2"
+
+  it.effect("usage counts what was generated: coalesced joiners add no characters and no audio seconds", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const same = Client.ElevenLabs.use((c) => c.textToSpeech.convert(voice, { text: "the same words, three times", modelId: standard }))
+      const results = yield* runVirtual(Effect.all([same, same, same], { concurrency: "unbounded" }))
+      assert.strictEqual(results.filter((r) => r.meta.coalesced === true).length, 2)
+      const chars = yield* Metric.value(Metric.withAttributes(Metrics.charactersGenerated, { model: standard }))
+      assert.deepStrictEqual([chars.count, chars.sum], [1, (yield* sim.stats).creditsCharged])
+      const seconds = yield* Metric.value(Metric.withAttributes(Metrics.audioDurationSeconds, { model: standard }))
+      assert.strictEqual(seconds.count, 1)
+      const requests = yield* Metric.value(Metric.withAttributes(Metrics.requestsTotal, {
+        operation, pool: "standard", model: standard, status: "success"
+      }))
+      assert.strictEqual(requests.count, 3, "each logical call still counts as a request")
+    }).pipe(
+      Effect.provide(stackOver(InProcess.layerSimulated({ seed: 22, plan: "pro" }), { quota: false })),
+      Effect.provideService(Metric.MetricRegistry, new Map())
+    ))
   it.effect("after a scripted run with faults, the metrics equal what the simulator counted", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
@@ -227,6 +270,7 @@ describe("ResilientTelemetry health", () => {
     Layer.provideMerge(stackOver(InProcess.layerSimulated({ seed: 31, plan: "pro" }), { limiter: { plan: "pro" }, budget: false }))
   )
   const ready = Effect.map(get("/ready"), (r) => ({ status: r.status, report: JSON.parse(r.body) as Health.ReadinessReport }))
+  const breakerGauge = scraped(Metrics.names.breakerState, { pool: "flash" })
 
   it.effect("/ready over real HTTP: 503 while the Flash breaker is open (an outage), 200 again once it may probe and after it closes", () =>
     Effect.gen(function*() {
@@ -268,6 +312,7 @@ describe("ResilientTelemetry health", () => {
       assert.strictEqual(r.status, 503)
       assert.strictEqual(r.report.status, "not_ready")
       assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: false, details: { pool: "flash", state: "Open" } })
+      assert.strictEqual(yield* breakerGauge, 2)
       assert.strictEqual(r.report.checks["elevenlabs.breaker.standard"]!.ok, true, "only the Flash pool is out")
       assert.strictEqual(r.report.checks["elevenlabs.quota"]!.ok, true)
 
@@ -280,14 +325,17 @@ describe("ResilientTelemetry health", () => {
       r = yield* ready
       assert.strictEqual(r.status, 200, JSON.stringify(r.report))
       assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: true, details: { pool: "flash", state: "HalfOpen" } })
+      // With no call yet, the gauge reads half-open too (Effect's breaker moves lazily), so its alert stops.
+      assert.strictEqual(yield* breakerGauge, 1)
       // A successful probe closes it.
       yield* runVirtual(tts("after the outage"))
       assert.strictEqual((yield* breaker!.state("flash"))._tag, "Closed")
       r = yield* ready
       assert.strictEqual(r.status, 200)
       assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: true, details: { pool: "flash", state: "Closed" } })
+      assert.strictEqual(yield* breakerGauge, 0)
       assert.strictEqual((yield* get("/health")).status, 200)
-    }).pipe(Effect.provide(served)))
+    }).pipe(Effect.provide(served), Effect.provideService(Metric.MetricRegistry, new Map())))
 })
 
 describe("ResilientTelemetry checks", () => {
@@ -337,7 +385,11 @@ describe("ResilientTelemetry checks", () => {
       let report = yield* checks.run
       assert.strictEqual(report.status, "not_ready")
       assert.deepStrictEqual(report.checks["elevenlabs.queue.flash"], { ok: false, details: { pool: "flash", depth: 3, maxDepth: 3 } })
+      // The gauge (and so its alert) sees the same queue, though no permit was granted or released since.
+      yield* Effect.yieldNow
+      assert.strictEqual(yield* scraped(Metrics.names.queueDepth, { pool: "flash", lane: "default" }), 3)
       yield* runVirtual(Fiber.join(calls))
+      assert.strictEqual(yield* scraped(Metrics.names.queueDepth, { pool: "flash", lane: "default" }), 0)
       assert.strictEqual((yield* checks.run).status, "ready")
 
       // The account is spent (what a quota_exceeded answer does): not ready until the reset.
