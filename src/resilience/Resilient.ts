@@ -172,6 +172,14 @@ interface CallPlan<A> {
 
 const toDuration = (input: Duration.Input): Duration.Duration => Duration.fromInputUnsafe(input)
 
+/** A call's own deadline, or `undefined` when it is not a finite duration of 0 or more. */
+const callDeadlineOf = (input: Duration.Input): Duration.Duration | undefined => {
+  // Effect decodes NaN as zero; here it is a bug in the caller's arithmetic, not "no time left".
+  const decoded = Number.isNaN(input) ? undefined : Option.getOrUndefined(Duration.fromInput(input))
+  const millis = decoded === undefined ? Number.NaN : Duration.toMillis(decoded)
+  return millis >= 0 && Number.isFinite(millis) ? decoded : undefined
+}
+
 /** `url.template` of each operation's attempt span: the path with its parameters as names (no voice id). */
 const urlTemplates: Readonly<Record<string, string>> = {
   "textToSpeech.convert": "/v1/text-to-speech/{voice_id}",
@@ -393,6 +401,20 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
         Effect.asVoid
       )
 
+  /**
+   * A limiter refusal. The queue wait is bounded by the time the call has left; when that bound, not the
+   * queue timeout, ran out, the call's deadline expired in the queue, and it fails as the deadline does.
+   */
+  const fromQueue = (operation: string, request: ConcurrencyLimiter.PermitRequest) =>
+  (error: ConcurrencyLimiter.ConcurrencyLimiterError): Effect.Effect<never, ElevenLabsError> =>
+    error.reason._tag === "QueueTimeout" && request.timeout !== undefined &&
+      Duration.toMillis(request.timeout) < Duration.toMillis(queueTimeout)
+      ? Effect.flatMap(
+        Deadline.CurrentDeadline,
+        (deadline) => deadline === undefined ? fromLimiter(operation)(error) : Effect.fail(Deadline.expired(deadline, operation))
+      )
+      : fromLimiter(operation)(error)
+
   /** Steps 6-8 for one attempt of a buffered call. */
   const attempt = <A>(plan: CallPlan<A>): Effect.Effect<A, ElevenLabsError> => {
     const pool = plan.pool
@@ -412,7 +434,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
             ))
           )
         }).pipe(
-          Effect.catchTag("ConcurrencyLimiterError", fromLimiter(plan.operation)),
+          Effect.catchTag("ConcurrencyLimiterError", fromQueue(plan.operation, request)),
           Effect.ensuring(observePool(pool))
         )
     )
@@ -459,9 +481,15 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
             ], { discard: true })
         })
       )
-      return Deadline.withDeadline(call.deadline === undefined ? deadline : toDuration(call.deadline), { operation })(
-        withRetry
-      )
+      const total = call.deadline === undefined ? deadline : callDeadlineOf(call.deadline)
+      if (total === undefined) {
+        return fail(new InvalidRequest({
+          operation,
+          field: "deadline",
+          message: `The call's deadline ${JSON.stringify(String(call.deadline))} is not a finite duration of 0 or more (for example "30 seconds").`
+        }))
+      }
+      return Deadline.withDeadline(total, { operation })(withRetry)
     })
 
   /** The whole pipeline of a buffered call, with its span and metrics. */
@@ -575,7 +603,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
         const exit = yield* Effect.exit(Scope.provide(child)(Effect.gen(function*() {
           const request = yield* permitRequest(plan.pool)
           const permit = yield* limiter.acquire(request).pipe(
-            Effect.catchTag("ConcurrencyLimiterError", fromLimiter(plan.operation))
+            Effect.catchTag("ConcurrencyLimiterError", fromQueue(plan.operation, request))
           )
           yield* sharedPermit(request, plan.operation)
           const info = yield* RetryPolicy.CurrentAttempt
@@ -603,7 +631,10 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
       const opened = yield* retried(plan.operation, plan.pool, guarded).pipe(
         Effect.tapError((e) =>
           e.reason._tag === "QuotaExceeded" && quota !== undefined ? quota.markExhausted(e.reason) : Effect.void
-        )
+        ),
+        // Released at once on failure: the caller's scope may live long (a connection, a batch loop), and
+        // credits held for a call that failed would refuse the calls after it.
+        Effect.onError(() => reservation === undefined ? Effect.void : reservation.release)
       )
       if (reservation !== undefined) yield* reservation.commit(opened.meta.characterCost)
       return opened

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Duration, Effect, Fiber, Layer, PubSub, Redacted, Schema, Stream } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber, Layer, PubSub, Redacted, Schema, Scope, Stream } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import type * as RetryPolicy from "../../src/resilience/RetryPolicy.ts"
@@ -187,6 +187,64 @@ describe("Resilient", () => {
       assert.deepStrictEqual(sent.filter((path) => path.startsWith("/v1/text-to-speech")), [], "no TTS is sent once the quota is exhausted")
     }).pipe(Effect.provide(Resilient.layer({ apiKey, limiter: { plan: "pro" } }).pipe(Layer.provideMerge(transport))))
   })
+
+  it.effect("a stream that fails gives its credits back at once, though the caller's scope stays open", () =>
+    Effect.gen(function*() {
+      const { quota } = yield* Resilient.ResilienceService
+      const client = yield* Client.ElevenLabs
+      yield* runVirtual(tts("warm up: the quota guard reads the subscription"))
+      yield* (yield* Simulator.Simulator).setFaults({ serverError: 1 })
+      const scope = yield* Scope.make()
+      const failed = yield* runVirtual(Effect.flip(
+        client.textToSpeech.stream(voice, { text: "a stream that meets a 500", modelId: "eleven_flash_v2_5" }).pipe(Scope.provide(scope))
+      ))
+      assert.strictEqual(failed.reason._tag, "ServerError")
+      assert.strictEqual((yield* quota!.status).reserved, 0)
+      yield* Scope.close(scope, Exit.void)
+    }).pipe(Effect.provide(stack({ seed: 8, plan: "pro" }, { retry: false, breaker: false }))))
+
+  it.effect("a call deadline that is not a finite duration >= 0 is InvalidRequest (field deadline), not a defect", () =>
+    Effect.gen(function*() {
+      for (const deadline of ["-1 seconds", Number.NaN, Number.POSITIVE_INFINITY, "soon"] as const) {
+        const exit = yield* Effect.exit(tts("a call with a bad deadline").pipe(Resilient.withCallOptions({ deadline: deadline as never })))
+        assert.isTrue(Exit.isFailure(exit) && exit.cause.reasons.every((r) => r._tag === "Fail"), `${deadline}: a typed failure`)
+        const error = yield* Effect.flip(tts("again").pipe(Resilient.withCallOptions({ deadline: deadline as never })))
+        assert.strictEqual(error.reason._tag, "InvalidRequest")
+        if (error.reason._tag === "InvalidRequest") assert.strictEqual(error.reason.field, "deadline")
+      }
+      assert.strictEqual((yield* (yield* Simulator.Simulator).stats).requests, 0)
+    }).pipe(Effect.provide(stack({ seed: 8, plan: "pro" }, { quota: false }))))
+
+  it.effect("a deadline that runs out while the call is queued fails as the deadline (Timeout, phase deadline)", () =>
+    Effect.gen(function*() {
+      // Both Flash permits are held by calls of about 10 s.
+      const slow = yield* Effect.forkChild(Effect.all([tts("slow one"), tts("slow two")], { concurrency: "unbounded" }))
+      const { keyId, limiter } = yield* Resilient.ResilienceService
+      for (let i = 0; i < 100 && (yield* limiter.snapshot(keyId, "flash")).inFlight < 2; i++) yield* TestClock.adjust(1)
+      const waiting = yield* Effect.forkChild(Effect.flip(tts("in a hurry").pipe(Resilient.withCallOptions({ deadline: "2 seconds" }))))
+      yield* TestClock.adjust("2 seconds")
+      const error = yield* Fiber.join(waiting)
+      assert.strictEqual(error.reason._tag, "Timeout")
+      if (error.reason._tag === "Timeout") assert.strictEqual(error.reason.phase, "deadline")
+      yield* runVirtual(Fiber.join(slow))
+    }).pipe(Effect.provide(stack(
+      { seed: 8, plan: "pro", apiKeys: [{ key: "sim-key", limits: { flash: 2 } }], latency: { flash: { ttfbMs: 10_000, msPerUnit: 0, jitter: 0 } } },
+      { limiter: { plan: { flash: 2 } }, quota: false }
+    ))))
+
+  it.effect("the queue's own timeout, shorter than the time left, is still QueueTimeout", () =>
+    Effect.gen(function*() {
+      const slow = yield* Effect.forkChild(Effect.all([tts("slow one"), tts("slow two")], { concurrency: "unbounded" }))
+      const { keyId, limiter } = yield* Resilient.ResilienceService
+      for (let i = 0; i < 100 && (yield* limiter.snapshot(keyId, "flash")).inFlight < 2; i++) yield* TestClock.adjust(1)
+      const waiting = yield* Effect.forkChild(Effect.flip(tts("in a queue").pipe(Resilient.withCallOptions({ deadline: "30 seconds" }))))
+      yield* TestClock.adjust("3 seconds")
+      assert.strictEqual((yield* Fiber.join(waiting)).reason._tag, "QueueTimeout")
+      yield* runVirtual(Fiber.join(slow))
+    }).pipe(Effect.provide(stack(
+      { seed: 8, plan: "pro", apiKeys: [{ key: "sim-key", limits: { flash: 2 } }], latency: { flash: { ttfbMs: 10_000, msPerUnit: 0, jitter: 0 } } },
+      { limiter: { plan: { flash: 2 }, queueTimeout: "2 seconds" }, quota: false }
+    ))))
 
   it.effect("voices.search goes through the composition; a bad query is InvalidRequest, not retried", () =>
     Effect.gen(function*() {
