@@ -71,6 +71,17 @@ export interface Coalesced<A> {
   readonly coalesced: boolean
 }
 
+/** Options of one {@link Coalescer} `coalesce` call. */
+export interface CoalesceOptions<A, E> {
+  /**
+   * Bounds the wait of a caller who joins a call already in flight (for example by that caller's own
+   * deadline). A joiner that gives up leaves the call to the others, as an interrupted one does. It is not
+   * applied to the caller who starts the call: that caller's effect carries its own bounds, and they are
+   * the shared call's.
+   */
+  readonly boundJoin?: ((wait: Effect.Effect<A, E>) => Effect.Effect<A, E>) | undefined
+}
+
 /** Runtime type identifier of {@link Coalescer}. */
 export const TypeId = "~elevenlabs-resilience/Coalescer" as const
 
@@ -81,7 +92,11 @@ export interface Coalescer {
    * Runs `effect` under `key`, or joins the call already in flight under it.
    * Fails with the shared call's failure.
    */
-  readonly coalesce: <A, E, R>(key: string, effect: Effect.Effect<A, E, R>) => Effect.Effect<Coalesced<A>, E, R>
+  readonly coalesce: <A, E, R>(
+    key: string,
+    effect: Effect.Effect<A, E, R>,
+    options?: CoalesceOptions<A, E> | undefined
+  ) => Effect.Effect<Coalesced<A>, E, R>
   /** Keys with a call in flight now. */
   readonly inFlight: Effect.Effect<number>
 }
@@ -132,7 +147,11 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
       return Fiber.interrupt(flight.fiber)
     })
 
-  const coalesce = <A, E, R>(key: string, effect: Effect.Effect<A, E, R>): Effect.Effect<Coalesced<A>, E, R> =>
+  const coalesce = <A, E, R>(
+    key: string,
+    effect: Effect.Effect<A, E, R>,
+    options?: CoalesceOptions<A, E> | undefined
+  ): Effect.Effect<Coalesced<A>, E, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         let flight = flights.get(key)
@@ -148,8 +167,13 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
         }
         flight.waiters += 1
         const joined = flight
-        const value = yield* restore(Deferred.await(joined.deferred) as Effect.Effect<A, E>).pipe(
-          Effect.onInterrupt(() => leave(key, joined))
+        const wait = Deferred.await(joined.deferred) as Effect.Effect<A, E>
+        const bound = coalesced ? options?.boundJoin : undefined
+        const value = yield* restore(bound === undefined ? wait : bound(wait)).pipe(
+          // Interrupted, or given up by the bound, while the call still runs: leave it to the others.
+          Effect.onExit((exit) =>
+            Exit.isSuccess(exit) || Deferred.isDoneUnsafe(joined.deferred) ? Effect.void : leave(key, joined)
+          )
         )
         // Once the call has ended its waiter count no longer matters.
         return { value, coalesced }

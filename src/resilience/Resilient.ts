@@ -481,16 +481,20 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
             ], { discard: true })
         })
       )
-      const total = call.deadline === undefined ? deadline : callDeadlineOf(call.deadline)
-      if (total === undefined) {
-        return fail(new InvalidRequest({
-          operation,
-          field: "deadline",
-          message: `The call's deadline ${JSON.stringify(String(call.deadline))} is not a finite duration of 0 or more (for example "30 seconds").`
-        }))
-      }
-      return Deadline.withDeadline(total, { operation })(withRetry)
+      return bounded(operation, call, withRetry)
     })
+
+  /** `self` under the call's deadline (its own, else the stack's); a deadline that is not one is InvalidRequest. */
+  const bounded = <A, R>(operation: string, call: CallOptions, self: Effect.Effect<A, ElevenLabsError, R>) => {
+    const total = call.deadline === undefined ? deadline : callDeadlineOf(call.deadline)
+    return total === undefined
+      ? fail(new InvalidRequest({
+        operation,
+        field: "deadline",
+        message: `The call's deadline ${JSON.stringify(String(call.deadline))} is not a finite duration of 0 or more (for example "30 seconds").`
+      }))
+      : Deadline.withDeadline(total, { operation })(self)
+  }
 
   /** The whole pipeline of a buffered call, with its span and metrics. */
   const run = <A>(plan: CallPlan<A>, validate: InvalidRequest | undefined): Effect.Effect<A, ElevenLabsError> => {
@@ -517,8 +521,12 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     const withCoalescing = (self: Effect.Effect<A, ElevenLabsError>): Effect.Effect<A, ElevenLabsError> =>
       coalescer === undefined || plan.coalesceKey === undefined
         ? self
-        : Effect.map(coalescer.coalesce(plan.coalesceKey, self), ({ coalesced, value }) =>
-          coalesced ? plan.mark(value, { coalesced: true }) : value)
+        : Effect.flatMap(Effect.service(CurrentCallOptions), (call) =>
+          Effect.map(
+            // The shared call runs under its starter's deadline; a joiner is held to its own as well.
+            coalescer.coalesce(plan.coalesceKey!, self, { boundJoin: (wait) => bounded(plan.operation, call, wait) }),
+            ({ coalesced, value }) => coalesced ? plan.mark(value, { coalesced: true }) : value
+          ))
     const withFallback = (self: Effect.Effect<A, ElevenLabsError>): Effect.Effect<A, ElevenLabsError> =>
       cache === undefined || plan.fallback === undefined ? self : self.pipe(
         Fallback.withFallback({ key: plan.fallback.key, ...plan.fallback.codec }),

@@ -100,6 +100,33 @@ describe("Coalescer", () => {
       assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(fibers[0]!)))
     }))
 
+  it.effect("boundJoin bounds joiners only; a joiner that gives up leaves the call to the others, the last one cancels it", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* Coalescer.make()
+      const up = yield* makeUpstream
+      const impatient = { boundJoin: Effect.timeoutOrElse({ duration: "1 second", orElse: () => Effect.fail(new Upstream({ n: -1 })) }) }
+      const call = up.call("5 seconds", Effect.succeed("audio"))
+      // The starter's bound is not applied: its own effect carries its bounds.
+      const [starter, patient] = yield* forkAll([coalescer.coalesce("k", call, impatient), coalescer.coalesce("k", call)])
+      const [joiner] = yield* forkAll([Effect.flip(coalescer.coalesce("k", call, impatient))])
+      yield* TestClock.adjust("1 second")
+      assert.deepStrictEqual(yield* Fiber.join(joiner!), new Upstream({ n: -1 }))
+      yield* TestClock.adjust("4 seconds")
+      assert.deepStrictEqual([(yield* Fiber.join(starter!)).value, (yield* Fiber.join(patient!)).value], ["audio", "audio"])
+      assert.deepStrictEqual([yield* Ref.get(up.started), yield* Ref.get(up.interrupted)], [1, 0])
+
+      // The starter interrupted and the only joiner given up: nobody waits, so the call is cancelled.
+      const [alone, quitter] = yield* forkAll([
+        coalescer.coalesce("k2", call),
+        Effect.flip(coalescer.coalesce("k2", call, impatient))
+      ])
+      yield* Fiber.interrupt(alone!)
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(quitter!)
+      assert.strictEqual(yield* Ref.get(up.interrupted), 1)
+      assert.strictEqual(yield* coalescer.inFlight, 0)
+    }))
+
   it.effect("when all waiters are gone the call is interrupted (default), and its resources released", () =>
     Effect.gen(function*() {
       const coalescer = yield* Coalescer.make()

@@ -246,6 +246,28 @@ describe("Resilient", () => {
       { limiter: { plan: { flash: 2 }, queueTimeout: "2 seconds" }, quota: false }
     ))))
 
+  it.effect("a caller who joins a coalesced call is held to its own deadline; the call goes on for its starter", () =>
+    Effect.gen(function*() {
+      const sim = yield* Simulator.Simulator
+      const same = tts("the same words, wanted by two callers")
+      const starter = yield* Effect.forkChild(same)
+      yield* TestClock.adjust(10)
+      const started = yield* Clock.currentTimeMillis
+      const joiner = yield* Effect.forkChild(Effect.flip(same.pipe(Resilient.withCallOptions({ deadline: "1 second" }))))
+      yield* TestClock.adjust("1 second")
+      const error = yield* Fiber.join(joiner)
+      assert.strictEqual(error.reason._tag, "Timeout")
+      if (error.reason._tag === "Timeout") assert.strictEqual(error.reason.phase, "deadline")
+      assert.strictEqual((yield* Clock.currentTimeMillis) - started, 1000)
+      yield* TestClock.adjust("10 seconds")
+      const result = yield* Fiber.join(starter)
+      assert.isTrue(result.audio.byteLength > 0)
+      assert.strictEqual((yield* sim.stats).requests, 1)
+    }).pipe(Effect.provide(stack(
+      { seed: 8, plan: "pro", latency: { flash: { ttfbMs: 10_000, msPerUnit: 0, jitter: 0 } } },
+      { quota: false }
+    ))))
+
   it.effect("voices.search goes through the composition; a bad query is InvalidRequest, not retried", () =>
     Effect.gen(function*() {
       const client = yield* Client.ElevenLabs
