@@ -294,8 +294,8 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
   if (breaker !== undefined) {
     // Effect's breaker turns half-open lazily, on the first call after the open time. Without traffic the gauge
     // would read open (and its alert fire) for ever; so once the open time is over, a circuit still open with
-    // nothing left to wait reads half-open, as the readiness check reads it.
-    // A store on another clock (Redis TIME) may still have a moment to go: wait that too.
+    // nothing left to wait reads half-open, as the readiness check reads it. A store on another clock (Redis
+    // TIME) may still have a moment to go: that is waited too.
     const halfOpenWhenDue = (pool: Pool, wait: Duration.Duration): Effect.Effect<void> =>
       Effect.sleep(wait).pipe(
         Effect.andThen(breaker.state(pool)),
