@@ -238,7 +238,7 @@ const query = (params: Record<string, QueryValue>): Record<string, string> => {
 const voiceSearchParams = (search: Schemas.VoiceSearch): Array<readonly [string, string]> => {
   const params: Array<readonly [string, string]> = []
   for (const [key, value] of Object.entries(search)) {
-    const name = key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+    const name = Schemas.toSnake(key)
     if (Array.isArray(value)) for (const item of value) params.push([name, String(item)])
     else if (value !== undefined) params.push([name, String(value)])
   }

@@ -17,7 +17,8 @@
 import { Schema } from "effect"
 import { convertOutputFormats, musicOutputFormats, streamOutputFormats } from "./Models.ts"
 
-const toSnake = (key: string): string => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+/** The wire name of a field: `modelId` -> `model_id`. */
+export const toSnake = (key: string): string => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
 
 /**
  * A struct whose keys are camelCase when decoded and snake_case when encoded.

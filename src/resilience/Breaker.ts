@@ -118,6 +118,13 @@ export const gaugeOf = (state: CircuitBreaker.State | "Closed" | "HalfOpen" | "O
   return tag === "Closed" ? 0 : tag === "HalfOpen" ? 1 : 2
 }
 
+/**
+ * The state as the next call finds it: an open circuit whose open time is over is `HalfOpen` (Effect's
+ * breaker moves there lazily, on that call; until then `state` reads `Open` with `retryAfter` 0).
+ */
+export const stateNow = (state: CircuitBreaker.State): "Closed" | "HalfOpen" | "Open" =>
+  state._tag === "Open" && Duration.toMillis(state.retryAfter) <= 0 ? "HalfOpen" : state._tag
+
 /** A transition, with the pool and the gauge value it leads to. */
 export interface BreakerTransition {
   readonly key: string

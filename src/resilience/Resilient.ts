@@ -302,7 +302,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
         Effect.flatMap((s) =>
           s._tag !== "Open"
             ? Effect.void
-            : Duration.toMillis(s.retryAfter) <= 0
+            : Breaker.stateNow(s) === "HalfOpen"
             ? Metrics.setBreakerState(pool, 1)
             : halfOpenWhenDue(pool, s.retryAfter)
         ),
@@ -521,12 +521,13 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     const withCoalescing = (self: Effect.Effect<A, ElevenLabsError>): Effect.Effect<A, ElevenLabsError> =>
       coalescer === undefined || plan.coalesceKey === undefined
         ? self
-        : Effect.flatMap(Effect.service(CurrentCallOptions), (call) =>
-          Effect.map(
-            // The shared call runs under its starter's deadline; a joiner is held to its own as well.
-            coalescer.coalesce(plan.coalesceKey!, self, { boundJoin: (wait) => bounded(plan.operation, call, wait) }),
-            ({ coalesced, value }) => coalesced ? plan.mark(value, { coalesced: true }) : value
-          ))
+        : Effect.map(
+          // The shared call runs under its starter's deadline; a joiner (on its own fiber) is held to its own too.
+          coalescer.coalesce(plan.coalesceKey, self, {
+            boundJoin: (wait) => Effect.flatMap(Effect.service(CurrentCallOptions), (call) => bounded(plan.operation, call, wait))
+          }),
+          ({ coalesced, value }) => coalesced ? plan.mark(value, { coalesced: true }) : value
+        )
     const withFallback = (self: Effect.Effect<A, ElevenLabsError>): Effect.Effect<A, ElevenLabsError> =>
       cache === undefined || plan.fallback === undefined ? self : self.pipe(
         Fallback.withFallback({ key: plan.fallback.key, ...plan.fallback.codec }),

@@ -48,6 +48,7 @@ import type { Scope } from "effect"
 import type { HttpClient, HttpServerError } from "effect/http"
 import type * as Client from "../client/ElevenLabs.ts"
 import type { ElevenLabsError } from "../client/Errors.ts"
+import * as Breaker from "../resilience/Breaker.ts"
 import { type Pool, pools } from "../resilience/Plans.ts"
 import * as Resilient from "../resilience/Resilient.ts"
 import type { ResilientOptions } from "../resilience/ResilientOptions.ts"
@@ -93,7 +94,7 @@ const readinessState = (
     : Effect.map(
       // A store that cannot answer makes the check not ok, with the error in its details.
       Effect.orDie(resilience.breaker.state(pool)),
-      (s) => (s._tag === "Open" && Duration.toMillis(s.retryAfter) <= 0 ? "HalfOpen" : s._tag)
+      Breaker.stateNow
     )
 
 /**

@@ -215,12 +215,23 @@ describe("Resilient", () => {
       assert.strictEqual((yield* (yield* Simulator.Simulator).stats).requests, 0)
     }).pipe(Effect.provide(stack({ seed: 8, plan: "pro" }, { quota: false }))))
 
+  /** Two Flash calls of about 10 s hold both permits of a two-permit pool; the fiber ends when they do. */
+  const bothFlashPermitsHeld = Effect.gen(function*() {
+    const slow = yield* Effect.forkChild(Effect.all([tts("slow one"), tts("slow two")], { concurrency: "unbounded" }))
+    const { keyId, limiter } = yield* Resilient.ResilienceService
+    for (let i = 0; i < 100 && (yield* limiter.snapshot(keyId, "flash")).inFlight < 2; i++) yield* TestClock.adjust(1)
+    return slow
+  })
+  const slowFlash = {
+    seed: 8,
+    plan: "pro",
+    apiKeys: [{ key: "sim-key", limits: { flash: 2 } }],
+    latency: { flash: { ttfbMs: 10_000, msPerUnit: 0, jitter: 0 } }
+  } as const
+
   it.effect("a deadline that runs out while the call is queued fails as the deadline (Timeout, phase deadline)", () =>
     Effect.gen(function*() {
-      // Both Flash permits are held by calls of about 10 s.
-      const slow = yield* Effect.forkChild(Effect.all([tts("slow one"), tts("slow two")], { concurrency: "unbounded" }))
-      const { keyId, limiter } = yield* Resilient.ResilienceService
-      for (let i = 0; i < 100 && (yield* limiter.snapshot(keyId, "flash")).inFlight < 2; i++) yield* TestClock.adjust(1)
+      const slow = yield* bothFlashPermitsHeld
       const waiting = yield* Effect.forkChild(Effect.flip(tts("in a hurry").pipe(Resilient.withCallOptions({ deadline: "2 seconds" }))))
       yield* TestClock.adjust("2 seconds")
       const error = yield* Fiber.join(waiting)
@@ -228,21 +239,19 @@ describe("Resilient", () => {
       if (error.reason._tag === "Timeout") assert.strictEqual(error.reason.phase, "deadline")
       yield* runVirtual(Fiber.join(slow))
     }).pipe(Effect.provide(stack(
-      { seed: 8, plan: "pro", apiKeys: [{ key: "sim-key", limits: { flash: 2 } }], latency: { flash: { ttfbMs: 10_000, msPerUnit: 0, jitter: 0 } } },
+      slowFlash,
       { limiter: { plan: { flash: 2 } }, quota: false }
     ))))
 
   it.effect("the queue's own timeout, shorter than the time left, is still QueueTimeout", () =>
     Effect.gen(function*() {
-      const slow = yield* Effect.forkChild(Effect.all([tts("slow one"), tts("slow two")], { concurrency: "unbounded" }))
-      const { keyId, limiter } = yield* Resilient.ResilienceService
-      for (let i = 0; i < 100 && (yield* limiter.snapshot(keyId, "flash")).inFlight < 2; i++) yield* TestClock.adjust(1)
+      const slow = yield* bothFlashPermitsHeld
       const waiting = yield* Effect.forkChild(Effect.flip(tts("in a queue").pipe(Resilient.withCallOptions({ deadline: "30 seconds" }))))
       yield* TestClock.adjust("3 seconds")
       assert.strictEqual((yield* Fiber.join(waiting)).reason._tag, "QueueTimeout")
       yield* runVirtual(Fiber.join(slow))
     }).pipe(Effect.provide(stack(
-      { seed: 8, plan: "pro", apiKeys: [{ key: "sim-key", limits: { flash: 2 } }], latency: { flash: { ttfbMs: 10_000, msPerUnit: 0, jitter: 0 } } },
+      slowFlash,
       { limiter: { plan: { flash: 2 }, queueTimeout: "2 seconds" }, quota: false }
     ))))
 
