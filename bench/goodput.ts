@@ -6,9 +6,10 @@
  * - `resilient`: this library (`Resilient.layer` over `NodeHttpClient.layerUndici`).
  * - `sdk-defaults`: the official `@elevenlabs/elevenlabs-js` SDK, defaults
  *   (`maxRetries` 2), `Promise.all`.
- * - `seeds-recipe`: seeds/rate-limits.md Steps 3, 4 and 6: `p-queue` with
- *   concurrency 10 (their table's Pro row, although the Flash pool is 20),
- *   120 s task timeout, their `withBackoff` inside the queue, SDK `maxRetries: 0`.
+ * - `p-queue-recipe`: the ElevenLabs rate-limits guide (docs/design.md section 2),
+ *   Steps 3, 4 and 6: `p-queue` with concurrency 10 (its table's Pro row,
+ *   although the Flash pool is 20), 120 s task timeout, its `withBackoff`
+ *   inside the queue, SDK `maxRetries: 0`.
  *
  * The simulator runs in a child process (the `simulator` CLI command), so the
  * server and the client under test do not share one event loop. Before each
@@ -33,7 +34,7 @@ const voice = "21m00Tcm4TlvDq8ikWAM"
 const model = "eleven_flash_v2_5"
 const outputFormat = "mp3_22050_32" as const
 const apiKey = "sim-key"
-/** Flash pool of `pro` in the simulator's (seeds') table. */
+/** Flash pool of `pro` in the simulator's default plan table (docs/design.md section 5). */
 export const flashLimit = 20
 export const textChars = 100
 /** The simulator's Flash latency: ttfb 75 ms + 1 ms per character, +/-20 % noise of mean 1. */
@@ -155,7 +156,7 @@ const sdkReason = (e: unknown): string => {
 }
 
 /**
- * A burst through a Promise client (the official SDK, the seeds' recipe): warm up with 10 calls, `reset()`,
+ * A burst through a Promise client (the official SDK, the rate-limits guide's recipe): warm up with 10 calls, `reset()`,
  * then `n` calls at once; each answer's body is read to its end. SDK errors are tallied by reason.
  */
 const promiseBurst = async (
@@ -285,7 +286,7 @@ const sdkDefaults: ClientUnderTest = {
   }
 }
 
-// seeds/rate-limits.md Step 4, as written (its console.warn per retry replaced by a counter).
+// The rate-limits guide's Step 4, as written (its console.warn per retry replaced by a counter).
 let seedRetryLogs = 0
 async function withBackoff<T>(
   operation: () => Promise<T>,
@@ -314,11 +315,11 @@ async function withBackoff<T>(
   throw new Error("Unreachable")
 }
 
-// seeds/rate-limits.md Step 3, as written (its console.error per failure replaced by a counter).
+// The rate-limits guide's Step 3, as written (its console.error per failure replaced by a counter).
 let seedQueueErrors = 0
 const CONCURRENCY_LIMITS = { free: 2, starter: 3, creator: 5, pro: 10, scale: 15, business: 15 } as const
 const createRequestQueue = (plan: keyof typeof CONCURRENCY_LIMITS) => {
-  // The seed also passes `throwOnTimeout: true`; p-queue 9 removed the option and always throws on timeout.
+  // The guide also passes `throwOnTimeout: true`; p-queue 9 removed the option and always throws on timeout.
   const queue = new PQueue({ concurrency: CONCURRENCY_LIMITS[plan], timeout: 120_000 })
   queue.on("error", () => {
     seedQueueErrors++
@@ -327,8 +328,8 @@ const createRequestQueue = (plan: keyof typeof CONCURRENCY_LIMITS) => {
 }
 
 const seedsRecipe: ClientUnderTest = {
-  name: "seeds-recipe",
-  description: "seeds/rate-limits.md: p-queue (pro: 10) + withBackoff (5 retries), SDK maxRetries 0",
+  name: "p-queue-recipe",
+  description: "the ElevenLabs rate-limits guide: p-queue (pro: 10) + withBackoff (5 retries), SDK maxRetries 0",
   burst: async (url, n, reset) => {
     const serviceMs: Array<number> = []
     // Step 6: the SDK with its own retries off, the queue, withBackoff inside the queue.

@@ -281,7 +281,7 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
     p("Clients: " + [...new Map(g.rows.filter((r) => !r.client.startsWith("reference")).map((r) => [r.client, r.description])).entries()].map(([c, d]) => `\`${c}\` — ${d}`).join("; ") + ".")
     p("`reference: 20 workers` is not a contender but the harness's ceiling: exactly 20 plain `fetch` workers, each taking the")
     p("next request the moment a body ends, failures retried at once — what this machine, loopback and the simulator allow.")
-    p("The seeds' queue is sized 10 from their table's Pro row although the Flash pool is 20, as written in seeds/rate-limits.md;")
+    p("The rate-limits guide's queue is sized 10 from its table's Pro row although the Flash pool is 20, as the guide writes it;")
     p("their per-retry `console.warn` and per-error `console.error` are replaced by counters.")
   } else p(`Not run: ${out.get("goodput")?.error ?? "skipped"}`)
   p()

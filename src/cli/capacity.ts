@@ -2,12 +2,16 @@
  * `elevenlabs-resilience capacity`: how many simultaneous broadcasts a plan
  * sustains within a target p95 latency, by simulation in virtual time
  * ({@link Capacity}). Prints the method, each probe and the number, and how it
- * compares with the seeds' "a concurrency of 5 carries about 100 broadcasts".
+ * compares with the ElevenLabs production-deployment guide's "a concurrency of
+ * 5 carries about 100 broadcasts".
  *
  * @since 0.1.0
  */
 import { Console, Effect, FileSystem, Option, References } from "effect"
 import { Command, Flag } from "effect/cli"
+import * as Checks from "./checks.ts"
+import * as CliFailure from "./CliFailure.ts"
+import * as Flags from "./flags.ts"
 import { isPlanName, planNames, poolOfModel } from "../resilience/Plans.ts"
 import * as Capacity from "../simulation/Capacity.ts"
 import * as LoadTest from "../simulation/LoadTest.ts"
@@ -45,7 +49,9 @@ const err = (message: string) => new Capacity.CapacityError({ message })
 export const toOptions = (input: CapacityInput, config: unknown): Effect.Effect<Capacity.CapacityOptions, Capacity.CapacityError> =>
   Effect.gen(function*() {
     if (!isPlanName(input.plan)) return yield* err(`--plan must be one of ${planNames.join(", ")}; got "${input.plan}"`)
-    if (input.model.trim() === "") return yield* err("--model must not be empty")
+    // A simulation: the simulator serves its model list only.
+    const model = Checks.modelProblem(input.model)
+    if (model !== undefined) return yield* err(model)
     const targetP95Ms = yield* parseDuration(input.targetP95).pipe(
       Effect.mapError((e) => err(e.message.replace("--duration", "--target-p95")))
     )
@@ -95,7 +101,7 @@ export const probeLine = (p: Capacity.Probe, first: boolean): string =>
     pad(p.failed, 6)
   } ${pad(p.maxInFlight, 9)}  ${p.sustained ? "sustained" : "NOT sustained"}`
 
-/** The conclusion: the number and the seeds' comparison. */
+/** The conclusion: the number and the comparison with the production-deployment guide. */
 export const resultText = (r: Capacity.CapacityResult): string => {
   const five = Capacity.perFive(r)
   return [
@@ -106,7 +112,7 @@ export const resultText = (r: Capacity.CapacityResult): string => {
     `seeds: "a concurrency of 5 can typically support ~100 simultaneous audio broadcasts".`,
     `ours:  ${r.streams} on a limit of ${r.limit} = ${Math.round(five.broadcasts * 10) / 10} per 5 slots, ${
       Math.round(five.ratio * 100)
-    } % of the seeds' figure, for ${r.chars}-char segments on ${r.model}.`,
+    } % of that figure, for ${r.chars}-char segments on ${r.model}.`,
     `       Longer segments or a faster model (Flash) carry more broadcasts per slot; shorter ones fewer.`
   ].join("\n")
 }
@@ -115,9 +121,9 @@ export const resultText = (r: Capacity.CapacityResult): string => {
 export const execute = (
   input: CapacityInput,
   print: (line: string) => Effect.Effect<void> = Console.log
-): Effect.Effect<Capacity.CapacityResult, Capacity.CapacityError | LoadTest.LoadTestError, FileSystem.FileSystem> =>
+): Effect.Effect<Capacity.CapacityResult, Capacity.CapacityError | CliFailure.CliFailure, FileSystem.FileSystem> =>
   Effect.gen(function*() {
-    const config = yield* readConfig(input.config)
+    const config = yield* Checks.readConfig("capacity", input.config)
     const options = yield* toOptions(input, config)
     if (!input.json) yield* print(methodText(options))
     let first = true
@@ -134,42 +140,23 @@ export const execute = (
     return result
   })
 
-const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, LoadTest.LoadTestError, FileSystem.FileSystem> =>
-  Option.isNone(path) ? Effect.succeed(undefined) : Effect.gen(function*() {
-    const fs = yield* FileSystem.FileSystem
-    const text = yield* fs.readFileString(path.value).pipe(
-      Effect.mapError(() => new LoadTest.LoadTestError({ message: `--config: cannot read ${path.value}` }))
-    )
-    return yield* Effect.try({
-      try: () => JSON.parse(text) as unknown,
-      catch: () => new LoadTest.LoadTestError({ message: `--config: ${path.value} is not valid JSON` })
-    })
-  })
-
 /** The command's flags. */
 export const flags = {
-  plan: Flag.String("plan").pipe(Flag.withDefault(defaults.plan), Flag.withDescription(`Plan: ${planNames.join(", ")}.`)),
-  model: Flag.String("model").pipe(Flag.withDefault(defaults.model), Flag.withDescription("TTS model id (decides the pool).")),
-  chars: Flag.Int("chars").pipe(Flag.withDefault(defaults.chars), Flag.withDescription("Characters per segment.")),
+  plan: Flag.String("plan").pipe(Flags.withDefault(`Plan: ${planNames.join(", ")}.`, defaults.plan)),
+  model: Flag.String("model").pipe(Flags.withDefault("TTS model id (decides the pool).", defaults.model)),
+  chars: Flag.Int("chars").pipe(Flags.withDefault("Characters per segment.", defaults.chars)),
   targetP95: Flag.String("target-p95").pipe(
-    Flag.withDefault(defaults.targetP95),
-    Flag.withDescription("Target p95 segment latency: N seconds or N ms|s|m.")
+    Flags.withDefault("Target p95 segment latency: N seconds or N ms|s|m.", defaults.targetP95)
   ),
-  duration: Flag.String("duration").pipe(Flag.withDefault(defaults.duration), Flag.withDescription("Virtual span of each probe.")),
+  duration: Flag.String("duration").pipe(Flags.withDefault("Virtual span of each probe.", defaults.duration)),
   failureRate: Flag.Finite("failure-rate").pipe(
-    Flag.withDefault(defaults.failureRate),
-    Flag.withDescription("Fault probability per request in the simulator, 0..1.")
+    Flags.withDefault("Fault probability per request in the simulator, 0..1.", defaults.failureRate)
   ),
-  maxStreams: Flag.Int("max-streams").pipe(Flag.withDefault(defaults.maxStreams), Flag.withDescription("Most broadcasts the search tries.")),
-  seed: Flag.Int("seed").pipe(Flag.withDefault(defaults.seed), Flag.withDescription("Seed of the simulation.")),
-  config: Flag.String("config").pipe(Flag.optional, Flag.withDescription("JSON config file of the resilient stack.")),
-  json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("Print the result as JSON."))
+  maxStreams: Flag.Int("max-streams").pipe(Flags.withDefault("Most broadcasts the search tries.", defaults.maxStreams)),
+  seed: Flag.Int("seed").pipe(Flags.withDefault("Seed of the simulation.", defaults.seed)),
+  config: Flags.config(),
+  json: Flags.boolean("json", "Print the result as one JSON document.")
 } as const
-
-const badInput = (e: { readonly message: string }) =>
-  Console.error(`capacity: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => {
-    process.exitCode = 1
-  })))
 
 /** `capacity`: the command. */
 export const capacity = Command.make("capacity", flags, (input) =>
@@ -177,7 +164,8 @@ export const capacity = Command.make("capacity", flags, (input) =>
     Effect.asVoid,
     // Limit changes and retries of every probe would drown the table.
     Effect.provideService(References.MinimumLogLevel, "Error"),
-    Effect.catchTags({ CapacityError: badInput, LoadTestError: badInput })
+    // One line on stderr, exit code 1 (main.ts prints it).
+    Effect.mapError(CliFailure.from("capacity", "InvalidFlag"))
   )).pipe(
     Command.withDescription(
       "How many simultaneous broadcasts a plan sustains within a target p95 latency, by simulation in virtual time."

@@ -17,7 +17,7 @@
  *
  * @since 0.1.0
  */
-import { NodeHttpClient } from "@effect/platform-node"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Console, Context, Effect, FileSystem, Layer, Option, Redacted, References, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import { HttpServer } from "effect/http"
@@ -33,6 +33,9 @@ import * as Report from "../simulation/Report.ts"
 import * as Server from "../simulator/Server.ts"
 import * as Simulator from "../simulator/Simulator.ts"
 import * as Health from "../telemetry/Health.ts"
+import * as Checks from "./checks.ts"
+import * as CliFailure from "./CliFailure.ts"
+import * as Flags from "./flags.ts"
 import { registerReadiness } from "./smoke.ts"
 
 /** A demo that cannot run (bad flag, port taken, file not writable). */
@@ -96,7 +99,7 @@ export interface DemoOutput {
 /** Runs the demo, printing as it goes. */
 export const execute = (
   input: DemoInput
-): Effect.Effect<DemoOutput, DemoError, FileSystem.FileSystem | import("effect/http").HttpClient.HttpClient> =>
+): Effect.Effect<DemoOutput, DemoError | CliFailure.CliFailure, FileSystem.FileSystem | import("effect/http").HttpClient.HttpClient> =>
   Effect.scoped(Effect.gen(function*() {
     if (!(Number.isFinite(input.seconds) && input.seconds >= 1 && input.seconds <= 600)) {
       return yield* fail(`--seconds must be within 1..600, got ${input.seconds}`)
@@ -110,6 +113,8 @@ export const execute = (
     const plan = input.plan
     const traffic = trafficOf(input.seconds, plan, input.seed)
     const resolved = yield* LoadTest.resolveTraffic(traffic).pipe(Effect.mapError((e) => new DemoError({ message: e.message })))
+    // Before the run: the report it ends with must be writable.
+    yield* Checks.writablePath("demo", "--html", input.html)
 
     // The simulator's own fault mix: no hangs, so the demo keeps to its length.
     const server = yield* Server.serve({
@@ -118,16 +123,15 @@ export const execute = (
       seed: input.seed,
       faults: input.failureRate > 0 ? Simulator.faultMix(input.failureRate) : Simulator.noFaults,
       maxSamples: 16 * resolved.requests + 16
-    }).pipe(Effect.mapError((e) => new DemoError({ message: `simulator: ${e.message}` })))
+    }).pipe(Effect.mapError((e) => CliFailure.listenFailure("demo", "the simulator", "127.0.0.1", 0, undefined, e)))
 
     const checks = yield* Health.make()
     const health = yield* Layer.build(
       Health.layerServer({ port, host: "127.0.0.1" }).pipe(Layer.provide(Layer.succeed(Health.HealthChecks, checks)))
     ).pipe(
-      Effect.mapError((e) => {
-        const cause = e.cause instanceof Error ? e.cause.message : e.message
-        return new DemoError({ message: `cannot serve /health and /metrics on 127.0.0.1:${port}${cause === "" ? "" : ` (${cause})`}` })
-      })
+      Effect.mapError((e) =>
+        CliFailure.listenFailure("demo", "/health and /metrics", "127.0.0.1", port, Option.isSome(input.metricsPort) ? "--metrics-port" : undefined, e)
+      )
     )
     const address = Context.get(health, HttpServer.HttpServer).address
     const healthBase = `http://127.0.0.1:${address._tag === "UnixPathAddress" ? port : address.port}`
@@ -161,10 +165,7 @@ export const execute = (
     }).pipe(Effect.mapError((e) => new DemoError({ message: e.message })))
 
     const htmlPath = resolve(input.html)
-    const fs = yield* FileSystem.FileSystem
-    yield* fs.writeFileString(htmlPath, Html.render([report])).pipe(
-      Effect.mapError(() => new DemoError({ message: `--html: cannot write ${htmlPath}` }))
-    )
+    yield* Checks.writeFile("demo", "--html", htmlPath, Html.render([report]))
     const s = report.summary
     yield* Console.log(
       [
@@ -189,18 +190,16 @@ export const execute = (
 
 /** The command's flags. */
 export const flags = {
-  seconds: Flag.Finite("seconds").pipe(Flag.withDefault(defaults.seconds), Flag.withDescription("About how long the demo runs (1..600).")),
+  seconds: Flag.Finite("seconds").pipe(Flags.withDefault("About how long the demo runs (1..600).", defaults.seconds)),
   metricsPort: Flag.Int("metrics-port").pipe(
-    Flag.optional,
-    Flag.withDescription("Port of /health, /ready and /metrics (default: a free one).")
+    Flags.optional("Port of /health, /ready and /metrics.", "a free one")
   ),
-  html: Flag.String("html").pipe(Flag.withDefault(defaults.html), Flag.withDescription("Where to write the HTML report.")),
-  plan: Flag.String("plan").pipe(Flag.withDefault(defaults.plan), Flag.withDescription(`Simulated plan: ${planNames.join(", ")}.`)),
+  html: Flag.String("html").pipe(Flags.withDefault("Where to write the HTML report.", defaults.html)),
+  plan: Flag.String("plan").pipe(Flags.withDefault(`Simulated plan: ${planNames.join(", ")}.`, defaults.plan)),
   failureRate: Flag.Finite("failure-rate").pipe(
-    Flag.withDefault(defaults.failureRate),
-    Flag.withDescription("Share of requests that meet a fault, 0..1.")
+    Flags.withDefault("Share of requests that meet a fault, 0..1.", defaults.failureRate)
   ),
-  seed: Flag.Int("seed").pipe(Flag.withDefault(defaults.seed), Flag.withDescription("Seed of the traffic and the simulator."))
+  seed: Flag.Int("seed").pipe(Flags.withDefault("Seed of the traffic and the simulator.", defaults.seed))
 } as const
 
 /** `demo`: the command `npm start` runs. */
@@ -210,10 +209,8 @@ export const demo = Command.make("demo", flags, (input) =>
     // Retries and limit changes are in the report; per-event logs would drown the progress bar.
     Effect.provideService(References.MinimumLogLevel, "Error"),
     Effect.asVoid,
-    Effect.catchTag("DemoError", (e) =>
-      Console.error(`demo: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => {
-        process.exitCode = 1
-      }))))
+    // One line on stderr, exit code 1 (main.ts prints it).
+    Effect.mapError(CliFailure.from("demo", "InvalidFlag"))
   )).pipe(
     Command.withDescription(
       "The demo (npm start): a simulator server, bursts with chaos through the full stack in real time, /health and /metrics, a report and report.html. No key, no credits."

@@ -10,9 +10,12 @@
  *
  * @since 0.1.0
  */
-import { NodeHttpClient } from "@effect/platform-node"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Clock, Config, Console, Effect, FileSystem, Option, Redacted, References, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
+import * as Checks from "./checks.ts"
+import * as CliFailure from "./CliFailure.ts"
+import * as Flags from "./flags.ts"
 import { type RateInput, rateFlags } from "./trafficFlags.ts"
 import type { HttpClient } from "effect/http"
 import { spawn } from "node:child_process"
@@ -103,7 +106,13 @@ export const toPlan = (input: LoadTestInput, config: unknown): Effect.Effect<Pla
     if (strategy === undefined) {
       return yield* fail(`--strategy must be one of ${LoadTest.available().map((s) => s.name).join(", ")}; got "${input.strategy}"`)
     }
-    if (input.model.trim() === "") return yield* fail("--model must not be empty")
+    if (Option.isNone(input.baseUrl)) {
+      // The embedded simulator serves its model and voice lists only; a real target is asked
+      // before the run instead (`execute`, Checks.targetProblem): it may have models and voices
+      // this library does not know.
+      const unknown = Checks.modelProblem(input.model) ?? Checks.voiceProblem(input.voice)
+      if (unknown !== undefined) return yield* fail(unknown)
+    } else if (input.model.trim() === "") return yield* fail("--model must not be empty")
     const chars = yield* Patterns.parseChars(input.chars).pipe(Effect.mapError((e) => new LoadTest.LoadTestError({ message: e.message })))
     const durationMs = Option.isSome(input.duration)
       ? yield* parseDuration(input.duration.value).pipe(Effect.mapError((e) => new LoadTest.LoadTestError({ message: e.message })))
@@ -162,18 +171,9 @@ export const toPlan = (input: LoadTestInput, config: unknown): Effect.Effect<Pla
     }
   })
 
-/** Reads and parses `--config FILE` (JSON), if given. */
-export const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, LoadTest.LoadTestError, FileSystem.FileSystem> =>
-  Option.isNone(path) ? Effect.succeed(undefined) : Effect.gen(function*() {
-    const fs = yield* FileSystem.FileSystem
-    const text = yield* fs.readFileString(path.value).pipe(
-      Effect.mapError(() => new LoadTest.LoadTestError({ message: `--config: cannot read ${path.value}` }))
-    )
-    return yield* Effect.try({
-      try: () => JSON.parse(text) as unknown,
-      catch: () => new LoadTest.LoadTestError({ message: `--config: ${path.value} is not valid JSON` })
-    })
-  })
+/** Reads and checks `--config FILE` (JSON), if given (one clear line when it cannot be used). */
+export const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, CliFailure.CliFailure, FileSystem.FileSystem> =>
+  Checks.readConfig("load-test", path)
 
 const workerOutputPrefix = "LOADTEST-PART "
 
@@ -281,10 +281,12 @@ export interface Output {
 /** Runs what the flags ask for. */
 export const execute = (
   input: LoadTestInput
-): Effect.Effect<Output, LoadTest.LoadTestError, FileSystem.FileSystem | HttpClient.HttpClient> =>
+): Effect.Effect<Output, LoadTest.LoadTestError | CliFailure.CliFailure, FileSystem.FileSystem | HttpClient.HttpClient> =>
   Effect.scoped(Effect.gen(function*() {
     const config = yield* readConfig(input.config)
     const plan = yield* toPlan(input, config)
+    // Before the run: a report that cannot be written is known now, not after it.
+    if (!input.worker) yield* Checks.writableOption("load-test", "--html", input.html)
     const progress = input.json || input.worker ? undefined : Progress.sink({ label: "load-test" })
 
     /** What a worker's part and a one-process run share. */
@@ -334,11 +336,14 @@ export const execute = (
         faults: plan.failureRate > 0 ? Runner.faultsFor(plan.failureRate) : Simulator.noFaults,
         apiKeys: [{ key: simulatorKey, name: "sim", plan: plan.plan, characterLimit: 1e12 }],
         maxSamples: 16 * plan.resolved.requests + 16
-      }).pipe(Effect.mapError((e) => new LoadTest.LoadTestError({ message: `simulator: ${e.message}` })))
+      }).pipe(Effect.mapError((e) => CliFailure.listenFailure("load-test", "the embedded simulator", "127.0.0.1", 0, undefined, e)))
       baseUrl = server.url
       simulatorStats = true
     } else {
       baseUrl = input.baseUrl.value.replace(/\/+$/, "")
+      // The target is the authority on its models and voices: asked before the run (two free GETs).
+      const unknown = yield* Checks.targetProblem({ baseUrl, apiKey, model: plan.model, voice: input.voice })
+      if (unknown !== undefined) return yield* fail(unknown)
       simulatorStats = (yield* LoadTest.fetchStats(baseUrl)) !== undefined
     }
 
@@ -378,13 +383,7 @@ export const execute = (
       })
     }
 
-    if (Option.isSome(input.html)) {
-      const fs = yield* FileSystem.FileSystem
-      const path = input.html.value
-      yield* fs.writeFileString(path, Html.render([report])).pipe(
-        Effect.mapError(() => new LoadTest.LoadTestError({ message: `--html: cannot write ${path}` }))
-      )
-    }
+    if (Option.isSome(input.html)) yield* Checks.writeFile("load-test", "--html", input.html.value, Html.render([report]))
     const target = embedded ? `embedded simulator ${baseUrl}` : simulatorStats ? `simulator ${baseUrl}` : baseUrl
     return {
       output: input.json
@@ -399,44 +398,57 @@ export const execute = (
 export const flags = {
   ...rateFlags,
   baseUrl: Flag.String("base-url").pipe(
-    Flag.optional,
-    Flag.withDescription("Target (no /v1). Default: an embedded simulator server on loopback, started for the run.")
+    Flags.optional("Target (no /v1).", "an embedded simulator server on loopback, started for the run")
   ),
   apiKey: Flag.String("api-key").pipe(
-    Flag.optional,
-    Flag.withDescription("Key for the target (prefer ELEVENLABS_API_KEY: a flag shows in ps). Default: the simulator's, or ELEVENLABS_API_KEY with --base-url.")
+    Flags.optional(
+      "Key for the target (prefer ELEVENLABS_API_KEY: a flag shows in ps).",
+      "the simulator's, or ELEVENLABS_API_KEY with --base-url"
+    )
   ),
-  plan: Flag.String("plan").pipe(Flag.withDefault(defaults.plan), Flag.withDescription(`Plan: ${planNames.join(", ")} (the embedded simulator's and the limiter's).`)),
-  model: Flag.String("model").pipe(Flag.withDefault(defaults.model), Flag.withDescription("TTS model id.")),
-  voice: Flag.String("voice").pipe(Flag.withDefault(defaults.voice), Flag.withDescription("Voice id.")),
+  plan: Flag.String("plan").pipe(
+    Flags.withDefault(`Plan: ${planNames.join(", ")} (the embedded simulator's and the limiter's).`, defaults.plan)
+  ),
+  model: Flag.String("model").pipe(
+    Flags.withDefault("TTS model id (the simulator's; with --base-url, the target's /v1/models is asked).", defaults.model)
+  ),
+  voice: Flag.String("voice").pipe(
+    Flags.withDefault("Voice id (a premade voice of the simulator; with --base-url, one of the account's).", defaults.voice)
+  ),
   strategy: Flag.String("strategy").pipe(
-    Flag.withDefault(defaults.strategy),
-    Flag.withDescription(`Strategy: ${Strategies.strategyNames.join(", ")}.`)
+    Flags.withDefault(
+      `Strategy: ${Strategies.strategyNames.join(", ")} (seed-template: the old name of p-queue-recipe).`,
+      defaults.strategy
+    )
   ),
   pattern: Flag.String("pattern").pipe(
-    Flag.withDefault(defaults.pattern),
-    Flag.withDescription(`Traffic pattern: ${Patterns.patternNames.join(", ")}.`)
+    Flags.withDefault(`Traffic pattern: ${Patterns.patternNames.join(", ")}.`, defaults.pattern)
   ),
-  requests: Flag.Int("requests").pipe(Flag.optional, Flag.withDescription(`Number of requests (default ${defaults.requests} for steady, chaos, burst).`)),
-  duration: Flag.String("duration").pipe(Flag.optional, Flag.withDescription("Span of the schedule: N seconds or N ms|s|m|h (at most 1 h).")),
-  chars: Flag.String("chars").pipe(Flag.withDefault(defaults.chars), Flag.withDescription("Text length: N or a-b.")),
+  requests: Flag.Int("requests").pipe(
+    Flags.optional("Number of requests.", `${defaults.requests} for steady, chaos and burst; ramp-up and diurnal: rate x span`)
+  ),
+  duration: Flag.String("duration").pipe(
+    Flags.optional("Span of the schedule: N seconds or N ms|s|m|h (at most 1 h).", "--requests / --rps; ramp-up 60 s")
+  ),
+  chars: Flag.String("chars").pipe(Flags.withDefault("Text length: N or a-b.", defaults.chars)),
   failureRate: Flag.Finite("failure-rate").pipe(
-    Flag.optional,
-    Flag.withDescription("Fault probability per request of the embedded simulator, 0..1 (default 0; chaos 0.1).")
+    Flags.optional("Fault probability per request of the embedded simulator, 0..1.", "0; chaos 0.1")
   ),
-  seed: Flag.Int("seed").pipe(Flag.withDefault(defaults.seed), Flag.withDescription("Seed of the schedule and the embedded simulator.")),
+  seed: Flag.Int("seed").pipe(Flags.withDefault("Seed of the schedule and the embedded simulator.", defaults.seed)),
   jitter: Flag.String("jitter").pipe(
-    Flag.withDefault(defaults.jitter),
-    Flag.withDescription(`Jitter of the resilient strategy: ${Strategies.jitterNames.join(", ")}.`)
+    Flags.withDefault(`Jitter of the resilient strategy: ${Strategies.jitterNames.join(", ")}.`, defaults.jitter)
   ),
-  config: Flag.String("config").pipe(Flag.optional, Flag.withDescription("JSON config file of the resilient stack (docs/configuration.md).")),
+  config: Flags.config(),
   timeLimit: Flag.String("time-limit").pipe(
-    Flag.optional,
-    Flag.withDescription("Stop calls still running after this long (default: the schedule's span + 120 s).")
+    Flags.optional("Stop calls still running after this long.", "the schedule's span + 120 s")
   ),
-  json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("Print JSON instead of a table (no progress bar).")),
-  processes: Flag.Int("processes").pipe(Flag.withDefault(1), Flag.withDescription("Worker processes sharing the load (resilient: needs --redis-url).")),
-  redisUrl: Flag.String("redis-url").pipe(Flag.optional, Flag.withDescription("Redis shared by the processes (redis://host:port).")),
+  json: Flags.boolean("json", "Print one JSON document instead of a table (no progress bar)."),
+  processes: Flag.Int("processes").pipe(
+    Flags.withDefault("Worker processes sharing the load (resilient: needs --redis-url).", 1)
+  ),
+  redisUrl: Flag.String("redis-url").pipe(
+    Flags.optional("Redis shared by the processes (redis://host:port).", "none: one process, local limits")
+  ),
   worker: Flag.Boolean("worker").pipe(Flag.withDefault(false), Flag.withHidden),
   workerIndex: Flag.Int("worker-index").pipe(Flag.withDefault(0), Flag.withHidden),
   startAt: Flag.Int("start-at").pipe(Flag.optional, Flag.withHidden)
@@ -449,10 +461,8 @@ export const loadTest = Command.make("load-test", flags, (input) =>
     Effect.provide(NodeHttpClient.layerUndici),
     // The stack logs every retry and limit change; under load that drowns the report.
     Effect.provideService(References.MinimumLogLevel, "Error"),
-    Effect.catchTag("LoadTestError", (e) =>
-      Console.error(`load-test: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => {
-        process.exitCode = 1
-      }))))
+    // One line on stderr, exit code 1 (main.ts prints it): a flag the run refuses, or a run that failed.
+    Effect.mapError((e) => CliFailure.from("load-test", e.message.startsWith("--") ? "InvalidFlag" : "RunFailed")(e))
   )).pipe(
     Command.withDescription(
       "Run a traffic pattern in real time over real HTTP (embedded simulator by default) and report: text, JSON or HTML."

@@ -4,19 +4,23 @@
  *
  * The flags are parsed by `effect/cli` as strings and numbers; {@link toRuns}
  * checks them and turns them into runner options, so every bad value gets one
- * clear {@link SimulateError} naming the flag and the accepted values.
+ * clear {@link SimulateError} naming the flag and the accepted values. The
+ * default strategy is `resilient` (this library's stack): what a user of the
+ * library rehearses; `--strategy naive` or `--compare` show the others.
  *
  * @since 0.1.0
  */
 import { Console, Effect, FileSystem, Option, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
+import * as Checks from "./checks.ts"
+import * as CliFailure from "./CliFailure.ts"
+import * as Flags from "./flags.ts"
 import { type RateInput, rateFlags } from "./trafficFlags.ts"
 import { isPlanName, planNames } from "../resilience/Plans.ts"
 import * as Html from "../simulation/Html.ts"
 import * as Patterns from "../simulation/Patterns.ts"
 import * as Report from "../simulation/Report.ts"
 import * as Runner from "../simulation/Runner.ts"
-import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
 import * as Strategies from "../simulation/Strategies.ts"
 
 /** A bad flag value, or a run that could not be done. */
@@ -51,7 +55,7 @@ export const defaults = {
   chars: "100-1000",
   seed: 1,
   jitter: "full",
-  strategy: "naive"
+  strategy: "resilient"
 } as const
 
 /** Parses `--duration`: `N` seconds, or with a unit `ms`, `s`, `m`, `h`, `d`. */
@@ -92,7 +96,9 @@ export const toRuns = (
     if (!Patterns.isPatternName(pattern)) return yield* notOneOf("pattern", pattern, Patterns.patternNames)
     yield* oneOf("jitter", input.jitter, Strategies.jitterNames)
     const jitter = input.jitter as Strategies.JitterName
-    if (input.model.trim() === "") return yield* new SimulateError({ message: "--model must not be empty" })
+    // The simulator serves its model list only: any other model would fail every request.
+    const model = Checks.modelProblem(input.model)
+    if (model !== undefined) return yield* new SimulateError({ message: model })
     const chars = yield* Patterns.parseChars(input.chars).pipe(
       Effect.mapError((e) => new SimulateError({ message: e.message }))
     )
@@ -112,7 +118,9 @@ export const toRuns = (
     let chosen: ReadonlyArray<Strategies.Strategy>
     if (input.compare) chosen = available
     else {
-      yield* oneOf("strategy", input.strategy, Strategies.strategyNames)
+      if (!Strategies.isStrategyName(input.strategy)) {
+        return yield* notOneOf("strategy", input.strategy, Strategies.strategyNames)
+      }
       const found = Strategies.find(input.strategy, available)
       if (found === undefined) {
         return yield* new SimulateError({
@@ -149,25 +157,12 @@ export const toRuns = (
     }))
   })
 
-/** Reads and parses `--config FILE` (JSON), if given. */
-export const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, SimulateError, FileSystem.FileSystem> =>
-  Option.isNone(path) ? Effect.succeed(undefined) : Effect.gen(function*() {
-    const fs = yield* FileSystem.FileSystem
-    const text = yield* fs.readFileString(path.value).pipe(
-      Effect.mapError(() => new SimulateError({ message: `--config: cannot read ${path.value}` }))
-    )
-    const raw = yield* Effect.try({
-      try: () => JSON.parse(text) as unknown,
-      catch: () => new SimulateError({ message: `--config: ${path.value} is not valid JSON` })
-    })
-    // Checked here, before any run, so a bad file is one clear line (see `validate-config` for fixes).
-    const { config, problems } = ResilienceConfig.validate(raw)
-    if (config === undefined || ResilienceConfig.isBlocking(problems)) {
-      const errors = problems.filter((p) => p.severity === "error").map((p) => `${p.path}: ${p.message}`)
-      return yield* new SimulateError({ message: `--config: ${path.value}: ${errors.join("; ")}` })
-    }
-    return raw
-  })
+/**
+ * Reads and checks `--config FILE` (JSON), if given, before any run, so a
+ * bad file is one clear line (`validate-config` lists every fix).
+ */
+export const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, CliFailure.CliFailure, FileSystem.FileSystem> =>
+  Checks.readConfig("simulate", path)
 
 /**
  * Runs what the flags ask for and returns the text to print (table or JSON);
@@ -176,65 +171,66 @@ export const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, 
 export const execute = (
   input: SimulateInput,
   available?: ReadonlyArray<Strategies.Strategy> | undefined
-): Effect.Effect<{ readonly output: string; readonly reports: ReadonlyArray<Report.Report> }, SimulateError, FileSystem.FileSystem> =>
+): Effect.Effect<
+  { readonly output: string; readonly reports: ReadonlyArray<Report.Report> },
+  SimulateError | CliFailure.CliFailure,
+  FileSystem.FileSystem
+> =>
   Effect.gen(function*() {
     const config = yield* readConfig(input.config)
     const runs = yield* toRuns(input, config, available)
+    // Before the run: a report that cannot be written is known now, not after it.
+    yield* Checks.writableOption("simulate", "--html", input.html)
     const reports: Array<Report.Report> = []
     for (const run of runs) {
       reports.push(
         yield* Runner.run(run).pipe(Effect.mapError((e) => new SimulateError({ message: e.message })))
       )
     }
-    if (Option.isSome(input.html)) {
-      const fs = yield* FileSystem.FileSystem
-      yield* fs.writeFileString(input.html.value, Html.render(reports)).pipe(
-        Effect.mapError(() => new SimulateError({ message: `--html: cannot write ${input.html.pipe(Option.getOrElse(() => ""))}` }))
-      )
-    }
+    if (Option.isSome(input.html)) yield* Checks.writeFile("simulate", "--html", input.html.value, Html.render(reports))
     return { output: input.json ? Report.toJson(reports) + "\n" : Report.toText(reports), reports }
   })
 
 /** The command's flags. */
 export const flags = {
   ...rateFlags,
-  plan: Flag.String("plan").pipe(Flag.withDefault(defaults.plan), Flag.withDescription(`Plan: ${planNames.join(", ")}.`)),
-  model: Flag.String("model").pipe(Flag.withDefault(defaults.model), Flag.withDescription("TTS model id.")),
+  plan: Flag.String("plan").pipe(Flags.withDefault(`Plan: ${planNames.join(", ")}.`, defaults.plan)),
+  model: Flag.String("model").pipe(Flags.withDefault("TTS model id (one the simulator serves).", defaults.model)),
   pattern: Flag.String("pattern").pipe(
-    Flag.withDefault(defaults.pattern),
-    Flag.withDescription(`Traffic pattern: ${Patterns.patternNames.join(", ")}.`)
+    Flags.withDefault(`Traffic pattern: ${Patterns.patternNames.join(", ")}.`, defaults.pattern)
   ),
-  requests: Flag.Int("requests").pipe(Flag.optional, Flag.withDescription("Number of requests.")),
-  duration: Flag.String("duration").pipe(Flag.optional, Flag.withDescription("Span of the run: N seconds or N ms|s|m|h|d.")),
-  chars: Flag.String("chars").pipe(Flag.withDefault(defaults.chars), Flag.withDescription("Text length: N or a-b.")),
+  requests: Flag.Int("requests").pipe(
+    Flags.optional("Number of requests.", "1000 for steady and chaos, 100 for burst; ramp-up and diurnal: rate x span")
+  ),
+  duration: Flag.String("duration").pipe(
+    Flags.optional("Span of the run: N seconds or N ms|s|m|h|d.", "--requests / --rps; ramp-up 60 s, diurnal 24 h, bursts over 60 s")
+  ),
+  chars: Flag.String("chars").pipe(Flags.withDefault("Text length: N or a-b.", defaults.chars)),
   failureRate: Flag.Finite("failure-rate").pipe(
-    Flag.optional,
-    Flag.withDescription("Fault probability per request, 0..1 (default 0; chaos 0.1).")
+    Flags.optional("Fault probability per request, 0..1.", "0; chaos 0.1")
   ),
-  credits: Flag.Finite("credits").pipe(Flag.optional, Flag.withDescription("Credits of the account (default: no limit).")),
-  seed: Flag.Int("seed").pipe(Flag.withDefault(defaults.seed), Flag.withDescription("Seed of the run.")),
+  credits: Flag.Finite("credits").pipe(Flags.optional("Credits of the account.", "no limit")),
+  seed: Flag.Int("seed").pipe(Flags.withDefault("Seed of the run.", defaults.seed)),
   jitter: Flag.String("jitter").pipe(
-    Flag.withDefault(defaults.jitter),
-    Flag.withDescription(`Jitter of the resilient strategy: ${Strategies.jitterNames.join(", ")}.`)
+    Flags.withDefault(`Jitter of the resilient strategy: ${Strategies.jitterNames.join(", ")}.`, defaults.jitter)
   ),
   strategy: Flag.String("strategy").pipe(
-    Flag.withDefault(defaults.strategy),
-    Flag.withDescription(`Strategy: ${Strategies.strategyNames.join(", ")}.`)
+    Flags.withDefault(
+      `Strategy: ${Strategies.strategyNames.join(", ")} (seed-template: the old name of p-queue-recipe).`,
+      defaults.strategy
+    )
   ),
-  compare: Flag.Boolean("compare").pipe(Flag.withDefault(false), Flag.withDescription("Run every available strategy on the same traffic.")),
-  config: Flag.String("config").pipe(Flag.optional, Flag.withDescription("JSON config file of the resilient stack.")),
-  json: Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("Print JSON instead of a table.")),
+  compare: Flags.boolean("compare", "Run every available strategy on the same traffic."),
+  config: Flags.config(),
+  json: Flags.boolean("json", "Print one JSON document instead of a table.")
 } as const
 
 /** `simulate`: the command. */
 export const simulate = Command.make("simulate", flags, (input) =>
   execute(input).pipe(
     Effect.flatMap(({ output }) => Console.log(output.trimEnd())),
-    // A bad flag is the user's, not a crash: one line on stderr, exit code 1.
-    Effect.catchTag("SimulateError", (e) =>
-      Console.error(`simulate: ${e.message}`).pipe(Effect.andThen(Effect.sync(() => {
-        process.exitCode = 1
-      }))))
+    // A bad flag is the user's, not a crash: one line on stderr, exit code 1 (main.ts prints it).
+    Effect.mapError(CliFailure.from("simulate", "InvalidFlag"))
   )).pipe(
     Command.withDescription(
       "Rehearse traffic against a plan in virtual time (a simulated day in seconds) and report: text, JSON or HTML."

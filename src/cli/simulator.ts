@@ -6,94 +6,97 @@
  */
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { docsPlans, planNames, seedPlans } from "../resilience/Plans.ts"
+import { acceptedPlanTableNames, canonicalPlanTableName, planNames, planTableOf } from "../resilience/Plans.ts"
 import * as Server from "../simulator/Server.ts"
 import * as Simulator from "../simulator/Simulator.ts"
+import * as CliFailure from "./CliFailure.ts"
+import * as Flags from "./flags.ts"
 
-const rate = (name: string, description: string) =>
+const rate = (name: string, description: string, what = "0") =>
   Flag.Finite(name).pipe(
-    Flag.withDescription(description),
     Flag.filter((r) => r >= 0 && r <= 1, (r) => `--${name} must be between 0 and 1, got ${r}`),
-    Flag.optional
+    Flags.optional(description, what)
   )
 
-const nonNegativeInt = (name: string, description: string) =>
-  Flag.Int(name).pipe(
-    Flag.withDescription(description),
-    Flag.filter((n) => n >= 0, (n) => `--${name} must be 0 or more, got ${n}`)
-  )
+const nonNegativeInt = (name: string) =>
+  Flag.Int(name).pipe(Flag.filter((n) => n >= 0, (n) => `--${name} must be 0 or more, got ${n}`))
 
 const flags = {
   port: Flag.Int("port").pipe(
-    Flag.withDescription("TCP port to listen on; 0 picks a free one."),
     Flag.filter((p) => p >= 0 && p <= 65535, (p) => `--port must be between 0 and 65535, got ${p}`),
-    Flag.withDefault(8787)
+    Flags.withDefault("TCP port to listen on; 0 picks a free one.", 8787)
   ),
-  host: Flag.String("host").pipe(Flag.withDescription("Interface to bind."), Flag.withDefault("127.0.0.1")),
+  host: Flag.String("host").pipe(Flags.withDefault("Interface to bind.", "127.0.0.1")),
   plan: Flag.Literals("plan", planNames).pipe(
-    Flag.withDescription("Plan of every API key: concurrency limits and monthly credits."),
-    Flag.withDefault("pro" as const)
+    Flags.withDefault("Plan of every API key: concurrency limits and monthly credits.", "pro" as const)
   ),
-  planTable: Flag.Literals("plan-table", ["seeds", "docs"] as const).pipe(
-    Flag.withDescription("Concurrency table: the seeds' (STT 8/12/20/40/60/60) or the docs' (STT 10/15/25/50/75/75)."),
-    Flag.withDefault("seeds" as const)
+  planTable: Flag.Literals("plan-table", acceptedPlanTableNames).pipe(
+    Flags.withDefault(
+      "Concurrency table: the ElevenLabs rate-limits guide's (STT 8/12/20/40/60/60) or the models page's of August 2025 " +
+        "(STT 10/15/25/50/75/75); seeds and docs are their old names.",
+      "rate-limits-guide" as const
+    )
   ),
-  seed: Flag.Int("seed").pipe(Flag.withDescription("Seed of the simulator's random draws."), Flag.withDefault(1)),
+  seed: Flag.Int("seed").pipe(Flags.withDefault("Seed of the simulator's random draws.", 1)),
   failureRate: rate(
     "failure-rate",
     "Total fault rate, split 40% system_busy, 20% 500 (detail), 10% 500 (top-level), 10% 503 HTML, 10% reset, 10% stream cut."
   ),
-  systemBusyRate: rate("system-busy-rate", "Rate of 429 system_busy."),
-  serverErrorRate: rate("server-error-rate", "Rate of 500 something_went_wrong."),
-  internalErrorRate: rate("internal-error-rate", "Rate of 500 internal_server_error (top-level body)."),
-  unavailableRate: rate("unavailable-rate", "Rate of 503 with an HTML body."),
-  resetRate: rate("reset-rate", "Rate of connection resets."),
-  hangRate: rate("hang-rate", "Rate of requests that never answer."),
-  cutRate: rate("cut-rate", "Rate of bodies cut half-way."),
-  queueDepth: nonNegativeInt("queue-depth", "Requests that may queue per key and pool past the limit.").pipe(
-    Flag.withDefault(0)
+  systemBusyRate: rate("system-busy-rate", "Rate of 429 system_busy.", "its share of --failure-rate, else 0"),
+  serverErrorRate: rate("server-error-rate", "Rate of 500 something_went_wrong.", "its share of --failure-rate, else 0"),
+  internalErrorRate: rate(
+    "internal-error-rate",
+    "Rate of 500 internal_server_error (top-level body).",
+    "its share of --failure-rate, else 0"
   ),
-  queueWaitMs: nonNegativeInt("queue-wait-ms", "How long a queued request waits before its 429.").pipe(
-    Flag.withDefault(30_000)
+  unavailableRate: rate("unavailable-rate", "Rate of 503 with an HTML body.", "its share of --failure-rate, else 0"),
+  resetRate: rate("reset-rate", "Rate of connection resets.", "its share of --failure-rate, else 0"),
+  hangRate: rate("hang-rate", "Rate of requests that never answer."),
+  cutRate: rate("cut-rate", "Rate of bodies cut half-way.", "its share of --failure-rate, else 0"),
+  queueDepth: nonNegativeInt("queue-depth").pipe(
+    Flags.withDefault("Requests that may queue per key and pool past the limit.", 0)
+  ),
+  queueWaitMs: nonNegativeInt("queue-wait-ms").pipe(
+    Flags.withDefault("How long a queued request waits before its 429.", 30_000)
   ),
   apiKey: Flag.String("api-key").pipe(
-    Flag.withDescription("An accepted xi-api-key (repeat for several keys). Default: sim-key."),
+    Flag.withDescription("An accepted xi-api-key (repeat for several keys). (default: sim-key)"),
     Flag.atLeast(0)
   ),
-  acceptAnyKey: Flag.Boolean("accept-any-key").pipe(
-    Flag.withDescription("Accept any non-empty key, each as a fresh account."),
-    Flag.withDefault(false)
+  acceptAnyKey: Flags.boolean("accept-any-key", "Accept any non-empty key, each as a fresh account."),
+  retryAfter: nonNegativeInt("retry-after").pipe(
+    Flags.optional("Send Retry-After: N on every 429 (the real API sends none).", "none")
   ),
-  retryAfter: nonNegativeInt("retry-after", "Send Retry-After: N on every 429 (the real API sends none).").pipe(
-    Flag.optional
+  systemCapacity: nonNegativeInt("system-capacity").pipe(
+    Flags.optional("Shared in-flight capacity across all keys; past it, 429 system_busy.", "unlimited")
   ),
-  systemCapacity: nonNegativeInt(
-    "system-capacity",
-    "Shared in-flight capacity across all keys; past it, 429 system_busy."
-  ).pipe(Flag.optional),
-  credits: nonNegativeInt("credits", "Credits per period (character_limit). Default by plan.").pipe(Flag.optional),
-  creditsUsed: nonNegativeInt("credits-used", "Credits already used at start.").pipe(Flag.withDefault(0)),
+  credits: nonNegativeInt("credits").pipe(Flags.optional("Credits per period (character_limit).", "the plan's")),
+  creditsUsed: nonNegativeInt("credits-used").pipe(Flags.withDefault("Credits already used at start.", 0)),
   charsPerSecond: Flag.Finite("chars-per-second").pipe(
-    Flag.withDescription("Characters of text per second of generated speech."),
     Flag.filter((n) => n > 0, (n) => `--chars-per-second must be positive, got ${n}`),
-    Flag.withDefault(15)
+    Flags.withDefault("Characters of text per second of generated speech.", 15)
   ),
   latencyScale: Flag.Finite("latency-scale").pipe(
-    Flag.withDescription("Multiplies every latency (0 answers at once, 2 is twice as slow)."),
     Flag.filter((n) => n >= 0, (n) => `--latency-scale must be 0 or more, got ${n}`),
-    Flag.withDefault(1)
+    Flags.withDefault("Multiplies every latency (0 answers at once, 2 is twice as slow).", 1)
   ),
   periodSeconds: Flag.Int("period-seconds").pipe(
-    Flag.withDescription("Length of a quota period; credits reset when it ends."),
     Flag.filter((n) => n > 0, (n) => `--period-seconds must be positive, got ${n}`),
-    Flag.withDefault(30 * 24 * 3600)
+    Flags.withDefault("Length of a quota period; credits reset when it ends.", 30 * 24 * 3600, "2592000 (30 days)")
   ),
   chunkSeconds: Flag.Finite("chunk-seconds").pipe(
-    Flag.withDescription("Seconds of audio per streamed chunk."),
     Flag.filter((n) => n > 0, (n) => `--chunk-seconds must be positive, got ${n}`),
-    Flag.withDefault(0.5)
+    Flags.withDefault("Seconds of audio per streamed chunk.", 0.5)
   ),
-  region: Flag.String("region").pipe(Flag.withDescription("x-region header value."), Flag.withDefault("us-central1"))
+  region: Flag.String("region").pipe(Flags.withDefault("x-region header value.", "us-central1")),
+  maxBodyBytes: Flag.Int("max-body-bytes").pipe(
+    Flag.filter((n) => n > 0, (n) => `--max-body-bytes must be positive, got ${n}`),
+    Flags.optional("Largest request body (JSON, text, non-upload multipart), in bytes; past it, a 413.", "10485760 (10 MiB)")
+  ),
+  maxUploadBytes: Flag.Int("max-upload-bytes").pipe(
+    Flag.filter((n) => n > 0, (n) => `--max-upload-bytes must be positive, got ${n}`),
+    Flags.optional("Largest multipart upload to speech to text, in bytes; past it, a 413.", "5368709120 (5 GiB)")
+  )
 }
 
 const scaled = (scale: number): Simulator.LatencyModel => {
@@ -125,7 +128,7 @@ export const simulator = Command.make("simulator", flags, (f) =>
       host: f.host,
       seed: f.seed,
       plan: f.plan,
-      planTable: f.planTable === "docs" ? docsPlans : seedPlans,
+      planTable: planTableOf(f.planTable),
       apiKeys: keys.map((key) => ({
         key,
         characterCount: f.creditsUsed,
@@ -140,11 +143,20 @@ export const simulator = Command.make("simulator", flags, (f) =>
       latency: scaled(f.latencyScale),
       periodSeconds: f.periodSeconds,
       chunkSeconds: f.chunkSeconds,
-      region: f.region
-    })
+      region: f.region,
+      bodyLimits: {
+        ...(Option.isSome(f.maxBodyBytes) ? { json: f.maxBodyBytes.value } : {}),
+        ...(Option.isSome(f.maxUploadBytes) ? { upload: f.maxUploadBytes.value } : {})
+      }
+    }).pipe(
+      // A port in use (or privileged, or a host not of this machine): one line, exit code 1 (main.ts prints it).
+      Effect.mapError((e) => CliFailure.listenFailure("simulator", "the simulator", f.host, f.port, "--port", e))
+    )
     yield* Console.log(`ElevenLabs simulator listening on ${running.url}`)
     yield* Console.log(
-      `plan ${f.plan}, seed ${f.seed}, ${keys.length} key(s)${f.acceptAnyKey ? " (any key accepted)" : ""}; ` +
+      `plan ${f.plan} (${canonicalPlanTableName(f.planTable)} table), seed ${f.seed}, ${keys.length} key(s)${
+        f.acceptAnyKey ? " (any key accepted)" : ""
+      }; ` +
         `stats at ${running.url}/_simulator/stats; Ctrl-C to stop`
     )
     return yield* Effect.never

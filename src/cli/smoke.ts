@@ -13,7 +13,7 @@
  *
  * @since 0.1.0
  */
-import { NodeHttpClient } from "@effect/platform-node"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Clock, Config, Console, Effect, FileSystem, Option, Redacted, References, Scope } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { HttpClient } from "effect/http"
@@ -22,6 +22,9 @@ import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
 import * as Resilient from "../resilience/Resilient.ts"
 import * as Server from "../simulator/Server.ts"
 import * as Health from "../telemetry/Health.ts"
+import * as Checks from "./checks.ts"
+import * as CliFailure from "./CliFailure.ts"
+import * as Flags from "./flags.ts"
 
 /** The readiness checks of a resilient stack for one pool: breaker not open, quota not exhausted. */
 export const readinessChecks = (
@@ -97,7 +100,10 @@ export const execute = (
     const loaded = yield* ResilienceConfig.load({ file: Option.getOrUndefined(input.config) }).pipe(Effect.result)
     if (loaded._tag === "Failure") {
       const problems = loaded.failure.problems.filter((p) => p.severity === "error")
-      return failed(`config: ${problems.map((p) => `${p.path}: ${p.message}`).join("; ") || loaded.failure.message}`)
+      return failed(`config: ${
+        problems.map((p) => `${p.path === "(file)" ? "" : `${p.path}: `}${p.message} (fix: ${p.fix})`).join("; ") ||
+        loaded.failure.message
+      }`)
     }
     const config = loaded.success
     const envKey = yield* Config.Redacted("ELEVENLABS_API_KEY").pipe(Config.option, Effect.orElseSucceed(() => Option.none()))
@@ -106,8 +112,14 @@ export const execute = (
     let baseUrl: string
     let target: string
     if (useSimulator) {
+      // The simulator serves its model and voice lists only: refused before the request. Against a
+      // real base URL the one request is the check (the account may have models and voices of its own).
+      const unknown = Checks.modelProblem(input.model) ?? Checks.voiceProblem(input.voice)
+      if (unknown !== undefined) return failed(unknown)
       const server = yield* Server.serve({ port: 0 }).pipe(Effect.result)
-      if (server._tag === "Failure") return failed(`could not start the embedded simulator: ${server.failure.message}`)
+      if (server._tag === "Failure") {
+        return failed(CliFailure.listenProblem("the embedded simulator", "127.0.0.1", 0, undefined, server.failure))
+      }
       apiKey = Redacted.make("sim-key")
       baseUrl = Option.getOrElse(input.baseUrl, () => server.success.url)
       target = Option.isSome(input.baseUrl) ? baseUrl : `embedded simulator ${baseUrl}`
@@ -155,15 +167,14 @@ export const execute = (
 
 /** The command's flags. */
 export const flags = {
-  config: Flag.String("config").pipe(Flag.optional, Flag.withDescription("JSON config file (docs/configuration.md); the environment overrides it.")),
-  simulator: Flag.Boolean("simulator").pipe(
-    Flag.withDefault(false),
-    Flag.withDescription("Check against an embedded simulator even when ELEVENLABS_API_KEY is set (no credits).")
+  config: Flags.config("JSON config file (docs/configuration.md); the environment overrides it.", "none: the environment and the built-in defaults"),
+  simulator: Flags.boolean("simulator", "Check against an embedded simulator even when ELEVENLABS_API_KEY is set (no credits)."),
+  baseUrl: Flag.String("base-url").pipe(
+    Flags.optional("Override the configured base URL.", "the config's baseUrl, else https://api.elevenlabs.io; the embedded simulator without a key")
   ),
-  baseUrl: Flag.String("base-url").pipe(Flag.optional, Flag.withDescription("Override the configured base URL.")),
-  voice: Flag.String("voice").pipe(Flag.withDefault(defaults.voice), Flag.withDescription("Voice id of the test request.")),
-  model: Flag.String("model").pipe(Flag.withDefault(defaults.model), Flag.withDescription("Model of the test request.")),
-  text: Flag.String("text").pipe(Flag.withDefault(defaults.text), Flag.withDescription("Text of the test request (costs its characters)."))
+  voice: Flag.String("voice").pipe(Flags.withDefault("Voice id of the test request.", defaults.voice, `${defaults.voice} (Rachel)`)),
+  model: Flag.String("model").pipe(Flags.withDefault("Model of the test request.", defaults.model)),
+  text: Flag.String("text").pipe(Flags.withDefault("Text of the test request (costs its characters).", defaults.text, `"${defaults.text}"`))
 } as const
 
 /** `smoke`: the command. */

@@ -6,6 +6,7 @@
  */
 import type { Option } from "effect"
 import { Flag } from "effect/cli"
+import * as Flags from "./flags.ts"
 
 /** What the shared flags parse to. */
 export interface RateInput {
@@ -19,10 +20,12 @@ export interface RateInput {
 
 /** The rate, burst, caller and report flags of a traffic run. */
 export const rateFlags = {
-  rps: Flag.Finite("rps").pipe(Flag.optional, Flag.withDescription("Requests per second (steady), end rate (ramp-up), peak (diurnal).")),
-  startRps: Flag.Finite("start-rps").pipe(Flag.optional, Flag.withDescription("Ramp-up start rate (default 1).")),
-  endRps: Flag.Finite("end-rps").pipe(Flag.optional, Flag.withDescription("Ramp-up end rate (default --rps or 20).")),
-  bursts: Flag.Int("bursts").pipe(Flag.optional, Flag.withDescription("Number of bursts for the burst pattern (default 1).")),
-  concurrency: Flag.Int("concurrency").pipe(Flag.optional, Flag.withDescription("Callers at most at once (default unbounded).")),
-  html: Flag.String("html").pipe(Flag.optional, Flag.withDescription("Write a self-contained HTML report to FILE."))
+  rps: Flag.Finite("rps").pipe(
+    Flags.optional("Requests per second (steady), end rate (ramp-up), peak (diurnal).", "10, ramp-up 20; or --requests / --duration")
+  ),
+  startRps: Flag.Finite("start-rps").pipe(Flags.optional("Ramp-up start rate.", "1")),
+  endRps: Flag.Finite("end-rps").pipe(Flags.optional("Ramp-up end rate.", "--rps, else 20")),
+  bursts: Flag.Int("bursts").pipe(Flags.optional("Number of bursts for the burst pattern.", "1")),
+  concurrency: Flag.Int("concurrency").pipe(Flags.optional("Callers at most at once.", "unbounded")),
+  html: Flag.String("html").pipe(Flags.optional("Write a self-contained HTML report to FILE.", "no HTML report"))
 } as const

@@ -1,9 +1,15 @@
 /**
- * `elevenlabs-resilience validate-config --config-file FILE [--strict] [--env]`:
+ * `elevenlabs-resilience validate-config --config FILE [--strict] [--env]`:
  * checks a configuration file of the resilient stack (docs/configuration.md)
  * and prints each problem with its path and a fix, one per line, then a
  * summary. Exits 1 on errors (with `--strict`, warnings count as errors; the
  * risky settings are flagged too), 0 when the file is usable.
+ *
+ * `--config` is the flag every command takes; `--config-file` (the name
+ * this command had first) is accepted as an alias. A file that cannot be
+ * read at all (missing, a directory) is one line on standard error, like any
+ * command's bad path; a file that is not JSON or does not validate is what
+ * this command reports, on standard output.
  *
  * A secret found in the file is printed by its path and a redacted form, never
  * its value.
@@ -13,6 +19,8 @@
 import { Console, Effect, FileSystem } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
+import * as Checks from "./checks.ts"
+import * as Flags from "./flags.ts"
 
 /** The flags of the command. */
 export interface ValidateConfigInput {
@@ -59,22 +67,19 @@ export const execute = (input: ValidateConfigInput): Effect.Effect<ValidateConfi
   })
 
 const flags = {
-  configFile: Flag.String("config-file").pipe(
-    Flag.withDescription("The JSON configuration file to check (see docs/configuration.md).")
+  configFile: Flag.String("config").pipe(
+    Flag.withAlias("config-file"),
+    Flag.withDescription("The JSON configuration file to check (see docs/configuration.md); --config-file is an alias. (required)")
   ),
-  strict: Flag.Boolean("strict").pipe(
-    Flag.withDefault(false),
-    Flag.withDescription("Also flag risky settings; warnings count as errors.")
-  ),
-  env: Flag.Boolean("env").pipe(
-    Flag.withDefault(false),
-    Flag.withDescription("Apply the ELEVENLABS_* environment variables over the file before checking.")
-  )
+  strict: Flags.boolean("strict", "Also flag risky settings; warnings count as errors."),
+  env: Flags.boolean("env", "Apply the ELEVENLABS_* environment variables over the file before checking.")
 } as const
 
 /** The `validate-config` command. */
 export const validateConfig = Command.make("validate-config", flags, (input) =>
   Effect.gen(function*() {
+    // A path that is no readable file is the user's mistake, not a finding: one line (main.ts prints it).
+    yield* Checks.readableFile("validate-config", "--config", input.configFile)
     const { exitCode, lines } = yield* execute(input)
     for (const line of lines) yield* Console.log(line)
     // The CLI is a Node-facing edge: the exit code is set here rather than by failing,

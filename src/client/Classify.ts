@@ -8,7 +8,7 @@
  *   body (text or bytes) and returns exactly one reason. It is total: it never
  *   throws, whatever the body (JSON of any shape, HTML, bytes, empty,
  *   truncated).
- * - Body shapes understood (`elevenlabs-api.md` 3.1): A `{"detail":{"status","message"}}`;
+ * - Body shapes understood (`docs/api-facts.md` §3.1): A `{"detail":{"status","message"}}`;
  *   A′ the same with `character_used` / `character_limit`; B the newer
  *   envelope `{"detail":{"type","code","message","status","request_id"}}`; C the
  *   FastAPI 422 `{"detail":[{loc,msg,type}]}`; D `{"error","message"}`; E a

@@ -1,7 +1,7 @@
 /**
  * The one public error of the ElevenLabs client: `ElevenLabsError`, a wrapper
  * whose `reason` says what went wrong, in the vocabulary of the error table in
- * the design (DESIGN.md section 4).
+ * the design (docs/errors.md; docs/design.md section 4).
  *
  * **Details**
  *
@@ -307,7 +307,7 @@ export interface ReasonPolicy {
   readonly quota: QuotaEffect
 }
 
-/** The error table of DESIGN.md section 4, in one place. */
+/** The error table of docs/errors.md (docs/design.md section 4), in one place. */
 export const reasonPolicies: { readonly [K in ReasonTag]: ReasonPolicy } = {
   ConcurrencyLimited: { retryClass: "requeue", breakerFailure: false, quota: "release" },
   SystemBusy: { retryClass: "exponential", breakerFailure: true, quota: "release" },

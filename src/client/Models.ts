@@ -1,7 +1,7 @@
 /**
  * What the client knows about ElevenLabs models without asking: per-request
  * character limits, credit multipliers, and the output formats each endpoint
- * accepts. The numbers come from `elevenlabs-api.md` (sections 2.7, 5.2, 5.3)
+ * accepts. The numbers come from `docs/api-facts.md` (sections 2.7, 5.2, 5.3)
  * and are defaults: `/v1/models` (`model_rates.character_cost_multiplier`) and
  * user configuration override them.
  *
@@ -11,7 +11,27 @@
 /** The default TTS model when a request names none (the API's own default). */
 export const defaultTtsModel = "eleven_multilingual_v2"
 
-/** Per-request character limits of TTS models (`elevenlabs-api.md` 5.3). */
+/**
+ * The text-to-speech model ids this library knows (`docs/api-facts.md` §2.6, §5.3):
+ * what the simulator serves, and what the CLI accepts for a run against it.
+ * The real API may add models; a client asks `/v1/models` for the truth.
+ */
+export const ttsModelIds = [
+  "eleven_multilingual_v2",
+  "eleven_v3",
+  "eleven_flash_v2_5",
+  "eleven_turbo_v2_5",
+  "eleven_flash_v2",
+  "eleven_turbo_v2",
+  "eleven_multilingual_v1",
+  "eleven_monolingual_v1"
+] as const
+export type TtsModelId = (typeof ttsModelIds)[number]
+
+/** Whether a model id is one of {@link ttsModelIds}. */
+export const isTtsModel = (modelId: string): modelId is TtsModelId => (ttsModelIds as ReadonlyArray<string>).includes(modelId)
+
+/** Per-request character limits of TTS models (`docs/api-facts.md` §5.3). */
 export const characterLimits: Readonly<Record<string, number>> = {
   eleven_v3: 3_000,
   eleven_flash_v2_5: 40_000,
@@ -34,7 +54,7 @@ export const characterLimitOf = (modelId: string, overrides?: Readonly<Record<st
 
 /**
  * Credits per character: 0.5 for Flash and Turbo, 1 for the others
- * (`elevenlabs-api.md` 5.2).
+ * (`docs/api-facts.md` §5.2).
  */
 export const creditMultiplierOf = (modelId: string): number =>
   modelId.includes("flash") || modelId.includes("turbo") ? 0.5 : 1
@@ -97,7 +117,7 @@ export const defaultOutputFormat: StreamOutputFormat = "mp3_44100_128"
 
 /**
  * The lowest plan allowed to request a format, where one is gated
- * (`elevenlabs-api.md` 2.7): `mp3_44100_192` needs Creator, PCM/WAV at 44.1 kHz need Pro.
+ * (`docs/api-facts.md` §2.7): `mp3_44100_192` needs Creator, PCM/WAV at 44.1 kHz need Pro.
  */
 export const minimumPlanForFormat = (format: string): "creator" | "pro" | undefined => {
   if (format === "mp3_44100_192") return "creator"

@@ -7,7 +7,7 @@
  */
 import type { Headers } from "effect/http"
 
-/** What the response headers of a call said (`elevenlabs-api.md` 4.1). */
+/** What the response headers of a call said (`docs/api-facts.md` §4.1). */
 export interface ResponseMeta {
   /** `request-id`: the id for `previous_request_ids` / `next_request_ids`. */
   readonly requestId?: string | undefined

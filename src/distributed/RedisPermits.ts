@@ -137,7 +137,7 @@ export interface Options {
   readonly waiterLease?: Duration.Input | undefined
   /** Keys untouched that long expire. Default 1 hour. */
   readonly idleTimeToLive?: Duration.Input | undefined
-  /** Default wait of `acquire`. Default 120 seconds (the seeds' queue timeout). */
+  /** Default wait of `acquire`. Default 120 seconds (the rate-limits guide's queue timeout). */
   readonly queueTimeout?: Duration.Input | undefined
   /** First poll delay. Default 5 ms. */
   readonly pollMin?: Duration.Input | undefined

@@ -26,16 +26,22 @@
  *   takes over without waiting for the command timeout.
  * - Building the layer connects; if Redis is down at start-up, the layer fails
  *   with a `RedisError` (a process does not start in fallback).
+ * - The client, node-redis (`redis`), is an optional peer dependency, loaded
+ *   when the connection layer is built: without it the layer fails with
+ *   {@link MissingPeerDependency} (`npm install redis`).
  *
  * @since 0.1.0
  */
-import { NodeRedis } from "@effect/platform-node"
+import type * as NodeRedis from "@effect/platform-node/NodeRedis"
 import { Config, Duration, Effect, Layer } from "effect"
 import { CircuitBreaker, Redis } from "effect/persistence"
+import { importPeer, MissingPeerDependency } from "../internal/OptionalPeer.ts"
 import * as RedisBreaker from "./RedisBreaker.ts"
 import * as RedisMode from "./RedisMode.ts"
 import * as RedisPermits from "./RedisPermits.ts"
 import * as RedisQuota from "./RedisQuota.ts"
+
+export { MissingPeerDependency } from "../internal/OptionalPeer.ts"
 
 /** Options of {@link layerRedis}. */
 export interface Options {
@@ -59,16 +65,27 @@ export type Services =
   | RedisQuota.RedisQuota
   | CircuitBreaker.CircuitBreakerStore
 
-/** The `NodeRedis` connection with the options the stores rely on. */
+/**
+ * The `NodeRedis` connection with the options the stores rely on. node-redis
+ * is loaded when the layer is built (it is an optional peer dependency).
+ */
 export const layerConnection = (
   url: string,
   connectTimeout?: Duration.Input | undefined
-): Layer.Layer<Redis.Redis | NodeRedis.NodeRedis, Redis.RedisError> =>
-  NodeRedis.layer({
-    url,
-    disableOfflineQueue: true,
-    socket: { connectTimeout: Duration.toMillis(Duration.fromInputUnsafe(connectTimeout ?? "5 seconds")) }
-  })
+): Layer.Layer<Redis.Redis | NodeRedis.NodeRedis, Redis.RedisError | MissingPeerDependency> =>
+  Layer.unwrap(Effect.map(
+    importPeer(
+      () => import("@effect/platform-node/NodeRedis"),
+      "Redis shared state (SharedState.layerRedis)",
+      ["redis"]
+    ),
+    (nodeRedis) =>
+      nodeRedis.layer({
+        url,
+        disableOfflineQueue: true,
+        socket: { connectTimeout: Duration.toMillis(Duration.fromInputUnsafe(connectTimeout ?? "5 seconds")) }
+      })
+  ))
 
 /** The stores over an existing `Redis` service (for users who build their own connection). */
 export const layerStores = (
@@ -81,7 +98,7 @@ export const layerStores = (
   ).pipe(Layer.provideMerge(RedisMode.layer(options?.mode)))
 
 /** Connection and every store. */
-export const layerRedis = (options: Options): Layer.Layer<Services, Redis.RedisError> =>
+export const layerRedis = (options: Options): Layer.Layer<Services, Redis.RedisError | MissingPeerDependency> =>
   layerStores(options).pipe(Layer.provideMerge(layerConnection(options.url, options.connectTimeout)))
 
 /** The `redis` section of `ResilientOptions` (docs/configuration.md). */
@@ -112,7 +129,7 @@ export const optionsFromSettings = (settings: Settings, options?: Omit<Options, 
  */
 export const layerRedisConfig = (
   options?: Omit<Options, "url">
-): Layer.Layer<Services, Redis.RedisError | Config.ConfigError> =>
+): Layer.Layer<Services, Redis.RedisError | MissingPeerDependency | Config.ConfigError> =>
   Layer.unwrap(
     Effect.gen(function*() {
       const url = yield* Config.String("ELEVENLABS_REDIS_URL").pipe(

@@ -1,7 +1,7 @@
 /**
- * The circuit breaker per pool (DESIGN.md section 4, step 6), on
+ * The circuit breaker per pool (docs/design.md section 4, step 6), on
  * `effect/persistence`'s `CircuitBreaker`: this module adds the ElevenLabs
- * classification, the defaults of the seeds, typed rejections, a growing open
+ * classification, the defaults of the production-deployment guide, typed rejections, a growing open
  * duration and a numeric state for the gauge. It does not re-implement the
  * state machine.
  *
@@ -145,7 +145,7 @@ export interface BreakerTransition {
 export interface BreakerOptions {
   /**
    * When a closed circuit opens. Default `{ _tag: "consecutive", failures: 5 }`
-   * (the seeds'). `rate`: `threshold` in `[0, 1]` (default 0.5), over the last
+   * (the production-deployment guide's). `rate`: `threshold` in `[0, 1]` (default 0.5), over the last
    * `size` recorded calls (default 20), once `minimumCalls` are recorded
    * (default 10).
    */

@@ -2,7 +2,7 @@
  * What a TTS call costs in credits before it is sent: `ceil(characters x
  * multiplier)`, with the multiplier taken from `/v1/models` when known and
  * from the built-in table otherwise (0.5 for Flash and Turbo, 1 for the rest;
- * `elevenlabs-api.md` 5.2).
+ * `docs/api-facts.md` §5.2).
  *
  * **Details**
  *

@@ -1,6 +1,6 @@
 /**
  * The total deadline of one logical call: queueing, attempts and backoff
- * sleeps included (DESIGN.md section 4, step 4).
+ * sleeps included (docs/design.md section 4, step 4).
  *
  * **Details**
  *

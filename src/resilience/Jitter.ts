@@ -14,7 +14,7 @@
  *   starting at `base` (AWS "Decorrelated Jitter": `random_between(base, sleep × 3)`).
  * - `proportional`: `min(cap, ceiling × (1 + ratio × (2r − 1)))`, that is ±`ratio`
  *   around the ceiling (like `Schedule.jittered`'s ±20 %, but with a chosen ratio).
- * - `additive`: `min(cap, ceiling + r × max)`, the seeds' `delay + random × 500 ms`.
+ * - `additive`: `min(cap, ceiling + r × max)`, the rate-limits guide's `delay + random × 500 ms`.
  *
  * These are pure functions of the draw, so the bounds can be tested for any
  * draw; `Jitter.apply` takes the draw from `Random`, so a seed reproduces a run.
@@ -50,7 +50,7 @@ export const proportional = (ratio = 0.2): Jitter => {
   return { _tag: "Proportional", ratio }
 }
 
-/** Additive jitter (the seeds' style): `ceiling + uniform [0, max)`, capped. Default `max` 500 ms. */
+/** Additive jitter (the rate-limits guide's style): `ceiling + uniform [0, max)`, capped. Default `max` 500 ms. */
 export const additive = (max: Duration.Input = "500 millis"): Jitter => ({
   _tag: "Additive",
   max: Duration.fromInputUnsafe(max)

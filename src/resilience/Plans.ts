@@ -6,9 +6,12 @@
  *
  * - Concurrency is per API key and per pool: `standard` (Multilingual v2, v3
  *   and other non-Flash TTS), `flash` (Flash and Turbo), `stt` and `music`.
- * - {@link seedPlans} is the seeds' table (DESIGN.md section 5) and the
- *   default; {@link docsPlans} is the newer reading of the models page with
- *   higher STT numbers. Both are plain data: pass your own for Enterprise.
+ * - {@link rateLimitsGuidePlans} is the default: the per-pool numbers of the
+ *   ElevenLabs production-deployment guide, whose standard column is the
+ *   rate-limits guide's one-number table (docs/design.md section 5); {@link modelsPagePlans} is the models page reading
+ *   of August 2025, with higher STT numbers. Both are plain data: pass your
+ *   own for Enterprise. {@link planTables} names them for configuration and
+ *   the CLI (`rate-limits-guide`, `models-page`).
  * - The `maximum-concurrent-requests` response header, when present, is the
  *   truth for a pool; the adaptive limiter learns it, so an unknown plan works.
  * - A model's `concurrency_group` from `/v1/models` overrides the built-in
@@ -28,8 +31,15 @@ export type PlanName = (typeof planNames)[number]
 /** Concurrency limits of one plan, per pool. */
 export type PlanLimits = { readonly [P in Pool]: number }
 
-/** The seeds' plan table (DESIGN.md section 5). The default. */
-export const seedPlans: { readonly [P in PlanName]: PlanLimits } = {
+/** A plan table: the limits of every built-in plan. */
+export type PlanTable = { readonly [P in PlanName]: PlanLimits }
+
+/**
+ * The default plan table (`rate-limits-guide`): the per-pool numbers of the
+ * ElevenLabs production-deployment guide; its standard column is the
+ * rate-limits guide's one-number table (docs/design.md section 5).
+ */
+export const rateLimitsGuidePlans: PlanTable = {
   free: { standard: 2, flash: 4, stt: 8, music: 0 },
   starter: { standard: 3, flash: 6, stt: 12, music: 2 },
   creator: { standard: 5, flash: 10, stt: 20, music: 2 },
@@ -38,8 +48,8 @@ export const seedPlans: { readonly [P in PlanName]: PlanLimits } = {
   business: { standard: 15, flash: 30, stt: 60, music: 3 }
 }
 
-/** The models page reading of August 2025 (`elevenlabs-api.md` 5.1): higher STT limits. */
-export const docsPlans: { readonly [P in PlanName]: PlanLimits } = {
+/** The models page reading of August 2025 (`models-page`, `docs/api-facts.md` §5.1): higher STT limits. */
+export const modelsPagePlans: PlanTable = {
   free: { standard: 2, flash: 4, stt: 10, music: 0 },
   starter: { standard: 3, flash: 6, stt: 15, music: 2 },
   creator: { standard: 5, flash: 10, stt: 25, music: 2 },
@@ -48,11 +58,47 @@ export const docsPlans: { readonly [P in PlanName]: PlanLimits } = {
   business: { standard: 15, flash: 30, stt: 75, music: 3 }
 }
 
+/** @deprecated Renamed {@link rateLimitsGuidePlans}. */
+export const seedPlans: PlanTable = rateLimitsGuidePlans
+
+/** @deprecated Renamed {@link modelsPagePlans}. */
+export const docsPlans: PlanTable = modelsPagePlans
+
+/** Names of the built-in plan tables (`--plan-table`, `concurrency.planTable`); the first is the default. */
+export const planTableNames = ["rate-limits-guide", "models-page"] as const
+export type PlanTableName = (typeof planTableNames)[number]
+
+/** Earlier names of the plan tables, still accepted: `seeds` is `rate-limits-guide`, `docs` is `models-page`. */
+export const deprecatedPlanTableNames = { seeds: "rate-limits-guide", docs: "models-page" } as const
+export type DeprecatedPlanTableName = keyof typeof deprecatedPlanTableNames
+
+/** Every name a plan table answers to: the current ones, then the deprecated ones. */
+export const acceptedPlanTableNames = [...planTableNames, "seeds", "docs"] as const
+export type AcceptedPlanTableName = (typeof acceptedPlanTableNames)[number]
+
+/** The built-in plan tables by name. */
+export const planTables: { readonly [N in PlanTableName]: PlanTable } = {
+  "rate-limits-guide": rateLimitsGuidePlans,
+  "models-page": modelsPagePlans
+}
+
+/** The current name of a plan table name, deprecated or not. */
+export const canonicalPlanTableName = (name: AcceptedPlanTableName): PlanTableName =>
+  name === "seeds" || name === "docs" ? deprecatedPlanTableNames[name] : name
+
+/** The plan table a name (deprecated or not) stands for; `undefined` (the default table's name) gives the default. */
+export const planTableOf = (name: AcceptedPlanTableName | undefined): PlanTable =>
+  planTables[canonicalPlanTableName(name ?? planTableNames[0])]
+
+/** Whether a string names a plan table (deprecated names included). */
+export const isPlanTableName = (s: string): s is AcceptedPlanTableName =>
+  (acceptedPlanTableNames as ReadonlyArray<string>).includes(s)
+
 /** Whether a string names a built-in plan. */
 export const isPlanName = (s: string): s is PlanName => (planNames as ReadonlyArray<string>).includes(s)
 
-/** The limits of a plan, from the seeds' table unless another table is given. */
-export const limitsOf = (plan: PlanName, table: { readonly [P in PlanName]: PlanLimits } = seedPlans): PlanLimits =>
+/** The limits of a plan, from the default table unless another table is given. */
+export const limitsOf = (plan: PlanName, table: PlanTable = rateLimitsGuidePlans): PlanLimits =>
   table[plan]
 
 /**

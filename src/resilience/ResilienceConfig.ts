@@ -6,7 +6,7 @@
  *
  * - {@link ResilienceConfig} is an Effect `Schema` of the file form. Every key
  *   is optional; an absent key takes the default of {@link defaults} (the
- *   seeds'). Unknown keys are errors, so a typo never passes silently.
+ *   guides' numbers, docs/design.md section 6). Unknown keys are errors, so a typo never passes silently.
  * - Durations are written either as a string `"<n> <unit>"` (`"30 seconds"`,
  *   `"500 millis"`, `"2 minutes"`; units nanos … weeks) or as a number of
  *   milliseconds. Timeouts that may be switched off also take `"Infinity"`.
@@ -41,7 +41,18 @@
  */
 import { Config, Duration, Effect, FileSystem, Option, Redacted, Result, Schema, SchemaAST, SchemaIssue } from "effect"
 import * as Jitter from "./Jitter.ts"
-import { docsPlans, limitsOf, type PlanLimits, type PlanName, planNames, type Pool, pools, seedPlans } from "./Plans.ts"
+import {
+  acceptedPlanTableNames,
+  type AcceptedPlanTableName,
+  deprecatedPlanTableNames,
+  limitsOf,
+  type PlanLimits,
+  type PlanName,
+  planNames,
+  planTableOf,
+  type Pool,
+  pools
+} from "./Plans.ts"
 import type * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
 import type { ResilientOptions } from "./ResilientOptions.ts"
 
@@ -106,7 +117,8 @@ const PoolNumbers = Schema.Struct({
 /** Plan, pools, lanes, queue and the adaptive (AIMD) limit. Feeds `ConcurrencyLimiter`. */
 export const ConcurrencySection = Schema.Struct({
   plan: opt(Schema.Literals([...planNames, "unknown"])),
-  planTable: opt(Schema.Literals(["seeds", "docs"])),
+  // `seeds` and `docs` are the deprecated names of `rate-limits-guide` and `models-page` (a warning says so).
+  planTable: opt(Schema.Literals(acceptedPlanTableNames)),
   pools: opt(PoolNumbers),
   poolsInUse: opt(Schema.Array(Schema.Literals(pools))),
   initialLimit: opt(PositiveInt),
@@ -263,14 +275,14 @@ export type ResilienceConfig = typeof ResilienceConfig.Type
 // ==== Defaults
 
 /**
- * The defaults applied where the file is silent (the seeds' numbers; each
+ * The defaults applied where the file is silent (the numbers of docs/design.md section 6; each
  * equals the default of the policy it feeds, which a test checks).
  */
 export const defaults = {
   baseUrl: "https://api.elevenlabs.io",
   concurrency: {
     plan: "unknown" as PlanName | "unknown",
-    planTable: "seeds" as "seeds" | "docs",
+    planTable: "rate-limits-guide" as AcceptedPlanTableName,
     initialLimit: 2,
     minLimit: 1,
     maxLimit: 1000,
@@ -559,7 +571,15 @@ export const check = (config: ResilienceConfig, options?: CheckOptions | undefin
     err("concurrency.decreaseFactor", `decreaseFactor (${decrease}) must be in (0, 1)`, "use e.g. 0.9 (shrink by 10 %)")
   }
   const plan = c.plan ?? defaults.concurrency.plan
-  const table = (c.planTable ?? defaults.concurrency.planTable) === "docs" ? docsPlans : seedPlans
+  if (c.planTable === "seeds" || c.planTable === "docs") {
+    const current = deprecatedPlanTableNames[c.planTable]
+    warn(
+      "concurrency.planTable",
+      `"${c.planTable}" is the deprecated name of the "${current}" plan table`,
+      `write "planTable": "${current}" (same numbers)`
+    )
+  }
+  const table = planTableOf(c.planTable ?? defaults.concurrency.planTable)
   const planLimits: PlanLimits | undefined = plan === "unknown" ? undefined : limitsOf(plan, table)
   const inUse = new Set<Pool>(c.poolsInUse ?? [])
   for (const pool of pools) {
@@ -788,7 +808,7 @@ const jitterOf = (e: { readonly jitter?: JitterKind; readonly jitterRatio?: numb
 
 const planSpec = (c: NonNullable<ResilienceConfig["concurrency"]>): ConcurrencyLimiter.PlanSpec => {
   const plan = c.plan ?? defaults.concurrency.plan
-  const table = (c.planTable ?? defaults.concurrency.planTable) === "docs" ? docsPlans : seedPlans
+  const table = planTableOf(c.planTable ?? defaults.concurrency.planTable)
   if (c.pools === undefined || Object.keys(c.pools).length === 0) return plan
   // Custom numbers override the named plan pool by pool; pools left out keep the plan's number
   // (or are learned, when the plan is unknown).
@@ -823,7 +843,7 @@ export const toResilientOptions = (config: ResilienceConfig, apiKey: Redacted.Re
     deadline: dur(t.deadline ?? defaults.timeouts.deadline),
     limiter: {
       plan: planSpec(c),
-      table: (c.planTable ?? defaults.concurrency.planTable) === "docs" ? docsPlans : seedPlans,
+      table: planTableOf(c.planTable ?? defaults.concurrency.planTable),
       initialLimit: c.initialLimit ?? defaults.concurrency.initialLimit,
       minLimit: c.minLimit ?? defaults.concurrency.minLimit,
       maxLimit: c.maxLimit ?? defaults.concurrency.maxLimit,
@@ -1075,7 +1095,7 @@ export const readJsonFile = (path: string): Effect.Effect<unknown, ConfigError, 
               "error",
               "(file)",
               e.reason._tag === "NotFound" ? `no such file: ${path}` : `cannot read ${path} (${e.reason._tag})`,
-              "check the path given with --config-file"
+              "check the path given with --config"
             )
           ]
         })

@@ -1,7 +1,7 @@
 /**
  * The resilient ElevenLabs client: one `Layer` that provides the same
  * `ElevenLabs` service as the plain client, with every policy applied in the
- * order of the design (DESIGN.md section 4). This is the one place that order
+ * order of the design (docs/design.md section 4). This is the one place that order
  * is written.
  *
  * **Details**
@@ -57,7 +57,7 @@
  */
 import { Context, Duration, Effect, Exit, Layer, Option, PubSub, Scope, Stream } from "effect"
 import type { HttpClient } from "effect/http"
-import { NodeServices } from "@effect/platform-node"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { CircuitBreaker, KeyValueStore, type Redis } from "effect/persistence"
 import * as Client from "../client/ElevenLabs.ts"
 import * as RedisPermits from "../distributed/RedisPermits.ts"
@@ -470,9 +470,11 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
                 delayMs: Duration.toMillis(event.delay)
               }),
               pool === undefined ? Effect.void : Metrics.recordRetry({ reason: event.reason, pool }),
+              // Debug, not Warning: a retry is the stack doing its job (a busy minute makes hundreds);
+              // the retries metric and span events count them, and a give-up surfaces as the call's error.
               event.retryClass === "requeue"
                 ? Effect.void
-                : Effect.logWarning("elevenlabs retry", {
+                : Effect.logDebug("elevenlabs retry", {
                   operation,
                   reason: event.reason,
                   attempt: event.attempt,
@@ -832,7 +834,9 @@ const bytesOf = (value: unknown): number | undefined => {
  * `SharedState.layerRedis` yourself). If Redis cannot be reached at start-up,
  * building the layer fails with an `ElevenLabsError` of reason
  * `SharedStateUnavailable` (operation `"startup"`); the process does not start
- * in the trouble mode. Without `redis` the layer cannot fail.
+ * in the trouble mode; the same reason, naming `npm install redis`, when the
+ * optional peer dependency `redis` is not installed. Without `redis` the
+ * layer cannot fail.
  */
 export function layer(
   options: ResilientOptions & { readonly redis?: undefined }
@@ -851,7 +855,13 @@ export function layer(
   const shared = SharedState.layerRedis(SharedState.optionsFromSettings(options.redis, {
     // One shared credit account per API key.
     quota: { account: Fallback.partitionOfApiKey(options.apiKey) }
-  })).pipe(Layer.catchTag("RedisError", (error) => Layer.effectDiscard(Effect.fail(redisUnreachable(error)))))
+  })).pipe(
+    Layer.catchTag("RedisError", (error) => Layer.effectDiscard(Effect.fail(redisUnreachable(error)))),
+    Layer.catchTag("MissingPeerDependency", (error) =>
+      Layer.effectDiscard(Effect.fail(
+        new ElevenLabsError({ reason: new SharedStateUnavailable({ operation: "startup", message: error.message }) })
+      )))
+  )
   return stack.pipe(Layer.provide(shared))
 }
 

@@ -1,5 +1,5 @@
 /**
- * Retries per error class (DESIGN.md section 4): one `Schedule` per retry
+ * Retries per error class (docs/design.md section 4): one `Schedule` per retry
  * class, picked from the `ElevenLabsError`'s reason, under a per-client retry
  * budget and the call's deadline.
  *
@@ -67,7 +67,7 @@ export type RetrySchedule = Schedule.Schedule<Duration.Duration, ElevenLabsError
 
 /** Options of {@link requeue}. */
 export interface RequeueOptions {
-  /** Pause per requeue: the n-th requeue waits `n × step`. Default 50 ms (the seeds'). */
+  /** Pause per requeue: the n-th requeue waits `n × step`. Default 50 ms (the rate-limits guide's). */
   readonly step?: Duration.Input | undefined
   /** Longest pause. Default 1 second. */
   readonly maxDelay?: Duration.Input | undefined
@@ -190,7 +190,7 @@ export const never: RetrySchedule = Schedule.fromStep(
  * Whether retrying after this reason could duplicate billed work: the request
  * reached the server and may have been generated (and charged) even though we
  * saw no answer. ElevenLabs bills generations that time out client-side
- * (elevenlabs-api.md section 7), and a connection cut mid-body is a
+ * (docs/api-facts.md section 7), and a connection cut mid-body is a
  * `Transport` after the work was done. So: `Timeout` (any phase) and
  * `Transport`. The 429s and 5xx are answers that say no work was done.
  */

@@ -121,10 +121,10 @@ export interface CapacityResult {
   readonly probes: ReadonlyArray<Probe>
 }
 
-/** The seeds' figure: a concurrency of 5 carries about 100 broadcasts. */
+/** The production-deployment guide's figure: a concurrency of 5 carries about 100 broadcasts. */
 export const seedsFigure = { concurrency: 5, broadcasts: 100 } as const
 
-/** Our number scaled to the seeds' concurrency of 5, and its ratio to their 100. */
+/** Our number scaled to the guide's concurrency of 5, and its ratio to its 100. */
 export const perFive = (r: CapacityResult): { readonly broadcasts: number; readonly ratio: number } => {
   const broadcasts = r.limit === 0 ? 0 : (r.streams * seedsFigure.concurrency) / r.limit
   return { broadcasts, ratio: broadcasts / seedsFigure.broadcasts }

@@ -9,8 +9,10 @@
  *
  * - {@link sink} returns a {@link ProgressSink} for {@link LoadTest}: it draws
  *   every 100 ms while the run's scope is open, then clears its line.
+ * - Draws on standard error by default, so standard output stays the
+ *   report (`--json` is one JSON document even on a terminal).
  * - Quiet (draws nothing) when the stream is not a TTY, so piped output and
- *   `--json` stay clean.
+ *   CI logs stay clean.
  *
  * @since 0.1.0
  */
@@ -19,7 +21,7 @@ import type { ProgressSink, ProgressState } from "./LoadTest.ts"
 
 /** Options of {@link sink}. */
 export interface Options {
-  /** Where to draw. Default `process.stdout`. */
+  /** Where to draw. Default `process.stderr`. */
   readonly stream?: NodeJS.WriteStream | undefined
   /** Draw even when the stream is not a TTY (tests). Default false. */
   readonly force?: boolean | undefined
@@ -46,12 +48,12 @@ export const line = (s: ProgressState, width = 30, label?: string | undefined): 
 
 /** Whether a bar would be drawn on `stream`. */
 export const enabled = (options?: Options | undefined): boolean =>
-  options?.force === true || (options?.stream ?? process.stdout).isTTY === true
+  options?.force === true || (options?.stream ?? process.stderr).isTTY === true
 
 /** A progress display for {@link LoadTest}; `undefined` when it would be quiet. */
 export const sink = (options?: Options | undefined): ProgressSink | undefined => {
   if (!enabled(options)) return undefined
-  const stream = options?.stream ?? process.stdout
+  const stream = options?.stream ?? process.stderr
   const width = options?.width ?? 30
   const draw = (text: string) => stream.write(`\r\x1b[2K${text}`)
   return (read) =>

@@ -8,8 +8,9 @@
  *   channel). It runs over the simulator's in-process `HttpClient` and reports
  *   queue places, retries and breaker moves through the {@link Recorder}.
  * - {@link naive}: the official SDK's defaults, no client-side limit.
- * - {@link seedTemplate}: the seeds' recipe (`p-queue` sized from the plan plus
- *   `withBackoff`), faithfully, including its quirks.
+ * - {@link pQueueRecipe} (`p-queue-recipe`, formerly `seed-template`): the
+ *   ElevenLabs rate-limits guide's recipe (`p-queue` sized from the plan plus
+ *   a hand-written `withBackoff`), faithfully, including its quirks.
  * - `resilient` (the full stack of this library) plugs into {@link registry}.
  *
  * @since 0.1.0
@@ -157,7 +158,7 @@ export const detailStatusOf = (body: Uint8Array): string | undefined => {
 // naive: the official SDK's defaults
 // ----------------------------------------------------------------------------
 
-/** The SDK's per-attempt timeout (`elevenlabs-api.md` 6.2): 240 s. */
+/** The SDK's per-attempt timeout (`docs/api-facts.md` §6.2): 240 s. */
 export const sdkTimeoutMs = 240_000
 
 /**
@@ -201,17 +202,23 @@ export const naive: Strategy = {
 }
 
 // ----------------------------------------------------------------------------
-// seed-template: p-queue + withBackoff from seeds/rate-limits.md
+// p-queue-recipe: the rate-limits guide's p-queue + hand-written withBackoff
 // ----------------------------------------------------------------------------
 
-/** The seeds' one-number-per-plan table (their `CONCURRENCY_LIMITS`): the standard pool. */
-export const seedConcurrencyOf = (plan: PlanName): number => limitsOf(plan).standard
+/** The recipe's one-number-per-plan table (its `CONCURRENCY_LIMITS`): the standard pool. */
+export const recipeConcurrencyOf = (plan: PlanName): number => limitsOf(plan).standard
+
+/** @deprecated Renamed {@link recipeConcurrencyOf}. */
+export const seedConcurrencyOf = recipeConcurrencyOf
 
 /** `withBackoff`'s delay for 0-based `attempt`: `min(1000 · 2^attempt + r · 500, 32000)`. */
-export const seedBackoffMs = (attempt: number, r: number): number => Math.min(1000 * 2 ** attempt + r * 500, 32_000)
+export const recipeBackoffMs = (attempt: number, r: number): number => Math.min(1000 * 2 ** attempt + r * 500, 32_000)
+
+/** @deprecated Renamed {@link recipeBackoffMs}. */
+export const seedBackoffMs = recipeBackoffMs
 
 /**
- * The seeds' recipe, faithfully:
+ * The rate-limits guide's recipe (`p-queue-recipe`), faithfully:
  *
  * - a `p-queue` with `concurrency` from their plan table (the standard-pool
  *   number whatever the model), `timeout: 120_000, throwOnTimeout: true`; the
@@ -225,14 +232,15 @@ export const seedBackoffMs = (attempt: number, r: number): number => Math.min(10
  *   sleeps;
  * - the SDK underneath with `maxRetries: 0` and its 240 s attempt timeout.
  */
-export const seedTemplate: Strategy = {
-  name: "seed-template",
-  description: "seeds' recipe: p-queue(plan concurrency, 120 s timeout) + withBackoff (5 retries, 1 s x 2^n + 0-500 ms, cap 32 s)",
+export const pQueueRecipe: Strategy = {
+  name: "p-queue-recipe",
+  description:
+    "the rate-limits guide's recipe: p-queue(plan concurrency, 120 s timeout) + withBackoff (5 retries, 1 s x 2^n + 0-500 ms, cap 32 s)",
   make: (context) =>
     Effect.gen(function*() {
       const client = yield* HttpClient.HttpClient
       const scope = yield* Scope.Scope
-      const queue = yield* Semaphore.make(seedConcurrencyOf(context.plan))
+      const queue = yield* Semaphore.make(recipeConcurrencyOf(context.plan))
       const { recorder } = context
       const maxRetries = 5
 
@@ -247,7 +255,7 @@ export const seedTemplate: Strategy = {
             }
             if (attempt === maxRetries) return { _tag: "Failure", reason: result.reason } as const
             const tooMany = result._tag === "Status" && result.detailStatus === "too_many_concurrent_requests"
-            const delay = tooMany ? 50 * (attempt + 1) : seedBackoffMs(attempt, yield* Random.next)
+            const delay = tooMany ? 50 * (attempt + 1) : recipeBackoffMs(attempt, yield* Random.next)
             yield* recorder.retry(result.reason)
             yield* Effect.sleep(Duration.millis(delay))
           }
@@ -280,6 +288,9 @@ export const seedTemplate: Strategy = {
         })
     })
 }
+
+/** @deprecated Renamed {@link pQueueRecipe} (strategy name `p-queue-recipe`). */
+export const seedTemplate: Strategy = pQueueRecipe
 
 // ----------------------------------------------------------------------------
 // resilient: this library's full stack
@@ -387,12 +398,22 @@ export const resilient: Strategy = makeResilient()
 // ----------------------------------------------------------------------------
 
 /** Names `--strategy` accepts. `resilient` is this library's full stack. */
-export const strategyNames = ["resilient", "naive", "seed-template"] as const
+export const strategyNames = ["resilient", "naive", "p-queue-recipe"] as const
 export type StrategyName = (typeof strategyNames)[number]
 
+/** Earlier names of strategies, still accepted by {@link find}: `seed-template` is `p-queue-recipe`. */
+export const deprecatedStrategyNames: Readonly<Record<string, StrategyName>> = { "seed-template": "p-queue-recipe" }
+
+/** The current name of a strategy name (a deprecated one mapped, any other unchanged). */
+export const canonicalStrategyName = (name: string): string => deprecatedStrategyNames[name] ?? name
+
+/** Whether `--strategy` accepts a name (deprecated names included). */
+export const isStrategyName = (name: string): boolean =>
+  (strategyNames as ReadonlyArray<string>).includes(canonicalStrategyName(name))
+
 /** The strategies available in this build, in `--compare` order. */
-export const registry: ReadonlyArray<Strategy> = [resilient, naive, seedTemplate]
+export const registry: ReadonlyArray<Strategy> = [resilient, naive, pQueueRecipe]
 
 /** A strategy by name, from {@link registry} unless another list is given. */
 export const find = (name: string, available: ReadonlyArray<Strategy> = registry): Strategy | undefined =>
-  available.find((s) => s.name === name)
+  available.find((s) => s.name === canonicalStrategyName(name))

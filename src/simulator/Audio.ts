@@ -36,7 +36,7 @@ export const parseFormat = (format: string): FormatInfo | undefined => {
   return { codec, sampleRate, bitrate }
 }
 
-/** The Content-Type the simulator sends for a format (`elevenlabs-api.md` 2.7). */
+/** The Content-Type the simulator sends for a format (`docs/api-facts.md` §2.7). */
 export const contentTypeOf = (format: string): string => {
   const info = parseFormat(format)
   switch (info?.codec) {

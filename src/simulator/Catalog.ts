@@ -1,6 +1,6 @@
 /**
  * What the simulated account can use: premade voices and the model list, in
- * the shapes of `/v1/voices` and `/v1/models` (`elevenlabs-api.md` 2.5, 2.6).
+ * the shapes of `/v1/voices` and `/v1/models` (`docs/api-facts.md` §2.5, §2.6).
  *
  * @since 0.1.0
  */
@@ -89,7 +89,7 @@ export const modelJson = (m: { readonly model_id: string; readonly name: string 
       { language_id: "fr", name: "French" }
     ],
     model_rates: { character_cost_multiplier: multiplier, cost_discount_multiplier: 1 },
-    // OAS25's enum: `standard | turbo` (Flash and Turbo share the turbo group).
+    // The August 2025 OpenAPI enum (docs/api-facts.md §2.6): `standard | turbo` (Flash and Turbo share the turbo group).
     concurrency_group: multiplier < 1 ? "turbo" : "standard"
   }
 }
@@ -111,7 +111,7 @@ export interface QueryProblem {
 
 /**
  * `GET /v2/voices` over the premade voices: the filters, sorting and paging of the real query
- * (`elevenlabs-api.md` 2.5). Every premade voice is a `default` voice; a filter that only other voice kinds
+ * (`docs/api-facts.md` §2.5). Every premade voice is a `default` voice; a filter that only other voice kinds
  * can match (`voice_type=personal`, `high_quality=true`, `age`, `language`, a `collection_id`, a fine-tuning
  * state) matches nothing. The page token is the offset of the next page, opaque to callers.
  */

@@ -17,6 +17,10 @@
  * - Faults map to what a transport produces: a reset is an `HttpClientError`
  *   with a `TransportError` reason; a hang never answers (until interrupted);
  *   a stream cut makes reading the body fail half-way.
+ * - Request bodies follow the model's size rule, as on the server face: a
+ *   body in memory past its limit is answered `413` at once; a streamed or
+ *   form-data body is counted as it is read and refused once past the limit
+ *   (a declared `content-length` past it is refused before reading).
  * - Relative URLs (`/v1/models`) are resolved against `baseUrl`
  *   (default `http://elevenlabs.simulator`), so a client configured with any
  *   base URL works unchanged.
@@ -139,36 +143,107 @@ export const fromBytes = (
 
 const decoder = new TextDecoder()
 
+/** What the model is handed: a request to answer, or the answer already decided (a `413`). */
+type Incoming = Simulator.IncomingRequest | Simulator.Outcome
+
+const isOutcome = (u: Incoming): u is Simulator.Outcome => "_tag" in u
+
 /**
- * The request as the model reads it. JSON, text and empty bodies go as a light
- * object (the body decoded once, up front); form data and streamed bodies
- * through a Web `Request`, which parses them.
+ * The request as the model reads it, under the model's body-size rule
+ * ({@link Simulator.Service.checkBody}, {@link Simulator.Service.readBody}), so
+ * a body past its limit gets the same `413` as from the server face. JSON, text
+ * and empty bodies go as a light object (the body decoded once, up front); form
+ * data and streamed bodies are read while counting, then handed over as a Web
+ * `Request`, which parses them.
  */
 const incoming = (
+  simulator: Simulator.Service,
   request: HttpClientRequest.HttpClientRequest,
   url: URL
-): Simulator.IncomingRequest | Effect.Effect<Simulator.IncomingRequest, HttpClientError.HttpClientError> => {
+): Incoming | Effect.Effect<Incoming, HttpClientError.HttpClientError> => {
   const body = request.body
   const bodyless = request.method === "GET" || request.method === "HEAD"
   if (bodyless || body._tag === "Empty" || body._tag === "Uint8Array") {
-    const bodyText = bodyless || body._tag !== "Uint8Array" ? "" : decoder.decode(body.body)
     const headers = request.headers
+    const header = (name: string) => headers[name] ?? null
+    const href = url.toString()
+    const refused = bodyless || body._tag !== "Uint8Array"
+      ? undefined
+      : simulator.checkBody({ method: request.method, url: href, headers: { get: (name) => header(name.toLowerCase()) } }, body.body.byteLength)
     // Returned as is (not in an effect): one step less per request.
-    return Simulator.textRequest({
+    return refused ?? Simulator.textRequest({
       method: request.method,
-      url: url.toString(),
-      header: (name) => headers[name] ?? null,
-      bodyText
+      url: href,
+      header,
+      bodyText: bodyless || body._tag !== "Uint8Array" ? "" : decoder.decode(body.body)
     })
   }
-  return HttpClientRequest.toWeb(HttpClientRequest.setUrl(request, url.toString())).pipe(
-    Effect.mapError((cause) =>
-      new HttpClientError.HttpClientError({
-        reason: new HttpClientError.EncodeError({ request, cause, description: "Cannot build the request" })
-      })
+  const failed = (cause: unknown, description: string, encode: boolean) =>
+    new HttpClientError.HttpClientError({
+      reason: encode
+        ? new HttpClientError.EncodeError({ request, cause, description })
+        : new HttpClientError.TransportError({ request, cause, description })
+    })
+  const headers = request.headers
+  const head: Simulator.BodyHead = {
+    method: request.method,
+    url: url.toString(),
+    headers: { get: (name) => headers[name.toLowerCase()] ?? null }
+  }
+  const toRequest = (bytes: Uint8Array, init: { readonly url: string; readonly headers: Headers | Readonly<Record<string, string>> }) =>
+    new Request(init.url, { method: request.method, headers: init.headers, body: bytes })
+  if (body._tag === "Stream") {
+    // Read in this fiber, counting; a declared length past the limit is refused before a pull.
+    return simulator.readBody(head, body.stream).pipe(
+      Effect.mapError((cause) => failed(cause, "The request body failed", false)),
+      Effect.map((read) => read._tag === "Refused" ? read.outcome : toRequest(read.bytes, { url: head.url, headers }))
     )
+  }
+  if (body._tag === "FormData") {
+    // Its parts are in memory already: their sizes, a lower bound of the encoded body, refuse
+    // an upload past the limit before it is encoded; the encoded length is then checked exactly.
+    const multipart: Simulator.BodyHead = {
+      ...head,
+      headers: { get: (name) => name.toLowerCase() === "content-type" ? "multipart/form-data" : head.headers.get(name) }
+    }
+    const refused = simulator.checkBody(multipart, formDataSize(body.formData))
+    if (refused !== undefined) return refused
+  }
+  return HttpClientRequest.toWeb(HttpClientRequest.setUrl(request, head.url)).pipe(
+    Effect.mapError((cause) => failed(cause, "Cannot build the request", true)),
+    Effect.flatMap((web): Effect.Effect<Incoming, HttpClientError.HttpClientError> => {
+      const stream = web.body
+      if (stream === null) return Effect.succeed(web)
+      if (body._tag === "FormData") {
+        // Read whole (a reader stopping early makes undici's form encoder throw); bounded by the check above.
+        return Effect.tryPromise({
+          try: () => web.arrayBuffer(),
+          catch: (cause) => failed(cause, "Cannot encode the form data", true)
+        }).pipe(Effect.map((buffer) => {
+          const bytes = new Uint8Array(buffer)
+          return simulator.checkBody(web, bytes.byteLength) ?? toRequest(bytes, web)
+        }))
+      }
+      const bytes = Stream.fromReadableStream({
+        evaluate: () => stream,
+        onError: (cause) => failed(cause, "The request body failed", false)
+      })
+      return Effect.map(simulator.readBody(web, bytes), (read) =>
+        read._tag === "Refused" ? read.outcome : toRequest(read.bytes, web))
+    })
   )
 }
+
+/** The bytes of a form's names and values: a lower bound of its multipart encoding. */
+const formDataSize = (form: FormData): number => {
+  let size = 0
+  form.forEach((value, name) => {
+    size += encoder.encode(name).byteLength + (typeof value === "string" ? encoder.encode(value).byteLength : value.size)
+  })
+  return size
+}
+
+const encoder = new TextEncoder()
 
 /** Options of the in-process face. */
 export interface Options {
@@ -207,8 +282,9 @@ export const makeHttpClient = (
       request: HttpClientRequest.HttpClientRequest,
       url: URL
     ): Effect.Effect<HttpClientResponse.HttpClientResponse, HttpClientError.HttpClientError> => {
-      const light = incoming(request, url)
-      const handled = Effect.isEffect(light) ? Effect.flatMap(light, simulator.handle) : simulator.handle(light)
+      const light = incoming(simulator, request, url)
+      const handle = (x: Incoming) => isOutcome(x) ? Effect.succeed(x) : simulator.handle(x)
+      const handled = Effect.isEffect(light) ? Effect.flatMap(light, handle) : handle(light)
       return Effect.flatMap(handled, (outcome) => {
         if (outcome._tag === "Reset") {
           return Effect.fail(

@@ -5,7 +5,7 @@
  *
  * **Details**
  *
- * - Routes: the ElevenLabs paths of `elevenlabs-api.md` section 2 (TTS x4,
+ * - Routes: the ElevenLabs paths of `docs/api-facts.md` section 2 (TTS x4,
  *   speech to text, music, user, subscription, voices, models) and the control
  *   routes `GET /_simulator/stats`, `POST /_simulator/reset`,
  *   `POST /_simulator/config`. Anything else gets FastAPI's
@@ -14,11 +14,19 @@
  *   hang never answers (the slot is released when the client goes away); a
  *   stream cut flushes the bytes written so far and ends the connection
  *   half-way through the body.
+ * - Request bodies are read under the model's size rule
+ *   ({@link Simulator.BodyLimits}): a declared `Content-Length` past the limit
+ *   gets its `413` before a byte of the body is read (and before any
+ *   `100 Continue`); a body of unknown length (chunked) is counted as it
+ *   arrives and refused once past the limit. The `413` carries
+ *   `Connection: close`, and the Node adapter closes the connection without
+ *   reading the rest.
  * - Port 0 binds a free port; {@link serve} returns the real one.
  *
  * @since 0.1.0
  */
-import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Context, Effect, Layer, Stream } from "effect"
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createServer } from "node:http"
@@ -74,10 +82,18 @@ export const handler = (simulator: Simulator.Service) => (request: HttpServerReq
     const method = request.method.toUpperCase()
     const node = NodeHttpServerRequest.toIncomingMessage(request)
     const isMultipart = (node.headers["content-type"] ?? "").startsWith("multipart/")
-    const raw = method === "GET" || method === "HEAD"
-      ? undefined
-      : yield* Effect.orElseSucceed(request.arrayBuffer, () => new ArrayBuffer(0))
     const url = `http://simulator.local${request.url}`
+    let raw: Uint8Array | undefined
+    if (method !== "GET" && method !== "HEAD") {
+      // The size rule: past the limit, the 413 goes out before the body is read (Content-Length)
+      // or once the count passes it; the adapter then closes the connection, unread.
+      const head: Simulator.BodyHead = { method, url, headers: { get: (name) => headerValue(node.headers[name.toLowerCase()]) } }
+      const read = yield* simulator.readBody(head, request.stream).pipe(
+        Effect.orElseSucceed((): Simulator.BodyRead => ({ _tag: "Body", bytes: new Uint8Array(0) }))
+      )
+      if (read._tag === "Refused") return yield* respond(request, read.outcome)
+      raw = read.bytes
+    }
     // A Web Request is built only for multipart bodies (binary, parsed by formData); the rest
     // go as the model's light text request over the Node headers, which saves the harness a
     // Headers copy and a body stream per request.
@@ -93,7 +109,12 @@ export const handler = (simulator: Simulator.Service) => (request: HttpServerReq
         header: (name) => headerValue(node.headers[name]),
         bodyText: raw === undefined ? "" : decoder.decode(raw)
       })
-    const outcome = yield* simulator.handle(incoming)
+    return yield* respond(request, yield* simulator.handle(incoming))
+  })
+
+/** Sends the model's answer (or acts on the connection for a reset or a cut). */
+const respond = (request: HttpServerRequest.HttpServerRequest, outcome: Simulator.Outcome) =>
+  Effect.gen(function*() {
     if (outcome._tag === "Reset") {
       yield* resetSocket(request)
       return HttpServerResponse.empty({ status: 500 })

@@ -15,6 +15,10 @@
  * - All time comes from `Clock` (sleeps are `Effect.sleep`), all randomness
  *   from the model's own seeded generator ({@link Prng}), so a seed and a
  *   request sequence give one run.
+ * - Body size: {@link Service.readBody} and {@link Service.checkBody} are the one
+ *   rule the faces apply before a body is read ({@link BodyLimits}): past the
+ *   limit, `413 payload_too_large` at the declared `Content-Length`, or as soon
+ *   as the bytes counted pass it.
  * - Control: {@link Simulator.configure} (limits, plan, faults, queue, credits,
  *   latency) and the routes `GET /_simulator/stats`, `POST /_simulator/reset`,
  *   `POST /_simulator/config` which both faces serve.
@@ -33,7 +37,8 @@ import {
   musicOutputFormats,
   streamOutputFormats
 } from "../client/Models.ts"
-import { type PlanLimits, type PlanName, planNames, type Pool, poolOfModel, pools, seedPlans } from "../resilience/Plans.ts"
+import { concat } from "../internal/Bytes.ts"
+import { type PlanLimits, type PlanName, planNames, type Pool, poolOfModel, pools, rateLimitsGuidePlans } from "../resilience/Plans.ts"
 import * as Audio from "./Audio.ts"
 import * as Catalog from "./Catalog.ts"
 import * as Prng from "./Prng.ts"
@@ -144,7 +149,7 @@ export interface Options {
   readonly seed?: number | undefined
   /** Plan of the accounts that do not name one. Default `pro`. */
   readonly plan?: PlanName | undefined
-  /** Plan table. Default {@link seedPlans}. */
+  /** Plan table. Default {@link rateLimitsGuidePlans} (docs/design.md section 5). */
   readonly planTable?: { readonly [P in PlanName]: PlanLimits } | undefined
   /** API keys. Default one key, `sim-key`. */
   readonly apiKeys?: ReadonlyArray<string | AccountOptions> | undefined
@@ -172,9 +177,38 @@ export interface Options {
   readonly maxSamples?: number | undefined
   /** Stream chunk duration in seconds of audio. Default 0.5. */
   readonly chunkSeconds?: number | undefined
+  /** Largest request bodies, in bytes, per kind (merged over {@link defaultBodyLimits}); past them a `413`. */
+  readonly bodyLimits?: Partial<BodyLimits> | undefined
 }
 
-/** Monthly credits per plan (the older, widely cited figures; `elevenlabs-api.md` 5.4). */
+/**
+ * The largest request body the simulator reads, in bytes, per kind of request.
+ * A body past its limit gets `413 payload_too_large` before it is read
+ * (declared `Content-Length`), or as soon as the count passes it (a body of
+ * unknown length), so an oversized body is never held in memory.
+ */
+export interface BodyLimits {
+  /**
+   * A `multipart/form-data` upload to `POST /v1/speech-to-text`. Default 5 GiB:
+   * the file must be under 5.0 GB (the OpenAPI document, `Body_Speech_to_Text_v1_speech_to_text_post.file`; docs/api-facts.md §2.2);
+   * binary units leave room for the other form fields.
+   */
+  readonly upload: number
+  /**
+   * Every other body (JSON, text, URL-encoded or multipart forms elsewhere). Default 10 MiB,
+   * a choice (the sources give no limit): the largest TTS body, 40,000 characters
+   * (Flash v2.5), is under 250 KB even with every character `\u`-escaped.
+   */
+  readonly json: number
+}
+
+/** The default {@link BodyLimits}: uploads 5 GiB, other bodies 10 MiB. */
+export const defaultBodyLimits: BodyLimits = { upload: 5 * 1024 ** 3, json: 10 * 1024 ** 2 }
+
+/** The paths whose multipart bodies are uploads ({@link BodyLimits.upload}). */
+const uploadPaths: ReadonlySet<string> = new Set(["/v1/speech-to-text"])
+
+/** Monthly credits per plan (the older, widely cited figures; `docs/api-facts.md` §5.4). */
 export const creditsOfPlan: { readonly [P in PlanName]: number } = {
   free: 10_000,
   starter: 30_000,
@@ -339,10 +373,34 @@ export const textRequest = (options: {
   }
 }
 
+/**
+ * What the body-size rule reads of a request before its body: method, URL and
+ * headers (`content-type` picks the limit, `content-length` is checked first).
+ * A Web `Request` and an {@link IncomingRequest} are both one.
+ */
+export type BodyHead = Pick<IncomingRequest, "method" | "url" | "headers">
+
+/** A body read under the size rule: its bytes, or the `413` to send instead. */
+export type BodyRead =
+  | { readonly _tag: "Body"; readonly bytes: Uint8Array }
+  | { readonly _tag: "Refused"; readonly outcome: Outcome }
+
 /** The simulated ElevenLabs service. */
 export interface Service {
   /** Answers one request (`/v1/*`, `/v2/*` and `/_simulator/*`). */
   readonly handle: (request: IncomingRequest) => Effect.Effect<Outcome>
+  /**
+   * The body-size rule for a body already in memory: the `413` for a body of
+   * `length` bytes past the request's limit ({@link BodyLimits}), else `undefined`.
+   */
+  readonly checkBody: (head: BodyHead, length: number) => Outcome | undefined
+  /**
+   * Reads a request body under the size rule: refused at once when the declared
+   * `content-length` is past the limit (nothing is pulled from `body`), else read
+   * while counting, and refused as soon as the count passes the limit (`body` is
+   * not pulled further; the transport closes the connection).
+   */
+  readonly readBody: <E>(head: BodyHead, body: Stream.Stream<Uint8Array, E>) => Effect.Effect<BodyRead, E>
   /** The record so far. */
   readonly stats: Effect.Effect<Stats>
   /** Clears the record (counts, maxima, samples); in-flight requests stay. */
@@ -441,7 +499,7 @@ type ValidationItem = {
  */
 export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const prng = Prng.make(options.seed ?? 1)
-  const table = options.planTable ?? seedPlans
+  const table = options.planTable ?? rateLimitsGuidePlans
   const defaultPlan: PlanName = options.plan ?? "pro"
   const periodSeconds = options.periodSeconds ?? 30 * 24 * 3600
   const charsPerSecond = options.charsPerSecond ?? 15
@@ -659,6 +717,54 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     retryAfterSeconds === undefined ? {} : { "retry-after": String(retryAfterSeconds) }
 
   const validation = (items: ReadonlyArray<ValidationItem>) => json(422, { detail: items })
+
+  // ---- Body size: the one rule both faces apply before a body is read
+
+  const bodyLimits: BodyLimits = { ...defaultBodyLimits, ...options.bodyLimits }
+
+  const bodyLimitOf = (head: BodyHead): number => {
+    const path = new URL(head.url).pathname.replace(/\/$/, "")
+    const contentType = (head.headers.get("content-type") ?? "").toLowerCase()
+    return uploadPaths.has(path) && contentType.startsWith("multipart/form-data") ? bodyLimits.upload : bodyLimits.json
+  }
+
+  const smallestLimit = Math.min(bodyLimits.upload, bodyLimits.json)
+
+  const checkBody = (head: BodyHead, length: number): Outcome | undefined => {
+    if (length <= smallestLimit) return undefined // the common case, without parsing the URL
+    const limit = bodyLimitOf(head)
+    if (length <= limit) return undefined
+    requests++
+    // The sources give no 413 body: shape A, and `connection: close` as the rest of the body is not read.
+    return respond(detail(
+      413,
+      "payload_too_large",
+      `The request body is larger than the ${limit} bytes this endpoint accepts.`,
+      { connection: "close" }
+    ))
+  }
+
+  const readBody = <E>(head: BodyHead, body: Stream.Stream<Uint8Array, E>): Effect.Effect<BodyRead, E> =>
+    Effect.suspend(() => {
+      const declared = head.headers.get("content-length")
+      const refused = declared === null || declared.trim() === "" || !Number.isFinite(Number(declared))
+        ? undefined
+        : checkBody(head, Number(declared))
+      if (refused !== undefined) return Effect.succeed<BodyRead>({ _tag: "Refused", outcome: refused })
+      const limit = bodyLimitOf(head)
+      const chunks: Array<Uint8Array> = []
+      let total = 0
+      return Stream.runForEachWhile(body, (chunk) =>
+        Effect.sync(() => {
+          total += chunk.byteLength
+          if (total > limit) return false
+          chunks.push(chunk)
+          return true
+        })).pipe(Effect.map((): BodyRead => {
+          const over = checkBody(head, total)
+          return over !== undefined ? { _tag: "Refused", outcome: over } : { _tag: "Body", bytes: concat(chunks) }
+        }))
+    })
 
   const notFound = () => json(404, { detail: "Not Found" })
 
@@ -1451,7 +1557,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     }
     if (is("GET", "/v1/voices")) return readAccount(request, () => ({ voices: Catalog.premadeVoices.map(Catalog.voiceJson) }))
     if (is("GET", "/v2/voices")) {
-      // As for bodies, a bad query is a 422 before the key is looked at (elevenlabs-api.md 3.4).
+      // As for bodies, a bad query is a 422 before the key is looked at (docs/api-facts.md §3.3).
       const result = Catalog.searchVoices(url.searchParams)
       if (result._tag === "Invalid") return Effect.succeed(respond(validation(result.problems)))
       return readAccount(request, () => result.body)
@@ -1487,6 +1593,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   return Simulator.of({
     handle,
+    checkBody,
+    readBody,
     stats,
     resetStats,
     configure,

@@ -1,20 +1,21 @@
 /**
- * Prometheus alerting rules for the seeds' six thresholds, over the metrics of
+ * Prometheus alerting rules for the six thresholds of the ElevenLabs
+ * production-deployment guide (docs/design.md section 6), over the metrics of
  * {@link Metrics}, as data and as the YAML Prometheus loads.
  *
  * **Details**
  *
- * Critical (the seeds' "Critical Alerts"):
+ * Critical (the guide's "Critical Alerts"):
  * - `ElevenLabsHighErrorRate`: errors / requests per pool over 5 minutes > 5 %.
  * - `ElevenLabsCircuitBreakerOpen`: breaker state == 2 (open) for 1 minute.
  * - `ElevenLabsQueueDepthHigh`: queued requests per pool (all lanes) > 500.
  *
- * Warning (the seeds' "Warning Alerts"):
+ * Warning (the guide's "Warning Alerts"):
  * - `ElevenLabsHighLatencyP95`: p95 of the call duration per pool > 2 s.
  * - `ElevenLabsQuotaHigh`: quota used > 90 %.
  * - `ElevenLabsHighRetryRate`: retries / requests per pool over 5 minutes > 20 %.
  *
- * Every threshold, window and `for` is an option; the defaults are the seeds'.
+ * Every threshold, window and `for` is an option; the defaults are the guide's.
  *
  * **Example** (Writing the rules file)
  *
@@ -37,7 +38,7 @@ export interface AlertRule {
   readonly annotations: { readonly summary: string; readonly description: string }
 }
 
-/** Options of {@link rules}; defaults are the seeds' thresholds. */
+/** Options of {@link rules}; defaults are the production-deployment guide's thresholds. */
 export interface Options {
   /** Rate window of the error, retry and latency rules; default `5m`. */
   readonly window?: string | undefined
@@ -64,7 +65,7 @@ export interface Options {
 
 const pct = (x: number): string => `${Number((x * 100).toFixed(4))}%`
 
-/** The six rules, with the seeds' thresholds unless overridden. */
+/** The six rules, with the production-deployment guide's thresholds unless overridden. */
 export const rules = (options?: Options | undefined): ReadonlyArray<AlertRule> => {
   const w = options?.window ?? "5m"
   const errorRate = options?.errorRate ?? 0.05
@@ -162,5 +163,5 @@ export const toYaml = (
   return lines.join("\n") + "\n"
 }
 
-/** The rules file with the seeds' thresholds. */
+/** The rules file with the production-deployment guide's thresholds. */
 export const defaultYaml = (): string => toYaml(rules())

@@ -148,7 +148,7 @@ export const register = (name: string, check: Check): Effect.Effect<void, never,
 export const breakerCheck = (pool: string, state: Effect.Effect<"Closed" | "HalfOpen" | "Open">): Check =>
   Effect.map(state, (s) => ({ ok: s !== "Open", details: { pool, state: s } }))
 
-/** Ready while the queue is below `maxDepth` (default 500, the seeds' alert depth). */
+/** Ready while the queue is below `maxDepth` (default 500, the production-deployment guide's alert depth). */
 export const queueCheck = (depth: Effect.Effect<number>, maxDepth = 500): Check =>
   Effect.map(depth, (d) => ({ ok: d < maxDepth, details: { depth: d, maxDepth } }))
 

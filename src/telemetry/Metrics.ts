@@ -4,8 +4,8 @@
  *
  * **Details**
  *
- * - The names are the seeds' names, exactly (see docs/observability.md for the
- *   table): `elevenlabs_requests_total`, `elevenlabs_requests_duration_seconds`,
+ * - The names are those of the ElevenLabs production-deployment guide, exactly
+ *   (docs/design.md section 6; see docs/observability.md for the table): `elevenlabs_requests_total`, `elevenlabs_requests_duration_seconds`,
  *   `elevenlabs_concurrent_requests`, `elevenlabs_queue_depth`,
  *   `elevenlabs_errors_total`, `elevenlabs_retries_total`,
  *   `elevenlabs_circuit_breaker_state`, `elevenlabs_characters_generated`,
@@ -16,7 +16,7 @@
  * - `elevenlabs_characters_generated` and `elevenlabs_audio_duration_seconds`
  *   are histograms (per call) rather than counters: Prometheus requires a
  *   counter's name to end in `_total` (`promtool check metrics` rejects it
- *   otherwise), and the seeds' names do not. A histogram keeps the exact name
+ *   otherwise), and the guide's names do not. A histogram keeps the exact name
  *   and still gives the total (`_sum`) and its rate.
  * - Labels are low-cardinality only: operation, pool, model, lane, status,
  *   reason. Never a voice id, text or key.
@@ -40,7 +40,7 @@ import type { Pool } from "../resilience/Plans.ts"
 
 // ==== Names =================================================================
 
-/** The exact exposed metric names (the seeds'). */
+/** The exact exposed metric names (the production-deployment guide's). */
 export const names = {
   requests: "elevenlabs_requests_total",
   requestDuration: "elevenlabs_requests_duration_seconds",

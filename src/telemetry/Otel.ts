@@ -24,16 +24,18 @@
  * - Pending spans, metrics and logs are flushed when the layer's scope closes.
  * - {@link layerSdk} wraps `@effect/opentelemetry`'s `NodeSdk` for users who
  *   already run OpenTelemetry SDK processors (or for tests with
- *   `InMemorySpanExporter`).
+ *   `InMemorySpanExporter`). Those packages are optional peer dependencies,
+ *   loaded only when the layer is built ({@link sdkPackages}); without them
+ *   it fails with {@link MissingPeerDependency}.
  *
  * @since 0.1.0
  */
-import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
-import type { SpanProcessor } from "@opentelemetry/sdk-trace-base"
-import type { MetricReader } from "@opentelemetry/sdk-metrics"
 import { Config, Duration, Effect, Layer, Option, Redacted } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { Otlp, OtlpExporter, OtlpSerialization } from "effect/observability"
+import { importPeer, MissingPeerDependency } from "../internal/OptionalPeer.ts"
+
+export { MissingPeerDependency } from "../internal/OptionalPeer.ts"
 
 /** The default `service.name`. */
 export const defaultServiceName = "elevenlabs-resilience"
@@ -120,6 +122,41 @@ export const layerFromEnv: Layer.Layer<OtlpExporter.Flusher, Config.ConfigError>
   )
 )
 
+/**
+ * What {@link layerSdk} needs installed (optional peer dependencies of this
+ * package): `npm install` these to use it.
+ */
+export const sdkPackages: ReadonlyArray<string> = [
+  "@effect/opentelemetry",
+  "@opentelemetry/api",
+  "@opentelemetry/api-logs",
+  "@opentelemetry/resources",
+  "@opentelemetry/sdk-logs",
+  "@opentelemetry/sdk-metrics",
+  "@opentelemetry/sdk-trace-base",
+  "@opentelemetry/sdk-trace-node",
+  "@opentelemetry/semantic-conventions"
+]
+
+/**
+ * An OpenTelemetry `SpanProcessor` (`@opentelemetry/sdk-trace-base`), by
+ * shape: these types do not depend on the optional OpenTelemetry packages.
+ */
+export interface SpanProcessor {
+  onStart(span: unknown, parentContext: unknown): void
+  onEnd(span: unknown): void
+  forceFlush(): Promise<void>
+  shutdown(): Promise<void>
+}
+
+/** An OpenTelemetry `MetricReader` (`@opentelemetry/sdk-metrics`), by shape. */
+export interface MetricReader {
+  setMetricProducer(metricProducer: unknown): void
+  collect(options?: unknown): Promise<unknown>
+  forceFlush(options?: unknown): Promise<void>
+  shutdown(options?: unknown): Promise<void>
+}
+
 /** Options of {@link layerSdk}. */
 export interface SdkOptions {
   readonly spanProcessors?: ReadonlyArray<SpanProcessor> | undefined
@@ -128,17 +165,31 @@ export interface SdkOptions {
   readonly serviceVersion?: string | undefined
 }
 
+type NodeSdkConfiguration = import("@effect/opentelemetry/NodeSdk").Configuration
+
 /**
  * Traces (and metrics) through the OpenTelemetry JS SDK, via
  * `@effect/opentelemetry`'s `NodeSdk`: Effect spans go to your span
- * processors, Effect metrics to your metric readers.
+ * processors, Effect metrics to your metric readers. The packages of
+ * {@link sdkPackages} are loaded when the layer is built; if one is missing
+ * it fails with {@link MissingPeerDependency} (naming the `npm install` line).
  */
-export const layerSdk = (options: SdkOptions) =>
-  NodeSdk.layer(() => ({
-    ...(options.spanProcessors === undefined ? {} : { spanProcessor: options.spanProcessors }),
-    ...(options.metricReaders === undefined ? {} : { metricReader: options.metricReaders }),
-    resource: {
-      serviceName: options.serviceName ?? defaultServiceName,
-      ...(options.serviceVersion === undefined ? {} : { serviceVersion: options.serviceVersion })
-    }
-  }))
+export const layerSdk = (options: SdkOptions): Layer.Layer<never, MissingPeerDependency> =>
+  Layer.unwrap(
+    Effect.map(
+      importPeer(() => import("@effect/opentelemetry/NodeSdk"), "Otel.layerSdk", sdkPackages),
+      (NodeSdk) =>
+        NodeSdk.layer(() => ({
+          ...(options.spanProcessors === undefined
+            ? {}
+            : { spanProcessor: options.spanProcessors as NodeSdkConfiguration["spanProcessor"] }),
+          ...(options.metricReaders === undefined
+            ? {}
+            : { metricReader: options.metricReaders as NodeSdkConfiguration["metricReader"] }),
+          resource: {
+            serviceName: options.serviceName ?? defaultServiceName,
+            ...(options.serviceVersion === undefined ? {} : { serviceVersion: options.serviceVersion })
+          }
+        }))
+    )
+  )

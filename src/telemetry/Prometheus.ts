@@ -7,7 +7,8 @@
  * - The text comes from `effect/observability`'s `PrometheusMetrics`, which
  *   reads the Effect metric registry directly. Names are exposed exactly as
  *   defined (no `_total` added or unit suffixes appended, unlike the
- *   OpenTelemetry Prometheus exporter), which is what keeps the seeds' names.
+ *   OpenTelemetry Prometheus exporter), which is what keeps the production-deployment
+ *   guide's names (docs/design.md section 6).
  * - Every metric in the registry is exposed, yours included.
  * - The standalone server listens on port 9090 by default, on all interfaces;
  *   request logging and the "Listening on" line are off (scrapes are noise).
@@ -25,7 +26,7 @@
  *
  * @since 0.1.0
  */
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Config, Effect, Layer } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"

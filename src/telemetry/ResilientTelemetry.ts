@@ -73,7 +73,7 @@ export interface HealthOptions {
   readonly prefix?: string | undefined
 }
 
-/** The default queue depth at which a pool is not ready (the seeds' alert depth). */
+/** The default queue depth at which a pool is not ready (the production-deployment guide's alert depth). */
 export const defaultQueueAlertDepth = 500
 
 /** The default refresh interval of the quota guard, whose double is the default subscription age. */

@@ -1,5 +1,6 @@
 /**
- * Observability for elevenlabs-resilience: the seeds' Prometheus metrics, the
+ * Observability for elevenlabs-resilience: the Prometheus metrics of the
+ * ElevenLabs production-deployment guide (docs/design.md section 6), the
  * `/metrics`, `/health` and `/ready` routes, OTLP export, span helpers, a
  * JSON-lines logger, alert rules and a secret scanner.
  *

@@ -117,7 +117,10 @@ describe("demo", () => {
       const port = typeof address === "object" && address !== null ? address.port : 0
       const busy = yield* demo(["--seconds", "2", "--metrics-port", String(port), "--html", join(tmpdir(), "unused.html")])
       assert.strictEqual(busy.code, 1)
-      assert.include(busy.stderr, `demo: cannot serve /health and /metrics on 127.0.0.1:${port} (listen EADDRINUSE`)
+      assert.strictEqual(
+        busy.stderr.trim(),
+        `demo: cannot serve /health and /metrics on 127.0.0.1:${port}: the port is in use; choose another --metrics-port (0 picks a free one)`
+      )
     }))
 
   it.effect("the traffic fits the length: about 0.75 x what the pool serves in that time, bursts every ~10 s", () =>

@@ -89,18 +89,19 @@ describe("validate-config", () => {
     }
 
     it("exit codes and output for good, bad, risky and missing files; the key never printed", () => {
-      const good = cli("--config-file", fixture("good"))
+      const good = cli("--config", fixture("good"))
       assert.strictEqual(good.status, 0, good.stderr)
       assert.match(good.stdout.trim(), /good\.json: config OK$/)
 
+      // --config-file: the command's first name for --config, still accepted.
       const bad = cli("--config-file", fixture("bad"))
       assert.strictEqual(bad.status, 1)
       assert.include(bad.stdout, "error   breaker.failurs: unknown key (fix: did you mean \"failures\"")
       assert.include(bad.stdout, "config NOT OK")
 
-      const risky = cli("--config-file", fixture("risky"))
+      const risky = cli("--config", fixture("risky"))
       assert.strictEqual(risky.status, 0)
-      const strict = cli("--config-file", fixture("risky"), "--strict")
+      const strict = cli("--config", fixture("risky"), "--strict")
       assert.strictEqual(strict.status, 1)
       assert.include(strict.stdout, "error   apiKey: an API key or secret is written in the file (sk_*** (51 chars))")
       for (const r of [risky, strict]) {
@@ -108,9 +109,11 @@ describe("validate-config", () => {
         assert.notInclude(r.stdout + r.stderr, secret.slice(3, 20))
       }
 
-      const missing = cli("--config-file", fixture("nope"))
+      // A path that is no file is the user's mistake, not a finding: one line on stderr.
+      const missing = cli("--config", fixture("nope"))
       assert.strictEqual(missing.status, 1)
-      assert.include(missing.stdout, "no such file")
+      assert.strictEqual(missing.stdout, "")
+      assert.strictEqual(missing.stderr.trim(), `validate-config: --config: cannot read ${fixture("nope")}: no such file; check the path`)
     }, 120_000)
   })
 })

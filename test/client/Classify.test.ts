@@ -16,7 +16,7 @@ const detail = (status: string, message: string) => JSON.stringify({ detail: { s
 const classify = (status: number, body: string | Uint8Array, headers?: Record<string, string>) =>
   classifyResponse({ operation: op, status, body, headers })
 
-/** The messages of elevenlabs-api.md 3.2, verbatim. */
+/** The messages of docs/api-facts.md §3.2, verbatim. */
 const messages = {
   maxChars:
     "This request's text has 627 characters and exceeds the character limit of 333 characters for non signed in accounts.",
@@ -137,6 +137,15 @@ describe("Classify", () => {
       assert.strictEqual(r._tag, "InvalidRequest")
       assert.strictEqual(r.detailStatus, "invalid_output_format")
       assert.strictEqual(r.message, "output_format must be wav or none")
+    })
+
+    it("413 (a body too large; the simulator's shape A, the API documents none) → InvalidRequest, never retried", () => {
+      const r = classify(413, detail("payload_too_large", "The request body is larger than the 10485760 bytes this endpoint accepts."))
+      assert.strictEqual(r._tag, "InvalidRequest")
+      assert.strictEqual(r.detailStatus, "payload_too_large")
+      assert.strictEqual(reasonPolicies[r._tag].retryClass, "never")
+      assert.isFalse(reasonPolicies[r._tag].breakerFailure)
+      assert.strictEqual(classify(413, "<html><body>413 Request Entity Too Large</body></html>")._tag, "InvalidRequest")
     })
 
     it("E: the top-level 500", () => {

@@ -1,5 +1,18 @@
 import { assert, describe, it } from "@effect/vitest"
-import { limitsOf, planNames, poolOfModel, pools, seedPlans } from "../../src/resilience/Plans.ts"
+import {
+  canonicalPlanTableName,
+  docsPlans,
+  isPlanTableName,
+  limitsOf,
+  modelsPagePlans,
+  planNames,
+  planTableNames,
+  planTableOf,
+  poolOfModel,
+  pools,
+  rateLimitsGuidePlans,
+  seedPlans
+} from "../../src/resilience/Plans.ts"
 
 describe("Plans", () => {
   it("maps models to pools", () => {
@@ -16,11 +29,28 @@ describe("Plans", () => {
     assert.strictEqual(poolOfModel("eleven_flash_v2_5", "standard_eleven_multilingual_v2"), "standard")
   })
 
-  it("has the seeds' table, flash twice standard on every plan", () => {
+  it("has the default table (the production-deployment guide's), flash twice standard on every plan", () => {
     assert.deepStrictEqual(limitsOf("pro"), { standard: 10, flash: 20, stt: 40, music: 2 })
     for (const plan of planNames) {
-      assert.strictEqual(seedPlans[plan].flash, seedPlans[plan].standard * 2)
-      for (const pool of pools) assert.isAtLeast(seedPlans[plan][pool], 0)
+      assert.strictEqual(rateLimitsGuidePlans[plan].flash, rateLimitsGuidePlans[plan].standard * 2)
+      for (const pool of pools) assert.isAtLeast(rateLimitsGuidePlans[plan][pool], 0)
     }
+  })
+
+  it("names the tables rate-limits-guide (the default) and models-page; seeds and docs are deprecated aliases", () => {
+    assert.deepStrictEqual(planTableNames, ["rate-limits-guide", "models-page"])
+    assert.strictEqual(planTableOf(undefined), rateLimitsGuidePlans)
+    assert.strictEqual(planTableOf("rate-limits-guide"), rateLimitsGuidePlans)
+    assert.strictEqual(planTableOf("models-page"), modelsPagePlans)
+    assert.strictEqual(planTableOf("seeds"), rateLimitsGuidePlans)
+    assert.strictEqual(planTableOf("docs"), modelsPagePlans)
+    assert.strictEqual(canonicalPlanTableName("seeds"), "rate-limits-guide")
+    assert.strictEqual(canonicalPlanTableName("docs"), "models-page")
+    assert.isTrue(isPlanTableName("docs"))
+    assert.isFalse(isPlanTableName("guide"))
+    // The old export names stay, as the same tables.
+    assert.strictEqual(seedPlans, rateLimitsGuidePlans)
+    assert.strictEqual(docsPlans, modelsPagePlans)
+    assert.strictEqual(modelsPagePlans.pro.stt, 50)
   })
 })

@@ -10,7 +10,7 @@ import { defaultHeadersTimeout, defaultIdleTimeout } from "../../src/client/Elev
 import * as AdaptiveLimit from "../../src/resilience/AdaptiveLimit.ts"
 import * as Fallback from "../../src/resilience/Fallback.ts"
 import * as Jitter from "../../src/resilience/Jitter.ts"
-import { docsPlans, seedPlans } from "../../src/resilience/Plans.ts"
+import { modelsPagePlans, rateLimitsGuidePlans } from "../../src/resilience/Plans.ts"
 import * as RC from "../../src/resilience/ResilienceConfig.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
 import { stackDefaults } from "../../src/resilience/ResilientOptions.ts"
@@ -44,7 +44,7 @@ describe("ResilienceConfig", () => {
       assert.deepStrictEqual(RC.validate({}, { strict: true }).problems, [])
     })
 
-    it("the mapped defaults are the seeds' and equal the policies' own defaults", () => {
+    it("the mapped defaults are those of docs/design.md and equal the policies' own defaults", () => {
       const o = RC.toResilientOptions(decoded({}), key)
       assert.strictEqual(o.apiKey, key)
       assert.strictEqual(millis(o.headersTimeout), Duration.toMillis(defaultHeadersTimeout))
@@ -53,7 +53,7 @@ describe("ResilienceConfig", () => {
       assert.strictEqual(millis(o.deadline), 180_000)
       const l = o.limiter!
       assert.strictEqual(l.plan, "unknown")
-      assert.strictEqual(l.table, seedPlans)
+      assert.strictEqual(l.table, rateLimitsGuidePlans)
       assert.strictEqual(l.minLimit, AdaptiveLimit.defaultConfig.minLimit)
       assert.strictEqual(l.maxLimit, AdaptiveLimit.defaultConfig.maxLimit)
       assert.strictEqual(l.decreaseFactor, AdaptiveLimit.defaultConfig.decreaseFactor)
@@ -100,7 +100,7 @@ describe("ResilienceConfig", () => {
     it("maps to the policies' options", () => {
       const o = RC.toResilientOptions(decoded(fixture("good")), key)
       assert.deepStrictEqual(o.limiter?.plan, { standard: 8, flash: 16, stt: 30, music: 1 })
-      assert.strictEqual(o.limiter?.table, docsPlans)
+      assert.strictEqual(o.limiter?.table, modelsPagePlans)
       assert.deepStrictEqual(o.limiter?.maxQueue, { standard: 500, flash: 800, stt: 200, music: 50 })
       assert(o.retry !== false && o.retry !== undefined)
       assert.deepStrictEqual(o.retry.exponential?.jitter, Jitter.proportional(0.3))
@@ -125,7 +125,7 @@ describe("ResilienceConfig", () => {
     it("a named plan with some custom pools keeps the plan's other numbers; an unknown plan learns them", () => {
       assert.deepStrictEqual(
         RC.toResilientOptions(decoded({ concurrency: { plan: "pro", pools: { stt: 30 } } }), key).limiter?.plan,
-        { ...seedPlans.pro, stt: 30 }
+        { ...rateLimitsGuidePlans.pro, stt: 30 }
       )
       assert.deepStrictEqual(
         RC.toResilientOptions(decoded({ concurrency: { pools: { flash: 7 } } }), key).limiter?.plan,
@@ -190,7 +190,7 @@ describe("ResilienceConfig", () => {
       if (typeof v === "string" && RC.millisOf(v) !== undefined) return 12_345
       const literals = ({
         "concurrency.plan": ["scale", "free"],
-        "concurrency.planTable": ["seeds", "docs"],
+        "concurrency.planTable": ["rate-limits-guide", "models-page"],
         "retry.exponential.jitter": ["equal", "full"],
         "breaker.policy": ["consecutive", "rate"],
         "breaker.onStoreError": ["allow", "fail"],
@@ -348,7 +348,19 @@ describe("ResilienceConfig", () => {
     it("the limit above the plan is judged against the chosen table", () => {
       const stt = { concurrency: { plan: "pro", pools: { stt: 50 } } }
       assert.deepStrictEqual(paths(RC.validate(stt, { strict: true }).problems), ["concurrency.pools.stt"])
-      assert.deepStrictEqual(RC.validate({ concurrency: { ...stt.concurrency, planTable: "docs" } }, { strict: true }).problems, [])
+      assert.deepStrictEqual(RC.validate({ concurrency: { ...stt.concurrency, planTable: "models-page" } }, { strict: true }).problems, [])
+    })
+
+    it("the deprecated table names seeds and docs still select their tables, with a warning naming the new one", () => {
+      for (const [old, current, table] of [["seeds", "rate-limits-guide", rateLimitsGuidePlans], ["docs", "models-page", modelsPagePlans]] as const) {
+        const { config, problems } = RC.validate({ concurrency: { planTable: old } })
+        assert.deepStrictEqual(problems.map((p) => [p.severity, p.path]), [["warning", "concurrency.planTable"]])
+        assert.include(problems[0]!.message, `"${old}" is the deprecated name of the "${current}" plan table`)
+        assert.include(problems[0]!.fix, `"planTable": "${current}"`)
+        assert.isFalse(RC.isBlocking(problems))
+        assert.strictEqual(RC.toResilientOptions(config!, key).limiter?.table, table)
+      }
+      assert.deepStrictEqual(RC.validate({ concurrency: { planTable: "guide" } }).problems.map((p) => p.severity), ["error"])
     })
 
     it("quota off, very long idle timeout, no queue deadline, huge attempt caps", () => {

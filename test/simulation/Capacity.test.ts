@@ -69,7 +69,7 @@ describe("Capacity", () => {
       assert.include((yield* Effect.flip(Capacity.resolve({ plan: "free", model: "music_v1" }))).message, "has no music concurrency")
     }))
 
-  it.effect("the command's flags: bad values are one clear message; the result names the seeds' figure", () =>
+  it.effect("the command's flags: bad values are one clear message; the result compares with the production-deployment guide's figure", () =>
     Effect.gen(function*() {
       const input: CapacityCli.CapacityInput = { ...CapacityCli.defaults, config: Option.none(), json: false }
       const plan = yield* Effect.flip(CapacityCli.toOptions({ ...input, plan: "gold" }, undefined))
@@ -96,6 +96,6 @@ describe("Capacity", () => {
         probes: []
       })
       assert.include(text, "answer: 67 simultaneous broadcasts within p95 2000 ms on creator (limit 5).")
-      assert.include(text, "ours:  67 on a limit of 5 = 67 per 5 slots, 67 % of the seeds' figure")
+      assert.include(text, "ours:  67 on a limit of 5 = 67 per 5 slots, 67 % of that figure")
     }))
 })

@@ -49,7 +49,7 @@ describe("Html", () => {
       })
       const seed = yield* Runner.run({
         traffic: { pattern: "chaos", rps: 3, requests: 60 },
-        strategy: Strategies.seedTemplate,
+        strategy: Strategies.pQueueRecipe,
         plan: "free",
         failureRate: 0.3
       })
@@ -74,7 +74,7 @@ describe("Html", () => {
         const ys = new Set([...inFlight[2]!.matchAll(/,(\d+\.\d)/g)].map((m) => m[1]))
         assert.isTrue(ys.size > 1, "the in-flight line moves")
         assert.include(dom, "Summary")
-        assert.include(dom, "seed-template")
+        assert.include(dom, "p-queue-recipe")
 
         const png = join(dir, "shot.png")
         headless(file, `--screenshot=${png}`)

@@ -31,7 +31,7 @@ describe("Runner", () => {
     "property: any pattern, strategy, seed, size and fault rate: succeeded + failed = requests",
     {
       pattern: Schema.Literals(Patterns.patternNames),
-      strategy: Schema.Literals(["naive", "seed-template"]),
+      strategy: Schema.Literals(["naive", "p-queue-recipe"]),
       seed: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 1_000_000 })),
       requests: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 25 })),
       failurePercent: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 60 }))
@@ -90,7 +90,7 @@ describe("Runner", () => {
       assert.deepStrictEqual({ ...on.summary, wallMs: 0 }, { ...off.summary, wallMs: 0 })
     }))
 
-  it.effect("a burst past the limit: naive meets too_many_concurrent_requests, the seeds' queue keeps under it", () =>
+  it.effect("a burst past the limit: naive meets too_many_concurrent_requests, the rate-limits guide's queue keeps under it", () =>
     Effect.gen(function*() {
       const traffic: Patterns.TrafficOptions = { pattern: "burst", requests: 20, chars: { min: 100, max: 100 } }
       const naive = (yield* Runner.run({ traffic, strategy: Strategies.naive, plan: "free" })).summary
@@ -99,7 +99,7 @@ describe("Runner", () => {
       assert.isTrue(naive.attempts <= 3 * naive.requests, "the SDK makes at most 3 attempts")
       assert.strictEqual(naive.maxInFlight, 2)
       assert.strictEqual(naive.limit, 2)
-      const seed = (yield* Runner.run({ traffic, strategy: Strategies.seedTemplate, plan: "free" })).summary
+      const seed = (yield* Runner.run({ traffic, strategy: Strategies.pQueueRecipe, plan: "free" })).summary
       assert.strictEqual(seed.succeeded, 20)
       assert.strictEqual(seed.http429.tooManyConcurrentRequests, 0)
       assert.isTrue(seed.maxInFlight <= 2)
@@ -125,7 +125,7 @@ describe("Runner", () => {
     Effect.gen(function*() {
       const report = yield* Runner.run({
         traffic: { pattern: "steady", rps: 2, requests: 10, chars: { min: 100, max: 100 } },
-        strategy: Strategies.seedTemplate,
+        strategy: Strategies.pQueueRecipe,
         plan: "pro",
         credits: 450
       })
@@ -139,7 +139,7 @@ describe("Runner", () => {
     Effect.gen(function*() {
       const report = yield* Runner.run({
         traffic: { pattern: "diurnal", requests: 300, chars: { min: 20, max: 60 } },
-        strategy: Strategies.seedTemplate,
+        strategy: Strategies.pQueueRecipe,
         plan: "pro"
       })
       assert.strictEqual(report.summary.succeeded, 300)

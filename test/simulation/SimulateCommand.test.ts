@@ -76,7 +76,7 @@ describe("simulate command", () => {
           config: Option.some(config)
         })
         const json = JSON.parse(output)
-        assert.deepStrictEqual(json.runs.map((r: { strategy: string }) => r.strategy), ["resilient", "naive", "seed-template"])
+        assert.deepStrictEqual(json.runs.map((r: { strategy: string }) => r.strategy), ["resilient", "naive", "p-queue-recipe"])
         for (const r of json.runs) assert.strictEqual(r.succeeded + r.failed, 20)
         assert.lengthOf(reports, 3)
         assert.include(readFileSync(html, "utf8"), "<svg")
@@ -157,11 +157,12 @@ describe("simulate command", () => {
       "--plan",
       "creator",
       "--strategy",
+      // The deprecated name of p-queue-recipe, still accepted.
       "seed-template",
       "--json"
     ], { encoding: "utf8", timeout: 60_000 })
     const json = JSON.parse(out)
-    assert.strictEqual(json.strategy, "seed-template")
+    assert.strictEqual(json.strategy, "p-queue-recipe")
     assert.strictEqual(json.pattern, "ramp-up")
     assert.strictEqual(json.requests, 35)
     assert.strictEqual(json.succeeded + json.failed, 35)

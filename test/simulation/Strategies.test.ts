@@ -14,13 +14,13 @@ describe("Strategies", () => {
     assert.strictEqual(Strategies.sdkRetryDelayMs(1, "0", 0.5), 2000)
   })
 
-  it("seed-template: withBackoff's delays and the plan table it sizes its queue from", () => {
-    assert.strictEqual(Strategies.seedBackoffMs(0, 0), 1000)
-    assert.strictEqual(Strategies.seedBackoffMs(2, 1), 4500)
-    assert.strictEqual(Strategies.seedBackoffMs(5, 0.5), 32_000)
-    assert.strictEqual(Strategies.seedConcurrencyOf("free"), 2)
-    assert.strictEqual(Strategies.seedConcurrencyOf("pro"), 10)
-    assert.strictEqual(Strategies.seedConcurrencyOf("business"), 15)
+  it("p-queue-recipe: withBackoff's delays and the plan table it sizes its queue from", () => {
+    assert.strictEqual(Strategies.recipeBackoffMs(0, 0), 1000)
+    assert.strictEqual(Strategies.recipeBackoffMs(2, 1), 4500)
+    assert.strictEqual(Strategies.recipeBackoffMs(5, 0.5), 32_000)
+    assert.strictEqual(Strategies.recipeConcurrencyOf("free"), 2)
+    assert.strictEqual(Strategies.recipeConcurrencyOf("pro"), 10)
+    assert.strictEqual(Strategies.recipeConcurrencyOf("business"), 15)
   })
 
   it("detailStatusOf reads detail.status of JSON bodies only", () => {
@@ -30,10 +30,23 @@ describe("Strategies", () => {
     assert.strictEqual(Strategies.detailStatusOf(enc.encode(`{"detail":[{"msg":"x"}]}`)), undefined)
   })
 
-  it("the registry: resilient, naive and seed-template", () => {
-    assert.deepStrictEqual(Strategies.registry.map((s) => s.name), ["resilient", "naive", "seed-template"])
+  it("the registry: resilient, naive and p-queue-recipe", () => {
+    assert.deepStrictEqual(Strategies.registry.map((s) => s.name), ["resilient", "naive", "p-queue-recipe"])
     assert.include(Strategies.strategyNames, "resilient")
     assert.strictEqual(Strategies.find("nope"), undefined)
+  })
+
+  it("seed-template is the deprecated name of p-queue-recipe: still found, under its new name", () => {
+    assert.strictEqual(Strategies.find("seed-template"), Strategies.pQueueRecipe)
+    assert.strictEqual(Strategies.find("p-queue-recipe"), Strategies.pQueueRecipe)
+    assert.isTrue(Strategies.isStrategyName("seed-template"))
+    assert.isFalse(Strategies.isStrategyName("seeds"))
+    assert.strictEqual(Strategies.canonicalStrategyName("seed-template"), "p-queue-recipe")
+    assert.notInclude(Strategies.strategyNames as ReadonlyArray<string>, "seed-template")
+    // The old export names stay, as the same values.
+    assert.strictEqual(Strategies.seedTemplate, Strategies.pQueueRecipe)
+    assert.strictEqual(Strategies.seedBackoffMs, Strategies.recipeBackoffMs)
+    assert.strictEqual(Strategies.seedConcurrencyOf, Strategies.recipeConcurrencyOf)
   })
 
   it.effect("naive under faults: at most 3 attempts per call; resets and hangs are not retried", () =>
@@ -52,11 +65,11 @@ describe("Strategies", () => {
       assert.strictEqual(s.succeeded + s.failed, 80)
     }))
 
-  it.effect("seed-template under faults: at most 6 attempts per call, retries recorded", () =>
+  it.effect("p-queue-recipe under faults: at most 6 attempts per call, retries recorded", () =>
     Effect.gen(function*() {
       const s = (yield* Runner.run({
         traffic: { pattern: "chaos", rps: 2, requests: 60, seed: 5 },
-        strategy: Strategies.seedTemplate,
+        strategy: Strategies.pQueueRecipe,
         plan: "pro",
         failureRate: 0.4
       })).summary

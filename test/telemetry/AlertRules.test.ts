@@ -143,7 +143,7 @@ writeFileSync(ruleFile, AlertRules.defaultYaml())
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
 describe("AlertRules", () => {
-  it.effect("has the six seed rules with the seeds' severities, over known metric names only", () =>
+  it.effect("has the production-deployment guide's six rules with its severities, over known metric names only", () =>
     Effect.sync(() => {
       assert.deepStrictEqual(
         rules.map((r) => [r.alert, r.labels.severity]),

@@ -163,7 +163,7 @@ describe("KeyAbsence", () => {
   it.effect("a simulation report (text, JSON, HTML) does not carry the simulated account's key", () =>
     Effect.gen(function*() {
       // The virtual-time runner drives its own simulator account, whose key is `sim-key`.
-      const reports = yield* Effect.forEach(["naive", "seed-template"], (name) =>
+      const reports = yield* Effect.forEach(["naive", "p-queue-recipe"], (name) =>
         Runner.run({
           traffic: { pattern: "chaos", rps: 4, requests: 30 },
           strategy: Strategies.find(name)!,

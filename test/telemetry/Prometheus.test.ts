@@ -32,7 +32,7 @@ const record = Effect.gen(function*() {
 const scrape = get("/metrics")
 
 describe("Prometheus", () => {
-  it.live("serves the recorded values over real HTTP with the seeds' names, and promtool accepts them", () =>
+  it.live("serves the recorded values over real HTTP with the production-deployment guide's names, and promtool accepts them", () =>
     Effect.gen(function*() {
       yield* record
       const { body, status, type } = yield* scrape
@@ -64,7 +64,7 @@ describe("Prometheus", () => {
       assert.strictEqual(s.get(key("elevenlabs_audio_duration_seconds_sum", { model })), 9.5)
       assert.strictEqual(s.get(key("elevenlabs_quota_used_percentage")), 93.5)
 
-      // every family is one of the seeds' names, each with its TYPE line
+      // every family is one of the guide's names, each with its TYPE line
       const families = [...body.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map(([, n, t]) => [n!, t!] as const)
       assert.deepStrictEqual(new Set(families.map(([n]) => n)), new Set(Metrics.metricNames))
       assert.deepStrictEqual(Object.fromEntries(families), {

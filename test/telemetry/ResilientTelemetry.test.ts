@@ -474,7 +474,8 @@ describe("ResilientTelemetry.layerObserved", () => {
           apiKey,
           limiter: { plan: "pro" },
           quota: { refreshInterval: "30 seconds" },
-          telemetry: { otlp: false }
+          // Debug: the per-retry log ("elevenlabs retry") is a debug line.
+          telemetry: { otlp: false, logs: { minimumLevel: "Debug" } }
         }).pipe(Layer.provideMerge(InProcess.layerSimulated({ seed: 61, plan: "pro" })))
       )
     ))
