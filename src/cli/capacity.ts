@@ -109,7 +109,7 @@ export const resultText = (r: Capacity.CapacityResult): string => {
     `answer: ${r.capped ? "at least " : ""}${r.streams} simultaneous broadcasts within p95 ${seconds(r.targetP95Ms)} on ${r.plan} (limit ${r.limit}).`,
     `        one segment takes ${seconds(r.serviceMs)} to generate and plays ${seconds(r.playMs)}; at 100 % utilization Little's law`,
     `        would allow ${r.utilizationBound} (limit x (play + service) / service); the p95 target leaves room for queueing.`,
-    `seeds: "a concurrency of 5 can typically support ~100 simultaneous audio broadcasts".`,
+    `guide: "a concurrency of 5 can typically support ~100 simultaneous audio broadcasts" (the production-deployment guide).`,
     `ours:  ${r.streams} on a limit of ${r.limit} = ${Math.round(five.broadcasts * 10) / 10} per 5 slots, ${
       Math.round(five.ratio * 100)
     } % of that figure, for ${r.chars}-char segments on ${r.model}.`,

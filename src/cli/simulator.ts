@@ -32,9 +32,9 @@ const flags = {
   ),
   planTable: Flag.Literals("plan-table", acceptedPlanTableNames).pipe(
     Flags.withDefault(
-      "Concurrency table: the ElevenLabs rate-limits guide's (STT 8/12/20/40/60/60) or the models page's of August 2025 " +
+      "Concurrency table: the ElevenLabs production-deployment guide's (STT 8/12/20/40/60/60) or the models page's of August 2025 " +
         "(STT 10/15/25/50/75/75); seeds and docs are their old names.",
-      "rate-limits-guide" as const
+      "deployment-guide" as const
     )
   ),
   seed: Flag.Int("seed").pipe(Flags.withDefault("Seed of the simulator's random draws.", 1)),

@@ -49,7 +49,7 @@ import type * as Take from "effect/Take"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as AdaptiveLimit from "./AdaptiveLimit.ts"
 import type { PlanLimits, PlanName, Pool } from "./Plans.ts"
-import { isPlanName, limitsOf, poolOfModel, pools, rateLimitsGuidePlans } from "./Plans.ts"
+import { isPlanName, limitsOf, poolOfModel, pools, deploymentGuidePlans } from "./Plans.ts"
 
 // ==== Models
 
@@ -239,7 +239,7 @@ export const ConcurrencyLimiter: Context.Service<ConcurrencyLimiter, Concurrency
 export interface Options {
   /** Plan of every key, or per key id. Default `"unknown"`. */
   readonly plan?: PlanSpec | ((key: string) => PlanSpec) | undefined
-  /** Plan table for plan names. Default `rateLimitsGuidePlans`. */
+  /** Plan table for plan names. Default `deploymentGuidePlans`. */
   readonly table?: { readonly [P in PlanName]: PlanLimits } | undefined
   /** Start limit of a pool whose plan number is unknown. Default 2. */
   readonly initialLimit?: number | undefined
@@ -511,7 +511,7 @@ class Impl {
     this.queueTimeoutMillis = qt
     const plan = options.plan ?? "unknown"
     this.planOf = typeof plan === "function" ? plan : () => plan
-    this.table = options.table ?? rateLimitsGuidePlans
+    this.table = options.table ?? deploymentGuidePlans
     const mq = options.maxQueue ?? 1000
     this.maxQueueOf = (pool) => (typeof mq === "number" ? mq : mq[pool] ?? 1000)
   }

@@ -6,12 +6,12 @@
  *
  * - Concurrency is per API key and per pool: `standard` (Multilingual v2, v3
  *   and other non-Flash TTS), `flash` (Flash and Turbo), `stt` and `music`.
- * - {@link rateLimitsGuidePlans} is the default: the per-pool numbers of the
+ * - {@link deploymentGuidePlans} is the default: the per-pool numbers of the
  *   ElevenLabs production-deployment guide, whose standard column is the
  *   rate-limits guide's one-number table (docs/design.md section 5); {@link modelsPagePlans} is the models page reading
  *   of August 2025, with higher STT numbers. Both are plain data: pass your
  *   own for Enterprise. {@link planTables} names them for configuration and
- *   the CLI (`rate-limits-guide`, `models-page`).
+ *   the CLI (`deployment-guide`, `models-page`).
  * - The `maximum-concurrent-requests` response header, when present, is the
  *   truth for a pool; the adaptive limiter learns it, so an unknown plan works.
  * - A model's `concurrency_group` from `/v1/models` overrides the built-in
@@ -35,11 +35,11 @@ export type PlanLimits = { readonly [P in Pool]: number }
 export type PlanTable = { readonly [P in PlanName]: PlanLimits }
 
 /**
- * The default plan table (`rate-limits-guide`): the per-pool numbers of the
+ * The default plan table (`deployment-guide`): the per-pool numbers of the
  * ElevenLabs production-deployment guide; its standard column is the
  * rate-limits guide's one-number table (docs/design.md section 5).
  */
-export const rateLimitsGuidePlans: PlanTable = {
+export const deploymentGuidePlans: PlanTable = {
   free: { standard: 2, flash: 4, stt: 8, music: 0 },
   starter: { standard: 3, flash: 6, stt: 12, music: 2 },
   creator: { standard: 5, flash: 10, stt: 20, music: 2 },
@@ -58,18 +58,18 @@ export const modelsPagePlans: PlanTable = {
   business: { standard: 15, flash: 30, stt: 75, music: 3 }
 }
 
-/** @deprecated Renamed {@link rateLimitsGuidePlans}. */
-export const seedPlans: PlanTable = rateLimitsGuidePlans
+/** @deprecated Renamed {@link deploymentGuidePlans}. */
+export const seedPlans: PlanTable = deploymentGuidePlans
 
 /** @deprecated Renamed {@link modelsPagePlans}. */
 export const docsPlans: PlanTable = modelsPagePlans
 
 /** Names of the built-in plan tables (`--plan-table`, `concurrency.planTable`); the first is the default. */
-export const planTableNames = ["rate-limits-guide", "models-page"] as const
+export const planTableNames = ["deployment-guide", "models-page"] as const
 export type PlanTableName = (typeof planTableNames)[number]
 
-/** Earlier names of the plan tables, still accepted: `seeds` is `rate-limits-guide`, `docs` is `models-page`. */
-export const deprecatedPlanTableNames = { seeds: "rate-limits-guide", docs: "models-page" } as const
+/** Earlier names of the plan tables, still accepted: `seeds` is `deployment-guide`, `docs` is `models-page`. */
+export const deprecatedPlanTableNames = { seeds: "deployment-guide", docs: "models-page" } as const
 export type DeprecatedPlanTableName = keyof typeof deprecatedPlanTableNames
 
 /** Every name a plan table answers to: the current ones, then the deprecated ones. */
@@ -78,7 +78,7 @@ export type AcceptedPlanTableName = (typeof acceptedPlanTableNames)[number]
 
 /** The built-in plan tables by name. */
 export const planTables: { readonly [N in PlanTableName]: PlanTable } = {
-  "rate-limits-guide": rateLimitsGuidePlans,
+  "deployment-guide": deploymentGuidePlans,
   "models-page": modelsPagePlans
 }
 
@@ -98,7 +98,7 @@ export const isPlanTableName = (s: string): s is AcceptedPlanTableName =>
 export const isPlanName = (s: string): s is PlanName => (planNames as ReadonlyArray<string>).includes(s)
 
 /** The limits of a plan, from the default table unless another table is given. */
-export const limitsOf = (plan: PlanName, table: PlanTable = rateLimitsGuidePlans): PlanLimits =>
+export const limitsOf = (plan: PlanName, table: PlanTable = deploymentGuidePlans): PlanLimits =>
   table[plan]
 
 /**

@@ -117,7 +117,7 @@ const PoolNumbers = Schema.Struct({
 /** Plan, pools, lanes, queue and the adaptive (AIMD) limit. Feeds `ConcurrencyLimiter`. */
 export const ConcurrencySection = Schema.Struct({
   plan: opt(Schema.Literals([...planNames, "unknown"])),
-  // `seeds` and `docs` are the deprecated names of `rate-limits-guide` and `models-page` (a warning says so).
+  // `seeds` and `docs` are the deprecated names of `deployment-guide` and `models-page` (a warning says so).
   planTable: opt(Schema.Literals(acceptedPlanTableNames)),
   pools: opt(PoolNumbers),
   poolsInUse: opt(Schema.Array(Schema.Literals(pools))),
@@ -282,7 +282,7 @@ export const defaults = {
   baseUrl: "https://api.elevenlabs.io",
   concurrency: {
     plan: "unknown" as PlanName | "unknown",
-    planTable: "rate-limits-guide" as AcceptedPlanTableName,
+    planTable: "deployment-guide" as AcceptedPlanTableName,
     initialLimit: 2,
     minLimit: 1,
     maxLimit: 1000,

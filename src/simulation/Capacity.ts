@@ -122,12 +122,12 @@ export interface CapacityResult {
 }
 
 /** The production-deployment guide's figure: a concurrency of 5 carries about 100 broadcasts. */
-export const seedsFigure = { concurrency: 5, broadcasts: 100 } as const
+export const guideFigure = { concurrency: 5, broadcasts: 100 } as const
 
 /** Our number scaled to the guide's concurrency of 5, and its ratio to its 100. */
 export const perFive = (r: CapacityResult): { readonly broadcasts: number; readonly ratio: number } => {
-  const broadcasts = r.limit === 0 ? 0 : (r.streams * seedsFigure.concurrency) / r.limit
-  return { broadcasts, ratio: broadcasts / seedsFigure.broadcasts }
+  const broadcasts = r.limit === 0 ? 0 : (r.streams * guideFigure.concurrency) / r.limit
+  return { broadcasts, ratio: broadcasts / guideFigure.broadcasts }
 }
 
 interface Resolved {

@@ -38,7 +38,7 @@ import {
   streamOutputFormats
 } from "../client/Models.ts"
 import { concat } from "../internal/Bytes.ts"
-import { type PlanLimits, type PlanName, planNames, type Pool, poolOfModel, pools, rateLimitsGuidePlans } from "../resilience/Plans.ts"
+import { type PlanLimits, type PlanName, planNames, type Pool, poolOfModel, pools, deploymentGuidePlans } from "../resilience/Plans.ts"
 import * as Audio from "./Audio.ts"
 import * as Catalog from "./Catalog.ts"
 import * as Prng from "./Prng.ts"
@@ -149,7 +149,7 @@ export interface Options {
   readonly seed?: number | undefined
   /** Plan of the accounts that do not name one. Default `pro`. */
   readonly plan?: PlanName | undefined
-  /** Plan table. Default {@link rateLimitsGuidePlans} (docs/design.md section 5). */
+  /** Plan table. Default {@link deploymentGuidePlans} (docs/design.md section 5). */
   readonly planTable?: { readonly [P in PlanName]: PlanLimits } | undefined
   /** API keys. Default one key, `sim-key`. */
   readonly apiKeys?: ReadonlyArray<string | AccountOptions> | undefined
@@ -499,7 +499,7 @@ type ValidationItem = {
  */
 export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const prng = Prng.make(options.seed ?? 1)
-  const table = options.planTable ?? rateLimitsGuidePlans
+  const table = options.planTable ?? deploymentGuidePlans
   const defaultPlan: PlanName = options.plan ?? "pro"
   const periodSeconds = options.periodSeconds ?? 30 * 24 * 3600
   const charsPerSecond = options.charsPerSecond ?? 15

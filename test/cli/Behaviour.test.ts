@@ -100,7 +100,7 @@ describe("defaults", () => {
       const [, , , loadTest, simulator, simulate, , validate] = helps
       assert.match(simulate!.stdout, /--strategy string .*\(default: resilient\)/)
       assert.match(loadTest!.stdout, /--strategy string .*\(default: resilient\)/)
-      assert.match(simulator!.stdout, /--plan-table choice .*\(default: rate-limits-guide\)/)
+      assert.match(simulator!.stdout, /--plan-table choice .*\(default: deployment-guide\)/)
       assert.match(validate!.stdout, /--config, --config-file string/)
     }), { timeout: 120_000 })
 
@@ -163,7 +163,7 @@ describe("a mistake is one line on standard error, exit 1, no stack trace, no he
       for (const [ran, command] of plans.slice(0, 4).map((r, i) => [r!, ["simulate", "load-test", "capacity", "demo"][i]!] as const)) {
         assertRefused(ran, `${command}: --plan must be one of free, starter, creator, pro, scale, business; got "gold"`)
       }
-      assertRefused(plans[4]!, /^simulator: --plan-table: "docs-page" is not valid \(expected "rate-limits-guide" \| "models-page"/)
+      assertRefused(plans[4]!, /^simulator: --plan-table: "docs-page" is not valid \(expected "deployment-guide" \| "models-page"/)
     }), { timeout: 120_000 })
 
   it.live("against a target given by --base-url, the target is asked: its model list and its voices", () =>

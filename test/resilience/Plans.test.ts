@@ -10,7 +10,7 @@ import {
   planTableOf,
   poolOfModel,
   pools,
-  rateLimitsGuidePlans,
+  deploymentGuidePlans,
   seedPlans
 } from "../../src/resilience/Plans.ts"
 
@@ -32,24 +32,24 @@ describe("Plans", () => {
   it("has the default table (the production-deployment guide's), flash twice standard on every plan", () => {
     assert.deepStrictEqual(limitsOf("pro"), { standard: 10, flash: 20, stt: 40, music: 2 })
     for (const plan of planNames) {
-      assert.strictEqual(rateLimitsGuidePlans[plan].flash, rateLimitsGuidePlans[plan].standard * 2)
-      for (const pool of pools) assert.isAtLeast(rateLimitsGuidePlans[plan][pool], 0)
+      assert.strictEqual(deploymentGuidePlans[plan].flash, deploymentGuidePlans[plan].standard * 2)
+      for (const pool of pools) assert.isAtLeast(deploymentGuidePlans[plan][pool], 0)
     }
   })
 
-  it("names the tables rate-limits-guide (the default) and models-page; seeds and docs are deprecated aliases", () => {
-    assert.deepStrictEqual(planTableNames, ["rate-limits-guide", "models-page"])
-    assert.strictEqual(planTableOf(undefined), rateLimitsGuidePlans)
-    assert.strictEqual(planTableOf("rate-limits-guide"), rateLimitsGuidePlans)
+  it("names the tables deployment-guide (the default) and models-page; seeds and docs are deprecated aliases", () => {
+    assert.deepStrictEqual(planTableNames, ["deployment-guide", "models-page"])
+    assert.strictEqual(planTableOf(undefined), deploymentGuidePlans)
+    assert.strictEqual(planTableOf("deployment-guide"), deploymentGuidePlans)
     assert.strictEqual(planTableOf("models-page"), modelsPagePlans)
-    assert.strictEqual(planTableOf("seeds"), rateLimitsGuidePlans)
+    assert.strictEqual(planTableOf("seeds"), deploymentGuidePlans)
     assert.strictEqual(planTableOf("docs"), modelsPagePlans)
-    assert.strictEqual(canonicalPlanTableName("seeds"), "rate-limits-guide")
+    assert.strictEqual(canonicalPlanTableName("seeds"), "deployment-guide")
     assert.strictEqual(canonicalPlanTableName("docs"), "models-page")
     assert.isTrue(isPlanTableName("docs"))
     assert.isFalse(isPlanTableName("guide"))
     // The old export names stay, as the same tables.
-    assert.strictEqual(seedPlans, rateLimitsGuidePlans)
+    assert.strictEqual(seedPlans, deploymentGuidePlans)
     assert.strictEqual(docsPlans, modelsPagePlans)
     assert.strictEqual(modelsPagePlans.pro.stt, 50)
   })

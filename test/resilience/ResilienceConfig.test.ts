@@ -10,7 +10,7 @@ import { defaultHeadersTimeout, defaultIdleTimeout } from "../../src/client/Elev
 import * as AdaptiveLimit from "../../src/resilience/AdaptiveLimit.ts"
 import * as Fallback from "../../src/resilience/Fallback.ts"
 import * as Jitter from "../../src/resilience/Jitter.ts"
-import { modelsPagePlans, rateLimitsGuidePlans } from "../../src/resilience/Plans.ts"
+import { modelsPagePlans, deploymentGuidePlans } from "../../src/resilience/Plans.ts"
 import * as RC from "../../src/resilience/ResilienceConfig.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
 import { stackDefaults } from "../../src/resilience/ResilientOptions.ts"
@@ -53,7 +53,7 @@ describe("ResilienceConfig", () => {
       assert.strictEqual(millis(o.deadline), 180_000)
       const l = o.limiter!
       assert.strictEqual(l.plan, "unknown")
-      assert.strictEqual(l.table, rateLimitsGuidePlans)
+      assert.strictEqual(l.table, deploymentGuidePlans)
       assert.strictEqual(l.minLimit, AdaptiveLimit.defaultConfig.minLimit)
       assert.strictEqual(l.maxLimit, AdaptiveLimit.defaultConfig.maxLimit)
       assert.strictEqual(l.decreaseFactor, AdaptiveLimit.defaultConfig.decreaseFactor)
@@ -125,7 +125,7 @@ describe("ResilienceConfig", () => {
     it("a named plan with some custom pools keeps the plan's other numbers; an unknown plan learns them", () => {
       assert.deepStrictEqual(
         RC.toResilientOptions(decoded({ concurrency: { plan: "pro", pools: { stt: 30 } } }), key).limiter?.plan,
-        { ...rateLimitsGuidePlans.pro, stt: 30 }
+        { ...deploymentGuidePlans.pro, stt: 30 }
       )
       assert.deepStrictEqual(
         RC.toResilientOptions(decoded({ concurrency: { pools: { flash: 7 } } }), key).limiter?.plan,
@@ -190,7 +190,7 @@ describe("ResilienceConfig", () => {
       if (typeof v === "string" && RC.millisOf(v) !== undefined) return 12_345
       const literals = ({
         "concurrency.plan": ["scale", "free"],
-        "concurrency.planTable": ["rate-limits-guide", "models-page"],
+        "concurrency.planTable": ["deployment-guide", "models-page"],
         "retry.exponential.jitter": ["equal", "full"],
         "breaker.policy": ["consecutive", "rate"],
         "breaker.onStoreError": ["allow", "fail"],
@@ -352,7 +352,7 @@ describe("ResilienceConfig", () => {
     })
 
     it("the deprecated table names seeds and docs still select their tables, with a warning naming the new one", () => {
-      for (const [old, current, table] of [["seeds", "rate-limits-guide", rateLimitsGuidePlans], ["docs", "models-page", modelsPagePlans]] as const) {
+      for (const [old, current, table] of [["seeds", "deployment-guide", deploymentGuidePlans], ["docs", "models-page", modelsPagePlans]] as const) {
         const { config, problems } = RC.validate({ concurrency: { planTable: old } })
         assert.deepStrictEqual(problems.map((p) => [p.severity, p.path]), [["warning", "concurrency.planTable"]])
         assert.include(problems[0]!.message, `"${old}" is the deprecated name of the "${current}" plan table`)
