@@ -1,12 +1,19 @@
 /**
- * Memory of the full stack's queued waiters: `W` calls at once through
+ * Memory of the full stack's queued waiters: 100,000 calls at once through
  * `Resilient.layer` over a transport whose TTS answers never come (20 hold the
  * Flash permits, the rest wait in the limiter's queue); heap and RSS per
  * waiting call, then every caller interrupted and the limiter checked empty.
- * (The limiter alone with 100,000 waiters is `bench/limiter.ts`.)
+ * The goal is 4 KB (4,096 B) of heap per waiting call. The same with the
+ * optional policies off is measured beside it. (The limiter alone with
+ * 100,000 waiters is `bench/limiter.ts`.)
  *
- * Exact numbers need `--expose-gc` (`node --expose-gc bench/memory.ts`).
- * Run alone: `node --expose-gc bench/memory.ts [--quick]`. Heap flatness over many calls is `bench/heap.ts`.
+ * At 25 KB per waiting call, 100,000 waiters are 2.5 GB of heap, over V8's
+ * default old-space limit on small machines: the runner starts this child
+ * with `--max-old-space-size=8192` (see `nodeFlags` in bench/run.ts).
+ *
+ * Exact numbers need `--expose-gc`. Run alone:
+ * `node --expose-gc --max-old-space-size=8192 bench/memory.ts [--quick] [--waiters N]`
+ * (`--quick`: 10,000 waiters). Heap flatness over many calls is `bench/heap.ts`.
  */
 import { Effect, Fiber, Layer, References } from "effect"
 import { HttpClient } from "effect/http"
@@ -45,8 +52,36 @@ const waiters = (count: number, extra: Partial<typeof policiesOff> = {}): Promis
       const fibers: Array<Fiber.Fiber<unknown, unknown>> = []
       for (let i = 0; i < count; i++) fibers.push(yield* Effect.forkChild(ttsCall(i)))
       const target = count - 20
-      while ((yield* resilience.limiter.snapshot(resilience.keyId, "flash")).queueDepth < target) yield* Effect.yieldNow
+      // Wait until all are queued; report progress, and fail (rather than spin) if the queue stops growing.
+      let lastDepth = -1
+      let lastChange = nowMs()
+      let lastReport = nowMs()
+      for (;;) {
+        const snap = yield* resilience.limiter.snapshot(resilience.keyId, "flash")
+        const depth = snap.queueDepth
+        if (depth >= target) break
+        const now = nowMs()
+        if (depth !== lastDepth) {
+          lastDepth = depth
+          lastChange = now
+        }
+        if (now - lastReport > 10_000) {
+          lastReport = now
+          const ended = fibers.filter((f) => f.pollUnsafe() !== undefined).length
+          progress(`memory: ${depth.toLocaleString("en-US")} of ${target.toLocaleString("en-US")} queued, ${snap.inFlight} in flight, ${ended} ended, after ${
+            Math.round((now - t0) / 1000)
+          } s`)
+        }
+        if (now - lastChange > 60_000) {
+          const done = fibers.filter((f) => f.pollUnsafe() !== undefined)
+          return yield* Effect.die(
+            new Error(`memory: the queue stopped at ${depth} of ${target}; ${done.length} calls ended, e.g. ${String(done[0]?.pollUnsafe())}`)
+          )
+        }
+        yield* Effect.sleep("1 millis")
+      }
       const enqueueMs = nowMs() - t0
+      progress(`memory: ${count.toLocaleString("en-US")} calls enqueued in ${Math.round(enqueueMs)} ms`)
       collect()
       const after = process.memoryUsage()
       yield* Fiber.interruptAll(fibers)
@@ -60,7 +95,15 @@ const waiters = (count: number, extra: Partial<typeof policiesOff> = {}): Promis
       }
     }).pipe(
       Effect.provide(
-        Resilient.layer({ apiKey, limiter: { plan: "pro", maxQueue: count * 2 }, deadline: "1 hour", ...extra }).pipe(
+        // The deadline and the headers timeout far away: enqueueing 100,000 calls can take minutes on a
+        // loaded machine, and the 20 calls in flight must not time out and let the queue move meanwhile.
+        Resilient.layer({
+          apiKey,
+          limiter: { plan: "pro", maxQueue: count * 2 },
+          deadline: "2 hours",
+          headersTimeout: "2 hours",
+          ...extra
+        }).pipe(
           Layer.provide(Layer.succeed(HttpClient.HttpClient, hangingTransport))
         )
       ),
@@ -70,17 +113,33 @@ const waiters = (count: number, extra: Partial<typeof policiesOff> = {}): Promis
 
 export interface Memory {
   readonly gc: boolean
+  /** V8's heap limit in this process (MB): the runner raises it for 100,000 waiters. */
+  readonly heapLimitMb: number
   readonly waiters: Waiters
   /** The same with coalescing, quota, breaker, retry and budget off (client + limiter + deadline + telemetry). */
   readonly waitersPoliciesOff: Waiters
 }
 
+/** The goal: heap per waiting call at 100,000 waiting, bytes. */
+export const goalBytesPerWaiter = 4096
+/** The size the goal is stated at. */
+export const goalWaiters = 100_000
+
+/** `--waiters N` overrides the count (for a quick look at one size). */
+const waitersArg = (): number | undefined => {
+  const at = process.argv.indexOf("--waiters")
+  const n = at >= 0 ? Number(process.argv[at + 1]) : Number.NaN
+  return Number.isInteger(n) && n > 20 ? n : undefined
+}
+
 export const measure = async (options: { readonly quick?: boolean } = {}): Promise<Memory> => {
-  const w = options.quick ? 5_000 : 20_000
-  progress(`memory: ${w.toLocaleString("en-US")} waiting calls through the full stack`)
+  const w = waitersArg() ?? (options.quick ? 10_000 : goalWaiters)
+  const limitMb = Math.round(((await import("node:v8")).getHeapStatistics().heap_size_limit) / 2 ** 20)
+  progress(`memory: ${w.toLocaleString("en-US")} waiting calls through the full stack (heap limit ${limitMb} MB)`)
   const waiting = await waiters(w)
+  progress(`memory: ${w.toLocaleString("en-US")} waiting calls, optional policies off`)
   const waitingOff = await waiters(w, policiesOff)
-  return { gc: hasGc, waiters: waiting, waitersPoliciesOff: waitingOff }
+  return { gc: hasGc, heapLimitMb: limitMb, waiters: waiting, waitersPoliciesOff: waitingOff }
 }
 
 export const toResults = (m: Memory): ReadonlyArray<Result> => {

@@ -24,6 +24,7 @@
 import { Duration, Effect, FileSystem, Option, Redacted } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { dirname, resolve } from "node:path"
+import * as Endpoints from "../client/Endpoints.ts"
 import { isTtsModel, ttsModelIds } from "../client/Models.ts"
 import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
 import { premadeVoices } from "../simulator/Catalog.ts"
@@ -224,7 +225,7 @@ export const targetProblem = (options: {
         Effect.map(Option.getOrUndefined),
         Effect.catch(() => Effect.succeed(undefined))
       )
-    const models = yield* get("/v1/models")
+    const models = yield* get(Endpoints.pathOf(Endpoints.modelsList))
     if (models !== undefined && models.status === 200 && Array.isArray(models.body)) {
       const ids = models.body.flatMap((m: unknown) =>
         typeof m === "object" && m !== null && typeof (m as { model_id?: unknown }).model_id === "string"
@@ -237,7 +238,7 @@ export const targetProblem = (options: {
         }`
       }
     }
-    const voice = yield* get(`/v1/voices/${encodeURIComponent(options.voice)}`)
+    const voice = yield* get(Endpoints.pathOf(Endpoints.voicesGet, { voice_id: options.voice }))
     if (voice !== undefined && voice.status === 404) {
       return `--voice: ${options.baseUrl} has no voice "${options.voice}" (GET /v1/voices/${options.voice} answered 404); use the id of one of the account's voices (GET /v1/voices)`
     }

@@ -19,6 +19,9 @@
  * - Streaming operations need a `Scope`: the response (and so any concurrency
  *   permit acquired around the call in the same scope) lives until the scope
  *   closes, which is after the last byte has been read.
+ * - Each operation's name, method, path, `accept`, response schema, default
+ *   model and local check come from its row of the endpoint table
+ *   (`Endpoints.ts`).
  *
  * @example
  * ```ts
@@ -43,9 +46,10 @@ import { Headers, HttpClient, HttpClientRequest } from "effect/http"
 import type { HttpClientError, HttpClientResponse } from "effect/http"
 import { classifyHttpClientError, classifyResponse, invalidResponse, timeout } from "./Classify.ts"
 import { ElevenLabsError, type ElevenLabsErrorReason, InvalidRequest } from "./Errors.ts"
-import { defaultOutputFormat } from "./Models.ts"
+import * as Endpoints from "./Endpoints.ts"
 import { fromHeaders, type ResponseMeta } from "./ResponseMeta.ts"
 import { concat } from "../internal/Bytes.ts"
+import * as Deadline from "../resilience/Deadline.ts"
 import * as Schemas from "./Schemas.ts"
 import * as Validation from "./Validation.ts"
 
@@ -245,6 +249,13 @@ const voiceSearchParams = (search: Schemas.VoiceSearch): Array<readonly [string,
   return params
 }
 
+/** The four TTS rows of the endpoint table. */
+type TtsEndpoint =
+  | typeof Endpoints.textToSpeechConvert
+  | typeof Endpoints.textToSpeechConvertWithTimestamps
+  | typeof Endpoints.textToSpeechStream
+  | typeof Endpoints.textToSpeechStreamWithTimestamps
+
 const ttsBodyKeys = [
   "text",
   "modelId",
@@ -317,10 +328,15 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       const pull = yield* Stream.toPull(
         Stream.catchTag(response.stream, "HttpClientError", (error) => Stream.fromEffect(fromHttpError(operation)(error)))
       )
-      const next = Effect.timeoutOrElse(pull, {
-        duration: idleTimeout,
-        orElse: () => Effect.fail(wrap(timeout(operation, "idle", idleTimeout, response.status)))
-      }).pipe(Pull.catchDone(() => Effect.succeed(undefined)))
+      // Each pull: the idle timeout, or the time the call has left (Deadline.CurrentDeadline) when shorter.
+      const next = pull.pipe(
+        Deadline.timeoutWithin({
+          duration: idleTimeout,
+          orElse: () => Effect.fail(wrap(timeout(operation, "idle", idleTimeout, response.status))),
+          operation
+        }),
+        Pull.catchDone(() => Effect.succeed(undefined))
+      )
       const chunks: Array<Uint8Array> = []
       let seen = 0
       while (limit === undefined || seen < limit) {
@@ -351,9 +367,11 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       return yield* Effect.gen(function*() {
         const response = yield* client.execute(request).pipe(
           Effect.catchTag("HttpClientError", fromHttpError(operation)),
-          Effect.timeoutOrElse({
+          // The headers timeout, or the time the call has left (Deadline.CurrentDeadline) when shorter.
+          Deadline.timeoutWithin({
             duration: headersTimeout,
-            orElse: () => Effect.fail(wrap(timeout(operation, "headers", headersTimeout)))
+            orElse: () => Effect.fail(wrap(timeout(operation, "headers", headersTimeout))),
+            operation
           })
         )
         if (response.status >= 200 && response.status < 300) {
@@ -363,7 +381,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         }
         // The status decides the reason; a body that fails while being read is classified as empty.
         const body = yield* readBody(operation, response, maxErrorBodyBytes).pipe(
-          Effect.catch(() => Effect.succeed(new Uint8Array()))
+          // ...unless the call's deadline ran out while reading it.
+          Effect.catch((e) => Deadline.isExpiry(e) ? Effect.fail(e) : Effect.succeed(new Uint8Array()))
         )
         const now = yield* Clock.currentTimeMillis
         return yield* Effect.fail(wrap(classifyResponse({
@@ -410,26 +429,27 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       Effect.mapError((e) => wrap(new InvalidRequest({ operation, message: e.message.slice(0, 500) })))
     )
 
+  /** A request to a row of the endpoint table: its method, the path given, its `accept` header. */
+  const requestTo = (endpoint: Endpoints.Endpoint, path: string) =>
+    HttpClientRequest.make(endpoint.method)(path).pipe(HttpClientRequest.setHeader("accept", Endpoints.acceptOf(endpoint)))
+
   const ttsRequest = (
-    operation: string,
-    path: string,
+    endpoint: TtsEndpoint,
     voiceId: string,
-    request: Schemas.TextToSpeechBody & Schemas.TextToSpeechQuery & { readonly outputFormat?: string | undefined },
-    endpoint: Validation.TtsEndpoint,
-    accept: string
+    request: Schemas.TextToSpeechBody & Schemas.TextToSpeechQuery & { readonly outputFormat?: string | undefined }
   ) =>
     Effect.gen(function*() {
-      yield* Validation.orFail(Validation.checkTextToSpeech(operation, endpoint, voiceId, request, validation)).pipe(
-        Effect.mapError(wrap)
-      )
+      const operation = endpoint.name
+      yield* Validation.orFail(
+        Validation.checkTextToSpeech(operation, endpoint.check.variant, voiceId, request, validation)
+      ).pipe(Effect.mapError(wrap))
       const body = yield* encodeBody(operation, Schemas.TextToSpeechBody, pick(request, ttsBodyKeys))
-      return HttpClientRequest.post(path.replace("{voice_id}", encodeURIComponent(voiceId))).pipe(
+      return requestTo(endpoint, Endpoints.pathOf(endpoint, { voice_id: voiceId })).pipe(
         HttpClientRequest.setUrlParams(query({
-          output_format: request.outputFormat ?? defaultOutputFormat,
+          output_format: request.outputFormat ?? endpoint.outputFormat.default,
           enable_logging: request.enableLogging,
           optimize_streaming_latency: request.optimizeStreamingLatency
         })),
-        HttpClientRequest.setHeader("accept", accept),
         HttpClientRequest.bodyJsonUnsafe(body)
       )
     })
@@ -446,17 +466,19 @@ export const make = Effect.fnUntraced(function*(options: Options) {
 
   const textToSpeech: ElevenLabs["textToSpeech"] = {
     convert: (voiceId, request) => {
-      const operation = "textToSpeech.convert"
+      const endpoint = Endpoints.textToSpeechConvert
+      const operation = endpoint.name
       return Effect.gen(function*() {
-        const http = yield* ttsRequest(operation, "/v1/text-to-speech/{voice_id}", voiceId, request, "convert", "*/*")
+        const http = yield* ttsRequest(endpoint, voiceId, request)
         const { response, audio } = yield* audioCall(operation, http)
         return { audio, contentType: contentTypeOf(response, "audio/mpeg"), meta: fromHeaders(response.headers) }
       })
     },
     stream: (voiceId, request) => {
-      const operation = "textToSpeech.stream"
+      const endpoint = Endpoints.textToSpeechStream
+      const operation = endpoint.name
       return Effect.gen(function*() {
-        const http = yield* ttsRequest(operation, "/v1/text-to-speech/{voice_id}/stream", voiceId, request, "stream", "*/*")
+        const http = yield* ttsRequest(endpoint, voiceId, request)
         const response = yield* open(operation, http)
         return {
           meta: fromHeaders(response.headers),
@@ -466,34 +488,22 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       })
     },
     convertWithTimestamps: (voiceId, request) => {
-      const operation = "textToSpeech.convertWithTimestamps"
+      const endpoint = Endpoints.textToSpeechConvertWithTimestamps
+      const operation = endpoint.name
       return Effect.gen(function*() {
-        const http = yield* ttsRequest(
-          operation,
-          "/v1/text-to-speech/{voice_id}/with-timestamps",
-          voiceId,
-          request,
-          "convert",
-          "application/json"
-        )
+        const http = yield* ttsRequest(endpoint, voiceId, request)
         const { response, audio } = yield* audioCall(operation, http)
-        const value = yield* decodeJson(operation, response, Schemas.AudioWithTimestamps, audio)
+        const value = yield* decodeJson(operation, response, endpoint.response.schema, audio)
         return { ...value, meta: fromHeaders(response.headers) }
       })
     },
     streamWithTimestamps: (voiceId, request) => {
-      const operation = "textToSpeech.streamWithTimestamps"
+      const endpoint = Endpoints.textToSpeechStreamWithTimestamps
+      const operation = endpoint.name
       return Effect.gen(function*() {
-        const http = yield* ttsRequest(
-          operation,
-          "/v1/text-to-speech/{voice_id}/stream/with-timestamps",
-          voiceId,
-          request,
-          "stream",
-          "application/json"
-        )
+        const http = yield* ttsRequest(endpoint, voiceId, request)
         const response = yield* open(operation, http)
-        const decodeLine = Schema.decodeUnknownEffect(Schema.fromJsonString(Schemas.TimestampChunk))
+        const decodeLine = Schema.decodeUnknownEffect(Schema.fromJsonString(endpoint.response.schema))
         const chunks = bodyStream(operation, response).pipe(
           Stream.decodeText,
           Stream.splitLines,
@@ -513,7 +523,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
 
   const speechToText: ElevenLabs["speechToText"] = {
     convert: (request) => {
-      const operation = "speechToText.convert"
+      const endpoint = Endpoints.speechToTextConvert
+      const operation = endpoint.name
       return Effect.gen(function*() {
         yield* Validation.orFail(Validation.checkSpeechToText(operation, request)).pipe(Effect.mapError(wrap))
         const form = new FormData()
@@ -521,7 +532,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
           // Booleans and numbers go as strings, absent fields are skipped (as the SDK does).
           if (value !== undefined) form.append(name, String(value))
         }
-        field("model_id", request.modelId ?? Schemas.defaultSttModel)
+        field(endpoint.pool.model.field, Endpoints.modelOf(endpoint, request.modelId))
         if (request.file !== undefined) {
           const file = request.file instanceof Uint8Array ? { data: request.file } : request.file
           const blob = new Blob([file.data as Uint8Array<ArrayBuffer>], {
@@ -544,15 +555,14 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         field("seed", request.seed)
         field("use_multi_channel", request.useMultiChannel)
         for (const term of request.keyterms ?? []) form.append("keyterms", term)
-        const http = HttpClientRequest.post("/v1/speech-to-text").pipe(
+        const http = requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
           HttpClientRequest.setUrlParams(query({ enable_logging: request.enableLogging })),
-          HttpClientRequest.acceptJson,
           HttpClientRequest.bodyFormData(form)
         )
         const transcript = yield* Effect.scoped(Effect.gen(function*() {
           const response = yield* open(operation, http)
           const bytes = yield* readBody(operation, response)
-          const value = yield* decodeJson(operation, response, Schemas.SpeechToTextResponse, bytes)
+          const value = yield* decodeJson(operation, response, endpoint.response.schema, bytes)
           return { transcript: value, meta: fromHeaders(response.headers) }
         }))
         return transcript
@@ -560,55 +570,60 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     }
   }
 
+  /** A read of a row without path parameters or query: `user.*`, `models.list`. */
+  const read = <S extends Schema.Top & Schema.Codec<any, any>>(
+    endpoint: Endpoints.Endpoint & { readonly response: { readonly _tag: "Json"; readonly schema: S } }
+  ) => getJson(endpoint.name, requestTo(endpoint, Endpoints.pathOf(endpoint)), endpoint.response.schema)
+
   const user: ElevenLabs["user"] = {
-    get: () => getJson("user.get", HttpClientRequest.get("/v1/user").pipe(HttpClientRequest.acceptJson), Schemas.User),
-    subscription: () =>
-      getJson(
-        "user.subscription",
-        HttpClientRequest.get("/v1/user/subscription").pipe(HttpClientRequest.acceptJson),
-        Schemas.Subscription
-      )
+    get: () => read(Endpoints.userGet),
+    subscription: () => read(Endpoints.userSubscription)
   }
 
   const voices: ElevenLabs["voices"] = {
-    list: (opts) =>
-      getJson(
-        "voices.list",
-        HttpClientRequest.get("/v1/voices").pipe(
-          HttpClientRequest.setUrlParams(query({ show_legacy: opts?.showLegacy })),
-          HttpClientRequest.acceptJson
+    list: (opts) => {
+      const endpoint = Endpoints.voicesList
+      return getJson(
+        endpoint.name,
+        requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
+          HttpClientRequest.setUrlParams(query({ show_legacy: opts?.showLegacy }))
         ),
-        Schemas.Voices
-      ),
+        endpoint.response.schema
+      )
+    },
     get: (voiceId) => {
-      const operation = "voices.get"
+      const endpoint = Endpoints.voicesGet
+      const operation = endpoint.name
       return Validation.orFail(Validation.checkVoiceId(operation, voiceId)).pipe(
         Effect.mapError(wrap),
-        Effect.andThen(getJson(
-          operation,
-          HttpClientRequest.get(`/v1/voices/${encodeURIComponent(voiceId)}`).pipe(HttpClientRequest.acceptJson),
-          Schemas.Voice
-        ))
+        // The path is built once the id passed its check.
+        Effect.andThen(() =>
+          getJson(
+            operation,
+            requestTo(endpoint, Endpoints.pathOf(endpoint, { voice_id: voiceId })),
+            endpoint.response.schema
+          )
+        )
       )
     },
     search: (search = {}) => {
-      const operation = "voices.search"
+      const endpoint = Endpoints.voicesSearch
+      const operation = endpoint.name
       return Validation.orFail(Validation.checkVoiceSearch(operation, search)).pipe(
         Effect.mapError(wrap),
         Effect.andThen(getJson(
           operation,
-          HttpClientRequest.get("/v2/voices").pipe(
-            HttpClientRequest.setUrlParams(voiceSearchParams(search)),
-            HttpClientRequest.acceptJson
+          requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
+            HttpClientRequest.setUrlParams(voiceSearchParams(search))
           ),
-          Schemas.VoicesPage
+          endpoint.response.schema
         ))
       )
     }
   }
 
   const models: ElevenLabs["models"] = {
-    list: () => getJson("models.list", HttpClientRequest.get("/v1/models").pipe(HttpClientRequest.acceptJson), Schemas.Models)
+    list: () => read(Endpoints.modelsList)
   }
 
   const musicBodyKeys = [
@@ -627,13 +642,13 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   ]
   const music: ElevenLabs["music"] = {
     compose: (request) => {
-      const operation = "music.compose"
+      const endpoint = Endpoints.musicCompose
+      const operation = endpoint.name
       return Effect.gen(function*() {
         yield* Validation.orFail(Validation.checkMusic(operation, request)).pipe(Effect.mapError(wrap))
         const body = yield* encodeBody(operation, Schemas.MusicBody, pick(request, musicBodyKeys))
-        const http = HttpClientRequest.post("/v1/music").pipe(
+        const http = requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
           HttpClientRequest.setUrlParams(query({ output_format: request.outputFormat })),
-          HttpClientRequest.setHeader("accept", "*/*"),
           HttpClientRequest.bodyJsonUnsafe(body)
         )
         const { response, audio } = yield* audioCall(operation, http)

@@ -14,6 +14,9 @@
  *   reason (4xx, QuotaExceeded, ConcurrencyLimited), every error that is not
  *   an `ElevenLabsError` (limiter queue timeouts, for example), defects and
  *   interruption are `ignored`: they say nothing about ElevenLabs' health.
+ *   So is a `Timeout` with phase `"deadline"`: the caller's own deadline ran
+ *   out during the attempt (`Deadline.bind`), which is the caller's bound,
+ *   not the server's failure.
  * - A failure's `Retry-After` can lengthen an opening (capped by
  *   `maxRetryAfter`), never shorten it.
  * - Trip policies: `consecutive` failures (default 5) or failure `rate` over
@@ -32,6 +35,12 @@
  * - Rejections fail with {@link BreakerError}: `CircuitOpen` (with the time
  *   left open as `retryAfter`) or `CircuitHalfOpen` (with a short
  *   `retryAfter` hint). The store is a Layer: memory now, Redis later.
+ * - On the memory store of {@link layerStoreMemory} (which {@link layerMemory}
+ *   uses), `execute` takes a fast path: the same admit, classify and record
+ *   on the same store, without the `Scope` Effect's breaker opens per call
+ *   for the Redis store's probe lease. Any other store (Redis, or Effect's
+ *   `CircuitBreaker.layerStoreMemory()` provided directly) goes through
+ *   Effect's `CircuitBreaker.execute`.
  *
  * @example
  * ```ts
@@ -41,7 +50,22 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, Layer, Schedule, Schema, Scope, Stream } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  PubSub,
+  References,
+  Schedule,
+  Schema,
+  Scope,
+  Stream
+} from "effect"
+import type * as Take from "effect/Take"
 import { CircuitBreaker } from "effect/persistence"
 import { countsForBreaker, isElevenLabsError, type ElevenLabsErrorReason } from "../client/Errors.ts"
 
@@ -201,6 +225,9 @@ export const classify = <A, E>(exit: Exit.Exit<A, E>): CircuitBreaker.Outcome =>
   if (error === undefined || error._tag !== "Fail" || !isElevenLabsError(error.error)) return CircuitBreaker.ignored
   const reason: ElevenLabsErrorReason = error.error.reason
   if (!countsForBreaker(reason)) return CircuitBreaker.ignored
+  // The caller's deadline ran out during the attempt: a short deadline is the caller's choice, not a server
+  // failure (under `Deadline.withDeadline` the race interrupted the attempt, which is ignored too).
+  if (reason._tag === "Timeout" && reason.phase === "deadline") return CircuitBreaker.ignored
   const hint = "retryAfter" in reason ? reason.retryAfter : undefined
   return CircuitBreaker.failure(hint === undefined ? undefined : { retryAfter: hint })
 }
@@ -256,6 +283,131 @@ const startedBefore = (started: ReadonlySet<number>, n: number): boolean => {
 const isCircuitBreakerError = (u: unknown): u is CircuitBreaker.CircuitBreakerError =>
   typeof u === "object" && u !== null && CircuitBreaker.ErrorTypeId in u
 
+/** Stores built by {@link layerStoreMemory}: their `admit` needs no scope, which the fast path relies on. */
+const memoryStores = new WeakSet<object>()
+
+/**
+ * The open-duration of the n-th opening, as Effect's breaker computes it: a fixed duration, or the schedule
+ * replayed n steps against a simulated clock.
+ */
+const openDurationFor = (
+  openDuration: Duration.Duration | Schedule.Schedule<unknown, number, never, never>
+): (consecutiveOpenings: number) => Effect.Effect<Duration.Duration> => {
+  if (!Schedule.isSchedule(openDuration)) {
+    const duration = Effect.succeed(openDuration)
+    return () => duration
+  }
+  return (consecutiveOpenings) =>
+    Effect.gen(function*() {
+      const step = yield* Schedule.toStep(openDuration)
+      let now = yield* Clock.currentTimeMillis
+      let delay = Duration.zero
+      for (let attempt = 1; attempt <= consecutiveOpenings; attempt++) {
+        const result = yield* Effect.exit(step(now, attempt))
+        if (Exit.isFailure(result)) break
+        delay = result.value[1]
+        now += Duration.toMillis(delay)
+      }
+      return delay
+    })
+}
+
+/** Per circuit key: the start number of every admitted attempt still running (for the start-order rule). */
+type Running = Map<string, { next: number; readonly started: Set<number> }>
+
+const trackedOf = (running: Running, key: string) => {
+  let attempts = running.get(key)
+  if (attempts === undefined) running.set(key, attempts = { next: 0, started: new Set() })
+  return attempts
+}
+
+/**
+ * `execute` on a store whose `admit` uses no scope (the memory store of {@link layerStoreMemory}). The
+ * steps of Effect's `CircuitBreaker.execute` on the same store (admit, run, classify, the outcome's open
+ * duration, record, transitions), with the start-order rule folded in, but no `scopedWith` and one exit
+ * frame per attempt: what a waiting attempt holds is the mask, that frame and its admission. A memory
+ * store never fails, so `onStoreError` has nothing to decide; a failing `record` is reported and
+ * swallowed as Effect's breaker does.
+ */
+const makeFastExecute = (options: {
+  readonly store: CircuitBreaker.CircuitBreakerStore["Service"]
+  readonly scope: Scope.Scope
+  readonly tripPolicy: CircuitBreaker.TripPolicy
+  readonly openDuration: Duration.Duration | Schedule.Schedule<unknown, number, never, never>
+  readonly maxOpenDuration: Duration.Duration
+  readonly pubsub: PubSub.PubSub<Take.Take<CircuitBreaker.Transition>>
+  readonly startOrder: boolean
+  readonly halfOpenRetryAfter: Duration.Duration
+}) => {
+  const { halfOpenRetryAfter, maxOpenDuration, pubsub, scope, startOrder, store, tripPolicy } = options
+  const durationOf = openDurationFor(options.openDuration)
+  const running: Running = new Map()
+  const publish = (transition: CircuitBreaker.Transition | undefined) =>
+    transition === undefined ? Effect.void : PubSub.publish(pubsub, [transition])
+  const zero = Effect.succeed(Duration.zero)
+  const openFor = (
+    outcome: CircuitBreaker.Outcome,
+    admission: CircuitBreaker.Admission
+  ): Effect.Effect<Duration.Duration> =>
+    outcome._tag === "Ignored" || (outcome._tag === "Success" && (admission.probe || tripPolicy._tag === "Consecutive"))
+      ? zero
+      : Effect.map(durationOf(admission.consecutiveOpenings + 1), (delay) =>
+        outcome._tag === "Failure" && outcome.retryAfter !== undefined
+          ? Duration.max(delay, Duration.min(outcome.retryAfter, maxOpenDuration))
+          : delay)
+  const reportRecordFailure = (cause: Cause.Cause<unknown>) =>
+    Effect.withFiber((fiber) => {
+      const level = fiber.getRef(References.UnhandledLogLevel)
+      return level === undefined
+        ? Effect.void
+        : Effect.logWithLevel(level)("CircuitBreaker failed to record an outcome", cause)
+    })
+
+  /** The per-key part, built once per key. */
+  const forKey = (key: string) => {
+    const toBreakerError = mapError(key, halfOpenRetryAfter)
+    const admit = Effect.mapError(Scope.provide(store.admit(key), scope), toBreakerError)
+    const tracked = startOrder ? trackedOf(running, key) : undefined
+    const state = store.state(key).pipe(Effect.orElseSucceed(() => undefined))
+    const record = (outcome: CircuitBreaker.Outcome, admission: CircuitBreaker.Admission): Effect.Effect<void> =>
+      Effect.flatMap(openFor(outcome, admission), (openFor) =>
+        store.record({ key, generation: admission.generation, outcome: outcome._tag, tripPolicy, openFor })
+      ).pipe(
+        Effect.flatMap(publish),
+        Effect.catch((error) => reportRecordFailure(Cause.fail(error)))
+      )
+    /** Classifies and records an attempt that ended; `started` is its start number (start-order rule). */
+    const settle = (exit: Exit.Exit<unknown, unknown>, admission: CircuitBreaker.Admission, started: number) => {
+      if (tracked !== undefined) tracked.started.delete(started)
+      // An interruption says nothing about the server (Effect's breaker ignores it before classifying).
+      const outcome = Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)
+        ? CircuitBreaker.ignored
+        : classify(exit)
+      if (tracked === undefined || outcome._tag !== "Failure" || !startedBefore(tracked.started, started)) {
+        return record(outcome, admission)
+      }
+      // Overtook an earlier attempt: not a failure "in a row" while the circuit is closed.
+      return Effect.flatMap(state, (s) => record(s?._tag === "Closed" ? CircuitBreaker.ignored : outcome, admission))
+    }
+    return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(admit, (admission) => {
+          // Numbered once admitted (a rejected attempt never starts), released however it ends.
+          const started = tracked === undefined ? -1 : tracked.next++
+          if (tracked !== undefined) tracked.started.add(started)
+          const run = Effect.onExit(restore(self), (exit) => settle(exit, admission, started))
+          return admission.transition === undefined ? run : Effect.andThen(publish(admission.transition), run)
+        })
+      )
+  }
+  const byKey = new Map<string, ReturnType<typeof forKey>>()
+  return (key: string) => {
+    let execute = byKey.get(key)
+    if (execute === undefined) byKey.set(key, execute = forKey(key))
+    return execute
+  }
+}
+
 /**
  * Builds a breaker on the current `CircuitBreakerStore`. Needs a `Scope`
  * (the transitions stream ends with it). Bad options throw a `RangeError`.
@@ -268,16 +420,65 @@ export const make = (options?: BreakerOptions): Effect.Effect<
   Effect.gen(function*() {
     const keyPrefix = options?.keyPrefix ?? "elevenlabs:"
     const halfOpenRetryAfter = Duration.fromInputUnsafe(options?.halfOpenRetryAfter ?? "1 second")
-    const breaker = yield* CircuitBreaker.make({
-      tripPolicy: tripPolicyOf(options?.policy),
-      openDuration: openDurationOf(options ?? {}),
-      maxOpenDuration: options?.maxRetryAfter ?? "5 minutes",
-      onStoreError: options?.onStoreError ?? "allow"
-    })
+    const tripPolicy = tripPolicyOf(options?.policy)
+    const openDuration = openDurationOf(options ?? {})
+    const maxOpenDuration = options?.maxRetryAfter ?? "5 minutes"
     const keyOf = (pool: string) => `${keyPrefix}${pool}`
     const startOrder = options?.policy === undefined || options.policy._tag === "consecutive"
-    /** Per key: the start number of every admitted attempt still running (for the start-order rule). */
-    const running = new Map<string, { next: number; readonly started: Set<number> }>()
+    const store = yield* CircuitBreaker.CircuitBreakerStore
+    const toTransition = (t: CircuitBreaker.Transition): BreakerTransition =>
+      t.to === "Open"
+        ? {
+          key: t.key,
+          from: t.from,
+          to: t.to,
+          gauge: 2,
+          openFor: t.retryAfter,
+          consecutiveOpenings: t.consecutiveOpenings
+        }
+        : { key: t.key, from: t.from, to: t.to, gauge: gaugeOf(t.to) }
+    const service = (
+      execute: BreakerService["execute"],
+      stateOf: (key: string) => Effect.Effect<CircuitBreaker.State, CircuitBreaker.CircuitBreakerError>,
+      transitions: Stream.Stream<CircuitBreaker.Transition>
+    ) => {
+      const state = (pool: string) => {
+        const key = keyOf(pool)
+        return stateOf(key).pipe(Effect.mapError(mapError(key, halfOpenRetryAfter)))
+      }
+      return Breaker.of({
+        execute,
+        state,
+        gauge: (pool) => Effect.map(state(pool), gaugeOf),
+        keyOf,
+        transitions: Stream.map(transitions, toTransition)
+      })
+    }
+
+    if (memoryStores.has(store)) {
+      const scope = yield* Scope.Scope
+      const pubsub = yield* PubSub.sliding<Take.Take<CircuitBreaker.Transition>>(128)
+      yield* Scope.addFinalizer(scope, PubSub.end(pubsub, Exit.void))
+      const fast = makeFastExecute({
+        store,
+        scope,
+        tripPolicy,
+        openDuration,
+        maxOpenDuration: Duration.fromInputUnsafe(maxOpenDuration),
+        pubsub,
+        startOrder,
+        halfOpenRetryAfter
+      })
+      return service((pool) => fast(keyOf(pool)), store.state, Stream.fromPubSubTake(pubsub))
+    }
+
+    const breaker = yield* CircuitBreaker.make({
+      tripPolicy,
+      openDuration,
+      maxOpenDuration,
+      onStoreError: options?.onStoreError ?? "allow"
+    })
+    const running: Running = new Map()
 
     const execute = (pool: string) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> => {
       const key = keyOf(pool)
@@ -285,9 +486,7 @@ export const make = (options?: BreakerOptions): Effect.Effect<
       const recorded = !startOrder
         ? breaker.execute(self, { key, classify })
         : Effect.suspend(() => {
-          let attempts = running.get(key)
-          if (attempts === undefined) running.set(key, attempts = { next: 0, started: new Set() })
-          const tracked = attempts
+          const tracked = trackedOf(running, key)
           let started = -1
           // Numbered once admitted (a rejected attempt never starts), released however it ends.
           const admitted = Effect.suspend(() => {
@@ -311,41 +510,30 @@ export const make = (options?: BreakerOptions): Effect.Effect<
         Effect.mapError((e) => (isCircuitBreakerError(e) ? toBreakerError(e) : e) as E | BreakerError)
       )
     }
-
-    const state = (pool: string) => {
-      const key = keyOf(pool)
-      return breaker.state(key).pipe(Effect.mapError(mapError(key, halfOpenRetryAfter)))
-    }
-
-    return Breaker.of({
-      execute,
-      state,
-      gauge: (pool) => Effect.map(state(pool), gaugeOf),
-      keyOf,
-      transitions: Stream.map(breaker.transitions, (t): BreakerTransition =>
-        t.to === "Open"
-          ? {
-            key: t.key,
-            from: t.from,
-            to: t.to,
-            gauge: 2,
-            openFor: t.retryAfter,
-            consecutiveOpenings: t.consecutiveOpenings
-          }
-          : { key: t.key, from: t.from, to: t.to, gauge: gaugeOf(t.to) })
-    })
+    return service(execute, breaker.state, breaker.transitions)
   })
 
 /** Provides {@link Breaker} on the current `CircuitBreakerStore` (swap the store to share state). */
 export const layer = (options?: BreakerOptions): Layer.Layer<Breaker, never, CircuitBreaker.CircuitBreakerStore> =>
   Layer.effect(Breaker, make(options))
 
-/** {@link layer} with an in-memory store (one process). */
+/**
+ * Effect's in-memory `CircuitBreakerStore` (`CircuitBreaker.layerStoreMemory`), marked so that a breaker built
+ * on it takes the fast path (see the module doc). Share it between breakers as any store.
+ */
+export const layerStoreMemory = (
+  options?: { readonly idleTimeToLive?: Duration.Input | undefined }
+): Layer.Layer<CircuitBreaker.CircuitBreakerStore> =>
+  CircuitBreaker.layerStoreMemory(
+    options?.idleTimeToLive === undefined ? undefined : { idleTimeToLive: options.idleTimeToLive }
+  ).pipe(
+    Layer.tap((context) =>
+      Effect.sync(() => void memoryStores.add(Context.get(context, CircuitBreaker.CircuitBreakerStore)))
+    )
+  )
+
+/** {@link layer} with an in-memory store (one process), on the fast path. */
 export const layerMemory = (
   options?: BreakerOptions & { readonly idleTimeToLive?: Duration.Input | undefined }
 ): Layer.Layer<Breaker> =>
-  layer(options).pipe(
-    Layer.provide(CircuitBreaker.layerStoreMemory(
-      options?.idleTimeToLive === undefined ? undefined : { idleTimeToLive: options.idleTimeToLive }
-    ))
-  )
+  layer(options).pipe(Layer.provide(layerStoreMemory(options)))

@@ -20,6 +20,12 @@
  *   charge taken anyway, e.g. to fill a cache written inside the call).
  * - The key is free again the moment the call ends: results are never kept
  *   beyond the flight (that is the audio cache's job).
+ * - `flight: "inline"` runs the call on the starter's own fiber instead: no
+ *   fork per call. Joiners wait as before. If the starter is interrupted
+ *   while joiners still wait, the call is started again in a fiber forked
+ *   then (the only fork, and only when someone joined) and the joiners get
+ *   that call's outcome; with nobody waiting, the starter's interruption
+ *   ends the call.
  *
  * **Gotchas**
  *
@@ -51,17 +57,31 @@
  *
  * @since 0.1.0
  */
-import { Context, Deferred, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { requestKey } from "./Fallback.ts"
 import type { RequestKeyOptions, SpeechKeyInput } from "./Fallback.ts"
 
 /** What happens to a shared call when every caller waiting for it has gone. */
 export type AllWaitersGone = "interrupt" | "finish"
 
+/**
+ * Where a shared call runs.
+ *
+ * - `"detached"` (default): in a fiber forked into the coalescer's scope for every call, so a starter that is
+ *   interrupted only stops waiting and the call goes on for the others.
+ * - `"inline"`: on the starter's own fiber, with no fork. The call ends with the starter: interrupting the
+ *   starter interrupts the call. If others joined and still wait, the call is started again for them in a
+ *   fiber forked then (into the coalescer's scope, with the starter's context), so they still get one
+ *   outcome. That is the only fork, and it happens only when someone joined and the starter was interrupted.
+ */
+export type Flight = "detached" | "inline"
+
 /** Options of {@link make}. */
 export interface CoalescerOptions {
   /** Default `"interrupt"`: see the module documentation. */
   readonly onAllWaitersGone?: AllWaitersGone | undefined
+  /** Default `"detached"`: see {@link Flight}. */
+  readonly flight?: Flight | undefined
 }
 
 /** A result and whether it came from a call another caller started. */
@@ -112,9 +132,12 @@ export const Coalescer = Context.Service<Coalescer>(TypeId)
 export const keyOf = (request: SpeechKeyInput, options?: RequestKeyOptions | undefined): string =>
   requestKey(request, options)
 
-interface Flight {
-  readonly deferred: Deferred.Deferred<unknown, unknown>
+interface InFlight {
+  /** Settled with the call's exit; made on the first join in inline mode (a call nobody joins needs none). */
+  deferred: Deferred.Deferred<unknown, unknown> | undefined
+  /** The forked call: every call in detached mode, a handed-over call in inline mode. */
   fiber: Fiber.Fiber<unknown, unknown> | undefined
+  /** Callers waiting for the deferred (detached: every caller; inline: the joiners). */
   waiters: number
 }
 
@@ -124,20 +147,35 @@ interface Flight {
  */
 export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | undefined) {
   const onAllWaitersGone: AllWaitersGone = options?.onAllWaitersGone ?? "interrupt"
+  const inline = options?.flight === "inline"
   const scope = yield* Scope.Scope
-  const flights = new Map<string, Flight>()
+  const flights = new Map<string, InFlight>()
+
+  const deferredOf = (flight: InFlight): Deferred.Deferred<unknown, unknown> =>
+    flight.deferred ??= Deferred.makeUnsafe<unknown, unknown>()
 
   // Synchronous, so no caller can join between the end of the call and the
   // release of its key.
-  const settle = (key: string, flight: Flight, exit: Exit.Exit<unknown, unknown>) =>
-    Effect.sync(() => {
-      if (flights.get(key) === flight) flights.delete(key)
-      Deferred.doneUnsafe(flight.deferred, exit)
+  const settleUnsafe = (key: string, flight: InFlight, exit: Exit.Exit<unknown, unknown>) => {
+    if (flights.get(key) === flight) flights.delete(key)
+    if (flight.deferred !== undefined) Deferred.doneUnsafe(flight.deferred, exit)
+  }
+
+  /**
+   * The call in a fiber of the coalescer's scope, settling the flight when it ends. An observer rather than
+   * an `onExit` inside the fiber: a fiber interrupted before it first runs (the scope closed at once) never
+   * runs its effect, and its waiters must still hear of it.
+   */
+  const forkFlight = <A, E, R>(key: string, flight: InFlight, effect: Effect.Effect<A, E, R>) =>
+    Effect.map(Effect.forkIn(Effect.interruptible(effect), scope, { startImmediately: false }), (fiber) => {
+      fiber.addObserver((exit) => settleUnsafe(key, flight, exit))
+      return fiber
     })
 
-  const leave = (key: string, flight: Flight) =>
+  const leave = (key: string, flight: InFlight) =>
     Effect.suspend(() => {
       flight.waiters -= 1
+      // Inline: a starter still running keeps the call; a hand-over not forked yet checks the count itself.
       if (flight.waiters > 0 || onAllWaitersGone === "finish" || flight.fiber === undefined) return Effect.void
       // Free the key first: a caller arriving now starts a fresh call rather
       // than joining one being cancelled.
@@ -147,42 +185,87 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
       return Fiber.interrupt(flight.fiber)
     })
 
-  const coalesce = <A, E, R>(
+  /** A caller waiting for the flight's outcome (every caller in detached mode; joiners in inline mode). */
+  const wait = <A, E>(
+    key: string,
+    flight: InFlight,
+    coalesced: boolean,
+    restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>,
+    options: CoalesceOptions<A, E> | undefined
+  ): Effect.Effect<Coalesced<A>, E> => {
+    flight.waiters += 1
+    const deferred = deferredOf(flight)
+    const awaited = Deferred.await(deferred) as Effect.Effect<A, E>
+    const bound = coalesced ? options?.boundJoin : undefined
+    return restore(bound === undefined ? awaited : bound(awaited)).pipe(
+      // Interrupted, or given up by the bound, while the call still runs: leave it to the others.
+      Effect.onExit((exit) =>
+        Exit.isSuccess(exit) || Deferred.isDoneUnsafe(deferred) ? Effect.void : leave(key, flight)
+      ),
+      // Once the call has ended its waiter count no longer matters.
+      Effect.map((value) => ({ value, coalesced }))
+    )
+  }
+
+  const detached = <A, E, R>(
     key: string,
     effect: Effect.Effect<A, E, R>,
     options?: CoalesceOptions<A, E> | undefined
   ): Effect.Effect<Coalesced<A>, E, R> =>
     Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function*() {
-        let flight = flights.get(key)
-        const coalesced = flight !== undefined
-        if (flight === undefined) {
-          const started: Flight = { deferred: Deferred.makeUnsafe<unknown, unknown>(), fiber: undefined, waiters: 0 }
-          flight = started
-          flights.set(key, started)
-          started.fiber = yield* Effect.interruptible(effect).pipe(
-            Effect.onExit((exit) => settle(key, started, exit)),
-            Effect.forkIn(scope, { startImmediately: false })
-          )
-        }
-        flight.waiters += 1
-        const joined = flight
-        const wait = Deferred.await(joined.deferred) as Effect.Effect<A, E>
-        const bound = coalesced ? options?.boundJoin : undefined
-        const value = yield* restore(bound === undefined ? wait : bound(wait)).pipe(
-          // Interrupted, or given up by the bound, while the call still runs: leave it to the others.
-          Effect.onExit((exit) =>
-            Exit.isSuccess(exit) || Deferred.isDoneUnsafe(joined.deferred) ? Effect.void : leave(key, joined)
-          )
+      Effect.suspend(() => {
+        const joined = flights.get(key)
+        if (joined !== undefined) return wait(key, joined, true, restore, options)
+        const started: InFlight = { deferred: undefined, fiber: undefined, waiters: 0 }
+        flights.set(key, started)
+        deferredOf(started)
+        return Effect.flatMap(forkFlight(key, started, effect), (fiber) => {
+          started.fiber = fiber
+          return wait(key, started, false, restore, options)
+        })
+      })
+    )
+
+  /**
+   * The starter's call ended. Interrupted while joiners wait: hand the call over to a fiber forked now
+   * (its first run was interrupted, which released what it held). Otherwise its exit is the flight's.
+   */
+  const starterDone = <A, E, R>(key: string, flight: InFlight, effect: Effect.Effect<A, E, R>, exit: Exit.Exit<A, E>) =>
+    Effect.suspend(() => {
+      if (!(Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) || flight.waiters === 0) {
+        settleUnsafe(key, flight, exit)
+        return Effect.void
+      }
+      return Effect.flatMap(forkFlight(key, flight, effect), (fiber) => {
+        flight.fiber = fiber
+        // Every joiner left while the hand-over was being forked.
+        if (flight.waiters > 0 || onAllWaitersGone === "finish") return Effect.void
+        if (flights.get(key) === flight) flights.delete(key)
+        return Fiber.interrupt(fiber)
+      })
+    })
+
+  const inlined = <A, E, R>(
+    key: string,
+    effect: Effect.Effect<A, E, R>,
+    options?: CoalesceOptions<A, E> | undefined
+  ): Effect.Effect<Coalesced<A>, E, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        const joined = flights.get(key)
+        if (joined !== undefined) return wait(key, joined, true, restore, options)
+        const started: InFlight = { deferred: undefined, fiber: undefined, waiters: 0 }
+        flights.set(key, started)
+        return restore(effect).pipe(
+          Effect.onExit((exit) => starterDone(key, started, effect, exit)),
+          Effect.map((value) => ({ value, coalesced: false }))
         )
-        // Once the call has ended its waiter count no longer matters.
-        return { value, coalesced }
       })
     )
 
   return Coalescer.of({
     [TypeId]: TypeId,
-    coalesce,
+    coalesce: inline ? inlined : detached,
     inFlight: Effect.sync(() => flights.size)
   })
 })

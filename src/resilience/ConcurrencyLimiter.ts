@@ -25,6 +25,10 @@
  *   refused with `QueueFull`.
  * - All queue deadlines share one heap and one timer fiber (on `Clock`, so
  *   `TestClock` drives them): about 1.8 KB per queued caller, fiber included.
+ * - `onOccupancy` (option) is called synchronously on every change of a
+ *   (key, pool)'s in-flight or queued counts: grant, release, enqueue, a
+ *   queued caller leaving or timing out, a waiter handed a permit. Gauges fed
+ *   from it need no snapshot per attempt and no subscriber fiber.
  * - The limit rules live in {@link AdaptiveLimit}. State per (key, pool) is
  *   kept for the limiter's lifetime (a few keys × 4 pools).
  *
@@ -117,6 +121,31 @@ export interface Snapshot {
   readonly queueDepth: number
   readonly maxQueue: number
 }
+
+/**
+ * A live, read-only view of one (key, pool)'s counts, handed to {@link Options.onOccupancy}. It reads the
+ * limiter's state as it is when read: read it during the callback (copy what you keep).
+ */
+export interface Occupancy {
+  readonly key: string
+  readonly pool: Pool
+  /** Permits held now. */
+  readonly inFlight: number
+  /** Callers queued now, per lane. */
+  readonly queued: { readonly [L in Lane]: number }
+  /** Callers queued now, all lanes. */
+  readonly queueDepth: number
+  /** Permits handed out at most now. */
+  readonly limit: number
+}
+
+/**
+ * What just changed, for {@link Options.onOccupancy}: `granted` (a permit on the fast path: in-flight +1),
+ * `queued` (a caller joined the queue: its lane +1), `dispatched` (a queued caller got a permit: its lane −1,
+ * in-flight +1), `released` (a permit returned: in-flight −1), `abandoned` (a queued caller left, interrupted
+ * or shut down: its lane −1), `expired` (a queued caller's queue deadline passed: its lane −1).
+ */
+export type OccupancyChange = "granted" | "queued" | "dispatched" | "released" | "abandoned" | "expired"
 
 /** Observable events, for telemetry. */
 export type ConcurrencyEvent =
@@ -259,6 +288,14 @@ export interface Options {
   readonly laneAging?: Partial<Record<Lane, Duration.Input>> | undefined
   /** Buffered events per subscriber (sliding). Default 1024. */
   readonly eventBuffer?: number | undefined
+  /**
+   * Called synchronously whenever a (key, pool)'s in-flight or queued counts change, after the change, with
+   * a live view of the counts, what changed, and the lane of the caller it concerns. For gauges
+   * (`Metrics.occupancyGauges`): no snapshot per attempt, no subscriber fiber. It runs inside the limiter's
+   * bookkeeping, so keep it short and synchronous; it must not throw (a throw is swallowed, so that the
+   * limiter's state stays consistent).
+   */
+  readonly onOccupancy?: ((occupancy: Occupancy, change: OccupancyChange, lane: Lane) => void) | undefined
 }
 
 // ==== Internals
@@ -379,6 +416,42 @@ class DeadlineHeap {
   }
 }
 
+/** The {@link Occupancy} view of a cell: getters over its counts, made once per cell. */
+class OccupancyView implements Occupancy {
+  readonly cell: Cell
+  readonly queued: { readonly [L in Lane]: number }
+  constructor(cell: Cell) {
+    this.cell = cell
+    const [interactive, dflt, batch] = cell.lanes
+    this.queued = {
+      get interactive() {
+        return interactive.size
+      },
+      get default() {
+        return dflt.size
+      },
+      get batch() {
+        return batch.size
+      }
+    }
+  }
+  get key() {
+    return this.cell.key
+  }
+  get pool() {
+    return this.cell.pool
+  }
+  get inFlight() {
+    return this.cell.inFlight
+  }
+  get queueDepth() {
+    return this.cell.queued
+  }
+  get limit() {
+    return this.cell.permits
+  }
+}
+
 class Cell {
   inFlight = 0
   queued = 0
@@ -390,6 +463,8 @@ class Cell {
   readonly pool: Pool
   readonly adaptive: AdaptiveLimit.AdaptiveState
   readonly maxQueue: number
+  /** Made on the first change when `onOccupancy` is set. */
+  view: OccupancyView | undefined = undefined
   constructor(
     key: string,
     pool: Pool,
@@ -458,6 +533,7 @@ class Impl {
   readonly table: { readonly [P in PlanName]: PlanLimits }
   readonly initialLimit: number
   readonly maxQueueOf: (pool: Pool) => number
+  readonly onOccupancy: ((occupancy: Occupancy, change: OccupancyChange, lane: Lane) => void) | undefined
 
   readonly clock: Clock.Clock
   readonly pubsub: PubSub.PubSub<Take.Take<ConcurrencyEvent>>
@@ -477,6 +553,7 @@ class Impl {
     this.clock = clock
     this.pubsub = pubsub
     this.context = context
+    this.onOccupancy = options.onOccupancy
     const num = (n: number | undefined, dflt: number, ok: (n: number) => boolean, name: string) => {
       if (n === undefined) return dflt
       if (!ok(n)) throw new Error(`ConcurrencyLimiter: invalid ${name}: ${n}`)
@@ -537,6 +614,17 @@ class Impl {
     return cell
   }
 
+  /** Tells `onOccupancy` (if any) that `cell`'s counts just changed. */
+  occupancy(cell: Cell, change: OccupancyChange, lane: Lane) {
+    const f = this.onOccupancy
+    if (f === undefined) return
+    try {
+      f(cell.view ??= new OccupancyView(cell), change, lane)
+    } catch {
+      // A gauge callback must not break the limiter's bookkeeping (see Options.onOccupancy).
+    }
+  }
+
   publish(events: ReadonlyArray<ConcurrencyEvent>): Effect.Effect<void> {
     return events.length === 0
       ? Effect.void
@@ -559,6 +647,7 @@ class Impl {
       const permit = this.grant(cell, lanes[best.lane]!, waited)
       best.state = GRANTED
       best.permit = permit
+      this.occupancy(cell, "dispatched", lanes[best.lane]!)
       events.push({ _tag: "Waited", key: cell.key, pool: cell.pool, lane: lanes[best.lane]!, waitedMillis: waited })
       const resume = best.resume
       best.resume = undefined
@@ -577,6 +666,7 @@ class Impl {
     if (permit.released) return events
     permit.released = true
     permit.cell.inFlight--
+    this.occupancy(permit.cell, "released", permit.lane)
     this.dispatch(permit.cell, events)
     return events
   }
@@ -657,7 +747,9 @@ class Impl {
       const cell = this.cell(options.key, pool)
       // Fast path: a free permit and nobody waiting.
       if (cell.queued === 0 && cell.inFlight < cell.permits) {
-        return Effect.succeed(this.grant(cell, lane, 0))
+        const permit = this.grant(cell, lane, 0)
+        this.occupancy(cell, "granted", lane)
+        return Effect.succeed(permit)
       }
       // A front-of-lane requeue was admitted once already: it may exceed the bound (by at most the
       // number in flight), rather than turning a 429 requeue into a QueueFull.
@@ -683,6 +775,7 @@ class Impl {
       if (front) queue.pushFront(waiter)
       else queue.pushBack(waiter)
       cell.queued++
+      this.occupancy(cell, "queued", lane)
       if (Number.isFinite(deadline)) {
         this.deadlines.push(waiter)
         if (deadline < this.timerAt) this.startTimer(deadline)
@@ -747,7 +840,7 @@ class Impl {
     const now = this.clock.currentTimeMillisUnsafe()
     for (let w = this.deadlines.peek(); w !== undefined && w.deadline <= now; w = this.deadlines.peek()) {
       const resume = w.resume
-      this.abandon(w.cell, w)
+      this.abandon(w.cell, w, "expired")
       events.push({
         _tag: "QueueTimeout",
         key: w.cell.key,
@@ -761,13 +854,14 @@ class Impl {
   }
 
   /** Removes a waiter that is still queued (interrupt, timeout). */
-  abandon(cell: Cell, waiter: Waiter) {
+  abandon(cell: Cell, waiter: Waiter, change: "abandoned" | "expired" = "abandoned") {
     if (waiter.state !== WAITING) return
     waiter.state = GONE
     waiter.resume = undefined
     cell.lanes[waiter.lane]!.remove(waiter)
     this.deadlines.remove(waiter)
     cell.queued--
+    this.occupancy(cell, change, lanes[waiter.lane]!)
   }
 
   snapshot(key: string, pool: Pool): Snapshot {

@@ -78,6 +78,17 @@ export interface ResilientOptions {
   readonly redis?: RedisSettings | undefined
 }
 
+/**
+ * The policy half of {@link ResilientOptions}: what `Pipeline.make` builds the
+ * policies from, shared by both doors (`Resilient` and `WithResilience`). The
+ * rest of `ResilientOptions` (`apiKey`, `baseUrl`, the attempt timeouts,
+ * `scopedRequests`, `characterLimits`) configures this library's own client.
+ */
+export type PolicyOptions = Pick<
+  ResilientOptions,
+  "deadline" | "limiter" | "retry" | "budget" | "breaker" | "quota" | "coalesce" | "cache" | "redis"
+>
+
 /** The defaults the stack applies where the policies themselves have none. */
 export const stackDefaults = {
   deadline: "180 seconds" satisfies Duration.Input

@@ -13,19 +13,23 @@
  *   - Promise: `makeResilientRunner(options)` builds the policies in a
  *     `ManagedRuntime`; `runner.run(fn, callOptions)` resolves with `fn`'s value
  *     or rejects with an `ElevenLabsError`; `runner.dispose()` frees it.
- * - Order, outer to inner (as `Resilient.ts`): coalesce (when a
- *   `coalesceKey` is given) → quota reservation (when `model` and `characters`
- *   are given and a subscription source is configured) → deadline → retries
- *   per class with the budget → breaker per pool → limiter permit per attempt
- *   (lanes, bounded queue, adaptive limit) → the wrapped call.
+ * - An adapter over the one request pipeline (`Pipeline.ts`), the same as the
+ *   `Resilient` composition: the policies are built there and the order is
+ *   written there. Outer to inner: coalesce (when a `coalesceKey` is given;
+ *   a joiner is held to its own deadline) → quota reservation (when `model`
+ *   and `characters` are given and a subscription source is configured) →
+ *   deadline → retries per class with the budget → breaker per pool (in
+ *   Redis with a `redis` entry) → limiter permit per attempt (lanes, bounded
+ *   queue, adaptive limit; plus the distributed permit with `redis`) → the
+ *   wrapped call. The same gauges, spans, metrics and logs as the composition.
  * - Errors: the SDK's `ElevenLabsError` (`statusCode`, `body`,
  *   `rawResponse.headers`), timeouts and fetch failures go through
  *   `classifySdkError`, so they get the same reasons (and the same retry,
  *   breaker and quota treatment) as this library's own client.
  * - Learning: when the call returns a `WithRawResponse` (`.withRawResponse()`),
  *   its headers feed the adaptive limit (`current-concurrent-requests`,
- *   `maximum-concurrent-requests`) and the quota commit (`character-cost`);
- *   `metaOf` reads other shapes.
+ *   `maximum-concurrent-requests`; the shared limit too with `redis`) and the
+ *   quota commit (`character-cost`); `metaOf` reads other shapes.
  * - Bodies: a `ReadableStream` result (or `data` of a `WithRawResponse`) is
  *   read to its end inside the permit (the server counts the request until its
  *   last byte) and handed back as a fresh `ReadableStream` over the bytes, so
@@ -33,8 +37,8 @@
  *   `buffer: false` passes streams through untouched (real streaming: the
  *   permit is then released when the call's promise settles, at headers).
  * - A call with neither `pool` nor `model` is treated as read-only (like the
- *   composition's `voices.list`): deadline and retries, no limiter, breaker
- *   or quota.
+ *   composition's `voices.list`): deadline, retries and coalescing (with a
+ *   key); no limiter, breaker or quota (an exhausted account does not refuse it).
  *
  * **Gotchas**
  *
@@ -42,6 +46,9 @@
  *   (otherwise both retry, and the SDK's retries hold our permit while they sleep).
  * - Pass the `AbortSignal` `run` gives to the SDK (`{ abortSignal: signal }`):
  *   then a deadline or an interrupted caller cancels the request on the wire.
+ * - With a `redis` entry, building the policies connects to Redis; when it
+ *   cannot be reached the first `run` rejects (and the layer fails) with
+ *   `SharedStateUnavailable` (operation `"startup"`).
  *
  * @example
  * ```ts
@@ -59,31 +66,17 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, Exit, Layer, ManagedRuntime, PubSub, Redacted } from "effect"
+import { Cause, Context, type Duration, Effect, Exit, Layer, ManagedRuntime, Redacted } from "effect"
 import { Headers } from "effect/http"
-import { CircuitBreaker } from "effect/persistence"
 import { classifySdkError } from "../client/Classify.ts"
-import {
-  ElevenLabsError,
-  isElevenLabsError,
-  QuotaExhausted,
-  Transport
-} from "../client/Errors.ts"
+import { ElevenLabsError, isElevenLabsError, Transport } from "../client/Errors.ts"
 import { fromHeaders, type ResponseMeta } from "../client/ResponseMeta.ts"
-import * as Metrics from "../telemetry/Metrics.ts"
-import * as Spans from "../telemetry/Spans.ts"
-import * as Breaker from "./Breaker.ts"
-import * as Coalescer from "./Coalescer.ts"
-import * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
-import * as Deadline from "./Deadline.ts"
+import type * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
 import { partitionOfApiKey } from "./Fallback.ts"
+import * as Pipeline from "./Pipeline.ts"
 import { type Pool, poolOfModel } from "./Plans.ts"
 import * as QuotaGuard from "./QuotaGuard.ts"
-import { type ResilientOptions, stackDefaults } from "./ResilientOptions.ts"
-import * as RetryBudget from "./RetryBudget.ts"
-import { fail, fromBreaker, fromLimiter, fromQuota } from "./Refusals.ts"
-import type { Resilience } from "./Resilient.ts"
-import * as RetryPolicy from "./RetryPolicy.ts"
+import type { PolicyOptions } from "./ResilientOptions.ts"
 
 // ============================================================================
 // Options
@@ -102,12 +95,7 @@ export interface SubscriptionLike {
  * `ResilienceConfig.toResilientOptions(...)` result can be passed as is) plus
  * where the key and the subscription come from.
  */
-export interface SdkResilienceOptions extends
-  Pick<
-    ResilientOptions,
-    "deadline" | "limiter" | "retry" | "budget" | "breaker" | "quota" | "coalesce"
-  >
-{
+export interface SdkResilienceOptions extends Omit<PolicyOptions, "cache"> {
   /**
    * The API key the wrapped calls use, only to fingerprint the limiter and
    * breaker keys (never sent, logged or stored). Default: one anonymous key.
@@ -119,6 +107,12 @@ export interface SdkResilienceOptions extends
    * (the server's `quota_exceeded` still surfaces as `QuotaExceeded`).
    */
   readonly subscription?: (() => PromiseLike<SubscriptionLike>) | undefined
+  /**
+   * Where the SDK sends its requests (its `baseUrl` or environment), only for
+   * the attempt span's `server.address` and `server.port`. Default
+   * `https://api.elevenlabs.io`, the SDK's own default.
+   */
+  readonly baseUrl?: string | undefined
 }
 
 /** What one wrapped call says about itself. All optional. */
@@ -149,11 +143,12 @@ export interface SdkCallOptions<A = unknown> {
 // The policies
 // ============================================================================
 
-/** The policies behind the wrapper, for health checks, metrics and tests. */
-export interface SdkResilience extends Omit<Resilience, "cache"> {
-  readonly coalescer: Coalescer.Coalescer | undefined
+/** The policies behind the wrapper, for health checks, metrics and tests (the pipeline's, without a cache). */
+export interface SdkResilience extends Omit<Pipeline.Policies, "cache"> {
   /** @internal the options the policies were built from. */
   readonly options: SdkResilienceOptions
+  /** @internal the pipeline the calls run through. */
+  readonly pipeline: Pipeline.Pipeline
 }
 
 /** The tag of {@link SdkResilience}. */
@@ -166,48 +161,53 @@ const keyIdOf = (apiKey: SdkResilienceOptions["apiKey"]): string =>
     ? "sdk"
     : partitionOfApiKey(typeof apiKey === "string" ? Redacted.make(apiKey) : apiKey)
 
-/** Builds the policies. Needs a `Scope` (their fibers live as long as it). */
+/**
+ * Builds the policies (`Pipeline.make`). Needs a `Scope` (their fibers live as
+ * long as it). Reads the shared state (`SharedState.layerRedis`) from the
+ * context when it is there; {@link layer} provides it for a `redis` entry.
+ */
 export const make = Effect.fnUntraced(function*(options: SdkResilienceOptions = {}) {
   const keyId = keyIdOf(options.apiKey)
-  const limiter = yield* ConcurrencyLimiter.make({ plan: "unknown", ...options.limiter })
-  const budget = options.budget === false || options.retry === false ? undefined : yield* RetryBudget.make(options.budget)
-  const breaker = options.breaker === false
-    ? undefined
-    : yield* Breaker.make({ keyPrefix: `elevenlabs:${keyId}:`, ...options.breaker }).pipe(
-      Effect.provide(CircuitBreaker.layerStoreMemory())
-    )
   const subscription = options.subscription
-  const quota = options.quota === false || subscription === undefined
-    ? undefined
-    : yield* QuotaGuard.make(options.quota ?? {}).pipe(
-      Effect.provideService(
-        QuotaGuard.SubscriptionSource,
-        QuotaGuard.SubscriptionSource.of({
-          fetch: Effect.tryPromise({
-            try: () => Promise.resolve(subscription()),
-            catch: (e) => new ElevenLabsError({ reason: classifySdkError("user.subscription", e) })
-          }).pipe(Effect.map((s) =>
-            QuotaGuard.snapshotFromSubscription({
-              character_count: s.characterCount,
-              character_limit: s.characterLimit,
-              next_character_count_reset_unix: s.nextCharacterCountResetUnix
-            })
-          ))
-        })
-      ),
-      // Bad quota options are a programming error, like the composition's.
-      Effect.orDie
-    )
-  // The first snapshot is fetched now (bounded), so that the very first calls are already guarded.
-  if (quota !== undefined) yield* Effect.exit(Effect.timeoutOption(quota.refresh, "5 seconds"))
-  const coalescer = options.coalesce === false ? undefined : yield* Coalescer.make(options.coalesce)
-  const retries = yield* PubSub.unbounded<RetryPolicy.RetryEvent>()
-  return SdkResilienceService.of({ keyId, limiter, breaker, quota, budget, coalescer, retries, options })
+  const pipeline = yield* Pipeline.make({
+    ...options,
+    // A `ResilientOptions` passed as is may carry a cache: the wrapper cannot key or rebuild an SDK result.
+    cache: undefined,
+    keyId,
+    subscription: subscription === undefined ? undefined : Effect.tryPromise({
+      try: () => Promise.resolve(subscription()),
+      catch: (e) => new ElevenLabsError({ reason: classifySdkError("user.subscription", e) })
+    }).pipe(Effect.map((s) =>
+      QuotaGuard.snapshotFromSubscription({
+        character_count: s.characterCount,
+        character_limit: s.characterLimit,
+        next_character_count_reset_unix: s.nextCharacterCountResetUnix
+      })
+    )),
+    // The first snapshot is fetched now (bounded), so that the very first calls are already guarded.
+    prefetchQuota: "5 seconds"
+  })
+  const { cache: _cache, ...policies } = pipeline.policies
+  return SdkResilienceService.of({ ...policies, options, pipeline })
 })
 
-/** Provides {@link SdkResilienceService} for {@link withResilience}. */
-export const layer = (options: SdkResilienceOptions = {}): Layer.Layer<SdkResilienceService> =>
-  Layer.effect(SdkResilienceService, make(options))
+/**
+ * Provides {@link SdkResilienceService} for {@link withResilience}. With a
+ * `redis` entry it also connects to Redis (the breaker's circuits, the
+ * distributed permits and, with a subscription, the quota account are then
+ * shared); the layer fails with `SharedStateUnavailable` (operation
+ * `"startup"`) when Redis cannot be reached. Without `redis` it cannot fail.
+ */
+export function layer(
+  options?: SdkResilienceOptions & { readonly redis?: undefined }
+): Layer.Layer<SdkResilienceService>
+export function layer(options: SdkResilienceOptions): Layer.Layer<SdkResilienceService, ElevenLabsError>
+export function layer(options: SdkResilienceOptions = {}): Layer.Layer<SdkResilienceService, ElevenLabsError> {
+  const policies = Layer.effect(SdkResilienceService, make(options))
+  return options.redis === undefined
+    ? policies
+    : policies.pipe(Layer.provide(Pipeline.layerShared(options.redis, keyIdOf(options.apiKey))))
+}
 
 // ============================================================================
 // Errors and response metadata
@@ -263,6 +263,8 @@ interface Settled {
   readonly body: Uint8Array | undefined
   /** Where the stream was: the value itself, or its `data`. */
   readonly at: "self" | "data" | undefined
+  /** Its response metadata (read once per attempt), with the pipeline's marks. */
+  readonly meta?: ResponseMeta | undefined
 }
 
 const readAll = (operation: string, stream: ReadableStream<Uint8Array>) =>
@@ -327,14 +329,8 @@ const unsettle = <A>(s: Settled): A => {
 }
 
 // ============================================================================
-// The policies' refusals as ElevenLabsError (the same mapping as Resilient.ts)
-// ============================================================================
-
-// ============================================================================
 // The Effect face
 // ============================================================================
-
-const toDuration = (input: Duration.Input): Duration.Duration => Duration.fromInputUnsafe(input)
 
 /**
  * Runs `effect` (one call, for example `Effect.tryPromise((signal) => sdk....)`)
@@ -353,21 +349,31 @@ export const withResilience = <A>(call: SdkCallOptions<A> = {}) =>
 <E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, ElevenLabsError, R | SdkResilienceService> =>
   Effect.flatMap(Effect.service(SdkResilienceService), (policies) => resilient(policies, call, effect))
 
+/** The call's lane, deadline and idempotency as the pipeline's call options (none: no overlay). */
+const callOptionsOf = (call: Pick<SdkCallOptions, "lane" | "deadline" | "idempotent">): Pipeline.CallOptions | undefined =>
+  call.lane === undefined && call.deadline === undefined && call.idempotent === undefined ? undefined : {
+    ...(call.lane === undefined ? {} : { lane: call.lane }),
+    ...(call.deadline === undefined ? {} : { deadline: call.deadline }),
+    ...(call.idempotent === undefined ? {} : { idempotent: call.idempotent })
+  }
+
+const metaOfSettled = (s: Settled): ResponseMeta | undefined => s.meta
+
+const markSettled = (s: Settled, meta: Partial<ResponseMeta>): Settled => ({ ...s, meta: { ...s.meta, ...meta } })
+
+/** The adapter: the call described as a plan, the wrapped effect as an opaque attempt. */
 const resilient = <A, E, R>(
   policies: SdkResilience,
   call: SdkCallOptions<A>,
   effect: Effect.Effect<A, E, R>
 ): Effect.Effect<A, ElevenLabsError, R> => {
-  const { keyId, limiter, breaker, quota, budget, coalescer, retries, options } = policies
+  const { quota, pipeline } = policies
   const operation = call.operation ?? "sdk.call"
   const pool: Pool | undefined = call.pool ?? (call.model === undefined ? undefined : poolOfModel(call.model))
-  const lane = call.lane ?? "default"
-  const metaOf = (s: Settled): ResponseMeta | undefined =>
-    call.metaOf === undefined ? metaOfRawResponse(s.value) : call.metaOf(s.value as A)
-  const queueTimeout = toDuration(options.limiter?.queueTimeout ?? "120 seconds")
-  const retrySettings = options.retry === false ? undefined : (options.retry ?? {})
+  const metaOf = (value: unknown): ResponseMeta | undefined =>
+    call.metaOf === undefined ? metaOfRawResponse(value) : call.metaOf(value as A)
 
-  // One attempt: the call, its errors classified, its body read, its headers learnt.
+  // One attempt: the call, its errors classified, its body read, its headers read once.
   const send: Effect.Effect<Settled, ElevenLabsError, R> = effect.pipe(
     Effect.catchCause((cause) => {
       const failure = cause.reasons.find((r) => r._tag === "Fail")
@@ -376,114 +382,25 @@ const resilient = <A, E, R>(
           Effect.fail(toElevenLabsError(operation, failure.error, now)))
         : Effect.failCause(cause as Cause.Cause<never>)
     }),
-    Effect.flatMap((a) => settle(operation, a, call.buffer ?? true))
+    Effect.flatMap((a) => settle(operation, a, call.buffer ?? true)),
+    Effect.map((s): Settled => ({ ...s, meta: metaOf(s.value) }))
   )
 
-  const attempt = (p: Pool): Effect.Effect<Settled, ElevenLabsError, R> => {
-    const limited = Effect.gen(function*() {
-      const previous = (yield* RetryPolicy.CurrentAttempt).previous
-      const left = yield* Deadline.remaining
-      const request: ConcurrencyLimiter.PermitRequest = {
-        key: keyId,
-        pool: p,
-        lane,
-        front: previous !== undefined,
-        timeout: left === undefined ? queueTimeout : Duration.min(left, queueTimeout)
-      }
-      return yield* limiter.usePermit(request, (permit) =>
-        send.pipe(
-          Effect.tap((s) => {
-            const meta = metaOf(s)
-            return meta === undefined ? Effect.void : permit.onResponse(meta)
-          }),
-          Effect.tapError((e) =>
-            e.reason._tag === "ConcurrencyLimited" ? permit.onConcurrencyLimited(e.reason.limit) : Effect.void
-          ),
-          Spans.withAttemptSpan(operation)
-        )).pipe(Effect.catchTag("ConcurrencyLimiterError", fromLimiter(operation)))
-    })
-    return breaker === undefined
-      ? limited
-      : breaker.execute(p)(limited).pipe(Effect.catchTag("BreakerError", fromBreaker(operation, p)))
-  }
-
-  const inner = pool === undefined ? Spans.withAttemptSpan(operation)(send) : attempt(pool)
-  const withRetry = retrySettings === undefined ? inner : inner.pipe(
-    RetryPolicy.retry({
-      ...retrySettings,
-      idempotent: call.idempotent,
-      budget,
-      events: retries,
-      onRetry: (event) =>
-        Effect.all([
-          Spans.retryEvent({ attempt: event.attempt - 1, reason: event.reason, delayMs: Duration.toMillis(event.delay) }),
-          pool === undefined ? Effect.void : Metrics.recordRetry({ reason: event.reason, pool })
-        ], { discard: true })
-    })
-  )
-  const bounded = Deadline.withDeadline(call.deadline ?? options.deadline ?? stackDefaults.deadline, { operation })(
-    withRetry
-  )
-
-  const cost = quota !== undefined && pool !== undefined && call.model !== undefined && call.characters !== undefined
-    ? quota.costOf(call.characters, call.model)
-    : undefined
-  const guarded: Effect.Effect<Settled, ElevenLabsError, R> = quota === undefined
-    ? bounded
-    : cost === undefined
-    ? Effect.flatMap(quota.state, (state) =>
-      state === "exhausted"
-        ? Effect.flatMap(quota.status, (s) =>
-          fail(new QuotaExhausted({
-            operation,
-            message: "The account's credits are spent; calls resume after the reset.",
-            ...(s.resetAt === undefined ? {} : { resetAt: s.resetAt })
-          })))
-        : bounded.pipe(
-          Effect.tapError((e) => e.reason._tag === "QuotaExceeded" ? quota.markExhausted(e.reason) : Effect.void)
-        ))
-    : quota.guard(cost, bounded, { keyId, actualCost: (s) => metaOf(s)?.characterCost }).pipe(
-      Effect.catchTag("QuotaGuardError", fromQuota(operation))
-    )
-
-  const shared = coalescer === undefined || call.coalesceKey === undefined
-    ? guarded
-    : Effect.map(coalescer.coalesce(call.coalesceKey, guarded), (c) => c.value)
-
-  return instrument(operation, pool, call, Effect.map(shared, (s) => unsettle<A>(s)))
+  const ran = pipeline.run<Settled, R>({
+    operation,
+    pool,
+    model: call.model,
+    characters: call.characters,
+    cost: quota !== undefined && pool !== undefined && call.model !== undefined && call.characters !== undefined
+      ? quota.costOf(call.characters, call.model)
+      : undefined,
+    coalesceKey: call.coalesceKey,
+    metaOf: metaOfSettled,
+    mark: markSettled
+  }, { send, kind: "opaque" })
+  const options = callOptionsOf(call)
+  return Effect.map(options === undefined ? ran : Pipeline.withCallOptions(options)(ran), (s) => unsettle<A>(s))
 }
-
-/** The call span and the request metrics (pool-less calls get only the span). */
-const instrument = <A, R>(
-  operation: string,
-  pool: Pool | undefined,
-  call: SdkCallOptions<A>,
-  self: Effect.Effect<A, ElevenLabsError, R>
-): Effect.Effect<A, ElevenLabsError, R> =>
-  Effect.timed(Effect.exit(self)).pipe(
-    Effect.flatMap(([elapsed, exit]) => {
-      const durationSeconds = Duration.toSeconds(elapsed)
-      const model = call.model ?? "unknown"
-      if (Exit.isSuccess(exit)) {
-        return Effect.all([
-          pool === undefined ? Effect.void : Metrics.recordRequest({ operation, pool, model, status: "success", durationSeconds }),
-          pool === undefined || call.characters === undefined ? Effect.void : Metrics.recordCharacters(model, call.characters),
-          Spans.annotateCall({ outcome: "success" })
-        ], { discard: true }).pipe(Effect.andThen(exit))
-      }
-      const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
-      const error = failure?._tag === "Fail" ? failure.error : undefined
-      return Effect.all([
-        pool === undefined ? Effect.void : Metrics.recordRequest({ operation, pool, model, status: "error", durationSeconds }),
-        pool === undefined || error === undefined ? Effect.void : Metrics.recordError({ reason: error.reason._tag, pool }),
-        Spans.annotateCall({
-          outcome: "error",
-          ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts })
-        })
-      ], { discard: true }).pipe(Effect.andThen(exit))
-    }),
-    Spans.withCallSpan(operation, { model: call.model, characters: call.characters, lane: call.lane ?? "default", pool })
-  )
 
 // ============================================================================
 // The Promise face

@@ -18,6 +18,7 @@
 import { Duration, Effect, Fiber, Option, PubSub, Random, Redacted, Scope, Semaphore, Stream } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { classifyResponse } from "../client/Classify.ts"
+import * as Endpoints from "../client/Endpoints.ts"
 import type { PlanName, Pool } from "../resilience/Plans.ts"
 import { limitsOf } from "../resilience/Plans.ts"
 import * as Jitter from "../resilience/Jitter.ts"
@@ -107,7 +108,10 @@ export const ttsAttempt = (
   request: SimRequest,
   timeoutMs: number
 ): Effect.Effect<AttemptResult> => {
-  const http = HttpClientRequest.post(`${context.baseUrl}/v1/text-to-speech/${context.voiceId}`).pipe(
+  const endpoint = Endpoints.textToSpeechConvert
+  const http = HttpClientRequest.make(endpoint.method)(
+    context.baseUrl + Endpoints.pathOf(endpoint, { voice_id: context.voiceId })
+  ).pipe(
     HttpClientRequest.setUrlParam("output_format", "mp3_22050_32"),
     HttpClientRequest.setHeader("xi-api-key", Redacted.value(context.apiKey)),
     HttpClientRequest.bodyJsonUnsafe({ text: request.text, model_id: context.model })
@@ -124,7 +128,7 @@ export const ttsAttempt = (
         return { _tag: "Ok", credits: Number.isFinite(cost) ? cost : 0 }
       }
       const bytes = new Uint8Array(body)
-      const reason = classifyResponse({ operation: "textToSpeech.convert", status: response.status, headers, body: bytes })
+      const reason = classifyResponse({ operation: endpoint.name, status: response.status, headers, body: bytes })
       return {
         _tag: "Status",
         status: response.status,

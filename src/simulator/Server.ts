@@ -5,10 +5,11 @@
  *
  * **Details**
  *
- * - Routes: the ElevenLabs paths of `docs/api-facts.md` section 2 (TTS x4,
- *   speech to text, music, user, subscription, voices, models) and the control
- *   routes `GET /_simulator/stats`, `POST /_simulator/reset`,
- *   `POST /_simulator/config`. Anything else gets FastAPI's
+ * - Routes: the rows of the endpoint table (`client/Endpoints.ts`: TTS x4,
+ *   speech to text, music and its stream, user, subscription, voices, models)
+ *   and the control routes `GET /_simulator/stats`, `POST /_simulator/reset`,
+ *   `POST /_simulator/config`. A known path with another method gets
+ *   FastAPI's `405 {"detail":"Method Not Allowed"}`; anything else
  *   `404 {"detail":"Not Found"}`.
  * - Faults act on the connection: a reset sends a TCP RST before any byte; a
  *   hang never answers (the slot is released when the client goes away); a
@@ -30,6 +31,7 @@ import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequ
 import { Context, Effect, Layer, Stream } from "effect"
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createServer } from "node:http"
+import * as Endpoints from "../client/Endpoints.ts"
 import * as Simulator from "./Simulator.ts"
 
 /** Options of the server face: the model's options plus where to listen. */
@@ -40,24 +42,21 @@ export interface Options extends Simulator.Options {
   readonly host?: string | undefined
 }
 
-/** The ElevenLabs routes the server registers (all answered by the model). */
-export const routes: ReadonlyArray<readonly ["GET" | "POST", `/${string}`]> = [
-  ["POST", "/v1/text-to-speech/:voice_id"],
-  ["POST", "/v1/text-to-speech/:voice_id/stream"],
-  ["POST", "/v1/text-to-speech/:voice_id/with-timestamps"],
-  ["POST", "/v1/text-to-speech/:voice_id/stream/with-timestamps"],
-  ["POST", "/v1/speech-to-text"],
-  ["POST", "/v1/music"],
-  ["POST", "/v1/music/stream"],
-  ["GET", "/v1/user"],
-  ["GET", "/v1/user/subscription"],
-  ["GET", "/v1/voices"],
-  ["GET", "/v2/voices"],
-  ["GET", "/v1/voices/:voice_id"],
-  ["GET", "/v1/models"],
+/** The control routes of the simulator. */
+export const controlRoutes: ReadonlyArray<readonly ["GET" | "POST", `/${string}`]> = [
   ["GET", "/_simulator/stats"],
   ["POST", "/_simulator/reset"],
   ["POST", "/_simulator/config"]
+]
+
+/**
+ * The routes the server registers (all answered by the model): one per row of
+ * the endpoint table (`client/Endpoints.ts`, in the router's `:voice_id`
+ * syntax), then the control routes.
+ */
+export const routes: ReadonlyArray<readonly ["GET" | "POST", `/${string}`]> = [
+  ...Endpoints.all.map((e) => [e.method, Endpoints.routerPath(e)] as const),
+  ...controlRoutes
 ]
 
 /** A connection reset: RST where the platform can (ECONNRESET at the client), else a plain destroy. */

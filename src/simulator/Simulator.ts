@@ -15,6 +15,11 @@
  * - All time comes from `Clock` (sleeps are `Effect.sleep`), all randomness
  *   from the model's own seeded generator ({@link Prng}), so a seed and a
  *   request sequence give one run.
+ * - Routing: the endpoint table (`client/Endpoints.ts`) finds the row of a
+ *   request (`Endpoints.match`); each row has one handler here, and its pool
+ *   and credits come from the row. A known path asked with another method is
+ *   FastAPI's `405 {"detail":"Method Not Allowed"}` (with `allow`), any other
+ *   path `404 {"detail":"Not Found"}`.
  * - Body size: {@link Service.readBody} and {@link Service.checkBody} are the one
  *   rule the faces apply before a body is read ({@link BodyLimits}): past the
  *   limit, `413 payload_too_large` at the declared `Content-Length`, or as soon
@@ -26,19 +31,10 @@
  * @since 0.1.0
  */
 import { Clock, Context, Data, Duration, Effect, Layer, Schema, Stream } from "effect"
-import {
-  characterLimitOf,
-  convertOutputFormats,
-  creditCost,
-  creditMultiplierOf,
-  defaultOutputFormat,
-  defaultTtsModel,
-  minimumPlanForFormat,
-  musicOutputFormats,
-  streamOutputFormats
-} from "../client/Models.ts"
+import * as Endpoints from "../client/Endpoints.ts"
+import { characterLimitOf, defaultTtsModel, minimumPlanForFormat } from "../client/Models.ts"
 import { concat } from "../internal/Bytes.ts"
-import { type PlanLimits, type PlanName, planNames, type Pool, poolOfModel, pools, deploymentGuidePlans } from "../resilience/Plans.ts"
+import { type PlanLimits, type PlanName, planNames, type Pool, pools, deploymentGuidePlans } from "../resilience/Plans.ts"
 import * as Audio from "./Audio.ts"
 import * as Catalog from "./Catalog.ts"
 import * as Prng from "./Prng.ts"
@@ -204,9 +200,6 @@ export interface BodyLimits {
 
 /** The default {@link BodyLimits}: uploads 5 GiB, other bodies 10 MiB. */
 export const defaultBodyLimits: BodyLimits = { upload: 5 * 1024 ** 3, json: 10 * 1024 ** 2 }
-
-/** The paths whose multipart bodies are uploads ({@link BodyLimits.upload}). */
-const uploadPaths: ReadonlySet<string> = new Set(["/v1/speech-to-text"])
 
 /** Monthly credits per plan (the older, widely cited figures; `docs/api-facts.md` §5.4). */
 export const creditsOfPlan: { readonly [P in PlanName]: number } = {
@@ -722,10 +715,12 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   const bodyLimits: BodyLimits = { ...defaultBodyLimits, ...options.bodyLimits }
 
+  /** Uploads are the multipart bodies of the rows that take one (`body: "multipart"`: speech to text). */
   const bodyLimitOf = (head: BodyHead): number => {
-    const path = new URL(head.url).pathname.replace(/\/$/, "")
     const contentType = (head.headers.get("content-type") ?? "").toLowerCase()
-    return uploadPaths.has(path) && contentType.startsWith("multipart/form-data") ? bodyLimits.upload : bodyLimits.json
+    if (!contentType.startsWith("multipart/form-data")) return bodyLimits.json
+    const found = Endpoints.match(head.method, new URL(head.url).pathname)
+    return found._tag === "Found" && found.endpoint.body === "multipart" ? bodyLimits.upload : bodyLimits.json
   }
 
   const smallestLimit = Math.min(bodyLimits.upload, bodyLimits.json)
@@ -1110,10 +1105,22 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   // ---- Endpoints
 
-  const textToSpeech = (request: IncomingRequest, url: URL, voiceId: string, stream: boolean, timestamps: boolean) =>
+  /** The four TTS rows: streamed or not, audio or with timestamps, by what the row answers. */
+  const textToSpeech = (
+    request: IncomingRequest,
+    url: URL,
+    endpoint:
+      | typeof Endpoints.textToSpeechConvert
+      | typeof Endpoints.textToSpeechConvertWithTimestamps
+      | typeof Endpoints.textToSpeechStream
+      | typeof Endpoints.textToSpeechStreamWithTimestamps,
+    voiceId: string
+  ) =>
     Effect.gen(function*() {
+      const stream = endpoint.response._tag === "AudioStream" || endpoint.response._tag === "Ndjson"
+      const timestamps = endpoint.response._tag === "Json" || endpoint.response._tag === "Ndjson"
       const items: Array<ValidationItem> = []
-      const format = checkFormat(items, url, stream ? streamOutputFormats : convertOutputFormats, defaultOutputFormat)
+      const format = checkFormat(items, url, endpoint.outputFormat.formats, endpoint.outputFormat.default)
       const parsed = yield* readJson(request)
       let text: string | undefined
       let modelId = defaultTtsModel
@@ -1149,8 +1156,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       }
       const forbidden = formatForbidden(account, format)
       if (forbidden !== undefined) return respond(forbidden)
-      const pool = poolOfModel(modelId)
-      const cost = creditCost(text.length, creditMultiplierOf(modelId))
+      const pool = Endpoints.poolOf(endpoint, modelId)
+      const cost = Endpoints.creditsOf(endpoint, text.length, modelId)
       const seconds = Audio.speechSeconds(text.length, charsPerSecond)
       const finalText = text
       return yield* generate({
@@ -1199,7 +1206,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       })
     })
 
-  const speechToText = (request: IncomingRequest) =>
+  const speechToText = (request: IncomingRequest, endpoint: typeof Endpoints.speechToTextConvert) =>
     Effect.gen(function*() {
       const form = yield* Effect.promise(() => request.formData().catch(() => undefined))
       const items: Array<ValidationItem> = []
@@ -1234,8 +1241,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       const languageCode = form.get("language_code")
       return yield* generate({
         account,
-        pool: "stt",
-        cost: 0,
+        pool: Endpoints.poolOf(endpoint, undefined),
+        cost: 0, // billed by audio time (the row's billing): no credits counted
         profile: latency.stt,
         units: seconds,
         streaming: false,
@@ -1269,10 +1276,11 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       })
     })
 
-  const music = (request: IncomingRequest, url: URL, stream: boolean) =>
+  const music = (request: IncomingRequest, url: URL, endpoint: typeof Endpoints.musicCompose | typeof Endpoints.musicStream) =>
     Effect.gen(function*() {
+      const stream = endpoint.response._tag === "AudioStream"
       const items: Array<ValidationItem> = []
-      const format = checkFormat(items, url, musicOutputFormats, "auto")
+      const format = checkFormat(items, url, endpoint.outputFormat.formats, endpoint.outputFormat.default)
       const parsed = yield* readJson(request)
       let lengthMs = 30_000
       if (!parsed.ok) items.push(jsonInvalid(parsed.raw))
@@ -1312,8 +1320,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       const seconds = lengthMs / 1000
       return yield* generate({
         account,
-        pool: "music",
-        cost: 0,
+        pool: Endpoints.poolOf(endpoint, undefined),
+        cost: 0, // billed by audio time (the row's billing): no credits counted
         profile: latency.music,
         units: seconds,
         streaming: stream,
@@ -1518,29 +1526,27 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     return Effect.succeed(plain(404, { error: "not_found", message: `No control route ${request.method} ${path}` }))
   }
 
-  const ttsRoute = /^\/v1\/text-to-speech\/([^/]+)(\/stream)?(\/with-timestamps)?\/?$/
-
-  const route = (request: IncomingRequest): Effect.Effect<Outcome> => {
-    const url = new URL(request.url)
-    const path = url.pathname
-    const method = request.method.toUpperCase()
-    if (method === "OPTIONS") {
-      // CORS preflight, answered as the real API does, so browser code can use the simulator.
-      record(200, undefined)
-      return Effect.succeed(respond({ status: 200, headers: { ...commonHeaders("text/plain; charset=utf-8"), "content-length": "2" }, body: Stream.succeed(encoder.encode("OK")) }))
-    }
-    const tts = ttsRoute.exec(path)
-    if (tts !== null) {
-      if (method !== "POST") return Effect.succeed(respond(json(405, { detail: "Method Not Allowed" })))
-      return textToSpeech(request, url, decodeURIComponent(tts[1]!), tts[2] !== undefined, tts[3] !== undefined)
-    }
-    const is = (m: string, p: string) => method === m && path.replace(/\/$/, "") === p
-    if (is("POST", "/v1/speech-to-text")) return speechToText(request)
-    if (is("POST", "/v1/music")) return music(request, url, false)
-    if (is("POST", "/v1/music/stream")) return music(request, url, true)
-    if (is("GET", "/v1/user/subscription")) return readAccount(request, subscriptionJson)
-    if (is("GET", "/v1/user")) {
-      return readAccount(request, (a) => ({
+  /** One handler per row of the endpoint table (the compiler asks for a new row's). */
+  const handlers: {
+    readonly [N in Endpoints.Name]: (
+      request: IncomingRequest,
+      url: URL,
+      params: Readonly<Record<string, string>>
+    ) => Effect.Effect<Outcome>
+  } = {
+    "textToSpeech.convert": (request, url, params) =>
+      textToSpeech(request, url, Endpoints.textToSpeechConvert, params["voice_id"]!),
+    "textToSpeech.convertWithTimestamps": (request, url, params) =>
+      textToSpeech(request, url, Endpoints.textToSpeechConvertWithTimestamps, params["voice_id"]!),
+    "textToSpeech.stream": (request, url, params) =>
+      textToSpeech(request, url, Endpoints.textToSpeechStream, params["voice_id"]!),
+    "textToSpeech.streamWithTimestamps": (request, url, params) =>
+      textToSpeech(request, url, Endpoints.textToSpeechStreamWithTimestamps, params["voice_id"]!),
+    "speechToText.convert": (request) => speechToText(request, Endpoints.speechToTextConvert),
+    "music.compose": (request, url) => music(request, url, Endpoints.musicCompose),
+    "music.stream": (request, url) => music(request, url, Endpoints.musicStream),
+    "user.get": (request) =>
+      readAccount(request, (a) => ({
         user_id: `sim_${a.name}`,
         workspace_id: `sim_workspace_${a.name}`,
         subscription: subscriptionJson(a),
@@ -1553,33 +1559,48 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         xi_api_key_preview: "sk_...sim",
         created_at: startUnix,
         seat_type: "workspace_admin"
-      }))
-    }
-    if (is("GET", "/v1/voices")) return readAccount(request, () => ({ voices: Catalog.premadeVoices.map(Catalog.voiceJson) }))
-    if (is("GET", "/v2/voices")) {
+      })),
+    "user.subscription": (request) => readAccount(request, subscriptionJson),
+    "voices.list": (request) => readAccount(request, () => ({ voices: Catalog.premadeVoices.map(Catalog.voiceJson) })),
+    "voices.search": (request, url) => {
       // As for bodies, a bad query is a 422 before the key is looked at (docs/api-facts.md §3.3).
       const result = Catalog.searchVoices(url.searchParams)
       if (result._tag === "Invalid") return Effect.succeed(respond(validation(result.problems)))
       return readAccount(request, () => result.body)
-    }
-    const voice = /^\/v1\/voices\/([^/]+)\/?$/.exec(path)
-    if (voice !== null && method === "GET") {
-      return Effect.map(Clock.currentTimeMillis, () => {
+    },
+    "voices.get": (request, _url, params) =>
+      Effect.map(Clock.currentTimeMillis, () => {
         const account = authenticate(request)
         if (isPending(account)) return respond(account)
-        const id = decodeURIComponent(voice[1]!)
+        const id = params["voice_id"]!
         const v = voiceOf(id)
         return respond(
           v === undefined
             ? detail(404, "voice_not_found", `A voice with the voice_id ${id} was not found.`)
             : json(200, Catalog.voiceJson(v))
         )
-      })
+      }),
+    "models.list": (request) =>
+      readAccount(request, () => Catalog.ttsModels.map((m) => Catalog.modelJson(m, options.characterLimits)))
+  }
+
+  const route = (request: IncomingRequest): Effect.Effect<Outcome> => {
+    const url = new URL(request.url)
+    const method = request.method.toUpperCase()
+    if (method === "OPTIONS") {
+      // CORS preflight, answered as the real API does, so browser code can use the simulator.
+      record(200, undefined)
+      return Effect.succeed(respond({ status: 200, headers: { ...commonHeaders("text/plain; charset=utf-8"), "content-length": "2" }, body: Stream.succeed(encoder.encode("OK")) }))
     }
-    if (is("GET", "/v1/models")) {
-      return readAccount(request, () => Catalog.ttsModels.map((m) => Catalog.modelJson(m, options.characterLimits)))
+    const found = Endpoints.match(method, url.pathname)
+    switch (found._tag) {
+      case "Found":
+        return handlers[found.endpoint.name](request, url, found.params)
+      case "MethodNotAllowed":
+        return Effect.succeed(respond(json(405, { detail: "Method Not Allowed" }, { allow: found.allowed.join(", ") })))
+      case "NotFound":
+        return Effect.succeed(respond(notFound()))
     }
-    return Effect.succeed(respond(notFound()))
   }
 
   const handle = (request: IncomingRequest): Effect.Effect<Outcome> => {

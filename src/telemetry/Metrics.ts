@@ -20,6 +20,9 @@
  *   and still gives the total (`_sum`) and its rate.
  * - Labels are low-cardinality only: operation, pool, model, lane, status,
  *   reason. Never a voice id, text or key.
+ * - The gauges also have synchronous setters (`set*Unsafe`, given the
+ *   `Context` captured when the stack was built), for callbacks that run
+ *   outside a fiber: {@link occupancyGauges} is the limiter's `onOccupancy`.
  *
  * **Example** (Recording a finished call)
  *
@@ -35,7 +38,8 @@
  *
  * @since 0.1.0
  */
-import { Effect, Metric } from "effect"
+import { type Context, Effect, Metric } from "effect"
+import type { Lane, Occupancy, OccupancyChange } from "../resilience/ConcurrencyLimiter.ts"
 import type { Pool } from "../resilience/Plans.ts"
 
 // ==== Names =================================================================
@@ -274,3 +278,56 @@ export const recordAudioSeconds = (model: string, seconds: number): Effect.Effec
 /** Sets the share of the period's credits used, clamped to 0..100. */
 export const setQuotaUsed = (percentage: number): Effect.Effect<void> =>
   Metric.update(quotaUsedPercentage, Math.min(100, nonNegative(percentage)))
+
+// ==== Synchronous setters ====================================================
+//
+// For callbacks that run inside a policy's bookkeeping rather than on a fiber (the limiter's `onOccupancy`).
+// `context` is the one the stack was built in (`yield* Effect.context()`), so the same metric registry is
+// used as by the effectful setters above.
+
+/** {@link setConcurrent}, synchronously. */
+export const setConcurrentUnsafe = (pool: Pool, n: number, context: Context.Context<never>): void =>
+  concurrentOf(pool).updateUnsafe(nonNegative(n), context)
+
+/** {@link setQueueDepth}, synchronously. */
+export const setQueueDepthUnsafe = (pool: Pool, lane: string, n: number, context: Context.Context<never>): void =>
+  queueDepthOf(pool, lane).updateUnsafe(nonNegative(n), context)
+
+/** {@link setBreakerState}, synchronously. */
+export const setBreakerStateUnsafe = (pool: Pool, state: BreakerStateValue, context: Context.Context<never>): void =>
+  breakerStateOf(pool).updateUnsafe(state, context)
+
+/** {@link setQuotaUsed}, synchronously. */
+export const setQuotaUsedUnsafe = (percentage: number, context: Context.Context<never>): void =>
+  quotaUsedPercentage.updateUnsafe(Math.min(100, nonNegative(percentage)), context)
+
+/**
+ * A `ConcurrencyLimiter` `onOccupancy` callback that keeps `elevenlabs_concurrent_requests` and
+ * `elevenlabs_queue_depth` up to date from the limiter's own changes: in-flight on a grant or release, the
+ * lane's queue depth when a caller joins or leaves the queue, both when a queued caller gets its permit.
+ * With `key`, only that API-key id's changes are recorded (the gauges are labelled by pool, not by key).
+ *
+ * @example
+ * ```ts
+ * const context = yield* Effect.context<never>()
+ * const limiter = yield* ConcurrencyLimiter.make({
+ *   plan: "pro",
+ *   onOccupancy: Metrics.occupancyGauges(context, { key: keyId })
+ * })
+ * ```
+ */
+export const occupancyGauges = (
+  context: Context.Context<never>,
+  options?: { readonly key?: string | undefined }
+): (occupancy: Occupancy, change: OccupancyChange, lane: Lane) => void => {
+  const only = options?.key
+  return (occupancy, change, lane) => {
+    if (only !== undefined && occupancy.key !== only) return
+    if (change !== "queued" && change !== "abandoned" && change !== "expired") {
+      setConcurrentUnsafe(occupancy.pool, occupancy.inFlight, context)
+    }
+    if (change !== "granted" && change !== "released") {
+      setQueueDepthUnsafe(occupancy.pool, lane, occupancy.queued[lane], context)
+    }
+  }
+}

@@ -23,13 +23,16 @@ const run = (file: string) =>
     })
   })
 
-/** What each example must print (regular expressions over its whole output). */
+/**
+ * What each example must print (regular expressions over its whole output). The in-flight peak is
+ * checked against the limit, not for saturation: on a loaded machine a burst may not fill every slot.
+ */
 const expectations: Record<string, ReadonlyArray<RegExp>> = {
   "01-quick-start.ts": [/^target: simulator$/m, /^audio: \d{3,} bytes of audio\/mpeg$/m, /credits charged: \d+/],
   "02-priority-lanes.ts": [
     /^batch: 60 requests, median \d+ ms/m,
     /^interactive: 8 requests during the batch/m,
-    / 0 too_many_concurrent_requests, at most 10 of 10 in flight/
+    / 0 too_many_concurrent_requests, at most (?:[1-9]|10) of 10 in flight/
   ],
   "03-custom-policy.ts": [
     /^phase 1 \(10 % system_busy\): /m,
@@ -44,11 +47,11 @@ const expectations: Record<string, ReadonlyArray<RegExp>> = {
     /^burst: 40 SDK converts succeeded/m,
     /^learned flash limit: 10 \(server ceiling 10\)$/m,
     /^missing voice: ElevenLabsError NotFound \(404 voice_not_found\) after 1 attempt\(s\)$/m,
-    /^server: 0 too_many_concurrent_requests, at most 10 of 10 in flight/m
+    /^server: 0 too_many_concurrent_requests, at most (?:[1-9]|10) of 10 in flight/m
   ],
   "06-distributed.ts": [
     /^workers: 3 processes x 20 requests: 60 ok, 0 failed$/m,
-    /^server: 0 too_many_concurrent_requests, at most (9|10) of 10 in flight$/m
+    /^server: 0 too_many_concurrent_requests, at most (?:[1-9]|10) of 10 in flight$/m
   ]
 }
 

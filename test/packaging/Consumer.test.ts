@@ -249,7 +249,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Effect.runPromise(Scope.close(scope, Exit.void))
   if (work !== "") rmSync(work, { recursive: true, force: true })
-})
+}, 180_000)
 
 /** Runs one of the app's programs with Node 24, against the simulator. */
 const runProgram = (file: string, nodeArgs: ReadonlyArray<string> = [], args: ReadonlyArray<string> = []) =>

@@ -1,0 +1,540 @@
+/**
+ * The endpoint table: one row per ElevenLabs operation the library knows,
+ * read by everything that needs a path, a method or a per-endpoint rule.
+ *
+ * **Details**
+ *
+ * - A row names the operation (`textToSpeech.convert`: the name of spans,
+ *   metric labels and errors, and the method of the `ElevenLabs` service),
+ *   its method and path template (`/v1/text-to-speech/{voice_id}`, which is
+ *   also the span's `url.template`), what body it sends, how its concurrency
+ *   pool is found, how it bills, what comes back, whether a retry may repeat
+ *   it, and which local check runs before it is sent.
+ * - Readers: the typed client (`ElevenLabs.ts`: path, method, `accept`,
+ *   response schema, default model, check), the simulator (`Simulator.ts`:
+ *   routing through {@link match}, one handler per row name, the upload body
+ *   limit, pool and credits through {@link poolOf} and {@link creditsOf}),
+ *   its HTTP server (`Server.ts`: one router route per row through
+ *   {@link routerPath}) and the naive strategy of the simulation.
+ * - Adding an endpoint: its schemas in `Schemas.ts`, one row here (and in
+ *   {@link all}), a method on the client, a handler in the simulator (the
+ *   compiler asks for it: the handlers are a record over {@link Name}).
+ * - `client: false` marks a row the simulator serves but the typed client
+ *   does not call (`music.stream`).
+ *
+ * **Gotchas**
+ *
+ * - {@link match} answers `MethodNotAllowed` for a known path with another
+ *   method (FastAPI's 405), and strips one trailing `/`, as the API does.
+ * - The tests in `test/client` and `test/simulator` keep their paths literal
+ *   on purpose: they check the wire against an oracle independent of this table.
+ *
+ * @example
+ * ```ts
+ * import { Endpoints } from "elevenlabs-resilience/client"
+ *
+ * Endpoints.pathOf(Endpoints.textToSpeechConvert, { voice_id: "JBFqnCBsd6RMkjVDRZzb" })
+ * // => "/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb"
+ * Endpoints.match("POST", "/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb/stream")
+ * // => { _tag: "Found", endpoint: textToSpeechStream, params: { voice_id: "JBFqnCBsd6RMkjVDRZzb" } }
+ * Endpoints.poolOf(Endpoints.textToSpeechConvert, "eleven_flash_v2_5") // => "flash"
+ * ```
+ *
+ * @since 0.1.0
+ */
+import type { Schema } from "effect"
+import { type Pool, poolOfModel } from "../resilience/Plans.ts"
+import {
+  convertOutputFormats,
+  creditCost,
+  creditMultiplierOf,
+  defaultOutputFormat,
+  defaultTtsModel,
+  musicOutputFormats,
+  streamOutputFormats
+} from "./Models.ts"
+import * as Schemas from "./Schemas.ts"
+import type { TtsEndpoint } from "./Validation.ts"
+
+// ============================================================================
+// Models
+// ============================================================================
+
+/** The HTTP methods of the table. */
+export type Method = "GET" | "POST"
+
+/** What a request carries: nothing, a JSON body, or a `multipart/form-data` form (an upload). */
+export type Body = "none" | "json" | "multipart"
+
+/**
+ * Where a request names its model: the `model_id` field of its body (the JSON
+ * body, or the form field of a multipart body), and the model the API uses
+ * when the field is absent.
+ */
+export interface ModelSource {
+  readonly field: "model_id"
+  readonly default: string
+}
+
+/**
+ * How a request's concurrency pool is found.
+ *
+ * - `None`: read-only; no pool (the resilience layer gives it a deadline and retries only).
+ * - `Fixed`: always the same pool (STT, music).
+ * - `FromModel`: the pool of the request's model (`Plans.poolOfModel`, the default model when it names none).
+ */
+export type PoolRule =
+  | { readonly _tag: "None" }
+  | { readonly _tag: "Fixed"; readonly pool: Pool; readonly model?: ModelSource | undefined }
+  | { readonly _tag: "FromModel"; readonly model: ModelSource }
+
+/**
+ * How a request bills.
+ *
+ * - `None`: free (reads).
+ * - `Characters`: `ceil(characters of field x credit multiplier of the request's model)`, known before the call.
+ * - `AudioTime`: by the seconds of audio read (`input`, STT) or made (`output`, music); not known before the call.
+ */
+export type Billing =
+  | { readonly _tag: "None" }
+  | { readonly _tag: "Characters"; readonly field: "text"; readonly multiplier: "model" }
+  | { readonly _tag: "AudioTime"; readonly of: "input" | "output" }
+
+/**
+ * What comes back on success.
+ *
+ * - `Audio`: the whole audio, buffered (with its content type).
+ * - `AudioStream`: audio bytes as they are made; the response lives with the caller's scope.
+ * - `Json`: one JSON document, decoded with `schema`.
+ * - `Ndjson`: a stream of JSON lines, each decoded with `schema`.
+ */
+export type Response =
+  | { readonly _tag: "Audio" }
+  | { readonly _tag: "AudioStream" }
+  | { readonly _tag: "Json"; readonly schema: Schema.Top }
+  | { readonly _tag: "Ndjson"; readonly schema: Schema.Top }
+
+/**
+ * The local check (`Validation.ts`) run before a request is sent.
+ *
+ * | tag | check |
+ * |---|---|
+ * | `TextToSpeech` | `checkTextToSpeech(operation, variant, …)` |
+ * | `SpeechToText` | `checkSpeechToText` |
+ * | `Music` | `checkMusic` |
+ * | `VoiceId` | `checkVoiceId` |
+ * | `VoiceSearch` | `checkVoiceSearch` |
+ * | `None` | nothing to check |
+ */
+export type Check =
+  | { readonly _tag: "None" }
+  | { readonly _tag: "TextToSpeech"; readonly variant: TtsEndpoint }
+  | { readonly _tag: "SpeechToText" }
+  | { readonly _tag: "Music" }
+  | { readonly _tag: "VoiceId" }
+  | { readonly _tag: "VoiceSearch" }
+
+/** The `output_format` query an endpoint accepts, and what the API uses when it is absent. */
+export interface OutputFormat {
+  readonly formats: ReadonlyArray<string>
+  readonly default: string
+}
+
+/** One row of the table: one ElevenLabs operation. */
+export interface Endpoint<N extends string = string, P extends `/${string}` = `/${string}`> {
+  /** The operation: the span `elevenlabs.<name>`, the `operation` metric label and error field, the client method. */
+  readonly name: N
+  readonly method: Method
+  /** The path template, parameters in braces (`{voice_id}`): the span's `url.template` as is. */
+  readonly path: P
+  readonly body: Body
+  readonly pool: PoolRule
+  readonly billing: Billing
+  readonly response: Response
+  /** Whether a retry may repeat the request (the default of the resilience layer's `idempotent` call option). */
+  readonly idempotent: boolean
+  readonly check: Check
+  readonly outputFormat?: OutputFormat | undefined
+  /** Whether the typed client (`ElevenLabs.ts`) has the operation; `false` for rows only the simulator serves. */
+  readonly client: boolean
+}
+
+// ============================================================================
+// The table
+// ============================================================================
+
+const row = <const E extends Endpoint>(endpoint: E): E => endpoint
+
+const ttsModel: ModelSource = { field: "model_id", default: defaultTtsModel }
+const byText = { _tag: "Characters", field: "text", multiplier: "model" } as const
+const convertFormats: OutputFormat = { formats: convertOutputFormats, default: defaultOutputFormat }
+const streamFormats: OutputFormat = { formats: streamOutputFormats, default: defaultOutputFormat }
+/** Music's own default is `auto` (the API picks); the client sends a format only when given one. */
+const musicFormats: OutputFormat = { formats: musicOutputFormats, default: "auto" }
+const read = { body: "none", pool: { _tag: "None" }, billing: { _tag: "None" }, idempotent: true, client: true } as const
+
+/** `POST /v1/text-to-speech/{voice_id}`: the whole audio. */
+export const textToSpeechConvert = row({
+  name: "textToSpeech.convert",
+  method: "POST",
+  path: "/v1/text-to-speech/{voice_id}",
+  body: "json",
+  pool: { _tag: "FromModel", model: ttsModel },
+  billing: byText,
+  response: { _tag: "Audio" },
+  idempotent: true,
+  check: { _tag: "TextToSpeech", variant: "convert" },
+  outputFormat: convertFormats,
+  client: true
+})
+
+/** `POST /v1/text-to-speech/{voice_id}/with-timestamps`: audio (base64) and character alignment, as JSON. */
+export const textToSpeechConvertWithTimestamps = row({
+  name: "textToSpeech.convertWithTimestamps",
+  method: "POST",
+  path: "/v1/text-to-speech/{voice_id}/with-timestamps",
+  body: "json",
+  pool: { _tag: "FromModel", model: ttsModel },
+  billing: byText,
+  response: { _tag: "Json", schema: Schemas.AudioWithTimestamps },
+  idempotent: true,
+  check: { _tag: "TextToSpeech", variant: "convert" },
+  outputFormat: convertFormats,
+  client: true
+})
+
+/** `POST /v1/text-to-speech/{voice_id}/stream`: audio as it is made. */
+export const textToSpeechStream = row({
+  name: "textToSpeech.stream",
+  method: "POST",
+  path: "/v1/text-to-speech/{voice_id}/stream",
+  body: "json",
+  pool: { _tag: "FromModel", model: ttsModel },
+  billing: byText,
+  response: { _tag: "AudioStream" },
+  idempotent: true,
+  check: { _tag: "TextToSpeech", variant: "stream" },
+  outputFormat: streamFormats,
+  client: true
+})
+
+/** `POST /v1/text-to-speech/{voice_id}/stream/with-timestamps`: NDJSON chunks of audio and alignment. */
+export const textToSpeechStreamWithTimestamps = row({
+  name: "textToSpeech.streamWithTimestamps",
+  method: "POST",
+  path: "/v1/text-to-speech/{voice_id}/stream/with-timestamps",
+  body: "json",
+  pool: { _tag: "FromModel", model: ttsModel },
+  billing: byText,
+  response: { _tag: "Ndjson", schema: Schemas.TimestampChunk },
+  idempotent: true,
+  check: { _tag: "TextToSpeech", variant: "stream" },
+  outputFormat: streamFormats,
+  client: true
+})
+
+/** `POST /v1/speech-to-text` (multipart): a transcript, or a webhook acknowledgement. */
+export const speechToTextConvert = row({
+  name: "speechToText.convert",
+  method: "POST",
+  path: "/v1/speech-to-text",
+  body: "multipart",
+  pool: { _tag: "Fixed", pool: "stt", model: { field: "model_id", default: Schemas.defaultSttModel } },
+  billing: { _tag: "AudioTime", of: "input" },
+  response: { _tag: "Json", schema: Schemas.SpeechToTextResponse },
+  idempotent: true,
+  check: { _tag: "SpeechToText" },
+  client: true
+})
+
+/** `POST /v1/music`: the whole composition. */
+export const musicCompose = row({
+  name: "music.compose",
+  method: "POST",
+  path: "/v1/music",
+  body: "json",
+  pool: { _tag: "Fixed", pool: "music", model: { field: "model_id", default: "music_v1" } },
+  billing: { _tag: "AudioTime", of: "output" },
+  response: { _tag: "Audio" },
+  idempotent: true,
+  check: { _tag: "Music" },
+  outputFormat: musicFormats,
+  client: true
+})
+
+/** `POST /v1/music/stream`: the composition as it is made. Served by the simulator; not in the typed client. */
+export const musicStream = row({
+  name: "music.stream",
+  method: "POST",
+  path: "/v1/music/stream",
+  body: "json",
+  pool: { _tag: "Fixed", pool: "music", model: { field: "model_id", default: "music_v1" } },
+  billing: { _tag: "AudioTime", of: "output" },
+  response: { _tag: "AudioStream" },
+  idempotent: true,
+  check: { _tag: "Music" },
+  outputFormat: musicFormats,
+  client: false
+})
+
+/** `GET /v1/user`. */
+export const userGet = row({
+  ...read,
+  name: "user.get",
+  method: "GET",
+  path: "/v1/user",
+  response: { _tag: "Json", schema: Schemas.User },
+  check: { _tag: "None" }
+})
+
+/** `GET /v1/user/subscription`: the quota. */
+export const userSubscription = row({
+  ...read,
+  name: "user.subscription",
+  method: "GET",
+  path: "/v1/user/subscription",
+  response: { _tag: "Json", schema: Schemas.Subscription },
+  check: { _tag: "None" }
+})
+
+/** `GET /v1/voices`. */
+export const voicesList = row({
+  ...read,
+  name: "voices.list",
+  method: "GET",
+  path: "/v1/voices",
+  response: { _tag: "Json", schema: Schemas.Voices },
+  check: { _tag: "None" }
+})
+
+/** `GET /v1/voices/{voice_id}`. */
+export const voicesGet = row({
+  ...read,
+  name: "voices.get",
+  method: "GET",
+  path: "/v1/voices/{voice_id}",
+  response: { _tag: "Json", schema: Schemas.Voice },
+  check: { _tag: "VoiceId" }
+})
+
+/** `GET /v2/voices`: one page of a search. */
+export const voicesSearch = row({
+  ...read,
+  name: "voices.search",
+  method: "GET",
+  path: "/v2/voices",
+  response: { _tag: "Json", schema: Schemas.VoicesPage },
+  check: { _tag: "VoiceSearch" }
+})
+
+/** `GET /v1/models`: the models, with concurrency groups and credit multipliers. */
+export const modelsList = row({
+  ...read,
+  name: "models.list",
+  method: "GET",
+  path: "/v1/models",
+  response: { _tag: "Json", schema: Schemas.Models },
+  check: { _tag: "None" }
+})
+
+/** Every row, in the order of the API reference. */
+export const all = [
+  textToSpeechConvert,
+  textToSpeechConvertWithTimestamps,
+  textToSpeechStream,
+  textToSpeechStreamWithTimestamps,
+  speechToTextConvert,
+  musicCompose,
+  musicStream,
+  userGet,
+  userSubscription,
+  voicesList,
+  voicesGet,
+  voicesSearch,
+  modelsList
+] as const
+
+/** A row of the table (the union of their exact types). */
+export type Known = (typeof all)[number]
+
+/** The operation names of the table. */
+export type Name = Known["name"]
+
+/** The operations of the typed client. */
+export type ClientName = Extract<Known, { readonly client: true }>["name"]
+
+/** The rows by operation name. */
+export const byName: ReadonlyMap<string, Known> = new Map(all.map((e) => [e.name, e]))
+
+// ============================================================================
+// Paths
+// ============================================================================
+
+/** The parameter names of a path template: `ParamsOf<"/v1/voices/{voice_id}">` is `"voice_id"`. */
+export type ParamsOf<P extends string> = P extends `${string}{${infer N}}${infer Rest}` ? N | ParamsOf<Rest> : never
+
+type ParamsArg<P extends string> = [ParamsOf<P>] extends [never] ? [params?: Readonly<Record<string, string>> | undefined]
+  : [params: { readonly [K in ParamsOf<P>]: string }]
+
+const paramPattern = /\{([^}]+)\}/g
+
+/** The `url.template` of an endpoint: its path template as is (`/v1/text-to-speech/{voice_id}`). */
+export const urlTemplate = (endpoint: Endpoint): `/${string}` => endpoint.path
+
+/** The `url.template` of an operation name, `undefined` for a name not in the table. */
+export const urlTemplateOf = (name: string): `/${string}` | undefined => byName.get(name)?.path
+
+/**
+ * The path of a request: the template with each parameter URI-encoded
+ * (`encodeURIComponent`). A row's parameters are required by its type; a
+ * missing one at run time is a defect (thrown).
+ */
+export const pathOf = <P extends `/${string}`>(endpoint: Endpoint<string, P>, ...[params]: ParamsArg<P>): string => {
+  const path: string = endpoint.path
+  if (!path.includes("{")) return path
+  return path.replace(paramPattern, (_, name: string) => {
+    const value = (params as Readonly<Record<string, string>> | undefined)?.[name]
+    if (value === undefined) throw new Error(`Endpoints.pathOf: ${endpoint.name} needs the path parameter ${name}`)
+    return encodeURIComponent(value)
+  })
+}
+
+/** The path in the syntax of `effect/http`'s router: `/v1/voices/{voice_id}` is `/v1/voices/:voice_id`. */
+export const routerPath = (endpoint: Endpoint): `/${string}` => endpoint.path.replace(paramPattern, ":$1") as `/${string}`
+
+/** What {@link match} finds. */
+export type Match =
+  | { readonly _tag: "Found"; readonly endpoint: Known; readonly params: Readonly<Record<string, string>> }
+  /** A known path with another method: FastAPI's `405 {"detail":"Method Not Allowed"}`, with the methods it takes. */
+  | { readonly _tag: "MethodNotAllowed"; readonly allowed: ReadonlyArray<Method> }
+  | { readonly _tag: "NotFound" }
+
+const notFound: Match = { _tag: "NotFound" }
+const noParams: Readonly<Record<string, string>> = {}
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+
+/** Paths without parameters, looked up whole; templates as one regex each, compiled once. */
+const staticRows = new Map<string, Array<Known>>()
+const templateRows: Array<{ readonly endpoint: Known; readonly regex: RegExp; readonly names: ReadonlyArray<string> }> = []
+for (const endpoint of all) {
+  const path: string = endpoint.path
+  if (!path.includes("{")) {
+    const rows = staticRows.get(path)
+    if (rows === undefined) staticRows.set(path, [endpoint])
+    else rows.push(endpoint)
+    continue
+  }
+  const names: Array<string> = []
+  const source = path.split(paramPattern).map((part, i) => {
+    if (i % 2 === 0) return escapeRegExp(part)
+    names.push(part)
+    return "([^/]+)"
+  }).join("")
+  templateRows.push({ endpoint, regex: new RegExp(`^${source}$`), names })
+}
+
+const decode = (s: string) => {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return s // a malformed escape stays as sent: the handler answers it (404 voice_not_found, say)
+  }
+}
+
+/**
+ * The row a request is for, with its path parameters (decoded). One trailing
+ * `/` is ignored. A known path asked with another method is
+ * `MethodNotAllowed`; anything else `NotFound`.
+ */
+export const match = (method: string, pathname: string): Match => {
+  const path = pathname.length > 1 && pathname.endsWith("/") ? pathname.slice(0, -1) : pathname
+  const wanted = method.toUpperCase()
+  let allowed: Array<Method> | undefined
+  const rows = staticRows.get(path)
+  if (rows !== undefined) {
+    for (const endpoint of rows) {
+      if (endpoint.method === wanted) return { _tag: "Found", endpoint, params: noParams }
+      ;(allowed ??= []).push(endpoint.method)
+    }
+  }
+  for (const { endpoint, names, regex } of templateRows) {
+    const found = regex.exec(path)
+    if (found === null) continue
+    if (endpoint.method !== wanted) {
+      ;(allowed ??= []).push(endpoint.method)
+      continue
+    }
+    const params: Record<string, string> = {}
+    for (let i = 0; i < names.length; i++) params[names[i]!] = decode(found[i + 1]!)
+    return { _tag: "Found", endpoint, params }
+  }
+  return allowed === undefined ? notFound : { _tag: "MethodNotAllowed", allowed }
+}
+
+// ============================================================================
+// Rules
+// ============================================================================
+
+/** The source of an endpoint's model, `undefined` for an endpoint that takes none. */
+export const modelSourceOf = (endpoint: Endpoint): ModelSource | undefined =>
+  endpoint.pool._tag === "None" ? undefined : endpoint.pool.model
+
+/** The model a request uses: the one it names, else the endpoint's default; `undefined` for an endpoint without models. */
+export const modelOf = (endpoint: Endpoint, model: string | undefined): string | undefined => {
+  const source = modelSourceOf(endpoint)
+  return source === undefined ? undefined : model ?? source.default
+}
+
+/**
+ * The concurrency pool of a request: the fixed one, or the pool of its model
+ * (a `concurrency_group` from `/v1/models` wins when given); `undefined` for
+ * a read-only endpoint.
+ */
+export const poolOf = <E extends Endpoint>(
+  endpoint: E,
+  model: string | undefined,
+  concurrencyGroup?: string | undefined
+): PoolOf<E> => poolOfRule(endpoint.pool, model, concurrencyGroup) as PoolOf<E>
+
+/** `Pool` for a row known to have one (`Fixed`, `FromModel`), else `Pool | undefined`. */
+export type PoolOf<E extends Endpoint> = [E["pool"]] extends [{ readonly _tag: "Fixed" | "FromModel" }] ? Pool
+  : Pool | undefined
+
+const poolOfRule = (rule: PoolRule, model: string | undefined, concurrencyGroup: string | undefined): Pool | undefined => {
+  switch (rule._tag) {
+    case "None":
+      return undefined
+    case "Fixed":
+      return rule.pool
+    case "FromModel":
+      return poolOfModel(model ?? rule.model.default, concurrencyGroup)
+  }
+}
+
+/**
+ * The credits a request costs, when known before the call: for `Characters`
+ * billing, `ceil(characters x multiplier)` with the multiplier of the
+ * request's model (`Models.creditMultiplierOf` unless another is given, e.g.
+ * the ones `/v1/models` reports); `undefined` for `AudioTime` (known after)
+ * and `None`. The caller counts the characters (the API counts code points).
+ */
+export const creditsOf = <E extends Endpoint>(
+  endpoint: E,
+  characters: number,
+  model: string | undefined,
+  multiplierOf: (model: string) => number = creditMultiplierOf
+): CreditsOf<E> => {
+  if (endpoint.billing._tag !== "Characters") return undefined as CreditsOf<E>
+  const resolved = modelOf(endpoint, model)
+  return creditCost(characters, resolved === undefined ? 1 : multiplierOf(resolved)) as CreditsOf<E>
+}
+
+/** `number` for a row billed by characters, `undefined` for one that is not, else `number | undefined`. */
+export type CreditsOf<E extends Endpoint> = [E["billing"]] extends [{ readonly _tag: "Characters" }] ? number
+  : [E["billing"]] extends [{ readonly _tag: "None" | "AudioTime" }] ? undefined
+  : number | undefined
+
+/** The `accept` header of a request: `*\/*` for audio (the server picks the content type), JSON otherwise. */
+export const acceptOf = (endpoint: Endpoint): "*/*" | "application/json" =>
+  endpoint.response._tag === "Audio" || endpoint.response._tag === "AudioStream" ? "*/*" : "application/json"
