@@ -13,26 +13,10 @@
 import { type PlatformError, Schema } from "effect"
 import { dirname } from "node:path"
 
-/** What kind of mistake (or trouble) a {@link CliFailure} is. */
-export const failureKinds = [
-  /** A flag value the command refuses: out of range, an unknown plan, model, voice, strategy... */
-  "InvalidFlag",
-  /** A path that cannot be read or written (`--out`, `--html`, `--config`). */
-  "FileProblem",
-  /** A config file that is not JSON or does not validate. */
-  "InvalidConfig",
-  /** A port the command cannot listen on (in use, privileged, not an address of this machine). */
-  "PortUnavailable",
-  /** The run itself could not be done (the target refused it, a worker died). */
-  "RunFailed"
-] as const
-export type FailureKind = (typeof failureKinds)[number]
-
 /** A command that cannot do what it was asked; printed as {@link CliFailure.line}. */
 export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
   /** The subcommand (`simulate`, `alerts`, ...). */
   command: Schema.String,
-  kind: Schema.Literals(failureKinds),
   /** What is wrong and how to fix it, on one line. */
   message: Schema.String
 }) {
@@ -46,12 +30,11 @@ export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
 export const isCliFailure = Schema.is(CliFailure)
 
 /** A {@link CliFailure}. */
-export const make = (command: string, kind: FailureKind, message: string): CliFailure =>
-  new CliFailure({ command, kind, message })
+export const make = (command: string, message: string): CliFailure => new CliFailure({ command, message })
 
-/** Maps an error with a message (a command's own error) to a {@link CliFailure} of `kind`. */
-export const from = (command: string, kind: FailureKind) => (error: { readonly message: string }): CliFailure =>
-  error instanceof CliFailure ? error : make(command, kind, error.message)
+/** Maps an error with a message (a command's own error) to a {@link CliFailure}. */
+export const from = (command: string) => (error: { readonly message: string }): CliFailure =>
+  error instanceof CliFailure ? error : make(command, error.message)
 
 /** Folds a text to one line (the CLI's errors are one line each). */
 export const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, " ").trim()
@@ -60,12 +43,18 @@ export const oneLine = (text: string): string => text.replace(/\s*\n\s*/g, " ").
 // Files
 // ----------------------------------------------------------------------------
 
+/** What an error wraps: its `cause`, or the socket error node-redis wraps in a `ReconnectStrategyError`. */
+const causeOf = (e: object): unknown => {
+  const wrapper = e as { readonly cause?: unknown; readonly originalError?: unknown; readonly socketError?: unknown }
+  return wrapper.cause ?? wrapper.originalError ?? wrapper.socketError
+}
+
 /** The errno code of an error or of its cause (`ENOENT`, `EADDRINUSE`, ...), if any. */
 export const errnoOf = (error: unknown): string | undefined => {
   for (let e: unknown = error, depth = 0; typeof e === "object" && e !== null && depth < 5; depth++) {
     const code = (e as { readonly code?: unknown }).code
     if (typeof code === "string" && /^E[A-Z]+$/.test(code)) return code
-    e = (e as { readonly cause?: unknown }).cause
+    e = causeOf(e)
   }
   return undefined
 }
@@ -96,14 +85,14 @@ export const fileProblem = (
   return `cannot ${operation} ${path} (${oneLine(detail)}); check the path`
 }
 
-/** A {@link CliFailure} of kind `FileProblem` for `flag`'s `path`. */
+/** A {@link CliFailure} for `flag`'s `path`. */
 export const fileFailure = (
   command: string,
   flag: string,
   path: string,
   operation: "read" | "write",
   error: unknown
-): CliFailure => make(command, "FileProblem", `${flag}: ${fileProblem(path, operation, error)}`)
+): CliFailure => make(command, `${flag}: ${fileProblem(path, operation, error)}`)
 
 // ----------------------------------------------------------------------------
 // Ports
@@ -137,7 +126,7 @@ export const listenProblem = (what: string, host: string, port: number, flag: st
   }
 }
 
-/** A {@link CliFailure} of kind `PortUnavailable`. */
+/** A {@link CliFailure} for a server that cannot listen ({@link listenProblem}). */
 export const listenFailure = (
   command: string,
   what: string,
@@ -145,4 +134,45 @@ export const listenFailure = (
   port: number,
   flag: string | undefined,
   error: unknown
-): CliFailure => make(command, "PortUnavailable", listenProblem(what, host, port, flag, error))
+): CliFailure => make(command, listenProblem(what, host, port, flag, error))
+
+// ----------------------------------------------------------------------------
+// Redis
+// ----------------------------------------------------------------------------
+
+/** `host:port` of a Redis URL, never its user name or password. */
+export const redisAddress = (url: string): string => {
+  const parsed = URL.parse(url)
+  return parsed === null ? "the --redis-url" : `${parsed.hostname}:${parsed.port === "" ? "6379" : parsed.port}`
+}
+
+/**
+ * Why Redis at `url` (the value of `flag`) could not be used, and what to do.
+ * It names the address and the socket error code; not the URL (it may carry a
+ * password), and not node-redis's message unless there is no code (then with
+ * the password masked).
+ */
+export const redisProblem = (url: string, flag: string, error: unknown): string => {
+  const where = `Redis at ${redisAddress(url)}`
+  const code = errnoOf(error)
+  switch (code) {
+    case "ECONNREFUSED":
+      return `cannot connect to ${where} (ECONNREFUSED): nothing listens there; start redis-server or fix ${flag}`
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return `cannot connect to ${where} (${code}): no such host; fix ${flag}`
+    case "ETIMEDOUT":
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return `cannot connect to ${where} (${code}): no answer; check that the host is reachable, or fix ${flag}`
+  }
+  if (code !== undefined) return `cannot use ${where} (${code}); check that redis-server runs there and ${flag}`
+  let detail = ""
+  for (let e: unknown = error, depth = 0; detail === "" && typeof e === "object" && e !== null && depth < 5; depth++) {
+    detail = oneLine(String((e as { readonly message?: unknown }).message ?? ""))
+    e = causeOf(e)
+  }
+  const password = URL.parse(url)?.password ?? ""
+  if (password !== "") detail = detail.replaceAll(password, "***").replaceAll(decodeURIComponent(password), "***")
+  return `cannot use ${where}${detail === "" ? "" : ` (${detail})`}; check that redis-server runs there and ${flag}`
+}

@@ -2,12 +2,12 @@
  * `elevenlabs-resilience capacity`: how many simultaneous broadcasts a plan
  * sustains within a target p95 latency, by simulation in virtual time
  * ({@link Capacity}). Prints the method, each probe and the number, and how it
- * compares with the ElevenLabs production-deployment guide's "a concurrency of
+ * compares with a community production-deployment guide's "a concurrency of
  * 5 carries about 100 broadcasts".
  *
  * @since 0.1.0
  */
-import { Console, Effect, FileSystem, Option, References } from "effect"
+import { Console, Effect, FileSystem, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Checks from "./checks.ts"
 import * as CliFailure from "./CliFailure.ts"
@@ -15,7 +15,6 @@ import * as Flags from "./flags.ts"
 import { isPlanName, planNames, poolOfModel } from "../resilience/Plans.ts"
 import * as Capacity from "../simulation/Capacity.ts"
 import * as LoadTest from "../simulation/LoadTest.ts"
-import { parseDuration } from "./simulate.ts"
 
 /** The raw flag values. */
 export interface CapacityInput {
@@ -43,20 +42,27 @@ export const defaults = {
   seed: 1
 } as const
 
-const err = (message: string) => new Capacity.CapacityError({ message })
-
-/** Checks the flags and builds the search's options. */
-export const toOptions = (input: CapacityInput, config: unknown): Effect.Effect<Capacity.CapacityOptions, Capacity.CapacityError> =>
+/** Checks the flags (each refusal names its flag) and builds the search's options. */
+export const toOptions = (
+  input: CapacityInput,
+  config: unknown
+): Effect.Effect<Capacity.CapacityOptions, Capacity.CapacityError | CliFailure.CliFailure> =>
   Effect.gen(function*() {
-    if (!isPlanName(input.plan)) return yield* err(`--plan must be one of ${planNames.join(", ")}; got "${input.plan}"`)
+    const refuse = (problem: string | undefined) => Checks.refuse("capacity", problem)
+    if (!isPlanName(input.plan)) return yield* CliFailure.make("capacity", Checks.notOneOf("--plan", input.plan, planNames))
     // A simulation: the simulator serves its model list only.
-    const model = Checks.modelProblem(input.model)
-    if (model !== undefined) return yield* err(model)
-    const targetP95Ms = yield* parseDuration(input.targetP95).pipe(
-      Effect.mapError((e) => err(e.message.replace("--duration", "--target-p95")))
+    yield* refuse(Checks.modelProblem(input.model))
+    yield* refuse(Checks.numberProblem("--chars", input.chars, input.chars >= 1 && input.chars <= 10_000, "within 1..10000"))
+    const targetP95Ms = yield* Checks.durationOf("capacity", "--target-p95", input.targetP95)
+    const durationMs = yield* Checks.durationOf("capacity", "--duration", input.duration)
+    yield* refuse(
+      durationMs >= 1000 ? undefined : `--duration must be at least 1s (each probe needs time to fill), got "${input.duration}"`
     )
-    const durationMs = yield* parseDuration(input.duration).pipe(Effect.mapError((e) => err(e.message)))
-    yield* LoadTest.checkConfig(config).pipe(Effect.mapError((e) => err(e.message)))
+    yield* refuse(
+      Checks.numberProblem("--failure-rate", input.failureRate, input.failureRate >= 0 && input.failureRate <= 1, "within 0..1")
+    )
+    yield* refuse(Checks.numberProblem("--max-streams", input.maxStreams, input.maxStreams >= 1, "a positive integer"))
+    yield* LoadTest.checkConfig(config).pipe(Effect.mapError((e) => CliFailure.make("capacity", e.message)))
     const options: Capacity.CapacityOptions = {
       plan: input.plan,
       model: input.model,
@@ -69,7 +75,7 @@ export const toOptions = (input: CapacityInput, config: unknown): Effect.Effect<
       strategy: LoadTest.strategyOf("resilient"),
       config
     }
-    // Checks the numbers (chars, rates, plan has the pool) before anything runs.
+    // What the library checks beyond the flags (the plan has the model's pool) before anything runs.
     yield* Capacity.resolve(options)
     return options
   })
@@ -109,7 +115,7 @@ export const resultText = (r: Capacity.CapacityResult): string => {
     `answer: ${r.capped ? "at least " : ""}${r.streams} simultaneous broadcasts within p95 ${seconds(r.targetP95Ms)} on ${r.plan} (limit ${r.limit}).`,
     `        one segment takes ${seconds(r.serviceMs)} to generate and plays ${seconds(r.playMs)}; at 100 % utilization Little's law`,
     `        would allow ${r.utilizationBound} (limit x (play + service) / service); the p95 target leaves room for queueing.`,
-    `guide: "a concurrency of 5 can typically support ~100 simultaneous audio broadcasts" (the production-deployment guide).`,
+    `guide: "a concurrency of 5 can typically support ~100 simultaneous audio broadcasts" (a community production-deployment guide).`,
     `ours:  ${r.streams} on a limit of ${r.limit} = ${Math.round(five.broadcasts * 10) / 10} per 5 slots, ${
       Math.round(five.ratio * 100)
     } % of that figure, for ${r.chars}-char segments on ${r.model}.`,
@@ -162,10 +168,10 @@ export const flags = {
 export const capacity = Command.make("capacity", flags, (input) =>
   execute(input).pipe(
     Effect.asVoid,
-    // Limit changes and retries of every probe would drown the table.
-    Effect.provideService(References.MinimumLogLevel, "Error"),
+    // Limit changes and retries of every probe would drown the table (unless --log-level asks).
+    Flags.quietUnlessAsked("Error"),
     // One line on stderr, exit code 1 (main.ts prints it).
-    Effect.mapError(CliFailure.from("capacity", "InvalidFlag"))
+    Effect.mapError(CliFailure.from("capacity"))
   )).pipe(
     Command.withDescription(
       "How many simultaneous broadcasts a plan sustains within a target p95 latency, by simulation in virtual time."

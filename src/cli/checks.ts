@@ -1,8 +1,10 @@
 /**
  * The checks every command makes before it runs, written once: the
- * `--config` file, the paths it will write, and the model and voice of the
- * requests. Each refusal is a {@link CliFailure} (one line, exit 1), raised
- * before anything runs, so a long run never ends on "cannot write report.html".
+ * `--config` file, the paths it will write, URLs, durations, choices and
+ * numbers, and the model and voice of the requests. Each refusal is a
+ * {@link CliFailure} (one line, exit 1) naming the flag and what it accepts,
+ * raised before anything runs, so a long run never ends on "cannot write
+ * report.html".
  *
  * **Models and voices**
  *
@@ -26,15 +28,75 @@ import { HttpClient, HttpClientRequest } from "effect/http"
 import { dirname, resolve } from "node:path"
 import * as Endpoints from "../client/Endpoints.ts"
 import { isTtsModel, ttsModelIds } from "../client/Models.ts"
+import { closest } from "../internal/Closest.ts"
 import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
 import { premadeVoices } from "../simulator/Catalog.ts"
 import * as CliFailure from "./CliFailure.ts"
 
 // ----------------------------------------------------------------------------
+// Values: choices, numbers, durations, URLs
+// ----------------------------------------------------------------------------
+
+/** Fails with `problem` (a {@link CliFailure} of `command`), or succeeds when there is none. */
+export const refuse = (command: string, problem: string | undefined): Effect.Effect<void, CliFailure.CliFailure> =>
+  problem === undefined ? Effect.void : Effect.fail(CliFailure.make(command, problem))
+
+const didYouMean = (value: string, choices: ReadonlyArray<string>): string => {
+  const near = closest(value, choices)
+  return near === undefined ? "" : ` (did you mean ${near}?)`
+}
+
+/** `flag must be one of CHOICES; got "VALUE"`, with a "did you mean" when `value` is near one. */
+export const notOneOf = (flag: string, value: string, choices: ReadonlyArray<string>): string =>
+  `${flag} must be one of ${choices.join(", ")}; got "${value}"${didYouMean(value, choices)}`
+
+/** Why `value` is not one of `choices` for `flag` ({@link notOneOf}), or `undefined`. */
+export const choiceProblem = (flag: string, value: string, choices: ReadonlyArray<string>): string | undefined =>
+  choices.includes(value) ? undefined : notOneOf(flag, value, choices)
+
+/** `flag must be WHAT, got VALUE` unless `ok`. */
+export const numberProblem = (flag: string, value: number, ok: boolean, what: string): string | undefined =>
+  ok ? undefined : `${flag} must be ${what}, got ${value}`
+
+/** Milliseconds of a duration: `N` seconds, or N with a unit `ms`, `s`, `m` (`min`), `h`, `d`; `undefined` when it is not one. */
+export const parseDuration = (s: string): number | undefined => {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$/.exec(s)
+  if (m === null) return undefined
+  const unit = m[2] ?? "s"
+  const factor = unit === "ms" ? 1 : unit === "s" ? 1000 : unit === "m" || unit === "min" ? 60_000 : unit === "h" ? 3_600_000 : 86_400_000
+  return Number(m[1]) * factor
+}
+
+/** The milliseconds of `flag`'s duration `value`, refused when it is not a positive duration. */
+export const durationOf = (command: string, flag: string, value: string): Effect.Effect<number, CliFailure.CliFailure> => {
+  const ms = parseDuration(value)
+  return ms === undefined
+    ? Effect.fail(CliFailure.make(command, `${flag} must be a number of seconds or N ms|s|m|h|d, such as 30s or 5m; got "${value}"`))
+    : ms <= 0
+    ? Effect.fail(CliFailure.make(command, `${flag} must be positive, got "${value}"`))
+    : Effect.succeed(ms)
+}
+
+/**
+ * Why `value` of `flag` is not a URL of one of `schemes` (`["http:", "https:"]`)
+ * with a host, or `undefined` when it is one. `example` shows one that is.
+ * The value is quoted without its credentials.
+ */
+export const urlProblem = (flag: string, value: string, schemes: ReadonlyArray<string>, example: string): string | undefined => {
+  const url = URL.parse(value)
+  if (url !== null && schemes.includes(url.protocol) && url.hostname !== "") return undefined
+  const shown = value.replace(/\/\/[^/@]*@/, "//***@")
+  return `${flag} must be a ${schemes.map((s) => s.slice(0, -1)).join(" or ")} URL such as ${example}; got "${shown}"`
+}
+
+// ----------------------------------------------------------------------------
 // --config
 // ----------------------------------------------------------------------------
 
-/** Checks that `path` is a file that can be read for `flag` (a `FileProblem` saying why not). */
+const isDirectory = (command: string, flag: string, path: string, what: string): CliFailure.CliFailure =>
+  CliFailure.make(command, `${flag}: ${path} is a directory; give the path of ${what}`)
+
+/** Checks that `path` is a file that can be read for `flag` (a failure saying why not). */
 export const readableFile = (
   command: string,
   flag: string,
@@ -42,19 +104,17 @@ export const readableFile = (
 ): Effect.Effect<void, CliFailure.CliFailure, FileSystem.FileSystem> =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
-    const info = yield* fs.stat(path).pipe(Effect.mapError((e) => CliFailure.fileFailure(command, flag, path, "read", e)))
-    if (info.type === "Directory") {
-      return yield* CliFailure.make(command, "FileProblem", `${flag}: ${path} is a directory; give the path of a JSON file`)
-    }
-    yield* fs.access(path, { readable: true }).pipe(Effect.mapError((e) => CliFailure.fileFailure(command, flag, path, "read", e)))
+    const fail = (e: unknown) => CliFailure.fileFailure(command, flag, path, "read", e)
+    const info = yield* fs.stat(path).pipe(Effect.mapError(fail))
+    if (info.type === "Directory") return yield* isDirectory(command, flag, path, "a JSON file")
+    yield* fs.access(path, { readable: true }).pipe(Effect.mapError(fail))
   })
 
 /**
  * Reads `--config FILE` (JSON) and checks it as `validate-config` would:
  * `undefined` when no file is given, the raw JSON when it is usable. A
- * missing or unreadable file is a `FileProblem`; a file that is not JSON or
- * does not validate is an `InvalidConfig` naming the first problems and
- * `validate-config` for all of them.
+ * missing or unreadable file, a file that is not JSON or does not validate,
+ * is refused naming the first problems and `validate-config` for all of them.
  */
 export const readConfig = (
   command: string,
@@ -69,7 +129,6 @@ export const readConfig = (
         const first = e.problems[0]
         return CliFailure.make(
           command,
-          "InvalidConfig",
           `--config: ${file}: ${first === undefined ? e.message : `${first.message}; ${first.fix}`}`
         )
       })
@@ -81,7 +140,6 @@ export const readConfig = (
       const more = errors.length > 3 ? ` (and ${errors.length - 3} more)` : ""
       return yield* CliFailure.make(
         command,
-        "InvalidConfig",
         `--config: ${file}: ${shown}${more}; see every problem and its fix with: elevenlabs-resilience validate-config --config ${file}`
       )
     }
@@ -105,13 +163,11 @@ export const writablePath = (
     const fs = yield* FileSystem.FileSystem
     const fail = (e: unknown) => CliFailure.fileFailure(command, flag, path, "write", e)
     const target = yield* fs.stat(path).pipe(Effect.option)
-    if (Option.isSome(target) && target.value.type === "Directory") {
-      return yield* CliFailure.make(command, "FileProblem", `${flag}: ${path} is a directory; give the path of a file`)
-    }
+    if (Option.isSome(target) && target.value.type === "Directory") return yield* isDirectory(command, flag, path, "a file")
     const dir = dirname(resolve(path))
     const info = yield* fs.stat(dir).pipe(Effect.mapError(fail))
     if (info.type !== "Directory") {
-      return yield* CliFailure.make(command, "FileProblem", `${flag}: cannot write ${path}: ${dir} is not a directory; check the path`)
+      return yield* CliFailure.make(command, `${flag}: cannot write ${path}: ${dir} is not a directory; check the path`)
     }
     yield* fs.access(dir, { writable: true }).pipe(Effect.mapError(fail))
   })
@@ -136,7 +192,7 @@ export const writeFile = (
     yield* fs.writeFileString(path, text).pipe(Effect.mapError((e) =>
       // The directory was there (writablePath checked it): a file system that will not create the file.
       CliFailure.errnoOf(e) === "ENOENT"
-        ? CliFailure.make(command, "FileProblem", `${flag}: cannot create ${path} in ${dirname(resolve(path))}; choose another path`)
+        ? CliFailure.make(command, `${flag}: cannot create ${path} in ${dirname(resolve(path))}; choose another path`)
         : CliFailure.fileFailure(command, flag, path, "write", e)
     ))
   })
@@ -144,40 +200,6 @@ export const writeFile = (
 // ----------------------------------------------------------------------------
 // Models and voices
 // ----------------------------------------------------------------------------
-
-/** Edit distance (for "did you mean"). */
-const distance = (a: string, b: string): number => {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j)
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]!
-    row[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const next = row[j]!
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1))
-      prev = next
-    }
-  }
-  return row[b.length]!
-}
-
-/** The closest of `choices` to `value`, when it is close enough to be a typo. */
-export const closest = (value: string, choices: ReadonlyArray<string>): string | undefined => {
-  let best: string | undefined
-  let bestDistance = Infinity
-  for (const c of choices) {
-    const d = distance(value.toLowerCase(), c.toLowerCase())
-    if (d < bestDistance) {
-      best = c
-      bestDistance = d
-    }
-  }
-  return bestDistance <= Math.max(2, Math.floor(value.length / 4)) ? best : undefined
-}
-
-const didYouMean = (value: string, choices: ReadonlyArray<string>): string => {
-  const near = closest(value, choices)
-  return near === undefined ? "" : ` (did you mean ${near}?)`
-}
 
 /** Why `--model` cannot run against the simulator, or `undefined` when it can. */
 export const modelProblem = (model: string): string | undefined =>

@@ -3,7 +3,6 @@
  *
  * @since 0.1.0
  */
-import { Command } from "effect/cli"
 import { alerts } from "./alerts.ts"
 import { capacity } from "./capacity.ts"
 import { demo } from "./demo.ts"

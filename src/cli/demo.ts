@@ -18,7 +18,7 @@
  * @since 0.1.0
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import { Console, Context, Effect, FileSystem, Layer, Option, Redacted, References, Schema } from "effect"
+import { Console, Context, Effect, FileSystem, Layer, Option, Redacted, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import { HttpServer } from "effect/http"
 import { resolve } from "node:path"
@@ -38,7 +38,7 @@ import * as CliFailure from "./CliFailure.ts"
 import * as Flags from "./flags.ts"
 import { registerReadiness } from "./smoke.ts"
 
-/** A demo that cannot run (bad flag, port taken, file not writable). */
+/** A demo run that failed (a bad flag, a port taken, a path not writable are {@link CliFailure.CliFailure}s). */
 export class DemoError extends Schema.Error<DemoError>("elevenlabs-resilience/DemoError")({
   _tag: Schema.tag("DemoError"),
   message: Schema.String
@@ -88,8 +88,6 @@ export const trafficOf = (seconds: number, plan: PlanName, seed: number): Patter
   }
 }
 
-const fail = (message: string) => Effect.fail(new DemoError({ message }))
-
 /** What the demo printed and wrote. */
 export interface DemoOutput {
   readonly report: Report.Report
@@ -101,15 +99,16 @@ export const execute = (
   input: DemoInput
 ): Effect.Effect<DemoOutput, DemoError | CliFailure.CliFailure, FileSystem.FileSystem | import("effect/http").HttpClient.HttpClient> =>
   Effect.scoped(Effect.gen(function*() {
-    if (!(Number.isFinite(input.seconds) && input.seconds >= 1 && input.seconds <= 600)) {
-      return yield* fail(`--seconds must be within 1..600, got ${input.seconds}`)
-    }
-    if (!isPlanName(input.plan)) return yield* fail(`--plan must be one of ${planNames.join(", ")}; got "${input.plan}"`)
-    if (!(input.failureRate >= 0 && input.failureRate <= 1)) {
-      return yield* fail(`--failure-rate must be within 0..1, got ${input.failureRate}`)
-    }
+    const refuse = (problem: string | undefined) => Checks.refuse("demo", problem)
+    yield* refuse(Checks.numberProblem("--seconds", input.seconds, input.seconds >= 1 && input.seconds <= 600, "within 1..600"))
+    if (!isPlanName(input.plan)) return yield* CliFailure.make("demo", Checks.notOneOf("--plan", input.plan, planNames))
+    yield* refuse(
+      Checks.numberProblem("--failure-rate", input.failureRate, input.failureRate >= 0 && input.failureRate <= 1, "within 0..1")
+    )
     const port = Option.getOrElse(input.metricsPort, () => 0)
-    if (!(Number.isInteger(port) && port >= 0 && port <= 65535)) return yield* fail(`--metrics-port must be a TCP port, got ${port}`)
+    yield* refuse(
+      Checks.numberProblem("--metrics-port", port, Number.isInteger(port) && port >= 0 && port <= 65535, "a TCP port (0..65535)")
+    )
     const plan = input.plan
     const traffic = trafficOf(input.seconds, plan, input.seed)
     const resolved = yield* LoadTest.resolveTraffic(traffic).pipe(Effect.mapError((e) => new DemoError({ message: e.message })))
@@ -206,11 +205,11 @@ export const flags = {
 export const demo = Command.make("demo", flags, (input) =>
   execute(input).pipe(
     Effect.provide(NodeHttpClient.layerUndici),
-    // Retries and limit changes are in the report; per-event logs would drown the progress bar.
-    Effect.provideService(References.MinimumLogLevel, "Error"),
+    // Retries and limit changes are in the report; per-event logs would drown the progress bar (unless --log-level asks).
+    Flags.quietUnlessAsked("Error"),
     Effect.asVoid,
     // One line on stderr, exit code 1 (main.ts prints it).
-    Effect.mapError(CliFailure.from("demo", "InvalidFlag"))
+    Effect.mapError(CliFailure.from("demo"))
   )).pipe(
     Command.withDescription(
       "The demo (npm start): a simulator server, bursts with chaos through the full stack in real time, /health and /metrics, a report and report.html. No key, no credits."

@@ -5,7 +5,8 @@
  *
  * @since 0.1.0
  */
-import { Flag } from "effect/cli"
+import { Effect, type LogLevel, Option, References } from "effect"
+import { Flag, GlobalFlag } from "effect/cli"
 
 /** How a default reads in `--help`: booleans as on/off, strings and numbers as they are. */
 export const showDefault = (value: unknown): string =>
@@ -35,3 +36,14 @@ export const boolean = (name: string, description: string): Flag.Flag<boolean> =
  */
 export const config = (description = "JSON config file of the resilient stack (docs/configuration.md).", what = "none: the built-in defaults") =>
   Flag.String("config").pipe(optional(description, what))
+
+/**
+ * Runs a command with logs at `level` and above only (its retries and limit
+ * changes would drown a report or a progress bar), unless the user chose a
+ * level with the global `--log-level`, which then holds.
+ */
+export const quietUnlessAsked = (level: LogLevel.LogLevel) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(
+    Effect.serviceOption(GlobalFlag.LogLevel),
+    (chosen) => Option.isSome(Option.flatten(chosen)) ? self : Effect.provideService(self, References.MinimumLogLevel, level)
+  )

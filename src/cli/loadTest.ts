@@ -11,46 +11,36 @@
  * @since 0.1.0
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import { Clock, Config, Console, Effect, FileSystem, Option, Redacted, References, Schema } from "effect"
+import { Clock, Config, Console, Effect, FileSystem, Option, Redacted, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Checks from "./checks.ts"
 import * as CliFailure from "./CliFailure.ts"
 import * as Flags from "./flags.ts"
-import { type RateInput, rateFlags } from "./trafficFlags.ts"
+import { checkTraffic, strategyOf, trafficDefaults, trafficFlags, type TrafficInput } from "./trafficFlags.ts"
 import type { HttpClient } from "effect/http"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as SharedState from "../distributed/SharedState.ts"
-import { isPlanName, type PlanName, planNames } from "../resilience/Plans.ts"
+import { type PlanName, planNames } from "../resilience/Plans.ts"
 import * as Html from "../simulation/Html.ts"
 import * as LoadTest from "../simulation/LoadTest.ts"
-import * as Patterns from "../simulation/Patterns.ts"
+import type * as Patterns from "../simulation/Patterns.ts"
 import * as Progress from "../simulation/Progress.ts"
 import * as Report from "../simulation/Report.ts"
 import * as Runner from "../simulation/Runner.ts"
-import * as Strategies from "../simulation/Strategies.ts"
+import type * as Strategies from "../simulation/Strategies.ts"
 import * as Server from "../simulator/Server.ts"
 import * as Simulator from "../simulator/Simulator.ts"
-import { parseDuration } from "./simulate.ts"
 
 /** The simulator's default key (the embedded target's). */
 export const simulatorKey = "sim-key"
 
 /** The raw flag values. */
-export interface LoadTestInput extends RateInput {
+export interface LoadTestInput extends TrafficInput {
   readonly baseUrl: Option.Option<string>
   readonly apiKey: Option.Option<string>
-  readonly plan: string
   readonly model: string
   readonly voice: string
-  readonly strategy: string
-  readonly pattern: string
-  readonly requests: Option.Option<number>
-  readonly duration: Option.Option<string>
-  readonly chars: string
-  readonly failureRate: Option.Option<number>
-  readonly seed: number
-  readonly jitter: string
   readonly config: Option.Option<string>
   readonly timeLimit: Option.Option<string>
   readonly json: boolean
@@ -63,16 +53,14 @@ export interface LoadTestInput extends RateInput {
 
 /** Defaults of every flag that has one. */
 export const defaults = {
-  plan: "pro",
+  ...trafficDefaults,
   model: "eleven_multilingual_v2",
   voice: LoadTest.defaultVoiceId,
-  strategy: "resilient",
-  pattern: "steady",
   chars: "100-300",
-  seed: 1,
-  jitter: "full",
   /** Requests when neither `--requests` nor `--duration` is given (real time: keep it short). */
-  requests: 100
+  requests: 100,
+  /** The span of a diurnal day without `--duration`: a day compressed into the real-time cap's reach. */
+  diurnalMs: 10 * 60_000
 } as const
 
 const fail = (message: string) => Effect.fail(new LoadTest.LoadTestError({ message }))
@@ -92,88 +80,62 @@ export interface Plan {
 }
 
 /** Checks the flags (one clear error per bad value). */
-export const toPlan = (input: LoadTestInput, config: unknown): Effect.Effect<Plan, LoadTest.LoadTestError> =>
+export const toPlan = (input: LoadTestInput, config: unknown): Effect.Effect<Plan, LoadTest.LoadTestError | CliFailure.CliFailure> =>
   Effect.gen(function*() {
-    if (!isPlanName(input.plan)) return yield* fail(`--plan must be one of ${planNames.join(", ")}; got "${input.plan}"`)
-    const pattern = input.pattern
-    if (!Patterns.isPatternName(pattern)) {
-      return yield* fail(`--pattern must be one of ${Patterns.patternNames.join(", ")}; got "${pattern}"`)
-    }
-    if (!(Strategies.jitterNames as ReadonlyArray<string>).includes(input.jitter)) {
-      return yield* fail(`--jitter must be one of ${Strategies.jitterNames.join(", ")}; got "${input.jitter}"`)
-    }
-    const strategy = LoadTest.strategyOf(input.strategy)
-    if (strategy === undefined) {
-      return yield* fail(`--strategy must be one of ${LoadTest.available().map((s) => s.name).join(", ")}; got "${input.strategy}"`)
-    }
+    const refuse = (problem: string | undefined) => Checks.refuse("load-test", problem)
+    const checked = yield* checkTraffic("load-test", input)
+    const strategy = yield* strategyOf("load-test", input.strategy, LoadTest.available())
     if (Option.isNone(input.baseUrl)) {
       // The embedded simulator serves its model and voice lists only; a real target is asked
       // before the run instead (`execute`, Checks.targetProblem): it may have models and voices
       // this library does not know.
-      const unknown = Checks.modelProblem(input.model) ?? Checks.voiceProblem(input.voice)
-      if (unknown !== undefined) return yield* fail(unknown)
-    } else if (input.model.trim() === "") return yield* fail("--model must not be empty")
-    const chars = yield* Patterns.parseChars(input.chars).pipe(Effect.mapError((e) => new LoadTest.LoadTestError({ message: e.message })))
-    const durationMs = Option.isSome(input.duration)
-      ? yield* parseDuration(input.duration.value).pipe(Effect.mapError((e) => new LoadTest.LoadTestError({ message: e.message })))
-      : undefined
-    const timeLimitMs = Option.isSome(input.timeLimit)
-      ? yield* parseDuration(input.timeLimit.value).pipe(
-        Effect.mapError((e) => new LoadTest.LoadTestError({ message: e.message.replace("--duration", "--time-limit") }))
-      )
-      : undefined
-    const failureRate = Option.getOrUndefined(input.failureRate) ?? (pattern === "chaos" ? Runner.chaosDefaultFailureRate : 0)
-    if (!(failureRate >= 0 && failureRate <= 1)) return yield* fail(`--failure-rate must be within 0..1, got ${failureRate}`)
-    const concurrency = Option.getOrUndefined(input.concurrency)
-    if (concurrency !== undefined && concurrency < 1) return yield* fail(`--concurrency must be at least 1, got ${concurrency}`)
-    if (!(Number.isInteger(input.processes) && input.processes >= 1 && input.processes <= 64)) {
-      return yield* fail(`--processes must be an integer within 1..64, got ${input.processes}`)
+      yield* refuse(Checks.modelProblem(input.model) ?? Checks.voiceProblem(input.voice))
+    } else {
+      yield* refuse(Checks.urlProblem("--base-url", input.baseUrl.value, ["http:", "https:"], "https://api.elevenlabs.io"))
+      if (input.model.trim() === "") yield* refuse("--model must not be empty; give the id of one of the target's models")
     }
-    if (input.processes > 1 && strategy.name === "resilient" && Option.isNone(input.redisUrl)) {
-      return yield* fail(
+    const timeLimitMs = Option.isSome(input.timeLimit)
+      ? yield* Checks.durationOf("load-test", "--time-limit", input.timeLimit.value)
+      : undefined
+    const pattern = checked.traffic.pattern
+    const failureRate = checked.failureRate ?? (pattern === "chaos" ? Runner.chaosDefaultFailureRate : 0)
+    const processes = input.processes
+    yield* refuse(
+      Checks.numberProblem("--processes", processes, Number.isInteger(processes) && processes >= 1 && processes <= 64, "an integer within 1..64")
+    )
+    if (Option.isSome(input.redisUrl)) {
+      yield* refuse(Checks.urlProblem("--redis-url", input.redisUrl.value, ["redis:", "rediss:"], "redis://127.0.0.1:6379"))
+      if (strategy.name !== "resilient") {
+        yield* refuse(`--redis-url shares the resilient stack's limits; --strategy ${strategy.name} has none to share; leave --redis-url out`)
+      }
+    } else if (input.processes > 1 && strategy.name === "resilient") {
+      yield* refuse(
         "--processes N with --strategy resilient needs --redis-url: without shared state each process would use the whole limit"
       )
     }
-    if (Option.isSome(input.redisUrl) && strategy.name !== "resilient") {
-      return yield* fail(`--redis-url shares the resilient stack's limits; --strategy ${strategy.name} has none to share`)
-    }
-    if (Option.isSome(input.baseUrl) && !/^https?:\/\/[^/]+/.test(input.baseUrl.value)) {
-      return yield* fail(`--base-url must be an http(s) URL, got "${input.baseUrl.value}"`)
-    }
     yield* LoadTest.checkConfig(config)
-    const requests = Option.getOrUndefined(input.requests) ??
-      (durationMs === undefined && (pattern === "steady" || pattern === "chaos" || pattern === "burst")
-        ? defaults.requests
-        : undefined)
+    // Real time: the defaults are short (a few requests; a compressed day).
+    const { requests, durationMs } = checked.traffic
     const traffic: Patterns.TrafficOptions = {
-      pattern,
-      requests,
-      durationMs,
-      rps: Option.getOrUndefined(input.rps),
-      startRps: Option.getOrUndefined(input.startRps),
-      endRps: Option.getOrUndefined(input.endRps),
-      bursts: Option.getOrUndefined(input.bursts),
-      chars,
-      seed: input.seed
+      ...checked.traffic,
+      requests: requests ??
+        (durationMs === undefined && (pattern === "steady" || pattern === "chaos" || pattern === "burst") ? defaults.requests : undefined),
+      durationMs: durationMs ?? (pattern === "diurnal" ? defaults.diurnalMs : undefined)
     }
     const resolved = yield* LoadTest.resolveTraffic(traffic)
     return {
-      plan: input.plan,
+      plan: checked.plan,
       model: input.model,
       strategy,
       traffic,
       resolved,
       failureRate,
-      jitter: input.jitter as Strategies.JitterName,
-      concurrency,
+      jitter: checked.jitter,
+      concurrency: checked.concurrency,
       timeLimitMs,
       config
     }
   })
-
-/** Reads and checks `--config FILE` (JSON), if given (one clear line when it cannot be used). */
-export const readConfig = (path: Option.Option<string>): Effect.Effect<unknown, CliFailure.CliFailure, FileSystem.FileSystem> =>
-  Checks.readConfig("load-test", path)
 
 const workerOutputPrefix = "LOADTEST-PART "
 
@@ -229,8 +191,23 @@ const mainPath = (): string => {
   return here.replace(/loadTest\.(ts|js)$/, "main.$1")
 }
 
+/**
+ * The one line to pass on from a failed worker's standard error: its own
+ * error line (`load-test: ...`, without the prefix), else the first `...Error:`
+ * line of a crash, else its last line; never a stack frame.
+ */
+export const workerErrorLine = (stderr: string): string => {
+  const lines = stderr.split("\n").map((l) => l.trim()).filter((l) => l !== "" && !/^at /.test(l))
+  const own = lines.findLast((l) => l.startsWith("load-test: "))
+  return own?.slice("load-test: ".length) ?? lines.find((l) => /^\w*Error\b/.test(l)) ?? lines.at(-1) ?? "no output"
+}
+
 /** Runs one worker process to its end and returns its part. */
-const runWorker = (args: ReadonlyArray<string>, apiKey: Redacted.Redacted<string>): Effect.Effect<LoadTest.Part, LoadTest.LoadTestError> =>
+const runWorker = (
+  args: ReadonlyArray<string>,
+  apiKey: Redacted.Redacted<string>,
+  label: string
+): Effect.Effect<LoadTest.Part, LoadTest.LoadTestError> =>
   Effect.callback<LoadTest.Part, LoadTest.LoadTestError>((resume) => {
     const child = spawn(process.execPath, [mainPath(), ...args], {
       // The key goes by environment, never on a command line (visible in ps).
@@ -241,11 +218,11 @@ const runWorker = (args: ReadonlyArray<string>, apiKey: Redacted.Redacted<string
     let err = ""
     child.stdout.on("data", (d: Buffer) => (out += d.toString()))
     child.stderr.on("data", (d: Buffer) => (err += d.toString()))
-    child.on("error", (e) => resume(fail(`worker could not start: ${e.message}`)))
+    child.on("error", (e) => resume(fail(`${label} could not start: ${e.message}`)))
     child.on("close", (code) => {
       const line = out.split("\n").find((l) => l.startsWith(workerOutputPrefix))
       if (code !== 0 || line === undefined) {
-        resume(fail(`worker exited with ${code}: ${err.trim().split("\n").slice(-3).join(" | ") || "no output"}`))
+        resume(fail(`${label} failed (exit code ${code}): ${workerErrorLine(err)}`))
         return
       }
       try {
@@ -269,8 +246,12 @@ const keyOf = (input: LoadTestInput, embedded: boolean): Effect.Effect<Redacted.
     return fromEnv.value
   })
 
-const redisError = (e: LoadTest.LoadTestError | { readonly message: string }): LoadTest.LoadTestError =>
-  LoadTest.isLoadTestError(e) ? e : new LoadTest.LoadTestError({ message: `redis: ${e.message}` })
+/** A run's own error as it is; a Redis that cannot be used (`--redis-url`) named with what to do. */
+const redisError = (url: string) =>
+(e: LoadTest.LoadTestError | { readonly _tag: string; readonly message: string }): LoadTest.LoadTestError | CliFailure.CliFailure =>
+  LoadTest.isLoadTestError(e)
+    ? e
+    : CliFailure.make("load-test", e._tag === "MissingPeerDependency" ? e.message : CliFailure.redisProblem(url, "--redis-url", e))
 
 /** The output of a run: the text to print and the report. */
 export interface Output {
@@ -283,7 +264,7 @@ export const execute = (
   input: LoadTestInput
 ): Effect.Effect<Output, LoadTest.LoadTestError | CliFailure.CliFailure, FileSystem.FileSystem | HttpClient.HttpClient> =>
   Effect.scoped(Effect.gen(function*() {
-    const config = yield* readConfig(input.config)
+    const config = yield* Checks.readConfig("load-test", input.config)
     const plan = yield* toPlan(input, config)
     // Before the run: a report that cannot be written is known now, not after it.
     if (!input.worker) yield* Checks.writableOption("load-test", "--html", input.html)
@@ -318,7 +299,7 @@ export const execute = (
       const part = Option.isSome(input.redisUrl)
         ? yield* LoadTest.runPart(options).pipe(
           Effect.provide(SharedState.layerRedis({ url: input.redisUrl.value, mode: { expectedProcesses: input.processes } })),
-          Effect.mapError(redisError)
+          Effect.mapError(redisError(input.redisUrl.value))
         )
         : yield* LoadTest.runPart(options)
       return { output: workerOutputPrefix + JSON.stringify(part) + "\n", report: undefined }
@@ -358,7 +339,7 @@ export const execute = (
       report = Option.isSome(input.redisUrl)
         ? yield* LoadTest.run(options).pipe(
           Effect.provide(SharedState.layerRedis({ url: input.redisUrl.value })),
-          Effect.mapError(redisError)
+          Effect.mapError(redisError(input.redisUrl.value))
         )
         : yield* LoadTest.run(options)
     } else {
@@ -368,7 +349,7 @@ export const execute = (
       const startAt = (yield* Clock.currentTimeMillis) + 2_000
       const parts = yield* Effect.forEach(
         Array.from({ length: input.processes }, (_, i) => i),
-        (i) => runWorker(workerArgs(input, baseUrl, i, startAt), apiKey),
+        (i) => runWorker(workerArgs(input, baseUrl, i, startAt), apiKey, `worker ${i + 1} of ${input.processes}`),
         { concurrency: "unbounded" }
       )
       const stats = simulatorStats ? yield* LoadTest.fetchStats(baseUrl) : undefined
@@ -396,7 +377,17 @@ export const execute = (
 
 /** The command's flags. */
 export const flags = {
-  ...rateFlags,
+  ...trafficFlags({
+    plan: `Plan: ${planNames.join(", ")} (the embedded simulator's and the limiter's).`,
+    requests: `${defaults.requests} for steady, chaos and burst; ramp-up and diurnal: rate x span`,
+    duration: [
+      "Span of the schedule: N seconds or N ms|s|m|h (at most 1 h: real time).",
+      `--requests / --rps; ramp-up 60 s, diurnal ${defaults.diurnalMs / 60_000} min (a day compressed)`
+    ],
+    chars: defaults.chars,
+    failureRate: "Fault probability per request of the embedded simulator, 0..1.",
+    seed: "Seed of the schedule and the embedded simulator."
+  }),
   baseUrl: Flag.String("base-url").pipe(
     Flags.optional("Target (no /v1).", "an embedded simulator server on loopback, started for the run")
   ),
@@ -406,37 +397,11 @@ export const flags = {
       "the simulator's, or ELEVENLABS_API_KEY with --base-url"
     )
   ),
-  plan: Flag.String("plan").pipe(
-    Flags.withDefault(`Plan: ${planNames.join(", ")} (the embedded simulator's and the limiter's).`, defaults.plan)
-  ),
   model: Flag.String("model").pipe(
     Flags.withDefault("TTS model id (the simulator's; with --base-url, the target's /v1/models is asked).", defaults.model)
   ),
   voice: Flag.String("voice").pipe(
     Flags.withDefault("Voice id (a premade voice of the simulator; with --base-url, one of the account's).", defaults.voice)
-  ),
-  strategy: Flag.String("strategy").pipe(
-    Flags.withDefault(
-      `Strategy: ${Strategies.strategyNames.join(", ")} (seed-template: the old name of p-queue-recipe).`,
-      defaults.strategy
-    )
-  ),
-  pattern: Flag.String("pattern").pipe(
-    Flags.withDefault(`Traffic pattern: ${Patterns.patternNames.join(", ")}.`, defaults.pattern)
-  ),
-  requests: Flag.Int("requests").pipe(
-    Flags.optional("Number of requests.", `${defaults.requests} for steady, chaos and burst; ramp-up and diurnal: rate x span`)
-  ),
-  duration: Flag.String("duration").pipe(
-    Flags.optional("Span of the schedule: N seconds or N ms|s|m|h (at most 1 h).", "--requests / --rps; ramp-up 60 s")
-  ),
-  chars: Flag.String("chars").pipe(Flags.withDefault("Text length: N or a-b.", defaults.chars)),
-  failureRate: Flag.Finite("failure-rate").pipe(
-    Flags.optional("Fault probability per request of the embedded simulator, 0..1.", "0; chaos 0.1")
-  ),
-  seed: Flag.Int("seed").pipe(Flags.withDefault("Seed of the schedule and the embedded simulator.", defaults.seed)),
-  jitter: Flag.String("jitter").pipe(
-    Flags.withDefault(`Jitter of the resilient strategy: ${Strategies.jitterNames.join(", ")}.`, defaults.jitter)
   ),
   config: Flags.config(),
   timeLimit: Flag.String("time-limit").pipe(
@@ -459,10 +424,10 @@ export const loadTest = Command.make("load-test", flags, (input) =>
   execute(input).pipe(
     Effect.flatMap(({ output }) => Console.log(output.trimEnd())),
     Effect.provide(NodeHttpClient.layerUndici),
-    // The stack logs every retry and limit change; under load that drowns the report.
-    Effect.provideService(References.MinimumLogLevel, "Error"),
+    // The stack logs every retry and limit change; under load that drowns the report (unless --log-level asks).
+    Flags.quietUnlessAsked("Error"),
     // One line on stderr, exit code 1 (main.ts prints it): a flag the run refuses, or a run that failed.
-    Effect.mapError((e) => CliFailure.from("load-test", e.message.startsWith("--") ? "InvalidFlag" : "RunFailed")(e))
+    Effect.mapError(CliFailure.from("load-test"))
   )).pipe(
     Command.withDescription(
       "Run a traffic pattern in real time over real HTTP (embedded simulator by default) and report: text, JSON or HTML."

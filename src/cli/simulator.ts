@@ -6,9 +6,10 @@
  */
 import { Console, Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import { acceptedPlanTableNames, canonicalPlanTableName, planNames, planTableOf } from "../resilience/Plans.ts"
+import { canonicalPlanTableName, isPlanTableName, planNames, planTableNames, planTableOf } from "../resilience/Plans.ts"
 import * as Server from "../simulator/Server.ts"
 import * as Simulator from "../simulator/Simulator.ts"
+import * as Checks from "./checks.ts"
 import * as CliFailure from "./CliFailure.ts"
 import * as Flags from "./flags.ts"
 
@@ -30,11 +31,16 @@ const flags = {
   plan: Flag.Literals("plan", planNames).pipe(
     Flags.withDefault("Plan of every API key: concurrency limits and monthly credits.", "pro" as const)
   ),
-  planTable: Flag.Literals("plan-table", acceptedPlanTableNames).pipe(
+  // The old names (`seeds`, `docs`) are still accepted, but not offered.
+  planTable: Flag.String("plan-table").pipe(
+    Flag.filterMap(
+      (name) => isPlanTableName(name) ? Option.some(canonicalPlanTableName(name)) : Option.none(),
+      (name) => Checks.notOneOf("--plan-table", name, planTableNames)
+    ),
     Flags.withDefault(
-      "Concurrency table: the ElevenLabs production-deployment guide's (STT 8/12/20/40/60/60) or the models page's of August 2025 " +
-        "(STT 10/15/25/50/75/75); seeds and docs are their old names.",
-      "deployment-guide" as const
+      "Concurrency table: deployment-guide, the per-pool numbers of a community production-deployment guide (STT 8/12/20/40/60/60), " +
+        "or models-page, the models page's of August 2025 (STT 10/15/25/50/75/75).",
+      planTableNames[0]
     )
   ),
   seed: Flag.Int("seed").pipe(Flags.withDefault("Seed of the simulator's random draws.", 1)),
@@ -95,7 +101,11 @@ const flags = {
   ),
   maxUploadBytes: Flag.Int("max-upload-bytes").pipe(
     Flag.filter((n) => n > 0, (n) => `--max-upload-bytes must be positive, got ${n}`),
-    Flags.optional("Largest multipart upload to speech to text, in bytes; past it, a 413.", "5368709120 (5 GiB)")
+    Flags.optional(
+      "Largest multipart upload to speech to text, in bytes; past it, a 413. An upload is held in memory (3-4x its size); " +
+        "the API takes files under 5 GB (5368709120 here).",
+      "104857600 (100 MiB)"
+    )
   )
 }
 
@@ -154,7 +164,7 @@ export const simulator = Command.make("simulator", flags, (f) =>
     )
     yield* Console.log(`ElevenLabs simulator listening on ${running.url}`)
     yield* Console.log(
-      `plan ${f.plan} (${canonicalPlanTableName(f.planTable)} table), seed ${f.seed}, ${keys.length} key(s)${
+      `plan ${f.plan} (${f.planTable} table), seed ${f.seed}, ${keys.length} key(s)${
         f.acceptAnyKey ? " (any key accepted)" : ""
       }; ` +
         `stats at ${running.url}/_simulator/stats; Ctrl-C to stop`

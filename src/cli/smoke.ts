@@ -14,7 +14,7 @@
  * @since 0.1.0
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import { Clock, Config, Console, Effect, FileSystem, Option, Redacted, References, Scope } from "effect"
+import { Clock, Config, Console, Effect, FileSystem, Option, Redacted, Scope } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { HttpClient } from "effect/http"
 import { poolOfModel, type Pool } from "../resilience/Plans.ts"
@@ -97,6 +97,15 @@ export const execute = (
   input: SmokeInput
 ): Effect.Effect<SmokeResult, never, FileSystem.FileSystem | HttpClient.HttpClient> =>
   Effect.scoped(Effect.gen(function*() {
+    // The same words for a bad path or URL as every command, on smoke's one FAIL line.
+    if (Option.isSome(input.config)) {
+      const readable = yield* Checks.readableFile("smoke", "--config", input.config.value).pipe(Effect.result)
+      if (readable._tag === "Failure") return failed(readable.failure.message)
+    }
+    if (Option.isSome(input.baseUrl)) {
+      const bad = Checks.urlProblem("--base-url", input.baseUrl.value, ["http:", "https:"], "https://api.elevenlabs.io")
+      if (bad !== undefined) return failed(bad)
+    }
     const loaded = yield* ResilienceConfig.load({ file: Option.getOrUndefined(input.config) }).pipe(Effect.result)
     if (loaded._tag === "Failure") {
       const problems = loaded.failure.problems.filter((p) => p.severity === "error")
@@ -130,7 +139,10 @@ export const execute = (
       target = baseUrl
     }
     const options = { ...ResilienceConfig.toResilientOptions(config, apiKey), baseUrl }
-    const { resilience, service } = yield* Resilient.make(options)
+    const built = yield* Resilient.make(options).pipe(Effect.result)
+    // A base URL from the environment (ELEVENLABS_BASE_URL) that is not a URL: the stack refuses it.
+    if (built._tag === "Failure") return failed(built.failure.reason.message)
+    const { resilience, service } = built.success
     const pool = poolOfModel(input.model)
     const start = yield* Clock.currentTimeMillis
     const answer = yield* service.textToSpeech.convert(input.voice, { text: input.text, modelId: input.model }).pipe(
@@ -181,8 +193,8 @@ export const flags = {
 export const smoke = Command.make("smoke", flags, (input) =>
   execute(input).pipe(
     Effect.provide(NodeHttpClient.layerUndici),
-    // One line of output: the stack's logs (retries, limit changes) stay quiet.
-    Effect.provideService(References.MinimumLogLevel, "None"),
+    // One line of output: the stack's logs (retries, limit changes) stay quiet, unless --log-level asks.
+    Flags.quietUnlessAsked("None"),
     Effect.flatMap((r) =>
       (r.ok ? Console.log(r.line) : Console.error(r.line)).pipe(Effect.andThen(Effect.sync(() => {
         if (!r.ok) process.exitCode = 1

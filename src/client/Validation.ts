@@ -12,8 +12,11 @@
  *   Python API counts `len(text)`);
  * - an `output_format` the endpoint does not accept (WAV on the stream
  *   endpoints);
- * - voice settings out of range (OpenAPI `TtsVoiceSettings`: stability,
- *   similarity_boost and style 0–1, speed 0.7–1.2);
+ * - voice settings out of range: stability and similarity_boost 0–1 (the TTS
+ *   body's `VoiceSettingsResponseModel`); style 0–1 and speed 0.7–1.2, which
+ *   that schema leaves unbounded: they are the bounds of `TtsVoiceSettings`
+ *   and of the WebSocket API, **unconfirmed** for the HTTP endpoints
+ *   (docs/api-facts.md §2.1);
  * - a malformed voice id (empty, whitespace, `/`, `?`, `#`, or anything but
  *   letters, digits, `_` and `-`);
  * - STT with neither or both of `file` and `sourceUrl`.
@@ -37,7 +40,11 @@ export type TtsEndpoint = "convert" | "stream"
 const refuse = (operation: string, field: string, message: string) =>
   new InvalidRequest({ operation, field, message })
 
-/** The voice settings ranges, from the OpenAPI document (`TtsVoiceSettings`). */
+/**
+ * The voice settings ranges: stability and similarity boost from the TTS body's
+ * schema; style and speed from `TtsVoiceSettings` and the WebSocket API (the TTS
+ * body's schema gives them no bound: unconfirmed for HTTP, docs/api-facts.md §2.1).
+ */
 export const voiceSettingRanges = {
   stability: [0, 1],
   similarityBoost: [0, 1],

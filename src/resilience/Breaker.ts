@@ -339,7 +339,7 @@ const makeFastExecute = (options: {
   readonly startOrder: boolean
   readonly halfOpenRetryAfter: Duration.Duration
 }) => {
-  const { halfOpenRetryAfter, maxOpenDuration, pubsub, scope, startOrder, store, tripPolicy } = options
+  const { halfOpenRetryAfter, maxOpenDuration, pubsub, startOrder, store, tripPolicy } = options
   const durationOf = openDurationFor(options.openDuration)
   const running: Running = new Map()
   const publish = (transition: CircuitBreaker.Transition | undefined) =>
@@ -366,7 +366,11 @@ const makeFastExecute = (options: {
   /** The per-key part, built once per key. */
   const forKey = (key: string) => {
     const toBreakerError = mapError(key, halfOpenRetryAfter)
-    const admit = Effect.mapError(Scope.provide(store.admit(key), scope), toBreakerError)
+    // A memory store's admit reads no scope (see `memoryStores`): no scope overlay per attempt.
+    const admit = Effect.mapError(
+      store.admit(key) as Effect.Effect<CircuitBreaker.Admission, CircuitBreaker.CircuitBreakerError>,
+      toBreakerError
+    )
     const tracked = startOrder ? trackedOf(running, key) : undefined
     const state = store.state(key).pipe(Effect.orElseSucceed(() => undefined))
     const record = (outcome: CircuitBreaker.Outcome, admission: CircuitBreaker.Admission): Effect.Effect<void> =>

@@ -625,10 +625,14 @@ class Impl {
     }
   }
 
+  /**
+   * Publishes now, synchronously, when the buffer takes the events (no effect to run); through
+   * `PubSub.publish` (which slides the oldest out) only when it does not. Call it when the events happen.
+   */
   publish(events: ReadonlyArray<ConcurrencyEvent>): Effect.Effect<void> {
-    return events.length === 0
-      ? Effect.void
-      : Effect.asVoid(PubSub.publish(this.pubsub, events as unknown as Take.Take<ConcurrencyEvent>))
+    if (events.length === 0) return Effect.void
+    const take = events as unknown as Take.Take<ConcurrencyEvent>
+    return PubSub.publishUnsafe(this.pubsub, take) ? Effect.void : Effect.asVoid(PubSub.publish(this.pubsub, take))
   }
 
   /** Hands free permits to waiters in lane order (earliest virtual deadline, ties to the higher lane). */

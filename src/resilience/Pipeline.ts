@@ -16,7 +16,8 @@
  *    │ 9. fallback (opt-in) ────────────── on a terminal failure, cached audio, meta.fallback
  *    │ 2. coalesce ─────────────────────── identical calls in flight share one upstream call
  *    │ 3. quota guard ──────────────────── reserve ceil(chars x multiplier); commit / release
- *    │ 4. deadline ─────────────────────── the whole call, queueing and retries included
+ *    │ 4. deadline ─────────────────────── the whole call, queueing and retries included; no race:
+ *    │                                      each wait below bounds itself by the time left
  *    │ 5. retry (+ budget) ─────────────── per error class; requeue / exponential / linear
  *    │ 6. breaker (per pool) ───────────── fails fast when open, with retryAfter
  *    │ 7. limiter (per key and pool) ───── permit per attempt, lanes, bounded queue, AIMD
@@ -44,13 +45,19 @@
  *   mapped by `Refusals.ts`. A deadline that is not a finite duration of 0 or
  *   more is `InvalidRequest` (field `deadline`); a deadline that runs out in
  *   the limiter's queue fails as the deadline (`Timeout`, phase `deadline`).
- * - Gauges follow the policies: concurrency and queue depth per pool (also
- *   when a caller joins the queue), the breaker state (half-open once the
- *   open time is over), quota used.
+ * - Gauges follow the policies: concurrency and queue depth per pool (from
+ *   the limiter's `onOccupancy`, synchronously, also when a caller joins the
+ *   queue), the breaker state (half-open once the open time is over), quota
+ *   used.
+ * - Per call: one state object (deadline, lane, the pause before the current
+ *   attempt, the permit in flight) published as the `CurrentDeadline`, with
+ *   the call's `OnResponseHeaders`, in one context overlay; the retry policy
+ *   is built once; coalescing runs on the starter's fiber (`flight:
+ *   "inline"`); a successful call forks no fiber of the pipeline's own.
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, Layer, Option, PubSub, Scope, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Exit, type Fiber, Layer, Option, PubSub, Scope, Stream, Tracer } from "effect"
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { CircuitBreaker, KeyValueStore, type Redis } from "effect/persistence"
 import * as Client from "../client/ElevenLabs.ts"
@@ -94,12 +101,30 @@ export const CurrentCallOptions = Context.Reference<CallOptions>("elevenlabs-res
 })
 
 /**
- * The pause the retry policy took before the current attempt (set per attempt
- * by `retried`, read for the attempt span).
+ * The state of one call, made once per call by the pipeline and provided as
+ * the call's deadline (`Deadline.CurrentDeadline`), so that one context
+ * overlay carries the deadline, the lane, the pause before the current
+ * attempt and the permit the attempt holds.
  */
-const RetryDelay = Context.Reference<Duration.Duration | undefined>("elevenlabs-resilience/Resilient/RetryDelay", {
-  defaultValue: () => undefined
-})
+interface CallState extends Deadline.CallDeadline {
+  readonly [CallStateId]: true
+  readonly lane: ConcurrencyLimiter.Lane
+  readonly pool: Pool | undefined
+  /** The pause the retry policy took before the current attempt (for the attempt span). */
+  delay: Duration.Duration | undefined
+  /** The queue waits of the call's attempts so far. */
+  queueWaitMs: number
+  /** The permit of the attempt in flight, for the headers it reports (`ElevenLabs.OnResponseHeaders`). */
+  permit: ConcurrencyLimiter.Permit | undefined
+}
+
+const CallStateId = Symbol.for("elevenlabs-resilience/Pipeline/CallState")
+
+/** The current call's state, when the current deadline is one (it is inside the pipeline's own steps). */
+const callStateOf = (fiber: Fiber.Fiber<unknown, unknown>): CallState | undefined => {
+  const deadline = fiber.getRef(Deadline.CurrentDeadline)
+  return deadline !== undefined && CallStateId in deadline ? deadline as CallState : undefined
+}
 
 /**
  * Sets the lane, deadline or idempotency of the calls inside `effect`
@@ -214,16 +239,11 @@ const callDeadlineOf = (input: Duration.Input): Duration.Duration | undefined =>
   return millis >= 0 && Number.isFinite(millis) ? decoded : undefined
 }
 
-/** Annotates the current attempt span with the answer: status and request id, or the error's status, detail and reason. */
-const annotateAnswer = <A>(metaOf: (a: A) => ResponseMeta | undefined) =>
-<R>(self: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> =>
-  self.pipe(
-    // Only 2xx answers succeed, and every ElevenLabs success is a 200.
-    Effect.tap((a) => Spans.annotateAttempt({ statusCode: 200, requestId: metaOf(a)?.requestId })),
-    Effect.tapError((e) =>
-      Spans.annotateAttempt({ statusCode: e.reason.status, detailStatus: e.reason.detailStatus, errorType: e.reason._tag })
-    )
-  )
+/** A permit request with the bound its queue timeout came from. */
+type BoundRequest = ConcurrencyLimiter.PermitRequest & {
+  readonly pool: Pool
+  readonly bound: Deadline.PhaseBound
+}
 
 const isPooled = <A>(plan: CallPlan<A>): plan is PooledPlan<A> => plan.pool !== undefined
 
@@ -246,28 +266,46 @@ const bytesOf = (value: unknown): number | undefined => {
 export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, Scope.Scope> = Effect.fnUntraced(
   function*(options: PipelineOptions) {
     const keyId = options.keyId
-    const server = new URL(options.baseUrl ?? Client.defaultBaseUrl)
-    const serverAddress = server.hostname
-    const serverPort = server.port === "" ? (server.protocol === "http:" ? 80 : 443) : Number(server.port)
+    // The address only labels spans: a base URL that does not parse (the SDK's, passed for information)
+    // leaves them unlabelled rather than failing the stack. Resilient refuses it before it gets here.
+    const base = options.baseUrl ?? Client.defaultBaseUrl
+    const server = URL.canParse(base) ? new URL(base) : undefined
+    const serverAddress = server?.hostname
+    const serverPort = server === undefined
+      ? undefined
+      : server.port === "" ? (server.protocol === "http:" ? 80 : 443) : Number(server.port)
+    /** The static attributes of an operation's attempt span, from the endpoint table (an SDK call named freely gets neither). */
+    const staticAttempt = new Map<string, Spans.AttemptAttributes>()
+    const staticAttemptOf = (operation: string): Spans.AttemptAttributes => {
+      let attrs = staticAttempt.get(operation)
+      if (attrs === undefined) {
+        const row = Endpoints.byName.get(operation)
+        staticAttempt.set(operation, attrs = { method: row?.method, urlTemplate: row?.path, serverAddress, serverPort })
+      }
+      return attrs
+    }
     /** The span of one attempt: its number and the pause before it. */
-    const attemptSpan = (
-      operation: string,
-      info: RetryPolicy.AttemptInfo,
-      delay: Duration.Duration | undefined
-    ) =>
+    const attemptSpan = (operation: string, attempt: number, delay: Duration.Duration | undefined) =>
       Spans.withAttemptSpan(operation, {
-        // From the endpoint table; an operation not in it (an SDK call named freely) gets neither.
-        method: Endpoints.byName.get(operation)?.method,
-        urlTemplate: Endpoints.byName.get(operation)?.path,
-        serverAddress,
-        serverPort,
-        attempt: info.attempt,
+        ...staticAttemptOf(operation),
+        attempt,
         retryDelayMs: delay === undefined ? undefined : Duration.toMillis(delay)
       })
     const deadline = toDuration(options.deadline ?? stackDefaults.deadline)
     const queueTimeout = toDuration(options.limiter?.queueTimeout ?? "120 seconds")
 
-    const limiter = yield* ConcurrencyLimiter.make({ plan: "unknown", ...options.limiter })
+    // The concurrency and queue-depth gauges follow the limiter's own changes, synchronously (no snapshot per
+    // attempt, no subscriber): in the context the stack is built in, so on the same metric registry.
+    const gauges = Metrics.occupancyGauges(yield* Effect.context<never>(), { key: keyId })
+    const own = options.limiter?.onOccupancy
+    const limiter = yield* ConcurrencyLimiter.make({
+      plan: "unknown",
+      ...options.limiter,
+      onOccupancy: own === undefined ? gauges : (occupancy, change, lane) => {
+        gauges(occupancy, change, lane)
+        own(occupancy, change, lane)
+      }
+    })
     const budget = options.budget === false || options.retry === false
       ? undefined
       : yield* RetryBudget.make(options.budget)
@@ -280,7 +318,8 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
       : yield* Breaker.make({ keyPrefix: `elevenlabs:${keyId}:`, ...options.breaker }).pipe(
         Option.isSome(sharedStore)
           ? Effect.provideService(CircuitBreaker.CircuitBreakerStore, sharedStore.value)
-          : Effect.provide(CircuitBreaker.layerStoreMemory())
+          // Marked as a memory store: the breaker's fast path (no scope per attempt).
+          : Effect.provide(Breaker.layerStoreMemory())
       )
     const subscription = options.subscription
     const quota = options.quota === false || subscription === undefined
@@ -294,7 +333,10 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     if (quota !== undefined && options.prefetchQuota !== undefined) {
       yield* Effect.exit(Effect.timeoutOption(quota.refresh, options.prefetchQuota))
     }
-    const coalescer = options.coalesce === false ? undefined : yield* Coalescer.make(options.coalesce)
+    // Inline: the starter runs the call on its own fiber (no fork per call); see docs/coalescing.md.
+    const coalescer = options.coalesce === false
+      ? undefined
+      : yield* Coalescer.make({ ...options.coalesce, flight: options.coalesce?.flight ?? "inline" })
     const cache = options.cache === undefined || options.cache === false
       ? undefined
       : yield* Fallback.make(options.cache).pipe(
@@ -349,23 +391,10 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         Effect.forkScoped
       )
     }
-    const observePool = (pool: Pool) =>
-      Effect.flatMap(limiter.snapshot(keyId, pool), (s) =>
-        Effect.andThen(
-          Metrics.setConcurrent(pool, s.inFlight),
-          Effect.forEach(ConcurrencyLimiter.lanes, (lane) => Metrics.setQueueDepth(pool, lane, s.queued[lane]), {
-            discard: true
-          })
-        ))
-
     yield* limiter.events.pipe(
       Stream.runForEach((e) =>
         e._tag === "LimitChanged"
           ? Effect.logInfo("elevenlabs concurrency limit", { pool: e.pool, from: e.from, to: e.to, reason: e.reason })
-          // Grants and releases update the gauges on the caller's path; a caller joining the queue does not, and
-          // a pool whose permits are all held by slow calls would show no queue at all.
-          : e._tag === "Queued" && e.key === keyId
-          ? observePool(e.pool)
           : Effect.void
       ),
       Effect.forkScoped
@@ -373,50 +402,72 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
 
     // ---- step 7: the permits -------------------------------------------------
 
-    const permitRequest = Effect.fnUntraced(function*(pool: Pool) {
-      const call = yield* CurrentCallOptions
-      const attempt = yield* RetryPolicy.CurrentAttempt
-      const left = yield* Deadline.remaining
-      const timeout = left === undefined ? queueTimeout : Duration.min(left, queueTimeout)
+    const queueTimeoutMillis = Duration.toMillis(queueTimeout)
+    /**
+     * The permit request of the current attempt. Its queue timeout is the limiter's, or the time the call has
+     * left when that is shorter (`bound.deadline` is then set: the queue's expiry is the deadline's).
+     */
+    const requestOf = (fiber: Fiber.Fiber<unknown, unknown>, pool: Pool): BoundRequest => {
+      const bound = Deadline.boundOf(
+        queueTimeoutMillis,
+        fiber.getRef(Deadline.CurrentDeadline),
+        fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+      )
       return {
         key: keyId,
         pool,
-        lane: call.lane ?? "default",
-        front: attempt.previous !== undefined,
-        timeout
-      } satisfies ConcurrencyLimiter.PermitRequest
-    })
+        lane: callStateOf(fiber)?.lane ?? fiber.getRef(CurrentCallOptions).lane ?? "default",
+        front: fiber.getRef(RetryPolicy.CurrentAttempt).previous !== undefined,
+        timeout: Duration.millis(bound.millis),
+        bound
+      }
+    }
+    const permitRequest = (pool: Pool) => Effect.withFiber((fiber) => Effect.succeed(requestOf(fiber, pool)))
+
+    /** Feeds the adaptive limit (and the shared one) from an answer's headers. */
+    const teach = (permit: ConcurrencyLimiter.Permit, meta: ResponseMeta): Effect.Effect<void> =>
+      distributed === undefined
+        ? permit.onResponse(meta)
+        : Effect.andThen(permit.onResponse(meta), distributed.onResponse(keyId, permit.pool, RedisPermits.signalOf(meta)))
+
+    /** Feeds the adaptive limit (and the shared one) from a concurrency 429. */
+    const teachLimited = (permit: ConcurrencyLimiter.Permit, limit: number | undefined): Effect.Effect<void> =>
+      distributed === undefined
+        ? permit.onConcurrencyLimited(limit)
+        : Effect.andThen(permit.onConcurrencyLimited(limit), distributed.onConcurrencyLimited(keyId, permit.pool, limit))
 
     /**
-     * Feeds the adaptive limit (and the shared one) from an attempt: a client
-     * attempt's headers as they arrive, an opaque attempt's metadata once it
-     * ends; and concurrency 429s.
+     * One attempt's answer: the attempt span annotated (status and request id, or the error's status, detail
+     * and reason), and, with a permit, the adaptive limit fed. A client attempt reports its headers as they
+     * arrive (through the call's `OnResponseHeaders`, to `state.permit`); an opaque one once it ends, from
+     * `metaOf`; both report concurrency 429s.
      */
-    const learn = <A>(permit: ConcurrencyLimiter.Permit, kind: Attempt<A>["kind"], metaOf: (a: A) => ResponseMeta | undefined) =>
-    <R>(self: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> => {
-      const onResponse = (meta: ResponseMeta) =>
-        distributed === undefined
-          ? permit.onResponse(meta)
-          : Effect.andThen(
-            permit.onResponse(meta),
-            distributed.onResponse(keyId, permit.pool, RedisPermits.signalOf(meta))
-          )
-      const taught = kind === "client"
-        ? Effect.provideService(self, Client.OnResponseHeaders, onResponse)
-        : Effect.tap(self, (a) => {
+    const answered = <A, R>(
+      send: Effect.Effect<A, ElevenLabsError, R>,
+      permit: ConcurrencyLimiter.Permit | undefined,
+      kind: Attempt<A>["kind"],
+      metaOf: (a: A) => ResponseMeta | undefined
+    ): Effect.Effect<A, ElevenLabsError, R> =>
+      send.pipe(
+        Effect.tap((a) => {
           const meta = metaOf(a)
-          return meta === undefined ? Effect.void : onResponse(meta)
+          // Only 2xx answers succeed, and every ElevenLabs success is a 200.
+          const annotated = Spans.annotateAttempt({ statusCode: 200, requestId: meta?.requestId })
+          return permit === undefined || kind === "client" || meta === undefined
+            ? annotated
+            : Effect.andThen(annotated, teach(permit, meta))
+        }),
+        Effect.tapError((e) => {
+          const annotated = Spans.annotateAttempt({
+            statusCode: e.reason.status,
+            detailStatus: e.reason.detailStatus,
+            errorType: e.reason._tag
+          })
+          return permit === undefined || e.reason._tag !== "ConcurrencyLimited"
+            ? annotated
+            : Effect.andThen(annotated, teachLimited(permit, e.reason.limit))
         })
-      return Effect.tapError(taught, (e) =>
-        e.reason._tag !== "ConcurrencyLimited"
-          ? Effect.void
-          : distributed === undefined
-          ? permit.onConcurrencyLimited(e.reason.limit)
-          : Effect.andThen(
-            permit.onConcurrencyLimited(e.reason.limit),
-            distributed.onConcurrencyLimited(keyId, permit.pool, e.reason.limit)
-          ))
-    }
+      )
 
     /**
      * The queue wait is bounded by the time the call has left. When that bound, not the queue timeout, ran
@@ -424,138 +475,190 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
      */
     const expiredInQueue = (
       operation: string,
-      request: ConcurrencyLimiter.PermitRequest,
+      request: BoundRequest,
       orElse: Effect.Effect<never, ElevenLabsError>
     ): Effect.Effect<never, ElevenLabsError> =>
-      request.timeout !== undefined && Duration.toMillis(request.timeout) < Duration.toMillis(queueTimeout)
-        ? Effect.flatMap(
-          Deadline.CurrentDeadline,
-          (deadline) => deadline === undefined ? orElse : Effect.fail(Deadline.expired(deadline, operation))
-        )
-        : orElse
+      request.bound.deadline === undefined ? orElse : Effect.fail(Deadline.expired(request.bound.deadline, operation))
 
     /**
      * The distributed permit, taken after the local one (so the local lanes
      * order callers first) and held while `self` runs, in the current scope.
+     * Its wait has the same bound as the local queue's (the time left, when shorter).
      */
-    const sharedPermit = (request: ConcurrencyLimiter.PermitRequest & { readonly pool: Pool }, operation: string) =>
+    const sharedPermit = (request: BoundRequest, operation: string) =>
       distributed === undefined
         ? Effect.void
-        : distributed.acquire({ key: keyId, pool: request.pool, timeout: request.timeout }).pipe(
-          Effect.catchTag("DistributedError", (error) => {
-            const refused = fromDistributed(operation, request.pool, request.lane ?? "default")(error)
-            return error.reason._tag === "AcquireTimeout" ? expiredInQueue(operation, request, refused) : refused
-          }),
-          Effect.asVoid
-        )
+        : Effect.flatMap(Deadline.phaseBound(queueTimeout), (bound) =>
+          distributed.acquire({ key: keyId, pool: request.pool, timeout: Duration.millis(bound.millis) }).pipe(
+            Effect.catchTag("DistributedError", (error) => {
+              const refused = fromDistributed(operation, request.pool, request.lane ?? "default")(error)
+              return error.reason._tag === "AcquireTimeout"
+                ? expiredInQueue(operation, { ...request, bound }, refused)
+                : refused
+            }),
+            Effect.asVoid
+          ))
 
     /** `self` holding the distributed permit, when there is one (a scope only then). */
     const withSharedPermit = <A, R>(
-      request: ConcurrencyLimiter.PermitRequest & { readonly pool: Pool },
+      request: BoundRequest,
       operation: string,
       self: Effect.Effect<A, ElevenLabsError, R>
     ): Effect.Effect<A, ElevenLabsError, R> =>
       distributed === undefined ? self : Effect.scoped(Effect.andThen(sharedPermit(request, operation), self))
 
     /** A limiter refusal: `QueueFull`, `QueueTimeout`, or the deadline when it ran out in the queue. */
-    const fromQueue = (operation: string, request: ConcurrencyLimiter.PermitRequest) =>
+    const fromQueue = (operation: string, request: BoundRequest) =>
     (error: ConcurrencyLimiter.ConcurrencyLimiterError): Effect.Effect<never, ElevenLabsError> =>
       error.reason._tag === "QueueTimeout"
         ? expiredInQueue(operation, request, fromLimiter(operation)(error))
         : fromLimiter(operation)(error)
 
+    /**
+     * An attempt of its kind: a client attempt bounds its own waits by the time left (headers, body);
+     * an opaque one (a promise) is raced against it, inside the permit, so only calls in flight race.
+     */
+    const sendOf = <A, R>(operation: string, one: Attempt<A, R>): Effect.Effect<A, ElevenLabsError, R> =>
+      one.kind === "client" ? one.send : Deadline.enforce({ operation })(one.send)
+
+    /** The current attempt's number and the call's state. */
+    const attemptNow = Effect.withFiber((fiber) =>
+      Effect.succeed({ attempt: fiber.getRef(RetryPolicy.CurrentAttempt).attempt, state: callStateOf(fiber) })
+    )
+
     /** Steps 6-8 for one attempt of a buffered call. */
     const attemptOf = <A, R>(plan: PooledPlan<A>, one: Attempt<A, R>): Effect.Effect<A, ElevenLabsError, R> => {
       const pool = plan.pool
-      // Built once per call: the queue waits of all its attempts add up here.
+      const operation = plan.operation
+      const send = sendOf(operation, one)
+      // Used when the call runs outside the pipeline's own state (never through `buffered`).
       let queueWaitMs = 0
-      const limited = Effect.flatMap(
-        Effect.all([permitRequest(pool), RetryPolicy.CurrentAttempt, RetryDelay]),
-        ([request, info, delay]) =>
-          limiter.usePermit(request, (permit) => {
-            queueWaitMs += permit.waitedMillis
-            return Effect.andThen(
-              // Outside the attempt span, so these land on the call span.
-              Effect.andThen(observePool(pool), Spans.annotateCall({ attempts: info.attempt, queueWaitMs })),
-              withSharedPermit(
-                request,
-                plan.operation,
-                one.send.pipe(
-                  annotateAnswer(plan.metaOf),
-                  learn(permit, one.kind, plan.metaOf),
-                  attemptSpan(plan.operation, info, delay)
-                )
-              )
+      const limited = Effect.withFiber((fiber) => {
+        const request = requestOf(fiber, pool)
+        const state = callStateOf(fiber)
+        const attempt = fiber.getRef(RetryPolicy.CurrentAttempt).attempt
+        return limiter.usePermit(request, (permit) => {
+          let waited: number
+          if (state === undefined) waited = queueWaitMs += permit.waitedMillis
+          else {
+            state.permit = permit
+            waited = state.queueWaitMs += permit.waitedMillis
+          }
+          return Effect.andThen(
+            // Outside the attempt span, so these land on the call span.
+            Spans.annotateCall({ attempts: attempt, queueWaitMs: waited }),
+            withSharedPermit(
+              request,
+              operation,
+              answered(send, permit, one.kind, plan.metaOf).pipe(attemptSpan(operation, attempt, state?.delay))
             )
-          }).pipe(
-            Effect.catchTag("ConcurrencyLimiterError", fromQueue(plan.operation, request)),
-            Effect.ensuring(observePool(pool))
           )
-      )
+        }).pipe(Effect.catchTag("ConcurrencyLimiterError", fromQueue(operation, request)))
+      })
       return breaker === undefined
         ? limited
-        : breaker.execute(pool)(limited).pipe(Effect.catchTag("BreakerError", fromBreaker(plan.operation, pool)))
+        : breaker.execute(pool)(limited).pipe(Effect.catchTag("BreakerError", fromBreaker(operation, pool)))
     }
 
     // ---- steps 4-5: deadline, retries ----------------------------------------
 
-    /** `self` under the call's deadline (its own, else the stack's); a deadline that is not one is InvalidRequest. */
-    const bounded = <A, R>(operation: string, call: CallOptions, self: Effect.Effect<A, ElevenLabsError, R>) => {
-      const total = call.deadline === undefined ? deadline : callDeadlineOf(call.deadline)
-      return total === undefined
-        ? fail(
-          new InvalidRequest({
-            operation,
-            field: "deadline",
-            message: `The call's deadline ${
-              JSON.stringify(String(call.deadline))
-            } is not a finite duration of 0 or more (for example "30 seconds").`
-          })
-        )
-        : Deadline.withDeadline(total, { operation })(self)
+    /** A call's deadline that is not one: InvalidRequest. */
+    const invalidDeadline = (operation: string, call: CallOptions) =>
+      fail(
+        new InvalidRequest({
+          operation,
+          field: "deadline",
+          message: `The call's deadline ${
+            JSON.stringify(String(call.deadline))
+          } is not a finite duration of 0 or more (for example "30 seconds").`
+        })
+      )
+
+    /** The call's total bound: its own deadline, else the stack's (`undefined`: not a deadline). */
+    const totalOf = (call: CallOptions): Duration.Duration | undefined =>
+      call.deadline === undefined ? deadline : callDeadlineOf(call.deadline)
+
+    /** A joiner's wait for a shared call, raced against the joiner's own deadline (a `Deferred.await` cannot bound itself). */
+    const raced = <A, R>(operation: string, call: CallOptions, wait: Effect.Effect<A, ElevenLabsError, R>) => {
+      const total = totalOf(call)
+      return total === undefined ? invalidDeadline(operation, call) : Deadline.withDeadline(total, { operation })(wait)
     }
 
-    /** Steps 4-5: the deadline around the retried attempts. */
+    /** Before every backoff pause: the pause for the next attempt's span, the retries metric, the span event, a log line. */
+    const onRetry = (event: RetryPolicy.RetryEvent): Effect.Effect<void> =>
+      Effect.withFiber((fiber) => {
+        const state = callStateOf(fiber)
+        if (state !== undefined) {
+          state.delay = event.delay
+          if (state.pool !== undefined) Metrics.recordRetryUnsafe({ reason: event.reason, pool: state.pool }, fiber.context)
+        }
+        const delayMs = Duration.toMillis(event.delay)
+        const spanned = Spans.retryEvent({ attempt: event.attempt - 1, reason: event.reason, delayMs })
+        // Debug, not Warning: a retry is the stack doing its job (a busy minute makes hundreds);
+        // the retries metric and span events count them, and a give-up surfaces as the call's error.
+        return event.retryClass === "requeue" ? spanned : Effect.andThen(
+          spanned,
+          Effect.logDebug("elevenlabs retry", {
+            operation: state?.operation ?? event.operation,
+            reason: event.reason,
+            attempt: event.attempt,
+            delayMs
+          })
+        )
+      })
+
+    // The retry policy, built once per stack (its schedules are values; their state lives in each call's run).
+    const retryPolicies = retrySettings === undefined ? undefined : {
+      idempotent: RetryPolicy.retry({ ...retrySettings, idempotent: true, budget, events: retries, onRetry }),
+      notIdempotent: RetryPolicy.retry({ ...retrySettings, idempotent: false, budget, events: retries, onRetry })
+    }
+
+    /**
+     * Steps 4-5: the call's deadline (its own, else the stack's; one that is not one is InvalidRequest) around
+     * the retried attempts. The deadline races nothing: each wait inside bounds itself by the time left
+     * (the queue, the headers and body, the backoff pause; an opaque attempt is raced inside its permit).
+     * The call's state rides on the deadline: one context overlay per call, with the call's
+     * `OnResponseHeaders` when its attempts are this library's client's (`hook`).
+     */
     const retried = <A, R>(
       operation: string,
       pool: Pool | undefined,
-      self: Effect.Effect<A, ElevenLabsError, R>
+      self: Effect.Effect<A, ElevenLabsError, R>,
+      hook: boolean
     ): Effect.Effect<A, ElevenLabsError, R> =>
-      Effect.flatMap(Effect.service(CurrentCallOptions), (call) => {
-        // The pause before the next attempt, handed to it (and so to its span) through RetryDelay.
-        let delay: Duration.Duration | undefined = undefined
-        const attempt = Effect.suspend(() => Effect.provideService(self, RetryDelay, delay))
-        const withRetry = retrySettings === undefined ? self : attempt.pipe(
-          RetryPolicy.retry({
-            ...retrySettings,
-            idempotent: call.idempotent,
-            budget,
-            events: retries,
-            onRetry: (event) =>
-              Effect.all([
-                Effect.sync(() => {
-                  delay = event.delay
-                }),
-                Spans.retryEvent({
-                  attempt: event.attempt - 1,
-                  reason: event.reason,
-                  delayMs: Duration.toMillis(event.delay)
-                }),
-                pool === undefined ? Effect.void : Metrics.recordRetry({ reason: event.reason, pool }),
-                // Debug, not Warning: a retry is the stack doing its job (a busy minute makes hundreds);
-                // the retries metric and span events count them, and a give-up surfaces as the call's error.
-                event.retryClass === "requeue"
-                  ? Effect.void
-                  : Effect.logDebug("elevenlabs retry", {
-                    operation,
-                    reason: event.reason,
-                    attempt: event.attempt,
-                    delayMs: Duration.toMillis(event.delay)
-                  })
-              ], { discard: true })
-          })
-        )
-        return bounded(operation, call, withRetry)
+      Effect.withFiber((fiber) => {
+        const call = fiber.getRef(CurrentCallOptions)
+        const total = totalOf(call)
+        if (total === undefined) return invalidDeadline(operation, call)
+        const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+        const outer = fiber.getRef(Deadline.CurrentDeadline)
+        const end = now + Duration.toMillis(total)
+        const state: CallState = {
+          [CallStateId]: true,
+          // Nested deadlines never extend an outer one.
+          at: outer === undefined ? end : Math.min(outer.at, end),
+          total,
+          lastError: undefined,
+          attempts: 0,
+          operation,
+          lane: call.lane ?? "default",
+          pool,
+          delay: undefined,
+          queueWaitMs: 0,
+          permit: undefined
+        }
+        const policy = retryPolicies === undefined
+          ? self
+          : (call.idempotent === false ? retryPolicies.notIdempotent : retryPolicies.idempotent)(self)
+        let context = Context.add(fiber.context, Deadline.CurrentDeadline, state as Deadline.CallDeadline)
+        if (hook) {
+          context = Context.add(
+            context,
+            Client.OnResponseHeaders,
+            (meta: ResponseMeta) => state.permit === undefined ? Effect.void : teach(state.permit, meta)
+          )
+        }
+        return Effect.updateContext(policy, () => context as Context.Context<R>)
       })
 
     // ---- steps 2-3, 9: coalescing, quota, fallback -----------------------------
@@ -590,7 +693,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
           // The shared call runs under its starter's deadline; a joiner (on its own fiber) is held to its own too.
           coalescer.coalesce(plan.coalesceKey, self, {
             boundJoin: (wait) =>
-              Effect.flatMap(Effect.service(CurrentCallOptions), (call) => bounded(plan.operation, call, wait))
+              Effect.flatMap(Effect.service(CurrentCallOptions), (call) => raced(plan.operation, call, wait))
           }),
           ({ coalesced, value }) => coalesced ? plan.mark(value, { coalesced: true }) : value
         )
@@ -604,57 +707,58 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
 
     // ---- the call span and the request metrics -------------------------------
 
+    /** Records a call that ended (synchronously: metric updates need no step each) and returns its call-span attributes. */
+    const recordCall = <A>(
+      plan: Omit<PooledPlan<A>, "mark">,
+      exit: Exit.Exit<A, ElevenLabsError>,
+      durationSeconds: number,
+      context: Context.Context<never>
+    ): Spans.CallAttributes => {
+      const model = plan.model ?? "unknown"
+      if (Exit.isSuccess(exit)) {
+        const meta = plan.metaOf(exit.value)
+        const fallback = meta?.fallback === true
+        // Usage is what ElevenLabs generated: a joiner of a coalesced call and a cached answer add none.
+        const generated = !fallback && meta?.coalesced !== true
+        const audio = meta === undefined || !generated ? undefined : bytesOf(exit.value)
+        const seconds = audio === undefined || plan.outputFormat === undefined
+          ? undefined
+          : audioSecondsOf(plan.outputFormat, audio)
+        const status = fallback ? "fallback" : "success"
+        Metrics.recordRequestUnsafe({ operation: plan.operation, pool: plan.pool, model, status, durationSeconds }, context)
+        if (plan.characters !== undefined && generated) Metrics.recordCharactersUnsafe(model, plan.characters, context)
+        if (seconds !== undefined) Metrics.recordAudioSecondsUnsafe(model, seconds, context)
+        return { outcome: status, fallbackUsed: fallback, coalesced: meta?.coalesced === true }
+      }
+      const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
+      const error = failure?._tag === "Fail" ? failure.error : undefined
+      Metrics.recordRequestUnsafe({ operation: plan.operation, pool: plan.pool, model, status: "error", durationSeconds }, context)
+      if (error !== undefined) Metrics.recordErrorUnsafe({ reason: error.reason._tag, pool: plan.pool }, context)
+      return { outcome: "error", ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts }) }
+    }
+
     const instrument = <A, R>(
       plan: Omit<PooledPlan<A>, "mark">,
       self: Effect.Effect<A, ElevenLabsError, R>
     ): Effect.Effect<A, ElevenLabsError, R> =>
-      Effect.flatMap(Effect.service(CurrentCallOptions), (call) =>
-        Effect.timed(Effect.exit(self)).pipe(
-          Effect.flatMap(([elapsed, exit]) => {
-            const durationSeconds = Duration.toSeconds(elapsed)
-            const model = plan.model ?? "unknown"
-            const labels = { operation: plan.operation, pool: plan.pool, model }
-            if (Exit.isSuccess(exit)) {
-              const meta = plan.metaOf(exit.value)
-              const fallback = meta?.fallback === true
-              // Usage is what ElevenLabs generated: a joiner of a coalesced call and a cached answer add none.
-              const generated = !fallback && meta?.coalesced !== true
-              const audio = meta === undefined || !generated ? undefined : bytesOf(exit.value)
-              const seconds = audio === undefined || plan.outputFormat === undefined
-                ? undefined
-                : audioSecondsOf(plan.outputFormat, audio)
-              return Effect.all([
-                Metrics.recordRequest({ ...labels, status: fallback ? "fallback" : "success", durationSeconds }),
-                plan.characters === undefined || !generated
-                  ? Effect.void
-                  : Metrics.recordCharacters(model, plan.characters),
-                seconds === undefined ? Effect.void : Metrics.recordAudioSeconds(model, seconds),
-                Spans.annotateCall({
-                  outcome: fallback ? "fallback" : "success",
-                  fallbackUsed: fallback,
-                  coalesced: meta?.coalesced === true
-                })
-              ], { discard: true }).pipe(Effect.andThen(exit))
-            }
-            const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
-            const error = failure?._tag === "Fail" ? failure.error : undefined
-            return Effect.all([
-              Metrics.recordRequest({ ...labels, status: "error", durationSeconds }),
-              error === undefined ? Effect.void : Metrics.recordError({ reason: error.reason._tag, pool: plan.pool }),
-              Spans.annotateCall({
-                outcome: "error",
-                ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts })
-              })
-            ], { discard: true }).pipe(Effect.andThen(exit))
-          }),
-          Spans.withCallSpan(plan.operation, {
-            model: plan.model,
-            voiceId: plan.voiceId,
-            characters: plan.characters,
-            lane: call.lane ?? "default",
-            pool: plan.pool
-          })
-        ))
+      Effect.withFiber((fiber) => {
+        const call = fiber.getRef(CurrentCallOptions)
+        const clock = fiber.getRef(Clock.Clock)
+        const context = fiber.context
+        const start = clock.currentTimeMillisUnsafe()
+        return Effect.onExit(self, (exit) =>
+          Spans.annotateCall(
+            recordCall(plan, exit, (clock.currentTimeMillisUnsafe() - start) / 1000, context)
+          )).pipe(
+            Spans.withCallSpan(plan.operation, {
+              model: plan.model,
+              voiceId: plan.voiceId,
+              characters: plan.characters,
+              lane: call.lane ?? "default",
+              pool: plan.pool
+            })
+          )
+      })
 
     // ---- the three kinds of call ---------------------------------------------
 
@@ -664,7 +768,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         plan,
         plan.invalid !== undefined
           ? fail(plan.invalid)
-          : withFallback(plan, withCoalescing(plan, withQuota(plan, retried(plan.operation, plan.pool, attemptOf(plan, one)))))
+          : withFallback(plan, withCoalescing(plan, withQuota(plan, retried(plan.operation, plan.pool, attemptOf(plan, one), one.kind === "client"))))
       )
 
     /**
@@ -688,18 +792,14 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
               Effect.catchTag("ConcurrencyLimiterError", fromQueue(plan.operation, request))
             )
             yield* sharedPermit(request, plan.operation)
-            const info = yield* RetryPolicy.CurrentAttempt
-            const delay = yield* RetryDelay
+            const { attempt, state } = yield* attemptNow
+            if (state !== undefined) state.permit = permit
             queueWaitMs += permit.waitedMillis
-            yield* Spans.annotateCall({ attempts: info.attempt, queueWaitMs })
-            yield* observePool(plan.pool)
-            yield* Scope.addFinalizer(child, observePool(plan.pool))
-            const opened = yield* open.send.pipe(
-              annotateAnswer((s: S) => s.meta),
-              learn(permit, open.kind, (s: S) => s.meta),
-              attemptSpan(plan.operation, info, delay)
+            yield* Spans.annotateCall({ attempts: attempt, queueWaitMs })
+            const opened = yield* answered(sendOf(plan.operation, open), permit, open.kind, (s: S) => s.meta).pipe(
+              attemptSpan(plan.operation, attempt, state?.delay)
             )
-            return release(opened, Effect.andThen(permit.release, observePool(plan.pool)))
+            return release(opened, permit.release)
           })))
           if (Exit.isFailure(exit)) yield* Scope.close(child, exit)
           return yield* exit
@@ -712,7 +812,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         const reservation = quota === undefined || plan.cost === undefined
           ? undefined
           : yield* quota.reserve(plan.cost, { keyId }).pipe(Effect.catchTag("QuotaGuardError", fromQuota(plan.operation)))
-        const opened = yield* retried(plan.operation, plan.pool, guarded).pipe(
+        const opened = yield* retried(plan.operation, plan.pool, guarded, open.kind === "client").pipe(
           Effect.tapError((e) =>
             e.reason._tag === "QuotaExceeded" && quota !== undefined ? quota.markExhausted(e.reason) : Effect.void
           ),
@@ -736,12 +836,13 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
           Spans.withCallSpan(plan.operation)
         )
       }
-      const one = Effect.flatMap(Effect.all([RetryPolicy.CurrentAttempt, RetryDelay]), ([info, delay]) =>
+      const sent = sendOf(plan.operation, send)
+      const one = Effect.flatMap(attemptNow, ({ attempt, state }) =>
         Effect.andThen(
-          Spans.annotateCall({ attempts: info.attempt }),
-          send.send.pipe(annotateAnswer(plan.metaOf), attemptSpan(plan.operation, info, delay))
+          Spans.annotateCall({ attempts: attempt }),
+          answered(sent, undefined, send.kind, plan.metaOf).pipe(attemptSpan(plan.operation, attempt, state?.delay))
         ))
-      return withCoalescing(plan, retried(plan.operation, undefined, one)).pipe(
+      return withCoalescing(plan, retried(plan.operation, undefined, one, false)).pipe(
         Effect.tap(() => Spans.annotateCall({ outcome: "success" })),
         Effect.tapError((e) =>
           Spans.annotateCall({ outcome: "error", errorReason: e.reason._tag, attempts: e.attempts })

@@ -6,8 +6,8 @@
  *
  * - Concurrency is per API key and per pool: `standard` (Multilingual v2, v3
  *   and other non-Flash TTS), `flash` (Flash and Turbo), `stt` and `music`.
- * - {@link deploymentGuidePlans} is the default: the per-pool numbers of the
- *   ElevenLabs production-deployment guide, whose standard column is the
+ * - {@link deploymentGuidePlans} is the default: the per-pool numbers of a
+ *   community production-deployment guide, whose standard column is the
  *   rate-limits guide's one-number table (docs/design.md section 5); {@link modelsPagePlans} is the models page reading
  *   of August 2025, with higher STT numbers. Both are plain data: pass your
  *   own for Enterprise. {@link planTables} names them for configuration and
@@ -35,8 +35,8 @@ export type PlanLimits = { readonly [P in Pool]: number }
 export type PlanTable = { readonly [P in PlanName]: PlanLimits }
 
 /**
- * The default plan table (`deployment-guide`): the per-pool numbers of the
- * ElevenLabs production-deployment guide; its standard column is the
+ * The default plan table (`deployment-guide`): the per-pool numbers of a
+ * community production-deployment guide; its standard column is the
  * rate-limits guide's one-number table (docs/design.md section 5).
  */
 export const deploymentGuidePlans: PlanTable = {
@@ -69,12 +69,21 @@ export const planTableNames = ["deployment-guide", "models-page"] as const
 export type PlanTableName = (typeof planTableNames)[number]
 
 /** Earlier names of the plan tables, still accepted: `seeds` is `deployment-guide`, `docs` is `models-page`. */
-export const deprecatedPlanTableNames = { seeds: "deployment-guide", docs: "models-page" } as const
+export const deprecatedPlanTableNames = { seeds: "deployment-guide", docs: "models-page" } as const satisfies Record<
+  string,
+  PlanTableName
+>
 export type DeprecatedPlanTableName = keyof typeof deprecatedPlanTableNames
 
+/** Whether a string is a deprecated plan table name (a key of {@link deprecatedPlanTableNames}). */
+export const isDeprecatedPlanTableName = (s: string): s is DeprecatedPlanTableName => Object.hasOwn(deprecatedPlanTableNames, s)
+
 /** Every name a plan table answers to: the current ones, then the deprecated ones. */
-export const acceptedPlanTableNames = [...planTableNames, "seeds", "docs"] as const
-export type AcceptedPlanTableName = (typeof acceptedPlanTableNames)[number]
+export const acceptedPlanTableNames: ReadonlyArray<PlanTableName | DeprecatedPlanTableName> = [
+  ...planTableNames,
+  ...(Object.keys(deprecatedPlanTableNames) as Array<DeprecatedPlanTableName>)
+]
+export type AcceptedPlanTableName = PlanTableName | DeprecatedPlanTableName
 
 /** The built-in plan tables by name. */
 export const planTables: { readonly [N in PlanTableName]: PlanTable } = {
@@ -84,7 +93,7 @@ export const planTables: { readonly [N in PlanTableName]: PlanTable } = {
 
 /** The current name of a plan table name, deprecated or not. */
 export const canonicalPlanTableName = (name: AcceptedPlanTableName): PlanTableName =>
-  name === "seeds" || name === "docs" ? deprecatedPlanTableNames[name] : name
+  isDeprecatedPlanTableName(name) ? deprecatedPlanTableNames[name] : name
 
 /** The plan table a name (deprecated or not) stands for; `undefined` (the default table's name) gives the default. */
 export const planTableOf = (name: AcceptedPlanTableName | undefined): PlanTable =>

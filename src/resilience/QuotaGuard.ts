@@ -721,8 +721,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   // ---- reservations
 
   const settle = (r: { cost: number; keyId: string | undefined; settled: boolean }, committed: number | undefined) =>
-    // On every call's path: plain steps, no generator.
-    Effect.flatMap(Clock.currentTimeMillis, (now): Effect.Effect<void> => {
+    // On every call's path: one step (the clock read from the fiber), no generator.
+    Effect.withFiber((fiber): Effect.Effect<void> => {
+      const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
       if (r.settled) return Effect.void
       r.settled = true
       st.reserved -= r.cost
@@ -732,7 +733,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       if (st.used !== undefined) st.used += committed
       if (key !== undefined) key.used += committed
       if (st.inflight !== undefined) st.commitsDuringFetch += committed
-      const events = emit(thresholdEvents(now))
+      const crossed = thresholdEvents(now)
+      const events = crossed.length === 0 ? Effect.void : emit(crossed)
       // A fallback reservation spent while Redis was away: if it is back, count the credits there too
       // (a commit of an id Redis does not hold adds to `used`; best effort, the next refresh corrects it).
       return shared !== undefined && sharedUp()
@@ -742,7 +744,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   /** Reservations in this process's memory: the memory mode, and the Redis fallback. */
   const reserveLocal = (cost: number, keyId: string | undefined): Effect.Effect<Reservation, QuotaGuardError> =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    Effect.withFiber((fiber) => {
+      const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
       const out: Array<QuotaEvent> = []
       const rolled = rolloverStep(now, out)
       const decision = ((): QuotaGuardErrorReason | undefined => {
@@ -804,7 +807,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         })
       }
       if (rolled) result = Effect.andThen(Effect.asVoid(startFetch), result)
-      return Effect.andThen(emit(out), result)
+      return out.length === 0 ? result : Effect.andThen(emit(out), result)
     })
 
   /** Redis unreachable: `fail-closed` refuses the call, `local-fallback` reserves locally. */
@@ -977,25 +980,35 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     effect: Effect.Effect<A, E, R>,
     options?: GuardOptions<A>
   ): Effect.Effect<A, E | QuotaGuardError, R> => {
-    const tapped = Effect.tapError(effect, (e) =>
-      isElevenLabsError(e) && e.reason._tag === "QuotaExceeded" ? markExhausted(e.reason) : Effect.void
-    )
-    // Settled in a finalizer: once the call succeeded its credits are spent,
-    // even if the caller is interrupted right after.
-    const settled = (reservation: Reservation) =>
-      Effect.onExit((exit: Exit.Exit<A, E>) =>
-        Exit.isSuccess(exit) ? reservation.commit(actualOf(options?.actualCost, exit.value)) : reservation.release
-      )
     // Redis reservations live in a scope (their lease); they take the general path.
     if (shared !== undefined) {
+      const tapped = Effect.tapError(effect, (e) =>
+        isElevenLabsError(e) && e.reason._tag === "QuotaExceeded" ? markExhausted(e.reason) : Effect.void
+      )
+      // Settled in a finalizer: once the call succeeded its credits are spent,
+      // even if the caller is interrupted right after.
+      const settled = (reservation: Reservation) =>
+        Effect.onExit((exit: Exit.Exit<A, E>) =>
+          Exit.isSuccess(exit) ? reservation.commit(actualOf(options?.actualCost, exit.value)) : reservation.release
+        )
       return Effect.scoped(Effect.flatMap(reserve(cost, options), (reservation) => tapped.pipe(settled(reservation))))
     }
     // In memory no scope is needed: the reservation is taken and settled under one mask, which is
     // what `acquireRelease` in a `scoped` would do, at a fraction of the cost on every call.
+    // Settled in the exit frame (once the call succeeded its credits are spent, even if the caller is
+    // interrupted right after); the `quota_exceeded` mark is taken in the same frame as the release.
     return beforeReserving(
       cost,
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(reserveLocal(cost, options?.keyId), (reservation) => restore(tapped).pipe(settled(reservation)))
+        Effect.flatMap(reserveLocal(cost, options?.keyId), (reservation) =>
+          Effect.onExit(restore(effect), (exit: Exit.Exit<A, E>) => {
+            if (Exit.isSuccess(exit)) return reservation.commit(actualOf(options?.actualCost, exit.value))
+            const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
+            const error = failure?._tag === "Fail" ? failure.error : undefined
+            return isElevenLabsError(error) && error.reason._tag === "QuotaExceeded"
+              ? Effect.andThen(markExhausted(error.reason), reservation.release)
+              : reservation.release
+          }))
       )
     )
   }

@@ -40,11 +40,13 @@
  * @since 0.1.0
  */
 import { Config, Duration, Effect, FileSystem, Option, Redacted, Result, Schema, SchemaAST, SchemaIssue } from "effect"
+import { closest } from "../internal/Closest.ts"
 import * as Jitter from "./Jitter.ts"
 import {
   acceptedPlanTableNames,
   type AcceptedPlanTableName,
   deprecatedPlanTableNames,
+  isDeprecatedPlanTableName,
   limitsOf,
   type PlanLimits,
   type PlanName,
@@ -475,29 +477,11 @@ const knownKeysAt = (ast: SchemaAST.AST, path: ReadonlyArray<PropertyKey>): Arra
   return field === undefined ? [] : knownKeysAt(field.type, path.slice(1))
 }
 
-const distance = (a: string, b: string): number => {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j)
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0]!
-    row[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const here = row[j]!
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1))
-      prev = here
-    }
-  }
-  return row[b.length]!
-}
-
 const unknownKeyFix = (path: ReadonlyArray<PropertyKey>): string => {
   const known = knownKeysAt(ResilienceConfig.ast, path.slice(0, -1))
-  const key = String(path[path.length - 1])
-  const nearest = known
-    .map((k) => ({ k, d: distance(key, k) }))
-    .filter(({ d, k }) => d <= Math.max(2, Math.floor(k.length / 3)))
-    .sort((x, y) => x.d - y.d)[0]
+  const nearest = closest(String(path[path.length - 1]), known)
   return nearest !== undefined
-    ? `did you mean "${nearest.k}"? (accepted here: ${known.join(", ")})`
+    ? `did you mean "${nearest}"? (accepted here: ${known.join(", ")})`
     : `remove it; accepted here: ${known.join(", ")}`
 }
 
@@ -571,7 +555,7 @@ export const check = (config: ResilienceConfig, options?: CheckOptions | undefin
     err("concurrency.decreaseFactor", `decreaseFactor (${decrease}) must be in (0, 1)`, "use e.g. 0.9 (shrink by 10 %)")
   }
   const plan = c.plan ?? defaults.concurrency.plan
-  if (c.planTable === "seeds" || c.planTable === "docs") {
+  if (c.planTable !== undefined && isDeprecatedPlanTableName(c.planTable)) {
     const current = deprecatedPlanTableNames[c.planTable]
     warn(
       "concurrency.planTable",

@@ -61,7 +61,7 @@
 import { Context, Effect, Layer, Stream } from "effect"
 import type { HttpClient } from "effect/http"
 import * as Client from "../client/ElevenLabs.ts"
-import type { ElevenLabsError, InvalidRequest } from "../client/Errors.ts"
+import { ElevenLabsError, InvalidRequest } from "../client/Errors.ts"
 import { defaultOutputFormat, defaultTtsModel } from "../client/Models.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as Validation from "../client/Validation.ts"
@@ -126,6 +126,16 @@ const markMeta = <A extends { readonly meta: ResponseMeta }>(a: A, meta: Partial
  * caches live as long as it).
  */
 export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
+  // A base URL that is not one would throw a TypeError in the pipeline (it reads the host for spans).
+  if (options.baseUrl !== undefined && !URL.canParse(options.baseUrl)) {
+    return yield* new ElevenLabsError({
+      reason: new InvalidRequest({
+        operation: "startup",
+        field: "baseUrl",
+        message: `baseUrl "${options.baseUrl}" is not a URL; give an absolute URL such as ${Client.defaultBaseUrl}`
+      })
+    })
+  }
   const raw = yield* Client.make({
     apiKey: options.apiKey,
     baseUrl: options.baseUrl,
@@ -313,11 +323,12 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
  * building the layer fails with an `ElevenLabsError` of reason
  * `SharedStateUnavailable` (operation `"startup"`); the process does not start
  * in the trouble mode; the same reason, naming `npm install redis`, when the
- * optional peer dependency `redis` is not installed. Without `redis` the
- * layer cannot fail.
+ * optional peer dependency `redis` is not installed. A `baseUrl` that is not
+ * a URL fails it with `InvalidRequest` (operation `"startup"`, field
+ * `baseUrl`). Without `redis` and `baseUrl` the layer cannot fail.
  */
 export function layer(
-  options: ResilientOptions & { readonly redis?: undefined }
+  options: ResilientOptions & { readonly redis?: undefined; readonly baseUrl?: undefined }
 ): Layer.Layer<Client.ElevenLabs | ResilienceService, never, HttpClient.HttpClient>
 export function layer(
   options: ResilientOptions

@@ -59,6 +59,13 @@ export interface RetryBudgetService {
   /** Ends a call counted by `request`: it keeps counting for one window from now. */
   readonly settle: Effect.Effect<void>
   /**
+   * {@link RetryBudgetService.request} and {@link RetryBudgetService.settle} as plain functions (`settle` takes
+   * the clock's time), for a caller that already holds a mask and a clock: the retry policy uses them when
+   * present, to count a call without two effects per call.
+   */
+  readonly requestUnsafe?: (() => void) | undefined
+  readonly settleUnsafe?: ((now: number) => void) | undefined
+  /**
    * Asks for one retry. On `true` the retry is counted and in flight until
    * `release` is run; on `false` nothing is counted (and the refusal is).
    */
@@ -127,15 +134,21 @@ export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudgetService => 
     retries.prune(now - windowMillis)
   }
 
+  const settleUnsafe = (now: number): void => {
+    prune(now)
+    running = Math.max(0, running - 1)
+    requests.add(now)
+  }
+
   return {
     request: Effect.sync(() => {
       running++
     }),
-    settle: Effect.map(Clock.currentTimeMillis, (now) => {
-      prune(now)
-      running = Math.max(0, running - 1)
-      requests.add(now)
-    }),
+    settle: Effect.map(Clock.currentTimeMillis, (now) => settleUnsafe(now)),
+    requestUnsafe: () => {
+      running++
+    },
+    settleUnsafe,
     acquire: Effect.map(Clock.currentTimeMillis, (now) => {
       prune(now)
       const allowance = ratio * (running + requests.size)

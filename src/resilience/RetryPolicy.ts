@@ -313,13 +313,34 @@ export const retry = (options?: RetryOptions) => {
   return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
     // The first attempt runs outside the loop and its state: most calls succeed at once, and
     // their cost is one provide and one catch. Only a failed `ElevenLabsError` enters the loop.
+    // The first attempt's `CurrentAttempt` is the default one unless an outer retry set another: only then is
+    // it provided (an overlay per call otherwise, held for as long as the attempt waits).
+    const first = Effect.withFiber<A, E, R>((fiber) => {
+      const outer = fiber.getRef(CurrentAttempt)
+      return outer.attempt === 1 && outer.previous === undefined ? self : Effect.provideService(self, CurrentAttempt, firstAttempt)
+    })
     const retried = Effect.catch(
-      Effect.provideService(self, CurrentAttempt, firstAttempt),
+      first,
       (failure) => isElevenLabsError(failure) ? retryAfter(self, failure as ElevenLabsError) : Effect.fail(failure)
     )
     // The call counts as a request of the budget while it runs and for one window after it ends.
-    return budget === undefined ? retried : Effect.uninterruptibleMask((restore) =>
-      Effect.andThen(budget.request, Effect.ensuring(restore(retried), budget.settle))
+    if (budget === undefined) return retried
+    const { requestUnsafe, settleUnsafe } = budget
+    if (requestUnsafe === undefined || settleUnsafe === undefined) {
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.andThen(budget.request, Effect.ensuring(restore(retried), budget.settle))
+      )
+    }
+    // Counted and settled without an effect each: under the mask, with the fiber's clock.
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.withFiber((fiber) => {
+        const clock = fiber.getRef(Clock.Clock)
+        requestUnsafe()
+        return Effect.onExit(restore(retried), () => {
+          settleUnsafe(clock.currentTimeMillisUnsafe())
+          return Effect.void
+        })
+      })
     )
   }
 

@@ -346,7 +346,8 @@ export const makeResilient = (hooks?: ResilientHooks | undefined): Strategy => (
   make: (context) =>
     Effect.gen(function*() {
       const options = yield* Effect.try({ try: () => resilientOptionsOf(context), catch: (e) => e }).pipe(Effect.orDie)
-      const { resilience, service } = yield* Resilient.make(options)
+      // The run's base URL is the simulator's or one the CLI checked: a bad one is a bug here.
+      const { resilience, service } = yield* Resilient.make(options).pipe(Effect.orDie)
       if (hooks?.onStack !== undefined) yield* hooks.onStack(resilience, context.pool)
       const { recorder } = context
       const retries = yield* PubSub.subscribe(resilience.retries)

@@ -293,15 +293,21 @@ export const renderShared = (format: string, seconds: number): Uint8Array => {
   return shared.bytes.subarray(0, length)
 }
 
+/** How many leading bytes of an upload {@link estimateSeconds} reads. */
+export const estimateHeadBytes = 8192
+
 /**
  * A rough duration of uploaded audio, for speech to text: the WAV header when
  * there is one, the first MPEG frame's bitrate for MP3, else 16 kHz s16le.
+ * Reads only the first {@link estimateHeadBytes} of `bytes`; `length` is the
+ * whole file's size (default: `bytes.length`), so the head of a large upload
+ * is enough.
  */
-export const estimateSeconds = (bytes: Uint8Array): number => {
+export const estimateSeconds = (bytes: Uint8Array, length: number = bytes.length): number => {
   if (bytes.length >= 44 && bytes[0] === 0x52 && bytes[1] === 0x49 && bytes[2] === 0x46 && bytes[3] === 0x46) {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
     const byteRate = view.getUint32(28, true)
-    return byteRate > 0 ? (bytes.length - 44) / byteRate : 0
+    return byteRate > 0 ? (length - 44) / byteRate : 0
   }
   const sync = bytes.findIndex((b, i) => b === 0xff && ((bytes[i + 1] ?? 0) & 0xe0) === 0xe0)
   if (sync >= 0 && sync < 4096) {
@@ -309,9 +315,9 @@ export const estimateSeconds = (bytes: Uint8Array): number => {
     const b2 = bytes[sync + 2] ?? 0
     const isV1 = (b1 & 0x18) === 0x18
     const kbps = (isV1 ? mpeg1Bitrates : mpeg2Bitrates)[b2 >> 4] ?? 128
-    if (kbps > 0) return (bytes.length * 8) / (kbps * 1000)
+    if (kbps > 0) return (length * 8) / (kbps * 1000)
   }
-  return bytes.length / 32000
+  return length / 32000
 }
 
 /** Splits bytes into `count` nearly equal chunks (at least one byte each). */

@@ -18,9 +18,9 @@
  *   with a `TransportError` reason; a hang never answers (until interrupted);
  *   a stream cut makes reading the body fail half-way.
  * - Request bodies follow the model's size rule, as on the server face: a
- *   body in memory past its limit is answered `413` at once; a streamed or
- *   form-data body is counted as it is read and refused once past the limit
- *   (a declared `content-length` past it is refused before reading).
+ *   body in memory past its limit is answered `413` at once (form data once
+ *   encoded); a streamed body is counted as it is read and refused once past
+ *   the limit (a declared `content-length` past it is refused before reading).
  * - Relative URLs (`/v1/models`) are resolved against `baseUrl`
  *   (default `http://elevenlabs.simulator`), so a client configured with any
  *   base URL works unchanged.
@@ -153,8 +153,8 @@ const isOutcome = (u: Incoming): u is Simulator.Outcome => "_tag" in u
  * ({@link Simulator.Service.checkBody}, {@link Simulator.Service.readBody}), so
  * a body past its limit gets the same `413` as from the server face. JSON, text
  * and empty bodies go as a light object (the body decoded once, up front); form
- * data and streamed bodies are read while counting, then handed over as a Web
- * `Request`, which parses them.
+ * data (encoded, then measured) and streamed bodies (read while counting) are
+ * handed over as a Web `Request`, which parses them.
  */
 const incoming = (
   simulator: Simulator.Service,
@@ -199,23 +199,14 @@ const incoming = (
       Effect.map((read) => read._tag === "Refused" ? read.outcome : toRequest(read.bytes, { url: head.url, headers }))
     )
   }
-  if (body._tag === "FormData") {
-    // Its parts are in memory already: their sizes, a lower bound of the encoded body, refuse
-    // an upload past the limit before it is encoded; the encoded length is then checked exactly.
-    const multipart: Simulator.BodyHead = {
-      ...head,
-      headers: { get: (name) => name.toLowerCase() === "content-type" ? "multipart/form-data" : head.headers.get(name) }
-    }
-    const refused = simulator.checkBody(multipart, formDataSize(body.formData))
-    if (refused !== undefined) return refused
-  }
   return HttpClientRequest.toWeb(HttpClientRequest.setUrl(request, head.url)).pipe(
     Effect.mapError((cause) => failed(cause, "Cannot build the request", true)),
     Effect.flatMap((web): Effect.Effect<Incoming, HttpClientError.HttpClientError> => {
       const stream = web.body
       if (stream === null) return Effect.succeed(web)
       if (body._tag === "FormData") {
-        // Read whole (a reader stopping early makes undici's form encoder throw); bounded by the check above.
+        // Encoded whole (a reader stopping early makes undici's form encoder throw), then measured:
+        // the caller holds the parts in memory already, so there is nothing to guard before.
         return Effect.tryPromise({
           try: () => web.arrayBuffer(),
           catch: (cause) => failed(cause, "Cannot encode the form data", true)
@@ -233,17 +224,6 @@ const incoming = (
     })
   )
 }
-
-/** The bytes of a form's names and values: a lower bound of its multipart encoding. */
-const formDataSize = (form: FormData): number => {
-  let size = 0
-  form.forEach((value, name) => {
-    size += encoder.encode(name).byteLength + (typeof value === "string" ? encoder.encode(value).byteLength : value.size)
-  })
-  return size
-}
-
-const encoder = new TextEncoder()
 
 /** Options of the in-process face. */
 export interface Options {

@@ -95,12 +95,13 @@ export const handler = (simulator: Simulator.Service) => (request: HttpServerReq
     }
     // A Web Request is built only for multipart bodies (binary, parsed by formData); the rest
     // go as the model's light text request over the Node headers, which saves the harness a
-    // Headers copy and a body stream per request.
+    // Headers copy and a body stream per request. The multipart body goes as a stream of the
+    // bytes read: a Web Request copies a byte array it is given (one copy of an upload fewer).
     const incoming: Simulator.IncomingRequest = isMultipart
       ? new Request(url, {
         method,
         headers: node.headers as Record<string, string>,
-        ...(raw === undefined ? {} : { body: raw })
+        ...(raw === undefined ? {} : { body: streamOf(raw), duplex: "half" } as RequestInit)
       })
       : Simulator.textRequest({
         method,
@@ -141,6 +142,15 @@ const respond = (request: HttpServerRequest.HttpServerRequest, outcome: Simulato
   })
 
 const decoder = new TextDecoder()
+
+/** A body stream of one chunk, `bytes` itself (not a copy). */
+const streamOf = (bytes: Uint8Array): ReadableStream<Uint8Array> =>
+  new ReadableStream({
+    start(controller) {
+      controller.enqueue(bytes)
+      controller.close()
+    }
+  })
 
 const headerValue = (value: string | ReadonlyArray<string> | undefined): string | null =>
   value === undefined ? null : typeof value === "string" ? value : value.join(", ")

@@ -285,6 +285,44 @@ export const setQuotaUsed = (percentage: number): Effect.Effect<void> =>
 // `context` is the one the stack was built in (`yield* Effect.context()`), so the same metric registry is
 // used as by the effectful setters above.
 
+/** {@link recordRequest}, synchronously. */
+export const recordRequestUnsafe = (
+  options: {
+    readonly operation: string
+    readonly pool: Pool
+    readonly model: string
+    readonly status: RequestStatus
+    readonly durationSeconds: number
+  },
+  context: Context.Context<never>
+): void => {
+  requestsOf(options.operation, options.pool, options.model, options.status).updateUnsafe(1, context)
+  requestDurationOf(options.operation, options.pool, options.model).updateUnsafe(
+    nonNegative(options.durationSeconds),
+    context
+  )
+}
+
+/** {@link recordError}, synchronously. */
+export const recordErrorUnsafe = (
+  options: { readonly reason: string; readonly pool: Pool },
+  context: Context.Context<never>
+): void => errorsOf(options.reason, options.pool).updateUnsafe(1, context)
+
+/** {@link recordRetry}, synchronously. */
+export const recordRetryUnsafe = (
+  options: { readonly reason: string; readonly pool: Pool },
+  context: Context.Context<never>
+): void => retriesOf(options.reason, options.pool).updateUnsafe(1, context)
+
+/** {@link recordCharacters}, synchronously. */
+export const recordCharactersUnsafe = (model: string, n: number, context: Context.Context<never>): void =>
+  charactersOf(model).updateUnsafe(nonNegative(n), context)
+
+/** {@link recordAudioSeconds}, synchronously. */
+export const recordAudioSecondsUnsafe = (model: string, seconds: number, context: Context.Context<never>): void =>
+  audioSecondsOf(model).updateUnsafe(nonNegative(seconds), context)
+
 /** {@link setConcurrent}, synchronously. */
 export const setConcurrentUnsafe = (pool: Pool, n: number, context: Context.Context<never>): void =>
   concurrentOf(pool).updateUnsafe(nonNegative(n), context)

@@ -7,11 +7,13 @@
  * - `--help` says the default of every flag; `simulate` and `load-test`
  *   default to the `resilient` strategy.
  * - A mistake (a wrong flag type, an unknown flag, an unknown plan, model or
- *   voice, a bad path, a bad config file, a port in use) is ONE line on
- *   standard error, exit code 1, no stack trace, no help.
+ *   voice, a number out of range, a bad path, URL or config file, a port in
+ *   use, an unreachable Redis) is ONE line on standard error naming the flag,
+ *   exit code 1, no stack trace, no help.
+ * - `--log-level` holds even where a command is quiet by default.
  * - `--config` is the config flag's name everywhere (`--config-file` is an
  *   alias of `validate-config`); the renamed plan tables and strategy keep
- *   their old names as aliases.
+ *   their old names as aliases, which `--help` no longer offers.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -85,6 +87,19 @@ describe("--json: exactly one JSON document on standard output", () => {
     }), { timeout: 120_000 })
 })
 
+describe("--log-level", () => {
+  it.live("is honoured by the commands that are quiet by default (their retries go to standard error)", () =>
+    Effect.gen(function*() {
+      const args = ["load-test", "--json", "--requests", "6", "--chars", "20", "--model", "eleven_flash_v2_5", "--failure-rate", "0.3"]
+      const [quiet, debug] = yield* cliAll([args, [...args, "--log-level", "debug"]])
+      assert.strictEqual(quiet!.stderr, "")
+      assert.strictEqual(debug!.code, 0, debug!.stderr)
+      assert.match(debug!.stderr, /DEBUG .*elevenlabs retry/)
+      // Logs on standard error only: standard output is still one JSON document.
+      assert.strictEqual((JSON.parse(debug!.stdout) as { requests: number }).requests, 6)
+    }), { timeout: 120_000 })
+})
+
 describe("defaults", () => {
   it.live("--help says the default of every flag of every command", () =>
     Effect.gen(function*() {
@@ -100,8 +115,13 @@ describe("defaults", () => {
       const [, , , loadTest, simulator, simulate, , validate] = helps
       assert.match(simulate!.stdout, /--strategy string .*\(default: resilient\)/)
       assert.match(loadTest!.stdout, /--strategy string .*\(default: resilient\)/)
-      assert.match(simulator!.stdout, /--plan-table choice .*\(default: deployment-guide\)/)
+      assert.match(simulator!.stdout, /--plan-table string .*\(default: deployment-guide\)/)
       assert.match(validate!.stdout, /--config, --config-file string/)
+      // The old names still work (below) but are not offered.
+      for (const help of helps) assert.notMatch(help.stdout, /seed-template|seeds|\bdocs\b(?!\/)|old name/, help.args[0])
+      // A diurnal load test fits the real-time cap by default, and its help says so.
+      assert.match(loadTest!.stdout, /--duration string .*diurnal 10 min/)
+      assert.match(simulator!.stdout, /--max-upload-bytes integer .*\(default: 104857600 \(100 MiB\)\)/)
     }), { timeout: 120_000 })
 
   it.live("simulate rehearses the resilient stack unless told otherwise; naive is asked for by name", () =>
@@ -163,7 +183,7 @@ describe("a mistake is one line on standard error, exit 1, no stack trace, no he
       for (const [ran, command] of plans.slice(0, 4).map((r, i) => [r!, ["simulate", "load-test", "capacity", "demo"][i]!] as const)) {
         assertRefused(ran, `${command}: --plan must be one of free, starter, creator, pro, scale, business; got "gold"`)
       }
-      assertRefused(plans[4]!, /^simulator: --plan-table: "docs-page" is not valid \(expected "deployment-guide" \| "models-page"/)
+      assertRefused(plans[4]!, /^simulator: --plan-table must be one of deployment-guide, models-page; got "docs-page"/)
     }), { timeout: 120_000 })
 
   it.live("against a target given by --base-url, the target is asked: its model list and its voices", () =>
@@ -224,6 +244,62 @@ describe("a mistake is one line on standard error, exit 1, no stack trace, no he
       )
       assertRefused(capacity!, `capacity: --config: ${s.invalid}: retyr: unknown key`)
       assertRefused(smoke!, /^smoke: FAIL config: retyr: unknown key \(fix: did you mean "retry"/)
+    }), { timeout: 120_000 })
+
+  it.live("numbers out of range name their flag (not the library's option name)", () =>
+    Effect.gen(function*() {
+      const runs = yield* cliAll([
+        ["simulate", "--requests", "-5"],
+        ["simulate", "--rps", "0"],
+        ["load-test", "--bursts", "0", "--pattern", "burst"],
+        ["capacity", "--chars", "-1"],
+        ["capacity", "--failure-rate", "2"],
+        ["capacity", "--max-streams", "0"]
+      ])
+      const [requests, rps, bursts, chars, rate, streams] = runs
+      assertRefused(requests!, "simulate: --requests must be a positive integer, got -5")
+      assertRefused(rps!, "simulate: --rps must be a positive number, got 0")
+      assertRefused(bursts!, "load-test: --bursts must be a positive integer, got 0")
+      assertRefused(chars!, "capacity: --chars must be within 1..10000, got -1")
+      assertRefused(rate!, "capacity: --failure-rate must be within 0..1, got 2")
+      assertRefused(streams!, "capacity: --max-streams must be a positive integer, got 0")
+    }), { timeout: 120_000 })
+
+  it.live("URLs are checked before the run: --redis-url, --base-url (load-test and smoke); no stack trace", () =>
+    Effect.gen(function*() {
+      const s = scratch()
+      const runs = yield* cliAll([
+        ["load-test", "--redis-url", "nope", "--requests", "2"],
+        ["load-test", "--redis-url", "nope", "--requests", "2", "--processes", "2"],
+        ["load-test", "--redis-url", "http://user:hunter2@cache", "--requests", "2"],
+        ["load-test", "--base-url", "nope", "--api-key", "k", "--requests", "2"],
+        ["smoke", "--base-url", "nope"],
+        ["smoke", "--simulator", "--base-url", "nope"],
+        ["smoke", "--config", s.dir]
+      ])
+      const [redis, redisProcesses, redisScheme, baseUrl, smoke, smokeSimulator, smokeConfig] = runs
+      const redisLine = `load-test: --redis-url must be a redis or rediss URL such as redis://127.0.0.1:6379; got "nope"`
+      assertRefused(redis!, redisLine)
+      assertRefused(redisProcesses!, redisLine)
+      assert.notInclude(assertRefused(redisScheme!, /^load-test: --redis-url must be a redis or rediss URL/), "hunter2")
+      assertRefused(baseUrl!, `load-test: --base-url must be a http or https URL such as https://api.elevenlabs.io; got "nope"`)
+      // smoke's contract: one FAIL line.
+      for (const ran of [smoke!, smokeSimulator!]) assertRefused(ran, `smoke: FAIL --base-url must be a http or https URL`)
+      assertRefused(smokeConfig!, `smoke: FAIL --config: ${s.dir} is a directory; give the path of a JSON file`)
+    }), { timeout: 120_000 })
+
+  it.live("an unreachable Redis: its address and the error code, never the password, and what to do (also from a worker)", () =>
+    Effect.gen(function*() {
+      // Port 1 on loopback: nothing listens there.
+      const url = "redis://user:hunter2@127.0.0.1:1"
+      const [one, two] = yield* cliAll([
+        ["load-test", "--redis-url", url, "--requests", "2"],
+        ["load-test", "--redis-url", url, "--requests", "2", "--processes", "2"]
+      ])
+      const message = "cannot connect to Redis at 127.0.0.1:1 (ECONNREFUSED): nothing listens there; start redis-server or fix --redis-url"
+      assert.strictEqual(assertRefused(one!, `load-test: ${message}`), `load-test: ${message}`)
+      assertRefused(two!, new RegExp(`^load-test: worker [12] of 2 failed \\(exit code 1\\): ${message.replace(/[()]/g, "\\$&")}$`))
+      for (const ran of [one!, two!]) assert.notInclude(ran.stderr, "hunter2")
     }), { timeout: 120_000 })
 
   it.live("a port in use: simulator --port and demo --metrics-port", () =>

@@ -5,17 +5,16 @@ import * as CliFailure from "../../src/cli/CliFailure.ts"
 const errno = (code: string, message = `${code}: something`) => Object.assign(new Error(message), { code })
 
 describe("CliFailure", () => {
-  it.effect("a typed error: tag, kind, and one line `<command>: <message>`", () =>
+  it.effect("a typed error: tag and one line `<command>: <message>`", () =>
     Effect.gen(function*() {
-      const failure = yield* Effect.flip(CliFailure.make("alerts", "FileProblem", "--out: cannot write x;\n  choose another path"))
+      const failure = yield* Effect.flip(CliFailure.make("alerts", "--out: cannot write x;\n  choose another path"))
       assert.strictEqual(failure._tag, "CliFailure")
-      assert.strictEqual(failure.kind, "FileProblem")
       assert.isTrue(CliFailure.isCliFailure(failure))
       assert.strictEqual(failure.line, "alerts: --out: cannot write x; choose another path")
-      const mapped = CliFailure.from("simulate", "InvalidFlag")({ message: "--plan must be one of free" })
-      assert.deepStrictEqual([mapped.command, mapped.kind, mapped.line], ["simulate", "InvalidFlag", "simulate: --plan must be one of free"])
-      // A CliFailure passes through `from` unchanged (its kind is kept).
-      assert.strictEqual(CliFailure.from("simulate", "InvalidFlag")(failure), failure)
+      const mapped = CliFailure.from("simulate")({ message: "--plan must be one of free" })
+      assert.deepStrictEqual([mapped.command, mapped.line], ["simulate", "simulate: --plan must be one of free"])
+      // A CliFailure passes through `from` unchanged (its command is kept).
+      assert.strictEqual(CliFailure.from("simulate")(failure), failure)
     }))
 
   it("errnoOf finds the code on the error or down its causes", () => {
@@ -39,7 +38,6 @@ describe("CliFailure", () => {
     )
     assert.match(CliFailure.fileProblem("/f/x", "read", errno("ENOTDIR")), /a part of the path is a file, not a directory/)
     const failure = CliFailure.fileFailure("demo", "--html", "/no/dir/r.html", "write", errno("ENOENT"))
-    assert.strictEqual(failure.kind, "FileProblem")
     assert.match(failure.line, /^demo: --html: cannot write \/no\/dir\/r\.html: the directory \/no\/dir does not exist/)
   })
 
@@ -56,6 +54,21 @@ describe("CliFailure", () => {
       "cannot serve x on 127.0.0.1:0 (listen EMFILE: x); stop what holds it and retry"
     )
     const failure = CliFailure.listenFailure("simulator", "the simulator", "127.0.0.1", 1, "--port", serveError("EADDRINUSE"))
-    assert.strictEqual(failure.kind, "PortUnavailable")
+    assert.match(failure.line, /^simulator: cannot serve the simulator on 127\.0\.0\.1:1: the port is in use/)
+  })
+
+  it("redis problems: the address and the error code, never the password, and what to do", () => {
+    const url = "redis://user:hunter2@cache.internal:6380"
+    const redisError = (cause: unknown) => ({ _tag: "RedisError", message: "", cause })
+    assert.strictEqual(CliFailure.redisAddress(url), "cache.internal:6380")
+    assert.strictEqual(CliFailure.redisAddress("redis://localhost"), "localhost:6379")
+    assert.strictEqual(
+      CliFailure.redisProblem(url, "--redis-url", redisError(errno("ECONNREFUSED"))),
+      "cannot connect to Redis at cache.internal:6380 (ECONNREFUSED): nothing listens there; start redis-server or fix --redis-url"
+    )
+    assert.match(CliFailure.redisProblem(url, "--redis-url", redisError(errno("ENOTFOUND"))), /\(ENOTFOUND\): no such host; fix --redis-url$/)
+    // No code: node-redis's own message, with the password masked.
+    const auth = CliFailure.redisProblem(url, "--redis-url", redisError(new Error("WRONGPASS for hunter2")))
+    assert.strictEqual(auth, "cannot use Redis at cache.internal:6380 (WRONGPASS for ***); check that redis-server runs there and --redis-url")
   })
 })

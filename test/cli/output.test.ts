@@ -34,7 +34,7 @@ describe("output", () => {
   })
 
   it("what a failure prints: a CliFailure its line; help and parse errors nothing more (already presented)", () => {
-    assert.strictEqual(Output.failureText(CliFailure.make("alerts", "FileProblem", "--out: x")), "alerts: --out: x")
+    assert.strictEqual(Output.failureText(CliFailure.make("alerts", "--out: x")), "alerts: --out: x")
     assert.isUndefined(Output.failureText(new CliError.ShowHelp({ commandPath: ["elevenlabs-resilience"], errors: [] })))
     assert.isUndefined(Output.failureText(new Output.Reported()))
     assert.strictEqual(Output.failureText(new Error("boom\n  at x")), "elevenlabs-resilience: boom at x")
@@ -42,7 +42,7 @@ describe("output", () => {
 
   it.effect("reportFailures: exit 1 without a second report; an interruption stays one (exit 130)", () =>
     Effect.gen(function*() {
-      const failed = yield* Effect.exit(Output.reportFailures(Effect.fail(CliFailure.make("x", "InvalidFlag", "bad"))))
+      const failed = yield* Effect.exit(Output.reportFailures(Effect.fail(CliFailure.make("x", "bad"))))
       assert.isTrue(Exit.isFailure(failed))
       const error = Exit.isFailure(failed) ? Cause.squash(failed.cause) : undefined
       assert.instanceOf(error, Output.Reported)

@@ -6,7 +6,16 @@
  * from the registry, and checks:
  *
  * - one copy of `effect` in the app (two copies break Effect's types and
- *   runtime checks), and no optional peer installed (`@effect/opentelemetry`);
+ *   runtime checks), and the packed `package.json` keeps `effect` and
+ *   `@effect/platform-node` in `peerDependencies`, out of `dependencies` (npm
+ *   would dedupe a caret dependency today, and install a second copy the day
+ *   the app's version falls outside it);
+ * - no optional OpenTelemetry peer installed (`@effect/opentelemetry`). `redis`
+ *   is installed anyway, and the test says so: `@effect/platform-node`
+ *   declares it a required peer, and npm installs required peers. That cannot
+ *   be avoided while this library depends on `@effect/platform-node`; it is
+ *   never loaded unless a Redis layer is built (checked below with it
+ *   unresolvable);
  * - the published files: `dist`, `bin`, `src` (for the source and declaration
  *   maps), `docs`, `README.md`, `package.json`; no tests;
  * - every subpath export and the CLI load with the optional peers (`redis`,
@@ -17,8 +26,11 @@
  *   `<!-- consumer-test: sdk`), extracted verbatim, typecheck under a strict
  *   tsconfig and run (Node strips the types) against the simulator.
  *
- * One install (20-60 s; tarballs come from the npm cache when they are there)
- * is shared by every test.
+ * Slow, and it needs the registry at least once: about 30 s with a warm npm
+ * cache, 2-3 minutes with a cold one, most of it in `beforeAll` (`npm pack`
+ * with a `tsc` build, an install that includes TypeScript and the ElevenLabs
+ * SDK). Tarballs and the version lists come from the npm cache when they are
+ * there (`--prefer-offline`). One install is shared by every test.
  */
 import { afterAll, assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Exit, Scope } from "effect"
@@ -95,7 +107,7 @@ const ok = async (command: string, args: ReadonlyArray<string>, cwd: string, env
 
 /** The newest published version matching `range` (`npm view` lists every match). */
 const newest = async (name: string, range: string): Promise<string> => {
-  const { stdout } = await ok("npm", ["view", `${name}@${range}`, "version", "--json"], tmpdir())
+  const { stdout } = await ok("npm", ["view", "--prefer-offline", `${name}@${range}`, "version", "--json"], tmpdir())
   const versions = [JSON.parse(stdout) as string | ReadonlyArray<string>].flat()
   const key = (v: string) => v.split(/[.+-]/).slice(0, 3).map((n) => n.padStart(6, "0")).join(".")
   const sorted = [...versions].sort((a, b) => key(a).localeCompare(key(b)))
@@ -262,14 +274,27 @@ const runProgram = (file: string, nodeArgs: ReadonlyArray<string> = [], args: Re
   )
 
 describe("consumer app", () => {
-  it("has one copy of effect (the newest 4.x) and no optional peer installed", () => {
+  it("has one copy of effect (the newest 4.x), shared as a peer; no optional OpenTelemetry peer installed", () => {
     const copies = copiesOf("effect", app)
     assert.deepStrictEqual(copies, [join(app, "node_modules", "effect")], `copies of effect: ${copies.join(", ")}`)
     const version = (JSON.parse(readFileSync(join(copies[0] ?? "", "package.json"), "utf8")) as { version: string })
       .version
     assert.strictEqual(version, effectVersion)
+    // One copy by declaration, not by npm's deduping: peers, never dependencies.
+    const packed = JSON.parse(readFileSync(join(installed, "package.json"), "utf8")) as {
+      readonly dependencies?: Record<string, string>
+      readonly peerDependencies?: Record<string, string>
+    }
+    for (const name of ["effect", "@effect/platform-node"]) {
+      assert.property(packed.peerDependencies ?? {}, name, `${name} is not a peer dependency`)
+      assert.notProperty(packed.dependencies ?? {}, name, `${name} is a dependency`)
+    }
     assert.deepStrictEqual(copiesOf("@effect/opentelemetry", app), [])
     assert.isFalse(existsSync(join(app, "node_modules", "@opentelemetry")))
+    // redis is there although the app does not use it: @effect/platform-node requires it as a peer
+    // and npm installs required peers. It cannot be left out while this library depends on
+    // @effect/platform-node; it is loaded only by a Redis layer (the next test makes it unresolvable).
+    assert.isNotEmpty(copiesOf("redis", app), "redis is no longer installed: update this test and the README")
   })
 
   it("gets the published files: dist, bin, src, docs, README, package.json; no tests", () => {

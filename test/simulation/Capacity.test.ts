@@ -76,8 +76,13 @@ describe("Capacity", () => {
       assert.include(plan.message, "--plan must be one of free, starter, creator, pro, scale, business; got \"gold\"")
       const target = yield* Effect.flip(CapacityCli.toOptions({ ...input, targetP95: "fast" }, undefined))
       assert.include(target.message, "--target-p95 must be a number of seconds")
-      const chars = yield* Effect.flip(CapacityCli.toOptions({ ...input, chars: 0 }, undefined))
-      assert.include(chars.message, "chars must be an integer within 1..10000")
+      // Each refusal names its flag (the library's own messages name its options).
+      const refused = (patch: Partial<CapacityCli.CapacityInput>) =>
+        Effect.map(Effect.flip(CapacityCli.toOptions({ ...input, ...patch }, undefined)), (e) => e.message)
+      assert.strictEqual(yield* refused({ chars: -1 }), "--chars must be within 1..10000, got -1")
+      assert.strictEqual(yield* refused({ failureRate: 2 }), "--failure-rate must be within 0..1, got 2")
+      assert.strictEqual(yield* refused({ maxStreams: 0 }), "--max-streams must be a positive integer, got 0")
+      assert.match(yield* refused({ duration: "500ms" }), /^--duration must be at least 1s/)
       const ok = yield* CapacityCli.toOptions({ ...input, plan: "creator", targetP95: "1500ms" }, undefined)
       assert.strictEqual(ok.targetP95Ms, 1500)
       const text = CapacityCli.resultText({

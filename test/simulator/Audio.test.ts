@@ -44,6 +44,16 @@ describe("Audio", () => {
     assert.strictEqual(Audio.contentTypeOf("wav_16000"), "audio/wav")
   })
 
+  it("the duration of an upload from its head and its size (the whole file is not needed)", () => {
+    for (const [format, seconds] of [["wav_16000", 3], ["mp3_44100_128", 10]] as const) {
+      const bytes = Audio.render(format, seconds)
+      const head = bytes.subarray(0, Audio.estimateHeadBytes)
+      assert.isBelow(head.length, bytes.length, format)
+      assert.strictEqual(Audio.estimateSeconds(head, bytes.length), Audio.estimateSeconds(bytes), format)
+      assert.closeTo(Audio.estimateSeconds(head, bytes.length), seconds, 0.1, format)
+    }
+  })
+
   it("duration follows the text: 15 characters per second by default", () => {
     assert.strictEqual(Audio.speechSeconds(150, 15), 10)
     assert.closeTo(Audio.estimateSeconds(Audio.render("mp3_44100_128", 10)), 10, 0.1)

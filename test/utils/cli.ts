@@ -4,7 +4,7 @@
  * error, exit code 1, nothing on standard output, no stack trace, no help.
  */
 import { assert } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
 import { execFile } from "node:child_process"
 import { fileURLToPath } from "node:url"
 
@@ -67,3 +67,16 @@ export const assertRefused = (ran: Ran, expected: RegExp | string): string => {
   else assert.match(lines[0]!, expected, label)
   return lines[0]!
 }
+
+/** The optional traffic flags of `simulate` and `load-test`, none given (as `effect/cli` parses them). */
+export const noTrafficOptions = {
+  requests: Option.none<number>(),
+  duration: Option.none<string>(),
+  rps: Option.none<number>(),
+  startRps: Option.none<number>(),
+  endRps: Option.none<number>(),
+  bursts: Option.none<number>(),
+  concurrency: Option.none<number>(),
+  failureRate: Option.none<number>(),
+  html: Option.none<string>()
+} as const
