@@ -207,10 +207,14 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
     )
   }
 
-  const detached = <A, E, R>(
+  /** Joins the flight of `key` if there is one; otherwise registers a new flight and runs `start` (both modes). */
+  const joinOrStart = <A, E, R>(
     key: string,
-    effect: Effect.Effect<A, E, R>,
-    options?: CoalesceOptions<A, E> | undefined
+    options: CoalesceOptions<A, E> | undefined,
+    start: (
+      started: InFlight,
+      restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
+    ) => Effect.Effect<Coalesced<A>, E, R>
   ): Effect.Effect<Coalesced<A>, E, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
@@ -218,13 +222,22 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
         if (joined !== undefined) return wait(key, joined, true, restore, options)
         const started: InFlight = { deferred: undefined, fiber: undefined, waiters: 0 }
         flights.set(key, started)
-        deferredOf(started)
-        return Effect.flatMap(forkFlight(key, started, effect), (fiber) => {
-          started.fiber = fiber
-          return wait(key, started, false, restore, options)
-        })
+        return start(started, restore)
       })
     )
+
+  const detached = <A, E, R>(
+    key: string,
+    effect: Effect.Effect<A, E, R>,
+    options?: CoalesceOptions<A, E> | undefined
+  ): Effect.Effect<Coalesced<A>, E, R> =>
+    joinOrStart(key, options, (started, restore) => {
+      deferredOf(started)
+      return Effect.flatMap(forkFlight(key, started, effect), (fiber) => {
+        started.fiber = fiber
+        return wait(key, started, false, restore, options)
+      })
+    })
 
   /**
    * The starter's call ended. Interrupted while joiners wait: hand the call over to a fiber forked now
@@ -250,18 +263,11 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
     effect: Effect.Effect<A, E, R>,
     options?: CoalesceOptions<A, E> | undefined
   ): Effect.Effect<Coalesced<A>, E, R> =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.suspend(() => {
-        const joined = flights.get(key)
-        if (joined !== undefined) return wait(key, joined, true, restore, options)
-        const started: InFlight = { deferred: undefined, fiber: undefined, waiters: 0 }
-        flights.set(key, started)
-        return restore(effect).pipe(
-          Effect.onExit((exit) => starterDone(key, started, effect, exit)),
-          Effect.map((value) => ({ value, coalesced: false }))
-        )
-      })
-    )
+    joinOrStart(key, options, (started, restore) =>
+      restore(effect).pipe(
+        Effect.onExit((exit) => starterDone(key, started, effect, exit)),
+        Effect.map((value) => ({ value, coalesced: false }))
+      ))
 
   return Coalescer.of({
     [TypeId]: TypeId,
