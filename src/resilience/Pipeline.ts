@@ -52,8 +52,8 @@
  * - Per call: one state object (deadline, lane, the pause before the current
  *   attempt, the permit in flight) published as the `CurrentDeadline`, with
  *   the call's `OnResponseHeaders`, in one context overlay; the retry policy
- *   is built once; coalescing runs on the starter's fiber (`flight:
- *   "inline"`); a successful call forks no fiber of the pipeline's own.
+ *   is built once; the only fiber a call forks is the coalescer's detached
+ *   flight (none with `coalesce: { flight: "inline" }` or `coalesce: false`).
  *
  * @since 0.1.0
  */
@@ -333,10 +333,9 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     if (quota !== undefined && options.prefetchQuota !== undefined) {
       yield* Effect.exit(Effect.timeoutOption(quota.refresh, options.prefetchQuota))
     }
-    // Inline: the starter runs the call on its own fiber (no fork per call); see docs/coalescing.md.
-    const coalescer = options.coalesce === false
-      ? undefined
-      : yield* Coalescer.make({ ...options.coalesce, flight: options.coalesce?.flight ?? "inline" })
+    // Detached by default: the coalesced calls are billed, and an inline flight's hand-over would send a
+    // second request when its starter is interrupted (docs/coalescing.md); "inline" is the caller's opt-in.
+    const coalescer = options.coalesce === false ? undefined : yield* Coalescer.make(options.coalesce)
     const cache = options.cache === undefined || options.cache === false
       ? undefined
       : yield* Fallback.make(options.cache).pipe(

@@ -64,6 +64,7 @@ import type { DistributedError } from "../distributed/DistributedError.ts"
 import { RedisMode } from "../distributed/RedisMode.ts"
 import { RedisQuota, type SharedQuotaStatus, type SharedReservation } from "../distributed/RedisQuota.ts"
 import * as Cost from "./Cost.ts"
+import { CurrentDeadline } from "./Deadline.ts"
 
 // ==== Subscription source
 
@@ -693,6 +694,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     })
     yield* fetch.pipe(
       Effect.onInterrupt(() => Effect.andThen(Effect.sync(() => void (st.inflight = undefined)), Deferred.interrupt(d))),
+      // The fetch serves every caller: not bound by the deadline of the one whose fiber forked it.
+      Effect.provideService(CurrentDeadline, undefined),
       Effect.forkIn(scope)
     )
     return d

@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Fiber, Logger, PubSub, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { ElevenLabsError, QuotaExceeded, ServerError } from "../../src/client/Errors.ts"
+import * as Deadline from "../../src/resilience/Deadline.ts"
 import * as QuotaGuard from "../../src/resilience/QuotaGuard.ts"
 
 // ---- fixtures
@@ -116,6 +117,22 @@ describe("QuotaGuard", () => {
         const results = yield* Effect.forEach(fibers, Fiber.join)
         assert.strictEqual(server.fetches, 2) // the first one at start, then one for all 50
         assert.isTrue(results.every((s) => s.used === 10))
+      }))
+
+    it.effect("a refresh serves every caller: it does not run under the deadline of the caller that started it", () =>
+      Effect.gen(function*() {
+        const seen: Array<Deadline.CallDeadline | undefined> = []
+        const fetch = Effect.map(Effect.service(Deadline.CurrentDeadline), (d) => {
+          seen.push(d)
+          return { used: 0, limit: 1000 }
+        })
+        const guard = yield* QuotaGuard.make().pipe(
+          Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({ fetch }))
+        )
+        yield* guard.refresh // joins the first fetch, started by make
+        yield* guard.refresh.pipe(Deadline.bind("100 millis"))
+        assert.strictEqual(seen.length, 2)
+        assert.isTrue(seen.every((d) => d === undefined))
       }))
 
     it.effect("single-flight: callers reserving before the first snapshot all wait for the one fetch", () =>
