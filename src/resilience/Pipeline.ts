@@ -277,11 +277,12 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     /** The static attributes of an operation's attempt span, from the endpoint table (an SDK call named freely gets neither). */
     const staticAttempt = new Map<string, Spans.AttemptAttributes>()
     const staticAttemptOf = (operation: string): Spans.AttemptAttributes => {
-      let attrs = staticAttempt.get(operation)
-      if (attrs === undefined) {
-        const row = Endpoints.byName.get(operation)
-        staticAttempt.set(operation, attrs = { method: row?.method, urlTemplate: row?.path, serverAddress, serverPort })
-      }
+      const cached = staticAttempt.get(operation)
+      if (cached !== undefined) return cached
+      const row = Endpoints.byName.get(operation)
+      const attrs = { method: row?.method, urlTemplate: row?.path, serverAddress, serverPort }
+      // Only the table's operations are kept: an SDK caller may name its calls freely, and without bound.
+      if (row !== undefined) staticAttempt.set(operation, attrs)
       return attrs
     }
     /** The span of one attempt: its number and the pause before it. */
