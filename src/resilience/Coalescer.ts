@@ -100,6 +100,8 @@ export interface CoalesceOptions<A, E> {
    * the shared call's.
    */
   readonly boundJoin?: ((wait: Effect.Effect<A, E>) => Effect.Effect<A, E>) | undefined
+  /** Where this call runs if it starts a flight; default: the coalescer's `flight` option. */
+  readonly flight?: Flight | undefined
 }
 
 /** Runtime type identifier of {@link Coalescer}. */
@@ -271,7 +273,10 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
 
   return Coalescer.of({
     [TypeId]: TypeId,
-    coalesce: inline ? inlined : detached,
+    coalesce: (key, effect, options) =>
+      (options?.flight === undefined ? inline : options.flight === "inline")
+        ? inlined(key, effect, options)
+        : detached(key, effect, options),
     inFlight: Effect.sync(() => flights.size)
   })
 })

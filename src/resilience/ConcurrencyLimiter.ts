@@ -784,11 +784,12 @@ class Impl {
         this.deadlines.push(waiter)
         if (deadline < this.timerAt) this.startTimer(deadline)
       }
+      // No canceller: an interrupted wait ends in the `onExit` below, which leaves the queue (one closure less
+      // per waiting call).
       const wait = Effect.callback<PermitImpl, ConcurrencyLimiterError>((resume) => {
         if (waiter.state === GRANTED) resume(Effect.succeed(waiter.permit!))
         else if (waiter.state === WAITING) waiter.resume = resume
         else resume(this.timeoutOf(waiter)) // expired before this fiber got here
-        return Effect.sync(() => this.abandon(cell, waiter))
       })
       const queued = this.publish([{ _tag: "Queued", key: cell.key, pool, lane, depth: cell.queued }])
       return Effect.onExit(Effect.andThen(queued, restore(wait)), (exit) => {

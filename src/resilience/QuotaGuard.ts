@@ -410,10 +410,11 @@ const round1 = (n: number): number => Math.round(n * 10) / 10
 const percentOf = (used: number, limit: number): number => (limit > 0 ? (used / limit) * 100 : 100)
 
 /** The user's `actualCost` reading; a throwing or missing reader means "use the estimate". */
-const actualOf = <A>(read: ((a: A) => number | undefined) | undefined, a: A): number | undefined => {
-  if (read === undefined) return undefined
+const actualOf = <A>(options: GuardOptions<A> | undefined, a: A): number | undefined => {
+  if (options?.actualCost === undefined) return undefined
   try {
-    return read(a)
+    // Called as a method: the options may be an object whose reader uses `this`.
+    return options.actualCost(a)
   } catch {
     return undefined
   }
@@ -992,7 +993,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       // even if the caller is interrupted right after.
       const settled = (reservation: Reservation) =>
         Effect.onExit((exit: Exit.Exit<A, E>) =>
-          Exit.isSuccess(exit) ? reservation.commit(actualOf(options?.actualCost, exit.value)) : reservation.release
+          Exit.isSuccess(exit) ? reservation.commit(actualOf(options, exit.value)) : reservation.release
         )
       return Effect.scoped(Effect.flatMap(reserve(cost, options), (reservation) => tapped.pipe(settled(reservation))))
     }
@@ -1005,7 +1006,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(reserveLocal(cost, options?.keyId), (reservation) =>
           Effect.onExit(restore(effect), (exit: Exit.Exit<A, E>) => {
-            if (Exit.isSuccess(exit)) return reservation.commit(actualOf(options?.actualCost, exit.value))
+            if (Exit.isSuccess(exit)) return reservation.commit(actualOf(options, exit.value))
             const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
             const error = failure?._tag === "Fail" ? failure.error : undefined
             return isElevenLabsError(error) && error.reason._tag === "QuotaExceeded"

@@ -115,6 +115,15 @@ const client = <A>(send: Effect.Effect<A, ElevenLabsError>): Pipeline.Attempt<A>
 /** Read-only answers carry no metadata and take no marks. */
 const noMeta = { metaOf: (): ResponseMeta | undefined => undefined, mark: <A>(a: A): A => a }
 
+/** The metadata of a client result (one function for every call, not one per call). */
+const metaOfResult = <A extends { readonly meta: ResponseMeta }>(a: A): ResponseMeta => a.meta
+
+/** How a TTS result is kept in the fallback cache. */
+const audioCodec: Fallback.FallbackCodec<Client.AudioResult> = {
+  encode: (a) => ({ audio: a.audio, contentType: a.contentType }),
+  decode: (cached) => ({ audio: cached.audio, contentType: cached.contentType, meta: {} })
+}
+
 const markMeta = <A extends { readonly meta: ResponseMeta }>(a: A, meta: Partial<ResponseMeta>): A => ({
   ...a,
   meta: { ...a.meta, ...meta }
@@ -192,14 +201,8 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           ...ttsPlan(operation, voiceId, request),
           invalid: Validation.checkTextToSpeech(operation, "convert", voiceId, request, validation),
           coalesceKey: key,
-          fallback: key === undefined ? undefined : {
-            key,
-            codec: {
-              encode: (a) => ({ audio: a.audio, contentType: a.contentType }),
-              decode: (cached) => ({ audio: cached.audio, contentType: cached.contentType, meta: {} })
-            }
-          },
-          metaOf: (a) => a.meta,
+          fallback: key === undefined ? undefined : { key, codec: audioCodec },
+          metaOf: metaOfResult,
           mark: markMeta
         }, client(raw.textToSpeech.convert(voiceId, request)))
       },
@@ -212,7 +215,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           coalesceKey: coalescer === undefined
             ? undefined
             : Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId }),
-          metaOf: (a) => a.meta,
+          metaOf: metaOfResult,
           mark: markMeta
         }, client(raw.textToSpeech.convertWithTimestamps(voiceId, request)))
       },
@@ -247,7 +250,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           pool: "stt",
           model: request.modelId ?? "scribe_v1",
           invalid: Validation.checkSpeechToText(operation, request),
-          metaOf: (a) => a.meta,
+          metaOf: metaOfResult,
           mark: markMeta
         }, client(raw.speechToText.convert(request)))
       }
@@ -261,7 +264,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
           model: request.modelId ?? "music_v1",
           outputFormat: request.outputFormat === "auto" ? undefined : request.outputFormat,
           invalid: Validation.checkMusic(operation, request),
-          metaOf: (a) => a.meta,
+          metaOf: metaOfResult,
           mark: markMeta
         }, client(raw.music.compose(request)))
       }

@@ -331,17 +331,17 @@ export const retry = (options?: RetryOptions) => {
         Effect.andThen(budget.request, Effect.ensuring(restore(retried), budget.settle))
       )
     }
-    // Counted and settled without an effect each: under the mask, with the fiber's clock.
-    return Effect.uninterruptibleMask((restore) =>
-      Effect.withFiber((fiber) => {
-        const clock = fiber.getRef(Clock.Clock)
-        requestUnsafe()
-        return Effect.onExit(restore(retried), () => {
-          settleUnsafe(clock.currentTimeMillisUnsafe())
-          return Effect.void
-        })
-      })
-    )
+    // Counted and settled without an effect each: under the mask, with the fiber's clock. The settling step is
+    // built once (it reads the clock when it runs), so a call holds no closure of its own for it.
+    const settle = Effect.withFiber((fiber) => {
+      settleUnsafe(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+      return Effect.void
+    })
+    const settleOnExit = () => settle
+    return Effect.uninterruptibleMask((restore) => {
+      requestUnsafe()
+      return Effect.onExit(restore(retried), settleOnExit)
+    })
   }
 
   /** The retries of a call whose first attempt failed with `firstError`. */

@@ -35,7 +35,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Option } from "effect"
+import { Clock, Effect, Option, type Tracer } from "effect"
 
 // ==== Names =================================================================
 
@@ -162,6 +162,14 @@ export const annotateCall = (attrs: CallAttributes): Effect.Effect<void> =>
   Effect.annotateCurrentSpan(toCallAttributes(attrs))
 
 /** Adds attempt attributes (status code, detail status, request id, ...) to the current span. */
+/** Sets call attributes on `span` directly (no effect: for a span the caller holds, such as the pipeline's). */
+export const setCallAttributes = (span: Tracer.Span, attrs: CallAttributes): void => {
+  for (const k in attrs) {
+    const v = attrs[k as keyof CallAttributes]
+    if (v !== undefined && Object.hasOwn(callAttributes, k)) span.attribute(callAttributes[k as keyof CallAttributes], v)
+  }
+}
+
 export const annotateAttempt = (attrs: AttemptAttributes): Effect.Effect<void> =>
   Effect.annotateCurrentSpan(toAttemptAttributes(attrs))
 

@@ -1,0 +1,207 @@
+/**
+ * The policies of one pipeline, built once from its options: the limiter,
+ * the retry budget, the breaker (on the Redis store when one is in context,
+ * else in memory), the quota guard, the coalescer, the fallback cache, the
+ * distributed permits, and the watchers that turn their events into gauges
+ * and log lines. `Pipeline.ts` orders them; this module only builds them.
+ *
+ * @since 0.1.0
+ */
+import { Duration, Effect, Layer, Option, PubSub, type Scope, Stream } from "effect"
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import { CircuitBreaker, KeyValueStore, type Redis } from "effect/persistence"
+import type { ElevenLabsError as ElevenLabsErrorType } from "../client/Errors.ts"
+import { ElevenLabsError, SharedStateUnavailable } from "../client/Errors.ts"
+import * as RedisPermits from "../distributed/RedisPermits.ts"
+import * as SharedState from "../distributed/SharedState.ts"
+import * as Metrics from "../telemetry/Metrics.ts"
+import * as Breaker from "./Breaker.ts"
+import * as Coalescer from "./Coalescer.ts"
+import * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
+import * as Fallback from "./Fallback.ts"
+import type { Pool } from "./Plans.ts"
+import * as QuotaGuard from "./QuotaGuard.ts"
+import type { PolicyOptions, RedisSettings } from "./ResilientOptions.ts"
+import * as RetryBudget from "./RetryBudget.ts"
+import type * as RetryPolicy from "./RetryPolicy.ts"
+
+/** What the policies are built from. */
+export interface PolicyBuildOptions extends PolicyOptions {
+  /** The API-key id used in limiter, breaker and quota keys (a fingerprint, never the key). */
+  readonly keyId: string
+  /** Reads the period's credits for the quota guard; none: no guard (the server still enforces its quota). */
+  readonly subscription?: Effect.Effect<QuotaGuard.QuotaSnapshot, ElevenLabsErrorType> | undefined
+  /** Reads the first snapshot while the policies are built, bounded by this (the SDK door: 5 s). Default: not read. */
+  readonly prefetchQuota?: Duration.Input | undefined
+}
+
+/** Every policy of a pipeline, for health checks, metrics and tests. */
+export interface Policies {
+  /** The API-key id used in limiter and breaker keys (a fingerprint, never the key). */
+  readonly keyId: string
+  readonly limiter: ConcurrencyLimiter.ConcurrencyLimiter
+  /** On the `CircuitBreakerStore` in context (Redis), else on a memory store. */
+  readonly breaker: Breaker.BreakerService | undefined
+  readonly quota: QuotaGuard.QuotaGuard | undefined
+  readonly budget: RetryBudget.RetryBudgetService | undefined
+  readonly coalescer: Coalescer.Coalescer | undefined
+  readonly cache: Fallback.AudioCache | undefined
+  /** The distributed permits, when `RedisPermits` is in context. */
+  readonly distributed: RedisPermits.RedisPermitsService | undefined
+  /** Every retry the pipeline schedules (subscribe with `Stream.fromPubSub`). */
+  readonly retries: PubSub.PubSub<RetryPolicy.RetryEvent>
+}
+
+/**
+ * Builds the policies in the current scope, and forks the watchers that feed
+ * the breaker and quota gauges and log limit changes. Reads the optional
+ * `CircuitBreakerStore` and `RedisPermits` from the context.
+ */
+export const make: (options: PolicyBuildOptions) => Effect.Effect<Policies, never, Scope.Scope> = Effect.fnUntraced(
+  function*(options: PolicyBuildOptions) {
+    const keyId = options.keyId
+    // The concurrency and queue-depth gauges follow the limiter's own changes, synchronously (no snapshot per
+    // attempt, no subscriber): in the context the stack is built in, so on the same metric registry.
+    const gauges = Metrics.occupancyGauges(yield* Effect.context<never>(), { key: keyId })
+    const own = options.limiter?.onOccupancy
+    const limiter = yield* ConcurrencyLimiter.make({
+      plan: "unknown",
+      ...options.limiter,
+      onOccupancy: own === undefined ? gauges : (occupancy, change, lane) => {
+        gauges(occupancy, change, lane)
+        own(occupancy, change, lane)
+      }
+    })
+    const budget = options.budget === false || options.retry === false
+      ? undefined
+      : yield* RetryBudget.make(options.budget)
+    // Shared state, when a Redis layer is in context (SharedState.layerRedis): distributed permits
+    // behind the local lanes, and the breaker's circuits in Redis.
+    const distributed = Option.getOrUndefined(yield* Effect.serviceOption(RedisPermits.RedisPermits))
+    const sharedStore = yield* Effect.serviceOption(CircuitBreaker.CircuitBreakerStore)
+    const breaker = options.breaker === false
+      ? undefined
+      : yield* Breaker.make({ keyPrefix: `elevenlabs:${keyId}:`, ...options.breaker }).pipe(
+        Option.isSome(sharedStore)
+          ? Effect.provideService(CircuitBreaker.CircuitBreakerStore, sharedStore.value)
+          // Marked as a memory store: the breaker's fast path (no scope per attempt).
+          : Effect.provide(Breaker.layerStoreMemory())
+      )
+    const subscription = options.subscription
+    const quota = options.quota === false || subscription === undefined
+      ? undefined
+      : yield* QuotaGuard.make(options.quota).pipe(
+        Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({ fetch: subscription })),
+        // Bad quota options are a programming error.
+        Effect.orDie
+      )
+    // The first snapshot read now (bounded), so that the very first calls are already guarded.
+    if (quota !== undefined && options.prefetchQuota !== undefined) {
+      yield* Effect.exit(Effect.timeoutOption(quota.refresh, options.prefetchQuota))
+    }
+    // The flight of each call is chosen by the pipeline, unless these options name one (docs/coalescing.md).
+    const coalescer = options.coalesce === false ? undefined : yield* Coalescer.make(options.coalesce)
+    const cache = options.cache === undefined || options.cache === false
+      ? undefined
+      : yield* Fallback.make(options.cache).pipe(
+        Effect.provide(
+          options.cache.store?._tag === "file"
+            ? KeyValueStore.layerFileSystem(options.cache.store.directory).pipe(Layer.provide(NodeServices.layer))
+            : KeyValueStore.layerMemory
+        ),
+        Effect.orDie
+      )
+    const retries = yield* PubSub.unbounded<RetryPolicy.RetryEvent>()
+    if (breaker !== undefined) yield* watchBreaker(breaker)
+    if (quota !== undefined) {
+      yield* quota.events.pipe(
+        Stream.runForEach(() =>
+          Effect.flatMap(quota.percentUsed, (pct) => pct === undefined ? Effect.void : Metrics.setQuotaUsed(pct))
+        ),
+        Effect.forkScoped
+      )
+    }
+    yield* limiter.events.pipe(
+      Stream.runForEach((e) =>
+        e._tag === "LimitChanged"
+          ? Effect.logInfo("elevenlabs concurrency limit", { pool: e.pool, from: e.from, to: e.to, reason: e.reason })
+          : Effect.void
+      ),
+      Effect.forkScoped
+    )
+    return { keyId, limiter, breaker, quota, budget, coalescer, cache, distributed, retries } satisfies Policies
+  }
+)
+
+/**
+ * The breaker-state gauge and a warning per transition. Effect's breaker turns half-open lazily, on the first
+ * call after the open time. Without traffic the gauge would read open (and its alert fire) for ever; so once
+ * the open time is over, a circuit still open with nothing left to wait reads half-open, as the readiness check
+ * reads it. A store on another clock (Redis TIME) may still have a moment to go: that is waited too.
+ */
+const watchBreaker = (breaker: Breaker.BreakerService) => {
+  const halfOpenWhenDue = (pool: Pool, wait: Duration.Duration): Effect.Effect<void> =>
+    Effect.sleep(wait).pipe(
+      Effect.andThen(breaker.state(pool)),
+      Effect.flatMap((s) =>
+        s._tag !== "Open"
+          ? Effect.void
+          : Breaker.stateNow(s) === "HalfOpen"
+          ? Metrics.setBreakerState(pool, 1)
+          : halfOpenWhenDue(pool, s.retryAfter)
+      ),
+      Effect.ignore
+    )
+  return breaker.transitions.pipe(
+    Stream.runForEach((t) => {
+      // Circuit keys end with the pool, whatever prefix the user chose.
+      const pool = t.key.slice(t.key.lastIndexOf(":") + 1) as Pool
+      return Metrics.setBreakerState(pool, t.gauge).pipe(
+        Effect.andThen(Effect.logWarning("elevenlabs circuit breaker", { circuit: t.key, from: t.from, to: t.to })),
+        Effect.andThen(
+          t.to === "Open" && t.openFor !== undefined ? Effect.forkChild(halfOpenWhenDue(pool, t.openFor)) : Effect.void
+        )
+      )
+    }),
+    Effect.forkScoped
+  )
+}
+
+// ============================================================================
+// Shared state over Redis
+// ============================================================================
+
+/**
+ * The Redis connection and the shared stores (permits, quota account,
+ * breaker circuits) for a `redis` entry. One shared credit account per
+ * `account` (the API-key id). Fails at build with an `ElevenLabsError` of
+ * reason `SharedStateUnavailable` (operation `"startup"`) when Redis cannot be
+ * reached, or when the optional peer dependency `redis` is not installed.
+ */
+export const layerShared = (
+  redis: RedisSettings,
+  account: string
+): Layer.Layer<SharedState.Services, ElevenLabsError> =>
+  SharedState.layerRedis(SharedState.optionsFromSettings(redis, { quota: { account } })).pipe(
+    Layer.catchTag("RedisError", (error) => Layer.effectContext(Effect.fail(redisUnreachable(error)))),
+    Layer.catchTag("MissingPeerDependency", (error) =>
+      Layer.effectContext(Effect.fail(
+        new ElevenLabsError({ reason: new SharedStateUnavailable({ operation: "startup", message: error.message }) })
+      )))
+  )
+
+/**
+ * The start-up failure of a `redis` entry. The message names the socket error
+ * code only: a Redis URL may carry credentials, and node-redis messages may
+ * quote the address.
+ */
+const redisUnreachable = (error: Redis.RedisError): ElevenLabsError => {
+  const code = (error.cause as { readonly code?: unknown } | undefined)?.code
+  return new ElevenLabsError({
+    reason: new SharedStateUnavailable({
+      operation: "startup",
+      message: `Redis could not be reached at start-up${typeof code === "string" ? ` (${code})` : ""}; ` +
+        "the shared limits need it. Check redis.url, or leave the redis entry out to run on local state."
+    })
+  })
+}
