@@ -344,17 +344,17 @@ const makeFastExecute = (options: {
   const running: Running = new Map()
   const publish = (transition: CircuitBreaker.Transition | undefined) =>
     transition === undefined ? Effect.void : PubSub.publish(pubsub, [transition])
-  const zero = Effect.succeed(Duration.zero)
+  /** Whether recording `outcome` may open the circuit, and so needs the open duration (none for most calls). */
+  const mayOpen = (outcome: CircuitBreaker.Outcome, admission: CircuitBreaker.Admission): boolean =>
+    !(outcome._tag === "Ignored" || (outcome._tag === "Success" && (admission.probe || tripPolicy._tag === "Consecutive")))
   const openFor = (
     outcome: CircuitBreaker.Outcome,
     admission: CircuitBreaker.Admission
   ): Effect.Effect<Duration.Duration> =>
-    outcome._tag === "Ignored" || (outcome._tag === "Success" && (admission.probe || tripPolicy._tag === "Consecutive"))
-      ? zero
-      : Effect.map(durationOf(admission.consecutiveOpenings + 1), (delay) =>
-        outcome._tag === "Failure" && outcome.retryAfter !== undefined
-          ? Duration.max(delay, Duration.min(outcome.retryAfter, maxOpenDuration))
-          : delay)
+    Effect.map(durationOf(admission.consecutiveOpenings + 1), (delay) =>
+      outcome._tag === "Failure" && outcome.retryAfter !== undefined
+        ? Duration.max(delay, Duration.min(outcome.retryAfter, maxOpenDuration))
+        : delay)
   const reportRecordFailure = (cause: Cause.Cause<unknown>) =>
     Effect.withFiber((fiber) => {
       const level = fiber.getRef(References.UnhandledLogLevel)
@@ -374,8 +374,11 @@ const makeFastExecute = (options: {
     const tracked = startOrder ? trackedOf(running, key) : undefined
     const state = store.state(key).pipe(Effect.orElseSucceed(() => undefined))
     const record = (outcome: CircuitBreaker.Outcome, admission: CircuitBreaker.Admission): Effect.Effect<void> =>
-      Effect.flatMap(openFor(outcome, admission), (openFor) =>
-        store.record({ key, generation: admission.generation, outcome: outcome._tag, tripPolicy, openFor })
+      // A success of a closed consecutive circuit (most calls) opens nothing: no duration to compute first.
+      (mayOpen(outcome, admission)
+        ? Effect.flatMap(openFor(outcome, admission), (openFor) =>
+          store.record({ key, generation: admission.generation, outcome: outcome._tag, tripPolicy, openFor }))
+        : store.record({ key, generation: admission.generation, outcome: outcome._tag, tripPolicy, openFor: Duration.zero })
       ).pipe(
         Effect.flatMap(publish),
         Effect.catch((error) => reportRecordFailure(Cause.fail(error)))

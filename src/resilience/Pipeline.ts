@@ -754,9 +754,8 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
 
 /** The call span's options: the operation, and for a pooled call its model, voice, characters and pool. */
 const spanOptionsOf = (plan: CallPlan<any>, pooled: boolean) => ({
+  // `useSpan` takes no stack trace: the frame Effect would record is this library's, the same for every call.
   kind: "internal" as const,
-  // No stack trace: the frame Effect would record is this library's, the same for every call.
-  captureStackTrace: false,
   attributes: pooled
     ? {
       [Spans.callAttributes.operation]: plan.operation,

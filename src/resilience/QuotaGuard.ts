@@ -420,6 +420,32 @@ const actualOf = <A>(options: GuardOptions<A> | undefined, a: A): number | undef
   }
 }
 
+/**
+ * A reservation in this process's memory: one object, settled once (its `settle` is the guard's). A class
+ * rather than closures: a call waiting in a queue holds it.
+ */
+class LocalReservation implements Reservation {
+  settled = false
+  readonly cost: number
+  readonly keyId: string | undefined
+  readonly settle: (r: LocalReservation, committed: number | undefined) => Effect.Effect<void>
+  constructor(
+    cost: number,
+    keyId: string | undefined,
+    settle: (r: LocalReservation, committed: number | undefined) => Effect.Effect<void>
+  ) {
+    this.cost = cost
+    this.keyId = keyId
+    this.settle = settle
+  }
+  commit(actual?: number | undefined): Effect.Effect<void> {
+    return this.settle(this, isAmount(actual) ? actual : this.cost)
+  }
+  get release(): Effect.Effect<void> {
+    return this.settle(this, undefined)
+  }
+}
+
 const invalid = (field: string, message: string) => fail(new InvalidInput({ field, message }))
 
 /**
@@ -746,10 +772,20 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         : events
     })
 
-  /** Reservations in this process's memory: the memory mode, and the Redis fallback. */
-  const reserveLocal = (cost: number, keyId: string | undefined): Effect.Effect<Reservation, QuotaGuardError> =>
-    Effect.withFiber((fiber) => {
-      const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+  /**
+   * A reservation in this process's memory, taken synchronously at `now`: the reservation (or the refusal), and
+   * what must run before the call (events to publish, a fetch to start after a period rolled over), if anything.
+   */
+  const reserveLocalUnsafe = (
+    now: number,
+    cost: number,
+    keyId: string | undefined
+  ): {
+    readonly reservation: Reservation | undefined
+    readonly decision: QuotaGuardErrorReason | undefined
+    readonly before: Effect.Effect<void> | undefined
+  } => {
+    {
       const out: Array<QuotaEvent> = []
       const rolled = rolloverStep(now, out)
       const decision = ((): QuotaGuardErrorReason | undefined => {
@@ -799,19 +835,25 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           st.keys.set(keyId, key)
         }
       }
-      let result: Effect.Effect<Reservation, QuotaGuardError>
-      if (decision !== undefined) result = fail(decision)
-      else {
-        const r = { cost, keyId, settled: false }
-        result = Effect.succeed<Reservation>({
-          cost,
-          keyId,
-          commit: (actual) => settle(r, isAmount(actual) ? actual : cost),
-          release: settle(r, undefined)
-        })
-      }
-      if (rolled) result = Effect.andThen(Effect.asVoid(startFetch), result)
-      return out.length === 0 ? result : Effect.andThen(emit(out), result)
+      const reservation = decision === undefined ? new LocalReservation(cost, keyId, settle) : undefined
+      let before: Effect.Effect<void> | undefined = rolled ? Effect.asVoid(startFetch) : undefined
+      if (out.length > 0) before = before === undefined ? emit(out) : Effect.andThen(emit(out), before)
+      return { reservation, decision, before }
+    }
+  }
+
+  /** Reservations in this process's memory: the memory mode, and the Redis fallback. */
+  const reserveLocal = (cost: number, keyId: string | undefined): Effect.Effect<Reservation, QuotaGuardError> =>
+    Effect.withFiber((fiber) => {
+      const { before, decision, reservation } = reserveLocalUnsafe(
+        fiber.getRef(Clock.Clock).currentTimeMillisUnsafe(),
+        cost,
+        keyId
+      )
+      const result: Effect.Effect<Reservation, QuotaGuardError> = reservation === undefined
+        ? fail(decision!)
+        : Effect.succeed(reservation)
+      return before === undefined ? result : Effect.andThen(before, result)
     })
 
   /** Redis unreachable: `fail-closed` refuses the call, `local-fallback` reserves locally. */
@@ -999,23 +1041,45 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     }
     // In memory no scope is needed: the reservation is taken and settled under one mask, which is
     // what `acquireRelease` in a `scoped` would do, at a fraction of the cost on every call.
-    // Settled in the exit frame (once the call succeeded its credits are spent, even if the caller is
-    // interrupted right after); the `quota_exceeded` mark is taken in the same frame as the release.
-    return beforeReserving(
-      cost,
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(reserveLocal(cost, options?.keyId), (reservation) =>
-          Effect.onExit(restore(effect), (exit: Exit.Exit<A, E>) => {
-            if (Exit.isSuccess(exit)) return reservation.commit(actualOf(options, exit.value))
-            const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
-            const error = failure?._tag === "Fail" ? failure.error : undefined
-            return isElevenLabsError(error) && error.reason._tag === "QuotaExceeded"
-              ? Effect.andThen(markExhausted(error.reason), reservation.release)
-              : reservation.release
-          }))
-      )
-    )
+    return guardLocal(cost, effect, options)
   }
+
+  /**
+   * The in-memory guard: checked, reserved and run in one step under one mask, and settled in the exit frame
+   * (once the call succeeded its credits are spent, even if the caller is interrupted right after); the
+   * `quota_exceeded` mark is taken in the same frame as the release. Before the first snapshot it waits for
+   * the fetch in flight (interruptibly), then starts again.
+   */
+  const guardLocal = <A, E, R>(
+    cost: number,
+    effect: Effect.Effect<A, E, R>,
+    options: GuardOptions<A> | undefined
+  ): Effect.Effect<A, E | QuotaGuardError, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.withFiber((fiber): Effect.Effect<A, E | QuotaGuardError, R> => {
+        if (!isAmount(cost)) return invalid("cost", `cost must be a non-negative number, got ${cost}`)
+        if (st.fetchedAt === undefined && st.inflight !== undefined) {
+          // Started again interruptibly: inside this mask its own `restore` would keep the call uninterruptible.
+          return restore(Effect.andThen(Effect.exit(Deferred.await(st.inflight)), guardLocal(cost, effect, options)))
+        }
+        const { before, decision, reservation } = reserveLocalUnsafe(
+          fiber.getRef(Clock.Clock).currentTimeMillisUnsafe(),
+          cost,
+          options?.keyId
+        )
+        if (reservation === undefined) return before === undefined ? fail(decision!) : Effect.andThen(before, fail(decision!))
+        const run = Effect.onExit(restore(effect), (exit: Exit.Exit<A, E>) => {
+          if (Exit.isSuccess(exit)) return reservation.commit(actualOf(options, exit.value))
+          const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
+          const error = failure?._tag === "Fail" ? failure.error : undefined
+          return isElevenLabsError(error) && error.reason._tag === "QuotaExceeded"
+            ? Effect.andThen(markExhausted(error.reason), reservation.release)
+            : reservation.release
+        })
+        // Events to publish or a fetch to start first: rare (a threshold crossed, a period rolled over).
+        return before === undefined ? run : Effect.andThen(before, run)
+      })
+    )
 
   const setKeyCap = (keyId: string, cap: number | undefined): Effect.Effect<void, QuotaGuardError> =>
     Effect.suspend(() => {

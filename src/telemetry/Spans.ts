@@ -35,7 +35,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Option, type Tracer } from "effect"
+import { Clock, Effect, Option, Tracer } from "effect"
 
 // ==== Names =================================================================
 
@@ -155,7 +155,13 @@ export const withCallSpan =
 /** Runs `self` in an attempt span `elevenlabs.<operation>.attempt` (kind client). */
 export const withAttemptSpan =
   (operation: string, attrs: AttemptAttributes = {}) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.withSpan(self, attemptSpanName(operation), { kind: "client", captureStackTrace: false, attributes: toAttemptAttributes(attrs) })
+    // `useSpan` (no stack trace taken) and the parent span in one overlay: `withSpan` adds a stack-frame overlay
+    // as well, which a span without a stack trace does not need.
+    Effect.useSpan(
+      attemptSpanName(operation),
+      { kind: "client", attributes: toAttemptAttributes(attrs) },
+      (span) => Effect.provideService(self, Tracer.ParentSpan, span)
+    )
 
 /** Adds call attributes to the current span (the call span when called in it). */
 export const annotateCall = (attrs: CallAttributes): Effect.Effect<void> =>

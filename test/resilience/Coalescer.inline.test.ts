@@ -335,3 +335,122 @@ describe("Coalescer, inline flight", () => {
     { timeout: 120_000, arbitrary: { runs: 150 } }
   )
 })
+
+describe("Coalescer, flight chosen per call", () => {
+  /** The id of the fiber an effect runs on. */
+  const fiberIdHere = Effect.withFiber((fiber) => Effect.succeed(fiber.id))
+
+  it.effect("a detached coalescer with { flight: \"inline\" } runs that call on the caller's own fiber", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* Coalescer.make()
+      const self = yield* fiberIdHere
+      // The coalescer's own default: forked.
+      const detachedRun = yield* coalescer.coalesce("k", fiberIdHere)
+      assert.notStrictEqual(detachedRun.value, self, "the default flight of Coalescer.make is detached")
+      // The per-call override: the starter's own fiber.
+      const inlineRun = yield* coalescer.coalesce("k", fiberIdHere, { flight: "inline" })
+      assert.deepStrictEqual(inlineRun, { value: self, coalesced: false })
+      assert.strictEqual(yield* coalescer.inFlight, 0)
+
+      // Forked callers: the starter runs the call itself, the joiner (whatever its own flight) shares it.
+      const up = yield* makeUpstream
+      const call = up.call("1 second", Effect.succeed("audio"))
+      const [starter, joiner] = yield* forkAll([
+        coalescer.coalesce("k2", call, { flight: "inline" }),
+        coalescer.coalesce("k2", call)
+      ])
+      yield* TestClock.adjust("1 second")
+      assert.deepStrictEqual(yield* Fiber.join(starter!), { value: "audio", coalesced: false })
+      assert.deepStrictEqual(yield* Fiber.join(joiner!), { value: "audio", coalesced: true })
+      assert.deepStrictEqual(up.fibers, [starter!.id], "no fiber forked: the call ran on the starter's")
+      assert.strictEqual(yield* Ref.get(up.started), 1)
+    }))
+
+  it.effect("a detached coalescer with { flight: \"inline\" }: an interrupted starter hands the call over to its joiner", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* Coalescer.make()
+      const up = yield* makeUpstream
+      const call = up.call("1 second", Effect.succeed("audio"))
+      const [starter, joiner] = yield* forkAll([
+        coalescer.coalesce("k", call, { flight: "inline" }),
+        coalescer.coalesce("k", call)
+      ])
+      yield* TestClock.adjust("500 millis")
+      yield* Fiber.interrupt(starter!)
+      yield* Effect.yieldNow
+      // Inline: the starter's run ended with it, and a fresh one was started for the joiner.
+      assert.deepStrictEqual([yield* Ref.get(up.started), yield* Ref.get(up.interrupted)], [2, 1])
+      yield* TestClock.adjust("1 second")
+      assert.deepStrictEqual(yield* Fiber.join(joiner!), { value: "audio", coalesced: true })
+      assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(starter!)))
+      assert.strictEqual(up.fibers[0], starter!.id)
+      assert.notStrictEqual(up.fibers[1], starter!.id)
+      assert.notStrictEqual(up.fibers[1], joiner!.id)
+      assert.deepStrictEqual([yield* Ref.get(up.finished), yield* coalescer.inFlight], [1, 0])
+    }))
+
+  it.effect("an inline coalescer with { flight: \"detached\" } runs that call on another fiber", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* inline()
+      const self = yield* fiberIdHere
+      const inlineRun = yield* coalescer.coalesce("k", fiberIdHere)
+      assert.strictEqual(inlineRun.value, self, "the coalescer's own flight is inline")
+      const detachedRun = yield* coalescer.coalesce("k", fiberIdHere, { flight: "detached" })
+      assert.notStrictEqual(detachedRun.value, self)
+      assert.isFalse(detachedRun.coalesced)
+
+      const up = yield* makeUpstream
+      const [starter] = yield* forkAll([coalescer.coalesce("k2", up.call("1 second", Effect.succeed("audio")), { flight: "detached" })])
+      yield* TestClock.adjust("1 second")
+      assert.deepStrictEqual(yield* Fiber.join(starter!), { value: "audio", coalesced: false })
+      assert.strictEqual(up.fibers.length, 1)
+      assert.notStrictEqual(up.fibers[0], starter!.id, "the call ran on a forked fiber, not the starter's")
+    }))
+
+  it.effect("an inline coalescer with { flight: \"detached\" }: an interrupted starter leaves the one call running for its joiner", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* inline()
+      const up = yield* makeUpstream
+      const permits = yield* Ref.make(1)
+      const guarded = Effect.acquireUseRelease(
+        Ref.update(permits, (n) => n - 1),
+        () => up.call("1 second", Effect.succeed("audio")),
+        () => Ref.update(permits, (n) => n + 1)
+      )
+      const [starter, joiner] = yield* forkAll([
+        coalescer.coalesce("k", guarded, { flight: "detached" }),
+        coalescer.coalesce("k", guarded)
+      ])
+      yield* TestClock.adjust("500 millis")
+      yield* Fiber.interrupt(starter!)
+      yield* Effect.yieldNow
+      // The starter only stopped waiting: the call goes on, holding its permit, and nothing was started again.
+      assert.deepStrictEqual(
+        [yield* Ref.get(up.started), yield* Ref.get(up.interrupted), yield* Ref.get(permits), yield* coalescer.inFlight],
+        [1, 0, 0, 1]
+      )
+      assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(starter!)))
+      yield* TestClock.adjust("500 millis")
+      assert.deepStrictEqual(yield* Fiber.join(joiner!), { value: "audio", coalesced: true })
+      assert.deepStrictEqual(
+        [yield* Ref.get(up.started), yield* Ref.get(up.finished), yield* Ref.get(up.interrupted), yield* Ref.get(permits)],
+        [1, 1, 0, 1]
+      )
+      assert.strictEqual(up.fibers.length, 1)
+      assert.notInclude([starter!.id, joiner!.id], up.fibers[0], "the one run was on a fiber of its own")
+      assert.strictEqual(yield* coalescer.inFlight, 0)
+    }))
+
+  it.effect("an inline coalescer with { flight: \"detached\" }: the call is cancelled once every waiter is gone", () =>
+    Effect.gen(function*() {
+      const coalescer = yield* inline()
+      const up = yield* makeUpstream
+      const call = up.call("1 second", Effect.succeed("audio"))
+      const fibers = yield* forkAll([coalescer.coalesce("k", call, { flight: "detached" }), coalescer.coalesce("k", call)])
+      yield* TestClock.adjust("100 millis")
+      yield* Fiber.interrupt(fibers[0]!)
+      assert.deepStrictEqual([yield* Ref.get(up.interrupted), yield* coalescer.inFlight], [0, 1])
+      yield* Fiber.interrupt(fibers[1]!)
+      assert.deepStrictEqual([yield* Ref.get(up.started), yield* Ref.get(up.interrupted), yield* coalescer.inFlight], [1, 1, 0])
+    }))
+})

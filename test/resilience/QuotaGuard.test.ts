@@ -155,6 +155,23 @@ describe("QuotaGuard", () => {
         assert.strictEqual((yield* guard.status).used, 1000)
       }))
 
+    it.effect("a call that waited for the first snapshot is still interruptible once it runs", () =>
+      Effect.gen(function*() {
+        const { fetch, server } = makeServer({ used: 0, limit: 1000 })
+        server.delay = Duration.seconds(1)
+        const guard = yield* QuotaGuard.make().pipe(
+          Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({ fetch }))
+        )
+        const fiber = yield* Effect.forkChild(guard.guard(100, Effect.never))
+        yield* TestClock.adjust("1 second")
+        // Reserved and running the (never-ending) call now.
+        while ((yield* guard.status).reserved !== 100) yield* Effect.yieldNow
+        const exit = yield* Fiber.interrupt(fiber).pipe(Effect.timeoutOption("1 second"), Effect.forkChild)
+        yield* TestClock.adjust("1 second")
+        assert.isTrue((yield* Fiber.join(exit))._tag === "Some", "the interruption completed")
+        assert.strictEqual((yield* guard.status).reserved, 0)
+      }))
+
     it.effect("a failed refresh keeps the last snapshot and reports its age", () =>
       Effect.gen(function*() {
         const { events, guard, server } = yield* setup({ used: 300, limit: 1000 })
