@@ -52,11 +52,9 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Exit, type Fiber, Option, Scope, Tracer } from "effect"
+import { Clock, Context, Duration, Effect, Exit, type Fiber, Scope, Tracer } from "effect"
 import * as Client from "../client/ElevenLabs.ts"
-import * as Endpoints from "../client/Endpoints.ts"
 import { ElevenLabsError, InvalidRequest, QuotaExhausted } from "../client/Errors.ts"
-import { audioSecondsOf } from "../client/Models.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as RedisPermits from "../distributed/RedisPermits.ts"
 import * as Metrics from "../telemetry/Metrics.ts"
@@ -65,6 +63,23 @@ import type * as Coalescer from "./Coalescer.ts"
 import type * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
 import * as Deadline from "./Deadline.ts"
 import * as Fallback from "./Fallback.ts"
+import {
+  type Attempt,
+  attemptAttributes,
+  type BoundRequest,
+  Call,
+  callDeadlineOf,
+  callOf,
+  type CallPlan,
+  current,
+  CurrentCallOptions,
+  invalidDeadline,
+  isPooled,
+  outcomeOf,
+  type PooledPlan,
+  recordCall,
+  spanOptionsOf
+} from "./PipelineCall.ts"
 import * as PipelinePolicies from "./PipelinePolicies.ts"
 import type { Pool } from "./Plans.ts"
 import { fail, fromBreaker, fromDistributed, fromLimiter, fromQuota } from "./Refusals.ts"
@@ -74,79 +89,23 @@ import * as RetryPolicy from "./RetryPolicy.ts"
 export type { Policies } from "./PipelinePolicies.ts"
 export { layerShared } from "./PipelinePolicies.ts"
 
-// ============================================================================
-// Per-call options
-// ============================================================================
-
-/** What one call may choose. */
-export interface CallOptions {
-  /** Priority lane in the limiter. Default `"default"`. */
-  readonly lane?: ConcurrencyLimiter.Lane | undefined
-  /** Total bound of this call (overrides the stack's `deadline`). */
-  readonly deadline?: Duration.Input | undefined
-  /** `false` when repeating the call could duplicate work: `Timeout` and `Transport` are then not retried. */
-  readonly idempotent?: boolean | undefined
-}
-
-/** The options of the current call (empty outside {@link withCallOptions}). */
-export const CurrentCallOptions = Context.Reference<CallOptions>("elevenlabs-resilience/Resilient/CallOptions", {
-  defaultValue: () => ({})
-})
-
-/**
- * Sets the lane, deadline or idempotency of the calls inside `effect`
- * (merged over any outer call options).
- */
-export const withCallOptions = (options: CallOptions) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.updateService(effect, CurrentCallOptions, (outer) => ({ ...outer, ...options }))
+export {
+  type Attempt,
+  type CallOptions,
+  type CallPlan,
+  CurrentCallOptions,
+  type PooledPlan,
+  withCallOptions
+} from "./PipelineCall.ts"
 
 // ============================================================================
-// Options and plans
+// Options and the pipeline
 // ============================================================================
 
 /** What {@link make} builds the policies from. */
 export interface PipelineOptions extends PipelinePolicies.PolicyBuildOptions {
   /** Where the attempts go, for the attempt span's `server.address` and `server.port`. Default `https://api.elevenlabs.io`. */
   readonly baseUrl?: string | undefined
-}
-
-/** One logical call, described for the pipeline. */
-export interface CallPlan<A> {
-  /** The name in errors, spans and metrics, e.g. `textToSpeech.convert`. */
-  readonly operation: string
-  /** The concurrency pool; `undefined` for a read-only call. */
-  readonly pool?: Pool | undefined
-  readonly model?: string | undefined
-  readonly voiceId?: string | undefined
-  /** Billed characters (metrics; never the text). */
-  readonly characters?: number | undefined
-  /** Credits to reserve; `undefined` reserves none (an exhausted account still fails fast). */
-  readonly cost?: number | undefined
-  /** Step 1, done by the adapter: a refusal fails the call before anything else. */
-  readonly invalid?: InvalidRequest | undefined
-  /** Identical calls in flight with this key share one attempt loop. */
-  readonly coalesceKey?: string | undefined
-  /** Cached-audio fallback (used only when the pipeline has a cache). */
-  readonly fallback?: { readonly key: string; readonly codec: Fallback.FallbackCodec<A> } | undefined
-  /** The audio format of the result, for the audio-seconds metric. */
-  readonly outputFormat?: string | undefined
-  readonly metaOf: (a: A) => ResponseMeta | undefined
-  /** A copy of `a` with stack marks (`coalesced`, `fallback`) added to its metadata. */
-  readonly mark: (a: A, meta: Partial<ResponseMeta>) => A
-}
-
-/** A plan with its pool: a call that takes a permit. */
-export type PooledPlan<A> = CallPlan<A> & { readonly pool: Pool }
-
-/**
- * One attempt. `"client"`: this library's client, which reports the headers
- * as they arrive through `ElevenLabs.OnResponseHeaders` and bounds its own
- * waits. `"opaque"` (a promise): learnt from after it ends, from
- * `plan.metaOf(value)`.
- */
-export interface Attempt<A, R = never> {
-  readonly send: Effect.Effect<A, ElevenLabsError, R>
-  readonly kind: "client" | "opaque"
 }
 
 /** The one request pipeline. */
@@ -168,160 +127,6 @@ export interface Pipeline {
   /** {@link Pipeline.buffered} when the plan has a pool, else {@link Pipeline.readOnly}. */
   readonly run: <A, R = never>(plan: CallPlan<A>, attempt: Attempt<A, R>) => Effect.Effect<A, ElevenLabsError, R>
 }
-
-// ============================================================================
-// The state of one call
-// ============================================================================
-
-/** A permit request with the bound its queue timeout came from. */
-type BoundRequest = ConcurrencyLimiter.PermitRequest & {
-  readonly pool: Pool
-  readonly bound: Deadline.PhaseBound
-}
-
-/**
- * The state of one call, made once per call and provided as the call's
- * deadline (`Deadline.CurrentDeadline`): the steps, built once, read the call
- * from it. It is also the quota guard's options (`keyId`, `actualCost`).
- */
-class Call implements Deadline.CallDeadline {
-  lastError: ElevenLabsError | undefined = undefined
-  attempts = 0
-  /** The pause the retry policy took before the current attempt (for the attempt span). */
-  delay: Duration.Duration | undefined = undefined
-  /** The queue waits of the call's attempts so far. */
-  queueWaitMs = 0
-  /** The permit of the attempt in flight, for the headers it reports (`ElevenLabs.OnResponseHeaders`). */
-  permit: ConcurrencyLimiter.Permit | undefined = undefined
-  /** The permit request of the current attempt. */
-  request: BoundRequest | undefined = undefined
-  readonly plan: CallPlan<any>
-  readonly attempt: Attempt<any, any>
-  readonly total: Duration.Duration
-  readonly at: number
-  /** When the call started (Clock milliseconds), for its duration. */
-  readonly start: number
-  readonly lane: ConcurrencyLimiter.Lane
-  readonly idempotent: boolean
-  /** The call span. */
-  readonly span: Tracer.Span
-  /** The API-key id (the quota guard's `keyId`). */
-  readonly keyId: string
-  constructor(
-    plan: CallPlan<any>,
-    attempt: Attempt<any, any>,
-    total: Duration.Duration,
-    at: number,
-    start: number,
-    lane: ConcurrencyLimiter.Lane,
-    idempotent: boolean,
-    span: Tracer.Span,
-    keyId: string
-  ) {
-    this.plan = plan
-    this.attempt = attempt
-    this.total = total
-    this.at = at
-    this.start = start
-    this.lane = lane
-    this.idempotent = idempotent
-    this.span = span
-    this.keyId = keyId
-  }
-  get operation(): string {
-    return this.plan.operation
-  }
-  get pool(): Pool | undefined {
-    return this.plan.pool
-  }
-  /** The quota guard's reader of the credits charged. */
-  actualCost(a: unknown): number | undefined {
-    return this.plan.metaOf(a)?.characterCost
-  }
-}
-
-/** The current call inside the pipeline's steps (the current deadline is one there). */
-const current = (fiber: Fiber.Fiber<unknown, unknown>): Call => fiber.getRef(Deadline.CurrentDeadline) as Call
-
-/** The current call, when the current deadline is one (hooks that may run outside the steps). */
-const callOf = (fiber: Fiber.Fiber<unknown, unknown>): Call | undefined => {
-  const deadline = fiber.getRef(Deadline.CurrentDeadline)
-  return deadline instanceof Call ? deadline : undefined
-}
-
-// ============================================================================
-// Helpers
-// ============================================================================
-
-/** A call's own deadline, or `undefined` when it is not a finite duration of 0 or more. */
-const callDeadlineOf = (input: Duration.Input): Duration.Duration | undefined => {
-  // Effect decodes NaN as zero; here it is a bug in the caller's arithmetic, not "no time left".
-  const decoded = Number.isNaN(input) ? undefined : Option.getOrUndefined(Duration.fromInput(input))
-  const millis = decoded === undefined ? Number.NaN : Duration.toMillis(decoded)
-  return millis >= 0 && Number.isFinite(millis) ? decoded : undefined
-}
-
-/** A call's deadline that is not one. */
-const invalidDeadline = (operation: string, call: CallOptions): ElevenLabsError =>
-  new ElevenLabsError({
-    reason: new InvalidRequest({
-      operation,
-      field: "deadline",
-      message: `The call's deadline ${
-        JSON.stringify(String(call.deadline))
-      } is not a finite duration of 0 or more (for example "30 seconds").`
-    })
-  })
-
-const isPooled = <A>(plan: CallPlan<A>): plan is PooledPlan<A> => plan.pool !== undefined
-
-const bytesOf = (value: unknown): number | undefined => {
-  if (typeof value !== "object" || value === null || !("audio" in value)) return undefined
-  const audio = value.audio
-  return audio instanceof Uint8Array ? audio.byteLength : undefined
-}
-
-/** Records a pooled call that ended (synchronously) and returns its call-span attributes. */
-const recordCall = (
-  plan: PooledPlan<any>,
-  exit: Exit.Exit<unknown, ElevenLabsError>,
-  durationSeconds: number,
-  context: Context.Context<never>
-): Spans.CallAttributes => {
-  const model = plan.model ?? "unknown"
-  if (Exit.isSuccess(exit)) {
-    const meta = plan.metaOf(exit.value)
-    const fallback = meta?.fallback === true
-    // Usage is what ElevenLabs generated: a joiner of a coalesced call and a cached answer add none.
-    const generated = !fallback && meta?.coalesced !== true
-    const audio = meta === undefined || !generated ? undefined : bytesOf(exit.value)
-    const seconds = audio === undefined || plan.outputFormat === undefined
-      ? undefined
-      : audioSecondsOf(plan.outputFormat, audio)
-    const status = fallback ? "fallback" : "success"
-    Metrics.recordRequestUnsafe({ operation: plan.operation, pool: plan.pool, model, status, durationSeconds }, context)
-    if (plan.characters !== undefined && generated) Metrics.recordCharactersUnsafe(model, plan.characters, context)
-    if (seconds !== undefined) Metrics.recordAudioSecondsUnsafe(model, seconds, context)
-    return { outcome: status, fallbackUsed: fallback, coalesced: meta?.coalesced === true }
-  }
-  const error = failureOf(exit)
-  Metrics.recordRequestUnsafe({ operation: plan.operation, pool: plan.pool, model, status: "error", durationSeconds }, context)
-  if (error !== undefined) Metrics.recordErrorUnsafe({ reason: error.reason._tag, pool: plan.pool }, context)
-  return { outcome: "error", ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts }) }
-}
-
-/** The read-only call span's outcome. */
-const outcomeOf = (exit: Exit.Exit<unknown, ElevenLabsError>): Spans.CallAttributes => {
-  if (Exit.isSuccess(exit)) return { outcome: "success" }
-  const error = failureOf(exit)
-  return { outcome: "error", ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts }) }
-}
-
-const failureOf = (exit: Exit.Failure<unknown, ElevenLabsError>): ElevenLabsError | undefined => {
-  const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
-  return failure?._tag === "Fail" ? failure.error : undefined
-}
-
 // ============================================================================
 // Constructor
 // ============================================================================
@@ -657,15 +462,31 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         ? Effect.withFiber((fiber) => Effect.succeed(current(fiber).plan.mark(shared.value, { coalesced: true }) as A))
         : Effect.succeed(shared.value)
 
-    /** Step 2: identical calls in flight (same key) share one run of `inner`. */
+    /**
+     * Step 2: identical calls in flight (same key) share one run of `inner`. Calls marked `idempotent: false`
+     * share only among themselves (their key is marked): an idempotent starter's flight may be handed over,
+     * that is sent again, and a caller who said a repeat could duplicate work must not be a joiner of it.
+     */
     const coalesceAround = <A, R>(inner: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> => {
       if (coalescer === undefined) return inner
+      // A hand-over runs `inner` again on a fiber forked from the interrupted starter's: it gets a fresh state
+      // (the starter's deadline, attempts and last error were spent by the run that was interrupted).
+      const shared = Effect.withFiber((fiber) => {
+        const call = current(fiber)
+        return call.runs++ === 0
+          ? inner
+          : Effect.provideService(inner, Deadline.CurrentDeadline, call.again(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()))
+      })
       return Effect.withFiber((fiber) => {
         const call = current(fiber)
         const key = call.plan.coalesceKey
         if (key === undefined) return inner
-        const join = call.idempotent ? joinOptions.idempotent : joinOptions.notIdempotent
-        return Effect.flatMap(coalescer.coalesce(key, inner, join), markCoalesced)
+        return Effect.flatMap(
+          call.idempotent
+            ? coalescer.coalesce(key, shared, joinOptions.idempotent)
+            : coalescer.coalesce(`${key}|once`, shared, joinOptions.notIdempotent),
+          markCoalesced
+        )
       })
     }
 
@@ -752,37 +573,3 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
   }
 )
 
-/** The call span's options: the operation, and for a pooled call its model, voice, characters and pool. */
-const spanOptionsOf = (plan: CallPlan<any>, pooled: boolean) => ({
-  // `useSpan` takes no stack trace: the frame Effect would record is this library's, the same for every call.
-  kind: "internal" as const,
-  attributes: pooled
-    ? {
-      [Spans.callAttributes.operation]: plan.operation,
-      ...Spans.toCallAttributes({ model: plan.model, voiceId: plan.voiceId, characters: plan.characters, pool: plan.pool })
-    }
-    : { [Spans.callAttributes.operation]: plan.operation }
-})
-
-/**
- * The static attributes of an operation's attempt span, from the endpoint table (an SDK call named freely gets
- * neither method nor template). The address only labels spans: a base URL that does not parse (the SDK's,
- * passed for information) leaves them unlabelled rather than failing the stack.
- */
-const attemptAttributes = (base: string) => {
-  const server = URL.canParse(base) ? new URL(base) : undefined
-  const serverAddress = server?.hostname
-  const serverPort = server === undefined
-    ? undefined
-    : server.port === "" ? (server.protocol === "http:" ? 80 : 443) : Number(server.port)
-  const cache = new Map<string, Spans.AttemptAttributes>()
-  return (operation: string): Spans.AttemptAttributes => {
-    const cached = cache.get(operation)
-    if (cached !== undefined) return cached
-    const row = Endpoints.byName.get(operation)
-    const attrs = { method: row?.method, urlTemplate: row?.path, serverAddress, serverPort }
-    // Only the table's operations are kept: an SDK caller may name its calls freely, and without bound.
-    if (row !== undefined) cache.set(operation, attrs)
-    return attrs
-  }
-}

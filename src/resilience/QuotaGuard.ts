@@ -64,7 +64,7 @@ import type { DistributedError } from "../distributed/DistributedError.ts"
 import { RedisMode } from "../distributed/RedisMode.ts"
 import { RedisQuota, type SharedQuotaStatus, type SharedReservation } from "../distributed/RedisQuota.ts"
 import * as Cost from "./Cost.ts"
-import { CurrentDeadline } from "./Deadline.ts"
+import * as Deadline from "./Deadline.ts"
 
 // ==== Subscription source
 
@@ -722,7 +722,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     yield* fetch.pipe(
       Effect.onInterrupt(() => Effect.andThen(Effect.sync(() => void (st.inflight = undefined)), Deferred.interrupt(d))),
       // The fetch serves every caller: not bound by the deadline of the one whose fiber forked it.
-      Effect.provideService(CurrentDeadline, undefined),
+      Effect.provideService(Deadline.CurrentDeadline, undefined),
       Effect.forkIn(scope)
     )
     return d
@@ -850,9 +850,15 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         cost,
         keyId
       )
+      // A plain object for callers of `reserve`: its `commit` may be passed around without its object.
       const result: Effect.Effect<Reservation, QuotaGuardError> = reservation === undefined
         ? fail(decision!)
-        : Effect.succeed(reservation)
+        : Effect.succeed({
+          cost: reservation.cost,
+          keyId: reservation.keyId,
+          commit: (actual?: number | undefined) => reservation.commit(actual),
+          release: reservation.release
+        })
       return before === undefined ? result : Effect.andThen(before, result)
     })
 
@@ -1053,14 +1059,17 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const guardLocal = <A, E, R>(
     cost: number,
     effect: Effect.Effect<A, E, R>,
-    options: GuardOptions<A> | undefined
+    options: GuardOptions<A> | undefined,
+    waited = false
   ): Effect.Effect<A, E | QuotaGuardError, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.withFiber((fiber): Effect.Effect<A, E | QuotaGuardError, R> => {
         if (!isAmount(cost)) return invalid("cost", `cost must be a non-negative number, got ${cost}`)
-        if (st.fetchedAt === undefined && st.inflight !== undefined) {
-          // Started again interruptibly: inside this mask its own `restore` would keep the call uninterruptible.
-          return restore(Effect.andThen(Effect.exit(Deferred.await(st.inflight)), guardLocal(cost, effect, options)))
+        if (!waited && st.fetchedAt === undefined && st.inflight !== undefined) {
+          // Once, bounded by the call's time left, and started again interruptibly (inside this mask its own
+          // `restore` would keep the call uninterruptible). A call whose deadline passed here fails at its queue.
+          const first = Deadline.enforce({ operation: "quota" })(Deferred.await(st.inflight))
+          return restore(Effect.andThen(Effect.exit(first), guardLocal(cost, effect, options, true)))
         }
         const { before, decision, reservation } = reserveLocalUnsafe(
           fiber.getRef(Clock.Clock).currentTimeMillisUnsafe(),

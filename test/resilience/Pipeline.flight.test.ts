@@ -154,19 +154,24 @@ describe("Pipeline, where a coalesced flight runs", () => {
     }).pipe(Effect.provide(stack(transport)))
   })
 
-  it.effect("the starter's idempotency chooses the flight: a starter marked idempotent: false keeps its request for a default joiner", () => {
-    const transport = makeTransport()
-    return Effect.gen(function*() {
-      const joiner = yield* starterInterruptedWhileJoinerWaits(transport, notIdempotent, tts)
-      assert.deepStrictEqual([transport.requests(), transport.abandoned()], [1, 0])
-      yield* Deferred.succeed(transport.answers[0]!, undefined)
-      const result = yield* Fiber.join(joiner)
-      assert.strictEqual(result.meta.coalesced, true)
-      assert.strictEqual(result.meta.requestId, "r0")
-      assert.deepStrictEqual([transport.requests(), transport.abandoned()], [1, 0])
-      yield* nothingLeft
-    }).pipe(Effect.provide(stack(transport)))
-  })
+  for (const [first, second, name] of [[notIdempotent, tts, "idempotent: false, then the default"], [tts, notIdempotent, "the default, then idempotent: false"]] as const) {
+    it.effect(`idempotent and idempotent: false calls never share a flight (${name}): a repeat cannot reach a caller who refused one`, () => {
+      const transport = makeTransport()
+      return Effect.gen(function*() {
+        const a = yield* Effect.forkChild(first, { startImmediately: true })
+        yield* Deferred.await(transport.sent[0]!)
+        const b = yield* Effect.forkChild(second, { startImmediately: true })
+        yield* Deferred.await(transport.sent[1]!)
+        assert.strictEqual(transport.requests(), 2, "each sent its own request")
+        yield* Deferred.succeed(transport.answers[0]!, undefined)
+        yield* Deferred.succeed(transport.answers[1]!, undefined)
+        const [ra, rb] = [yield* Fiber.join(a), yield* Fiber.join(b)]
+        assert.deepStrictEqual([ra.meta.coalesced, rb.meta.coalesced], [undefined, undefined])
+        assert.deepStrictEqual([ra.meta.requestId, rb.meta.requestId], ["r0", "r1"])
+        yield* nothingLeft
+      }).pipe(Effect.provide(stack(transport)))
+    })
+  }
 
   it.effect("coalesce: { flight: \"detached\" } in the options: idempotent calls share one request past the starter's interruption", () => {
     const transport = makeTransport()
