@@ -218,6 +218,12 @@ export interface Options {
    * scope closes, an `abort()` that builds a `DOMException` with its stack.
    */
   readonly scopedRequests?: boolean | undefined
+  /**
+   * Checks each request locally before sending it (`Validation.ts`). Default `true`. The resilient stack
+   * checks at its own door, once per call, and turns this off so that a call is not checked again at every
+   * attempt.
+   */
+  readonly validate?: boolean | undefined
 }
 
 // ============================================================================
@@ -291,6 +297,10 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   const idleTimeout = Duration.fromInputUnsafe(options.idleTimeout ?? defaultIdleTimeout)
   const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
   const apiKey = options.apiKey
+  /** A local check (`refusal` runs only when this client validates). */
+  const orFail = options.validate === false
+    ? (_refusal: () => InvalidRequest | undefined): ReturnType<typeof Validation.orFail> => Effect.void
+    : (refusal: () => InvalidRequest | undefined) => Validation.orFail(refusal())
 
   const base = (yield* HttpClient.HttpClient).pipe(
     // Prepended (not appended): the base URL and key apply before any
@@ -440,7 +450,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   ) =>
     Effect.gen(function*() {
       const operation = endpoint.name
-      yield* Validation.orFail(
+      yield* orFail(() =>
         Validation.checkTextToSpeech(operation, endpoint.check.variant, voiceId, request, validation)
       ).pipe(Effect.mapError(wrap))
       const body = yield* encodeBody(operation, Schemas.TextToSpeechBody, pick(request, ttsBodyKeys))
@@ -526,7 +536,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       const endpoint = Endpoints.speechToTextConvert
       const operation = endpoint.name
       return Effect.gen(function*() {
-        yield* Validation.orFail(Validation.checkSpeechToText(operation, request)).pipe(Effect.mapError(wrap))
+        yield* orFail(() => Validation.checkSpeechToText(operation, request)).pipe(Effect.mapError(wrap))
         const form = new FormData()
         const field = (name: string, value: string | number | boolean | undefined) => {
           // Booleans and numbers go as strings, absent fields are skipped (as the SDK does).
@@ -594,7 +604,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     get: (voiceId) => {
       const endpoint = Endpoints.voicesGet
       const operation = endpoint.name
-      return Validation.orFail(Validation.checkVoiceId(operation, voiceId)).pipe(
+      return orFail(() => Validation.checkVoiceId(operation, voiceId)).pipe(
         Effect.mapError(wrap),
         // The path is built once the id passed its check.
         Effect.andThen(() =>
@@ -609,7 +619,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     search: (search = {}) => {
       const endpoint = Endpoints.voicesSearch
       const operation = endpoint.name
-      return Validation.orFail(Validation.checkVoiceSearch(operation, search)).pipe(
+      return orFail(() => Validation.checkVoiceSearch(operation, search)).pipe(
         Effect.mapError(wrap),
         Effect.andThen(getJson(
           operation,
@@ -645,7 +655,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       const endpoint = Endpoints.musicCompose
       const operation = endpoint.name
       return Effect.gen(function*() {
-        yield* Validation.orFail(Validation.checkMusic(operation, request)).pipe(Effect.mapError(wrap))
+        yield* orFail(() => Validation.checkMusic(operation, request)).pipe(Effect.mapError(wrap))
         const body = yield* encodeBody(operation, Schemas.MusicBody, pick(request, musicBodyKeys))
         const http = requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
           HttpClientRequest.setUrlParams(query({ output_format: request.outputFormat })),

@@ -163,8 +163,28 @@ export const requestKey = (request: SpeechKeyInput, options?: RequestKeyOptions 
     text: request.text
   }
   for (const f of audioFields) fields[f] = request[f]
-  return sha256Hex(canonicalJson(fields))
+  // The same string as `canonicalJson(fields)`, written field by field in sorted order: the top level is
+  // known, so only the nested values (voice settings, locators) need sorting (it runs on every call).
+  let json = "{"
+  for (const [name, prefix] of keyFieldPrefixes) {
+    const value = fields[name]
+    if (value === undefined) continue
+    json += (json.length === 1 ? "" : ",") + prefix + canonicalJson(value)
+  }
+  return sha256Hex(json + "}")
 }
+
+/** Every field of a request key, sorted as `canonicalJson` sorts them, with its `"name":` prefix. */
+const keyFieldPrefixes: ReadonlyArray<readonly [string, string]> = [
+  "v",
+  "operation",
+  "partition",
+  "voiceId",
+  "modelId",
+  "outputFormat",
+  "text",
+  ...audioFields
+].sort().map((name) => [name, `${JSON.stringify(name)}:`] as const)
 
 /**
  * A partition label for an API key: the first 16 hex digits of its SHA-256,

@@ -78,6 +78,7 @@ import {
   outcomeOf,
   type PooledPlan,
   recordCall,
+  running,
   spanOptionsOf
 } from "./PipelineCall.ts"
 import * as PipelinePolicies from "./PipelinePolicies.ts"
@@ -189,20 +190,19 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         }))
 
     /** The end of a pooled call: metrics and the call span's outcome (synchronously). */
-    const finishPooled = (exit: Exit.Exit<unknown, ElevenLabsError>) =>
-      Effect.withFiber((fiber) => {
-        const call = current(fiber)
-        const seconds = (fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() - call.start) / 1000
-        Spans.setCallAttributes(call.span, recordCall(call.plan as PooledPlan<any>, exit, seconds, fiber.context))
-        return Effect.void
-      })
+    const finishPooled = (exit: Exit.Exit<unknown, ElevenLabsError>): Effect.Effect<void> => {
+      const fiber = running()
+      const call = current(fiber)
+      const seconds = (fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() - call.start) / 1000
+      Spans.setCallAttributes(call.span, recordCall(call.plan as PooledPlan<any>, exit, seconds, fiber.context))
+      return Effect.void
+    }
 
     /** The end of a read-only call: the span's outcome. */
-    const finishReadOnly = (exit: Exit.Exit<unknown, ElevenLabsError>) =>
-      Effect.withFiber((fiber) => {
-        Spans.setCallAttributes(current(fiber).span, outcomeOf(exit))
-        return Effect.void
-      })
+    const finishReadOnly = (exit: Exit.Exit<unknown, ElevenLabsError>): Effect.Effect<void> => {
+      Spans.setCallAttributes(current(running()).span, outcomeOf(exit))
+      return Effect.void
+    }
 
     // ---- the adaptive limit, taught by the answers ----------------------------
 
@@ -321,12 +321,12 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     }
 
     /** The attempt, once the permit is granted (after the wait: allocating here costs a waiting call nothing). */
-    const underPermit = (permit: ConcurrencyLimiter.Permit) =>
-      Effect.withFiber((fiber) => {
-        const call = current(fiber)
-        const sent = sendOne(call, permit, admitted(fiber, call, permit))
-        return distributed === undefined ? sent : Effect.scoped(Effect.andThen(sharedPermit(call, call.request!), sent))
-      })
+    const underPermit = (permit: ConcurrencyLimiter.Permit) => {
+      const fiber = running()
+      const call = current(fiber)
+      const sent = sendOne(call, permit, admitted(fiber, call, permit))
+      return distributed === undefined ? sent : Effect.scoped(Effect.andThen(sharedPermit(call, call.request!), sent))
+    }
 
     /** A limiter refusal: `QueueFull`, `QueueTimeout`, or the deadline when it ran out in the queue. */
     const queueRefused = (error: ConcurrencyLimiter.ConcurrencyLimiterError) =>
@@ -349,23 +349,6 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     )
 
     // ---- steps 6, 5, 3, 2, 9: breaker, retries, quota, coalescing, fallback ----
-
-    /** Step 6: the breaker of the call's pool around `inner` (built once per pool). */
-    const breakerAround = <A, R>(inner: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> => {
-      if (breaker === undefined) return inner
-      const byPool = new Map<Pool, Effect.Effect<A, ElevenLabsError, R>>()
-      const guardedOf = (pool: Pool) => {
-        let guarded = byPool.get(pool)
-        if (guarded === undefined) {
-          guarded = breaker.execute(pool)(inner).pipe(
-            Effect.catchTag("BreakerError", (e) => Effect.withFiber((fiber) => fromBreaker(current(fiber).operation, pool)(e)))
-          )
-          byPool.set(pool, guarded)
-        }
-        return guarded
-      }
-      return Effect.withFiber((fiber) => guardedOf(current(fiber).pool!))
-    }
 
     /** Before every backoff pause: the pause for the next attempt's span, the retries metric, the span event, a log line. */
     const onRetry = (event: RetryPolicy.RetryEvent): Effect.Effect<void> =>
@@ -397,14 +380,41 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     }
 
     /**
-     * Steps 4-5: the retried attempts. The deadline is the call's state (see `enter`): it races nothing, as
-     * each wait inside bounds itself by the time left (the queue, the headers and body, the backoff pause).
+     * Steps 4-6: the retried attempts, each behind the breaker of the call's pool (when `guarded`), chosen in
+     * one step from the call: the retry policy by its idempotency, the breaker by its pool (each pair built
+     * once). The deadline is the call's state (see `enter`): it races nothing, as each wait inside bounds
+     * itself by the time left (the queue, the headers and body, the backoff pause). A coalesced call handed
+     * over to its joiners runs this again on another fiber, with a fresh state: its starter's deadline,
+     * attempts and last error were spent by the run that was interrupted.
      */
-    const retryAround = <A, R>(inner: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> => {
-      if (retryPolicies === undefined) return inner
-      const idempotent = retryPolicies.idempotent(inner)
-      const notIdempotent = retryPolicies.notIdempotent(inner)
-      return Effect.withFiber((fiber) => current(fiber).idempotent ? idempotent : notIdempotent)
+    const retriedAround = <A, R>(
+      inner: Effect.Effect<A, ElevenLabsError, R>,
+      guarded: boolean
+    ): Effect.Effect<A, ElevenLabsError, R> => {
+      const built = [new Map<Pool | undefined, Effect.Effect<A, ElevenLabsError, R>>(), new Map<Pool | undefined, Effect.Effect<A, ElevenLabsError, R>>()]
+      const pick = (idempotent: boolean, pool: Pool | undefined) => {
+        const byPool = built[idempotent ? 0 : 1]!
+        let chosen = byPool.get(pool)
+        if (chosen === undefined) {
+          const behind = guarded && breaker !== undefined && pool !== undefined
+            ? breaker.execute(pool)(inner).pipe(
+              Effect.catchTag("BreakerError", (e) => Effect.withFiber((fiber) => fromBreaker(current(fiber).operation, pool)(e)))
+            )
+            : inner
+          chosen = retryPolicies === undefined
+            ? behind
+            : (idempotent ? retryPolicies.idempotent : retryPolicies.notIdempotent)(behind)
+          byPool.set(pool, chosen)
+        }
+        return chosen
+      }
+      return Effect.withFiber((fiber) => {
+        const call = current(fiber)
+        const chosen = pick(call.idempotent, call.pool)
+        return call.runs++ === 0
+          ? chosen
+          : Effect.provideService(chosen, Deadline.CurrentDeadline, call.again(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()))
+      })
     }
 
     /** The `quota_exceeded` answer stops the other calls too. */
@@ -441,11 +451,17 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
       })
     }
 
-    /** A joiner's wait for a shared call, bounded by its own deadline (a `Deferred.await` cannot bound itself). */
+    /**
+     * A joiner's wait for a shared call, bounded by its own deadline (a `Deferred.await` cannot bound itself),
+     * and its copy of the result marked `coalesced`.
+     */
     const boundJoin = (wait: Effect.Effect<any, ElevenLabsError>) =>
       Effect.withFiber((fiber) => {
         const call = current(fiber)
-        return Deadline.withDeadline(call.total, { operation: call.operation })(wait)
+        return Effect.map(
+          Deadline.withDeadline(call.total, { operation: call.operation })(wait),
+          (value) => call.plan.mark(value, { coalesced: true })
+        )
       })
     // Where a flight runs, unless the stack's options chose: an idempotent call on its starter's fiber (no fork
     // per call; a starter interrupted while others wait hands a fresh run over to them, a repeat of the kind a
@@ -457,10 +473,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
       notIdempotent: { boundJoin, flight: chosen ?? "detached" }
     } satisfies Record<string, Coalescer.CoalesceOptions<any, ElevenLabsError>>
 
-    const markCoalesced = <A>(shared: Coalescer.Coalesced<A>): Effect.Effect<A> =>
-      shared.coalesced
-        ? Effect.withFiber((fiber) => Effect.succeed(current(fiber).plan.mark(shared.value, { coalesced: true }) as A))
-        : Effect.succeed(shared.value)
+    const valueOf = <A>(shared: Coalescer.Coalesced<A>): A => shared.value
 
     /**
      * Step 2: identical calls in flight (same key) share one run of `inner`. Calls marked `idempotent: false`
@@ -469,23 +482,15 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
      */
     const coalesceAround = <A, R>(inner: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> => {
       if (coalescer === undefined) return inner
-      // A hand-over runs `inner` again on a fiber forked from the interrupted starter's: it gets a fresh state
-      // (the starter's deadline, attempts and last error were spent by the run that was interrupted).
-      const shared = Effect.withFiber((fiber) => {
-        const call = current(fiber)
-        return call.runs++ === 0
-          ? inner
-          : Effect.provideService(inner, Deadline.CurrentDeadline, call.again(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()))
-      })
       return Effect.withFiber((fiber) => {
         const call = current(fiber)
         const key = call.plan.coalesceKey
         if (key === undefined) return inner
-        return Effect.flatMap(
+        return Effect.map(
           call.idempotent
-            ? coalescer.coalesce(key, shared, joinOptions.idempotent)
-            : coalescer.coalesce(`${key}|once`, shared, joinOptions.notIdempotent),
-          markCoalesced
+            ? coalescer.coalesce(key, inner, joinOptions.idempotent)
+            : coalescer.coalesce(`${key}|once`, inner, joinOptions.notIdempotent),
+          valueOf
         )
       })
     }
@@ -508,12 +513,12 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
 
     /** The buffered pipeline, built once. */
     const bufferedProgram = Effect.onExit(
-      fallbackAround(coalesceAround(quotaAround(retryAround(breakerAround(limited))))),
+      fallbackAround(coalesceAround(quotaAround(retriedAround(limited, true)))),
       finishPooled
     )
 
     /** The read-only pipeline, built once: coalescing (with a key), the deadline and retries; no metrics. */
-    const readOnlyProgram = Effect.onExit(coalesceAround(retryAround(readAttempt)), finishReadOnly)
+    const readOnlyProgram = Effect.onExit(coalesceAround(retriedAround(readAttempt, false)), finishReadOnly)
 
     const buffered = <A, R = never>(plan: PooledPlan<A>, one: Attempt<A, R>): Effect.Effect<A, ElevenLabsError, R> =>
       enter(plan, one, true, bufferedProgram) as Effect.Effect<A, ElevenLabsError, R>
@@ -554,7 +559,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         const reservation = quota === undefined || plan.cost === undefined
           ? undefined
           : yield* quota.reserve(plan.cost, { keyId }).pipe(Effect.catchTag("QuotaGuardError", fromQuota(plan.operation)))
-        const opened = yield* retryAround(breakerAround(oneAttempt)).pipe(
+        const opened = yield* retriedAround(oneAttempt, true).pipe(
           Effect.tapError(markIfExceeded),
           // Released at once on failure: the caller's scope may live long (a connection, a batch loop), and
           // credits held for a call that failed would refuse the calls after it.

@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, type Fiber, Option, type Tracer } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, Option, type Tracer } from "effect"
 import * as Endpoints from "../client/Endpoints.ts"
 import { ElevenLabsError, InvalidRequest } from "../client/Errors.ts"
 import { audioSecondsOf } from "../client/Models.ts"
@@ -170,6 +170,12 @@ export class Call implements Deadline.CallDeadline {
 
 /** The current call inside the pipeline's steps (the current deadline is one there). */
 export const current = (fiber: Fiber.Fiber<unknown, unknown>): Call => fiber.getRef(Deadline.CurrentDeadline) as Call
+
+/**
+ * The fiber running the current continuation: inside a callback the run loop calls (an exit frame, a
+ * `flatMap`), a step less than `Effect.withFiber`. Only for callbacks of the pipeline's own effects.
+ */
+export const running = (): Fiber.Fiber<unknown, unknown> => Fiber.getCurrent()!
 
 /** The current call, when the current deadline is one (hooks that may run outside the steps). */
 export const callOf = (fiber: Fiber.Fiber<unknown, unknown>): Call | undefined => {

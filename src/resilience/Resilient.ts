@@ -64,6 +64,7 @@ import * as Client from "../client/ElevenLabs.ts"
 import { ElevenLabsError, InvalidRequest } from "../client/Errors.ts"
 import { defaultOutputFormat, defaultTtsModel } from "../client/Models.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
+import type * as Schemas from "../client/Schemas.ts"
 import * as Validation from "../client/Validation.ts"
 import * as Fallback from "./Fallback.ts"
 import * as Pipeline from "./Pipeline.ts"
@@ -115,6 +116,9 @@ const client = <A>(send: Effect.Effect<A, ElevenLabsError>): Pipeline.Attempt<A>
 /** Read-only answers carry no metadata and take no marks. */
 const noMeta = { metaOf: (): ResponseMeta | undefined => undefined, mark: <A>(a: A): A => a }
 
+/** A TTS request of any of the four TTS operations. */
+type TtsRequest = Schemas.TextToSpeechConvertRequest | Schemas.TextToSpeechStreamRequest
+
 /** The metadata of a client result (one function for every call, not one per call). */
 const metaOfResult = <A extends { readonly meta: ResponseMeta }>(a: A): ResponseMeta => a.meta
 
@@ -151,7 +155,9 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     headersTimeout: options.headersTimeout,
     idleTimeout: options.idleTimeout,
     characterLimits: options.characterLimits,
-    scopedRequests: options.scopedRequests
+    scopedRequests: options.scopedRequests,
+    // Each operation below checks its request once, at this door (the plan's `invalid`), not at every attempt.
+    validate: false
   })
   const keyId = Fallback.partitionOfApiKey(options.apiKey)
   const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
@@ -170,10 +176,17 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
 
   // ---- the operations -------------------------------------------------------
 
+  /**
+   * The plan of a TTS call, in one object literal (it is made on every call): the pool and credits from the
+   * model, the local check of its endpoint's variant, and (buffered calls) its coalescing key and fallback.
+   */
   const ttsPlan = (
     operation: string,
+    variant: "convert" | "stream",
     voiceId: string,
-    request: { readonly text: string; readonly modelId?: string | undefined; readonly outputFormat?: string | undefined }
+    request: TtsRequest,
+    outputFormat: string | undefined,
+    key: string | undefined
   ) => {
     const model = request.modelId ?? defaultTtsModel
     const characters = Validation.characterCount(request.text)
@@ -184,63 +197,59 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
       voiceId,
       characters,
       cost: quota?.costOf(characters, model),
-      outputFormat: request.outputFormat ?? defaultOutputFormat
+      outputFormat,
+      invalid: Validation.checkTextToSpeech(operation, variant, voiceId, request, validation),
+      coalesceKey: key,
+      fallback: key === undefined || cache === undefined ? undefined : { key, codec: audioCodec },
+      metaOf: metaOfResult,
+      mark: markMeta
     }
   }
+
+  /** The key (canonical JSON and SHA-256) of a TTS request, only when a coalescer or a cache will read it. */
+  const keyOf = (operation: string, voiceId: string, request: TtsRequest) =>
+    coalescer === undefined && cache === undefined
+      ? undefined
+      : Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId })
 
   const service: Client.ElevenLabs = {
     [Client.TypeId]: Client.TypeId,
     textToSpeech: {
       convert: (voiceId, request) => {
         const operation = "textToSpeech.convert"
-        // The key (canonical JSON and SHA-256) only when a coalescer or a cache will read it.
-        const key = coalescer === undefined && cache === undefined
-          ? undefined
-          : Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId })
-        return pipeline.buffered<Client.AudioResult>({
-          ...ttsPlan(operation, voiceId, request),
-          invalid: Validation.checkTextToSpeech(operation, "convert", voiceId, request, validation),
-          coalesceKey: key,
-          fallback: key === undefined ? undefined : { key, codec: audioCodec },
-          metaOf: metaOfResult,
-          mark: markMeta
-        }, client(raw.textToSpeech.convert(voiceId, request)))
+        return pipeline.buffered<Client.AudioResult>(
+          ttsPlan(
+            operation,
+            "convert",
+            voiceId,
+            request,
+            request.outputFormat ?? defaultOutputFormat,
+            keyOf(operation, voiceId, request)
+          ),
+          client(raw.textToSpeech.convert(voiceId, request))
+        )
       },
       convertWithTimestamps: (voiceId, request) => {
         const operation = "textToSpeech.convertWithTimestamps"
-        return pipeline.buffered<Client.TimestampsResult>({
-          ...ttsPlan(operation, voiceId, request),
-          outputFormat: undefined,
-          invalid: Validation.checkTextToSpeech(operation, "convert", voiceId, request, validation),
-          coalesceKey: coalescer === undefined
-            ? undefined
-            : Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId }),
-          metaOf: metaOfResult,
-          mark: markMeta
-        }, client(raw.textToSpeech.convertWithTimestamps(voiceId, request)))
-      },
-      stream: (voiceId, request) => {
-        const operation = "textToSpeech.stream"
-        return pipeline.streamed(
-          {
-            ...ttsPlan(operation, voiceId, request),
-            invalid: Validation.checkTextToSpeech(operation, "stream", voiceId, request, validation)
-          },
-          { send: raw.textToSpeech.stream(voiceId, request), kind: "client" },
-          (s, release) => ({ ...s, audio: Stream.ensuring(s.audio, release) })
+        // Coalesced, but not a fallback: the cache keeps audio, not timestamps.
+        const key = coalescer === undefined ? undefined : keyOf(operation, voiceId, request)
+        return pipeline.buffered<Client.TimestampsResult>(
+          { ...ttsPlan(operation, "convert", voiceId, request, undefined, key), fallback: undefined },
+          client(raw.textToSpeech.convertWithTimestamps(voiceId, request))
         )
       },
-      streamWithTimestamps: (voiceId, request) => {
-        const operation = "textToSpeech.streamWithTimestamps"
-        return pipeline.streamed(
-          {
-            ...ttsPlan(operation, voiceId, request),
-            invalid: Validation.checkTextToSpeech(operation, "stream", voiceId, request, validation)
-          },
+      stream: (voiceId, request) =>
+        pipeline.streamed(
+          ttsPlan("textToSpeech.stream", "stream", voiceId, request, request.outputFormat ?? defaultOutputFormat, undefined),
+          { send: raw.textToSpeech.stream(voiceId, request), kind: "client" },
+          (s, release) => ({ ...s, audio: Stream.ensuring(s.audio, release) })
+        ),
+      streamWithTimestamps: (voiceId, request) =>
+        pipeline.streamed(
+          ttsPlan("textToSpeech.streamWithTimestamps", "stream", voiceId, request, request.outputFormat ?? defaultOutputFormat, undefined),
           { send: raw.textToSpeech.streamWithTimestamps(voiceId, request), kind: "client" },
           (s, release) => ({ ...s, chunks: Stream.ensuring(s.chunks, release) })
         )
-      }
     },
     speechToText: {
       convert: (request) => {

@@ -579,6 +579,16 @@ describe("ElevenLabs", () => {
       }))
   })
 
+  describe("validate: false (the resilient stack checks at its own door)", () => {
+    it.effect("sends what it would have refused, and the server's 400 is the answer", () =>
+      Effect.gen(function*() {
+        const m = mock(() => audio("x"), { validate: false })
+        yield* run(m, (el) => el.textToSpeech.convert(voiceId, { text: "  \n " }))
+        yield* run(m, (el) => el.music.compose({}))
+        assert.strictEqual(m.requests.length, 2)
+      }))
+  })
+
   describe("layerConfig", () => {
     it.effect("reads the key, base URL and timeouts from the ConfigProvider", () =>
       Effect.gen(function*() {

@@ -395,3 +395,36 @@ describe("Resilient", () => {
     { arbitrary: { runs: 15 } }
   )
 })
+
+describe("Resilient: local checks at its door (its client does not check again per attempt)", () => {
+  const voiceId = "21m00Tcm4TlvDq8ikWAM"
+  const bad: ReadonlyArray<readonly [string, (el: Client.ElevenLabs) => Effect.Effect<unknown, ElevenLabsError, any>, string]> = [
+    ["blank text", (el) => el.textToSpeech.convert(voiceId, { text: "  \n " }), "text"],
+    ["wav on stream", (el) => el.textToSpeech.stream(voiceId, { text: "Hi", outputFormat: "wav_44100" as never }), "outputFormat"],
+    ["speed 2 on stream with timestamps", (el) => el.textToSpeech.streamWithTimestamps(voiceId, { text: "Hi", voiceSettings: { speed: 2 } }), "voiceSettings.speed"],
+    ["stability 1.5 with timestamps", (el) => el.textToSpeech.convertWithTimestamps(voiceId, { text: "Hi", voiceSettings: { stability: 1.5 } }), "voiceSettings.stability"],
+    ["empty voice id", (el) => el.voices.get(""), "voiceId"],
+    ["STT without audio", (el) => el.speechToText.convert({}), "file"],
+    ["music without prompt", (el) => el.music.compose({}), "prompt"],
+    ["voice search page of 0", (el) => el.voices.search({ pageSize: 0 }), "pageSize"]
+  ]
+  for (const [name, call, field] of bad) {
+    it.effect(name, () => {
+      let requests = 0
+      const transport = HttpClient.make((request) => {
+        requests++
+        return Effect.succeed(HttpClientResponse.fromWeb(request, new Response("{}", { status: 500 })))
+      })
+      return Effect.gen(function*() {
+        const error = yield* Effect.flip(Effect.scoped(Client.ElevenLabs.use(call)))
+        assert.strictEqual(error.reason._tag, "InvalidRequest")
+        if (error.reason._tag === "InvalidRequest") assert.strictEqual(error.reason.field, field)
+        assert.strictEqual(requests, 0)
+      }).pipe(
+        Effect.provide(
+          Resilient.layer({ apiKey: Redacted.make("k"), quota: false }).pipe(Layer.provide(Layer.succeed(HttpClient.HttpClient, transport)))
+        )
+      )
+    })
+  }
+})
