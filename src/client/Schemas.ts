@@ -400,6 +400,9 @@ export const Models = Schema.Array(Model)
 // Music
 // ----------------------------------------------------------------------------
 
+/** The default music model (the API's, when a request names none). */
+export const defaultMusicModel = "music_v1"
+
 /** The JSON body of `POST /v1/music`. */
 export const MusicBody = snakeStruct({
   prompt: Schema.optional(Schema.String),

@@ -61,6 +61,7 @@
 import { Context, Effect, Layer, Stream } from "effect"
 import type { HttpClient } from "effect/http"
 import * as Client from "../client/ElevenLabs.ts"
+import * as Endpoints from "../client/Endpoints.ts"
 import { ElevenLabsError, InvalidRequest } from "../client/Errors.ts"
 import { defaultOutputFormat, defaultTtsModel } from "../client/Models.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
@@ -253,11 +254,13 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     },
     speechToText: {
       convert: (request) => {
-        const operation = "speechToText.convert"
+        const endpoint = Endpoints.speechToTextConvert
+        const operation = endpoint.name
         return pipeline.buffered<Client.TranscriptResult>({
           operation,
-          pool: "stt",
-          model: request.modelId ?? "scribe_v1",
+          // The pool and the default model from the endpoint table.
+          pool: Endpoints.poolOf(endpoint, request.modelId),
+          model: Endpoints.modelOf(endpoint, request.modelId),
           invalid: Validation.checkSpeechToText(operation, request),
           metaOf: metaOfResult,
           mark: markMeta
@@ -266,11 +269,12 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     },
     music: {
       compose: (request) => {
-        const operation = "music.compose"
+        const endpoint = Endpoints.musicCompose
+        const operation = endpoint.name
         return pipeline.buffered<Client.MusicResult>({
           operation,
-          pool: "music",
-          model: request.modelId ?? "music_v1",
+          pool: Endpoints.poolOf(endpoint, request.modelId),
+          model: Endpoints.modelOf(endpoint, request.modelId),
           outputFormat: request.outputFormat === "auto" ? undefined : request.outputFormat,
           invalid: Validation.checkMusic(operation, request),
           metaOf: metaOfResult,
