@@ -28,6 +28,18 @@ const makeUpstream = Effect.gen(function*() {
   return { started, finished, interrupted, fibers, call }
 })
 
+/** An upstream call that holds a "permit" while on the wire, as the limiter would; `permits` reads 1 when none is held. */
+const makeGuarded = Effect.gen(function*() {
+  const up = yield* makeUpstream
+  const permits = yield* Ref.make(1)
+  const guarded = Effect.acquireUseRelease(
+    Ref.update(permits, (n) => n - 1),
+    () => up.call("1 second", Effect.succeed("audio")),
+    () => Ref.update(permits, (n) => n + 1)
+  )
+  return { up, permits, guarded }
+})
+
 const forkAll = <A, E>(effects: ReadonlyArray<Effect.Effect<A, E>>) =>
   Effect.forEach(effects, (e) => Effect.forkChild(e, { startImmediately: true }))
 
@@ -79,13 +91,7 @@ describe("Coalescer, inline flight", () => {
   it.effect("an interrupted starter with nobody joined ends the call: nothing is left behind", () =>
     Effect.gen(function*() {
       const coalescer = yield* inline()
-      const up = yield* makeUpstream
-      const permits = yield* Ref.make(1)
-      const guarded = Effect.acquireUseRelease(
-        Ref.update(permits, (n) => n - 1),
-        () => up.call("1 second", Effect.succeed("audio")),
-        () => Ref.update(permits, (n) => n + 1)
-      )
+      const { guarded, permits, up } = yield* makeGuarded
       const [starter] = yield* forkAll([coalescer.coalesce("k", guarded)])
       yield* TestClock.adjust("100 millis")
       yield* Fiber.interrupt(starter!)
@@ -98,13 +104,7 @@ describe("Coalescer, inline flight", () => {
   it.effect("an interrupted starter hands the call over to the joiners: started again once, in one forked fiber", () =>
     Effect.gen(function*() {
       const coalescer = yield* inline()
-      const up = yield* makeUpstream
-      const permits = yield* Ref.make(1)
-      const guarded = Effect.acquireUseRelease(
-        Ref.update(permits, (n) => n - 1),
-        () => up.call("1 second", Effect.succeed("audio")),
-        () => Ref.update(permits, (n) => n + 1)
-      )
+      const { guarded, permits, up } = yield* makeGuarded
       const fibers = yield* forkAll([coalescer.coalesce("k", guarded), coalescer.coalesce("k", guarded), coalescer.coalesce("k", guarded)])
       yield* TestClock.adjust("500 millis")
       yield* Fiber.interrupt(fibers[0]!)
@@ -410,13 +410,7 @@ describe("Coalescer, flight chosen per call", () => {
   it.effect("an inline coalescer with { flight: \"detached\" }: an interrupted starter leaves the one call running for its joiner", () =>
     Effect.gen(function*() {
       const coalescer = yield* inline()
-      const up = yield* makeUpstream
-      const permits = yield* Ref.make(1)
-      const guarded = Effect.acquireUseRelease(
-        Ref.update(permits, (n) => n - 1),
-        () => up.call("1 second", Effect.succeed("audio")),
-        () => Ref.update(permits, (n) => n + 1)
-      )
+      const { guarded, permits, up } = yield* makeGuarded
       const [starter, joiner] = yield* forkAll([
         coalescer.coalesce("k", guarded, { flight: "detached" }),
         coalescer.coalesce("k", guarded)

@@ -121,38 +121,38 @@ const nothingLeft = Effect.gen(function*() {
 })
 
 describe("Pipeline, where a coalesced flight runs", () => {
-  it.effect("idempotent calls (the default): an interrupted starter's request is given up and sent again for the joiner", () => {
-    const transport = makeTransport()
-    return Effect.gen(function*() {
-      const joiner = yield* starterInterruptedWhileJoinerWaits(transport, tts, tts)
-      // Inline flight: the starter's request ended with it; the hand-over sends a fresh one.
-      yield* Deferred.await(transport.sent[1]!)
-      assert.deepStrictEqual([transport.requests(), transport.abandoned()], [2, 1])
-      yield* Deferred.succeed(transport.answers[1]!, undefined)
-      const result = yield* Fiber.join(joiner)
-      assert.strictEqual(result.meta.coalesced, true)
-      assert.strictEqual(result.meta.requestId, "r1")
-      assert.deepStrictEqual(result.audio, audioOf(1))
-      assert.deepStrictEqual([transport.requests(), transport.abandoned()], [2, 1], "the TTS request was sent twice in total")
-      yield* nothingLeft
-    }).pipe(Effect.provide(stack(transport)))
-  })
-
-  it.effect("idempotent: false on both callers: one request, which goes on for the joiner after the starter is interrupted", () => {
-    const transport = makeTransport()
-    return Effect.gen(function*() {
-      const joiner = yield* starterInterruptedWhileJoinerWaits(transport, notIdempotent, notIdempotent)
-      // Detached flight: the starter only stopped waiting; its request is still on the wire.
-      assert.deepStrictEqual([transport.requests(), transport.abandoned()], [1, 0])
-      yield* Deferred.succeed(transport.answers[0]!, undefined)
-      const result = yield* Fiber.join(joiner)
-      assert.strictEqual(result.meta.coalesced, true)
-      assert.strictEqual(result.meta.requestId, "r0")
-      assert.deepStrictEqual(result.audio, audioOf(0))
-      assert.deepStrictEqual([transport.requests(), transport.abandoned()], [1, 0], "exactly one TTS request")
-      yield* nothingLeft
-    }).pipe(Effect.provide(stack(transport)))
-  })
+  // The starter is interrupted while the joiner waits. A hand-over (inline flight) gives the starter's request up
+  // and sends a fresh one for the joiner (r1); a detached flight keeps the one request (r0) for the joiner.
+  const interrupted: ReadonlyArray<{
+    readonly name: string
+    readonly call: typeof tts
+    readonly options: Omit<ResilientOptions, "apiKey">
+    readonly handedOver: boolean
+  }> = [
+    { name: "idempotent calls (the default): an interrupted starter's request is given up and sent again for the joiner", call: tts, options: {}, handedOver: true },
+    { name: "idempotent: false on both callers: one request, which goes on for the joiner after the starter is interrupted", call: notIdempotent, options: {}, handedOver: false },
+    { name: "coalesce: { flight: \"detached\" } in the options: idempotent calls share one request past the starter's interruption", call: tts, options: { coalesce: { flight: "detached" } }, handedOver: false },
+    { name: "coalesce: { flight: \"inline\" } in the options: calls marked idempotent: false are handed over too", call: notIdempotent, options: { coalesce: { flight: "inline" } }, handedOver: true }
+  ]
+  for (const { call, handedOver, name, options } of interrupted) {
+    it.effect(name, () => {
+      const transport = makeTransport()
+      const expected = handedOver ? [2, 1] : [1, 0]
+      const answered = handedOver ? 1 : 0
+      return Effect.gen(function*() {
+        const joiner = yield* starterInterruptedWhileJoinerWaits(transport, call, call)
+        if (handedOver) yield* Deferred.await(transport.sent[1]!)
+        assert.deepStrictEqual([transport.requests(), transport.abandoned()], expected)
+        yield* Deferred.succeed(transport.answers[answered]!, undefined)
+        const result = yield* Fiber.join(joiner)
+        assert.strictEqual(result.meta.coalesced, true)
+        assert.strictEqual(result.meta.requestId, `r${answered}`)
+        assert.deepStrictEqual(result.audio, audioOf(answered))
+        assert.deepStrictEqual([transport.requests(), transport.abandoned()], expected, "TTS requests sent, and given up")
+        yield* nothingLeft
+      }).pipe(Effect.provide(stack(transport, options)))
+    })
+  }
 
   for (const [first, second, name] of [[notIdempotent, tts, "idempotent: false, then the default"], [tts, notIdempotent, "the default, then idempotent: false"]] as const) {
     it.effect(`idempotent and idempotent: false calls never share a flight (${name}): a repeat cannot reach a caller who refused one`, () => {
@@ -172,36 +172,6 @@ describe("Pipeline, where a coalesced flight runs", () => {
       }).pipe(Effect.provide(stack(transport)))
     })
   }
-
-  it.effect("coalesce: { flight: \"detached\" } in the options: idempotent calls share one request past the starter's interruption", () => {
-    const transport = makeTransport()
-    return Effect.gen(function*() {
-      const joiner = yield* starterInterruptedWhileJoinerWaits(transport, tts, tts)
-      assert.deepStrictEqual([transport.requests(), transport.abandoned()], [1, 0])
-      yield* Deferred.succeed(transport.answers[0]!, undefined)
-      const result = yield* Fiber.join(joiner)
-      assert.strictEqual(result.meta.coalesced, true)
-      assert.strictEqual(result.meta.requestId, "r0")
-      assert.deepStrictEqual(result.audio, audioOf(0))
-      assert.deepStrictEqual([transport.requests(), transport.abandoned()], [1, 0], "exactly one TTS request")
-      yield* nothingLeft
-    }).pipe(Effect.provide(stack(transport, { coalesce: { flight: "detached" } })))
-  })
-
-  it.effect("coalesce: { flight: \"inline\" } in the options: calls marked idempotent: false are handed over too", () => {
-    const transport = makeTransport()
-    return Effect.gen(function*() {
-      const joiner = yield* starterInterruptedWhileJoinerWaits(transport, notIdempotent, notIdempotent)
-      yield* Deferred.await(transport.sent[1]!)
-      assert.deepStrictEqual([transport.requests(), transport.abandoned()], [2, 1])
-      yield* Deferred.succeed(transport.answers[1]!, undefined)
-      const result = yield* Fiber.join(joiner)
-      assert.strictEqual(result.meta.coalesced, true)
-      assert.strictEqual(result.meta.requestId, "r1")
-      assert.deepStrictEqual([transport.requests(), transport.abandoned()], [2, 1])
-      yield* nothingLeft
-    }).pipe(Effect.provide(stack(transport, { coalesce: { flight: "inline" } })))
-  })
 
   it.effect("without interruption, both flights give one request, the starter's result unmarked and the joiner's coalesced", () => {
     const transport = makeTransport()
