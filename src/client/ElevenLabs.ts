@@ -224,6 +224,12 @@ export interface Options {
    * attempt.
    */
   readonly validate?: boolean | undefined
+  /**
+   * Called with the headers of each 2xx answer as they arrive, before its body. Default: the calling fiber's
+   * {@link OnResponseHeaders}. The resilient stack gives its own here (it feeds the adaptive limit), which
+   * spares every call a context overlay.
+   */
+  readonly onResponseHeaders?: ((meta: ResponseMeta) => Effect.Effect<void>) | undefined
 }
 
 // ============================================================================
@@ -385,7 +391,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
           })
         )
         if (response.status >= 200 && response.status < 300) {
-          const observe = yield* OnResponseHeaders
+          const observe = options.onResponseHeaders ?? (yield* OnResponseHeaders)
           yield* observe(fromHeaders(response.headers))
           return response
         }

@@ -593,7 +593,12 @@ class Impl {
     this.maxQueueOf = (pool) => (typeof mq === "number" ? mq : mq[pool] ?? 1000)
   }
 
+  /** The cell each pool last gave: a stack calls with one key, so most lookups need no map and no key string. */
+  readonly lastCell: Partial<Record<Pool, Cell>> = {}
+
   cell(key: string, pool: Pool): Cell {
+    const last = this.lastCell[pool]
+    if (last !== undefined && last.key === key) return last
     const id = `${pool}\u0000${key}`
     let cell = this.cells.get(id)
     if (cell === undefined) {
@@ -611,6 +616,7 @@ class Impl {
       cell = new Cell(key, pool, adaptive, this.maxQueueOf(pool), this.config)
       this.cells.set(id, cell)
     }
+    this.lastCell[pool] = cell
     return cell
   }
 

@@ -34,7 +34,8 @@
  *   validation, coalescing when a key is given, the deadline and retries; no
  *   limiter, breaker or quota, so an exhausted account never refuses them).
  * - Two kinds of attempt ({@link Attempt}): `"client"` attempts report their
- *   headers as they arrive through `ElevenLabs.OnResponseHeaders`; `"opaque"`
+ *   headers as they arrive through the client's `onResponseHeaders` option
+ *   ({@link Pipeline.onResponseHeaders}); `"opaque"`
  *   attempts (a promise) are learnt from after they end, from `metaOf(value)`.
  * - Built once, run per call: the buffered and read-only pipelines are
  *   effects built once per stack. A call is one state object ({@link Call}:
@@ -125,6 +126,11 @@ export interface Pipeline {
   ) => Effect.Effect<S, ElevenLabsError, Scope.Scope>
   /** A call that takes no permit: validation, coalescing (with a key), deadline and retries. */
   readonly readOnly: <A, R = never>(plan: CallPlan<A>, attempt: Attempt<A, R>) => Effect.Effect<A, ElevenLabsError, R>
+  /**
+   * The headers hook for this library's client (its `onResponseHeaders` option): it feeds the adaptive limit
+   * of the permit the current call's attempt holds, and does nothing outside a call.
+   */
+  readonly onResponseHeaders: (meta: ResponseMeta) => Effect.Effect<void>
   /** {@link Pipeline.buffered} when the plan has a pool, else {@link Pipeline.readOnly}. */
   readonly run: <A, R = never>(plan: CallPlan<A>, attempt: Attempt<A, R>) => Effect.Effect<A, ElevenLabsError, R>
 }
@@ -147,6 +153,9 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     const queueTimeoutMillis = Duration.toMillis(queueTimeout)
     const retrySettings = options.retry === false ? undefined : (options.retry ?? {})
     const staticAttemptOf = attemptAttributes(options.baseUrl ?? Client.defaultBaseUrl)
+    // The metrics go to the registry of the context the stack is built in, as its gauges do: read from a call's
+    // own context, each update would look the registry up through that call's overlays.
+    const metricsContext = yield* Effect.context<never>()
 
     // ---- the entry: one state object and one context overlay per call --------
 
@@ -174,7 +183,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
             : undefined
           if (refused !== undefined || total === undefined) {
             const exit = Exit.fail(refused!)
-            Spans.setCallAttributes(span, pooled ? recordCall(plan as PooledPlan<any>, exit, 0, fiber.context) : outcomeOf(exit))
+            Spans.setCallAttributes(span, pooled ? recordCall(plan as PooledPlan<any>, exit, 0, metricsContext) : outcomeOf(exit))
             return exit
           }
           const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
@@ -183,9 +192,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
           // Nested deadlines never extend an outer one.
           const at = outer === undefined ? end : Math.min(outer.at, end)
           const state = new Call(plan, attempt, total, at, now, lane, call.idempotent !== false, span, keyId)
-          let context = Context.add(fiber.context, Tracer.ParentSpan, span)
-          context = Context.add(context, Deadline.CurrentDeadline, state)
-          if (pooled && attempt.kind === "client") context = Context.add(context, Client.OnResponseHeaders, teachCurrent)
+          const context = Context.add(Context.add(fiber.context, Tracer.ParentSpan, span), Deadline.CurrentDeadline, state)
           return Effect.updateContext(program, () => context as Context.Context<R>)
         }))
 
@@ -194,7 +201,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
       const fiber = running()
       const call = current(fiber)
       const seconds = (fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() - call.start) / 1000
-      Spans.setCallAttributes(call.span, recordCall(call.plan as PooledPlan<any>, exit, seconds, fiber.context))
+      Spans.setCallAttributes(call.span, recordCall(call.plan as PooledPlan<any>, exit, seconds, metricsContext))
       return Effect.void
     }
 
@@ -356,7 +363,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         const call = callOf(fiber)
         if (call !== undefined) {
           call.delay = event.delay
-          if (call.pool !== undefined) Metrics.recordRetryUnsafe({ reason: event.reason, pool: call.pool }, fiber.context)
+          if (call.pool !== undefined) Metrics.recordRetryUnsafe({ reason: event.reason, pool: call.pool }, metricsContext)
         }
         const delayMs = Duration.toMillis(event.delay)
         const spanned = Spans.retryEvent({ attempt: event.attempt - 1, reason: event.reason, delayMs })
@@ -574,7 +581,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     const run = <A, R = never>(plan: CallPlan<A>, one: Attempt<A, R>): Effect.Effect<A, ElevenLabsError, R> =>
       isPooled(plan) ? buffered(plan, one) : readOnly(plan, one)
 
-    return { policies, buffered, streamed, readOnly, run } satisfies Pipeline
+    return { policies, buffered, streamed, readOnly, run, onResponseHeaders: teachCurrent } satisfies Pipeline
   }
 )
 

@@ -78,7 +78,7 @@ export type PooledPlan<A> = CallPlan<A> & { readonly pool: Pool }
 
 /**
  * One attempt. `"client"`: this library's client, which reports the headers
- * as they arrive through `ElevenLabs.OnResponseHeaders` and bounds its own
+ * as they arrive through its `onResponseHeaders` option (`Pipeline.onResponseHeaders`) and bounds its own
  * waits. `"opaque"` (a promise): learnt from after it ends, from
  * `plan.metaOf(value)`.
  */
@@ -109,7 +109,7 @@ export class Call implements Deadline.CallDeadline {
   delay: Duration.Duration | undefined = undefined
   /** The queue waits of the call's attempts so far. */
   queueWaitMs = 0
-  /** The permit of the attempt in flight, for the headers it reports (`ElevenLabs.OnResponseHeaders`). */
+  /** The permit of the attempt in flight, for the headers it reports (`Pipeline.onResponseHeaders`). */
   permit: ConcurrencyLimiter.Permit | undefined = undefined
   /** The permit request of the current attempt. */
   request: BoundRequest | undefined = undefined

@@ -150,6 +150,8 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
       })
     })
   }
+  // The pipeline's headers hook, bound once the pipeline exists (it needs the client for the quota's reads).
+  let onResponseHeaders: (meta: ResponseMeta) => Effect.Effect<void> = () => Effect.void
   const raw = yield* Client.make({
     apiKey: options.apiKey,
     baseUrl: options.baseUrl,
@@ -158,7 +160,8 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     characterLimits: options.characterLimits,
     scopedRequests: options.scopedRequests,
     // Each operation below checks its request once, at this door (the plan's `invalid`), not at every attempt.
-    validate: false
+    validate: false,
+    onResponseHeaders: (meta) => onResponseHeaders(meta)
   })
   const keyId = Fallback.partitionOfApiKey(options.apiKey)
   const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
@@ -173,6 +176,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
         next_character_count_reset_unix: s.nextCharacterCountResetUnix
       }))
   })
+  onResponseHeaders = pipeline.onResponseHeaders
   const { quota, coalescer, cache } = pipeline.policies
 
   // ---- the operations -------------------------------------------------------

@@ -189,7 +189,13 @@ const labelled = <M extends Metric.Metric<any, any>>(
   make: (attributes: Attributes) => M
 ): (...values: ReadonlyArray<string>) => M => {
   const cache = new Map<string, M>()
+  // The last label values and their metric: a stack's calls mostly repeat them (no key string per update).
+  let lastValues: ReadonlyArray<string> = []
+  let last: M | undefined
   return (...values) => {
+    if (last !== undefined && values.length === lastValues.length && values.every((v, i) => v === lastValues[i])) {
+      return last
+    }
     const key = values.join("\u0000")
     let metric = cache.get(key)
     if (metric === undefined) {
@@ -198,6 +204,8 @@ const labelled = <M extends Metric.Metric<any, any>>(
       metric = make(attributes)
       cache.set(key, metric)
     }
+    lastValues = values
+    last = metric
     return metric
   }
 }
