@@ -256,16 +256,12 @@ export const failureOf = (exit: Exit.Failure<unknown, ElevenLabsError>): ElevenL
 }
 
 /** The call span's options: the operation, and for a pooled call its model, voice, characters and pool. */
-export const spanOptionsOf = (plan: CallPlan<any>, pooled: boolean) => ({
+export const spanOptionsOf = (plan: CallPlan<any>, pooled: boolean) =>
   // `useSpan` takes no stack trace: the frame Effect would record is this library's, the same for every call.
-  kind: "internal" as const,
-  attributes: pooled
-    ? {
-      [Spans.callAttributes.operation]: plan.operation,
-      ...Spans.toCallAttributes({ model: plan.model, voiceId: plan.voiceId, characters: plan.characters, pool: plan.pool })
-    }
-    : { [Spans.callAttributes.operation]: plan.operation }
-})
+  Spans.callSpanOptions(
+    plan.operation,
+    pooled ? { model: plan.model, voiceId: plan.voiceId, characters: plan.characters, pool: plan.pool } : {}
+  )
 
 /**
  * The static attributes of an operation's attempt span, from the endpoint table (an SDK call named freely gets

@@ -146,11 +146,13 @@ export const toAttemptAttributes = (attrs: AttemptAttributes): Record<string, un
 /** Runs `self` in the call span `elevenlabs.<operation>`. */
 export const withCallSpan =
   (operation: string, attrs: CallAttributes = {}) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.withSpan(self, callSpanName(operation), {
-      kind: "internal",
-      captureStackTrace: false,
-      attributes: { [callAttributes.operation]: operation, ...toCallAttributes(attrs) }
-    })
+    Effect.withSpan(self, callSpanName(operation), { ...callSpanOptions(operation, attrs), captureStackTrace: false })
+
+/** The options of a call span (kind internal, the operation and `attrs`), for `Effect.withSpan` or `Effect.useSpan`. */
+export const callSpanOptions = (operation: string, attrs: CallAttributes = {}) => ({
+  kind: "internal" as const,
+  attributes: { [callAttributes.operation]: operation, ...toCallAttributes(attrs) }
+})
 
 /** Runs `self` in an attempt span `elevenlabs.<operation>.attempt` (kind client). */
 export const withAttemptSpan =
