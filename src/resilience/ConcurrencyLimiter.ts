@@ -303,28 +303,27 @@ export interface Options {
 const WAITING = 0
 const GRANTED = 1
 const GONE = 2
+/** Made for a call, not yet queued or granted (its exit frame has nothing to give back). */
+const NEW = 3
 
-/** A queued caller: an intrusive list node, so removal is O(1) and memory small. */
+/**
+ * A call's place at the limiter: made before the call's one exit frame, then granted at once or queued (an
+ * intrusive list node, so removal is O(1) and memory small). The exit frame reads its state to give back
+ * what the call holds, so no mask is needed around the enqueue.
+ */
 class Waiter {
   prev: Waiter | undefined = undefined
   next: Waiter | undefined = undefined
-  state = WAITING
+  state = NEW
   resume: ((effect: Effect.Effect<PermitImpl, ConcurrencyLimiterError>) => void) | undefined = undefined
   permit: PermitImpl | undefined = undefined
   /** Position in the limiter's deadline heap, -1 when not in it. */
   heapIndex = -1
-  readonly cell: Cell
-  readonly lane: number
-  readonly order: number
-  readonly enqueuedAt: number
-  readonly deadline: number
-  constructor(cell: Cell, lane: number, order: number, enqueuedAt: number, deadline: number) {
-    this.cell = cell
-    this.lane = lane
-    this.order = order
-    this.enqueuedAt = enqueuedAt
-    this.deadline = deadline
-  }
+  cell!: Cell
+  lane = 0
+  order = 0
+  enqueuedAt = 0
+  deadline = 0
 }
 
 class LaneQueue {
@@ -513,7 +512,6 @@ class PermitImpl implements Permit {
   }
 }
 
-type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
 const fail = (reason: ConcurrencyLimiterErrorReason) => Effect.fail(new ConcurrencyLimiterError({ reason }))
 
@@ -735,10 +733,10 @@ class Impl {
   }
 
   /**
-   * Runs uninterruptibly (the caller's mask) up to the wait, so the checks and
-   * the enqueue are atomic; only the wait itself is made interruptible.
+   * Checks the request, then grants `waiter` a permit at once or queues it and waits. Synchronous up to the
+   * wait; it runs inside the caller's exit frame (`settle`), which gives back whatever `waiter` holds by then.
    */
-  acquire(options: PermitRequest, restore: Restore): Effect.Effect<PermitImpl, ConcurrencyLimiterError> {
+  enter(options: PermitRequest, waiter: Waiter): Effect.Effect<PermitImpl, ConcurrencyLimiterError> {
     return Effect.suspend(() => {
       const lane = options.lane ?? "default"
       const laneIndex = lanes.indexOf(lane)
@@ -758,6 +756,8 @@ class Impl {
       // Fast path: a free permit and nobody waiting.
       if (cell.queued === 0 && cell.inFlight < cell.permits) {
         const permit = this.grant(cell, lane, 0)
+        waiter.state = GRANTED
+        waiter.permit = permit
         this.occupancy(cell, "granted", lane)
         return Effect.succeed(permit)
       }
@@ -781,7 +781,12 @@ class Impl {
         order = Math.max(order, queue.tail.order) // keeps each lane sorted even if the clock steps back
       }
       const deadline = now + timeoutMillis
-      const waiter = new Waiter(cell, laneIndex, order, now, deadline)
+      waiter.cell = cell
+      waiter.lane = laneIndex
+      waiter.order = order
+      waiter.enqueuedAt = now
+      waiter.deadline = deadline
+      waiter.state = WAITING
       if (front) queue.pushFront(waiter)
       else queue.pushBack(waiter)
       cell.queued++
@@ -790,24 +795,28 @@ class Impl {
         this.deadlines.push(waiter)
         if (deadline < this.timerAt) this.startTimer(deadline)
       }
-      // No canceller: an interrupted wait ends in the `onExit` below, which leaves the queue (one closure less
-      // per waiting call).
+      // No canceller: an interrupted wait ends in the caller's exit frame (`settle`), which leaves the queue.
       const wait = Effect.callback<PermitImpl, ConcurrencyLimiterError>((resume) => {
         if (waiter.state === GRANTED) resume(Effect.succeed(waiter.permit!))
         else if (waiter.state === WAITING) waiter.resume = resume
         else resume(this.timeoutOf(waiter)) // expired before this fiber got here
       })
       const queued = this.publish([{ _tag: "Queued", key: cell.key, pool, lane, depth: cell.queued }])
-      return Effect.onExit(Effect.andThen(queued, restore(wait)), (exit) => {
-        if (Exit.isFailure(exit)) {
-          // Interrupted before or while waiting: leave the queue.
-          this.abandon(cell, waiter)
-          // Granted, but the caller was interrupted before taking it: give it back.
-          if (waiter.state === GRANTED && waiter.permit !== undefined) return waiter.permit.release
-        }
-        return Effect.void
-      })
+      return Effect.andThen(queued, wait)
     })
+  }
+
+  /**
+   * What a call's exit gives back: its permit when it was granted one (used, or granted while the caller was
+   * being interrupted), its queue place when it still waits; nothing when it never got that far.
+   */
+  settle(waiter: Waiter): Effect.Effect<void> | undefined {
+    if (waiter.state === GRANTED) {
+      waiter.state = GONE
+      return waiter.permit!.release
+    }
+    if (waiter.state === WAITING) this.abandon(waiter.cell, waiter)
+    return undefined
   }
 
   timeoutOf(waiter: Waiter): Effect.Effect<never, ConcurrencyLimiterError> {
@@ -921,24 +930,33 @@ export const make = (options: Options = {}): Effect.Effect<ConcurrencyLimiter, n
     const impl = yield* Effect.sync(() => new Impl(options, clock, pubsub, context))
     yield* Scope.addFinalizer(scope, Effect.andThen(Effect.sync(() => impl.shutdown()), PubSub.end(pubsub, Exit.void)))
 
+    // One exit frame per call, and no mask: the waiter is made before the frame, so an interruption at any
+    // point finds in it what the call holds (nothing yet, a queue place, or a permit), and `settle` gives it back.
     const usePermit = <A, E, R>(
       request: PermitRequest,
       f: (permit: Permit) => Effect.Effect<A, E, R>
     ): Effect.Effect<A, E | ConcurrencyLimiterError, R> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(impl.acquire(request, restore), (permit) =>
-          Effect.onExit(restore(Effect.suspend(() => f(permit))), () => permit.release))
-      )
+      Effect.suspend(() => {
+        const waiter = new Waiter()
+        return Effect.onExitPrimitive(Effect.flatMap(impl.enter(request, waiter), f), () => impl.settle(waiter))
+      })
 
     return ConcurrencyLimiter.of({
       [TypeId]: TypeId,
       usePermit,
       withPermit: (request) => (effect) => usePermit(request, () => effect),
+      // The permit outlives this effect: once granted (under the mask) its release is the scope's.
       acquire: (request) =>
-        Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(impl.acquire(request, restore), (permit) =>
-            Effect.as(Effect.addFinalizer(() => permit.release), permit as Permit))
-        ),
+        Effect.uninterruptibleMask((restore) => {
+          const waiter = new Waiter()
+          return Effect.flatMap(
+            Effect.onExitPrimitive(restore(impl.enter(request, waiter)), (exit) => Exit.isFailure(exit) ? impl.settle(waiter) : undefined),
+            (permit) => {
+              waiter.state = GONE
+              return Effect.as(Effect.addFinalizer(() => permit.release), permit as Permit)
+            }
+          )
+        }),
       onResponse: (key, pool, meta) =>
         Effect.suspend(() => {
           const cell = impl.cell(key, pool)

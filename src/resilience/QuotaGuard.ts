@@ -425,7 +425,8 @@ const actualOf = <A>(options: GuardOptions<A> | undefined, a: A): number | undef
  * rather than closures: a call waiting in a queue holds it.
  */
 class LocalReservation implements Reservation {
-  settled = false
+  /** Nothing (more) to give back: true until the credits are reserved, and again once settled. */
+  settled = true
   readonly cost: number
   readonly keyId: string | undefined
   readonly settle: (r: LocalReservation, committed: number | undefined) => Effect.Effect<void>
@@ -779,7 +780,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const reserveLocalUnsafe = (
     now: number,
     cost: number,
-    keyId: string | undefined
+    keyId: string | undefined,
+    holder?: LocalReservation
   ): {
     readonly reservation: Reservation | undefined
     readonly decision: QuotaGuardErrorReason | undefined
@@ -835,7 +837,11 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           st.keys.set(keyId, key)
         }
       }
-      const reservation = decision === undefined ? new LocalReservation(cost, keyId, settle) : undefined
+      let reservation: LocalReservation | undefined = undefined
+      if (decision === undefined) {
+        reservation = holder ?? new LocalReservation(cost, keyId, settle)
+        reservation.settled = false
+      }
       let before: Effect.Effect<void> | undefined = rolled ? Effect.asVoid(startFetch) : undefined
       if (out.length > 0) before = before === undefined ? emit(out) : Effect.andThen(emit(out), before)
       return { reservation, decision, before }
@@ -1045,16 +1051,17 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         )
       return Effect.scoped(Effect.flatMap(reserve(cost, options), (reservation) => tapped.pipe(settled(reservation))))
     }
-    // In memory no scope is needed: the reservation is taken and settled under one mask, which is
+    // In memory no scope is needed: the reservation is taken and settled in one exit frame, which is
     // what `acquireRelease` in a `scoped` would do, at a fraction of the cost on every call.
     return guardLocal(cost, effect, options)
   }
 
   /**
-   * The in-memory guard: checked, reserved and run in one step under one mask, and settled in the exit frame
-   * (once the call succeeded its credits are spent, even if the caller is interrupted right after); the
-   * `quota_exceeded` mark is taken in the same frame as the release. Before the first snapshot it waits for
-   * the fetch in flight (interruptibly), then starts again.
+   * The in-memory guard: checked, reserved and run in one step inside one exit frame, and no mask: the
+   * reservation is made (unreserved) before the frame, so the frame settles what it holds however the call
+   * ends, nothing if it never got as far as reserving. Once the call succeeded its credits are spent, even if
+   * the caller is interrupted right after; the `quota_exceeded` mark is taken in the same frame as the
+   * release. Before the first snapshot it waits once for the fetch in flight, then starts again.
    */
   const guardLocal = <A, E, R>(
     cost: number,
@@ -1062,33 +1069,37 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     options: GuardOptions<A> | undefined,
     waited = false
   ): Effect.Effect<A, E | QuotaGuardError, R> =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.withFiber((fiber): Effect.Effect<A, E | QuotaGuardError, R> => {
-        if (!isAmount(cost)) return invalid("cost", `cost must be a non-negative number, got ${cost}`)
-        if (!waited && st.fetchedAt === undefined && st.inflight !== undefined) {
-          // Once, bounded by the call's time left, and started again interruptibly (inside this mask its own
-          // `restore` would keep the call uninterruptible). A call whose deadline passed here fails at its queue.
-          const first = Deadline.enforce({ operation: "quota" })(Deferred.await(st.inflight))
-          return restore(Effect.andThen(Effect.exit(first), guardLocal(cost, effect, options, true)))
-        }
-        const { before, decision, reservation } = reserveLocalUnsafe(
-          fiber.getRef(Clock.Clock).currentTimeMillisUnsafe(),
-          cost,
-          options?.keyId
-        )
-        if (reservation === undefined) return before === undefined ? fail(decision!) : Effect.andThen(before, fail(decision!))
-        const run = Effect.onExit(restore(effect), (exit: Exit.Exit<A, E>) => {
-          if (Exit.isSuccess(exit)) return reservation.commit(actualOf(options, exit.value))
+    Effect.suspend(() => {
+      if (!isAmount(cost)) return invalid("cost", `cost must be a non-negative number, got ${cost}`)
+      if (!waited && st.fetchedAt === undefined && st.inflight !== undefined) {
+        // Once, bounded by the call's time left. A call whose deadline passed here fails at its queue.
+        const first = Deadline.enforce({ operation: "quota" })(Deferred.await(st.inflight))
+        return Effect.andThen(Effect.exit(first), guardLocal(cost, effect, options, true))
+      }
+      const holder = new LocalReservation(cost, options?.keyId, settle)
+      return Effect.onExitPrimitive(
+        Effect.withFiber((fiber): Effect.Effect<A, E | QuotaGuardError, R> => {
+          const { before, decision, reservation } = reserveLocalUnsafe(
+            fiber.getRef(Clock.Clock).currentTimeMillisUnsafe(),
+            cost,
+            options?.keyId,
+            holder
+          )
+          if (reservation === undefined) return before === undefined ? fail(decision!) : Effect.andThen(before, fail(decision!))
+          // Events to publish or a fetch to start first: rare (a threshold crossed, a period rolled over).
+          return before === undefined ? effect : Effect.andThen(before, effect)
+        }),
+        (exit) => {
+          if (holder.settled) return undefined
+          if (Exit.isSuccess(exit)) return holder.commit(actualOf(options, exit.value))
           const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
           const error = failure?._tag === "Fail" ? failure.error : undefined
           return isElevenLabsError(error) && error.reason._tag === "QuotaExceeded"
-            ? Effect.andThen(markExhausted(error.reason), reservation.release)
-            : reservation.release
-        })
-        // Events to publish or a fetch to start first: rare (a threshold crossed, a period rolled over).
-        return before === undefined ? run : Effect.andThen(before, run)
-      })
-    )
+            ? Effect.andThen(markExhausted(error.reason), holder.release)
+            : holder.release
+        }
+      )
+    })
 
   const setKeyCap = (keyId: string, cap: number | undefined): Effect.Effect<void, QuotaGuardError> =>
     Effect.suspend(() => {

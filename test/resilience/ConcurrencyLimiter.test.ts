@@ -155,6 +155,26 @@ describe("ConcurrencyLimiter", () => {
       assert.strictEqual(snap.queueDepth, 0)
     }))
 
+  it.effect("a waiter granted a permit and interrupted before it resumes gives the permit back", () =>
+    Effect.gen(function*() {
+      const limiter = yield* CL.make({ plan: { standard: 1 } })
+      const scope = yield* Scope.make()
+      yield* limiter.acquire({ key: K, pool: "standard" }).pipe(Scope.provide(scope))
+      let ran = false
+      const waiter = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.sync(() => void (ran = true))))
+      yield* settle
+      assert.strictEqual((yield* limiter.snapshot(K, "standard")).queueDepth, 1)
+      // The release hands the permit to the waiter; the interruption lands before the waiter runs again.
+      yield* Scope.close(scope, Exit.void)
+      yield* Fiber.interrupt(waiter)
+      yield* settle
+      const snap = yield* limiter.snapshot(K, "standard")
+      assert.isFalse(ran)
+      assert.strictEqual(snap.inFlight, 0)
+      assert.strictEqual(snap.queueDepth, 0)
+      assert.strictEqual(yield* limiter.usePermit({ key: K, pool: "standard" }, () => Effect.succeed("next")), "next")
+    }))
+
   it.effect("acquire holds the permit until the scope closes; release is idempotent", () =>
     Effect.gen(function*() {
       const limiter = yield* CL.make({ plan: { standard: 2 } })
