@@ -44,6 +44,7 @@
 import { Clock, Config, Context, Duration, Effect, Exit, Layer, Pull, Redacted, Schema, Scope, Stream } from "effect"
 import { Headers, HttpClient, HttpClientRequest } from "effect/http"
 import type { HttpClientError, HttpClientResponse } from "effect/http"
+import * as BeyondTts from "./BeyondTts.ts"
 import { classifyHttpClientError, classifyResponse, invalidResponse, timeout } from "./Classify.ts"
 import { ElevenLabsError, type ElevenLabsErrorReason, InvalidRequest } from "./Errors.ts"
 import * as Endpoints from "./Endpoints.ts"
@@ -52,6 +53,7 @@ import { concat } from "../internal/Bytes.ts"
 import * as Deadline from "../resilience/Deadline.ts"
 import * as Schemas from "./Schemas.ts"
 import * as Validation from "./Validation.ts"
+import { appendField, appendFile, pick, query } from "./Wire.ts"
 
 // ============================================================================
 // Results
@@ -163,6 +165,15 @@ export interface ElevenLabs {
     /** `POST /v1/music`. */
     readonly compose: (request: Schemas.MusicComposeRequest) => Effect.Effect<MusicResult, ElevenLabsError>
   }
+  // The four groups beyond TTS (`BeyondTts.ts`).
+  /** `POST /v1/speech-to-speech/{voice_id}` and `…/stream` (multipart): the voice changer. */
+  readonly speechToSpeech: BeyondTts.SpeechToSpeech
+  /** `POST /v1/sound-generation`. */
+  readonly textToSoundEffects: BeyondTts.TextToSoundEffects
+  /** `POST /v1/text-to-dialogue` and `…/stream`. */
+  readonly textToDialogue: BeyondTts.TextToDialogue
+  /** `POST /v1/audio-isolation` and `…/stream` (multipart). */
+  readonly audioIsolation: BeyondTts.AudioIsolation
 }
 
 // ============================================================================
@@ -243,13 +254,6 @@ const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect
     names.includes("xi-api-key") ? names : [...names, "xi-api-key"])
 
 
-type QueryValue = string | number | boolean | undefined
-const query = (params: Record<string, QueryValue>): Record<string, string> => {
-  const out: Record<string, string> = {}
-  for (const [k, v] of Object.entries(params)) if (v !== undefined) out[k] = String(v)
-  return out
-}
-
 /** The query of `GET /v2/voices`: snake_case names, lists as repeated keys (as the SDK sends them). */
 const voiceSearchParams = (search: Schemas.VoiceSearch): Array<readonly [string, string]> => {
   const params: Array<readonly [string, string]> = []
@@ -283,15 +287,6 @@ const ttsBodyKeys = [
   "applyTextNormalization",
   "applyLanguageTextNormalization"
 ] as const
-
-const pick = (record: object, keys: ReadonlyArray<string>): Record<string, unknown> => {
-  const out: Record<string, unknown> = {}
-  for (const k of keys) {
-    const v = (record as Record<string, unknown>)[k]
-    if (v !== undefined) out[k] = v
-  }
-  return out
-}
 
 /**
  * Builds the service from options. The transport (`HttpClient`) is left as a
@@ -480,28 +475,33 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       return { response, audio }
     }))
 
+  /** The whole audio of an answer, with its content type and metadata. */
+  const bufferedAudio = (operation: string, request: HttpClientRequest.HttpClientRequest): Effect.Effect<AudioResult, ElevenLabsError> =>
+    Effect.map(audioCall(operation, request), ({ audio, response }) => ({
+      audio,
+      contentType: contentTypeOf(response, "audio/mpeg"),
+      meta: fromHeaders(response.headers)
+    }))
+
+  /** The audio of an answer as it comes; the response lives with the caller's scope. */
+  const streamedAudio = (
+    operation: string,
+    request: HttpClientRequest.HttpClientRequest
+  ): Effect.Effect<AudioStream, ElevenLabsError, Scope.Scope> =>
+    Effect.map(open(operation, request), (response) => ({
+      meta: fromHeaders(response.headers),
+      contentType: contentTypeOf(response, "audio/mpeg"),
+      audio: bodyStream(operation, response)
+    }))
+
   const textToSpeech: ElevenLabs["textToSpeech"] = {
     convert: (voiceId, request) => {
       const endpoint = Endpoints.textToSpeechConvert
-      const operation = endpoint.name
-      return Effect.gen(function*() {
-        const http = yield* ttsRequest(endpoint, voiceId, request)
-        const { response, audio } = yield* audioCall(operation, http)
-        return { audio, contentType: contentTypeOf(response, "audio/mpeg"), meta: fromHeaders(response.headers) }
-      })
+      return Effect.flatMap(ttsRequest(endpoint, voiceId, request), (http) => bufferedAudio(endpoint.name, http))
     },
     stream: (voiceId, request) => {
       const endpoint = Endpoints.textToSpeechStream
-      const operation = endpoint.name
-      return Effect.gen(function*() {
-        const http = yield* ttsRequest(endpoint, voiceId, request)
-        const response = yield* open(operation, http)
-        return {
-          meta: fromHeaders(response.headers),
-          contentType: contentTypeOf(response, "audio/mpeg"),
-          audio: bodyStream(operation, response)
-        }
-      })
+      return Effect.flatMap(ttsRequest(endpoint, voiceId, request), (http) => streamedAudio(endpoint.name, http))
     },
     convertWithTimestamps: (voiceId, request) => {
       const endpoint = Endpoints.textToSpeechConvertWithTimestamps
@@ -544,18 +544,10 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       return Effect.gen(function*() {
         yield* orFail(() => Validation.checkSpeechToText(operation, request)).pipe(Effect.mapError(wrap))
         const form = new FormData()
-        const field = (name: string, value: string | number | boolean | undefined) => {
-          // Booleans and numbers go as strings, absent fields are skipped (as the SDK does).
-          if (value !== undefined) form.append(name, String(value))
-        }
+        // Booleans and numbers go as strings, absent fields are skipped (as the SDK does: `Wire.ts`).
+        const field = (name: string, value: string | number | boolean | undefined) => appendField(form, name, value)
         field(endpoint.pool.model.field, Endpoints.modelOf(endpoint, request.modelId))
-        if (request.file !== undefined) {
-          const file = request.file instanceof Uint8Array ? { data: request.file } : request.file
-          const blob = new Blob([file.data as Uint8Array<ArrayBuffer>], {
-            type: file.contentType ?? "application/octet-stream"
-          })
-          form.append("file", blob, file.fileName ?? "audio")
-        }
+        if (request.file !== undefined) appendFile(form, "file", request.file)
         field("source_url", request.sourceUrl)
         field("cloud_storage_url", request.cloudStorageUrl)
         field("language_code", request.languageCode)
@@ -667,14 +659,22 @@ export const make = Effect.fnUntraced(function*(options: Options) {
           HttpClientRequest.setUrlParams(query({ output_format: request.outputFormat })),
           HttpClientRequest.bodyJsonUnsafe(body)
         )
-        const { response, audio } = yield* audioCall(operation, http)
-        const meta = fromHeaders(response.headers)
-        return { audio, contentType: contentTypeOf(response, "audio/mpeg"), meta, songId: meta.songId }
+        const result = yield* bufferedAudio(operation, http)
+        return { ...result, songId: result.meta.songId }
       })
     }
   }
 
-  return ElevenLabs.of({ [TypeId]: TypeId, textToSpeech, speechToText, user, voices, models, music })
+  const beyondTts = BeyondTts.make({
+    check: (refusal) => Effect.mapError(orFail(refusal), wrap),
+    validation,
+    encodeBody,
+    requestTo,
+    buffered: bufferedAudio,
+    streamed: streamedAudio
+  })
+
+  return ElevenLabs.of({ [TypeId]: TypeId, textToSpeech, speechToText, user, voices, models, music, ...beyondTts })
 })
 
 // ============================================================================

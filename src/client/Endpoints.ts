@@ -21,6 +21,11 @@
  *   compiler asks for it: the handlers are a record over {@link Name}).
  * - `client: false` marks a row the simulator serves but the typed client
  *   does not call (`music.stream`).
+ * - Beyond TTS (docs/api-facts.md §2.9–§2.12, §5.6): speech to speech, sound
+ *   effects and audio isolation draw from the `standard` pool (the sources
+ *   name none) and bill by audio time at a published rate; text to dialogue
+ *   finds its pool from its model (`eleven_v3` by default) and bills the
+ *   characters of all its lines, as TTS bills its text.
  *
  * **Gotchas**
  *
@@ -45,6 +50,8 @@
 import type { Schema } from "effect"
 import { type Pool, poolOfModel } from "../resilience/Plans.ts"
 import {
+  audioCreditCost,
+  type AudioRate,
   convertOutputFormats,
   creditCost,
   creditMultiplierOf,
@@ -80,8 +87,10 @@ export interface ModelSource {
  * How a request's concurrency pool is found.
  *
  * - `None`: read-only; no pool (the resilience layer gives it a deadline and retries only).
- * - `Fixed`: always the same pool (STT, music).
- * - `FromModel`: the pool of the request's model (`Plans.poolOfModel`, the default model when it names none).
+ * - `Fixed`: always the same pool (STT, music; and `standard` for speech to speech, sound effects and audio
+ *   isolation, whose pool the sources do not name: docs/api-facts.md §5.6).
+ * - `FromModel`: the pool of the request's model (`Plans.poolOfModel`, the default model when it names none):
+ *   TTS and text to dialogue.
  */
 export type PoolRule =
   | { readonly _tag: "None" }
@@ -89,16 +98,20 @@ export type PoolRule =
   | { readonly _tag: "FromModel"; readonly model: ModelSource }
 
 /**
- * How a request bills.
+ * How a request bills. {@link creditsOf} is the one place that turns a row's billing into credits.
  *
  * - `None`: free (reads).
- * - `Characters`: `ceil(characters of field x credit multiplier of the request's model)`, known before the call.
- * - `AudioTime`: by the seconds of audio read (`input`, STT) or made (`output`, music); not known before the call.
+ * - `Characters`: `ceil(characters x credit multiplier of the request's model)`, known before the call; the
+ *   characters of `text` (TTS), or of all the lines' texts together (`inputs[].text`, text to dialogue).
+ * - `AudioTime`: by the seconds of audio read (`input`: STT, speech to speech, audio isolation) or made
+ *   (`output`: music, sound effects). With a `rate` (a published price, docs/api-facts.md §5.6) the credits
+ *   are `ceil(seconds x credits / perSeconds)`; without one (STT, music: the sources give none) they are not
+ *   known, before the call or after.
  */
 export type Billing =
   | { readonly _tag: "None" }
-  | { readonly _tag: "Characters"; readonly field: "text"; readonly multiplier: "model" }
-  | { readonly _tag: "AudioTime"; readonly of: "input" | "output" }
+  | { readonly _tag: "Characters"; readonly field: "text" | "inputs[].text"; readonly multiplier: "model" }
+  | { readonly _tag: "AudioTime"; readonly of: "input" | "output"; readonly rate?: AudioRate | undefined }
 
 /**
  * What comes back on success.
@@ -122,6 +135,10 @@ export type Response =
  * | `TextToSpeech` | `checkTextToSpeech(operation, variant, …)` |
  * | `SpeechToText` | `checkSpeechToText` |
  * | `Music` | `checkMusic` |
+ * | `SpeechToSpeech` | `checkSpeechToSpeech(operation, variant, …)` |
+ * | `SoundEffects` | `checkSoundEffects` |
+ * | `TextToDialogue` | `checkTextToDialogue(operation, variant, …)` |
+ * | `AudioIsolation` | `checkAudioIsolation` |
  * | `VoiceId` | `checkVoiceId` |
  * | `VoiceSearch` | `checkVoiceSearch` |
  * | `None` | nothing to check |
@@ -131,6 +148,10 @@ export type Check =
   | { readonly _tag: "TextToSpeech"; readonly variant: TtsEndpoint }
   | { readonly _tag: "SpeechToText" }
   | { readonly _tag: "Music" }
+  | { readonly _tag: "SpeechToSpeech"; readonly variant: TtsEndpoint }
+  | { readonly _tag: "SoundEffects" }
+  | { readonly _tag: "TextToDialogue"; readonly variant: TtsEndpoint }
+  | { readonly _tag: "AudioIsolation" }
   | { readonly _tag: "VoiceId" }
   | { readonly _tag: "VoiceSearch" }
 
@@ -172,6 +193,12 @@ const streamFormats: OutputFormat = { formats: streamOutputFormats, default: def
 /** Music's own default is `auto` (the API picks); the client sends a format only when given one. */
 const musicFormats: OutputFormat = { formats: musicOutputFormats, default: "auto" }
 const read = { body: "none", pool: { _tag: "None" }, billing: { _tag: "None" }, idempotent: true, client: true } as const
+/** The sources name no pool for these: the standard pool, the smallest of the speech pools (docs/api-facts.md §5.6). */
+const standardPool = { _tag: "Fixed", pool: "standard" } as const
+/** "1000 characters' worth of usage per minute" of input audio (voice changer), "1000 characters for every minute" (voice isolator). */
+const perMinuteOfInput = { _tag: "AudioTime", of: "input", rate: { credits: 1000, perSeconds: 60 } } as const
+const stsModel: ModelSource = { field: "model_id", default: Schemas.defaultStsModel }
+const dialogueModel: ModelSource = { field: "model_id", default: Schemas.defaultDialogueModel }
 
 /** `POST /v1/text-to-speech/{voice_id}`: the whole audio. */
 export const textToSpeechConvert = row({
@@ -277,6 +304,112 @@ export const musicStream = row({
   client: false
 })
 
+/** `POST /v1/speech-to-speech/{voice_id}` (multipart): the voice changer, the whole audio. */
+export const speechToSpeechConvert = row({
+  name: "speechToSpeech.convert",
+  method: "POST",
+  path: "/v1/speech-to-speech/{voice_id}",
+  body: "multipart",
+  pool: { ...standardPool, model: stsModel },
+  billing: perMinuteOfInput,
+  response: { _tag: "Audio" },
+  idempotent: true,
+  check: { _tag: "SpeechToSpeech", variant: "convert" },
+  outputFormat: convertFormats,
+  client: true
+})
+
+/** `POST /v1/speech-to-speech/{voice_id}/stream` (multipart): the converted audio as it is made. */
+export const speechToSpeechStream = row({
+  name: "speechToSpeech.stream",
+  method: "POST",
+  path: "/v1/speech-to-speech/{voice_id}/stream",
+  body: "multipart",
+  pool: { ...standardPool, model: stsModel },
+  billing: perMinuteOfInput,
+  response: { _tag: "AudioStream" },
+  idempotent: true,
+  check: { _tag: "SpeechToSpeech", variant: "stream" },
+  outputFormat: streamFormats,
+  client: true
+})
+
+/**
+ * `POST /v1/sound-generation`: a sound effect from a text. 40 credits per second when the request sets
+ * `duration_seconds`; the rate for a duration the API picks is not published (docs/api-facts.md §5.6).
+ */
+export const textToSoundEffectsConvert = row({
+  name: "textToSoundEffects.convert",
+  method: "POST",
+  path: "/v1/sound-generation",
+  body: "json",
+  pool: { ...standardPool, model: { field: "model_id", default: Schemas.defaultSoundEffectsModel } },
+  billing: { _tag: "AudioTime", of: "output", rate: { credits: 40, perSeconds: 1 } },
+  response: { _tag: "Audio" },
+  idempotent: true,
+  check: { _tag: "SoundEffects" },
+  outputFormat: streamFormats,
+  client: true
+})
+
+/** `POST /v1/text-to-dialogue`: several voices from a script, the whole audio. */
+export const textToDialogueConvert = row({
+  name: "textToDialogue.convert",
+  method: "POST",
+  path: "/v1/text-to-dialogue",
+  body: "json",
+  pool: { _tag: "FromModel", model: dialogueModel },
+  billing: { _tag: "Characters", field: "inputs[].text", multiplier: "model" },
+  response: { _tag: "Audio" },
+  idempotent: true,
+  check: { _tag: "TextToDialogue", variant: "convert" },
+  outputFormat: convertFormats,
+  client: true
+})
+
+/** `POST /v1/text-to-dialogue/stream`: the dialogue as it is made. */
+export const textToDialogueStream = row({
+  name: "textToDialogue.stream",
+  method: "POST",
+  path: "/v1/text-to-dialogue/stream",
+  body: "json",
+  pool: { _tag: "FromModel", model: dialogueModel },
+  billing: { _tag: "Characters", field: "inputs[].text", multiplier: "model" },
+  response: { _tag: "AudioStream" },
+  idempotent: true,
+  check: { _tag: "TextToDialogue", variant: "stream" },
+  outputFormat: streamFormats,
+  client: true
+})
+
+/** `POST /v1/audio-isolation` (multipart): the speech of a recording without its background. No model, no format. */
+export const audioIsolationConvert = row({
+  name: "audioIsolation.convert",
+  method: "POST",
+  path: "/v1/audio-isolation",
+  body: "multipart",
+  pool: standardPool,
+  billing: perMinuteOfInput,
+  response: { _tag: "Audio" },
+  idempotent: true,
+  check: { _tag: "AudioIsolation" },
+  client: true
+})
+
+/** `POST /v1/audio-isolation/stream` (multipart): the isolated speech as it is made. */
+export const audioIsolationStream = row({
+  name: "audioIsolation.stream",
+  method: "POST",
+  path: "/v1/audio-isolation/stream",
+  body: "multipart",
+  pool: standardPool,
+  billing: perMinuteOfInput,
+  response: { _tag: "AudioStream" },
+  idempotent: true,
+  check: { _tag: "AudioIsolation" },
+  client: true
+})
+
 /** `GET /v1/user`. */
 export const userGet = row({
   ...read,
@@ -346,6 +479,13 @@ export const all = [
   speechToTextConvert,
   musicCompose,
   musicStream,
+  speechToSpeechConvert,
+  speechToSpeechStream,
+  textToSoundEffectsConvert,
+  textToDialogueConvert,
+  textToDialogueStream,
+  audioIsolationConvert,
+  audioIsolationStream,
   userGet,
   userSubscription,
   voicesList,
@@ -513,26 +653,39 @@ const poolOfRule = (rule: PoolRule, model: string | undefined, concurrencyGroup:
 }
 
 /**
- * The credits a request costs, when known before the call: for `Characters`
- * billing, `ceil(characters x multiplier)` with the multiplier of the
- * request's model (`Models.creditMultiplierOf` unless another is given, e.g.
- * the ones `/v1/models` reports); `undefined` for `AudioTime` (known after)
- * and `None`. The caller counts the characters (the API counts code points).
+ * The credits a request costs, the one rule for every row:
+ *
+ * - `Characters`: `units` is the characters (of `text`, or of all the dialogue's lines), and the cost
+ *   `ceil(characters x multiplier)` with the multiplier of the request's model (`Models.creditMultiplierOf`
+ *   unless another is given, e.g. the ones `/v1/models` reports). The caller counts the characters (the
+ *   API counts code points).
+ * - `AudioTime` with a rate: `units` is the seconds of audio (read or made, as the row says), and the cost
+ *   `ceil(seconds x credits / perSeconds)` (`Models.audioCreditCost`); the model plays no part.
+ * - `AudioTime` without a rate (STT, music) and `None`: `undefined`.
  */
 export const creditsOf = <E extends Endpoint>(
   endpoint: E,
-  characters: number,
+  units: number,
   model: string | undefined,
   multiplierOf: (model: string) => number = creditMultiplierOf
 ): CreditsOf<E> => {
-  if (endpoint.billing._tag !== "Characters") return undefined as CreditsOf<E>
-  const resolved = modelOf(endpoint, model)
-  return creditCost(characters, resolved === undefined ? 1 : multiplierOf(resolved)) as CreditsOf<E>
+  const billing = endpoint.billing
+  switch (billing._tag) {
+    case "Characters": {
+      const resolved = modelOf(endpoint, model)
+      return creditCost(units, resolved === undefined ? 1 : multiplierOf(resolved)) as CreditsOf<E>
+    }
+    case "AudioTime":
+      return (billing.rate === undefined ? undefined : audioCreditCost(units, billing.rate)) as CreditsOf<E>
+    case "None":
+      return undefined as CreditsOf<E>
+  }
 }
 
-/** `number` for a row billed by characters, `undefined` for one that is not, else `number | undefined`. */
-export type CreditsOf<E extends Endpoint> = [E["billing"]] extends [{ readonly _tag: "Characters" }] ? number
-  : [E["billing"]] extends [{ readonly _tag: "None" | "AudioTime" }] ? undefined
+/** `number` for a row billed by characters or at an audio rate, `undefined` for one that is not, else `number | undefined`. */
+export type CreditsOf<E extends Endpoint> = [E["billing"]] extends
+  [{ readonly _tag: "Characters" } | { readonly _tag: "AudioTime"; readonly rate: AudioRate }] ? number
+  : [E["billing"]] extends [{ readonly _tag: "None" } | { readonly _tag: "AudioTime"; readonly rate?: undefined }] ? undefined
   : number | undefined
 
 /** The `accept` header of a request: `*\/*` for audio (the server picks the content type), JSON otherwise. */

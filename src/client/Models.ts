@@ -62,6 +62,23 @@ export const creditMultiplierOf = (modelId: string): number =>
 /** The credits a TTS request costs: `ceil(characters x multiplier)`. */
 export const creditCost = (characters: number, multiplier: number): number => Math.ceil(characters * multiplier)
 
+/**
+ * A published price of audio: `credits` per `perSeconds` seconds (1000 per 60 s for speech to speech and
+ * audio isolation, 40 per second for sound effects of a set duration; `docs/api-facts.md` §5.6).
+ */
+export interface AudioRate {
+  readonly credits: number
+  readonly perSeconds: number
+}
+
+/**
+ * The credits `seconds` of audio cost at a rate, rounded up to a whole credit as characters are (the
+ * rounding is unconfirmed for both). Rounded to a millionth first, so that float noise (`0.3 x 40` is
+ * `12.000000000000002` in some orders) does not add a credit.
+ */
+export const audioCreditCost = (seconds: number, rate: AudioRate): number =>
+  Math.ceil(Math.round((seconds * rate.credits * 1e6) / rate.perSeconds) / 1e6)
+
 /** Output formats of the stream endpoints (21 values). */
 export const streamOutputFormats = [
   "mp3_22050_32",

@@ -131,12 +131,21 @@ export type TimestampChunk = AudioWithTimestamps
 // Speech to text
 // ----------------------------------------------------------------------------
 
-/** The audio file of an STT request. */
-export interface SpeechToTextFile {
+/** An uploaded audio file: STT's `file`, the `audio` of speech to speech and audio isolation. */
+export interface AudioFile {
   readonly data: Uint8Array
   readonly fileName?: string | undefined
   readonly contentType?: string | undefined
 }
+
+/** The audio file of an STT request. */
+export type SpeechToTextFile = AudioFile
+
+/** An upload as the client takes it: a file with its name and type, or bare bytes. */
+export const audioFileOf = (file: AudioFile | Uint8Array): AudioFile => file instanceof Uint8Array ? { data: file } : file
+
+/** `file_format` of an upload: `pcm_s16le_16` (16-bit PCM, 16 kHz, mono, little-endian) or `other` (the default). */
+export type UploadFileFormat = "pcm_s16le_16" | "other"
 
 /** An STT request: exactly one of `file` and `sourceUrl`. */
 export interface SpeechToTextRequest {
@@ -150,7 +159,7 @@ export interface SpeechToTextRequest {
   readonly timestampsGranularity?: "none" | "word" | "character" | undefined
   readonly diarize?: boolean | undefined
   readonly diarizationThreshold?: number | undefined
-  readonly fileFormat?: "pcm_s16le_16" | "other" | undefined
+  readonly fileFormat?: UploadFileFormat | undefined
   readonly webhook?: boolean | undefined
   readonly webhookId?: string | undefined
   readonly temperature?: number | undefined
@@ -423,4 +432,120 @@ export type MusicBody = typeof MusicBody.Type
 /** A music compose request. */
 export type MusicComposeRequest = MusicBody & {
   readonly outputFormat?: (typeof MusicOutputFormat.Type) | undefined
+}
+
+// ----------------------------------------------------------------------------
+// Speech to speech (voice changer), docs/api-facts.md §2.9
+// ----------------------------------------------------------------------------
+
+/** The default speech-to-speech model (the OpenAPI document's default for `model_id`). */
+export const defaultStsModel = "eleven_english_sts_v2"
+
+/** The multipart form and query of both speech-to-speech endpoints (`Body_Speech_to_Speech_*`). */
+export interface SpeechToSpeechRequest {
+  /** The speech whose content and delivery the voice takes over (required). */
+  readonly audio: AudioFile | Uint8Array
+  /** Default `eleven_english_sts_v2`; the model must have `can_do_voice_conversion`. */
+  readonly modelId?: string | undefined
+  /** Overrides the voice's stored settings for this request; sent as a JSON-encoded string, as the API asks. */
+  readonly voiceSettings?: VoiceSettings | undefined
+  /** 0 to 4294967295. */
+  readonly seed?: number | undefined
+  /** Runs the audio isolation model over the input first. Default false. */
+  readonly removeBackgroundNoise?: boolean | undefined
+  readonly fileFormat?: UploadFileFormat | undefined
+  /** `enable_logging` query parameter; `false` is zero-retention mode (Enterprise). */
+  readonly enableLogging?: boolean | undefined
+  /** `optimize_streaming_latency` 0-4 (deprecated by ElevenLabs). */
+  readonly optimizeStreamingLatency?: number | undefined
+}
+
+/** `POST /v1/speech-to-speech/{voice_id}`: the 28 convert formats. */
+export type SpeechToSpeechConvertRequest = SpeechToSpeechRequest & {
+  readonly outputFormat?: (typeof ConvertOutputFormat.Type) | undefined
+}
+
+/** `POST /v1/speech-to-speech/{voice_id}/stream`: the 21 stream formats (no WAV). */
+export type SpeechToSpeechStreamRequest = SpeechToSpeechRequest & {
+  readonly outputFormat?: (typeof StreamOutputFormat.Type) | undefined
+}
+
+// ----------------------------------------------------------------------------
+// Sound effects, docs/api-facts.md §2.10
+// ----------------------------------------------------------------------------
+
+/** The default (and, in the OpenAPI document, only) sound-effects model, `SFXModelId`. */
+export const defaultSoundEffectsModel = "eleven_text_to_sound_v2"
+
+/** The JSON body of `POST /v1/sound-generation` (`Body_Sound_Generation_v1_sound_generation_post`). */
+export const SoundEffectsBody = snakeStruct({
+  text: Schema.String,
+  /** A sound that loops smoothly (`eleven_text_to_sound_v2` only). Default false. */
+  loop: Schema.optional(Schema.Boolean),
+  /** 0.5 to 30 seconds; absent, the API picks a duration from the prompt. */
+  durationSeconds: Schema.optional(Schema.Number),
+  /** 0 to 1 (default 0.3): higher follows the prompt more closely. */
+  promptInfluence: Schema.optional(Schema.Number),
+  modelId: Schema.optional(Schema.String)
+})
+export type SoundEffectsBody = typeof SoundEffectsBody.Type
+
+/** A sound-effects request: the body, and `output_format` (`AllowedOutputFormats`, the 21 stream formats). */
+export type SoundEffectsRequest = SoundEffectsBody & {
+  readonly outputFormat?: (typeof StreamOutputFormat.Type) | undefined
+}
+
+// ----------------------------------------------------------------------------
+// Text to dialogue, docs/api-facts.md §2.11
+// ----------------------------------------------------------------------------
+
+/** The default dialogue model (the OpenAPI document's default for `model_id`). */
+export const defaultDialogueModel = "eleven_v3"
+
+/** One line of a dialogue: its text and the voice that speaks it (`DialogueInput`). */
+export const DialogueInput = snakeStruct({ text: Schema.String, voiceId: Schema.String })
+export type DialogueInput = typeof DialogueInput.Type
+
+/** `settings` of a dialogue (`ModelSettingsResponseModel`): `stability` 0-1. */
+export const DialogueSettings = snakeStruct({ stability: Schema.optional(Schema.Number) })
+export type DialogueSettings = typeof DialogueSettings.Type
+
+/** The JSON body shared by both text-to-dialogue endpoints. */
+export const TextToDialogueBody = snakeStruct({
+  /** At most 10 distinct voices; the document advises at most 2,000 characters in all for reliable generation. */
+  inputs: Schema.Array(DialogueInput),
+  modelId: Schema.optional(Schema.String),
+  languageCode: Schema.optional(Schema.String),
+  settings: Schema.optional(DialogueSettings),
+  pronunciationDictionaryLocators: Schema.optional(Schema.Array(PronunciationDictionaryLocator)),
+  seed: Schema.optional(Schema.Number),
+  applyTextNormalization: Schema.optional(Schema.Literals(["auto", "on", "off"]))
+})
+export type TextToDialogueBody = typeof TextToDialogueBody.Type
+
+/** `POST /v1/text-to-dialogue`: the 28 convert formats. */
+export type TextToDialogueConvertRequest = TextToDialogueBody & {
+  readonly outputFormat?: (typeof ConvertOutputFormat.Type) | undefined
+  readonly enableLogging?: boolean | undefined
+}
+
+/** `POST /v1/text-to-dialogue/stream`: the 21 stream formats. */
+export type TextToDialogueStreamRequest = TextToDialogueBody & {
+  readonly outputFormat?: (typeof StreamOutputFormat.Type) | undefined
+  readonly enableLogging?: boolean | undefined
+}
+
+// ----------------------------------------------------------------------------
+// Audio isolation, docs/api-facts.md §2.12
+// ----------------------------------------------------------------------------
+
+/** `POST /v1/audio-isolation/stream` (multipart): the audio to clean up. No query, no model. */
+export interface AudioIsolationStreamRequest {
+  readonly audio: AudioFile | Uint8Array
+  readonly fileFormat?: UploadFileFormat | undefined
+}
+
+/** `POST /v1/audio-isolation` (multipart): as the stream, plus an optional preview image for tracking. */
+export interface AudioIsolationRequest extends AudioIsolationStreamRequest {
+  readonly previewB64?: string | undefined
 }

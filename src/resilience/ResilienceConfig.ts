@@ -809,7 +809,16 @@ const planSpec = (c: NonNullable<ResilienceConfig["concurrency"]>): ConcurrencyL
  * API key (from `ELEVENLABS_API_KEY`, never from the file). Every default is
  * written out, so what runs is what docs/configuration.md says.
  */
-export const toResilientOptions = (config: ResilienceConfig, apiKey: Redacted.Redacted<string>): ResilientOptions => {
+export const toResilientOptions = (config: ResilienceConfig, apiKey: Redacted.Redacted<string>): ResilientOptions => ({
+  apiKey,
+  ...toStackOptions(config)
+})
+
+/**
+ * {@link toResilientOptions} without the key: for `ResilientFetch.make`, which reads each request's key from
+ * its headers, and for `WithResilience`.
+ */
+export const toStackOptions = (config: ResilienceConfig): Omit<ResilientOptions, "apiKey"> => {
   const c = config.concurrency ?? {}
   const t = config.timeouts ?? {}
   const aging = { ...defaults.concurrency.laneAging, ...c.laneAging }
@@ -819,7 +828,6 @@ export const toResilientOptions = (config: ResilienceConfig, apiKey: Redacted.Re
   const q = config.quota
   const k = config.cache
   return {
-    apiKey,
     baseUrl: config.baseUrl ?? defaults.baseUrl,
     headersTimeout: dur(t.headers ?? defaults.timeouts.headers),
     idleTimeout: dur(t.idle ?? defaults.timeouts.idle),

@@ -69,6 +69,7 @@ import type * as Schemas from "../client/Schemas.ts"
 import * as Validation from "../client/Validation.ts"
 import * as Fallback from "./Fallback.ts"
 import * as Pipeline from "./Pipeline.ts"
+import * as ResilientBeyondTts from "./ResilientBeyondTts.ts"
 import { poolOfModel } from "./Plans.ts"
 import * as QuotaGuard from "./QuotaGuard.ts"
 import type { ResilientOptions } from "./ResilientOptions.ts"
@@ -219,6 +220,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
 
   const service: Client.ElevenLabs = {
     [Client.TypeId]: Client.TypeId,
+    ...ResilientBeyondTts.make({ pipeline, raw, quota, validation }),
     textToSpeech: {
       convert: (voiceId, request) => {
         const operation = "textToSpeech.convert"

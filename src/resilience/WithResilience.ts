@@ -66,11 +66,12 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, type Duration, Effect, Exit, Layer, ManagedRuntime, Redacted } from "effect"
+import { Cause, Clock, Context, type Duration, Effect, Exit, Layer, ManagedRuntime, Redacted } from "effect"
 import { Headers } from "effect/http"
 import { classifySdkError } from "../client/Classify.ts"
 import { ElevenLabsError, isElevenLabsError, Transport } from "../client/Errors.ts"
 import { fromHeaders, type ResponseMeta } from "../client/ResponseMeta.ts"
+import * as Liveness from "../internal/Liveness.ts"
 import type * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
 import { partitionOfApiKey } from "./Fallback.ts"
 import * as Pipeline from "./Pipeline.ts"
@@ -437,16 +438,23 @@ export interface ResilientRunner {
  * ```
  */
 export const makeResilientRunner = (options: SdkResilienceOptions = {}): ResilientRunner => {
-  const runtime = ManagedRuntime.make(layer(options))
+  // The process lives while calls are under way, not because the policies sleep in the background.
+  const liveness = Liveness.make()
+  const runtime = ManagedRuntime.make(layer(options).pipe(Layer.provide(Layer.succeed(Clock.Clock, Liveness.unrefClock))))
   return {
     run: async <A>(fn: (signal: AbortSignal) => PromiseLike<A>, run: RunOptions<A> = {}) => {
       const { signal, ...call } = run
-      const exit = await runtime.runPromiseExit(
-        Effect.tryPromise((abort) => fn(abort)).pipe(withResilience(call)),
-        signal === undefined ? undefined : { signal }
-      )
-      if (Exit.isSuccess(exit)) return exit.value
-      throw Cause.squash(exit.cause)
+      liveness.enter()
+      try {
+        const exit = await runtime.runPromiseExit(
+          Effect.tryPromise((abort) => fn(abort)).pipe(withResilience(call)),
+          signal === undefined ? undefined : { signal }
+        )
+        if (Exit.isSuccess(exit)) return exit.value
+        throw Cause.squash(exit.cause)
+      } finally {
+        liveness.leave()
+      }
     },
     policies: () => runtime.runPromise(Effect.service(SdkResilienceService)),
     dispose: () => runtime.dispose()

@@ -1,6 +1,7 @@
 /**
  * What the simulated account can use: premade voices and the model list, in
- * the shapes of `/v1/voices` and `/v1/models` (`docs/api-facts.md` §2.5, §2.6).
+ * the shapes of `/v1/voices` and `/v1/models` (`docs/api-facts.md` §2.5, §2.6),
+ * and the model ids the other endpoints accept.
  *
  * @since 0.1.0
  */
@@ -63,6 +64,12 @@ export const sttModels: ReadonlyArray<string> = ["scribe_v1", "scribe_v2"]
 
 /** Music models. */
 export const musicModels: ReadonlyArray<string> = ["music_v1", "music_v2"]
+
+/** Speech-to-speech (voice changer) models: the models page's two (`docs/api-facts.md` §2.9). */
+export const stsModels: ReadonlyArray<string> = ["eleven_english_sts_v2", "eleven_multilingual_sts_v2"]
+
+/** Sound-effects models: the OpenAPI document's `SFXModelId` enum (`docs/api-facts.md` §2.10). */
+export const soundEffectsModels: ReadonlyArray<string> = ["eleven_text_to_sound_v2"]
 
 /** A model in the `ModelResponseModel` shape. */
 export const modelJson = (m: { readonly model_id: string; readonly name: string }, limits?: Readonly<Record<string, number>>) => {

@@ -6,7 +6,8 @@
  * **Details**
  *
  * - Routes: the rows of the endpoint table (`client/Endpoints.ts`: TTS x4,
- *   speech to text, music and its stream, user, subscription, voices, models)
+ *   speech to text, music and its stream, speech to speech, sound effects,
+ *   text to dialogue, audio isolation, user, subscription, voices, models)
  *   and the control routes `GET /_simulator/stats`, `POST /_simulator/reset`,
  *   `POST /_simulator/config`. A known path with another method gets
  *   FastAPI's `405 {"detail":"Method Not Allowed"}`; anything else

@@ -37,6 +37,7 @@ import { concat } from "../internal/Bytes.ts"
 import { type PlanLimits, type PlanName, planNames, type Pool, pools, deploymentGuidePlans } from "../resilience/Plans.ts"
 import * as Audio from "./Audio.ts"
 import * as Catalog from "./Catalog.ts"
+import * as HandlersBeyondTts from "./HandlersBeyondTts.ts"
 import * as Prng from "./Prng.ts"
 
 // ==== Options
@@ -185,9 +186,9 @@ export interface Options {
  */
 export interface BodyLimits {
   /**
-   * A `multipart/form-data` upload to `POST /v1/speech-to-text`. Default 100 MiB, a
-   * choice: an upload under the limit is held in memory (three to four times its
-   * size at the peak, while parsed). The API takes files under 5.0 GB (the OpenAPI document,
+   * A `multipart/form-data` upload to a row that takes one (`POST /v1/speech-to-text`, speech to
+   * speech, audio isolation). Default 100 MiB, a choice: an upload under the limit is held in
+   * memory (three to four times its size at the peak, while parsed). The API takes files under 5.0 GB (the OpenAPI document,
    * `Body_Speech_to_Text_v1_speech_to_text_post.file`; docs/api-facts.md §2.2); set
    * `5 * 1024 ** 3` to accept what it accepts, on a machine with the memory.
    */
@@ -467,14 +468,16 @@ const encoder = new TextEncoder()
 
 type Json = unknown
 
-interface Pending {
+/** An answer being built: what a handler returns before `respond` makes it an {@link Outcome}. */
+export interface Pending {
   readonly status: number
   readonly headers: Record<string, string>
   readonly body: Stream.Stream<Uint8Array, StreamCut>
   readonly whole?: Uint8Array | undefined
 }
 
-type ValidationItem = {
+/** One entry of a FastAPI 422 `detail` list. */
+export type ValidationItem = {
   readonly type: string
   readonly loc: ReadonlyArray<string | number>
   readonly msg: string
@@ -717,7 +720,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 
   const bodyLimits: BodyLimits = { ...defaultBodyLimits, ...options.bodyLimits }
 
-  /** Uploads are the multipart bodies of the rows that take one (`body: "multipart"`: speech to text). */
+  /** Uploads are the multipart bodies of the rows that take one (`body: "multipart"`: STT, speech to speech, isolation). */
   const bodyLimitOf = (head: BodyHead): number => {
     const contentType = (head.headers.get("content-type") ?? "").toLowerCase()
     if (!contentType.startsWith("multipart/form-data")) return bodyLimits.json
@@ -1532,6 +1535,29 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     return Effect.succeed(plain(404, { error: "not_found", message: `No control route ${request.method} ${path}` }))
   }
 
+  /** The rows beyond TTS are answered in `HandlersBeyondTts.ts`, with the model's own steps. */
+  const beyondTts = HandlersBeyondTts.make<Account>({
+    respond,
+    detail,
+    validation,
+    authenticate,
+    isPending,
+    formatForbidden,
+    generate,
+    successHeaders,
+    readJson,
+    jsonInvalid,
+    checkFormat,
+    checkString,
+    checkVoiceSettings,
+    quoteList,
+    hasVoice: (voiceId) => voiceOf(voiceId) !== undefined,
+    profileOf,
+    charsPerSecond,
+    chunkSeconds,
+    characterLimits: options.characterLimits
+  })
+
   /** One handler per row of the endpoint table (the compiler asks for a new row's). */
   const handlers: {
     readonly [N in Endpoints.Name]: (
@@ -1587,7 +1613,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         )
       }),
     "models.list": (request) =>
-      readAccount(request, () => Catalog.ttsModels.map((m) => Catalog.modelJson(m, options.characterLimits)))
+      readAccount(request, () => Catalog.ttsModels.map((m) => Catalog.modelJson(m, options.characterLimits))),
+    ...beyondTts
   }
 
   const route = (request: IncomingRequest): Effect.Effect<Outcome> => {

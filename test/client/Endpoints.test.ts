@@ -20,6 +20,13 @@ const clientCalls: {
   "textToSpeech.streamWithTimestamps": (el) => el.textToSpeech.streamWithTimestamps(voiceId, { text: "Hi" }),
   "speechToText.convert": (el) => el.speechToText.convert({ file: new Uint8Array([1, 2, 3]) }),
   "music.compose": (el) => el.music.compose({ prompt: "calm piano" }),
+  "speechToSpeech.convert": (el) => el.speechToSpeech.convert(voiceId, { audio: new Uint8Array([1, 2, 3]) }),
+  "speechToSpeech.stream": (el) => el.speechToSpeech.stream(voiceId, { audio: new Uint8Array([1, 2, 3]) }),
+  "textToSoundEffects.convert": (el) => el.textToSoundEffects.convert({ text: "a door creaks" }),
+  "textToDialogue.convert": (el) => el.textToDialogue.convert({ inputs: [{ text: "Hi", voiceId }] }),
+  "textToDialogue.stream": (el) => el.textToDialogue.stream({ inputs: [{ text: "Hi", voiceId }] }),
+  "audioIsolation.convert": (el) => el.audioIsolation.convert({ audio: new Uint8Array([1, 2, 3]) }),
+  "audioIsolation.stream": (el) => el.audioIsolation.stream({ audio: new Uint8Array([1, 2, 3]) }),
   "user.get": (el) => el.user.get(),
   "user.subscription": (el) => el.user.subscription(),
   "voices.list": (el) => el.voices.list(),
@@ -106,11 +113,46 @@ describe("Endpoints", () => {
     assert.strictEqual(Endpoints.acceptOf(Endpoints.textToSpeechStream), "*/*")
     assert.strictEqual(Endpoints.acceptOf(Endpoints.textToSpeechStreamWithTimestamps), "application/json")
     for (const endpoint of Endpoints.all) {
-      // A pool found from the model needs a model; a read has neither pool nor bill nor body.
+      // A pool found from the model needs a model; a read has neither pool nor bill nor body; a write bills.
       if (endpoint.pool._tag === "None") {
         assert.deepStrictEqual([endpoint.method, endpoint.body, endpoint.billing._tag], ["GET", "none", "None"], endpoint.name)
-      } else assert.notStrictEqual(Endpoints.modelSourceOf(endpoint), undefined, endpoint.name)
+      } else {
+        assert.notStrictEqual(endpoint.billing._tag, "None", endpoint.name)
+        if (endpoint.pool._tag === "FromModel") assert.notStrictEqual(Endpoints.modelSourceOf(endpoint), undefined, endpoint.name)
+      }
     }
+  })
+
+  it("beyond TTS: pools, default models and credits as decided (docs/api-facts.md §5.6)", () => {
+    // Speech to speech, sound effects and isolation: the standard pool whatever the model (the sources name none).
+    for (const endpoint of [Endpoints.speechToSpeechConvert, Endpoints.speechToSpeechStream]) {
+      assert.strictEqual(Endpoints.poolOf(endpoint, undefined), "standard")
+      assert.strictEqual(Endpoints.poolOf(endpoint, "eleven_multilingual_sts_v2"), "standard")
+      assert.strictEqual(Endpoints.modelOf(endpoint, undefined), "eleven_english_sts_v2")
+      // 1000 credits per minute of input audio, rounded up.
+      assert.strictEqual(Endpoints.creditsOf(endpoint, 60, undefined), 1000)
+      assert.strictEqual(Endpoints.creditsOf(endpoint, 4, "eleven_multilingual_sts_v2"), 67)
+      assert.strictEqual(Endpoints.acceptOf(endpoint), "*/*")
+    }
+    assert.strictEqual(Endpoints.poolOf(Endpoints.textToSoundEffectsConvert, undefined), "standard")
+    assert.strictEqual(Endpoints.modelOf(Endpoints.textToSoundEffectsConvert, undefined), "eleven_text_to_sound_v2")
+    assert.strictEqual(Endpoints.creditsOf(Endpoints.textToSoundEffectsConvert, 2.5, undefined), 100) // 40 per second
+    assert.strictEqual(Endpoints.creditsOf(Endpoints.textToSoundEffectsConvert, 0.3, undefined), 12) // no float noise
+    for (const endpoint of [Endpoints.audioIsolationConvert, Endpoints.audioIsolationStream]) {
+      assert.strictEqual(Endpoints.poolOf(endpoint, undefined), "standard")
+      assert.strictEqual(Endpoints.modelOf(endpoint, undefined), undefined)
+      assert.strictEqual(Endpoints.creditsOf(endpoint, 90, undefined), 1500)
+    }
+    // Text to dialogue: the model decides, as for TTS (eleven_v3 by default), and the lines' characters bill.
+    for (const endpoint of [Endpoints.textToDialogueConvert, Endpoints.textToDialogueStream]) {
+      assert.strictEqual(Endpoints.modelOf(endpoint, undefined), "eleven_v3")
+      assert.strictEqual(Endpoints.poolOf(endpoint, undefined), "standard")
+      assert.strictEqual(Endpoints.poolOf(endpoint, "eleven_flash_v2_5"), "flash")
+      assert.strictEqual(Endpoints.creditsOf(endpoint, 101, undefined), 101)
+      assert.strictEqual(Endpoints.creditsOf(endpoint, 101, "eleven_flash_v2_5"), 51)
+    }
+    // STT and music bill by time at no published rate: unknown.
+    assert.strictEqual(Endpoints.creditsOf(Endpoints.musicCompose, 30, undefined), undefined)
   })
 
   it.effect("every client row is the service member of its name, and sends that row's method, path and accept", () =>

@@ -49,6 +49,14 @@ const expectations: Record<string, ReadonlyArray<RegExp>> = {
     /^missing voice: ElevenLabsError NotFound \(404 voice_not_found\) after 1 attempt\(s\)$/m,
     /^server: 0 too_many_concurrent_requests, at most (?:[1-9]|10) of 10 in flight/m
   ],
+  "07-sdk-resilient-fetch.ts": [
+    /^batch: 60 SDK converts succeeded/m,
+    /^stream: \d+ bytes; permits held while reading 1, after the last byte 0$/m,
+    /^beyond TTS: sound effect \d+ bytes, dialogue \d+ bytes$/m,
+    /^refused locally: InvalidRequest \(durationSeconds\), not sent$/m,
+    /^missing voice: the SDK's error, status 404$/m,
+    /^server: 0 too_many_concurrent_requests, at most (?:[1-9]|10) of 10 in flight$/m
+  ],
   "06-distributed.ts": [
     /^workers: 3 processes x 20 requests: 60 ok, 0 failed$/m,
     /^server: 0 too_many_concurrent_requests, at most (?:[1-9]|10) of 10 in flight$/m

@@ -256,6 +256,93 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
       assert.strictEqual(cleared.requests, 0)
     }))
 
+  describe("beyond TTS: speech to speech, sound effects, text to dialogue, audio isolation", () => {
+    /** Raw bytes the simulator reads as 16 kHz s16le: 32,000 a second. */
+    const seconds = (n: number) => new Blob([new Uint8Array(32_000 * n)], { type: "audio/pcm" })
+
+    it.live("each endpoint answers the SDK with the audio and headers it expects", () =>
+      Effect.gen(function*() {
+        const { sdk, simulator } = yield* start()
+        const sts = yield* Effect.promise(() =>
+          sdk.speechToSpeech.convert(voice, {
+            audio: seconds(2),
+            modelId: "eleven_multilingual_sts_v2",
+            voiceSettings: JSON.stringify({ stability: 0.5, similarity_boost: 0.75 }),
+            removeBackgroundNoise: true,
+            outputFormat: "pcm_16000"
+          }).withRawResponse()
+        )
+        const stsBytes = yield* Effect.promise(() => readAll(sts.data))
+        assert.strictEqual(stsBytes.length, 64_000)
+        assert.strictEqual(sts.rawResponse.headers.get("content-type"), "audio/pcm")
+        assert.strictEqual(sts.rawResponse.headers.get("character-cost"), "34")
+        assert.strictEqual(sts.rawResponse.headers.get("maximum-concurrent-requests"), "10")
+        const stsStream = yield* Effect.promise(async () => readAll(await sdk.speechToSpeech.stream(voice, { audio: seconds(1) })))
+        assert.isTrue(isMp3Frame(stsStream))
+
+        const sfx = yield* Effect.promise(() =>
+          sdk.textToSoundEffects.convert({ text: "A heavy wooden door creaks open", durationSeconds: 2, promptInfluence: 0.5 })
+            .withRawResponse()
+        )
+        assert.isTrue(isMp3Frame(yield* Effect.promise(() => readAll(sfx.data))))
+        assert.strictEqual(sfx.rawResponse.headers.get("content-type"), "audio/mpeg")
+        assert.strictEqual(sfx.rawResponse.headers.get("character-cost"), "80")
+
+        const inputs = [{ text: "Knock knock, it is me.", voiceId: voice }, { text: "Who is it?", voiceId: "JBFqnCBsd6RMkjVDRZzb" }]
+        const dialogue = yield* Effect.promise(() => sdk.textToDialogue.convert({ inputs }).withRawResponse())
+        assert.isTrue(isMp3Frame(yield* Effect.promise(() => readAll(dialogue.data))))
+        assert.strictEqual(dialogue.rawResponse.headers.get("character-cost"), "32")
+        const streamed = yield* Effect.promise(() =>
+          sdk.textToDialogue.stream({ inputs, modelId: "eleven_flash_v2_5", outputFormat: "pcm_16000" }).withRawResponse()
+        )
+        assert.strictEqual((yield* Effect.promise(() => readAll(streamed.data))).length, Math.round((32 / 15) * 16000) * 2)
+        assert.strictEqual(streamed.rawResponse.headers.get("character-cost"), "16")
+        assert.strictEqual(streamed.rawResponse.headers.get("maximum-concurrent-requests"), "20")
+
+        const isolated = yield* Effect.promise(() => sdk.audioIsolation.convert({ audio: seconds(3), fileFormat: "other" }).withRawResponse())
+        assert.isTrue(isMp3Frame(yield* Effect.promise(() => readAll(isolated.data))))
+        assert.strictEqual(isolated.rawResponse.headers.get("character-cost"), "50")
+        const isoStream = yield* Effect.promise(async () => readAll(await sdk.audioIsolation.stream({ audio: seconds(1) })))
+        assert.isTrue(isMp3Frame(isoStream))
+
+        const stats = yield* simulator.stats
+        assert.strictEqual(stats.creditsCharged, 34 + 17 + 80 + 32 + 16 + 50 + 17)
+        assert.strictEqual(stats.pools.standard.inFlight + stats.pools.flash.inFlight, 0)
+      }))
+
+    it.live("their errors reach the SDK with the real codes: 422, 404, 400, 403, 429, 401", () =>
+      Effect.gen(function*() {
+        const { sdk, simulator } = yield* start({
+          plan: "starter",
+          latency: { ...fast, standard: { ttfbMs: 1, msPerUnit: 5, jitter: 0 } }
+        })
+        const e422 = yield* failure(() => sdk.textToSoundEffects.convert({ text: "rain", durationSeconds: 31 }))
+        assert.deepStrictEqual([e422.statusCode, e422.status], [422, "validation"])
+        const e404 = yield* failure(() => sdk.speechToSpeech.convert("NoSuchVoice", { audio: seconds(1) }))
+        assert.deepStrictEqual([e404.statusCode, e404.status], [404, "voice_not_found"])
+        const e400 = yield* failure(() =>
+          sdk.textToDialogue.convert({ inputs: [{ text: "x".repeat(3001), voiceId: voice }] })
+        )
+        assert.deepStrictEqual([e400.statusCode, e400.status], [400, "max_character_limit_exceeded"])
+        const e403 = yield* failure(() => sdk.textToDialogue.convert({ inputs: [{ text: "Hi", voiceId: voice }], outputFormat: "pcm_44100" }))
+        assert.deepStrictEqual([e403.statusCode, e403.status], [403, "output_format_not_allowed"])
+
+        yield* simulator.setLimit("standard", 1)
+        // A slow isolation stream holds the only standard slot while its body is sent.
+        const holder = yield* Effect.promise(() => sdk.audioIsolation.stream({ audio: seconds(5) }))
+        const busy = yield* failure(() => sdk.speechToSpeech.convert(voice, { audio: seconds(1) }))
+        assert.deepStrictEqual([busy.statusCode, busy.status], [429, "too_many_concurrent_requests"])
+        assert.match(JSON.stringify(busy.body), /maximum of 1 concurrent requests/)
+        yield* Effect.promise(() => holder.cancel())
+
+        yield* simulator.setLimit("standard", 3)
+        yield* simulator.setCredits(10)
+        const quota = yield* failure(() => sdk.audioIsolation.convert({ audio: seconds(1) }))
+        assert.deepStrictEqual([quota.statusCode, quota.status], [401, "quota_exceeded"])
+        assert.match(JSON.stringify(quota.body), /You have 10 credits remaining, while 17 credits are required/)
+      }))
+  })
+
   it.live("a hang stalls the SDK until its timeout, and the slot comes back when it gives up", () =>
     Effect.gen(function*() {
       const { simulator, url } = yield* start({ faults: { hang: 1 } })

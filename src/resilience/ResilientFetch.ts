@@ -1,0 +1,591 @@
+/**
+ * Every policy of the library behind one `fetch`: give it to the official
+ * `@elevenlabs/elevenlabs-js` SDK (`new ElevenLabsClient({ fetch })`) and
+ * each of its calls runs through the one request pipeline, with no call
+ * wrapped by hand.
+ *
+ * **Details**
+ *
+ * - Each request is matched to the endpoint table (`Endpoints.match`, by
+ *   method and path). The pool and model come from its JSON body or its
+ *   multipart `model_id` field, the billed characters from the row's billing
+ *   rule, the API key's fingerprint from its `xi-api-key` header (two keys,
+ *   two sets of limits; the key itself is hashed per request and never kept).
+ * - A known call runs through the pipeline as the `Resilient` composition's
+ *   does: permits per attempt, the two 429s told apart, retries re-sending the
+ *   same body, the breaker, the quota reservation committed from
+ *   `character-cost`, the adaptive limit learned from the headers, coalescing
+ *   and the fallback cache where configured, Redis-shared state with `redis`.
+ * - Bodies: a buffered endpoint's body is read inside the permit and handed
+ *   back as a fresh `Response`; a streamed endpoint (`AudioStream`, `Ndjson`)
+ *   keeps its permit until the caller reads the last byte or cancels.
+ * - What the caller sees: an answer of ElevenLabs comes back as the `Response`
+ *   it was (after the retries), so the SDK raises its usual errors. The
+ *   library's own refusals (a local check, a full queue or a queue timeout, an
+ *   open circuit, spent credits, the deadline, a transport failure after the
+ *   retries) reject with this library's `ElevenLabsError`, whose `reason`
+ *   says which; the SDK keeps it as its error's `cause`.
+ * - Requests the table does not know pass through with the deadline; safe
+ *   methods (GET, HEAD) are retried as well.
+ * - The caller's `AbortSignal` cancels everything: queue place, permit,
+ *   reservation and request.
+ * - The process exits by itself once the callers' work is done: the
+ *   policies' background sleeps do not hold it (`close()` is for a clean
+ *   shutdown: it flushes telemetry and frees the policies).
+ *
+ * **Gotchas**
+ *
+ * - Build the SDK client with `maxRetries: 0`: these retries replace its
+ *   loop. Keep its `timeoutInSeconds` above the deadline (SDK default 240 s,
+ *   ours 180 s): for a buffered call the SDK's timer covers the whole call.
+ * - A lane per request: the header `x-resilience-lane: interactive | default |
+ *   batch` (SDK: `requestOptions.headers`); it is not sent upstream.
+ * - With `redis`, the Redis connection holds the process until `close()`.
+ *
+ * @example
+ * ```ts
+ * import { ElevenLabsClient } from "@elevenlabs/elevenlabs-js"
+ * import { ResilientFetch } from "elevenlabs-resilience"
+ *
+ * const elevenlabs = new ElevenLabsClient({
+ *   apiKey,
+ *   maxRetries: 0,
+ *   fetch: ResilientFetch.make({ limiter: { plan: "creator" } })
+ * })
+ * ```
+ *
+ * @since 0.2.0
+ */
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, ManagedRuntime, Redacted, References, Scope } from "effect"
+import { Headers as EffectHeaders } from "effect/http"
+import { createHash } from "node:crypto"
+import { classifyResponse, timeout } from "../client/Classify.ts"
+import * as Client from "../client/ElevenLabs.ts"
+import * as Endpoints from "../client/Endpoints.ts"
+import { ElevenLabsError, type ElevenLabsErrorReason, Transport } from "../client/Errors.ts"
+import { fromHeaders, type ResponseMeta } from "../client/ResponseMeta.ts"
+import * as Validation from "../client/Validation.ts"
+import * as Liveness from "../internal/Liveness.ts"
+import * as Telemetry from "../telemetry/Telemetry.ts"
+import * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
+import * as Deadline from "./Deadline.ts"
+import { canonicalJson, type FallbackCodec, partitionOfApiKey } from "./Fallback.ts"
+import * as Pipeline from "./Pipeline.ts"
+import { callDeadlineOf, invalidDeadline } from "./PipelineCall.ts"
+import * as QuotaGuard from "./QuotaGuard.ts"
+import type { PolicyOptions } from "./ResilientOptions.ts"
+import { stackDefaults } from "./ResilientOptions.ts"
+import { toElevenLabsError, type SubscriptionLike } from "./WithResilience.ts"
+
+// ============================================================================
+// Options
+// ============================================================================
+
+/** The composition's policy options, plus where requests go and how the account's credits are read. */
+export interface Options extends PolicyOptions {
+  /** The fetch the attempts use. Default: the global `fetch` (read at each call). */
+  readonly fetch?: typeof globalThis.fetch | undefined
+  /**
+   * Reads the period's credits of the key with fingerprint `keyId`, for the quota guard: with one key,
+   * `() => elevenlabs.user.subscription.get()` (that call goes through this fetch too). Without it no
+   * credits are reserved (the server's `quota_exceeded` still stops the other calls).
+   */
+  readonly subscription?: ((keyId: string) => PromiseLike<SubscriptionLike>) | undefined
+  /** Where requests go, for the attempt span's `server.address`. Default `https://api.elevenlabs.io`. */
+  readonly baseUrl?: string | undefined
+  /** Per-model character limits for the local checks (over `Models.characterLimits`). */
+  readonly characterLimits?: Readonly<Record<string, number>> | undefined
+  /** Longest wait for an attempt's response headers; the attempt then fails as `Timeout` (phase `headers`) and is retried. Default 30 s. */
+  readonly headersTimeout?: Duration.Input | undefined
+  /** Logs, OTLP export and a metrics server (`Telemetry.layer`), flushed by `close()`. Default: none. */
+  readonly telemetry?: Telemetry.Options | false | undefined
+}
+
+/** A `fetch` with every policy, and its lifecycle. */
+export interface ResilientFetch {
+  (input: string | URL | Request, init?: RequestInit): Promise<Response>
+  /** The policies of a key (default: requests without a key), for observation (limiter snapshots, breaker, quota). */
+  readonly policies: (apiKey?: string) => Promise<Pipeline.Policies>
+  /** Flushes telemetry and frees the policies. Calls after it reject. */
+  readonly close: () => Promise<void>
+}
+
+/** The per-request lane header: `interactive`, `default` or `batch` (not sent upstream). */
+export const laneHeader = "x-resilience-lane"
+
+/** The per-request deadline header: whole milliseconds (not sent upstream); overrides the `deadline` option. */
+export const deadlineHeader = "x-resilience-deadline"
+
+/** Marks the stack set on a response (`coalesced`, `fallback`), comma-separated, when any. */
+export const marksHeader = "x-resilience-marks"
+
+// ============================================================================
+// A request, made replayable
+// ============================================================================
+
+interface Prepared {
+  readonly method: string
+  readonly url: URL
+  readonly headers: Headers
+  /** Sent again as is by every attempt. */
+  readonly body: string | Uint8Array | FormData | URLSearchParams | Blob | undefined
+  readonly signal: AbortSignal | undefined
+  readonly keyId: string
+  readonly lane: ConcurrencyLimiter.Lane | undefined
+  /** From the deadline header: milliseconds, or the header's text when it is not a count (refused as the pipeline refuses it). */
+  readonly deadline: Duration.Input | undefined
+}
+
+const anonymous = "sdk"
+
+const keyIdOf = (apiKey: string | null | undefined): string =>
+  apiKey === null || apiKey === undefined || apiKey === "" ? anonymous : partitionOfApiKey(Redacted.make(apiKey))
+
+const isLane = (u: string | null): u is ConcurrencyLimiter.Lane =>
+  u !== null && (ConcurrencyLimiter.lanes as ReadonlyArray<string>).includes(u)
+
+const prepare = async (input: string | URL | Request, init: RequestInit | undefined): Promise<Prepared> => {
+  const request = input instanceof Request ? input : undefined
+  const headers = new Headers(init?.headers ?? request?.headers)
+  const laneValue = headers.get(laneHeader)
+  const deadlineValue = headers.get(deadlineHeader)
+  headers.delete(laneHeader)
+  headers.delete(deadlineHeader)
+  let body = init?.body ?? undefined
+  if (body === undefined && request !== undefined && request.body !== null) body = new Uint8Array(await request.arrayBuffer())
+  // A stream can be read once: read it now, so that a retry can send it again.
+  if (body instanceof ReadableStream) body = new Uint8Array(await new Response(body).arrayBuffer())
+  if (body instanceof ArrayBuffer) body = new Uint8Array(body)
+  else if (ArrayBuffer.isView(body) && !(body instanceof Uint8Array)) {
+    body = new Uint8Array(body.buffer, body.byteOffset, body.byteLength)
+  }
+  return {
+    method: (init?.method ?? request?.method ?? "GET").toUpperCase(),
+    url: new URL(request?.url ?? String(input)),
+    headers,
+    body: body as Prepared["body"],
+    signal: init?.signal ?? request?.signal ?? undefined,
+    keyId: keyIdOf(headers.get("xi-api-key")),
+    lane: isLane(laneValue) ? laneValue : undefined,
+    deadline: deadlineValue === null
+      ? undefined
+      : /^\d+$/.test(deadlineValue.trim())
+      ? Duration.millis(Number(deadlineValue.trim()))
+      : deadlineValue as Duration.Input
+  }
+}
+
+/** The JSON body as an object, when it is one. */
+const jsonOf = (prepared: Prepared): Record<string, unknown> | undefined => {
+  if (typeof prepared.body !== "string") return undefined
+  try {
+    const parsed: unknown = JSON.parse(prepared.body)
+    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? parsed as Record<string, unknown> : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The characters a row bills: of `text`, or of every line's `text` (`inputs[].text`); none when absent. */
+const billedCharactersOf = (endpoint: Endpoints.Endpoint, json: Record<string, unknown> | undefined): number | undefined => {
+  if (endpoint.billing._tag !== "Characters" || json === undefined) return undefined
+  if (endpoint.billing.field === "text") return typeof json.text === "string" ? Validation.characterCount(json.text) : undefined
+  if (!Array.isArray(json.inputs)) return undefined
+  let n = 0
+  for (const line of json.inputs) {
+    if (typeof line === "object" && line !== null && typeof (line as { text?: unknown }).text === "string") {
+      n += Validation.characterCount((line as { text: string }).text)
+    }
+  }
+  return n
+}
+
+const modelFieldOf = (prepared: Prepared, json: Record<string, unknown> | undefined): string | undefined => {
+  const field = json?.model_id ?? (prepared.body instanceof FormData ? prepared.body.get("model_id") : undefined)
+  return typeof field === "string" ? field : undefined
+}
+
+/** Identical requests of one key: method, path, query and canonical JSON body (hashed; no body: none). */
+const requestKeyOf = (operation: string, prepared: Prepared, json: Record<string, unknown> | undefined): string | undefined => {
+  if (prepared.body !== undefined && json === undefined) return undefined
+  const search = [...prepared.url.searchParams].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+  return createHash("sha256")
+    .update(canonicalJson({ v: 1, operation, partition: prepared.keyId, path: prepared.url.pathname, search, body: json }))
+    .digest("hex")
+}
+
+// ============================================================================
+// Answers
+// ============================================================================
+
+/** An answer read to its end: what a fresh `Response` is made of. */
+interface Answered {
+  readonly status: number
+  readonly statusText: string
+  readonly headers: Headers
+  readonly body: Uint8Array
+  readonly meta: ResponseMeta
+}
+
+/**
+ * The ElevenLabs answer behind an error's reason, when it was one (handed back as a `Response`). Keyed by the
+ * reason: the retry policy ends a call with a copy of the error (with `attempts`) that keeps its reason.
+ */
+const answers = new WeakMap<ElevenLabsErrorReason, Answered>()
+
+const recordOf = (headers: Headers): Record<string, string> => {
+  const out: Record<string, string> = {}
+  headers.forEach((value, name) => {
+    out[name] = value
+  })
+  return out
+}
+
+const metaOf = (headers: Headers): ResponseMeta => fromHeaders(EffectHeaders.fromInput(recordOf(headers)))
+
+const responseOf = (a: Answered): Response => {
+  const headers = new Headers(a.headers)
+  const marks = [a.meta.coalesced === true ? "coalesced" : undefined, a.meta.fallback === true ? "fallback" : undefined]
+    .filter((m) => m !== undefined)
+  if (marks.length > 0) headers.set(marksHeader, marks.join(","))
+  // A fresh body per caller: coalesced callers share the bytes, not the stream.
+  return new Response(a.status === 204 || a.status === 304 ? null : a.body.slice(), {
+    status: a.status,
+    statusText: a.statusText,
+    headers
+  })
+}
+
+/** Reads a body to its end; interrupting the read cancels it. */
+const readBody = (operation: string, response: Response): Effect.Effect<Uint8Array, ElevenLabsError> =>
+  Effect.tryPromise({
+    try: async (signal) => {
+      const onAbort = () => void response.body?.cancel().catch(() => undefined)
+      signal.addEventListener("abort", onAbort, { once: true })
+      try {
+        return new Uint8Array(await response.arrayBuffer())
+      } finally {
+        signal.removeEventListener("abort", onAbort)
+      }
+    },
+    catch: (e) =>
+      new ElevenLabsError({
+        reason: new Transport({
+          operation,
+          message: `The response body failed mid-way (${e instanceof Error ? e.name : "unknown"})`
+        })
+      })
+  })
+
+/** Where attempts go: the fetch, and how long one may wait for its response headers. */
+interface Wire {
+  readonly transport: () => typeof globalThis.fetch
+  readonly headersTimeout: Duration.Duration
+}
+
+/**
+ * One request on the wire, bounded by the headers timeout (or the time the call has left, when shorter); a
+ * transport failure or a timeout as an `ElevenLabsError` (a headers timeout is retried, as the client's).
+ */
+const sendOnce = (wire: Wire, operation: string, prepared: Prepared) =>
+  Effect.tryPromise({
+    try: (signal) =>
+      wire.transport()(prepared.url, {
+        method: prepared.method,
+        headers: prepared.headers,
+        body: prepared.body ?? null,
+        signal: prepared.signal === undefined ? signal : AbortSignal.any([signal, prepared.signal])
+      }),
+    catch: (e) => toElevenLabsError(operation, e)
+  }).pipe(
+    Deadline.timeoutWithin({
+      duration: wire.headersTimeout,
+      orElse: () => Effect.fail(new ElevenLabsError({ reason: timeout(operation, "headers", wire.headersTimeout) })),
+      operation
+    })
+  )
+
+/** A failed answer classified as the library's client does, and remembered for the caller. */
+const failedAnswer = (operation: string, response: Response) =>
+  Effect.flatMap(readBody(operation, response), (body) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const headers = recordOf(response.headers)
+      const error = new ElevenLabsError({ reason: classifyResponse({ operation, status: response.status, headers, body, now }) })
+      answers.set(error.reason, {
+        status: response.status,
+        statusText: response.statusText,
+        headers: response.headers,
+        body,
+        meta: metaOf(response.headers)
+      })
+      return Effect.fail(error)
+    }))
+
+/** A buffered attempt: the whole answer read inside the permit. */
+const bufferedAttempt = (wire: Wire, operation: string, prepared: Prepared) =>
+  Effect.flatMap(sendOnce(wire, operation, prepared), (response) =>
+    !response.ok ? failedAnswer(operation, response) : Effect.map(readBody(operation, response), (body): Answered => ({
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+      body,
+      meta: metaOf(response.headers)
+    })))
+
+const markAnswered = (a: Answered, meta: Partial<ResponseMeta>): Answered => ({ ...a, meta: { ...a.meta, ...meta } })
+const metaOfAnswered = (a: Answered): ResponseMeta => a.meta
+
+/** Cached audio: the bytes and their content type; served as a 200 with that type. */
+const answeredCodec: FallbackCodec<Answered> = {
+  encode: (a) => ({ audio: a.body, contentType: a.headers.get("content-type") ?? "application/octet-stream" }),
+  decode: (cached) => ({
+    status: 200,
+    statusText: "OK",
+    headers: new Headers({ "content-type": cached.contentType }),
+    body: cached.audio,
+    meta: {}
+  })
+}
+
+// ============================================================================
+// The pipelines, one per key
+// ============================================================================
+
+/** The pipelines of the keys seen, built on first use in the runtime's scope. */
+class Pipelines extends Context.Service<Pipelines, {
+  readonly get: (keyId: string) => Effect.Effect<Pipeline.Pipeline, ElevenLabsError>
+}>()("elevenlabs-resilience/ResilientFetch/Pipelines") {}
+
+const pipelinesLayer = (options: Options) =>
+  Layer.effect(
+    Pipelines,
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const built = new Map<string, Deferred.Deferred<Pipeline.Pipeline, ElevenLabsError>>()
+      const subscription = options.subscription
+      const build = (keyId: string) => {
+        const pipeline = Pipeline.make({
+          ...options,
+          keyId,
+          subscription: subscription === undefined ? undefined : Effect.tryPromise({
+            try: () => Promise.resolve(subscription(keyId)),
+            catch: (e) => toElevenLabsError("user.subscription", e)
+          }).pipe(Effect.map((s) =>
+            QuotaGuard.snapshotFromSubscription({
+              character_count: s.characterCount,
+              character_limit: s.characterLimit,
+              next_character_count_reset_unix: s.nextCharacterCountResetUnix
+            })
+          ))
+        })
+        return options.redis === undefined
+          ? Effect.provideService(pipeline, Scope.Scope, scope)
+          : Effect.flatMap(
+            Layer.buildWithScope(Pipeline.layerShared(options.redis, keyId), scope),
+            (shared) => pipeline.pipe(Effect.provideContext(shared), Effect.provideService(Scope.Scope, scope))
+          )
+      }
+      const get = (keyId: string): Effect.Effect<Pipeline.Pipeline, ElevenLabsError> =>
+        Effect.suspend(() => {
+          const existing = built.get(keyId)
+          if (existing !== undefined) return Deferred.await(existing)
+          const deferred = Deferred.makeUnsafe<Pipeline.Pipeline, ElevenLabsError>()
+          built.set(keyId, deferred)
+          // Built in its own fiber: a caller who gives up does not stop it for the others. A failed build
+          // (Redis unreachable) is forgotten, so the next call tries again.
+          const once = build(keyId).pipe(
+            Effect.onError(() => Effect.sync(() => built.delete(keyId))),
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(deferred, exit))
+          )
+          return Effect.andThen(Effect.forkIn(once, scope), Deferred.await(deferred))
+        })
+      return Pipelines.of({ get })
+    })
+  )
+
+// ============================================================================
+// One call
+// ============================================================================
+
+/** What a call ended in, for the caller: a response, or a typed rejection. */
+type Outcome = { readonly response: Response } | { readonly error: ElevenLabsError }
+
+const outcomeOf = (exit: Exit.Exit<Answered, ElevenLabsError>): Effect.Effect<Outcome> => {
+  if (Exit.isSuccess(exit)) return Effect.succeed({ response: responseOf(exit.value) })
+  const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
+  if (failure?._tag !== "Fail") return Effect.failCause(exit.cause as Cause.Cause<never>)
+  const answered = answers.get(failure.error.reason)
+  return Effect.succeed(answered === undefined ? { error: failure.error } : { response: responseOf(answered) })
+}
+
+const safeMethods = new Set(["GET", "HEAD", "OPTIONS"])
+
+const makeCall = (options: Options, liveness: Liveness.Liveness) => {
+  const wire: Wire = {
+    transport: () => options.fetch ?? globalThis.fetch,
+    headersTimeout: Duration.fromInputUnsafe(options.headersTimeout ?? Client.defaultHeadersTimeout)
+  }
+  const deadline = options.deadline ?? stackDefaults.deadline
+  const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
+
+  /** A request the table does not know: the deadline, and retries for a safe method. */
+  const unknown = (pipeline: Pipeline.Pipeline, prepared: Prepared): Effect.Effect<Outcome> => {
+    const operation = `fetch.${prepared.method.toLowerCase()}`
+    if (!safeMethods.has(prepared.method)) {
+      const total = callDeadlineOf(prepared.deadline ?? deadline)
+      if (total === undefined) return Effect.succeed({ error: invalidDeadline(operation, { deadline: prepared.deadline }) })
+      return Effect.flatMap(
+        Effect.exit(Deadline.withDeadline(total, { operation })(sendOnce(wire, operation, prepared))),
+        (exit) => Exit.isSuccess(exit) ? Effect.succeed({ response: exit.value }) : outcomeOf(exit as Exit.Exit<never, ElevenLabsError>)
+      )
+    }
+    const read = pipeline.readOnly({ operation, metaOf: metaOfAnswered, mark: markAnswered }, {
+      send: bufferedAttempt(wire, operation, prepared),
+      kind: "opaque"
+    })
+    return Effect.flatMap(
+      Effect.exit(prepared.deadline === undefined ? read : Pipeline.withCallOptions({ deadline: prepared.deadline })(read)),
+      outcomeOf
+    )
+  }
+
+  /** A streamed endpoint: the permit and the reservation live until the body's last byte (or its cancel). */
+  const streamed = (
+    pipeline: Pipeline.Pipeline,
+    plan: Omit<Pipeline.PooledPlan<{ readonly meta: ResponseMeta; readonly response: Response }>, "metaOf" | "mark" | "coalesceKey" | "fallback">,
+    prepared: Prepared
+  ): Effect.Effect<Outcome> =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const open = Effect.flatMap(sendOnce(wire, plan.operation, prepared), (response) =>
+        response.ok ? Effect.succeed({ response, meta: metaOf(response.headers) }) : failedAnswer(plan.operation, response))
+      const exit = yield* Effect.exit(
+        pipeline.streamed(plan, { send: open, kind: "opaque" }, (s) => s).pipe(Scope.provide(scope))
+      )
+      if (Exit.isFailure(exit)) {
+        yield* Scope.close(scope, exit)
+        return yield* outcomeOf(exit as Exit.Exit<never, ElevenLabsError>)
+      }
+      const upstream = exit.value.response
+      const context = yield* Effect.context<never>()
+      liveness.enter()
+      let ended = false
+      const end = (reason: Exit.Exit<unknown, unknown>) => {
+        if (ended) return
+        ended = true
+        Effect.runForkWith(context)(Scope.close(scope, reason))
+        liveness.leave()
+      }
+      const reader = upstream.body?.getReader()
+      const body = reader === undefined ? null : new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          try {
+            const { done, value } = await reader.read()
+            if (done) {
+              end(Exit.void)
+              controller.close()
+            } else controller.enqueue(value)
+          } catch (e) {
+            end(Exit.die(e))
+            controller.error(e)
+          }
+        },
+        cancel(reason) {
+          end(Exit.void)
+          return reader.cancel(reason)
+        }
+      })
+      if (body === null) end(Exit.void)
+      return { response: new Response(body, { status: upstream.status, statusText: upstream.statusText, headers: upstream.headers }) }
+    })
+
+  return (pipeline: Pipeline.Pipeline, quota: QuotaGuard.QuotaGuard | undefined, prepared: Prepared): Effect.Effect<Outcome> => {
+    const found = Endpoints.match(prepared.method, prepared.url.pathname)
+    if (found._tag !== "Found") return unknown(pipeline, prepared)
+    const endpoint = found.endpoint
+    const operation = endpoint.name
+    const json = jsonOf(prepared)
+    const model = Endpoints.modelOf(endpoint, modelFieldOf(prepared, json))
+    const pool = Endpoints.poolOf(endpoint, model)
+    const characters = endpoint.billing._tag === "Characters" ? billedCharactersOf(endpoint, json) : undefined
+    const cost = quota === undefined || characters === undefined ? undefined : quota.costOf(characters, model!)
+    const invalid = Validation.checkWire(
+      { operation, check: endpoint.check, params: found.params, query: prepared.url.searchParams, json },
+      validation
+    )
+    const call = { operation, pool, model, characters, cost, invalid }
+    const withCall = <A>(effect: Effect.Effect<A>) =>
+      prepared.lane === undefined && prepared.deadline === undefined && endpoint.idempotent
+        ? effect
+        : Pipeline.withCallOptions({ lane: prepared.lane, deadline: prepared.deadline, idempotent: endpoint.idempotent })(effect)
+    if (pool !== undefined && (endpoint.response._tag === "AudioStream" || endpoint.response._tag === "Ndjson")) {
+      return withCall(streamed(pipeline, { ...call, pool }, prepared))
+    }
+    const key = requestKeyOf(operation, prepared, json)
+    const plan: Pipeline.CallPlan<Answered> = {
+      ...call,
+      coalesceKey: key,
+      fallback: key === undefined || endpoint.response._tag !== "Audio" ? undefined : { key, codec: answeredCodec },
+      metaOf: metaOfAnswered,
+      mark: markAnswered
+    }
+    return withCall(Effect.flatMap(
+      Effect.exit(pipeline.run(plan, { send: bufferedAttempt(wire, operation, prepared), kind: "opaque" })),
+      outcomeOf
+    ))
+  }
+}
+
+// ============================================================================
+// The fetch
+// ============================================================================
+
+/**
+ * A `fetch` carrying every policy. Nothing is built until its first call (no
+ * connection, no fiber); `close()` frees what was.
+ */
+export const make = (options: Options = {}): ResilientFetch => {
+  const liveness = Liveness.make()
+  // Without telemetry the policies log nothing (as the SDK itself): an application's stdout is its own.
+  const telemetry = options.telemetry === undefined || options.telemetry === false
+    ? Layer.succeed(References.MinimumLogLevel, "None")
+    : Telemetry.layer(options.telemetry)
+  const clock = Layer.succeed(Clock.Clock, Liveness.unrefClock)
+  const runtime = ManagedRuntime.make(
+    pipelinesLayer(options).pipe(Layer.provideMerge(Layer.mergeAll(telemetry, clock)))
+  )
+  const call = makeCall(options, liveness)
+  let closed = false
+
+  const run = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    if (closed) throw new Error("ResilientFetch: closed")
+    liveness.enter()
+    try {
+      const prepared = await prepare(input, init)
+      prepared.signal?.throwIfAborted()
+      const exit = await runtime.runPromiseExit(
+        Effect.flatMap(Effect.service(Pipelines), (pipelines) =>
+          Effect.flatMap(pipelines.get(prepared.keyId), (pipeline) => call(pipeline, pipeline.policies.quota, prepared))),
+        prepared.signal === undefined ? undefined : { signal: prepared.signal }
+      )
+      if (Exit.isSuccess(exit)) {
+        if ("response" in exit.value) return exit.value.response
+        throw exit.value.error
+      }
+      prepared.signal?.throwIfAborted()
+      throw Cause.squash(exit.cause)
+    } finally {
+      liveness.leave()
+    }
+  }
+
+  return Object.assign(run, {
+    policies: (apiKey?: string) =>
+      runtime.runPromise(Effect.flatMap(Effect.service(Pipelines), (p) => Effect.map(p.get(keyIdOf(apiKey)), (pipeline) => pipeline.policies))),
+    close: async () => {
+      closed = true
+      await runtime.dispose()
+    }
+  })
+}
