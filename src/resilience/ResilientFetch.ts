@@ -56,26 +56,45 @@
  *
  * @since 0.2.0
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, ManagedRuntime, Redacted, References, Scope } from "effect"
-import { Headers as EffectHeaders } from "effect/http"
-import { createHash } from "node:crypto"
-import { classifyResponse, timeout } from "../client/Classify.ts"
+import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, ManagedRuntime, References, Scope } from "effect"
 import * as Client from "../client/ElevenLabs.ts"
 import * as Endpoints from "../client/Endpoints.ts"
-import { ElevenLabsError, type ElevenLabsErrorReason, Transport } from "../client/Errors.ts"
-import { fromHeaders, type ResponseMeta } from "../client/ResponseMeta.ts"
+import type { ElevenLabsError } from "../client/Errors.ts"
+import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as Validation from "../client/Validation.ts"
 import * as Liveness from "../internal/Liveness.ts"
 import * as Telemetry from "../telemetry/Telemetry.ts"
-import * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
 import * as Deadline from "./Deadline.ts"
-import { canonicalJson, type FallbackCodec, partitionOfApiKey } from "./Fallback.ts"
+import {
+  type Answered,
+  answeredCodec,
+  answers,
+  billedCharactersOf,
+  bufferedAttempt,
+  creditsOfOutput,
+  cutLease,
+  failedAnswer,
+  heldBody,
+  jsonOf,
+  keyIdOf,
+  markAnswered,
+  metaOf,
+  metaOfAnswered,
+  modelFieldOf,
+  type OpenBodies,
+  prepare,
+  type Prepared,
+  requestKeyOf,
+  responseOf,
+  sendOnce,
+  type Wire
+} from "./FetchWire.ts"
 import * as Pipeline from "./Pipeline.ts"
 import { callDeadlineOf, invalidDeadline } from "./PipelineCall.ts"
 import * as QuotaGuard from "./QuotaGuard.ts"
 import type { PolicyOptions } from "./ResilientOptions.ts"
 import { stackDefaults } from "./ResilientOptions.ts"
-import { toElevenLabsError, type SubscriptionLike } from "./WithResilience.ts"
+import { type SubscriptionLike, toElevenLabsError } from "./WithResilience.ts"
 
 // ============================================================================
 // Options
@@ -95,6 +114,8 @@ export interface Options extends PolicyOptions {
   readonly baseUrl?: string | undefined
   /** Per-model character limits for the local checks (over `Models.characterLimits`). */
   readonly characterLimits?: Readonly<Record<string, number>> | undefined
+  /** Longest wait for a chunk of a streamed body the caller is reading; the body then fails with `Timeout` (phase `idle`) and its permit comes back. Default 30 s. */
+  readonly idleTimeout?: Duration.Input | undefined
   /** Longest wait for an attempt's response headers; the attempt then fails as `Timeout` (phase `headers`) and is retried. Default 30 s. */
   readonly headersTimeout?: Duration.Input | undefined
   /** Logs, OTLP export and a metrics server (`Telemetry.layer`), flushed by `close()`. Default: none. */
@@ -110,242 +131,7 @@ export interface ResilientFetch {
   readonly close: () => Promise<void>
 }
 
-/** The per-request lane header: `interactive`, `default` or `batch` (not sent upstream). */
-export const laneHeader = "x-resilience-lane"
-
-/** The per-request deadline header: whole milliseconds (not sent upstream); overrides the `deadline` option. */
-export const deadlineHeader = "x-resilience-deadline"
-
-/** Marks the stack set on a response (`coalesced`, `fallback`), comma-separated, when any. */
-export const marksHeader = "x-resilience-marks"
-
-// ============================================================================
-// A request, made replayable
-// ============================================================================
-
-interface Prepared {
-  readonly method: string
-  readonly url: URL
-  readonly headers: Headers
-  /** Sent again as is by every attempt. */
-  readonly body: string | Uint8Array | FormData | URLSearchParams | Blob | undefined
-  readonly signal: AbortSignal | undefined
-  readonly keyId: string
-  readonly lane: ConcurrencyLimiter.Lane | undefined
-  /** From the deadline header: milliseconds, or the header's text when it is not a count (refused as the pipeline refuses it). */
-  readonly deadline: Duration.Input | undefined
-}
-
-const anonymous = "sdk"
-
-const keyIdOf = (apiKey: string | null | undefined): string =>
-  apiKey === null || apiKey === undefined || apiKey === "" ? anonymous : partitionOfApiKey(Redacted.make(apiKey))
-
-const isLane = (u: string | null): u is ConcurrencyLimiter.Lane =>
-  u !== null && (ConcurrencyLimiter.lanes as ReadonlyArray<string>).includes(u)
-
-const prepare = async (input: string | URL | Request, init: RequestInit | undefined): Promise<Prepared> => {
-  const request = input instanceof Request ? input : undefined
-  const headers = new Headers(init?.headers ?? request?.headers)
-  const laneValue = headers.get(laneHeader)
-  const deadlineValue = headers.get(deadlineHeader)
-  headers.delete(laneHeader)
-  headers.delete(deadlineHeader)
-  let body = init?.body ?? undefined
-  if (body === undefined && request !== undefined && request.body !== null) body = new Uint8Array(await request.arrayBuffer())
-  // A stream can be read once: read it now, so that a retry can send it again.
-  if (body instanceof ReadableStream) body = new Uint8Array(await new Response(body).arrayBuffer())
-  if (body instanceof ArrayBuffer) body = new Uint8Array(body)
-  else if (ArrayBuffer.isView(body) && !(body instanceof Uint8Array)) {
-    body = new Uint8Array(body.buffer, body.byteOffset, body.byteLength)
-  }
-  return {
-    method: (init?.method ?? request?.method ?? "GET").toUpperCase(),
-    url: new URL(request?.url ?? String(input)),
-    headers,
-    body: body as Prepared["body"],
-    signal: init?.signal ?? request?.signal ?? undefined,
-    keyId: keyIdOf(headers.get("xi-api-key")),
-    lane: isLane(laneValue) ? laneValue : undefined,
-    deadline: deadlineValue === null
-      ? undefined
-      : /^\d+$/.test(deadlineValue.trim())
-      ? Duration.millis(Number(deadlineValue.trim()))
-      : deadlineValue as Duration.Input
-  }
-}
-
-/** The JSON body as an object, when it is one. */
-const jsonOf = (prepared: Prepared): Record<string, unknown> | undefined => {
-  if (typeof prepared.body !== "string") return undefined
-  try {
-    const parsed: unknown = JSON.parse(prepared.body)
-    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? parsed as Record<string, unknown> : undefined
-  } catch {
-    return undefined
-  }
-}
-
-/** The characters a row bills: of `text`, or of every line's `text` (`inputs[].text`); none when absent. */
-const billedCharactersOf = (endpoint: Endpoints.Endpoint, json: Record<string, unknown> | undefined): number | undefined => {
-  if (endpoint.billing._tag !== "Characters" || json === undefined) return undefined
-  if (endpoint.billing.field === "text") return typeof json.text === "string" ? Validation.characterCount(json.text) : undefined
-  if (!Array.isArray(json.inputs)) return undefined
-  let n = 0
-  for (const line of json.inputs) {
-    if (typeof line === "object" && line !== null && typeof (line as { text?: unknown }).text === "string") {
-      n += Validation.characterCount((line as { text: string }).text)
-    }
-  }
-  return n
-}
-
-const modelFieldOf = (prepared: Prepared, json: Record<string, unknown> | undefined): string | undefined => {
-  const field = json?.model_id ?? (prepared.body instanceof FormData ? prepared.body.get("model_id") : undefined)
-  return typeof field === "string" ? field : undefined
-}
-
-/** Identical requests of one key: method, path, query and canonical JSON body (hashed; no body: none). */
-const requestKeyOf = (operation: string, prepared: Prepared, json: Record<string, unknown> | undefined): string | undefined => {
-  if (prepared.body !== undefined && json === undefined) return undefined
-  const search = [...prepared.url.searchParams].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
-  return createHash("sha256")
-    .update(canonicalJson({ v: 1, operation, partition: prepared.keyId, path: prepared.url.pathname, search, body: json }))
-    .digest("hex")
-}
-
-// ============================================================================
-// Answers
-// ============================================================================
-
-/** An answer read to its end: what a fresh `Response` is made of. */
-interface Answered {
-  readonly status: number
-  readonly statusText: string
-  readonly headers: Headers
-  readonly body: Uint8Array
-  readonly meta: ResponseMeta
-}
-
-/**
- * The ElevenLabs answer behind an error's reason, when it was one (handed back as a `Response`). Keyed by the
- * reason: the retry policy ends a call with a copy of the error (with `attempts`) that keeps its reason.
- */
-const answers = new WeakMap<ElevenLabsErrorReason, Answered>()
-
-const recordOf = (headers: Headers): Record<string, string> => {
-  const out: Record<string, string> = {}
-  headers.forEach((value, name) => {
-    out[name] = value
-  })
-  return out
-}
-
-const metaOf = (headers: Headers): ResponseMeta => fromHeaders(EffectHeaders.fromInput(recordOf(headers)))
-
-const responseOf = (a: Answered): Response => {
-  const headers = new Headers(a.headers)
-  const marks = [a.meta.coalesced === true ? "coalesced" : undefined, a.meta.fallback === true ? "fallback" : undefined]
-    .filter((m) => m !== undefined)
-  if (marks.length > 0) headers.set(marksHeader, marks.join(","))
-  // A fresh body per caller: coalesced callers share the bytes, not the stream.
-  return new Response(a.status === 204 || a.status === 304 ? null : a.body.slice(), {
-    status: a.status,
-    statusText: a.statusText,
-    headers
-  })
-}
-
-/** Reads a body to its end; interrupting the read cancels it. */
-const readBody = (operation: string, response: Response): Effect.Effect<Uint8Array, ElevenLabsError> =>
-  Effect.tryPromise({
-    try: async (signal) => {
-      const onAbort = () => void response.body?.cancel().catch(() => undefined)
-      signal.addEventListener("abort", onAbort, { once: true })
-      try {
-        return new Uint8Array(await response.arrayBuffer())
-      } finally {
-        signal.removeEventListener("abort", onAbort)
-      }
-    },
-    catch: (e) =>
-      new ElevenLabsError({
-        reason: new Transport({
-          operation,
-          message: `The response body failed mid-way (${e instanceof Error ? e.name : "unknown"})`
-        })
-      })
-  })
-
-/** Where attempts go: the fetch, and how long one may wait for its response headers. */
-interface Wire {
-  readonly transport: () => typeof globalThis.fetch
-  readonly headersTimeout: Duration.Duration
-}
-
-/**
- * One request on the wire, bounded by the headers timeout (or the time the call has left, when shorter); a
- * transport failure or a timeout as an `ElevenLabsError` (a headers timeout is retried, as the client's).
- */
-const sendOnce = (wire: Wire, operation: string, prepared: Prepared) =>
-  Effect.tryPromise({
-    try: (signal) =>
-      wire.transport()(prepared.url, {
-        method: prepared.method,
-        headers: prepared.headers,
-        body: prepared.body ?? null,
-        signal: prepared.signal === undefined ? signal : AbortSignal.any([signal, prepared.signal])
-      }),
-    catch: (e) => toElevenLabsError(operation, e)
-  }).pipe(
-    Deadline.timeoutWithin({
-      duration: wire.headersTimeout,
-      orElse: () => Effect.fail(new ElevenLabsError({ reason: timeout(operation, "headers", wire.headersTimeout) })),
-      operation
-    })
-  )
-
-/** A failed answer classified as the library's client does, and remembered for the caller. */
-const failedAnswer = (operation: string, response: Response) =>
-  Effect.flatMap(readBody(operation, response), (body) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => {
-      const headers = recordOf(response.headers)
-      const error = new ElevenLabsError({ reason: classifyResponse({ operation, status: response.status, headers, body, now }) })
-      answers.set(error.reason, {
-        status: response.status,
-        statusText: response.statusText,
-        headers: response.headers,
-        body,
-        meta: metaOf(response.headers)
-      })
-      return Effect.fail(error)
-    }))
-
-/** A buffered attempt: the whole answer read inside the permit. */
-const bufferedAttempt = (wire: Wire, operation: string, prepared: Prepared) =>
-  Effect.flatMap(sendOnce(wire, operation, prepared), (response) =>
-    !response.ok ? failedAnswer(operation, response) : Effect.map(readBody(operation, response), (body): Answered => ({
-      status: response.status,
-      statusText: response.statusText,
-      headers: response.headers,
-      body,
-      meta: metaOf(response.headers)
-    })))
-
-const markAnswered = (a: Answered, meta: Partial<ResponseMeta>): Answered => ({ ...a, meta: { ...a.meta, ...meta } })
-const metaOfAnswered = (a: Answered): ResponseMeta => a.meta
-
-/** Cached audio: the bytes and their content type; served as a 200 with that type. */
-const answeredCodec: FallbackCodec<Answered> = {
-  encode: (a) => ({ audio: a.body, contentType: a.headers.get("content-type") ?? "application/octet-stream" }),
-  decode: (cached) => ({
-    status: 200,
-    statusText: "OK",
-    headers: new Headers({ "content-type": cached.contentType }),
-    body: cached.audio,
-    meta: {}
-  })
-}
+export { deadlineHeader, laneHeader, marksHeader } from "./FetchWire.ts"
 
 // ============================================================================
 // The pipelines, one per key
@@ -421,11 +207,14 @@ const outcomeOf = (exit: Exit.Exit<Answered, ElevenLabsError>): Effect.Effect<Ou
 
 const safeMethods = new Set(["GET", "HEAD", "OPTIONS"])
 
-const makeCall = (options: Options, liveness: Liveness.Liveness) => {
+const makeCall = (options: Options, liveness: Liveness.Liveness, open: OpenBodies) => {
   const wire: Wire = {
     transport: () => options.fetch ?? globalThis.fetch,
-    headersTimeout: Duration.fromInputUnsafe(options.headersTimeout ?? Client.defaultHeadersTimeout)
+    headersTimeout: Duration.fromInputUnsafe(options.headersTimeout ?? Client.defaultHeadersTimeout),
+    idleMillis: Duration.toMillis(Duration.fromInputUnsafe(options.idleTimeout ?? Client.defaultIdleTimeout))
   }
+  // Requests the table does not know are bounded by the deadline alone (an upload may take long to answer).
+  const passThrough: Wire = { ...wire, headersTimeout: undefined }
   const deadline = options.deadline ?? stackDefaults.deadline
   const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
 
@@ -436,7 +225,7 @@ const makeCall = (options: Options, liveness: Liveness.Liveness) => {
       const total = callDeadlineOf(prepared.deadline ?? deadline)
       if (total === undefined) return Effect.succeed({ error: invalidDeadline(operation, { deadline: prepared.deadline }) })
       return Effect.flatMap(
-        Effect.exit(Deadline.withDeadline(total, { operation })(sendOnce(wire, operation, prepared))),
+        Effect.exit(Deadline.withDeadline(total, { operation })(sendOnce(passThrough, operation, prepared, true))),
         (exit) => Exit.isSuccess(exit) ? Effect.succeed({ response: exit.value }) : outcomeOf(exit as Exit.Exit<never, ElevenLabsError>)
       )
     }
@@ -450,55 +239,36 @@ const makeCall = (options: Options, liveness: Liveness.Liveness) => {
     )
   }
 
-  /** A streamed endpoint: the permit and the reservation live until the body's last byte (or its cancel). */
+  /**
+   * A streamed endpoint: the permit and the reservation live in a scope of their own until the body's last
+   * byte, its cancel, the caller's abort or an idle body. Under a mask up to the hand-over, so an interruption
+   * (the caller's abort) while the attempt runs closes that scope too.
+   */
   const streamed = (
     pipeline: Pipeline.Pipeline,
     plan: Omit<Pipeline.PooledPlan<{ readonly meta: ResponseMeta; readonly response: Response }>, "metaOf" | "mark" | "coalesceKey" | "fallback">,
     prepared: Prepared
   ): Effect.Effect<Outcome> =>
-    Effect.gen(function*() {
-      const scope = yield* Scope.make()
-      const open = Effect.flatMap(sendOnce(wire, plan.operation, prepared), (response) =>
-        response.ok ? Effect.succeed({ response, meta: metaOf(response.headers) }) : failedAnswer(plan.operation, response))
-      const exit = yield* Effect.exit(
-        pipeline.streamed(plan, { send: open, kind: "opaque" }, (s) => s).pipe(Scope.provide(scope))
-      )
-      if (Exit.isFailure(exit)) {
-        yield* Scope.close(scope, exit)
-        return yield* outcomeOf(exit as Exit.Exit<never, ElevenLabsError>)
-      }
-      const upstream = exit.value.response
-      const context = yield* Effect.context<never>()
-      liveness.enter()
-      let ended = false
-      const end = (reason: Exit.Exit<unknown, unknown>) => {
-        if (ended) return
-        ended = true
-        Effect.runForkWith(context)(Scope.close(scope, reason))
-        liveness.leave()
-      }
-      const reader = upstream.body?.getReader()
-      const body = reader === undefined ? null : new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          try {
-            const { done, value } = await reader.read()
-            if (done) {
-              end(Exit.void)
-              controller.close()
-            } else controller.enqueue(value)
-          } catch (e) {
-            end(Exit.die(e))
-            controller.error(e)
-          }
-        },
-        cancel(reason) {
-          end(Exit.void)
-          return reader.cancel(reason)
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const opening = Effect.flatMap(sendOnce(wire, plan.operation, prepared), (response) =>
+          response.ok ? Effect.succeed({ response, meta: metaOf(response.headers) }) : failedAnswer(plan.operation, response))
+        const exit = yield* Effect.exit(
+          restore(pipeline.streamed(plan, { send: opening, kind: "opaque" }, (s) => s).pipe(Scope.provide(scope)))
+        )
+        if (Exit.isFailure(exit)) {
+          yield* Scope.close(scope, exit)
+          return yield* outcomeOf(exit as Exit.Exit<never, ElevenLabsError>)
         }
+        const context = yield* Effect.context<never>()
+        const upstream = exit.value.response
+        const body = heldBody(plan.operation, upstream, prepared.signal, wire.idleMillis, open, liveness, (exit) => {
+          Effect.runForkWith(context)(Scope.close(scope, exit))
+        })
+        return { response: new Response(body, { status: upstream.status, statusText: upstream.statusText, headers: upstream.headers }) }
       })
-      if (body === null) end(Exit.void)
-      return { response: new Response(body, { status: upstream.status, statusText: upstream.statusText, headers: upstream.headers }) }
-    })
+    )
 
   return (pipeline: Pipeline.Pipeline, quota: QuotaGuard.QuotaGuard | undefined, prepared: Prepared): Effect.Effect<Outcome> => {
     const found = Endpoints.match(prepared.method, prepared.url.pathname)
@@ -509,7 +279,9 @@ const makeCall = (options: Options, liveness: Liveness.Liveness) => {
     const model = Endpoints.modelOf(endpoint, modelFieldOf(prepared, json))
     const pool = Endpoints.poolOf(endpoint, model)
     const characters = endpoint.billing._tag === "Characters" ? billedCharactersOf(endpoint, json) : undefined
-    const cost = quota === undefined || characters === undefined ? undefined : quota.costOf(characters, model!)
+    const cost = quota === undefined ? undefined : characters !== undefined
+      ? quota.costOf(characters, model!)
+      : creditsOfOutput(endpoint, json, model)
     const invalid = Validation.checkWire(
       { operation, check: endpoint.check, params: found.params, query: prepared.url.searchParams, json },
       validation
@@ -555,7 +327,8 @@ export const make = (options: Options = {}): ResilientFetch => {
   const runtime = ManagedRuntime.make(
     pipelinesLayer(options).pipe(Layer.provideMerge(Layer.mergeAll(telemetry, clock)))
   )
-  const call = makeCall(options, liveness)
+  const open: OpenBodies = new Set()
+  const call = makeCall(options, liveness, open)
   let closed = false
 
   const run = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
@@ -574,6 +347,7 @@ export const make = (options: Options = {}): ResilientFetch => {
         throw exit.value.error
       }
       prepared.signal?.throwIfAborted()
+      if (closed && Cause.hasInterruptsOnly(exit.cause)) throw new Error("ResilientFetch: closed")
       throw Cause.squash(exit.cause)
     } finally {
       liveness.leave()
@@ -585,6 +359,7 @@ export const make = (options: Options = {}): ResilientFetch => {
       runtime.runPromise(Effect.flatMap(Effect.service(Pipelines), (p) => Effect.map(p.get(keyIdOf(apiKey)), (pipeline) => pipeline.policies))),
     close: async () => {
       closed = true
+      for (const lease of [...open]) cutLease(lease, open, new Error("ResilientFetch: closed"))
       await runtime.dispose()
     }
   })

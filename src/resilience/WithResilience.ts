@@ -268,7 +268,8 @@ interface Settled {
   readonly meta?: ResponseMeta | undefined
 }
 
-const readAll = (operation: string, stream: ReadableStream<Uint8Array>) =>
+/** Reads a stream to its end as bytes; interrupting the read cancels the stream. @internal */
+export const readAll = (operation: string, stream: ReadableStream<Uint8Array>) =>
   Effect.tryPromise({
     try: async (signal) => {
       const reader = stream.getReader()

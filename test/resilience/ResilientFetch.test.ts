@@ -169,6 +169,112 @@ describe("ResilientFetch with the official SDK", () => {
       yield* until(Effect.map(server.stats, (s) => s.pools.flash.inFlight === 0), "the server's request cancelled")
     }))
 
+  it.live("an abort gives the permit back at every stage of a stream: before its headers, and with its body unread", () =>
+    Effect.gen(function*() {
+      const server = yield* backend({ seed: 2, plan: "pro", latency: { ...latency, flash: { ttfbMs: 1500, msPerUnit: 0, jitter: 0 } } })
+      const f = yield* resilientFetch({ limiter: { plan: { flash: 1 } }, quota: false })
+      const sdk = sdkOf(server.url, f)
+      const early = new AbortController()
+      const opening = Effect.runPromiseExit(Effect.promise(() =>
+        sdk.textToSpeech.stream(voice, { text: "Aborted before its headers.", modelId: flash }, { abortSignal: early.signal })
+      ))
+      yield* until(Effect.map(flashOf(f), (s) => s.inFlight === 1), "the stream's attempt in flight")
+      early.abort()
+      yield* until(Effect.map(flashOf(f), (s) => s.inFlight === 0), "the permit back after an abort before the headers")
+      yield* Effect.promise(() => opening)
+      const late = new AbortController()
+      const unread = yield* Effect.promise(() =>
+        sdk.textToSpeech.stream(voice, { text: "Aborted with its body unread.", modelId: flash }, { abortSignal: late.signal })
+      )
+      assert.strictEqual((yield* flashOf(f)).inFlight, 1)
+      late.abort()
+      yield* until(Effect.map(flashOf(f), (s) => s.inFlight === 0), "the permit back after an abort with the body unread")
+      const read = yield* Effect.promise(() => new Response(unread).arrayBuffer().then(() => "read", () => "failed"))
+      assert.strictEqual(read, "failed", "the aborted body fails, it does not end early as if complete")
+    }))
+
+  it.live("close() cuts the bodies still open: their reads fail, their permits come back", () =>
+    Effect.gen(function*() {
+      const server = yield* backend({ seed: 2, plan: "pro", latency })
+      const f = ResilientFetch.make({ quota: false })
+      const sdk = sdkOf(server.url, f)
+      const kept = yield* Effect.promise(() => sdk.textToSpeech.stream(voice, { text: "Kept open until close().", modelId: flash }))
+      const policies = yield* Effect.promise(() => f.policies("sim-key"))
+      assert.strictEqual((yield* policies.limiter.snapshot(policies.keyId, "flash")).inFlight, 1)
+      yield* Effect.promise(() => f.close())
+      assert.strictEqual((yield* policies.limiter.snapshot(policies.keyId, "flash")).inFlight, 0)
+      const read = yield* Effect.promise(() => new Response(kept).arrayBuffer().then(() => "read", (e: unknown) => String(e)))
+      assert.match(read, /closed/)
+    }))
+
+  it.live("a streamed body that stalls longer than idleTimeout fails with Timeout (idle) and gives its permit back", () =>
+    Effect.gen(function*() {
+      // A server that sends the headers and one chunk of a TTS stream, then nothing.
+      const http = createServer((_req, res) => {
+        res.writeHead(200, { "content-type": "audio/mpeg" })
+        res.write(new Uint8Array(64))
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => http.listen(0, "127.0.0.1", () => resolve()))),
+        () => Effect.promise(() => new Promise<void>((resolve) => { http.closeAllConnections(); http.close(() => resolve()) }))
+      )
+      const url = `http://127.0.0.1:${(http.address() as { port: number }).port}`
+      const f = yield* resilientFetch({ quota: false, idleTimeout: "200 millis" })
+      const stream = yield* Effect.promise(() => sdkOf(url, f).textToSpeech.stream(voice, { text: "Stalls.", modelId: flash }))
+      const reader = stream.getReader()
+      assert.strictEqual((yield* Effect.promise(() => reader.read())).value?.byteLength, 64)
+      const stalled = yield* Effect.promise(() => reader.read().then(() => undefined, (e: unknown) => e))
+      assert.isTrue(isElevenLabsError(stalled) && stalled.reason._tag === "Timeout" && stalled.reason.phase === "idle", String(stalled))
+      assert.strictEqual((yield* flashOf(f)).inFlight, 0)
+    }))
+
+  it.live("a coalesced call whose first caller aborts is sent again for the caller who joined it", () =>
+    Effect.gen(function*() {
+      const server = yield* backend({ seed: 2, plan: "pro", latency: { ...latency, flash: { ttfbMs: 400, msPerUnit: 0, jitter: 0 } } })
+      const f = yield* resilientFetch({ quota: false })
+      const sdk = sdkOf(server.url, f)
+      const first = new AbortController()
+      const starter = Effect.runPromiseExit(convert(sdk, "Wanted twice.", { abortSignal: first.signal }))
+      yield* until(Effect.map(server.stats, (s) => s.pools.flash.inFlight === 1), "the first caller's request on the wire")
+      const joiner = Effect.runPromise(convert(sdk, "Wanted twice."))
+      yield* Effect.sleep("50 millis")
+      first.abort()
+      const audio = yield* Effect.promise(() => joiner)
+      assert.isAbove(audio.byteLength, 0)
+      assert.strictEqual((yield* Effect.promise(() => starter))._tag, "Failure")
+    }))
+
+  it.live("a buffered body cut by the deadline stops downloading: the server's request ends with the call", () =>
+    Effect.gen(function*() {
+      // 1,000 characters at 3 ms each: about 3 s of body after the first byte.
+      const server = yield* backend({ seed: 2, plan: "pro", latency: { ...latency, flash: { ttfbMs: 20, msPerUnit: 3, jitter: 0 } } })
+      const f = yield* resilientFetch({ quota: false, retry: false })
+      const sdk = sdkOf(server.url, f)
+      const error = yield* Effect.promise(() =>
+        sdk.textToSpeech.convert(voice, { text: "z".repeat(1000), modelId: flash }, { headers: { [ResilientFetch.deadlineHeader]: "500" } })
+          .then(() => undefined, (e: unknown) => (e as { cause?: unknown }).cause)
+      )
+      assert.isTrue(isElevenLabsError(error) && error.reason._tag === "Timeout")
+      yield* until(Effect.map(server.stats, (s) => s.pools.flash.inFlight === 0), "the server's request ended", 100)
+    }))
+
+  it.live("a Request with a JSON body is read as one: its model's pool, its local check", () =>
+    Effect.gen(function*() {
+      const server = yield* backend({ seed: 2, plan: "pro", latency })
+      const f = yield* resilientFetch({ quota: false })
+      const request = (text: string, modelId: string) =>
+        new Request(`${server.url}/v1/text-to-speech/${voice}`, {
+          method: "POST",
+          headers: { "xi-api-key": "sim-key", "content-type": "application/json" },
+          body: JSON.stringify({ text, model_id: modelId })
+        })
+      const ok = yield* Effect.promise(() => f(request("Through a Request.", flash)))
+      assert.strictEqual(ok.status, 200)
+      const refused = yield* Effect.promise(() => f(request("y".repeat(10_001), "eleven_multilingual_v2")).then(() => undefined, (e: unknown) => e))
+      assert.isTrue(isElevenLabsError(refused) && refused.reason._tag === "InvalidRequest")
+      assert.strictEqual((yield* server.stats).requests, 1)
+    }))
+
   it.live("two API keys get separate limits", () =>
     Effect.gen(function*() {
       const server = yield* backend({
