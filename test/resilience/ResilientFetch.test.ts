@@ -275,6 +275,24 @@ describe("ResilientFetch with the official SDK", () => {
       assert.strictEqual((yield* server.stats).requests, 1)
     }))
 
+  it.live("credits are reserved before a call and committed from its character-cost", () =>
+    Effect.gen(function*() {
+      const server = yield* backend({ seed: 2, plan: "pro", latency })
+      let sdk: ElevenLabsClient | undefined
+      const f = yield* resilientFetch({ subscription: () => sdk!.user.subscription.get() })
+      sdk = sdkOf(server.url, f)
+      const policies = yield* Effect.promise(() => f.policies("sim-key"))
+      const quota = policies.quota!
+      yield* quota.refresh
+      const before = (yield* quota.status).used!
+      const charged = (yield* server.stats).creditsCharged
+      yield* convert(sdk, "Twenty-nine characters, billed.")
+      const status = yield* quota.status
+      assert.strictEqual(status.reserved, 0)
+      assert.strictEqual(status.used! - before, (yield* server.stats).creditsCharged - charged)
+      assert.isAbove(status.used! - before, 0)
+    }))
+
   it.live("two API keys get separate limits", () =>
     Effect.gen(function*() {
       const server = yield* backend({
