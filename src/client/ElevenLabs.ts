@@ -41,19 +41,14 @@
  *
  * @since 0.1.0
  */
-import { Clock, Config, Context, Duration, Effect, Exit, Layer, Pull, Redacted, Schema, Scope, Stream } from "effect"
-import { Headers, HttpClient, HttpClientRequest } from "effect/http"
-import type { HttpClientError, HttpClientResponse } from "effect/http"
+import { Config, Context, Duration, Effect, Layer, Redacted, type Scope, type Stream } from "effect"
+import { HttpClient, HttpClientRequest } from "effect/http"
 import * as BeyondTts from "./BeyondTts.ts"
-import { classifyHttpClientError, classifyResponse, invalidResponse, timeout } from "./Classify.ts"
-import { ElevenLabsError, type ElevenLabsErrorReason, InvalidRequest } from "./Errors.ts"
-import * as Endpoints from "./Endpoints.ts"
-import { fromHeaders, type ResponseMeta } from "./ResponseMeta.ts"
-import { concat } from "../internal/Bytes.ts"
-import * as Deadline from "../resilience/Deadline.ts"
-import * as Schemas from "./Schemas.ts"
-import * as Validation from "./Validation.ts"
-import { appendField, appendFile, pick, query } from "./Wire.ts"
+import { makeOperations } from "./ClientOperations.ts"
+import { defaultHeadersTimeout, defaultIdleTimeout, makeWire } from "./ClientWire.ts"
+import type { ElevenLabsError, InvalidRequest } from "./Errors.ts"
+import type { ResponseMeta } from "./ResponseMeta.ts"
+import type * as Schemas from "./Schemas.ts"
 
 // ============================================================================
 // Results
@@ -187,25 +182,10 @@ export const ElevenLabs = Context.Service<ElevenLabs>("elevenlabs-resilience/cli
 // Options
 // ============================================================================
 
-/**
- * Called with the metadata of every 2xx answer as soon as its headers arrive,
- * before the body is read: `current-concurrent-requests` describes the server
- * at that moment, so the concurrency limiter learns from it here rather than
- * after the body (when another request may already have taken the slot).
- */
-export const OnResponseHeaders = Context.Reference<(meta: ResponseMeta) => Effect.Effect<void>>(
-  "elevenlabs-resilience/client/OnResponseHeaders",
-  { defaultValue: () => () => Effect.void }
-)
+export { defaultHeadersTimeout, defaultIdleTimeout, OnResponseHeaders } from "./ClientWire.ts"
 
 /** The production base URL. */
 export const defaultBaseUrl = "https://api.elevenlabs.io"
-/** Default bound on the time to response headers. */
-export const defaultHeadersTimeout: Duration.Duration = Duration.seconds(30)
-/** Default bound on the idle time between two body chunks. */
-export const defaultIdleTimeout: Duration.Duration = Duration.seconds(30)
-/** Error bodies are read up to this many bytes; the rest is not needed to classify. */
-const maxErrorBodyBytes = 64 * 1024
 
 /** Options of {@link make}. */
 export interface Options {
@@ -247,62 +227,13 @@ export interface Options {
 // Constructor
 // ============================================================================
 
-const wrap = (reason: ElevenLabsErrorReason) => new ElevenLabsError({ reason })
-
-const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.updateService(effect, Headers.CurrentRedactedNames, (names) =>
-    names.includes("xi-api-key") ? names : [...names, "xi-api-key"])
-
-
-/** The query of `GET /v2/voices`: snake_case names, lists as repeated keys (as the SDK sends them). */
-const voiceSearchParams = (search: Schemas.VoiceSearch): Array<readonly [string, string]> => {
-  const params: Array<readonly [string, string]> = []
-  for (const [key, value] of Object.entries(search)) {
-    const name = Schemas.toSnake(key)
-    if (Array.isArray(value)) for (const item of value) params.push([name, String(item)])
-    else if (value !== undefined) params.push([name, String(value)])
-  }
-  return params
-}
-
-/** The four TTS rows of the endpoint table. */
-type TtsEndpoint =
-  | typeof Endpoints.textToSpeechConvert
-  | typeof Endpoints.textToSpeechConvertWithTimestamps
-  | typeof Endpoints.textToSpeechStream
-  | typeof Endpoints.textToSpeechStreamWithTimestamps
-
-const ttsBodyKeys = [
-  "text",
-  "modelId",
-  "languageCode",
-  "voiceSettings",
-  "pronunciationDictionaryLocators",
-  "seed",
-  "previousText",
-  "nextText",
-  "previousRequestIds",
-  "nextRequestIds",
-  "usePvcAsIvc",
-  "applyTextNormalization",
-  "applyLanguageTextNormalization"
-] as const
-
 /**
  * Builds the service from options. The transport (`HttpClient`) is left as a
  * requirement.
  */
 export const make = Effect.fnUntraced(function*(options: Options) {
   const baseUrl = (options.baseUrl ?? defaultBaseUrl).replace(/\/+$/, "")
-  const headersTimeout = Duration.fromInputUnsafe(options.headersTimeout ?? defaultHeadersTimeout)
-  const idleTimeout = Duration.fromInputUnsafe(options.idleTimeout ?? defaultIdleTimeout)
-  const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
   const apiKey = options.apiKey
-  /** A local check (`refusal` runs only when this client validates). */
-  const orFail = options.validate === false
-    ? (_refusal: () => InvalidRequest | undefined): ReturnType<typeof Validation.orFail> => Effect.void
-    : (refusal: () => InvalidRequest | undefined) => Validation.orFail(refusal())
-
   const base = (yield* HttpClient.HttpClient).pipe(
     // Prepended (not appended): the base URL and key apply before any
     // transformation the transport makes of its own (the simulator's, say).
@@ -315,366 +246,16 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   )
   const transformed = options.transformClient ? options.transformClient(base) : base
   const client = options.scopedRequests === false ? transformed : HttpClient.withScope(transformed)
-
-  const fromHttpError = (operation: string) => (error: HttpClientError.HttpClientError) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(wrap(classifyHttpClientError(operation, error, now))))
-
-  /** The body as a stream of chunks, bounded by the idle timeout. */
-  const bodyStream = (operation: string, response: HttpClientResponse.HttpClientResponse) =>
-    response.stream.pipe(
-      Stream.catchTag("HttpClientError", (error) => Stream.fromEffect(fromHttpError(operation)(error))),
-      Stream.timeoutOrElse({
-        duration: idleTimeout,
-        orElse: () => Stream.fail(wrap(timeout(operation, "idle", idleTimeout, response.status)))
-      })
-    )
-
-  /**
-   * A whole body, chunk by chunk, each pull bounded by the idle timeout (up to
-   * `limit` bytes when given). A pull loop rather than `Stream.timeoutOrElse`,
-   * which merges the body with a timer stream: two fibers and a queue per body.
-   */
-  const readBody = (operation: string, response: HttpClientResponse.HttpClientResponse, limit?: number) =>
-    Effect.scoped(Effect.gen(function*() {
-      const pull = yield* Stream.toPull(
-        Stream.catchTag(response.stream, "HttpClientError", (error) => Stream.fromEffect(fromHttpError(operation)(error)))
-      )
-      // Each pull: the idle timeout, or the time the call has left (Deadline.CurrentDeadline) when shorter.
-      const next = pull.pipe(
-        Deadline.timeoutWithin({
-          duration: idleTimeout,
-          orElse: () => Effect.fail(wrap(timeout(operation, "idle", idleTimeout, response.status))),
-          operation
-        }),
-        Pull.catchDone(() => Effect.succeed(undefined))
-      )
-      const chunks: Array<Uint8Array> = []
-      let seen = 0
-      while (limit === undefined || seen < limit) {
-        const batch = yield* next
-        if (batch === undefined) break
-        for (const chunk of batch) {
-          if (limit !== undefined && seen >= limit) break
-          chunks.push(chunk)
-          seen += chunk.byteLength
-        }
-      }
-      return concat(chunks)
-    }))
-
-  /**
-   * Sends a request within the current scope: a 2xx response is returned
-   * with its body unread; any other status is read (bounded) and classified.
-   */
-  const open = (
-    operation: string,
-    request: HttpClientRequest.HttpClientRequest
-  ): Effect.Effect<HttpClientResponse.HttpClientResponse, ElevenLabsError, Scope.Scope> =>
-    Effect.gen(function*() {
-      // The request lives in a child of the caller's scope: on success it stays open with the caller's scope
-      // (until the last byte of a stream); on any failure it is closed at once, which aborts the request,
-      // so a timed-out or refused attempt does not keep its socket until the caller's scope ends.
-      const child = yield* Scope.fork(yield* Effect.scope)
-      return yield* Effect.gen(function*() {
-        const response = yield* client.execute(request).pipe(
-          Effect.catchTag("HttpClientError", fromHttpError(operation)),
-          // The headers timeout, or the time the call has left (Deadline.CurrentDeadline) when shorter.
-          Deadline.timeoutWithin({
-            duration: headersTimeout,
-            orElse: () => Effect.fail(wrap(timeout(operation, "headers", headersTimeout))),
-            operation
-          })
-        )
-        if (response.status >= 200 && response.status < 300) {
-          const observe = options.onResponseHeaders ?? (yield* OnResponseHeaders)
-          yield* observe(fromHeaders(response.headers))
-          return response
-        }
-        // The status decides the reason; a body that fails while being read is classified as empty.
-        const body = yield* readBody(operation, response, maxErrorBodyBytes).pipe(
-          // ...unless the call's deadline ran out while reading it.
-          Effect.catch((e) => Deadline.isExpiry(e) ? Effect.fail(e) : Effect.succeed(new Uint8Array()))
-        )
-        const now = yield* Clock.currentTimeMillis
-        return yield* Effect.fail(wrap(classifyResponse({
-          operation,
-          status: response.status,
-          headers: response.headers,
-          body,
-          now
-        })))
-      }).pipe(
-        Scope.provide(child),
-        Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(child, exit) : Effect.void)
-      )
-    }).pipe(withRedactedKey)
-
-  const decodeJson = <A>(
-    operation: string,
-    response: HttpClientResponse.HttpClientResponse,
-    schema: Schema.Codec<A, any>,
-    bytes: Uint8Array
-  ): Effect.Effect<A, ElevenLabsError> => {
-    let json: unknown
-    try {
-      json = JSON.parse(new TextDecoder().decode(bytes))
-    } catch {
-      return Effect.fail(wrap(invalidResponse(operation, response.status, response.headers, "the body is not JSON")))
-    }
-    return Schema.decodeUnknownEffect(schema)(json).pipe(
-      Effect.mapError((e) =>
-        wrap(invalidResponse(operation, response.status, response.headers, e.message.slice(0, 500)))
-      )
-    ) as Effect.Effect<A, ElevenLabsError>
-  }
-
-  const getJson = <A>(operation: string, request: HttpClientRequest.HttpClientRequest, schema: Schema.Codec<A, any>) =>
-    Effect.scoped(Effect.gen(function*() {
-      const response = yield* open(operation, request)
-      const bytes = yield* readBody(operation, response)
-      return yield* decodeJson(operation, response, schema, bytes)
-    }))
-
-  const encodeBody = <A>(operation: string, schema: Schema.Codec<A, any>, value: unknown) =>
-    Schema.encodeUnknownEffect(schema)(value).pipe(
-      Effect.mapError((e) => wrap(new InvalidRequest({ operation, message: e.message.slice(0, 500) })))
-    )
-
-  /** A request to a row of the endpoint table: its method, the path given, its `accept` header. */
-  const requestTo = (endpoint: Endpoints.Endpoint, path: string) =>
-    HttpClientRequest.make(endpoint.method)(path).pipe(HttpClientRequest.setHeader("accept", Endpoints.acceptOf(endpoint)))
-
-  const ttsRequest = (
-    endpoint: TtsEndpoint,
-    voiceId: string,
-    request: Schemas.TextToSpeechBody & Schemas.TextToSpeechQuery & { readonly outputFormat?: string | undefined }
-  ) =>
-    Effect.gen(function*() {
-      const operation = endpoint.name
-      yield* orFail(() =>
-        Validation.checkTextToSpeech(operation, endpoint.check.variant, voiceId, request, validation)
-      ).pipe(Effect.mapError(wrap))
-      const body = yield* encodeBody(operation, Schemas.TextToSpeechBody, pick(request, ttsBodyKeys))
-      return requestTo(endpoint, Endpoints.pathOf(endpoint, { voice_id: voiceId })).pipe(
-        HttpClientRequest.setUrlParams(query({
-          output_format: request.outputFormat ?? endpoint.outputFormat.default,
-          enable_logging: request.enableLogging,
-          optimize_streaming_latency: request.optimizeStreamingLatency
-        })),
-        HttpClientRequest.bodyJsonUnsafe(body)
-      )
-    })
-
-  const contentTypeOf = (response: HttpClientResponse.HttpClientResponse, fallback: string) =>
-    response.headers["content-type"] ?? fallback
-
-  const audioCall = (operation: string, request: HttpClientRequest.HttpClientRequest) =>
-    Effect.scoped(Effect.gen(function*() {
-      const response = yield* open(operation, request)
-      const audio = yield* readBody(operation, response)
-      return { response, audio }
-    }))
-
-  /** The whole audio of an answer, with its content type and metadata. */
-  const bufferedAudio = (operation: string, request: HttpClientRequest.HttpClientRequest): Effect.Effect<AudioResult, ElevenLabsError> =>
-    Effect.map(audioCall(operation, request), ({ audio, response }) => ({
-      audio,
-      contentType: contentTypeOf(response, "audio/mpeg"),
-      meta: fromHeaders(response.headers)
-    }))
-
-  /** The audio of an answer as it comes; the response lives with the caller's scope. */
-  const streamedAudio = (
-    operation: string,
-    request: HttpClientRequest.HttpClientRequest
-  ): Effect.Effect<AudioStream, ElevenLabsError, Scope.Scope> =>
-    Effect.map(open(operation, request), (response) => ({
-      meta: fromHeaders(response.headers),
-      contentType: contentTypeOf(response, "audio/mpeg"),
-      audio: bodyStream(operation, response)
-    }))
-
-  const textToSpeech: ElevenLabs["textToSpeech"] = {
-    convert: (voiceId, request) => {
-      const endpoint = Endpoints.textToSpeechConvert
-      return Effect.flatMap(ttsRequest(endpoint, voiceId, request), (http) => bufferedAudio(endpoint.name, http))
-    },
-    stream: (voiceId, request) => {
-      const endpoint = Endpoints.textToSpeechStream
-      return Effect.flatMap(ttsRequest(endpoint, voiceId, request), (http) => streamedAudio(endpoint.name, http))
-    },
-    convertWithTimestamps: (voiceId, request) => {
-      const endpoint = Endpoints.textToSpeechConvertWithTimestamps
-      const operation = endpoint.name
-      return Effect.gen(function*() {
-        const http = yield* ttsRequest(endpoint, voiceId, request)
-        const { response, audio } = yield* audioCall(operation, http)
-        const value = yield* decodeJson(operation, response, endpoint.response.schema, audio)
-        return { ...value, meta: fromHeaders(response.headers) }
-      })
-    },
-    streamWithTimestamps: (voiceId, request) => {
-      const endpoint = Endpoints.textToSpeechStreamWithTimestamps
-      const operation = endpoint.name
-      return Effect.gen(function*() {
-        const http = yield* ttsRequest(endpoint, voiceId, request)
-        const response = yield* open(operation, http)
-        const decodeLine = Schema.decodeUnknownEffect(Schema.fromJsonString(endpoint.response.schema))
-        const chunks = bodyStream(operation, response).pipe(
-          Stream.decodeText,
-          Stream.splitLines,
-          Stream.filter((line) => line.trim() !== ""),
-          Stream.mapEffect((line) =>
-            decodeLine(line).pipe(
-              Effect.mapError((e) =>
-                wrap(invalidResponse(operation, response.status, response.headers, `a stream line: ${e.message.slice(0, 300)}`))
-              )
-            )
-          )
-        )
-        return { meta: fromHeaders(response.headers), chunks }
-      })
-    }
-  }
-
-  const speechToText: ElevenLabs["speechToText"] = {
-    convert: (request) => {
-      const endpoint = Endpoints.speechToTextConvert
-      const operation = endpoint.name
-      return Effect.gen(function*() {
-        yield* orFail(() => Validation.checkSpeechToText(operation, request)).pipe(Effect.mapError(wrap))
-        const form = new FormData()
-        // Booleans and numbers go as strings, absent fields are skipped (as the SDK does: `Wire.ts`).
-        const field = (name: string, value: string | number | boolean | undefined) => appendField(form, name, value)
-        field(endpoint.pool.model.field, Endpoints.modelOf(endpoint, request.modelId))
-        if (request.file !== undefined) appendFile(form, "file", request.file)
-        field("source_url", request.sourceUrl)
-        field("cloud_storage_url", request.cloudStorageUrl)
-        field("language_code", request.languageCode)
-        field("tag_audio_events", request.tagAudioEvents)
-        field("num_speakers", request.numSpeakers)
-        field("timestamps_granularity", request.timestampsGranularity)
-        field("diarize", request.diarize)
-        field("diarization_threshold", request.diarizationThreshold)
-        field("file_format", request.fileFormat)
-        field("webhook", request.webhook)
-        field("webhook_id", request.webhookId)
-        field("temperature", request.temperature)
-        field("seed", request.seed)
-        field("use_multi_channel", request.useMultiChannel)
-        for (const term of request.keyterms ?? []) form.append("keyterms", term)
-        const http = requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
-          HttpClientRequest.setUrlParams(query({ enable_logging: request.enableLogging })),
-          HttpClientRequest.bodyFormData(form)
-        )
-        const transcript = yield* Effect.scoped(Effect.gen(function*() {
-          const response = yield* open(operation, http)
-          const bytes = yield* readBody(operation, response)
-          const value = yield* decodeJson(operation, response, endpoint.response.schema, bytes)
-          return { transcript: value, meta: fromHeaders(response.headers) }
-        }))
-        return transcript
-      })
-    }
-  }
-
-  /** A read of a row without path parameters or query: `user.*`, `models.list`. */
-  const read = <S extends Schema.Top & Schema.Codec<any, any>>(
-    endpoint: Endpoints.Endpoint & { readonly response: { readonly _tag: "Json"; readonly schema: S } }
-  ) => getJson(endpoint.name, requestTo(endpoint, Endpoints.pathOf(endpoint)), endpoint.response.schema)
-
-  const user: ElevenLabs["user"] = {
-    get: () => read(Endpoints.userGet),
-    subscription: () => read(Endpoints.userSubscription)
-  }
-
-  const voices: ElevenLabs["voices"] = {
-    list: (opts) => {
-      const endpoint = Endpoints.voicesList
-      return getJson(
-        endpoint.name,
-        requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
-          HttpClientRequest.setUrlParams(query({ show_legacy: opts?.showLegacy }))
-        ),
-        endpoint.response.schema
-      )
-    },
-    get: (voiceId) => {
-      const endpoint = Endpoints.voicesGet
-      const operation = endpoint.name
-      return orFail(() => Validation.checkVoiceId(operation, voiceId)).pipe(
-        Effect.mapError(wrap),
-        // The path is built once the id passed its check.
-        Effect.andThen(() =>
-          getJson(
-            operation,
-            requestTo(endpoint, Endpoints.pathOf(endpoint, { voice_id: voiceId })),
-            endpoint.response.schema
-          )
-        )
-      )
-    },
-    search: (search = {}) => {
-      const endpoint = Endpoints.voicesSearch
-      const operation = endpoint.name
-      return orFail(() => Validation.checkVoiceSearch(operation, search)).pipe(
-        Effect.mapError(wrap),
-        Effect.andThen(getJson(
-          operation,
-          requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
-            HttpClientRequest.setUrlParams(voiceSearchParams(search))
-          ),
-          endpoint.response.schema
-        ))
-      )
-    }
-  }
-
-  const models: ElevenLabs["models"] = {
-    list: () => read(Endpoints.modelsList)
-  }
-
-  const musicBodyKeys = [
-    "prompt",
-    "musicPrompt",
-    "compositionPlan",
-    "lyricsText",
-    "musicLengthMs",
-    "modelId",
-    "generationMode",
-    "seed",
-    "forceInstrumental",
-    "finetuneId",
-    "finetuneStrength",
-    "respectSectionsDurations"
-  ]
-  const music: ElevenLabs["music"] = {
-    compose: (request) => {
-      const endpoint = Endpoints.musicCompose
-      const operation = endpoint.name
-      return Effect.gen(function*() {
-        yield* orFail(() => Validation.checkMusic(operation, request)).pipe(Effect.mapError(wrap))
-        const body = yield* encodeBody(operation, Schemas.MusicBody, pick(request, musicBodyKeys))
-        const http = requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
-          HttpClientRequest.setUrlParams(query({ output_format: request.outputFormat })),
-          HttpClientRequest.bodyJsonUnsafe(body)
-        )
-        const result = yield* bufferedAudio(operation, http)
-        return { ...result, songId: result.meta.songId }
-      })
-    }
-  }
-
+  const wire = makeWire(options, client)
   const beyondTts = BeyondTts.make({
-    check: (refusal) => Effect.mapError(orFail(refusal), wrap),
-    validation,
-    encodeBody,
-    requestTo,
-    buffered: bufferedAudio,
-    streamed: streamedAudio
+    check: wire.check,
+    validation: wire.validation,
+    encodeBody: wire.encodeBody,
+    requestTo: wire.requestTo,
+    buffered: wire.bufferedAudio,
+    streamed: wire.streamedAudio
   })
-
-  return ElevenLabs.of({ [TypeId]: TypeId, textToSpeech, speechToText, user, voices, models, music, ...beyondTts })
+  return ElevenLabs.of({ [TypeId]: TypeId, ...makeOperations(wire), ...beyondTts })
 })
 
 // ============================================================================
