@@ -400,7 +400,7 @@ describe("ResilientFetch with the official SDK", () => {
         retry: { ...fastRetry, linear: { step: "5 millis", maxRetries: 10 } },
         budget: false,
         breaker: false,
-        headersTimeout: "150 millis"
+        headersTimeout: "1500 millis"
       })
       const sdk = sdkOf(server.url, f)
       const audio = yield* Effect.promise(() =>
