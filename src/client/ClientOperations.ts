@@ -49,9 +49,9 @@ const ttsBodyKeys = [
   "applyLanguageTextNormalization"
 ] as const
 
-/** The operations of the client, over `wire`. */
-export const makeOperations = (wire: ClientWire) => {
-  const { audioCall, bodyStream, bufferedAudio, check, decodeJson, encodeBody, getJson, open, readBody, requestTo, streamedAudio, validation } = wire
+/** Text to speech: the four TTS rows. */
+const makeTextToSpeech = (wire: ClientWire): ElevenLabs["textToSpeech"] => {
+  const { audioCall, bodyStream, bufferedAudio, check, decodeJson, encodeBody, open, requestTo, streamedAudio, validation } = wire
 
   const ttsRequest = (
     endpoint: TtsEndpoint,
@@ -115,6 +115,13 @@ export const makeOperations = (wire: ClientWire) => {
     }
   }
 
+  return textToSpeech
+}
+
+/** Speech to text and music: an upload and a composition, each read whole. */
+const makeMedia = (wire: ClientWire): Pick<ElevenLabs, "speechToText" | "music"> => {
+  const { bufferedAudio, check, decodeJson, encodeBody, open, readBody, requestTo } = wire
+
   const speechToText: ElevenLabs["speechToText"] = {
     convert: (request) => {
       const endpoint = Endpoints.speechToTextConvert
@@ -155,6 +162,44 @@ export const makeOperations = (wire: ClientWire) => {
       })
     }
   }
+
+  const musicBodyKeys = [
+    "prompt",
+    "musicPrompt",
+    "compositionPlan",
+    "lyricsText",
+    "musicLengthMs",
+    "modelId",
+    "generationMode",
+    "seed",
+    "forceInstrumental",
+    "finetuneId",
+    "finetuneStrength",
+    "respectSectionsDurations"
+  ]
+  const music: ElevenLabs["music"] = {
+    compose: (request) => {
+      const endpoint = Endpoints.musicCompose
+      const operation = endpoint.name
+      return Effect.gen(function*() {
+        yield* check(() => Validation.checkMusic(operation, request))
+        const body = yield* encodeBody(operation, Schemas.MusicBody, pick(request, musicBodyKeys))
+        const http = requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
+          HttpClientRequest.setUrlParams(query({ output_format: request.outputFormat })),
+          HttpClientRequest.bodyJsonUnsafe(body)
+        )
+        const result = yield* bufferedAudio(operation, http)
+        return { ...result, songId: result.meta.songId }
+      })
+    }
+  }
+
+  return { speechToText, music }
+}
+
+/** The reads: user, voices, models. */
+const makeReads = (wire: ClientWire): Pick<ElevenLabs, "user" | "voices" | "models"> => {
+  const { check, getJson, requestTo } = wire
 
   /** A read of a row without path parameters or query: `user.*`, `models.list`. */
   const read = <S extends Schema.Top & Schema.Codec<any, any>>(
@@ -210,36 +255,12 @@ export const makeOperations = (wire: ClientWire) => {
     list: () => read(Endpoints.modelsList)
   }
 
-  const musicBodyKeys = [
-    "prompt",
-    "musicPrompt",
-    "compositionPlan",
-    "lyricsText",
-    "musicLengthMs",
-    "modelId",
-    "generationMode",
-    "seed",
-    "forceInstrumental",
-    "finetuneId",
-    "finetuneStrength",
-    "respectSectionsDurations"
-  ]
-  const music: ElevenLabs["music"] = {
-    compose: (request) => {
-      const endpoint = Endpoints.musicCompose
-      const operation = endpoint.name
-      return Effect.gen(function*() {
-        yield* check(() => Validation.checkMusic(operation, request))
-        const body = yield* encodeBody(operation, Schemas.MusicBody, pick(request, musicBodyKeys))
-        const http = requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
-          HttpClientRequest.setUrlParams(query({ output_format: request.outputFormat })),
-          HttpClientRequest.bodyJsonUnsafe(body)
-        )
-        const result = yield* bufferedAudio(operation, http)
-        return { ...result, songId: result.meta.songId }
-      })
-    }
-  }
-
-  return { textToSpeech, speechToText, user, voices, models, music }
+  return { user, voices, models }
 }
+
+/** The operations of the client, over `wire`. */
+export const makeOperations = (wire: ClientWire) => ({
+  textToSpeech: makeTextToSpeech(wire),
+  ...makeMedia(wire),
+  ...makeReads(wire)
+})

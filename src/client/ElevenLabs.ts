@@ -46,7 +46,7 @@ import { HttpClient, HttpClientRequest } from "effect/http"
 import * as BeyondTts from "./BeyondTts.ts"
 import { makeOperations } from "./ClientOperations.ts"
 import { defaultHeadersTimeout, defaultIdleTimeout, makeWire } from "./ClientWire.ts"
-import type { ElevenLabsError, InvalidRequest } from "./Errors.ts"
+import type { ElevenLabsError } from "./Errors.ts"
 import type { ResponseMeta } from "./ResponseMeta.ts"
 import type * as Schemas from "./Schemas.ts"
 
