@@ -135,51 +135,18 @@ const markMeta = <A extends { readonly meta: ResponseMeta }>(a: A, meta: Partial
   meta: { ...a.meta, ...meta }
 })
 
-/**
- * Builds the resilient `ElevenLabs` service and its policies. Needs an
- * `HttpClient` (the transport) and a `Scope` (the policies' fibers and
- * caches live as long as it).
- */
-export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
-  // A base URL that is not one would throw a TypeError in the pipeline (it reads the host for spans).
-  if (options.baseUrl !== undefined && !URL.canParse(options.baseUrl)) {
-    return yield* new ElevenLabsError({
-      reason: new InvalidRequest({
-        operation: "startup",
-        field: "baseUrl",
-        message: `baseUrl "${options.baseUrl}" is not a URL; give an absolute URL such as ${Client.defaultBaseUrl}`
-      })
-    })
-  }
-  // The pipeline's headers hook, bound once the pipeline exists (it needs the client for the quota's reads).
-  let onResponseHeaders: (meta: ResponseMeta) => Effect.Effect<void> = () => Effect.void
-  const raw = yield* Client.make({
-    apiKey: options.apiKey,
-    baseUrl: options.baseUrl,
-    headersTimeout: options.headersTimeout,
-    idleTimeout: options.idleTimeout,
-    characterLimits: options.characterLimits,
-    scopedRequests: options.scopedRequests,
-    // Each operation below checks its request once, at this door (the plan's `invalid`), not at every attempt.
-    validate: false,
-    onResponseHeaders: (meta) => onResponseHeaders(meta)
-  })
-  const keyId = Fallback.partitionOfApiKey(options.apiKey)
-  const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
-  const pipeline = yield* Pipeline.make({
-    ...options,
-    keyId,
-    baseUrl: options.baseUrl,
-    subscription: Effect.map(raw.user.subscription(), (s) =>
-      QuotaGuard.snapshotFromSubscription({
-        character_count: s.characterCount,
-        character_limit: s.characterLimit,
-        next_character_count_reset_unix: s.nextCharacterCountResetUnix
-      }))
-  })
-  onResponseHeaders = pipeline.onResponseHeaders
-  const { quota, coalescer, cache } = pipeline.policies
+/** What the composition's operations are built over. */
+interface OperationsKit {
+  readonly pipeline: Pipeline.Pipeline
+  /** The plain client, built with `validate: false` (the plans carry the checks). */
+  readonly raw: Client.ElevenLabs
+  readonly validation: Validation.ValidationOptions
+  readonly keyId: string
+}
 
+/** The `ElevenLabs` service of the composition: each operation a plan for the pipeline around the raw call. */
+const operationsOf = ({ keyId, pipeline, raw, validation }: OperationsKit): Client.ElevenLabs => {
+  const { cache, coalescer, quota } = pipeline.policies
   // ---- the operations -------------------------------------------------------
 
   /**
@@ -330,6 +297,53 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     return pipeline.readOnly<A>({ operation, invalid, ...noMeta }, client(self))
   }
 
+  return service
+}
+
+/**
+ * Builds the resilient `ElevenLabs` service and its policies. Needs an
+ * `HttpClient` (the transport) and a `Scope` (the policies' fibers and
+ * caches live as long as it).
+ */
+export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
+  // A base URL that is not one would throw a TypeError in the pipeline (it reads the host for spans).
+  if (options.baseUrl !== undefined && !URL.canParse(options.baseUrl)) {
+    return yield* new ElevenLabsError({
+      reason: new InvalidRequest({
+        operation: "startup",
+        field: "baseUrl",
+        message: `baseUrl "${options.baseUrl}" is not a URL; give an absolute URL such as ${Client.defaultBaseUrl}`
+      })
+    })
+  }
+  // The pipeline's headers hook, bound once the pipeline exists (it needs the client for the quota's reads).
+  let onResponseHeaders: (meta: ResponseMeta) => Effect.Effect<void> = () => Effect.void
+  const raw = yield* Client.make({
+    apiKey: options.apiKey,
+    baseUrl: options.baseUrl,
+    headersTimeout: options.headersTimeout,
+    idleTimeout: options.idleTimeout,
+    characterLimits: options.characterLimits,
+    scopedRequests: options.scopedRequests,
+    // Each operation below checks its request once, at this door (the plan's `invalid`), not at every attempt.
+    validate: false,
+    onResponseHeaders: (meta) => onResponseHeaders(meta)
+  })
+  const keyId = Fallback.partitionOfApiKey(options.apiKey)
+  const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
+  const pipeline = yield* Pipeline.make({
+    ...options,
+    keyId,
+    baseUrl: options.baseUrl,
+    subscription: Effect.map(raw.user.subscription(), (s) =>
+      QuotaGuard.snapshotFromSubscription({
+        character_count: s.characterCount,
+        character_limit: s.characterLimit,
+        next_character_count_reset_unix: s.nextCharacterCountResetUnix
+      }))
+  })
+  onResponseHeaders = pipeline.onResponseHeaders
+  const service = operationsOf({ pipeline, raw, validation, keyId })
   const resilience: Resilience = pipeline.policies
   return { service, resilience }
 })
