@@ -20,7 +20,7 @@ import { HttpClient } from "effect/http"
 import { pathToFileURL } from "node:url"
 import * as Resilient from "../src/resilience/Resilient.ts"
 import { collect, hasGc, isQuick, nowMs, progress, type Result, round } from "./lib.ts"
-import { apiKey, fullStackLayer, ttsCall, zeroTransport } from "./overhead.ts"
+import { apiKey, ttsCall, zeroTransport } from "./overhead.ts"
 
 /** TTS never answers (the permit stays held); everything else as the zero-latency transport. */
 const hangingTransport: HttpClient.HttpClient = HttpClient.make((request, url) =>

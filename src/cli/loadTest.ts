@@ -197,7 +197,7 @@ const mainPath = (): string => {
  * line of a crash, else its last line; never a stack frame.
  */
 export const workerErrorLine = (stderr: string): string => {
-  const lines = stderr.split("\n").map((l) => l.trim()).filter((l) => l !== "" && !/^at /.test(l))
+  const lines = stderr.split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("at "))
   const own = lines.findLast((l) => l.startsWith("load-test: "))
   return own?.slice("load-test: ".length) ?? lines.find((l) => /^\w*Error\b/.test(l)) ?? lines.at(-1) ?? "no output"
 }

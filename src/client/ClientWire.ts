@@ -54,6 +54,25 @@ const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect
     names.includes("xi-api-key") ? names : [...names, "xi-api-key"])
 
 
+/** A JSON body decoded with the row's schema; a body that is not it is `InvalidResponse`. */
+const decodeJson = <A>(
+  operation: string,
+  response: HttpClientResponse.HttpClientResponse,
+  schema: Schema.Codec<A, any>,
+  bytes: Uint8Array
+): Effect.Effect<A, ElevenLabsError> => {
+  let json: unknown
+  try {
+    json = JSON.parse(new TextDecoder().decode(bytes))
+  } catch {
+    return Effect.fail(wrap(invalidResponse(operation, response.status, response.headers, "the body is not JSON")))
+  }
+  return Schema.decodeUnknownEffect(schema)(json).pipe(
+    Effect.mapError((e) =>
+      wrap(invalidResponse(operation, response.status, response.headers, e.message.slice(0, 500)))
+    )
+  ) as Effect.Effect<A, ElevenLabsError>
+}
 
 /** Builds the wire over `client` (the base URL and key already set). */
 export const makeWire = (
@@ -161,25 +180,6 @@ export const makeWire = (
         Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(child, exit) : Effect.void)
       )
     }).pipe(withRedactedKey)
-
-  const decodeJson = <A>(
-    operation: string,
-    response: HttpClientResponse.HttpClientResponse,
-    schema: Schema.Codec<A, any>,
-    bytes: Uint8Array
-  ): Effect.Effect<A, ElevenLabsError> => {
-    let json: unknown
-    try {
-      json = JSON.parse(new TextDecoder().decode(bytes))
-    } catch {
-      return Effect.fail(wrap(invalidResponse(operation, response.status, response.headers, "the body is not JSON")))
-    }
-    return Schema.decodeUnknownEffect(schema)(json).pipe(
-      Effect.mapError((e) =>
-        wrap(invalidResponse(operation, response.status, response.headers, e.message.slice(0, 500)))
-      )
-    ) as Effect.Effect<A, ElevenLabsError>
-  }
 
   const getJson = <A>(operation: string, request: HttpClientRequest.HttpClientRequest, schema: Schema.Codec<A, any>) =>
     Effect.scoped(Effect.gen(function*() {

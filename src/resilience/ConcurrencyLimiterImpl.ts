@@ -445,6 +445,7 @@ export class Impl {
     const previous = this.timer
     this.timerAt = at
     const generation = ++this.timerGeneration
+    // oxlint-disable-next-line typescript-eslint/no-this-alias -- the timer is a generator, which cannot be an arrow
     const self = this
     this.timer = Effect.runForkWith(this.context)(Effect.gen(function*() {
       for (;;) {

@@ -359,7 +359,7 @@ export const make = (options: Options = {}): ResilientFetch => {
       runtime.runPromise(Effect.flatMap(Effect.service(Pipelines), (p) => Effect.map(p.get(keyIdOf(apiKey)), (pipeline) => pipeline.policies))),
     close: async () => {
       closed = true
-      for (const lease of [...open]) cutLease(lease, open, new Error("ResilientFetch: closed"))
+      for (const lease of open) cutLease(lease, open, new Error("ResilientFetch: closed"))
       await runtime.dispose()
     }
   })

@@ -5,7 +5,7 @@ import { TestClock } from "effect/testing"
 import * as ElevenLabs from "../../src/client/ElevenLabs.ts"
 import type { ElevenLabsError } from "../../src/client/Errors.ts"
 import * as InProcess from "../../src/simulator/InProcess.ts"
-import { apiKey, audio, chunked, json, jsonBody, mock, type Reply } from "./mockTransport.ts"
+import { apiKey, audio, chunked, json, jsonBody, mock } from "./mockTransport.ts"
 
 const voiceId = "JBFqnCBsd6RMkjVDRZzb"
 const run = <A, E, R, LE = never>(

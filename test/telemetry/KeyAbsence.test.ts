@@ -8,7 +8,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Cause, Effect, Layer, Metric, Redacted, Stream } from "effect"
+import { Cause, Effect, Metric, Redacted, Stream } from "effect"
 import { TestConsole } from "effect/testing"
 import type * as Client from "../../src/client/ElevenLabs.ts"
 import type { ElevenLabsError } from "../../src/client/Errors.ts"

@@ -363,7 +363,6 @@ describe("ResilientTelemetry checks", () => {
 
   it.effect("queue depth at the alert depth, an exhausted quota and a stale subscription each make the stack not ready", () =>
     Effect.gen(function*() {
-      const sim = yield* Simulator.Simulator
       const checks = yield* Health.HealthChecks
       const { quota } = yield* Resilient.ResilienceService
       yield* ResilientTelemetry.registerHealthChecks({ queueAlertDepth: 3, pools: ["flash"] })
