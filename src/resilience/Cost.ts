@@ -12,8 +12,9 @@
  *   `cost_discount_multiplier`: the discount is not confirmed to apply to the
  *   API, and leaving it out can only over-estimate (the safe side). The
  *   server's `character-cost` header, committed after the call, is the truth.
- * - Characters are counted as UTF-16 code units (`text.length`), which is
- *   never fewer than code points: again the safe side.
+ * - Characters are counted as everywhere in the library, by
+ *   `Validation.characterCount` (Unicode code points, as the API's Python
+ *   service counts them: docs/conventions.md).
  *
  * @example
  * ```ts
@@ -26,6 +27,7 @@
  * @since 0.1.0
  */
 import { creditCost, creditMultiplierOf } from "../client/Models.ts"
+import { characterCount } from "../client/Validation.ts"
 
 /** Credit multipliers per model id, as read from `/v1/models`. */
 export type Multipliers = Readonly<Record<string, number>>
@@ -61,8 +63,8 @@ export const multiplierOf = (modelId: string, overrides?: Multipliers | undefine
   return isValidMultiplier(m) ? m : creditMultiplierOf(modelId)
 }
 
-/** The characters ElevenLabs bills for a text, counted on the safe side (UTF-16 code units). */
-export const charactersOf = (text: string): number => text.length
+/** The characters ElevenLabs bills for a text: `Validation.characterCount`, the library's one count. */
+export const charactersOf: (text: string) => number = characterCount
 
 /** The credits a call of `characters` characters on `modelId` costs: `ceil(characters x multiplier)`. */
 export const estimate = (characters: number, modelId: string, overrides?: Multipliers | undefined): number =>

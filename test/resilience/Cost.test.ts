@@ -25,9 +25,10 @@ describe("Cost", () => {
     assert.strictEqual(Cost.multiplierOf("broken", { broken: Number.NaN }), 1)
   })
 
-  it("counts text on the safe side (UTF-16 code units)", () => {
+  it("counts text as the library does everywhere: code points", () => {
     assert.strictEqual(Cost.charactersOf("héllo"), 5)
-    assert.strictEqual(Cost.charactersOf("👋"), 2)
+    // One code point: the library's one count (docs/conventions.md), not JavaScript's two UTF-16 units.
+    assert.strictEqual(Cost.charactersOf("👋"), 1)
     assert.strictEqual(Cost.estimateText("hello world", "eleven_flash_v2_5"), 6)
   })
 
