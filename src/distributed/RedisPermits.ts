@@ -16,11 +16,13 @@
  *   then grant when the ticket is among the first `limit − held` tickets of
  *   the queue (a new ticket counts as the last one); otherwise queue it (FIFO
  *   by arrival) and refresh its heartbeat. Release is one script (`ZREM`).
+ *   The scripts are in `RedisPermitsLua.ts`.
  * - Waiting is by polling with a backoff from `Clock` (`pollMin` 5 ms doubling
- *   to `pollMax` 50 ms, jittered from `Random`); a process that polls faster
- *   cannot jump the queue, because only the first tickets may take a free
- *   permit. A waiter that dies keeps its place only until its heartbeat
- *   (`waiterLease`, default = `lease`) lapses.
+ *   to `pollMax` 100 ms, jittered from `Random`), cut short when a release of
+ *   the pair is published; a process that polls faster cannot jump the queue,
+ *   because only the first tickets may take a free permit. A waiter that dies
+ *   keeps its place only until its heartbeat (`waiterLease`, default =
+ *   `lease`) lapses.
  * - Leases: a permit expires `lease` (default 10 s) after its last renewal;
  *   a fiber in the permit's scope renews it every `lease / 3`, so a crashed
  *   process's permits come back within `lease`.
@@ -32,8 +34,8 @@
  *   local semaphore of `localShare` permits (default
  *   `max(1, floor(lastKnownLimit / expectedProcesses))`); waiting callers move
  *   to it; held permits finish normally (a release that cannot reach Redis is
- *   left to the lease). In `fail-closed` new and waiting callers fail with
- *   `RedisUnavailable`.
+ *   left to the lease); see `RedisPermitsLocal`. In `fail-closed` new and
+ *   waiting callers fail with `RedisUnavailable`.
  *
  * @example
  * ```ts
@@ -46,12 +48,14 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Queue, Random, Schedule, Scope, Semaphore } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Queue, Random, Schedule, Scope } from "effect"
 import { Redis } from "effect/persistence"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import { limitsOf, type PlanName, type Pool, pools } from "../resilience/Plans.ts"
 import { AcquireTimeout, checkId, DistributedError, invalid, unavailable } from "./DistributedError.ts"
-import { RedisMode } from "./RedisMode.ts"
+import { RedisMode, type RedisModeService } from "./RedisMode.ts"
+import * as RedisPermitsLocal from "./RedisPermitsLocal.ts"
+import * as Lua from "./RedisPermitsLua.ts"
 
 /** A permit held for the life of the scope it was acquired in. */
 export interface DistributedPermit {
@@ -116,7 +120,11 @@ export interface RedisPermitsService {
   /** The current shared limit. */
   readonly limit: (key: string, pool: string) => Effect.Effect<SharedLimit, DistributedError>
   /** A 429 `too_many_concurrent_requests`: multiplicative decrease (the server's number, when given, is the ceiling). */
-  readonly onConcurrencyLimited: (key: string, pool: string, limitFromServer?: number | undefined) => Effect.Effect<void>
+  readonly onConcurrencyLimited: (
+    key: string,
+    pool: string,
+    limitFromServer?: number | undefined
+  ) => Effect.Effect<void>
   /** A successful response: ceiling, others and additive increase when saturated. */
   readonly onResponse: (key: string, pool: string, signal: ResponseSignal) => Effect.Effect<void>
   readonly snapshot: (key: string, pool: string) => Effect.Effect<Snapshot, DistributedError>
@@ -159,227 +167,89 @@ export interface Options {
 }
 
 // ---------------------------------------------------------------------------
-// Lua
+// Settings and scripts (the Lua is in RedisPermitsLua.ts)
 // ---------------------------------------------------------------------------
 
-// KEYS: holders, queue, waiting, seq, limit. ARGV[1..6]: initial, minLimit,
-// maxLimit, decreaseFactor, additiveIncrease, idleMillis; script arguments follow.
-const prelude = `
-local time = redis.call("TIME")
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local function fmt(n) return string.format("%.17g", n) end
-local function int(n) return string.format("%.0f", n) end
-local holders, queue, waiting, seqKey, limitKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local initial = tonumber(ARGV[1])
-local minLimit = tonumber(ARGV[2])
-local maxLimit = tonumber(ARGV[3])
-local decreaseFactor = tonumber(ARGV[4])
-local additiveIncrease = tonumber(ARGV[5])
-local idle = tonumber(ARGV[6])
-local function clamp(n, lo, hi) return math.max(lo, math.min(hi, n)) end
+const millisOf = (input: Duration.Input): number =>
+  Math.max(1, Math.ceil(Duration.toMillis(Duration.fromInputUnsafe(input))))
 
-local f = redis.call("HMGET", limitKey, "estimate", "ceiling", "others")
-local estimate = tonumber(f[1])
-local ceiling = tonumber(f[2])
-local others = tonumber(f[3]) or 0
-if estimate == nil then estimate = clamp(initial, minLimit, ceiling or maxLimit) end
+const isKnownPool = (pool: string): pool is Pool => (pools as ReadonlyArray<string>).includes(pool)
 
-local function capOf()
-  if ceiling == nil then return maxLimit end
-  return math.max(minLimit, ceiling - others)
-end
-local function permits() return math.max(minLimit, math.floor(estimate + 1e-9)) end
-local function saveLimit()
-  if ceiling == nil then
-    redis.call("HSET", limitKey, "estimate", fmt(estimate), "others", fmt(others))
-    redis.call("HDEL", limitKey, "ceiling")
-  else
-    redis.call("HSET", limitKey, "estimate", fmt(estimate), "ceiling", fmt(ceiling), "others", fmt(others))
-  end
-  redis.call("PEXPIRE", limitKey, int(idle))
-end
-local function setCeiling(c)
-  if c == nil or c ~= c or c < 1 then return false end
-  c = math.floor(c)
-  if ceiling == c then return false end
-  local previous = ceiling
-  ceiling = c
-  local cap = capOf()
-  if previous == nil then estimate = cap else estimate = clamp(estimate + math.max(0, c - previous), minLimit, cap) end
-  return true
-end
-local function purge()
-  redis.call("ZREMRANGEBYSCORE", holders, "-inf", now)
-  local dead = redis.call("ZRANGEBYSCORE", waiting, "-inf", now, "LIMIT", 0, 500)
-  if #dead > 0 then
-    redis.call("ZREM", waiting, unpack(dead))
-    redis.call("ZREM", queue, unpack(dead))
-  end
-end
-local function limitReply()
-  return { fmt(estimate), ceiling and fmt(ceiling) or "", fmt(others), permits() }
-end
-`
-
-type LimitReply = readonly [estimate: string, ceiling: string, others: string, permits: number]
-
-type Common = readonly [
-  keys: readonly [string, string, string, string, string],
-  initial: number,
-  minLimit: number,
-  maxLimit: number,
-  decreaseFactor: number,
-  additiveIncrease: number,
-  idleMillis: number
-]
-
-const commonArgs = (c: Common) => [...c[0], c[1], c[2], c[3], c[4], c[5], c[6]]
-
-// ARGV[7] ticket, [8] lease ms, [9] waiter lease ms.
-// Returns { granted (0/1), held, permits, rank }.
-const acquireScript = Redis.script(
-  (c: Common, ticket: string, leaseMillis: number, waiterMillis: number) => [...commonArgs(c), ticket, leaseMillis, waiterMillis],
-  {
-    numberOfKeys: 5,
-    lua: `${prelude}
-local ticket = ARGV[7]
-local lease = tonumber(ARGV[8])
-local waiterLease = tonumber(ARGV[9])
-purge()
-local limit = permits()
-local held = redis.call("ZCARD", holders)
-local rank = redis.call("ZRANK", queue, ticket)
-local queued = true
-if rank == false then
-  queued = false
-  rank = redis.call("ZCARD", queue)
-end
-if rank < limit - held then
-  redis.call("ZADD", holders, int(now + lease), ticket)
-  redis.call("PEXPIRE", holders, int(idle + lease))
-  if queued then
-    redis.call("ZREM", queue, ticket)
-    redis.call("ZREM", waiting, ticket)
-  end
-  return { 1, held + 1, limit, rank }
-end
-if not queued then
-  local seq = redis.call("INCR", seqKey)
-  redis.call("ZADD", queue, seq, ticket)
-  redis.call("PEXPIRE", seqKey, int(idle))
-  redis.call("PEXPIRE", queue, int(idle + waiterLease))
-end
-redis.call("ZADD", waiting, int(now + waiterLease), ticket)
-redis.call("PEXPIRE", waiting, int(idle + waiterLease))
-return { 0, held, limit, rank }
-`
+/** The options with their defaults; undefined when the AIMD tuning is out of range. */
+const settingsOf = (options: Options, expectedProcesses: number) => {
+  const minLimit = options.minLimit ?? 1
+  const maxLimit = options.maxLimit ?? 1000
+  const decreaseFactor = options.decreaseFactor ?? 0.9
+  const additiveIncrease = options.additiveIncrease ?? 1
+  if (!(minLimit >= 1 && maxLimit >= minLimit && decreaseFactor > 0 && decreaseFactor < 1 && additiveIncrease > 0)) {
+    return undefined
   }
-).withReturnType<readonly [granted: number, held: number, permits: number, rank: number]>()
+  const plan = options.plan ?? "free"
+  const pollMin = millisOf(options.pollMin ?? "5 millis")
+  return {
+    prefix: options.prefix ?? "elevenlabs-resilience:permits:",
+    leaseMillis: millisOf(options.lease ?? "10 seconds"),
+    waiterMillis: millisOf(options.waiterLease ?? options.lease ?? "10 seconds"),
+    idleMillis: millisOf(options.idleTimeToLive ?? "1 hour"),
+    queueTimeout: Duration.fromInputUnsafe(options.queueTimeout ?? "120 seconds"),
+    pollMin,
+    pollMax: Math.max(pollMin, millisOf(options.pollMax ?? "100 millis")),
+    tuning: [minLimit, maxLimit, decreaseFactor, additiveIncrease] as const,
+    initialOf: (key: string, pool: string): number => {
+      const configured = options.initialLimit
+      if (typeof configured === "number") return configured
+      if (typeof configured === "function") return configured(key, pool)
+      return isKnownPool(pool) ? Math.max(1, limitsOf(plan)[pool]) : 1
+    },
+    shareOf: (key: string, pool: string, lastKnownLimit: number): number => {
+      const configured = options.localShare
+      const raw = typeof configured === "number"
+        ? configured
+        : typeof configured === "function"
+        ? configured(key, pool, lastKnownLimit)
+        : Math.floor(lastKnownLimit / expectedProcesses)
+      return Math.max(1, Math.floor(raw))
+    }
+  }
+}
+type Settings = NonNullable<ReturnType<typeof settingsOf>>
 
-// Release or cancel: the ticket leaves the holders, the queue and the waiters. Returns whether it held a permit.
-// ARGV[2], ARGV[3]: the notification channel and message (published when anything was removed).
-const releaseScript = Redis.script(
-  (holders: string, queue: string, waiting: string, ticket: string, channel: string, message: string) => [
-    holders,
-    queue,
-    waiting,
-    ticket,
+// Each script takes its KEYS, then its ARGV (see RedisPermitsLua.ts).
+const script = <A>(lua: string, numberOfKeys: number) =>
+  Redis.script((...args: ReadonlyArray<string | number>) => args, { lua, numberOfKeys }).withReturnType<A>()
+
+const acquireScript = script<readonly [granted: number, held: number, permits: number, rank: number]>(Lua.acquire, 5)
+const releaseScript = script<number>(Lua.release, 3)
+const renewScript = script<number>(Lua.renew, 1)
+type LimitOp = "get" | "set" | "limited" | "response"
+const limitScript = script<
+  readonly [estimate: string, ceiling: string, others: string, permits: number, held: number, queued: number]
+>(Lua.limit, 5)
+
+/** The scripts bound to the settings, each for one (key, pool). */
+const commandsOf = (redis: Redis.Redis["Service"], s: Settings) => {
+  const acquire = redis.eval(acquireScript)
+  const release = redis.eval(releaseScript)
+  const renew = redis.eval(renewScript)
+  const limit = redis.eval(limitScript)
+  const channel = `${s.prefix}released`
+  // The limit-reading scripts' KEYS and first six ARGV.
+  const commonOf = (key: string, pool: string) =>
+    [...Lua.keysOf(s.prefix, key, pool), s.initialOf(key, pool), ...s.tuning, s.idleMillis] as const
+  return {
     channel,
-    message
-  ],
-  {
-    numberOfKeys: 3,
-    lua: `
-local removed = redis.call("ZREM", KEYS[1], ARGV[1])
-local dequeued = redis.call("ZREM", KEYS[2], ARGV[1])
-redis.call("ZREM", KEYS[3], ARGV[1])
-if removed + dequeued > 0 then redis.call("PUBLISH", ARGV[2], ARGV[3]) end
-return removed
-`
+    acquire: (key: string, pool: string, ticket: string) =>
+      acquire(...commonOf(key, pool), ticket, s.leaseMillis, s.waiterMillis),
+    // Publishes the pair, which wakes its waiters (see makeWakers).
+    release: (key: string, pool: string, ticket: string) =>
+      release(...Lua.keysOf(s.prefix, key, pool).slice(0, 3), ticket, channel, `${key}:${pool}`),
+    renew: (key: string, pool: string, ticket: string) =>
+      renew(Lua.keysOf(s.prefix, key, pool)[0], ticket, s.leaseMillis),
+    limit: (key: string, pool: string, op: LimitOp, a?: number, b?: number) =>
+      limit(...commonOf(key, pool), op, a ?? "", b ?? "")
   }
-).withReturnType<number>()
-
-// Renews a lease still held; 0 when it has lapsed (and drops it).
-const renewScript = Redis.script(
-  (holders: string, ticket: string, leaseMillis: number) => [holders, ticket, leaseMillis],
-  {
-    numberOfKeys: 1,
-    lua: `
-local time = redis.call("TIME")
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local score = tonumber(redis.call("ZSCORE", KEYS[1], ARGV[1]))
-if score == nil then return 0 end
-if score <= now then
-  redis.call("ZREM", KEYS[1], ARGV[1])
-  return 0
-end
-redis.call("ZADD", KEYS[1], "XX", string.format("%.0f", now + tonumber(ARGV[2])), ARGV[1])
-return 1
-`
-  }
-).withReturnType<number>()
-
-// ARGV[7]: "get" | "set" | "limited" | "response"; [8], [9]: numbers or "".
-// Returns limitReply() plus held and queued.
-const limitScript = Redis.script(
-  (c: Common, op: "get" | "set" | "limited" | "response", a: number | undefined, b: number | undefined) => [
-    ...commonArgs(c),
-    op,
-    a === undefined ? "" : a,
-    b === undefined ? "" : b
-  ],
-  {
-    numberOfKeys: 5,
-    lua: `${prelude}
-local op = ARGV[7]
-local a = tonumber(ARGV[8])
-local b = tonumber(ARGV[9])
-purge()
-local held = redis.call("ZCARD", holders)
-local queued = redis.call("ZCARD", queue)
-if op == "set" then
-  setCeiling(a)
-  saveLimit()
-elseif op == "limited" then
-  local before = estimate
-  local lowered = false
-  if a ~= nil and setCeiling(a) and estimate < before then lowered = true end
-  if not lowered then
-    estimate = math.max(minLimit, math.min(estimate * decreaseFactor, capOf()))
-  end
-  saveLimit()
-elseif op == "response" then
-  if a ~= nil then setCeiling(a) end
-  if b ~= nil and ceiling ~= nil then
-    local o = math.max(0, math.floor(b) - held)
-    if o ~= others then
-      others = o
-      local cap = capOf()
-      if estimate > cap then estimate = cap end
-    end
-  end
-  if held >= permits() or queued > 0 then
-    local cap = capOf()
-    if estimate < cap then estimate = math.min(cap, estimate + additiveIncrease / math.max(1, estimate)) end
-  end
-  saveLimit()
-end
-local r = limitReply()
-r[5] = held
-r[6] = queued
-return r
-`
-  }
-).withReturnType<readonly [...LimitReply, held: number, queued: number]>()
-
-const parseLimit = (r: LimitReply): SharedLimit => ({
-  estimate: Number(r[0]),
-  ceiling: r[1] === "" ? undefined : Number(r[1]),
-  others: Number(r[2]),
-  limit: Number(r[3])
-})
-
-const millisOf = (input: Duration.Input): number => Math.max(1, Math.ceil(Duration.toMillis(Duration.fromInputUnsafe(input))))
+}
+type Commands = ReturnType<typeof commandsOf>
 
 /** The concurrency headers of a response as a {@link ResponseSignal}. */
 export const signalOf = (meta: ResponseMeta): ResponseSignal => ({
@@ -387,7 +257,148 @@ export const signalOf = (meta: ResponseMeta): ResponseSignal => ({
   current: meta.currentConcurrentRequests
 })
 
-const isKnownPool = (pool: string): pool is Pool => (pools as ReadonlyArray<string>).includes(pool)
+const finite = (n: number | undefined) => (n !== undefined && Number.isFinite(n) ? n : undefined)
+
+// ---------------------------------------------------------------------------
+// Waiting and holding a shared permit
+// ---------------------------------------------------------------------------
+
+/**
+ * Wake-ups: one Deferred per pair, completed (and replaced) when a release of
+ * that pair is published. Waiters take the current one before each attempt,
+ * so a release between their attempt and their sleep is not missed.
+ */
+const makeWakers = Effect.fnUntraced(function*(redis: Redis.Redis["Service"], channel: string, notify: boolean) {
+  const wakers = new Map<string, Deferred.Deferred<void>>()
+  if (notify) {
+    // One subscriber connection per process; polling still covers lost messages and lapsed leases.
+    yield* Effect.scoped(
+      Effect.gen(function*() {
+        const messages = yield* redis.subscribe(channel)
+        while (true) {
+          const { message } = yield* Queue.take(messages)
+          const d = wakers.get(message)
+          if (d !== undefined) {
+            wakers.delete(message)
+            yield* Deferred.succeed(d, undefined)
+          }
+        }
+      })
+    ).pipe(Effect.retry(Schedule.spaced("1 second")), Effect.interruptible, Effect.forkScoped)
+  }
+  return (pair: string): Deferred.Deferred<void> => {
+    let d = wakers.get(pair)
+    if (d === undefined) {
+      d = Deferred.makeUnsafe<void>()
+      wakers.set(pair, d)
+    }
+    return d
+  }
+})
+
+interface Ticket {
+  readonly key: string
+  readonly pool: string
+  readonly id: string
+  readonly startedAt: number
+  readonly deadline: number
+}
+
+/**
+ * Takes a permit of the shared limit for `ticket` until `scope` closes: polls
+ * until granted, the deadline passes, or Redis goes away. A wait that fails or
+ * is interrupted takes its ticket back out of Redis.
+ */
+const makeAcquireShared = (deps: {
+  readonly mode: RedisModeService
+  readonly settings: Settings
+  readonly commands: Commands
+  readonly wakerOf: (pair: string) => Deferred.Deferred<void>
+  readonly learnLimit: (key: string, pool: string, limit: number) => Effect.Effect<void>
+}) => {
+  const { commands, mode, settings: s } = deps
+
+  const cancel = ({ id, key, pool }: Ticket) =>
+    mode.run("release", commands.release(key, pool, id)).pipe(
+      Effect.catch((e) => Effect.logDebug(`RedisPermits: release of ${id} left to its lease (${e.message})`)),
+      Effect.asVoid
+    )
+
+  const renewUntilLost = ({ id, key, pool }: Ticket): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      while (true) {
+        yield* Effect.sleep(Duration.millis(Math.max(1, Math.floor(s.leaseMillis / 3))))
+        const renewed = yield* mode.run("renew", commands.renew(key, pool, id)).pipe(
+          Effect.catch(() => Effect.succeed(-1))
+        )
+        if (renewed === 0) {
+          return yield* Effect.logWarning(
+            `RedisPermits: the lease of permit ${id} (${key}/${pool}) lapsed before its release`
+          )
+        }
+      }
+    })
+
+  const pollDelay = (attempt: number) =>
+    Effect.map(
+      Random.next,
+      (r) => Math.max(1, Math.round(Math.min(s.pollMax, s.pollMin * 2 ** attempt) * (0.5 + r / 2)))
+    )
+
+  // Returns the limit the permit was granted under.
+  const pollUntilGranted = ({ deadline, id, key, pool, startedAt }: Ticket) =>
+    Effect.gen(function*() {
+      let attempt = 0
+      while (true) {
+        const waker = deps.wakerOf(`${key}:${pool}`)
+        const [granted, , limit] = yield* mode.run("acquire", commands.acquire(key, pool, id))
+        yield* deps.learnLimit(key, pool, limit)
+        if (granted === 1) return limit
+        const now = yield* Clock.currentTimeMillis
+        if (now >= deadline) {
+          return yield* new DistributedError({
+            reason: new AcquireTimeout({ key, pool, waitedMillis: now - startedAt })
+          })
+        }
+        const delay = yield* pollDelay(attempt++)
+        yield* Effect.raceFirst(
+          Effect.sleep(Duration.millis(Math.min(delay, Math.max(1, deadline - now)))),
+          Deferred.await(waker)
+        )
+      }
+    })
+
+  return (ticket: Ticket, scope: Scope.Scope): Effect.Effect<DistributedPermit, DistributedError> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        const exit = yield* Effect.exit(restore(pollUntilGranted(ticket)))
+        if (Exit.isFailure(exit)) {
+          // Interrupted, timed out or Redis gone: the ticket must not stay queued nor hold a permit.
+          yield* cancel(ticket)
+          return yield* Effect.failCause(exit.cause)
+        }
+        let released = false
+        const release = Effect.suspend(() => {
+          if (released) return Effect.void
+          released = true
+          return cancel(ticket)
+        })
+        yield* Scope.addFinalizer(scope, release)
+        // Forked after the finalizer, so scope close stops it before the release runs.
+        yield* Effect.forkIn(renewUntilLost(ticket), scope)
+        const now = yield* Clock.currentTimeMillis
+        return {
+          key: ticket.key,
+          pool: ticket.pool,
+          id: ticket.id,
+          source: "shared",
+          limit: exit.value,
+          waitedMillis: now - ticket.startedAt,
+          release: Effect.uninterruptible(release)
+        } satisfies DistributedPermit
+      })
+    )
+}
 
 // ---------------------------------------------------------------------------
 // Service
@@ -397,291 +408,67 @@ const isKnownPool = (pool: string): pool is Pool => (pools as ReadonlyArray<stri
 export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const redis = yield* Redis.Redis
   const mode = yield* RedisMode
-  const prefix = options.prefix ?? "elevenlabs-resilience:permits:"
-  const leaseMillis = millisOf(options.lease ?? "10 seconds")
-  const waiterMillis = millisOf(options.waiterLease ?? options.lease ?? "10 seconds")
-  const idleMillis = millisOf(options.idleTimeToLive ?? "1 hour")
-  const queueTimeout = Duration.fromInputUnsafe(options.queueTimeout ?? "120 seconds")
-  const pollMin = millisOf(options.pollMin ?? "5 millis")
-  const pollMax = Math.max(pollMin, millisOf(options.pollMax ?? "100 millis"))
-  const plan = options.plan ?? "free"
-  const minLimit = options.minLimit ?? 1
-  const maxLimit = options.maxLimit ?? 1000
-  const decreaseFactor = options.decreaseFactor ?? 0.9
-  const additiveIncrease = options.additiveIncrease ?? 1
-  if (!(minLimit >= 1 && maxLimit >= minLimit && decreaseFactor > 0 && decreaseFactor < 1 && additiveIncrease > 0)) {
-    return yield* Effect.die(new RangeError("RedisPermits: need 1 <= minLimit <= maxLimit, 0 < decreaseFactor < 1, additiveIncrease > 0"))
+  const settings = settingsOf(options, mode.expectedProcesses)
+  if (settings === undefined) {
+    return yield* Effect.die(
+      new RangeError("RedisPermits: need 1 <= minLimit <= maxLimit, 0 < decreaseFactor < 1, additiveIncrease > 0")
+    )
   }
   // A random process id keeps tickets of different processes apart.
   const processId = (yield* Random.nextInt).toString(36) + (yield* Random.nextInt).toString(36)
   let counter = 0
-
-  const initialOf = (key: string, pool: string): number => {
-    const configured = options.initialLimit
-    if (typeof configured === "number") return configured
-    if (typeof configured === "function") return configured(key, pool)
-    return isKnownPool(pool) ? Math.max(1, limitsOf(plan)[pool]) : 1
-  }
-
-  const keysOf = (key: string, pool: string) => {
-    const base = `${prefix}{${key}:${pool}}:`
-    return [`${base}holders`, `${base}queue`, `${base}waiting`, `${base}seq`, `${base}limit`] as const
-  }
-  const pairOf = (key: string, pool: string) => `${key}:${pool}`
-  const channel = `${prefix}released`
-
-  // Wake-ups: one Deferred per pair, completed (and replaced) when a release
-  // of that pair is published. Waiters take the current one before each
-  // attempt, so a release between their attempt and their sleep is not missed.
-  const wakers = new Map<string, Deferred.Deferred<void>>()
-  const wakerOf = (pair: string): Deferred.Deferred<void> => {
-    let d = wakers.get(pair)
-    if (d === undefined) {
-      d = Deferred.makeUnsafe<void>()
-      wakers.set(pair, d)
-    }
-    return d
-  }
-  const wake = (pair: string) =>
-    Effect.suspend(() => {
-      const d = wakers.get(pair)
-      if (d === undefined) return Effect.void
-      wakers.delete(pair)
-      return Deferred.succeed(d, undefined)
-    })
-  if (options.notify ?? true) {
-    // One subscriber connection per process; polling still covers lost messages and lapsed leases.
-    yield* Effect.scoped(
-      Effect.gen(function*() {
-        const messages = yield* redis.subscribe(channel)
-        while (true) {
-          const message = yield* Queue.take(messages)
-          yield* wake(message.message)
-        }
-      })
-    ).pipe(
-      Effect.retry(Schedule.spaced("1 second")),
-      Effect.interruptible,
-      Effect.forkScoped
-    )
-  }
-
-  const commonOf = (key: string, pool: string): Common => [
-    keysOf(key, pool),
-    initialOf(key, pool),
-    minLimit,
-    maxLimit,
-    decreaseFactor,
-    additiveIncrease,
-    idleMillis
-  ]
-
-  const acquireRedis = redis.eval(acquireScript)
-  const releaseRedis = redis.eval(releaseScript)
-  const renewRedis = redis.eval(renewScript)
-  const limitRedis = redis.eval(limitScript)
-
-  // ---- local fallback
-  interface Local {
-    readonly semaphore: Semaphore.Semaphore
-    share: number
-    held: number
-    lastKnownLimit: number
-  }
-  const locals = new Map<string, Local>()
-  const localOf = (key: string, pool: string): Local => {
-    const id = `${key}\u0000${pool}`
-    let local = locals.get(id)
-    if (local === undefined) {
-      const lastKnownLimit = initialOf(key, pool)
-      const share = shareOf(key, pool, lastKnownLimit)
-      local = { semaphore: Semaphore.makeUnsafe(share), share, held: 0, lastKnownLimit }
-      locals.set(id, local)
-    }
-    return local
-  }
-  const shareOf = (key: string, pool: string, lastKnownLimit: number): number => {
-    const configured = options.localShare
-    const raw = typeof configured === "number"
-      ? configured
-      : typeof configured === "function"
-      ? configured(key, pool, lastKnownLimit)
-      : Math.floor(lastKnownLimit / mode.expectedProcesses)
-    return Math.max(1, Math.floor(raw))
-  }
-  const learnLimit = (key: string, pool: string, limit: number) =>
-    Effect.suspend(() => {
-      const local = localOf(key, pool)
-      local.lastKnownLimit = limit
-      const share = shareOf(key, pool, limit)
-      if (share === local.share) return Effect.void
-      local.share = share
-      return Semaphore.resize(local.semaphore, share)
-    })
-
-  const acquireLocal = (
-    key: string,
-    pool: string,
-    id: string,
-    startedAt: number,
-    deadline: number,
-    scope: Scope.Scope
-  ): Effect.Effect<DistributedPermit, DistributedError> =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function*() {
-        const local = localOf(key, pool)
-        const now0 = yield* Clock.currentTimeMillis
-        yield* restore(local.semaphore.take(1)).pipe(
-          Effect.timeoutOrElse({
-            duration: Duration.millis(Math.max(0, deadline - now0)),
-            orElse: () =>
-              Effect.fail(new DistributedError({ reason: new AcquireTimeout({ key, pool, waitedMillis: Math.max(0, deadline - startedAt) }) }))
-          })
-        )
-        local.held++
-        let released = false
-        const release = Effect.suspend(() => {
-          if (released) return Effect.void
-          released = true
-          local.held--
-          return local.semaphore.release(1)
-        }).pipe(Effect.asVoid)
-        yield* Scope.addFinalizer(scope, release)
-        const now = yield* Clock.currentTimeMillis
-        return {
-          key,
-          pool,
-          id,
-          source: "local-fallback",
-          limit: local.share,
-          waitedMillis: now - startedAt,
-          release: Effect.uninterruptible(release)
-        } satisfies DistributedPermit
-      })
-    )
-
-  // ---- shared path
-
-  const cancel = (key: string, pool: string, ticket: string) => {
-    const [holders, queue, waiting] = keysOf(key, pool)
-    return mode.run("release", releaseRedis(holders, queue, waiting, ticket, channel, pairOf(key, pool))).pipe(
-      Effect.catch((e) => Effect.logDebug(`RedisPermits: release of ${ticket} left to its lease (${e.message})`)),
-      Effect.asVoid
-    )
-  }
-
-  const renewUntilLost = (key: string, pool: string, ticket: string): Effect.Effect<void> => {
-    const [holders] = keysOf(key, pool)
-    const step: Effect.Effect<void> = Effect.gen(function*() {
-      while (true) {
-        yield* Effect.sleep(Duration.millis(Math.max(1, Math.floor(leaseMillis / 3))))
-        const renewed = yield* mode.run("renew", renewRedis(holders, ticket, leaseMillis)).pipe(
-          Effect.catch(() => Effect.succeed(-1))
-        )
-        if (renewed === 0) {
-          yield* Effect.logWarning(`RedisPermits: the lease of permit ${ticket} (${key}/${pool}) lapsed before its release`)
-          return
-        }
-      }
-    })
-    return step
-  }
-
-  const pollDelay = (attempt: number) =>
-    Effect.map(Random.next, (r) => Math.max(1, Math.round(Math.min(pollMax, pollMin * 2 ** attempt) * (0.5 + r / 2))))
+  const local = RedisPermitsLocal.make(settings)
+  const commands = commandsOf(redis, settings)
+  const acquireShared = makeAcquireShared({
+    mode,
+    settings,
+    commands,
+    wakerOf: yield* makeWakers(redis, commands.channel, options.notify ?? true),
+    learnLimit: local.learnLimit
+  })
 
   const acquire = (request: AcquireRequest): Effect.Effect<DistributedPermit, DistributedError, Scope.Scope> =>
     Effect.gen(function*() {
       const bad = checkId("key", request.key) ?? checkId("pool", request.pool)
       if (bad !== undefined) return yield* bad
-      const timeoutInput = Duration.fromInput(request.timeout ?? queueTimeout)
-      if (timeoutInput._tag === "None") return yield* invalid("timeout", "must be a duration")
-      const { key, pool } = request
+      const timeout = Duration.fromInput(request.timeout ?? settings.queueTimeout)
+      if (timeout._tag === "None") return yield* invalid("timeout", "must be a duration")
       const scope = yield* Effect.scope
       const startedAt = yield* Clock.currentTimeMillis
-      const deadline = startedAt + Duration.toMillis(timeoutInput.value)
-      const ticket = `${processId}:${++counter}`
-
+      const ticket: Ticket = {
+        key: request.key,
+        pool: request.pool,
+        id: `${processId}:${++counter}`,
+        startedAt,
+        deadline: startedAt + Duration.toMillis(timeout.value)
+      }
       const fallbackOrFail = (error: DistributedError) =>
         mode.mode === "local-fallback" && error.reason._tag === "RedisUnavailable"
-          ? acquireLocal(key, pool, ticket, startedAt, deadline, scope)
+          ? local.acquire(ticket, scope)
           : Effect.fail(error)
-
+      // In trouble: do not pay a command timeout per call; the ping fiber finds Redis again.
       if (mode.stateUnsafe() !== "shared") {
-        // In trouble: do not pay a command timeout per call; the ping fiber finds Redis again.
         return yield* fallbackOrFail(unavailable("acquire", "Redis unreachable (recovery pending)"))
       }
-
-      const common = commonOf(key, pool)
-      const pair = pairOf(key, pool)
-      // Polls until granted, the deadline passes, or Redis goes away.
-      const poll: Effect.Effect<{ readonly limit: number }, DistributedError> = Effect.gen(function*() {
-        let attempt = 0
-        while (true) {
-          const waker = wakerOf(pair)
-          const [granted, , limit] = yield* mode.run("acquire", acquireRedis(common, ticket, leaseMillis, waiterMillis))
-          yield* learnLimit(key, pool, limit)
-          if (granted === 1) return { limit }
-          const now = yield* Clock.currentTimeMillis
-          if (now >= deadline) {
-            return yield* new DistributedError({ reason: new AcquireTimeout({ key, pool, waitedMillis: now - startedAt }) })
-          }
-          const delay = yield* pollDelay(attempt++)
-          yield* Effect.raceFirst(
-            Effect.sleep(Duration.millis(Math.min(delay, Math.max(1, deadline - now)))),
-            Deferred.await(waker)
-          )
-        }
-      })
-
-      return yield* Effect.uninterruptibleMask((restore) =>
-        Effect.gen(function*() {
-          const exit = yield* Effect.exit(restore(poll))
-          if (Exit.isFailure(exit)) {
-            // Interrupted, timed out or Redis gone: the ticket must not stay queued nor hold a permit.
-            yield* cancel(key, pool, ticket)
-            const error = exit.cause.reasons.find((r) => r._tag === "Fail")
-            if (error !== undefined && error._tag === "Fail") return yield* restore(fallbackOrFail(error.error))
-            return yield* Effect.failCause(exit.cause)
-          }
-          let released = false
-          const release = Effect.suspend(() => {
-            if (released) return Effect.void
-            released = true
-            return cancel(key, pool, ticket)
-          })
-          yield* Scope.addFinalizer(scope, release)
-          // Forked after the finalizer, so scope close stops it before the release runs.
-          yield* Effect.forkIn(renewUntilLost(key, pool, ticket), scope)
-          const now = yield* Clock.currentTimeMillis
-          return {
-            key,
-            pool,
-            id: ticket,
-            source: "shared",
-            limit: exit.value.limit,
-            waitedMillis: now - startedAt,
-            release: Effect.uninterruptible(release)
-          } satisfies DistributedPermit
-        })
-      )
+      return yield* acquireShared(ticket, scope).pipe(Effect.catch(fallbackOrFail))
     })
 
-  const runLimit = (
-    operation: string,
-    key: string,
-    pool: string,
-    op: "get" | "set" | "limited" | "response",
-    a?: number,
-    b?: number
-  ) =>
+  const runLimit = (operation: string, key: string, pool: string, op: LimitOp, a?: number, b?: number) =>
     Effect.gen(function*() {
       const bad = checkId("key", key) ?? checkId("pool", pool)
       if (bad !== undefined) return yield* bad
-      const r = yield* mode.run(operation, limitRedis(commonOf(key, pool), op, a, b))
-      const limit = parseLimit([r[0], r[1], r[2], r[3]])
-      yield* learnLimit(key, pool, limit.limit)
-      return { limit, held: Number(r[4]), queued: Number(r[5]) }
+      const [estimate, ceiling, others, limit, held, queued] = yield* mode.run(
+        operation,
+        commands.limit(key, pool, op, a, b)
+      )
+      yield* local.learnLimit(key, pool, limit)
+      const shared: SharedLimit = {
+        estimate: Number(estimate),
+        ceiling: ceiling === "" ? undefined : Number(ceiling),
+        others: Number(others),
+        limit: Number(limit)
+      }
+      return { limit: shared, held: Number(held), queued: Number(queued) }
     })
 
   // Limit updates are advice: never fail the call, and skip Redis while it is known to be away
@@ -696,8 +483,6 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         : Effect.logDebug(`RedisPermits: ${what} not shared (Redis away)`)
     )
 
-  const finite = (n: number | undefined) => (n !== undefined && Number.isFinite(n) ? n : undefined)
-
   return RedisPermits.of({
     acquire,
     setLimit: (key, pool, ceiling) =>
@@ -708,12 +493,15 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     onConcurrencyLimited: (key, pool, limitFromServer) =>
       advisory(runLimit("onConcurrencyLimited", key, pool, "limited", finite(limitFromServer)), "decrease"),
     onResponse: (key, pool, signal) =>
-      advisory(runLimit("onResponse", key, pool, "response", finite(signal.maximum), finite(signal.current)), "response"),
+      advisory(
+        runLimit("onResponse", key, pool, "response", finite(signal.maximum), finite(signal.current)),
+        "response"
+      ),
     snapshot: (key, pool) =>
-      Effect.map(runLimit("snapshot", key, pool, "get"), (r) => {
-        const local = localOf(key, pool)
-        return { key, pool, ...r.limit, held: r.held, queued: r.queued, localHeld: local.held, localShare: local.share }
-      })
+      Effect.map(
+        runLimit("snapshot", key, pool, "get"),
+        (r) => ({ key, pool, ...r.limit, held: r.held, queued: r.queued, ...local.view(key, pool) })
+      )
   })
 })
 

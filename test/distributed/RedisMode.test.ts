@@ -1,10 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Scope, Stream } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Schedule, Scope, Stream } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import * as RedisMode from "../../src/distributed/RedisMode.ts"
 import * as RedisPermits from "../../src/distributed/RedisPermits.ts"
 import * as RedisQuota from "../../src/distributed/RedisQuota.ts"
-import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
+import { type RedisServer, startRedisServer } from "../utils/redisServer.ts"
 import { layerAll } from "./layers.ts"
 
 let server: RedisServer
@@ -43,15 +43,20 @@ describe("Redis trouble", () => {
     Effect.gen(function*() {
       const { mode, permits, quota } = yield* services({ mode: { mode: "fail-closed" } })
       const changes: Array<RedisMode.RedisStateChange> = []
-      yield* mode.changes.pipe(Stream.runForEach((c) => Effect.sync(() => void changes.push(c))), Effect.forkScoped)
-      yield* Effect.sleep("10 millis")
+      // Started at once, so it has subscribed before Redis goes away.
+      yield* mode.changes.pipe(
+        Stream.runForEach((c) => Effect.sync(() => void changes.push(c))),
+        Effect.forkScoped({ startImmediately: true })
+      )
       yield* permits.setLimit("acct", "standard", 3)
       const inFlight = yield* Scope.make()
       const held = yield* permits.acquire({ key: "acct", pool: "standard" }).pipe(Scope.provide(inFlight))
       assert.strictEqual(held.source, "shared")
 
       yield* stop
-      const error = yield* Effect.flip(Effect.scoped(permits.acquire({ key: "acct", pool: "standard", timeout: "5 seconds" })))
+      const error = yield* Effect.flip(
+        Effect.scoped(permits.acquire({ key: "acct", pool: "standard", timeout: "5 seconds" }))
+      )
       assert.strictEqual(error.reason._tag, "RedisUnavailable")
       assert.strictEqual(yield* mode.state, "unavailable")
       assert.strictEqual(yield* mode.gaugeValue, 2)
@@ -64,7 +69,10 @@ describe("Redis trouble", () => {
       yield* waitFor(mode, "shared")
       const again = yield* Effect.scoped(permits.acquire({ key: "acct", pool: "standard", timeout: "5 seconds" }))
       assert.strictEqual(again.source, "shared")
-      yield* Effect.sleep("10 millis")
+      yield* Effect.sync(() => changes.length).pipe(
+        Effect.repeat({ schedule: Schedule.spaced("5 millis"), until: (n) => n >= 2 }),
+        Effect.timeout("5 seconds")
+      )
       assert.deepStrictEqual(changes.map((c) => c.to), ["unavailable", "shared"])
     }).pipe(Effect.scoped, Effect.ensuring(start)))
 
@@ -76,7 +84,10 @@ describe("Redis trouble", () => {
       let localMax = 0
       let sharedInFlight = 0
       let sharedMax = 0
+      let sharedDone = 0
       const sources: Array<string> = []
+      // Some done, 4 in flight, the rest queued in Redis: the moment to stop it.
+      const busy = yield* Deferred.make<void>()
       const call = Effect.scoped(Effect.gen(function*() {
         const permit = yield* permits.acquire({ key: "acct2", pool: "flash", timeout: "20 seconds" })
         sources.push(permit.source)
@@ -84,14 +95,20 @@ describe("Redis trouble", () => {
           localMax = Math.max(localMax, ++localInFlight)
         } else {
           sharedMax = Math.max(sharedMax, ++sharedInFlight)
+          if (sharedDone > 0 && sharedInFlight === 4) yield* Deferred.succeed(busy, undefined)
         }
         yield* Effect.sleep("120 millis")
         if (permit.source === "local-fallback") localInFlight--
-        else sharedInFlight--
+        else {
+          sharedInFlight--
+          sharedDone++
+        }
         return "done"
       }))
-      const calls = yield* Effect.forkChild(Effect.all(Array.from({ length: 16 }, () => call), { concurrency: "unbounded" }))
-      yield* Effect.sleep("180 millis") // some done, 4 in flight, the rest queued in Redis
+      const calls = yield* Effect.forkChild(
+        Effect.all(Array.from({ length: 16 }, () => call), { concurrency: "unbounded" })
+      )
+      yield* Deferred.await(busy).pipe(Effect.timeout("10 seconds"))
       yield* stop
       const results = yield* Fiber.join(calls)
       assert.strictEqual(results.length, 16)

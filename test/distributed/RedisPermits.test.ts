@@ -1,8 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Schema, Scope } from "effect"
+import { Effect, Exit, Fiber, Schedule, Schema, Scope } from "effect"
+import { Redis } from "effect/persistence"
 import { afterAll, beforeAll } from "vitest"
 import * as RedisPermits from "../../src/distributed/RedisPermits.ts"
-import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
+import { keysOf } from "../../src/distributed/RedisPermitsLua.ts"
+import { type RedisServer, startRedisServer } from "../utils/redisServer.ts"
 import { layerAll } from "./layers.ts"
 
 let server: RedisServer
@@ -16,7 +18,13 @@ afterAll(async () => {
 let n = 0
 const freshKey = () => `acct-${++n}`
 
-const withPermits = <A, E>(f: (p: RedisPermits.RedisPermitsService) => Effect.Effect<A, E, Scope.Scope>) =>
+/** Polls `read` until `done` holds; fails after 10 seconds. */
+const eventually = <A, E, R>(read: Effect.Effect<A, E, R>, done: (a: A) => boolean) =>
+  read.pipe(Effect.repeat({ schedule: Schedule.spaced("5 millis"), until: done }), Effect.timeout("10 seconds"))
+
+const withPermits = <A, E>(
+  f: (p: RedisPermits.RedisPermitsService) => Effect.Effect<A, E, Scope.Scope | Redis.Redis>
+) =>
   Effect.gen(function*() {
     const permits = yield* RedisPermits.RedisPermits
     return yield* f(permits)
@@ -58,9 +66,10 @@ describe("RedisPermits", () => {
         assert.strictEqual(error.reason._tag, "AcquireTimeout")
         assert.strictEqual((yield* permits.snapshot(key, "flash")).queued, 0)
 
-        const waiter = yield* Effect.forkChild(Effect.scoped(permits.acquire({ key, pool: "flash", timeout: "10 seconds" })))
-        yield* Effect.sleep("100 millis")
-        assert.strictEqual((yield* permits.snapshot(key, "flash")).queued, 1)
+        const waiter = yield* Effect.forkChild(
+          Effect.scoped(permits.acquire({ key, pool: "flash", timeout: "10 seconds" }))
+        )
+        yield* eventually(permits.snapshot(key, "flash"), (s) => s.queued === 1)
         yield* Fiber.interrupt(waiter)
         const snap = yield* permits.snapshot(key, "flash")
         assert.strictEqual(snap.queued, 0)
@@ -80,13 +89,15 @@ describe("RedisPermits", () => {
         yield* permits.acquire({ key, pool: "stt" }).pipe(Scope.provide(holder))
         const fibers: Array<Fiber.Fiber<void, unknown>> = []
         for (let i = 0; i < 5; i++) {
-          fibers.push(yield* Effect.forkChild(Effect.scoped(Effect.gen(function*() {
-            yield* permits.acquire({ key, pool: "stt", timeout: "10 seconds" })
-            order.push(i)
-            yield* Effect.sleep("5 millis")
-          }))))
+          fibers.push(
+            yield* Effect.forkChild(Effect.scoped(Effect.gen(function*() {
+              yield* permits.acquire({ key, pool: "stt", timeout: "10 seconds" })
+              order.push(i)
+              yield* Effect.sleep("5 millis")
+            })))
+          )
           // Each one is queued before the next arrives.
-          yield* Effect.sleep("30 millis")
+          yield* eventually(permits.snapshot(key, "stt"), (s) => s.queued === i + 1)
         }
         yield* Scope.close(holder, Exit.void)
         yield* Fiber.joinAll(fibers)
@@ -99,10 +110,18 @@ describe("RedisPermits", () => {
       Effect.gen(function*() {
         const key = freshKey()
         yield* permits.setLimit(key, "music", 1)
+        const redis = yield* Redis.Redis
+        const [holders] = keysOf("elevenlabs-resilience:permits:", key, "music")
+        const redisNow = Effect.map(redis.send<[string, string]>("TIME"), ([s, us]) =>
+          Number(s) * 1000 + Math.floor(Number(us) / 1000))
         yield* Effect.scoped(Effect.gen(function*() {
-          yield* permits.acquire({ key, pool: "music" })
-          yield* Effect.sleep("2500 millis") // lease 1.5 s
+          const permit = yield* permits.acquire({ key, pool: "music" })
+          // Wait (on Redis's clock) until the first lease (1.5 s) is over: only renewals keep the permit.
+          const firstExpiry = Number(yield* redis.send<string>("ZSCORE", holders, permit.id))
+          yield* eventually(redisNow, (now) =>
+            now > firstExpiry)
           assert.strictEqual((yield* permits.snapshot(key, "music")).held, 1)
+          assert.isAbove(Number(yield* redis.send<string>("ZSCORE", holders, permit.id)), firstExpiry)
           const other = yield* Effect.flip(Effect.scoped(permits.acquire({ key, pool: "music", timeout: "50 millis" })))
           assert.strictEqual(other.reason._tag, "AcquireTimeout")
         }))
@@ -135,10 +154,13 @@ describe("RedisPermits", () => {
         // Saturated: 9 permits held; 20 concurrent responses add 1/estimate each, capped at the ceiling.
         yield* Effect.scoped(Effect.gen(function*() {
           for (let i = 0; i < 9; i++) yield* permits.acquire({ key, pool: "standard" })
-          yield* Effect.all(Array.from({ length: 20 }, () => permits.onResponse(key, "standard", { maximum: 10, current: 9 })), {
-            concurrency: "unbounded",
-            discard: true
-          })
+          yield* Effect.all(
+            Array.from({ length: 20 }, () => permits.onResponse(key, "standard", { maximum: 10, current: 9 })),
+            {
+              concurrency: "unbounded",
+              discard: true
+            }
+          )
         }))
         const grown = yield* permits.limit(key, "standard")
         assert.strictEqual(grown.estimate, 10)
@@ -175,7 +197,10 @@ describe("RedisPermits", () => {
             // A caller that gives up (interruption) while queued or holding.
             return giveUpMillis === null ? call : Effect.ignore(Effect.timeout(call, giveUpMillis))
           }
-          yield* Effect.all(callers.map((c) => one(c.holdMillis, c.giveUpMillis)), { concurrency: "unbounded", discard: true })
+          yield* Effect.all(callers.map((c) => one(c.holdMillis, c.giveUpMillis)), {
+            concurrency: "unbounded",
+            discard: true
+          })
           assert.isAtMost(max, limit)
           const snap = yield* permits.snapshot(key, "standard")
           assert.strictEqual(snap.held, 0)

@@ -358,7 +358,7 @@ describe("ResilientFetch with the official SDK", () => {
       // server caps its in-flight count itself: without Redis the excess shows as concurrency 429s).
       assert.isAtMost(stats.pools.flash.maxInFlight, 10)
       assert.strictEqual(stats.byDetailStatus["too_many_concurrent_requests"] ?? 0, 0)
-    }), { timeout: 60_000 })
+    }), { timeout: 120_000 })
 
   it.live.each(["no-close", "runner"])("a process that makes calls and never closes exits on its own (%s)", (mode) =>
     Effect.gen(function*() {
@@ -369,7 +369,7 @@ describe("ResilientFetch with the official SDK", () => {
       clearTimeout(timer)
       assert.strictEqual(exit.code, 0, `the worker did not exit by itself: ${exit.stderr}`)
       assert.deepStrictEqual(JSON.parse(exit.stdout.trim()).ok, 20)
-    }), { timeout: 60_000 })
+    }), { timeout: 120_000 })
 
   it.live("a failed call is served from the fallback cache, marked, when the same audio was made before", () =>
     Effect.gen(function*() {
