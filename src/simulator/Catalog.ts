@@ -26,6 +26,9 @@ export const premadeVoices: ReadonlyArray<SimVoice> = [
   { voice_id: "JBFqnCBsd6RMkjVDRZzb", name: "George", gender: "male", accent: "british", description: "warm" }
 ]
 
+/** The premade voice of `voiceId`, if there is one. */
+export const voiceOf = (voiceId: string): SimVoice | undefined => premadeVoices.find((v) => v.voice_id === voiceId)
+
 /** A voice in the `VoiceResponseModel` shape. */
 export const voiceJson = (v: SimVoice) => ({
   voice_id: v.voice_id,

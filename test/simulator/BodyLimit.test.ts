@@ -11,7 +11,11 @@ import { TestClock } from "effect/testing"
 import { connect } from "node:net"
 import { classifyResponse } from "../../src/client/Classify.ts"
 import { isRetryable, reasonPolicies } from "../../src/client/Errors.ts"
+import * as Answers from "../../src/simulator/Answers.ts"
+import * as BodyLimit from "../../src/simulator/BodyLimit.ts"
+import * as Counts from "../../src/simulator/Counts.ts"
 import * as InProcess from "../../src/simulator/InProcess.ts"
+import * as Prng from "../../src/simulator/Prng.ts"
 import * as Server from "../../src/simulator/Server.ts"
 import * as Simulator from "../../src/simulator/Simulator.ts"
 
@@ -276,5 +280,47 @@ describe("request body limits", () => {
     assert.strictEqual(reason.detailStatus, "payload_too_large")
     assert.isFalse(isRetryable(reason))
     assert.isFalse(reasonPolicies[reason._tag].breakerFailure)
+  })
+
+  describe("the rule (BodyLimit.make)", () => {
+    const rule = () => {
+      const counts = Counts.make()
+      const answers = Answers.make({ prng: Prng.make(1), region: "us-central1", counts, retryAfterSeconds: undefined })
+      return { counts, limit: BodyLimit.make({ limits: { upload: 100, json: 10 }, answers, counts }) }
+    }
+    const head = (path: string, headers: Readonly<Record<string, string>>): BodyLimit.BodyHead => ({
+      method: "POST",
+      url: `http://sim.test${path}`,
+      headers: { get: (name) => headers[name.toLowerCase()] ?? null }
+    })
+    const tts = `/v1/text-to-speech/${voice}`
+
+    it("an upload's limit only for a multipart body to a row that takes one; each refusal counts as a request", () => {
+      const { counts, limit } = rule()
+      const multipart = { "content-type": "multipart/form-data; boundary=x" }
+      assert.isUndefined(limit.checkBody(head("/v1/speech-to-text", multipart), 100))
+      assert.strictEqual(limit.checkBody(head("/v1/speech-to-text", multipart), 101)?._tag, "Respond")
+      assert.isDefined(limit.checkBody(head(tts, multipart), 11))
+      assert.isDefined(limit.checkBody(head("/v1/speech-to-text", { "content-type": "application/json" }), 11))
+      assert.isUndefined(limit.checkBody(head(tts, {}), 10))
+      assert.deepStrictEqual([counts.requests, counts.byDetailStatus["payload_too_large"]], [3, 3])
+    })
+
+    it.effect("readBody: refused at a declared length without a pull, else as soon as the count passes", () =>
+      Effect.gen(function*() {
+        const { limit } = rule()
+        const untouched = Stream.die("pulled")
+        const declared = yield* limit.readBody(head(tts, { "content-length": "11" }), untouched)
+        assert.strictEqual(declared._tag, "Refused")
+        let pulled = 0
+        const endless = Stream.forever(Stream.sync(() => {
+          pulled++
+          return new Uint8Array(4)
+        }))
+        const counted = yield* limit.readBody(head(tts, {}), endless)
+        assert.deepStrictEqual([counted._tag, pulled], ["Refused", 3])
+        const read = yield* limit.readBody(head(tts, { "content-length": "8" }), Stream.make(new Uint8Array(4), new Uint8Array(4)))
+        assert.deepStrictEqual(read._tag === "Body" ? read.bytes.length : read._tag, 8)
+      }))
   })
 })
