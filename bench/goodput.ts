@@ -288,7 +288,7 @@ const resilientWith = (name: string, description: string, settings: Omit<Resilie
         // Sample the limiter every 2 ms. Work conservation: while at least one call waits in the queue,
         // the permits in use as a share of the current limit, time-weighted (each sample holds until the
         // next one). The tail: from the last moment a call waited to the last answer (the retries' backoff).
-        const { keyId, limiter } = yield* Resilient.ResilienceService
+        const { keyId, limiter } = yield* Resilient.Resilience
         let samples = 0
         let inFlightSum = 0
         let minLimit = Number.POSITIVE_INFINITY

@@ -41,7 +41,7 @@ const policiesOff = { coalesce: false, quota: false, breaker: false, retry: fals
 const waiters = (count: number, extra: Partial<typeof policiesOff> = {}): Promise<Waiters> =>
   Effect.runPromise(
     Effect.gen(function*() {
-      const resilience = yield* Resilient.ResilienceService
+      const resilience = yield* Resilient.Resilience
       // Warm: the quota guard's first subscription read, the JIT.
       const warm = yield* Effect.forkChild(ttsCall(-1))
       while ((yield* resilience.limiter.snapshot(resilience.keyId, "flash")).inFlight < 1) yield* Effect.yieldNow

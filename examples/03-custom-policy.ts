@@ -51,7 +51,7 @@ main(Effect.gen(function*() {
 
   const program = Effect.gen(function*() {
     const client = yield* ElevenLabs.ElevenLabs
-    const { retries, breaker } = yield* Resilient.ResilienceService
+    const { retries, breaker } = yield* Resilient.Resilience
     const seen = yield* PubSub.subscribe(retries)
     const breakerState = breaker === undefined
       ? Effect.succeed("off")

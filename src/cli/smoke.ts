@@ -61,7 +61,7 @@ export const readinessChecks = (
 
 /** Registers {@link readinessChecks} for the current scope. */
 export const registerReadiness = (
-  checks: Health.HealthChecksService,
+  checks: Health.HealthChecks["Service"],
   resilience: Resilient.Resilience,
   pool: Pool
 ): Effect.Effect<void, never, Scope.Scope> =>

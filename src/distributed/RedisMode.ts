@@ -7,7 +7,7 @@
  *
  * **Details**
  *
- * - Every command of the stores goes through {@link RedisModeService.run}: it
+ * - Every command of the stores goes through {@link RedisMode["Service"].run}: it
  *   is bounded by `commandTimeout` (default 1 s) so an outage never hangs a
  *   caller, and its outcome moves the state. A failure that is an answer from
  *   Redis (a script error) is `RedisCommandFailed` and does not move it.
@@ -52,27 +52,28 @@ export interface Options {
   readonly expectedProcesses?: number | undefined
 }
 
-export interface RedisModeService {
-  readonly mode: TroubleMode
-  readonly expectedProcesses: number
-  /** The current state. */
-  readonly state: Effect.Effect<RedisState>
-  /** The current state, read synchronously (for code already inside an effect). */
-  readonly stateUnsafe: () => RedisState
-  /** 0 shared, 1 local-fallback, 2 unavailable. */
-  readonly gaugeValue: Effect.Effect<0 | 1 | 2>
-  /** Every change of state. */
-  readonly changes: Stream.Stream<RedisStateChange>
-  /**
-   * Runs one Redis command under the command timeout. An outage (or a timeout)
-   * moves the state into trouble and fails with `RedisUnavailable`; a success
-   * moves it back to `shared`.
-   */
-  readonly run: <A>(operation: string, command: Effect.Effect<A, Redis.RedisError>) => Effect.Effect<A, DistributedError>
-}
+/** Service tag of {@link RedisMode["Service"]}. */
+export class RedisMode extends Context.Service<RedisMode, {
+    readonly mode: TroubleMode
+    readonly expectedProcesses: number
+    /** The current state. */
+    readonly state: Effect.Effect<RedisState>
+    /** The current state, read synchronously (for code already inside an effect). */
+    readonly stateUnsafe: () => RedisState
+    /** 0 shared, 1 local-fallback, 2 unavailable. */
+    readonly gaugeValue: Effect.Effect<0 | 1 | 2>
+    /** Every change of state. */
+    readonly changes: Stream.Stream<RedisStateChange>
+    /**
+     * Runs one Redis command under the command timeout. An outage (or a timeout)
+     * moves the state into trouble and fails with `RedisUnavailable`; a success
+     * moves it back to `shared`.
+     */
+    readonly run: <A>(operation: string, command: Effect.Effect<A, Redis.RedisError>) => Effect.Effect<A, DistributedError>
+}>()("elevenlabs-resilience/distributed/RedisMode") {}
 
-/** Service tag of {@link RedisModeService}. */
-export class RedisMode extends Context.Service<RedisMode, RedisModeService>()("elevenlabs-resilience/distributed/RedisMode") {}
+/** @deprecated The shape of {@link RedisMode}: use `RedisMode["Service"]` (one name per service, Effect's convention). */
+export type RedisModeService = RedisMode["Service"]
 
 /** The gauge of the state: 0 shared, 1 local-fallback, 2 unavailable. */
 export const stateGauge = Metric.gauge("elevenlabs_distributed_redis_state", {

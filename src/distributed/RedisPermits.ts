@@ -53,7 +53,7 @@ import { Redis } from "effect/persistence"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import { limitsOf, type PlanName, type Pool, pools } from "../resilience/Plans.ts"
 import { AcquireTimeout, checkId, DistributedError, invalid, unavailable } from "./DistributedError.ts"
-import { RedisMode, type RedisModeService } from "./RedisMode.ts"
+import { RedisMode } from "./RedisMode.ts"
 import * as RedisPermitsLocal from "./RedisPermitsLocal.ts"
 import * as Lua from "./RedisPermitsLua.ts"
 
@@ -112,28 +112,29 @@ export interface Snapshot extends SharedLimit {
   readonly localShare: number
 }
 
-export interface RedisPermitsService {
-  /** Takes a permit until the scope closes (or `release`). */
-  readonly acquire: (request: AcquireRequest) => Effect.Effect<DistributedPermit, DistributedError, Scope.Scope>
-  /** Sets the plan's ceiling for (key, pool) (first ceiling: estimate = ceiling; raise: +difference; cut: clamp). */
-  readonly setLimit: (key: string, pool: string, ceiling: number) => Effect.Effect<SharedLimit, DistributedError>
-  /** The current shared limit. */
-  readonly limit: (key: string, pool: string) => Effect.Effect<SharedLimit, DistributedError>
-  /** A 429 `too_many_concurrent_requests`: multiplicative decrease (the server's number, when given, is the ceiling). */
-  readonly onConcurrencyLimited: (
-    key: string,
-    pool: string,
-    limitFromServer?: number | undefined
-  ) => Effect.Effect<void>
-  /** A successful response: ceiling, others and additive increase when saturated. */
-  readonly onResponse: (key: string, pool: string, signal: ResponseSignal) => Effect.Effect<void>
-  readonly snapshot: (key: string, pool: string) => Effect.Effect<Snapshot, DistributedError>
-}
-
-/** Service tag of {@link RedisPermitsService}. */
-export class RedisPermits extends Context.Service<RedisPermits, RedisPermitsService>()(
+/** Service tag of {@link RedisPermits["Service"]}. */
+export class RedisPermits extends Context.Service<RedisPermits, {
+    /** Takes a permit until the scope closes (or `release`). */
+    readonly acquire: (request: AcquireRequest) => Effect.Effect<DistributedPermit, DistributedError, Scope.Scope>
+    /** Sets the plan's ceiling for (key, pool) (first ceiling: estimate = ceiling; raise: +difference; cut: clamp). */
+    readonly setLimit: (key: string, pool: string, ceiling: number) => Effect.Effect<SharedLimit, DistributedError>
+    /** The current shared limit. */
+    readonly limit: (key: string, pool: string) => Effect.Effect<SharedLimit, DistributedError>
+    /** A 429 `too_many_concurrent_requests`: multiplicative decrease (the server's number, when given, is the ceiling). */
+    readonly onConcurrencyLimited: (
+      key: string,
+      pool: string,
+      limitFromServer?: number | undefined
+    ) => Effect.Effect<void>
+    /** A successful response: ceiling, others and additive increase when saturated. */
+    readonly onResponse: (key: string, pool: string, signal: ResponseSignal) => Effect.Effect<void>
+    readonly snapshot: (key: string, pool: string) => Effect.Effect<Snapshot, DistributedError>
+}>()(
   "elevenlabs-resilience/distributed/RedisPermits"
 ) {}
+
+/** @deprecated The shape of {@link RedisPermits}: use `RedisPermits["Service"]` (one name per service, Effect's convention). */
+export type RedisPermitsService = RedisPermits["Service"]
 
 /** Options of {@link make}; every field has a default. */
 export interface Options {
@@ -310,7 +311,7 @@ interface Ticket {
  * is interrupted takes its ticket back out of Redis.
  */
 const makeAcquireShared = (deps: {
-  readonly mode: RedisModeService
+  readonly mode: RedisMode["Service"]
   readonly settings: Settings
   readonly commands: Commands
   readonly wakerOf: (pair: string) => Deferred.Deferred<void>

@@ -196,27 +196,28 @@ export interface BreakerOptions {
   readonly onStoreError?: "allow" | "fail" | undefined
 }
 
+/** Service tag of the client's {@link Breaker["Service"]}. */
 /** The breaker of one client: one circuit per pool. */
-export interface BreakerService {
-  /**
-   * Runs one attempt through the pool's circuit, recording its outcome.
-   * Fails with {@link BreakerError} when the circuit rejects it.
-   */
-  readonly execute: (
-    pool: string
-  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BreakerError, R>
-  /** The pool's state (an Open circuit past its open time reads Open until the next call). */
-  readonly state: (pool: string) => Effect.Effect<CircuitBreaker.State, BreakerError>
-  /** The pool's gauge value: 0 closed, 1 half-open, 2 open. */
-  readonly gauge: (pool: string) => Effect.Effect<GaugeValue, BreakerError>
-  /** Every transition of every circuit of this breaker. */
-  readonly transitions: Stream.Stream<BreakerTransition>
-  /** The circuit key of a pool. */
-  readonly keyOf: (pool: string) => string
-}
+export class Breaker extends Context.Service<Breaker, {
+    /**
+     * Runs one attempt through the pool's circuit, recording its outcome.
+     * Fails with {@link BreakerError} when the circuit rejects it.
+     */
+    readonly execute: (
+      pool: string
+    ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BreakerError, R>
+    /** The pool's state (an Open circuit past its open time reads Open until the next call). */
+    readonly state: (pool: string) => Effect.Effect<CircuitBreaker.State, BreakerError>
+    /** The pool's gauge value: 0 closed, 1 half-open, 2 open. */
+    readonly gauge: (pool: string) => Effect.Effect<GaugeValue, BreakerError>
+    /** Every transition of every circuit of this breaker. */
+    readonly transitions: Stream.Stream<BreakerTransition>
+    /** The circuit key of a pool. */
+    readonly keyOf: (pool: string) => string
+}>()("elevenlabs-resilience/Breaker") {}
 
-/** Service tag of the client's {@link BreakerService}. */
-export class Breaker extends Context.Service<Breaker, BreakerService>()("elevenlabs-resilience/Breaker") {}
+/** @deprecated The shape of {@link Breaker}: use `Breaker["Service"]` (one name per service, Effect's convention). */
+export type BreakerService = Breaker["Service"]
 
 /** The breaker's outcome for an attempt's exit (see the module doc). */
 export const classify = <A, E>(exit: Exit.Exit<A, E>): CircuitBreaker.Outcome => {
@@ -420,7 +421,7 @@ const makeFastExecute = (options: {
  * (the transitions stream ends with it). Bad options throw a `RangeError`.
  */
 export const make = (options?: BreakerOptions): Effect.Effect<
-  BreakerService,
+  Breaker["Service"],
   never,
   CircuitBreaker.CircuitBreakerStore | Scope.Scope
 > =>
@@ -445,7 +446,7 @@ export const make = (options?: BreakerOptions): Effect.Effect<
         }
         : { key: t.key, from: t.from, to: t.to, gauge: gaugeOf(t.to) }
     const service = (
-      execute: BreakerService["execute"],
+      execute: Breaker["Service"]["execute"],
       stateOf: (key: string) => Effect.Effect<CircuitBreaker.State, CircuitBreaker.CircuitBreakerError>,
       transitions: Stream.Stream<CircuitBreaker.Transition>
     ) => {

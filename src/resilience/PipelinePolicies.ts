@@ -41,13 +41,13 @@ export interface Policies {
   readonly keyId: string
   readonly limiter: ConcurrencyLimiter.ConcurrencyLimiter
   /** On the `CircuitBreakerStore` in context (Redis), else on a memory store. */
-  readonly breaker: Breaker.BreakerService | undefined
+  readonly breaker: Breaker.Breaker["Service"] | undefined
   readonly quota: QuotaGuard.QuotaGuard | undefined
-  readonly budget: RetryBudget.RetryBudgetService | undefined
+  readonly budget: RetryBudget.RetryBudget | undefined
   readonly coalescer: Coalescer.Coalescer | undefined
   readonly cache: Fallback.AudioCache | undefined
   /** The distributed permits, when `RedisPermits` is in context. */
-  readonly distributed: RedisPermits.RedisPermitsService | undefined
+  readonly distributed: RedisPermits.RedisPermits["Service"] | undefined
   /** Every retry the pipeline schedules (subscribe with `Stream.fromPubSub`). */
   readonly retries: PubSub.PubSub<RetryPolicy.RetryEvent>
 }
@@ -139,7 +139,7 @@ export const make: (options: PolicyBuildOptions) => Effect.Effect<Policies, neve
  * the open time is over, a circuit still open with nothing left to wait reads half-open, as the readiness check
  * reads it. A store on another clock (Redis TIME) may still have a moment to go: that is waited too.
  */
-const watchBreaker = (breaker: Breaker.BreakerService) => {
+const watchBreaker = (breaker: Breaker.Breaker["Service"]) => {
   const halfOpenWhenDue = (pool: Pool, wait: Duration.Duration): Effect.Effect<void> =>
     Effect.sleep(wait).pipe(
       Effect.andThen(breaker.state(pool)),

@@ -104,9 +104,12 @@ export const withCallOptions = Pipeline.withCallOptions
 export interface Resilience extends Pipeline.Policies {}
 
 /** The tag of {@link Resilience}. */
-export class ResilienceService extends Context.Service<ResilienceService, Resilience>()(
-  "elevenlabs-resilience/Resilient/Resilience"
-) {}
+export const Resilience = Context.Service<Resilience>("elevenlabs-resilience/Resilient/Resilience")
+
+/** @deprecated Use {@link Resilience} (one name per service, Effect's convention). */
+export const ResilienceService = Resilience
+/** @deprecated Use {@link Resilience}. */
+export type ResilienceService = Resilience
 
 // ============================================================================
 // Constructor
@@ -349,7 +352,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
 })
 
 /**
- * The resilient `ElevenLabs` service (and the {@link ResilienceService} behind
+ * The resilient `ElevenLabs` service (and the {@link Resilience} behind
  * it). The transport (`HttpClient`) is left as a requirement: provide
  * `NodeHttpClient.layerUndici`, `FetchHttpClient.layer`, or the simulator's
  * in-process client.
@@ -365,16 +368,16 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
  */
 export function layer(
   options: ResilientOptions & { readonly redis?: undefined; readonly baseUrl?: undefined }
-): Layer.Layer<Client.ElevenLabs | ResilienceService, never, HttpClient.HttpClient>
+): Layer.Layer<Client.ElevenLabs | Resilience, never, HttpClient.HttpClient>
 export function layer(
   options: ResilientOptions
-): Layer.Layer<Client.ElevenLabs | ResilienceService, ElevenLabsError, HttpClient.HttpClient>
+): Layer.Layer<Client.ElevenLabs | Resilience, ElevenLabsError, HttpClient.HttpClient>
 export function layer(
   options: ResilientOptions
-): Layer.Layer<Client.ElevenLabs | ResilienceService, ElevenLabsError, HttpClient.HttpClient> {
+): Layer.Layer<Client.ElevenLabs | Resilience, ElevenLabsError, HttpClient.HttpClient> {
   const stack = Layer.effectContext(
     Effect.map(make(options), ({ resilience, service }) =>
-      Context.make(Client.ElevenLabs, service).pipe(Context.add(ResilienceService, resilience)))
+      Context.make(Client.ElevenLabs, service).pipe(Context.add(Resilience, resilience)))
   )
   if (options.redis === undefined) return stack
   return stack.pipe(Layer.provide(Pipeline.layerShared(options.redis, Fallback.partitionOfApiKey(options.apiKey))))

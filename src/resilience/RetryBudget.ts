@@ -5,8 +5,8 @@
  *
  * **Details**
  *
- * - A *request* is a logical call ({@link RetryBudgetService.request} when it
- *   starts, {@link RetryBudgetService.settle} when it ends); a *retry* is every
+ * - A *request* is a logical call ({@link RetryBudget.request} when it
+ *   starts, {@link RetryBudget.settle} when it ends); a *retry* is every
  *   attempt after its first. The requests counted are the calls still running
  *   plus those that ended within a sliding window (default 10 s) of `Clock`
  *   time; retries are counted over the same window.
@@ -53,13 +53,13 @@ export interface RetryBudgetOptions {
 }
 
 /** The retry budget of one client. */
-export interface RetryBudgetService {
-  /** Counts a logical call as running (until {@link RetryBudgetService.settle}). */
+export interface RetryBudget {
+  /** Counts a logical call as running (until {@link RetryBudget.settle}). */
   readonly request: Effect.Effect<void>
   /** Ends a call counted by `request`: it keeps counting for one window from now. */
   readonly settle: Effect.Effect<void>
   /**
-   * {@link RetryBudgetService.request} and {@link RetryBudgetService.settle} as plain functions (`settle` takes
+   * {@link RetryBudget.request} and {@link RetryBudget.settle} as plain functions (`settle` takes
    * the clock's time), for a caller that already holds a mask and a clock: the retry policy uses them when
    * present, to count a call without two effects per call.
    */
@@ -77,9 +77,10 @@ export interface RetryBudgetService {
 }
 
 /** Service tag of the client's retry budget. */
-export class RetryBudget extends Context.Service<RetryBudget, RetryBudgetService>()(
-  "elevenlabs-resilience/RetryBudget"
-) {}
+export const RetryBudget = Context.Service<RetryBudget>("elevenlabs-resilience/RetryBudget")
+
+/** @deprecated Use {@link RetryBudget} (one name per service, Effect's convention). */
+export type RetryBudgetService = RetryBudget
 
 /** A queue of timestamps with O(1) amortised pruning. */
 class Window {
@@ -109,11 +110,11 @@ class Window {
  * const budget = yield* RetryBudget.make({ ratio: 0.1, window: "1 minute" })
  * ```
  */
-export const make = (options?: RetryBudgetOptions): Effect.Effect<RetryBudgetService> =>
+export const make = (options?: RetryBudgetOptions): Effect.Effect<RetryBudget> =>
   Effect.sync(() => makeUnsafe(options))
 
 /** Synchronous {@link make}. */
-export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudgetService => {
+export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudget => {
   const ratio = options?.ratio ?? 0.2
   const windowMillis = Duration.toMillis(Duration.fromInputUnsafe(options?.window ?? "10 seconds"))
   const minInFlight = options?.minRetriesInFlight ?? 3

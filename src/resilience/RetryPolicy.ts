@@ -56,7 +56,7 @@ import {
 } from "../client/Errors.ts"
 import * as Deadline from "./Deadline.ts"
 import * as Jitter from "./Jitter.ts"
-import type { RetryBudgetService } from "./RetryBudget.ts"
+import type { RetryBudget } from "./RetryBudget.ts"
 
 // ============================================================================
 // Schedules
@@ -262,7 +262,7 @@ export interface RetryOptions {
    */
   readonly idempotent?: boolean | undefined
   /** The client's retry budget. Default: none (only the schedules bound retries). */
-  readonly budget?: RetryBudgetService | undefined
+  readonly budget?: RetryBudget | undefined
   /** Called before every backoff sleep. */
   readonly onRetry?: ((event: RetryEvent) => Effect.Effect<void>) | undefined
   /** Every event is also published here (subscribe with `Stream.fromPubSub`). */

@@ -8,7 +8,7 @@
  *
  * - Two faces over one set of policies ({@link SdkResilience}):
  *   - Effect: `withResilience(callOptions)(effect)` needs the
- *     {@link SdkResilienceService} (from {@link layer}) and fails only with
+ *     {@link SdkResilience} (from {@link layer}) and fails only with
  *     `ElevenLabsError`;
  *   - Promise: `makeResilientRunner(options)` builds the policies in a
  *     `ManagedRuntime`; `runner.run(fn, callOptions)` resolves with `fn`'s value
@@ -153,9 +153,12 @@ export interface SdkResilience extends Omit<Pipeline.Policies, "cache"> {
 }
 
 /** The tag of {@link SdkResilience}. */
-export class SdkResilienceService extends Context.Service<SdkResilienceService, SdkResilience>()(
-  "elevenlabs-resilience/WithResilience/SdkResilience"
-) {}
+export const SdkResilience = Context.Service<SdkResilience>("elevenlabs-resilience/WithResilience/SdkResilience")
+
+/** @deprecated Use {@link SdkResilience} (one name per service, Effect's convention). */
+export const SdkResilienceService = SdkResilience
+/** @deprecated Use {@link SdkResilience}. */
+export type SdkResilienceService = SdkResilience
 
 const keyIdOf = (apiKey: SdkResilienceOptions["apiKey"]): string =>
   apiKey === undefined
@@ -189,11 +192,11 @@ export const make = Effect.fnUntraced(function*(options: SdkResilienceOptions = 
     prefetchQuota: "5 seconds"
   })
   const { cache: _cache, ...policies } = pipeline.policies
-  return SdkResilienceService.of({ ...policies, options, pipeline })
+  return SdkResilience.of({ ...policies, options, pipeline })
 })
 
 /**
- * Provides {@link SdkResilienceService} for {@link withResilience}. With a
+ * Provides {@link SdkResilience} for {@link withResilience}. With a
  * `redis` entry it also connects to Redis (the breaker's circuits, the
  * distributed permits and, with a subscription, the quota account are then
  * shared); the layer fails with `SharedStateUnavailable` (operation
@@ -201,10 +204,10 @@ export const make = Effect.fnUntraced(function*(options: SdkResilienceOptions = 
  */
 export function layer(
   options?: SdkResilienceOptions & { readonly redis?: undefined }
-): Layer.Layer<SdkResilienceService>
-export function layer(options: SdkResilienceOptions): Layer.Layer<SdkResilienceService, ElevenLabsError>
-export function layer(options: SdkResilienceOptions = {}): Layer.Layer<SdkResilienceService, ElevenLabsError> {
-  const policies = Layer.effect(SdkResilienceService, make(options))
+): Layer.Layer<SdkResilience>
+export function layer(options: SdkResilienceOptions): Layer.Layer<SdkResilience, ElevenLabsError>
+export function layer(options: SdkResilienceOptions = {}): Layer.Layer<SdkResilience, ElevenLabsError> {
+  const policies = Layer.effect(SdkResilience, make(options))
   return options.redis === undefined
     ? policies
     : policies.pipe(Layer.provide(Pipeline.layerShared(options.redis, keyIdOf(options.apiKey))))
@@ -336,7 +339,7 @@ const unsettle = <A>(s: Settled): A => {
 
 /**
  * Runs `effect` (one call, for example `Effect.tryPromise((signal) => sdk....)`)
- * through the policies of the current {@link SdkResilienceService}. Each retry
+ * through the policies of the current {@link SdkResilience}. Each retry
  * runs `effect` again, so it must describe the call, not hold its result.
  * Fails only with `ElevenLabsError`.
  *
@@ -348,8 +351,8 @@ const unsettle = <A>(s: Settled): A => {
  * ```
  */
 export const withResilience = <A>(call: SdkCallOptions<A> = {}) =>
-<E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, ElevenLabsError, R | SdkResilienceService> =>
-  Effect.flatMap(Effect.service(SdkResilienceService), (policies) => resilient(policies, call, effect))
+<E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, ElevenLabsError, R | SdkResilience> =>
+  Effect.flatMap(Effect.service(SdkResilience), (policies) => resilient(policies, call, effect))
 
 /** The call's lane, deadline and idempotency as the pipeline's call options (none: no overlay). */
 const callOptionsOf = (call: Pick<SdkCallOptions, "lane" | "deadline" | "idempotent">): Pipeline.CallOptions | undefined =>
@@ -457,7 +460,7 @@ export const makeResilientRunner = (options: SdkResilienceOptions = {}): Resilie
         liveness.leave()
       }
     },
-    policies: () => runtime.runPromise(Effect.service(SdkResilienceService)),
+    policies: () => runtime.runPromise(Effect.service(SdkResilience)),
     dispose: () => runtime.dispose()
   }
 }

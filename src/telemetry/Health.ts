@@ -57,23 +57,24 @@ export interface ReadinessReport {
 
 // ==== Service ===============================================================
 
-/** The registry of readiness checks. */
-export interface HealthChecksService {
-  /** Adds (or replaces) the check `name` until the current scope closes. */
-  readonly register: (name: string, check: Check) => Effect.Effect<void, never, Scope.Scope>
-  /** Runs every check, concurrently, each bounded by the check timeout. */
-  readonly run: Effect.Effect<ReadinessReport>
-  /** Names of the checks registered now. */
-  readonly names: Effect.Effect<ReadonlyArray<string>>
-}
-
 /** The `HealthChecks` service tag. */
-export class HealthChecks extends Context.Service<HealthChecks, HealthChecksService>()(
+/** The registry of readiness checks. */
+export class HealthChecks extends Context.Service<HealthChecks, {
+    /** Adds (or replaces) the check `name` until the current scope closes. */
+    readonly register: (name: string, check: Check) => Effect.Effect<void, never, Scope.Scope>
+    /** Runs every check, concurrently, each bounded by the check timeout. */
+    readonly run: Effect.Effect<ReadinessReport>
+    /** Names of the checks registered now. */
+    readonly names: Effect.Effect<ReadonlyArray<string>>
+}>()(
   "elevenlabs-resilience/telemetry/HealthChecks"
 ) {
   /** The registry with the default check timeout (2 s). */
   static readonly layer: Layer.Layer<HealthChecks> = Layer.effect(HealthChecks, Effect.suspend(() => make()))
 }
+
+/** @deprecated The shape of {@link HealthChecks}: use `HealthChecks["Service"]` (one name per service, Effect's convention). */
+export type HealthChecksService = HealthChecks["Service"]
 
 /** Options of {@link make}. */
 export interface Options {
@@ -85,7 +86,7 @@ const errorDetails = (u: unknown): Record<string, unknown> =>
   u instanceof Error ? { error: u.message, name: u.name } : { error: String(u) }
 
 /** Builds a `HealthChecks` registry. */
-export const make = (options?: Options | undefined): Effect.Effect<HealthChecksService> =>
+export const make = (options?: Options | undefined): Effect.Effect<HealthChecks["Service"]> =>
   Effect.gen(function*() {
     const timeout = Duration.fromInputUnsafe(options?.checkTimeout ?? "2 seconds")
     const checks = yield* Ref.make<ReadonlyMap<string, { readonly id: object; readonly check: Check }>>(new Map())
@@ -132,7 +133,7 @@ export const make = (options?: Options | undefined): Effect.Effect<HealthChecksS
       register,
       run,
       names: Effect.map(Ref.get(checks), (m) => [...m.keys()])
-    } satisfies HealthChecksService
+    } satisfies HealthChecks["Service"]
   })
 
 /** A `HealthChecks` layer with options. */

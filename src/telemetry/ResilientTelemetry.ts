@@ -161,9 +161,9 @@ export const checksOf = (
  */
 export const registerHealthChecks = (
   options?: HealthOptions | undefined
-): Effect.Effect<void, never, Resilient.ResilienceService | Health.HealthChecks | Scope.Scope> =>
+): Effect.Effect<void, never, Resilient.Resilience | Health.HealthChecks | Scope.Scope> =>
   Effect.gen(function*() {
-    const resilience = yield* Resilient.ResilienceService
+    const resilience = yield* Resilient.Resilience
     const registry = yield* Health.HealthChecks
     yield* Effect.forEach(checksOf(resilience, options), ([name, check]) => registry.register(name, check), {
       discard: true
@@ -173,7 +173,7 @@ export const registerHealthChecks = (
 /** A layer that registers the stack's checks while it lives (needs both services). */
 export const layer = (
   options?: HealthOptions | undefined
-): Layer.Layer<never, never, Resilient.ResilienceService | Health.HealthChecks> =>
+): Layer.Layer<never, never, Resilient.Resilience | Health.HealthChecks> =>
   Layer.effectDiscard(registerHealthChecks(options))
 
 // ==== One layer for users ===================================================
@@ -197,7 +197,7 @@ export interface ObservedOptions extends ResilientOptions {
 export const layerObserved = (
   options: ObservedOptions
 ): Layer.Layer<
-  Client.ElevenLabs | Resilient.ResilienceService | Health.HealthChecks,
+  Client.ElevenLabs | Resilient.Resilience | Health.HealthChecks,
   Config.ConfigError | HttpServerError.ServeError | ElevenLabsError,
   HttpClient.HttpClient
 > => {

@@ -77,7 +77,7 @@ describe("smoke", () => {
   it.effect("the readiness checks fail while the breaker is open, and name the check", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
-      const resilience = yield* Resilient.ResilienceService
+      const resilience = yield* Resilient.Resilience
       const checks = yield* Health.make()
       for (const [name, check] of readinessChecks(resilience, "flash")) yield* checks.register(name, check)
       assert.deepStrictEqual([...(yield* checks.names)].sort(), ["breaker_flash", "quota"])

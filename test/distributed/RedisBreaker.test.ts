@@ -20,7 +20,7 @@ const serverError = Effect.fail(
 )
 
 /** Waits until the pool's open time is over (by the store's clock): the next call is the probe. Fails after 10 s. */
-const untilHalfOpen = (breaker: Breaker.BreakerService, pool: string) =>
+const untilHalfOpen = (breaker: Breaker.Breaker["Service"], pool: string) =>
   breaker.state(pool).pipe(
     Effect.repeat({ schedule: Schedule.spaced("10 millis"), until: (s) => Breaker.stateNow(s) === "HalfOpen" }),
     Effect.timeout("10 seconds")

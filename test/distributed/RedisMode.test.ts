@@ -19,7 +19,7 @@ const stop = Effect.promise(() => server.stop())
 const start = Effect.promise(() => (server.running() ? Promise.resolve() : server.start()))
 
 /** Waits (real time) until the mode reads `state`. */
-const waitFor = (mode: RedisMode.RedisModeService, state: RedisMode.RedisState) =>
+const waitFor = (mode: RedisMode.RedisMode["Service"], state: RedisMode.RedisState) =>
   Effect.gen(function*() {
     for (let i = 0; i < 100; i++) {
       if ((yield* mode.state) === state) return

@@ -20,7 +20,7 @@ afterAll(async () => {
 
 const runWorker = (args: ReadonlyArray<string | number>): Run => runNode([workerPath], args)
 
-const inRedis = <A, E>(f: (permits: RedisPermits.RedisPermitsService, redis: Redis.Redis["Service"]) => Effect.Effect<A, E>) =>
+const inRedis = <A, E>(f: (permits: RedisPermits.RedisPermits["Service"], redis: Redis.Redis["Service"]) => Effect.Effect<A, E>) =>
   Effect.gen(function*() {
     return yield* f(yield* RedisPermits.RedisPermits, yield* Redis.Redis)
   }).pipe(Effect.scoped, Effect.provide(layerAll(server.url)))

@@ -23,7 +23,7 @@ const eventually = <A, E, R>(read: Effect.Effect<A, E, R>, done: (a: A) => boole
   read.pipe(Effect.repeat({ schedule: Schedule.spaced("5 millis"), until: done }), Effect.timeout("10 seconds"))
 
 const withPermits = <A, E>(
-  f: (p: RedisPermits.RedisPermitsService) => Effect.Effect<A, E, Scope.Scope | Redis.Redis>
+  f: (p: RedisPermits.RedisPermits["Service"]) => Effect.Effect<A, E, Scope.Scope | Redis.Redis>
 ) =>
   Effect.gen(function*() {
     const permits = yield* RedisPermits.RedisPermits

@@ -26,7 +26,7 @@ const serverError = failWith(new ServerError({ ...op, status: 500 }))
 const ok = Effect.succeed("audio")
 
 /** Runs an attempt through the breaker, counting how many attempts actually ran. */
-const through = (breaker: Breaker.BreakerService, ran: Ref.Ref<number>, pool = "standard") =>
+const through = (breaker: Breaker.Breaker["Service"], ran: Ref.Ref<number>, pool = "standard") =>
 <A, E>(attempt: Effect.Effect<A, E>) =>
   Ref.update(ran, (n) => n + 1).pipe(Effect.andThen(attempt), breaker.execute(pool), Effect.result)
 

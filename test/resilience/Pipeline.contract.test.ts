@@ -108,7 +108,7 @@ const resilientDoor: Door = {
             Effect.map((r) => r.audio.byteLength)
           ),
         readOnly: client.voices.list(),
-        policies: Context.get(context, Resilient.ResilienceService),
+        policies: Context.get(context, Resilient.Resilience),
         server: { address: "api.elevenlabs.io", port: 443 }
       } satisfies Stack
     })
@@ -153,7 +153,7 @@ const sdkDoor: Door = {
           WithResilience.withResilience({ operation: "voices.list" }),
           Effect.provideContext(context)
         ),
-        policies: Context.get(context, WithResilience.SdkResilienceService),
+        policies: Context.get(context, WithResilience.SdkResilience),
         server: { address: url.hostname, port: Number(url.port) }
       } satisfies Stack
     })

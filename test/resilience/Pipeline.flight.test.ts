@@ -113,7 +113,7 @@ const starterInterruptedWhileJoinerWaits = (transport: Transport, starterCall: t
 
 /** Nothing is left behind once the calls have ended: no flight, permit or reservation. */
 const nothingLeft = Effect.gen(function*() {
-  const { coalescer, keyId, limiter, quota } = yield* Resilient.ResilienceService
+  const { coalescer, keyId, limiter, quota } = yield* Resilient.Resilience
   assert.strictEqual(yield* coalescer!.inFlight, 0)
   const snapshot = yield* limiter.snapshot(keyId, "flash")
   assert.deepStrictEqual([snapshot.inFlight, snapshot.queueDepth], [0, 0])

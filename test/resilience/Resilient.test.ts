@@ -57,7 +57,7 @@ describe("Resilient", () => {
   it.effect("20 % system_busy: every call ends once, retries stay within the budget, full jitter spreads them", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
-      const { retries } = yield* Resilient.ResilienceService
+      const { retries } = yield* Resilient.Resilience
       const seen: Array<RetryPolicy.RetryEvent> = []
       const sub = yield* PubSub.subscribe(retries)
       const outcomes = yield* runVirtual(
@@ -113,7 +113,7 @@ describe("Resilient", () => {
   it.effect("an outage opens the breaker, and the fallback serves the cached audio, marked", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
-      const resilience = yield* Resilient.ResilienceService
+      const resilience = yield* Resilient.Resilience
       const first = yield* runVirtual(tts("cache me"))
       assert.notStrictEqual(first.meta.fallback, true)
       yield* sim.setFaults({ serverError: 1 })
@@ -179,7 +179,7 @@ describe("Resilient", () => {
       })
     ).pipe(Layer.provideMerge(Simulator.layer({ seed: 8, plan: "pro" })))
     return Effect.gen(function*() {
-      const { quota } = yield* Resilient.ResilienceService
+      const { quota } = yield* Resilient.Resilience
       const stt = yield* settle(Client.ElevenLabs.use((c) => c.speechToText.convert({ file: new Uint8Array(3200) })))
       assert.strictEqual(stt, "QuotaExceeded")
       assert.strictEqual(yield* quota!.state, "exhausted")
@@ -190,7 +190,7 @@ describe("Resilient", () => {
 
   it.effect("a stream that fails gives its credits back at once, though the caller's scope stays open", () =>
     Effect.gen(function*() {
-      const { quota } = yield* Resilient.ResilienceService
+      const { quota } = yield* Resilient.Resilience
       const client = yield* Client.ElevenLabs
       yield* runVirtual(tts("warm up: the quota guard reads the subscription"))
       yield* (yield* Simulator.Simulator).setFaults({ serverError: 1 })
@@ -218,7 +218,7 @@ describe("Resilient", () => {
   /** Two Flash calls of about 10 s hold both permits of a two-permit pool; the fiber ends when they do. */
   const bothFlashPermitsHeld = Effect.gen(function*() {
     const slow = yield* Effect.forkChild(Effect.all([tts("slow one"), tts("slow two")], { concurrency: "unbounded" }))
-    const { keyId, limiter } = yield* Resilient.ResilienceService
+    const { keyId, limiter } = yield* Resilient.Resilience
     for (let i = 0; i < 100 && (yield* limiter.snapshot(keyId, "flash")).inFlight < 2; i++) yield* TestClock.adjust(1)
     return slow
   })
@@ -302,7 +302,7 @@ describe("Resilient", () => {
   it.effect("when the server's limit drops from 20 to 10 mid-run, the limiter follows within a few rejections", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
-      const { limiter, keyId } = yield* Resilient.ResilienceService
+      const { limiter, keyId } = yield* Resilient.Resilience
       const batch = (n: number, tag: string) =>
         Effect.forEach(Array.from({ length: n }, (_, i) => i), (i) => settle(tts(`${tag} ${i} `.repeat(5))), {
           concurrency: "unbounded"
@@ -324,7 +324,7 @@ describe("Resilient", () => {
   it.effect("a second client on the same key is detected from the headers and our share shrinks", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
-      const { limiter, keyId } = yield* Resilient.ResilienceService
+      const { limiter, keyId } = yield* Resilient.Resilience
       // Another client holds 8 of the 20 Flash slots with long streams, outside our stack.
       const other = yield* Effect.forkChild(
         runVirtual(
@@ -352,7 +352,7 @@ describe("Resilient", () => {
   it.effect("a stream holds its permit until the last byte and charges the header's cost", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
-      const { limiter, keyId, quota } = yield* Resilient.ResilienceService
+      const { limiter, keyId, quota } = yield* Resilient.Resilience
       const bytes = yield* runVirtual(Effect.scoped(Effect.gen(function*() {
         const client = yield* Client.ElevenLabs
         const s = yield* client.textToSpeech.stream(voice, { text: "stream me ".repeat(30), modelId: "eleven_flash_v2_5" })
@@ -373,7 +373,7 @@ describe("Resilient", () => {
       .check(Schema.isMinLength(1), Schema.isMaxLength(40))],
     ([calls]) =>
       Effect.gen(function*() {
-        const { keyId, limiter, quota } = yield* Resilient.ResilienceService
+        const { keyId, limiter, quota } = yield* Resilient.Resilience
         const fibers = yield* Effect.forEach(calls, ([, interactive], i) =>
           Effect.forkChild(
             tts(`interrupt ${i} `.repeat(6)).pipe(Resilient.withCallOptions({ lane: interactive ? "interactive" : "batch" }))

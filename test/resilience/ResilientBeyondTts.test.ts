@@ -30,7 +30,7 @@ describe("Resilient: the endpoints beyond TTS", () => {
   it.effect("every operation answers through the pipeline; streams give their permit back at their end", () =>
     Effect.gen(function*() {
       const el = yield* Client.ElevenLabs
-      const { keyId, limiter } = yield* Resilient.ResilienceService
+      const { keyId, limiter } = yield* Resilient.Resilience
       const inputs = [{ text: "Hello there.", voiceId: voice }, { text: "General Kenobi.", voiceId: other }]
       const bytes = yield* runVirtual(Effect.scoped(Effect.gen(function*() {
         const sizes = [
@@ -60,7 +60,7 @@ describe("Resilient: the endpoints beyond TTS", () => {
   it.effect("dialogue and sound effects with a duration reserve their credits; local refusals are typed and never sent", () =>
     Effect.gen(function*() {
       const el = yield* Client.ElevenLabs
-      const { quota } = yield* Resilient.ResilienceService
+      const { quota } = yield* Resilient.Resilience
       const sim = yield* Simulator.Simulator
       yield* quota!.refresh
       const before = (yield* quota!.status).used!

@@ -257,7 +257,7 @@ describe("WithResilience", () => {
       )
       assert.strictEqual(failed.reason._tag, "NotFound")
 
-      const { limiter, keyId } = yield* WithResilience.SdkResilienceService
+      const { limiter, keyId } = yield* WithResilience.SdkResilience
       assert.strictEqual((yield* limiter.snapshot(keyId, "flash")).ceiling, 10)
     }).pipe(
       Effect.provide(

@@ -71,7 +71,7 @@ describe("KeyAbsence", () => {
       const unguarded = yield* stack({ key: secret, quota: false, limiter: { plan: "pro" } })
       const wrong = yield* stack({ key: wrongKey, limiter: { plan: "pro" } })
       const checks = yield* Health.HealthChecks
-      yield* ResilientTelemetry.registerHealthChecks().pipe(Effect.provideService(Resilient.ResilienceService, main.resilience))
+      yield* ResilientTelemetry.registerHealthChecks().pipe(Effect.provideService(Resilient.Resilience, main.resilience))
 
       const tts = (client: Client.ElevenLabs, text: string, voiceId = voice) =>
         client.textToSpeech.convert(voiceId, { text, modelId: flash })

@@ -66,7 +66,7 @@ describe("ResilientTelemetry spans", () => {
     const exporter = new InMemorySpanExporter()
     return Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
-      const { retries } = yield* Resilient.ResilienceService
+      const { retries } = yield* Resilient.Resilience
       const scheduled = yield* PubSub.subscribe(retries)
       // A holds the only Flash permit for ~3 s of generation...
       const holder = yield* Effect.forkChild(tts("h".repeat(3000)))
@@ -275,7 +275,7 @@ describe("ResilientTelemetry health", () => {
   it.effect("/ready over real HTTP: 503 while the Flash breaker is open (an outage), 200 again once it may probe and after it closes", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
-      const { breaker } = yield* Resilient.ResilienceService
+      const { breaker } = yield* Resilient.Resilience
       const health = yield* get("/health")
       assert.strictEqual(health.status, 200)
       assert.strictEqual(JSON.parse(health.body).status, "alive")
@@ -364,7 +364,7 @@ describe("ResilientTelemetry checks", () => {
   it.effect("queue depth at the alert depth, an exhausted quota and a stale subscription each make the stack not ready", () =>
     Effect.gen(function*() {
       const checks = yield* Health.HealthChecks
-      const { quota } = yield* Resilient.ResilienceService
+      const { quota } = yield* Resilient.Resilience
       yield* ResilientTelemetry.registerHealthChecks({ queueAlertDepth: 3, pools: ["flash"] })
       assert.deepStrictEqual([...(yield* checks.names)].sort(), [
         "elevenlabs.breaker.flash",
@@ -379,7 +379,7 @@ describe("ResilientTelemetry checks", () => {
       const calls = yield* Effect.forkChild(
         Effect.all(Array.from({ length: 4 }, (_, i) => tts(`q ${i} `.repeat(200))), { concurrency: "unbounded" })
       )
-      const { keyId, limiter } = yield* Resilient.ResilienceService
+      const { keyId, limiter } = yield* Resilient.Resilience
       for (let i = 0; i < 50 && (yield* limiter.snapshot(keyId, "flash")).queueDepth < 3; i++) yield* TestClock.adjust(1)
       let report = yield* checks.run
       assert.strictEqual(report.status, "not_ready")
@@ -431,7 +431,7 @@ describe("ResilientTelemetry checks", () => {
 
   it.effect("subscriptionMaxAge: false leaves the subscription check out", () =>
     Effect.gen(function*() {
-      const resilience = yield* Resilient.ResilienceService
+      const resilience = yield* Resilient.Resilience
       const names = ResilientTelemetry.checksOf(resilience, { subscriptionMaxAge: false, pools: [] }).map(([n]) => n)
       assert.deepStrictEqual(names, ["elevenlabs.quota"])
       const aged = ResilientTelemetry.checksOf(resilience, { subscriptionMaxAge: "5 minutes", pools: [] })
