@@ -71,6 +71,7 @@ import { Headers } from "effect/http"
 import { classifySdkError } from "../client/Classify.ts"
 import { ElevenLabsError, isElevenLabsError, Transport } from "../client/Errors.ts"
 import { fromHeaders, type ResponseMeta } from "../client/ResponseMeta.ts"
+import { concat } from "../internal/Bytes.ts"
 import * as Liveness from "../internal/Liveness.ts"
 import type * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
 import { partitionOfApiKey } from "./Fallback.ts"
@@ -280,20 +281,12 @@ export const readAll = (operation: string, stream: ReadableStream<Uint8Array>) =
       signal.addEventListener("abort", onAbort, { once: true })
       try {
         const parts: Array<Uint8Array> = []
-        let size = 0
         while (true) {
           const { done, value } = await reader.read()
           if (done) break
           parts.push(value)
-          size += value.byteLength
         }
-        const out = new Uint8Array(size)
-        let offset = 0
-        for (const p of parts) {
-          out.set(p, offset)
-          offset += p.byteLength
-        }
-        return out
+        return concat(parts)
       } finally {
         signal.removeEventListener("abort", onAbort)
       }
