@@ -2,8 +2,8 @@
  * The credit quota shared across processes: the subscription numbers,
  * every in-flight reservation and the exhausted state live in Redis, so
  * `limit − used − reserved` is the same for every process using the account.
- * Shaped as the store `QuotaGuard` keeps in memory today (see docs/distributed.md
- * for what `QuotaGuard` changes to use it).
+ * The Lua side of the quota guard's Redis store: `RedisQuotaStore` maps it to
+ * a `QuotaStore` (docs/quota.md, "Shared across processes").
  *
  * **Details**
  *
@@ -40,7 +40,7 @@ export type ReserveResult =
   | { readonly _tag: "Unknown" }
   | { readonly _tag: "KeyCapExceeded"; readonly keyId: string; readonly remaining: number; readonly required: number }
 
-/** A reservation held for the scope, from {@link RedisQuotaService.reserveScoped}. */
+/** A reservation held for the scope, from {@link RedisQuota}'s `reserveScoped`. */
 export interface SharedReservation {
   readonly _tag: "Reserved"
   readonly id: string
@@ -80,47 +80,48 @@ export interface SharedQuotaStatus {
   readonly now: number
 }
 
-export interface RedisQuotaService {
-  /** Writes a subscription reading (`/v1/user/subscription`). */
-  readonly sync: (snapshot: {
-    readonly used: number
-    readonly limit: number
-    readonly resetAt?: number | undefined
-    /** `status.markSeq` read before the fetch started: only then may the reading end the exhausted state. */
-    readonly markSeqAtStart?: number | undefined
+/** The shared quota store (Redis). */
+export class RedisQuota extends Context.Service<RedisQuota, {
+    /** Writes a subscription reading (`/v1/user/subscription`). */
+    readonly sync: (snapshot: {
+      readonly used: number
+      readonly limit: number
+      readonly resetAt?: number | undefined
+      /** `status.markSeq` read before the fetch started: only then may the reading end the exhausted state. */
+      readonly markSeqAtStart?: number | undefined
+      /**
+       * `status.committed` read before the fetch started: commits made since then are added to `used`
+       * (the reading may not count them yet; counted twice errs on the side of not overspending).
+       */
+      readonly committedAtStart?: number | undefined
+    }) => Effect.Effect<SharedQuotaStatus, DistributedError>
+    /** Reserves `cost` credits (one script); the caller must commit, release or let the lease lapse. */
+    readonly reserve: (request: ReserveRequest) => Effect.Effect<ReserveResult, DistributedError>
+    /** Reserves for the scope: renewed while the scope lives, released at its close unless committed. */
+    readonly reserveScoped: (
+      request: ReserveRequest
+    ) => Effect.Effect<SharedReservation | Exclude<ReserveResult, { readonly _tag: "Reserved" }>, DistributedError, Scope.Scope>
+    /** Ends a reservation and adds `amount` to `used` (also when the lease lapsed). Returns whether it was still held. */
+    readonly commit: (id: string, amount: number) => Effect.Effect<boolean, DistributedError>
+    /** Ends a reservation without spending. Returns whether it was still held. */
+    readonly release: (id: string) => Effect.Effect<boolean, DistributedError>
+    readonly renew: (id: string) => Effect.Effect<boolean, DistributedError>
     /**
-     * `status.committed` read before the fetch started: commits made since then are added to `used`
-     * (the reading may not count them yet; counted twice errs on the side of not overspending).
+     * A `quota_exceeded` answer: every process fails fast until `resetAt` (unix ms) or a newer reading.
+     * `used` and `limit`, when both given (the answer's quota and quota − remaining), replace the shared numbers.
      */
-    readonly committedAtStart?: number | undefined
-  }) => Effect.Effect<SharedQuotaStatus, DistributedError>
-  /** Reserves `cost` credits (one script); the caller must commit, release or let the lease lapse. */
-  readonly reserve: (request: ReserveRequest) => Effect.Effect<ReserveResult, DistributedError>
-  /** Reserves for the scope: renewed while the scope lives, released at its close unless committed. */
-  readonly reserveScoped: (
-    request: ReserveRequest
-  ) => Effect.Effect<SharedReservation | Exclude<ReserveResult, { readonly _tag: "Reserved" }>, DistributedError, Scope.Scope>
-  /** Ends a reservation and adds `amount` to `used` (also when the lease lapsed). Returns whether it was still held. */
-  readonly commit: (id: string, amount: number) => Effect.Effect<boolean, DistributedError>
-  /** Ends a reservation without spending. Returns whether it was still held. */
-  readonly release: (id: string) => Effect.Effect<boolean, DistributedError>
-  readonly renew: (id: string) => Effect.Effect<boolean, DistributedError>
-  /**
-   * A `quota_exceeded` answer: every process fails fast until `resetAt` (unix ms) or a newer reading.
-   * `used` and `limit`, when both given (the answer's quota and quota − remaining), replace the shared numbers.
-   */
-  readonly markExhausted: (options?: {
-    readonly resetAt?: number | undefined
-    readonly used?: number | undefined
-    readonly limit?: number | undefined
-  }) => Effect.Effect<void, DistributedError>
-  readonly status: Effect.Effect<SharedQuotaStatus, DistributedError>
-}
-
-/** Service tag of {@link RedisQuotaService}. */
-export class RedisQuota extends Context.Service<RedisQuota, RedisQuotaService>()(
+    readonly markExhausted: (options?: {
+      readonly resetAt?: number | undefined
+      readonly used?: number | undefined
+      readonly limit?: number | undefined
+    }) => Effect.Effect<void, DistributedError>
+    readonly status: Effect.Effect<SharedQuotaStatus, DistributedError>
+}>()(
   "elevenlabs-resilience/distributed/RedisQuota"
 ) {}
+
+/** @deprecated The shape of {@link RedisQuota}: use `RedisQuota["Service"]` (one name per service, Effect's convention). */
+export type RedisQuotaService = RedisQuota["Service"]
 
 /** Options of {@link make}. */
 export interface Options {
@@ -428,7 +429,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       }
     })
 
-  const reserveScoped: RedisQuotaService["reserveScoped"] = (request) =>
+  const reserveScoped: RedisQuota["Service"]["reserveScoped"] = (request) =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         const scope = yield* Effect.scope

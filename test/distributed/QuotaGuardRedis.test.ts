@@ -15,6 +15,7 @@ import { afterAll, beforeAll } from "vitest"
 import { ElevenLabsError, QuotaExceeded } from "../../src/client/Errors.ts"
 import * as RedisMode from "../../src/distributed/RedisMode.ts"
 import * as RedisQuota from "../../src/distributed/RedisQuota.ts"
+import * as RedisQuotaStore from "../../src/distributed/RedisQuotaStore.ts"
 import * as SharedState from "../../src/distributed/SharedState.ts"
 import * as QuotaGuard from "../../src/resilience/QuotaGuard.ts"
 import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
@@ -170,11 +171,15 @@ describe("QuotaGuard over Redis", () => {
       const account = nextAccount()
       let spent = 0
       let lagging = false
+      const taken = yield* Deferred.make<void>()
       const gate = yield* Deferred.make<void>()
       // The reading is taken, then the answer is held back (a slow subscription endpoint).
       const source = Effect.gen(function*() {
         const reading = { used: spent, limit: 1000 }
-        if (lagging) yield* Deferred.await(gate)
+        if (lagging) {
+          yield* Deferred.succeed(taken, undefined)
+          yield* Deferred.await(gate)
+        }
         return reading
       })
       const a = yield* guardIn(account, source, { refreshInterval: "1 hour" })
@@ -185,7 +190,7 @@ describe("QuotaGuard over Redis", () => {
       // A slow endpoint still answers: if a call ends up waiting on a reading too, it is not held forever.
       yield* Effect.forkChild(Effect.andThen(Effect.sleep("3 seconds"), Deferred.succeed(gate, undefined)))
       const refreshing = yield* Effect.forkChild(a.guard.refresh)
-      yield* Effect.sleep("50 millis")
+      yield* Deferred.await(taken)
       // Meanwhile B's call is charged and committed.
       yield* b.guard.guard(100, Effect.sync(() => (spent += 100)))
       yield* Deferred.succeed(gate, undefined)
@@ -234,6 +239,29 @@ describe("QuotaGuard over Redis", () => {
       // Bad key ids for Redis are bad input.
       const bad = yield* Effect.flip(a.guard.reserve(1, { keyId: "has space" }).pipe(Effect.scoped))
       assert.strictEqual(bad.reason._tag, "InvalidInput")
+    }).pipe(Effect.scoped))
+
+  it.live("the Redis store as a layer (RedisQuotaStore.layer) shares the account with a guard that found RedisQuota", () =>
+    Effect.gen(function*() {
+      const account = nextAccount()
+      const redis = yield* connection
+      const found = yield* guardIn(account, spentSource(redis, account, 500), { refreshInterval: "1 hour" })
+      const context = yield* Layer.build(layerAll(server.url, { quota: { account } }))
+      const store = yield* Layer.build(RedisQuotaStore.layer).pipe(Effect.provide(context))
+      const source = QuotaGuard.SubscriptionSource.of({ fetch: spentSource(redis, account, 500) })
+      const explicit = yield* QuotaGuard.make({ refreshInterval: "1 hour" }).pipe(
+        Effect.provideService(QuotaGuard.SubscriptionSource, source),
+        Effect.provide(store)
+      )
+      yield* Effect.all([found.guard.refresh, explicit.refresh])
+      const scope = yield* Scope.make()
+      yield* explicit.reserve(300).pipe(Scope.provide(scope))
+      assert.strictEqual((yield* found.guard.status).reserved, 300)
+      const refused = yield* Effect.flip(found.guard.reserve(201).pipe(Effect.scoped))
+      assert.strictEqual(refused.reason._tag, "InsufficientQuota")
+      if (refused.reason._tag === "InsufficientQuota") assert.strictEqual(refused.reason.remaining, 200)
+      yield* Scope.close(scope, Exit.void)
+      assert.strictEqual((yield* found.quota.status).reserved, 0)
     }).pipe(Effect.scoped))
 
   it.live("Redis stopped mid-run: local-fallback keeps working, fail-closed fails typed; restarted, shared again", () =>
@@ -391,9 +419,14 @@ describe("QuotaGuard over Redis, across processes", () => {
       yield* Effect.addFinalizer(() => Effect.sync(() => holder.child.kill("SIGKILL")))
       yield* Effect.promise(() => holder.line("HELD"))
       const local = yield* guardIn(account, spentSource(redis, account, 100), { refreshInterval: "1 hour" })
+      const held = yield* Effect.orDie(local.quota.status)
+      assert.strictEqual(held.reserved, 80)
       assert.strictEqual((yield* local.guard.status).reserved, 80)
-      // Renewed while the holder lives (past the 1.5 s lease).
-      yield* Effect.sleep("1800 millis")
+      // Renewed while the holder lives: past its first lease (1.5 s, by Redis time), it is still held.
+      yield* eventually(
+        "Redis time past the holder's first lease",
+        Effect.map(Effect.orDie(local.quota.status), (s) => s.now >= held.now + 1500 + 100)
+      )
       const refused = yield* Effect.flip(local.guard.reserve(30).pipe(Effect.scoped))
       assert.strictEqual(refused.reason._tag, "InsufficientQuota")
       holder.child.kill("SIGKILL")

@@ -17,14 +17,14 @@ let n = 0
 /** Each test its own account; `processes` stores on it, as separate processes would have. */
 const withStores = <A, E>(
   processes: number,
-  f: (stores: ReadonlyArray<RedisQuota.RedisQuotaService>) => Effect.Effect<A, E, Scope.Scope>
+  f: (stores: ReadonlyArray<RedisQuota.RedisQuota["Service"]>) => Effect.Effect<A, E, Scope.Scope>
 ) => {
   const account = `acct-${++n}`
   const one = Effect.gen(function*() {
     return yield* RedisQuota.RedisQuota
   })
   return Effect.gen(function*() {
-    const stores: Array<RedisQuota.RedisQuotaService> = []
+    const stores: Array<RedisQuota.RedisQuota["Service"]> = []
     for (let i = 0; i < processes; i++) {
       const context = yield* Layer.build(layerAll(server.url, { quota: { account } }))
       stores.push(yield* Effect.provide(one, context))
@@ -32,6 +32,20 @@ const withStores = <A, E>(
     return yield* f(stores)
   }).pipe(Effect.scoped)
 }
+
+/** Polls `check` on the real clock until it holds (or fails the test after `within`). */
+const eventually = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, within = 5_000) =>
+  Effect.gen(function*() {
+    for (let waited = 0; waited < within; waited += 25) {
+      if (yield* check) return
+      yield* Effect.sleep("25 millis")
+    }
+    return assert.fail(`not within ${within} ms: ${what}`)
+  })
+
+/** Waits until Redis's own clock (what leases and reset times are judged by) reaches `at`. */
+const untilRedisTime = (store: RedisQuota.RedisQuota["Service"], at: number) =>
+  eventually(`Redis time ${at}`, Effect.map(store.status, (s) => s.now >= at))
 
 describe("RedisQuota", () => {
   it.live("concurrent reservations from several stores never overspend", () =>
@@ -67,8 +81,9 @@ describe("RedisQuota", () => {
         const scope = yield* Scope.make()
         const r = yield* store!.reserveScoped({ cost: 50 }).pipe(Scope.provide(scope))
         assert.strictEqual(r._tag, "Reserved")
-        // Held past its lease (1.5 s): the renewal keeps it.
-        yield* Effect.sleep("2200 millis")
+        // Held past its first lease (1.5 s from the reservation, by Redis time): the renewal keeps it.
+        const reservedBy = (yield* store!.status).now
+        yield* untilRedisTime(store!, reservedBy + 1500 + 100)
         assert.strictEqual((yield* store!.status).reserved, 50)
         yield* Scope.close(scope, Exit.void)
         assert.strictEqual((yield* store!.status).reserved, 0)
@@ -93,7 +108,7 @@ describe("RedisQuota", () => {
         const r = yield* store!.reserve({ cost: 100 })
         assert.strictEqual(r._tag, "Reserved")
         assert.strictEqual((yield* store!.reserve({ cost: 1 }))._tag, "Insufficient")
-        yield* Effect.sleep("1700 millis")
+        yield* eventually("the lapsed reservation dropped", Effect.map(store!.status, (s) => s.reserved === 0))
         assert.strictEqual((yield* store!.status).reserved, 0)
         assert.strictEqual((yield* store!.reserve({ cost: 1 }))._tag, "Reserved")
         // A late commit still counts what was spent.
@@ -124,7 +139,7 @@ describe("RedisQuota", () => {
         const ex = yield* b!.reserve({ cost: 1 })
         assert.strictEqual(ex._tag, "Exhausted")
         if (ex._tag === "Exhausted") assert.isAtMost(ex.retryAfterMillis ?? 0, 300)
-        yield* Effect.sleep("400 millis")
+        yield* eventually("the mark's reset time passed", Effect.map(b!.status, (s) => s.exhausted === undefined))
         assert.strictEqual((yield* b!.reserve({ cost: 1 }))._tag, "Reserved")
         // The answer's own numbers replace the shared ones.
         yield* b!.markExhausted({ used: 95, limit: 100 })
@@ -146,7 +161,7 @@ describe("RedisQuota", () => {
         assert.strictEqual(r2._tag, "KeyCapExceeded")
         if (r1._tag === "Reserved") yield* store!.commit(r1.id, 60)
         assert.deepStrictEqual((yield* store!.status).keys, [{ keyId: "k1", used: 60, reserved: 0 }])
-        yield* Effect.sleep("600 millis")
+        yield* untilRedisTime(store!, now + 500)
         const rolled = yield* store!.status
         assert.strictEqual(rolled.used, 0)
         assert.strictEqual(rolled.resetAt, undefined)
@@ -163,7 +178,7 @@ describe("RedisQuota", () => {
       Effect.gen(function*() {
         yield* store!.sync({ used: 0, limit: 100 })
         const fiber = yield* Effect.forkChild(Effect.scoped(Effect.andThen(store!.reserveScoped({ cost: 10 }), Effect.never)))
-        yield* Effect.sleep("100 millis")
+        yield* eventually("the reservation held", Effect.map(store!.status, (s) => s.reserved === 10))
         assert.strictEqual((yield* store!.status).reserved, 10)
         yield* Fiber.interrupt(fiber)
         assert.strictEqual((yield* store!.status).reserved, 0)

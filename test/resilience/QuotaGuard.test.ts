@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Logger, PubSub, Schema, Scope, Stream } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Logger, PubSub, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { ElevenLabsError, QuotaExceeded, ServerError } from "../../src/client/Errors.ts"
 import * as Deadline from "../../src/resilience/Deadline.ts"
@@ -170,6 +170,31 @@ describe("QuotaGuard", () => {
         yield* TestClock.adjust("1 second")
         assert.isTrue((yield* Fiber.join(exit))._tag === "Some", "the interruption completed")
         assert.strictEqual((yield* guard.status).reserved, 0)
+      }))
+
+    it.effect("reserve and guard wait for the first snapshot alike: once, bounded by the call's deadline", () =>
+      Effect.gen(function*() {
+        const { fetch, server } = makeServer({ used: 0, limit: 1000 })
+        server.delay = Duration.seconds(1)
+        const guard = yield* QuotaGuard.make().pipe(
+          Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({ fetch }))
+        )
+        // Bounded: past its deadline the call stops waiting and decides without a snapshot (allowed by default).
+        const bounded = yield* Effect.forkChild(
+          Effect.exit(guard.reserve(2000).pipe(Effect.scoped, Deadline.bind("100 millis")))
+        )
+        const boundedGuard = yield* Effect.forkChild(
+          Effect.exit(guard.guard(2000, Effect.void).pipe(Deadline.bind("100 millis")))
+        )
+        // Unbounded: it waits for the snapshot, which then refuses it.
+        const unbounded = yield* Effect.forkChild(Effect.exit(Effect.scoped(guard.reserve(2000))))
+        yield* TestClock.adjust("100 millis")
+        assert.isTrue(Exit.isSuccess(yield* Fiber.join(bounded)))
+        assert.isTrue(Exit.isSuccess(yield* Fiber.join(boundedGuard)))
+        assert.isUndefined(unbounded.pollUnsafe())
+        yield* TestClock.adjust("900 millis")
+        assert.strictEqual(reasonOf(yield* Fiber.join(unbounded))._tag, "InsufficientQuota")
+        assert.strictEqual(server.fetches, 1)
       }))
 
     it.effect("a failed refresh keeps the last snapshot and reports its age", () =>
@@ -438,7 +463,7 @@ describe("QuotaGuard", () => {
 
     it.effect("a refreshed snapshot can cross a threshold too", () =>
       Effect.gen(function*() {
-        const { events, guard, server } = yield* setup({ used: 0, limit: 1000 })
+        const { events, server } = yield* setup({ used: 0, limit: 1000 })
         server.snapshot = { used: 950, limit: 1000 }
         yield* TestClock.adjust("60 seconds")
         assert.deepStrictEqual(
@@ -504,6 +529,21 @@ describe("QuotaGuard", () => {
         assert.deepStrictEqual(recovered?._tag === "Recovered" ? recovered.by : undefined, "refresh")
       }))
 
+    it.effect("a mark made before a reading's fiber starts is newer than the reading: the reading does not end it", () =>
+      Effect.gen(function*() {
+        const { fetch } = makeServer({ used: 0, limit: 1000 })
+        const guard = yield* QuotaGuard.make().pipe(
+          Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({ fetch }))
+        )
+        // The first reading was asked for by `make`; its fiber has not run yet.
+        yield* guard.markExhausted()
+        assert.deepStrictEqual(yield* guard.refresh, { used: 0, limit: 1000 })
+        assert.strictEqual(yield* guard.state, "exhausted")
+        // A reading asked for after the mark does.
+        yield* guard.refresh
+        assert.strictEqual(yield* guard.state, "ok")
+      }))
+
     it.effect("an on-demand refresh showing room ends it too; the exhaustion is announced once", () =>
       Effect.gen(function*() {
         const { events, guard, server } = yield* setup({ used: 0, limit: 1000 })
@@ -532,6 +572,27 @@ describe("QuotaGuard", () => {
         assert.strictEqual(status.percentUsed, 85)
         assert.strictEqual(status.snapshotAgeMillis, 0)
         assert.strictEqual(status.nextRefreshAt, 120_000)
+      }))
+  })
+
+  describe("store", () => {
+    it.effect("guards over one QuotaStore share its ledger; the default is a memory store per guard", () =>
+      Effect.gen(function*() {
+        const { fetch } = makeServer({ used: 0, limit: 1000 })
+        const source = Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({ fetch }))
+        const store = yield* Layer.build(QuotaGuard.layerStoreMemory())
+        const a = yield* QuotaGuard.make().pipe(source, Effect.provide(store))
+        const b = yield* QuotaGuard.make().pipe(source, Effect.provide(store))
+        const own = yield* QuotaGuard.make().pipe(source)
+        yield* Effect.all([a.refresh, b.refresh, own.refresh])
+        const held = yield* Effect.forkChild(a.guard(600, Effect.never))
+        yield* Effect.yieldNow
+        assert.strictEqual((yield* b.status).reserved, 600)
+        assert.strictEqual(reasonOf(yield* Effect.exit(b.guard(500, Effect.void)))._tag, "InsufficientQuota")
+        assert.strictEqual((yield* own.status).reserved, 0)
+        yield* Fiber.interrupt(held)
+        yield* b.guard(500, Effect.void)
+        assert.strictEqual((yield* a.status).used, 500)
       }))
   })
 
