@@ -63,27 +63,59 @@ export const run = async (): Promise<ReadonlyArray<Result>> => {
         const before = commands
         const t0 = performance.now()
         yield* Effect.all(
-          Array.from({ length: 8 }, () =>
-            Effect.forEach(Array.from({ length: 25 }), () => Effect.scoped(Effect.andThen(permits.acquire(contended), Effect.sleep("2 millis"))), {
-              discard: true
-            })),
+          Array.from(
+            { length: 8 },
+            () =>
+              Effect.forEach(
+                Array.from({ length: 25 }),
+                () => Effect.scoped(Effect.andThen(permits.acquire(contended), Effect.sleep("2 millis"))),
+                {
+                  discard: true
+                }
+              )
+          ),
           { concurrency: "unbounded", discard: true }
         )
         const elapsed = performance.now() - t0
         const contendedCommands = (commands - before) / 200
 
         return [
-          { name: "distributed acquire: round trips", value: acquireCommands / RUNS, unit: "commands", note: "uncontended; one Lua script" },
-          { name: "distributed release: round trips", value: releaseCommands / RUNS, unit: "commands", note: "one Lua script" },
-          { name: "distributed acquire: median", value: Math.round(median(acquireMicros)), unit: "µs", note: `loopback redis-server, N=${RUNS}` },
-          { name: "distributed release: median", value: Math.round(median(releaseMicros)), unit: "µs", note: `loopback redis-server, N=${RUNS}` },
+          {
+            name: "distributed acquire: round trips",
+            value: acquireCommands / RUNS,
+            unit: "commands",
+            note: "uncontended; one Lua script"
+          },
+          {
+            name: "distributed release: round trips",
+            value: releaseCommands / RUNS,
+            unit: "commands",
+            note: "one Lua script"
+          },
+          {
+            name: "distributed acquire: median",
+            value: Math.round(median(acquireMicros)),
+            unit: "µs",
+            note: `loopback redis-server, N=${RUNS}`
+          },
+          {
+            name: "distributed release: median",
+            value: Math.round(median(releaseMicros)),
+            unit: "µs",
+            note: `loopback redis-server, N=${RUNS}`
+          },
           {
             name: "distributed acquire+release under contention: round trips",
             value: Math.round(contendedCommands * 10) / 10,
             unit: "commands",
             note: "8 fibers, limit 2, 2 ms holds; includes polls (5-100 ms backoff, woken by pub/sub on release)"
           },
-          { name: "distributed contended throughput", value: Math.round(200 / (elapsed / 1000)), unit: "permits/s", note: "limit 2, 2 ms holds" }
+          {
+            name: "distributed contended throughput",
+            value: Math.round(200 / (elapsed / 1000)),
+            unit: "permits/s",
+            note: "limit 2, 2 ms holds"
+          }
         ] satisfies ReadonlyArray<Result>
       }).pipe(
         Effect.scoped,
@@ -96,5 +128,7 @@ export const run = async (): Promise<ReadonlyArray<Result>> => {
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  for (const r of await run()) console.log(`${r.name}: ${r.value} ${r.unit}${r.note === undefined ? "" : ` (${r.note})`}`)
+  for (const r of await run()) {
+    console.log(`${r.name}: ${r.value} ${r.unit}${r.note === undefined ? "" : ` (${r.note})`}`)
+  }
 }

@@ -67,7 +67,16 @@ export interface SimulatorProcess {
 /** Starts `src/cli/main.ts simulator --port 0` and waits for its URL. */
 export const startSimulator = (seed: number): Promise<SimulatorProcess> =>
   new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["src/cli/main.ts", "simulator", "--port", "0", "--plan", "pro", "--seed", String(seed)], {
+    const child = spawn(process.execPath, [
+      "src/cli/main.ts",
+      "simulator",
+      "--port",
+      "0",
+      "--plan",
+      "pro",
+      "--seed",
+      String(seed)
+    ], {
       cwd: repoRoot,
       stdio: ["ignore", "pipe", "pipe"]
     })
@@ -220,7 +229,6 @@ const promiseBurst = async (
   }
 }
 
-
 /** Reads the SDK's audio stream to its end (the slot is held until the last byte). */
 const drain = async (stream: ReadableStream<Uint8Array>): Promise<number> => {
   let bytes = 0
@@ -263,12 +271,21 @@ const onTheWire = (wire: Wire) =>
         request.url.includes("/text-to-speech/")
           ? Effect.suspend(() => {
             wire.count++
-            return Effect.ensuring(effect, Effect.sync(() => void wire.count--))
+            return Effect.ensuring(
+              effect,
+              Effect.sync(() =>
+                void wire.count--
+              )
+            )
           })
           : effect))
   ).pipe(Layer.provide(NodeHttpClient.layerUndici))
 
-const resilientWith = (name: string, description: string, settings: Omit<ResilientOptions, "apiKey">): ClientUnderTest => ({
+const resilientWith = (
+  name: string,
+  description: string,
+  settings: Omit<ResilientOptions, "apiKey">
+): ClientUnderTest => ({
   name,
   description,
   burst: (url, n, reset) => {
@@ -320,17 +337,27 @@ const resilientWith = (name: string, description: string, settings: Omit<Resilie
           if (s.queueDepth > 0) lastQueuedAt = at
           previous = { at, inFlight: s.inFlight, onWire: wire.count, limit: s.limit, queued: s.queueDepth }
         })
-        const sampler = yield* Effect.forkChild(Effect.forever(Effect.andThen(sample, Effect.sleep("2 millis"))), { startImmediately: true })
-        const outcomes = yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), call, { concurrency: "unbounded" })
+        const sampler = yield* Effect.forkChild(Effect.forever(Effect.andThen(sample, Effect.sleep("2 millis"))), {
+          startImmediately: true
+        })
+        const outcomes = yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), call, {
+          concurrency: "unbounded"
+        })
         const wallMs = nowMs() - t0
         yield* Fiber.interrupt(sampler)
         const conservation = queuedMs > 0 ? usedWhileQueued / queuedMs : Number.NaN
         const wireShare = queuedMs > 0 ? wireWhileQueued / queuedMs : Number.NaN
         const tailMs = Number.isNaN(lastQueuedAt) ? wallMs : wallMs - (lastQueuedAt - t0)
         return {
-          note: `permits in use while calls wait ${(conservation * 100).toFixed(1)} % of the limit (time-weighted over ${
+          note: `permits in use while calls wait ${
+            (conservation * 100).toFixed(1)
+          } % of the limit (time-weighted over ${
             (queuedMs / 1000).toFixed(2)
-          } s with a queue, sampled every 2 ms); attempts on the wire while calls wait ${(wireShare * 100).toFixed(1)} %; ${(inFlightSum / samples).toFixed(1)} permits in use on average over the whole burst; lowest limit ${minLimit}; tail after the queue emptied ${
+          } s with a queue, sampled every 2 ms); attempts on the wire while calls wait ${
+            (wireShare * 100).toFixed(1)
+          } %; ${
+            (inFlightSum / samples).toFixed(1)
+          } permits in use on average over the whole burst; lowest limit ${minLimit}; tail after the queue emptied ${
             (tailMs / 1000).toFixed(2)
           } s`,
           conservation: {
@@ -378,7 +405,12 @@ const sdkDefaults: ClientUnderTest = {
   burst: async (url, n, reset) => {
     const serviceMs: Array<number> = []
     const client = new ElevenLabsClient({ apiKey, baseUrl: url, fetch: observedFetch(serviceMs) })
-    return promiseBurst((i) => client.textToSpeech.convert(voice, { text: textOf(i), modelId: model, outputFormat }), n, reset, serviceMs)
+    return promiseBurst(
+      (i) => client.textToSpeech.convert(voice, { text: textOf(i), modelId: model, outputFormat }),
+      n,
+      reset,
+      serviceMs
+    )
   }
 }
 
@@ -445,7 +477,8 @@ const seedsRecipe: ClientUnderTest = {
  */
 const idealWorkers: ClientUnderTest = {
   name: "reference: 20 workers",
-  description: "harness ceiling: exactly 20 fetch workers, next request as soon as a body ends, failures retried at once",
+  description:
+    "harness ceiling: exactly 20 fetch workers, next request as soon as a body ends, failures retried at once",
   burst: async (url, n, reset) => {
     const serviceMs: Array<number> = []
     const attempt = async (i: number): Promise<void> => {
@@ -478,7 +511,13 @@ const idealWorkers: ClientUnderTest = {
   }
 }
 
-export const clients: ReadonlyArray<ClientUnderTest> = [resilient, resilientBatch, sdkDefaults, seedsRecipe, idealWorkers]
+export const clients: ReadonlyArray<ClientUnderTest> = [
+  resilient,
+  resilientBatch,
+  sdkDefaults,
+  seedsRecipe,
+  idealWorkers
+]
 
 /** Ours: each runs several times per scenario. */
 export const ourClients: ReadonlyArray<string> = [resilient.name, resilientBatch.name]
@@ -539,7 +578,11 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
     // One simulator per scenario; every client gets the same seed.
     const sim = await startSimulator(11 + si)
     try {
-      for (const [c, run] of clients.flatMap((c) => Array.from({ length: ourClients.includes(c.name) ? repeats : 1 }, (_, i) => [c, i + 1] as const))) {
+      for (
+        const [c, run] of clients.flatMap((c) =>
+          Array.from({ length: ourClients.includes(c.name) ? repeats : 1 }, (_, i) => [c, i + 1] as const)
+        )
+      ) {
         progress(`goodput: ${scenario.name} / ${c.name}${run > 1 ? ` run ${run}` : ""} (${requests} requests)`)
         const burst = await c.burst(sim.url, requests, () => prepare(sim.url, scenario.faults))
         const stats = (await control(sim.url, "/_simulator/stats")) as Stats
@@ -570,7 +613,9 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
           ...(burst.conservation === undefined ? {} : { conservation: burst.conservation })
         })
         // Let the other clients' stragglers (p-queue timeouts keep running) settle.
-        await control(sim.url, "/_simulator/config", { faults: { systemBusy: 0, serverError: 0, serviceUnavailable: 0 } })
+        await control(sim.url, "/_simulator/config", {
+          faults: { systemBusy: 0, serverError: 0, serviceUnavailable: 0 }
+        })
       }
     } finally {
       await sim.stop()
@@ -585,13 +630,19 @@ const reasons = (r: Readonly<Record<string, number>>): string =>
 export const toResults = (g: Goodput): ReadonlyArray<Result> =>
   g.rows.flatMap((r) => [
     {
-      name: `goodput ${r.scenario}: ${r.client}${r.run > 1 || ourClients.includes(r.client) ? ` #${r.run}` : ""} throughput`,
+      name: `goodput ${r.scenario}: ${r.client}${
+        r.run > 1 || ourClients.includes(r.client) ? ` #${r.run}` : ""
+      } throughput`,
       value: r.throughput,
       unit: "req/s",
-      note: `${r.completed}/${r.requests} ok, ${(r.share * 100).toFixed(1)} % of bound ${r.bound}/s; failed: ${reasons(r.failedByReason)}`
+      note: `${r.completed}/${r.requests} ok, ${(r.share * 100).toFixed(1)} % of bound ${r.bound}/s; failed: ${
+        reasons(r.failedByReason)
+      }`
     },
     {
-      name: `goodput ${r.scenario}: ${r.client}${r.run > 1 || ourClients.includes(r.client) ? ` #${r.run}` : ""} concurrency 429s`,
+      name: `goodput ${r.scenario}: ${r.client}${
+        r.run > 1 || ourClients.includes(r.client) ? ` #${r.run}` : ""
+      } concurrency 429s`,
       value: r.tooManyConcurrent,
       unit: "429s",
       note: `system_busy ${r.systemBusy}, 5xx ${r.http5xx}, attempts ${r.attempts}, max in flight ${r.maxInFlight}`

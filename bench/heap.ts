@@ -72,7 +72,9 @@ export const measure = (options: { readonly quick?: boolean; readonly long?: boo
       collect()
       const warmupHeap = process.memoryUsage().heapUsed
       const points: Array<readonly [number, number]> = []
-      progress(`heap: ${calls.toLocaleString("en-US")} calls after ${warmupCalls.toLocaleString("en-US")} warm-up calls`)
+      progress(
+        `heap: ${calls.toLocaleString("en-US")} calls after ${warmupCalls.toLocaleString("en-US")} warm-up calls`
+      )
       const t0 = nowMs()
       for (const cp of checkpoints) {
         yield* runUntil(() => next - warmupCalls >= cp)
@@ -94,7 +96,10 @@ export const measure = (options: { readonly quick?: boolean; readonly long?: boo
         band: Math.max(...heaps) - Math.min(...heaps),
         usPerCall: round(usPerCall, 1)
       }
-    }).pipe(Effect.provide(fullStackLayer({ maxQueue: 1000 })), Effect.provideService(References.MinimumLogLevel, "Error"))
+    }).pipe(
+      Effect.provide(fullStackLayer({ maxQueue: 1000 })),
+      Effect.provideService(References.MinimumLogLevel, "Error")
+    )
   )
 }
 

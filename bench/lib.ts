@@ -64,7 +64,9 @@ export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<Readonl
   const cells = [header.map(String), ...rows.map((r) => r.map(String))]
   const widths = header.map((_, i) => Math.max(3, ...cells.map((r) => (r[i] ?? "").length)))
   const line = (r: ReadonlyArray<string>) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`
-  return [line(cells[0]!), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...cells.slice(1).map(line)].join("\n")
+  return [line(cells[0]!), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...cells.slice(1).map(line)].join(
+    "\n"
+  )
 }
 
 /** Whether `--quick` was given (the reduced mode). */

@@ -75,7 +75,9 @@ export const run = async (): Promise<ReadonlyArray<Result>> => {
       name: "limiter: uncontended withPermit (acquire + release)",
       value: Number(median(fast.map((r) => r.perOp)).toFixed(3)),
       unit: "µs/op",
-      note: `median of 7 x ${OPS} ops; a bare Effect.void step costs ${median(fast.map((r) => r.baseline)).toFixed(3)} µs`
+      note: `median of 7 x ${OPS} ops; a bare Effect.void step costs ${
+        median(fast.map((r) => r.baseline)).toFixed(3)
+      } µs`
     },
     {
       name: "limiter: heap per queued waiter (100,000 waiters)",

@@ -68,14 +68,20 @@ const waiters = (count: number, extra: Partial<typeof policiesOff> = {}): Promis
         if (now - lastReport > 10_000) {
           lastReport = now
           const ended = fibers.filter((f) => f.pollUnsafe() !== undefined).length
-          progress(`memory: ${depth.toLocaleString("en-US")} of ${target.toLocaleString("en-US")} queued, ${snap.inFlight} in flight, ${ended} ended, after ${
-            Math.round((now - t0) / 1000)
-          } s`)
+          progress(
+            `memory: ${depth.toLocaleString("en-US")} of ${
+              target.toLocaleString("en-US")
+            } queued, ${snap.inFlight} in flight, ${ended} ended, after ${Math.round((now - t0) / 1000)} s`
+          )
         }
         if (now - lastChange > 60_000) {
           const done = fibers.filter((f) => f.pollUnsafe() !== undefined)
           return yield* Effect.die(
-            new Error(`memory: the queue stopped at ${depth} of ${target}; ${done.length} calls ended, e.g. ${String(done[0]?.pollUnsafe())}`)
+            new Error(
+              `memory: the queue stopped at ${depth} of ${target}; ${done.length} calls ended, e.g. ${
+                String(done[0]?.pollUnsafe())
+              }`
+            )
           )
         }
         yield* Effect.sleep("1 millis")
@@ -149,15 +155,15 @@ export const toResults = (m: Memory): ReadonlyArray<Result> => {
       name: `memory: heap per waiting call, full stack (${m.waiters.waiters.toLocaleString("en-US")} waiting)`,
       value: m.waiters.heapPerWaiter,
       unit: "bytes",
-      note: `with coalesce, quota, breaker, retry and budget off: ${m.waitersPoliciesOff.heapPerWaiter} B; RSS ${m.waiters.rssPerWaiter} B/call; enqueued in ${m.waiters.enqueueMs} ms; ${
-        m.waiters.drainedClean ? "all interrupted, limiter empty" : "LIMITER NOT EMPTY after interrupting"
-      }; ${gcNote}`
+      note:
+        `with coalesce, quota, breaker, retry and budget off: ${m.waitersPoliciesOff.heapPerWaiter} B; RSS ${m.waiters.rssPerWaiter} B/call; enqueued in ${m.waiters.enqueueMs} ms; ${
+          m.waiters.drainedClean ? "all interrupted, limiter empty" : "LIMITER NOT EMPTY after interrupting"
+        }; ${gcNote}`
     }
   ]
 }
 
-export const run = async (): Promise<ReadonlyArray<Result>> =>
-  toResults(await measure({ quick: isQuick() }))
+export const run = async (): Promise<ReadonlyArray<Result>> => toResults(await measure({ quick: isQuick() }))
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   for (const r of await run()) console.log(`${r.name}: ${r.value} ${r.unit} (${r.note})`)

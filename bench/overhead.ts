@@ -20,12 +20,12 @@
  *
  * Run alone: `node bench/overhead.ts [--quick]`.
  */
-import { ConsecutiveBreaker, ExponentialBackoff, bulkhead, circuitBreaker, handleAll, retry, wrap } from "cockatiel"
+import { bulkhead, circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleAll, retry, wrap } from "cockatiel"
 import { Effect, Layer, Redacted, References } from "effect"
-import { CircuitBreaker } from "effect/persistence"
 import { HttpClient, HttpClientResponse } from "effect/http"
-import Opossum from "opossum"
+import { CircuitBreaker } from "effect/persistence"
 import { pathToFileURL } from "node:url"
+import Opossum from "opossum"
 import PQueue from "p-queue"
 import * as Client from "../src/client/ElevenLabs.ts"
 import * as Breaker from "../src/resilience/Breaker.ts"
@@ -72,10 +72,15 @@ export const zeroTransport: HttpClient.HttpClient = HttpClient.make((request, ur
     if (url.pathname === "/v1/user/subscription" || url.pathname === "/v1/user") {
       return HttpClientResponse.fromWeb(
         request,
-        new Response(url.pathname === "/v1/user" ? JSON.stringify({ user_id: "u", subscription: JSON.parse(subscription) }) : subscription, {
-          status: 200,
-          headers: { "content-type": "application/json" }
-        })
+        new Response(
+          url.pathname === "/v1/user"
+            ? JSON.stringify({ user_id: "u", subscription: JSON.parse(subscription) })
+            : subscription,
+          {
+            status: 200,
+            headers: { "content-type": "application/json" }
+          }
+        )
       )
     }
     return HttpClientResponse.fromWeb(request, new Response(`{"detail":"Not Found"}`, { status: 404 }))
@@ -91,7 +96,9 @@ export const fullStackLayer = (options: { readonly maxQueue?: number } = {}) =>
     limiter: { plan: "pro", ...(options.maxQueue === undefined ? {} : { maxQueue: options.maxQueue }) }
   }).pipe(Layer.provide(Layer.succeed(HttpClient.HttpClient, zeroTransport)))
 
-export const plainClientLayer = Client.layer({ apiKey }).pipe(Layer.provide(Layer.succeed(HttpClient.HttpClient, zeroTransport)))
+export const plainClientLayer = Client.layer({ apiKey }).pipe(
+  Layer.provide(Layer.succeed(HttpClient.HttpClient, zeroTransport))
+)
 
 /** A distinct text per call (identical ones in flight would be coalesced). */
 export const textOf = (i: number): string => `Bench line number ${i}.`
@@ -116,7 +123,9 @@ const samePolicies = Effect.gen(function*() {
 }).pipe(Effect.provide(CircuitBreaker.layerStoreMemory()))
 
 const samePoliciesRun = (n: number, concurrency: number, warm: number): Promise<number> =>
-  Effect.runPromise(Effect.scoped(Effect.flatMap(samePolicies, (call) => effectCallRun(n, concurrency, warm, () => call))))
+  Effect.runPromise(
+    Effect.scoped(Effect.flatMap(samePolicies, (call) => effectCallRun(n, concurrency, warm, () => call)))
+  )
 
 /** µs per call of `n` calls of `callOf(i)` at `concurrency`, after `warm` calls. */
 const effectCallRun = <R>(
@@ -149,7 +158,12 @@ const effectCallRun = <R>(
   )
 
 /** µs per call of `n` calls at `concurrency` of an async function. */
-const promiseRun = async (call: () => Promise<Uint8Array>, n: number, concurrency: number, warm: number): Promise<number> => {
+const promiseRun = async (
+  call: () => Promise<Uint8Array>,
+  n: number,
+  concurrency: number,
+  warm: number
+): Promise<number> => {
   for (let i = 0; i < warm; i++) await call()
   let next = 0
   let ok = 0
@@ -271,12 +285,15 @@ const timedCalls = <R>(
     })
     const cpu0 = process.cpuUsage()
     const t0 = nowMs()
-    return Effect.map(Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded", discard: true }), () => {
-      const us = ((nowMs() - t0) * 1000) / n
-      const cpu = process.cpuUsage(cpu0)
-      if (ok !== n) throw new Error(`overhead: ${n - ok} calls failed`)
-      return { us, cpuUs: (cpu.user + cpu.system) / n }
-    })
+    return Effect.map(
+      Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded", discard: true }),
+      () => {
+        const us = ((nowMs() - t0) * 1000) / n
+        const cpu = process.cpuUsage(cpu0)
+        if (ok !== n) throw new Error(`overhead: ${n - ok} calls failed`)
+        return { us, cpuUs: (cpu.user + cpu.system) / n }
+      }
+    )
   })
 
 /** The goal's rounds: both stacks built once, then alternated round by round (see `PairRow`). */
@@ -286,7 +303,8 @@ export const pairs = (concurrency: number, rounds: number, callsPerRound: number
       const plain = yield* Layer.build(plainClientLayer)
       const full = yield* Layer.build(fullStackLayer({ maxQueue: 100_000 }))
       const call = (i: number) => Effect.map(ttsCall(i), (r) => r.audio)
-      const on = (context: typeof plain | typeof full, n: number) => timedCalls(n, concurrency, call).pipe(Effect.provideContext(context))
+      const on = (context: typeof plain | typeof full, n: number) =>
+        timedCalls(n, concurrency, call).pipe(Effect.provideContext(context))
       // Warm-up: a stretch of each, then alternating rounds that are not recorded (the JIT sees both shapes).
       yield* on(plain, warm)
       yield* on(full, warm)
@@ -336,10 +354,14 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
   const rows: Array<OverheadRow> = []
   const pairRows: Array<PairRow> = []
   for (const concurrency of [1, 50]) {
-    progress(`overhead: concurrency ${concurrency}, plain client vs full stack, ${rounds} alternating rounds of ${callsPerRound} calls`)
+    progress(
+      `overhead: concurrency ${concurrency}, plain client vs full stack, ${rounds} alternating rounds of ${callsPerRound} calls`
+    )
     const pair = await pairs(concurrency, rounds, callsPerRound, warm)
     pairRows.push(pair)
-    progress(`overhead: concurrency ${concurrency}: full ${pair.full} µs / plain ${pair.plain} µs, ratio ${pair.ratio} (median per round)`)
+    progress(
+      `overhead: concurrency ${concurrency}: full ${pair.full} µs / plain ${pair.plain} µs, ratio ${pair.ratio} (median per round)`
+    )
     const samples: Record<(typeof anchors)[number], Array<number>> = {
       bare: [],
       cockatiel: [],
@@ -357,7 +379,12 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
       samples["effect: same policies"].push(await samePoliciesRun(n, concurrency, warm))
     }
     for (const c of anchors) {
-      rows.push({ contender: c, concurrency, us: round(median(samples[c]), 2), runs: samples[c].map((x) => round(x, 2)) })
+      rows.push({
+        contender: c,
+        concurrency,
+        us: round(median(samples[c]), 2),
+        runs: samples[c].map((x) => round(x, 2))
+      })
     }
     rows.push({ contender: "effect: plain client", concurrency, us: pair.plain, runs: pair.plainRuns })
     rows.push({ contender: "effect: full stack", concurrency, us: pair.full, runs: pair.fullRuns })
@@ -373,7 +400,8 @@ export const toResults = (o: Overhead): ReadonlyArray<Result> => [
     name: `overhead c=${p.concurrency}: full stack / plain client`,
     value: p.ratio,
     unit: "x",
-    note: `median of ${p.rounds} alternating rounds of ${p.callsPerRound} calls; full ${p.full} µs, plain ${p.plain} µs per call (goal <= ${goalRatio}x); CPU time: ${p.fullCpu} / ${p.plainCpu} µs = ${p.cpuRatio}x`
+    note:
+      `median of ${p.rounds} alternating rounds of ${p.callsPerRound} calls; full ${p.full} µs, plain ${p.plain} µs per call (goal <= ${goalRatio}x); CPU time: ${p.fullCpu} / ${p.plainCpu} µs = ${p.cpuRatio}x`
   })),
   ...o.rows.map((r) => ({
     name: `overhead c=${r.concurrency}: ${r.contender}`,
@@ -388,5 +416,7 @@ export const toResults = (o: Overhead): ReadonlyArray<Result> => [
 export const run = async (): Promise<ReadonlyArray<Result>> => toResults(await measure({ quick: isQuick() }))
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  for (const r of toResults(await measure({ quick: isQuick() }))) console.log(`${r.name}: ${r.value} ${r.unit} (${r.note})`)
+  for (const r of toResults(await measure({ quick: isQuick() }))) {
+    console.log(`${r.name}: ${r.value} ${r.unit} (${r.note})`)
+  }
 }

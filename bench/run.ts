@@ -20,8 +20,8 @@ import { existsSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import type { Goodput } from "./goodput.ts"
-import { fmt, median, progress, type Result, table } from "./lib.ts"
 import type { Heap } from "./heap.ts"
+import { fmt, median, progress, type Result, table } from "./lib.ts"
 import type { Memory } from "./memory.ts"
 import type { Overhead } from "./overhead.ts"
 import type { Simulation } from "./simulation.ts"
@@ -117,7 +117,12 @@ const runChild = (name: Name, quick: boolean, extra: ReadonlyArray<string> = [])
         const parsed = JSON.parse(stdout.slice(marker + "@@RESULT@@".length)) as ChildOutput
         resolve({ ...parsed, seconds })
       } else {
-        resolve({ name, results: [], seconds, error: `exit ${code}: ${(stderr || stdout).trim().split("\n").slice(-6).join(" | ")}` })
+        resolve({
+          name,
+          results: [],
+          seconds,
+          error: `exit ${code}: ${(stderr || stdout).trim().split("\n").slice(-6).join(" | ")}`
+        })
       }
     })
   })
@@ -161,7 +166,8 @@ interface Goal {
   readonly reduced?: true
 }
 
-const statusOf = (g: Goal): string => g.met === undefined ? (g.reduced ? "not judged (reduced size)" : "not measured") : yes(g.met)
+const statusOf = (g: Goal): string =>
+  g.met === undefined ? (g.reduced ? "not judged (reduced size)" : "not measured") : yes(g.met)
 
 const ms = (x: number): string => `${fmt(x / 1000, 2)} s`
 
@@ -172,7 +178,9 @@ const ms = (x: number): string => `${fmt(x / 1000, 2)} s`
 const goalsOf = (out: ReadonlyMap<Name, ChildOutput>, selected: ReadonlySet<Name> = new Set(names)): Array<Goal> => {
   const goals: Array<Goal> = []
   const missing = (name: Name, what: string) => {
-    if (selected.has(name)) goals.push({ goal: what, measured: `${name} did not run: ${out.get(name)?.error ?? "skipped"}`, met: undefined })
+    if (selected.has(name)) {
+      goals.push({ goal: what, measured: `${name} did not run: ${out.get(name)?.error ?? "skipped"}`, met: undefined })
+    }
   }
 
   const o = out.get("overhead")?.data as Overhead | undefined
@@ -181,17 +189,23 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>, selected: ReadonlySet<Name
   if (o?.pairs) {
     for (const p of o.pairs) {
       const steps = p.concurrency === 1 && st
-        ? `; deterministic run-loop steps per call (one call at a time): full ${fmt(stepsOf("effect: full stack"))} / plain ${
-          fmt(stepsOf("effect: plain client"))
-        } = ${fmt(stepsOf("effect: full stack") / stepsOf("effect: plain client"), 2)}x`
+        ? `; deterministic run-loop steps per call (one call at a time): full ${
+          fmt(stepsOf("effect: full stack"))
+        } / plain ${fmt(stepsOf("effect: plain client"))} = ${
+          fmt(stepsOf("effect: full stack") / stepsOf("effect: plain client"), 2)
+        }x`
         : ""
       goals.push({
         goal: `Full stack / plain client per call <= ${goal.ratio}x (concurrency ${p.concurrency}${
           p.concurrency === 50 ? ", 30 of them queued by the full stack" : ""
-        }; zero-latency transport; both in one process, ${p.rounds} alternating rounds of ${fmt(p.callsPerRound)} calls, median of the rounds' ratios)`,
-        measured: `**${fmt(p.ratio, 2)}x** (full ${fmt(p.full, 1)} µs vs plain ${fmt(p.plain, 1)} µs per call; rounds' ratios ${
-          fmt(Math.min(...p.ratios), 2)
-        }–${fmt(Math.max(...p.ratios), 2)}); in CPU time ${fmt(p.cpuRatio, 2)}x${steps}`,
+        }; zero-latency transport; both in one process, ${p.rounds} alternating rounds of ${
+          fmt(p.callsPerRound)
+        } calls, median of the rounds' ratios)`,
+        measured: `**${fmt(p.ratio, 2)}x** (full ${fmt(p.full, 1)} µs vs plain ${
+          fmt(p.plain, 1)
+        } µs per call; rounds' ratios ${fmt(Math.min(...p.ratios), 2)}–${fmt(Math.max(...p.ratios), 2)}); in CPU time ${
+          fmt(p.cpuRatio, 2)
+        }x${steps}`,
         met: p.ratio <= goal.ratio
       })
     }
@@ -202,10 +216,14 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>, selected: ReadonlySet<Name
     const w = m.waiters
     const sized = w.waiters >= goal.waiters
     goals.push({
-      goal: `Heap per waiting call <= 4 KB (${fmt(goal.bytesPerWaiter)} B) with ${fmt(goal.waiters)} calls queued through the full stack`,
-      measured: `**${fmt(w.heapPerWaiter)} B** heap, ${fmt(w.rssPerWaiter)} B RSS per waiting call (${fmt(w.waiters)} waiting${
-        sized ? "" : `: fewer than the goal's ${fmt(goal.waiters)}, so not judged`
-      }; ${fmt(w.heapPerWaiter * w.waiters / 2 ** 30, 2)} GiB in all; ${fmt(m.waitersPoliciesOff.heapPerWaiter)} B with the optional policies off)`,
+      goal: `Heap per waiting call <= 4 KB (${fmt(goal.bytesPerWaiter)} B) with ${
+        fmt(goal.waiters)
+      } calls queued through the full stack`,
+      measured: `**${fmt(w.heapPerWaiter)} B** heap, ${fmt(w.rssPerWaiter)} B RSS per waiting call (${
+        fmt(w.waiters)
+      } waiting${sized ? "" : `: fewer than the goal's ${fmt(goal.waiters)}, so not judged`}; ${
+        fmt(w.heapPerWaiter * w.waiters / 2 ** 30, 2)
+      } GiB in all; ${fmt(m.waitersPoliciesOff.heapPerWaiter)} B with the optional policies off)`,
       met: sized && m.gc ? w.heapPerWaiter <= goal.bytesPerWaiter : undefined,
       ...(sized ? {} : { reduced: true as const })
     })
@@ -218,12 +236,22 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>, selected: ReadonlySet<Name
     const usable = !head.strategy.includes("NOT USABLE")
     const sized = head.requests >= goal.simulationRequests
     goals.push({
-      goal: `Simulation >= ${fmt(goal.simulation)}x real time (24 h diurnal, ${fmt(goal.simulationRequests)} requests, the full stack as \`simulate --strategy resilient\` runs it); long-term goal ${
+      goal: `Simulation >= ${fmt(goal.simulation)}x real time (24 h diurnal, ${
+        fmt(goal.simulationRequests)
+      } requests, the full stack as \`simulate --strategy resilient\` runs it); long-term goal ${
         fmt(goal.simulationLongTerm)
       }x`,
-      measured: `**${fmt(head.ratio)}x** (${fmt(head.requests)} requests in ${fmt(head.virtualMs / 3_600_000, 1)} h virtual, ${fmt(head.wallMs / 1000, 1)} s wall, ${fmt(head.usPerRequest)} µs/request)${
-        naive ? `; no stack (naive) in the same run: ${fmt(naive.ratio)}x, ${fmt(naive.usPerRequest)} µs/request, so the stack's own share is ${fmt(head.usPerRequest - naive.usPerRequest)} µs/request` : ""
-      }; long-term ${fmt(goal.simulationLongTerm)}x: ${head.ratio >= goal.simulationLongTerm ? "met" : "not met"}${sized ? "" : `; fewer than ${fmt(goal.simulationRequests)} requests, so not judged`}`,
+      measured: `**${fmt(head.ratio)}x** (${fmt(head.requests)} requests in ${
+        fmt(head.virtualMs / 3_600_000, 1)
+      } h virtual, ${fmt(head.wallMs / 1000, 1)} s wall, ${fmt(head.usPerRequest)} µs/request)${
+        naive
+          ? `; no stack (naive) in the same run: ${fmt(naive.ratio)}x, ${
+            fmt(naive.usPerRequest)
+          } µs/request, so the stack's own share is ${fmt(head.usPerRequest - naive.usPerRequest)} µs/request`
+          : ""
+      }; long-term ${fmt(goal.simulationLongTerm)}x: ${head.ratio >= goal.simulationLongTerm ? "met" : "not met"}${
+        sized ? "" : `; fewer than ${fmt(goal.simulationRequests)} requests, so not judged`
+      }`,
       met: sized ? usable && head.ratio >= goal.simulation : undefined,
       ...(sized ? {} : { reduced: true as const })
     })
@@ -238,8 +266,12 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>, selected: ReadonlySet<Name
       const share = median(shares)
       const settings = client === "resilient" ? "defaults" : "batch settings of docs/retries.md"
       goals.push({
-        goal: `Work conservation under chaos: while a call waits in the queue, permits in use >= ${pct(goal.conservation)} of the current limit (${settings}; ${fmt(g.requests)} requests at once; median of ${runs.length} run(s))`,
-        measured: `**${pct(share)}** (runs: ${shares.map(pct).join(", ")}; time with a queue ${runs.map((r) => ms(r.conservation!.queuedMs)).join(", ")}). Not goals: attempts on the wire while calls wait ${
+        goal: `Work conservation under chaos: while a call waits in the queue, permits in use >= ${
+          pct(goal.conservation)
+        } of the current limit (${settings}; ${fmt(g.requests)} requests at once; median of ${runs.length} run(s))`,
+        measured: `**${pct(share)}** (runs: ${shares.map(pct).join(", ")}; time with a queue ${
+          runs.map((r) => ms(r.conservation!.queuedMs)).join(", ")
+        }). Not goals: attempts on the wire while calls wait ${
           runs.map((r) => (r.conservation!.wireShare === undefined ? "-" : pct(r.conservation!.wireShare))).join(", ")
         } of the limit; the retry tail after the queue emptied ${
           runs.map((r) => ms(r.conservation!.tailMs)).join(", ")
@@ -254,7 +286,9 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>, selected: ReadonlySet<Name
       const ceiling = g.rows.find((r) => r.client.startsWith("reference") && r.scenario === "clean")
       const settings = client === "resilient" ? "defaults" : "batch settings of docs/retries.md"
       goals.push({
-        goal: `Clean goodput >= ${pct(goal.share)} of the bound (${settings}; ${fmt(g.requests)} Flash requests at once, pro; median of ${ours.length} run(s))`,
+        goal: `Clean goodput >= ${pct(goal.share)} of the bound (${settings}; ${
+          fmt(g.requests)
+        } Flash requests at once, pro; median of ${ours.length} run(s))`,
         measured: `**${pct(share)}** (runs: ${ours.map((r) => pct(r.share)).join(", ")}); ${
           ours.map((r) => r.completed).join(", ")
         } of ${g.requests} completed${ceiling ? ` (harness ceiling, 20 bare workers: ${pct(ceiling.share)})` : ""}${
@@ -281,8 +315,12 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>, selected: ReadonlySet<Name
   const h = out.get("heap")?.data as Heap | undefined
   if (h) {
     goals.push({
-      goal: `Heap flat over ${fmt(h.calls)} calls through the full stack, after a ${h.warmupSeconds} s warm-up (growth < 1 MB per 100k calls)`,
-      measured: `slope ${fmt(h.slopePer100k / 1e6, 2)} MB/100k calls; heap after GC within a ${fmt(h.band / 1e6, 1)} MB band`,
+      goal: `Heap flat over ${
+        fmt(h.calls)
+      } calls through the full stack, after a ${h.warmupSeconds} s warm-up (growth < 1 MB per 100k calls)`,
+      measured: `slope ${fmt(h.slopePer100k / 1e6, 2)} MB/100k calls; heap after GC within a ${
+        fmt(h.band / 1e6, 1)
+      } MB band`,
       // A falling heap is not a leak: only growth counts against the goal.
       met: h.gc && h.calls >= 100_000 ? h.slopePer100k < 1e6 : undefined,
       ...(h.calls >= 100_000 ? {} : { reduced: true as const })
@@ -291,7 +329,12 @@ const goalsOf = (out: ReadonlyMap<Name, ChildOutput>, selected: ReadonlySet<Name
   return goals
 }
 
-const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSeconds: number, selected: ReadonlySet<Name>): string => {
+const render = (
+  out: ReadonlyMap<Name, ChildOutput>,
+  quick: boolean,
+  totalSeconds: number,
+  selected: ReadonlySet<Name>
+): string => {
   const mc = machine()
   const lines: Array<string> = []
   const p = (s = "") => lines.push(s)
@@ -300,7 +343,9 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
   p("Written by `npm run bench` (bench/run.ts); do not edit by hand — rerun it. How to run and what each")
   p("benchmark measures: [docs/benchmarks.md](docs/benchmarks.md).")
   p()
-  if (quick) p("> **Quick mode** (`--quick`): reduced sizes; the numbers are rough and the size-dependent goals are not judged.\n")
+  if (quick) {
+    p("> **Quick mode** (`--quick`): reduced sizes; the numbers are rough and the size-dependent goals are not judged.\n")
+  }
   p("## Machine and run")
   p()
   p(table(["", ""], [
@@ -318,7 +363,11 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
   p("```")
   p(`npm run bench${quick ? " -- --quick" : ""}            # = node bench/run.ts: every benchmark, then this file`)
   p("# each benchmark runs in its own child process:")
-  for (const n of names) p(`node --expose-gc ${(nodeFlags[n] ?? []).map((f) => `${f} `).join("")}bench/run.ts --child ${n}${quick ? " --quick" : ""}`)
+  for (const n of names) {
+    p(`node --expose-gc ${(nodeFlags[n] ?? []).map((f) => `${f} `).join("")}bench/run.ts --child ${n}${
+      quick ? " --quick" : ""
+    }`)
+  }
   p("```")
   p()
   p("Absolute times on this shared machine are noisy: each number is a median of several runs where noted,")
@@ -336,21 +385,29 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
   p(table(["Goal", "Measured (this run)", "Status"], goals.map((g) => [g.goal, g.measured, statusOf(g)])))
   p()
   const missed = goals.filter((g) => g.met === false).length
-  p(missed === 0 ? "Every measured goal is met in this run." : `${missed} of ${goals.length} goals are **not met** in this run (see above; nothing is hidden).`)
+  p(
+    missed === 0
+      ? "Every measured goal is met in this run."
+      : `${missed} of ${goals.length} goals are **not met** in this run (see above; nothing is hidden).`
+  )
   p()
 
   const g = out.get("goodput")?.data as Goodput | undefined
   p("## 1-2. Goodput at the plan limit, real HTTP")
   p()
   if (g) {
-    p(`${fmt(g.requests)} Flash TTS requests (${100} characters each, all distinct) released at once against the simulator's HTTP`)
+    p(`${
+      fmt(g.requests)
+    } Flash TTS requests (${100} characters each, all distinct) released at once against the simulator's HTTP`)
     p(`server on plan \`pro\` (Flash pool limit ${g.limit}), run in a child process (\`src/cli/main.ts simulator --port 0\`).`)
     p("Before each client: `POST /_simulator/reset` and fresh credits; the 429s and attempts are the server's")
     p("(`GET /_simulator/stats`). Chaos adds 10 % `system_busy` and 2 % 5xx (1 % 500 JSON, 1 % 503 HTML).")
     p()
     p(`**Bound** = limit / mean service time. The service time is each client's own successful answers' \`tts-latency-ms\``)
     p(`(the server's time to headers = its slot-holding time; the small body follows at once). The latency model says`)
-    p(`${g.modelServiceMs} ms on average (Flash: 75 ms + 1 ms per character, +/-20 % noise), i.e. ${fmt(g.limit / (g.modelServiceMs / 1000), 1)}/s.`)
+    p(`${g.modelServiceMs} ms on average (Flash: 75 ms + 1 ms per character, +/-20 % noise), i.e. ${
+      fmt(g.limit / (g.modelServiceMs / 1000), 1)
+    }/s.`)
     p("Throughput = completed / wall time from the release to the last answer (a tail of retried requests counts).")
     p()
     for (const scenario of ["clean", "chaos"] as const) {
@@ -359,7 +416,21 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
       p(`**${scenario}**`)
       p()
       p(table(
-        ["client", "completed", "failed (by reason)", "429 concurrency", "429 system_busy", "5xx", "attempts", "max in flight", "wall", "throughput", "service", "bound", "share"],
+        [
+          "client",
+          "completed",
+          "failed (by reason)",
+          "429 concurrency",
+          "429 system_busy",
+          "5xx",
+          "attempts",
+          "max in flight",
+          "wall",
+          "throughput",
+          "service",
+          "bound",
+          "share"
+        ],
         rows.map((r) => [
           g.ours.includes(r.client) ? `${r.client} #${r.run}` : r.client,
           `${r.completed}/${r.requests}`,
@@ -377,7 +448,9 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
         ])
       ))
       p()
-      for (const r of rows) if (r.note !== undefined && r.conservation === undefined) p(`${r.client} #${r.run}: ${r.note}.`)
+      for (const r of rows) {
+        if (r.note !== undefined && r.conservation === undefined) p(`${r.client} #${r.run}: ${r.note}.`)
+      }
     }
     const cons = g.rows.filter((r) => r.conservation !== undefined)
     if (cons.length > 0) {
@@ -409,13 +482,19 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
           r.conservation!.wireShare === undefined ? "-" : pct(r.conservation!.wireShare),
           ms(r.conservation!.queuedMs),
           ms(r.conservation!.tailMs),
-          `${fmt(r.conservation!.meanInFlight, 1)} / ${r.conservation!.meanOnWire === undefined ? "-" : fmt(r.conservation!.meanOnWire, 1)} of ${g.limit}`,
+          `${fmt(r.conservation!.meanInFlight, 1)} / ${
+            r.conservation!.meanOnWire === undefined ? "-" : fmt(r.conservation!.meanOnWire, 1)
+          } of ${g.limit}`,
           r.conservation!.minLimit
         ])
       ))
       p()
     }
-    p("Clients: " + [...new Map(g.rows.filter((r) => !r.client.startsWith("reference")).map((r) => [r.client, r.description])).entries()].map(([c, d]) => `\`${c}\` — ${d}`).join("; ") + ".")
+    p(
+      "Clients: " + [...new Map(
+        g.rows.filter((r) => !r.client.startsWith("reference")).map((r) => [r.client, r.description])
+      ).entries()].map(([c, d]) => `\`${c}\` — ${d}`).join("; ") + "."
+    )
     p("`reference: 20 workers` is not a contender but the harness's ceiling: exactly 20 plain `fetch` workers, each taking the")
     p("next request the moment a body ends, failures retried at once — what this machine, loopback and the simulator allow.")
     p("The rate-limits guide's queue is sized 10 from its table's Pro row although the Flash pool is 20, as the guide writes it;")
@@ -434,49 +513,62 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
     p("machine does hits both. The ratio is taken per round; the goal is judged on the median of those ratios.")
     p()
     if (o.pairs) {
-      p(table([
-        "concurrency",
-        "rounds x calls",
-        "plain client µs/call",
-        "full stack µs/call",
-        "full - plain µs",
-        "full / plain (median of rounds)",
-        "rounds' ratios",
-        "CPU µs/call, plain / full",
-        "full / plain in CPU time"
-      ], o.pairs.map((pr) => [
-        pr.concurrency,
-        `${pr.rounds} x ${fmt(pr.callsPerRound)}`,
-        fmt(pr.plain, 1),
-        fmt(pr.full, 1),
-        fmt(pr.full - pr.plain, 1),
-        `**${fmt(pr.ratio, 2)}x**`,
-        `${fmt(Math.min(...pr.ratios), 2)}–${fmt(Math.max(...pr.ratios), 2)}`,
-        `${fmt(pr.plainCpu, 1)} / ${fmt(pr.fullCpu, 1)}`,
-        `${fmt(pr.cpuRatio, 2)}x`
-      ])))
+      p(table(
+        [
+          "concurrency",
+          "rounds x calls",
+          "plain client µs/call",
+          "full stack µs/call",
+          "full - plain µs",
+          "full / plain (median of rounds)",
+          "rounds' ratios",
+          "CPU µs/call, plain / full",
+          "full / plain in CPU time"
+        ],
+        o.pairs.map((pr) => [
+          pr.concurrency,
+          `${pr.rounds} x ${fmt(pr.callsPerRound)}`,
+          fmt(pr.plain, 1),
+          fmt(pr.full, 1),
+          fmt(pr.full - pr.plain, 1),
+          `**${fmt(pr.ratio, 2)}x**`,
+          `${fmt(Math.min(...pr.ratios), 2)}–${fmt(Math.max(...pr.ratios), 2)}`,
+          `${fmt(pr.plainCpu, 1)} / ${fmt(pr.fullCpu, 1)}`,
+          `${fmt(pr.cpuRatio, 2)}x`
+        ])
+      ))
       p()
       p("CPU time is this process's user + system time over the same rounds (V8's GC threads included): other processes on a")
       p("shared machine move it much less than wall time, so it is shown as a cross-check. The goal is judged on wall time.")
       p()
-      p("Rounds (µs/call, plain / full): " + o.pairs.map((pr) => `c=${pr.concurrency}: ${pr.plainRuns.map((x, i) => `${x}/${pr.fullRuns[i]}`).join(", ")}`).join("; ") + ".")
+      p(
+        "Rounds (µs/call, plain / full): " + o.pairs.map((pr) =>
+          `c=${pr.concurrency}: ${pr.plainRuns.map((x, i) => `${x}/${pr.fullRuns[i]}`).join(", ")}`
+        ).join("; ") + "."
+      )
       p()
     }
     p(`**For context (not goals).** The anchors (cockatiel: retry + breaker + bulkhead via \`wrap\`; p-queue concurrency 20 + opossum`)
     p("defaults) and `bare` call `() => Promise.resolve(bytes)`; `same policies` is this library's limiter (pool of 20), retry policy")
     p("and breaker (5 consecutive) around `Effect.succeed(bytes)`, as cockatiel's three policies are around `Promise.resolve(bytes)`.")
-    p(`Median of ${o.runs} runs of ${fmt(o.n)} calls each, interleaved run by run; the plain client and full stack rows are the rounds above.`)
+    p(`Median of ${o.runs} runs of ${
+      fmt(o.n)
+    } calls each, interleaved run by run; the plain client and full stack rows are the rounds above.`)
     p()
-    const base = (c: number, name: string) => o.rows.find((r) => r.concurrency === c && r.contender === name)?.us ?? Number.NaN
-    p(table(["contender", "c=1 µs/call", "c=1 ratio to full stack", "c=50 µs/call", "c=50 ratio to full stack"], [
-      ...new Set(o.rows.map((r) => r.contender))
-    ].map((name) => [
-      name,
-      fmt(base(1, name), 2),
-      `${fmt(base(1, "effect: full stack") / base(1, name), 1)}x`,
-      fmt(base(50, name), 2),
-      `${fmt(base(50, "effect: full stack") / base(50, name), 1)}x`
-    ])))
+    const base = (c: number, name: string) =>
+      o.rows.find((r) => r.concurrency === c && r.contender === name)?.us ?? Number.NaN
+    p(table(
+      ["contender", "c=1 µs/call", "c=1 ratio to full stack", "c=50 µs/call", "c=50 ratio to full stack"],
+      [
+        ...new Set(o.rows.map((r) => r.contender))
+      ].map((name) => [
+        name,
+        fmt(base(1, name), 2),
+        `${fmt(base(1, "effect: full stack") / base(1, name), 1)}x`,
+        fmt(base(50, name), 2),
+        `${fmt(base(50, "effect: full stack") / base(50, name), 1)}x`
+      ])
+    ))
     p()
     const g2 = out.get("goodput")?.data as Goodput | undefined
     const serviceMs = g2?.modelServiceMs ?? 175
@@ -486,7 +578,13 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
       fmt(1e6 / base(50, "effect: full stack"), 0)
     } calls/s.`)
     p()
-    p("Anchor runs (µs/call): " + o.rows.filter((r) => !r.contender.startsWith("effect: plain") && !r.contender.startsWith("effect: full")).map((r) => `${r.contender} c=${r.concurrency}: ${r.runs.join(", ")}`).join("; ") + ".")
+    p(
+      "Anchor runs (µs/call): " + o.rows.filter((r) =>
+        !r.contender.startsWith("effect: plain") && !r.contender.startsWith("effect: full")
+      ).map((r) =>
+        `${r.contender} c=${r.concurrency}: ${r.runs.join(", ")}`
+      ).join("; ") + "."
+    )
   } else p(`Not run: ${out.get("overhead")?.error ?? "skipped"}`)
   p()
   const st = out.get("steps")?.data as Steps | undefined
@@ -496,21 +594,28 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
     p("The one cost figure machine noise cannot move (bench/steps.ts). Effect's run loop asks the fiber's `Scheduler` (a public")
     p("`Context.Reference`) `shouldYield` once per primitive it evaluates; a scheduler that counts those calls and otherwise decides")
     p("as the default one does counts the steps, with nothing under node_modules changed. Both stacks are built under it (their")
-    p(`start-up fibers count too), warmed with 200 calls, then measured over rounds of ${fmt(st.calls)} sequential calls over the zero-latency`)
+    p(`start-up fibers count too), warmed with 200 calls, then measured over rounds of ${
+      fmt(st.calls)
+    } sequential calls over the zero-latency`)
     p("transport. Equal rounds mean the count is exact. Dispatcher tasks are fibers started later and yields; fibers come from the fiber ids.")
     p()
-    p(table(["stack", "run-loop steps per call", "rounds", "dispatcher tasks per call", "fibers started per call"], st.rows.map((r) => [
-      r.stack,
-      fmt(r.steps, r.steps % 1 === 0 ? 0 : 2),
-      r.rounds.join(", "),
-      fmt(r.tasks, 2),
-      fmt(r.fibers, 2)
-    ])))
+    p(table(
+      ["stack", "run-loop steps per call", "rounds", "dispatcher tasks per call", "fibers started per call"],
+      st.rows.map((r) => [
+        r.stack,
+        fmt(r.steps, r.steps % 1 === 0 ? 0 : 2),
+        r.rounds.join(", "),
+        fmt(r.tasks, 2),
+        fmt(r.fibers, 2)
+      ])
+    ))
     const plain = st.rows.find((r) => r.stack === "effect: plain client")
     const full = st.rows.find((r) => r.stack === "effect: full stack")
     if (plain && full) {
       p()
-      p(`Full stack / plain client: ${fmt(full.steps / plain.steps, 2)}x the steps (${fmt(full.steps - plain.steps)} steps more per call). A step costs`)
+      p(`Full stack / plain client: ${fmt(full.steps / plain.steps, 2)}x the steps (${
+        fmt(full.steps - plain.steps)
+      } steps more per call). A step costs`)
       p("0.15 to 0.75 µs depending on what it does (docs/simulation-performance.md), so the step ratio and the time ratio differ.")
     }
   } else p(`Not run: ${out.get("steps")?.error ?? "skipped"}`)
@@ -523,36 +628,58 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
   if (lim && lim.results.length > 0) {
     p("The limiter alone (bench/limiter.ts):")
     p()
-    p(table(["benchmark", "value", "note"], lim.results.map((r) => [r.name, `${fmt(r.value, r.value < 10 ? 3 : 0)} ${r.unit}`, r.note ?? ""])))
+    p(table(
+      ["benchmark", "value", "note"],
+      lim.results.map((r) => [r.name, `${fmt(r.value, r.value < 10 ? 3 : 0)} ${r.unit}`, r.note ?? ""])
+    ))
     p()
   } else p(`bench/limiter.ts: ${lim?.error ?? "not present"}\n`)
   if (m) {
-    p(`The full stack: ${fmt(m.waiters.waiters)} calls at once over a transport whose TTS answers never come (20 hold the Flash`)
-    p(`permits, the rest queue): **${fmt(m.waiters.heapPerWaiter)} B heap** and ${fmt(m.waiters.rssPerWaiter)} B RSS per waiting call, ${
-      fmt(m.waiters.heapPerWaiter * m.waiters.waiters / 2 ** 30, 2)
-    } GiB of heap`)
-    p(`in all (goal: ${fmt(goal.bytesPerWaiter)} B, i.e. ${fmt(goal.bytesPerWaiter * goal.waiters / 2 ** 30, 2)} GiB for ${fmt(goal.waiters)}). Enqueued in ${fmt(m.waiters.enqueueMs)} ms; after interrupting every caller the limiter is ${
-      m.waiters.drainedClean ? "empty" : "NOT empty"
-    }.`)
+    p(`The full stack: ${
+      fmt(m.waiters.waiters)
+    } calls at once over a transport whose TTS answers never come (20 hold the Flash`)
+    p(`permits, the rest queue): **${fmt(m.waiters.heapPerWaiter)} B heap** and ${
+      fmt(m.waiters.rssPerWaiter)
+    } B RSS per waiting call, ${fmt(m.waiters.heapPerWaiter * m.waiters.waiters / 2 ** 30, 2)} GiB of heap`)
+    p(`in all (goal: ${fmt(goal.bytesPerWaiter)} B, i.e. ${
+      fmt(goal.bytesPerWaiter * goal.waiters / 2 ** 30, 2)
+    } GiB for ${fmt(goal.waiters)}). Enqueued in ${
+      fmt(m.waiters.enqueueMs)
+    } ms; after interrupting every caller the limiter is ${m.waiters.drainedClean ? "empty" : "NOT empty"}.`)
     p(`With coalescing, quota, breaker, retry and budget switched off (client, limiter, deadline and telemetry left):`)
-    p(`${fmt(m.waitersPoliciesOff.heapPerWaiter)} B heap per waiting call (${fmt(m.waitersPoliciesOff.waiters)} waiting; its RSS says nothing, since it reuses the heap the first run grew). A waiting call holds its fiber, its spans, its deadline, its`)
+    p(`${fmt(m.waitersPoliciesOff.heapPerWaiter)} B heap per waiting call (${
+      fmt(m.waitersPoliciesOff.waiters)
+    } waiting; its RSS says nothing, since it reuses the heap the first run grew). A waiting call holds its fiber, its spans, its deadline, its`)
     p("request, its quota reservation and its coalescing entry besides the limiter's waiter.")
-    p(`The child runs with V8's heap limit at ${m.heapLimitMb === undefined ? "its default" : `${fmt(m.heapLimitMb)} MB`} (\`${(nodeFlags.memory ?? []).join(" ")}\`), so that it survives the waiters at today's size.`)
+    p(`The child runs with V8's heap limit at ${
+      m.heapLimitMb === undefined ? "its default" : `${fmt(m.heapLimitMb)} MB`
+    } (\`${(nodeFlags.memory ?? []).join(" ")}\`), so that it survives the waiters at today's size.`)
     if (!m.gc) p("\n(No `--expose-gc`: the numbers include garbage.)")
   } else p(`Full stack: ${out.get("memory")?.error ?? "skipped"}`)
   p()
   const h = out.get("heap")?.data as Heap | undefined
   if (h) {
-    p(`Heap after a full GC while ${fmt(h.calls)} calls go through the full stack (bench/heap.ts, its own process; zero-latency`)
-    p(`transport, concurrency 50, ${fmt(h.usPerCall, 0)} µs/call in this run), after ${fmt(h.warmupCalls)} warm-up calls in ${h.warmupSeconds} s. The warm-up is`)
+    p(`Heap after a full GC while ${
+      fmt(h.calls)
+    } calls go through the full stack (bench/heap.ts, its own process; zero-latency`)
+    p(`transport, concurrency 50, ${fmt(h.usPerCall, 0)} µs/call in this run), after ${
+      fmt(h.warmupCalls)
+    } warm-up calls in ${h.warmupSeconds} s. The warm-up is`)
     p("longer than the retry budget's 10-second window, which holds one timestamp per call that ended in it and so grows")
     p("with the call rate until it is full: fitted, that growth would measure the window, not a leak. The heap at the end of")
-    p(`the warm-up (${fmt(h.warmupHeap / 1e6, 1)} MB, the first row) is not fitted either: it is the noisiest point, and at one end`)
+    p(`the warm-up (${
+      fmt(h.warmupHeap / 1e6, 1)
+    } MB, the first row) is not fitted either: it is the noisiest point, and at one end`)
     p("of the line it alone can set the sign of the slope.")
     p()
-    p(table(["calls after the warm-up", "heap used after GC"], [[0, h.warmupHeap] as const, ...h.points].map(([c, b]) => [fmt(c), `${fmt(b / 1e6, 1)} MB`])))
+    p(table(
+      ["calls after the warm-up", "heap used after GC"],
+      [[0, h.warmupHeap] as const, ...h.points].map(([c, b]) => [fmt(c), `${fmt(b / 1e6, 1)} MB`])
+    ))
     p()
-    p(`Least-squares slope through the 10 checkpoints (every row but the first): **${fmt(h.slopePer100k / 1e6, 2)} MB per 100,000 calls**.`)
+    p(`Least-squares slope through the 10 checkpoints (every row but the first): **${
+      fmt(h.slopePer100k / 1e6, 2)
+    } MB per 100,000 calls**.`)
     p("1,000,000 calls (`node --expose-gc bench/heap.ts --long`) are not part of `npm run bench`: at the measured cost per")
     p("call they alone take about 5 minutes, which with the rest leaves no margin in the 10-minute budget. One such run is recorded")
     p("in docs/benchmarks.md.")
@@ -564,28 +691,48 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
   p("## 5. Simulation speed")
   p()
   if (s) {
-    if (quick) p("Quick mode: a tenth of the requests in a tenth of the day (the same arrival rate); the direct driver runs 2,000 requests.\n")
+    if (quick) {
+      p("Quick mode: a tenth of the requests in a tenth of the day (the same arrival rate); the direct driver runs 2,000 requests.\n")
+    }
     p("A 24-hour `diurnal` day (plan `pro`, Multilingual, 100-1000 characters, 20 % interactive) in virtual time against")
     p("the in-process simulator. The headline row is `resilient (Runner.run)`: what `simulate --pattern diurnal --duration 24h`")
     p("runs (the full stack with the config defaults, tracing off, the report from the recorder). `naive` is the same runner")
     p("with plain HTTP attempts: the simulator's and the runner's own cost. `direct driver`: `Resilient.layer` over")
     p("`InProcess.layerSimulated` with their defaults (tracing on, transport spans), as an application test drives it.")
     p()
-    p(table(["driver / strategy", "requests", "ok", "failed", "virtual", "wall", "µs/request", "virtual/wall", "max in flight", "429 concurrency"], s.rows.map((r) => [
-      r.strategy,
-      fmt(r.requests),
-      fmt(r.succeeded),
-      fmt(r.failed),
-      `${fmt(r.virtualMs / 3_600_000, 2)} h`,
-      `${fmt(r.wallMs / 1000, 1)} s`,
-      fmt(r.usPerRequest, 0),
-      `${fmt(r.ratio, 0)}x`,
-      `${r.maxInFlight}/${r.limit}`,
-      r.tooManyConcurrent
-    ])))
+    p(table(
+      [
+        "driver / strategy",
+        "requests",
+        "ok",
+        "failed",
+        "virtual",
+        "wall",
+        "µs/request",
+        "virtual/wall",
+        "max in flight",
+        "429 concurrency"
+      ],
+      s.rows.map((r) => [
+        r.strategy,
+        fmt(r.requests),
+        fmt(r.succeeded),
+        fmt(r.failed),
+        `${fmt(r.virtualMs / 3_600_000, 2)} h`,
+        `${fmt(r.wallMs / 1000, 1)} s`,
+        fmt(r.usPerRequest, 0),
+        `${fmt(r.ratio, 0)}x`,
+        `${r.maxInFlight}/${r.limit}`,
+        r.tooManyConcurrent
+      ])
+    ))
     p()
-    p(`For ${fmt(goal.simulation)}x on a 24-hour day, 100,000 requests must cost under ${fmt(86_400_000_000 / goal.simulation / 100_000)} µs of wall time each (stack + simulator + runner);`)
-    p(`for the long-term ${fmt(goal.simulationLongTerm)}x, under ${fmt(86_400_000_000 / goal.simulationLongTerm / 100_000)} µs. The naive row is what the simulator and the runner cost alone, in the same run.`)
+    p(`For ${fmt(goal.simulation)}x on a 24-hour day, 100,000 requests must cost under ${
+      fmt(86_400_000_000 / goal.simulation / 100_000)
+    } µs of wall time each (stack + simulator + runner);`)
+    p(`for the long-term ${fmt(goal.simulationLongTerm)}x, under ${
+      fmt(86_400_000_000 / goal.simulationLongTerm / 100_000)
+    } µs. The naive row is what the simulator and the runner cost alone, in the same run.`)
   } else p(`Not run: ${out.get("simulation")?.error ?? "skipped"}`)
   p()
 
@@ -595,7 +742,10 @@ const render = (out: ReadonlyMap<Name, ChildOutput>, quick: boolean, totalSecond
   if (d && d.results.length > 0) {
     p("bench/distributed.ts, against a real `redis-server` on loopback:")
     p()
-    p(table(["benchmark", "value", "note"], d.results.map((r) => [r.name, `${fmt(r.value, r.value < 10 ? 3 : 1)} ${r.unit}`, r.note ?? ""])))
+    p(table(
+      ["benchmark", "value", "note"],
+      d.results.map((r) => [r.name, `${fmt(r.value, r.value < 10 ? 3 : 1)} ${r.unit}`, r.note ?? ""])
+    ))
   } else p(d?.error ? `Failed: ${d.error}` : "bench/distributed.ts is not present in this checkout.")
   p()
   p("## Wall time per benchmark")
@@ -622,7 +772,9 @@ const main = async () => {
     ? new Set((argv[onlyAt + 1] ?? "").split(","))
     : undefined
   const extra = childAt >= 0
-    ? argv.filter((a, i) => i !== childAt && i !== childAt + 1 && a !== "--quick" && a !== "--out" && argv[i - 1] !== "--out")
+    ? argv.filter((a, i) =>
+      i !== childAt && i !== childAt + 1 && a !== "--quick" && a !== "--out" && argv[i - 1] !== "--out"
+    )
     : []
   for (const n of only ?? []) {
     if (!(names as ReadonlyArray<string>).includes(n)) {
@@ -633,7 +785,8 @@ const main = async () => {
   const selected = names.filter((n) => (only === undefined || only.has(n)) && existsSync(`${here}${n}.ts`))
   const outAt = argv.indexOf("--out")
   const outPath = outAt >= 0 ? argv[outAt + 1] : undefined
-  const write = outPath !== undefined || (childAt < 0 && !argv.includes("--no-write") && (only === undefined || argv.includes("--write")))
+  const write = outPath !== undefined ||
+    (childAt < 0 && !argv.includes("--no-write") && (only === undefined || argv.includes("--write")))
   const t0 = performance.now()
   const out = new Map<Name, ChildOutput>()
   for (const name of selected) {
@@ -644,20 +797,28 @@ const main = async () => {
   }
   const total = (performance.now() - t0) / 1000
   const rows = [...out.values()].flatMap((c) =>
-    c.error ? [[c.name, "FAILED", c.error.slice(0, 100)]] : c.results.map((r) => [r.name, `${fmt(r.value, Math.abs(r.value) < 10 ? 3 : 1)} ${r.unit}`, r.note ?? ""])
+    c.error
+      ? [[c.name, "FAILED", c.error.slice(0, 100)]]
+      : c.results.map((r) => [r.name, `${fmt(r.value, Math.abs(r.value) < 10 ? 3 : 1)} ${r.unit}`, r.note ?? ""])
   )
   console.log(table(["benchmark", "value", "note"], rows))
   console.log()
   for (const goal of goalsOf(out, new Set(selected))) {
-    console.log(`${goal.met === undefined ? (goal.reduced ? "reduced" : "?      ") : goal.met ? "met    " : "NOT MET"}  ${goal.goal}: ${goal.measured.replaceAll("**", "")}`)
+    console.log(
+      `${
+        goal.met === undefined ? (goal.reduced ? "reduced" : "?      ") : goal.met ? "met    " : "NOT MET"
+      }  ${goal.goal}: ${goal.measured.replaceAll("**", "")}`
+    )
   }
   const st = out.get("steps")?.data as Steps | undefined
   const stepsAt = (stack: string) => st?.rows.find((r) => r.stack === stack)?.steps ?? Number.NaN
   if (st) {
     const f = (x: number) => fmt(x, Number.isInteger(x) ? 0 : 2)
-    console.log(`info     Run-loop steps per call (deterministic, no goal): full ${f(stepsAt("effect: full stack"))} / plain ${
-      f(stepsAt("effect: plain client"))
-    } = ${fmt(stepsAt("effect: full stack") / stepsAt("effect: plain client"), 2)}x`)
+    console.log(
+      `info     Run-loop steps per call (deterministic, no goal): full ${f(stepsAt("effect: full stack"))} / plain ${
+        f(stepsAt("effect: plain client"))
+      } = ${fmt(stepsAt("effect: full stack") / stepsAt("effect: plain client"), 2)}x`
+    )
   }
   console.log(`\ntotal ${total.toFixed(0)} s${quick ? " (quick mode: reduced sizes, rough numbers)" : ""}`)
   if (write) {

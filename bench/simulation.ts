@@ -93,7 +93,11 @@ export const direct = async (requests: number): Promise<SimulationRow> => {
       if (wait > 0) yield* Effect.sleep(Duration.millis(wait))
       fibers.push(
         yield* Effect.forkChild(
-          client.textToSpeech.convert(voice, { text: textOf(a.index, a.chars), modelId: model, outputFormat: "mp3_22050_32" }).pipe(
+          client.textToSpeech.convert(voice, {
+            text: textOf(a.index, a.chars),
+            modelId: model,
+            outputFormat: "mp3_22050_32"
+          }).pipe(
             Resilient.withCallOptions({ lane: a.lane }),
             Effect.matchEffect({
               onSuccess: () => Effect.sync(() => void ok++),
@@ -135,7 +139,11 @@ export const direct = async (requests: number): Promise<SimulationRow> => {
   }
 }
 
-const once = async (strategy: Strategies.Strategy, requests: number, durationMs: number = day): Promise<SimulationRow> => {
+const once = async (
+  strategy: Strategies.Strategy,
+  requests: number,
+  durationMs: number = day
+): Promise<SimulationRow> => {
   const t0 = nowMs()
   const report = await Effect.runPromise(
     Runner.run({ traffic: { pattern: "diurnal", requests, durationMs, seed: 1 }, strategy, plan: "pro" }).pipe(
@@ -172,24 +180,37 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
   const durationMs = (day * requests) / goalRequests
   const hours = `${durationMs / 3_600_000} h`
   const probe = options.quick ? 2_000 : 10_000
-  progress(`simulation: ${hours} diurnal, ${requests.toLocaleString("en-US")} requests, resilient (Runner.run, as \`simulate\`)`)
+  progress(
+    `simulation: ${hours} diurnal, ${
+      requests.toLocaleString("en-US")
+    } requests, resilient (Runner.run, as \`simulate\`)`
+  )
   const viaRunner = await once(resilientStrategy(), requests, durationMs)
   const resilient = viaRunner.succeeded >= requests * 0.95
     ? viaRunner
-    : { ...viaRunner, strategy: `${viaRunner.strategy}: NOT USABLE (${viaRunner.failed}/${viaRunner.requests} calls failed)` }
+    : {
+      ...viaRunner,
+      strategy: `${viaRunner.strategy}: NOT USABLE (${viaRunner.failed}/${viaRunner.requests} calls failed)`
+    }
   progress(`simulation: ${hours} diurnal, ${requests.toLocaleString("en-US")} requests, naive (Runner.run, reference)`)
   const naive = await once(Strategies.naive, requests, durationMs)
-  progress(`simulation: 24 h diurnal, ${probe.toLocaleString("en-US")} requests, full stack (direct driver, tracing on)`)
+  progress(
+    `simulation: 24 h diurnal, ${probe.toLocaleString("en-US")} requests, full stack (direct driver, tracing on)`
+  )
   const viaLayer = await direct(probe)
   return { rows: [resilient, naive, viaLayer] }
 }
 
 export const toResults = (s: Simulation): ReadonlyArray<Result> =>
   s.rows.map((r) => ({
-    name: `simulation: ${round(r.virtualMs / 3_600_000, 1)} h diurnal, ${r.requests.toLocaleString("en-US")} requests, ${r.strategy}`,
+    name: `simulation: ${round(r.virtualMs / 3_600_000, 1)} h diurnal, ${
+      r.requests.toLocaleString("en-US")
+    } requests, ${r.strategy}`,
     value: r.ratio,
     unit: "x real time",
-    note: `${round(r.wallMs / 1000, 1)} s wall, ${r.usPerRequest} µs/request; ${r.succeeded} ok, ${r.failed} failed; max in flight ${r.maxInFlight}/${r.limit}; concurrency 429s ${r.tooManyConcurrent}`
+    note: `${
+      round(r.wallMs / 1000, 1)
+    } s wall, ${r.usPerRequest} µs/request; ${r.succeeded} ok, ${r.failed} failed; max in flight ${r.maxInFlight}/${r.limit}; concurrency 429s ${r.tooManyConcurrent}`
   }))
 
 export const run = async (): Promise<ReadonlyArray<Result>> => toResults(await measure({ quick: isQuick() }))

@@ -129,7 +129,9 @@ export const toResults = (s: Steps): ReadonlyArray<Result> =>
     name: `steps: ${r.stack}`,
     value: r.steps,
     unit: "run-loop steps/call",
-    note: `rounds of ${s.calls} calls: ${r.rounds.join(", ")}; ${r.tasks.toFixed(2)} dispatcher tasks and ${r.fibers.toFixed(2)} fibers per call`
+    note: `rounds of ${s.calls} calls: ${r.rounds.join(", ")}; ${r.tasks.toFixed(2)} dispatcher tasks and ${
+      r.fibers.toFixed(2)
+    } fibers per call`
   }))
 
 export const run = async (): Promise<ReadonlyArray<Result>> => toResults(await measure({ quick: isQuick() }))

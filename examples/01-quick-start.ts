@@ -34,6 +34,8 @@ main(Effect.gen(function*() {
   console.log(`audio: ${audio.byteLength} bytes of ${contentType}`)
   console.log(`request-id: ${meta.requestId ?? "(none)"}, credits charged: ${meta.characterCost ?? "(not reported)"}`)
   console.log(
-    `concurrency: ${meta.currentConcurrentRequests ?? "?"} in flight of ${meta.maximumConcurrentRequests ?? "?"} allowed`
+    `concurrency: ${meta.currentConcurrentRequests ?? "?"} in flight of ${
+      meta.maximumConcurrentRequests ?? "?"
+    } allowed`
   )
 }))

@@ -68,7 +68,9 @@ main(Effect.gen(function*() {
     console.log(`target: ${mode}`)
     console.log(`phase 1 (${mode === "simulator" ? "10 % system_busy" : "no injected faults"}): ${tally(busy)}`)
     console.log(
-      `  retries: ${busyRetries.length} (${busyRetries.filter((e) => e.reason === "SystemBusy").length} after system_busy), delays ${
+      `  retries: ${busyRetries.length} (${
+        busyRetries.filter((e) => e.reason === "SystemBusy").length
+      } after system_busy), delays ${
         busyRetries.map((e) => Math.round(Duration.toMillis(e.delay))).slice(0, 8).join(", ") || "-"
       }${busyRetries.length > 8 ? ", ..." : ""} ms (decorrelated jitter)`
     )

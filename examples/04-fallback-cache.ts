@@ -65,7 +65,11 @@ main(Effect.gen(function*() {
   // The outage.
   if (simulator !== undefined) yield* simulator.setFaults({ serviceUnavailable: 1 })
   const down = simulator !== undefined ? baseUrl : "http://127.0.0.1:9"
-  console.log(simulator !== undefined ? "during the outage (every request answers 503):" : "during the outage (connection refused):")
+  console.log(
+    simulator !== undefined
+      ? "during the outage (every request answers 503):"
+      : "during the outage (connection refused):"
+  )
   const during = yield* render([...lines, "A sentence never rendered before."]).pipe(
     Effect.provide(clientAt(down)),
     Effect.provide(FetchHttpClient.layer)

@@ -51,7 +51,9 @@ main(Effect.gen(function*() {
         })
       } catch (e) {
         notFound = isElevenLabsError(e)
-          ? `ElevenLabsError ${e.reason._tag} (${e.reason.status} ${e.reason.detailStatus ?? ""}) after ${e.attempts} attempt(s)`
+          ? `ElevenLabsError ${e.reason._tag} (${e.reason.status} ${
+            e.reason.detailStatus ?? ""
+          }) after ${e.attempts} attempt(s)`
           : `unexpected ${String(e)}`
       }
 
@@ -65,14 +67,18 @@ main(Effect.gen(function*() {
 
   console.log(`target: ${mode}`)
   console.log(
-    `burst: ${summary.audios.length} SDK converts succeeded, ${summary.audios.reduce((a, b) => a + b, 0)} bytes of audio`
+    `burst: ${summary.audios.length} SDK converts succeeded, ${
+      summary.audios.reduce((a, b) => a + b, 0)
+    } bytes of audio`
   )
   console.log(`learned flash limit: ${summary.limit} (server ceiling ${summary.ceiling ?? "unknown"})`)
   console.log(`missing voice: ${summary.notFound}`)
   if (simulator !== undefined) {
     const stats = yield* simulator.stats
     console.log(
-      `server: ${stats.byDetailStatus["too_many_concurrent_requests"] ?? 0} too_many_concurrent_requests, at most ${stats.pools.flash.maxInFlight} of ${stats.pools.flash.limit} in flight, ${stats.creditsCharged} credits charged`
+      `server: ${
+        stats.byDetailStatus["too_many_concurrent_requests"] ?? 0
+      } too_many_concurrent_requests, at most ${stats.pools.flash.maxInFlight} of ${stats.pools.flash.limit} in flight, ${stats.creditsCharged} credits charged`
     )
   }
 }))

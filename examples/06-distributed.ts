@@ -14,12 +14,12 @@
  *   node_modules/.bin/node examples/06-distributed.ts
  */
 import { NodeHttpClient } from "@effect/platform-node"
+import { Effect, Redacted } from "effect"
 import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Effect, Redacted } from "effect"
 import { ElevenLabs } from "../src/client/index.ts"
 import { Resilient } from "../src/resilience/index.ts"
 import { flash, main, target, voice } from "./_shared.ts"
@@ -67,11 +67,25 @@ const redisUrl = Effect.acquireRelease(
     if (given !== undefined && given !== "") return { url: given, stop: () => {} }
     const port = await freePort()
     const dir = mkdtempSync(join(tmpdir(), "example-redis-"))
-    const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], {
+    const child = spawn("redis-server", [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      dir
+    ], {
       stdio: "ignore"
     })
     await new Promise((resolve, reject) => {
-      child.once("error", () => reject(new Error("redis-server not found: set REDIS_URL or install Debian's redis-server")))
+      child.once(
+        "error",
+        () => reject(new Error("redis-server not found: set REDIS_URL or install Debian's redis-server"))
+      )
       setTimeout(resolve, 300)
     })
     return {

@@ -30,9 +30,11 @@ main(Effect.gen(function*() {
     const elevenlabs = new ElevenLabsClient({ apiKey: Redacted.value(apiKey), baseUrl, maxRetries: 0, fetch })
 
     const texts = Array.from({ length: 60 }, (_, i) => `Notification number ${i} is ready.`)
-    const batch = await Promise.all(texts.map((text) =>
-      elevenlabs.textToSpeech.convert(voice, { text, modelId: flash }).then((s) => new Response(s).arrayBuffer())
-    ))
+    const batch = await Promise.all(
+      texts.map((text) =>
+        elevenlabs.textToSpeech.convert(voice, { text, modelId: flash }).then((s) => new Response(s).arrayBuffer())
+      )
+    )
 
     const stream = await elevenlabs.textToSpeech.stream(voice, { text: "Read as it arrives.", modelId: flash })
     const policies = await fetch.policies(Redacted.value(apiKey))
@@ -50,10 +52,14 @@ main(Effect.gen(function*() {
 
     // A refused call rejects the fetch; the SDK then leaves its own request timer running until it fires
     // (`timeoutInSeconds`, 240 s by default: docs/sdk.md, Lifecycle), so this one sets a short one.
-    const refused = await elevenlabs.textToSoundEffects.convert({ text: "thunder", durationSeconds: 45 }, { timeoutInSeconds: 2 })
+    const refused = await elevenlabs.textToSoundEffects.convert({ text: "thunder", durationSeconds: 45 }, {
+      timeoutInSeconds: 2
+    })
       .then(() => "sent?", (e: unknown) => {
         const ours = (e as { cause?: unknown }).cause
-        return isElevenLabsError(ours) ? `${ours.reason._tag} (${ours.reason._tag === "InvalidRequest" ? ours.reason.field : ""}), not sent` : String(e)
+        return isElevenLabsError(ours)
+          ? `${ours.reason._tag} (${ours.reason._tag === "InvalidRequest" ? ours.reason.field : ""}), not sent`
+          : String(e)
       })
     const missing = await elevenlabs.textToSpeech.convert("no-such-voice", { text: "Hi", modelId: flash })
       .then(() => "found?", (e: unknown) => `the SDK's error, status ${(e as { statusCode?: number }).statusCode}`)
@@ -71,8 +77,14 @@ main(Effect.gen(function*() {
   })
 
   console.log(`target: ${mode}`)
-  console.log(`batch: ${summary.batch.length} SDK converts succeeded, ${summary.batch.reduce((a, b) => a + b.byteLength, 0)} bytes of audio`)
-  console.log(`stream: ${summary.streamed} bytes; permits held while reading ${summary.heldWhileReading}, after the last byte ${summary.heldAfter}`)
+  console.log(
+    `batch: ${summary.batch.length} SDK converts succeeded, ${
+      summary.batch.reduce((a, b) => a + b.byteLength, 0)
+    } bytes of audio`
+  )
+  console.log(
+    `stream: ${summary.streamed} bytes; permits held while reading ${summary.heldWhileReading}, after the last byte ${summary.heldAfter}`
+  )
   console.log(`beyond TTS: sound effect ${summary.sound} bytes, dialogue ${summary.dialogue} bytes`)
   console.log(`refused locally: ${summary.refused}`)
   console.log(`missing voice: ${summary.missing}`)
@@ -80,7 +92,9 @@ main(Effect.gen(function*() {
   if (simulator !== undefined) {
     const stats = yield* simulator.stats
     console.log(
-      `server: ${stats.byDetailStatus["too_many_concurrent_requests"] ?? 0} too_many_concurrent_requests, at most ${stats.pools.flash.maxInFlight} of ${stats.pools.flash.limit} in flight`
+      `server: ${
+        stats.byDetailStatus["too_many_concurrent_requests"] ?? 0
+      } too_many_concurrent_requests, at most ${stats.pools.flash.maxInFlight} of ${stats.pools.flash.limit} in flight`
     )
   }
   // No close(): a process exits once its calls are done (docs/sdk.md, Lifecycle).

@@ -77,7 +77,9 @@ export const fileProblem = (
       : `cannot read ${path}: no such file; check the path`
   }
   if (code === "EISDIR") return `${path} is a directory; give the path of a file`
-  if (code === "ENOTDIR") return `cannot ${operation} ${path}: a part of the path is a file, not a directory; check the path`
+  if (code === "ENOTDIR") {
+    return `cannot ${operation} ${path}: a part of the path is a file, not a directory; check the path`
+  }
   if (code === "EACCES" || code === "EPERM" || tag === "PermissionDenied") {
     return `cannot ${operation} ${path}: permission denied; choose a path you can ${operation}`
   }
@@ -102,7 +104,13 @@ export const fileFailure = (
  * Why a server could not listen on `host:port`, and what to do. `flag` is
  * the flag that chose the port (`--port`, `--metrics-port`), if any.
  */
-export const listenProblem = (what: string, host: string, port: number, flag: string | undefined, error: unknown): string => {
+export const listenProblem = (
+  what: string,
+  host: string,
+  port: number,
+  flag: string | undefined,
+  error: unknown
+): string => {
   const code = errnoOf(error)
   const where = `${host}:${port}`
   const choose = flag === undefined ? "stop what holds it and retry" : `choose another ${flag} (0 picks a free one)`
@@ -120,7 +128,9 @@ export const listenProblem = (what: string, host: string, port: number, flag: st
       return `cannot serve ${what} on ${where}: ${host} is not an address of this machine; use 127.0.0.1 (or 0.0.0.0 for every interface)`
     default: {
       const cause = (error as { readonly cause?: unknown } | undefined)?.cause
-      const detail = oneLine(cause instanceof Error ? cause.message : error instanceof Error ? error.message : String(error))
+      const detail = oneLine(
+        cause instanceof Error ? cause.message : error instanceof Error ? error.message : String(error)
+      )
       return `cannot serve ${what} on ${where}${detail === "" ? "" : ` (${detail})`}; ${choose}`
     }
   }

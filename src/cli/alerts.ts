@@ -24,5 +24,7 @@ export const alerts = Command.make("alerts", { out }, ({ out }) =>
     yield* Checks.writeFile("alerts", "--out", out.value, yaml)
     yield* Console.log(`alerts: wrote ${AlertRules.rules().length} rules to ${out.value}`)
   })).pipe(
-    Command.withDescription("Write Prometheus alerting rules (YAML) for the ElevenLabs metrics: error rate, breaker, queue, p95, quota, retries.")
+    Command.withDescription(
+      "Write Prometheus alerting rules (YAML) for the ElevenLabs metrics: error rate, breaker, queue, p95, quota, retries."
+    )
   )

@@ -9,12 +9,12 @@
  */
 import { Console, Effect, FileSystem, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import * as Checks from "./checks.ts"
-import * as CliFailure from "./CliFailure.ts"
-import * as Flags from "./flags.ts"
 import { isPlanName, planNames, poolOfModel } from "../resilience/Plans.ts"
 import * as Capacity from "../simulation/Capacity.ts"
 import * as LoadTest from "../simulation/LoadTest.ts"
+import * as Checks from "./checks.ts"
+import * as CliFailure from "./CliFailure.ts"
+import * as Flags from "./flags.ts"
 
 /** The raw flag values. */
 export interface CapacityInput {
@@ -49,17 +49,28 @@ export const toOptions = (
 ): Effect.Effect<Capacity.CapacityOptions, Capacity.CapacityError | CliFailure.CliFailure> =>
   Effect.gen(function*() {
     const refuse = (problem: string | undefined) => Checks.refuse("capacity", problem)
-    if (!isPlanName(input.plan)) return yield* CliFailure.make("capacity", Checks.notOneOf("--plan", input.plan, planNames))
+    if (!isPlanName(input.plan)) {
+      return yield* CliFailure.make("capacity", Checks.notOneOf("--plan", input.plan, planNames))
+    }
     // A simulation: the simulator serves its model list only.
     yield* refuse(Checks.modelProblem(input.model))
-    yield* refuse(Checks.numberProblem("--chars", input.chars, input.chars >= 1 && input.chars <= 10_000, "within 1..10000"))
+    yield* refuse(
+      Checks.numberProblem("--chars", input.chars, input.chars >= 1 && input.chars <= 10_000, "within 1..10000")
+    )
     const targetP95Ms = yield* Checks.durationOf("capacity", "--target-p95", input.targetP95)
     const durationMs = yield* Checks.durationOf("capacity", "--duration", input.duration)
     yield* refuse(
-      durationMs >= 1000 ? undefined : `--duration must be at least 1s (each probe needs time to fill), got "${input.duration}"`
+      durationMs >= 1000
+        ? undefined
+        : `--duration must be at least 1s (each probe needs time to fill), got "${input.duration}"`
     )
     yield* refuse(
-      Checks.numberProblem("--failure-rate", input.failureRate, input.failureRate >= 0 && input.failureRate <= 1, "within 0..1")
+      Checks.numberProblem(
+        "--failure-rate",
+        input.failureRate,
+        input.failureRate >= 0 && input.failureRate <= 1,
+        "within 0..1"
+      )
     )
     yield* refuse(Checks.numberProblem("--max-streams", input.maxStreams, input.maxStreams >= 1, "a positive integer"))
     yield* LoadTest.checkConfig(config).pipe(Effect.mapError((e) => CliFailure.make("capacity", e.message)))
@@ -92,7 +103,9 @@ export const methodText = (o: Capacity.CapacityOptions): string => {
     } s of speech), target p95 ${seconds(o.targetP95Ms ?? 2000)}`,
     "method: a broadcast asks for its next segment (one TTS request through the resilient stack) as soon as the previous",
     "        one has played; the segment's latency is the silence between two segments. Each probe runs n broadcasts for",
-    `        ${seconds(o.durationMs ?? 300_000)} of virtual time against the simulator; n is sustained when the p95 latency is within`,
+    `        ${
+      seconds(o.durationMs ?? 300_000)
+    } of virtual time against the simulator; n is sustained when the p95 latency is within`,
     "        the target and at most 1 % of segments failed. Search: n = 1, 2, 4, ... until one fails, then bisection.",
     ""
   ].join("\n")
@@ -102,18 +115,26 @@ const pad = (s: string | number, n: number) => String(s).padStart(n)
 
 /** One line per probe (with a header line for the first). */
 export const probeLine = (p: Capacity.Probe, first: boolean): string =>
-  (first ? `${"phase".padEnd(10)} ${pad("streams", 7)} ${pad("segments", 8)} ${pad("p50", 9)} ${pad("p95", 9)} ${pad("failed", 6)} ${pad("in flight", 9)}  result\n` : "") +
-  `${p.phase.padEnd(10)} ${pad(p.streams, 7)} ${pad(p.segments, 8)} ${pad(seconds(p.latencyMs.p50), 9)} ${pad(seconds(p.latencyMs.p95), 9)} ${
-    pad(p.failed, 6)
-  } ${pad(p.maxInFlight, 9)}  ${p.sustained ? "sustained" : "NOT sustained"}`
+  (first
+    ? `${"phase".padEnd(10)} ${pad("streams", 7)} ${pad("segments", 8)} ${pad("p50", 9)} ${pad("p95", 9)} ${
+      pad("failed", 6)
+    } ${pad("in flight", 9)}  result\n`
+    : "") +
+  `${p.phase.padEnd(10)} ${pad(p.streams, 7)} ${pad(p.segments, 8)} ${pad(seconds(p.latencyMs.p50), 9)} ${
+    pad(seconds(p.latencyMs.p95), 9)
+  } ${pad(p.failed, 6)} ${pad(p.maxInFlight, 9)}  ${p.sustained ? "sustained" : "NOT sustained"}`
 
 /** The conclusion: the number and the comparison with the production-deployment guide. */
 export const resultText = (r: Capacity.CapacityResult): string => {
   const five = Capacity.perFive(r)
   return [
     "",
-    `answer: ${r.capped ? "at least " : ""}${r.streams} simultaneous broadcasts within p95 ${seconds(r.targetP95Ms)} on ${r.plan} (limit ${r.limit}).`,
-    `        one segment takes ${seconds(r.serviceMs)} to generate and plays ${seconds(r.playMs)}; at 100 % utilization Little's law`,
+    `answer: ${r.capped ? "at least " : ""}${r.streams} simultaneous broadcasts within p95 ${
+      seconds(r.targetP95Ms)
+    } on ${r.plan} (limit ${r.limit}).`,
+    `        one segment takes ${seconds(r.serviceMs)} to generate and plays ${
+      seconds(r.playMs)
+    }; at 100 % utilization Little's law`,
     `        would allow ${r.utilizationBound} (limit x (play + service) / service); the p95 target leaves room for queueing.`,
     `guide: "a concurrency of 5 can typically support ~100 simultaneous audio broadcasts" (a community production-deployment guide).`,
     `ours:  ${r.streams} on a limit of ${r.limit} = ${Math.round(five.broadcasts * 10) / 10} per 5 slots, ${
@@ -142,7 +163,9 @@ export const execute = (
           return print(line)
         })
     )
-    yield* print(input.json ? JSON.stringify({ ...result, perFive: Capacity.perFive(result) }, null, 2) : resultText(result))
+    yield* print(
+      input.json ? JSON.stringify({ ...result, perFive: Capacity.perFive(result) }, null, 2) : resultText(result)
+    )
     return result
   })
 

@@ -63,15 +63,29 @@ export const parseDuration = (s: string): number | undefined => {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$/.exec(s)
   if (m === null) return undefined
   const unit = m[2] ?? "s"
-  const factor = unit === "ms" ? 1 : unit === "s" ? 1000 : unit === "m" || unit === "min" ? 60_000 : unit === "h" ? 3_600_000 : 86_400_000
+  const factor = unit === "ms"
+    ? 1
+    : unit === "s"
+    ? 1000
+    : unit === "m" || unit === "min"
+    ? 60_000
+    : unit === "h"
+    ? 3_600_000
+    : 86_400_000
   return Number(m[1]) * factor
 }
 
 /** The milliseconds of `flag`'s duration `value`, refused when it is not a positive duration. */
-export const durationOf = (command: string, flag: string, value: string): Effect.Effect<number, CliFailure.CliFailure> => {
+export const durationOf = (
+  command: string,
+  flag: string,
+  value: string
+): Effect.Effect<number, CliFailure.CliFailure> => {
   const ms = parseDuration(value)
   return ms === undefined
-    ? Effect.fail(CliFailure.make(command, `${flag} must be a number of seconds or N ms|s|m|h|d, such as 30s or 5m; got "${value}"`))
+    ? Effect.fail(
+      CliFailure.make(command, `${flag} must be a number of seconds or N ms|s|m|h|d, such as 30s or 5m; got "${value}"`)
+    )
     : ms <= 0
     ? Effect.fail(CliFailure.make(command, `${flag} must be positive, got "${value}"`))
     : Effect.succeed(ms)
@@ -82,7 +96,12 @@ export const durationOf = (command: string, flag: string, value: string): Effect
  * with a host, or `undefined` when it is one. `example` shows one that is.
  * The value is quoted without its credentials.
  */
-export const urlProblem = (flag: string, value: string, schemes: ReadonlyArray<string>, example: string): string | undefined => {
+export const urlProblem = (
+  flag: string,
+  value: string,
+  schemes: ReadonlyArray<string>,
+  example: string
+): string | undefined => {
   const url = URL.parse(value)
   if (url !== null && schemes.includes(url.protocol) && url.hostname !== "") return undefined
   const shown = value.replace(/\/\/[^/@]*@/, "//***@")
@@ -163,7 +182,9 @@ export const writablePath = (
     const fs = yield* FileSystem.FileSystem
     const fail = (e: unknown) => CliFailure.fileFailure(command, flag, path, "write", e)
     const target = yield* fs.stat(path).pipe(Effect.option)
-    if (Option.isSome(target) && target.value.type === "Directory") return yield* isDirectory(command, flag, path, "a file")
+    if (Option.isSome(target) && target.value.type === "Directory") {
+      return yield* isDirectory(command, flag, path, "a file")
+    }
     const dir = dirname(resolve(path))
     const info = yield* fs.stat(dir).pipe(Effect.mapError(fail))
     if (info.type !== "Directory") {
@@ -255,9 +276,9 @@ export const targetProblem = (options: {
           : []
       )
       if (ids.length > 0 && !ids.includes(options.model)) {
-        return `--model: ${options.baseUrl} has no model "${options.model}"${didYouMean(options.model, ids)}; its /v1/models lists ${
-          ids.join(", ")
-        }`
+        return `--model: ${options.baseUrl} has no model "${options.model}"${
+          didYouMean(options.model, ids)
+        }; its /v1/models lists ${ids.join(", ")}`
       }
     }
     const voice = yield* get(Endpoints.pathOf(Endpoints.voicesGet, { voice_id: options.voice }))

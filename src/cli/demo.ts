@@ -26,10 +26,10 @@ import { pathToFileURL } from "node:url"
 import { isPlanName, limitsOf, type PlanName, planNames, poolOfModel } from "../resilience/Plans.ts"
 import * as Html from "../simulation/Html.ts"
 import * as LoadTest from "../simulation/LoadTest.ts"
-import * as Strategies from "../simulation/Strategies.ts"
 import type * as Patterns from "../simulation/Patterns.ts"
 import * as Progress from "../simulation/Progress.ts"
 import * as Report from "../simulation/Report.ts"
+import * as Strategies from "../simulation/Strategies.ts"
 import * as Server from "../simulator/Server.ts"
 import * as Simulator from "../simulator/Simulator.ts"
 import * as Health from "../telemetry/Health.ts"
@@ -97,21 +97,39 @@ export interface DemoOutput {
 /** Runs the demo, printing as it goes. */
 export const execute = (
   input: DemoInput
-): Effect.Effect<DemoOutput, DemoError | CliFailure.CliFailure, FileSystem.FileSystem | import("effect/http").HttpClient.HttpClient> =>
+): Effect.Effect<
+  DemoOutput,
+  DemoError | CliFailure.CliFailure,
+  FileSystem.FileSystem | import("effect/http").HttpClient.HttpClient
+> =>
   Effect.scoped(Effect.gen(function*() {
     const refuse = (problem: string | undefined) => Checks.refuse("demo", problem)
-    yield* refuse(Checks.numberProblem("--seconds", input.seconds, input.seconds >= 1 && input.seconds <= 600, "within 1..600"))
+    yield* refuse(
+      Checks.numberProblem("--seconds", input.seconds, input.seconds >= 1 && input.seconds <= 600, "within 1..600")
+    )
     if (!isPlanName(input.plan)) return yield* CliFailure.make("demo", Checks.notOneOf("--plan", input.plan, planNames))
     yield* refuse(
-      Checks.numberProblem("--failure-rate", input.failureRate, input.failureRate >= 0 && input.failureRate <= 1, "within 0..1")
+      Checks.numberProblem(
+        "--failure-rate",
+        input.failureRate,
+        input.failureRate >= 0 && input.failureRate <= 1,
+        "within 0..1"
+      )
     )
     const port = Option.getOrElse(input.metricsPort, () => 0)
     yield* refuse(
-      Checks.numberProblem("--metrics-port", port, Number.isInteger(port) && port >= 0 && port <= 65535, "a TCP port (0..65535)")
+      Checks.numberProblem(
+        "--metrics-port",
+        port,
+        Number.isInteger(port) && port >= 0 && port <= 65535,
+        "a TCP port (0..65535)"
+      )
     )
     const plan = input.plan
     const traffic = trafficOf(input.seconds, plan, input.seed)
-    const resolved = yield* LoadTest.resolveTraffic(traffic).pipe(Effect.mapError((e) => new DemoError({ message: e.message })))
+    const resolved = yield* LoadTest.resolveTraffic(traffic).pipe(
+      Effect.mapError((e) => new DemoError({ message: e.message }))
+    )
     // Before the run: the report it ends with must be writable.
     yield* Checks.writablePath("demo", "--html", input.html)
 
@@ -129,7 +147,14 @@ export const execute = (
       Health.layerServer({ port, host: "127.0.0.1" }).pipe(Layer.provide(Layer.succeed(Health.HealthChecks, checks)))
     ).pipe(
       Effect.mapError((e) =>
-        CliFailure.listenFailure("demo", "/health and /metrics", "127.0.0.1", port, Option.isSome(input.metricsPort) ? "--metrics-port" : undefined, e)
+        CliFailure.listenFailure(
+          "demo",
+          "/health and /metrics",
+          "127.0.0.1",
+          port,
+          Option.isSome(input.metricsPort) ? "--metrics-port" : undefined,
+          e
+        )
       )
     )
     const address = Context.get(health, HttpServer.HttpServer).address
@@ -149,7 +174,9 @@ export const execute = (
       ].join("\n")
     )
 
-    const strategy = Strategies.makeResilient({ onStack: (resilience, pool) => registerReadiness(checks, resilience, pool) })
+    const strategy = Strategies.makeResilient({
+      onStack: (resilience, pool) => registerReadiness(checks, resilience, pool)
+    })
     const report = yield* LoadTest.run({
       traffic,
       strategy,
@@ -171,7 +198,9 @@ export const execute = (
         Report.toText([report]).trimEnd(),
         "",
         `${s.succeeded} of ${s.requests} succeeded${
-          s.failed === 0 ? "" : ` (${Object.entries(s.failedByReason).map(([k, v]) => `${v} ${k}`).join(", ")} after the stack's retries)`
+          s.failed === 0
+            ? ""
+            : ` (${Object.entries(s.failedByReason).map(([k, v]) => `${v} ${k}`).join(", ")} after the stack's retries)`
         }; ${s.http429.tooManyConcurrentRequests} concurrency 429s reached the server; max ${s.maxInFlight} in flight of ${s.limit}.`,
         `HTML report (charts): ${htmlPath}`,
         `  open it: ${pathToFileURL(htmlPath).href}   (or: xdg-open ${input.html} / open ${input.html})`,

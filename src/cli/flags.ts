@@ -16,8 +16,9 @@ export const showDefault = (value: unknown): string =>
  * `Flag.withDefault` plus a description that ends with `(default: VALUE)`.
  * `shown` replaces the value in the text where it needs words.
  */
-export const withDefault = <const B>(description: string, value: B, shown?: string) => <A>(self: Flag.Flag<A>): Flag.Flag<A | B> =>
-  Flag.withDescription(Flag.withDefault(self, value), `${description} (default: ${shown ?? showDefault(value)})`)
+export const withDefault =
+  <const B>(description: string, value: B, shown?: string) => <A>(self: Flag.Flag<A>): Flag.Flag<A | B> =>
+    Flag.withDescription(Flag.withDefault(self, value), `${description} (default: ${shown ?? showDefault(value)})`)
 
 /**
  * `Flag.optional` plus a description that ends with `(default: WHAT)`,
@@ -34,16 +35,20 @@ export const boolean = (name: string, description: string): Flag.Flag<boolean> =
  * `--config FILE`: the JSON configuration file of the resilient stack
  * (docs/configuration.md). The same name in every command.
  */
-export const config = (description = "JSON config file of the resilient stack (docs/configuration.md).", what = "none: the built-in defaults") =>
-  Flag.String("config").pipe(optional(description, what))
+export const config = (
+  description = "JSON config file of the resilient stack (docs/configuration.md).",
+  what = "none: the built-in defaults"
+) => Flag.String("config").pipe(optional(description, what))
 
 /**
  * Runs a command with logs at `level` and above only (its retries and limit
  * changes would drown a report or a progress bar), unless the user chose a
  * level with the global `--log-level`, which then holds.
  */
-export const quietUnlessAsked = (level: LogLevel.LogLevel) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.flatMap(
-    Effect.serviceOption(GlobalFlag.LogLevel),
-    (chosen) => Option.isSome(Option.flatten(chosen)) ? self : Effect.provideService(self, References.MinimumLogLevel, level)
-  )
+export const quietUnlessAsked =
+  (level: LogLevel.LogLevel) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.flatMap(
+      Effect.serviceOption(GlobalFlag.LogLevel),
+      (chosen) =>
+        Option.isSome(Option.flatten(chosen)) ? self : Effect.provideService(self, References.MinimumLogLevel, level)
+    )

@@ -13,10 +13,6 @@
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Clock, Config, Console, Effect, FileSystem, Option, Redacted, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
-import * as Checks from "./checks.ts"
-import * as CliFailure from "./CliFailure.ts"
-import * as Flags from "./flags.ts"
-import { checkTraffic, strategyOf, trafficDefaults, trafficFlags, type TrafficInput } from "./trafficFlags.ts"
 import type { HttpClient } from "effect/http"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
@@ -31,6 +27,10 @@ import * as Runner from "../simulation/Runner.ts"
 import type * as Strategies from "../simulation/Strategies.ts"
 import * as Server from "../simulator/Server.ts"
 import * as Simulator from "../simulator/Simulator.ts"
+import * as Checks from "./checks.ts"
+import * as CliFailure from "./CliFailure.ts"
+import * as Flags from "./flags.ts"
+import { checkTraffic, strategyOf, trafficDefaults, trafficFlags, type TrafficInput } from "./trafficFlags.ts"
 
 /** The simulator's default key (the embedded target's). */
 export const simulatorKey = "sim-key"
@@ -80,7 +80,10 @@ export interface Plan {
 }
 
 /** Checks the flags (one clear error per bad value). */
-export const toPlan = (input: LoadTestInput, config: unknown): Effect.Effect<Plan, LoadTest.LoadTestError | CliFailure.CliFailure> =>
+export const toPlan = (
+  input: LoadTestInput,
+  config: unknown
+): Effect.Effect<Plan, LoadTest.LoadTestError | CliFailure.CliFailure> =>
   Effect.gen(function*() {
     const refuse = (problem: string | undefined) => Checks.refuse("load-test", problem)
     const checked = yield* checkTraffic("load-test", input)
@@ -91,8 +94,12 @@ export const toPlan = (input: LoadTestInput, config: unknown): Effect.Effect<Pla
       // this library does not know.
       yield* refuse(Checks.modelProblem(input.model) ?? Checks.voiceProblem(input.voice))
     } else {
-      yield* refuse(Checks.urlProblem("--base-url", input.baseUrl.value, ["http:", "https:"], "https://api.elevenlabs.io"))
-      if (input.model.trim() === "") yield* refuse("--model must not be empty; give the id of one of the target's models")
+      yield* refuse(
+        Checks.urlProblem("--base-url", input.baseUrl.value, ["http:", "https:"], "https://api.elevenlabs.io")
+      )
+      if (input.model.trim() === "") {
+        yield* refuse("--model must not be empty; give the id of one of the target's models")
+      }
     }
     const timeLimitMs = Option.isSome(input.timeLimit)
       ? yield* Checks.durationOf("load-test", "--time-limit", input.timeLimit.value)
@@ -101,12 +108,21 @@ export const toPlan = (input: LoadTestInput, config: unknown): Effect.Effect<Pla
     const failureRate = checked.failureRate ?? (pattern === "chaos" ? Runner.chaosDefaultFailureRate : 0)
     const processes = input.processes
     yield* refuse(
-      Checks.numberProblem("--processes", processes, Number.isInteger(processes) && processes >= 1 && processes <= 64, "an integer within 1..64")
+      Checks.numberProblem(
+        "--processes",
+        processes,
+        Number.isInteger(processes) && processes >= 1 && processes <= 64,
+        "an integer within 1..64"
+      )
     )
     if (Option.isSome(input.redisUrl)) {
-      yield* refuse(Checks.urlProblem("--redis-url", input.redisUrl.value, ["redis:", "rediss:"], "redis://127.0.0.1:6379"))
+      yield* refuse(
+        Checks.urlProblem("--redis-url", input.redisUrl.value, ["redis:", "rediss:"], "redis://127.0.0.1:6379")
+      )
       if (strategy.name !== "resilient") {
-        yield* refuse(`--redis-url shares the resilient stack's limits; --strategy ${strategy.name} has none to share; leave --redis-url out`)
+        yield* refuse(
+          `--redis-url shares the resilient stack's limits; --strategy ${strategy.name} has none to share; leave --redis-url out`
+        )
       }
     } else if (input.processes > 1 && strategy.name === "resilient") {
       yield* refuse(
@@ -119,7 +135,9 @@ export const toPlan = (input: LoadTestInput, config: unknown): Effect.Effect<Pla
     const traffic: Patterns.TrafficOptions = {
       ...checked.traffic,
       requests: requests ??
-        (durationMs === undefined && (pattern === "steady" || pattern === "chaos" || pattern === "burst") ? defaults.requests : undefined),
+        (durationMs === undefined && (pattern === "steady" || pattern === "chaos" || pattern === "burst")
+          ? defaults.requests
+          : undefined),
       durationMs: durationMs ?? (pattern === "diurnal" ? defaults.diurnalMs : undefined)
     }
     const resolved = yield* LoadTest.resolveTraffic(traffic)
@@ -235,11 +253,17 @@ const runWorker = (
   })
 
 /** The API key: `--api-key`, else `ELEVENLABS_API_KEY` for a real base URL, else the simulator's. */
-const keyOf = (input: LoadTestInput, embedded: boolean): Effect.Effect<Redacted.Redacted<string>, LoadTest.LoadTestError> =>
+const keyOf = (
+  input: LoadTestInput,
+  embedded: boolean
+): Effect.Effect<Redacted.Redacted<string>, LoadTest.LoadTestError> =>
   Effect.gen(function*() {
     if (Option.isSome(input.apiKey)) return Redacted.make(input.apiKey.value)
     if (embedded) return Redacted.make(simulatorKey)
-    const fromEnv = yield* Config.Redacted("ELEVENLABS_API_KEY").pipe(Config.option, Effect.orElseSucceed(() => Option.none()))
+    const fromEnv = yield* Config.Redacted("ELEVENLABS_API_KEY").pipe(
+      Config.option,
+      Effect.orElseSucceed(() => Option.none())
+    )
     if (Option.isNone(fromEnv)) {
       return yield* fail("--base-url given without a key: set ELEVENLABS_API_KEY (or --api-key for a simulator)")
     }
@@ -248,10 +272,15 @@ const keyOf = (input: LoadTestInput, embedded: boolean): Effect.Effect<Redacted.
 
 /** A run's own error as it is; a Redis that cannot be used (`--redis-url`) named with what to do. */
 const redisError = (url: string) =>
-(e: LoadTest.LoadTestError | { readonly _tag: string; readonly message: string }): LoadTest.LoadTestError | CliFailure.CliFailure =>
+(
+  e: LoadTest.LoadTestError | { readonly _tag: string; readonly message: string }
+): LoadTest.LoadTestError | CliFailure.CliFailure =>
   LoadTest.isLoadTestError(e)
     ? e
-    : CliFailure.make("load-test", e._tag === "MissingPeerDependency" ? e.message : CliFailure.redisProblem(url, "--redis-url", e))
+    : CliFailure.make(
+      "load-test",
+      e._tag === "MissingPeerDependency" ? e.message : CliFailure.redisProblem(url, "--redis-url", e)
+    )
 
 /** The output of a run: the text to print and the report. */
 export interface Output {
@@ -262,7 +291,11 @@ export interface Output {
 /** Runs what the flags ask for. */
 export const execute = (
   input: LoadTestInput
-): Effect.Effect<Output, LoadTest.LoadTestError | CliFailure.CliFailure, FileSystem.FileSystem | HttpClient.HttpClient> =>
+): Effect.Effect<
+  Output,
+  LoadTest.LoadTestError | CliFailure.CliFailure,
+  FileSystem.FileSystem | HttpClient.HttpClient
+> =>
   Effect.scoped(Effect.gen(function*() {
     const config = yield* Checks.readConfig("load-test", input.config)
     const plan = yield* toPlan(input, config)
@@ -298,7 +331,9 @@ export const execute = (
       // local lanes and keeps its breaker in Redis (Resilient.make looks for them).
       const part = Option.isSome(input.redisUrl)
         ? yield* LoadTest.runPart(options).pipe(
-          Effect.provide(SharedState.layerRedis({ url: input.redisUrl.value, mode: { expectedProcesses: input.processes } })),
+          Effect.provide(
+            SharedState.layerRedis({ url: input.redisUrl.value, mode: { expectedProcesses: input.processes } })
+          ),
           Effect.mapError(redisError(input.redisUrl.value))
         )
         : yield* LoadTest.runPart(options)
@@ -317,14 +352,18 @@ export const execute = (
         faults: plan.failureRate > 0 ? Runner.faultsFor(plan.failureRate) : Simulator.noFaults,
         apiKeys: [{ key: simulatorKey, name: "sim", plan: plan.plan, characterLimit: 1e12 }],
         maxSamples: 16 * plan.resolved.requests + 16
-      }).pipe(Effect.mapError((e) => CliFailure.listenFailure("load-test", "the embedded simulator", "127.0.0.1", 0, undefined, e)))
+      }).pipe(Effect.mapError((e) =>
+        CliFailure.listenFailure("load-test", "the embedded simulator", "127.0.0.1", 0, undefined, e)
+      ))
       baseUrl = server.url
       simulatorStats = true
     } else {
       baseUrl = input.baseUrl.value.replace(/\/+$/, "")
       // The target is the authority on its models and voices: asked before the run (two free GETs).
       const unknown = yield* Checks.targetProblem({ baseUrl, apiKey, model: plan.model, voice: input.voice })
-      if (unknown !== undefined) return yield* fail(unknown)
+      if (unknown !== undefined) {
+        return yield* fail(unknown)
+      }
       simulatorStats = (yield* LoadTest.fetchStats(baseUrl)) !== undefined
     }
 
@@ -344,11 +383,14 @@ export const execute = (
         : yield* LoadTest.run(options)
     } else {
       const wallStart = yield* Clock.currentTimeMillis
-      if (simulatorStats) yield* LoadTest.resetStats(baseUrl)
+      if (simulatorStats) {
+        yield* LoadTest.resetStats(baseUrl)
+      }
       // Workers start together, a moment after they are all spawned (Node takes ~0.5 s to boot).
       const startAt = (yield* Clock.currentTimeMillis) + 2_000
       const parts = yield* Effect.forEach(
-        Array.from({ length: input.processes }, (_, i) => i),
+        Array.from({ length: input.processes }, (_, i) =>
+          i),
         (i) => runWorker(workerArgs(input, baseUrl, i, startAt), apiKey, `worker ${i + 1} of ${input.processes}`),
         { concurrency: "unbounded" }
       )
@@ -364,7 +406,9 @@ export const execute = (
       })
     }
 
-    if (Option.isSome(input.html)) yield* Checks.writeFile("load-test", "--html", input.html.value, Html.render([report]))
+    if (Option.isSome(input.html)) {
+      yield* Checks.writeFile("load-test", "--html", input.html.value, Html.render([report]))
+    }
     const target = embedded ? `embedded simulator ${baseUrl}` : simulatorStats ? `simulator ${baseUrl}` : baseUrl
     return {
       output: input.json
@@ -398,10 +442,16 @@ export const flags = {
     )
   ),
   model: Flag.String("model").pipe(
-    Flags.withDefault("TTS model id (the simulator's; with --base-url, the target's /v1/models is asked).", defaults.model)
+    Flags.withDefault(
+      "TTS model id (the simulator's; with --base-url, the target's /v1/models is asked).",
+      defaults.model
+    )
   ),
   voice: Flag.String("voice").pipe(
-    Flags.withDefault("Voice id (a premade voice of the simulator; with --base-url, one of the account's).", defaults.voice)
+    Flags.withDefault(
+      "Voice id (a premade voice of the simulator; with --base-url, one of the account's).",
+      defaults.voice
+    )
   ),
   config: Flags.config(),
   timeLimit: Flag.String("time-limit").pipe(

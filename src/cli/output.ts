@@ -23,7 +23,9 @@ import * as CliFailure from "./CliFailure.ts"
 export const parseErrorText = (error: CliError.CliError): string => {
   switch (error._tag) {
     case "UnrecognizedOption":
-      return `unknown flag ${error.option}${error.suggestions.length > 0 ? ` (did you mean ${error.suggestions.join(" or ")}?)` : ""}`
+      return `unknown flag ${error.option}${
+        error.suggestions.length > 0 ? ` (did you mean ${error.suggestions.join(" or ")}?)` : ""
+      }`
     case "UnknownSubcommand":
       return `unknown command "${error.subcommand}"${
         error.suggestions.length > 0 ? ` (did you mean ${error.suggestions.join(" or ")}?)` : ""
@@ -48,7 +50,10 @@ export const parseErrorText = (error: CliError.CliError): string => {
  * The line printed for an invalid invocation: the subcommand, every error of
  * the parse on the same line, and where to read the flags.
  */
-export const invocationLine = (commandPath: ReadonlyArray<string>, errors: ReadonlyArray<CliError.CliError>): string => {
+export const invocationLine = (
+  commandPath: ReadonlyArray<string>,
+  errors: ReadonlyArray<CliError.CliError>
+): string => {
   const name = commandPath.length > 1 ? commandPath.slice(1).join(" ") : commandPath[0] ?? "elevenlabs-resilience"
   return `${name}: ${errors.map(parseErrorText).join("; ")}; see: ${commandPath.join(" ")} --help`
 }
@@ -87,7 +92,9 @@ export const failureText = (error: unknown): string | undefined => {
   // Parse errors were presented (one line) by the presenter, help by effect/cli.
   if (CliError.isCliError(error) && error._tag === "ShowHelp") return undefined
   if (error instanceof Reported) return undefined
-  const message = typeof error === "object" && error !== null && "message" in error ? String(error.message) : String(error)
+  const message = typeof error === "object" && error !== null && "message" in error
+    ? String(error.message)
+    : String(error)
   return `elevenlabs-resilience: ${CliFailure.oneLine(message)}`
 }
 

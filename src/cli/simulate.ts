@@ -13,16 +13,16 @@
  */
 import { Console, Effect, FileSystem, Option, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
-import * as Checks from "./checks.ts"
-import * as CliFailure from "./CliFailure.ts"
-import * as Flags from "./flags.ts"
-import { checkTraffic, strategyOf, trafficDefaults, trafficFlags, type TrafficInput } from "./trafficFlags.ts"
 import { planNames } from "../resilience/Plans.ts"
 import * as Html from "../simulation/Html.ts"
 import * as Patterns from "../simulation/Patterns.ts"
 import * as Report from "../simulation/Report.ts"
 import * as Runner from "../simulation/Runner.ts"
 import * as Strategies from "../simulation/Strategies.ts"
+import * as Checks from "./checks.ts"
+import * as CliFailure from "./CliFailure.ts"
+import * as Flags from "./flags.ts"
+import { checkTraffic, strategyOf, trafficDefaults, trafficFlags, type TrafficInput } from "./trafficFlags.ts"
 
 /** A run that could not be done (a bad flag is a {@link CliFailure.CliFailure}). */
 export class SimulateError extends Schema.Error<SimulateError>("elevenlabs-resilience/SimulateError")({
@@ -114,7 +114,10 @@ export const flags = {
   ...trafficFlags({
     plan: `Plan: ${planNames.join(", ")}.`,
     requests: "1000 for steady and chaos, 100 for burst; ramp-up and diurnal: rate x span",
-    duration: ["Span of the run: N seconds or N ms|s|m|h|d.", "--requests / --rps; ramp-up 60 s, diurnal 24 h, bursts over 60 s"],
+    duration: [
+      "Span of the run: N seconds or N ms|s|m|h|d.",
+      "--requests / --rps; ramp-up 60 s, diurnal 24 h, bursts over 60 s"
+    ],
     chars: defaults.chars,
     failureRate: "Fault probability per request, 0..1.",
     seed: "Seed of the run."

@@ -49,7 +49,11 @@ const flags = {
     "Total fault rate, split 40% system_busy, 20% 500 (detail), 10% 500 (top-level), 10% 503 HTML, 10% reset, 10% stream cut."
   ),
   systemBusyRate: rate("system-busy-rate", "Rate of 429 system_busy.", "its share of --failure-rate, else 0"),
-  serverErrorRate: rate("server-error-rate", "Rate of 500 something_went_wrong.", "its share of --failure-rate, else 0"),
+  serverErrorRate: rate(
+    "server-error-rate",
+    "Rate of 500 something_went_wrong.",
+    "its share of --failure-rate, else 0"
+  ),
   internalErrorRate: rate(
     "internal-error-rate",
     "Rate of 500 internal_server_error (top-level body).",
@@ -97,7 +101,10 @@ const flags = {
   region: Flag.String("region").pipe(Flags.withDefault("x-region header value.", "us-central1")),
   maxBodyBytes: Flag.Int("max-body-bytes").pipe(
     Flag.filter((n) => n > 0, (n) => `--max-body-bytes must be positive, got ${n}`),
-    Flags.optional("Largest request body (JSON, text, non-upload multipart), in bytes; past it, a 413.", "10485760 (10 MiB)")
+    Flags.optional(
+      "Largest request body (JSON, text, non-upload multipart), in bytes; past it, a 413.",
+      "10485760 (10 MiB)"
+    )
   ),
   maxUploadBytes: Flag.Int("max-upload-bytes").pipe(
     Flag.filter((n) => n > 0, (n) => `--max-upload-bytes must be positive, got ${n}`),

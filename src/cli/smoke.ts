@@ -17,7 +17,7 @@ import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import { Clock, Config, Console, Effect, FileSystem, Option, Redacted, Scope } from "effect"
 import { Command, Flag } from "effect/cli"
 import type { HttpClient } from "effect/http"
-import { poolOfModel, type Pool } from "../resilience/Plans.ts"
+import { type Pool, poolOfModel } from "../resilience/Plans.ts"
 import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
 import * as Resilient from "../resilience/Resilient.ts"
 import * as Server from "../simulator/Server.ts"
@@ -109,13 +109,18 @@ export const execute = (
     const loaded = yield* ResilienceConfig.load({ file: Option.getOrUndefined(input.config) }).pipe(Effect.result)
     if (loaded._tag === "Failure") {
       const problems = loaded.failure.problems.filter((p) => p.severity === "error")
-      return failed(`config: ${
-        problems.map((p) => `${p.path === "(file)" ? "" : `${p.path}: `}${p.message} (fix: ${p.fix})`).join("; ") ||
-        loaded.failure.message
-      }`)
+      return failed(
+        `config: ${
+          problems.map((p) => `${p.path === "(file)" ? "" : `${p.path}: `}${p.message} (fix: ${p.fix})`).join("; ") ||
+          loaded.failure.message
+        }`
+      )
     }
     const config = loaded.success
-    const envKey = yield* Config.Redacted("ELEVENLABS_API_KEY").pipe(Config.option, Effect.orElseSucceed(() => Option.none()))
+    const envKey = yield* Config.Redacted("ELEVENLABS_API_KEY").pipe(
+      Config.option,
+      Effect.orElseSucceed(() => Option.none())
+    )
     const useSimulator = input.simulator || Option.isNone(envKey)
     let apiKey: Redacted.Redacted<string>
     let baseUrl: string
@@ -160,18 +165,27 @@ export const execute = (
     const readiness = yield* checks.run
     const notReady = Object.entries(readiness.checks).filter(([, r]) => !r.ok)
     if (notReady.length > 0) {
-      return failed(`not ready: ${notReady.map(([name, r]) => `${name} ${JSON.stringify(r.details)}`).join(", ")} (${target})`)
+      return failed(
+        `not ready: ${notReady.map(([name, r]) => `${name} ${JSON.stringify(r.details)}`).join(", ")} (${target})`
+      )
     }
-    const breakerState = Object.entries(readiness.checks).find(([name]) => name.startsWith("breaker_"))?.[1].details["state"]
+    const breakerState = Object.entries(readiness.checks).find(([name]) => name.startsWith("breaker_"))?.[1]
+      .details["state"]
     const breakerText = breakerState === undefined ? "no breaker" : `breaker ${String(breakerState).toLowerCase()}`
     const meta = answer.success.meta
     const quota = yield* (resilience.quota?.status ?? Effect.succeed(undefined))
-    const used = quota?.percentUsed === undefined ? "quota unknown" : `quota ${Math.round(quota.percentUsed * 10) / 10} % used`
+    const used = quota?.percentUsed === undefined
+      ? "quota unknown"
+      : `quota ${Math.round(quota.percentUsed * 10) / 10} % used`
     return {
       ok: true,
       line: `smoke: PASS tts ${answer.success.audio.byteLength} bytes in ${tookMs} ms${
         meta.requestId === undefined ? "" : ` (request ${meta.requestId}`
-      }${meta.characterCost === undefined ? "" : `${meta.requestId === undefined ? " (" : ", "}${meta.characterCost} credits`}${
+      }${
+        meta.characterCost === undefined
+          ? ""
+          : `${meta.requestId === undefined ? " (" : ", "}${meta.characterCost} credits`
+      }${
         meta.requestId === undefined && meta.characterCost === undefined ? "" : ")"
       }; ${breakerText}; ${used}; config OK; ${target}, ${keyNote}`
     }
@@ -179,14 +193,27 @@ export const execute = (
 
 /** The command's flags. */
 export const flags = {
-  config: Flags.config("JSON config file (docs/configuration.md); the environment overrides it.", "none: the environment and the built-in defaults"),
-  simulator: Flags.boolean("simulator", "Check against an embedded simulator even when ELEVENLABS_API_KEY is set (no credits)."),
-  baseUrl: Flag.String("base-url").pipe(
-    Flags.optional("Override the configured base URL.", "the config's baseUrl, else https://api.elevenlabs.io; the embedded simulator without a key")
+  config: Flags.config(
+    "JSON config file (docs/configuration.md); the environment overrides it.",
+    "none: the environment and the built-in defaults"
   ),
-  voice: Flag.String("voice").pipe(Flags.withDefault("Voice id of the test request.", defaults.voice, `${defaults.voice} (Rachel)`)),
+  simulator: Flags.boolean(
+    "simulator",
+    "Check against an embedded simulator even when ELEVENLABS_API_KEY is set (no credits)."
+  ),
+  baseUrl: Flag.String("base-url").pipe(
+    Flags.optional(
+      "Override the configured base URL.",
+      "the config's baseUrl, else https://api.elevenlabs.io; the embedded simulator without a key"
+    )
+  ),
+  voice: Flag.String("voice").pipe(
+    Flags.withDefault("Voice id of the test request.", defaults.voice, `${defaults.voice} (Rachel)`)
+  ),
   model: Flag.String("model").pipe(Flags.withDefault("Model of the test request.", defaults.model)),
-  text: Flag.String("text").pipe(Flags.withDefault("Text of the test request (costs its characters).", defaults.text, `"${defaults.text}"`))
+  text: Flag.String("text").pipe(
+    Flags.withDefault("Text of the test request (costs its characters).", defaults.text, `"${defaults.text}"`)
+  )
 } as const
 
 /** `smoke`: the command. */

@@ -35,7 +35,13 @@ export interface TrafficInput {
 }
 
 /** The defaults both commands share. */
-export const trafficDefaults = { plan: "pro", strategy: "resilient", pattern: "steady", seed: 1, jitter: "full" } as const
+export const trafficDefaults = {
+  plan: "pro",
+  strategy: "resilient",
+  pattern: "steady",
+  seed: 1,
+  jitter: "full"
+} as const
 
 /** The help texts that differ between the commands: `[description, default]` of a flag, or its description. */
 export interface TrafficHelp {
@@ -59,7 +65,10 @@ export const trafficFlags = (help: TrafficHelp) => ({
   requests: Flag.Int("requests").pipe(Flags.optional("Number of requests.", help.requests)),
   duration: Flag.String("duration").pipe(Flags.optional(...help.duration)),
   rps: Flag.Finite("rps").pipe(
-    Flags.optional("Requests per second (steady), end rate (ramp-up), peak (diurnal).", "10, ramp-up 20; or --requests / --duration")
+    Flags.optional(
+      "Requests per second (steady), end rate (ramp-up), peak (diurnal).",
+      "10, ramp-up 20; or --requests / --duration"
+    )
   ),
   startRps: Flag.Finite("start-rps").pipe(Flags.optional("Ramp-up start rate.", "1")),
   endRps: Flag.Finite("end-rps").pipe(Flags.optional("Ramp-up end rate.", "--rps, else 20")),
@@ -86,13 +95,18 @@ export interface CheckedTraffic {
 }
 
 const positive = (flag: string, value: Option.Option<number>, what = "a positive number"): string | undefined =>
-  Option.isNone(value) ? undefined : Checks.numberProblem(flag, value.value, Number.isFinite(value.value) && value.value > 0, what)
+  Option.isNone(value)
+    ? undefined
+    : Checks.numberProblem(flag, value.value, Number.isFinite(value.value) && value.value > 0, what)
 
 /**
  * Checks the shared flags, in the order a user reads them, and refuses the
  * first bad one with a line naming the flag and what it accepts.
  */
-export const checkTraffic = (command: string, input: TrafficInput): Effect.Effect<CheckedTraffic, CliFailure.CliFailure> =>
+export const checkTraffic = (
+  command: string,
+  input: TrafficInput
+): Effect.Effect<CheckedTraffic, CliFailure.CliFailure> =>
   Effect.gen(function*() {
     const refuse = (problem: string | undefined) => Checks.refuse(command, problem)
     const plan = input.plan
@@ -110,10 +124,16 @@ export const checkTraffic = (command: string, input: TrafficInput): Effect.Effec
     yield* refuse(positive("--concurrency", input.concurrency, "a positive integer"))
     const failureRate = Option.getOrUndefined(input.failureRate)
     if (failureRate !== undefined) {
-      yield* refuse(Checks.numberProblem("--failure-rate", failureRate, failureRate >= 0 && failureRate <= 1, "within 0..1"))
+      yield* refuse(
+        Checks.numberProblem("--failure-rate", failureRate, failureRate >= 0 && failureRate <= 1, "within 0..1")
+      )
     }
-    const chars = yield* Patterns.parseChars(input.chars).pipe(Effect.mapError((e) => CliFailure.make(command, e.message)))
-    const durationMs = Option.isSome(input.duration) ? yield* Checks.durationOf(command, "--duration", input.duration.value) : undefined
+    const chars = yield* Patterns.parseChars(input.chars).pipe(
+      Effect.mapError((e) => CliFailure.make(command, e.message))
+    )
+    const durationMs = Option.isSome(input.duration)
+      ? yield* Checks.durationOf(command, "--duration", input.duration.value)
+      : undefined
     return {
       plan,
       jitter: input.jitter as Strategies.JitterName,

@@ -47,9 +47,15 @@ export const formatProblem = (p: ResilienceConfig.Problem, strict: boolean): str
 }
 
 /** Runs the checks; prints nothing (the command prints {@link ValidateConfigOutput.lines}). */
-export const execute = (input: ValidateConfigInput): Effect.Effect<ValidateConfigOutput, never, FileSystem.FileSystem> =>
+export const execute = (
+  input: ValidateConfigInput
+): Effect.Effect<ValidateConfigOutput, never, FileSystem.FileSystem> =>
   Effect.gen(function*() {
-    const problems = yield* ResilienceConfig.loadValidation({ file: input.configFile, env: input.env, strict: input.strict }).pipe(
+    const problems = yield* ResilienceConfig.loadValidation({
+      file: input.configFile,
+      env: input.env,
+      strict: input.strict
+    }).pipe(
       Effect.map((v) => v.problems),
       Effect.catch((e) => Effect.succeed(e.problems))
     )
@@ -61,7 +67,9 @@ export const execute = (input: ValidateConfigInput): Effect.Effect<ValidateConfi
       ...problems.map((p) => formatProblem(p, input.strict)),
       failing
         ? `${input.configFile}: ${plural(errors, "error")}, ${plural(warnings, "warning")}${mode}: config NOT OK`
-        : `${input.configFile}: config OK${warnings > 0 ? ` (${plural(warnings, "warning")})` : ""}${input.strict ? " (strict)" : ""}`
+        : `${input.configFile}: config OK${warnings > 0 ? ` (${plural(warnings, "warning")})` : ""}${
+          input.strict ? " (strict)" : ""
+        }`
     ]
     return { lines, exitCode: failing ? 1 : 0, problems }
   })
@@ -69,7 +77,9 @@ export const execute = (input: ValidateConfigInput): Effect.Effect<ValidateConfi
 const flags = {
   configFile: Flag.String("config").pipe(
     Flag.withAlias("config-file"),
-    Flag.withDescription("The JSON configuration file to check (see docs/configuration.md); --config-file is an alias. (required)")
+    Flag.withDescription(
+      "The JSON configuration file to check (see docs/configuration.md); --config-file is an alias. (required)"
+    )
   ),
   strict: Flags.boolean("strict", "Also flag risky settings; warnings count as errors."),
   env: Flags.boolean("env", "Apply the ELEVENLABS_* environment variables over the file before checking.")

@@ -24,8 +24,8 @@ import { Effect } from "effect"
 import type { Schema, Scope } from "effect"
 import { HttpClientRequest } from "effect/http"
 import type { AudioResult, AudioStream } from "./ElevenLabs.ts"
-import type { ElevenLabsError, InvalidRequest } from "./Errors.ts"
 import * as Endpoints from "./Endpoints.ts"
+import type { ElevenLabsError, InvalidRequest } from "./Errors.ts"
 import * as Schemas from "./Schemas.ts"
 import * as Validation from "./Validation.ts"
 import { appendField, appendFile, pick, query } from "./Wire.ts"
@@ -92,11 +92,18 @@ export interface Kit {
   readonly check: (refusal: () => InvalidRequest | undefined) => Effect.Effect<void, ElevenLabsError>
   readonly validation: Validation.ValidationOptions
   /** Encodes a JSON body with its schema (camelCase in, snake_case out). */
-  readonly encodeBody: (operation: string, schema: Schema.Codec<any, any>, value: unknown) => Effect.Effect<unknown, ElevenLabsError>
+  readonly encodeBody: (
+    operation: string,
+    schema: Schema.Codec<any, any>,
+    value: unknown
+  ) => Effect.Effect<unknown, ElevenLabsError>
   /** A request to a row: its method, the path given, its `accept` header. */
   readonly requestTo: (endpoint: Endpoints.Endpoint, path: string) => HttpClientRequest.HttpClientRequest
   /** Sends and reads the whole audio. */
-  readonly buffered: (operation: string, request: HttpClientRequest.HttpClientRequest) => Effect.Effect<AudioResult, ElevenLabsError>
+  readonly buffered: (
+    operation: string,
+    request: HttpClientRequest.HttpClientRequest
+  ) => Effect.Effect<AudioResult, ElevenLabsError>
   /** Sends and hands the audio on as a stream that lives with the caller's scope. */
   readonly streamed: (
     operation: string,
@@ -183,11 +190,17 @@ export const make = (kit: Kit): BeyondTts => {
   const speechToSpeech: SpeechToSpeech = {
     convert: (voiceId, request) => {
       const endpoint = Endpoints.speechToSpeechConvert
-      return Effect.flatMap(speechToSpeechRequest(endpoint, voiceId, request), (http) => kit.buffered(endpoint.name, http))
+      return Effect.flatMap(
+        speechToSpeechRequest(endpoint, voiceId, request),
+        (http) => kit.buffered(endpoint.name, http)
+      )
     },
     stream: (voiceId, request) => {
       const endpoint = Endpoints.speechToSpeechStream
-      return Effect.flatMap(speechToSpeechRequest(endpoint, voiceId, request), (http) => kit.streamed(endpoint.name, http))
+      return Effect.flatMap(
+        speechToSpeechRequest(endpoint, voiceId, request),
+        (http) => kit.streamed(endpoint.name, http)
+      )
     }
   }
 
@@ -199,7 +212,9 @@ export const make = (kit: Kit): BeyondTts => {
         yield* kit.check(() => Validation.checkSoundEffects(operation, request))
         const body = yield* kit.encodeBody(operation, Schemas.SoundEffectsBody, pick(request, soundEffectsKeys))
         const http = kit.requestTo(endpoint, Endpoints.pathOf(endpoint)).pipe(
-          HttpClientRequest.setUrlParams(query({ output_format: request.outputFormat ?? endpoint.outputFormat.default })),
+          HttpClientRequest.setUrlParams(
+            query({ output_format: request.outputFormat ?? endpoint.outputFormat.default })
+          ),
           HttpClientRequest.bodyJsonUnsafe(body)
         )
         return yield* kit.buffered(operation, http)
@@ -227,7 +242,10 @@ export const make = (kit: Kit): BeyondTts => {
       const endpoint = Endpoints.audioIsolationStream
       // The stream's form has no `preview_b64`; a caller's extra field is not sent.
       const { audio, fileFormat } = request
-      return Effect.flatMap(isolationRequest(endpoint, { audio, fileFormat }), (http) => kit.streamed(endpoint.name, http))
+      return Effect.flatMap(
+        isolationRequest(endpoint, { audio, fileFormat }),
+        (http) => kit.streamed(endpoint.name, http)
+      )
     }
   }
 

@@ -82,7 +82,10 @@ const header = (headers: HeaderRecord | undefined, name: string): string | undef
  * Reads `Retry-After` (delta seconds or an HTTP date) or `retry-after-ms`.
  * Dates need `now`; a date in the past gives zero.
  */
-export const parseRetryAfter = (headers: HeaderRecord | undefined, now?: number | undefined): Duration.Duration | undefined => {
+export const parseRetryAfter = (
+  headers: HeaderRecord | undefined,
+  now?: number | undefined
+): Duration.Duration | undefined => {
   const ms = header(headers, "retry-after-ms")
   if (ms !== undefined && /^\s*\d+(\.\d+)?\s*$/.test(ms)) return Duration.millis(Number(ms))
   const value = header(headers, "retry-after")?.trim()
@@ -399,11 +402,18 @@ export const classifyHttpClientError = (
     case "DecodeError":
     case "EmptyBodyError": {
       const status = reason.response.status
-      return new Transport({ operation, status, message: `The response body failed mid-way (${describe(reason.cause)})` })
+      return new Transport({
+        operation,
+        status,
+        message: `The response body failed mid-way (${describe(reason.cause)})`
+      })
     }
     case "TransportError":
     default:
-      return new Transport({ operation, message: `Transport failure (${describe((reason as { cause?: unknown }).cause)})` })
+      return new Transport({
+        operation,
+        message: `Transport failure (${describe((reason as { cause?: unknown }).cause)})`
+      })
   }
 }
 
@@ -413,7 +423,11 @@ const describe = (cause: unknown): string => {
     const code = (cause as { code?: unknown }).code
     const inner = (cause as { cause?: unknown }).cause
     const innerCode = inner instanceof Error ? (inner as { code?: unknown }).code : undefined
-    return [cause.name, typeof code === "string" ? code : undefined, typeof innerCode === "string" ? innerCode : undefined]
+    return [
+      cause.name,
+      typeof code === "string" ? code : undefined,
+      typeof innerCode === "string" ? innerCode : undefined
+    ]
       .filter((x) => x !== undefined)
       .join(" ")
   }
@@ -430,7 +444,9 @@ const headersOfSdk = (raw: unknown): HeaderRecord | undefined => {
   const h = raw.headers
   if (h === undefined || h === null) return undefined
   // A fetch `Headers` (what the SDK keeps in `rawResponse.headers`) or a plain record.
-  if (typeof (h as { forEach?: unknown }).forEach === "function" && typeof (h as { get?: unknown }).get === "function") {
+  if (
+    typeof (h as { forEach?: unknown }).forEach === "function" && typeof (h as { get?: unknown }).get === "function"
+  ) {
     const out: Record<string, string> = {}
     try {
       ;(h as { forEach: (f: (value: string, key: string) => void) => void }).forEach((value, key) => {

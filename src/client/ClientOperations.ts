@@ -6,10 +6,10 @@
  */
 import { Effect, Schema, Stream } from "effect"
 import { HttpClientRequest } from "effect/http"
+import { invalidResponse } from "./Classify.ts"
 import { type ClientWire, wrap } from "./ClientWire.ts"
 import type { ElevenLabs } from "./ElevenLabs.ts"
 import * as Endpoints from "./Endpoints.ts"
-import { invalidResponse } from "./Classify.ts"
 import { fromHeaders } from "./ResponseMeta.ts"
 import * as Schemas from "./Schemas.ts"
 import * as Validation from "./Validation.ts"
@@ -20,7 +20,7 @@ const voiceSearchParams = (search: Schemas.VoiceSearch): Array<readonly [string,
   const params: Array<readonly [string, string]> = []
   for (const [key, value] of Object.entries(search)) {
     const name = Schemas.toSnake(key)
-    if (Array.isArray(value)) for (const item of value) params.push([name, String(item)])
+    if (Array.isArray(value)) { for (const item of value) params.push([name, String(item)]) }
     else if (value !== undefined) params.push([name, String(value)])
   }
   return params
@@ -51,7 +51,18 @@ const ttsBodyKeys = [
 
 /** Text to speech: the four TTS rows. */
 const makeTextToSpeech = (wire: ClientWire): ElevenLabs["textToSpeech"] => {
-  const { audioCall, bodyStream, bufferedAudio, check, decodeJson, encodeBody, open, requestTo, streamedAudio, validation } = wire
+  const {
+    audioCall,
+    bodyStream,
+    bufferedAudio,
+    check,
+    decodeJson,
+    encodeBody,
+    open,
+    requestTo,
+    streamedAudio,
+    validation
+  } = wire
 
   const ttsRequest = (
     endpoint: TtsEndpoint,
@@ -105,7 +116,14 @@ const makeTextToSpeech = (wire: ClientWire): ElevenLabs["textToSpeech"] => {
           Stream.mapEffect((line) =>
             decodeLine(line).pipe(
               Effect.mapError((e) =>
-                wrap(invalidResponse(operation, response.status, response.headers, `a stream line: ${e.message.slice(0, 300)}`))
+                wrap(
+                  invalidResponse(
+                    operation,
+                    response.status,
+                    response.headers,
+                    `a stream line: ${e.message.slice(0, 300)}`
+                  )
+                )
               )
             )
           )

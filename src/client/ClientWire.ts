@@ -46,13 +46,14 @@ export interface WireOptions {
   readonly onResponseHeaders?: ((meta: ResponseMeta) => Effect.Effect<void>) | undefined
 }
 
-
 export const wrap = (reason: ElevenLabsErrorReason) => new ElevenLabsError({ reason })
 
 const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.updateService(effect, Headers.CurrentRedactedNames, (names) =>
-    names.includes("xi-api-key") ? names : [...names, "xi-api-key"])
-
+  Effect.updateService(
+    effect,
+    Headers.CurrentRedactedNames,
+    (names) => names.includes("xi-api-key") ? names : [...names, "xi-api-key"]
+  )
 
 /** A JSON body decoded with the row's schema; a body that is not it is `InvalidResponse`. */
 const decodeJson = <A>(
@@ -68,9 +69,7 @@ const decodeJson = <A>(
     return Effect.fail(wrap(invalidResponse(operation, response.status, response.headers, "the body is not JSON")))
   }
   return Schema.decodeUnknownEffect(schema)(json).pipe(
-    Effect.mapError((e) =>
-      wrap(invalidResponse(operation, response.status, response.headers, e.message.slice(0, 500)))
-    )
+    Effect.mapError((e) => wrap(invalidResponse(operation, response.status, response.headers, e.message.slice(0, 500))))
   ) as Effect.Effect<A, ElevenLabsError>
 }
 
@@ -109,7 +108,11 @@ export const makeWire = (
   const readBody = (operation: string, response: HttpClientResponse.HttpClientResponse, limit?: number) =>
     Effect.scoped(Effect.gen(function*() {
       const pull = yield* Stream.toPull(
-        Stream.catchTag(response.stream, "HttpClientError", (error) => Stream.fromEffect(fromHttpError(operation)(error)))
+        Stream.catchTag(
+          response.stream,
+          "HttpClientError",
+          (error) => Stream.fromEffect(fromHttpError(operation)(error))
+        )
       )
       // Each pull: the idle timeout, or the time the call has left (Deadline.CurrentDeadline) when shorter.
       const next = pull.pipe(
@@ -195,7 +198,9 @@ export const makeWire = (
 
   /** A request to a row of the endpoint table: its method, the path given, its `accept` header. */
   const requestTo = (endpoint: Endpoints.Endpoint, path: string) =>
-    HttpClientRequest.make(endpoint.method)(path).pipe(HttpClientRequest.setHeader("accept", Endpoints.acceptOf(endpoint)))
+    HttpClientRequest.make(endpoint.method)(path).pipe(
+      HttpClientRequest.setHeader("accept", Endpoints.acceptOf(endpoint))
+    )
 
   const contentTypeOf = (response: HttpClientResponse.HttpClientResponse, fallback: string) =>
     response.headers["content-type"] ?? fallback
@@ -208,7 +213,10 @@ export const makeWire = (
     }))
 
   /** The whole audio of an answer, with its content type and metadata. */
-  const bufferedAudio = (operation: string, request: HttpClientRequest.HttpClientRequest): Effect.Effect<AudioResult, ElevenLabsError> =>
+  const bufferedAudio = (
+    operation: string,
+    request: HttpClientRequest.HttpClientRequest
+  ): Effect.Effect<AudioResult, ElevenLabsError> =>
     Effect.map(audioCall(operation, request), ({ audio, response }) => ({
       audio,
       contentType: contentTypeOf(response, "audio/mpeg"),

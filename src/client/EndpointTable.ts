@@ -5,7 +5,13 @@
  * @since 0.2.0
  */
 import type { Endpoint, ModelSource, OutputFormat } from "./Endpoints.ts"
-import { convertOutputFormats, defaultOutputFormat, defaultTtsModel, musicOutputFormats, streamOutputFormats } from "./Models.ts"
+import {
+  convertOutputFormats,
+  defaultOutputFormat,
+  defaultTtsModel,
+  musicOutputFormats,
+  streamOutputFormats
+} from "./Models.ts"
 import * as Schemas from "./Schemas.ts"
 
 // ============================================================================
@@ -20,7 +26,13 @@ const convertFormats: OutputFormat = { formats: convertOutputFormats, default: d
 const streamFormats: OutputFormat = { formats: streamOutputFormats, default: defaultOutputFormat }
 /** Music's own default is `auto` (the API picks); the client sends a format only when given one. */
 const musicFormats: OutputFormat = { formats: musicOutputFormats, default: "auto" }
-const read = { body: "none", pool: { _tag: "None" }, billing: { _tag: "None" }, idempotent: true, client: true } as const
+const read = {
+  body: "none",
+  pool: { _tag: "None" },
+  billing: { _tag: "None" },
+  idempotent: true,
+  client: true
+} as const
 /** The sources name no pool for these: the standard pool, the smallest of the speech pools (docs/api-facts.md §5.6). */
 const standardPool = { _tag: "Fixed", pool: "standard" } as const
 /** "1000 characters' worth of usage per minute" of input audio (voice changer), "1000 characters for every minute" (voice isolator). */
@@ -333,4 +345,3 @@ export type ClientName = Extract<Known, { readonly client: true }>["name"]
 
 /** The rows by operation name. */
 export const byName: ReadonlyMap<string, Known> = new Map(all.map((e) => [e.name, e]))
-

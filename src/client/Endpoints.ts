@@ -49,8 +49,8 @@
  */
 import type { Schema } from "effect"
 import { type Pool, poolOfModel } from "../resilience/Plans.ts"
-import { audioCreditCost, type AudioRate, creditCost, creditMultiplierOf } from "./Models.ts"
 import { all, byName, type Known } from "./EndpointTable.ts"
+import { audioCreditCost, type AudioRate, creditCost, creditMultiplierOf } from "./Models.ts"
 import type { TtsEndpoint } from "./Validation.ts"
 
 // ============================================================================
@@ -183,7 +183,8 @@ export * from "./EndpointTable.ts"
 /** The parameter names of a path template: `ParamsOf<"/v1/voices/{voice_id}">` is `"voice_id"`. */
 export type ParamsOf<P extends string> = P extends `${string}{${infer N}}${infer Rest}` ? N | ParamsOf<Rest> : never
 
-type ParamsArg<P extends string> = [ParamsOf<P>] extends [never] ? [params?: Readonly<Record<string, string>> | undefined]
+type ParamsArg<P extends string> = [ParamsOf<P>] extends [never] ?
+  [params?: Readonly<Record<string, string>> | undefined]
   : [params: { readonly [K in ParamsOf<P>]: string }]
 
 const paramPattern = /\{([^}]+)\}/g
@@ -210,7 +211,8 @@ export const pathOf = <P extends `/${string}`>(endpoint: Endpoint<string, P>, ..
 }
 
 /** The path in the syntax of `effect/http`'s router: `/v1/voices/{voice_id}` is `/v1/voices/:voice_id`. */
-export const routerPath = (endpoint: Endpoint): `/${string}` => endpoint.path.replace(paramPattern, ":$1") as `/${string}`
+export const routerPath = (endpoint: Endpoint): `/${string}` =>
+  endpoint.path.replace(paramPattern, ":$1") as `/${string}`
 
 /** What {@link match} finds. */
 export type Match =
@@ -226,7 +228,8 @@ const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
 
 /** Paths without parameters, looked up whole; templates as one regex each, compiled once. */
 const staticRows = new Map<string, Array<Known>>()
-const templateRows: Array<{ readonly endpoint: Known; readonly regex: RegExp; readonly names: ReadonlyArray<string> }> = []
+const templateRows: Array<{ readonly endpoint: Known; readonly regex: RegExp; readonly names: ReadonlyArray<string> }> =
+  []
 for (const endpoint of all) {
   const path: string = endpoint.path
   if (!path.includes("{")) {
@@ -311,7 +314,11 @@ export const poolOf = <E extends Endpoint>(
 export type PoolOf<E extends Endpoint> = [E["pool"]] extends [{ readonly _tag: "Fixed" | "FromModel" }] ? Pool
   : Pool | undefined
 
-const poolOfRule = (rule: PoolRule, model: string | undefined, concurrencyGroup: string | undefined): Pool | undefined => {
+const poolOfRule = (
+  rule: PoolRule,
+  model: string | undefined,
+  concurrencyGroup: string | undefined
+): Pool | undefined => {
   switch (rule._tag) {
     case "None":
       return undefined
@@ -355,7 +362,8 @@ export const creditsOf = <E extends Endpoint>(
 /** `number` for a row billed by characters or at an audio rate, `undefined` for one that is not, else `number | undefined`. */
 export type CreditsOf<E extends Endpoint> = [E["billing"]] extends
   [{ readonly _tag: "Characters" } | { readonly _tag: "AudioTime"; readonly rate: AudioRate }] ? number
-  : [E["billing"]] extends [{ readonly _tag: "None" } | { readonly _tag: "AudioTime"; readonly rate?: undefined }] ? undefined
+  : [E["billing"]] extends [{ readonly _tag: "None" } | { readonly _tag: "AudioTime"; readonly rate?: undefined }] ?
+    undefined
   : number | undefined
 
 /** The `accept` header of a request: `*\/*` for audio (the server picks the content type), JSON otherwise. */

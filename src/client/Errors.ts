@@ -364,7 +364,9 @@ export class ElevenLabsError extends Schema.Error<ElevenLabsError>("ElevenLabsEr
 
   override get message(): string {
     const r = this.reason
-    const status = r.status === undefined ? "" : ` (${r.status}${r.detailStatus === undefined ? "" : ` ${r.detailStatus}`})`
+    const status = r.status === undefined
+      ? ""
+      : ` (${r.status}${r.detailStatus === undefined ? "" : ` ${r.detailStatus}`})`
     return `${r.operation}: ${r._tag}${status}: ${r.message}`
   }
 

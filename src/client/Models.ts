@@ -29,7 +29,8 @@ export const ttsModelIds = [
 export type TtsModelId = (typeof ttsModelIds)[number]
 
 /** Whether a model id is one of {@link ttsModelIds}. */
-export const isTtsModel = (modelId: string): modelId is TtsModelId => (ttsModelIds as ReadonlyArray<string>).includes(modelId)
+export const isTtsModel = (modelId: string): modelId is TtsModelId =>
+  (ttsModelIds as ReadonlyArray<string>).includes(modelId)
 
 /** Per-request character limits of TTS models (`docs/api-facts.md` §5.3). */
 export const characterLimits: Readonly<Record<string, number>> = {

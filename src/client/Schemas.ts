@@ -142,7 +142,8 @@ export interface AudioFile {
 export type SpeechToTextFile = AudioFile
 
 /** An upload as the client takes it: a file with its name and type, or bare bytes. */
-export const audioFileOf = (file: AudioFile | Uint8Array): AudioFile => file instanceof Uint8Array ? { data: file } : file
+export const audioFileOf = (file: AudioFile | Uint8Array): AudioFile =>
+  file instanceof Uint8Array ? { data: file } : file
 
 /** `file_format` of an upload: `pcm_s16le_16` (16-bit PCM, 16 kHz, mono, little-endian) or `other` (the default). */
 export type UploadFileFormat = "pcm_s16le_16" | "other"

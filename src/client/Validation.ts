@@ -30,24 +30,30 @@
  */
 import { Effect, Option, Schema } from "effect"
 import { InvalidRequest } from "./Errors.ts"
-import { characterLimitOf, convertOutputFormats, defaultTtsModel, musicOutputFormats, streamOutputFormats } from "./Models.ts"
+import {
+  characterLimitOf,
+  convertOutputFormats,
+  defaultTtsModel,
+  musicOutputFormats,
+  streamOutputFormats
+} from "./Models.ts"
 import {
   type AudioFile,
-  type AudioIsolationRequest,
   audioFileOf,
+  type AudioIsolationRequest,
   defaultDialogueModel,
+  MusicBody,
   type MusicComposeRequest,
+  SoundEffectsBody,
   type SoundEffectsRequest,
   type SpeechToSpeechRequest,
   type SpeechToTextRequest,
   type TextToDialogueBody,
-  type TextToSpeechBody,
-  type VoiceSearch,
-  type VoiceSettings,
-  MusicBody,
-  SoundEffectsBody,
   TextToDialogueBody as TextToDialogueBodySchema,
-  TextToSpeechBody as TextToSpeechBodySchema
+  type TextToSpeechBody,
+  TextToSpeechBody as TextToSpeechBodySchema,
+  type VoiceSearch,
+  type VoiceSettings
 } from "./Schemas.ts"
 
 /** Options of the local checks. */
@@ -59,8 +65,7 @@ export interface ValidationOptions {
 /** Which TTS endpoint a request is for: the stream endpoints refuse WAV. */
 export type TtsEndpoint = "convert" | "stream"
 
-const refuse = (operation: string, field: string, message: string) =>
-  new InvalidRequest({ operation, field, message })
+const refuse = (operation: string, field: string, message: string) => new InvalidRequest({ operation, field, message })
 
 /**
  * The voice settings ranges: stability and similarity boost from the TTS body's
@@ -85,7 +90,9 @@ export const checkVoiceId = (operation: string, voiceId: string): InvalidRequest
     return refuse(
       operation,
       "voiceId",
-      `The voice id ${JSON.stringify(voiceId.slice(0, 64))} is malformed: use only letters, digits, '_' and '-' (no spaces, '/', '?' or '#'), as in voices.list().`
+      `The voice id ${
+        JSON.stringify(voiceId.slice(0, 64))
+      } is malformed: use only letters, digits, '_' and '-' (no spaces, '/', '?' or '#'), as in voices.list().`
     )
   }
   return undefined
@@ -100,7 +107,9 @@ const checkVoiceSettings = (operation: string, settings: VoiceSettings | undefin
       return refuse(
         operation,
         `voiceSettings.${key}`,
-        `voiceSettings.${key} is ${typeof value === "number" ? String(value) : typeof value}: it must be a number from ${min} to ${max}.`
+        `voiceSettings.${key} is ${
+          typeof value === "number" ? String(value) : typeof value
+        }: it must be a number from ${min} to ${max}.`
       )
     }
   }
@@ -137,21 +146,30 @@ export const checkTextToSpeech = (
       `The text has ${count} characters, over the ${limit}-character limit of ${modelId}: split it into requests of at most ${limit} characters (stitch them with previousRequestIds), or use a model with a higher limit.`
     )
   }
-  return checkOutputFormat(operation, endpoint, request.outputFormat) ?? checkVoiceSettings(operation, request.voiceSettings)
+  return checkOutputFormat(operation, endpoint, request.outputFormat) ??
+    checkVoiceSettings(operation, request.voiceSettings)
 }
 
 /**
  * Checks an `output_format` against the convert list (28, with WAV) or the stream list (21), as TTS, speech
  * to speech and dialogue take them.
  */
-const checkOutputFormat = (operation: string, endpoint: TtsEndpoint, format: string | undefined): InvalidRequest | undefined => {
+const checkOutputFormat = (
+  operation: string,
+  endpoint: TtsEndpoint,
+  format: string | undefined
+): InvalidRequest | undefined => {
   if (format === undefined) return undefined
   const allowed: ReadonlyArray<string> = endpoint === "stream" ? streamOutputFormats : convertOutputFormats
   if (allowed.includes(format)) return undefined
   const hint = endpoint === "stream" && format.startsWith("wav_")
     ? " WAV is only available from convert: use convert, or a pcm_* format of the same rate."
     : ` Use one of ${allowed.join(", ")}.`
-  return refuse(operation, "outputFormat", `The output format ${JSON.stringify(format)} is not accepted by the ${endpoint} endpoint.${hint}`)
+  return refuse(
+    operation,
+    "outputFormat",
+    `The output format ${JSON.stringify(format)} is not accepted by the ${endpoint} endpoint.${hint}`
+  )
 }
 
 /** A number in `[min, max]`, else the refusal naming `field`. */
@@ -197,7 +215,13 @@ export const checkSoundEffects = (operation: string, request: SoundEffectsReques
     checkRange(operation, "promptInfluence", request.promptInfluence, pMin, pMax) ??
     (request.outputFormat === undefined || (streamOutputFormats as ReadonlyArray<string>).includes(request.outputFormat)
       ? undefined
-      : refuse(operation, "outputFormat", `The output format ${JSON.stringify(request.outputFormat)} is not accepted by sound effects. Use one of ${streamOutputFormats.join(", ")}.`))
+      : refuse(
+        operation,
+        "outputFormat",
+        `The output format ${JSON.stringify(request.outputFormat)} is not accepted by sound effects. Use one of ${
+          streamOutputFormats.join(", ")
+        }.`
+      ))
 }
 
 /** The most distinct voices one dialogue may use (the OpenAPI document, `inputs`). */
@@ -216,7 +240,11 @@ export const checkTextToDialogue = (
 ): InvalidRequest | undefined => {
   const inputs = request.inputs
   if (!Array.isArray(inputs) || inputs.length === 0) {
-    return refuse(operation, "inputs", "The dialogue has no lines: pass inputs, each a text and the voiceId that speaks it.")
+    return refuse(
+      operation,
+      "inputs",
+      "The dialogue has no lines: pass inputs, each a text and the voiceId that speaks it."
+    )
   }
   const voices = new Set<string>()
   let count = 0
@@ -224,13 +252,21 @@ export const checkTextToDialogue = (
     const badVoice = checkVoiceId(operation, input.voiceId)
     if (badVoice !== undefined) return refuse(operation, `inputs[${i}].voiceId`, badVoice.message)
     if (typeof input.text !== "string" || input.text.trim() === "") {
-      return refuse(operation, `inputs[${i}].text`, `Line ${i} of the dialogue is empty or only whitespace: give it the text to speak.`)
+      return refuse(
+        operation,
+        `inputs[${i}].text`,
+        `Line ${i} of the dialogue is empty or only whitespace: give it the text to speak.`
+      )
     }
     voices.add(input.voiceId)
     count += characterCount(input.text)
   }
   if (voices.size > maxDialogueVoices) {
-    return refuse(operation, "inputs", `The dialogue uses ${voices.size} distinct voices: at most ${maxDialogueVoices} are allowed.`)
+    return refuse(
+      operation,
+      "inputs",
+      `The dialogue uses ${voices.size} distinct voices: at most ${maxDialogueVoices} are allowed.`
+    )
   }
   const modelId = request.modelId ?? defaultDialogueModel
   const limit = characterLimitOf(modelId, options?.characterLimits)
@@ -250,7 +286,11 @@ export const checkSpeechToText = (operation: string, request: SpeechToTextReques
   const hasFile = request.file !== undefined
   const hasUrl = request.sourceUrl !== undefined || request.cloudStorageUrl !== undefined
   if (!hasFile && !hasUrl) {
-    return refuse(operation, "file", "Pass either file (the audio bytes) or sourceUrl (a URL of the audio): neither was given.")
+    return refuse(
+      operation,
+      "file",
+      "Pass either file (the audio bytes) or sourceUrl (a URL of the audio): neither was given."
+    )
   }
   if (hasFile && hasUrl) {
     return refuse(operation, "sourceUrl", "Pass either file or sourceUrl, not both: remove one of them.")
@@ -259,8 +299,15 @@ export const checkSpeechToText = (operation: string, request: SpeechToTextReques
   if (hasFile && (data === undefined || data.byteLength === 0)) {
     return refuse(operation, "file", "The audio file is empty: pass the bytes of an audio file of at least 100 ms.")
   }
-  if (request.numSpeakers !== undefined && (!Number.isInteger(request.numSpeakers) || request.numSpeakers < 1 || request.numSpeakers > 32)) {
-    return refuse(operation, "numSpeakers", `numSpeakers is ${request.numSpeakers}: it must be an integer from 1 to 32.`)
+  if (
+    request.numSpeakers !== undefined &&
+    (!Number.isInteger(request.numSpeakers) || request.numSpeakers < 1 || request.numSpeakers > 32)
+  ) {
+    return refuse(
+      operation,
+      "numSpeakers",
+      `numSpeakers is ${request.numSpeakers}: it must be an integer from 1 to 32.`
+    )
   }
   return undefined
 }
@@ -273,11 +320,21 @@ export const checkMusic = (operation: string, request: MusicComposeRequest): Inv
   if (request.prompt !== undefined && request.prompt.trim() === "") {
     return refuse(operation, "prompt", "The prompt is empty or only whitespace: describe the music to compose.")
   }
-  if (request.outputFormat !== undefined && !(musicOutputFormats as ReadonlyArray<string>).includes(request.outputFormat)) {
-    return refuse(operation, "outputFormat", `The output format ${JSON.stringify(request.outputFormat)} is not accepted by music compose.`)
+  if (
+    request.outputFormat !== undefined && !(musicOutputFormats as ReadonlyArray<string>).includes(request.outputFormat)
+  ) {
+    return refuse(
+      operation,
+      "outputFormat",
+      `The output format ${JSON.stringify(request.outputFormat)} is not accepted by music compose.`
+    )
   }
   if (request.musicLengthMs !== undefined && (request.musicLengthMs < 3000 || request.musicLengthMs > 600000)) {
-    return refuse(operation, "musicLengthMs", `musicLengthMs is ${request.musicLengthMs}: it must be from 3000 to 600000.`)
+    return refuse(
+      operation,
+      "musicLengthMs",
+      `musicLengthMs is ${request.musicLengthMs}: it must be from 3000 to 600000.`
+    )
   }
   return undefined
 }
@@ -286,13 +343,21 @@ export const checkMusic = (operation: string, request: MusicComposeRequest): Inv
 export const checkVoiceSearch = (operation: string, search: VoiceSearch): InvalidRequest | undefined => {
   const { minNoticePeriodDays, pageSize, voiceIds } = search
   if (pageSize !== undefined && (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 100)) {
-    return refuse(operation, "pageSize", `pageSize is ${pageSize}: it must be an integer from 1 to 100; page on with nextPageToken.`)
+    return refuse(
+      operation,
+      "pageSize",
+      `pageSize is ${pageSize}: it must be an integer from 1 to 100; page on with nextPageToken.`
+    )
   }
   if (voiceIds !== undefined && voiceIds.length > 100) {
     return refuse(operation, "voiceIds", `voiceIds has ${voiceIds.length} ids: look up at most 100 per search.`)
   }
   if (minNoticePeriodDays !== undefined && !Number.isInteger(minNoticePeriodDays)) {
-    return refuse(operation, "minNoticePeriodDays", `minNoticePeriodDays is ${minNoticePeriodDays}: it must be a whole number of days.`)
+    return refuse(
+      operation,
+      "minNoticePeriodDays",
+      `minNoticePeriodDays is ${minNoticePeriodDays}: it must be a whole number of days.`
+    )
   }
   return undefined
 }
@@ -326,7 +391,10 @@ type Check =
  * schema does not read is left to the server (its 422 is the answer); multipart uploads are checked for their
  * voice only.
  */
-export const checkWire = (request: WireRequest, options?: ValidationOptions | undefined): InvalidRequest | undefined => {
+export const checkWire = (
+  request: WireRequest,
+  options?: ValidationOptions | undefined
+): InvalidRequest | undefined => {
   const { check, json, operation, params, query } = request
   const outputFormat = query.get("output_format") ?? undefined
   const voiceId = params["voice_id"]
@@ -341,11 +409,15 @@ export const checkWire = (request: WireRequest, options?: ValidationOptions | un
     }
     case "TextToDialogue": {
       const body = decode(TextToDialogueBodySchema)
-      return body === undefined ? undefined : checkTextToDialogue(operation, check.variant, { ...body, outputFormat }, options)
+      return body === undefined
+        ? undefined
+        : checkTextToDialogue(operation, check.variant, { ...body, outputFormat }, options)
     }
     case "SoundEffects": {
       const body = decode(SoundEffectsBody)
-      return body === undefined ? undefined : checkSoundEffects(operation, { ...body, outputFormat } as SoundEffectsRequest)
+      return body === undefined
+        ? undefined
+        : checkSoundEffects(operation, { ...body, outputFormat } as SoundEffectsRequest)
     }
     case "Music": {
       const body = decode(MusicBody)

@@ -36,6 +36,8 @@ export const appendField = (form: FormData, name: string, value: FieldValue): vo
 /** Appends an upload as a `Blob` named `fileName` (default `audio`), typed `contentType` (default `application/octet-stream`). */
 export const appendFile = (form: FormData, name: string, upload: AudioFile | Uint8Array): void => {
   const file = audioFileOf(upload)
-  const blob = new Blob([file.data as Uint8Array<ArrayBuffer>], { type: file.contentType ?? "application/octet-stream" })
+  const blob = new Blob([file.data as Uint8Array<ArrayBuffer>], {
+    type: file.contentType ?? "application/octet-stream"
+  })
   form.append(name, blob, file.fileName ?? "audio")
 }

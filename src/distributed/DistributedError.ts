@@ -7,12 +7,14 @@
 import { Schema } from "effect"
 
 /** Redis could not be reached (or did not answer in time) and the trouble mode is `fail-closed`. */
-export class RedisUnavailable extends Schema.Error<RedisUnavailable>("elevenlabs-resilience/distributed/RedisUnavailable")({
-  _tag: Schema.tag("RedisUnavailable"),
-  /** What was being done (`acquire`, `release`, `reserve`, ...). */
-  operation: Schema.String,
-  message: Schema.String
-}) {}
+export class RedisUnavailable
+  extends Schema.Error<RedisUnavailable>("elevenlabs-resilience/distributed/RedisUnavailable")({
+    _tag: Schema.tag("RedisUnavailable"),
+    /** What was being done (`acquire`, `release`, `reserve`, ...). */
+    operation: Schema.String,
+    message: Schema.String
+  })
+{}
 
 /** Redis answered with an error (a script or data error, not an outage). */
 export class RedisCommandFailed extends Schema.Error<RedisCommandFailed>(
@@ -54,10 +56,12 @@ export const DistributedErrorReason = Schema.Union([
 ])
 
 /** A failure of a Redis-backed store. Never carries an API key: keys are ids chosen by the caller. */
-export class DistributedError extends Schema.Error<DistributedError>("elevenlabs-resilience/distributed/DistributedError")({
-  _tag: Schema.tag("DistributedError"),
-  reason: DistributedErrorReason
-}) {
+export class DistributedError
+  extends Schema.Error<DistributedError>("elevenlabs-resilience/distributed/DistributedError")({
+    _tag: Schema.tag("DistributedError"),
+    reason: DistributedErrorReason
+  })
+{
   override get message(): string {
     return this.reason.message
   }

@@ -23,7 +23,9 @@ export interface StoreOptions {
 }
 
 /** The `CircuitBreakerStore` in Redis. */
-export const layerStore = (options?: StoreOptions): Layer.Layer<CircuitBreaker.CircuitBreakerStore, never, Redis.Redis> =>
+export const layerStore = (
+  options?: StoreOptions
+): Layer.Layer<CircuitBreaker.CircuitBreakerStore, never, Redis.Redis> =>
   CircuitBreaker.layerStoreRedis({
     prefix: options?.prefix ?? "elevenlabs-resilience:circuit:",
     probeLease: options?.probeLease,

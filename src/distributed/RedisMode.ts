@@ -54,22 +54,25 @@ export interface Options {
 
 /** Service tag of {@link RedisMode["Service"]}. */
 export class RedisMode extends Context.Service<RedisMode, {
-    readonly mode: TroubleMode
-    readonly expectedProcesses: number
-    /** The current state. */
-    readonly state: Effect.Effect<RedisState>
-    /** The current state, read synchronously (for code already inside an effect). */
-    readonly stateUnsafe: () => RedisState
-    /** 0 shared, 1 local-fallback, 2 unavailable. */
-    readonly gaugeValue: Effect.Effect<0 | 1 | 2>
-    /** Every change of state. */
-    readonly changes: Stream.Stream<RedisStateChange>
-    /**
-     * Runs one Redis command under the command timeout. An outage (or a timeout)
-     * moves the state into trouble and fails with `RedisUnavailable`; a success
-     * moves it back to `shared`.
-     */
-    readonly run: <A>(operation: string, command: Effect.Effect<A, Redis.RedisError>) => Effect.Effect<A, DistributedError>
+  readonly mode: TroubleMode
+  readonly expectedProcesses: number
+  /** The current state. */
+  readonly state: Effect.Effect<RedisState>
+  /** The current state, read synchronously (for code already inside an effect). */
+  readonly stateUnsafe: () => RedisState
+  /** 0 shared, 1 local-fallback, 2 unavailable. */
+  readonly gaugeValue: Effect.Effect<0 | 1 | 2>
+  /** Every change of state. */
+  readonly changes: Stream.Stream<RedisStateChange>
+  /**
+   * Runs one Redis command under the command timeout. An outage (or a timeout)
+   * moves the state into trouble and fails with `RedisUnavailable`; a success
+   * moves it back to `shared`.
+   */
+  readonly run: <A>(
+    operation: string,
+    command: Effect.Effect<A, Redis.RedisError>
+  ) => Effect.Effect<A, DistributedError>
 }>()("elevenlabs-resilience/distributed/RedisMode") {}
 
 /** @deprecated The shape of {@link RedisMode}: use `RedisMode["Service"]` (one name per service, Effect's convention). */
@@ -126,7 +129,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     command.pipe(
       Effect.timeoutOrElse({
         duration: commandTimeout,
-        orElse: () => Effect.fail(new Redis.RedisError({ cause: new Error(`timed out after ${Duration.format(commandTimeout)}`) }))
+        orElse: () =>
+          Effect.fail(new Redis.RedisError({ cause: new Error(`timed out after ${Duration.format(commandTimeout)}`) }))
       }),
       Effect.matchEffect({
         onSuccess: (a) => Effect.as(move("shared"), a),
@@ -134,11 +138,16 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           if (isReply(error.cause)) {
             return Effect.andThen(
               move("shared"),
-              Effect.fail(new DistributedError({ reason: new RedisCommandFailed({ operation, message: describe(error.cause) }) }))
+              Effect.fail(
+                new DistributedError({ reason: new RedisCommandFailed({ operation, message: describe(error.cause) }) })
+              )
             )
           }
           const message = describe(error.cause)
-          return Effect.andThen(move(troubleState, `${operation}: ${message}`), Effect.fail(unavailable(operation, message)))
+          return Effect.andThen(
+            move(troubleState, `${operation}: ${message}`),
+            Effect.fail(unavailable(operation, message))
+          )
         }
       })
     )
@@ -162,4 +171,5 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 })
 
 /** Provides {@link RedisMode} over the current `Redis` service. */
-export const layer = (options?: Options): Layer.Layer<RedisMode, never, Redis.Redis> => Layer.effect(RedisMode, make(options))
+export const layer = (options?: Options): Layer.Layer<RedisMode, never, Redis.Redis> =>
+  Layer.effect(RedisMode, make(options))

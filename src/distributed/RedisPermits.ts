@@ -114,21 +114,21 @@ export interface Snapshot extends SharedLimit {
 
 /** Service tag of {@link RedisPermits["Service"]}. */
 export class RedisPermits extends Context.Service<RedisPermits, {
-    /** Takes a permit until the scope closes (or `release`). */
-    readonly acquire: (request: AcquireRequest) => Effect.Effect<DistributedPermit, DistributedError, Scope.Scope>
-    /** Sets the plan's ceiling for (key, pool) (first ceiling: estimate = ceiling; raise: +difference; cut: clamp). */
-    readonly setLimit: (key: string, pool: string, ceiling: number) => Effect.Effect<SharedLimit, DistributedError>
-    /** The current shared limit. */
-    readonly limit: (key: string, pool: string) => Effect.Effect<SharedLimit, DistributedError>
-    /** A 429 `too_many_concurrent_requests`: multiplicative decrease (the server's number, when given, is the ceiling). */
-    readonly onConcurrencyLimited: (
-      key: string,
-      pool: string,
-      limitFromServer?: number | undefined
-    ) => Effect.Effect<void>
-    /** A successful response: ceiling, others and additive increase when saturated. */
-    readonly onResponse: (key: string, pool: string, signal: ResponseSignal) => Effect.Effect<void>
-    readonly snapshot: (key: string, pool: string) => Effect.Effect<Snapshot, DistributedError>
+  /** Takes a permit until the scope closes (or `release`). */
+  readonly acquire: (request: AcquireRequest) => Effect.Effect<DistributedPermit, DistributedError, Scope.Scope>
+  /** Sets the plan's ceiling for (key, pool) (first ceiling: estimate = ceiling; raise: +difference; cut: clamp). */
+  readonly setLimit: (key: string, pool: string, ceiling: number) => Effect.Effect<SharedLimit, DistributedError>
+  /** The current shared limit. */
+  readonly limit: (key: string, pool: string) => Effect.Effect<SharedLimit, DistributedError>
+  /** A 429 `too_many_concurrent_requests`: multiplicative decrease (the server's number, when given, is the ceiling). */
+  readonly onConcurrencyLimited: (
+    key: string,
+    pool: string,
+    limitFromServer?: number | undefined
+  ) => Effect.Effect<void>
+  /** A successful response: ceiling, others and additive increase when saturated. */
+  readonly onResponse: (key: string, pool: string, signal: ResponseSignal) => Effect.Effect<void>
+  readonly snapshot: (key: string, pool: string) => Effect.Effect<Snapshot, DistributedError>
 }>()(
   "elevenlabs-resilience/distributed/RedisPermits"
 ) {}

@@ -82,40 +82,44 @@ export interface SharedQuotaStatus {
 
 /** The shared quota store (Redis). */
 export class RedisQuota extends Context.Service<RedisQuota, {
-    /** Writes a subscription reading (`/v1/user/subscription`). */
-    readonly sync: (snapshot: {
-      readonly used: number
-      readonly limit: number
-      readonly resetAt?: number | undefined
-      /** `status.markSeq` read before the fetch started: only then may the reading end the exhausted state. */
-      readonly markSeqAtStart?: number | undefined
-      /**
-       * `status.committed` read before the fetch started: commits made since then are added to `used`
-       * (the reading may not count them yet; counted twice errs on the side of not overspending).
-       */
-      readonly committedAtStart?: number | undefined
-    }) => Effect.Effect<SharedQuotaStatus, DistributedError>
-    /** Reserves `cost` credits (one script); the caller must commit, release or let the lease lapse. */
-    readonly reserve: (request: ReserveRequest) => Effect.Effect<ReserveResult, DistributedError>
-    /** Reserves for the scope: renewed while the scope lives, released at its close unless committed. */
-    readonly reserveScoped: (
-      request: ReserveRequest
-    ) => Effect.Effect<SharedReservation | Exclude<ReserveResult, { readonly _tag: "Reserved" }>, DistributedError, Scope.Scope>
-    /** Ends a reservation and adds `amount` to `used` (also when the lease lapsed). Returns whether it was still held. */
-    readonly commit: (id: string, amount: number) => Effect.Effect<boolean, DistributedError>
-    /** Ends a reservation without spending. Returns whether it was still held. */
-    readonly release: (id: string) => Effect.Effect<boolean, DistributedError>
-    readonly renew: (id: string) => Effect.Effect<boolean, DistributedError>
+  /** Writes a subscription reading (`/v1/user/subscription`). */
+  readonly sync: (snapshot: {
+    readonly used: number
+    readonly limit: number
+    readonly resetAt?: number | undefined
+    /** `status.markSeq` read before the fetch started: only then may the reading end the exhausted state. */
+    readonly markSeqAtStart?: number | undefined
     /**
-     * A `quota_exceeded` answer: every process fails fast until `resetAt` (unix ms) or a newer reading.
-     * `used` and `limit`, when both given (the answer's quota and quota − remaining), replace the shared numbers.
+     * `status.committed` read before the fetch started: commits made since then are added to `used`
+     * (the reading may not count them yet; counted twice errs on the side of not overspending).
      */
-    readonly markExhausted: (options?: {
-      readonly resetAt?: number | undefined
-      readonly used?: number | undefined
-      readonly limit?: number | undefined
-    }) => Effect.Effect<void, DistributedError>
-    readonly status: Effect.Effect<SharedQuotaStatus, DistributedError>
+    readonly committedAtStart?: number | undefined
+  }) => Effect.Effect<SharedQuotaStatus, DistributedError>
+  /** Reserves `cost` credits (one script); the caller must commit, release or let the lease lapse. */
+  readonly reserve: (request: ReserveRequest) => Effect.Effect<ReserveResult, DistributedError>
+  /** Reserves for the scope: renewed while the scope lives, released at its close unless committed. */
+  readonly reserveScoped: (
+    request: ReserveRequest
+  ) => Effect.Effect<
+    SharedReservation | Exclude<ReserveResult, { readonly _tag: "Reserved" }>,
+    DistributedError,
+    Scope.Scope
+  >
+  /** Ends a reservation and adds `amount` to `used` (also when the lease lapsed). Returns whether it was still held. */
+  readonly commit: (id: string, amount: number) => Effect.Effect<boolean, DistributedError>
+  /** Ends a reservation without spending. Returns whether it was still held. */
+  readonly release: (id: string) => Effect.Effect<boolean, DistributedError>
+  readonly renew: (id: string) => Effect.Effect<boolean, DistributedError>
+  /**
+   * A `quota_exceeded` answer: every process fails fast until `resetAt` (unix ms) or a newer reading.
+   * `used` and `limit`, when both given (the answer's quota and quota − remaining), replace the shared numbers.
+   */
+  readonly markExhausted: (options?: {
+    readonly resetAt?: number | undefined
+    readonly used?: number | undefined
+    readonly limit?: number | undefined
+  }) => Effect.Effect<void, DistributedError>
+  readonly status: Effect.Effect<SharedQuotaStatus, DistributedError>
 }>()(
   "elevenlabs-resilience/distributed/RedisQuota"
 ) {}
@@ -189,7 +193,15 @@ end
 type StatusReply = readonly [now: number, fields: ReadonlyArray<string>, reservations: number]
 
 const reserveScript = Redis.script(
-  (keys: readonly [string, string, string], idle: number, id: string, cost: number, lease: number, keyId: string, keyCap: number | undefined) => [
+  (
+    keys: readonly [string, string, string],
+    idle: number,
+    id: string,
+    cost: number,
+    lease: number,
+    keyId: string,
+    keyCap: number | undefined
+  ) => [
     ...keys,
     idle,
     id,
@@ -235,7 +247,14 @@ return { "ok", fmt(available - cost) }
 
 // op: "commit" (ARGV[3] amount, ARGV[4] keyId of a lapsed reservation), "release", "renew" (ARGV[3] lease).
 const endScript = Redis.script(
-  (keys: readonly [string, string, string], idle: number, op: "commit" | "release" | "renew", id: string, value: number, keyId: string) => [
+  (
+    keys: readonly [string, string, string],
+    idle: number,
+    op: "commit" | "release" | "renew",
+    id: string,
+    value: number,
+    keyId: string
+  ) => [
     ...keys,
     idle,
     op,
@@ -336,7 +355,8 @@ return status()
   }
 ).withReturnType<StatusReply>()
 
-const millisOf = (input: Duration.Input): number => Math.max(1, Math.ceil(Duration.toMillis(Duration.fromInputUnsafe(input))))
+const millisOf = (input: Duration.Input): number =>
+  Math.max(1, Math.ceil(Duration.toMillis(Duration.fromInputUnsafe(input))))
 
 const parseStatus = ([now, fields, reservations]: StatusReply): SharedQuotaStatus => {
   const m = new Map<string, string>()
@@ -393,21 +413,31 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const reserve = (request: ReserveRequest): Effect.Effect<ReserveResult, DistributedError> =>
     Effect.gen(function*() {
       if (!isAmount(request.cost)) return yield* invalid("cost", "must be a non-negative number")
-      if (request.keyCap !== undefined && !isAmount(request.keyCap)) return yield* invalid("keyCap", "must be a non-negative number")
+      if (request.keyCap !== undefined && !isAmount(request.keyCap)) {
+        return yield* invalid("keyCap", "must be a non-negative number")
+      }
       const keyId = request.keyId ?? ""
       if (keyId !== "") {
         const badKey = checkId("keyId", keyId)
-        if (badKey !== undefined) return yield* badKey
+        if (badKey !== undefined) {
+          return yield* badKey
+        }
       }
       const id = request.id ?? `${processId}:${++counter}`
       const badId = checkId("id", id)
       if (badId !== undefined) return yield* badId
-      const [tag, value] = yield* mode.run("reserve", reserveRedis(keys, idleMillis, id, request.cost, leaseMillis, keyId, request.keyCap))
+      const [tag, value] = yield* mode.run(
+        "reserve",
+        reserveRedis(keys, idleMillis, id, request.cost, leaseMillis, keyId, request.keyCap)
+      )
       switch (tag) {
         case "ok":
           return { _tag: "Reserved", id, cost: request.cost, remaining: Number(value) } as const
         case "exhausted":
-          return { _tag: "Exhausted", retryAfterMillis: value === undefined || value === "" ? undefined : Math.max(0, Number(value)) } as const
+          return {
+            _tag: "Exhausted",
+            retryAfterMillis: value === undefined || value === "" ? undefined : Math.max(0, Number(value))
+          } as const
         case "insufficient":
           return { _tag: "Insufficient", available: Number(value), required: request.cost } as const
         case "key-cap":
@@ -467,7 +497,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     )
 
   const runState = (op: "sync" | "mark" | "status", a?: number, b?: number, c?: number, d?: number, e?: number) =>
-    Effect.map(mode.run(op === "mark" ? "markExhausted" : op, stateRedis(keys, idleMillis, op, a, b, c, d, e)), parseStatus)
+    Effect.map(
+      mode.run(op === "mark" ? "markExhausted" : op, stateRedis(keys, idleMillis, op, a, b, c, d, e)),
+      parseStatus
+    )
 
   return RedisQuota.of({
     sync: (s) =>
@@ -476,12 +509,19 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         : runState("sync", s.used, s.limit, s.resetAt, s.markSeqAtStart, s.committedAtStart),
     reserve,
     reserveScoped,
-    commit: (id, amount) => (isAmount(amount) ? end("commit", id, amount) : Effect.fail(invalid("amount", "must be a non-negative number"))),
+    commit: (
+      id,
+      amount
+    ) => (isAmount(amount)
+      ? end("commit", id, amount)
+      : Effect.fail(invalid("amount", "must be a non-negative number"))),
     release: (id) => end("release", id, 0),
     renew: (id) => end("renew", id, leaseMillis),
     markExhausted: (o) =>
       Effect.asVoid(
-        isAmount(o?.used) && isAmount(o?.limit) ? runState("mark", o?.resetAt, o.used, o.limit) : runState("mark", o?.resetAt)
+        isAmount(o?.used) && isAmount(o?.limit)
+          ? runState("mark", o?.resetAt, o.used, o.limit)
+          : runState("mark", o?.resetAt)
       ),
     status: runState("status")
   })

@@ -128,7 +128,10 @@ const decide = (
 }
 
 /** The store over `shared`; `mode` (optional) says when Redis is away and what to do then. */
-export const makeWith = (shared: RedisQuota["Service"], mode: RedisMode["Service"] | undefined): QuotaStore.SharedStore => {
+export const makeWith = (
+  shared: RedisQuota["Service"],
+  mode: RedisMode["Service"] | undefined
+): QuotaStore.SharedStore => {
   const view = QuotaStore.makeCell()
   const failClosed = mode?.mode === "fail-closed"
   const share = Math.max(1, mode?.expectedProcesses ?? 1)

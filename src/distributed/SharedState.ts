@@ -90,7 +90,11 @@ export const layerConnection = (
 /** The stores over an existing `Redis` service (for users who build their own connection). */
 export const layerStores = (
   options?: Omit<Options, "url" | "connectTimeout">
-): Layer.Layer<RedisMode.RedisMode | RedisPermits.RedisPermits | RedisQuota.RedisQuota | CircuitBreaker.CircuitBreakerStore, never, Redis.Redis> =>
+): Layer.Layer<
+  RedisMode.RedisMode | RedisPermits.RedisPermits | RedisQuota.RedisQuota | CircuitBreaker.CircuitBreakerStore,
+  never,
+  Redis.Redis
+> =>
   Layer.mergeAll(
     RedisPermits.layer(options?.permits),
     RedisQuota.layer(options?.quota),

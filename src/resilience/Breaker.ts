@@ -65,9 +65,9 @@ import {
   Scope,
   Stream
 } from "effect"
-import type * as Take from "effect/Take"
 import { CircuitBreaker } from "effect/persistence"
-import { countsForBreaker, isElevenLabsError, type ElevenLabsErrorReason } from "../client/Errors.ts"
+import type * as Take from "effect/Take"
+import { countsForBreaker, type ElevenLabsErrorReason, isElevenLabsError } from "../client/Errors.ts"
 
 // ============================================================================
 // Errors
@@ -199,21 +199,21 @@ export interface BreakerOptions {
 /** Service tag of the client's {@link Breaker["Service"]}. */
 /** The breaker of one client: one circuit per pool. */
 export class Breaker extends Context.Service<Breaker, {
-    /**
-     * Runs one attempt through the pool's circuit, recording its outcome.
-     * Fails with {@link BreakerError} when the circuit rejects it.
-     */
-    readonly execute: (
-      pool: string
-    ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BreakerError, R>
-    /** The pool's state (an Open circuit past its open time reads Open until the next call). */
-    readonly state: (pool: string) => Effect.Effect<CircuitBreaker.State, BreakerError>
-    /** The pool's gauge value: 0 closed, 1 half-open, 2 open. */
-    readonly gauge: (pool: string) => Effect.Effect<GaugeValue, BreakerError>
-    /** Every transition of every circuit of this breaker. */
-    readonly transitions: Stream.Stream<BreakerTransition>
-    /** The circuit key of a pool. */
-    readonly keyOf: (pool: string) => string
+  /**
+   * Runs one attempt through the pool's circuit, recording its outcome.
+   * Fails with {@link BreakerError} when the circuit rejects it.
+   */
+  readonly execute: (
+    pool: string
+  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BreakerError, R>
+  /** The pool's state (an Open circuit past its open time reads Open until the next call). */
+  readonly state: (pool: string) => Effect.Effect<CircuitBreaker.State, BreakerError>
+  /** The pool's gauge value: 0 closed, 1 half-open, 2 open. */
+  readonly gauge: (pool: string) => Effect.Effect<GaugeValue, BreakerError>
+  /** Every transition of every circuit of this breaker. */
+  readonly transitions: Stream.Stream<BreakerTransition>
+  /** The circuit key of a pool. */
+  readonly keyOf: (pool: string) => string
 }>()("elevenlabs-resilience/Breaker") {}
 
 /** @deprecated The shape of {@link Breaker}: use `Breaker["Service"]` (one name per service, Effect's convention). */
@@ -262,18 +262,18 @@ export const openDurationOf = (
   )
 }
 
-const mapError = (key: string, halfOpenRetryAfter: Duration.Duration) =>
-(error: CircuitBreaker.CircuitBreakerError): BreakerError => {
-  const r = error.reason
-  switch (r._tag) {
-    case "CircuitOpen":
-      return new BreakerError({ reason: new CircuitOpen({ key, retryAfter: r.retryAfter }) })
-    case "CircuitHalfOpen":
-      return new BreakerError({ reason: new CircuitHalfOpen({ key, retryAfter: halfOpenRetryAfter }) })
-    case "CircuitBreakerStoreError":
-      return new BreakerError({ reason: new BreakerStoreUnavailable({ key, message: r.message }) })
+const mapError =
+  (key: string, halfOpenRetryAfter: Duration.Duration) => (error: CircuitBreaker.CircuitBreakerError): BreakerError => {
+    const r = error.reason
+    switch (r._tag) {
+      case "CircuitOpen":
+        return new BreakerError({ reason: new CircuitOpen({ key, retryAfter: r.retryAfter }) })
+      case "CircuitHalfOpen":
+        return new BreakerError({ reason: new CircuitHalfOpen({ key, retryAfter: halfOpenRetryAfter }) })
+      case "CircuitBreakerStoreError":
+        return new BreakerError({ reason: new BreakerStoreUnavailable({ key, message: r.message }) })
+    }
   }
-}
 
 /** Whether an attempt numbered below `n` is still running. */
 const startedBefore = (started: ReadonlySet<number>, n: number): boolean => {
@@ -347,15 +347,19 @@ const makeFastExecute = (options: {
     transition === undefined ? Effect.void : PubSub.publish(pubsub, [transition])
   /** Whether recording `outcome` may open the circuit, and so needs the open duration (none for most calls). */
   const mayOpen = (outcome: CircuitBreaker.Outcome, admission: CircuitBreaker.Admission): boolean =>
-    !(outcome._tag === "Ignored" || (outcome._tag === "Success" && (admission.probe || tripPolicy._tag === "Consecutive")))
+    !(outcome._tag === "Ignored" ||
+      (outcome._tag === "Success" && (admission.probe || tripPolicy._tag === "Consecutive")))
   const openFor = (
     outcome: CircuitBreaker.Outcome,
     admission: CircuitBreaker.Admission
   ): Effect.Effect<Duration.Duration> =>
-    Effect.map(durationOf(admission.consecutiveOpenings + 1), (delay) =>
-      outcome._tag === "Failure" && outcome.retryAfter !== undefined
-        ? Duration.max(delay, Duration.min(outcome.retryAfter, maxOpenDuration))
-        : delay)
+    Effect.map(
+      durationOf(admission.consecutiveOpenings + 1),
+      (delay) =>
+        outcome._tag === "Failure" && outcome.retryAfter !== undefined
+          ? Duration.max(delay, Duration.min(outcome.retryAfter, maxOpenDuration))
+          : delay
+    )
   const reportRecordFailure = (cause: Cause.Cause<unknown>) =>
     Effect.withFiber((fiber) => {
       const level = fiber.getRef(References.UnhandledLogLevel)
@@ -379,11 +383,18 @@ const makeFastExecute = (options: {
       (mayOpen(outcome, admission)
         ? Effect.flatMap(openFor(outcome, admission), (openFor) =>
           store.record({ key, generation: admission.generation, outcome: outcome._tag, tripPolicy, openFor }))
-        : store.record({ key, generation: admission.generation, outcome: outcome._tag, tripPolicy, openFor: Duration.zero })
-      ).pipe(
-        Effect.flatMap(publish),
-        Effect.catch((error) => reportRecordFailure(Cause.fail(error)))
-      )
+        : store.record({
+          key,
+          generation: admission.generation,
+          outcome: outcome._tag,
+          tripPolicy,
+          openFor: Duration.zero
+        })).pipe(
+          Effect.flatMap(publish),
+          Effect.catch((error) =>
+            reportRecordFailure(Cause.fail(error))
+          )
+        )
     /** Classifies and records an attempt that ended; `started` is its start number (start-order rule). */
     const settle = (exit: Exit.Exit<unknown, unknown>, admission: CircuitBreaker.Admission, started: number) => {
       if (tracked !== undefined) tracked.started.delete(started)
@@ -488,36 +499,39 @@ export const make = (options?: BreakerOptions): Effect.Effect<
     })
     const running: Running = new Map()
 
-    const execute = (pool: string) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> => {
-      const key = keyOf(pool)
-      const toBreakerError = mapError(key, halfOpenRetryAfter)
-      const recorded = !startOrder
-        ? breaker.execute(self, { key, classify })
-        : Effect.suspend(() => {
-          const tracked = trackedOf(running, key)
-          let started = -1
-          // Numbered once admitted (a rejected attempt never starts), released however it ends.
-          const admitted = Effect.suspend(() => {
-            started = tracked.next++
-            tracked.started.add(started)
-            return self
-          }).pipe(Effect.ensuring(Effect.sync(() => tracked.started.delete(started))))
-          return breaker.execute(admitted, {
-            key,
-            classify: (exit) => {
-              const outcome = classify(exit)
-              if (outcome._tag !== "Failure" || !startedBefore(tracked.started, started)) return outcome
-              // Overtook an earlier attempt: not a failure "in a row" while the circuit is closed.
-              return Effect.map(breaker.state(key).pipe(Effect.orElseSucceed(() => undefined)), (state) =>
-                state?._tag === "Closed" ? CircuitBreaker.ignored : outcome)
-            }
+    const execute =
+      (pool: string) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> => {
+        const key = keyOf(pool)
+        const toBreakerError = mapError(key, halfOpenRetryAfter)
+        const recorded = !startOrder
+          ? breaker.execute(self, { key, classify })
+          : Effect.suspend(() => {
+            const tracked = trackedOf(running, key)
+            let started = -1
+            // Numbered once admitted (a rejected attempt never starts), released however it ends.
+            const admitted = Effect.suspend(() => {
+              started = tracked.next++
+              tracked.started.add(started)
+              return self
+            }).pipe(Effect.ensuring(Effect.sync(() => tracked.started.delete(started))))
+            return breaker.execute(admitted, {
+              key,
+              classify: (exit) => {
+                const outcome = classify(exit)
+                if (outcome._tag !== "Failure" || !startedBefore(tracked.started, started)) return outcome
+                // Overtook an earlier attempt: not a failure "in a row" while the circuit is closed.
+                return Effect.map(
+                  breaker.state(key).pipe(Effect.orElseSucceed(() => undefined)),
+                  (state) => state?._tag === "Closed" ? CircuitBreaker.ignored : outcome
+                )
+              }
+            })
           })
-        })
-      return recorded.pipe(
-        // Only the breaker's own rejections are mapped; the attempt's errors pass through.
-        Effect.mapError((e) => (isCircuitBreakerError(e) ? toBreakerError(e) : e) as E | BreakerError)
-      )
-    }
+        return recorded.pipe(
+          // Only the breaker's own rejections are mapped; the attempt's errors pass through.
+          Effect.mapError((e) => (isCircuitBreakerError(e) ? toBreakerError(e) : e) as E | BreakerError)
+        )
+      }
     return service(execute, breaker.state, breaker.transitions)
   })
 
@@ -543,5 +557,4 @@ export const layerStoreMemory = (
 /** {@link layer} with an in-memory store (one process), on the fast path. */
 export const layerMemory = (
   options?: BreakerOptions & { readonly idleTimeToLive?: Duration.Input | undefined }
-): Layer.Layer<Breaker> =>
-  layer(options).pipe(Layer.provide(layerStoreMemory(options)))
+): Layer.Layer<Breaker> => layer(options).pipe(Layer.provide(layerStoreMemory(options)))

@@ -245,7 +245,12 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
    * The starter's call ended. Interrupted while joiners wait: hand the call over to a fiber forked now
    * (its first run was interrupted, which released what it held). Otherwise its exit is the flight's.
    */
-  const starterDone = <A, E, R>(key: string, flight: InFlight, effect: Effect.Effect<A, E, R>, exit: Exit.Exit<A, E>) => {
+  const starterDone = <A, E, R>(
+    key: string,
+    flight: InFlight,
+    effect: Effect.Effect<A, E, R>,
+    exit: Exit.Exit<A, E>
+  ) => {
     // Called as the starter's call exits (synchronously, so no caller joins in between).
     if (!(Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) || flight.waiters === 0) {
       settleUnsafe(key, flight, exit)

@@ -47,12 +47,11 @@
  * ```
  *
  * @since 0.1.0
- */import { Clock, Context, Effect, Exit, Layer, PubSub, Scope, Stream } from "effect"
+ */
+import { Clock, Context, Effect, Exit, Layer, PubSub, Scope, Stream } from "effect"
 import type * as Take from "effect/Take"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
-import type { Pool } from "./Plans.ts"
 import { Impl } from "./ConcurrencyLimiterImpl.ts"
-import { GONE, Waiter } from "./ConcurrencyLimiterQueue.ts"
 import type {
   ConcurrencyEvent,
   ConcurrencyLimiterError,
@@ -61,6 +60,8 @@ import type {
   PermitRequest,
   Snapshot
 } from "./ConcurrencyLimiterModel.ts"
+import { GONE, Waiter } from "./ConcurrencyLimiterQueue.ts"
+import type { Pool } from "./Plans.ts"
 
 export * from "./ConcurrencyLimiterModel.ts"
 
@@ -131,10 +132,16 @@ export const make = (options: Options = {}): Effect.Effect<ConcurrencyLimiter, n
         Effect.uninterruptibleMask((restore) => {
           const waiter = new Waiter()
           return Effect.flatMap(
-            Effect.onExitPrimitive(restore(impl.enter(request, waiter)), (exit) => Exit.isFailure(exit) ? impl.settle(waiter) : undefined),
+            Effect.onExitPrimitive(restore(impl.enter(request, waiter)), (exit) =>
+              Exit.isFailure(exit) ? impl.settle(waiter) : undefined),
             (permit) => {
               waiter.state = GONE
-              return Effect.as(Effect.addFinalizer(() => permit.release), permit as Permit)
+              return Effect.as(
+                Effect.addFinalizer(() =>
+                  permit.release
+                ),
+                permit as Permit
+              )
             }
           )
         }),

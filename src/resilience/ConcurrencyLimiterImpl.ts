@@ -8,7 +8,6 @@ import { Clock, Context, Duration, Effect, Fiber, PubSub } from "effect"
 import type * as Take from "effect/Take"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as AdaptiveLimit from "./AdaptiveLimit.ts"
-import { DeadlineHeap, GONE, GRANTED, LaneQueue, WAITING, Waiter } from "./ConcurrencyLimiterQueue.ts"
 import {
   type ConcurrencyEvent,
   ConcurrencyLimiterError,
@@ -26,8 +25,9 @@ import {
   QueueTimeout,
   type Snapshot
 } from "./ConcurrencyLimiterModel.ts"
+import { DeadlineHeap, GONE, GRANTED, LaneQueue, Waiter, WAITING } from "./ConcurrencyLimiterQueue.ts"
 import type { PlanLimits, PlanName, Pool } from "./Plans.ts"
-import { isPlanName, limitsOf, poolOfModel, pools, deploymentGuidePlans } from "./Plans.ts"
+import { deploymentGuidePlans, isPlanName, limitsOf, poolOfModel, pools } from "./Plans.ts"
 
 export class OccupancyView implements Occupancy {
   readonly cell: Cell
@@ -124,7 +124,6 @@ export class PermitImpl implements Permit {
     return Effect.suspend(() => this.limiter.publish(this.limiter.limitedUnsafe(this.cell, limitFromServer, this.seq)))
   }
 }
-
 
 const fail = (reason: ConcurrencyLimiterErrorReason) => Effect.fail(new ConcurrencyLimiterError({ reason }))
 
@@ -292,7 +291,13 @@ export class Impl {
     return events
   }
 
-  applyChange(cell: Cell, reasons: ReadonlyArray<AdaptiveLimit.LimitChangeReason>, before: number, ceilingBefore: number | undefined, events: Array<ConcurrencyEvent>) {
+  applyChange(
+    cell: Cell,
+    reasons: ReadonlyArray<AdaptiveLimit.LimitChangeReason>,
+    before: number,
+    ceilingBefore: number | undefined,
+    events: Array<ConcurrencyEvent>
+  ) {
     const after = AdaptiveLimit.permitsOf(cell.adaptive, this.config)
     cell.permits = after
     const first = reasons[0]
@@ -530,4 +535,3 @@ export class Impl {
     }
   }
 }
-

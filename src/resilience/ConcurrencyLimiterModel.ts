@@ -116,7 +116,13 @@ export type ConcurrencyEvent =
     readonly reason: AdaptiveLimit.LimitChangeReason
     readonly reasons: ReadonlyArray<AdaptiveLimit.LimitChangeReason>
   }
-  | { readonly _tag: "QueueFull"; readonly key: string; readonly pool: Pool; readonly lane: Lane; readonly depth: number }
+  | {
+    readonly _tag: "QueueFull"
+    readonly key: string
+    readonly pool: Pool
+    readonly lane: Lane
+    readonly depth: number
+  }
   | {
     readonly _tag: "QueueTimeout"
     readonly key: string
@@ -124,7 +130,13 @@ export type ConcurrencyEvent =
     readonly lane: Lane
     readonly waitedMillis: number
   }
-  | { readonly _tag: "Waited"; readonly key: string; readonly pool: Pool; readonly lane: Lane; readonly waitedMillis: number }
+  | {
+    readonly _tag: "Waited"
+    readonly key: string
+    readonly pool: Pool
+    readonly lane: Lane
+    readonly waitedMillis: number
+  }
   /** A caller joined the queue (`depth` counts it); it leaves with `Waited`, `QueueTimeout` or interruption. */
   | { readonly _tag: "Queued"; readonly key: string; readonly pool: Pool; readonly lane: Lane; readonly depth: number }
 
@@ -217,4 +229,3 @@ export interface Options {
    */
   readonly onOccupancy?: ((occupancy: Occupancy, change: OccupancyChange, lane: Lane) => void) | undefined
 }
-

@@ -4,9 +4,9 @@
  *
  * @internal
  */
+import type { Effect } from "effect"
 import type { Cell, PermitImpl } from "./ConcurrencyLimiterImpl.ts"
 import type { ConcurrencyLimiterError } from "./ConcurrencyLimiterModel.ts"
-import type { Effect } from "effect"
 
 export const WAITING = 0
 export const GRANTED = 1

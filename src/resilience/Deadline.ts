@@ -89,8 +89,10 @@ export const remaining: Effect.Effect<Duration.Duration | undefined> = Effect.wi
  * attempt no time at all.
  */
 export const fits = (delay: Duration.Input): Effect.Effect<boolean> =>
-  Effect.map(remaining, (left) =>
-    left === undefined || Duration.toMillis(Duration.fromInputUnsafe(delay)) < Duration.toMillis(left))
+  Effect.map(
+    remaining,
+    (left) => left === undefined || Duration.toMillis(Duration.fromInputUnsafe(delay)) < Duration.toMillis(left)
+  )
 
 /** Records a failure and the attempt count on the current deadline, for its expiry message. */
 export const note = (error: ElevenLabsError, attempts: number): Effect.Effect<void> =>
@@ -133,27 +135,28 @@ export const expired = (deadline: CallDeadline, operation?: string | undefined):
  * Bad input (a negative or non-finite duration) dies with a `RangeError`,
  * since it is a programming error rather than a call failure.
  */
-export const withDeadline = (total: Duration.Input, options?: DeadlineOptions) =>
-<A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | ElevenLabsError, R> =>
-  Effect.gen(function*() {
-    const totalDuration = Duration.fromInputUnsafe(total)
-    const totalMillis = Duration.toMillis(totalDuration)
-    if (!(totalMillis >= 0) || !Number.isFinite(totalMillis)) {
-      return yield* Effect.die(new RangeError(`Deadline.withDeadline: total must be a finite duration >= 0`))
-    }
-    const now = yield* Clock.currentTimeMillis
-    const outer = yield* CurrentDeadline
-    const at = outer === undefined ? now + totalMillis : Math.min(outer.at, now + totalMillis)
-    const deadline: CallDeadline = { at, total: totalDuration, lastError: undefined, attempts: 0 }
-    const operation = options?.operation ?? "call"
-    return yield* self.pipe(
-      Effect.provideService(CurrentDeadline, deadline),
-      Effect.timeoutOrElse({
-        duration: Duration.millis(at - now),
-        orElse: () => Effect.fail(expired(deadline, operation))
-      })
-    )
-  })
+export const withDeadline =
+  (total: Duration.Input, options?: DeadlineOptions) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | ElevenLabsError, R> =>
+    Effect.gen(function*() {
+      const totalDuration = Duration.fromInputUnsafe(total)
+      const totalMillis = Duration.toMillis(totalDuration)
+      if (!(totalMillis >= 0) || !Number.isFinite(totalMillis)) {
+        return yield* Effect.die(new RangeError(`Deadline.withDeadline: total must be a finite duration >= 0`))
+      }
+      const now = yield* Clock.currentTimeMillis
+      const outer = yield* CurrentDeadline
+      const at = outer === undefined ? now + totalMillis : Math.min(outer.at, now + totalMillis)
+      const deadline: CallDeadline = { at, total: totalDuration, lastError: undefined, attempts: 0 }
+      const operation = options?.operation ?? "call"
+      return yield* self.pipe(
+        Effect.provideService(CurrentDeadline, deadline),
+        Effect.timeoutOrElse({
+          duration: Duration.millis(at - now),
+          orElse: () => Effect.fail(expired(deadline, operation))
+        })
+      )
+    })
 
 /** Whether `u` is a deadline expiry: an `ElevenLabsError` whose reason is `Timeout` with phase `"deadline"`. */
 export const isExpiry = (u: unknown): u is ElevenLabsError =>
@@ -184,7 +187,7 @@ export const bind = (total: Duration.Input, options?: DeadlineOptions) => {
   return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.withFiber((fiber) => {
       if (!valid) return invalidTotal("bind")
-        const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+      const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
       const outer = fiber.getRef(CurrentDeadline)
       const at = outer === undefined ? now + totalMillis : Math.min(outer.at, now + totalMillis)
       const deadline: CallDeadline = { at, total: totalDuration, lastError: undefined, attempts: 0, operation }
@@ -264,16 +267,17 @@ export const timeoutWithin = <A2, E2, R2>(options: TimeoutWithinOptions<A2, E2, 
  * (none at all without one), failing with {@link expired}. For a step that cannot bound its own waits
  * (an SDK promise), run while it holds a permit so that only calls in flight race.
  */
-export const enforce = (options: { readonly operation: string }) =>
-<A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | ElevenLabsError, R> =>
-  Effect.withFiber<A, E | ElevenLabsError, R>((fiber) => {
-    const deadline = fiber.getRef(CurrentDeadline)
-    if (deadline === undefined) return self
-    const left = leftMillis(deadline, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
-    if (!Number.isFinite(left)) return self
-    if (left <= 0) return Effect.fail(expired(deadline, options.operation))
-    return Effect.timeoutOrElse(self, {
-      duration: Duration.millis(left),
-      orElse: () => Effect.fail(expired(deadline, options.operation))
+export const enforce =
+  (options: { readonly operation: string }) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | ElevenLabsError, R> =>
+    Effect.withFiber<A, E | ElevenLabsError, R>((fiber) => {
+      const deadline = fiber.getRef(CurrentDeadline)
+      if (deadline === undefined) return self
+      const left = leftMillis(deadline, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+      if (!Number.isFinite(left)) return self
+      if (left <= 0) return Effect.fail(expired(deadline, options.operation))
+      return Effect.timeoutOrElse(self, {
+        duration: Duration.millis(left),
+        orElse: () => Effect.fail(expired(deadline, options.operation))
+      })
     })
-  })

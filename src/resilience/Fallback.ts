@@ -52,7 +52,7 @@ import { Clock, Context, Duration, Effect, Layer, Option, Schema, Semaphore } fr
 import type { FileSystem, Path } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import type { PlatformError } from "effect/PlatformError"
-import { isCacheKey, type RequestKeyOptions, requestKey, type SpeechKeyInput } from "./FallbackKey.ts"
+import { isCacheKey, requestKey, type RequestKeyOptions, type SpeechKeyInput } from "./FallbackKey.ts"
 
 export * from "./FallbackKey.ts"
 
@@ -152,8 +152,7 @@ interface IndexEntry {
   readonly createdAt: number
 }
 
-const fail = (method: string, message: string) => (cause?: unknown) =>
-  new AudioCacheError({ method, message, cause })
+const fail = (method: string, message: string) => (cause?: unknown) => new AudioCacheError({ method, message, cause })
 
 const MetadataJson = Schema.fromJsonString(AudioMetadata)
 const decodeMetadata = Schema.decodeUnknownEffect(MetadataJson)
@@ -324,8 +323,9 @@ export const make = Effect.fnUntraced(function*(options?: AudioCacheOptions | un
 })
 
 /** An audio cache on the `KeyValueStore` in context. */
-export const layer = (options?: AudioCacheOptions | undefined): Layer.Layer<AudioCache, AudioCacheError, KeyValueStore.KeyValueStore> =>
-  Layer.effect(AudioCache, make(options))
+export const layer = (
+  options?: AudioCacheOptions | undefined
+): Layer.Layer<AudioCache, AudioCacheError, KeyValueStore.KeyValueStore> => Layer.effect(AudioCache, make(options))
 
 /** An audio cache in process memory (`KeyValueStore.layerMemory`): lost on exit. */
 export const layerMemory = (options?: AudioCacheOptions | undefined): Layer.Layer<AudioCache, AudioCacheError> =>
@@ -444,38 +444,40 @@ export type Served<A, E> =
  * passes through unchanged. Interruption and defects are never replaced.
  * Cache errors never fail a call: they are logged at debug level.
  */
-export const withFallback = <A, E>(options: FallbackOptions<A, E>) =>
-<R>(self: Effect.Effect<A, E, R>): Effect.Effect<Served<A, E>, E, R> =>
-  Effect.flatMap(Effect.serviceOption(AudioCache), (cache) => {
-    if (Option.isNone(cache)) return Effect.map(self, upstream)
-    const qualifies = options.qualifies ?? qualifiesForFallback
-    return Effect.matchEffect(self, {
-      onSuccess: (value) =>
-        options.writeThrough === false
-          ? Effect.succeed(upstream(value))
-          : cache.value.put(options.key, options.encode(value)).pipe(
-            Effect.catch((e) => Effect.logDebug("audio cache write failed", e.message)),
-            Effect.as(upstream(value))
-          ),
-      onFailure: (error) =>
-        !qualifies(error)
-          ? Effect.fail(error)
-          : cache.value.get(options.key).pipe(
-            Effect.catch((e) => Effect.as(Effect.logDebug("audio cache read failed", e.message), Option.none<CachedAudio>())),
-            Effect.flatMap(Option.match({
-              onNone: () => Effect.fail(error),
-              onSome: (cached): Effect.Effect<Served<A, E>> =>
-                Effect.succeed({
-                  source: "cache",
-                  fallback: true,
-                  value: options.decode(cached),
-                  cachedAt: cached.metadata.createdAt,
-                  error
-                })
-            }))
-          )
+export const withFallback =
+  <A, E>(options: FallbackOptions<A, E>) => <R>(self: Effect.Effect<A, E, R>): Effect.Effect<Served<A, E>, E, R> =>
+    Effect.flatMap(Effect.serviceOption(AudioCache), (cache) => {
+      if (Option.isNone(cache)) return Effect.map(self, upstream)
+      const qualifies = options.qualifies ?? qualifiesForFallback
+      return Effect.matchEffect(self, {
+        onSuccess: (value) =>
+          options.writeThrough === false
+            ? Effect.succeed(upstream(value))
+            : cache.value.put(options.key, options.encode(value)).pipe(
+              Effect.catch((e) => Effect.logDebug("audio cache write failed", e.message)),
+              Effect.as(upstream(value))
+            ),
+        onFailure: (error) =>
+          !qualifies(error)
+            ? Effect.fail(error)
+            : cache.value.get(options.key).pipe(
+              Effect.catch((e) =>
+                Effect.as(Effect.logDebug("audio cache read failed", e.message), Option.none<CachedAudio>())
+              ),
+              Effect.flatMap(Option.match({
+                onNone: () => Effect.fail(error),
+                onSome: (cached): Effect.Effect<Served<A, E>> =>
+                  Effect.succeed({
+                    source: "cache",
+                    fallback: true,
+                    value: options.decode(cached),
+                    cachedAt: cached.metadata.createdAt,
+                    error
+                  })
+              }))
+            )
+      })
     })
-  })
 
 const upstream = <A>(value: A): { readonly source: "upstream"; readonly fallback: false; readonly value: A } => ({
   source: "upstream",

@@ -5,8 +5,8 @@
  *
  * @since 0.1.0
  */
-import { hash } from "node:crypto"
 import { Redacted } from "effect"
+import { hash } from "node:crypto"
 import { defaultTtsModel } from "../client/Models.ts"
 
 // ----------------------------------------------------------------------------
@@ -149,4 +149,3 @@ export const partitionOfApiKey = (apiKey: Redacted.Redacted<string>): string =>
   sha256Hex(`elevenlabs-resilience/partition:${Redacted.value(apiKey)}`).slice(0, 16)
 
 export const isCacheKey = (key: string): boolean => /^[0-9a-f]{64}$/.test(key)
-

@@ -62,7 +62,9 @@ export const prepare = async (input: string | URL | Request, init: RequestInit |
   headers.delete(laneHeader)
   headers.delete(deadlineHeader)
   let body = init?.body ?? undefined
-  if (body === undefined && request !== undefined && request.body !== null) body = new Uint8Array(await request.arrayBuffer())
+  if (body === undefined && request !== undefined && request.body !== null) {
+    body = new Uint8Array(await request.arrayBuffer())
+  }
   // A stream can be read once: read it now, so that a retry can send it again.
   if (body instanceof ReadableStream) body = new Uint8Array(await new Response(body).arrayBuffer())
   if (body instanceof ArrayBuffer) body = new Uint8Array(body)
@@ -70,7 +72,9 @@ export const prepare = async (input: string | URL | Request, init: RequestInit |
     body = new Uint8Array(body.buffer, body.byteOffset, body.byteLength)
   }
   // JSON as bytes (a `Request`, a stream) is read as text, so that its model and characters are seen.
-  if (body instanceof Uint8Array && /\bjson\b/i.test(headers.get("content-type") ?? "")) body = new TextDecoder().decode(body)
+  if (body instanceof Uint8Array && /\bjson\b/i.test(headers.get("content-type") ?? "")) {
+    body = new TextDecoder().decode(body)
+  }
   return {
     method: (init?.method ?? request?.method ?? "GET").toUpperCase(),
     url: new URL(request?.url ?? String(input)),
@@ -92,16 +96,25 @@ export const jsonOf = (prepared: Prepared): Record<string, unknown> | undefined 
   if (typeof prepared.body !== "string") return undefined
   try {
     const parsed: unknown = JSON.parse(prepared.body)
-    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? parsed as Record<string, unknown> : undefined
+    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)
+      ? parsed as Record<string, unknown>
+      : undefined
   } catch {
     return undefined
   }
 }
 
 /** The characters a row bills: of `text`, or of every line's `text` (`inputs[].text`); none when absent. */
-export const billedCharactersOf = (endpoint: Endpoints.Endpoint, json: Record<string, unknown> | undefined): number | undefined => {
+export const billedCharactersOf = (
+  endpoint: Endpoints.Endpoint,
+  json: Record<string, unknown> | undefined
+): number | undefined => {
   if (endpoint.billing._tag !== "Characters" || json === undefined) return undefined
-  if (endpoint.billing.field === "text") return typeof json.text === "string" ? Validation.characterCount(json.text) : undefined
+  if (endpoint.billing.field === "text") {
+    return typeof json.text === "string"
+      ? Validation.characterCount(json.text)
+      : undefined
+  }
   if (!Array.isArray(json.inputs)) return undefined
   let n = 0
   for (const line of json.inputs) {
@@ -113,8 +126,13 @@ export const billedCharactersOf = (endpoint: Endpoints.Endpoint, json: Record<st
 }
 
 /** The credits of a row billed by the audio it makes, when the request sets its length (`duration_seconds`). */
-export const creditsOfOutput = (endpoint: Endpoints.Endpoint, json: Record<string, unknown> | undefined, model: string | undefined) =>
-  endpoint.billing._tag === "AudioTime" && endpoint.billing.of === "output" && typeof json?.duration_seconds === "number"
+export const creditsOfOutput = (
+  endpoint: Endpoints.Endpoint,
+  json: Record<string, unknown> | undefined,
+  model: string | undefined
+) =>
+  endpoint.billing._tag === "AudioTime" && endpoint.billing.of === "output" &&
+    typeof json?.duration_seconds === "number"
     ? Endpoints.creditsOf(endpoint, json.duration_seconds, model)
     : undefined
 
@@ -124,11 +142,25 @@ export const modelFieldOf = (prepared: Prepared, json: Record<string, unknown> |
 }
 
 /** Identical requests of one key: host, path, query and canonical JSON body (hashed; a body not JSON: none). */
-export const requestKeyOf = (operation: string, prepared: Prepared, json: Record<string, unknown> | undefined): string | undefined => {
+export const requestKeyOf = (
+  operation: string,
+  prepared: Prepared,
+  json: Record<string, unknown> | undefined
+): string | undefined => {
   if (prepared.body !== undefined && json === undefined) return undefined
   const search = [...prepared.url.searchParams].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
   return createHash("sha256")
-    .update(canonicalJson({ v: 1, operation, partition: prepared.keyId, host: prepared.url.host, path: prepared.url.pathname, search, body: json }))
+    .update(
+      canonicalJson({
+        v: 1,
+        operation,
+        partition: prepared.keyId,
+        host: prepared.url.host,
+        path: prepared.url.pathname,
+        search,
+        body: json
+      })
+    )
     .digest("hex")
 }
 
@@ -223,7 +255,9 @@ export const failedAnswer = (operation: string, response: Response) =>
   Effect.flatMap(readBody(operation, response), (body) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const headers = recordOf(response.headers)
-      const error = new ElevenLabsError({ reason: classifyResponse({ operation, status: response.status, headers, body, now }) })
+      const error = new ElevenLabsError({
+        reason: classifyResponse({ operation, status: response.status, headers, body, now })
+      })
       answers.set(error.reason, {
         status: response.status,
         statusText: response.statusText,
@@ -236,16 +270,24 @@ export const failedAnswer = (operation: string, response: Response) =>
 
 /** A buffered attempt: the whole answer read inside the permit. */
 export const bufferedAttempt = (wire: Wire, operation: string, prepared: Prepared) =>
-  Effect.flatMap(sendOnce(wire, operation, prepared), (response) =>
-    !response.ok ? failedAnswer(operation, response) : Effect.map(readBody(operation, response), (body): Answered => ({
-      status: response.status,
-      statusText: response.statusText,
-      headers: response.headers,
-      body,
-      meta: metaOf(response.headers)
-    })))
+  Effect.flatMap(
+    sendOnce(wire, operation, prepared),
+    (response) =>
+      !response.ok ?
+        failedAnswer(operation, response) :
+        Effect.map(readBody(operation, response), (body): Answered => ({
+          status: response.status,
+          statusText: response.statusText,
+          headers: response.headers,
+          body,
+          meta: metaOf(response.headers)
+        }))
+  )
 
-export const markAnswered = (a: Answered, meta: Partial<ResponseMeta>): Answered => ({ ...a, meta: { ...a.meta, ...meta } })
+export const markAnswered = (a: Answered, meta: Partial<ResponseMeta>): Answered => ({
+  ...a,
+  meta: { ...a.meta, ...meta }
+})
 export const metaOfAnswered = (a: Answered): ResponseMeta => a.meta
 
 /** Cached audio: the bytes and their content type; served as a 200 with that type. */
@@ -275,7 +317,11 @@ class BodyLease {
   readonly reader: ReadableStreamDefaultReader<Uint8Array>
   readonly release: (exit: Exit.Exit<unknown, unknown>) => void
   readonly leave: () => void
-  constructor(reader: ReadableStreamDefaultReader<Uint8Array>, release: (exit: Exit.Exit<unknown, unknown>) => void, leave: () => void) {
+  constructor(
+    reader: ReadableStreamDefaultReader<Uint8Array>,
+    release: (exit: Exit.Exit<unknown, unknown>) => void,
+    leave: () => void
+  ) {
     this.reader = reader
     this.release = release
     this.leave = leave
@@ -302,9 +348,9 @@ export const cutLease = (lease: BodyLease, open: OpenBodies, reason: unknown) =>
 }
 
 /** Bodies dropped unread: their permit comes back when they are collected. */
-const collected = new FinalizationRegistry<{ readonly lease: BodyLease; readonly open: OpenBodies }>(({ lease, open }) =>
-  cutLease(lease, open, new Error("ResilientFetch: the body was dropped unread"))
-)
+const collected = new FinalizationRegistry<{ readonly lease: BodyLease; readonly open: OpenBodies }>((
+  { lease, open }
+) => cutLease(lease, open, new Error("ResilientFetch: the body was dropped unread")))
 
 /**
  * The caller's copy of a streamed body. Its permit comes back (`release`, once) at its last byte, its cancel,
@@ -331,7 +377,12 @@ export const heldBody = (
     async pull(controller) {
       if (lease.failure !== undefined) return controller.error(lease.failure)
       const idle = setTimeout(
-        () => cutLease(lease, open, new ElevenLabsError({ reason: timeout(operation, "idle", Duration.millis(idleMillis)) })),
+        () =>
+          cutLease(
+            lease,
+            open,
+            new ElevenLabsError({ reason: timeout(operation, "idle", Duration.millis(idleMillis)) })
+          ),
         idleMillis
       )
       try {
@@ -361,4 +412,3 @@ export const heldBody = (
   else signal?.addEventListener("abort", onAbort, { once: true })
   return stream
 }
-

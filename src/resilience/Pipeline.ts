@@ -59,6 +59,8 @@ import { ElevenLabsError } from "../client/Errors.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as Spans from "../telemetry/Spans.ts"
 import * as Deadline from "./Deadline.ts"
+import { makeAround } from "./PipelineAround.ts"
+import { makeAttempts, type Stack } from "./PipelineAttempts.ts"
 import {
   type Attempt,
   attemptAttributes,
@@ -78,8 +80,6 @@ import {
 import * as PipelinePolicies from "./PipelinePolicies.ts"
 import { fromQuota } from "./Refusals.ts"
 import { stackDefaults } from "./ResilientOptions.ts"
-import { makeAround } from "./PipelineAround.ts"
-import { makeAttempts, type Stack } from "./PipelineAttempts.ts"
 
 export type { Policies } from "./PipelinePolicies.ts"
 export { layerShared } from "./PipelinePolicies.ts"
@@ -162,31 +162,42 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
       pooled: boolean,
       program: Effect.Effect<A, E, R>
     ): Effect.Effect<A, E | ElevenLabsError, R> =>
-      Effect.useSpan(Spans.callSpanName(plan.operation), spanOptionsOf(plan, pooled), (span) =>
-        Effect.withFiber<A, E | ElevenLabsError, R>((fiber) => {
-          const call = fiber.getRef(CurrentCallOptions)
-          const lane = call.lane ?? "default"
-          if (pooled) span.attribute(Spans.callAttributes.lane, lane)
-          const total = call.deadline === undefined ? deadline : callDeadlineOf(call.deadline)
-          const refused = plan.invalid !== undefined
-            ? new ElevenLabsError({ reason: plan.invalid })
-            : total === undefined
-            ? invalidDeadline(plan.operation, call)
-            : undefined
-          if (refused !== undefined || total === undefined) {
-            const exit = Exit.fail(refused!)
-            Spans.setCallAttributes(span, pooled ? recordCall(plan as PooledPlan<any>, exit, 0, metricsContext) : outcomeOf(exit))
-            return exit
-          }
-          const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-          const outer = fiber.getRef(Deadline.CurrentDeadline)
-          const end = now + Duration.toMillis(total)
-          // Nested deadlines never extend an outer one.
-          const at = outer === undefined ? end : Math.min(outer.at, end)
-          const state = new Call(plan, attempt, total, at, now, lane, call.idempotent !== false, span, keyId)
-          const context = Context.add(Context.add(fiber.context, Tracer.ParentSpan, span), Deadline.CurrentDeadline, state)
-          return Effect.updateContext(program, () => context as Context.Context<R>)
-        }))
+      Effect.useSpan(
+        Spans.callSpanName(plan.operation),
+        spanOptionsOf(plan, pooled),
+        (span) =>
+          Effect.withFiber<A, E | ElevenLabsError, R>((fiber) => {
+            const call = fiber.getRef(CurrentCallOptions)
+            const lane = call.lane ?? "default"
+            if (pooled) span.attribute(Spans.callAttributes.lane, lane)
+            const total = call.deadline === undefined ? deadline : callDeadlineOf(call.deadline)
+            const refused = plan.invalid !== undefined
+              ? new ElevenLabsError({ reason: plan.invalid })
+              : total === undefined
+              ? invalidDeadline(plan.operation, call)
+              : undefined
+            if (refused !== undefined || total === undefined) {
+              const exit = Exit.fail(refused!)
+              Spans.setCallAttributes(
+                span,
+                pooled ? recordCall(plan as PooledPlan<any>, exit, 0, metricsContext) : outcomeOf(exit)
+              )
+              return exit
+            }
+            const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+            const outer = fiber.getRef(Deadline.CurrentDeadline)
+            const end = now + Duration.toMillis(total)
+            // Nested deadlines never extend an outer one.
+            const at = outer === undefined ? end : Math.min(outer.at, end)
+            const state = new Call(plan, attempt, total, at, now, lane, call.idempotent !== false, span, keyId)
+            const context = Context.add(
+              Context.add(fiber.context, Tracer.ParentSpan, span),
+              Deadline.CurrentDeadline,
+              state
+            )
+            return Effect.updateContext(program, () => context as Context.Context<R>)
+          })
+      )
 
     /** The end of a pooled call: metrics and the call span's outcome (synchronously). */
     const finishPooled = (exit: Exit.Exit<unknown, ElevenLabsError>): Effect.Effect<void> => {
@@ -204,9 +215,9 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     }
 
     const stack: Stack = { policies, options, queueTimeout, queueTimeoutMillis, staticAttemptOf, metricsContext }
-    const { admitted, limited, queueRefused, readAttempt, requestOf, sendOne, sharedPermit, teachCurrent } = makeAttempts(stack)
+    const { admitted, limited, queueRefused, readAttempt, requestOf, sendOne, sharedPermit, teachCurrent } =
+      makeAttempts(stack)
     const { coalesceAround, fallbackAround, markIfExceeded, quotaAround, retriedAround } = makeAround(stack)
-
 
     // ---- the three kinds of call ---------------------------------------------------
 
@@ -239,25 +250,30 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         const outer = yield* Effect.scope
         const oneAttempt = Effect.gen(function*() {
           const child = yield* Scope.fork(outer)
-          const exit = yield* Effect.exit(Scope.provide(child)(Effect.withFiber((fiber) => {
-            const call = current(fiber)
-            const request = requestOf(fiber, call, plan.pool)
-            call.request = request
-            return Effect.flatMap(
-              Effect.catchTag(limiter.acquire(request), "ConcurrencyLimiterError", queueRefused),
-              (permit) =>
-                Effect.andThen(
-                  sharedPermit(call, request),
-                  Effect.map(sendOne(call, permit, admitted(fiber, call, permit)), (s) => release(s as S, permit.release))
-                )
-            )
-          })))
+          const exit = yield* Effect.exit(
+            Scope.provide(child)(Effect.withFiber((fiber) => {
+              const call = current(fiber)
+              const request = requestOf(fiber, call, plan.pool)
+              call.request = request
+              return Effect.flatMap(
+                Effect.catchTag(limiter.acquire(request), "ConcurrencyLimiterError", queueRefused),
+                (permit) =>
+                  Effect.andThen(
+                    sharedPermit(call, request),
+                    Effect.map(sendOne(call, permit, admitted(fiber, call, permit)), (s) =>
+                      release(s as S, permit.release))
+                  )
+              )
+            }))
+          )
           if (Exit.isFailure(exit)) yield* Scope.close(child, exit)
           return yield* exit
         })
         const reservation = quota === undefined || plan.cost === undefined
           ? undefined
-          : yield* quota.reserve(plan.cost, { keyId }).pipe(Effect.catchTag("QuotaGuardError", fromQuota(plan.operation)))
+          : yield* quota.reserve(plan.cost, { keyId }).pipe(
+            Effect.catchTag("QuotaGuardError", fromQuota(plan.operation))
+          )
         const opened = yield* retriedAround(oneAttempt, true).pipe(
           Effect.tapError(markIfExceeded),
           // Released at once on failure: the caller's scope may live long (a connection, a batch loop), and
@@ -267,7 +283,11 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         if (reservation !== undefined) yield* reservation.commit(opened.meta.characterCost)
         return opened
       })
-      return enter(full, open, true, Effect.onExit(body, finishPooled)) as Effect.Effect<S, ElevenLabsError, Scope.Scope>
+      return enter(full, open, true, Effect.onExit(body, finishPooled)) as Effect.Effect<
+        S,
+        ElevenLabsError,
+        Scope.Scope
+      >
     }
 
     const run = <A, R = never>(plan: CallPlan<A>, one: Attempt<A, R>): Effect.Effect<A, ElevenLabsError, R> =>
@@ -276,4 +296,3 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     return { policies, buffered, streamed, readOnly, run, onResponseHeaders: teachCurrent } satisfies Pipeline
   }
 )
-

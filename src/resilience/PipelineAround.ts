@@ -32,7 +32,9 @@ export const makeAround = (stack: Stack) => {
       const call = callOf(fiber)
       if (call !== undefined) {
         call.delay = event.delay
-        if (call.pool !== undefined) Metrics.recordRetryUnsafe({ reason: event.reason, pool: call.pool }, metricsContext)
+        if (call.pool !== undefined) {
+          Metrics.recordRetryUnsafe({ reason: event.reason, pool: call.pool }, metricsContext)
+        }
       }
       const delayMs = Duration.toMillis(event.delay)
       const spanned = Spans.retryEvent({ attempt: event.attempt - 1, reason: event.reason, delayMs })
@@ -67,14 +69,20 @@ export const makeAround = (stack: Stack) => {
     inner: Effect.Effect<A, ElevenLabsError, R>,
     guarded: boolean
   ): Effect.Effect<A, ElevenLabsError, R> => {
-    const built = [new Map<Pool | undefined, Effect.Effect<A, ElevenLabsError, R>>(), new Map<Pool | undefined, Effect.Effect<A, ElevenLabsError, R>>()]
+    const built = [
+      new Map<Pool | undefined, Effect.Effect<A, ElevenLabsError, R>>(),
+      new Map<Pool | undefined, Effect.Effect<A, ElevenLabsError, R>>()
+    ]
     const pick = (idempotent: boolean, pool: Pool | undefined) => {
       const byPool = built[idempotent ? 0 : 1]!
       let chosen = byPool.get(pool)
       if (chosen === undefined) {
         const behind = guarded && breaker !== undefined && pool !== undefined
           ? breaker.execute(pool)(inner).pipe(
-            Effect.catchTag("BreakerError", (e) => Effect.withFiber((fiber) => fromBreaker(current(fiber).operation, pool)(e)))
+            Effect.catchTag(
+              "BreakerError",
+              (e) => Effect.withFiber((fiber) => fromBreaker(current(fiber).operation, pool)(e))
+            )
           )
           : inner
         chosen = retryPolicies === undefined
@@ -89,7 +97,11 @@ export const makeAround = (stack: Stack) => {
       const chosen = pick(call.idempotent, call.pool)
       return call.runs++ === 0
         ? chosen
-        : Effect.provideService(chosen, Deadline.CurrentDeadline, call.again(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()))
+        : Effect.provideService(
+          chosen,
+          Deadline.CurrentDeadline,
+          call.again(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+        )
     })
   }
 

@@ -76,7 +76,9 @@ export const makeAttempts = (stack: Stack) => {
         const meta = plan.metaOf(a)
         // Only 2xx answers succeed, and every ElevenLabs success is a 200.
         const annotated = Spans.annotateAttempt({ statusCode: 200, requestId: meta?.requestId })
-        return permit === undefined || client || meta === undefined ? annotated : Effect.andThen(annotated, teach(permit, meta))
+        return permit === undefined || client || meta === undefined
+          ? annotated
+          : Effect.andThen(annotated, teach(permit, meta))
       }),
       Effect.tapError((e) => {
         const annotated = Spans.annotateAttempt({
@@ -110,8 +112,11 @@ export const makeAttempts = (stack: Stack) => {
    * The queue wait is bounded by the time the call has left. When that bound, not the queue timeout, ran
    * out, the call's deadline expired while it waited, and it fails as the deadline does; else `orElse`.
    */
-  const expiredInQueue = (operation: string, bound: Deadline.PhaseBound, orElse: Effect.Effect<never, ElevenLabsError>) =>
-    bound.deadline === undefined ? orElse : Effect.fail(Deadline.expired(bound.deadline, operation))
+  const expiredInQueue = (
+    operation: string,
+    bound: Deadline.PhaseBound,
+    orElse: Effect.Effect<never, ElevenLabsError>
+  ) => bound.deadline === undefined ? orElse : Effect.fail(Deadline.expired(bound.deadline, operation))
 
   /**
    * The permit request of the current attempt. Its queue timeout is the limiter's, or the time the call has
@@ -134,14 +139,19 @@ export const makeAttempts = (stack: Stack) => {
    * in the current scope. Its wait has the same bound as the local queue's (the time left, when shorter).
    */
   const sharedPermit = (call: Call, request: BoundRequest): Effect.Effect<void, ElevenLabsError, Scope.Scope> =>
-    distributed === undefined ? Effect.void : Effect.flatMap(Deadline.phaseBound(queueTimeout), (bound) =>
-      distributed.acquire({ key: keyId, pool: request.pool, timeout: Duration.millis(bound.millis) }).pipe(
-        Effect.catchTag("DistributedError", (error) => {
-          const refused = fromDistributed(call.operation, request.pool, request.lane ?? "default")(error)
-          return error.reason._tag === "AcquireTimeout" ? expiredInQueue(call.operation, bound, refused) : refused
-        }),
-        Effect.asVoid
-      ))
+    distributed === undefined ?
+      Effect.void :
+      Effect.flatMap(
+        Deadline.phaseBound(queueTimeout),
+        (bound) =>
+          distributed.acquire({ key: keyId, pool: request.pool, timeout: Duration.millis(bound.millis) }).pipe(
+            Effect.catchTag("DistributedError", (error) => {
+              const refused = fromDistributed(call.operation, request.pool, request.lane ?? "default")(error)
+              return error.reason._tag === "AcquireTimeout" ? expiredInQueue(call.operation, bound, refused) : refused
+            }),
+            Effect.asVoid
+          )
+      )
 
   /** The permit's bookkeeping on the call and its span; returns the attempt's number. */
   const admitted = (fiber: Fiber.Fiber<unknown, unknown>, call: Call, permit: ConcurrencyLimiter.Permit): number => {
@@ -165,7 +175,9 @@ export const makeAttempts = (stack: Stack) => {
     Effect.withFiber<never, ElevenLabsError>((fiber) => {
       const call = current(fiber)
       const refused = fromLimiter(call.operation)(error)
-      return error.reason._tag === "QueueTimeout" ? expiredInQueue(call.operation, call.request!.bound, refused) : refused
+      return error.reason._tag === "QueueTimeout"
+        ? expiredInQueue(call.operation, call.request!.bound, refused)
+        : refused
     })
 
   /** Step 7-8: the attempt under a permit of the call's pool. */

@@ -41,8 +41,9 @@ export const CurrentCallOptions = Context.Reference<CallOptions>("elevenlabs-res
  * Sets the lane, deadline or idempotency of the calls inside `effect`
  * (merged over any outer call options).
  */
-export const withCallOptions = (options: CallOptions) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.updateService(effect, CurrentCallOptions, (outer) => ({ ...outer, ...options }))
+export const withCallOptions =
+  (options: CallOptions) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.updateService(effect, CurrentCallOptions, (outer) => ({ ...outer, ...options }))
 
 // ============================================================================
 // Plans
@@ -160,7 +161,17 @@ export class Call implements Deadline.CallDeadline {
    * now, no attempts yet.
    */
   again(now: number): Call {
-    return new Call(this.plan, this.attempt, this.total, now + Duration.toMillis(this.total), now, this.lane, this.idempotent, this.span, this.keyId)
+    return new Call(
+      this.plan,
+      this.attempt,
+      this.total,
+      now + Duration.toMillis(this.total),
+      now,
+      this.lane,
+      this.idempotent,
+      this.span,
+      this.keyId
+    )
   }
   /** The quota guard's reader of the credits charged. */
   actualCost(a: unknown): number | undefined {
@@ -238,16 +249,25 @@ export const recordCall = (
     return { outcome: status, fallbackUsed: fallback, coalesced: meta?.coalesced === true }
   }
   const error = failureOf(exit)
-  Metrics.recordRequestUnsafe({ operation: plan.operation, pool: plan.pool, model, status: "error", durationSeconds }, context)
+  Metrics.recordRequestUnsafe(
+    { operation: plan.operation, pool: plan.pool, model, status: "error", durationSeconds },
+    context
+  )
   if (error !== undefined) Metrics.recordErrorUnsafe({ reason: error.reason._tag, pool: plan.pool }, context)
-  return { outcome: "error", ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts }) }
+  return {
+    outcome: "error",
+    ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts })
+  }
 }
 
 /** The read-only call span's outcome. */
 export const outcomeOf = (exit: Exit.Exit<unknown, ElevenLabsError>): Spans.CallAttributes => {
   if (Exit.isSuccess(exit)) return { outcome: "success" }
   const error = failureOf(exit)
-  return { outcome: "error", ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts }) }
+  return {
+    outcome: "error",
+    ...(error === undefined ? {} : { errorReason: error.reason._tag, attempts: error.attempts })
+  }
 }
 
 export const failureOf = (exit: Exit.Failure<unknown, ElevenLabsError>): ElevenLabsError | undefined => {
@@ -273,7 +293,9 @@ export const attemptAttributes = (base: string) => {
   const serverAddress = server?.hostname
   const serverPort = server === undefined
     ? undefined
-    : server.port === "" ? (server.protocol === "http:" ? 80 : 443) : Number(server.port)
+    : server.port === ""
+    ? (server.protocol === "http:" ? 80 : 443)
+    : Number(server.port)
   const cache = new Map<string, Spans.AttemptAttributes>()
   return (operation: string): Spans.AttemptAttributes => {
     const cached = cache.get(operation)
@@ -285,4 +307,3 @@ export const attemptAttributes = (base: string) => {
     return attrs
   }
 }
-

@@ -7,8 +7,8 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Layer, Option, PubSub, type Scope, Stream } from "effect"
 import * as NodeServices from "@effect/platform-node/NodeServices"
+import { Duration, Effect, Layer, Option, PubSub, type Scope, Stream } from "effect"
 import { CircuitBreaker, KeyValueStore, type Redis } from "effect/persistence"
 import type { ElevenLabsError as ElevenLabsErrorType } from "../client/Errors.ts"
 import { ElevenLabsError, SharedStateUnavailable } from "../client/Errors.ts"

@@ -76,7 +76,8 @@ export const deprecatedPlanTableNames = { seeds: "deployment-guide", docs: "mode
 export type DeprecatedPlanTableName = keyof typeof deprecatedPlanTableNames
 
 /** Whether a string is a deprecated plan table name (a key of {@link deprecatedPlanTableNames}). */
-export const isDeprecatedPlanTableName = (s: string): s is DeprecatedPlanTableName => Object.hasOwn(deprecatedPlanTableNames, s)
+export const isDeprecatedPlanTableName = (s: string): s is DeprecatedPlanTableName =>
+  Object.hasOwn(deprecatedPlanTableNames, s)
 
 /** Every name a plan table answers to: the current ones, then the deprecated ones. */
 export const acceptedPlanTableNames: ReadonlyArray<PlanTableName | DeprecatedPlanTableName> = [
@@ -107,8 +108,7 @@ export const isPlanTableName = (s: string): s is AcceptedPlanTableName =>
 export const isPlanName = (s: string): s is PlanName => (planNames as ReadonlyArray<string>).includes(s)
 
 /** The limits of a plan, from the default table unless another table is given. */
-export const limitsOf = (plan: PlanName, table: PlanTable = deploymentGuidePlans): PlanLimits =>
-  table[plan]
+export const limitsOf = (plan: PlanName, table: PlanTable = deploymentGuidePlans): PlanLimits => table[plan]
 
 /**
  * The pool a model draws from.

@@ -10,11 +10,10 @@
  * @since 0.1.0
  */
 import { Duration, Effect } from "effect"
-import type { DistributedError } from "../distributed/DistributedError.ts"
 import {
   CircuitOpen,
-  type ElevenLabsErrorReason,
   ElevenLabsError,
+  type ElevenLabsErrorReason,
   InsufficientQuota,
   InvalidRequest,
   QueueFull,
@@ -22,6 +21,7 @@ import {
   QuotaExhausted,
   SharedStateUnavailable
 } from "../client/Errors.ts"
+import type { DistributedError } from "../distributed/DistributedError.ts"
 import type { BreakerError } from "./Breaker.ts"
 import type { ConcurrencyLimiterError } from "./ConcurrencyLimiter.ts"
 import type { Pool } from "./Plans.ts"
@@ -32,29 +32,31 @@ export const fail = (reason: ElevenLabsErrorReason): Effect.Effect<never, Eleven
   Effect.fail(new ElevenLabsError({ reason }))
 
 /** A limiter refusal: `QueueFull` or `QueueTimeout`. */
-export const fromLimiter = (operation: string) => (error: ConcurrencyLimiterError): Effect.Effect<never, ElevenLabsError> => {
-  const r = error.reason
-  switch (r._tag) {
-    case "QueueFull":
-      return fail(new QueueFull({ operation, message: r.message, pool: r.pool, lane: r.lane, depth: r.depth }))
-    case "QueueTimeout":
-      return fail(new QueueTimeout({ operation, message: r.message, pool: r.pool, lane: r.lane, waited: r.waited }))
-    case "InvalidPermitRequest":
-      return fail(new InvalidRequest({ operation, message: r.message, field: "lane" }))
+export const fromLimiter =
+  (operation: string) => (error: ConcurrencyLimiterError): Effect.Effect<never, ElevenLabsError> => {
+    const r = error.reason
+    switch (r._tag) {
+      case "QueueFull":
+        return fail(new QueueFull({ operation, message: r.message, pool: r.pool, lane: r.lane, depth: r.depth }))
+      case "QueueTimeout":
+        return fail(new QueueTimeout({ operation, message: r.message, pool: r.pool, lane: r.lane, waited: r.waited }))
+      case "InvalidPermitRequest":
+        return fail(new InvalidRequest({ operation, message: r.message, field: "lane" }))
+    }
   }
-}
 
 /** A breaker refusal: `CircuitOpen` (half-open when its probe is running), with `retryAfter`. */
-export const fromBreaker = (operation: string, pool: Pool) => (error: BreakerError): Effect.Effect<never, ElevenLabsError> =>
-  fail(
-    new CircuitOpen({
-      operation,
-      message: error.reason.message,
-      pool,
-      halfOpen: error.reason._tag === "CircuitHalfOpen",
-      ...(error.retryAfter === undefined ? {} : { retryAfter: error.retryAfter })
-    })
-  )
+export const fromBreaker =
+  (operation: string, pool: Pool) => (error: BreakerError): Effect.Effect<never, ElevenLabsError> =>
+    fail(
+      new CircuitOpen({
+        operation,
+        message: error.reason.message,
+        pool,
+        halfOpen: error.reason._tag === "CircuitHalfOpen",
+        ...(error.retryAfter === undefined ? {} : { retryAfter: error.retryAfter })
+      })
+    )
 
 /** A quota refusal: `InsufficientQuota` or `QuotaExhausted`. */
 export const fromQuota = (operation: string) => (error: QuotaGuardError): Effect.Effect<never, ElevenLabsError> => {
@@ -90,16 +92,18 @@ export const fromQuota = (operation: string) => (error: QuotaGuardError): Effect
 }
 
 /** A shared-state refusal: a distributed permit not had in time, or Redis unreachable in `fail-closed` mode. */
-export const fromDistributed = (operation: string, pool: Pool, lane: string) =>
-(error: DistributedError): Effect.Effect<never, ElevenLabsError> => {
-  const r = error.reason
-  switch (r._tag) {
-    case "AcquireTimeout":
-      return fail(new QueueTimeout({ operation, message: r.message, pool, lane, waited: Duration.millis(r.waitedMillis) }))
-    case "InvalidDistributedRequest":
-      return fail(new InvalidRequest({ operation, message: r.message }))
-    case "RedisUnavailable":
-    case "RedisCommandFailed":
-      return fail(new SharedStateUnavailable({ operation, message: r.message }))
+export const fromDistributed =
+  (operation: string, pool: Pool, lane: string) => (error: DistributedError): Effect.Effect<never, ElevenLabsError> => {
+    const r = error.reason
+    switch (r._tag) {
+      case "AcquireTimeout":
+        return fail(
+          new QueueTimeout({ operation, message: r.message, pool, lane, waited: Duration.millis(r.waitedMillis) })
+        )
+      case "InvalidDistributedRequest":
+        return fail(new InvalidRequest({ operation, message: r.message }))
+      case "RedisUnavailable":
+      case "RedisCommandFailed":
+        return fail(new SharedStateUnavailable({ operation, message: r.message }))
+    }
   }
-}

@@ -78,10 +78,14 @@ export const tokenBucket = (options: {
 }
 
 /** A sliding window rule. Throws on nonsense numbers. */
-export const slidingWindow = (options: { readonly limit: number; readonly window: Duration.Input }): SlidingWindowRule => {
+export const slidingWindow = (
+  options: { readonly limit: number; readonly window: Duration.Input }
+): SlidingWindowRule => {
   const window = Duration.fromInputUnsafe(options.window)
   if (!Number.isInteger(options.limit) || options.limit < 1) invalid(`limit must be an integer >= 1: ${options.limit}`)
-  if (!(Duration.toMillis(window) > 0) || !Duration.isFinite(window)) invalid("window must be a positive finite duration")
+  if (!(Duration.toMillis(window) > 0) || !Duration.isFinite(window)) {
+    invalid("window must be a positive finite duration")
+  }
   return { _tag: "SlidingWindow", limit: options.limit, window }
 }
 
@@ -137,7 +141,9 @@ export const make = (options: Options): Effect.Effect<RequestRateLimiter, never,
     const prefix = options.prefix ?? "elevenlabs-resilience"
     const buckets = options.rules.flatMap((rule, i) => (rule._tag === "TokenBucket" ? [{ rule, i }] : []))
     const windows = options.rules.flatMap((rule, i) =>
-      rule._tag === "SlidingWindow" ? [{ rule, i, rings: new Map<string, Ring>(), ms: Duration.toMillis(rule.window) }] : []
+      rule._tag === "SlidingWindow"
+        ? [{ rule, i, rings: new Map<string, Ring>(), ms: Duration.toMillis(rule.window) }]
+        : []
     )
 
     const take = (key: string): Effect.Effect<Duration.Duration, RateLimiter.RateLimiterError> =>

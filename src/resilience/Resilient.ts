@@ -69,9 +69,9 @@ import type * as Schemas from "../client/Schemas.ts"
 import * as Validation from "../client/Validation.ts"
 import * as Fallback from "./Fallback.ts"
 import * as Pipeline from "./Pipeline.ts"
-import * as ResilientBeyondTts from "./ResilientBeyondTts.ts"
 import { poolOfModel } from "./Plans.ts"
 import * as QuotaGuard from "./QuotaGuard.ts"
+import * as ResilientBeyondTts from "./ResilientBeyondTts.ts"
 import type { ResilientOptions } from "./ResilientOptions.ts"
 
 export type { ResilientOptions } from "./ResilientOptions.ts"
@@ -217,13 +217,27 @@ const operationsOf = ({ keyId, pipeline, raw, validation }: OperationsKit): Clie
       },
       stream: (voiceId, request) =>
         pipeline.streamed(
-          ttsPlan("textToSpeech.stream", "stream", voiceId, request, request.outputFormat ?? defaultOutputFormat, undefined),
+          ttsPlan(
+            "textToSpeech.stream",
+            "stream",
+            voiceId,
+            request,
+            request.outputFormat ?? defaultOutputFormat,
+            undefined
+          ),
           { send: raw.textToSpeech.stream(voiceId, request), kind: "client" },
           (s, release) => ({ ...s, audio: Stream.ensuring(s.audio, release) })
         ),
       streamWithTimestamps: (voiceId, request) =>
         pipeline.streamed(
-          ttsPlan("textToSpeech.streamWithTimestamps", "stream", voiceId, request, request.outputFormat ?? defaultOutputFormat, undefined),
+          ttsPlan(
+            "textToSpeech.streamWithTimestamps",
+            "stream",
+            voiceId,
+            request,
+            request.outputFormat ?? defaultOutputFormat,
+            undefined
+          ),
           { send: raw.textToSpeech.streamWithTimestamps(voiceId, request), kind: "client" },
           (s, release) => ({ ...s, chunks: Stream.ensuring(s.chunks, release) })
         )
@@ -376,8 +390,10 @@ export function layer(
   options: ResilientOptions
 ): Layer.Layer<Client.ElevenLabs | Resilience, ElevenLabsError, HttpClient.HttpClient> {
   const stack = Layer.effectContext(
-    Effect.map(make(options), ({ resilience, service }) =>
-      Context.make(Client.ElevenLabs, service).pipe(Context.add(Resilience, resilience)))
+    Effect.map(
+      make(options),
+      ({ resilience, service }) => Context.make(Client.ElevenLabs, service).pipe(Context.add(Resilience, resilience))
+    )
   )
   if (options.redis === undefined) return stack
   return stack.pipe(Layer.provide(Pipeline.layerShared(options.redis, Fallback.partitionOfApiKey(options.apiKey))))

@@ -37,7 +37,10 @@ export interface Kit {
 
 const metaOf = (a: AudioResult): ResponseMeta => a.meta
 const mark = (a: AudioResult, meta: Partial<ResponseMeta>): AudioResult => ({ ...a, meta: { ...a.meta, ...meta } })
-const attached = (s: AudioStream, release: Effect.Effect<void>): AudioStream => ({ ...s, audio: Stream.ensuring(s.audio, release) })
+const attached = (s: AudioStream, release: Effect.Effect<void>): AudioStream => ({
+  ...s,
+  audio: Stream.ensuring(s.audio, release)
+})
 
 export const make = (kit: Kit): BeyondTts.BeyondTts => {
   const { pipeline, quota, validation } = kit
@@ -61,10 +64,16 @@ export const make = (kit: Kit): BeyondTts.BeyondTts => {
   ) => pipeline.streamed(plan, { send, kind: "client" }, attached)
 
   /** A dialogue's plan: its lines' characters billed at its model's multiplier (reserved when there is a guard). */
-  const dialoguePlan = (endpoint: typeof Endpoints.textToDialogueConvert | typeof Endpoints.textToDialogueStream, request: Schemas.TextToDialogueBody & { readonly outputFormat?: string | undefined }) => {
+  const dialoguePlan = (
+    endpoint: typeof Endpoints.textToDialogueConvert | typeof Endpoints.textToDialogueStream,
+    request: Schemas.TextToDialogueBody & { readonly outputFormat?: string | undefined }
+  ) => {
     const where = placed(endpoint, request.modelId)
     const characters = Array.isArray(request.inputs)
-      ? request.inputs.reduce((n, line) => n + (typeof line.text === "string" ? Validation.characterCount(line.text) : 0), 0)
+      ? request.inputs.reduce(
+        (n, line) => n + (typeof line.text === "string" ? Validation.characterCount(line.text) : 0),
+        0
+      )
       : 0
     return {
       ...where,

@@ -56,7 +56,19 @@
  *
  * @since 0.2.0
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Layer, ManagedRuntime, References, Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  ManagedRuntime,
+  References,
+  Scope
+} from "effect"
 import * as Client from "../client/ElevenLabs.ts"
 import * as Endpoints from "../client/Endpoints.ts"
 import type { ElevenLabsError } from "../client/Errors.ts"
@@ -223,10 +235,15 @@ const makeCall = (options: Options, liveness: Liveness.Liveness, open: OpenBodie
     const operation = `fetch.${prepared.method.toLowerCase()}`
     if (!safeMethods.has(prepared.method)) {
       const total = callDeadlineOf(prepared.deadline ?? deadline)
-      if (total === undefined) return Effect.succeed({ error: invalidDeadline(operation, { deadline: prepared.deadline }) })
+      if (total === undefined) {
+        return Effect.succeed({ error: invalidDeadline(operation, { deadline: prepared.deadline }) })
+      }
       return Effect.flatMap(
         Effect.exit(Deadline.withDeadline(total, { operation })(sendOnce(passThrough, operation, prepared, true))),
-        (exit) => Exit.isSuccess(exit) ? Effect.succeed({ response: exit.value }) : outcomeOf(exit as Exit.Exit<never, ElevenLabsError>)
+        (exit) =>
+          Exit.isSuccess(exit)
+            ? Effect.succeed({ response: exit.value })
+            : outcomeOf(exit as Exit.Exit<never, ElevenLabsError>)
       )
     }
     const read = pipeline.readOnly({ operation, metaOf: metaOfAnswered, mark: markAnswered }, {
@@ -234,7 +251,9 @@ const makeCall = (options: Options, liveness: Liveness.Liveness, open: OpenBodie
       kind: "opaque"
     })
     return Effect.flatMap(
-      Effect.exit(prepared.deadline === undefined ? read : Pipeline.withCallOptions({ deadline: prepared.deadline })(read)),
+      Effect.exit(
+        prepared.deadline === undefined ? read : Pipeline.withCallOptions({ deadline: prepared.deadline })(read)
+      ),
       outcomeOf
     )
   }
@@ -246,14 +265,19 @@ const makeCall = (options: Options, liveness: Liveness.Liveness, open: OpenBodie
    */
   const streamed = (
     pipeline: Pipeline.Pipeline,
-    plan: Omit<Pipeline.PooledPlan<{ readonly meta: ResponseMeta; readonly response: Response }>, "metaOf" | "mark" | "coalesceKey" | "fallback">,
+    plan: Omit<
+      Pipeline.PooledPlan<{ readonly meta: ResponseMeta; readonly response: Response }>,
+      "metaOf" | "mark" | "coalesceKey" | "fallback"
+    >,
     prepared: Prepared
   ): Effect.Effect<Outcome> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         const scope = yield* Scope.make()
         const opening = Effect.flatMap(sendOnce(wire, plan.operation, prepared), (response) =>
-          response.ok ? Effect.succeed({ response, meta: metaOf(response.headers) }) : failedAnswer(plan.operation, response))
+          response.ok
+            ? Effect.succeed({ response, meta: metaOf(response.headers) })
+            : failedAnswer(plan.operation, response))
         const exit = yield* Effect.exit(
           restore(pipeline.streamed(plan, { send: opening, kind: "opaque" }, (s) => s).pipe(Scope.provide(scope)))
         )
@@ -266,11 +290,21 @@ const makeCall = (options: Options, liveness: Liveness.Liveness, open: OpenBodie
         const body = heldBody(plan.operation, upstream, prepared.signal, wire.idleMillis, open, liveness, (exit) => {
           Effect.runForkWith(context)(Scope.close(scope, exit))
         })
-        return { response: new Response(body, { status: upstream.status, statusText: upstream.statusText, headers: upstream.headers }) }
+        return {
+          response: new Response(body, {
+            status: upstream.status,
+            statusText: upstream.statusText,
+            headers: upstream.headers
+          })
+        }
       })
     )
 
-  return (pipeline: Pipeline.Pipeline, quota: QuotaGuard.QuotaGuard | undefined, prepared: Prepared): Effect.Effect<Outcome> => {
+  return (
+    pipeline: Pipeline.Pipeline,
+    quota: QuotaGuard.QuotaGuard | undefined,
+    prepared: Prepared
+  ): Effect.Effect<Outcome> => {
     const found = Endpoints.match(prepared.method, prepared.url.pathname)
     if (found._tag !== "Found") return unknown(pipeline, prepared)
     const endpoint = found.endpoint
@@ -290,7 +324,11 @@ const makeCall = (options: Options, liveness: Liveness.Liveness, open: OpenBodie
     const withCall = <A>(effect: Effect.Effect<A>) =>
       prepared.lane === undefined && prepared.deadline === undefined && endpoint.idempotent
         ? effect
-        : Pipeline.withCallOptions({ lane: prepared.lane, deadline: prepared.deadline, idempotent: endpoint.idempotent })(effect)
+        : Pipeline.withCallOptions({
+          lane: prepared.lane,
+          deadline: prepared.deadline,
+          idempotent: endpoint.idempotent
+        })(effect)
     if (pool !== undefined && (endpoint.response._tag === "AudioStream" || endpoint.response._tag === "Ndjson")) {
       return withCall(streamed(pipeline, { ...call, pool }, prepared))
     }
@@ -338,8 +376,14 @@ export const make = (options: Options = {}): ResilientFetch => {
       const prepared = await prepare(input, init)
       prepared.signal?.throwIfAborted()
       const exit = await runtime.runPromiseExit(
-        Effect.flatMap(Effect.service(Pipelines), (pipelines) =>
-          Effect.flatMap(pipelines.get(prepared.keyId), (pipeline) => call(pipeline, pipeline.policies.quota, prepared))),
+        Effect.flatMap(
+          Effect.service(Pipelines),
+          (pipelines) =>
+            Effect.flatMap(
+              pipelines.get(prepared.keyId),
+              (pipeline) => call(pipeline, pipeline.policies.quota, prepared)
+            )
+        ),
         prepared.signal === undefined ? undefined : { signal: prepared.signal }
       )
       if (Exit.isSuccess(exit)) {
@@ -356,7 +400,10 @@ export const make = (options: Options = {}): ResilientFetch => {
 
   return Object.assign(run, {
     policies: (apiKey?: string) =>
-      runtime.runPromise(Effect.flatMap(Effect.service(Pipelines), (p) => Effect.map(p.get(keyIdOf(apiKey)), (pipeline) => pipeline.policies))),
+      runtime.runPromise(
+        Effect.flatMap(Effect.service(Pipelines), (p) =>
+          Effect.map(p.get(keyIdOf(apiKey)), (pipeline) => pipeline.policies))
+      ),
     close: async () => {
       closed = true
       for (const lease of open) cutLease(lease, open, new Error("ResilientFetch: closed"))

@@ -110,8 +110,7 @@ class Window {
  * const budget = yield* RetryBudget.make({ ratio: 0.1, window: "1 minute" })
  * ```
  */
-export const make = (options?: RetryBudgetOptions): Effect.Effect<RetryBudget> =>
-  Effect.sync(() => makeUnsafe(options))
+export const make = (options?: RetryBudgetOptions): Effect.Effect<RetryBudget> => Effect.sync(() => makeUnsafe(options))
 
 /** Synchronous {@link make}. */
 export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudget => {

@@ -47,8 +47,8 @@
  */
 import { Cause, Clock, Context, Duration, Effect, PubSub, Result, Schedule } from "effect"
 import {
-  type ElevenLabsErrorReason,
   ElevenLabsError,
+  type ElevenLabsErrorReason,
   isElevenLabsError,
   type ReasonTag,
   type RetryClass,
@@ -106,7 +106,9 @@ export interface LinearOptions {
 const millisOf = (input: Duration.Input): number => Duration.toMillis(Duration.fromInputUnsafe(input))
 
 const checkRetries = (name: string, n: number): number => {
-  if (!Number.isInteger(n) || n < 0) throw new RangeError(`RetryPolicy.${name}: maxRetries must be an integer >= 0, got ${n}`)
+  if (!Number.isInteger(n) || n < 0) {
+    throw new RangeError(`RetryPolicy.${name}: maxRetries must be an integer >= 0, got ${n}`)
+  }
   return n
 }
 
@@ -317,7 +319,9 @@ export const retry = (options?: RetryOptions) => {
     // it provided (an overlay per call otherwise, held for as long as the attempt waits).
     const first = Effect.withFiber<A, E, R>((fiber) => {
       const outer = fiber.getRef(CurrentAttempt)
-      return outer.attempt === 1 && outer.previous === undefined ? self : Effect.provideService(self, CurrentAttempt, firstAttempt)
+      return outer.attempt === 1 && outer.previous === undefined
+        ? self
+        : Effect.provideService(self, CurrentAttempt, firstAttempt)
     })
     const retried = Effect.catch(
       first,
@@ -440,7 +444,9 @@ export const retry = (options?: RetryOptions) => {
 
         attempts++
         const info: AttemptInfo = { attempt: attempts, previous: { reason: error.reason._tag, retryClass } }
-        const result = yield* Effect.result(Effect.andThen(Effect.sleep(nextDelay), Effect.provideService(self, CurrentAttempt, info)))
+        const result = yield* Effect.result(
+          Effect.andThen(Effect.sleep(nextDelay), Effect.provideService(self, CurrentAttempt, info))
+        )
         yield* releaseHeld
         if (Result.isSuccess(result)) return result.success
         if (!isElevenLabsError(result.failure)) return yield* Effect.fail(result.failure)

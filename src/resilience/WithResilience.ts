@@ -343,12 +343,15 @@ const unsettle = <A>(s: Settled): A => {
  * ).pipe(withResilience({ operation: "textToSpeech.convert", model: modelId, characters: text.length }))
  * ```
  */
-export const withResilience = <A>(call: SdkCallOptions<A> = {}) =>
-<E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, ElevenLabsError, R | SdkResilience> =>
-  Effect.flatMap(Effect.service(SdkResilience), (policies) => resilient(policies, call, effect))
+export const withResilience =
+  <A>(call: SdkCallOptions<A> = {}) =>
+  <E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, ElevenLabsError, R | SdkResilience> =>
+    Effect.flatMap(Effect.service(SdkResilience), (policies) => resilient(policies, call, effect))
 
 /** The call's lane, deadline and idempotency as the pipeline's call options (none: no overlay). */
-const callOptionsOf = (call: Pick<SdkCallOptions, "lane" | "deadline" | "idempotent">): Pipeline.CallOptions | undefined =>
+const callOptionsOf = (
+  call: Pick<SdkCallOptions, "lane" | "deadline" | "idempotent">
+): Pipeline.CallOptions | undefined =>
   call.lane === undefined && call.deadline === undefined && call.idempotent === undefined ? undefined : {
     ...(call.lane === undefined ? {} : { lane: call.lane }),
     ...(call.deadline === undefined ? {} : { deadline: call.deadline }),
@@ -376,8 +379,10 @@ const resilient = <A, E, R>(
     Effect.catchCause((cause) => {
       const failure = cause.reasons.find((r) => r._tag === "Fail")
       return failure?._tag === "Fail"
-        ? Effect.flatMap(Effect.clockWith((c) => c.currentTimeMillis), (now) =>
-          Effect.fail(toElevenLabsError(operation, failure.error, now)))
+        ? Effect.flatMap(
+          Effect.clockWith((c) => c.currentTimeMillis),
+          (now) => Effect.fail(toElevenLabsError(operation, failure.error, now))
+        )
         : Effect.failCause(cause as Cause.Cause<never>)
     }),
     Effect.flatMap((a) => settle(operation, a, call.buffer ?? true)),
@@ -437,7 +442,9 @@ export interface ResilientRunner {
 export const makeResilientRunner = (options: SdkResilienceOptions = {}): ResilientRunner => {
   // The process lives while calls are under way, not because the policies sleep in the background.
   const liveness = Liveness.make()
-  const runtime = ManagedRuntime.make(layer(options).pipe(Layer.provide(Layer.succeed(Clock.Clock, Liveness.unrefClock))))
+  const runtime = ManagedRuntime.make(
+    layer(options).pipe(Layer.provide(Layer.succeed(Clock.Clock, Liveness.unrefClock)))
+  )
   return {
     run: async <A>(fn: (signal: AbortSignal) => PromiseLike<A>, run: RunOptions<A> = {}) => {
       const { signal, ...call } = run

@@ -3,6 +3,7 @@
  *
  * @since 0.1.0
  */
+export * as AdaptiveLimit from "./AdaptiveLimit.ts"
 export * as Breaker from "./Breaker.ts"
 export * as Coalescer from "./Coalescer.ts"
 export * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
@@ -20,4 +21,3 @@ export * as ResilientFetch from "./ResilientFetch.ts"
 export * as RetryBudget from "./RetryBudget.ts"
 export * as RetryPolicy from "./RetryPolicy.ts"
 export * as WithResilience from "./WithResilience.ts"
-export * as AdaptiveLimit from "./AdaptiveLimit.ts"

@@ -33,7 +33,7 @@
 import { Duration, Effect, Fiber, Random, Redacted, Schema } from "effect"
 import { HttpClient } from "effect/http"
 import { TestClock } from "effect/testing"
-import { type PlanName, type Pool, limitsOf, poolOfModel } from "../resilience/Plans.ts"
+import { limitsOf, type PlanName, type Pool, poolOfModel } from "../resilience/Plans.ts"
 import * as InProcess from "../simulator/InProcess.ts"
 import * as Simulator from "../simulator/Simulator.ts"
 import * as LoadTest from "./LoadTest.ts"
@@ -165,14 +165,29 @@ export const resolve = (o: CapacityOptions): Effect.Effect<Resolved, CapacityErr
     const failureRate = o.failureRate ?? 0
     const maxStreams = o.maxStreams ?? 10_000
     const cps = o.charsPerSecond ?? 15
-    yield* check(Number.isInteger(chars) && chars >= 1 && chars <= 10_000, `chars must be an integer within 1..10000, got ${chars}`)
+    yield* check(
+      Number.isInteger(chars) && chars >= 1 && chars <= 10_000,
+      `chars must be an integer within 1..10000, got ${chars}`
+    )
     yield* check(Number.isFinite(targetP95Ms) && targetP95Ms > 0, `the target p95 must be positive, got ${targetP95Ms}`)
-    yield* check(Number.isFinite(durationMs) && durationMs >= 1000, `the probe duration must be at least 1 s, got ${durationMs} ms`)
-    yield* check(maxFailureShare >= 0 && maxFailureShare <= 1, `the failure share must be within 0..1, got ${maxFailureShare}`)
+    yield* check(
+      Number.isFinite(durationMs) && durationMs >= 1000,
+      `the probe duration must be at least 1 s, got ${durationMs} ms`
+    )
+    yield* check(
+      maxFailureShare >= 0 && maxFailureShare <= 1,
+      `the failure share must be within 0..1, got ${maxFailureShare}`
+    )
     yield* check(failureRate >= 0 && failureRate <= 1, `the failure rate must be within 0..1, got ${failureRate}`)
-    yield* check(Number.isInteger(maxStreams) && maxStreams >= 1, `max streams must be a positive integer, got ${maxStreams}`)
+    yield* check(
+      Number.isInteger(maxStreams) && maxStreams >= 1,
+      `max streams must be a positive integer, got ${maxStreams}`
+    )
     yield* check(Number.isFinite(cps) && cps > 0, `chars per second must be positive, got ${cps}`)
-    yield* check(o.stepMs === undefined || (Number.isFinite(o.stepMs) && o.stepMs > 0), `the clock step must be positive, got ${o.stepMs}`)
+    yield* check(
+      o.stepMs === undefined || (Number.isFinite(o.stepMs) && o.stepMs > 0),
+      `the clock step must be positive, got ${o.stepMs}`
+    )
     yield* check(limit > 0, `plan ${plan} has no ${pool} concurrency (model ${model})`)
     return {
       plan,
@@ -246,7 +261,10 @@ const runProbe = (r: Resolved, streams: number, phase: Probe["phase"]): Effect.E
           yield* Effect.sleep(Duration.millis(r.playMs))
         }
       })
-    yield* Effect.forEach(Array.from({ length: streams }, (_, i) => i), listener, { concurrency: "unbounded", discard: true })
+    yield* Effect.forEach(Array.from({ length: streams }, (_, i) => i), listener, {
+      concurrency: "unbounded",
+      discard: true
+    })
     const stats = yield* simulator.stats
     const latencyMs = Report.percentiles(latencies)
     const segments = latencies.length
@@ -272,7 +290,9 @@ const runProbe = (r: Resolved, streams: number, phase: Probe["phase"]): Effect.E
     while (fiber.pollUnsafe() === undefined) {
       if (advanced > horizonMs) {
         yield* Fiber.interrupt(fiber)
-        return yield* new CapacityError({ message: `the probe of ${streams} streams did not finish within a virtual day` })
+        return yield* new CapacityError({
+          message: `the probe of ${streams} streams did not finish within a virtual day`
+        })
       }
       yield* TestClock.adjust(Duration.millis(stepMs))
       advanced += stepMs
@@ -312,17 +332,23 @@ export const search = (
       lo = 1
       for (let n = 2; hi === undefined; n *= 2) {
         const m = Math.min(n, r.maxStreams)
-        if (m <= lo) break
+        if (m <= lo) {
+          break
+        }
         const p = yield* run(m, "doubling")
-        if (p.sustained) lo = m
-        else hi = m
-        if (m === r.maxStreams) break
+        if (p.sustained) {
+          lo = m
+        } else hi = m
+        if (m === r.maxStreams) {
+          break
+        }
       }
       while (hi !== undefined && hi - lo > 1) {
         const mid = Math.floor((lo + hi) / 2)
         const p = yield* run(mid, "bisection")
-        if (p.sustained) lo = mid
-        else hi = mid
+        if (p.sustained) {
+          lo = mid
+        } else hi = mid
       }
     } else hi = 1
     const serviceMs = first.meanMs

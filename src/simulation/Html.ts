@@ -42,7 +42,13 @@ const timeSteps: ReadonlyArray<number> = [1, 2, 5, 10, 20, 50, 100, 200, 500].co
 )
 
 const axisTime = (ms: number): string =>
-  ms >= 3_600_000 ? `${num(ms / 3_600_000)} h` : ms >= 60_000 ? `${num(ms / 60_000)} min` : ms >= 1000 || ms === 0 ? `${num(ms / 1000)} s` : `${num(ms)} ms`
+  ms >= 3_600_000
+    ? `${num(ms / 3_600_000)} h`
+    : ms >= 60_000
+    ? `${num(ms / 60_000)} min`
+    : ms >= 1000 || ms === 0
+    ? `${num(ms / 1000)} s`
+    : `${num(ms)} ms`
 
 /**
  * A step-line chart as an inline `<svg>`: one `<path>` per line, x from the
@@ -70,11 +76,15 @@ export const chart = (
       d += `${k === 0 ? "M" : "L"}${x0.toFixed(1)},${y(v).toFixed(1)}L${x1.toFixed(1)},${y(v).toFixed(1)}`
     })
     const dash = l.dashed === true ? ` stroke-dasharray="6 4"` : ""
-    return `<path class="series" data-name="${escape(l.name)}" d="${d}" fill="none" stroke="${l.color}" stroke-width="1.6"${dash}/>`
+    return `<path class="series" data-name="${
+      escape(l.name)
+    }" d="${d}" fill="none" stroke="${l.color}" stroke-width="1.6"${dash}/>`
   })
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
     const v = yMax * f
-    return `<line x1="${M.left}" x2="${W - M.right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#e5e7eb"/>` +
+    return `<line x1="${M.left}" x2="${W - M.right}" y1="${y(v).toFixed(1)}" y2="${
+      y(v).toFixed(1)
+    }" stroke="#e5e7eb"/>` +
       `<text x="${M.left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${num(v)}</text>`
   })
   const step = timeSteps.find((s) => endMs / s <= 6) ?? endMs / 6
@@ -144,9 +154,7 @@ export const render = (reports: ReadonlyArray<Report>): string => {
   const title = first === undefined
     ? "Simulation report"
     : `Simulation: ${first.pattern}, ${first.requests} requests, ${first.plan} / ${first.model}`
-  const sections = reports.map((r) =>
-    `<section><h2>${escape(r.summary.strategy)}</h2>\n${charts(r)}</section>`
-  )
+  const sections = reports.map((r) => `<section><h2>${escape(r.summary.strategy)}</h2>\n${charts(r)}</section>`)
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${escape(title)}</title>
 <style>

@@ -31,8 +31,8 @@
  */
 import { Cause, Clock, Duration, Effect, Fiber, Option, Redacted, Schema, Scope, Semaphore } from "effect"
 import { HttpClient, HttpClientRequest } from "effect/http"
+import { limitsOf, type PlanName, type Pool, poolOfModel } from "../resilience/Plans.ts"
 import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
-import { type PlanName, type Pool, limitsOf, poolOfModel } from "../resilience/Plans.ts"
 import type * as Simulator from "../simulator/Simulator.ts"
 import * as Observe from "./Observe.ts"
 import * as Patterns from "./Patterns.ts"
@@ -133,7 +133,6 @@ export const textOf = (chars: number, index = 0): string =>
 // The observer (same record as the virtual-time runner's)
 // ----------------------------------------------------------------------------
 
-
 // ----------------------------------------------------------------------------
 // The resilient strategy
 // ----------------------------------------------------------------------------
@@ -145,7 +144,9 @@ export const checkConfig = (raw: unknown): Effect.Effect<void, LoadTestError> =>
   return config === undefined || ResilienceConfig.isBlocking(problems)
     ? Effect.fail(
       new LoadTestError({
-        message: `--config: ${problems.filter((p) => p.severity === "error").map((p) => `${p.path}: ${p.message}`).join("; ")}`
+        message: `--config: ${
+          problems.filter((p) => p.severity === "error").map((p) => `${p.path}: ${p.message}`).join("; ")
+        }`
       })
     )
     : Effect.void
@@ -187,7 +188,10 @@ export const resetStats = (baseUrl: string): Effect.Effect<void, LoadTestError, 
       return yield* new LoadTestError({ message: `simulator reset answered ${response.status}` })
     }
   }).pipe(
-    Effect.catchTag("HttpClientError", (e) => Effect.fail(new LoadTestError({ message: `simulator reset failed: ${e.message}` })))
+    Effect.catchTag(
+      "HttpClientError",
+      (e) => Effect.fail(new LoadTestError({ message: `simulator reset failed: ${e.message}` }))
+    )
   )
 
 /**
@@ -310,7 +314,10 @@ export const runPart = (options: LoadTestOptions): Effect.Effect<Part, LoadTestE
       const one = (arrival: Patterns.Arrival): Effect.Effect<void> =>
         call({ ...arrival, text: textOf(arrival.chars, arrival.index) }).pipe(
           Effect.catchCause((cause) =>
-            Effect.succeed<CallOutcome>({ _tag: "Failure", reason: Cause.hasInterruptsOnly(cause) ? "Interrupted" : "Defect" })
+            Effect.succeed<CallOutcome>({
+              _tag: "Failure",
+              reason: Cause.hasInterruptsOnly(cause) ? "Interrupted" : "Defect"
+            })
           ),
           Effect.flatMap((outcome) => Effect.sync(() => record(arrival, outcome)))
         )
@@ -343,11 +350,15 @@ export const runPart = (options: LoadTestOptions): Effect.Effect<Part, LoadTestE
     }))
   })
 
-const shift = <T extends readonly [number, ...ReadonlyArray<unknown>]>(points: ReadonlyArray<T>, by: number): Array<T> =>
-  points.map((p) => [p[0] + by, ...p.slice(1)] as unknown as T)
+const shift = <T extends readonly [number, ...ReadonlyArray<unknown>]>(
+  points: ReadonlyArray<T>,
+  by: number
+): Array<T> => points.map((p) => [p[0] + by, ...p.slice(1)] as unknown as T)
 
 /** Sums step functions `[t, value]` of several processes into one. */
-const sumSteps = (series: ReadonlyArray<ReadonlyArray<readonly [number, number]>>): Array<readonly [number, number]> => {
+const sumSteps = (
+  series: ReadonlyArray<ReadonlyArray<readonly [number, number]>>
+): Array<readonly [number, number]> => {
   const events = series.flatMap((points, k) => points.map(([t, v]) => ({ t, v, k })))
   events.sort((a, b) => a.t - b.t)
   const current = new Array<number>(series.length).fill(0)
@@ -376,7 +387,8 @@ export const merge = (parts: ReadonlyArray<Part>): Part => {
       breaker: shift(l.breaker, by)
     }
   })
-  const byTime = <T extends readonly [number, ...ReadonlyArray<unknown>]>(xs: Array<T>) => xs.sort((a, b) => a[0] - b[0])
+  const byTime = <T extends readonly [number, ...ReadonlyArray<unknown>]>(xs: Array<T>) =>
+    xs.sort((a, b) => a[0] - b[0])
   return {
     startedAt,
     log: {

@@ -116,7 +116,9 @@ export const resolve = (o: TrafficOptions): Effect.Effect<Traffic, InvalidTraffi
     }
     const chars = o.chars ?? defaults.chars
     if (!Number.isInteger(chars.min) || !Number.isInteger(chars.max) || chars.min < 1 || chars.max < chars.min) {
-      return yield* new InvalidTraffic({ message: `chars must be N or a-b with 1 <= a <= b, got ${chars.min}-${chars.max}` })
+      return yield* new InvalidTraffic({
+        message: `chars must be N or a-b with 1 <= a <= b, got ${chars.min}-${chars.max}`
+      })
     }
     const share = o.interactiveShare ?? defaults.interactiveShare
     if (!(share >= 0 && share <= 1)) {
@@ -220,7 +222,9 @@ const timeOf = (t: Traffic, i: number): number => {
   if (t.pattern === "steady" || t.pattern === "chaos") return (target / t.rps) * 1000
   if (t.pattern === "ramp-up") {
     const a = (t.endRps - t.startRps) / (t.durationMs / 1000)
-    const s = Math.abs(a) < 1e-12 ? target / t.startRps : (-t.startRps + Math.sqrt(t.startRps ** 2 + 2 * a * target)) / a
+    const s = Math.abs(a) < 1e-12
+      ? target / t.startRps
+      : (-t.startRps + Math.sqrt(t.startRps ** 2 + 2 * a * target)) / a
     return s * 1000
   }
   // diurnal: Λ is increasing, bisect

@@ -41,7 +41,9 @@ export const line = (s: ProgressState, width = 30, label?: string | undefined): 
   const full = Math.round(ratio * width)
   const bar = "█".repeat(full) + "░".repeat(width - full)
   const pct = `${Math.floor(ratio * 100)}`.padStart(3)
-  return `${label === undefined ? "" : `${label} `}${bar} ${pct}%  ${s.done}/${s.total} done  ✓ ${s.succeeded}  ✗ ${s.failed}  in flight ${s.inFlight}  ${
+  return `${
+    label === undefined ? "" : `${label} `
+  }${bar} ${pct}%  ${s.done}/${s.total} done  ✓ ${s.succeeded}  ✗ ${s.failed}  in flight ${s.inFlight}  ${
     seconds(s.elapsedMs)
   }${s.spanMs > 0 ? ` / ~${seconds(s.spanMs)}` : ""}`
 }

@@ -70,9 +70,16 @@ export interface Series {
   /** Highest queue depth per lane in the window (strategy's queue). */
   readonly queueDepth: { readonly interactive: ReadonlyArray<number>; readonly batch: ReadonlyArray<number> }
   /** Latency percentiles of the calls that ended in the window (0 when none). */
-  readonly latencyMs: { readonly p50: ReadonlyArray<number>; readonly p95: ReadonlyArray<number>; readonly p99: ReadonlyArray<number> }
+  readonly latencyMs: {
+    readonly p50: ReadonlyArray<number>
+    readonly p95: ReadonlyArray<number>
+    readonly p99: ReadonlyArray<number>
+  }
   /** 429 answers per window, by kind. */
-  readonly http429: { readonly tooManyConcurrentRequests: ReadonlyArray<number>; readonly systemBusy: ReadonlyArray<number> }
+  readonly http429: {
+    readonly tooManyConcurrentRequests: ReadonlyArray<number>
+    readonly systemBusy: ReadonlyArray<number>
+  }
   /** Retries scheduled per window. */
   readonly retries: ReadonlyArray<number>
   /** Worst breaker state in the window: 0 closed, 1 half-open, 2 open. */
@@ -143,7 +150,8 @@ const stepMax = (points: ReadonlyArray<readonly [number, number]>, n: number, wi
   return out
 }
 
-const bucketOf = (t: number, n: number, windowMs: number): number => Math.min(n - 1, Math.max(0, Math.floor(t / windowMs)))
+const bucketOf = (t: number, n: number, windowMs: number): number =>
+  Math.min(n - 1, Math.max(0, Math.floor(t / windowMs)))
 
 const breakerLevel = (s: BreakerState): number => (s === "open" ? 2 : s === "half-open" ? 1 : 0)
 
@@ -257,7 +265,9 @@ export const build = (input: BuildInput): Report => {
 const fmt = (x: number): string =>
   Number.isInteger(x) ? x.toLocaleString("en-US") : x.toLocaleString("en-US", { maximumFractionDigits: 2 })
 
-const fmtMs = (ms: number): string => (ms >= 10_000 ? `${fmt(Math.round(ms / 100) / 10)} s` : `${fmt(Math.round(ms))} ms`)
+const fmtMs = (
+  ms: number
+): string => (ms >= 10_000 ? `${fmt(Math.round(ms / 100) / 10)} s` : `${fmt(Math.round(ms))} ms`)
 
 const reasonsText = (r: Readonly<Record<string, number>>): string => {
   const entries = Object.entries(r)

@@ -28,7 +28,7 @@
 import { Cause, Clock, Duration, Effect, Fiber, Random, Redacted, Schema, Semaphore } from "effect"
 import { HttpClient } from "effect/http"
 import { TestClock } from "effect/testing"
-import { type PlanName, limitsOf, poolOfModel } from "../resilience/Plans.ts"
+import { limitsOf, type PlanName, poolOfModel } from "../resilience/Plans.ts"
 import * as InProcess from "../simulator/InProcess.ts"
 import * as Simulator from "../simulator/Simulator.ts"
 import * as Observe from "./Observe.ts"
@@ -89,7 +89,6 @@ const lorem = "The quick brown fox jumps over the lazy dog while the narrator re
 const textOf = (index: number, chars: number): string =>
   `${index}. ${lorem.repeat(Math.ceil(chars / lorem.length))}`.slice(0, Math.max(chars, 1))
 
-
 /**
  * Starts each arrival's call at its time (from the recorder's clock), at most
  * `callers` at once when given, adding each call's fiber to `fibers` as it
@@ -142,7 +141,9 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
       return yield* new SimulationError({ message: `failure rate must be within 0..1, got ${failureRate}` })
     }
     if (options.concurrency !== undefined && !(Number.isInteger(options.concurrency) && options.concurrency > 0)) {
-      return yield* new SimulationError({ message: `concurrency must be a positive integer, got ${options.concurrency}` })
+      return yield* new SimulationError({
+        message: `concurrency must be a positive integer, got ${options.concurrency}`
+      })
     }
     const credits = options.credits ?? 1e12
     if (!(Number.isFinite(credits) && credits >= 0)) {
@@ -163,7 +164,9 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
         maxSamples: 16 * traffic.requests + 16
       })
       const recorder = yield* Recorder.make
-      const client = Observe.observe(yield* InProcess.makeHttpClient(simulator, { transportSpans: false }), recorder, { drainAudio: true })
+      const client = Observe.observe(yield* InProcess.makeHttpClient(simulator, { transportSpans: false }), recorder, {
+        drainAudio: true
+      })
       const call = yield* options.strategy.make({
         plan,
         model,

@@ -19,9 +19,9 @@ import { Duration, Effect, Fiber, Option, PubSub, Random, Redacted, Scope, Semap
 import { HttpClient, HttpClientRequest } from "effect/http"
 import { classifyResponse } from "../client/Classify.ts"
 import * as Endpoints from "../client/Endpoints.ts"
+import * as Jitter from "../resilience/Jitter.ts"
 import type { PlanName, Pool } from "../resilience/Plans.ts"
 import { limitsOf } from "../resilience/Plans.ts"
-import * as Jitter from "../resilience/Jitter.ts"
 import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
 import * as Resilient from "../resilience/Resilient.ts"
 import type { ResilientOptions } from "../resilience/ResilientOptions.ts"
@@ -329,7 +329,9 @@ const breakerStateOf = (to: "Closed" | "Open" | "HalfOpen"): BreakerState =>
 /** Hooks of {@link makeResilient}. */
 export interface ResilientHooks {
   /** Runs once the stack is built, in the run's scope (e.g. to register health checks). */
-  readonly onStack?: ((resilience: Resilient.Resilience, pool: Pool) => Effect.Effect<void, never, Scope.Scope>) | undefined
+  readonly onStack?:
+    | ((resilience: Resilient.Resilience, pool: Pool) => Effect.Effect<void, never, Scope.Scope>)
+    | undefined
 }
 
 /**
@@ -342,7 +344,8 @@ export interface ResilientHooks {
  */
 export const makeResilient = (hooks?: ResilientHooks | undefined): Strategy => ({
   name: "resilient",
-  description: "this library: plan-aware limiter with lanes and AIMD, retries per class with jitter and budget, breaker, quota",
+  description:
+    "this library: plan-aware limiter with lanes and AIMD, retries per class with jitter and budget, breaker, quota",
   make: (context) =>
     Effect.gen(function*() {
       const options = yield* Effect.try({ try: () => resilientOptionsOf(context), catch: (e) => e }).pipe(Effect.orDie)

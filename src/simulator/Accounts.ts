@@ -21,7 +21,7 @@ import { type PlanLimits, type PlanName, planNames, type Pool, pools } from "../
 import type { Answers, Pending } from "./Answers.ts"
 import type { IncomingRequest } from "./Checks.ts"
 import type * as Counts from "./Counts.ts"
-import type { PoolState, Pools } from "./Pools.ts"
+import type { Pools, PoolState } from "./Pools.ts"
 
 /** One simulated API key and its account. */
 export interface AccountOptions {
@@ -65,7 +65,8 @@ export interface Account {
 }
 
 /** Whether `plan` is `needed` or above. */
-export const planAtLeast = (plan: PlanName, needed: PlanName): boolean => planNames.indexOf(plan) >= planNames.indexOf(needed)
+export const planAtLeast = (plan: PlanName, needed: PlanName): boolean =>
+  planNames.indexOf(plan) >= planNames.indexOf(needed)
 
 /** The credits an admitted request holds until its answer: charged once, or dropped once, never both. */
 export interface Reservation {
@@ -153,7 +154,11 @@ export const make = (options: {
     authenticate: (request) => {
       const key = request.headers.get("xi-api-key")
       if (key === null || key === "") {
-        return answers.detail(401, "needs_authorization", "Neither authorization header nor xi-api-key received, please provide one.")
+        return answers.detail(
+          401,
+          "needs_authorization",
+          "Neither authorization header nor xi-api-key received, please provide one."
+        )
       }
       const account = byKey.get(key)
       if (account !== undefined) return account
@@ -168,7 +173,9 @@ export const make = (options: {
       return answers.detail(
         401,
         "quota_exceeded",
-        `This request exceeds your quota of ${account.characterLimit}. You have ${Math.max(0, remaining)} credits remaining, while ${cost} credits are required for this request.`
+        `This request exceeds your quota of ${account.characterLimit}. You have ${
+          Math.max(0, remaining)
+        } credits remaining, while ${cost} credits are required for this request.`
       )
     },
     reserve: (account, cost) => {

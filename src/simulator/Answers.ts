@@ -14,8 +14,8 @@
  * @since 0.1.0
  */
 import { Data, Stream } from "effect"
-import * as Counts from "./Counts.ts"
 import type { ValidationItem } from "./Checks.ts"
+import * as Counts from "./Counts.ts"
 import * as Prng from "./Prng.ts"
 
 /** The body of an answer stopped half-way (a stream cut); a transport ends the connection. */
@@ -52,7 +52,13 @@ export interface Meta {
 }
 
 /** The {@link Outcome} of a built answer. */
-export const respond = (p: Pending): Outcome => ({ _tag: "Respond", status: p.status, headers: p.headers, body: p.body, whole: p.whole })
+export const respond = (p: Pending): Outcome => ({
+  _tag: "Respond",
+  status: p.status,
+  headers: p.headers,
+  body: p.body,
+  whole: p.whole
+})
 
 /** Whether a step gave an answer to send (rather than its value, which is never one). */
 export const isPending = <A extends object>(u: A | Pending): u is Pending => "status" in u

@@ -60,7 +60,10 @@ const mpeg1Rates = [44100, 48000, 32000]
 const mpeg2Rates = [22050, 24000, 16000]
 
 /** One silent MPEG Layer III frame, and the samples it holds. */
-export const mp3Frame = (sampleRate: number, kbps: number): { readonly frame: Uint8Array; readonly samples: number } => {
+export const mp3Frame = (
+  sampleRate: number,
+  kbps: number
+): { readonly frame: Uint8Array; readonly samples: number } => {
   const v1 = mpeg1Rates.indexOf(sampleRate)
   const isV1 = v1 >= 0
   const rateIndex = isV1 ? v1 : mpeg2Rates.indexOf(sampleRate)
@@ -121,7 +124,6 @@ export const wavHeader = (sampleRate: number, dataBytes: number): Uint8Array => 
   view.setUint32(40, dataBytes, true)
   return out
 }
-
 
 // Ogg's CRC-32: polynomial 0x04c11db7, not reflected, initial value 0.
 const oggCrcTable = (() => {
@@ -287,7 +289,9 @@ export const renderShared = (format: string, seconds: number): Uint8Array => {
     const grown = Math.max(seconds, Math.min(2 * before, before + 600))
     const bytes = render(format, grown)
     // Never grown past twice the cap: the request itself fits under it.
-    shared = bytes.length <= 2 * sharedMaxBytes ? { seconds: grown, bytes } : { seconds, bytes: render(format, seconds) }
+    shared = bytes.length <= 2 * sharedMaxBytes
+      ? { seconds: grown, bytes }
+      : { seconds, bytes: render(format, seconds) }
     sharedByFormat.set(format, shared)
   }
   return shared.bytes.subarray(0, length)

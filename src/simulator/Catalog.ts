@@ -75,7 +75,10 @@ export const stsModels: ReadonlyArray<string> = ["eleven_english_sts_v2", "eleve
 export const soundEffectsModels: ReadonlyArray<string> = ["eleven_text_to_sound_v2"]
 
 /** A model in the `ModelResponseModel` shape. */
-export const modelJson = (m: { readonly model_id: string; readonly name: string }, limits?: Readonly<Record<string, number>>) => {
+export const modelJson = (
+  m: { readonly model_id: string; readonly name: string },
+  limits?: Readonly<Record<string, number>>
+) => {
   const limit = characterLimitOf(m.model_id, limits)
   const multiplier = creditMultiplierOf(m.model_id)
   return {
@@ -106,8 +109,28 @@ export const modelJson = (m: { readonly model_id: string; readonly name: string 
 
 /** Words a transcript is made of (the simulator cannot hear). */
 export const transcriptWords: ReadonlyArray<string> = [
-  "the", "quick", "voice", "reads", "a", "short", "story", "about", "resilient", "systems", "that", "keep",
-  "working", "when", "the", "network", "is", "slow", "and", "every", "request", "counts"
+  "the",
+  "quick",
+  "voice",
+  "reads",
+  "a",
+  "short",
+  "story",
+  "about",
+  "resilient",
+  "systems",
+  "that",
+  "keep",
+  "working",
+  "when",
+  "the",
+  "network",
+  "is",
+  "slow",
+  "and",
+  "every",
+  "request",
+  "counts"
 ]
 
 /** One entry of a FastAPI 422 `detail` list, as `searchVoices` reports a bad query. */
@@ -135,11 +158,28 @@ export const searchVoices = (query: URLSearchParams):
     if (raw === null) return fallback
     const n = /^[+-]?\d+$/.test(raw.trim()) ? Number(raw) : Number.NaN
     if (!Number.isSafeInteger(n)) {
-      problems.push({ type: "int_parsing", loc: ["query", name], msg: "Input should be a valid integer, unable to parse string as an integer", input: raw })
+      problems.push({
+        type: "int_parsing",
+        loc: ["query", name],
+        msg: "Input should be a valid integer, unable to parse string as an integer",
+        input: raw
+      })
     } else if (n < lo) {
-      problems.push({ type: "greater_than_equal", loc: ["query", name], msg: `Input should be greater than or equal to ${lo}`, input: raw, ctx: { ge: lo } })
+      problems.push({
+        type: "greater_than_equal",
+        loc: ["query", name],
+        msg: `Input should be greater than or equal to ${lo}`,
+        input: raw,
+        ctx: { ge: lo }
+      })
     } else if (n > hi) {
-      problems.push({ type: "less_than_equal", loc: ["query", name], msg: `Input should be less than or equal to ${hi}`, input: raw, ctx: { le: hi } })
+      problems.push({
+        type: "less_than_equal",
+        loc: ["query", name],
+        msg: `Input should be less than or equal to ${hi}`,
+        input: raw,
+        ctx: { le: hi }
+      })
     }
     return n
   }
@@ -147,7 +187,13 @@ export const searchVoices = (query: URLSearchParams):
     const raw = query.get(name) ?? undefined
     if (raw !== undefined && !allowed.includes(raw)) {
       const expected = allowed.map((a) => `'${a}'`).join(", ")
-      problems.push({ type: "enum", loc: ["query", name], msg: `Input should be ${expected}`, input: raw, ctx: { expected } })
+      problems.push({
+        type: "enum",
+        loc: ["query", name],
+        msg: `Input should be ${expected}`,
+        input: raw,
+        ctx: { expected }
+      })
     }
     return raw
   }
@@ -157,7 +203,12 @@ export const searchVoices = (query: URLSearchParams):
     const v = raw.toLowerCase()
     if (["true", "1", "yes", "on"].includes(v)) return true
     if (["false", "0", "no", "off"].includes(v)) return false
-    problems.push({ type: "bool_parsing", loc: ["query", name], msg: "Input should be a valid boolean, unable to interpret input", input: raw })
+    problems.push({
+      type: "bool_parsing",
+      loc: ["query", name],
+      msg: "Input should be a valid boolean, unable to interpret input",
+      input: raw
+    })
     return undefined
   }
   const list = (name: string): ReadonlyArray<string> => [...query.getAll(name), ...query.getAll(`${name}[]`)]
@@ -166,17 +217,36 @@ export const searchVoices = (query: URLSearchParams):
   const token = query.get("next_page_token")
   const offset = token === null || token === "" ? 0 : /^\d+$/.test(token) ? Number(token) : Number.NaN
   if (!Number.isSafeInteger(offset)) {
-    problems.push({ type: "value_error", loc: ["query", "next_page_token"], msg: "Value error, invalid page token", input: token })
+    problems.push({
+      type: "value_error",
+      loc: ["query", "next_page_token"],
+      msg: "Value error, invalid page token",
+      input: token
+    })
   }
   const sort = oneOf("sort", ["created_at_unix", "name"])
   const direction = oneOf("sort_direction", ["asc", "desc"])
-  const voiceType = oneOf("voice_type", ["personal", "community", "default", "workspace", "non-default", "non-community", "saved"])
+  const voiceType = oneOf("voice_type", [
+    "personal",
+    "community",
+    "default",
+    "workspace",
+    "non-default",
+    "non-community",
+    "saved"
+  ])
   const category = query.get("category") ?? undefined
   const highQuality = flag("high_quality")
   const includeTotal = flag("include_total_count") ?? true
   const voiceIds = list("voice_ids")
   if (voiceIds.length > 100) {
-    problems.push({ type: "too_long", loc: ["query", "voice_ids"], msg: "List should have at most 100 items after validation, not " + voiceIds.length, input: voiceIds, ctx: { max_length: 100 } })
+    problems.push({
+      type: "too_long",
+      loc: ["query", "voice_ids"],
+      msg: "List should have at most 100 items after validation, not " + voiceIds.length,
+      input: voiceIds,
+      ctx: { max_length: 100 }
+    })
   }
   if (problems.length > 0) return { _tag: "Invalid", problems }
 

@@ -136,7 +136,12 @@ export const objectBody = (items: Array<ValidationItem>, parsed: JsonRead): Reco
     return undefined
   }
   if (!isObject(parsed.value)) {
-    items.push({ type: "model_attributes_type", loc: ["body"], msg: "Input should be a valid dictionary or object to extract fields from", input: parsed.value })
+    items.push({
+      type: "model_attributes_type",
+      loc: ["body"],
+      msg: "Input should be a valid dictionary or object to extract fields from",
+      input: parsed.value
+    })
     return undefined
   }
   return parsed.value
@@ -190,14 +195,31 @@ export const checkVoiceSettings = (items: Array<ValidationItem>, body: Record<st
     if (typeof v !== "number") {
       items.push({ type: "float_type", loc, msg: "Input should be a valid number", input: v })
     } else if (v < lo) {
-      items.push({ type: "greater_than_equal", loc, msg: `Input should be greater than or equal to ${lo}`, input: v, ctx: { ge: lo } })
+      items.push({
+        type: "greater_than_equal",
+        loc,
+        msg: `Input should be greater than or equal to ${lo}`,
+        input: v,
+        ctx: { ge: lo }
+      })
     } else if (v > hi) {
-      items.push({ type: "less_than_equal", loc, msg: `Input should be less than or equal to ${hi}`, input: v, ctx: { le: hi } })
+      items.push({
+        type: "less_than_equal",
+        loc,
+        msg: `Input should be less than or equal to ${hi}`,
+        input: v,
+        ctx: { le: hi }
+      })
     }
   }
   const boost = vs["use_speaker_boost"]
   if (boost !== undefined && typeof boost !== "boolean") {
-    items.push({ type: "bool_type", loc: ["body", "voice_settings", "use_speaker_boost"], msg: "Input should be a valid boolean", input: boost })
+    items.push({
+      type: "bool_type",
+      loc: ["body", "voice_settings", "use_speaker_boost"],
+      msg: "Input should be a valid boolean",
+      input: boost
+    })
   }
 }
 
@@ -231,6 +253,8 @@ export const formatForbidden = (answers: Answers, account: Account, format: stri
   return answers.detail(
     403,
     "output_format_not_allowed",
-    `Requested output format ${format} (${formatLabel(format)}) is only allowed for ${capitalize(needed)} tier and above.`
+    `Requested output format ${format} (${formatLabel(format)}) is only allowed for ${
+      capitalize(needed)
+    } tier and above.`
   )
 }

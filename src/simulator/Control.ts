@@ -195,11 +195,15 @@ export const make = (model: {
       )
       yield* configure(patch)
       return plain(200, { ok: true })
-    }).pipe(Effect.catch((e: SimulatorConfigError) => Effect.succeed(plain(400, { error: "invalid_config", message: e.message }))))
+    }).pipe(Effect.catch((e: SimulatorConfigError) =>
+      Effect.succeed(plain(400, { error: "invalid_config", message: e.message }))
+    ))
 
   const route = (request: IncomingRequest, path: string): Effect.Effect<Outcome> => {
     if (path === "/_simulator/stats" && request.method === "GET") return Effect.map(stats, (s) => plain(200, s))
-    if (path === "/_simulator/reset" && request.method === "POST") return Effect.as(resetStats, plain(200, { ok: true }))
+    if (path === "/_simulator/reset" && request.method === "POST") {
+      return Effect.as(resetStats, plain(200, { ok: true }))
+    }
     if (path === "/_simulator/config" && request.method === "POST") return applyJson(request)
     return Effect.succeed(plain(404, { error: "not_found", message: `No control route ${request.method} ${path}` }))
   }

@@ -29,7 +29,13 @@ const zeroFaults = (): Record<string, number> => ({
 })
 
 /** Empty counts. */
-export const make = (): Counts => ({ requests: 0, creditsCharged: 0, byStatus: {}, byDetailStatus: {}, faults: zeroFaults() })
+export const make = (): Counts => ({
+  requests: 0,
+  creditsCharged: 0,
+  byStatus: {},
+  byDetailStatus: {},
+  faults: zeroFaults()
+})
 
 /** Back to empty, in place (the modules hold the same object). */
 export const clear = (counts: Counts): void => {

@@ -68,7 +68,14 @@ export type Fault = Exclude<keyof FaultRates, "systemBusy">
 export type AnsweringFault = "serverError" | "internalServerError" | "serviceUnavailable"
 
 /** The draw order over one number: a seed's sequence depends on it. */
-const order: ReadonlyArray<Fault> = ["serverError", "internalServerError", "serviceUnavailable", "connectionReset", "hang", "streamCut"]
+const order: ReadonlyArray<Fault> = [
+  "serverError",
+  "internalServerError",
+  "serviceUnavailable",
+  "connectionReset",
+  "hang",
+  "streamCut"
+]
 
 const unavailablePage = new TextEncoder().encode(
   "<!DOCTYPE html>\n<html lang=en><meta charset=utf-8><title>Error 503 (Service Unavailable)!!1</title><p><b>503.</b> <ins>That's an error.</ins><p>The service you requested is not available at this time.<p>Service error -27. <ins>That's all we know.</ins></html>\n"
@@ -117,7 +124,11 @@ export const make = (options: {
     answer: (fault) => {
       switch (fault) {
         case "serverError":
-          return answers.detail(500, "something_went_wrong", "We are sorry, something went wrong. You are not charged for this request.")
+          return answers.detail(
+            500,
+            "something_went_wrong",
+            "We are sorry, something went wrong. You are not charged for this request."
+          )
         case "internalServerError":
           return answers.json(500, {
             status: "internal_server_error",
@@ -127,7 +138,10 @@ export const make = (options: {
           answers.record(503, undefined)
           return {
             status: 503,
-            headers: { ...answers.commonHeaders("text/html; charset=UTF-8"), "content-length": String(unavailablePage.length) },
+            headers: {
+              ...answers.commonHeaders("text/html; charset=UTF-8"),
+              "content-length": String(unavailablePage.length)
+            },
             body: Stream.succeed(unavailablePage),
             whole: unavailablePage
           }

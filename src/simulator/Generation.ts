@@ -21,7 +21,7 @@ import type { Pool } from "../resilience/Plans.ts"
 import type { Account, Accounts } from "./Accounts.ts"
 import { type Answers, type Meta, type Outcome, respond, StreamCut } from "./Answers.ts"
 import type { Faults } from "./Faults.ts"
-import type { PoolState, Pools } from "./Pools.ts"
+import type { Pools, PoolState } from "./Pools.ts"
 import type * as Prng from "./Prng.ts"
 
 /** Time to first byte and generation speed of one model family. */
@@ -166,7 +166,11 @@ export const make = (model: {
       }
       const headersAfter = input.streaming ? ttfb : ttfb + generation
       yield* Effect.sleep(Duration.millis(headersAfter))
-      const { chunks, headers } = input.success({ latencyMs: headersAfter, inFlight: state.inFlight, limit: state.limit })
+      const { chunks, headers } = input.success({
+        latencyMs: headersAfter,
+        inFlight: state.inFlight,
+        limit: state.limit
+      })
       yield* charge
       answers.record(200, undefined)
       const cut = fault === "streamCut"

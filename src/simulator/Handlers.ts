@@ -38,8 +38,8 @@ import {
   tooShort,
   type ValidationItem
 } from "./Checks.ts"
-import type * as BeyondTts from "./HandlersBeyondTts.ts"
 import { type Generate, type LatencyModel, profileOf } from "./Generation.ts"
+import type * as BeyondTts from "./HandlersBeyondTts.ts"
 import * as Prng from "./Prng.ts"
 
 type Json = unknown
@@ -76,7 +76,8 @@ export const chunkCount = (seconds: number, chunkSeconds: number): number =>
 
 const encoder = new TextEncoder()
 
-const base64 = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64")
+const base64 = (bytes: Uint8Array): string =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64")
 
 /** Even timing over the characters (code points) of `text`, from `start`, over `seconds`. */
 const alignment = (text: string, start: number, seconds: number) => {
@@ -91,7 +92,13 @@ const alignment = (text: string, start: number, seconds: number) => {
 }
 
 /** The body of a TTS row with timestamps: one JSON object, or one line per chunk, each with its share's alignment. */
-const timestampChunks = (text: string, seconds: number, audio: Uint8Array, pieces: ReadonlyArray<Uint8Array>, stream: boolean) => {
+const timestampChunks = (
+  text: string,
+  seconds: number,
+  audio: Uint8Array,
+  pieces: ReadonlyArray<Uint8Array>,
+  stream: boolean
+) => {
   if (!stream) {
     const a = alignment(text, 0, seconds)
     return [encoder.encode(JSON.stringify({ audio_base64: base64(audio), alignment: a, normalized_alignment: a }))]
@@ -101,7 +108,11 @@ const timestampChunks = (text: string, seconds: number, audio: Uint8Array, piece
     const from = Math.floor((i * chars.length) / pieces.length)
     const to = Math.floor(((i + 1) * chars.length) / pieces.length)
     const part = chars.slice(from, to).join("")
-    const a = alignment(part, (from / Math.max(1, chars.length)) * seconds, ((to - from) / Math.max(1, chars.length)) * seconds)
+    const a = alignment(
+      part,
+      (from / Math.max(1, chars.length)) * seconds,
+      ((to - from) / Math.max(1, chars.length)) * seconds
+    )
     return encoder.encode(JSON.stringify({ audio_base64: base64(piece), alignment: a, normalized_alignment: a }) + "\n")
   })
 }
@@ -180,7 +191,10 @@ const textToSpeech = (kit: Kit, request: IncomingRequest, url: URL, endpoint: Tt
         const chunks = timestampChunks(text, seconds, audio, pieces, stream)
         return stream
           ? { headers: { ...headers, "content-type": "application/x-ndjson" }, chunks }
-          : { headers: { ...headers, "content-type": "application/json", "content-length": String(chunks[0]!.length) }, chunks }
+          : {
+            headers: { ...headers, "content-type": "application/json", "content-length": String(chunks[0]!.length) },
+            chunks
+          }
       }
     })
   })
@@ -198,7 +212,14 @@ const transcript = (prng: Prng.Prng, seconds: number, languageCode: unknown) => 
     const end = Math.round((i + 0.8) * step * 1000) / 1000
     words.push({ text: word, start, end, type: "word", speaker_id: "speaker_0", logprob: -0.05 })
     if (i < count - 1) {
-      words.push({ text: " ", start: end, end: Math.round((i + 1) * step * 1000) / 1000, type: "spacing", speaker_id: "speaker_0", logprob: 0 })
+      words.push({
+        text: " ",
+        start: end,
+        end: Math.round((i + 1) * step * 1000) / 1000,
+        type: "spacing",
+        speaker_id: "speaker_0",
+        logprob: 0
+      })
     }
   }
   const text = texts.join(" ")
@@ -229,13 +250,18 @@ const speechToText = (kit: Kit, request: IncomingRequest, endpoint: typeof Endpo
     const file = form.get("file")
     const sourceUrl = form.get("source_url") ?? form.get("cloud_storage_url")
     if ((file === null || typeof file === "string") && sourceUrl === null) {
-      return respond(answers.detail(400, "invalid_parameters", "Must provide either file or cloud_storage_url parameter."))
+      return respond(
+        answers.detail(400, "invalid_parameters", "Must provide either file or cloud_storage_url parameter.")
+      )
     }
     // The duration needs the file's head and size only: no copy of the whole upload.
     const seconds = Math.max(
       0.1,
       file !== null && typeof file !== "string"
-        ? Audio.estimateSeconds(new Uint8Array(yield* Effect.promise(() => file.slice(0, Audio.estimateHeadBytes).arrayBuffer())), file.size)
+        ? Audio.estimateSeconds(
+          new Uint8Array(yield* Effect.promise(() => file.slice(0, Audio.estimateHeadBytes).arrayBuffer())),
+          file.size
+        )
         : 5
     )
     const languageCode = form.get("language_code")
@@ -249,7 +275,10 @@ const speechToText = (kit: Kit, request: IncomingRequest, endpoint: typeof Endpo
       success: (meta) => {
         const body = transcript(kit.prng, seconds, languageCode)
         const { "character-cost": _, ...headers } = answers.successHeaders(meta, undefined)
-        return { headers: { ...headers, "content-type": "application/json", "content-length": String(body.length) }, chunks: [body] }
+        return {
+          headers: { ...headers, "content-type": "application/json", "content-length": String(body.length) },
+          chunks: [body]
+        }
       }
     })
   })
@@ -266,12 +295,19 @@ const musicBody = (items: Array<ValidationItem>, body: Record<string, Json> | un
   const len = body["music_length_ms"]
   if (len !== undefined && len !== null) {
     if (typeof len !== "number" || !Number.isInteger(len)) {
-      items.push({ type: "int_type", loc: ["body", "music_length_ms"], msg: "Input should be a valid integer", input: len })
+      items.push({
+        type: "int_type",
+        loc: ["body", "music_length_ms"],
+        msg: "Input should be a valid integer",
+        input: len
+      })
     } else if (len < 3000 || len > 600_000) {
       items.push({
         type: len < 3000 ? "greater_than_equal" : "less_than_equal",
         loc: ["body", "music_length_ms"],
-        msg: len < 3000 ? "Input should be greater than or equal to 3000" : "Input should be less than or equal to 600000",
+        msg: len < 3000
+          ? "Input should be greater than or equal to 3000"
+          : "Input should be less than or equal to 600000",
         input: len,
         ctx: len < 3000 ? { ge: 3000 } : { le: 600000 }
       })
@@ -283,7 +319,12 @@ const musicBody = (items: Array<ValidationItem>, body: Record<string, Json> | un
   return lengthMs
 }
 
-const music = (kit: Kit, request: IncomingRequest, url: URL, endpoint: typeof Endpoints.musicCompose | typeof Endpoints.musicStream) =>
+const music = (
+  kit: Kit,
+  request: IncomingRequest,
+  url: URL,
+  endpoint: typeof Endpoints.musicCompose | typeof Endpoints.musicStream
+) =>
   Effect.gen(function*() {
     const { accounts, answers } = kit
     const stream = endpoint.response._tag === "AudioStream"
@@ -358,7 +399,8 @@ export const make = (kit: Kit): { readonly [N in Name]: Handler } => ({
       seat_type: "workspace_admin"
     })),
   "user.subscription": (request) => readAccount(kit, request, subscriptionJson),
-  "voices.list": (request) => readAccount(kit, request, () => ({ voices: Catalog.premadeVoices.map(Catalog.voiceJson) })),
+  "voices.list": (request) =>
+    readAccount(kit, request, () => ({ voices: Catalog.premadeVoices.map(Catalog.voiceJson) })),
   "voices.search": (request, url) => {
     // As for bodies, a bad query is a 422 before the key is looked at (docs/api-facts.md §3.3).
     const result = Catalog.searchVoices(url.searchParams)

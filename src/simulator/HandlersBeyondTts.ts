@@ -83,17 +83,32 @@ const booleans: ReadonlyArray<string> = ["0", "off", "f", "false", "n", "no", "1
 const numberIn = (items: Array<ValidationItem>, loc: Loc, v: Json, lo: number, hi: number): number | undefined => {
   if (v === undefined || v === null) return undefined
   if (typeof v !== "number") items.push({ type: "float_type", loc, msg: "Input should be a valid number", input: v })
-  else if (v < lo) items.push({ type: "greater_than_equal", loc, msg: `Input should be greater than or equal to ${lo}`, input: v, ctx: { ge: lo } })
-  else if (v > hi) items.push({ type: "less_than_equal", loc, msg: `Input should be less than or equal to ${hi}`, input: v, ctx: { le: hi } })
-  else return v
+  else if (v < lo) {
+    items.push({
+      type: "greater_than_equal",
+      loc,
+      msg: `Input should be greater than or equal to ${lo}`,
+      input: v,
+      ctx: { ge: lo }
+    })
+  } else if (v > hi) {
+    items.push({
+      type: "less_than_equal",
+      loc,
+      msg: `Input should be less than or equal to ${hi}`,
+      input: v,
+      ctx: { le: hi }
+    })
+  } else return v
   return undefined
 }
 
 /** A required string at `loc` (inside a list item, where `checkString`'s `["body", field]` does not reach). */
 const stringAt = (items: Array<ValidationItem>, loc: Loc, v: Json, parent: Json): string | undefined => {
   if (v === undefined) items.push({ type: "missing", loc, msg: "Field required", input: parent })
-  else if (typeof v !== "string") items.push({ type: "string_type", loc, msg: "Input should be a valid string", input: v })
-  else return v
+  else if (typeof v !== "string") {
+    items.push({ type: "string_type", loc, msg: "Input should be a valid string", input: v })
+  } else return v
   return undefined
 }
 
@@ -106,7 +121,13 @@ const upload = (items: Array<ValidationItem>, form: FormData | undefined, field:
   const v = form?.get(field) ?? null
   if (v === null) items.push({ type: "missing", loc: ["body", field], msg: "Field required", input: null })
   else if (typeof v === "string") {
-    items.push({ type: "value_error", loc: ["body", field], msg: "Value error, Expected UploadFile, received: <class 'str'>", input: v, ctx: { error: {} } })
+    items.push({
+      type: "value_error",
+      loc: ["body", field],
+      msg: "Value error, Expected UploadFile, received: <class 'str'>",
+      input: v,
+      ctx: { error: {} }
+    })
   } else return v
   return undefined
 }
@@ -122,18 +143,34 @@ const formString = (items: Array<ValidationItem>, form: FormData | undefined, fi
 }
 
 /** The form fields every upload may carry, checked as FastAPI parses them. */
-const uploadFields = (items: Array<ValidationItem>, form: FormData | undefined, fields: { readonly seed?: true; readonly flags?: ReadonlyArray<string> }) => {
+const uploadFields = (
+  items: Array<ValidationItem>,
+  form: FormData | undefined,
+  fields: { readonly seed?: true; readonly flags?: ReadonlyArray<string> }
+) => {
   const format = formString(items, form, "file_format")
-  if (format !== undefined && !fileFormats.includes(format)) items.push(enumItem(["body", "file_format"], fileFormats, format))
+  if (format !== undefined && !fileFormats.includes(format)) {
+    items.push(enumItem(["body", "file_format"], fileFormats, format))
+  }
   for (const flag of fields.flags ?? []) {
     const v = formString(items, form, flag)
     if (v !== undefined && !booleans.includes(v.toLowerCase())) {
-      items.push({ type: "bool_parsing", loc: ["body", flag], msg: "Input should be a valid boolean, unable to interpret input", input: v })
+      items.push({
+        type: "bool_parsing",
+        loc: ["body", flag],
+        msg: "Input should be a valid boolean, unable to interpret input",
+        input: v
+      })
     }
   }
   const seed = fields.seed === true ? formString(items, form, "seed") : undefined
   if (seed !== undefined && !/^[+-]?\d+$/.test(seed.trim())) {
-    items.push({ type: "int_parsing", loc: ["body", "seed"], msg: "Input should be a valid integer, unable to parse string as an integer", input: seed })
+    items.push({
+      type: "int_parsing",
+      loc: ["body", "seed"],
+      msg: "Input should be a valid integer, unable to parse string as an integer",
+      input: seed
+    })
   }
 }
 
@@ -151,7 +188,13 @@ const produce = (
   kit: Kit,
   account: Account,
   endpoint: Row,
-  job: { readonly model: string | undefined; readonly cost: number; readonly work: number; readonly seconds: number; readonly format: string }
+  job: {
+    readonly model: string | undefined
+    readonly cost: number
+    readonly work: number
+    readonly seconds: number
+    readonly format: string
+  }
 ) => {
   const pool = Endpoints.poolOf(endpoint, job.model)
   const streaming = endpoint.response._tag === "AudioStream"
@@ -189,8 +232,10 @@ const admitted = (
   return refused === undefined ? { account } : { refused: respond(refused) }
 }
 
-const voiceNotFound = (answers: Answers, voiceId: string) => answers.detail(404, "voice_not_found", `A voice with the voice_id ${voiceId} was not found.`)
-const modelNotFound = (answers: Answers, modelId: string) => answers.detail(400, "model_not_found", `A model with model ID ${modelId} does not exist.`)
+const voiceNotFound = (answers: Answers, voiceId: string) =>
+  answers.detail(404, "voice_not_found", `A voice with the voice_id ${voiceId} was not found.`)
+const modelNotFound = (answers: Answers, modelId: string) =>
+  answers.detail(400, "model_not_found", `A model with model ID ${modelId} does not exist.`)
 
 // ---- Handlers
 
@@ -215,7 +260,13 @@ const speechToSpeech = (
       try {
         parsed = JSON.parse(settings)
       } catch {
-        items.push({ type: "json_invalid", loc: ["body", "voice_settings"], msg: "JSON decode error", input: settings, ctx: { error: "Invalid JSON" } })
+        items.push({
+          type: "json_invalid",
+          loc: ["body", "voice_settings"],
+          msg: "JSON decode error",
+          input: settings,
+          ctx: { error: "Invalid JSON" }
+        })
       }
       if (parsed !== undefined) checkVoiceSettings(items, { voice_settings: parsed })
     }
@@ -230,10 +281,21 @@ const speechToSpeech = (
     if ("refused" in admission) return admission.refused
     const seconds = yield* uploadSeconds(file)
     const cost = Endpoints.creditsOf(endpoint, seconds, modelId)
-    return yield* produce(kit, admission.account, endpoint, { model: modelId, cost, work: seconds * kit.charsPerSecond, seconds, format })
+    return yield* produce(kit, admission.account, endpoint, {
+      model: modelId,
+      cost,
+      work: seconds * kit.charsPerSecond,
+      seconds,
+      format
+    })
   })
 
-const soundEffects = (kit: Kit, request: IncomingRequest, url: URL, endpoint: typeof Endpoints.textToSoundEffectsConvert) =>
+const soundEffects = (
+  kit: Kit,
+  request: IncomingRequest,
+  url: URL,
+  endpoint: typeof Endpoints.textToSoundEffectsConvert
+) =>
   Effect.gen(function*() {
     const { answers } = kit
     const items: Array<ValidationItem> = []
@@ -264,14 +326,22 @@ const soundEffects = (kit: Kit, request: IncomingRequest, url: URL, endpoint: ty
     if ("refused" in admission) return admission.refused
     const seconds = duration ?? defaultSoundSeconds
     const cost = Endpoints.creditsOf(endpoint, seconds, modelId)
-    return yield* produce(kit, admission.account, endpoint, { model: modelId, cost, work: seconds * kit.charsPerSecond, seconds, format })
+    return yield* produce(kit, admission.account, endpoint, {
+      model: modelId,
+      cost,
+      work: seconds * kit.charsPerSecond,
+      seconds,
+      format
+    })
   })
 
 /** The `inputs` of a dialogue: its lines, or `undefined` with the 422 items added. */
 const dialogueLines = (items: Array<ValidationItem>, v: Json) => {
   const loc = ["body", "inputs"] as const
   if (v === undefined) return void items.push({ type: "missing", loc, msg: "Field required", input: v })
-  if (!Array.isArray(v)) return void items.push({ type: "list_type", loc, msg: "Input should be a valid list", input: v })
+  if (!Array.isArray(v)) {
+    return void items.push({ type: "list_type", loc, msg: "Input should be a valid list", input: v })
+  }
   if (v.length === 0) {
     // The document gives no minimum; an empty script is refused here (a choice).
     return void items.push({
@@ -286,7 +356,12 @@ const dialogueLines = (items: Array<ValidationItem>, v: Json) => {
   const lines: Array<{ readonly text: string; readonly voiceId: string }> = []
   for (const [i, item] of v.entries()) {
     if (!isObject(item)) {
-      items.push({ type: "model_type", loc: [...loc, i], msg: "Input should be a valid dictionary or instance of DialogueInput", input: item })
+      items.push({
+        type: "model_type",
+        loc: [...loc, i],
+        msg: "Input should be a valid dictionary or instance of DialogueInput",
+        input: item
+      })
       continue
     }
     const text = stringAt(items, [...loc, i, "text"], item["text"], item)
@@ -328,7 +403,12 @@ const dialogue = (
       const settings = body["settings"]
       if (settings !== undefined && settings !== null) {
         if (!isObject(settings)) {
-          items.push({ type: "model_type", loc: ["body", "settings"], msg: "Input should be a valid dictionary or instance of ModelSettingsResponseModel", input: settings })
+          items.push({
+            type: "model_type",
+            loc: ["body", "settings"],
+            msg: "Input should be a valid dictionary or instance of ModelSettingsResponseModel",
+            input: settings
+          })
         } else numberIn(items, ["body", "settings", "stability"], settings["stability"], 0, 1)
       }
     }

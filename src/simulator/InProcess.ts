@@ -28,8 +28,6 @@
  * @since 0.1.0
  */
 import { Effect, Inspectable, Layer, Option, Result, Stream } from "effect"
-import { pipeArguments } from "effect/Pipeable"
-import type { Socket } from "effect/socket"
 import {
   Cookies,
   Headers,
@@ -41,6 +39,8 @@ import {
   Url,
   UrlParams
 } from "effect/http"
+import { pipeArguments } from "effect/Pipeable"
+import type { Socket } from "effect/socket"
 import { concat, toArrayBuffer } from "../internal/Bytes.ts"
 import * as Simulator from "./Simulator.ts"
 
@@ -99,8 +99,11 @@ class SimulatedResponse extends Inspectable.Class implements HttpClientResponse.
   }
 
   get json(): Effect.Effect<any, HttpClientError.HttpClientError> {
-    return Effect.flatMap(this.text, (text) =>
-      Effect.try({ try: () => (text === "" ? null : JSON.parse(text)), catch: (cause) => this.decodeError(cause) }))
+    return Effect.flatMap(
+      this.text,
+      (text) =>
+        Effect.try({ try: () => (text === "" ? null : JSON.parse(text)), catch: (cause) => this.decodeError(cause) })
+    )
   }
 
   get urlParamsBody(): Effect.Effect<UrlParams.UrlParams, HttpClientError.HttpClientError> {
@@ -169,7 +172,11 @@ const incoming = (
     const href = url.toString()
     const refused = bodyless || body._tag !== "Uint8Array"
       ? undefined
-      : simulator.checkBody({ method: request.method, url: href, headers: { get: (name) => header(name.toLowerCase()) } }, body.body.byteLength)
+      : simulator.checkBody({
+        method: request.method,
+        url: href,
+        headers: { get: (name) => header(name.toLowerCase()) }
+      }, body.body.byteLength)
     // Returned as is (not in an effect): one step less per request.
     return refused ?? Simulator.textRequest({
       method: request.method,
@@ -190,8 +197,10 @@ const incoming = (
     url: url.toString(),
     headers: { get: (name) => headers[name.toLowerCase()] ?? null }
   }
-  const toRequest = (bytes: Uint8Array, init: { readonly url: string; readonly headers: Headers | Readonly<Record<string, string>> }) =>
-    new Request(init.url, { method: request.method, headers: init.headers, body: bytes })
+  const toRequest = (
+    bytes: Uint8Array,
+    init: { readonly url: string; readonly headers: Headers | Readonly<Record<string, string>> }
+  ) => new Request(init.url, { method: request.method, headers: init.headers, body: bytes })
   if (body._tag === "Stream") {
     // Read in this fiber, counting; a declared length past the limit is refused before a pull.
     return simulator.readBody(head, body.stream).pipe(
@@ -219,8 +228,10 @@ const incoming = (
         evaluate: () => stream,
         onError: (cause) => failed(cause, "The request body failed", false)
       })
-      return Effect.map(simulator.readBody(web, bytes), (read) =>
-        read._tag === "Refused" ? read.outcome : toRequest(read.bytes, web))
+      return Effect.map(
+        simulator.readBody(web, bytes),
+        (read) => read._tag === "Refused" ? read.outcome : toRequest(read.bytes, web)
+      )
     })
   )
 }
@@ -278,7 +289,9 @@ export const makeHttpClient = (
           )
         }
         // The body is read in the caller's fiber, so its sleeps follow the caller's Clock.
-        return Effect.succeed(new SimulatedResponse(request, url.toString(), outcome.status, outcome.headers, outcome.body))
+        return Effect.succeed(
+          new SimulatedResponse(request, url.toString(), outcome.status, outcome.headers, outcome.body)
+        )
       })
     }
     const client: HttpClient.HttpClient = options.transportSpans === false

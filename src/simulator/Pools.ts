@@ -130,8 +130,9 @@ export const make = (options: {
   const sample = (state: PoolState, now: number) => {
     if (state.inFlight > state.maxInFlight) state.maxInFlight = state.inFlight
     const last = state.samples[state.samples.length - 1]
-    if (last !== undefined && last.t === now) state.samples[state.samples.length - 1] = { t: now, inFlight: state.inFlight }
-    else state.samples.push({ t: now, inFlight: state.inFlight })
+    if (last !== undefined && last.t === now) {
+      state.samples[state.samples.length - 1] = { t: now, inFlight: state.inFlight }
+    } else state.samples.push({ t: now, inFlight: state.inFlight })
     if (state.samples.length > maxSamples) state.samples.splice(0, state.samples.length - maxSamples)
   }
 

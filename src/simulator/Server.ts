@@ -87,7 +87,11 @@ export const handler = (simulator: Simulator.Service) => (request: HttpServerReq
     if (method !== "GET" && method !== "HEAD") {
       // The size rule: past the limit, the 413 goes out before the body is read (Content-Length)
       // or once the count passes it; the adapter then closes the connection, unread.
-      const head: Simulator.BodyHead = { method, url, headers: { get: (name) => headerValue(node.headers[name.toLowerCase()]) } }
+      const head: Simulator.BodyHead = {
+        method,
+        url,
+        headers: { get: (name) => headerValue(node.headers[name.toLowerCase()]) }
+      }
       const read = yield* simulator.readBody(head, request.stream).pipe(
         Effect.orElseSucceed((): Simulator.BodyRead => ({ _tag: "Body", bytes: new Uint8Array(0) }))
       )

@@ -38,7 +38,7 @@
  */
 import { Clock, Context, Effect, Layer, Stream } from "effect"
 import * as Endpoints from "../client/Endpoints.ts"
-import { type PlanLimits, type PlanName, type Pool, deploymentGuidePlans } from "../resilience/Plans.ts"
+import { deploymentGuidePlans, type PlanLimits, type PlanName, type Pool } from "../resilience/Plans.ts"
 import * as Accounts from "./Accounts.ts"
 import * as Answers from "./Answers.ts"
 import * as BodyLimit from "./BodyLimit.ts"
@@ -57,7 +57,7 @@ export { type Outcome, type Pending, StreamCut } from "./Answers.ts"
 export { type BodyHead, type BodyLimits, type BodyRead, defaultBodyLimits } from "./BodyLimit.ts"
 export { type IncomingRequest, textRequest, type ValidationItem } from "./Checks.ts"
 export { ConfigPatch, SimulatorConfigError, type Stats } from "./Control.ts"
-export { type FaultRates, faultMix, noFaults } from "./Faults.ts"
+export { faultMix, type FaultRates, noFaults } from "./Faults.ts"
 export { defaultLatency, type LatencyModel, type LatencyProfile } from "./Generation.ts"
 export type { PoolStats, QueueOptions, Sample } from "./Pools.ts"
 
@@ -118,7 +118,10 @@ export interface Service {
    * while counting, and refused as soon as the count passes the limit (`body` is
    * not pulled further; the transport closes the connection).
    */
-  readonly readBody: <E>(head: BodyLimit.BodyHead, body: Stream.Stream<Uint8Array, E>) => Effect.Effect<BodyLimit.BodyRead, E>
+  readonly readBody: <E>(
+    head: BodyLimit.BodyHead,
+    body: Stream.Stream<Uint8Array, E>
+  ) => Effect.Effect<BodyLimit.BodyRead, E>
   /** The record so far. */
   readonly stats: Effect.Effect<Control.Stats>
   /** Clears the record (counts, maxima, samples); in-flight requests stay. */
@@ -126,11 +129,18 @@ export interface Service {
   /** Applies a change: limits, plan, faults, queue, credits. */
   readonly configure: (patch: Control.ConfigPatch) => Effect.Effect<void, Control.SimulatorConfigError>
   /** Sets one pool's limit (of one account, or all). */
-  readonly setLimit: (pool: Pool, limit: number, account?: string | undefined) => Effect.Effect<void, Control.SimulatorConfigError>
+  readonly setLimit: (
+    pool: Pool,
+    limit: number,
+    account?: string | undefined
+  ) => Effect.Effect<void, Control.SimulatorConfigError>
   /** Replaces some fault rates (the others are kept). */
   readonly setFaults: (faults: Partial<Faults.FaultRates>) => Effect.Effect<void>
   /** Sets the credits left this period (of one account, or all). */
-  readonly setCredits: (remaining: number, account?: string | undefined) => Effect.Effect<void, Control.SimulatorConfigError>
+  readonly setCredits: (
+    remaining: number,
+    account?: string | undefined
+  ) => Effect.Effect<void, Control.SimulatorConfigError>
 }
 
 /** The service tag. */
@@ -151,7 +161,12 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const startMs = yield* Clock.currentTimeMillis
   const startUnix = Math.floor(startMs / 1000)
   const counts = Counts.make()
-  const answers = Answers.make({ prng, region: options.region ?? "us-central1", counts, retryAfterSeconds: options.retryAfterSeconds })
+  const answers = Answers.make({
+    prng,
+    region: options.region ?? "us-central1",
+    counts,
+    retryAfterSeconds: options.retryAfterSeconds
+  })
   const pools = Pools.make({
     maxSamples: options.maxSamples ?? 2000,
     queue: { depth: options.queue?.depth ?? 0, maxWaitMs: options.queue?.maxWaitMs ?? 0 },
@@ -170,7 +185,11 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     counts
   })
   const faults = Faults.make({ prng, rates: { ...Faults.noFaults, ...options.faults }, answers, counts })
-  const bodyLimit = BodyLimit.make({ limits: { ...BodyLimit.defaultBodyLimits, ...options.bodyLimits }, answers, counts })
+  const bodyLimit = BodyLimit.make({
+    limits: { ...BodyLimit.defaultBodyLimits, ...options.bodyLimits },
+    answers,
+    counts
+  })
   const control = Control.make({ accounts, pools, faults, answers, counts })
   const kit: Handlers.Kit = {
     answers,
@@ -197,14 +216,18 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       // CORS preflight, answered as the real API does, so browser code can use the simulator.
       answers.record(200, undefined)
       const headers = { ...answers.commonHeaders("text/plain; charset=utf-8"), "content-length": "2" }
-      return Effect.succeed(Answers.respond({ status: 200, headers, body: Stream.succeed(new TextEncoder().encode("OK")) }))
+      return Effect.succeed(
+        Answers.respond({ status: 200, headers, body: Stream.succeed(new TextEncoder().encode("OK")) })
+      )
     }
     const found = Endpoints.match(method, url.pathname)
     switch (found._tag) {
       case "Found":
         return handlers[found.endpoint.name](request, url, found.params)
       case "MethodNotAllowed":
-        return Effect.succeed(Answers.respond(answers.json(405, { detail: "Method Not Allowed" }, { allow: found.allowed.join(", ") })))
+        return Effect.succeed(
+          Answers.respond(answers.json(405, { detail: "Method Not Allowed" }, { allow: found.allowed.join(", ") }))
+        )
       case "NotFound":
         return Effect.succeed(Answers.respond(answers.notFound()))
     }
@@ -230,7 +253,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     setLimit: (pool, limit, account) =>
       configure({ ...(account === undefined ? {} : { account }), limits: { [pool]: limit } }),
     setFaults: (f) => Effect.sync(() => faults.set(f)),
-    setCredits: (remaining, account) => configure({ ...(account === undefined ? {} : { account }), credits: { remaining } })
+    setCredits: (remaining, account) =>
+      configure({ ...(account === undefined ? {} : { account }), credits: { remaining } })
   })
 })
 

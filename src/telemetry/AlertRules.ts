@@ -81,12 +81,15 @@ export const rules = (options?: Options | undefined): ReadonlyArray<AlertRule> =
   return [
     {
       alert: "ElevenLabsHighErrorRate",
-      expr: `sum by (pool) (rate(${names.errors}[${w}])) / sum by (pool) (rate(${names.requests}[${w}])) > ${errorRate}`,
+      expr:
+        `sum by (pool) (rate(${names.errors}[${w}])) / sum by (pool) (rate(${names.requests}[${w}])) > ${errorRate}`,
       for: criticalFor,
       labels: critical,
       annotations: {
         summary: `ElevenLabs error rate above ${pct(errorRate)} in pool {{ $labels.pool }}`,
-        description: `More than ${pct(errorRate)} of ElevenLabs calls in pool {{ $labels.pool }} failed over the last ${w} (${names.errors} / ${names.requests}).`
+        description: `More than ${
+          pct(errorRate)
+        } of ElevenLabs calls in pool {{ $labels.pool }} failed over the last ${w} (${names.errors} / ${names.requests}).`
       }
     },
     {
@@ -96,7 +99,9 @@ export const rules = (options?: Options | undefined): ReadonlyArray<AlertRule> =
       labels: critical,
       annotations: {
         summary: "ElevenLabs circuit breaker open in pool {{ $labels.pool }}",
-        description: `The circuit breaker of pool {{ $labels.pool }} has been open for more than ${options?.breakerOpenFor ?? "1m"}: calls fail fast.`
+        description: `The circuit breaker of pool {{ $labels.pool }} has been open for more than ${
+          options?.breakerOpenFor ?? "1m"
+        }: calls fail fast.`
       }
     },
     {
@@ -106,7 +111,8 @@ export const rules = (options?: Options | undefined): ReadonlyArray<AlertRule> =
       labels: critical,
       annotations: {
         summary: `More than ${queueDepth} ElevenLabs requests queued in pool {{ $labels.pool }}`,
-        description: `More than ${queueDepth} requests wait for a concurrency permit in pool {{ $labels.pool }} (all lanes): the plan's concurrency is too small for the traffic.`
+        description:
+          `More than ${queueDepth} requests wait for a concurrency permit in pool {{ $labels.pool }} (all lanes): the plan's concurrency is too small for the traffic.`
       }
     },
     {
@@ -116,7 +122,8 @@ export const rules = (options?: Options | undefined): ReadonlyArray<AlertRule> =
       labels: warning,
       annotations: {
         summary: `ElevenLabs p95 latency above ${p95}s in pool {{ $labels.pool }}`,
-        description: `The 95th percentile of ElevenLabs call duration (queueing and retries included) in pool {{ $labels.pool }} is above ${p95}s over the last ${w}.`
+        description:
+          `The 95th percentile of ElevenLabs call duration (queueing and retries included) in pool {{ $labels.pool }} is above ${p95}s over the last ${w}.`
       }
     },
     {
@@ -126,17 +133,20 @@ export const rules = (options?: Options | undefined): ReadonlyArray<AlertRule> =
       labels: warning,
       annotations: {
         summary: `ElevenLabs quota usage above ${quota}%`,
-        description: `More than ${quota}% of the subscription period's credits are used; calls will fail with quota_exceeded when they run out.`
+        description:
+          `More than ${quota}% of the subscription period's credits are used; calls will fail with quota_exceeded when they run out.`
       }
     },
     {
       alert: "ElevenLabsHighRetryRate",
-      expr: `sum by (pool) (rate(${names.retries}[${w}])) / sum by (pool) (rate(${names.requests}[${w}])) > ${retryRate}`,
+      expr:
+        `sum by (pool) (rate(${names.retries}[${w}])) / sum by (pool) (rate(${names.requests}[${w}])) > ${retryRate}`,
       for: warningFor,
       labels: warning,
       annotations: {
         summary: `ElevenLabs retry rate above ${pct(retryRate)} in pool {{ $labels.pool }}`,
-        description: `More than ${retryRate} retries per ElevenLabs call in pool {{ $labels.pool }} over the last ${w} (${names.retries} / ${names.requests}).`
+        description:
+          `More than ${retryRate} retries per ElevenLabs call in pool {{ $labels.pool }} over the last ${w} (${names.retries} / ${names.requests}).`
       }
     }
   ]

@@ -60,12 +60,12 @@ export interface ReadinessReport {
 /** The `HealthChecks` service tag. */
 /** The registry of readiness checks. */
 export class HealthChecks extends Context.Service<HealthChecks, {
-    /** Adds (or replaces) the check `name` until the current scope closes. */
-    readonly register: (name: string, check: Check) => Effect.Effect<void, never, Scope.Scope>
-    /** Runs every check, concurrently, each bounded by the check timeout. */
-    readonly run: Effect.Effect<ReadinessReport>
-    /** Names of the checks registered now. */
-    readonly names: Effect.Effect<ReadonlyArray<string>>
+  /** Adds (or replaces) the check `name` until the current scope closes. */
+  readonly register: (name: string, check: Check) => Effect.Effect<void, never, Scope.Scope>
+  /** Runs every check, concurrently, each bounded by the check timeout. */
+  readonly run: Effect.Effect<ReadinessReport>
+  /** Names of the checks registered now. */
+  readonly names: Effect.Effect<ReadonlyArray<string>>
 }>()(
   "elevenlabs-resilience/telemetry/HealthChecks"
 ) {
@@ -110,7 +110,11 @@ export const make = (options?: Options | undefined): Effect.Effect<HealthChecks[
       check.pipe(
         Effect.timeoutOrElse({
           duration: timeout,
-          orElse: () => Effect.succeed<CheckResult>({ ok: false, details: { error: `check timed out after ${Duration.format(timeout)}` } })
+          orElse: () =>
+            Effect.succeed<CheckResult>({
+              ok: false,
+              details: { error: `check timed out after ${Duration.format(timeout)}` }
+            })
         }),
         Effect.exit,
         Effect.map((exit) =>
@@ -122,11 +126,19 @@ export const make = (options?: Options | undefined): Effect.Effect<HealthChecks[
 
     const run = Effect.gen(function*() {
       const current = [...(yield* Ref.get(checks)).entries()]
-      const results = yield* Effect.forEach(current, ([name, { check }]) => Effect.map(runOne(check), (r) => [name, r] as const), {
+      const results = yield* Effect.forEach(current, ([name, { check }]) =>
+        Effect.map(runOne(check), (r) => [name, r] as const), {
         concurrency: "unbounded"
       })
       const all = Object.fromEntries(results)
-      return { status: results.every(([, r]) => r.ok) ? "ready" : "not_ready", checks: all } satisfies ReadinessReport
+      return {
+        status: results.every(([, r]) =>
+            r.ok
+          )
+          ? "ready"
+          : "not_ready",
+        checks: all
+      } satisfies ReadinessReport
     })
 
     return {
@@ -137,7 +149,8 @@ export const make = (options?: Options | undefined): Effect.Effect<HealthChecks[
   })
 
 /** A `HealthChecks` layer with options. */
-export const layer = (options?: Options | undefined): Layer.Layer<HealthChecks> => Layer.effect(HealthChecks, make(options))
+export const layer = (options?: Options | undefined): Layer.Layer<HealthChecks> =>
+  Layer.effect(HealthChecks, make(options))
 
 /** Registers a check in the `HealthChecks` of the context, for the current scope. */
 export const register = (name: string, check: Check): Effect.Effect<void, never, HealthChecks | Scope.Scope> =>
@@ -155,7 +168,13 @@ export const queueCheck = (depth: Effect.Effect<number>, maxDepth = 500): Check 
 
 /** Ready while the quota is not exhausted. `remaining` is the credits left when known. */
 export const quotaCheck = (
-  state: Effect.Effect<{ readonly exhausted: boolean; readonly usedPercentage?: number | undefined; readonly remaining?: number | undefined }>
+  state: Effect.Effect<
+    {
+      readonly exhausted: boolean
+      readonly usedPercentage?: number | undefined
+      readonly remaining?: number | undefined
+    }
+  >
 ): Check =>
   Effect.map(state, (s) => ({
     ok: !s.exhausted,

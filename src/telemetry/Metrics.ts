@@ -72,12 +72,34 @@ export type LabelName = (typeof labelNames)[number]
  * read off a bucket edge rather than interpolated across a wide bucket.
  */
 export const durationBoundaries: ReadonlyArray<number> = [
-  0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  0.75,
+  1,
+  1.5,
+  2,
+  3,
+  5,
+  10,
+  20,
+  30,
+  60,
+  120
 ]
 
 /** Characters per call; the per-request limits of the models (5k, 10k, 40k) are edges. */
 export const characterBoundaries: ReadonlyArray<number> = [
-  50, 100, 250, 500, 1000, 2500, 5000, 10000, 40000
+  50,
+  100,
+  250,
+  500,
+  1000,
+  2500,
+  5000,
+  10000,
+  40000
 ]
 
 /** Seconds of audio per call. */
@@ -245,7 +267,10 @@ export const recordRequest = (options: {
 }): Effect.Effect<void> => {
   return Effect.andThen(
     Metric.update(requestsOf(options.operation, options.pool, options.model, options.status), 1),
-    Metric.update(requestDurationOf(options.operation, options.pool, options.model), nonNegative(options.durationSeconds))
+    Metric.update(
+      requestDurationOf(options.operation, options.pool, options.model),
+      nonNegative(options.durationSeconds)
+    )
   )
 }
 
@@ -253,15 +278,13 @@ export const recordRequest = (options: {
 export const recordError = (options: {
   readonly reason: string
   readonly pool: Pool
-}): Effect.Effect<void> =>
-  Metric.update(errorsOf(options.reason, options.pool), 1)
+}): Effect.Effect<void> => Metric.update(errorsOf(options.reason, options.pool), 1)
 
 /** Records one retry attempt (`elevenlabs_retries_total` +1) for the reason of the failed attempt. */
 export const recordRetry = (options: {
   readonly reason: string
   readonly pool: Pool
-}): Effect.Effect<void> =>
-  Metric.update(retriesOf(options.reason, options.pool), 1)
+}): Effect.Effect<void> => Metric.update(retriesOf(options.reason, options.pool), 1)
 
 /** Sets the number of requests in flight for a pool. */
 export const setConcurrent = (pool: Pool, n: number): Effect.Effect<void> =>

@@ -136,14 +136,17 @@ export const checksOf = (
       const age = maxAge ?? Duration.times(defaultRefreshInterval, 2)
       out.push([
         `${prefix}.subscription`,
-        Effect.flatMap(quota.status, (s) =>
-          Effect.map(Health.freshnessCheck(Effect.succeed(s.fetchedAt), age), (r) => ({
-            ok: r.ok,
-            details: {
-              ...r.details,
-              ...(s.lastRefreshError === undefined ? {} : { lastRefreshError: s.lastRefreshError })
-            }
-          })))
+        Effect.flatMap(
+          quota.status,
+          (s) =>
+            Effect.map(Health.freshnessCheck(Effect.succeed(s.fetchedAt), age), (r) => ({
+              ok: r.ok,
+              details: {
+                ...r.details,
+                ...(s.lastRefreshError === undefined ? {} : { lastRefreshError: s.lastRefreshError })
+              }
+            }))
+        )
       ])
     }
   }

@@ -156,7 +156,8 @@ export const callSpanOptions = (operation: string, attrs: CallAttributes = {}) =
 
 /** Runs `self` in an attempt span `elevenlabs.<operation>.attempt` (kind client). */
 export const withAttemptSpan =
-  (operation: string, attrs: AttemptAttributes = {}) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  (operation: string, attrs: AttemptAttributes = {}) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     // `useSpan` (no stack trace taken) and the parent span in one overlay: `withSpan` adds a stack-frame overlay
     // as well, which a span without a stack trace does not need.
     Effect.useSpan(
@@ -174,7 +175,9 @@ export const annotateCall = (attrs: CallAttributes): Effect.Effect<void> =>
 export const setCallAttributes = (span: Tracer.Span, attrs: CallAttributes): void => {
   for (const k in attrs) {
     const v = attrs[k as keyof CallAttributes]
-    if (v !== undefined && Object.hasOwn(callAttributes, k)) span.attribute(callAttributes[k as keyof CallAttributes], v)
+    if (v !== undefined && Object.hasOwn(callAttributes, k)) {
+      span.attribute(callAttributes[k as keyof CallAttributes], v)
+    }
   }
 }
 

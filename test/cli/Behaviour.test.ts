@@ -25,7 +25,16 @@ import { join } from "node:path"
 import * as Server from "../../src/simulator/Server.ts"
 import { assertRefused, cli, cliAll, main, stackFrame } from "../utils/cli.ts"
 
-const commands = ["demo", "alerts", "capacity", "load-test", "simulator", "simulate", "smoke", "validate-config"] as const
+const commands = [
+  "demo",
+  "alerts",
+  "capacity",
+  "load-test",
+  "simulator",
+  "simulate",
+  "smoke",
+  "validate-config"
+] as const
 
 /** A scratch directory with a config that is not JSON, one that does not validate, and a good one. */
 const scratch = () => {
@@ -52,7 +61,9 @@ const busyPort = Effect.acquireRelease(
 }))
 
 /** Standard output as one JSON document (the whole of it), and nothing on standard error. */
-const parseJson = (ran: { readonly args: ReadonlyArray<string>; readonly code: number; readonly stdout: string; readonly stderr: string }) => {
+const parseJson = (
+  ran: { readonly args: ReadonlyArray<string>; readonly code: number; readonly stdout: string; readonly stderr: string }
+) => {
   assert.strictEqual(ran.code, 0, `${ran.args.join(" ")}: ${ran.stderr}`)
   assert.strictEqual(ran.stderr, "", ran.args.join(" "))
   // JSON.parse of the whole output: one document, nothing before or after it.
@@ -63,7 +74,18 @@ describe("--json: exactly one JSON document on standard output", () => {
   it.live("simulate --strategy resilient with faults: the retries are counted in the report, not logged on stdout", () =>
     Effect.gen(function*() {
       const json = parseJson(
-        yield* cli(["simulate", "--strategy", "resilient", "--json", "--requests", "150", "--failure-rate", "0.2", "--plan", "creator"])
+        yield* cli([
+          "simulate",
+          "--strategy",
+          "resilient",
+          "--json",
+          "--requests",
+          "150",
+          "--failure-rate",
+          "0.2",
+          "--plan",
+          "creator"
+        ])
       )
       assert.strictEqual(json["strategy"], "resilient")
       assert.isAbove(json["retries"] as number, 0, "the run met faults and retried")
@@ -72,9 +94,32 @@ describe("--json: exactly one JSON document on standard output", () => {
   it.live("simulate --compare, capacity and load-test --json", () =>
     Effect.gen(function*() {
       const [compare, capacity, loadTest] = yield* cliAll([
-        ["simulate", "--compare", "--json", "--pattern", "burst", "--requests", "20", "--plan", "free", "--failure-rate", "0.2"],
+        [
+          "simulate",
+          "--compare",
+          "--json",
+          "--pattern",
+          "burst",
+          "--requests",
+          "20",
+          "--plan",
+          "free",
+          "--failure-rate",
+          "0.2"
+        ],
         ["capacity", "--json", "--duration", "30s", "--max-streams", "4", "--failure-rate", "0.1"],
-        ["load-test", "--json", "--requests", "6", "--chars", "20", "--model", "eleven_flash_v2_5", "--failure-rate", "0.3"]
+        [
+          "load-test",
+          "--json",
+          "--requests",
+          "6",
+          "--chars",
+          "20",
+          "--model",
+          "eleven_flash_v2_5",
+          "--failure-rate",
+          "0.3"
+        ]
       ])
       assert.deepStrictEqual(
         (parseJson(compare!)["runs"] as Array<{ strategy: string }>).map((r) => r.strategy),
@@ -88,16 +133,31 @@ describe("--json: exactly one JSON document on standard output", () => {
 })
 
 describe("--log-level", () => {
-  it.live("is honoured by the commands that are quiet by default (their retries go to standard error)", () =>
-    Effect.gen(function*() {
-      const args = ["load-test", "--json", "--requests", "6", "--chars", "20", "--model", "eleven_flash_v2_5", "--failure-rate", "0.3"]
-      const [quiet, debug] = yield* cliAll([args, [...args, "--log-level", "debug"]])
-      assert.strictEqual(quiet!.stderr, "")
-      assert.strictEqual(debug!.code, 0, debug!.stderr)
-      assert.match(debug!.stderr, /DEBUG .*elevenlabs retry/)
-      // Logs on standard error only: standard output is still one JSON document.
-      assert.strictEqual((JSON.parse(debug!.stdout) as { requests: number }).requests, 6)
-    }), { timeout: 120_000 })
+  it.live(
+    "is honoured by the commands that are quiet by default (their retries go to standard error)",
+    () =>
+      Effect.gen(function*() {
+        const args = [
+          "load-test",
+          "--json",
+          "--requests",
+          "6",
+          "--chars",
+          "20",
+          "--model",
+          "eleven_flash_v2_5",
+          "--failure-rate",
+          "0.3"
+        ]
+        const [quiet, debug] = yield* cliAll([args, [...args, "--log-level", "debug"]])
+        assert.strictEqual(quiet!.stderr, "")
+        assert.strictEqual(debug!.code, 0, debug!.stderr)
+        assert.match(debug!.stderr, /DEBUG .*elevenlabs retry/)
+        // Logs on standard error only: standard output is still one JSON document.
+        assert.strictEqual((JSON.parse(debug!.stdout) as { requests: number }).requests, 6)
+      }),
+    { timeout: 120_000 }
+  )
 })
 
 describe("defaults", () => {
@@ -118,7 +178,9 @@ describe("defaults", () => {
       assert.match(simulator!.stdout, /--plan-table string .*\(default: deployment-guide\)/)
       assert.match(validate!.stdout, /--config, --config-file string/)
       // The old names still work (below) but are not offered.
-      for (const help of helps) assert.notMatch(help.stdout, /seed-template|seeds|\bdocs\b(?!\/)|old name/, help.args[0])
+      for (const help of helps) {
+        assert.notMatch(help.stdout, /seed-template|seeds|\bdocs\b(?!\/)|old name/, help.args[0])
+      }
       // A diurnal load test fits the real-time cap by default, and its help says so.
       assert.match(loadTest!.stdout, /--duration string .*diurnal 10 min/)
       assert.match(simulator!.stdout, /--max-upload-bytes integer .*\(default: 104857600 \(100 MiB\)\)/)
@@ -136,26 +198,42 @@ describe("defaults", () => {
 })
 
 describe("a mistake is one line on standard error, exit 1, no stack trace, no help", () => {
-  it.live("parse errors of effect/cli: a wrong flag type, an unknown flag, a missing value, an unknown command", () =>
-    Effect.gen(function*() {
-      const runs = yield* cliAll([
-        ["simulate", "--requests", "abc"],
-        ["load-test", "--requests", "1.5"],
-        ["simulate", "--requestz", "5"],
-        ["simulator", "--plan", "gold"],
-        ["simulate", "--seed"],
-        ["validate-config"],
-        ["simulat"]
-      ])
-      const [abc, half, unknown, literal, noValue, required, command] = runs
-      assertRefused(abc!, /^simulate: --requests: "abc" is not valid \(expected a number\); see: elevenlabs-resilience simulate --help$/)
-      assertRefused(half!, /^load-test: --requests: "1\.5" is not valid \(expected an integer\); see: .* load-test --help$/)
-      assertRefused(unknown!, "simulate: unknown flag --requestz (did you mean --requests?); see: elevenlabs-resilience simulate --help")
-      assertRefused(literal!, /^simulator: --plan: "gold" is not valid \(expected "free" \| "starter" .*\); see: /)
-      assertRefused(noValue!, /^simulate: --seed needs a value/)
-      assertRefused(required!, /^validate-config: Missing required flag: --config/)
-      assertRefused(command!, /^elevenlabs-resilience: unknown command "simulat" \(did you mean simulate\?\); see: elevenlabs-resilience --help$/)
-    }), { timeout: 120_000 })
+  it.live(
+    "parse errors of effect/cli: a wrong flag type, an unknown flag, a missing value, an unknown command",
+    () =>
+      Effect.gen(function*() {
+        const runs = yield* cliAll([
+          ["simulate", "--requests", "abc"],
+          ["load-test", "--requests", "1.5"],
+          ["simulate", "--requestz", "5"],
+          ["simulator", "--plan", "gold"],
+          ["simulate", "--seed"],
+          ["validate-config"],
+          ["simulat"]
+        ])
+        const [abc, half, unknown, literal, noValue, required, command] = runs
+        assertRefused(
+          abc!,
+          /^simulate: --requests: "abc" is not valid \(expected a number\); see: elevenlabs-resilience simulate --help$/
+        )
+        assertRefused(
+          half!,
+          /^load-test: --requests: "1\.5" is not valid \(expected an integer\); see: .* load-test --help$/
+        )
+        assertRefused(
+          unknown!,
+          "simulate: unknown flag --requestz (did you mean --requests?); see: elevenlabs-resilience simulate --help"
+        )
+        assertRefused(literal!, /^simulator: --plan: "gold" is not valid \(expected "free" \| "starter" .*\); see: /)
+        assertRefused(noValue!, /^simulate: --seed needs a value/)
+        assertRefused(required!, /^validate-config: Missing required flag: --config/)
+        assertRefused(
+          command!,
+          /^elevenlabs-resilience: unknown command "simulat" \(did you mean simulate\?\); see: elevenlabs-resilience --help$/
+        )
+      }),
+    { timeout: 120_000 }
+  )
 
   it.live("unknown plans, models and voices are refused before the run", () =>
     Effect.gen(function*() {
@@ -173,78 +251,112 @@ describe("a mistake is one line on standard error, exit 1, no stack trace, no he
         ["simulator", "--plan-table", "docs-page"]
       ])
       const [simModel, capModel, ltModel, ltVoice, smokeModel, smokeVoice, ...plans] = runs
-      assertRefused(simModel!, /^simulate: --model: unknown model "eleven_flash_v25" \(did you mean eleven_flash_v2_5\?\); use one of eleven_multilingual_v2, /)
+      assertRefused(
+        simModel!,
+        /^simulate: --model: unknown model "eleven_flash_v25" \(did you mean eleven_flash_v2_5\?\); use one of eleven_multilingual_v2, /
+      )
       assertRefused(capModel!, /^capacity: --model: unknown model "eleven_nope"/)
       assertRefused(ltModel!, /^load-test: --model: unknown model "eleven_nope"/)
-      assertRefused(ltVoice!, /^load-test: --voice: unknown voice "nope"; the simulator has the premade voices 21m00Tcm4TlvDq8ikWAM \(Rachel\)/)
+      assertRefused(
+        ltVoice!,
+        /^load-test: --voice: unknown voice "nope"; the simulator has the premade voices 21m00Tcm4TlvDq8ikWAM \(Rachel\)/
+      )
       // smoke's contract: one PASS/FAIL line.
       assertRefused(smokeModel!, /^smoke: FAIL --model: unknown model "eleven_nope"/)
       assertRefused(smokeVoice!, /^smoke: FAIL --voice: unknown voice "nope"/)
-      for (const [ran, command] of plans.slice(0, 4).map((r, i) => [r!, ["simulate", "load-test", "capacity", "demo"][i]!] as const)) {
+      for (
+        const [ran, command] of plans.slice(0, 4).map((r, i) =>
+          [r!, ["simulate", "load-test", "capacity", "demo"][i]!] as const
+        )
+      ) {
         assertRefused(ran, `${command}: --plan must be one of free, starter, creator, pro, scale, business; got "gold"`)
       }
       assertRefused(plans[4]!, /^simulator: --plan-table must be one of deployment-guide, models-page; got "docs-page"/)
     }), { timeout: 120_000 })
 
-  it.live("against a target given by --base-url, the target is asked: its model list and its voices", () =>
-    Effect.gen(function*() {
-      const server = yield* Server.serve({ port: 0, plan: "free" })
-      const [model, voice] = yield* cliAll([
-        ["load-test", "--base-url", server.url, "--api-key", "sim-key", "--model", "eleven_nope", "--requests", "2"],
-        ["load-test", "--base-url", server.url, "--api-key", "sim-key", "--voice", "nope", "--requests", "2"]
-      ])
-      assertRefused(model!, `load-test: --model: ${server.url} has no model "eleven_nope"; its /v1/models lists eleven_multilingual_v2`)
-      assertRefused(voice!, `load-test: --voice: ${server.url} has no voice "nope" (GET /v1/voices/nope answered 404)`)
-      // Refused before the run: not one TTS request reached the target.
-      assert.strictEqual((yield* server.simulator.stats).creditsCharged, 0)
-    }), { timeout: 120_000 })
+  it.live(
+    "against a target given by --base-url, the target is asked: its model list and its voices",
+    () =>
+      Effect.gen(function*() {
+        const server = yield* Server.serve({ port: 0, plan: "free" })
+        const [model, voice] = yield* cliAll([
+          ["load-test", "--base-url", server.url, "--api-key", "sim-key", "--model", "eleven_nope", "--requests", "2"],
+          ["load-test", "--base-url", server.url, "--api-key", "sim-key", "--voice", "nope", "--requests", "2"]
+        ])
+        assertRefused(
+          model!,
+          `load-test: --model: ${server.url} has no model "eleven_nope"; its /v1/models lists eleven_multilingual_v2`
+        )
+        assertRefused(
+          voice!,
+          `load-test: --voice: ${server.url} has no voice "nope" (GET /v1/voices/nope answered 404)`
+        )
+        // Refused before the run: not one TTS request reached the target.
+        assert.strictEqual((yield* server.simulator.stats).creditsCharged, 0)
+      }),
+    { timeout: 120_000 }
+  )
 
-  it.live("bad paths: a missing directory, a directory for a file, a missing config file", () =>
-    Effect.gen(function*() {
-      const s = scratch()
-      const runs = yield* cliAll([
-        ["alerts", "--out", "/no/such/dir/rules.yml"],
-        ["alerts", "--out", s.dir],
-        ["simulate", "--html", join(s.noDir, "r.html"), "--requests", "5"],
-        ["load-test", "--html", join(s.noDir, "r.html"), "--requests", "2"],
-        ["demo", "--html", join(s.noDir, "r.html"), "--seconds", "1"],
-        ["simulate", "--config", s.missing, "--requests", "5"],
-        ["load-test", "--config", s.dir, "--requests", "2"],
-        ["capacity", "--config", s.missing],
-        ["validate-config", "--config", s.missing]
-      ])
-      const [out, outDir, simHtml, ltHtml, demoHtml, simConfig, ltConfig, capConfig, validate] = runs
-      assertRefused(
-        out!,
-        "alerts: --out: cannot write /no/such/dir/rules.yml: the directory /no/such/dir does not exist; create it first or choose another path"
-      )
-      assertRefused(outDir!, `alerts: --out: ${s.dir} is a directory; give the path of a file`)
-      for (const [ran, command] of [[simHtml!, "simulate"], [ltHtml!, "load-test"], [demoHtml!, "demo"]] as const) {
-        assertRefused(ran, `${command}: --html: cannot write ${join(s.noDir, "r.html")}: the directory ${s.noDir} does not exist`)
-      }
-      assertRefused(simConfig!, `simulate: --config: cannot read ${s.missing}: no such file; check the path`)
-      assertRefused(ltConfig!, `load-test: --config: ${s.dir} is a directory; give the path of a JSON file`)
-      assertRefused(capConfig!, `capacity: --config: cannot read ${s.missing}: no such file`)
-      assertRefused(validate!, `validate-config: --config: cannot read ${s.missing}: no such file`)
-    }), { timeout: 120_000 })
+  it.live(
+    "bad paths: a missing directory, a directory for a file, a missing config file",
+    () =>
+      Effect.gen(function*() {
+        const s = scratch()
+        const runs = yield* cliAll([
+          ["alerts", "--out", "/no/such/dir/rules.yml"],
+          ["alerts", "--out", s.dir],
+          ["simulate", "--html", join(s.noDir, "r.html"), "--requests", "5"],
+          ["load-test", "--html", join(s.noDir, "r.html"), "--requests", "2"],
+          ["demo", "--html", join(s.noDir, "r.html"), "--seconds", "1"],
+          ["simulate", "--config", s.missing, "--requests", "5"],
+          ["load-test", "--config", s.dir, "--requests", "2"],
+          ["capacity", "--config", s.missing],
+          ["validate-config", "--config", s.missing]
+        ])
+        const [out, outDir, simHtml, ltHtml, demoHtml, simConfig, ltConfig, capConfig, validate] = runs
+        assertRefused(
+          out!,
+          "alerts: --out: cannot write /no/such/dir/rules.yml: the directory /no/such/dir does not exist; create it first or choose another path"
+        )
+        assertRefused(outDir!, `alerts: --out: ${s.dir} is a directory; give the path of a file`)
+        for (const [ran, command] of [[simHtml!, "simulate"], [ltHtml!, "load-test"], [demoHtml!, "demo"]] as const) {
+          assertRefused(
+            ran,
+            `${command}: --html: cannot write ${join(s.noDir, "r.html")}: the directory ${s.noDir} does not exist`
+          )
+        }
+        assertRefused(simConfig!, `simulate: --config: cannot read ${s.missing}: no such file; check the path`)
+        assertRefused(ltConfig!, `load-test: --config: ${s.dir} is a directory; give the path of a JSON file`)
+        assertRefused(capConfig!, `capacity: --config: cannot read ${s.missing}: no such file`)
+        assertRefused(validate!, `validate-config: --config: cannot read ${s.missing}: no such file`)
+      }),
+    { timeout: 120_000 }
+  )
 
-  it.live("a config that is not JSON or does not validate: one line naming the problem and validate-config", () =>
-    Effect.gen(function*() {
-      const s = scratch()
-      const [notJson, invalid, capacity, smoke] = yield* cliAll([
-        ["simulate", "--config", s.notJson, "--requests", "5"],
-        ["load-test", "--config", s.invalid, "--requests", "2"],
-        ["capacity", "--config", s.invalid],
-        ["smoke", "--config", s.invalid]
-      ])
-      assertRefused(notJson!, new RegExp(`^simulate: --config: ${s.notJson}: not valid JSON: .*; fix the JSON syntax`))
-      assertRefused(
-        invalid!,
-        `load-test: --config: ${s.invalid}: retyr: unknown key; see every problem and its fix with: elevenlabs-resilience validate-config --config ${s.invalid}`
-      )
-      assertRefused(capacity!, `capacity: --config: ${s.invalid}: retyr: unknown key`)
-      assertRefused(smoke!, /^smoke: FAIL config: retyr: unknown key \(fix: did you mean "retry"/)
-    }), { timeout: 120_000 })
+  it.live(
+    "a config that is not JSON or does not validate: one line naming the problem and validate-config",
+    () =>
+      Effect.gen(function*() {
+        const s = scratch()
+        const [notJson, invalid, capacity, smoke] = yield* cliAll([
+          ["simulate", "--config", s.notJson, "--requests", "5"],
+          ["load-test", "--config", s.invalid, "--requests", "2"],
+          ["capacity", "--config", s.invalid],
+          ["smoke", "--config", s.invalid]
+        ])
+        assertRefused(
+          notJson!,
+          new RegExp(`^simulate: --config: ${s.notJson}: not valid JSON: .*; fix the JSON syntax`)
+        )
+        assertRefused(
+          invalid!,
+          `load-test: --config: ${s.invalid}: retyr: unknown key; see every problem and its fix with: elevenlabs-resilience validate-config --config ${s.invalid}`
+        )
+        assertRefused(capacity!, `capacity: --config: ${s.invalid}: retyr: unknown key`)
+        assertRefused(smoke!, /^smoke: FAIL config: retyr: unknown key \(fix: did you mean "retry"/)
+      }),
+    { timeout: 120_000 }
+  )
 
   it.live("numbers out of range name their flag (not the library's option name)", () =>
     Effect.gen(function*() {
@@ -265,42 +377,63 @@ describe("a mistake is one line on standard error, exit 1, no stack trace, no he
       assertRefused(streams!, "capacity: --max-streams must be a positive integer, got 0")
     }), { timeout: 120_000 })
 
-  it.live("URLs are checked before the run: --redis-url, --base-url (load-test and smoke); no stack trace", () =>
-    Effect.gen(function*() {
-      const s = scratch()
-      const runs = yield* cliAll([
-        ["load-test", "--redis-url", "nope", "--requests", "2"],
-        ["load-test", "--redis-url", "nope", "--requests", "2", "--processes", "2"],
-        ["load-test", "--redis-url", "http://user:hunter2@cache", "--requests", "2"],
-        ["load-test", "--base-url", "nope", "--api-key", "k", "--requests", "2"],
-        ["smoke", "--base-url", "nope"],
-        ["smoke", "--simulator", "--base-url", "nope"],
-        ["smoke", "--config", s.dir]
-      ])
-      const [redis, redisProcesses, redisScheme, baseUrl, smoke, smokeSimulator, smokeConfig] = runs
-      const redisLine = `load-test: --redis-url must be a redis or rediss URL such as redis://127.0.0.1:6379; got "nope"`
-      assertRefused(redis!, redisLine)
-      assertRefused(redisProcesses!, redisLine)
-      assert.notInclude(assertRefused(redisScheme!, /^load-test: --redis-url must be a redis or rediss URL/), "hunter2")
-      assertRefused(baseUrl!, `load-test: --base-url must be a http or https URL such as https://api.elevenlabs.io; got "nope"`)
-      // smoke's contract: one FAIL line.
-      for (const ran of [smoke!, smokeSimulator!]) assertRefused(ran, `smoke: FAIL --base-url must be a http or https URL`)
-      assertRefused(smokeConfig!, `smoke: FAIL --config: ${s.dir} is a directory; give the path of a JSON file`)
-    }), { timeout: 120_000 })
+  it.live(
+    "URLs are checked before the run: --redis-url, --base-url (load-test and smoke); no stack trace",
+    () =>
+      Effect.gen(function*() {
+        const s = scratch()
+        const runs = yield* cliAll([
+          ["load-test", "--redis-url", "nope", "--requests", "2"],
+          ["load-test", "--redis-url", "nope", "--requests", "2", "--processes", "2"],
+          ["load-test", "--redis-url", "http://user:hunter2@cache", "--requests", "2"],
+          ["load-test", "--base-url", "nope", "--api-key", "k", "--requests", "2"],
+          ["smoke", "--base-url", "nope"],
+          ["smoke", "--simulator", "--base-url", "nope"],
+          ["smoke", "--config", s.dir]
+        ])
+        const [redis, redisProcesses, redisScheme, baseUrl, smoke, smokeSimulator, smokeConfig] = runs
+        const redisLine =
+          `load-test: --redis-url must be a redis or rediss URL such as redis://127.0.0.1:6379; got "nope"`
+        assertRefused(redis!, redisLine)
+        assertRefused(redisProcesses!, redisLine)
+        assert.notInclude(
+          assertRefused(redisScheme!, /^load-test: --redis-url must be a redis or rediss URL/),
+          "hunter2"
+        )
+        assertRefused(
+          baseUrl!,
+          `load-test: --base-url must be a http or https URL such as https://api.elevenlabs.io; got "nope"`
+        )
+        // smoke's contract: one FAIL line.
+        for (const ran of [smoke!, smokeSimulator!]) {
+          assertRefused(ran, `smoke: FAIL --base-url must be a http or https URL`)
+        }
+        assertRefused(smokeConfig!, `smoke: FAIL --config: ${s.dir} is a directory; give the path of a JSON file`)
+      }),
+    { timeout: 120_000 }
+  )
 
-  it.live("an unreachable Redis: its address and the error code, never the password, and what to do (also from a worker)", () =>
-    Effect.gen(function*() {
-      // Port 1 on loopback: nothing listens there.
-      const url = "redis://user:hunter2@127.0.0.1:1"
-      const [one, two] = yield* cliAll([
-        ["load-test", "--redis-url", url, "--requests", "2"],
-        ["load-test", "--redis-url", url, "--requests", "2", "--processes", "2"]
-      ])
-      const message = "cannot connect to Redis at 127.0.0.1:1 (ECONNREFUSED): nothing listens there; start redis-server or fix --redis-url"
-      assert.strictEqual(assertRefused(one!, `load-test: ${message}`), `load-test: ${message}`)
-      assertRefused(two!, new RegExp(`^load-test: worker [12] of 2 failed \\(exit code 1\\): ${message.replace(/[()]/g, "\\$&")}$`))
-      for (const ran of [one!, two!]) assert.notInclude(ran.stderr, "hunter2")
-    }), { timeout: 120_000 })
+  it.live(
+    "an unreachable Redis: its address and the error code, never the password, and what to do (also from a worker)",
+    () =>
+      Effect.gen(function*() {
+        // Port 1 on loopback: nothing listens there.
+        const url = "redis://user:hunter2@127.0.0.1:1"
+        const [one, two] = yield* cliAll([
+          ["load-test", "--redis-url", url, "--requests", "2"],
+          ["load-test", "--redis-url", url, "--requests", "2", "--processes", "2"]
+        ])
+        const message =
+          "cannot connect to Redis at 127.0.0.1:1 (ECONNREFUSED): nothing listens there; start redis-server or fix --redis-url"
+        assert.strictEqual(assertRefused(one!, `load-test: ${message}`), `load-test: ${message}`)
+        assertRefused(
+          two!,
+          new RegExp(`^load-test: worker [12] of 2 failed \\(exit code 1\\): ${message.replace(/[()]/g, "\\$&")}$`)
+        )
+        for (const ran of [one!, two!]) assert.notInclude(ran.stderr, "hunter2")
+      }),
+    { timeout: 120_000 }
+  )
 
   it.live("a port in use: simulator --port and demo --metrics-port", () =>
     Effect.gen(function*() {
@@ -313,7 +446,10 @@ describe("a mistake is one line on standard error, exit 1, no stack trace, no he
         simulator!,
         `simulator: cannot serve the simulator on 127.0.0.1:${port}: the port is in use; choose another --port (0 picks a free one)`
       )
-      assertRefused(demo!, `demo: cannot serve /health and /metrics on 127.0.0.1:${port}: the port is in use; choose another --metrics-port`)
+      assertRefused(
+        demo!,
+        `demo: cannot serve /health and /metrics on 127.0.0.1:${port}: the port is in use; choose another --metrics-port`
+      )
     }), { timeout: 120_000 })
 })
 
@@ -333,26 +469,34 @@ describe("names", () => {
       assert.strictEqual(parseJson(runs[2]!)["strategy"], "resilient")
     }), { timeout: 120_000 })
 
-  it.live("the old names still work: --strategy seed-template is p-queue-recipe, --plan-table docs is models-page", () =>
-    Effect.gen(function*() {
-      const json = parseJson(yield* cli(["simulate", "--strategy", "seed-template", "--json", "--pattern", "burst", "--requests", "8"]))
-      assert.strictEqual(json["strategy"], "p-queue-recipe")
-      // The simulator names the table it serves in its banner.
-      const banner = yield* Effect.callback<string>((resume) => {
-        const child = spawn(process.execPath, [main, "simulator", "--port", "0", "--plan-table", "docs"], { stdio: ["ignore", "pipe", "pipe"] })
-        let out = ""
-        const done = () => {
-          child.kill("SIGTERM")
-          resume(Effect.succeed(out))
-        }
-        child.stdout.on("data", (d: Buffer) => {
-          out += d.toString()
-          if (out.includes("Ctrl-C")) done()
+  it.live(
+    "the old names still work: --strategy seed-template is p-queue-recipe, --plan-table docs is models-page",
+    () =>
+      Effect.gen(function*() {
+        const json = parseJson(
+          yield* cli(["simulate", "--strategy", "seed-template", "--json", "--pattern", "burst", "--requests", "8"])
+        )
+        assert.strictEqual(json["strategy"], "p-queue-recipe")
+        // The simulator names the table it serves in its banner.
+        const banner = yield* Effect.callback<string>((resume) => {
+          const child = spawn(process.execPath, [main, "simulator", "--port", "0", "--plan-table", "docs"], {
+            stdio: ["ignore", "pipe", "pipe"]
+          })
+          let out = ""
+          const done = () => {
+            child.kill("SIGTERM")
+            resume(Effect.succeed(out))
+          }
+          child.stdout.on("data", (d: Buffer) => {
+            out += d.toString()
+            if (out.includes("Ctrl-C")) done()
+          })
+          child.stderr.on("data", (d: Buffer) => (out += d.toString()))
+          child.on("exit", () => resume(Effect.succeed(out)))
         })
-        child.stderr.on("data", (d: Buffer) => (out += d.toString()))
-        child.on("exit", () => resume(Effect.succeed(out)))
-      })
-      assert.include(banner, "(models-page table)")
-      assert.notMatch(banner, stackFrame)
-    }), { timeout: 120_000 })
+        assert.include(banner, "(models-page table)")
+        assert.notMatch(banner, stackFrame)
+      }),
+    { timeout: 120_000 }
+  )
 })

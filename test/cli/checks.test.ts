@@ -18,7 +18,10 @@ describe("checks", () => {
 
   it("unknown models and voices: what is wrong, the close match, the choices", () => {
     assert.isUndefined(Checks.modelProblem("eleven_flash_v2_5"))
-    assert.match(Checks.modelProblem("eleven_flash_v25")!, /^--model: unknown model "eleven_flash_v25" \(did you mean eleven_flash_v2_5\?\); use one of /)
+    assert.match(
+      Checks.modelProblem("eleven_flash_v25")!,
+      /^--model: unknown model "eleven_flash_v25" \(did you mean eleven_flash_v2_5\?\); use one of /
+    )
     assert.notInclude(Checks.modelProblem("gpt-4")!, "did you mean")
     assert.isUndefined(Checks.voiceProblem("21m00Tcm4TlvDq8ikWAM"))
     assert.match(Checks.voiceProblem("21m00Tcm4TlvDq8ikWAN")!, /\(did you mean 21m00Tcm4TlvDq8ikWAM\?\)/)
@@ -26,8 +29,14 @@ describe("checks", () => {
 
   it("values: choices with a close match, numbers, durations, URLs without their credentials", () => {
     assert.isUndefined(Checks.choiceProblem("--plan", "pro", ["free", "pro"]))
-    assert.strictEqual(Checks.choiceProblem("--plan", "prp", ["free", "pro"]), `--plan must be one of free, pro; got "prp" (did you mean pro?)`)
-    assert.strictEqual(Checks.numberProblem("--rps", 0, false, "a positive number"), "--rps must be a positive number, got 0")
+    assert.strictEqual(
+      Checks.choiceProblem("--plan", "prp", ["free", "pro"]),
+      `--plan must be one of free, pro; got "prp" (did you mean pro?)`
+    )
+    assert.strictEqual(
+      Checks.numberProblem("--rps", 0, false, "a positive number"),
+      "--rps must be a positive number, got 0"
+    )
     assert.strictEqual(Checks.parseDuration("90"), 90_000)
     assert.strictEqual(Checks.parseDuration("500ms"), 500)
     assert.strictEqual(Checks.parseDuration("2m"), 120_000)
@@ -44,7 +53,10 @@ describe("checks", () => {
     const redis = ["redis:", "rediss:"]
     assert.isUndefined(Checks.urlProblem("--redis-url", "rediss://u:p@cache:6380", redis, "redis://127.0.0.1:6379"))
     const bad = Checks.urlProblem("--redis-url", "http://user:hunter2@cache", redis, "redis://127.0.0.1:6379")!
-    assert.strictEqual(bad, `--redis-url must be a redis or rediss URL such as redis://127.0.0.1:6379; got "http://***@cache"`)
+    assert.strictEqual(
+      bad,
+      `--redis-url must be a redis or rediss URL such as redis://127.0.0.1:6379; got "http://***@cache"`
+    )
   })
 
   it.effect("--config: a missing file, a directory, bad JSON and bad content are each one line naming the problem", () =>
@@ -56,9 +68,14 @@ describe("checks", () => {
       }
       const read = (path: string) => Effect.flip(Checks.readConfig("simulate", Option.some(path)))
       assert.isUndefined(yield* Checks.readConfig("simulate", Option.none()))
-      assert.deepStrictEqual(yield* Checks.readConfig("simulate", Option.some(file("ok.json", "{\"quota\":false}"))), { quota: false })
+      assert.deepStrictEqual(yield* Checks.readConfig("simulate", Option.some(file("ok.json", "{\"quota\":false}"))), {
+        quota: false
+      })
       const missing = yield* read(join(dir, "nope.json"))
-      assert.strictEqual(missing.message, `--config: cannot read ${join(dir, "nope.json")}: no such file; check the path`)
+      assert.strictEqual(
+        missing.message,
+        `--config: cannot read ${join(dir, "nope.json")}: no such file; check the path`
+      )
       assert.strictEqual((yield* read(dir)).message, `--config: ${dir} is a directory; give the path of a JSON file`)
       // A syntax error never quotes the text (it may hold a key).
       const secret = "sk_0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -90,11 +107,22 @@ describe("checks", () => {
       const ask = (model: string, voice: string, baseUrl = server.url) =>
         Checks.targetProblem({ baseUrl, apiKey: Redacted.make("sim-key"), model, voice })
       assert.isUndefined(yield* ask("eleven_flash_v2_5", "21m00Tcm4TlvDq8ikWAM"))
-      assert.match((yield* ask("eleven_nope", "21m00Tcm4TlvDq8ikWAM"))!, /^--model: http:\/\/127\.0\.0\.1:\d+ has no model "eleven_nope"/)
-      assert.match((yield* ask("eleven_flash_v2_5", "mine"))!, /^--voice: .* has no voice "mine" \(GET \/v1\/voices\/mine answered 404\)/)
+      assert.match(
+        (yield* ask("eleven_nope", "21m00Tcm4TlvDq8ikWAM"))!,
+        /^--model: http:\/\/127\.0\.0\.1:\d+ has no model "eleven_nope"/
+      )
+      assert.match(
+        (yield* ask("eleven_flash_v2_5", "mine"))!,
+        /^--voice: .* has no voice "mine" \(GET \/v1\/voices\/mine answered 404\)/
+      )
       // A wrong key: the target cannot say (401), so nothing is refused here.
       assert.isUndefined(
-        yield* Checks.targetProblem({ baseUrl: server.url, apiKey: Redacted.make("wrong"), model: "eleven_nope", voice: "mine" })
+        yield* Checks.targetProblem({
+          baseUrl: server.url,
+          apiKey: Redacted.make("wrong"),
+          model: "eleven_nope",
+          voice: "mine"
+        })
       )
       // Nothing listening: the run goes ahead and reports what happened.
       assert.isUndefined(yield* ask("eleven_nope", "mine", "http://127.0.0.1:9"))

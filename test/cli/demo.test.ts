@@ -57,45 +57,57 @@ const demo = (args: ReadonlyArray<string>, extraEnv: Record<string, string> = {}
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
     child.on("close", (code) => {
       closed = true
-      void (asked ?? Promise.resolve()).then(() => resume(Effect.succeed({ code: code ?? 1, stdout, stderr, health, ready, metrics })))
+      void (asked ?? Promise.resolve()).then(() =>
+        resume(Effect.succeed({ code: code ?? 1, stdout, stderr, health, ready, metrics }))
+      )
     })
     return Effect.sync(() => void child.kill())
   })
 
 describe("demo", () => {
-  it.live("--seconds 3: exit 0, the report printed, report.html written, /health answered while it ran; a real key is never used", () =>
-    Effect.gen(function*() {
-      const dir = mkdtempSync(join(tmpdir(), "demo-"))
-      const html = join(dir, "out.html")
-      // A key in the environment must not be read: the demo only talks to its own simulator.
-      const secret = "sk_feedfacefeedfacefeedfacefeedfacefeedfacefeedface"
-      const out = yield* demo(["--seconds", "3", "--html", html], { ELEVENLABS_API_KEY: secret, ELEVENLABS_BASE_URL: "http://127.0.0.1:9" })
-      assert.strictEqual(out.code, 0, out.stderr)
-      assert.strictEqual(out.stderr, "")
-      assert.match(out.stdout, /simulator\s+http:\/\/127\.0\.0\.1:\d+/)
-      assert.match(out.stdout, /metrics\s+http:\/\/127\.0\.0\.1:\d+\/metrics/)
-      assert.match(out.stdout, /strategy\s+resilient/)
-      const requests = Number(/requests\s+(\d+)/.exec(out.stdout)?.[1])
-      const succeeded = Number(/succeeded\s+(\d+)/.exec(out.stdout)?.[1])
-      const failed = Number(/failed\s+(\d+)/.exec(out.stdout)?.[1])
-      assert.isAbove(requests, 0)
-      assert.strictEqual(succeeded + failed, requests)
-      assert.match(out.stdout, /429 too_many_concurrent\s+0\n/)
-      assert.include(out.stdout, `HTML report (charts): ${html}`)
-      assert.include(out.stdout, "ELEVENLABS_API_KEY=sk_... npx elevenlabs-resilience load-test --base-url https://api.elevenlabs.io")
-      assert.isTrue(existsSync(html))
-      const page = readFileSync(html, "utf8")
-      assert.include(page, "<svg")
-      assert.include(page, "resilient")
-      assert.notInclude(out.stdout + out.stderr + page, secret)
-      assert.include(out.stdout, "no real key, no credits")
-      assert.strictEqual(out.health?.status, 200)
-      // /ready runs the stack's checks: breaker and quota, registered once the stack is built.
-      assert.include([200, 503], out.ready?.status)
-      assert.include(out.health?.body, "\"status\":\"alive\"")
-      // The composition's metrics were being recorded and served.
-      assert.include(out.metrics, "elevenlabs_")
-    }), { timeout: 60_000 })
+  it.live(
+    "--seconds 3: exit 0, the report printed, report.html written, /health answered while it ran; a real key is never used",
+    () =>
+      Effect.gen(function*() {
+        const dir = mkdtempSync(join(tmpdir(), "demo-"))
+        const html = join(dir, "out.html")
+        // A key in the environment must not be read: the demo only talks to its own simulator.
+        const secret = "sk_feedfacefeedfacefeedfacefeedfacefeedfacefeedface"
+        const out = yield* demo(["--seconds", "3", "--html", html], {
+          ELEVENLABS_API_KEY: secret,
+          ELEVENLABS_BASE_URL: "http://127.0.0.1:9"
+        })
+        assert.strictEqual(out.code, 0, out.stderr)
+        assert.strictEqual(out.stderr, "")
+        assert.match(out.stdout, /simulator\s+http:\/\/127\.0\.0\.1:\d+/)
+        assert.match(out.stdout, /metrics\s+http:\/\/127\.0\.0\.1:\d+\/metrics/)
+        assert.match(out.stdout, /strategy\s+resilient/)
+        const requests = Number(/requests\s+(\d+)/.exec(out.stdout)?.[1])
+        const succeeded = Number(/succeeded\s+(\d+)/.exec(out.stdout)?.[1])
+        const failed = Number(/failed\s+(\d+)/.exec(out.stdout)?.[1])
+        assert.isAbove(requests, 0)
+        assert.strictEqual(succeeded + failed, requests)
+        assert.match(out.stdout, /429 too_many_concurrent\s+0\n/)
+        assert.include(out.stdout, `HTML report (charts): ${html}`)
+        assert.include(
+          out.stdout,
+          "ELEVENLABS_API_KEY=sk_... npx elevenlabs-resilience load-test --base-url https://api.elevenlabs.io"
+        )
+        assert.isTrue(existsSync(html))
+        const page = readFileSync(html, "utf8")
+        assert.include(page, "<svg")
+        assert.include(page, "resilient")
+        assert.notInclude(out.stdout + out.stderr + page, secret)
+        assert.include(out.stdout, "no real key, no credits")
+        assert.strictEqual(out.health?.status, 200)
+        // /ready runs the stack's checks: breaker and quota, registered once the stack is built.
+        assert.include([200, 503], out.ready?.status)
+        assert.include(out.health?.body, "\"status\":\"alive\"")
+        // The composition's metrics were being recorded and served.
+        assert.include(out.metrics, "elevenlabs_")
+      }),
+    { timeout: 60_000 }
+  )
 
   it.live("bad flags: one clear line, exit 1", () =>
     Effect.gen(function*() {
@@ -104,7 +116,10 @@ describe("demo", () => {
       assert.include(out.stderr, "demo: --seconds must be within 1..600, got 0")
       const plan = yield* demo(["--plan", "gold", "--seconds", "3"])
       assert.strictEqual(plan.code, 1)
-      assert.include(plan.stderr, "demo: --plan must be one of free, starter, creator, pro, scale, business; got \"gold\"")
+      assert.include(
+        plan.stderr,
+        "demo: --plan must be one of free, starter, creator, pro, scale, business; got \"gold\""
+      )
       // A metrics port already taken: a clear error, not a crash.
       const taken = yield* Effect.acquireRelease(
         Effect.callback<import("node:net").Server>((resume) => {
@@ -115,7 +130,14 @@ describe("demo", () => {
       )
       const address = taken.address()
       const port = typeof address === "object" && address !== null ? address.port : 0
-      const busy = yield* demo(["--seconds", "2", "--metrics-port", String(port), "--html", join(tmpdir(), "unused.html")])
+      const busy = yield* demo([
+        "--seconds",
+        "2",
+        "--metrics-port",
+        String(port),
+        "--html",
+        join(tmpdir(), "unused.html")
+      ])
       assert.strictEqual(busy.code, 1)
       assert.strictEqual(
         busy.stderr.trim(),

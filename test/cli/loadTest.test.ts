@@ -30,7 +30,9 @@ describe("load-test", () => {
       assert.strictEqual(plan.resolved.durationMs, 10 * 60_000)
       assert.isAtMost(plan.resolved.durationMs, LoadTest.caps.spanMs)
       // An explicit span is the user's: past the cap it is refused, saying what to do.
-      const day = yield* Effect.flip(LoadTestCli.toPlan({ ...input, pattern: "diurnal", duration: Option.some("24h") }, undefined))
+      const day = yield* Effect.flip(
+        LoadTestCli.toPlan({ ...input, pattern: "diurnal", duration: Option.some("24h") }, undefined)
+      )
       assert.match(day.message, /spans at most 1 h.*shorten --duration or rehearse it with "simulate"/)
     }))
 
@@ -42,7 +44,9 @@ describe("load-test", () => {
 
   it("a failed worker passes on its one-line error, never a stack frame", () => {
     assert.strictEqual(
-      LoadTestCli.workerErrorLine("load-test: cannot connect to Redis at 127.0.0.1:1 (ECONNREFUSED); fix --redis-url\n"),
+      LoadTestCli.workerErrorLine(
+        "load-test: cannot connect to Redis at 127.0.0.1:1 (ECONNREFUSED); fix --redis-url\n"
+      ),
       "cannot connect to Redis at 127.0.0.1:1 (ECONNREFUSED); fix --redis-url"
     )
     const crash = [

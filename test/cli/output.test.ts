@@ -8,7 +8,14 @@ describe("output", () => {
   it("an invalid invocation is one line: the command, every error, where to read the flags", () => {
     const path = ["elevenlabs-resilience", "simulate"]
     assert.strictEqual(
-      Output.invocationLine(path, [new CliError.InvalidValue({ option: "requests", value: "abc", expected: "a string representing a finite number", kind: "flag" })]),
+      Output.invocationLine(path, [
+        new CliError.InvalidValue({
+          option: "requests",
+          value: "abc",
+          expected: "a string representing a finite number",
+          kind: "flag"
+        })
+      ]),
       "simulate: --requests: \"abc\" is not valid (expected a number); see: elevenlabs-resilience simulate --help"
     )
     assert.strictEqual(
@@ -19,23 +26,36 @@ describe("output", () => {
       "simulate: unknown flag --requestz (did you mean --requests?); unknown flag --x; see: elevenlabs-resilience simulate --help"
     )
     assert.strictEqual(
-      Output.invocationLine(["elevenlabs-resilience"], [new CliError.UnknownSubcommand({ subcommand: "simulat", suggestions: ["simulate"] })]),
+      Output.invocationLine(["elevenlabs-resilience"], [
+        new CliError.UnknownSubcommand({ subcommand: "simulat", suggestions: ["simulate"] })
+      ]),
       "elevenlabs-resilience: unknown command \"simulat\" (did you mean simulate?); see: elevenlabs-resilience --help"
     )
     // A refinement's own message already names the flag.
     assert.strictEqual(
-      Output.parseErrorText(new CliError.InvalidValue({ option: "port", value: "70000", expected: "--port must be between 0 and 65535, got 70000", kind: "flag" })),
+      Output.parseErrorText(
+        new CliError.InvalidValue({
+          option: "port",
+          value: "70000",
+          expected: "--port must be between 0 and 65535, got 70000",
+          kind: "flag"
+        })
+      ),
       "--port must be between 0 and 65535, got 70000"
     )
     assert.strictEqual(
-      Output.parseErrorText(new CliError.InvalidValue({ option: "seed", value: "", expected: "integer", kind: "flag" })),
+      Output.parseErrorText(
+        new CliError.InvalidValue({ option: "seed", value: "", expected: "integer", kind: "flag" })
+      ),
       "--seed needs a value (expected integer)"
     )
   })
 
   it("what a failure prints: a CliFailure its line; help and parse errors nothing more (already presented)", () => {
     assert.strictEqual(Output.failureText(CliFailure.make("alerts", "--out: x")), "alerts: --out: x")
-    assert.isUndefined(Output.failureText(new CliError.ShowHelp({ commandPath: ["elevenlabs-resilience"], errors: [] })))
+    assert.isUndefined(
+      Output.failureText(new CliError.ShowHelp({ commandPath: ["elevenlabs-resilience"], errors: [] }))
+    )
     assert.isUndefined(Output.failureText(new Output.Reported()))
     assert.strictEqual(Output.failureText(new Error("boom\n  at x")), "elevenlabs-resilience: boom at x")
   })

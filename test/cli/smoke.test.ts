@@ -23,9 +23,16 @@ const smoke = (args: ReadonlyArray<string>, env: Record<string, string | undefin
     const base = { ...process.env }
     delete base["ELEVENLABS_API_KEY"]
     delete base["ELEVENLABS_BASE_URL"]
-    execFile(process.execPath, [main, "smoke", ...args], { env: { ...base, ...env }, timeout: 60_000 }, (error, stdout, stderr) => {
-      resume(Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr }))
-    })
+    execFile(
+      process.execPath,
+      [main, "smoke", ...args],
+      { env: { ...base, ...env }, timeout: 60_000 },
+      (error, stdout, stderr) => {
+        resume(
+          Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr })
+        )
+      }
+    )
   })
 
 describe("smoke", () => {
@@ -35,7 +42,10 @@ describe("smoke", () => {
       assert.strictEqual(out.code, 0, out.stderr)
       const lines = out.stdout.trim().split("\n")
       assert.lengthOf(lines, 1)
-      assert.match(lines[0]!, /^smoke: PASS tts \d+ bytes in \d+ ms \(request \S+, \d+ credits\); breaker closed; quota [\d.]+ % used; config OK; embedded simulator http:\/\/127\.0\.0\.1:\d+, simulator key$/)
+      assert.match(
+        lines[0]!,
+        /^smoke: PASS tts \d+ bytes in \d+ ms \(request \S+, \d+ credits\); breaker closed; quota [\d.]+ % used; config OK; embedded simulator http:\/\/127\.0\.0\.1:\d+, simulator key$/
+      )
       assert.notInclude(out.stdout + out.stderr, secret)
     }))
 
@@ -71,7 +81,10 @@ describe("smoke", () => {
       const missing = yield* smoke(["--config", join(dir, "nope.json"), "--simulator"])
       assert.strictEqual(missing.code, 1)
       // A path it cannot read: the same words as every command's --config.
-      assert.strictEqual(missing.stderr, `smoke: FAIL --config: cannot read ${join(dir, "nope.json")}: no such file; check the path\n`)
+      assert.strictEqual(
+        missing.stderr,
+        `smoke: FAIL --config: cannot read ${join(dir, "nope.json")}: no such file; check the path\n`
+      )
     }))
 
   it.effect("the readiness checks fail while the breaker is open, and name the check", () =>
@@ -84,7 +97,9 @@ describe("smoke", () => {
       assert.strictEqual((yield* runVirtual(checks.run)).status, "ready")
       yield* sim.setFaults({ serverError: 1 })
       yield* runVirtual(
-        Effect.ignore(Client.ElevenLabs.use((c) => c.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", { text: "down", modelId: "eleven_flash_v2_5" }))),
+        Effect.ignore(Client.ElevenLabs.use((c) =>
+          c.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", { text: "down", modelId: "eleven_flash_v2_5" })
+        )),
         { stepMillis: 1000 }
       )
       const report = yield* runVirtual(checks.run)

@@ -10,9 +10,10 @@ const main = fileURLToPath(new URL("../../src/cli/main.ts", import.meta.url))
 const secret = "sk_3c1e9f0a5b7d2e4f6a8c0b1d3e5f7a9c2b4d6e8f0a1c3e5f"
 
 const run = (name: string, options?: { readonly strict?: boolean; readonly env?: boolean }) =>
-  ValidateConfig.execute({ configFile: fixture(name), strict: options?.strict ?? false, env: options?.env ?? false }).pipe(
-    Effect.provide(NodeServices.layer)
-  )
+  ValidateConfig.execute({ configFile: fixture(name), strict: options?.strict ?? false, env: options?.env ?? false })
+    .pipe(
+      Effect.provide(NodeServices.layer)
+    )
 
 describe("validate-config", () => {
   it.effect("a good file: config OK, exit 0, also in strict mode", () =>
@@ -43,7 +44,11 @@ describe("validate-config", () => {
     Effect.gen(function*() {
       const out = yield* run("bad-cross")
       assert.strictEqual(out.exitCode, 1)
-      assert.isTrue(out.lines.some((l) => l.startsWith("error   quota.alertPercent: alertPercent (85) is below warningPercent (95)")))
+      assert.isTrue(
+        out.lines.some((l) =>
+          l.startsWith("error   quota.alertPercent: alertPercent (85) is below warningPercent (95)")
+        )
+      )
       assert.isTrue(out.lines.some((l) => l.startsWith("error   retry.exponential.cap: ")))
     }))
 
@@ -51,7 +56,10 @@ describe("validate-config", () => {
     Effect.gen(function*() {
       const lax = yield* run("risky")
       assert.strictEqual(lax.exitCode, 0)
-      assert.match(lax.lines[0]!, /^warning apiKey: an API key or secret is written in the file \(sk_\*\*\* \(51 chars\)\)/)
+      assert.match(
+        lax.lines[0]!,
+        /^warning apiKey: an API key or secret is written in the file \(sk_\*\*\* \(51 chars\)\)/
+      )
       assert.include(lax.lines[1]!, "config OK (1 warning)")
       const strict = yield* run("risky", { strict: true })
       assert.strictEqual(strict.exitCode, 1)
@@ -84,7 +92,11 @@ describe("validate-config", () => {
   describe("as a real process", () => {
     const cli = (...args: Array<string>) => {
       const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("ELEVENLABS_")))
-      const r = spawnSync(process.execPath, [main, "validate-config", ...args], { encoding: "utf8", env, timeout: 60_000 })
+      const r = spawnSync(process.execPath, [main, "validate-config", ...args], {
+        encoding: "utf8",
+        env,
+        timeout: 60_000
+      })
       return { status: r.status, stdout: r.stdout, stderr: r.stderr }
     }
 
@@ -113,7 +125,10 @@ describe("validate-config", () => {
       const missing = cli("--config", fixture("nope"))
       assert.strictEqual(missing.status, 1)
       assert.strictEqual(missing.stdout, "")
-      assert.strictEqual(missing.stderr.trim(), `validate-config: --config: cannot read ${fixture("nope")}: no such file; check the path`)
+      assert.strictEqual(
+        missing.stderr.trim(),
+        `validate-config: --config: cannot read ${fixture("nope")}: no such file; check the path`
+      )
     }, 120_000)
   })
 })

@@ -68,8 +68,15 @@ describe("ElevenLabs beyond TTS", () => {
         assert.deepStrictEqual([...new Uint8Array(yield* Effect.promise(() => file.arrayBuffer()))], [1, 2, 3])
         assert.strictEqual(form.get("model_id"), "eleven_multilingual_sts_v2")
         // A JSON-encoded string, in snake_case, as the API asks.
-        assert.deepStrictEqual(JSON.parse(form.get("voice_settings") as string), { stability: 0.3, similarity_boost: 0.9 })
-        assert.deepStrictEqual([form.get("seed"), form.get("remove_background_noise"), form.get("file_format")], ["7", "true", "other"])
+        assert.deepStrictEqual(JSON.parse(form.get("voice_settings") as string), {
+          stability: 0.3,
+          similarity_boost: 0.9
+        })
+        assert.deepStrictEqual([form.get("seed"), form.get("remove_background_noise"), form.get("file_format")], [
+          "7",
+          "true",
+          "other"
+        ])
       }))
 
     it.effect("speechToSpeech.stream: the stream path, the default format, absent fields left out", () =>
@@ -125,8 +132,16 @@ describe("ElevenLabs beyond TTS", () => {
           enableLogging: false
         }
         yield* run(m, (el) => el.textToDialogue.convert({ ...request, outputFormat: "wav_22050" }))
-        const streamed = yield* Effect.scoped(run(m, (el) =>
-          Effect.flatMap(el.textToDialogue.stream({ ...request, modelId: "eleven_v3" }), (s) => Stream.runCollect(s.audio))))
+        const streamed = yield* Effect.scoped(
+          run(
+            m,
+            (el) =>
+              Effect.flatMap(
+                el.textToDialogue.stream({ ...request, modelId: "eleven_v3" }),
+                (s) => Stream.runCollect(s.audio)
+              )
+          )
+        )
         assert.strictEqual(streamed.length, 2)
         const [convert, stream] = m.requests
         assert.strictEqual(convert!.url.pathname, "/v1/text-to-dialogue")
@@ -146,14 +161,21 @@ describe("ElevenLabs beyond TTS", () => {
     it.effect("audioIsolation.convert and stream: multipart audio; preview_b64 only on convert; no query", () =>
       Effect.gen(function*() {
         const m = mock(() => audio("clean"))
-        yield* run(m, (el) => el.audioIsolation.convert({ audio: new Uint8Array([4, 5]), fileFormat: "pcm_s16le_16", previewB64: "AAAA" }))
+        yield* run(
+          m,
+          (el) =>
+            el.audioIsolation.convert({ audio: new Uint8Array([4, 5]), fileFormat: "pcm_s16le_16", previewB64: "AAAA" })
+        )
         yield* Effect.scoped(run(m, (el) =>
           Effect.flatMap(
             el.audioIsolation.stream({ audio: new Uint8Array([4, 5]), previewB64: "AAAA" } as never),
             (s) => Stream.runDrain(s.audio)
           )))
         const [convert, stream] = m.requests
-        assert.strictEqual(convert!.url.origin + convert!.url.pathname + convert!.url.search, "https://api.test/v1/audio-isolation")
+        assert.strictEqual(
+          convert!.url.origin + convert!.url.pathname + convert!.url.search,
+          "https://api.test/v1/audio-isolation"
+        )
         assert.deepStrictEqual([...formOf(convert!.request).keys()], ["audio", "file_format", "preview_b64"])
         assert.strictEqual(stream!.url.pathname + stream!.url.search, "/v1/audio-isolation/stream")
         assert.deepStrictEqual([...formOf(stream!.request).keys()], ["audio"])
@@ -162,23 +184,76 @@ describe("ElevenLabs beyond TTS", () => {
 
   describe("local validation makes no request, and fails typed", () => {
     const tooMany = Array.from({ length: 11 }, (_, i) => ({ text: "Hi.", voiceId: `voice${i}` }))
-    const bad: ReadonlyArray<readonly [string, (el: ElevenLabs.ElevenLabs) => Effect.Effect<unknown, ElevenLabsError, any>, string]> = [
+    const bad: ReadonlyArray<
+      readonly [string, (el: ElevenLabs.ElevenLabs) => Effect.Effect<unknown, ElevenLabsError, any>, string]
+    > = [
       ["STS without audio bytes", (el) => el.speechToSpeech.convert(voiceId, { audio: new Uint8Array() }), "audio"],
-      ["STS with a malformed voice id", (el) => el.speechToSpeech.convert("a/b", { audio: new Uint8Array([1]) }), "voiceId"],
-      ["STS stream in WAV", (el) => el.speechToSpeech.stream(voiceId, { audio: new Uint8Array([1]), outputFormat: "wav_16000" as never }), "outputFormat"],
-      ["STS stability 2", (el) => el.speechToSpeech.convert(voiceId, { audio: new Uint8Array([1]), voiceSettings: { stability: 2 } }), "voiceSettings.stability"],
+      [
+        "STS with a malformed voice id",
+        (el) => el.speechToSpeech.convert("a/b", { audio: new Uint8Array([1]) }),
+        "voiceId"
+      ],
+      [
+        "STS stream in WAV",
+        (el) => el.speechToSpeech.stream(voiceId, { audio: new Uint8Array([1]), outputFormat: "wav_16000" as never }),
+        "outputFormat"
+      ],
+      [
+        "STS stability 2",
+        (el) => el.speechToSpeech.convert(voiceId, { audio: new Uint8Array([1]), voiceSettings: { stability: 2 } }),
+        "voiceSettings.stability"
+      ],
       ["sound effect of blank text", (el) => el.textToSoundEffects.convert({ text: " " }), "text"],
-      ["sound effect of 31 s", (el) => el.textToSoundEffects.convert({ text: "rain", durationSeconds: 31 }), "durationSeconds"],
-      ["sound effect of 0.4 s", (el) => el.textToSoundEffects.convert({ text: "rain", durationSeconds: 0.4 }), "durationSeconds"],
-      ["sound effect with prompt influence 1.5", (el) => el.textToSoundEffects.convert({ text: "rain", promptInfluence: 1.5 }), "promptInfluence"],
-      ["sound effect in WAV", (el) => el.textToSoundEffects.convert({ text: "rain", outputFormat: "wav_44100" as never }), "outputFormat"],
+      [
+        "sound effect of 31 s",
+        (el) => el.textToSoundEffects.convert({ text: "rain", durationSeconds: 31 }),
+        "durationSeconds"
+      ],
+      [
+        "sound effect of 0.4 s",
+        (el) => el.textToSoundEffects.convert({ text: "rain", durationSeconds: 0.4 }),
+        "durationSeconds"
+      ],
+      [
+        "sound effect with prompt influence 1.5",
+        (el) => el.textToSoundEffects.convert({ text: "rain", promptInfluence: 1.5 }),
+        "promptInfluence"
+      ],
+      [
+        "sound effect in WAV",
+        (el) => el.textToSoundEffects.convert({ text: "rain", outputFormat: "wav_44100" as never }),
+        "outputFormat"
+      ],
       ["dialogue without lines", (el) => el.textToDialogue.convert({ inputs: [] }), "inputs"],
-      ["dialogue with a blank line", (el) => el.textToDialogue.convert({ inputs: [{ text: "Hi", voiceId }, { text: "", voiceId }] }), "inputs[1].text"],
-      ["dialogue with a malformed voice", (el) => el.textToDialogue.stream({ inputs: [{ text: "Hi", voiceId: "x y" }] }), "inputs[0].voiceId"],
+      [
+        "dialogue with a blank line",
+        (el) => el.textToDialogue.convert({ inputs: [{ text: "Hi", voiceId }, { text: "", voiceId }] }),
+        "inputs[1].text"
+      ],
+      [
+        "dialogue with a malformed voice",
+        (el) => el.textToDialogue.stream({ inputs: [{ text: "Hi", voiceId: "x y" }] }),
+        "inputs[0].voiceId"
+      ],
       ["dialogue of 11 voices", (el) => el.textToDialogue.convert({ inputs: tooMany }), "inputs"],
-      ["dialogue over eleven_v3's 3,000 characters", (el) => el.textToDialogue.convert({ inputs: [{ text: "a".repeat(1600), voiceId }, { text: "b".repeat(1401), voiceId: other }] }), "inputs"],
-      ["dialogue stability -0.1", (el) => el.textToDialogue.convert({ inputs: [{ text: "Hi", voiceId }], settings: { stability: -0.1 } }), "settings.stability"],
-      ["isolation without audio bytes", (el) => el.audioIsolation.stream({ audio: { data: new Uint8Array() } }), "audio"]
+      [
+        "dialogue over eleven_v3's 3,000 characters",
+        (el) =>
+          el.textToDialogue.convert({
+            inputs: [{ text: "a".repeat(1600), voiceId }, { text: "b".repeat(1401), voiceId: other }]
+          }),
+        "inputs"
+      ],
+      [
+        "dialogue stability -0.1",
+        (el) => el.textToDialogue.convert({ inputs: [{ text: "Hi", voiceId }], settings: { stability: -0.1 } }),
+        "settings.stability"
+      ],
+      [
+        "isolation without audio bytes",
+        (el) => el.audioIsolation.stream({ audio: { data: new Uint8Array() } }),
+        "audio"
+      ]
     ]
     for (const [name, call, field] of bad) {
       it.effect(name, () =>
@@ -200,7 +275,13 @@ describe("ElevenLabs beyond TTS", () => {
         const m = mock(() => audio("x"), { characterLimits: { eleven_v3: 5000 } })
         yield* run(m, (el) => el.textToSoundEffects.convert({ text: "rain", durationSeconds: 0.5, promptInfluence: 0 }))
         yield* run(m, (el) => el.textToSoundEffects.convert({ text: "rain", durationSeconds: 30, promptInfluence: 1 }))
-        yield* run(m, (el) => el.textToDialogue.convert({ inputs: Array.from({ length: 10 }, (_, i) => ({ text: "Hi", voiceId: `v${i}` })) }))
+        yield* run(
+          m,
+          (el) =>
+            el.textToDialogue.convert({
+              inputs: Array.from({ length: 10 }, (_, i) => ({ text: "Hi", voiceId: `v${i}` }))
+            })
+        )
         yield* run(m, (el) => el.textToDialogue.convert({ inputs: [{ text: "a".repeat(4000), voiceId }] }))
         assert.strictEqual(m.requests.length, 4)
       }))
@@ -228,16 +309,25 @@ describe("ElevenLabs beyond TTS", () => {
     const scenario = (el: ElevenLabs.ElevenLabs, sim: Simulator.Service) =>
       Effect.gen(function*() {
         const drain = (s: ElevenLabs.AudioStream) =>
-          Effect.map(Stream.runCollect(s.audio), (chunks) => ({ ...s, bytes: chunks.reduce((n, c) => n + c.length, 0) }))
+          Effect.map(
+            Stream.runCollect(s.audio),
+            (chunks) => ({ ...s, bytes: chunks.reduce((n, c) => n + c.length, 0) })
+          )
 
         const sts = yield* el.speechToSpeech.convert(voiceId, { audio: twoSeconds, outputFormat: "pcm_16000" })
         assert.deepStrictEqual([sts.contentType, sts.audio.length, sts.meta.characterCost], ["audio/pcm", 64_000, 34])
         assert.strictEqual(sts.meta.maximumConcurrentRequests, 10) // standard, pro
-        const stsStream = yield* Effect.scoped(Effect.flatMap(el.speechToSpeech.stream(voiceId, { audio: oneSecond }), drain))
+        const stsStream = yield* Effect.scoped(
+          Effect.flatMap(el.speechToSpeech.stream(voiceId, { audio: oneSecond }), drain)
+        )
         assert.deepStrictEqual([stsStream.contentType, stsStream.meta.characterCost], ["audio/mpeg", 17])
         assert.isAbove(stsStream.bytes, 0)
 
-        const sfx = yield* el.textToSoundEffects.convert({ text: "a door creaks", durationSeconds: 1.5, outputFormat: "pcm_16000" })
+        const sfx = yield* el.textToSoundEffects.convert({
+          text: "a door creaks",
+          durationSeconds: 1.5,
+          outputFormat: "pcm_16000"
+        })
         assert.deepStrictEqual([sfx.contentType, sfx.audio.length, sfx.meta.characterCost], ["audio/pcm", 48_000, 60])
 
         const script = [{ text: "Knock knock, it is me.", voiceId }, { text: "Who is it?", voiceId: other }] // 22 + 10 characters
@@ -262,13 +352,17 @@ describe("ElevenLabs beyond TTS", () => {
         assert.deepStrictEqual([stats.pools.standard.inFlight, stats.pools.flash.inFlight], [0, 0])
 
         // The server's refusals reach the caller classified: an unknown voice, and a full pool.
-        const unknown = yield* Effect.flip(el.textToDialogue.convert({ inputs: [{ text: "Hi", voiceId: "NoSuchVoice" }] }))
+        const unknown = yield* Effect.flip(
+          el.textToDialogue.convert({ inputs: [{ text: "Hi", voiceId: "NoSuchVoice" }] })
+        )
         assert.strictEqual(unknown.reason._tag, "NotFound")
         // A hung voice change holds the only standard slot; a sound effect then finds the pool full.
         yield* sim.setLimit("standard", 1)
         yield* sim.setFaults({ hang: 1 })
         const holder = yield* Effect.forkChild(el.speechToSpeech.convert(voiceId, { audio: twoSeconds }))
-        for (let i = 0; i < 200 && (yield* sim.stats).pools.standard.inFlight === 0; i++) yield* Effect.sleep("5 millis")
+        for (let i = 0; i < 200 && (yield* sim.stats).pools.standard.inFlight === 0; i++) {
+          yield* Effect.sleep("5 millis")
+        }
         const busy = yield* Effect.flip(el.textToSoundEffects.convert({ text: "rain", durationSeconds: 1 }))
         assert.strictEqual(busy.reason._tag, "ConcurrencyLimited")
         assert.match(busy.message, /maximum of 1 concurrent requests/)
@@ -299,7 +393,9 @@ describe("ElevenLabs beyond TTS", () => {
         const { simulator, url } = yield* Server.serve({ port: 0, seed: 2, latency: fast })
         yield* Effect.flatMap(service, (el) => scenario(el, simulator)).pipe(
           Effect.provide(
-            ElevenLabs.layer({ apiKey: Redacted.make("sim-key"), baseUrl: url }).pipe(Layer.provide(NodeHttpClient.layerUndici))
+            ElevenLabs.layer({ apiKey: Redacted.make("sim-key"), baseUrl: url }).pipe(
+              Layer.provide(NodeHttpClient.layerUndici)
+            )
           )
         )
       }).pipe(Effect.scoped))

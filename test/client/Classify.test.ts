@@ -1,5 +1,5 @@
-import { ElevenLabsError as SdkError, ElevenLabsTimeoutError } from "@elevenlabs/elevenlabs-js"
 import { assert, describe, it } from "@effect/vitest"
+import { ElevenLabsError as SdkError, ElevenLabsTimeoutError } from "@elevenlabs/elevenlabs-js"
 import { Duration, Effect, Schema } from "effect"
 import {
   classifyResponse,
@@ -113,14 +113,22 @@ describe("Classify", () => {
       const r = classify(401, body)
       assert.strictEqual(r._tag, "InvalidApiKey")
       assert.strictEqual(r.traceId, "abcdef0123456789abcdef0123456789")
-      const busy = classify(429, JSON.stringify({ detail: { type: "rate_limit_error", code: "system_busy", message: "busy" } }))
+      const busy = classify(
+        429,
+        JSON.stringify({ detail: { type: "rate_limit_error", code: "system_busy", message: "busy" } })
+      )
       assert.strictEqual(busy._tag, "SystemBusy")
     })
 
     it("C: the FastAPI 422 array becomes issues", () => {
       const body = JSON.stringify({
         detail: [
-          { type: "float_type", loc: ["body", "voice_settings", "stability"], msg: "Input should be a valid number", input: null },
+          {
+            type: "float_type",
+            loc: ["body", "voice_settings", "stability"],
+            msg: "Input should be a valid number",
+            input: null
+          },
           { type: "missing", loc: ["body", "text"], msg: "Field required" }
         ]
       })
@@ -133,14 +141,20 @@ describe("Classify", () => {
     })
 
     it("D: the error/message pair", () => {
-      const r = classify(400, JSON.stringify({ error: "invalid_output_format", message: "output_format must be wav or none" }))
+      const r = classify(
+        400,
+        JSON.stringify({ error: "invalid_output_format", message: "output_format must be wav or none" })
+      )
       assert.strictEqual(r._tag, "InvalidRequest")
       assert.strictEqual(r.detailStatus, "invalid_output_format")
       assert.strictEqual(r.message, "output_format must be wav or none")
     })
 
     it("413 (a body too large; the simulator's shape A, the API documents none) → InvalidRequest, never retried", () => {
-      const r = classify(413, detail("payload_too_large", "The request body is larger than the 10485760 bytes this endpoint accepts."))
+      const r = classify(
+        413,
+        detail("payload_too_large", "The request body is larger than the 10485760 bytes this endpoint accepts.")
+      )
       assert.strictEqual(r._tag, "InvalidRequest")
       assert.strictEqual(r.detailStatus, "payload_too_large")
       assert.strictEqual(reasonPolicies[r._tag].retryClass, "never")
@@ -155,7 +169,10 @@ describe("Classify", () => {
     })
 
     it("F: HTML, empty, truncated JSON, bytes", () => {
-      assert.strictEqual(classify(503, "<html><body><h1>503 Service Unavailable</h1></body></html>")._tag, "ServerError")
+      assert.strictEqual(
+        classify(503, "<html><body><h1>503 Service Unavailable</h1></body></html>")._tag,
+        "ServerError"
+      )
       assert.strictEqual(classify(502, "")._tag, "ServerError")
       assert.strictEqual(classify(429, "{\"detail\":{\"status\":\"system_bu")._tag, "RateLimited")
       assert.strictEqual(classify(401, new Uint8Array([0xff, 0xfe, 0x00, 0x80]))._tag, "Unauthorized")
@@ -164,13 +181,18 @@ describe("Classify", () => {
     })
 
     it("hostile JSON found by the property test: members named toString", () => {
-      assert.strictEqual(classify(200, JSON.stringify({ detail: [{ toString: [] }, [{ toString: [] }]] }))._tag, "InvalidResponse")
+      assert.strictEqual(
+        classify(200, JSON.stringify({ detail: [{ toString: [] }, [{ toString: [] }]] }))._tag,
+        "InvalidResponse"
+      )
       assert.strictEqual(classify(422, JSON.stringify({ detail: [[{ toString: null }]] }))._tag, "ValidationFailed")
       assert.strictEqual(classifySdkError(op, [{ toString: null }])._tag, "Transport")
     })
 
     it("429 concurrency limit from the header when the message has none", () => {
-      const r = classify(429, detail("too_many_concurrent_requests", "Too many."), { "Maximum-Concurrent-Requests": "15" })
+      const r = classify(429, detail("too_many_concurrent_requests", "Too many."), {
+        "Maximum-Concurrent-Requests": "15"
+      })
       assert.strictEqual(r._tag === "ConcurrencyLimited" ? r.limit : -1, 15)
     })
   })
@@ -179,7 +201,10 @@ describe("Classify", () => {
     it("seconds, HTTP date (needs now), retry-after-ms, garbage", () => {
       assert.deepStrictEqual(parseRetryAfter({ "retry-after": "3" }), Duration.seconds(3))
       const now = Date.parse("Sun, 22 Nov 2026 12:00:00 GMT")
-      assert.deepStrictEqual(parseRetryAfter({ "Retry-After": "Sun, 22 Nov 2026 12:00:05 GMT" }, now), Duration.seconds(5))
+      assert.deepStrictEqual(
+        parseRetryAfter({ "Retry-After": "Sun, 22 Nov 2026 12:00:05 GMT" }, now),
+        Duration.seconds(5)
+      )
       assert.deepStrictEqual(parseRetryAfter({ "retry-after": "Sun, 22 Nov 2026 11:00:00 GMT" }, now), Duration.zero)
       assert.isUndefined(parseRetryAfter({ "retry-after": "Sun, 22 Nov 2026 12:00:05 GMT" }))
       assert.deepStrictEqual(parseRetryAfter({ "retry-after-ms": "250" }), Duration.millis(250))
@@ -225,14 +250,29 @@ describe("Classify", () => {
         Schema.Int.check(Schema.isBetween({ minimum: 100, maximum: 699 })),
         Schema.Literals([200, 400, 401, 402, 403, 404, 422, 429, 500, 503])
       ]),
-      kind: Schema.Literals(["A", "A2", "B", "C", "D", "E", "detailString", "html", "empty", "bytes", "truncated", "json"]),
+      kind: Schema.Literals([
+        "A",
+        "A2",
+        "B",
+        "C",
+        "D",
+        "E",
+        "detailString",
+        "html",
+        "empty",
+        "bytes",
+        "truncated",
+        "json"
+      ]),
       code: Schema.Union([Schema.Literals(knownCodes), Schema.String]),
       message: Schema.String,
       n: Schema.Number,
       bytes: Schema.Array(Byte),
       json: Schema.Json,
       headers: Schema.Record(Schema.String, Schema.String),
-      retryAfter: Schema.optional(Schema.Union([Schema.String, Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: -5, maximum: 1e6 })))]))
+      retryAfter: Schema.optional(
+        Schema.Union([Schema.String, Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: -5, maximum: 1e6 })))])
+      )
     }
 
     const bodyOf = (p: {
@@ -247,9 +287,13 @@ describe("Classify", () => {
         case "A":
           return JSON.stringify({ detail: { status: p.code, message: p.message } })
         case "A2":
-          return JSON.stringify({ detail: { status: p.code, message: p.message, character_used: p.n, character_limit: p.n } })
+          return JSON.stringify({
+            detail: { status: p.code, message: p.message, character_used: p.n, character_limit: p.n }
+          })
         case "B":
-          return JSON.stringify({ detail: { type: "x", code: p.code, status: p.code, message: p.message, request_id: p.message } })
+          return JSON.stringify({
+            detail: { type: "x", code: p.code, status: p.code, message: p.message, request_id: p.message }
+          })
         case "C":
           return JSON.stringify({ detail: [{ loc: ["body", p.n], msg: p.message, type: p.code }, p.json] })
         case "D":
@@ -287,25 +331,43 @@ describe("Classify", () => {
       return tag === "InvalidResponse"
     }
 
-    it.effect.prop("any status, headers and body → exactly one reason of that status", arbitraries, (p) =>
-      Effect.sync(() => {
-        const headers: Record<string, string> = { ...p.headers }
-        if (p.retryAfter !== undefined) headers["retry-after"] = String(p.retryAfter)
-        const r = classifyResponse({ operation: op, status: p.status, headers, body: bodyOf(p), now: 1_800_000_000_000 })
-        assert.isTrue(r._tag in reasonPolicies)
-        assert.strictEqual(r.status, p.status)
-        assert.strictEqual(r.operation, op)
-        assert.isTrue(expected(p.status, r), `${p.status} gave ${r._tag}`)
-        // The reason is a valid member of the schema and wraps into the public error.
-        assert.isTrue(Schema.is(ElevenLabsErrorReason)(r))
-        const e = new ElevenLabsError({ reason: r })
-        assert.isString(e.message)
-        assert.isString(JSON.stringify(e))
-      }), { arbitrary: { runs: 500 } })
+    it.effect.prop(
+      "any status, headers and body → exactly one reason of that status",
+      arbitraries,
+      (p) =>
+        Effect.sync(() => {
+          const headers: Record<string, string> = { ...p.headers }
+          if (p.retryAfter !== undefined) headers["retry-after"] = String(p.retryAfter)
+          const r = classifyResponse({
+            operation: op,
+            status: p.status,
+            headers,
+            body: bodyOf(p),
+            now: 1_800_000_000_000
+          })
+          assert.isTrue(r._tag in reasonPolicies)
+          assert.strictEqual(r.status, p.status)
+          assert.strictEqual(r.operation, op)
+          assert.isTrue(expected(p.status, r), `${p.status} gave ${r._tag}`)
+          // The reason is a valid member of the schema and wraps into the public error.
+          assert.isTrue(Schema.is(ElevenLabsErrorReason)(r))
+          const e = new ElevenLabsError({ reason: r })
+          assert.isString(e.message)
+          assert.isString(JSON.stringify(e))
+        }),
+      { arbitrary: { runs: 500 } }
+    )
 
-    it.effect.prop("SDK errors of any shape classify without throwing", { status: arbitraries.status, json: Schema.Json, message: Schema.String }, (p) =>
+    it.effect.prop("SDK errors of any shape classify without throwing", {
+      status: arbitraries.status,
+      json: Schema.Json,
+      message: Schema.String
+    }, (p) =>
       Effect.sync(() => {
-        const withStatus = classifySdkError(op, new SdkError({ message: p.message, statusCode: p.status, body: p.json }))
+        const withStatus = classifySdkError(
+          op,
+          new SdkError({ message: p.message, statusCode: p.status, body: p.json })
+        )
         assert.strictEqual(withStatus.status, p.status)
         const without = classifySdkError(op, new SdkError({ message: p.message }))
         assert.isTrue(without._tag === "Transport" || without._tag === "Timeout")
@@ -337,12 +399,18 @@ describe("Classify", () => {
         assert.strictEqual(r.limit, 5)
         assert.deepStrictEqual(r.retryAfter, Duration.seconds(1))
       }
-      const q = classifySdkError(op, new SdkError({ statusCode: 401, body: { detail: { status: "quota_exceeded", message: messages.quota } } }))
+      const q = classifySdkError(
+        op,
+        new SdkError({ statusCode: 401, body: { detail: { status: "quota_exceeded", message: messages.quota } } })
+      )
       assert.strictEqual(q._tag, "QuotaExceeded")
     })
 
     it("a text body (HTML 503) and a JSON body that came as text", () => {
-      assert.strictEqual(classifySdkError(op, new SdkError({ statusCode: 503, body: "<html>Service Unavailable</html>" }))._tag, "ServerError")
+      assert.strictEqual(
+        classifySdkError(op, new SdkError({ statusCode: 503, body: "<html>Service Unavailable</html>" }))._tag,
+        "ServerError"
+      )
       assert.strictEqual(
         classifySdkError(op, new SdkError({ statusCode: 429, body: detail("system_busy", messages.busy) }))._tag,
         "SystemBusy"
@@ -350,7 +418,10 @@ describe("Classify", () => {
     })
 
     it("timeouts: ElevenLabsTimeoutError, the \"timeout\" message of Node fetch aborts, the bare string", () => {
-      const t1 = classifySdkError(op, new ElevenLabsTimeoutError("Timeout exceeded when calling POST /v1/text-to-speech/x."))
+      const t1 = classifySdkError(
+        op,
+        new ElevenLabsTimeoutError("Timeout exceeded when calling POST /v1/text-to-speech/x.")
+      )
       assert.strictEqual(t1._tag, "Timeout")
       const t2 = classifySdkError(op, new SdkError({ message: "\"timeout\"" }), { timeout: "60 seconds" })
       assert.strictEqual(t2._tag, "Timeout")

@@ -18,7 +18,9 @@ const run = <A, R>(
 ) => Effect.flatMap(ElevenLabs.ElevenLabs, f).pipe(Effect.provide(m.layer))
 
 /** Lets the web stream's promises run (real event-loop turns) so the body pull is under way before the clock moves. */
-const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))).pipe(Effect.repeat({ times: 20 }))
+const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))).pipe(
+  Effect.repeat({ times: 20 })
+)
 
 const phaseOf = (error: ElevenLabsError) => error.reason._tag === "Timeout" ? error.reason.phase : error.reason._tag
 
@@ -75,9 +77,7 @@ describe("ElevenLabs client under a call deadline (Deadline.bind)", () => {
 
   it.effect("an error body that stalls past the deadline reports the deadline, not the status", () =>
     Effect.gen(function*() {
-      const m = mock(() =>
-        Effect.succeed(new Response(chunked(["{\"detail\":"], { stall: true }), { status: 500 }))
-      )
+      const m = mock(() => Effect.succeed(new Response(chunked(["{\"detail\":"], { stall: true }), { status: 500 })))
       const fiber = yield* run(m, (el) => el.user.get()).pipe(Deadline.bind("2 seconds"), Effect.flip, Effect.forkChild)
       yield* settle
       yield* TestClock.adjust("2 seconds")

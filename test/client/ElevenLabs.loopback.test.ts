@@ -34,7 +34,11 @@ const serve = (handler: (req: Http.IncomingMessage, res: Http.ServerResponse, bo
           handler(req, res, body)
         })
       })
-      server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ server, port: (server.address() as AddressInfo).port, seen })))
+      server.listen(
+        0,
+        "127.0.0.1",
+        () => resume(Effect.succeed({ server, port: (server.address() as AddressInfo).port, seen }))
+      )
     }),
     ({ server }) =>
       Effect.callback<void>((resume) => {

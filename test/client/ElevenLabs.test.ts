@@ -20,13 +20,24 @@ const run = <A, E, R, LE = never>(
 const failure = <A, R>(effect: Effect.Effect<A, ElevenLabsError, R>) => Effect.flip(effect)
 
 /** Lets the web stream's promises run (real event-loop turns) so the body pull is under way before the clock moves. */
-const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))).pipe(Effect.repeat({ times: 20 }))
+const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))).pipe(
+  Effect.repeat({ times: 20 })
+)
 
 const errorBody = (status: string, message: string) => ({ detail: { status, message } })
 
 /** Every way an error could show the key. */
 const assertNoKey = (error: ElevenLabsError) => {
-  for (const text of [error.message, String(error), error.toString(), JSON.stringify(error), JSON.stringify(error.reason), error.reason.message]) {
+  for (
+    const text of [
+      error.message,
+      String(error),
+      error.toString(),
+      JSON.stringify(error),
+      JSON.stringify(error.reason),
+      error.reason.message
+    ]
+  ) {
     assert.notInclude(text, apiKey)
   }
 }
@@ -108,7 +119,9 @@ describe("ElevenLabs", () => {
           character_start_times_seconds: [0, 0.1],
           character_end_times_seconds: [0.1, 0.2]
         }
-        const m = mock(() => json({ audio_base64: "AAA=", alignment, normalized_alignment: null }, { headers: { "character-cost": "2" } }))
+        const m = mock(() =>
+          json({ audio_base64: "AAA=", alignment, normalized_alignment: null }, { headers: { "character-cost": "2" } })
+        )
         const r = yield* run(m, (el) => el.textToSpeech.convertWithTimestamps(voiceId, { text: "Hi" }))
         assert.strictEqual(r.audioBase64, "AAA=")
         assert.deepStrictEqual(r.alignment?.characterEndTimesSeconds, [0.1, 0.2])
@@ -146,7 +159,8 @@ describe("ElevenLabs", () => {
       Effect.gen(function*() {
         const m = mock(() => audio(chunked(["{\"audio_base64\":\"A\"}\n", "not json\n"])))
         const error = yield* failure(Effect.scoped(run(m, (el) =>
-          Effect.flatMap(el.textToSpeech.streamWithTimestamps(voiceId, { text: "Hi" }), (s) => Stream.runCollect(s.chunks)))))
+          Effect.flatMap(el.textToSpeech.streamWithTimestamps(voiceId, { text: "Hi" }), (s) =>
+            Stream.runCollect(s.chunks)))))
         assert.strictEqual(error.reason._tag, "InvalidResponse")
       }))
   })
@@ -208,7 +222,8 @@ describe("ElevenLabs", () => {
         assert.strictEqual(form.get("model_id"), "scribe_v1")
         assert.isNull(form.get("file"))
         answer = { message: "Request accepted.", request_id: "abc123" }
-        const ack = yield* run(m, (el) => el.speechToText.convert({ sourceUrl: "https://example.com/a.mp3", webhook: true }))
+        const ack = yield* run(m, (el) =>
+          el.speechToText.convert({ sourceUrl: "https://example.com/a.mp3", webhook: true }))
         assert.deepStrictEqual(ack.transcript, { message: "Request accepted.", requestId: "abc123" })
       }))
   })
@@ -239,7 +254,12 @@ describe("ElevenLabs", () => {
           status: "active",
           billing_period: "monthly_period",
           character_refresh_period: "monthly_period",
-          next_invoice: { amount_due_cents: 2200, discounts: [], next_payment_attempt_unix: 1, payment_intent_status: "x" },
+          next_invoice: {
+            amount_due_cents: 2200,
+            discounts: [],
+            next_payment_attempt_unix: 1,
+            payment_intent_status: "x"
+          },
           open_invoices: [],
           has_open_invoices: false,
           pending_change: { kind: "cancellation", timestamp_seconds: 5 },
@@ -267,7 +287,14 @@ describe("ElevenLabs", () => {
 
     it.effect("voices.list (show_legacy), voices.get, models.list", () =>
       Effect.gen(function*() {
-        const voice = { voice_id: voiceId, name: "George", category: "premade", labels: { accent: "british" }, available_for_tiers: [], high_quality_base_model_ids: [] }
+        const voice = {
+          voice_id: voiceId,
+          name: "George",
+          category: "premade",
+          labels: { accent: "british" },
+          available_for_tiers: [],
+          high_quality_base_model_ids: []
+        }
         const m = mock((_, url) => {
           if (url.pathname === "/v1/voices") return json({ voices: [voice] })
           if (url.pathname === `/v1/voices/${voiceId}`) return json(voice)
@@ -294,10 +321,31 @@ describe("ElevenLabs", () => {
 
     it.effect("voices.search: snake_case query, lists as repeated keys, the page decoded", () =>
       Effect.gen(function*() {
-        const m = mock(() => json({ voices: [{ voice_id: voiceId, name: "George" }], has_more: true, total_count: 21, next_page_token: "4" }))
-        const page = yield* run(m, (el) =>
-          el.voices.search({ pageSize: 1, search: "george", sortDirection: "desc", voiceIds: [voiceId, "21m00Tcm4TlvDq8ikWAM"], includeTotalCount: false }))
-        assert.deepStrictEqual([page.voices[0]?.voiceId, page.hasMore, page.totalCount, page.nextPageToken], [voiceId, true, 21, "4"])
+        const m = mock(() =>
+          json({
+            voices: [{ voice_id: voiceId, name: "George" }],
+            has_more: true,
+            total_count: 21,
+            next_page_token: "4"
+          })
+        )
+        const page = yield* run(
+          m,
+          (el) =>
+            el.voices.search({
+              pageSize: 1,
+              search: "george",
+              sortDirection: "desc",
+              voiceIds: [voiceId, "21m00Tcm4TlvDq8ikWAM"],
+              includeTotalCount: false
+            })
+        )
+        assert.deepStrictEqual([page.voices[0]?.voiceId, page.hasMore, page.totalCount, page.nextPageToken], [
+          voiceId,
+          true,
+          21,
+          "4"
+        ])
         const { url } = m.requests[0]!
         assert.strictEqual(url.pathname, "/v2/voices")
         assert.deepStrictEqual([...url.searchParams], [
@@ -339,20 +387,33 @@ describe("ElevenLabs", () => {
         const byId = yield* el.voices.search({ voiceIds: [voiceId] })
         assert.deepStrictEqual(byId.voices.map((v) => v.voiceId), [voiceId])
       }).pipe(
-        Effect.provide(ElevenLabs.layer({ apiKey: Redacted.make("sim-key") }).pipe(Layer.provide(InProcess.layerSimulated({ seed: 1 }))))
+        Effect.provide(
+          ElevenLabs.layer({ apiKey: Redacted.make("sim-key") }).pipe(
+            Layer.provide(InProcess.layerSimulated({ seed: 1 }))
+          )
+        )
       ))
 
     it.effect("music.compose returns audio and song-id", () =>
       Effect.gen(function*() {
         const m = mock(() => audio("music!", { "song-id": "song_1" }))
         const r = yield* run(m, (el) =>
-          el.music.compose({ prompt: "calm piano", musicLengthMs: 10_000, forceInstrumental: true, outputFormat: "mp3_48000_192" }))
+          el.music.compose({
+            prompt: "calm piano",
+            musicLengthMs: 10_000,
+            forceInstrumental: true,
+            outputFormat: "mp3_48000_192"
+          }))
         assert.strictEqual(r.songId, "song_1")
         assert.strictEqual(new TextDecoder().decode(r.audio), "music!")
         const { request, url } = m.requests[0]!
         assert.strictEqual(url.pathname, "/v1/music")
         assert.strictEqual(url.searchParams.get("output_format"), "mp3_48000_192")
-        assert.deepStrictEqual(jsonBody(request), { prompt: "calm piano", music_length_ms: 10000, force_instrumental: true })
+        assert.deepStrictEqual(jsonBody(request), {
+          prompt: "calm piano",
+          music_length_ms: 10000,
+          force_instrumental: true
+        })
       }))
 
     it.effect("a 200 whose body does not decode is InvalidResponse", () =>
@@ -369,18 +430,79 @@ describe("ElevenLabs", () => {
 
   describe("errors", () => {
     const cases: ReadonlyArray<readonly [string, number, unknown, string, Record<string, string>?]> = [
-      ["concurrency", 429, errorBody("too_many_concurrent_requests", "Too many concurrent requests. Your current subscription is associated with a maximum of 5 concurrent requests (running in parallel)."), "ConcurrencyLimited"],
-      ["system busy", 429, errorBody("system_busy", "We are sorry, the system is experiencing heavy traffic, please try again. Higher subscriptions have higher priority."), "SystemBusy", { "retry-after": "2" }],
+      [
+        "concurrency",
+        429,
+        errorBody(
+          "too_many_concurrent_requests",
+          "Too many concurrent requests. Your current subscription is associated with a maximum of 5 concurrent requests (running in parallel)."
+        ),
+        "ConcurrencyLimited"
+      ],
+      [
+        "system busy",
+        429,
+        errorBody(
+          "system_busy",
+          "We are sorry, the system is experiencing heavy traffic, please try again. Higher subscriptions have higher priority."
+        ),
+        "SystemBusy",
+        { "retry-after": "2" }
+      ],
       ["other 429", 429, { detail: "slow down" }, "RateLimited"],
-      ["quota", 401, errorBody("quota_exceeded", "This request exceeds your quota of 10000. You have 0 credits remaining, while 91 credits are required for this request."), "QuotaExceeded"],
+      [
+        "quota",
+        401,
+        errorBody(
+          "quota_exceeded",
+          "This request exceeds your quota of 10000. You have 0 credits remaining, while 91 credits are required for this request."
+        ),
+        "QuotaExceeded"
+      ],
       ["invalid key", 401, errorBody("invalid_api_key", "Invalid API key"), "InvalidApiKey"],
-      ["missing permission", 401, errorBody("missing_permissions", "The API key you used is missing the permission text_to_speech to execute this operation."), "MissingPermissions"],
+      [
+        "missing permission",
+        401,
+        errorBody(
+          "missing_permissions",
+          "The API key you used is missing the permission text_to_speech to execute this operation."
+        ),
+        "MissingPermissions"
+      ],
       ["other 401", 401, errorBody("detected_unusual_activity", "Unusual activity detected."), "Unauthorized"],
-      ["403", 403, errorBody("output_format_not_allowed", "Requested output format pcm_44100 (PCM at 44100hz) is only allowed for Pro tier and above."), "Forbidden"],
+      [
+        "403",
+        403,
+        errorBody(
+          "output_format_not_allowed",
+          "Requested output format pcm_44100 (PCM at 44100hz) is only allowed for Pro tier and above."
+        ),
+        "Forbidden"
+      ],
       ["404", 404, errorBody("voice_not_found", "A voice with the voice_id foo was not found."), "NotFound"],
-      ["400", 400, errorBody("max_character_limit_exceeded", "This request's text has 627 characters and exceeds the character limit of 333 characters for non signed in accounts."), "InvalidRequest"],
-      ["422", 422, { detail: [{ type: "float_type", loc: ["body", "voice_settings", "stability"], msg: "Input should be a valid number", input: null }] }, "ValidationFailed"],
-      ["500 A", 500, errorBody("something_went_wrong", "We are sorry, something went wrong. You are not charged for this request."), "ServerError"],
+      [
+        "400",
+        400,
+        errorBody(
+          "max_character_limit_exceeded",
+          "This request's text has 627 characters and exceeds the character limit of 333 characters for non signed in accounts."
+        ),
+        "InvalidRequest"
+      ],
+      ["422", 422, {
+        detail: [{
+          type: "float_type",
+          loc: ["body", "voice_settings", "stability"],
+          msg: "Input should be a valid number",
+          input: null
+        }]
+      }, "ValidationFailed"],
+      [
+        "500 A",
+        500,
+        errorBody("something_went_wrong", "We are sorry, something went wrong. You are not charged for this request."),
+        "ServerError"
+      ],
       ["500 E", 500, { status: "internal_server_error", message: "Internal Server error." }, "ServerError"],
       ["503 HTML", 503, "<html><body>Service Unavailable</body></html>", "ServerError"]
     ]
@@ -433,7 +555,8 @@ describe("ElevenLabs", () => {
         const e1 = yield* failure(run(m, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" })))
         assert.strictEqual(e1.reason._tag, "Transport")
         const e2 = yield* failure(Effect.scoped(run(m, (el) =>
-          Effect.flatMap(el.textToSpeech.stream(voiceId, { text: "Hi" }), (s) => Stream.runCollect(s.audio)))))
+          Effect.flatMap(el.textToSpeech.stream(voiceId, { text: "Hi" }), (s) =>
+            Stream.runCollect(s.audio)))))
         assert.strictEqual(e2.reason._tag, "Transport")
       }))
   })
@@ -460,7 +583,10 @@ describe("ElevenLabs", () => {
         const received: Array<string> = []
         const fiber = yield* Effect.forkChild(failure(Effect.scoped(run(m, (el) =>
           Effect.flatMap(el.textToSpeech.stream(voiceId, { text: "Hi" }), (s) =>
-            Stream.runForEach(s.audio, (c) => Effect.sync(() => received.push(new TextDecoder().decode(c)))))))))
+            Stream.runForEach(s.audio, (c) =>
+              Effect.sync(() =>
+                received.push(new TextDecoder().decode(c))
+              )))))))
         yield* settle
         yield* TestClock.adjust("4 seconds")
         assert.deepStrictEqual(received, ["abc"])
@@ -468,7 +594,9 @@ describe("ElevenLabs", () => {
         yield* TestClock.adjust("1 second")
         const error = yield* Fiber.join(fiber)
         assert.strictEqual(error.reason._tag, "Timeout")
-        if (error.reason._tag === "Timeout") assert.strictEqual(error.reason.phase, "idle")
+        if (error.reason._tag === "Timeout") {
+          assert.strictEqual(error.reason.phase, "idle")
+        }
       }))
 
     it.effect("the idle bound applies to a buffered convert body too", () =>
@@ -543,21 +671,51 @@ describe("ElevenLabs", () => {
   })
 
   describe("local validation makes no request", () => {
-    const bad: ReadonlyArray<readonly [string, (el: ElevenLabs.ElevenLabs) => Effect.Effect<unknown, ElevenLabsError, any>, string]> = [
+    const bad: ReadonlyArray<
+      readonly [string, (el: ElevenLabs.ElevenLabs) => Effect.Effect<unknown, ElevenLabsError, any>, string]
+    > = [
       ["blank text", (el) => el.textToSpeech.convert(voiceId, { text: "  \n " }), "text"],
-      ["text over the model limit", (el) => el.textToSpeech.convert(voiceId, { text: "a".repeat(3001), modelId: "eleven_v3" }), "text"],
-      ["wav on stream", (el) => el.textToSpeech.stream(voiceId, { text: "Hi", outputFormat: "wav_44100" as never }), "outputFormat"],
-      ["stability 1.5", (el) => el.textToSpeech.convert(voiceId, { text: "Hi", voiceSettings: { stability: 1.5 } }), "voiceSettings.stability"],
-      ["speed 2", (el) => el.textToSpeech.streamWithTimestamps(voiceId, { text: "Hi", voiceSettings: { speed: 2 } }), "voiceSettings.speed"],
+      [
+        "text over the model limit",
+        (el) => el.textToSpeech.convert(voiceId, { text: "a".repeat(3001), modelId: "eleven_v3" }),
+        "text"
+      ],
+      [
+        "wav on stream",
+        (el) => el.textToSpeech.stream(voiceId, { text: "Hi", outputFormat: "wav_44100" as never }),
+        "outputFormat"
+      ],
+      [
+        "stability 1.5",
+        (el) => el.textToSpeech.convert(voiceId, { text: "Hi", voiceSettings: { stability: 1.5 } }),
+        "voiceSettings.stability"
+      ],
+      [
+        "speed 2",
+        (el) => el.textToSpeech.streamWithTimestamps(voiceId, { text: "Hi", voiceSettings: { speed: 2 } }),
+        "voiceSettings.speed"
+      ],
       ["voice id with a slash", (el) => el.textToSpeech.convert("abc/../x", { text: "Hi" }), "voiceId"],
       ["empty voice id", (el) => el.voices.get(""), "voiceId"],
       ["STT without audio", (el) => el.speechToText.convert({}), "file"],
-      ["STT with both", (el) => el.speechToText.convert({ file: new Uint8Array([1]), sourceUrl: "https://x" }), "sourceUrl"],
+      [
+        "STT with both",
+        (el) => el.speechToText.convert({ file: new Uint8Array([1]), sourceUrl: "https://x" }),
+        "sourceUrl"
+      ],
       ["music without prompt", (el) => el.music.compose({}), "prompt"],
       ["voice search page of 0", (el) => el.voices.search({ pageSize: 0 }), "pageSize"],
       ["voice search page of 101", (el) => el.voices.search({ pageSize: 101 }), "pageSize"],
-      ["voice search with a notice period of 1.5 days", (el) => el.voices.search({ minNoticePeriodDays: 1.5 }), "minNoticePeriodDays"],
-      ["voice search of 101 ids", (el) => el.voices.search({ voiceIds: Array.from({ length: 101 }, () => voiceId) }), "voiceIds"]
+      [
+        "voice search with a notice period of 1.5 days",
+        (el) => el.voices.search({ minNoticePeriodDays: 1.5 }),
+        "minNoticePeriodDays"
+      ],
+      [
+        "voice search of 101 ids",
+        (el) => el.voices.search({ voiceIds: Array.from({ length: 101 }, () => voiceId) }),
+        "voiceIds"
+      ]
     ]
     for (const [name, call, field] of bad) {
       it.effect(name, () =>
@@ -619,11 +777,15 @@ describe("ElevenLabs", () => {
             ELEVENLABS_IDLE_TIMEOUT: "2 seconds"
           })))
         )
-        const fiber = yield* Effect.forkChild(Effect.flip(run({ layer }, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" }))))
+        const fiber = yield* Effect.forkChild(
+          Effect.flip(run({ layer }, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" })))
+        )
         yield* settle
         yield* TestClock.adjust("2 seconds")
         const error = yield* Fiber.join(fiber)
-        assert.isTrue(error._tag === "ElevenLabsError" && error.reason._tag === "Timeout" && error.reason.phase === "idle")
+        assert.isTrue(
+          error._tag === "ElevenLabsError" && error.reason._tag === "Timeout" && error.reason.phase === "idle"
+        )
       }))
 
     it.effect("fails without ELEVENLABS_API_KEY, defaults the base URL", () =>
@@ -634,7 +796,12 @@ describe("ElevenLabs", () => {
             Layer.provide(Layer.succeed(HttpClient.HttpClient, m.client)),
             Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(env)))
           )
-        const exit = yield* Effect.exit(Effect.provide(Effect.gen(function*() { return yield* ElevenLabs.ElevenLabs }), provide({})))
+        const exit = yield* Effect.exit(Effect.provide(
+          Effect.gen(function*() {
+            return yield* ElevenLabs.ElevenLabs
+          }),
+          provide({})
+        ))
         assert.isTrue(Exit.isFailure(exit))
         yield* run({ layer: provide({ ELEVENLABS_API_KEY: "k" }) }, (el) => el.models.list())
         assert.strictEqual(m.requests[0]!.url.href, "https://api.elevenlabs.io/v1/models")

@@ -71,7 +71,9 @@ describe("Endpoints", () => {
     })
     assert.deepStrictEqual(Endpoints.match("DELETE", "/v1/voices/x"), { _tag: "MethodNotAllowed", allowed: ["GET"] })
     assert.deepStrictEqual(Endpoints.match("POST", "/v1/user/"), { _tag: "MethodNotAllowed", allowed: ["GET"] })
-    for (const path of ["/v1/nope", "/v1/text-to-speech", `/v1/text-to-speech/${voiceId}/extra`, "/v1/user//", "/", ""]) {
+    for (
+      const path of ["/v1/nope", "/v1/text-to-speech", `/v1/text-to-speech/${voiceId}/extra`, "/v1/user//", "/", ""]
+    ) {
       assert.deepStrictEqual(Endpoints.match("POST", path), { _tag: "NotFound" }, path)
     }
     // A malformed escape is kept as sent, not a defect.
@@ -115,10 +117,16 @@ describe("Endpoints", () => {
     for (const endpoint of Endpoints.all) {
       // A pool found from the model needs a model; a read has neither pool nor bill nor body; a write bills.
       if (endpoint.pool._tag === "None") {
-        assert.deepStrictEqual([endpoint.method, endpoint.body, endpoint.billing._tag], ["GET", "none", "None"], endpoint.name)
+        assert.deepStrictEqual(
+          [endpoint.method, endpoint.body, endpoint.billing._tag],
+          ["GET", "none", "None"],
+          endpoint.name
+        )
       } else {
         assert.notStrictEqual(endpoint.billing._tag, "None", endpoint.name)
-        if (endpoint.pool._tag === "FromModel") assert.notStrictEqual(Endpoints.modelSourceOf(endpoint), undefined, endpoint.name)
+        if (endpoint.pool._tag === "FromModel") {
+          assert.notStrictEqual(Endpoints.modelSourceOf(endpoint), undefined, endpoint.name)
+        }
       }
     }
   })
@@ -158,9 +166,12 @@ describe("Endpoints", () => {
   it.effect("every client row is the service member of its name, and sends that row's method, path and accept", () =>
     Effect.gen(function*() {
       const m = mock(() => json({ detail: { status: "not_found", message: "scripted" } }, { status: 404 }))
-      const el = yield* Effect.provide(Effect.gen(function*() {
-        return yield* ElevenLabs.ElevenLabs
-      }), m.layer)
+      const el = yield* Effect.provide(
+        Effect.gen(function*() {
+          return yield* ElevenLabs.ElevenLabs
+        }),
+        m.layer
+      )
       for (const endpoint of Endpoints.all) {
         const member = memberOf(el, endpoint.name)
         assert.strictEqual(typeof member === "function", endpoint.client, endpoint.name)
@@ -171,7 +182,10 @@ describe("Endpoints", () => {
         const { request, url } = m.requests[before]!
         const found = Endpoints.match(request.method, url.pathname)
         assert.strictEqual(found._tag === "Found" ? found.endpoint.name : found._tag, endpoint.name)
-        assert.deepStrictEqual(found._tag === "Found" ? found.params : {}, hasParams(endpoint) ? { voice_id: voiceId } : {})
+        assert.deepStrictEqual(
+          found._tag === "Found" ? found.params : {},
+          hasParams(endpoint) ? { voice_id: voiceId } : {}
+        )
         assert.strictEqual(request.headers["accept"], Endpoints.acceptOf(endpoint), endpoint.name)
       }
     }))

@@ -41,7 +41,9 @@ describe("Validation", () => {
     assert.isUndefined(checkTextToSpeech(op, "convert", voiceId, { text: "😀".repeat(3000), modelId: "eleven_v3" }))
     // Overrides win.
     assert.isUndefined(
-      checkTextToSpeech(op, "convert", voiceId, { text: "a".repeat(4000), modelId: "eleven_v3" }, { characterLimits: { eleven_v3: 5000 } })
+      checkTextToSpeech(op, "convert", voiceId, { text: "a".repeat(4000), modelId: "eleven_v3" }, {
+        characterLimits: { eleven_v3: 5000 }
+      })
     )
   })
 
@@ -58,7 +60,10 @@ describe("Validation", () => {
         assert.isUndefined(onStream)
       }
     }
-    assert.strictEqual(checkTextToSpeech(op, "convert", voiceId, { text: "x", outputFormat: "mp3_1" })?.field, "outputFormat")
+    assert.strictEqual(
+      checkTextToSpeech(op, "convert", voiceId, { text: "x", outputFormat: "mp3_1" })?.field,
+      "outputFormat"
+    )
   })
 
   it.effect.prop(
@@ -90,7 +95,10 @@ describe("Validation", () => {
   it("speech to text: exactly one of file and sourceUrl", () => {
     const stt = "speechToText.convert"
     assert.strictEqual(checkSpeechToText(stt, {})?.field, "file")
-    assert.strictEqual(checkSpeechToText(stt, { file: new Uint8Array([1]), sourceUrl: "https://x" })?.field, "sourceUrl")
+    assert.strictEqual(
+      checkSpeechToText(stt, { file: new Uint8Array([1]), sourceUrl: "https://x" })?.field,
+      "sourceUrl"
+    )
     assert.strictEqual(checkSpeechToText(stt, { file: new Uint8Array() })?.field, "file")
     assert.strictEqual(checkSpeechToText(stt, { sourceUrl: "https://x", numSpeakers: 33 })?.field, "numSpeakers")
     assert.isUndefined(checkSpeechToText(stt, { file: { data: new Uint8Array([1]) } }))

@@ -50,7 +50,10 @@ export const json = (body: unknown, init?: { status?: number; headers?: Record<s
   )
 
 /** A body sent as the given chunks, then closed (or left open with `stall`). */
-export const chunked = (chunks: ReadonlyArray<Uint8Array | string>, options?: { readonly stall?: boolean; readonly cut?: boolean }) => {
+export const chunked = (
+  chunks: ReadonlyArray<Uint8Array | string>,
+  options?: { readonly stall?: boolean; readonly cut?: boolean }
+) => {
   const encoder = new TextEncoder()
   let i = 0
   return new ReadableStream<Uint8Array>({

@@ -18,9 +18,9 @@ import * as RedisQuota from "../../src/distributed/RedisQuota.ts"
 import * as RedisQuotaStore from "../../src/distributed/RedisQuotaStore.ts"
 import * as SharedState from "../../src/distributed/SharedState.ts"
 import * as QuotaGuard from "../../src/resilience/QuotaGuard.ts"
-import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
-import { layerAll } from "./layers.ts"
 import { type Run, runNode } from "../utils/childWorker.ts"
+import { type RedisServer, startRedisServer } from "../utils/redisServer.ts"
+import { layerAll } from "./layers.ts"
 
 let server: RedisServer
 beforeAll(async () => {
@@ -45,7 +45,10 @@ const connection = Effect.gen(function*() {
  * the reading, as a slow `/v1/user/subscription` would: charges made meanwhile are missing from it.
  */
 const spentSource = (redis: Redis.Redis["Service"], account: string, limit: number, lagMs = 0) =>
-  Effect.map(Effect.orDie(redis.send<string | null>("GET", spentKey(account))), (v) => ({ used: Number(v ?? 0), limit })).pipe(
+  Effect.map(
+    Effect.orDie(redis.send<string | null>("GET", spentKey(account))),
+    (v) => ({ used: Number(v ?? 0), limit })
+  ).pipe(
     Effect.delay(lagMs)
   )
 
@@ -57,12 +60,18 @@ const guardIn = (
   mode?: RedisMode.Options
 ) =>
   Effect.gen(function*() {
-    const context = yield* Layer.build(layerAll(server.url, { quota: { account }, ...(mode === undefined ? {} : { mode }) }))
+    const context = yield* Layer.build(
+      layerAll(server.url, { quota: { account }, ...(mode === undefined ? {} : { mode }) })
+    )
     const guard = yield* QuotaGuard.make(options).pipe(
       Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({ fetch })),
       Effect.provide(context)
     )
-    return { guard, quota: Context.get(context, RedisQuota.RedisQuota), mode: Context.get(context, RedisMode.RedisMode) }
+    return {
+      guard,
+      quota: Context.get(context, RedisQuota.RedisQuota),
+      mode: Context.get(context, RedisMode.RedisMode)
+    }
   })
 
 /** Polls `check` on the real clock until it holds (or fails the test after `within`). */
@@ -76,54 +85,72 @@ const eventually = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, wit
   })
 
 describe("QuotaGuard over Redis", () => {
-  it.live("three guards on one Redis never overspend under concurrent random reservations and outcomes", () =>
-    Effect.gen(function*() {
-      let refusedTotal = 0
-      let okTotal = 0
-      for (let round = 0; round < 4; round++) {
-        yield* Effect.gen(function*() {
-          const account = nextAccount()
-          const redis = yield* connection
-          const limit = yield* Random.nextIntBetween(150, 600)
-          // Frequent, slow refreshes, so readings that miss recent charges are written to Redis while commits happen.
-          const guards = yield* Effect.forEach(
-            [0, 1, 2],
-            () => Effect.map(guardIn(account, spentSource(redis, account, limit, 20), { refreshInterval: "30 millis" }), (g) => g.guard)
-          )
-          // Calls arrive over time (a think time before each, 12 at once), so the run spans several refreshes.
-          const outcomes = yield* Effect.forEach(Array.from({ length: 150 }, (_, i) => i), (i) =>
-            Effect.gen(function*() {
-              yield* Effect.sleep(yield* Random.nextIntBetween(0, 10))
-              const cost = yield* Random.nextIntBetween(1, 60)
-              const succeeds = (yield* Random.next) < 0.6
-              const actual = yield* Random.nextIntBetween(Math.ceil(cost / 2), cost)
-              const pause = yield* Random.nextIntBetween(0, 15)
-              const call = Effect.gen(function*() {
-                yield* Effect.sleep(pause)
-                if (!succeeds) return yield* Effect.fail("the call failed" as const)
-                yield* Effect.orDie(redis.send("INCRBYFLOAT", spentKey(account), String(actual)))
-                return actual
-              })
-              return yield* guards[i % 3]!.guard(cost, call, { actualCost: (a) => a }).pipe(
-                Effect.as("ok" as const),
-                Effect.catch((e) => Effect.succeed(QuotaGuard.isQuotaGuardError(e) ? e.reason._tag : "failed"))
-              )
-            }), { concurrency: 12 })
-          const spent = Number((yield* Effect.orDie(redis.send<string | null>("GET", spentKey(account)))) ?? 0)
-          assert.isAtMost(spent, limit, `round ${round}: spent ${spent} of ${limit}`)
-          assert.isTrue(outcomes.every((o) => o === "ok" || o === "failed" || o === "InsufficientQuota"), outcomes.join())
-          refusedTotal += outcomes.filter((o) => o === "InsufficientQuota").length
-          okTotal += outcomes.filter((o) => o === "ok").length
-          // Everything settled: nothing held in Redis, and Redis never counts less than was charged.
-          const shared = yield* guards[0]!.status
-          assert.strictEqual(shared.reserved, 0)
-          assert.isAtLeast(shared.used ?? -1, spent)
-        }).pipe(Effect.scoped, Random.withSeed(`quota-round-${round}`))
-      }
-      // The demand (about 150 × 30 credits per round) is far above every limit: the guards did refuse.
-      assert.isAbove(refusedTotal, 0)
-      assert.isAbove(okTotal, 0)
-    }), 30_000)
+  it.live(
+    "three guards on one Redis never overspend under concurrent random reservations and outcomes",
+    () =>
+      Effect.gen(function*() {
+        let refusedTotal = 0
+        let okTotal = 0
+        for (let round = 0; round < 4; round++) {
+          yield* Effect.gen(function*() {
+            const account = nextAccount()
+            const redis = yield* connection
+            const limit = yield* Random.nextIntBetween(150, 600)
+            // Frequent, slow refreshes, so readings that miss recent charges are written to Redis while commits happen.
+            const guards = yield* Effect.forEach(
+              [0, 1, 2],
+              () =>
+                Effect.map(
+                  guardIn(account, spentSource(redis, account, limit, 20), { refreshInterval: "30 millis" }),
+                  (g) => g.guard
+                )
+            )
+            // Calls arrive over time (a think time before each, 12 at once), so the run spans several refreshes.
+            const outcomes = yield* Effect.forEach(Array.from({ length: 150 }, (_, i) => i), (i) =>
+              Effect.gen(function*() {
+                yield* Effect.sleep(yield* Random.nextIntBetween(0, 10))
+                const cost = yield* Random.nextIntBetween(1, 60)
+                const succeeds = (yield* Random.next) < 0.6
+                const actual = yield* Random.nextIntBetween(Math.ceil(cost / 2), cost)
+                const pause = yield* Random.nextIntBetween(0, 15)
+                const call = Effect.gen(function*() {
+                  yield* Effect.sleep(pause)
+                  if (!succeeds) {
+                    return yield* Effect.fail("the call failed" as const)
+                  }
+                  yield* Effect.orDie(redis.send("INCRBYFLOAT", spentKey(account), String(actual)))
+                  return actual
+                })
+                return yield* guards[i % 3]!.guard(cost, call, {
+                  actualCost: (a) =>
+                    a
+                }).pipe(
+                  Effect.as("ok" as const),
+                  Effect.catch((e) => Effect.succeed(QuotaGuard.isQuotaGuardError(e) ? e.reason._tag : "failed"))
+                )
+              }), { concurrency: 12 })
+            const spent = Number((yield* Effect.orDie(redis.send<string | null>("GET", spentKey(account)))) ?? 0)
+            assert.isAtMost(spent, limit, `round ${round}: spent ${spent} of ${limit}`)
+            assert.isTrue(
+              outcomes.every((o) =>
+                o === "ok" || o === "failed" || o === "InsufficientQuota"
+              ),
+              outcomes.join()
+            )
+            refusedTotal += outcomes.filter((o) => o === "InsufficientQuota").length
+            okTotal += outcomes.filter((o) => o === "ok").length
+            // Everything settled: nothing held in Redis, and Redis never counts less than was charged.
+            const shared = yield* guards[0]!.status
+            assert.strictEqual(shared.reserved, 0)
+            assert.isAtLeast(shared.used ?? -1, spent)
+          }).pipe(Effect.scoped, Random.withSeed(`quota-round-${round}`))
+        }
+        // The demand (about 150 × 30 credits per round) is far above every limit: the guards did refuse.
+        assert.isAbove(refusedTotal, 0)
+        assert.isAbove(okTotal, 0)
+      }),
+    30_000
+  )
 
   it.live("an exhaustion seen by one guard makes the other fail fast; a fresh reading ends it for both", () =>
     Effect.gen(function*() {
@@ -140,7 +167,12 @@ describe("QuotaGuard over Redis", () => {
 
       // A's call gets quota_exceeded from the server: A marks the account, in Redis.
       const exceeded = new ElevenLabsError({
-        reason: new QuotaExceeded({ operation: "textToSpeech.convert", message: "quota exceeded", quota: 1000, remaining: 3 })
+        reason: new QuotaExceeded({
+          operation: "textToSpeech.convert",
+          message: "quota exceeded",
+          quota: 1000,
+          remaining: 3
+        })
       })
       const first = yield* Effect.flip(a.guard.guard(10, Effect.fail(exceeded)))
       assert.strictEqual(first, exceeded)
@@ -264,64 +296,74 @@ describe("QuotaGuard over Redis", () => {
       assert.strictEqual((yield* found.quota.status).reserved, 0)
     }).pipe(Effect.scoped))
 
-  it.live("Redis stopped mid-run: local-fallback keeps working, fail-closed fails typed; restarted, shared again", () =>
-    Effect.gen(function*() {
-      const account = nextAccount()
-      let spent = 0
-      // The subscription lives outside Redis here (Redis goes away in this test).
-      const source = Effect.sync(() => ({ used: spent, limit: 1000 }))
-      const fallback = yield* guardIn(account, source, { refreshInterval: "1 hour" }, { mode: "local-fallback" })
-      const closed = yield* guardIn(account, source, { refreshInterval: "1 hour" }, { mode: "fail-closed" })
-      // A process that expects a peer: in fallback it takes half of what is left.
-      const half = yield* guardIn(account, source, { refreshInterval: "1 hour" }, { mode: "local-fallback", expectedProcesses: 2 })
-      const charge = (credits: number) => Effect.sync(() => (spent += credits))
-      // Every first reading written before anything is charged (a reading racing a charge counts it twice: the safe side).
-      yield* Effect.all([fallback.guard.refresh, closed.guard.refresh, half.guard.refresh])
+  it.live(
+    "Redis stopped mid-run: local-fallback keeps working, fail-closed fails typed; restarted, shared again",
+    () =>
+      Effect.gen(function*() {
+        const account = nextAccount()
+        let spent = 0
+        // The subscription lives outside Redis here (Redis goes away in this test).
+        const source = Effect.sync(() => ({ used: spent, limit: 1000 }))
+        const fallback = yield* guardIn(account, source, { refreshInterval: "1 hour" }, { mode: "local-fallback" })
+        const closed = yield* guardIn(account, source, { refreshInterval: "1 hour" }, { mode: "fail-closed" })
+        // A process that expects a peer: in fallback it takes half of what is left.
+        const half = yield* guardIn(account, source, { refreshInterval: "1 hour" }, {
+          mode: "local-fallback",
+          expectedProcesses: 2
+        })
+        const charge = (credits: number) => Effect.sync(() => (spent += credits))
+        // Every first reading written before anything is charged (a reading racing a charge counts it twice: the safe side).
+        yield* Effect.all([fallback.guard.refresh, closed.guard.refresh, half.guard.refresh])
 
-      yield* fallback.guard.guard(100, charge(100))
-      assert.strictEqual((yield* closed.guard.status).used, 100)
-      assert.strictEqual((yield* half.guard.status).used, 100)
+        yield* fallback.guard.guard(100, charge(100))
+        assert.strictEqual((yield* closed.guard.status).used, 100)
+        assert.strictEqual((yield* half.guard.status).used, 100)
 
-      yield* Effect.promise(() => server.stop())
-      try {
-        // local-fallback: calls keep going, decided on the last shared reading.
-        yield* fallback.guard.guard(50, charge(50))
-        assert.strictEqual(yield* fallback.mode.state, "local-fallback")
-        const tooMuch = yield* Effect.flip(fallback.guard.reserve(900).pipe(Effect.scoped))
-        assert.strictEqual(tooMuch.reason._tag, "InsufficientQuota")
-        const st = yield* fallback.guard.status
-        assert.strictEqual(st.used, 150)
-        // The share: (1000 − 100) / 2 = 450 for this process.
-        const overShare = yield* Effect.flip(half.guard.reserve(460).pipe(Effect.scoped))
-        assert.strictEqual(overShare.reason._tag, "InsufficientQuota")
-        if (overShare.reason._tag === "InsufficientQuota") assert.strictEqual(overShare.reason.remaining, 450)
-        yield* half.guard.guard(440, Effect.void)
-        // fail-closed: a typed refusal, no call.
-        let ran = false
-        const refused = yield* Effect.flip(closed.guard.guard(50, Effect.sync(() => (ran = true))))
-        assert.isTrue(QuotaGuard.isQuotaGuardError(refused))
-        if (QuotaGuard.isQuotaGuardError(refused)) {
-          assert.strictEqual(refused.reason._tag, "QuotaUnknown")
-          assert.isTrue(refused.reason._tag === "QuotaUnknown" && refused.reason.redisUnavailable === true)
+        yield* Effect.promise(() => server.stop())
+        try {
+          // local-fallback: calls keep going, decided on the last shared reading.
+          yield* fallback.guard.guard(50, charge(50))
+          assert.strictEqual(yield* fallback.mode.state, "local-fallback")
+          const tooMuch = yield* Effect.flip(fallback.guard.reserve(900).pipe(Effect.scoped))
+          assert.strictEqual(tooMuch.reason._tag, "InsufficientQuota")
+          const st = yield* fallback.guard.status
+          assert.strictEqual(st.used, 150)
+          // The share: (1000 − 100) / 2 = 450 for this process.
+          const overShare = yield* Effect.flip(half.guard.reserve(460).pipe(Effect.scoped))
+          assert.strictEqual(overShare.reason._tag, "InsufficientQuota")
+          if (overShare.reason._tag === "InsufficientQuota") assert.strictEqual(overShare.reason.remaining, 450)
+          yield* half.guard.guard(440, Effect.void)
+          // fail-closed: a typed refusal, no call.
+          let ran = false
+          const refused = yield* Effect.flip(closed.guard.guard(50, Effect.sync(() => (ran = true))))
+          assert.isTrue(QuotaGuard.isQuotaGuardError(refused))
+          if (QuotaGuard.isQuotaGuardError(refused)) {
+            assert.strictEqual(refused.reason._tag, "QuotaUnknown")
+            assert.isTrue(refused.reason._tag === "QuotaUnknown" && refused.reason.redisUnavailable === true)
+          }
+          assert.isFalse(ran)
+          assert.strictEqual(yield* closed.mode.state, "unavailable")
+        } finally {
+          yield* Effect.promise(() => server.start())
         }
-        assert.isFalse(ran)
-        assert.strictEqual(yield* closed.mode.state, "unavailable")
-      } finally {
-        yield* Effect.promise(() => server.start())
-      }
 
-      // Back: the modes return to shared; Redis is empty (no persistence), so the next call re-seeds it.
-      yield* eventually("both modes shared", Effect.map(Effect.all([fallback.mode.state, closed.mode.state]), (s) => s.every((x) => x === "shared")))
-      yield* fallback.guard.guard(10, charge(10))
-      yield* eventually("Redis re-seeded", Effect.map(Effect.orDie(fallback.quota.status), (s) => s.limit === 1000))
-      assert.isAtLeast((yield* fallback.quota.status).used ?? -1, 150)
-      const scope = yield* Scope.make()
-      yield* closed.guard.reserve(200).pipe(Scope.provide(scope))
-      assert.strictEqual((yield* fallback.quota.status).reserved, 200)
-      assert.strictEqual((yield* fallback.guard.status).reserved, 200)
-      yield* Scope.close(scope, Exit.void)
-      assert.strictEqual((yield* fallback.quota.status).reserved, 0)
-    }).pipe(Effect.scoped), 20_000)
+        // Back: the modes return to shared; Redis is empty (no persistence), so the next call re-seeds it.
+        yield* eventually(
+          "both modes shared",
+          Effect.map(Effect.all([fallback.mode.state, closed.mode.state]), (s) => s.every((x) => x === "shared"))
+        )
+        yield* fallback.guard.guard(10, charge(10))
+        yield* eventually("Redis re-seeded", Effect.map(Effect.orDie(fallback.quota.status), (s) => s.limit === 1000))
+        assert.isAtLeast((yield* fallback.quota.status).used ?? -1, 150)
+        const scope = yield* Scope.make()
+        yield* closed.guard.reserve(200).pipe(Scope.provide(scope))
+        assert.strictEqual((yield* fallback.quota.status).reserved, 200)
+        assert.strictEqual((yield* fallback.guard.status).reserved, 200)
+        yield* Scope.close(scope, Exit.void)
+        assert.strictEqual((yield* fallback.quota.status).reserved, 0)
+      }).pipe(Effect.scoped),
+    20_000
+  )
 })
 
 // ---- child processes
@@ -376,7 +418,8 @@ Effect.runPromise(program).then(() => process.exit(0), (error) => {
 })
 `
 
-const runWorker = (args: ReadonlyArray<string | number>): Run => runNode(["--input-type=module", "-e", workerSource], args)
+const runWorker = (args: ReadonlyArray<string | number>): Run =>
+  runNode(["--input-type=module", "-e", workerSource], args)
 
 describe("QuotaGuard over Redis, across processes", () => {
   it.live("two processes never overspend; every reservation is settled", () =>
@@ -384,7 +427,10 @@ describe("QuotaGuard over Redis, across processes", () => {
       const account = nextAccount()
       const redis = yield* connection
       const limit = 400
-      const workers = [runWorker([server.url, account, "work", 50, limit, 1500]), runWorker([server.url, account, "work", 50, limit, 1500])]
+      const workers = [
+        runWorker([server.url, account, "work", 50, limit, 1500]),
+        runWorker([server.url, account, "work", 50, limit, 1500])
+      ]
       yield* Effect.addFinalizer(() => Effect.sync(() => workers.forEach((w) => w.child.kill("SIGKILL"))))
       yield* eventually(
         "both workers ready",
@@ -395,7 +441,9 @@ describe("QuotaGuard over Redis, across processes", () => {
       const results = yield* Effect.promise(() => Promise.all(workers.map((w) => w.exit)))
       for (const r of results) assert.strictEqual(r.code, 0, r.stderr)
       // The last line is the worker's tally (threshold warnings are logged before it).
-      const counts = results.map((r) => JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { ok: number; refused: number; failed: number })
+      const counts = results.map((r) =>
+        JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { ok: number; refused: number; failed: number }
+      )
       const spent = Number((yield* Effect.orDie(redis.send<string | null>("GET", `test:{${account}}:spent`))) ?? 0)
       assert.isAtMost(spent, limit)
       // Both did work, and the limit was reached: some calls were refused.
@@ -431,7 +479,11 @@ describe("QuotaGuard over Redis, across processes", () => {
       assert.strictEqual(refused.reason._tag, "InsufficientQuota")
       holder.child.kill("SIGKILL")
       yield* Effect.promise(() => holder.exit)
-      yield* eventually("the killed holder's credits return", Effect.map(local.guard.status, (s) => s.reserved === 0), 4_000)
+      yield* eventually(
+        "the killed holder's credits return",
+        Effect.map(local.guard.status, (s) => s.reserved === 0),
+        4_000
+      )
       yield* local.guard.guard(30, Effect.void)
       assert.strictEqual((yield* local.quota.status).used, 30)
     }).pipe(Effect.scoped), 30_000)

@@ -1,12 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
-import { fileURLToPath } from "node:url"
 import { Effect } from "effect"
 import { Redis } from "effect/persistence"
+import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll } from "vitest"
 import * as RedisPermits from "../../src/distributed/RedisPermits.ts"
-import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
-import { layerAll } from "./layers.ts"
 import { type Run, runNode } from "../utils/childWorker.ts"
+import { type RedisServer, startRedisServer } from "../utils/redisServer.ts"
+import { layerAll } from "./layers.ts"
 
 const workerPath = fileURLToPath(new URL("./permitWorker.ts", import.meta.url))
 
@@ -20,7 +20,9 @@ afterAll(async () => {
 
 const runWorker = (args: ReadonlyArray<string | number>): Run => runNode([workerPath], args)
 
-const inRedis = <A, E>(f: (permits: RedisPermits.RedisPermits["Service"], redis: Redis.Redis["Service"]) => Effect.Effect<A, E>) =>
+const inRedis = <A, E>(
+  f: (permits: RedisPermits.RedisPermits["Service"], redis: Redis.Redis["Service"]) => Effect.Effect<A, E>
+) =>
   Effect.gen(function*() {
     return yield* f(yield* RedisPermits.RedisPermits, yield* Redis.Redis)
   }).pipe(Effect.scoped, Effect.provide(layerAll(server.url)))
@@ -32,7 +34,9 @@ describe("RedisPermits across processes", () => {
       const limit = 3
       const iterations = 12
       yield* inRedis((permits) => permits.setLimit(key, "standard", limit))
-      const runs = [1, 2, 3, 4].map((w) => runWorker([server.url, key, "standard", `w${w}`, "work", iterations, 20, 1500]))
+      const runs = [1, 2, 3, 4].map((w) =>
+        runWorker([server.url, key, "standard", `w${w}`, "work", iterations, 20, 1500])
+      )
       // All four connected, then go: fairness is about service, not about who started first.
       yield* inRedis((_, redis) =>
         Effect.gen(function*() {

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import * as RedisQuota from "../../src/distributed/RedisQuota.ts"
-import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
+import { type RedisServer, startRedisServer } from "../utils/redisServer.ts"
 import { layerAll } from "./layers.ts"
 
 let server: RedisServer
@@ -64,15 +64,16 @@ describe("RedisQuota", () => {
         assert.strictEqual(status.remaining, 10)
         // Commit half (actual cost 20), release the rest: used = 16 * 20 + ..., reserved back to 0.
         yield* Effect.forEach(reserved, (r, i) =>
-          r._tag === "Reserved" ? (i % 2 === 0 ? stores[i % 3]!.commit(r.id, 20) : stores[i % 3]!.release(r.id)) : Effect.void, {
+          r._tag === "Reserved"
+            ? (i % 2 === 0 ? stores[i % 3]!.commit(r.id, 20) : stores[i % 3]!.release(r.id))
+            : Effect.void, {
           concurrency: "unbounded"
         })
         const after = yield* stores[2]!.status
         assert.strictEqual(after.reserved, 0)
         assert.strictEqual(after.reservations, 0)
         assert.strictEqual(after.used, 17 * 20)
-      })
-    ))
+      })))
 
   it.live("scoped reservations: released at scope close, committed once, renewed while held", () =>
     withStores(1, ([store]) =>
@@ -97,8 +98,7 @@ describe("RedisQuota", () => {
         const s = yield* store!.status
         assert.strictEqual(s.used, 135)
         assert.strictEqual(s.reserved, 0)
-      })
-    ))
+      })))
 
   it.live("a reservation whose holder died expires with its lease", () =>
     withStores(1, ([store]) =>
@@ -115,8 +115,7 @@ describe("RedisQuota", () => {
         const held = yield* store!.commit(r._tag === "Reserved" ? r.id : "", 100)
         assert.isFalse(held)
         assert.strictEqual((yield* store!.status).used, 100)
-      })
-    ))
+      })))
 
   it.live("the exhausted state is shared, and ends by a reading that started after the mark", () =>
     withStores(2, ([a, b]) =>
@@ -146,8 +145,7 @@ describe("RedisQuota", () => {
         const marked = yield* a!.status
         assert.strictEqual(marked.used, 95)
         assert.isDefined(marked.exhausted)
-      })
-    ))
+      })))
 
   it.live("per-key caps, unknown quota, rollover at resetAt, bad input", () =>
     withStores(1, ([store]) =>
@@ -170,18 +168,18 @@ describe("RedisQuota", () => {
         assert.strictEqual(bad.reason._tag, "InvalidDistributedRequest")
         const badSync = yield* Effect.flip(store!.sync({ used: Number.NaN, limit: 1 }))
         assert.strictEqual(badSync.reason._tag, "InvalidDistributedRequest")
-      })
-    ))
+      })))
 
   it.live("an interrupted scoped reservation leaves nothing reserved", () =>
     withStores(1, ([store]) =>
       Effect.gen(function*() {
         yield* store!.sync({ used: 0, limit: 100 })
-        const fiber = yield* Effect.forkChild(Effect.scoped(Effect.andThen(store!.reserveScoped({ cost: 10 }), Effect.never)))
+        const fiber = yield* Effect.forkChild(
+          Effect.scoped(Effect.andThen(store!.reserveScoped({ cost: 10 }), Effect.never))
+        )
         yield* eventually("the reservation held", Effect.map(store!.status, (s) => s.reserved === 10))
         assert.strictEqual((yield* store!.status).reserved, 10)
         yield* Fiber.interrupt(fiber)
         assert.strictEqual((yield* store!.status).reserved, 0)
-      })
-    ))
+      })))
 })

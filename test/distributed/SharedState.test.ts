@@ -5,7 +5,7 @@ import { afterAll, beforeAll } from "vitest"
 import * as RedisMode from "../../src/distributed/RedisMode.ts"
 import * as RedisPermits from "../../src/distributed/RedisPermits.ts"
 import * as SharedState from "../../src/distributed/SharedState.ts"
-import { startRedisServer, type RedisServer } from "../utils/redisServer.ts"
+import { type RedisServer, startRedisServer } from "../utils/redisServer.ts"
 
 let server: RedisServer
 beforeAll(async () => {
@@ -34,7 +34,9 @@ describe("SharedState", () => {
       assert.strictEqual(permit.source, "shared")
     }).pipe(
       Effect.provide(SharedState.layerRedisConfig().pipe(Layer.fresh)),
-      withProvider(ConfigProvider.fromUnknown({ redis: { url: server.url, onUnavailable: "fail-closed", expectedProcesses: 3 } }))
+      withProvider(
+        ConfigProvider.fromUnknown({ redis: { url: server.url, onUnavailable: "fail-closed", expectedProcesses: 3 } })
+      )
     ))
 
   it.live("layerRedisConfig reads ELEVENLABS_REDIS_URL; without a URL it fails with a ConfigError", () =>
@@ -54,13 +56,21 @@ describe("SharedState", () => {
   it.live("a Redis that is down at start-up fails the layer with a RedisError", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(
-        Effect.provide(Effect.void, SharedState.layerRedis({ url: "redis://127.0.0.1:1", connectTimeout: "300 millis" }).pipe(Layer.fresh))
+        Effect.provide(
+          Effect.void,
+          SharedState.layerRedis({ url: "redis://127.0.0.1:1", connectTimeout: "300 millis" }).pipe(Layer.fresh)
+        )
       )
       assert.strictEqual(error._tag, "RedisError")
     }))
 
   it("optionsFromSettings maps the configuration's redis section", () => {
-    const o = SharedState.optionsFromSettings({ url: "redis://h:1", onUnavailable: "fail-closed", expectedProcesses: 4, leaseTime: "30 seconds" })
+    const o = SharedState.optionsFromSettings({
+      url: "redis://h:1",
+      onUnavailable: "fail-closed",
+      expectedProcesses: 4,
+      leaseTime: "30 seconds"
+    })
     assert.strictEqual(o.mode?.mode, "fail-closed")
     assert.strictEqual(o.mode?.expectedProcesses, 4)
     assert.strictEqual(o.permits?.lease, "30 seconds")

@@ -12,7 +12,10 @@ describe("Closest", () => {
   it("the nearest choice when it is close enough to be a typo, else none", () => {
     assert.strictEqual(closest("simulat", ["simulate", "simulator"]), "simulate")
     assert.strictEqual(closest("retyr", ["retry", "budget"]), "retry")
-    assert.strictEqual(closest("eleven_flash_v25", ["eleven_multilingual_v2", "eleven_flash_v2_5"]), "eleven_flash_v2_5")
+    assert.strictEqual(
+      closest("eleven_flash_v25", ["eleven_multilingual_v2", "eleven_flash_v2_5"]),
+      "eleven_flash_v2_5"
+    )
     assert.isUndefined(closest("xyz", ["simulate"]))
     assert.isUndefined(closest("nope", ["21m00Tcm4TlvDq8ikWAM"]))
     assert.isUndefined(closest("anything", []))

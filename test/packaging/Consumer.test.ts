@@ -141,7 +141,7 @@ const copiesOf = (name: string, dir: string): Array<string> => {
     for (const entry of readdirSync(modules, { withFileTypes: true })) {
       if (!entry.isDirectory() || entry.name.startsWith(".")) continue
       const path = join(modules, entry.name)
-      if (entry.name.startsWith("@")) for (const scoped of readdirSync(path)) visitPackage(join(path, scoped))
+      if (entry.name.startsWith("@")) { for (const scoped of readdirSync(path)) visitPackage(join(path, scoped)) }
       else visitPackage(path)
     }
   }
@@ -332,7 +332,11 @@ describe("consumer app", () => {
   })
 
   it("typechecks the README's programs under a strict tsconfig", async () => {
-    const { code, stdout, stderr } = await run(join(app, "node_modules", ".bin", "tsc"), ["-p", ".", "--singleThreaded"], app)
+    const { code, stdout, stderr } = await run(join(app, "node_modules", ".bin", "tsc"), [
+      "-p",
+      ".",
+      "--singleThreaded"
+    ], app)
     const output = `${stdout}\n${stderr}`
     const errors = output.split("\n").filter((line) => /\berror TS\d+/.test(line))
     // Errors in other packages' declarations are theirs (today: the SDK's wrapper classes, and

@@ -49,7 +49,12 @@ describe("AdaptiveLimit", () => {
       const s = AdaptiveLimit.make({ initial: 2, ceiling: undefined, config })
       for (const sig of signals) {
         if (sig.kind === "limited") AdaptiveLimit.onConcurrencyLimited(s, sig.maximum, config)
-        else AdaptiveLimit.onResponse(s, { maximum: sig.maximum, current: sig.current, ours: sig.ours, saturated: sig.saturated }, config)
+        else {AdaptiveLimit.onResponse(s, {
+            maximum: sig.maximum,
+            current: sig.current,
+            ours: sig.ours,
+            saturated: sig.saturated
+          }, config)}
         const cap = AdaptiveLimit.capOf(s, config)
         if (s.estimate < config.minLimit || s.estimate > cap + 1e-9) return false
         if (AdaptiveLimit.permitsOf(s, config) < 1) return false

@@ -40,7 +40,11 @@ const attemptOf = (step: Step): Effect.Effect<string, ElevenLabsError> => {
     case "notFound":
       return after(Effect.fail(new ElevenLabsError({ reason: new NotFound({ ...op, status: 404 }) })))
     case "retryAfter":
-      return after(Effect.fail(new ElevenLabsError({ reason: new RateLimited({ ...op, status: 429, retryAfter: Duration.seconds(150) }) })))
+      return after(
+        Effect.fail(
+          new ElevenLabsError({ reason: new RateLimited({ ...op, status: 429, retryAfter: Duration.seconds(150) }) })
+        )
+      )
     case "die":
       return after(Effect.die("bug"))
     case "interrupt":
@@ -49,7 +53,11 @@ const attemptOf = (step: Step): Effect.Effect<string, ElevenLabsError> => {
 }
 
 /** Runs the steps through a breaker built on `store` and returns what was observed. */
-const trace = (steps: ReadonlyArray<Step>, options: typeof Options.Type, store: Layer.Layer<CircuitBreaker.CircuitBreakerStore>) =>
+const trace = (
+  steps: ReadonlyArray<Step>,
+  options: typeof Options.Type,
+  store: Layer.Layer<CircuitBreaker.CircuitBreakerStore>
+) =>
   Effect.gen(function*() {
     const breaker = yield* Breaker.make({
       policy: options.policy === "consecutive"
@@ -60,7 +68,11 @@ const trace = (steps: ReadonlyArray<Step>, options: typeof Options.Type, store: 
     })
     const transitions: Array<string> = []
     yield* breaker.transitions.pipe(
-      Stream.runForEach((t) => Effect.sync(() => void transitions.push(`${t.from}>${t.to}:${t.openFor === undefined ? "" : Duration.toMillis(t.openFor)}`))),
+      Stream.runForEach((t) =>
+        Effect.sync(() =>
+          void transitions.push(`${t.from}>${t.to}:${t.openFor === undefined ? "" : Duration.toMillis(t.openFor)}`)
+        )
+      ),
       Effect.forkScoped
     )
     yield* Effect.yieldNow

@@ -26,9 +26,10 @@ const serverError = failWith(new ServerError({ ...op, status: 500 }))
 const ok = Effect.succeed("audio")
 
 /** Runs an attempt through the breaker, counting how many attempts actually ran. */
-const through = (breaker: Breaker.Breaker["Service"], ran: Ref.Ref<number>, pool = "standard") =>
-<A, E>(attempt: Effect.Effect<A, E>) =>
-  Ref.update(ran, (n) => n + 1).pipe(Effect.andThen(attempt), breaker.execute(pool), Effect.result)
+const through =
+  (breaker: Breaker.Breaker["Service"], ran: Ref.Ref<number>, pool = "standard") =>
+  <A, E>(attempt: Effect.Effect<A, E>) =>
+    Ref.update(ran, (n) => n + 1).pipe(Effect.andThen(attempt), breaker.execute(pool), Effect.result)
 
 /**
  * The suite runs on both paths: Effect's `CircuitBreaker.execute` (any store; here Effect's memory store
@@ -54,7 +55,11 @@ for (const [path, storeLayer] of stores) {
         yield* Effect.yieldNow
         // ...while eight attempts that started after it fail at once (system_busy answers without a slot).
         for (let i = 0; i < 8; i++) yield* run(busy)
-        assert.strictEqual(yield* breaker.gauge("standard"), 0, "failures that overtook a running attempt are not in a row")
+        assert.strictEqual(
+          yield* breaker.gauge("standard"),
+          0,
+          "failures that overtook a running attempt are not in a row"
+        )
         yield* Deferred.succeed(release, undefined)
         assert.strictEqual((yield* Fiber.join(slow))._tag, "Success")
         // Nothing earlier is running now: five failures in a row open it, as before.
@@ -69,7 +74,10 @@ for (const [path, storeLayer] of stores) {
         // Twenty attempts at once; the i-th fails after i ms (an outage answering in order).
         const fibers = yield* Effect.forEach(
           Array.from({ length: 20 }, (_, i) => i),
-          (i) => through(breaker, ran)(Effect.andThen(Effect.sleep(Duration.millis(i + 1)), serverError)).pipe(Effect.forkChild),
+          (i) =>
+            through(breaker, ran)(Effect.andThen(Effect.sleep(Duration.millis(i + 1)), serverError)).pipe(
+              Effect.forkChild
+            )
         )
         yield* Effect.yieldNow
         yield* TestClock.adjust("50 millis")
@@ -129,8 +137,10 @@ for (const [path, storeLayer] of stores) {
         yield* Effect.yieldNow
         assert.strictEqual(yield* breaker.gauge("standard"), 1)
         const during = yield* run(ok)
-        assert.isTrue(during._tag === "Failure" && Breaker.isBreakerError(during.failure) &&
-          during.failure.reason._tag === "CircuitHalfOpen" && Duration.toMillis(during.failure.retryAfter!) === 1000)
+        assert.isTrue(
+          during._tag === "Failure" && Breaker.isBreakerError(during.failure) &&
+            during.failure.reason._tag === "CircuitHalfOpen" && Duration.toMillis(during.failure.retryAfter!) === 1000
+        )
         yield* Deferred.succeed(release, undefined)
         assert.strictEqual((yield* Fiber.join(probe))._tag, "Success")
         assert.strictEqual(yield* breaker.gauge("standard"), 0)
@@ -231,7 +241,10 @@ for (const [path, storeLayer] of stores) {
         })
         const ran = yield* Ref.make(0)
         const run = through(breaker, ran)
-        const retryAfterNow = Effect.map(breaker.state("standard"), (s) => s._tag === "Open" ? Duration.toMillis(s.retryAfter) : -1)
+        const retryAfterNow = Effect.map(
+          breaker.state("standard"),
+          (s) => s._tag === "Open" ? Duration.toMillis(s.retryAfter) : -1
+        )
 
         yield* run(busy)
         assert.strictEqual(yield* retryAfterNow, 60_000)
@@ -254,10 +267,14 @@ for (const [path, storeLayer] of stores) {
           maxRetryAfter: "2 minutes"
         })
         const ran = yield* Ref.make(0)
-        yield* through(breaker, ran)(failWith(new RateLimited({ ...op, status: 429, retryAfter: Duration.seconds(30) })))
+        yield* through(breaker, ran)(
+          failWith(new RateLimited({ ...op, status: 429, retryAfter: Duration.seconds(30) }))
+        )
         const s1 = yield* breaker.state("standard")
         assert.isTrue(s1._tag === "Open" && Duration.toMillis(s1.retryAfter) === 30_000)
-        yield* through(breaker, ran, "stt")(failWith(new RateLimited({ ...op, status: 429, retryAfter: Duration.hours(1) })))
+        yield* through(breaker, ran, "stt")(
+          failWith(new RateLimited({ ...op, status: 429, retryAfter: Duration.hours(1) }))
+        )
         const s2 = yield* breaker.state("stt")
         assert.isTrue(s2._tag === "Open" && Duration.toMillis(s2.retryAfter) === 120_000)
       })))
@@ -327,7 +344,11 @@ for (const [path, storeLayer] of stores) {
       })))
 
     it("gaugeOf maps states to 0, 1, 2", () => {
-      assert.deepStrictEqual([Breaker.gaugeOf("Closed"), Breaker.gaugeOf("HalfOpen"), Breaker.gaugeOf("Open")], [0, 1, 2])
+      assert.deepStrictEqual([Breaker.gaugeOf("Closed"), Breaker.gaugeOf("HalfOpen"), Breaker.gaugeOf("Open")], [
+        0,
+        1,
+        2
+      ])
     })
   })
 }

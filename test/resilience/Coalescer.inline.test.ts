@@ -43,7 +43,8 @@ const makeGuarded = Effect.gen(function*() {
 const forkAll = <A, E>(effects: ReadonlyArray<Effect.Effect<A, E>>) =>
   Effect.forEach(effects, (e) => Effect.forkChild(e, { startImmediately: true }))
 
-const inline = (options?: Omit<Coalescer.CoalescerOptions, "flight">) => Coalescer.make({ ...options, flight: "inline" })
+const inline = (options?: Omit<Coalescer.CoalescerOptions, "flight">) =>
+  Coalescer.make({ ...options, flight: "inline" })
 
 describe("Coalescer, inline flight", () => {
   it.effect("the starter runs the call on its own fiber; joiners share it", () =>
@@ -76,14 +77,21 @@ describe("Coalescer, inline flight", () => {
       const coalescer = yield* inline()
       const up = yield* makeUpstream
       const failed = yield* forkAll(
-        Array.from({ length: 3 }, () => coalescer.coalesce("f", up.call("1 second", Effect.fail(new Upstream({ n: 1 })))))
+        Array.from(
+          { length: 3 },
+          () => coalescer.coalesce("f", up.call("1 second", Effect.fail(new Upstream({ n: 1 }))))
+        )
       )
       const died = yield* forkAll(
         Array.from({ length: 2 }, () => coalescer.coalesce("d", up.call("1 second", Effect.die("boom"))))
       )
       yield* TestClock.adjust("1 second")
-      for (const exit of yield* Effect.forEach(failed, Fiber.await)) assert.deepStrictEqual(exit, Exit.fail(new Upstream({ n: 1 })))
-      for (const exit of yield* Effect.forEach(died, Fiber.await)) assert.isTrue(Exit.isFailure(exit) && Cause.hasDies(exit.cause))
+      for (const exit of yield* Effect.forEach(failed, Fiber.await)) {
+        assert.deepStrictEqual(exit, Exit.fail(new Upstream({ n: 1 })))
+      }
+      for (const exit of yield* Effect.forEach(died, Fiber.await)) {
+        assert.isTrue(Exit.isFailure(exit) && Cause.hasDies(exit.cause))
+      }
       assert.strictEqual(yield* Ref.get(up.started), 2)
       assert.strictEqual(yield* coalescer.inFlight, 0)
     }))
@@ -96,7 +104,12 @@ describe("Coalescer, inline flight", () => {
       yield* TestClock.adjust("100 millis")
       yield* Fiber.interrupt(starter!)
       assert.deepStrictEqual(
-        [yield* Ref.get(up.interrupted), yield* Ref.get(permits), yield* coalescer.inFlight, yield* Ref.get(up.started)],
+        [
+          yield* Ref.get(up.interrupted),
+          yield* Ref.get(permits),
+          yield* coalescer.inFlight,
+          yield* Ref.get(up.started)
+        ],
         [1, 1, 0, 1]
       )
     }))
@@ -105,18 +118,29 @@ describe("Coalescer, inline flight", () => {
     Effect.gen(function*() {
       const coalescer = yield* inline()
       const { guarded, permits, up } = yield* makeGuarded
-      const fibers = yield* forkAll([coalescer.coalesce("k", guarded), coalescer.coalesce("k", guarded), coalescer.coalesce("k", guarded)])
+      const fibers = yield* forkAll([
+        coalescer.coalesce("k", guarded),
+        coalescer.coalesce("k", guarded),
+        coalescer.coalesce("k", guarded)
+      ])
       yield* TestClock.adjust("500 millis")
       yield* Fiber.interrupt(fibers[0]!)
       yield* Effect.yieldNow
       // The first run released its permit; the hand-over holds one now.
-      assert.deepStrictEqual([yield* Ref.get(up.interrupted), yield* Ref.get(up.started), yield* Ref.get(permits)], [1, 2, 0])
+      assert.deepStrictEqual([yield* Ref.get(up.interrupted), yield* Ref.get(up.started), yield* Ref.get(permits)], [
+        1,
+        2,
+        0
+      ])
       assert.strictEqual(yield* coalescer.inFlight, 1)
       // A caller arriving now joins the handed-over call.
       const late = yield* Effect.forkChild(coalescer.coalesce("k", guarded), { startImmediately: true })
       yield* TestClock.adjust("1 second")
       const results = yield* Effect.forEach([fibers[1]!, fibers[2]!, late], Fiber.join)
-      assert.deepStrictEqual(results.map((r) => [r.value, r.coalesced]), [["audio", true], ["audio", true], ["audio", true]])
+      assert.deepStrictEqual(results.map((r) => [r.value, r.coalesced]), [["audio", true], ["audio", true], [
+        "audio",
+        true
+      ]])
       assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(fibers[0]!)))
       assert.strictEqual(up.fibers.length, 2)
       assert.notInclude(fibers.map((f) => f.id), up.fibers[1], "the second run is on a fiber of its own")
@@ -130,10 +154,15 @@ describe("Coalescer, inline flight", () => {
     Effect.gen(function*() {
       const coalescer = yield* inline()
       const up = yield* makeUpstream
-      const impatient = { boundJoin: Effect.timeoutOrElse({ duration: "1 second", orElse: () => Effect.fail(new Upstream({ n: -1 })) }) }
+      const impatient = {
+        boundJoin: Effect.timeoutOrElse({ duration: "1 second", orElse: () => Effect.fail(new Upstream({ n: -1 })) })
+      }
       const call = up.call("5 seconds", Effect.succeed("audio"))
       const [starter] = yield* forkAll([coalescer.coalesce("k", call, impatient)])
-      const [joiner, quitter] = yield* forkAll([coalescer.coalesce("k", call), Effect.flip(coalescer.coalesce("k", call, impatient))])
+      const [joiner, quitter] = yield* forkAll([
+        coalescer.coalesce("k", call),
+        Effect.flip(coalescer.coalesce("k", call, impatient))
+      ])
       yield* TestClock.adjust("1 second")
       // The starter's own bound is not applied; the impatient joiner gave up.
       assert.deepStrictEqual(yield* Fiber.join(quitter!), new Upstream({ n: -1 }))
@@ -162,7 +191,11 @@ describe("Coalescer, inline flight", () => {
       yield* Effect.forEach(fibers, Fiber.interrupt)
       assert.strictEqual(yield* coalescer.inFlight, 1)
       yield* TestClock.adjust("1 second")
-      assert.deepStrictEqual([yield* Ref.get(up.started), yield* Ref.get(up.finished), yield* coalescer.inFlight], [2, 1, 0])
+      assert.deepStrictEqual([yield* Ref.get(up.started), yield* Ref.get(up.finished), yield* coalescer.inFlight], [
+        2,
+        1,
+        0
+      ])
     }))
 
   it.effect("closing the coalescer's scope interrupts a handed-over call; its joiners see it", () =>
@@ -208,7 +241,12 @@ describe("Coalescer, inline flight", () => {
     ([calls]) =>
       Effect.gen(function*() {
         const n = calls.length
-        const schedule = calls.map((c, i) => ({ i, key: c.key, arrival: 2 * (c.slot * n + i), duration: 2 * c.dur + 1 }))
+        const schedule = calls.map((c, i) => ({
+          i,
+          key: c.key,
+          arrival: 2 * (c.slot * n + i),
+          duration: 2 * c.dur + 1
+        }))
         const expectedLeader = new Map<number, number>()
         let expectedGroups = 0
         for (const key of [0, 1, 2]) {
@@ -303,7 +341,9 @@ describe("Coalescer, inline flight", () => {
           c.quitAt === undefined ? [] : [Effect.sleep(c.quitAt).pipe(Effect.andThen(Fiber.interrupt(fibers[c.i]!)))]
         )
         yield* forkAll(quitters)
-        const horizon = Math.max(...schedule.map((c) => c.arrival + c.duration + (c.quitAt ?? 0))) * 2 + 8
+        const horizon = Math.max(...schedule.map((c) =>
+              c.arrival + c.duration + (c.quitAt ?? 0)
+            )) * 2 + 8
         for (let t = 0; t <= horizon; t++) yield* TestClock.adjust(1)
 
         const exits = yield* Effect.forEach(fibers, Fiber.await)
@@ -400,7 +440,9 @@ describe("Coalescer, flight chosen per call", () => {
       assert.isFalse(detachedRun.coalesced)
 
       const up = yield* makeUpstream
-      const [starter] = yield* forkAll([coalescer.coalesce("k2", up.call("1 second", Effect.succeed("audio")), { flight: "detached" })])
+      const [starter] = yield* forkAll([
+        coalescer.coalesce("k2", up.call("1 second", Effect.succeed("audio")), { flight: "detached" })
+      ])
       yield* TestClock.adjust("1 second")
       assert.deepStrictEqual(yield* Fiber.join(starter!), { value: "audio", coalesced: false })
       assert.strictEqual(up.fibers.length, 1)
@@ -420,14 +462,24 @@ describe("Coalescer, flight chosen per call", () => {
       yield* Effect.yieldNow
       // The starter only stopped waiting: the call goes on, holding its permit, and nothing was started again.
       assert.deepStrictEqual(
-        [yield* Ref.get(up.started), yield* Ref.get(up.interrupted), yield* Ref.get(permits), yield* coalescer.inFlight],
+        [
+          yield* Ref.get(up.started),
+          yield* Ref.get(up.interrupted),
+          yield* Ref.get(permits),
+          yield* coalescer.inFlight
+        ],
         [1, 0, 0, 1]
       )
       assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(starter!)))
       yield* TestClock.adjust("500 millis")
       assert.deepStrictEqual(yield* Fiber.join(joiner!), { value: "audio", coalesced: true })
       assert.deepStrictEqual(
-        [yield* Ref.get(up.started), yield* Ref.get(up.finished), yield* Ref.get(up.interrupted), yield* Ref.get(permits)],
+        [
+          yield* Ref.get(up.started),
+          yield* Ref.get(up.finished),
+          yield* Ref.get(up.interrupted),
+          yield* Ref.get(permits)
+        ],
         [1, 1, 0, 1]
       )
       assert.strictEqual(up.fibers.length, 1)
@@ -440,11 +492,18 @@ describe("Coalescer, flight chosen per call", () => {
       const coalescer = yield* inline()
       const up = yield* makeUpstream
       const call = up.call("1 second", Effect.succeed("audio"))
-      const fibers = yield* forkAll([coalescer.coalesce("k", call, { flight: "detached" }), coalescer.coalesce("k", call)])
+      const fibers = yield* forkAll([
+        coalescer.coalesce("k", call, { flight: "detached" }),
+        coalescer.coalesce("k", call)
+      ])
       yield* TestClock.adjust("100 millis")
       yield* Fiber.interrupt(fibers[0]!)
       assert.deepStrictEqual([yield* Ref.get(up.interrupted), yield* coalescer.inFlight], [0, 1])
       yield* Fiber.interrupt(fibers[1]!)
-      assert.deepStrictEqual([yield* Ref.get(up.started), yield* Ref.get(up.interrupted), yield* coalescer.inFlight], [1, 1, 0])
+      assert.deepStrictEqual([yield* Ref.get(up.started), yield* Ref.get(up.interrupted), yield* coalescer.inFlight], [
+        1,
+        1,
+        0
+      ])
     }))
 })

@@ -104,15 +104,23 @@ describe("Coalescer", () => {
     Effect.gen(function*() {
       const coalescer = yield* Coalescer.make()
       const up = yield* makeUpstream
-      const impatient = { boundJoin: Effect.timeoutOrElse({ duration: "1 second", orElse: () => Effect.fail(new Upstream({ n: -1 })) }) }
+      const impatient = {
+        boundJoin: Effect.timeoutOrElse({ duration: "1 second", orElse: () => Effect.fail(new Upstream({ n: -1 })) })
+      }
       const call = up.call("5 seconds", Effect.succeed("audio"))
       // The starter's bound is not applied: its own effect carries its bounds.
-      const [starter, patient] = yield* forkAll([coalescer.coalesce("k", call, impatient), coalescer.coalesce("k", call)])
+      const [starter, patient] = yield* forkAll([
+        coalescer.coalesce("k", call, impatient),
+        coalescer.coalesce("k", call)
+      ])
       const [joiner] = yield* forkAll([Effect.flip(coalescer.coalesce("k", call, impatient))])
       yield* TestClock.adjust("1 second")
       assert.deepStrictEqual(yield* Fiber.join(joiner!), new Upstream({ n: -1 }))
       yield* TestClock.adjust("4 seconds")
-      assert.deepStrictEqual([(yield* Fiber.join(starter!)).value, (yield* Fiber.join(patient!)).value], ["audio", "audio"])
+      assert.deepStrictEqual([(yield* Fiber.join(starter!)).value, (yield* Fiber.join(patient!)).value], [
+        "audio",
+        "audio"
+      ])
       assert.deepStrictEqual([yield* Ref.get(up.started), yield* Ref.get(up.interrupted)], [1, 0])
 
       // The starter interrupted and the only joiner given up: nobody waits, so the call is cancelled.
@@ -221,7 +229,12 @@ describe("Coalescer", () => {
         const n = calls.length
         // Distinct even arrivals and odd durations: no arrival coincides with an
         // end, so the expected grouping is unambiguous.
-        const schedule = calls.map((c, i) => ({ i, key: c.key, arrival: 2 * (c.slot * n + i), duration: 2 * c.dur + 1 }))
+        const schedule = calls.map((c, i) => ({
+          i,
+          key: c.key,
+          arrival: 2 * (c.slot * n + i),
+          duration: 2 * c.dur + 1
+        }))
         const expectedLeader = new Map<number, number>()
         let expectedGroups = 0
         for (const key of [0, 1, 2]) {

@@ -40,7 +40,9 @@ const recorder = () => {
     const dIn = change === "granted" || change === "dispatched" ? 1 : change === "released" ? -1 : 0
     const dLane = change === "queued" ? 1 : change === "granted" || change === "released" ? 0 : -1
     const expected = { ...before.queued, [lane]: before.queued[lane] + dLane }
-    if (now.inFlight !== before.inFlight + dIn) violations.push(`${change}: inFlight ${before.inFlight} -> ${now.inFlight}`)
+    if (now.inFlight !== before.inFlight + dIn) {
+      violations.push(`${change}: inFlight ${before.inFlight} -> ${now.inFlight}`)
+    }
     if (JSON.stringify(now.queued) !== JSON.stringify(expected)) {
       violations.push(`${change} ${lane}: queued ${JSON.stringify(before.queued)} -> ${JSON.stringify(now.queued)}`)
     }
@@ -68,12 +70,18 @@ describe("ConcurrencyLimiter onOccupancy", () => {
       const runner = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Deferred.await(gate)), {
         startImmediately: true
       })
-      const waiter = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard", lane: "batch" })(Effect.void), {
-        startImmediately: true
-      })
-      const quitter = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard", lane: "interactive" })(Effect.void), {
-        startImmediately: true
-      })
+      const waiter = yield* Effect.forkChild(
+        limiter.withPermit({ key: K, pool: "standard", lane: "batch" })(Effect.void),
+        {
+          startImmediately: true
+        }
+      )
+      const quitter = yield* Effect.forkChild(
+        limiter.withPermit({ key: K, pool: "standard", lane: "interactive" })(Effect.void),
+        {
+          startImmediately: true
+        }
+      )
       const expiring = yield* Effect.forkChild(
         limiter.withPermit({ key: K, pool: "standard", timeout: "1 second" })(Effect.void),
         { startImmediately: true }
@@ -111,7 +119,10 @@ describe("ConcurrencyLimiter onOccupancy", () => {
       const gate = yield* Deferred.make<void>()
       const fibers = yield* Effect.forEach(
         [0, 1, 2],
-        () => Effect.forkChild(limiter.withPermit({ key: K, pool: "flash" })(Deferred.await(gate)), { startImmediately: true })
+        () =>
+          Effect.forkChild(limiter.withPermit({ key: K, pool: "flash" })(Deferred.await(gate)), {
+            startImmediately: true
+          })
       )
       yield* limiter.onResponse(K, "flash", { maximumConcurrentRequests: 3 })
       assert.deepStrictEqual(r.seen.map((s) => s.change), ["granted", "queued", "queued", "dispatched", "dispatched"])
@@ -127,7 +138,9 @@ describe("ConcurrencyLimiter onOccupancy", () => {
       const r = recorder()
       yield* Effect.scoped(Effect.gen(function*() {
         const limiter = yield* CL.make({ plan: { music: 1 }, onOccupancy: r.onOccupancy })
-        yield* Effect.forkDetach(limiter.withPermit({ key: K, pool: "music" })(Effect.never), { startImmediately: true })
+        yield* Effect.forkDetach(limiter.withPermit({ key: K, pool: "music" })(Effect.never), {
+          startImmediately: true
+        })
         yield* Effect.forkDetach(limiter.withPermit({ key: K, pool: "music" })(Effect.void), { startImmediately: true })
       }))
       assert.deepStrictEqual(r.seen.map((s) => s.change), ["granted", "queued", "abandoned"])
@@ -142,8 +155,12 @@ describe("ConcurrencyLimiter onOccupancy", () => {
         }
       })
       const gate = yield* Deferred.make<void>()
-      const a = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "stt" })(Deferred.await(gate)), { startImmediately: true })
-      const b = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "stt" })(Effect.succeed("b")), { startImmediately: true })
+      const a = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "stt" })(Deferred.await(gate)), {
+        startImmediately: true
+      })
+      const b = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "stt" })(Effect.succeed("b")), {
+        startImmediately: true
+      })
       yield* Deferred.succeed(gate, undefined)
       yield* Fiber.join(a)
       assert.strictEqual(yield* Fiber.join(b), "b")
@@ -154,7 +171,10 @@ describe("ConcurrencyLimiter onOccupancy", () => {
   it.effect("Metrics.occupancyGauges keeps the concurrency and queue gauges, for its key only", () =>
     Effect.gen(function*() {
       const context = yield* Effect.context<never>()
-      const limiter = yield* CL.make({ plan: { standard: 2 }, onOccupancy: Metrics.occupancyGauges(context, { key: K }) })
+      const limiter = yield* CL.make({
+        plan: { standard: 2 },
+        onOccupancy: Metrics.occupancyGauges(context, { key: K })
+      })
       const gauge = (metric: Metric.Metric<number, Metric.GaugeState<number>>, attributes: Record<string, string>) =>
         Effect.map(Metric.value(Metric.withAttributes(metric, attributes)), (s) => Number(s.value))
       const read = Effect.all([
@@ -166,7 +186,10 @@ describe("ConcurrencyLimiter onOccupancy", () => {
       const gate = yield* Deferred.make<void>()
       const fibers = yield* Effect.forEach(
         ["default", "default", "interactive", "batch", "batch"] as const,
-        (lane) => Effect.forkChild(limiter.withPermit({ key: K, pool: "standard", lane })(Deferred.await(gate)), { startImmediately: true })
+        (lane) =>
+          Effect.forkChild(limiter.withPermit({ key: K, pool: "standard", lane })(Deferred.await(gate)), {
+            startImmediately: true
+          })
       )
       assert.deepStrictEqual(yield* read, [2, 1, 0, 2])
       // Another key's traffic leaves these gauges alone.
@@ -221,26 +244,35 @@ describe("ConcurrencyLimiter onOccupancy properties", () => {
               if (m !== undefined) mismatches.push(`${when} ${pool}: ${m}`)
             }), { discard: true })
         const fibers = yield* Effect.forEach(callers, (c) =>
-          Effect.forkChild(Effect.sleep(Duration.seconds(c.arrive)).pipe(
-            Effect.andThen(limiter.withPermit({
-              key: K,
-              pool: c.pool,
-              lane: CL.lanes[c.lane]!,
-              front: c.front,
-              ...(c.timeout === undefined ? {} : { timeout: Duration.millis(c.timeout * 1000 + 250) })
-            })(Effect.andThen(check("in permit"), Effect.sleep(Duration.millis(c.duration * 1000 + 1))))),
-            Effect.exit
-          )))
+          Effect.forkChild(
+            Effect.sleep(Duration.seconds(c.arrive)).pipe(
+              Effect.andThen(
+                limiter.withPermit({
+                  key: K,
+                  pool: c.pool,
+                  lane: CL.lanes[c.lane]!,
+                  front: c.front,
+                  ...(c.timeout === undefined ? {} : { timeout: Duration.millis(c.timeout * 1000 + 250) })
+                })(Effect.andThen(check("in permit"), Effect.sleep(Duration.millis(c.duration * 1000 + 1))))
+              ),
+              Effect.exit
+            )
+          ))
         yield* Effect.forEach(callers, (c, i) =>
           c.interrupt === undefined ? Effect.void : Effect.forkChild(
             Effect.sleep(Duration.millis(c.interrupt * 1000 + 500)).pipe(Effect.andThen(Fiber.interrupt(fibers[i]!)))
           ), { discard: true })
         yield* Effect.forEach(signals, (s) =>
-          Effect.forkChild(Effect.sleep(Duration.millis(s.at * 1000 + 750)).pipe(Effect.andThen(
-            s.kind === "limited"
-              ? limiter.onConcurrencyLimited(K, "standard", undefined)
-              : limiter.onResponse(K, "standard", { maximumConcurrentRequests: s.value + 2, currentConcurrentRequests: 0 })
-          ))), { discard: true })
+          Effect.forkChild(
+            Effect.sleep(Duration.millis(s.at * 1000 + 750)).pipe(Effect.andThen(
+              s.kind === "limited"
+                ? limiter.onConcurrencyLimited(K, "standard", undefined)
+                : limiter.onResponse(K, "standard", {
+                  maximumConcurrentRequests: s.value + 2,
+                  currentConcurrentRequests: 0
+                })
+            ))
+          ), { discard: true })
         for (let t = 0; t < 120; t++) {
           yield* TestClock.adjust("500 millis")
           yield* check(`tick ${t}`)

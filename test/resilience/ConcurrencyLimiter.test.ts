@@ -50,7 +50,9 @@ describe("ConcurrencyLimiter", () => {
       const limiter = yield* CL.make()
       const exit = yield* Effect.exit(limiter.withPermit({ key: "", pool: "standard" })(Effect.void))
       assert.strictEqual(reasonOf(exit)?._tag, "InvalidPermitRequest")
-      const lane = yield* Effect.exit(limiter.withPermit({ key: K, pool: "standard", lane: "vip" as CL.Lane })(Effect.void))
+      const lane = yield* Effect.exit(
+        limiter.withPermit({ key: K, pool: "standard", lane: "vip" as CL.Lane })(Effect.void)
+      )
       assert.strictEqual(reasonOf(lane)?._tag, "InvalidPermitRequest")
     }))
 
@@ -66,7 +68,9 @@ describe("ConcurrencyLimiter", () => {
       const reason = reasonOf(exit)
       assert.strictEqual(reason?._tag, "QueueFull")
       // A front-of-lane requeue is admitted past the bound.
-      const requeue = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard", front: true })(Effect.void))
+      const requeue = yield* Effect.forkChild(
+        limiter.withPermit({ key: K, pool: "standard", front: true })(Effect.void)
+      )
       yield* settle
       assert.strictEqual((yield* limiter.snapshot(K, "standard")).queueDepth, 2)
       if (reason?._tag === "QueueFull") {
@@ -161,7 +165,9 @@ describe("ConcurrencyLimiter", () => {
       const scope = yield* Scope.make()
       yield* limiter.acquire({ key: K, pool: "standard" }).pipe(Scope.provide(scope))
       let ran = false
-      const waiter = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.sync(() => void (ran = true))))
+      const waiter = yield* Effect.forkChild(
+        limiter.withPermit({ key: K, pool: "standard" })(Effect.sync(() => void (ran = true)))
+      )
       yield* settle
       assert.strictEqual((yield* limiter.snapshot(K, "standard")).queueDepth, 1)
       // The release hands the permit to the waiter; the interruption lands before the waiter runs again.
@@ -264,8 +270,10 @@ describe("ConcurrencyLimiter", () => {
         // A full window: as many in flight as the limit, each answering.
         const { limit } = yield* limiter.snapshot(K, "standard")
         yield* Effect.scoped(Effect.gen(function*() {
-          const permits = yield* Effect.forEach(Array.from({ length: limit }), () =>
-            limiter.acquire({ key: K, pool: "standard" }))
+          const permits = yield* Effect.forEach(
+            Array.from({ length: limit }),
+            () => limiter.acquire({ key: K, pool: "standard" })
+          )
           for (const p of permits) {
             yield* p.onResponse({})
             successes++
@@ -275,7 +283,10 @@ describe("ConcurrencyLimiter", () => {
       }
       assert.isAtLeast(successes, 40) // from 1 to 10 takes about sum(1..9) = 45 saturated successes
       yield* Effect.scoped(Effect.gen(function*() {
-        const permits = yield* Effect.forEach(Array.from({ length: 10 }), () => limiter.acquire({ key: K, pool: "standard" }))
+        const permits = yield* Effect.forEach(
+          Array.from({ length: 10 }),
+          () => limiter.acquire({ key: K, pool: "standard" })
+        )
         for (const p of permits) yield* p.onResponse({})
       }))
       const snap = yield* limiter.snapshot(K, "standard")
@@ -434,7 +445,13 @@ describe("ConcurrencyLimiter", () => {
       assert.strictEqual(yield* Fiber.join(waiter), 3000)
       const [queued, event] = Array.from(yield* Fiber.join(collected))
       assert.deepStrictEqual(queued, { _tag: "Queued", key: K, pool: "standard", lane: "interactive", depth: 1 })
-      assert.deepStrictEqual(event, { _tag: "Waited", key: K, pool: "standard", lane: "interactive", waitedMillis: 3000 })
+      assert.deepStrictEqual(event, {
+        _tag: "Waited",
+        key: K,
+        pool: "standard",
+        lane: "interactive",
+        waitedMillis: 3000
+      })
     }))
 
   it.effect("a long release chain (5,000 queued callers) drains without growing the stack", () =>
@@ -516,7 +533,11 @@ const simulate = (callers: ReadonlyArray<Caller>, signals: ReadonlyArray<Signal>
       plan: { standard: limit },
       maxQueue,
       queueTimeout: Duration.millis(QUEUE_TIMEOUT),
-      laneAging: { interactive: Duration.millis(AGING[0]), default: Duration.millis(AGING[1]), batch: Duration.millis(AGING[2]) }
+      laneAging: {
+        interactive: Duration.millis(AGING[0]),
+        default: Duration.millis(AGING[1]),
+        batch: Duration.millis(AGING[2])
+      }
     })
     const records: Array<Record> = callers.map((caller) => ({ caller }))
     const violations: Array<string> = []
@@ -524,35 +545,38 @@ const simulate = (callers: ReadonlyArray<Caller>, signals: ReadonlyArray<Signal>
     let seq = 0
     const now = Clock.currentTimeMillis
     const fibers = yield* Effect.forEach(records, (rec) =>
-      Effect.forkChild(Effect.gen(function*() {
-        yield* Effect.sleep(Duration.seconds(rec.caller.arrive))
-        rec.arrival = yield* now
-        const exit = yield* Effect.exit(limiter.usePermit(
-          { key: K, pool: "standard", lane: CL.lanes[rec.caller.lane]! },
-          () =>
-            Effect.gen(function*() {
-              rec.start = yield* now
-              rec.startSeq = seq++
-              running++
-              const snap = yield* limiter.snapshot(K, "standard")
-              if (snap.inFlight > snap.limit) violations.push(`inFlight ${snap.inFlight} > limit ${snap.limit}`)
-              // Granted callers may not have started yet, so only `running <= inFlight` is exact.
-              if (running > snap.inFlight) violations.push(`running ${running} > inFlight ${snap.inFlight}`)
-              yield* Effect.sleep(Duration.millis(rec.caller.duration * 1000 + 1)).pipe(
-                Effect.ensuring(Effect.sync(() => void running--))
-              )
-            })
+      Effect.forkChild(
+        Effect.gen(function*() {
+          yield* Effect.sleep(Duration.seconds(rec.caller.arrive))
+          rec.arrival = yield* now
+          const exit = yield* Effect.exit(limiter.usePermit(
+            { key: K, pool: "standard", lane: CL.lanes[rec.caller.lane]! },
+            () =>
+              Effect.gen(function*() {
+                rec.start = yield* now
+                rec.startSeq = seq++
+                running++
+                const snap = yield* limiter.snapshot(K, "standard")
+                if (snap.inFlight > snap.limit) violations.push(`inFlight ${snap.inFlight} > limit ${snap.limit}`)
+                // Granted callers may not have started yet, so only `running <= inFlight` is exact.
+                if (running > snap.inFlight) violations.push(`running ${running} > inFlight ${snap.inFlight}`)
+                yield* Effect.sleep(Duration.millis(rec.caller.duration * 1000 + 1)).pipe(
+                  Effect.ensuring(Effect.sync(() => void running--))
+                )
+              })
+          ))
+          if (Exit.isSuccess(exit)) rec.outcome = "ran"
+          else {
+            const reason = reasonOf(exit)
+            rec.outcome = reason?._tag ?? "interrupted"
+            rec.leave = yield* now
+          }
+        }).pipe(Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            if (rec.arrival !== undefined && rec.outcome === undefined) rec.outcome = "interrupted"
+          })
         ))
-        if (Exit.isSuccess(exit)) rec.outcome = "ran"
-        else {
-          const reason = reasonOf(exit)
-          rec.outcome = reason?._tag ?? "interrupted"
-          rec.leave = yield* now
-        }
-      }).pipe(Effect.onInterrupt(() => Effect.sync(() => {
-        if (rec.arrival !== undefined && rec.outcome === undefined) rec.outcome = "interrupted"
-      }))))
-    )
+      ))
     yield* Effect.forEach(records, (rec, i) =>
       rec.caller.interrupt === undefined ? Effect.void : Effect.forkChild(
         Effect.sleep(Duration.millis(rec.caller.interrupt * 1000 + 500)).pipe(
@@ -564,12 +588,20 @@ const simulate = (callers: ReadonlyArray<Caller>, signals: ReadonlyArray<Signal>
           }))
         )
       ))
-    yield* Effect.forEach(signals, (s) =>
-      Effect.forkChild(Effect.sleep(Duration.millis(s.at * 1000 + 750)).pipe(Effect.andThen(
-        s.kind === "limited"
-          ? limiter.onConcurrencyLimited(K, "standard", s.value <= 3 ? undefined : s.value)
-          : limiter.onResponse(K, "standard", { maximumConcurrentRequests: s.value + 2, currentConcurrentRequests: s.current })
-      ))))
+    yield* Effect.forEach(
+      signals,
+      (s) =>
+        Effect.forkChild(
+          Effect.sleep(Duration.millis(s.at * 1000 + 750)).pipe(Effect.andThen(
+            s.kind === "limited"
+              ? limiter.onConcurrencyLimited(K, "standard", s.value <= 3 ? undefined : s.value)
+              : limiter.onResponse(K, "standard", {
+                maximumConcurrentRequests: s.value + 2,
+                currentConcurrentRequests: s.current
+              })
+          ))
+        )
+    )
     for (let t = 0; t < 400; t++) {
       yield* TestClock.adjust("1 second")
       const snap = yield* limiter.snapshot(K, "standard")
@@ -595,7 +627,9 @@ describe("ConcurrencyLimiter properties", () => {
         const { exits, limiter, records, violations } = yield* simulate(callers, [], limit, maxQueue)
         assert.deepStrictEqual(violations, [])
         assert.strictEqual(exits.length, callers.length) // every call ended exactly once
-        for (const exit of exits) if (Exit.isFailure(exit)) assert.isTrue(Exit.hasInterrupts(exit), "only interruptions")
+        for (const exit of exits) {
+          if (Exit.isFailure(exit)) assert.isTrue(Exit.hasInterrupts(exit), "only interruptions")
+        }
         // Whoever arrived before its interruption ended with an outcome; callers that never met one ran.
         assert.strictEqual(
           records.filter((r) => r.caller.interrupt === undefined && r.outcome === undefined).length,

@@ -34,7 +34,10 @@ describe("Cost", () => {
 
   it.effect.prop(
     "the estimate is never below characters x multiplier",
-    [Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 100_000 })), Schema.Literals(["eleven_flash_v2_5", "eleven_v3"])],
+    [
+      Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 100_000 })),
+      Schema.Literals(["eleven_flash_v2_5", "eleven_v3"])
+    ],
     ([characters, model]) =>
       Effect.sync(() => {
         const cost = Cost.estimate(characters, model)

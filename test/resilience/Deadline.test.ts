@@ -240,7 +240,11 @@ describe("Deadline", () => {
 
     it.effect("enforce races only when there is a deadline", () =>
       Effect.gen(function*() {
-        const free = yield* Effect.sleep("1 hour").pipe(Effect.as("done"), Deadline.enforce({ operation: "sdk" }), Effect.forkChild)
+        const free = yield* Effect.sleep("1 hour").pipe(
+          Effect.as("done"),
+          Deadline.enforce({ operation: "sdk" }),
+          Effect.forkChild
+        )
         const bounded = yield* Effect.never.pipe(
           Deadline.enforce({ operation: "sdk" }),
           Deadline.bind("3 seconds"),
@@ -306,18 +310,28 @@ describe("Deadline", () => {
           const step = (i: number, p: { readonly took: number; readonly own: number }) =>
             p.took === 0 ? Effect.never : Effect.sleep(Duration.millis(2 * p.took))
           const raced = Effect.forEach(phases, (p, i) =>
-            step(i, p).pipe(Effect.timeoutOrElse({ duration: Duration.millis(2 * p.own), orElse: () => ownTimeout(i) })), {
+            step(i, p).pipe(Effect.timeoutOrElse({
+              duration: Duration.millis(2 * p.own),
+              orElse: () => ownTimeout(i)
+            })), {
             discard: true
           }).pipe(Deadline.withDeadline(Duration.millis(total), { operation: "tts" }))
           const bound = Effect.forEach(phases, (p, i) =>
             step(i, p).pipe(
-              Deadline.timeoutWithin({ duration: Duration.millis(2 * p.own), orElse: () => ownTimeout(i), operation: "tts" })
+              Deadline.timeoutWithin({
+                duration: Duration.millis(2 * p.own),
+                orElse: () => ownTimeout(i),
+                operation: "tts"
+              })
             ), { discard: true }).pipe(Deadline.bind(Duration.millis(total), { operation: "tts" }))
           const timed = <E>(self: Effect.Effect<void, E>) =>
             Effect.forkChild(Effect.flatMap(Clock.currentTimeMillis, (t0) =>
-              Effect.map(Effect.exit(self), (exit) => [exit, 0] as const).pipe(
-                Effect.flatMap(([exit]) => Effect.map(Clock.currentTimeMillis, (t1) => ({ exit, at: t1 - t0 })))
-              )))
+              Effect.map(Effect.exit(self), (exit) =>
+                [exit, 0] as const).pipe(
+                  Effect.flatMap(([exit]) =>
+                    Effect.map(Clock.currentTimeMillis, (t1) => ({ exit, at: t1 - t0 }))
+                  )
+                )))
           const a = yield* timed(raced)
           const b = yield* timed(bound)
           yield* TestClock.adjust(Duration.millis(1000))

@@ -6,7 +6,14 @@ import { TestClock } from "effect/testing"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { ElevenLabsError, InvalidRequest, NotFound, QuotaExceeded, SystemBusy, Timeout } from "../../src/client/Errors.ts"
+import {
+  ElevenLabsError,
+  InvalidRequest,
+  NotFound,
+  QuotaExceeded,
+  SystemBusy,
+  Timeout
+} from "../../src/client/Errors.ts"
 import * as Fallback from "../../src/resilience/Fallback.ts"
 
 const request = { voiceId: "JBFqnCBsd6RMkjVDRZzb", text: "The quick brown fox jumps", modelId: "eleven_flash_v2_5" }
@@ -142,7 +149,9 @@ describe("AudioCache (memory)", () => {
     const e = (reason: ConstructorParameters<typeof ElevenLabsError>[0]["reason"]) => new ElevenLabsError({ reason })
     assert.isTrue(Fallback.qualifiesForFallback(busy))
     assert.isTrue(
-      Fallback.qualifiesForFallback(e(new Timeout({ operation, message: "t", phase: "deadline", after: Duration.seconds(1) })))
+      Fallback.qualifiesForFallback(
+        e(new Timeout({ operation, message: "t", phase: "deadline", after: Duration.seconds(1) }))
+      )
     )
     assert.isTrue(Fallback.qualifiesForFallback(e(new QuotaExceeded({ operation, message: "q", status: 401 }))))
     assert.isTrue(Fallback.qualifiesForFallback({ _tag: "CircuitBreakerError", reason: { _tag: "CircuitOpen" } }))
@@ -224,7 +233,8 @@ describe("AudioCache (memory)", () => {
   it.effect("a failing store never fails the call: success stays success, the error stays the error", () => {
     const broken = KeyValueStore.make({
       get: () => Effect.fail(new KeyValueStore.KeyValueStoreError({ method: "get", message: "disk on fire" })),
-      getUint8Array: () => Effect.fail(new KeyValueStore.KeyValueStoreError({ method: "get", message: "disk on fire" })),
+      getUint8Array: () =>
+        Effect.fail(new KeyValueStore.KeyValueStoreError({ method: "get", message: "disk on fire" })),
       set: () => Effect.fail(new KeyValueStore.KeyValueStoreError({ method: "set", message: "disk on fire" })),
       remove: () => Effect.void,
       clear: Effect.void,

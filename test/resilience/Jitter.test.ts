@@ -55,5 +55,4 @@ describe("Jitter", () => {
         prop >= Math.min(32_000, top * 0.8) && prop <= Math.min(32_000, top * 1.2)
     }
   )
-
 })

@@ -9,9 +9,9 @@
  * The same scenarios, the same expectations: any drift between the doors
  * fails here. Real time (`it.live`) with short simulator latencies.
  */
+import { assert, describe, it } from "@effect/vitest"
 import { ElevenLabsClient } from "@elevenlabs/elevenlabs-js"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { assert, describe, it } from "@effect/vitest"
 import { Clock, Context, type Duration, Effect, Exit, Fiber, Layer, Redacted, type Scope } from "effect"
 import { HttpClient } from "effect/http"
 import * as Client from "../../src/client/ElevenLabs.ts"
@@ -70,7 +70,10 @@ interface Backend {
 /** One resilient stack, seen through its door. */
 interface Stack {
   /** A Flash TTS convert of `text` (identical texts are identical calls), its audio bytes. */
-  readonly tts: (text: string, call?: { readonly deadline?: Duration.Input | undefined }) => Effect.Effect<number, ElevenLabsError>
+  readonly tts: (
+    text: string,
+    call?: { readonly deadline?: Duration.Input | undefined }
+  ) => Effect.Effect<number, ElevenLabsError>
   /** A read-only call: the voices list. */
   readonly readOnly: Effect.Effect<unknown, ElevenLabsError>
   readonly policies: Omit<Pipeline.Policies, "cache">
@@ -191,7 +194,9 @@ const fetchDoor: Door = {
             try: (signal) =>
               client.textToSpeech.convert(voice, { text, modelId: flash }, {
                 abortSignal: signal,
-                ...(call.deadline === undefined ? {} : { headers: { [ResilientFetch.deadlineHeader]: String(call.deadline) } })
+                ...(call.deadline === undefined
+                  ? {}
+                  : { headers: { [ResilientFetch.deadlineHeader]: String(call.deadline) } })
               }).then((stream) => new Response(stream).arrayBuffer()),
             catch: (e) => sdkFailure("textToSpeech.convert", e)
           }).pipe(Effect.map((bytes) => bytes.byteLength)),
@@ -279,7 +284,9 @@ describe.each([resilientDoor, sdkDoor, fetchDoor])("the pipeline's contract: $na
       })
       const stack = yield* door.stack(backend, { limiter: { plan: { flash: 2 } }, quota: false })
       const { limiter, keyId } = stack.policies
-      const slow = yield* Effect.forkChild(Effect.all([stack.tts("slow one"), stack.tts("slow two")], { concurrency: "unbounded" }))
+      const slow = yield* Effect.forkChild(
+        Effect.all([stack.tts("slow one"), stack.tts("slow two")], { concurrency: "unbounded" })
+      )
       yield* until(Effect.map(limiter.snapshot(keyId, "flash"), (s) => s.inFlight === 2), "both permits held")
       const waiting = yield* Effect.forkChild(Effect.flip(stack.tts("in a hurry", { deadline: "300 millis" })))
       yield* until(Effect.map(limiter.snapshot(keyId, "flash"), (s) => s.queueDepth === 1), "the call queued")
@@ -299,52 +306,68 @@ describe.each([resilientDoor, sdkDoor, fetchDoor])("the pipeline's contract: $na
       assert.strictEqual((yield* backend.stats).requests, 2, "the late call never reached the server")
     }))
 
-  it.live("two stacks on one Redis hold the limit together and share the breaker's state", () =>
-    Effect.gen(function*() {
-      const redis = yield* Effect.acquireRelease(
-        Effect.promise(() => startRedisServer()),
-        (r) => Effect.promise(() => r.close())
-      )
-      const backend = yield* door.backend({ seed: 4, plan: "creator", latency: { ...latency, flash: { ttfbMs: 40, msPerUnit: 0.2, jitter: 0 } } })
-      // Each stack believes it has the whole plan (10 Flash); only the shared permits keep the sum at 10.
-      const options: DoorOptions = {
-        limiter: { plan: "creator" },
-        quota: false,
-        retry: fastRetry,
-        redis: { url: redis.url, leaseTime: "5 seconds" }
-      }
-      const one = yield* door.stack(backend, options)
-      const two = yield* door.stack(backend, options)
-      assert.isDefined(one.policies.distributed)
-      const burst = (stack: Stack, tag: string) =>
-        Effect.forEach(Array.from({ length: 30 }, (_, i) => i), (i) => outcome(stack.tts(`${tag} ${i} `.repeat(6))), {
-          concurrency: "unbounded"
+  it.live(
+    "two stacks on one Redis hold the limit together and share the breaker's state",
+    () =>
+      Effect.gen(function*() {
+        const redis = yield* Effect.acquireRelease(
+          Effect.promise(() => startRedisServer()),
+          (r) => Effect.promise(() => r.close())
+        )
+        const backend = yield* door.backend({
+          seed: 4,
+          plan: "creator",
+          latency: { ...latency, flash: { ttfbMs: 40, msPerUnit: 0.2, jitter: 0 } }
         })
-      const outcomes = (yield* Effect.all([burst(one, "one"), burst(two, "two")], { concurrency: "unbounded" })).flat()
-      let stats = yield* backend.stats
-      assert.deepStrictEqual(outcomes.filter((o) => o !== "ok"), [])
-      assert.strictEqual(stats.byDetailStatus["too_many_concurrent_requests"] ?? 0, 0)
-      assert.isAtMost(stats.pools.flash.maxInFlight, 10)
+        // Each stack believes it has the whole plan (10 Flash); only the shared permits keep the sum at 10.
+        const options: DoorOptions = {
+          limiter: { plan: "creator" },
+          quota: false,
+          retry: fastRetry,
+          redis: { url: redis.url, leaseTime: "5 seconds" }
+        }
+        const one = yield* door.stack(backend, options)
+        const two = yield* door.stack(backend, options)
+        assert.isDefined(one.policies.distributed)
+        const burst = (stack: Stack, tag: string) =>
+          Effect.forEach(Array.from({ length: 30 }, (_, i) => i), (i) => outcome(stack.tts(`${tag} ${i} `.repeat(6))), {
+            concurrency: "unbounded"
+          })
+        const outcomes = (yield* Effect.all([burst(one, "one"), burst(two, "two")], { concurrency: "unbounded" }))
+          .flat()
+        let stats = yield* backend.stats
+        assert.deepStrictEqual(outcomes.filter((o) => o !== "ok"), [])
+        assert.strictEqual(stats.byDetailStatus["too_many_concurrent_requests"] ?? 0, 0)
+        assert.isAtMost(stats.pools.flash.maxInFlight, 10)
 
-      // An outage seen through one stack opens the circuit the other reads.
-      yield* backend.simulator.setFaults({ serverError: 1 })
-      const failed: Array<string> = []
-      for (let i = 0; i < 10 && failed.at(-1) !== "CircuitOpen"; i++) failed.push(yield* outcome(one.tts(`outage ${i}`)))
-      assert.strictEqual(failed.at(-1), "CircuitOpen")
-      assert.strictEqual((yield* one.policies.breaker!.state("flash"))._tag, "Open")
-      assert.strictEqual((yield* two.policies.breaker!.state("flash"))._tag, "Open")
-      stats = yield* backend.stats
-      assert.strictEqual(yield* outcome(two.tts("through the other stack")), "CircuitOpen")
-      assert.strictEqual((yield* backend.stats).requests, stats.requests, "an open circuit sends nothing")
-    }), 30_000)
+        // An outage seen through one stack opens the circuit the other reads.
+        yield* backend.simulator.setFaults({ serverError: 1 })
+        const failed: Array<string> = []
+        for (let i = 0; i < 10 && failed.at(-1) !== "CircuitOpen"; i++) {
+          failed.push(yield* outcome(one.tts(`outage ${i}`)))
+        }
+        assert.strictEqual(failed.at(-1), "CircuitOpen")
+        assert.strictEqual((yield* one.policies.breaker!.state("flash"))._tag, "Open")
+        assert.strictEqual((yield* two.policies.breaker!.state("flash"))._tag, "Open")
+        stats = yield* backend.stats
+        assert.strictEqual(yield* outcome(two.tts("through the other stack")), "CircuitOpen")
+        assert.strictEqual((yield* backend.stats).requests, stats.requests, "an open circuit sends nothing")
+      }),
+    30_000
+  )
 
   it.live("a call deadline that is not a finite duration >= 0 is InvalidRequest (field deadline), not a defect", () =>
     Effect.gen(function*() {
       const backend = yield* door.backend({ seed: 8, plan: "pro", latency })
       const stack = yield* door.stack(backend, { quota: false })
       for (const deadline of ["-1 seconds", Number.NaN, Number.POSITIVE_INFINITY, "soon"] as const) {
-        const exit = yield* Effect.exit(stack.tts(`a bad deadline: ${deadline}`, { deadline: deadline as Duration.Input }))
-        assert.isTrue(Exit.isFailure(exit) && exit.cause.reasons.every((r) => r._tag === "Fail"), `${deadline}: a typed failure`)
+        const exit = yield* Effect.exit(
+          stack.tts(`a bad deadline: ${deadline}`, { deadline: deadline as Duration.Input })
+        )
+        assert.isTrue(
+          Exit.isFailure(exit) && exit.cause.reasons.every((r) => r._tag === "Fail"),
+          `${deadline}: a typed failure`
+        )
         const error = yield* Effect.flip(stack.tts("again", { deadline: deadline as Duration.Input }))
         assert.strictEqual(error.reason._tag, "InvalidRequest")
         if (error.reason._tag === "InvalidRequest") assert.strictEqual(error.reason.field, "deadline")
@@ -375,9 +398,11 @@ describe.each([resilientDoor, sdkDoor, fetchDoor])("the pipeline's contract: $na
       const call = calls[0]!
       assert.deepStrictEqual(
         Object.fromEntries(
-          ["operation", "model", "characters", "lane", "pool", "attempts", "outcome", "fallback_used", "coalesced"].map((
-            name
-          ) => [name, call.attributes[`elevenlabs.${name}`]])
+          ["operation", "model", "characters", "lane", "pool", "attempts", "outcome", "fallback_used", "coalesced"].map(
+            (
+              name
+            ) => [name, call.attributes[`elevenlabs.${name}`]]
+          )
         ),
         {
           operation: "textToSpeech.convert",

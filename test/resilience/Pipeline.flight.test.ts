@@ -55,7 +55,9 @@ const makeTransport = (): Transport => {
       return Effect.succeed(HttpClientResponse.fromWeb(request, Response.json(subscription)))
     }
     if (!url.pathname.startsWith("/v1/text-to-speech/")) {
-      return Effect.succeed(HttpClientResponse.fromWeb(request, new Response(`{"detail":"Not Found"}`, { status: 404 })))
+      return Effect.succeed(
+        HttpClientResponse.fromWeb(request, new Response(`{"detail":"Not Found"}`, { status: 404 }))
+      )
     }
     return Effect.suspend(() => {
       const n = requests++
@@ -93,7 +95,6 @@ const tts = Client.ElevenLabs.use((c) =>
 )
 const notIdempotent = tts.pipe(Resilient.withCallOptions({ idempotent: false }))
 
-
 /**
  * The starter's call is on the wire (its TTS request sent, unanswered); a second identical call joins it; the
  * starter is then interrupted. Returns the joiner's fiber.
@@ -129,10 +130,33 @@ describe("Pipeline, where a coalesced flight runs", () => {
     readonly options: Omit<ResilientOptions, "apiKey">
     readonly handedOver: boolean
   }> = [
-    { name: "idempotent calls (the default): an interrupted starter's request is given up and sent again for the joiner", call: tts, options: {}, handedOver: true },
-    { name: "idempotent: false on both callers: one request, which goes on for the joiner after the starter is interrupted", call: notIdempotent, options: {}, handedOver: false },
-    { name: "coalesce: { flight: \"detached\" } in the options: idempotent calls share one request past the starter's interruption", call: tts, options: { coalesce: { flight: "detached" } }, handedOver: false },
-    { name: "coalesce: { flight: \"inline\" } in the options: calls marked idempotent: false are handed over too", call: notIdempotent, options: { coalesce: { flight: "inline" } }, handedOver: true }
+    {
+      name:
+        "idempotent calls (the default): an interrupted starter's request is given up and sent again for the joiner",
+      call: tts,
+      options: {},
+      handedOver: true
+    },
+    {
+      name:
+        "idempotent: false on both callers: one request, which goes on for the joiner after the starter is interrupted",
+      call: notIdempotent,
+      options: {},
+      handedOver: false
+    },
+    {
+      name:
+        "coalesce: { flight: \"detached\" } in the options: idempotent calls share one request past the starter's interruption",
+      call: tts,
+      options: { coalesce: { flight: "detached" } },
+      handedOver: false
+    },
+    {
+      name: "coalesce: { flight: \"inline\" } in the options: calls marked idempotent: false are handed over too",
+      call: notIdempotent,
+      options: { coalesce: { flight: "inline" } },
+      handedOver: true
+    }
   ]
   for (const { call, handedOver, name, options } of interrupted) {
     it.effect(name, () => {
@@ -148,13 +172,23 @@ describe("Pipeline, where a coalesced flight runs", () => {
         assert.strictEqual(result.meta.coalesced, true)
         assert.strictEqual(result.meta.requestId, `r${answered}`)
         assert.deepStrictEqual(result.audio, audioOf(answered))
-        assert.deepStrictEqual([transport.requests(), transport.abandoned()], expected, "TTS requests sent, and given up")
+        assert.deepStrictEqual(
+          [transport.requests(), transport.abandoned()],
+          expected,
+          "TTS requests sent, and given up"
+        )
         yield* nothingLeft
       }).pipe(Effect.provide(stack(transport, options)))
     })
   }
 
-  for (const [first, second, name] of [[notIdempotent, tts, "idempotent: false, then the default"], [tts, notIdempotent, "the default, then idempotent: false"]] as const) {
+  for (
+    const [first, second, name] of [[notIdempotent, tts, "idempotent: false, then the default"], [
+      tts,
+      notIdempotent,
+      "the default, then idempotent: false"
+    ]] as const
+  ) {
     it.effect(`idempotent and idempotent: false calls never share a flight (${name}): a repeat cannot reach a caller who refused one`, () => {
       const transport = makeTransport()
       return Effect.gen(function*() {
@@ -176,7 +210,7 @@ describe("Pipeline, where a coalesced flight runs", () => {
   it.effect("without interruption, both flights give one request, the starter's result unmarked and the joiner's coalesced", () => {
     const transport = makeTransport()
     return Effect.gen(function*() {
-        for (const [i, call] of [tts, notIdempotent].entries()) {
+      for (const [i, call] of [tts, notIdempotent].entries()) {
         const starter = yield* Effect.forkChild(call, { startImmediately: true })
         yield* Deferred.await(transport.sent[i]!)
         const joiner = yield* Effect.forkChild(call, { startImmediately: true })

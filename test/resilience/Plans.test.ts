@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import {
   canonicalPlanTableName,
+  deploymentGuidePlans,
   docsPlans,
   isPlanTableName,
   limitsOf,
@@ -10,7 +11,6 @@ import {
   planTableOf,
   poolOfModel,
   pools,
-  deploymentGuidePlans,
   seedPlans
 } from "../../src/resilience/Plans.ts"
 

@@ -143,9 +143,13 @@ describe("QuotaGuard", () => {
           Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({ fetch }))
         )
         const fiber = yield* Effect.forkChild(
-          Effect.forEach(Array.from({ length: 20 }, (_, i) => i), () => guard.guard(100, Effect.succeed("ok")).pipe(Effect.exit), {
-            concurrency: "unbounded"
-          })
+          Effect.forEach(
+            Array.from({ length: 20 }, (_, i) => i),
+            () => guard.guard(100, Effect.succeed("ok")).pipe(Effect.exit),
+            {
+              concurrency: "unbounded"
+            }
+          )
         )
         yield* TestClock.adjust("1 second")
         const exits = yield* Fiber.join(fiber)
@@ -222,7 +226,10 @@ describe("QuotaGuard", () => {
       Effect.gen(function*() {
         const { fetch, server } = makeServer({ used: 0, limit: 10 })
         server.failing = true
-        const provide = Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({ fetch }))
+        const provide = Effect.provideService(
+          QuotaGuard.SubscriptionSource,
+          QuotaGuard.SubscriptionSource.of({ fetch })
+        )
         const open = yield* QuotaGuard.make().pipe(provide)
         assert.isTrue(Exit.isSuccess(yield* Effect.exit(open.guard(500, Effect.void))))
         assert.strictEqual(yield* open.state, "unknown")
@@ -249,7 +256,11 @@ describe("QuotaGuard", () => {
           { used: 1000, limit: 10000, resetAt: 1738356858000 }
         )
         assert.strictEqual(
-          QuotaGuard.snapshotFromSubscription({ character_count: 1, character_limit: 2, next_character_count_reset_unix: null })
+          QuotaGuard.snapshotFromSubscription({
+            character_count: 1,
+            character_limit: 2,
+            next_character_count_reset_unix: null
+          })
             .resetAt,
           undefined
         )
@@ -334,18 +345,26 @@ describe("QuotaGuard", () => {
         assert.strictEqual(reasonOf(yield* Effect.exit(guard.setKeyCap("k", -5)))._tag, "InvalidInput")
         const bad = yield* Effect.exit(
           QuotaGuard.make({ warningPercent: 95, alertPercent: 90 }).pipe(
-            Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({
-              fetch: Effect.succeed({ used: 0, limit: 1 })
-            }))
+            Effect.provideService(
+              QuotaGuard.SubscriptionSource,
+              QuotaGuard.SubscriptionSource.of({
+                fetch: Effect.succeed({ used: 0, limit: 1 })
+              })
+            )
           )
         )
         assert.strictEqual(reasonOf(bad)._tag, "InvalidInput")
-        for (const options of [{ refreshInterval: 0 }, { eventBuffer: 0 }, { keyCaps: { k: -1 } }, { warningPercent: -1 }]) {
+        for (
+          const options of [{ refreshInterval: 0 }, { eventBuffer: 0 }, { keyCaps: { k: -1 } }, { warningPercent: -1 }]
+        ) {
           const exit = yield* Effect.exit(
             QuotaGuard.make(options).pipe(
-              Effect.provideService(QuotaGuard.SubscriptionSource, QuotaGuard.SubscriptionSource.of({
-                fetch: Effect.succeed({ used: 0, limit: 1 })
-              }))
+              Effect.provideService(
+                QuotaGuard.SubscriptionSource,
+                QuotaGuard.SubscriptionSource.of({
+                  fetch: Effect.succeed({ used: 0, limit: 1 })
+                })
+              )
             )
           )
           assert.strictEqual(reasonOf(exit)._tag, "InvalidInput")
@@ -439,7 +458,10 @@ describe("QuotaGuard", () => {
         server.snapshot = { used: 0, limit: 1000, resetAt: 7_200_000 }
         yield* TestClock.adjust("60 seconds")
         seen = yield* events
-        assert.deepStrictEqual(tags(seen).filter((t) => t.startsWith("Threshold")), ["ThresholdCleared", "ThresholdCleared"])
+        assert.deepStrictEqual(tags(seen).filter((t) => t.startsWith("Threshold")), [
+          "ThresholdCleared",
+          "ThresholdCleared"
+        ])
         assert.strictEqual(yield* guard.state, "ok")
         yield* guard.guard(900, Effect.void)
         seen = yield* events
@@ -479,7 +501,9 @@ describe("QuotaGuard", () => {
         const resetAt = 5 * 60_000
         const { events, guard, server } = yield* setup({ used: 0, limit: 1000, resetAt })
         let requests = 0
-        const exit = yield* Effect.exit(guard.guard(100, Effect.andThen(Effect.sync(() => void requests++), Effect.fail(quotaExceeded))))
+        const exit = yield* Effect.exit(
+          guard.guard(100, Effect.andThen(Effect.sync(() => void requests++), Effect.fail(quotaExceeded)))
+        )
         assert.deepStrictEqual(exit, Exit.fail(quotaExceeded))
         assert.strictEqual(yield* guard.state, "exhausted")
         // The server's numbers were taken: 960 of 1000 used.
@@ -610,7 +634,10 @@ describe("QuotaGuard", () => {
         // The account's limit still binds for a capped key: 200 left on the account, 100 on the key.
         yield* guard.guard(100, Effect.void, { keyId: "batch" })
         const account = reasonOf(yield* Effect.exit(guard.guard(150, Effect.void, { keyId: "live" })))
-        assert.deepStrictEqual(account, new QuotaGuard.InsufficientQuota({ needed: 150, remaining: 100, percentUsed: 90 }))
+        assert.deepStrictEqual(
+          account,
+          new QuotaGuard.InsufficientQuota({ needed: 150, remaining: 100, percentUsed: 90 })
+        )
         const status = yield* guard.status
         assert.deepStrictEqual(status.keys.find((k) => k.keyId === "batch"), {
           keyId: "batch",
@@ -627,7 +654,10 @@ describe("QuotaGuard", () => {
         yield* guard.setKeyCap("k", 100)
         const fiber = yield* Effect.forkChild(guard.guard(80, Effect.never, { keyId: "k" }))
         yield* TestClock.adjust("1 second")
-        assert.strictEqual(reasonOf(yield* Effect.exit(guard.guard(30, Effect.void, { keyId: "k" })))._tag, "InsufficientQuota")
+        assert.strictEqual(
+          reasonOf(yield* Effect.exit(guard.guard(30, Effect.void, { keyId: "k" })))._tag,
+          "InsufficientQuota"
+        )
         yield* Fiber.interrupt(fiber)
         yield* guard.guard(30, Effect.void, { keyId: "k" })
         yield* guard.setKeyCap("k", undefined)
@@ -639,7 +669,10 @@ describe("QuotaGuard", () => {
       Effect.gen(function*() {
         const { guard } = yield* setup({ used: 0, limit: 1000, resetAt: 120_000 }, { keyCaps: { k: 100 } })
         yield* guard.guard(100, Effect.void, { keyId: "k" })
-        assert.strictEqual(reasonOf(yield* Effect.exit(guard.guard(1, Effect.void, { keyId: "k" })))._tag, "InsufficientQuota")
+        assert.strictEqual(
+          reasonOf(yield* Effect.exit(guard.guard(1, Effect.void, { keyId: "k" })))._tag,
+          "InsufficientQuota"
+        )
         yield* TestClock.adjust("2 minutes")
         assert.isTrue(Exit.isSuccess(yield* Effect.exit(guard.guard(100, Effect.void, { keyId: "k" }))))
       }))

@@ -25,17 +25,20 @@ describe("RequestRateLimiter", () => {
   })
 
   it.effect("token bucket: a burst passes, then one call per refill interval (fail mode)", () =>
-    withLimiter({ rules: [RRL.tokenBucket({ rate: 2, burst: 3 })], onExceeded: "fail" }, (rate) =>
-      Effect.gen(function*() {
-        for (let i = 0; i < 3; i++) yield* rate.take("k")
-        const exit = yield* Effect.exit(rate.take("k"))
-        assert.strictEqual(retryAfterOf(exit), 500)
-        yield* TestClock.adjust("500 millis")
-        yield* rate.take("k")
-        assert.strictEqual(retryAfterOf(yield* Effect.exit(rate.take("k"))), 500)
-        // Other keys have their own bucket.
-        yield* rate.take("other")
-      })))
+    withLimiter(
+      { rules: [RRL.tokenBucket({ rate: 2, burst: 3 })], onExceeded: "fail" },
+      (rate) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 3; i++) yield* rate.take("k")
+          const exit = yield* Effect.exit(rate.take("k"))
+          assert.strictEqual(retryAfterOf(exit), 500)
+          yield* TestClock.adjust("500 millis")
+          yield* rate.take("k")
+          assert.strictEqual(retryAfterOf(yield* Effect.exit(rate.take("k"))), 500)
+          // Other keys have their own bucket.
+          yield* rate.take("other")
+        })
+    ))
 
   it.effect("token bucket: delay mode spaces calls at the rate", () =>
     withLimiter({ rules: [RRL.tokenBucket({ rate: 10, burst: 1 })] }, (rate) =>
@@ -43,7 +46,11 @@ describe("RequestRateLimiter", () => {
         const times: Array<number> = []
         const fiber = yield* Effect.forkChild(Effect.forEach(
           [1, 2, 3, 4],
-          () => Effect.andThen(rate.take("k"), Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => times.push(t)))),
+          () =>
+            Effect.andThen(
+              rate.take("k"),
+              Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => times.push(t)))
+            ),
           { concurrency: "unbounded" }
         ))
         yield* TestClock.adjust("1 second")
@@ -52,17 +59,20 @@ describe("RequestRateLimiter", () => {
       })))
 
   it.effect("sliding window: never more than the limit in any window, and no double burst at the edge", () =>
-    withLimiter({ rules: [RRL.slidingWindow({ limit: 2, window: "10 seconds" })], onExceeded: "fail" }, (rate) =>
-      Effect.gen(function*() {
-        yield* rate.take("k")
-        yield* TestClock.adjust("4900 millis")
-        yield* rate.take("k")
-        assert.strictEqual(retryAfterOf(yield* Effect.exit(rate.take("k"))), 5100)
-        yield* TestClock.adjust("5100 millis") // t = 10 s: the first call left the window
-        yield* rate.take("k")
-        // A fixed window would allow a second call here; the window (4.9 s, 14.9 s] already has two.
-        assert.strictEqual(retryAfterOf(yield* Effect.exit(rate.take("k"))), 4900)
-      })))
+    withLimiter(
+      { rules: [RRL.slidingWindow({ limit: 2, window: "10 seconds" })], onExceeded: "fail" },
+      (rate) =>
+        Effect.gen(function*() {
+          yield* rate.take("k")
+          yield* TestClock.adjust("4900 millis")
+          yield* rate.take("k")
+          assert.strictEqual(retryAfterOf(yield* Effect.exit(rate.take("k"))), 5100)
+          yield* TestClock.adjust("5100 millis") // t = 10 s: the first call left the window
+          yield* rate.take("k")
+          // A fixed window would allow a second call here; the window (4.9 s, 14.9 s] already has two.
+          assert.strictEqual(retryAfterOf(yield* Effect.exit(rate.take("k"))), 4900)
+        })
+    ))
 
   it.effect("sliding window: delay mode reserves slots so waiters spread out", () =>
     withLimiter({ rules: [RRL.slidingWindow({ limit: 2, window: "1 second" })] }, (rate) =>
@@ -96,10 +106,12 @@ describe("RequestRateLimiter", () => {
         Effect.gen(function*() {
           const admitted: Array<number> = []
           const fibers = yield* Effect.forEach(arrivals, (at) =>
-            Effect.forkChild(Effect.sleep(Duration.millis(at)).pipe(
-              Effect.andThen(rate.withRateLimit("k")(Clock.currentTimeMillis)),
-              Effect.tap((t) => Effect.sync(() => admitted.push(t)))
-            )))
+            Effect.forkChild(
+              Effect.sleep(Duration.millis(at)).pipe(
+                Effect.andThen(rate.withRateLimit("k")(Clock.currentTimeMillis)),
+                Effect.tap((t) => Effect.sync(() => admitted.push(t)))
+              )
+            ))
           yield* TestClock.adjust("200 seconds")
           yield* Fiber.joinAll(fibers)
           admitted.sort((a, b) => a - b)

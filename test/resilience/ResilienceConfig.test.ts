@@ -10,7 +10,7 @@ import { defaultHeadersTimeout, defaultIdleTimeout } from "../../src/client/Elev
 import * as AdaptiveLimit from "../../src/resilience/AdaptiveLimit.ts"
 import * as Fallback from "../../src/resilience/Fallback.ts"
 import * as Jitter from "../../src/resilience/Jitter.ts"
-import { modelsPagePlans, deploymentGuidePlans } from "../../src/resilience/Plans.ts"
+import { deploymentGuidePlans, modelsPagePlans } from "../../src/resilience/Plans.ts"
 import * as RC from "../../src/resilience/ResilienceConfig.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
 import { stackDefaults } from "../../src/resilience/ResilientOptions.ts"
@@ -28,7 +28,9 @@ const decoded = (raw: unknown): RC.ResilienceConfig => {
   return v.config!
 }
 const paths = (problems: ReadonlyArray<RC.Problem>) => problems.map((p) => p.path)
-const millis = (d: Duration.Input | undefined) => (d === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(d)))
+const millis = (
+  d: Duration.Input | undefined
+) => (d === undefined ? undefined : Duration.toMillis(Duration.fromInputUnsafe(d)))
 
 /** A stable rendering of options (durations as milliseconds) to compare two mappings. */
 const render = (u: unknown): string =>
@@ -74,11 +76,19 @@ describe("ResilienceConfig", () => {
       assert.deepStrictEqual(o.breaker.policy, { _tag: "consecutive", failures: 5 })
       assert.strictEqual(millis(o.breaker.openDuration), 60_000)
       assert(o.quota !== false && o.quota !== undefined)
-      assert.deepStrictEqual([millis(o.quota.refreshInterval), o.quota.warningPercent, o.quota.alertPercent], [60_000, 80, 90])
+      assert.deepStrictEqual([millis(o.quota.refreshInterval), o.quota.warningPercent, o.quota.alertPercent], [
+        60_000,
+        80,
+        90
+      ])
       assert.deepStrictEqual(o.coalesce, { onAllWaitersGone: "interrupt" })
       assert.strictEqual(o.cache, false)
       assert.strictEqual(o.redis, undefined)
-      assert.deepStrictEqual(RC.toTelemetryOptions(decoded({})), { logs: { minimumLevel: "Info" }, otlp: "env", server: false })
+      assert.deepStrictEqual(RC.toTelemetryOptions(decoded({})), {
+        logs: { minimumLevel: "Info" },
+        otlp: "env",
+        server: false
+      })
     })
 
     it("the cache defaults are the AudioCache's", () => {
@@ -230,8 +240,18 @@ describe("ResilienceConfig", () => {
     })
 
     it("false switches a policy off", () => {
-      const o = RC.toResilientOptions(decoded({ retry: false, budget: false, breaker: false, quota: false, coalesce: false, cache: false }), key)
-      assert.deepStrictEqual([o.retry, o.budget, o.breaker, o.quota, o.coalesce, o.cache], [false, false, false, false, false, false])
+      const o = RC.toResilientOptions(
+        decoded({ retry: false, budget: false, breaker: false, quota: false, coalesce: false, cache: false }),
+        key
+      )
+      assert.deepStrictEqual([o.retry, o.budget, o.breaker, o.quota, o.coalesce, o.cache], [
+        false,
+        false,
+        false,
+        false,
+        false,
+        false
+      ])
     })
   })
 
@@ -264,10 +284,15 @@ describe("ResilienceConfig", () => {
     })
 
     it("durations: strings with a unit or milliseconds; Infinity only where a bound may be switched off", () => {
-      assert.deepStrictEqual(RC.validate({ timeouts: { deadline: "2 minutes", headers: 5000, idle: "Infinity" } }).problems, [])
+      assert.deepStrictEqual(
+        RC.validate({ timeouts: { deadline: "2 minutes", headers: 5000, idle: "Infinity" } }).problems,
+        []
+      )
       assert.deepStrictEqual(paths(RC.validate({ timeouts: { deadline: "Infinity" } }).problems), ["timeouts.deadline"])
       for (const bad of ["30", "30 secs", "-1 seconds", -5, "soon", "1.5seconds"]) {
-        assert.deepStrictEqual(paths(RC.validate({ concurrency: { queueTimeout: bad } }).problems), ["concurrency.queueTimeout"], String(bad))
+        assert.deepStrictEqual(paths(RC.validate({ concurrency: { queueTimeout: bad } }).problems), [
+          "concurrency.queueTimeout"
+        ], String(bad))
       }
     })
 
@@ -348,11 +373,20 @@ describe("ResilienceConfig", () => {
     it("the limit above the plan is judged against the chosen table", () => {
       const stt = { concurrency: { plan: "pro", pools: { stt: 50 } } }
       assert.deepStrictEqual(paths(RC.validate(stt, { strict: true }).problems), ["concurrency.pools.stt"])
-      assert.deepStrictEqual(RC.validate({ concurrency: { ...stt.concurrency, planTable: "models-page" } }, { strict: true }).problems, [])
+      assert.deepStrictEqual(
+        RC.validate({ concurrency: { ...stt.concurrency, planTable: "models-page" } }, { strict: true }).problems,
+        []
+      )
     })
 
     it("the deprecated table names seeds and docs still select their tables, with a warning naming the new one", () => {
-      for (const [old, current, table] of [["seeds", "deployment-guide", deploymentGuidePlans], ["docs", "models-page", modelsPagePlans]] as const) {
+      for (
+        const [old, current, table] of [["seeds", "deployment-guide", deploymentGuidePlans], [
+          "docs",
+          "models-page",
+          modelsPagePlans
+        ]] as const
+      ) {
         const { config, problems } = RC.validate({ concurrency: { planTable: old } })
         assert.deepStrictEqual(problems.map((p) => [p.severity, p.path]), [["warning", "concurrency.planTable"]])
         assert.include(problems[0]!.message, `"${old}" is the deprecated name of the "${current}" plan table`)
@@ -360,7 +394,9 @@ describe("ResilienceConfig", () => {
         assert.isFalse(RC.isBlocking(problems))
         assert.strictEqual(RC.toResilientOptions(config!, key).limiter?.table, table)
       }
-      assert.deepStrictEqual(RC.validate({ concurrency: { planTable: "guide" } }).problems.map((p) => p.severity), ["error"])
+      assert.deepStrictEqual(RC.validate({ concurrency: { planTable: "guide" } }).problems.map((p) => p.severity), [
+        "error"
+      ])
     })
 
     it("quota off, very long idle timeout, no queue deadline, huge attempt caps", () => {
@@ -407,7 +443,10 @@ describe("ResilienceConfig", () => {
 
     it("a long secret-looking string and a password in a URL are found", () => {
       const token = "Zx81Qw0pLmN4vB7rT2yU9iO3kJ6hG5fDs"
-      const { problems } = RC.validate({ breaker: { keyPrefix: token }, redis: { url: "redis://:hunter2hunter2@cache:6379" } })
+      const { problems } = RC.validate({
+        breaker: { keyPrefix: token },
+        redis: { url: "redis://:hunter2hunter2@cache:6379" }
+      })
       assert.deepStrictEqual(paths(problems), ["breaker.keyPrefix", "redis.url"])
       assert.notInclude(JSON.stringify(problems), token)
       assert.notInclude(JSON.stringify(problems), "hunter2hunter2")
@@ -415,7 +454,10 @@ describe("ResilienceConfig", () => {
 
     it("ordinary values are not taken for secrets", () => {
       assert.deepStrictEqual(RC.validate(fixture("good"), { strict: true }).problems, [])
-      assert.deepStrictEqual(RC.validate({ cache: { store: "file", directory: "/var/cache/0123456789abcdef0123456789abcdef0" } }).problems, [])
+      assert.deepStrictEqual(
+        RC.validate({ cache: { store: "file", directory: "/var/cache/0123456789abcdef0123456789abcdef0" } }).problems,
+        []
+      )
     })
   })
 
@@ -492,7 +534,10 @@ describe("ResilienceConfig", () => {
         assert.strictEqual(config.retry.exponential?.base, "500 millis")
         const noEnv = yield* RC.load({ file: fixturePath("good"), env: false })
         assert.strictEqual(noEnv.concurrency?.plan, "pro")
-      }).pipe(Effect.provide(env({ ELEVENLABS_PLAN: "creator", ELEVENLABS_JITTER: "full" })), Effect.provide(NodeServices.layer)))
+      }).pipe(
+        Effect.provide(env({ ELEVENLABS_PLAN: "creator", ELEVENLABS_JITTER: "full" })),
+        Effect.provide(NodeServices.layer)
+      ))
 
     it.effect("load: a bad environment value names its variable", () =>
       Effect.gen(function*() {
@@ -526,7 +571,10 @@ describe("ResilienceConfig", () => {
               Array.from({ length: 60 }, (_, i) => i),
               (i) =>
                 Client.ElevenLabs.use((c) =>
-                  c.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", { text: `line ${i} `.repeat(4), modelId: "eleven_flash_v2_5" })
+                  c.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", {
+                    text: `line ${i} `.repeat(4),
+                    modelId: "eleven_flash_v2_5"
+                  })
                 ).pipe(Effect.match({ onSuccess: () => "ok", onFailure: (e) => e.reason._tag })),
               { concurrency: "unbounded" }
             )

@@ -2,12 +2,12 @@ import { assert, describe, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Exit, Fiber, Layer, PubSub, Redacted, Schema, Scope, Stream } from "effect"
 import { HttpClient, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
-import type * as RetryPolicy from "../../src/resilience/RetryPolicy.ts"
 import * as Client from "../../src/client/ElevenLabs.ts"
 import type { ElevenLabsError } from "../../src/client/Errors.ts"
 import * as Jitter from "../../src/resilience/Jitter.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
 import type { ResilientOptions } from "../../src/resilience/ResilientOptions.ts"
+import type * as RetryPolicy from "../../src/resilience/RetryPolicy.ts"
 import * as InProcess from "../../src/simulator/InProcess.ts"
 import * as Simulator from "../../src/simulator/Simulator.ts"
 import { runVirtual } from "../utils/virtualTime.ts"
@@ -96,7 +96,9 @@ describe("Resilient", () => {
       yield* TestClock.adjust("10 millis")
       yield* sim.setFaults({ systemBusy: 0 })
       // Four calls on a pool of 2 (100 ms each): b1 and b2 run at once, b3 and b4 wait.
-      const others = yield* Effect.forkChild(Effect.forEach(["b1", "b2", "b3", "b4"], call, { concurrency: "unbounded" }))
+      const others = yield* Effect.forkChild(
+        Effect.forEach(["b1", "b2", "b3", "b4"], call, { concurrency: "unbounded" })
+      )
       yield* runVirtual(Fiber.joinAll([retried, others]), { stepMillis: 10 })
       const at = (name: string) => ends[name]! - start
       // At 60 ms the retry rejoins the queue ahead of b3 and b4: it takes the first permit freed at 110 ms.
@@ -132,7 +134,9 @@ describe("Resilient", () => {
       assert.deepStrictEqual(served.audio, first.audio)
       assert.strictEqual((yield* sim.stats).requests, before, "an open breaker sends nothing")
     }).pipe(
-      Effect.provide(stack({ seed: 6, plan: "pro" }, { limiter: { plan: "pro" }, cache: { maxEntries: 10 }, budget: false }))
+      Effect.provide(
+        stack({ seed: 6, plan: "pro" }, { limiter: { plan: "pro" }, cache: { maxEntries: 10 }, budget: false })
+      )
     ))
 
   it.effect("quota stops a batch at the boundary: InsufficientQuota, never a server quota_exceeded", () =>
@@ -170,7 +174,8 @@ describe("Resilient", () => {
               Response.json({
                 detail: {
                   status: "quota_exceeded",
-                  message: "This request exceeds your quota of 10000. You have 0 credits remaining, while 91 credits are required for this request."
+                  message:
+                    "This request exceeds your quota of 10000. You have 0 credits remaining, while 91 credits are required for this request."
                 }
               }, { status: 401 })
             ))
@@ -184,7 +189,11 @@ describe("Resilient", () => {
       assert.strictEqual(stt, "QuotaExceeded")
       assert.strictEqual(yield* quota!.state, "exhausted")
       assert.strictEqual(yield* settle(tts("after the quota ran out")), "QuotaExhausted")
-      assert.deepStrictEqual(sent.filter((path) => path.startsWith("/v1/text-to-speech")), [], "no TTS is sent once the quota is exhausted")
+      assert.deepStrictEqual(
+        sent.filter((path) => path.startsWith("/v1/text-to-speech")),
+        [],
+        "no TTS is sent once the quota is exhausted"
+      )
     }).pipe(Effect.provide(Resilient.layer({ apiKey, limiter: { plan: "pro" } }).pipe(Layer.provideMerge(transport))))
   })
 
@@ -196,7 +205,9 @@ describe("Resilient", () => {
       yield* (yield* Simulator.Simulator).setFaults({ serverError: 1 })
       const scope = yield* Scope.make()
       const failed = yield* runVirtual(Effect.flip(
-        client.textToSpeech.stream(voice, { text: "a stream that meets a 500", modelId: "eleven_flash_v2_5" }).pipe(Scope.provide(scope))
+        client.textToSpeech.stream(voice, { text: "a stream that meets a 500", modelId: "eleven_flash_v2_5" }).pipe(
+          Scope.provide(scope)
+        )
       ))
       assert.strictEqual(failed.reason._tag, "ServerError")
       assert.strictEqual((yield* quota!.status).reserved, 0)
@@ -206,8 +217,13 @@ describe("Resilient", () => {
   it.effect("a call deadline that is not a finite duration >= 0 is InvalidRequest (field deadline), not a defect", () =>
     Effect.gen(function*() {
       for (const deadline of ["-1 seconds", Number.NaN, Number.POSITIVE_INFINITY, "soon"] as const) {
-        const exit = yield* Effect.exit(tts("a call with a bad deadline").pipe(Resilient.withCallOptions({ deadline: deadline as never })))
-        assert.isTrue(Exit.isFailure(exit) && exit.cause.reasons.every((r) => r._tag === "Fail"), `${deadline}: a typed failure`)
+        const exit = yield* Effect.exit(
+          tts("a call with a bad deadline").pipe(Resilient.withCallOptions({ deadline: deadline as never }))
+        )
+        assert.isTrue(
+          Exit.isFailure(exit) && exit.cause.reasons.every((r) => r._tag === "Fail"),
+          `${deadline}: a typed failure`
+        )
         const error = yield* Effect.flip(tts("again").pipe(Resilient.withCallOptions({ deadline: deadline as never })))
         assert.strictEqual(error.reason._tag, "InvalidRequest")
         if (error.reason._tag === "InvalidRequest") assert.strictEqual(error.reason.field, "deadline")
@@ -232,7 +248,9 @@ describe("Resilient", () => {
   it.effect("a deadline that runs out while the call is queued fails as the deadline (Timeout, phase deadline)", () =>
     Effect.gen(function*() {
       const slow = yield* bothFlashPermitsHeld
-      const waiting = yield* Effect.forkChild(Effect.flip(tts("in a hurry").pipe(Resilient.withCallOptions({ deadline: "2 seconds" }))))
+      const waiting = yield* Effect.forkChild(
+        Effect.flip(tts("in a hurry").pipe(Resilient.withCallOptions({ deadline: "2 seconds" })))
+      )
       yield* TestClock.adjust("2 seconds")
       const error = yield* Fiber.join(waiting)
       assert.strictEqual(error.reason._tag, "Timeout")
@@ -246,7 +264,9 @@ describe("Resilient", () => {
   it.effect("the queue's own timeout, shorter than the time left, is still QueueTimeout", () =>
     Effect.gen(function*() {
       const slow = yield* bothFlashPermitsHeld
-      const waiting = yield* Effect.forkChild(Effect.flip(tts("in a queue").pipe(Resilient.withCallOptions({ deadline: "30 seconds" }))))
+      const waiting = yield* Effect.forkChild(
+        Effect.flip(tts("in a queue").pipe(Resilient.withCallOptions({ deadline: "30 seconds" })))
+      )
       yield* TestClock.adjust("3 seconds")
       assert.strictEqual((yield* Fiber.join(waiting)).reason._tag, "QueueTimeout")
       yield* runVirtual(Fiber.join(slow))
@@ -262,7 +282,9 @@ describe("Resilient", () => {
       const starter = yield* Effect.forkChild(same)
       yield* TestClock.adjust(10)
       const started = yield* Clock.currentTimeMillis
-      const joiner = yield* Effect.forkChild(Effect.flip(same.pipe(Resilient.withCallOptions({ deadline: "1 second" }))))
+      const joiner = yield* Effect.forkChild(
+        Effect.flip(same.pipe(Resilient.withCallOptions({ deadline: "1 second" })))
+      )
       yield* TestClock.adjust("1 second")
       const error = yield* Fiber.join(joiner)
       assert.strictEqual(error.reason._tag, "Timeout")
@@ -292,7 +314,9 @@ describe("Resilient", () => {
       const sim = yield* Simulator.Simulator
       yield* runVirtual(tts("warm up: the quota guard reads the subscription once"))
       yield* sim.resetStats
-      const results = yield* runVirtual(Effect.all(Array.from({ length: 5 }, () => tts("same words")), { concurrency: 5 }))
+      const results = yield* runVirtual(
+        Effect.all(Array.from({ length: 5 }, () => tts("same words")), { concurrency: 5 })
+      )
       const stats = yield* sim.stats
       assert.strictEqual(stats.requests, 1)
       assert.strictEqual(stats.creditsCharged, Math.ceil("same words".length * 0.5))
@@ -332,13 +356,16 @@ describe("Resilient", () => {
             Effect.scoped(Effect.flatMap(
               Effect.flatMap(Effect.service(Client.ElevenLabs), (c) =>
                 c.textToSpeech.stream(voice, { text: "z".repeat(3000), modelId: "eleven_flash_v2_5" })),
-              (s) => Stream.runDrain(s.audio)
+              (s) =>
+                Stream.runDrain(s.audio)
             )), { concurrency: "unbounded" }).pipe(Effect.provide(Client.layer({ apiKey })))
         )
       )
       yield* TestClock.adjust(500)
       const outcomes = yield* runVirtual(
-        Effect.forEach(Array.from({ length: 40 }, (_, i) => i), (i) => settle(tts(`ours ${i}`)), { concurrency: "unbounded" })
+        Effect.forEach(Array.from({ length: 40 }, (_, i) => i), (i) => settle(tts(`ours ${i}`)), {
+          concurrency: "unbounded"
+        })
       )
       assert.deepStrictEqual(outcomes.filter((o) => o !== "ok"), [])
       const snapshot = yield* limiter.snapshot(keyId, "flash")
@@ -355,7 +382,10 @@ describe("Resilient", () => {
       const { limiter, keyId, quota } = yield* Resilient.Resilience
       const bytes = yield* runVirtual(Effect.scoped(Effect.gen(function*() {
         const client = yield* Client.ElevenLabs
-        const s = yield* client.textToSpeech.stream(voice, { text: "stream me ".repeat(30), modelId: "eleven_flash_v2_5" })
+        const s = yield* client.textToSpeech.stream(voice, {
+          text: "stream me ".repeat(30),
+          modelId: "eleven_flash_v2_5"
+        })
         assert.strictEqual((yield* limiter.snapshot(keyId, "flash")).inFlight, 1)
         const chunks = yield* Stream.runCollect(s.audio)
         assert.strictEqual((yield* limiter.snapshot(keyId, "flash")).inFlight, 0)
@@ -369,14 +399,18 @@ describe("Resilient", () => {
 
   it.effect.prop(
     "interrupted callers leave no permit, queue place or reservation behind",
-    [Schema.Array(Schema.Tuple([Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 3000 })), Schema.Boolean]))
-      .check(Schema.isMinLength(1), Schema.isMaxLength(40))],
+    [
+      Schema.Array(Schema.Tuple([Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 3000 })), Schema.Boolean]))
+        .check(Schema.isMinLength(1), Schema.isMaxLength(40))
+    ],
     ([calls]) =>
       Effect.gen(function*() {
         const { keyId, limiter, quota } = yield* Resilient.Resilience
         const fibers = yield* Effect.forEach(calls, ([, interactive], i) =>
           Effect.forkChild(
-            tts(`interrupt ${i} `.repeat(6)).pipe(Resilient.withCallOptions({ lane: interactive ? "interactive" : "batch" }))
+            tts(`interrupt ${i} `.repeat(6)).pipe(
+              Resilient.withCallOptions({ lane: interactive ? "interactive" : "batch" })
+            )
           ))
         // Interrupt each caller at its own moment (queued, on the wire, or reading its body).
         const byTime = calls.map(([at], i) => [at, i] as const).sort((a, b) => a[0] - b[0])
@@ -398,11 +432,25 @@ describe("Resilient", () => {
 
 describe("Resilient: local checks at its door (its client does not check again per attempt)", () => {
   const voiceId = "21m00Tcm4TlvDq8ikWAM"
-  const bad: ReadonlyArray<readonly [string, (el: Client.ElevenLabs) => Effect.Effect<unknown, ElevenLabsError, any>, string]> = [
+  const bad: ReadonlyArray<
+    readonly [string, (el: Client.ElevenLabs) => Effect.Effect<unknown, ElevenLabsError, any>, string]
+  > = [
     ["blank text", (el) => el.textToSpeech.convert(voiceId, { text: "  \n " }), "text"],
-    ["wav on stream", (el) => el.textToSpeech.stream(voiceId, { text: "Hi", outputFormat: "wav_44100" as never }), "outputFormat"],
-    ["speed 2 on stream with timestamps", (el) => el.textToSpeech.streamWithTimestamps(voiceId, { text: "Hi", voiceSettings: { speed: 2 } }), "voiceSettings.speed"],
-    ["stability 1.5 with timestamps", (el) => el.textToSpeech.convertWithTimestamps(voiceId, { text: "Hi", voiceSettings: { stability: 1.5 } }), "voiceSettings.stability"],
+    [
+      "wav on stream",
+      (el) => el.textToSpeech.stream(voiceId, { text: "Hi", outputFormat: "wav_44100" as never }),
+      "outputFormat"
+    ],
+    [
+      "speed 2 on stream with timestamps",
+      (el) => el.textToSpeech.streamWithTimestamps(voiceId, { text: "Hi", voiceSettings: { speed: 2 } }),
+      "voiceSettings.speed"
+    ],
+    [
+      "stability 1.5 with timestamps",
+      (el) => el.textToSpeech.convertWithTimestamps(voiceId, { text: "Hi", voiceSettings: { stability: 1.5 } }),
+      "voiceSettings.stability"
+    ],
     ["empty voice id", (el) => el.voices.get(""), "voiceId"],
     ["STT without audio", (el) => el.speechToText.convert({}), "file"],
     ["music without prompt", (el) => el.music.compose({}), "prompt"],
@@ -422,7 +470,9 @@ describe("Resilient: local checks at its door (its client does not check again p
         assert.strictEqual(requests, 0)
       }).pipe(
         Effect.provide(
-          Resilient.layer({ apiKey: Redacted.make("k"), quota: false }).pipe(Layer.provide(Layer.succeed(HttpClient.HttpClient, transport)))
+          Resilient.layer({ apiKey: Redacted.make("k"), quota: false }).pipe(
+            Layer.provide(Layer.succeed(HttpClient.HttpClient, transport))
+          )
         )
       )
     })

@@ -24,7 +24,10 @@ const stack = (sim: Simulator.Options) =>
   )
 
 const refusal = <A, R>(self: Effect.Effect<A, ElevenLabsError, R>) =>
-  Effect.match(self, { onSuccess: () => "ok", onFailure: (e) => e.reason._tag === "InvalidRequest" ? `InvalidRequest ${e.reason.field}` : e.reason._tag })
+  Effect.match(self, {
+    onSuccess: () => "ok",
+    onFailure: (e) => e.reason._tag === "InvalidRequest" ? `InvalidRequest ${e.reason.field}` : e.reason._tag
+  })
 
 describe("Resilient: the endpoints beyond TTS", () => {
   it.effect("every operation answers through the pipeline; streams give their permit back at their end", () =>
@@ -39,13 +42,19 @@ describe("Resilient: the endpoints beyond TTS", () => {
           (yield* el.textToDialogue.convert({ inputs })).audio.byteLength,
           (yield* el.audioIsolation.convert({ audio: seconds(1) })).audio.byteLength
         ]
-        for (const open of [
-          el.speechToSpeech.stream(voice, { audio: seconds(1) }),
-          el.textToDialogue.stream({ inputs }),
-          el.audioIsolation.stream({ audio: seconds(1) })
-        ]) {
+        for (
+          const open of [
+            el.speechToSpeech.stream(voice, { audio: seconds(1) }),
+            el.textToDialogue.stream({ inputs }),
+            el.audioIsolation.stream({ audio: seconds(1) })
+          ]
+        ) {
           const s = yield* open
-          assert.strictEqual((yield* limiter.snapshot(keyId, "standard")).inFlight, 1, "held while the stream is unread")
+          assert.strictEqual(
+            (yield* limiter.snapshot(keyId, "standard")).inFlight,
+            1,
+            "held while the stream is unread"
+          )
           sizes.push(yield* Stream.runFold(s.audio, () => 0, (n, chunk) => n + chunk.byteLength))
           assert.strictEqual((yield* limiter.snapshot(keyId, "standard")).inFlight, 0, "given back at the stream's end")
         }

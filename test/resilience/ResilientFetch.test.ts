@@ -3,20 +3,20 @@
  * `fetch: ResilientFetch.make(...)`, against the simulator's real HTTP server
  * on a free loopback port (real time, short simulator latencies).
  */
-import { ElevenLabsClient, ElevenLabsError as SdkError } from "@elevenlabs/elevenlabs-js"
 import { assert, describe, it } from "@effect/vitest"
+import { ElevenLabsClient, ElevenLabsError as SdkError } from "@elevenlabs/elevenlabs-js"
 import { Effect, type Scope } from "effect"
+import { Redacted } from "effect"
+import { createServer } from "node:http"
 import { fileURLToPath } from "node:url"
 import { isElevenLabsError } from "../../src/client/Errors.ts"
 import { partitionOfApiKey } from "../../src/resilience/Fallback.ts"
+import * as ResilienceConfig from "../../src/resilience/ResilienceConfig.ts"
 import * as ResilientFetch from "../../src/resilience/ResilientFetch.ts"
 import * as Server from "../../src/simulator/Server.ts"
 import type * as Simulator from "../../src/simulator/Simulator.ts"
-import * as ResilienceConfig from "../../src/resilience/ResilienceConfig.ts"
-import { createServer } from "node:http"
 import { runNode } from "../utils/childWorker.ts"
 import { startRedisServer } from "../utils/redisServer.ts"
-import { Redacted } from "effect"
 
 const voice = "21m00Tcm4TlvDq8ikWAM"
 const flash = "eleven_flash_v2_5"
@@ -84,9 +84,13 @@ describe("ResilientFetch with the official SDK", () => {
       const f = yield* resilientFetch({ limiter: { plan: "creator" }, quota: false })
       const sdk = sdkOf(server.url, f)
       const audio = yield* Effect.promise(() =>
-        Promise.all(Array.from({ length: 300 }, (_, i) =>
-          sdk.textToSpeech.convert(voice, { text: `Line ${i} of the batch.`, modelId: flash })
-            .then((s) => new Response(s).arrayBuffer())))
+        Promise.all(
+          Array.from({ length: 300 }, (_, i) =>
+            sdk.textToSpeech.convert(voice, { text: `Line ${i} of the batch.`, modelId: flash })
+              .then((s) =>
+                new Response(s).arrayBuffer()
+              ))
+        )
       )
       const stats = yield* server.stats
       assert.strictEqual(audio.filter((a) => a.byteLength > 0).length, 300)
@@ -108,10 +112,17 @@ describe("ResilientFetch with the official SDK", () => {
       const sdk = sdkOf(server.url, f)
       const results = yield* Effect.promise(() =>
         Promise.allSettled(Array.from({ length: 300 }, (_, i) =>
-          sdk.textToSpeech.convert(voice, { text: `Busy line ${i}.`, modelId: flash }).then((s) => new Response(s).arrayBuffer())))
+          sdk.textToSpeech.convert(voice, { text: `Busy line ${i}.`, modelId: flash }).then((s) =>
+            new Response(s).arrayBuffer()
+          )))
       )
       const stats = yield* server.stats
-      assert.deepStrictEqual(results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason)), [])
+      assert.deepStrictEqual(
+        results.filter((r) =>
+          r.status === "rejected"
+        ).map((r) => String((r as PromiseRejectedResult).reason)),
+        []
+      )
       assert.isAbove(stats.faults["systemBusy"] ?? 0, 0, "faults were injected")
       assert.strictEqual(stats.byDetailStatus["too_many_concurrent_requests"] ?? 0, 0)
       assert.isAtMost(stats.pools.flash.maxInFlight, 10)
@@ -139,7 +150,9 @@ describe("ResilientFetch with the official SDK", () => {
       assert.isAbove(bytes, 0)
       yield* until(Effect.map(flashOf(f), (s) => s.inFlight === 0), "the permit back after the last byte")
       // A stream the caller cancels gives its permit back too.
-      const cancelled = yield* Effect.promise(() => sdk.textToSpeech.stream(voice, { text: "Cancelled early.", modelId: flash }))
+      const cancelled = yield* Effect.promise(() =>
+        sdk.textToSpeech.stream(voice, { text: "Cancelled early.", modelId: flash })
+      )
       assert.strictEqual((yield* flashOf(f)).inFlight, 1)
       yield* Effect.promise(() => cancelled.cancel())
       yield* until(Effect.map(flashOf(f), (s) => s.inFlight === 0), "the permit back after a cancel")
@@ -171,24 +184,37 @@ describe("ResilientFetch with the official SDK", () => {
 
   it.live("an abort gives the permit back at every stage of a stream: before its headers, and with its body unread", () =>
     Effect.gen(function*() {
-      const server = yield* backend({ seed: 2, plan: "pro", latency: { ...latency, flash: { ttfbMs: 1500, msPerUnit: 0, jitter: 0 } } })
+      const server = yield* backend({
+        seed: 2,
+        plan: "pro",
+        latency: { ...latency, flash: { ttfbMs: 1500, msPerUnit: 0, jitter: 0 } }
+      })
       const f = yield* resilientFetch({ limiter: { plan: { flash: 1 } }, quota: false })
       const sdk = sdkOf(server.url, f)
       const early = new AbortController()
-      const opening = Effect.runPromiseExit(Effect.promise(() =>
-        sdk.textToSpeech.stream(voice, { text: "Aborted before its headers.", modelId: flash }, { abortSignal: early.signal })
-      ))
+      const opening = Effect.runPromiseExit(
+        Effect.promise(() =>
+          sdk.textToSpeech.stream(voice, { text: "Aborted before its headers.", modelId: flash }, {
+            abortSignal: early.signal
+          })
+        )
+      )
       yield* until(Effect.map(flashOf(f), (s) => s.inFlight === 1), "the stream's attempt in flight")
       early.abort()
       yield* until(Effect.map(flashOf(f), (s) => s.inFlight === 0), "the permit back after an abort before the headers")
       yield* Effect.promise(() => opening)
       const late = new AbortController()
       const unread = yield* Effect.promise(() =>
-        sdk.textToSpeech.stream(voice, { text: "Aborted with its body unread.", modelId: flash }, { abortSignal: late.signal })
+        sdk.textToSpeech.stream(voice, { text: "Aborted with its body unread.", modelId: flash }, {
+          abortSignal: late.signal
+        })
       )
       assert.strictEqual((yield* flashOf(f)).inFlight, 1)
       late.abort()
-      yield* until(Effect.map(flashOf(f), (s) => s.inFlight === 0), "the permit back after an abort with the body unread")
+      yield* until(
+        Effect.map(flashOf(f), (s) => s.inFlight === 0),
+        "the permit back after an abort with the body unread"
+      )
       const read = yield* Effect.promise(() => new Response(unread).arrayBuffer().then(() => "read", () => "failed"))
       assert.strictEqual(read, "failed", "the aborted body fails, it does not end early as if complete")
     }))
@@ -198,12 +224,16 @@ describe("ResilientFetch with the official SDK", () => {
       const server = yield* backend({ seed: 2, plan: "pro", latency })
       const f = ResilientFetch.make({ quota: false })
       const sdk = sdkOf(server.url, f)
-      const kept = yield* Effect.promise(() => sdk.textToSpeech.stream(voice, { text: "Kept open until close().", modelId: flash }))
+      const kept = yield* Effect.promise(() =>
+        sdk.textToSpeech.stream(voice, { text: "Kept open until close().", modelId: flash })
+      )
       const policies = yield* Effect.promise(() => f.policies("sim-key"))
       assert.strictEqual((yield* policies.limiter.snapshot(policies.keyId, "flash")).inFlight, 1)
       yield* Effect.promise(() => f.close())
       assert.strictEqual((yield* policies.limiter.snapshot(policies.keyId, "flash")).inFlight, 0)
-      const read = yield* Effect.promise(() => new Response(kept).arrayBuffer().then(() => "read", (e: unknown) => String(e)))
+      const read = yield* Effect.promise(() =>
+        new Response(kept).arrayBuffer().then(() => "read", (e: unknown) => String(e))
+      )
       assert.match(read, /closed/)
     }))
 
@@ -216,26 +246,44 @@ describe("ResilientFetch with the official SDK", () => {
       })
       yield* Effect.acquireRelease(
         Effect.promise(() => new Promise<void>((resolve) => http.listen(0, "127.0.0.1", () => resolve()))),
-        () => Effect.promise(() => new Promise<void>((resolve) => { http.closeAllConnections(); http.close(() => resolve()) }))
+        () =>
+          Effect.promise(() =>
+            new Promise<void>((resolve) => {
+              http.closeAllConnections()
+              http.close(() => resolve())
+            })
+          )
       )
       const url = `http://127.0.0.1:${(http.address() as { port: number }).port}`
       const f = yield* resilientFetch({ quota: false, idleTimeout: "200 millis" })
-      const stream = yield* Effect.promise(() => sdkOf(url, f).textToSpeech.stream(voice, { text: "Stalls.", modelId: flash }))
+      const stream = yield* Effect.promise(() =>
+        sdkOf(url, f).textToSpeech.stream(voice, { text: "Stalls.", modelId: flash })
+      )
       const reader = stream.getReader()
       assert.strictEqual((yield* Effect.promise(() => reader.read())).value?.byteLength, 64)
       const stalled = yield* Effect.promise(() => reader.read().then(() => undefined, (e: unknown) => e))
-      assert.isTrue(isElevenLabsError(stalled) && stalled.reason._tag === "Timeout" && stalled.reason.phase === "idle", String(stalled))
+      assert.isTrue(
+        isElevenLabsError(stalled) && stalled.reason._tag === "Timeout" && stalled.reason.phase === "idle",
+        String(stalled)
+      )
       assert.strictEqual((yield* flashOf(f)).inFlight, 0)
     }))
 
   it.live("a coalesced call whose first caller aborts is sent again for the caller who joined it", () =>
     Effect.gen(function*() {
-      const server = yield* backend({ seed: 2, plan: "pro", latency: { ...latency, flash: { ttfbMs: 400, msPerUnit: 0, jitter: 0 } } })
+      const server = yield* backend({
+        seed: 2,
+        plan: "pro",
+        latency: { ...latency, flash: { ttfbMs: 400, msPerUnit: 0, jitter: 0 } }
+      })
       const f = yield* resilientFetch({ quota: false })
       const sdk = sdkOf(server.url, f)
       const first = new AbortController()
       const starter = Effect.runPromiseExit(convert(sdk, "Wanted twice.", { abortSignal: first.signal }))
-      yield* until(Effect.map(server.stats, (s) => s.pools.flash.inFlight === 1), "the first caller's request on the wire")
+      yield* until(
+        Effect.map(server.stats, (s) => s.pools.flash.inFlight === 1),
+        "the first caller's request on the wire"
+      )
       const joiner = Effect.runPromise(convert(sdk, "Wanted twice."))
       yield* Effect.sleep("50 millis")
       first.abort()
@@ -247,11 +295,17 @@ describe("ResilientFetch with the official SDK", () => {
   it.live("a buffered body cut by the deadline stops downloading: the server's request ends with the call", () =>
     Effect.gen(function*() {
       // 1,000 characters at 3 ms each: about 3 s of body after the first byte.
-      const server = yield* backend({ seed: 2, plan: "pro", latency: { ...latency, flash: { ttfbMs: 20, msPerUnit: 3, jitter: 0 } } })
+      const server = yield* backend({
+        seed: 2,
+        plan: "pro",
+        latency: { ...latency, flash: { ttfbMs: 20, msPerUnit: 3, jitter: 0 } }
+      })
       const f = yield* resilientFetch({ quota: false, retry: false })
       const sdk = sdkOf(server.url, f)
       const error = yield* Effect.promise(() =>
-        sdk.textToSpeech.convert(voice, { text: "z".repeat(1000), modelId: flash }, { headers: { [ResilientFetch.deadlineHeader]: "500" } })
+        sdk.textToSpeech.convert(voice, { text: "z".repeat(1000), modelId: flash }, {
+          headers: { [ResilientFetch.deadlineHeader]: "500" }
+        })
           .then(() => undefined, (e: unknown) => (e as { cause?: unknown }).cause)
       )
       assert.isTrue(isElevenLabsError(error) && error.reason._tag === "Timeout")
@@ -270,7 +324,9 @@ describe("ResilientFetch with the official SDK", () => {
         })
       const ok = yield* Effect.promise(() => f(request("Through a Request.", flash)))
       assert.strictEqual(ok.status, 200)
-      const refused = yield* Effect.promise(() => f(request("y".repeat(10_001), "eleven_multilingual_v2")).then(() => undefined, (e: unknown) => e))
+      const refused = yield* Effect.promise(() =>
+        f(request("y".repeat(10_001), "eleven_multilingual_v2")).then(() => undefined, (e: unknown) => e)
+      )
       assert.isTrue(isElevenLabsError(refused) && refused.reason._tag === "InvalidRequest")
       assert.strictEqual((yield* server.stats).requests, 1)
     }))
@@ -304,9 +360,14 @@ describe("ResilientFetch with the official SDK", () => {
       const f = yield* resilientFetch({ limiter: { plan: { flash: 1 } }, quota: false })
       const a = sdkOf(server.url, f, "key-a")
       const b = sdkOf(server.url, f, "key-b")
-      const both = Effect.runPromise(Effect.all([convert(a, "For key A."), convert(b, "For key B.")], { concurrency: 2 }))
+      const both = Effect.runPromise(
+        Effect.all([convert(a, "For key A."), convert(b, "For key B.")], { concurrency: 2 })
+      )
       yield* until(
-        Effect.map(Effect.all([flashOf(f, "key-a"), flashOf(f, "key-b")]), ([sa, sb]) => sa.inFlight === 1 && sb.inFlight === 1),
+        Effect.map(
+          Effect.all([flashOf(f, "key-a"), flashOf(f, "key-b")]),
+          ([sa, sb]) => sa.inFlight === 1 && sb.inFlight === 1
+        ),
         "both keys in flight at once"
       )
       yield* Effect.promise(() => both)
@@ -337,7 +398,10 @@ describe("ResilientFetch with the official SDK", () => {
       yield* Effect.promise(() => running)
       // An answer of ElevenLabs (here 404 voice_not_found) comes back as it was: the SDK's own error.
       const answered = yield* Effect.promise(() =>
-        sdk.textToSpeech.convert("AAAAAAAAAAAAAAAAAAAA", { text: "Unknown voice.", modelId: flash }).then(() => undefined, (e: unknown) => e)
+        sdk.textToSpeech.convert("AAAAAAAAAAAAAAAAAAAA", { text: "Unknown voice.", modelId: flash }).then(
+          () => undefined,
+          (e: unknown) => e
+        )
       )
       assert.instanceOf(answered, SdkError)
       assert.strictEqual((answered as SdkError).statusCode, 404)
@@ -346,9 +410,16 @@ describe("ResilientFetch with the official SDK", () => {
 
   it.live("four processes on one real redis-server hold one limit", () =>
     Effect.gen(function*() {
-      const redis = yield* Effect.acquireRelease(Effect.promise(() => startRedisServer()), (r) => Effect.promise(() => r.close()))
-      const server = yield* backend({ seed: 4, plan: "creator", latency: { ...latency, flash: { ttfbMs: 40, msPerUnit: 0.2, jitter: 0 } } })
-      const runs = [1, 2, 3, 4].map(() => runNode([workerPath], [server.url, redis.url, 30, "close"]))
+      const redis = yield* Effect.acquireRelease(Effect.promise(() => startRedisServer()), (r) =>
+        Effect.promise(() => r.close()))
+      const server = yield* backend({
+        seed: 4,
+        plan: "creator",
+        latency: { ...latency, flash: { ttfbMs: 40, msPerUnit: 0.2, jitter: 0 } }
+      })
+      const runs = [1, 2, 3, 4].map(() =>
+        runNode([workerPath], [server.url, redis.url, 30, "close"])
+      )
       const results = yield* Effect.promise(() => Promise.all(runs.map((r) => r.exit)))
       for (const r of results) assert.strictEqual(r.code, 0, r.stderr)
       const reports = results.map((r) => JSON.parse(r.stdout.trim()) as { ok: number; failed: number })
@@ -360,21 +431,30 @@ describe("ResilientFetch with the official SDK", () => {
       assert.strictEqual(stats.byDetailStatus["too_many_concurrent_requests"] ?? 0, 0)
     }), { timeout: 120_000 })
 
-  it.live.each(["no-close", "runner"])("a process that makes calls and never closes exits on its own (%s)", (mode) =>
-    Effect.gen(function*() {
-      const server = yield* backend({ seed: 6, plan: "creator", latency })
-      const run = runNode([workerPath], [server.url, "-", 20, mode])
-      const timer = setTimeout(() => run.child.kill("SIGKILL"), 30_000)
-      const exit = yield* Effect.promise(() => run.exit)
-      clearTimeout(timer)
-      assert.strictEqual(exit.code, 0, `the worker did not exit by itself: ${exit.stderr}`)
-      assert.deepStrictEqual(JSON.parse(exit.stdout.trim()).ok, 20)
-    }), { timeout: 120_000 })
+  it.live.each(["no-close", "runner"])(
+    "a process that makes calls and never closes exits on its own (%s)",
+    (mode) =>
+      Effect.gen(function*() {
+        const server = yield* backend({ seed: 6, plan: "creator", latency })
+        const run = runNode([workerPath], [server.url, "-", 20, mode])
+        const timer = setTimeout(() => run.child.kill("SIGKILL"), 30_000)
+        const exit = yield* Effect.promise(() => run.exit)
+        clearTimeout(timer)
+        assert.strictEqual(exit.code, 0, `the worker did not exit by itself: ${exit.stderr}`)
+        assert.deepStrictEqual(JSON.parse(exit.stdout.trim()).ok, 20)
+      }),
+    { timeout: 120_000 }
+  )
 
   it.live("a failed call is served from the fallback cache, marked, when the same audio was made before", () =>
     Effect.gen(function*() {
       const server = yield* backend({ seed: 2, plan: "pro", latency })
-      const f = yield* resilientFetch({ quota: false, retry: false, breaker: false, cache: { store: { _tag: "memory" } } })
+      const f = yield* resilientFetch({
+        quota: false,
+        retry: false,
+        breaker: false,
+        cache: { store: { _tag: "memory" } }
+      })
       const sdk = sdkOf(server.url, f)
       const request = { text: "Cached words.", modelId: flash }
       const first = yield* Effect.promise(() => sdk.textToSpeech.convert(voice, request).withRawResponse())
@@ -387,7 +467,10 @@ describe("ResilientFetch with the official SDK", () => {
       assert.deepStrictEqual(new Uint8Array(served), new Uint8Array(made))
       // Another text was never made: the server's 500 comes back as the SDK's error.
       const other = yield* Effect.promise(() =>
-        sdk.textToSpeech.convert(voice, { text: "Never made.", modelId: flash }).then(() => undefined, (e: unknown) => e)
+        sdk.textToSpeech.convert(voice, { text: "Never made.", modelId: flash }).then(
+          () => undefined,
+          (e: unknown) => e
+        )
       )
       assert.strictEqual((other as SdkError).statusCode, 500)
     }))
@@ -404,8 +487,9 @@ describe("ResilientFetch with the official SDK", () => {
       })
       const sdk = sdkOf(server.url, f)
       const audio = yield* Effect.promise(() =>
-        Promise.all(Array.from({ length: 20 }, (_, i) => sdk.textToSpeech.convert(voice, { text: `Hang ${i}.`, modelId: flash })
-          .then((s) => new Response(s).arrayBuffer())))
+        Promise.all(Array.from({ length: 20 }, (_, i) =>
+          sdk.textToSpeech.convert(voice, { text: `Hang ${i}.`, modelId: flash })
+            .then((s) => new Response(s).arrayBuffer())))
       )
       assert.strictEqual(audio.length, 20)
       assert.isAbove((yield* server.stats).faults["hang"] ?? 0, 0, "some attempts hung")
@@ -413,7 +497,10 @@ describe("ResilientFetch with the official SDK", () => {
 
   it.live("its options load from a configuration file (ResilienceConfig)", () =>
     Effect.gen(function*() {
-      const config = yield* ResilienceConfig.fromRaw({ concurrency: { plan: "creator", pools: { flash: 3 } }, quota: false }, "test")
+      const config = yield* ResilienceConfig.fromRaw({
+        concurrency: { plan: "creator", pools: { flash: 3 } },
+        quota: false
+      }, "test")
       const f = yield* resilientFetch(ResilienceConfig.toStackOptions(config))
       const server = yield* backend({ seed: 2, plan: "creator", latency })
       // Before any answer (the server's maximum-concurrent-requests header then teaches the real ceiling).
@@ -438,7 +525,9 @@ describe("ResilientFetch with the official SDK", () => {
       const f = yield* resilientFetch({ quota: false, retry: fastRetry })
       const get = yield* Effect.promise(() => f(`http://127.0.0.1:${port}/v1/not-in-the-table`))
       assert.strictEqual(get.status, 200)
-      const post = yield* Effect.promise(() => f(`http://127.0.0.1:${port}/v1/not-in-the-table`, { method: "POST", body: "{}" }))
+      const post = yield* Effect.promise(() =>
+        f(`http://127.0.0.1:${port}/v1/not-in-the-table`, { method: "POST", body: "{}" })
+      )
       assert.strictEqual(post.status, 503)
       assert.deepStrictEqual(seen, ["GET", "GET", "POST"])
     }))
@@ -453,11 +542,16 @@ describe("ResilientFetch with the official SDK", () => {
         const server = yield* backend({ seed: 2, plan: "pro", latency })
         const f = yield* resilientFetch({ quota: false })
         const sdk = sdkOf(server.url, f)
-        const inputs = [{ text: "Hello there.", voiceId: voice }, { text: "General Kenobi.", voiceId: "AZnzlk1XvdvUeBnXmlld" }]
+        const inputs = [{ text: "Hello there.", voiceId: voice }, {
+          text: "General Kenobi.",
+          voiceId: "AZnzlk1XvdvUeBnXmlld"
+        }]
         const audio = [
           yield* bytesOf(yield* Effect.promise(() => sdk.speechToSpeech.convert(voice, { audio: seconds(1) }))),
           yield* bytesOf(yield* Effect.promise(() => sdk.speechToSpeech.stream(voice, { audio: seconds(1) }))),
-          yield* bytesOf(yield* Effect.promise(() => sdk.textToSoundEffects.convert({ text: "A door creaks", durationSeconds: 2 }))),
+          yield* bytesOf(
+            yield* Effect.promise(() => sdk.textToSoundEffects.convert({ text: "A door creaks", durationSeconds: 2 }))
+          ),
           yield* bytesOf(yield* Effect.promise(() => sdk.textToDialogue.convert({ inputs }))),
           yield* bytesOf(yield* Effect.promise(() => sdk.textToDialogue.stream({ inputs }))),
           yield* bytesOf(yield* Effect.promise(() => sdk.audioIsolation.convert({ audio: seconds(1) }))),
@@ -478,12 +572,15 @@ describe("ResilientFetch with the official SDK", () => {
         const server = yield* backend({ seed: 2, plan: "pro", latency })
         const f = yield* resilientFetch({ quota: false })
         const sdk = sdkOf(server.url, f)
-        const refusals = yield* Effect.forEach([
-          () => sdk.textToSoundEffects.convert({ text: "rain", durationSeconds: 31 }),
-          () => sdk.textToDialogue.convert({ inputs: [{ text: "x".repeat(3001), voiceId: voice }] }),
-          () => sdk.textToSpeech.convert(voice, { text: "y".repeat(10_001), modelId: "eleven_multilingual_v2" }),
-          () => sdk.speechToSpeech.convert("bad voice!", { audio: seconds(1) })
-        ], (call) => Effect.promise(() => call().then(() => undefined, (e: unknown) => (e as { cause?: unknown }).cause)))
+        const refusals = yield* Effect.forEach(
+          [
+            () => sdk.textToSoundEffects.convert({ text: "rain", durationSeconds: 31 }),
+            () => sdk.textToDialogue.convert({ inputs: [{ text: "x".repeat(3001), voiceId: voice }] }),
+            () => sdk.textToSpeech.convert(voice, { text: "y".repeat(10_001), modelId: "eleven_multilingual_v2" }),
+            () => sdk.speechToSpeech.convert("bad voice!", { audio: seconds(1) })
+          ],
+          (call) => Effect.promise(() => call().then(() => undefined, (e: unknown) => (e as { cause?: unknown }).cause))
+        )
         assert.deepStrictEqual(
           refusals.map((e) => isElevenLabsError(e) && e.reason._tag === "InvalidRequest" ? e.reason.field : String(e)),
           ["durationSeconds", "inputs", "text", "voiceId"]

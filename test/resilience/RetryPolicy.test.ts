@@ -19,7 +19,13 @@ import * as RetryPolicy from "../../src/resilience/RetryPolicy.ts"
 const op = { operation: "textToSpeech.convert", message: "test" }
 const fail = (reason: ElevenLabsErrorReason) => new ElevenLabsError({ reason })
 const busy = (retryAfterMs?: number) =>
-  fail(new SystemBusy({ ...op, status: 429, ...(retryAfterMs === undefined ? {} : { retryAfter: Duration.millis(retryAfterMs) }) }))
+  fail(
+    new SystemBusy({
+      ...op,
+      status: 429,
+      ...(retryAfterMs === undefined ? {} : { retryAfter: Duration.millis(retryAfterMs) })
+    })
+  )
 const concurrency = () => fail(new ConcurrencyLimited({ ...op, status: 429 }))
 const notFound = () => fail(new NotFound({ ...op, status: 404 }))
 const transport = () => fail(new Transport(op))
@@ -72,11 +78,14 @@ describe("RetryPolicy schedules", () => {
       assert.strictEqual(d.length, 20)
       assert.deepStrictEqual(d.slice(0, 4), [50, 100, 150, 200])
       assert.strictEqual(d[19], 1000)
-      assert.deepStrictEqual(yield* delaysOf(RetryPolicy.requeue({ maxDelay: "120 millis", maxRetries: 3 }), concurrency()), [
-        50,
-        100,
-        120
-      ])
+      assert.deepStrictEqual(
+        yield* delaysOf(RetryPolicy.requeue({ maxDelay: "120 millis", maxRetries: 3 }), concurrency()),
+        [
+          50,
+          100,
+          120
+        ]
+      )
     }))
 
   it.effect("linear: 1 s x attempt, 3 retries; capped", () =>
@@ -95,7 +104,9 @@ describe("RetryPolicy schedules", () => {
 
   it.effect("jittered delays are reproducible with a seed and differ across seeds", () =>
     Effect.gen(function*() {
-      for (const jitter of [Jitter.full, Jitter.equal, Jitter.decorrelated, Jitter.proportional(0.2), Jitter.additive()]) {
+      for (
+        const jitter of [Jitter.full, Jitter.equal, Jitter.decorrelated, Jitter.proportional(0.2), Jitter.additive()]
+      ) {
         const run = delaysOf(RetryPolicy.exponential({ jitter }), busy())
         const a = yield* run.pipe(Random.withSeed(42))
         const b = yield* run.pipe(Random.withSeed(42))
@@ -118,9 +129,17 @@ describe("RetryPolicy schedules", () => {
   it.effect("Retry-After is a floor, clamped to retryAfterMax", () =>
     Effect.gen(function*() {
       const none = { jitter: Jitter.none }
-      assert.deepStrictEqual((yield* delaysOf(RetryPolicy.exponential(none), busy(5000))).slice(0, 4), [5000, 5000, 5000, 8000])
+      assert.deepStrictEqual((yield* delaysOf(RetryPolicy.exponential(none), busy(5000))).slice(0, 4), [
+        5000,
+        5000,
+        5000,
+        8000
+      ])
       assert.deepStrictEqual((yield* delaysOf(RetryPolicy.exponential(none), busy(500))).slice(0, 2), [1000, 2000])
-      assert.deepStrictEqual((yield* delaysOf(RetryPolicy.exponential(none), busy(120_000))).slice(0, 2), [60_000, 60_000])
+      assert.deepStrictEqual((yield* delaysOf(RetryPolicy.exponential(none), busy(120_000))).slice(0, 2), [
+        60_000,
+        60_000
+      ])
       assert.deepStrictEqual(
         (yield* delaysOf(RetryPolicy.exponential({ ...none, retryAfterMax: "10 seconds" }), busy(120_000))).slice(0, 1),
         [10_000]
@@ -183,7 +202,10 @@ describe("RetryPolicy.retry", () => {
       const attempts = yield* Ref.make(0)
       const pubsub = yield* PubSub.unbounded<RetryPolicy.RetryEvent>()
       const sub = yield* PubSub.subscribe(pubsub)
-      const fiber = yield* scripted(Array.from({ length: 100 }, () => fail(new ServerError({ ...op, status: 503 }))), attempts)
+      const fiber = yield* scripted(
+        Array.from({ length: 100 }, () => fail(new ServerError({ ...op, status: 503 }))),
+        attempts
+      )
         .pipe(RetryPolicy.retry({ events: pubsub }), Effect.flip, Effect.forkChild)
       yield* TestClock.adjust("10 minutes")
       const error = yield* Fiber.join(fiber)
@@ -338,12 +360,15 @@ describe("RetryPolicy.retry with a budget", () => {
       const budget = yield* RetryBudget.make({ ratio: 0.2, window: "10 minutes", minRetriesInFlight: 3 })
       const attempts = yield* Ref.make(0)
       const { events, onRetry } = collect()
-      const fibers = yield* Effect.forEach(Array.from({ length: 100 }), () =>
-        Effect.andThen(Ref.update(attempts, (n) => n + 1), Effect.fail(busy())).pipe(
-          RetryPolicy.retry({ budget, onRetry }),
-          Effect.flip,
-          Effect.forkChild
-        ))
+      const fibers = yield* Effect.forEach(
+        Array.from({ length: 100 }),
+        () =>
+          Effect.andThen(Ref.update(attempts, (n) => n + 1), Effect.fail(busy())).pipe(
+            RetryPolicy.retry({ budget, onRetry }),
+            Effect.flip,
+            Effect.forkChild
+          )
+      )
       yield* TestClock.adjust("5 minutes")
       const errors = yield* Fiber.joinAll(fibers)
       const retries = events.length

@@ -2,8 +2,8 @@
  * The wrapper around the official SDK: the real `@elevenlabs/elevenlabs-js`
  * client against the simulator's real HTTP server on a free loopback port.
  */
-import { ElevenLabsClient } from "@elevenlabs/elevenlabs-js"
 import { assert, describe, it } from "@effect/vitest"
+import { ElevenLabsClient } from "@elevenlabs/elevenlabs-js"
 import { Effect, Redacted } from "effect"
 import { classifySdkError } from "../../src/client/Classify.ts"
 import { type ElevenLabsError, isElevenLabsError } from "../../src/client/Errors.ts"
@@ -54,8 +54,7 @@ const outcome = <A>(p: () => Promise<A>) =>
     )
   )
 
-const sdkError = <A>(p: () => Promise<A>) =>
-  Effect.promise(() => p().then(() => undefined, (e: unknown) => e))
+const sdkError = <A>(p: () => Promise<A>) => Effect.promise(() => p().then(() => undefined, (e: unknown) => e))
 
 describe("WithResilience", () => {
   it.live("a burst of 100 Flash converts on creator through the Promise face: all succeed, no concurrency 429", () =>
@@ -94,7 +93,9 @@ describe("WithResilience", () => {
           sdk.textToSpeech.convert(voice, { text: "Hello there", modelId: flash }, { abortSignal: signal })
             .withRawResponse(), { model: flash })
       )
-      const policies = yield* Effect.promise(() => resilient.policies())
+      const policies = yield* Effect.promise(() =>
+        resilient.policies()
+      )
       const snapshot = yield* policies.limiter.snapshot(policies.keyId, "flash")
       // `maximum-concurrent-requests: 10` is the truth for the pool.
       assert.strictEqual(snapshot.ceiling, 10)
@@ -156,11 +157,16 @@ describe("WithResilience", () => {
       assert.strictEqual(notFound.status, 404)
 
       const bad = new ElevenLabsClient({ apiKey: "wrong-key", baseUrl: url, maxRetries: 0 })
-      assert.strictEqual(classify(yield* sdkError(() => bad.textToSpeech.convert(voice, { text: "Hi" })))._tag, "InvalidApiKey")
+      assert.strictEqual(
+        classify(yield* sdkError(() => bad.textToSpeech.convert(voice, { text: "Hi" })))._tag,
+        "InvalidApiKey"
+      )
 
-      const tooLong = classify(yield* sdkError(() =>
-        sdk.textToSpeech.convert(voice, { text: "x".repeat(50_000), modelId: "eleven_multilingual_v2" })
-      ))
+      const tooLong = classify(
+        yield* sdkError(() =>
+          sdk.textToSpeech.convert(voice, { text: "x".repeat(50_000), modelId: "eleven_multilingual_v2" })
+        )
+      )
       assert.strictEqual(tooLong._tag, "InvalidRequest")
 
       yield* simulator.setLimit("flash", 1)
@@ -168,7 +174,9 @@ describe("WithResilience", () => {
         sdkError(() => sdk.textToSpeech.convert(voice, { text: "Hi there", modelId: flash })), {
         concurrency: "unbounded"
       })
-      const limited = burst.filter((e) => e !== undefined).map(classify)
+      const limited = burst.filter((e) =>
+        e !== undefined
+      ).map(classify)
       assert.isAbove(limited.length, 0)
       for (const reason of limited) {
         assert.strictEqual(reason._tag, "ConcurrencyLimited")
@@ -271,7 +279,8 @@ describe("WithResilience", () => {
       const resilient = yield* runner({ limiter: { plan: "pro" }, retry: false })
       const result = yield* outcome(() =>
         resilient.run(
-          (signal) => sdk.textToSpeech.convert(voice, { text: "Never answered", modelId: flash }, { abortSignal: signal }),
+          (signal) =>
+            sdk.textToSpeech.convert(voice, { text: "Never answered", modelId: flash }, { abortSignal: signal }),
           { model: flash, deadline: "150 millis" }
         )
       )
@@ -314,7 +323,9 @@ describe("WithResilience", () => {
     Effect.gen(function*() {
       const resilient = WithResilience.makeResilientRunner({})
       yield* Effect.promise(() => resilient.dispose())
-      const after = yield* Effect.promise(() => resilient.run(() => Promise.resolve(1)).then(() => "ok", () => "rejected"))
+      const after = yield* Effect.promise(() =>
+        resilient.run(() => Promise.resolve(1)).then(() => "ok", () => "rejected")
+      )
       assert.strictEqual(after, "rejected")
     }))
 })

@@ -23,16 +23,33 @@ const fetch = ResilientFetch.make({
   ...(redis === "-" ? {} : { redis: { url: redis, leaseTime: "5 seconds" } })
 })
 const runner = close === "runner" ? WithResilience.makeResilientRunner({ limiter: { plan: "creator" } }) : undefined
-const sdk = new ElevenLabsClient({ apiKey: "sim-key", baseUrl: url, maxRetries: 0, ...(runner === undefined ? { fetch } : {}) })
+const sdk = new ElevenLabsClient({
+  apiKey: "sim-key",
+  baseUrl: url,
+  maxRetries: 0,
+  ...(runner === undefined ? { fetch } : {})
+})
 const modelId = "eleven_flash_v2_5"
 const one = (text: string) =>
   runner === undefined
-    ? sdk.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", { text, modelId }).then((stream) => new Response(stream).arrayBuffer())
+    ? sdk.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", { text, modelId }).then((stream) =>
+      new Response(stream).arrayBuffer()
+    )
     : runner.run(
       (signal) => sdk.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", { text, modelId }, { abortSignal: signal }),
       { operation: "textToSpeech.convert", model: modelId, characters: text.length }
     ).then((stream) => new Response(stream).arrayBuffer())
-const results = await Promise.allSettled(Array.from({ length: Number(calls) }, (_, i) => one(`Worker line ${i} ${process.pid}.`)))
+const results = await Promise.allSettled(
+  Array.from({ length: Number(calls) }, (_, i) => one(`Worker line ${i} ${process.pid}.`))
+)
 const failed = results.filter((r) => r.status === "rejected")
-process.stdout.write(`${JSON.stringify({ ok: results.length - failed.length, failed: failed.length, first: failed[0] === undefined ? undefined : String((failed[0] as PromiseRejectedResult).reason) })}\n`)
+process.stdout.write(
+  `${
+    JSON.stringify({
+      ok: results.length - failed.length,
+      failed: failed.length,
+      first: failed[0] === undefined ? undefined : String((failed[0] as PromiseRejectedResult).reason)
+    })
+  }\n`
+)
 if (close === "close") await fetch.close()

@@ -10,46 +10,54 @@ const small: Capacity.CapacityOptions = { plan: "free", chars: 150, targetP95Ms:
 const quiet = <A, E>(self: Effect.Effect<A, E>) => Effect.provideService(self, References.MinimumLogLevel, "Error")
 
 describe("Capacity", () => {
-  it.live("the search finds the edge: the answer is sustained, one more is not, and it stays under Little's bound", () =>
-    Effect.gen(function*() {
-      const seen: Array<Capacity.Probe> = []
-      const result = yield* quiet(Capacity.search(small, (p) => Effect.sync(() => void seen.push(p))))
-      assert.deepStrictEqual(seen, result.probes)
-      assert.strictEqual(result.limit, 2)
-      assert.strictEqual(result.playMs, 10_000)
-      assert.isFalse(result.capped)
-      assert.isAbove(result.streams, 2)
-      assert.isAtMost(result.streams, result.utilizationBound + 1)
-      const at = result.probes.find((p) => p.streams === result.streams)
-      const above = result.probes.find((p) => p.streams === result.streams + 1)
-      assert.isTrue(at?.sustained)
-      assert.isFalse(above?.sustained)
-      assert.isAtMost(at!.latencyMs.p95, 2000)
-      assert.isAbove(above!.latencyMs.p95, 2000)
-      // Doubling first (1, 2, 4, ...), then bisection between the last good and the first bad.
-      const doubling = result.probes.filter((p) => p.phase === "doubling").map((p) => p.streams)
-      assert.deepStrictEqual(doubling, doubling.map((_, i) => 2 ** i))
-      // The resilient stack keeps every probe within the plan's limit, without a concurrency 429.
-      for (const p of result.probes) {
-        assert.isAtMost(p.maxInFlight, 2)
-        assert.strictEqual(p.tooManyConcurrent, 0)
-        assert.strictEqual(p.failed, 0)
-      }
-      const five = Capacity.perFive(result)
-      assert.closeTo(five.broadcasts, (result.streams * 5) / 2, 1e-9)
-      assert.closeTo(five.ratio, five.broadcasts / 100, 1e-9)
-    }), { timeout: 60_000 })
+  it.live(
+    "the search finds the edge: the answer is sustained, one more is not, and it stays under Little's bound",
+    () =>
+      Effect.gen(function*() {
+        const seen: Array<Capacity.Probe> = []
+        const result = yield* quiet(Capacity.search(small, (p) => Effect.sync(() => void seen.push(p))))
+        assert.deepStrictEqual(seen, result.probes)
+        assert.strictEqual(result.limit, 2)
+        assert.strictEqual(result.playMs, 10_000)
+        assert.isFalse(result.capped)
+        assert.isAbove(result.streams, 2)
+        assert.isAtMost(result.streams, result.utilizationBound + 1)
+        const at = result.probes.find((p) => p.streams === result.streams)
+        const above = result.probes.find((p) => p.streams === result.streams + 1)
+        assert.isTrue(at?.sustained)
+        assert.isFalse(above?.sustained)
+        assert.isAtMost(at!.latencyMs.p95, 2000)
+        assert.isAbove(above!.latencyMs.p95, 2000)
+        // Doubling first (1, 2, 4, ...), then bisection between the last good and the first bad.
+        const doubling = result.probes.filter((p) => p.phase === "doubling").map((p) => p.streams)
+        assert.deepStrictEqual(doubling, doubling.map((_, i) => 2 ** i))
+        // The resilient stack keeps every probe within the plan's limit, without a concurrency 429.
+        for (const p of result.probes) {
+          assert.isAtMost(p.maxInFlight, 2)
+          assert.strictEqual(p.tooManyConcurrent, 0)
+          assert.strictEqual(p.failed, 0)
+        }
+        const five = Capacity.perFive(result)
+        assert.closeTo(five.broadcasts, (result.streams * 5) / 2, 1e-9)
+        assert.closeTo(five.ratio, five.broadcasts / 100, 1e-9)
+      }),
+    { timeout: 60_000 }
+  )
 
-  it.live("a probe is deterministic for a seed, and a tighter target carries fewer broadcasts", () =>
-    Effect.gen(function*() {
-      const a = yield* quiet(Capacity.probe(small, 6))
-      const b = yield* quiet(Capacity.probe(small, 6))
-      assert.deepStrictEqual(a, b)
-      assert.isAbove(a.segments, 6 * 4)
-      const strict = yield* quiet(Capacity.search({ ...small, targetP95Ms: 1000, maxStreams: 64 }))
-      const loose = yield* quiet(Capacity.search({ ...small, targetP95Ms: 5000, maxStreams: 64 }))
-      assert.isBelow(strict.streams, loose.streams)
-    }), { timeout: 60_000 })
+  it.live(
+    "a probe is deterministic for a seed, and a tighter target carries fewer broadcasts",
+    () =>
+      Effect.gen(function*() {
+        const a = yield* quiet(Capacity.probe(small, 6))
+        const b = yield* quiet(Capacity.probe(small, 6))
+        assert.deepStrictEqual(a, b)
+        assert.isAbove(a.segments, 6 * 4)
+        const strict = yield* quiet(Capacity.search({ ...small, targetP95Ms: 1000, maxStreams: 64 }))
+        const loose = yield* quiet(Capacity.search({ ...small, targetP95Ms: 5000, maxStreams: 64 }))
+        assert.isBelow(strict.streams, loose.streams)
+      }),
+    { timeout: 60_000 }
+  )
 
   it.live("a target below the service time sustains nothing; max streams caps the search", () =>
     Effect.gen(function*() {
@@ -63,10 +71,19 @@ describe("Capacity", () => {
 
   it.effect("bad options are clear errors", () =>
     Effect.gen(function*() {
-      assert.include((yield* Effect.flip(Capacity.resolve({ chars: 0 }))).message, "chars must be an integer within 1..10000")
+      assert.include(
+        (yield* Effect.flip(Capacity.resolve({ chars: 0 }))).message,
+        "chars must be an integer within 1..10000"
+      )
       assert.include((yield* Effect.flip(Capacity.resolve({ targetP95Ms: -1 }))).message, "target p95 must be positive")
-      assert.include((yield* Effect.flip(Capacity.resolve({ failureRate: 2 }))).message, "failure rate must be within 0..1")
-      assert.include((yield* Effect.flip(Capacity.resolve({ plan: "free", model: "music_v1" }))).message, "has no music concurrency")
+      assert.include(
+        (yield* Effect.flip(Capacity.resolve({ failureRate: 2 }))).message,
+        "failure rate must be within 0..1"
+      )
+      assert.include(
+        (yield* Effect.flip(Capacity.resolve({ plan: "free", model: "music_v1" }))).message,
+        "has no music concurrency"
+      )
     }))
 
   it.effect("the command's flags: bad values are one clear message; the result compares with the production-deployment guide's figure", () =>

@@ -27,9 +27,16 @@ const burst = (strategy: Strategies.Strategy, baseUrl: string) =>
 
 const run = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
   Effect.callback<{ code: number; stdout: string; stderr: string }>((resume) => {
-    execFile(process.execPath, [main, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (error, stdout, stderr) => {
-      resume(Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr }))
-    })
+    execFile(
+      process.execPath,
+      [main, ...args],
+      { env: { ...process.env, ...env }, timeout: 60_000 },
+      (error, stdout, stderr) => {
+        resume(
+          Effect.succeed({ code: error === null ? 0 : typeof error.code === "number" ? error.code : 1, stdout, stderr })
+        )
+      }
+    )
   })
 
 const emptyLog = (): Recorder.Log => ({
@@ -141,7 +148,13 @@ describe("LoadTest", () => {
         "--json"
       ])
       assert.strictEqual(ok.code, 0, ok.stderr)
-      const json = JSON.parse(ok.stdout) as { strategy: string; requests: number; succeeded: number; failed: number; http429: { tooManyConcurrentRequests: number } }
+      const json = JSON.parse(ok.stdout) as {
+        strategy: string
+        requests: number
+        succeeded: number
+        failed: number
+        http429: { tooManyConcurrentRequests: number }
+      }
       assert.strictEqual(json.strategy, "resilient")
       assert.strictEqual(json.succeeded + json.failed, 20)
       assert.strictEqual(json.http429.tooManyConcurrentRequests, 0)
@@ -156,43 +169,48 @@ describe("LoadTest", () => {
       assert.include(noKey.stderr, "set ELEVENLABS_API_KEY")
     }))
 
-  it.live("four worker processes on plan creator share the limit through Redis: no concurrency 429, in flight within the limit, the pool busy", () =>
-    Effect.gen(function*() {
-      const redis = yield* Effect.acquireRelease(Effect.promise(() => startRedisServer()), (r) => Effect.promise(() => r.close()))
-      const out = yield* run([
-        "load-test",
-        "--processes",
-        "4",
-        "--redis-url",
-        redis.url,
-        "--pattern",
-        "burst",
-        "--requests",
-        "80",
-        "--plan",
-        "creator",
-        "--model",
-        "eleven_flash_v2_5",
-        "--chars",
-        "20-30",
-        "--json"
-      ])
-      assert.strictEqual(out.code, 0, out.stderr)
-      const json = JSON.parse(out.stdout) as {
-        strategy: string
-        succeeded: number
-        failed: number
-        maxInFlight: number
-        http429: { tooManyConcurrentRequests: number }
-      }
-      assert.strictEqual(json.strategy, "resilient x4")
-      assert.strictEqual(json.succeeded + json.failed, 80)
-      assert.strictEqual(json.succeeded, 80)
-      assert.strictEqual(json.http429.tooManyConcurrentRequests, 0)
-      // What the simulator saw: never above creator's 10 Flash slots, and kept busy.
-      assert.isAtMost(json.maxInFlight, 10)
-      assert.isAtLeast(json.maxInFlight, 7)
-    }), { timeout: 90_000 })
+  it.live(
+    "four worker processes on plan creator share the limit through Redis: no concurrency 429, in flight within the limit, the pool busy",
+    () =>
+      Effect.gen(function*() {
+        const redis = yield* Effect.acquireRelease(Effect.promise(() => startRedisServer()), (r) =>
+          Effect.promise(() => r.close()))
+        const out = yield* run([
+          "load-test",
+          "--processes",
+          "4",
+          "--redis-url",
+          redis.url,
+          "--pattern",
+          "burst",
+          "--requests",
+          "80",
+          "--plan",
+          "creator",
+          "--model",
+          "eleven_flash_v2_5",
+          "--chars",
+          "20-30",
+          "--json"
+        ])
+        assert.strictEqual(out.code, 0, out.stderr)
+        const json = JSON.parse(out.stdout) as {
+          strategy: string
+          succeeded: number
+          failed: number
+          maxInFlight: number
+          http429: { tooManyConcurrentRequests: number }
+        }
+        assert.strictEqual(json.strategy, "resilient x4")
+        assert.strictEqual(json.succeeded + json.failed, 80)
+        assert.strictEqual(json.succeeded, 80)
+        assert.strictEqual(json.http429.tooManyConcurrentRequests, 0)
+        // What the simulator saw: never above creator's 10 Flash slots, and kept busy.
+        assert.isAtMost(json.maxInFlight, 10)
+        assert.isAtLeast(json.maxInFlight, 7)
+      }),
+    { timeout: 90_000 }
+  )
 
   it.live("the CLI against a simulator given by --base-url: detected by its stats route, the report uses them", () =>
     Effect.gen(function*() {
@@ -225,9 +243,16 @@ describe("LoadTest", () => {
 
   it.effect("the progress line: bar, counts, in flight, elapsed of the schedule's span; quiet off a TTY", () =>
     Effect.sync(() => {
-      const text = Progress.line({ total: 40, done: 10, succeeded: 9, failed: 1, inFlight: 4, elapsedMs: 2500, spanMs: 10_000 }, 10, "demo")
+      const text = Progress.line(
+        { total: 40, done: 10, succeeded: 9, failed: 1, inFlight: 4, elapsedMs: 2500, spanMs: 10_000 },
+        10,
+        "demo"
+      )
       assert.strictEqual(text, "demo ███░░░░░░░  25%  10/40 done  ✓ 9  ✗ 1  in flight 4  2.5 s / ~10.0 s")
-      assert.include(Progress.line({ total: 0, done: 0, succeeded: 0, failed: 0, inFlight: 0, elapsedMs: 0, spanMs: 0 }, 4), "████ 100%")
+      assert.include(
+        Progress.line({ total: 0, done: 0, succeeded: 0, failed: 0, inFlight: 0, elapsedMs: 0, spanMs: 0 }, 4),
+        "████ 100%"
+      )
       const notTty = { isTTY: false } as unknown as NodeJS.WriteStream
       assert.isUndefined(Progress.sink({ stream: notTty }))
       assert.isDefined(Progress.sink({ stream: notTty, force: true }))
@@ -256,9 +281,16 @@ describe("LoadTest", () => {
           const events = attempts.flatMap(([start, dur]) => [[start, 1], [start + dur, -1]] as const)
             .sort((a, b) => a[0] - b[0] || a[1] - b[1])
           let n = 0
-          for (const [t, d] of events) log.inFlight.push([t, (n += d)])
+          for (const [t, d] of events) log.inFlight.push([t, n += d])
           for (const [start, dur] of attempts) {
-            log.calls.push({ index: index++, lane: "batch", arrivalMs: start, endMs: start + dur, failure: undefined, credits: 1 })
+            log.calls.push({
+              index: index++,
+              lane: "batch",
+              arrivalMs: start,
+              endMs: start + dur,
+              failure: undefined,
+              credits: 1
+            })
           }
           return { startedAt: 10_000 + offset, log }
         })
@@ -274,7 +306,10 @@ describe("LoadTest", () => {
         }
         if (merged.log.inFlight.length > 0) assert.strictEqual(merged.log.inFlight.at(-1)![1], 0)
         assert.strictEqual(merged.log.calls.length, intervals.length)
-        assert.deepStrictEqual(merged.log.calls.map((c) => c.index), merged.log.calls.map((c) => c.index).sort((a, b) => a - b))
+        assert.deepStrictEqual(
+          merged.log.calls.map((c) => c.index),
+          merged.log.calls.map((c) => c.index).sort((a, b) => a - b)
+        )
       }),
     { arbitrary: { runs: 100 } }
   )

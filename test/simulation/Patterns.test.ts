@@ -36,7 +36,12 @@ describe("Patterns", () => {
 
   it.effect("ramp-up: bucket counts follow the linear rate", () =>
     Effect.gen(function*() {
-      const { arrivals, traffic } = yield* arrivalsOf({ pattern: "ramp-up", startRps: 2, endRps: 20, durationMs: 100_000 })
+      const { arrivals, traffic } = yield* arrivalsOf({
+        pattern: "ramp-up",
+        startRps: 2,
+        endRps: 20,
+        durationMs: 100_000
+      })
       // mean rate 11/s over 100 s
       assert.strictEqual(traffic.requests, 1100)
       const buckets = histogram(arrivals, 100_000, 10)
@@ -88,17 +93,20 @@ describe("Patterns", () => {
       for (const count of histogram(arrivals, 100_000, 4)) near(count, 100, 1, "chaos bucket")
     }))
 
-  it.effect.each(Patterns.patternNames)("%s: same seed, same schedule; another seed, other texts", (pattern) =>
-    Effect.gen(function*() {
-      const a = yield* arrivalsOf({ pattern, requests: 300, seed: 7, chars: { min: 10, max: 2000 } })
-      const b = yield* arrivalsOf({ pattern, requests: 300, seed: 7, chars: { min: 10, max: 2000 } })
-      const c = yield* arrivalsOf({ pattern, requests: 300, seed: 8, chars: { min: 10, max: 2000 } })
-      assert.deepStrictEqual(a.arrivals, b.arrivals)
-      assert.notDeepEqual(a.arrivals.map((x) => x.chars), c.arrivals.map((x) => x.chars))
-      for (const x of a.arrivals) assert.isTrue(x.chars >= 10 && x.chars <= 2000)
-      const interactive = a.arrivals.filter((x) => x.lane === "interactive").length
-      near(interactive, 60, 25, "interactive share")
-    }))
+  it.effect.each(Patterns.patternNames)(
+    "%s: same seed, same schedule; another seed, other texts",
+    (pattern) =>
+      Effect.gen(function*() {
+        const a = yield* arrivalsOf({ pattern, requests: 300, seed: 7, chars: { min: 10, max: 2000 } })
+        const b = yield* arrivalsOf({ pattern, requests: 300, seed: 7, chars: { min: 10, max: 2000 } })
+        const c = yield* arrivalsOf({ pattern, requests: 300, seed: 8, chars: { min: 10, max: 2000 } })
+        assert.deepStrictEqual(a.arrivals, b.arrivals)
+        assert.notDeepEqual(a.arrivals.map((x) => x.chars), c.arrivals.map((x) => x.chars))
+        for (const x of a.arrivals) assert.isTrue(x.chars >= 10 && x.chars <= 2000)
+        const interactive = a.arrivals.filter((x) => x.lane === "interactive").length
+        near(interactive, 60, 25, "interactive share")
+      })
+  )
 
   it.effect("parseChars: N and a-b; bad values are clear errors", () =>
     Effect.gen(function*() {

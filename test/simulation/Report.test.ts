@@ -41,7 +41,14 @@ describe("Report", () => {
     // four successes holding a slot 1 s each, one 429; limit 2 -> bound 2/s
     for (let i = 0; i < 4; i++) {
       log.attempts.push({ startMs: i * 1000, endMs: i * 1000 + 1000, status: 200, kind: "ok" })
-      log.calls.push({ index: i, lane: "batch", arrivalMs: i * 1000, endMs: i * 1000 + 1000, failure: undefined, credits: 10 })
+      log.calls.push({
+        index: i,
+        lane: "batch",
+        arrivalMs: i * 1000,
+        endMs: i * 1000 + 1000,
+        failure: undefined,
+        credits: 10
+      })
     }
     log.attempts.push({ startMs: 0, endMs: 0, status: 429, kind: "too_many_concurrent_requests" })
     log.retries.push([0, "ConcurrencyLimited"])
@@ -88,9 +95,31 @@ describe("Report", () => {
     const json = JSON.parse(Report.toJson([r]))
     for (
       const key of [
-        "strategy", "plan", "model", "pool", "limit", "pattern", "seed", "requests", "succeeded", "failed",
-        "failedByReason", "http429", "attempts", "retries", "maxInFlight", "throughputPerSec", "littleBoundPerSec",
-        "utilization", "latencyMs", "queueWaitMs", "creditsUsed", "breaker", "virtualDurationMs", "wallMs", "series"
+        "strategy",
+        "plan",
+        "model",
+        "pool",
+        "limit",
+        "pattern",
+        "seed",
+        "requests",
+        "succeeded",
+        "failed",
+        "failedByReason",
+        "http429",
+        "attempts",
+        "retries",
+        "maxInFlight",
+        "throughputPerSec",
+        "littleBoundPerSec",
+        "utilization",
+        "latencyMs",
+        "queueWaitMs",
+        "creditsUsed",
+        "breaker",
+        "virtualDurationMs",
+        "wallMs",
+        "series"
       ]
     ) assert.property(json, key)
     assert.lengthOf(JSON.parse(Report.toJson([r, r])).runs, 2)

@@ -15,17 +15,24 @@ const small: Record<Patterns.PatternName, Patterns.TrafficOptions> = {
 const cases = Patterns.patternNames.flatMap((p) => Strategies.registry.map((s) => [p, s.name] as const))
 
 describe("Runner", () => {
-  it.effect.each(cases)("%s through %s: every call ends once (succeeded + failed = requests)", ([pattern, name]) =>
-    Effect.gen(function*() {
-      const strategy = Strategies.find(name)!
-      const report = yield* Runner.run({ traffic: { ...small[pattern], chars: { min: 50, max: 400 } }, strategy, plan: "free" })
-      const s = report.summary
-      assert.strictEqual(s.succeeded + s.failed, s.requests)
-      assert.strictEqual(Object.values(s.failedByReason).reduce((a, b) => a + b, 0), s.failed)
-      assert.isTrue(s.attempts >= s.requests - (s.failedByReason["QueueTimeout"] ?? 0))
-      assert.isTrue(s.virtualDurationMs > 0)
-      if (pattern === "chaos") assert.strictEqual(s.failureRate, Runner.chaosDefaultFailureRate)
-    }))
+  it.effect.each(cases)(
+    "%s through %s: every call ends once (succeeded + failed = requests)",
+    ([pattern, name]) =>
+      Effect.gen(function*() {
+        const strategy = Strategies.find(name)!
+        const report = yield* Runner.run({
+          traffic: { ...small[pattern], chars: { min: 50, max: 400 } },
+          strategy,
+          plan: "free"
+        })
+        const s = report.summary
+        assert.strictEqual(s.succeeded + s.failed, s.requests)
+        assert.strictEqual(Object.values(s.failedByReason).reduce((a, b) => a + b, 0), s.failed)
+        assert.isTrue(s.attempts >= s.requests - (s.failedByReason["QueueTimeout"] ?? 0))
+        assert.isTrue(s.virtualDurationMs > 0)
+        if (pattern === "chaos") assert.strictEqual(s.failureRate, Runner.chaosDefaultFailureRate)
+      })
+  )
 
   it.effect.prop(
     "property: any pattern, strategy, seed, size and fault rate: succeeded + failed = requests",
@@ -39,7 +46,13 @@ describe("Runner", () => {
     ({ failurePercent, pattern, requests, seed, strategy }) =>
       Effect.gen(function*() {
         const report = yield* Runner.run({
-          traffic: { pattern, requests, seed, chars: { min: 20, max: 300 }, ...(pattern === "diurnal" ? { durationMs: 600_000 } : {}) },
+          traffic: {
+            pattern,
+            requests,
+            seed,
+            chars: { min: 20, max: 300 },
+            ...(pattern === "diurnal" ? { durationMs: 600_000 } : {})
+          },
           strategy: Strategies.find(strategy)!,
           plan: "starter",
           failureRate: failurePercent / 100
@@ -53,21 +66,24 @@ describe("Runner", () => {
     { arbitrary: { runs: 12 } }
   )
 
-  it.effect.each(Strategies.registry.map((s) => s.name))("%s: same seed, identical reports except wallMs; another seed differs", (name) =>
-    Effect.gen(function*() {
-      const options: Runner.RunOptions = {
-        traffic: { pattern: "chaos", rps: 5, requests: 60, seed: 42 },
-        strategy: Strategies.find(name)!,
-        plan: "free",
-        failureRate: 0.3
-      }
-      const a = yield* Runner.run(options)
-      const b = yield* Runner.run(options)
-      const c = yield* Runner.run({ ...options, traffic: { ...options.traffic, seed: 43 } })
-      assert.deepStrictEqual({ ...a.summary, wallMs: 0 }, { ...b.summary, wallMs: 0 })
-      assert.deepStrictEqual(a.series, b.series)
-      assert.notDeepEqual({ ...a.summary, wallMs: 0, seed: 0 }, { ...c.summary, wallMs: 0, seed: 0 })
-    }))
+  it.effect.each(Strategies.registry.map((s) => s.name))(
+    "%s: same seed, identical reports except wallMs; another seed differs",
+    (name) =>
+      Effect.gen(function*() {
+        const options: Runner.RunOptions = {
+          traffic: { pattern: "chaos", rps: 5, requests: 60, seed: 42 },
+          strategy: Strategies.find(name)!,
+          plan: "free",
+          failureRate: 0.3
+        }
+        const a = yield* Runner.run(options)
+        const b = yield* Runner.run(options)
+        const c = yield* Runner.run({ ...options, traffic: { ...options.traffic, seed: 43 } })
+        assert.deepStrictEqual({ ...a.summary, wallMs: 0 }, { ...b.summary, wallMs: 0 })
+        assert.deepStrictEqual(a.series, b.series)
+        assert.notDeepEqual({ ...a.summary, wallMs: 0, seed: 0 }, { ...c.summary, wallMs: 0, seed: 0 })
+      })
+  )
 
   it.effect("tracing is off by default (no spans) and changes nothing in the report when on", () =>
     Effect.gen(function*() {
@@ -149,9 +165,13 @@ describe("Runner", () => {
 
   it.effect("bad run options are typed errors", () =>
     Effect.gen(function*() {
-      const e1 = yield* Effect.flip(Runner.run({ traffic: { pattern: "steady" }, strategy: Strategies.naive, failureRate: 2 }))
+      const e1 = yield* Effect.flip(
+        Runner.run({ traffic: { pattern: "steady" }, strategy: Strategies.naive, failureRate: 2 })
+      )
       assert.strictEqual(e1._tag, "SimulationError")
-      const e2 = yield* Effect.flip(Runner.run({ traffic: { pattern: "steady" }, strategy: Strategies.naive, concurrency: 0 }))
+      const e2 = yield* Effect.flip(
+        Runner.run({ traffic: { pattern: "steady" }, strategy: Strategies.naive, concurrency: 0 })
+      )
       assert.include(e2.message, "concurrency")
       const e3 = yield* Effect.flip(Runner.run({ traffic: { pattern: "steady", rps: 0 }, strategy: Strategies.naive }))
       assert.strictEqual(e3._tag, "InvalidTraffic")

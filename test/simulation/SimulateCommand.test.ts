@@ -70,7 +70,11 @@ describe("simulate command", () => {
           config: Option.some(config)
         })
         const json = JSON.parse(output)
-        assert.deepStrictEqual(json.runs.map((r: { strategy: string }) => r.strategy), ["resilient", "naive", "p-queue-recipe"])
+        assert.deepStrictEqual(json.runs.map((r: { strategy: string }) => r.strategy), [
+          "resilient",
+          "naive",
+          "p-queue-recipe"
+        ])
         for (const r of json.runs) assert.strictEqual(r.succeeded + r.failed, 20)
         assert.lengthOf(reports, 3)
         assert.include(readFileSync(html, "utf8"), "<svg")
@@ -91,15 +95,26 @@ describe("simulate command", () => {
       assert.include((yield* failure({ concurrency: Option.some(0) })).message, "--concurrency")
       assert.include((yield* failure({ credits: Option.some(-1) })).message, "--credits")
       // Numbers the library would refuse by its option names are refused here by the flags'.
-      assert.strictEqual((yield* failure({ requests: Option.some(-5) })).message, "--requests must be a positive integer, got -5")
+      assert.strictEqual(
+        (yield* failure({ requests: Option.some(-5) })).message,
+        "--requests must be a positive integer, got -5"
+      )
       assert.strictEqual(
         (yield* failure({ pattern: "steady", requests: Option.none(), rps: Option.some(0) })).message,
         "--rps must be a positive number, got 0"
       )
-      assert.strictEqual((yield* failure({ plan: "prp" })).message, "--plan must be one of free, starter, creator, pro, scale, business; got \"prp\" (did you mean pro?)")
+      assert.strictEqual(
+        (yield* failure({ plan: "prp" })).message,
+        "--plan must be one of free, starter, creator, pro, scale, business; got \"prp\" (did you mean pro?)"
+      )
       assert.include((yield* failure({ config: Option.some("/nonexistent/c.json") })).message, "--config: cannot read")
       assert.include(
-        (yield* failure({ pattern: "steady", requests: Option.some(5), rps: Option.some(1), duration: Option.some("5s") }))
+        (yield* failure({
+          pattern: "steady",
+          requests: Option.some(5),
+          rps: Option.some(1),
+          duration: Option.some("5s")
+        }))
           .message,
         "at most two"
       )
@@ -130,7 +145,10 @@ describe("simulate command", () => {
     } catch (e) {
       const err = e as { status: number; stderr: string }
       assert.strictEqual(err.status, 1)
-      assert.include(err.stderr, "simulate: --pattern must be one of steady, ramp-up, burst, chaos, diurnal; got \"zigzag\"")
+      assert.include(
+        err.stderr,
+        "simulate: --pattern must be one of steady, ramp-up, burst, chaos, diurnal; got \"zigzag\""
+      )
     }
   })
 

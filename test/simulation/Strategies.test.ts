@@ -61,7 +61,10 @@ describe("Strategies", () => {
       assert.isTrue(s.http429.systemBusy > 0)
       assert.isTrue(s.failed > 0)
       const reasons = Object.keys(s.failedByReason)
-      assert.isTrue(reasons.every((r) => ["SystemBusy", "ServerError", "Transport", "Timeout"].includes(r)), reasons.join())
+      assert.isTrue(
+        reasons.every((r) => ["SystemBusy", "ServerError", "Transport", "Timeout"].includes(r)),
+        reasons.join()
+      )
       assert.strictEqual(s.succeeded + s.failed, 80)
     }))
 

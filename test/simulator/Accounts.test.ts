@@ -22,7 +22,12 @@ describe("Accounts", () => {
     assert.isFalse(isPending(bee))
     assert.deepStrictEqual(
       accounts.all.map((a) => [a.name, a.plan, a.characterLimit, a.pools.standard.limit]),
-      [["key1", "pro", Accounts.creditsOfPlan.pro, deploymentGuidePlans.pro.standard], ["bee", "free", 10_000, deploymentGuidePlans.free.standard]]
+      [["key1", "pro", Accounts.creditsOfPlan.pro, deploymentGuidePlans.pro.standard], [
+        "bee",
+        "free",
+        10_000,
+        deploymentGuidePlans.free.standard
+      ]]
     )
     const open = parts({ acceptAnyKey: true }).accounts
     const fresh = open.authenticate(headersOnly({ "xi-api-key": "new" }))
@@ -74,11 +79,23 @@ describe("Accounts", () => {
     const { accounts } = parts({ apiKeys: [{ key: "f", plan: "free" }, { key: "c", plan: "creator" }] })
     const [free, creator] = accounts.all.map(Accounts.subscriptionJson)
     assert.deepStrictEqual(
-      [free!.tier, free!.status, free!.voice_limit, free!.professional_voice_limit, free!.can_use_instant_voice_cloning],
+      [
+        free!.tier,
+        free!.status,
+        free!.voice_limit,
+        free!.professional_voice_limit,
+        free!.can_use_instant_voice_cloning
+      ],
       ["free", "free", 3, 0, false]
     )
     assert.deepStrictEqual(
-      [creator!.tier, creator!.status, creator!.voice_limit, creator!.professional_voice_limit, creator!.can_use_professional_voice_cloning],
+      [
+        creator!.tier,
+        creator!.status,
+        creator!.voice_limit,
+        creator!.professional_voice_limit,
+        creator!.can_use_professional_voice_cloning
+      ],
       ["creator", "active", 30, 1, true]
     )
     assert.isTrue(Accounts.planAtLeast("pro", "creator") && !Accounts.planAtLeast("starter", "creator"))
@@ -92,7 +109,10 @@ describe("Accounts in the model", () => {
         periodSeconds: 100,
         apiKeys: [{ key: "sim-key", characterLimit: 20 }]
       })
-      const [a, b] = yield* runAll([call(sim, ttsRequest("x".repeat(15))), Effect.flatMap(Effect.sleep(5000), () => call(sim, ttsRequest("y".repeat(10))))])
+      const [a, b] = yield* runAll([
+        call(sim, ttsRequest("x".repeat(15))),
+        Effect.flatMap(Effect.sleep(5000), () => call(sim, ttsRequest("y".repeat(10))))
+      ])
       assert.strictEqual(a!.status, 200)
       assert.strictEqual(b!.status, 401)
       assert.strictEqual(b!.json.detail.status, "quota_exceeded")

@@ -51,7 +51,12 @@ describe("Answers", () => {
     assert.deepStrictEqual(make({ seed: 4 }).answers.successHeaders(meta, 30), first)
     assert.match(first["request-id"]!, /^[A-Za-z0-9]{20}$/)
     assert.deepStrictEqual(
-      [first["character-cost"], first["current-concurrent-requests"], first["maximum-concurrent-requests"], first["tts-latency-ms"]],
+      [
+        first["character-cost"],
+        first["current-concurrent-requests"],
+        first["maximum-concurrent-requests"],
+        first["tts-latency-ms"]
+      ],
       ["30", "2", "5", "120"]
     )
     assert.notProperty(make().answers.successHeaders(meta, undefined), "character-cost")
@@ -61,7 +66,13 @@ describe("Answers", () => {
     const { answers } = make()
     const pending = answers.notFound()
     const outcome = Answers.respond(pending)
-    assert.deepStrictEqual(outcome, { _tag: "Respond", status: 404, headers: pending.headers, body: pending.body, whole: pending.whole })
+    assert.deepStrictEqual(outcome, {
+      _tag: "Respond",
+      status: 404,
+      headers: pending.headers,
+      body: pending.body,
+      whole: pending.whole
+    })
     assert.isTrue(Answers.isPending(pending))
     assert.isFalse(Answers.isPending({ name: "key1" }))
   })

@@ -3,12 +3,14 @@ import * as Audio from "../../src/simulator/Audio.ts"
 
 describe("Audio", () => {
   it("MP3: back-to-back Layer III frames with the right header, size and count", () => {
-    for (const [format, version, size, samples] of [
-      ["mp3_44100_128", 0xfb, 417, 1152],
-      ["mp3_44100_192", 0xfb, 626, 1152],
-      ["mp3_22050_32", 0xf3, 104, 576],
-      ["mp3_24000_48", 0xf3, 144, 576]
-    ] as const) {
+    for (
+      const [format, version, size, samples] of [
+        ["mp3_44100_128", 0xfb, 417, 1152],
+        ["mp3_44100_192", 0xfb, 626, 1152],
+        ["mp3_22050_32", 0xf3, 104, 576],
+        ["mp3_24000_48", 0xf3, 144, 576]
+      ] as const
+    ) {
       const info = Audio.parseFormat(format)!
       const bytes = Audio.render(format, 2)
       assert.strictEqual(bytes.length % size, 0, format)
@@ -61,7 +63,17 @@ describe("Audio", () => {
   })
 
   it("renderShared: the same bytes as render for every codec, lengths up and down, a shared buffer", () => {
-    const formats = ["mp3_44100_128", "mp3_22050_32", "mp3_12345_999", "nonsense", "pcm_16000", "wav_22050", "ulaw_8000", "alaw_8000", "opus_48000_64"]
+    const formats = [
+      "mp3_44100_128",
+      "mp3_22050_32",
+      "mp3_12345_999",
+      "nonsense",
+      "pcm_16000",
+      "wav_22050",
+      "ulaw_8000",
+      "alaw_8000",
+      "opus_48000_64"
+    ]
     for (const format of formats) {
       for (const seconds of [0.05, 1, 0.4, 3.3, 2, 7.25, 0.1, 12]) {
         const shared = Audio.renderShared(format, seconds)

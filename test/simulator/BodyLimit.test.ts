@@ -100,7 +100,10 @@ describe("request body limits", () => {
         // 200 MB promised, 13 bytes sent: the answer can only come before the body.
         const answer = yield* rawExchange(
           port,
-          requestHead(`/v1/text-to-speech/${voice}`, { "content-type": "application/json", "content-length": "200000000" }),
+          requestHead(`/v1/text-to-speech/${voice}`, {
+            "content-type": "application/json",
+            "content-length": "200000000"
+          }),
           "{\"text\":\"hi\","
         )
         assertTooLarge(answer, Simulator.defaultBodyLimits.json)
@@ -148,7 +151,10 @@ describe("request body limits", () => {
         const chunk = "x".repeat(2000)
         const answer = yield* rawExchange(
           port,
-          requestHead(`/v1/text-to-speech/${voice}`, { "content-type": "application/json", "transfer-encoding": "chunked" }),
+          requestHead(`/v1/text-to-speech/${voice}`, {
+            "content-type": "application/json",
+            "transfer-encoding": "chunked"
+          }),
           `${chunk.length.toString(16)}\r\n${chunk}\r\n`
         )
         assertTooLarge(answer, 1024)
@@ -157,7 +163,11 @@ describe("request body limits", () => {
 
     it.live("bodies under the limit are answered as before: with Content-Length, chunked, multipart", () =>
       Effect.gen(function*() {
-        const { url, simulator } = yield* Server.serve({ port: 0, latency: fast, bodyLimits: { json: 1024, upload: 64 * 1024 } })
+        const { url, simulator } = yield* Server.serve({
+          port: 0,
+          latency: fast,
+          bodyLimits: { json: 1024, upload: 64 * 1024 }
+        })
         const statuses = yield* Effect.promise(async () => {
           const tts = (body: string | ReadableStream<Uint8Array>, extra: RequestInit = {}) =>
             fetch(`${url}/v1/text-to-speech/${voice}`, {
@@ -183,7 +193,11 @@ describe("request body limits", () => {
           const form = new FormData()
           form.set("model_id", "scribe_v1")
           form.set("file", new Blob([new Uint8Array(32_000)], { type: "audio/wav" }), "a.wav")
-          const stt = await fetch(`${url}/v1/speech-to-text`, { method: "POST", headers: { "xi-api-key": "sim-key" }, body: form })
+          const stt = await fetch(`${url}/v1/speech-to-text`, {
+            method: "POST",
+            headers: { "xi-api-key": "sim-key" },
+            body: form
+          })
           await stt.arrayBuffer()
           return { withLength, chunked, overByOne, stt: stt.status }
         })
@@ -208,7 +222,10 @@ describe("request body limits", () => {
         const refused = yield* client.execute(tts("x".repeat(1024)))
         assert.strictEqual(refused.status, 413)
         assert.deepStrictEqual(yield* json(refused), {
-          detail: { status: "payload_too_large", message: "The request body is larger than the 1024 bytes this endpoint accepts." }
+          detail: {
+            status: "payload_too_large",
+            message: "The request body is larger than the 1024 bytes this endpoint accepts."
+          }
         })
         const fiber = yield* Effect.forkChild(client.execute(tts("Under the limit.")))
         yield* TestClock.adjust("5 seconds")
@@ -231,13 +248,18 @@ describe("request body limits", () => {
         )
         assert.strictEqual(declared.status, 413)
         assert.strictEqual(pulled, 0)
-        const endless = yield* client.execute(HttpClientRequest.setBody(request, HttpBody.stream(counted, "application/json")))
+        const endless = yield* client.execute(
+          HttpClientRequest.setBody(request, HttpBody.stream(counted, "application/json"))
+        )
         assert.strictEqual(endless.status, 413)
         // Read to just past the limit (1024 bytes: 11 chunks of 100) and a little read-ahead, not forever.
         assert.isBelow(pulled, 100)
         const under = new TextEncoder().encode(ttsBody("A streamed body under the limit."))
         const fiber = yield* Effect.forkChild(client.execute(
-          HttpClientRequest.setBody(request, HttpBody.stream(Stream.make(under.subarray(0, 10), under.subarray(10)), "application/json"))
+          HttpClientRequest.setBody(
+            request,
+            HttpBody.stream(Stream.make(under.subarray(0, 10), under.subarray(10)), "application/json")
+          )
         ))
         yield* TestClock.adjust("5 seconds")
         assert.strictEqual((yield* Fiber.join(fiber)).status, 200)
@@ -273,7 +295,10 @@ describe("request body limits", () => {
       operation: "textToSpeech.convert",
       status: 413,
       body: JSON.stringify({
-        detail: { status: "payload_too_large", message: "The request body is larger than the 1024 bytes this endpoint accepts." }
+        detail: {
+          status: "payload_too_large",
+          message: "The request body is larger than the 1024 bytes this endpoint accepts."
+        }
       })
     })
     assert.strictEqual(reason._tag, "InvalidRequest")
@@ -319,7 +344,10 @@ describe("request body limits", () => {
         }))
         const counted = yield* limit.readBody(head(tts, {}), endless)
         assert.deepStrictEqual([counted._tag, pulled], ["Refused", 3])
-        const read = yield* limit.readBody(head(tts, { "content-length": "8" }), Stream.make(new Uint8Array(4), new Uint8Array(4)))
+        const read = yield* limit.readBody(
+          head(tts, { "content-length": "8" }),
+          Stream.make(new Uint8Array(4), new Uint8Array(4))
+        )
         assert.deepStrictEqual(read._tag === "Body" ? read.bytes.length : read._tag, 8)
       }))
   })

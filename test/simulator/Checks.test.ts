@@ -16,12 +16,17 @@ describe("Checks", () => {
     assert.isUndefined(Checks.checkString(items, body, "model_id", false))
     assert.isUndefined(Checks.checkString(items, body, "voice", true))
     assert.strictEqual(Checks.checkString(items, { text: "hi" }, "text", true), "hi")
-    assert.deepStrictEqual(items.map((i) => [i.type, i.loc.join(".")]), [["string_type", "body.text"], ["missing", "body.voice"]])
+    assert.deepStrictEqual(items.map((i) => [i.type, i.loc.join(".")]), [["string_type", "body.text"], [
+      "missing",
+      "body.voice"
+    ]])
   })
 
   it("checkVoiceSettings: the ranges, the boolean, and an object", () => {
     const items: Array<Checks.ValidationItem> = []
-    Checks.checkVoiceSettings(items, { voice_settings: { stability: -1, speed: 1.5, style: "x", similarity_boost: 0.5, use_speaker_boost: 1 } })
+    Checks.checkVoiceSettings(items, {
+      voice_settings: { stability: -1, speed: 1.5, style: "x", similarity_boost: 0.5, use_speaker_boost: 1 }
+    })
     Checks.checkVoiceSettings(items, { voice_settings: [1] })
     Checks.checkVoiceSettings(items, { voice_settings: null })
     assert.deepStrictEqual(items.map((i) => [i.type, i.loc.slice(1).join("."), i.ctx]), [
@@ -37,7 +42,10 @@ describe("Checks", () => {
     const items: Array<Checks.ValidationItem> = []
     const allowed = ["mp3_44100_128", "pcm_16000", "ulaw_8000"]
     assert.strictEqual(Checks.checkFormat(items, new URL("http://x/?a=1"), allowed, "mp3_44100_128"), "mp3_44100_128")
-    assert.strictEqual(Checks.checkFormat(items, new URL("http://x/?output_format=flac"), allowed, "mp3_44100_128"), "flac")
+    assert.strictEqual(
+      Checks.checkFormat(items, new URL("http://x/?output_format=flac"), allowed, "mp3_44100_128"),
+      "flac"
+    )
     assert.deepStrictEqual(items, [{
       type: "enum",
       loc: ["query", "output_format"],
@@ -45,7 +53,11 @@ describe("Checks", () => {
       input: "flac",
       ctx: { expected: "'mp3_44100_128', 'pcm_16000' or 'ulaw_8000'" }
     }])
-    assert.deepStrictEqual([Checks.quoteList([]), Checks.quoteList(["a"]), Checks.quoteList(["a", "b"])], ["", "'a'", "'a' or 'b'"])
+    assert.deepStrictEqual([Checks.quoteList([]), Checks.quoteList(["a"]), Checks.quoteList(["a", "b"])], [
+      "",
+      "'a'",
+      "'a' or 'b'"
+    ])
   })
 
   it.effect("readJson reads bodyText without a promise; objectBody files what is not an object", () =>
@@ -67,7 +79,12 @@ describe("Checks", () => {
   it.effect("textRequest: headers by any case, a URL-encoded form parsed on demand", () =>
     Effect.gen(function*() {
       const headers: Record<string, string> = { "content-type": "application/x-www-form-urlencoded" }
-      const request = Checks.textRequest({ method: "POST", url: "http://x/", header: (n) => headers[n] ?? null, bodyText: "model_id=scribe_v1&a=b" })
+      const request = Checks.textRequest({
+        method: "POST",
+        url: "http://x/",
+        header: (n) => headers[n] ?? null,
+        bodyText: "model_id=scribe_v1&a=b"
+      })
       assert.strictEqual(request.headers.get("Content-Type"), "application/x-www-form-urlencoded")
       const form = yield* Effect.promise(() => request.formData())
       assert.deepStrictEqual([form.get("model_id"), form.get("a")], ["scribe_v1", "b"])
@@ -94,18 +111,49 @@ describe("Checks in the model", () => {
       const answers = yield* runAll([
         call(sim, ttsRequest("hi", { key: "nope" })),
         call(sim, new Request(`${base}/v1/models`)),
-        call(sim, new Request(`${base}/v1/text-to-speech/unknown`, { method: "POST", headers: { "xi-api-key": "sim-key" }, body: JSON.stringify({ text: "hi" }) })),
-        call(sim, new Request(`${base}/v1/text-to-speech/${voice}`, { method: "POST", headers: { "xi-api-key": "sim-key" }, body: JSON.stringify({ model_id: 3 }) })),
+        call(
+          sim,
+          new Request(`${base}/v1/text-to-speech/unknown`, {
+            method: "POST",
+            headers: { "xi-api-key": "sim-key" },
+            body: JSON.stringify({ text: "hi" })
+          })
+        ),
+        call(
+          sim,
+          new Request(`${base}/v1/text-to-speech/${voice}`, {
+            method: "POST",
+            headers: { "xi-api-key": "sim-key" },
+            body: JSON.stringify({ model_id: 3 })
+          })
+        ),
         call(sim, ttsRequest("hi", { path: "/stream", query: "?output_format=wav_44100" })),
         call(sim, ttsRequest("hi", { query: "?output_format=mp3_44100_192" })),
         call(sim, ttsRequest("x".repeat(10_001))),
-        call(sim, new Request(`${base}/v1/text-to-speech/${voice}`, { method: "POST", headers: { "xi-api-key": "sim-key" }, body: "{not json" })),
-        call(sim, new Request(`${base}/v1/text-to-speech/${voice}`, { method: "POST", headers: { "xi-api-key": "sim-key" }, body: JSON.stringify({ text: "a", voice_settings: { stability: 2 } }) }))
+        call(
+          sim,
+          new Request(`${base}/v1/text-to-speech/${voice}`, {
+            method: "POST",
+            headers: { "xi-api-key": "sim-key" },
+            body: "{not json"
+          })
+        ),
+        call(
+          sim,
+          new Request(`${base}/v1/text-to-speech/${voice}`, {
+            method: "POST",
+            headers: { "xi-api-key": "sim-key" },
+            body: JSON.stringify({ text: "a", voice_settings: { stability: 2 } })
+          })
+        )
       ])
       const [badKey, noKey, noVoice, badBody, wavStream, gated, tooLong, notJson, range] = answers
       assert.deepStrictEqual([badKey!.status, badKey!.json.detail.status], [401, "invalid_api_key"])
       assert.deepStrictEqual([noKey!.status, noKey!.json.detail.status], [401, "needs_authorization"])
-      assert.deepStrictEqual([noVoice!.status, noVoice!.json.detail.message], [404, "A voice with the voice_id unknown was not found."])
+      assert.deepStrictEqual([noVoice!.status, noVoice!.json.detail.message], [
+        404,
+        "A voice with the voice_id unknown was not found."
+      ])
       assert.strictEqual(badBody!.status, 422)
       assert.deepStrictEqual(badBody!.json.detail.map((d: any) => [d.type, d.loc.join(".")]), [
         ["missing", "body.text"],
@@ -114,7 +162,8 @@ describe("Checks in the model", () => {
       assert.deepStrictEqual([wavStream!.status, wavStream!.json.detail[0].type], [422, "enum"])
       assert.deepStrictEqual([gated!.status, gated!.json.detail.message], [
         403,
-        "Requested output format mp3_44100_192 (MP3 at 44100hz, 128kbps) is only allowed for Creator tier and above.".replace("128kbps", "192kbps")
+        "Requested output format mp3_44100_192 (MP3 at 44100hz, 128kbps) is only allowed for Creator tier and above."
+          .replace("128kbps", "192kbps")
       ])
       assert.deepStrictEqual([tooLong!.status, tooLong!.json.detail.status], [400, "max_character_limit_exceeded"])
       assert.deepStrictEqual([notJson!.status, notJson!.json.detail[0].type], [422, "json_invalid"])

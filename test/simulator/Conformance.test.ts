@@ -3,8 +3,8 @@
  * the success shapes parse, and errors reach the SDK with the status codes and
  * `detail.status` values of the real API.
  */
-import { ElevenLabsClient, ElevenLabsError } from "@elevenlabs/elevenlabs-js"
 import { assert, describe, it } from "@effect/vitest"
+import { ElevenLabsClient, ElevenLabsError } from "@elevenlabs/elevenlabs-js"
 import { Effect } from "effect"
 import * as Server from "../../src/simulator/Server.ts"
 import type * as Simulator from "../../src/simulator/Simulator.ts"
@@ -55,7 +55,9 @@ const failure = (call: () => Promise<unknown>) =>
       const detail = typeof body === "object" && body !== null ? body.detail : undefined
       return {
         statusCode: e.statusCode,
-        status: Array.isArray(detail) ? "validation" : detail?.status ?? (typeof body === "object" ? body?.status : undefined),
+        status: Array.isArray(detail)
+          ? "validation"
+          : detail?.status ?? (typeof body === "object" ? body?.status : undefined),
         body
       }
     }
@@ -83,7 +85,9 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
       assert.strictEqual(rawResponse.headers.get("current-concurrent-requests"), "1")
 
       const streamed = yield* Effect.promise(async () =>
-        readAll(await sdk.textToSpeech.stream(voice, { text: "A streamed sentence of speech.", modelId: "eleven_flash_v2_5" }))
+        readAll(
+          await sdk.textToSpeech.stream(voice, { text: "A streamed sentence of speech.", modelId: "eleven_flash_v2_5" })
+        )
       )
       assert.isTrue(isMp3Frame(streamed))
 
@@ -123,7 +127,10 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
         readAll(await sdk.textToSpeech.convert(voice, { text: "x".repeat(60) }))
       )
       const transcript = yield* Effect.promise(() =>
-        sdk.speechToText.convert({ file: new Blob([new Uint8Array(audio)], { type: "audio/mpeg" }), modelId: "scribe_v1" })
+        sdk.speechToText.convert({
+          file: new Blob([new Uint8Array(audio)], { type: "audio/mpeg" }),
+          modelId: "scribe_v1"
+        })
       )
       assert.isTrue("text" in transcript && typeof transcript.text === "string" && transcript.text.length > 0)
       assert.isTrue("words" in transcript && Array.isArray(transcript.words) && transcript.words.length > 0)
@@ -139,7 +146,9 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
       assert.isTrue(voices.voices.some((v) => v.voiceId === voice))
       const page = yield* Effect.promise(() => sdk.voices.search({ pageSize: 4, sort: "name" }))
       assert.deepStrictEqual([page.voices.length, page.hasMore, page.totalCount], [4, true, 6])
-      const rest = yield* Effect.promise(() => sdk.voices.search({ pageSize: 4, sort: "name", nextPageToken: page.nextPageToken! }))
+      const rest = yield* Effect.promise(() =>
+        sdk.voices.search({ pageSize: 4, sort: "name", nextPageToken: page.nextPageToken! })
+      )
       assert.deepStrictEqual([rest.voices.map((v) => v.name), rest.hasMore], [["Rachel", "Sarah"], false])
       const one = yield* Effect.promise(() => sdk.voices.get(voice))
       assert.strictEqual(one.name, "Rachel")
@@ -161,7 +170,9 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
       assert.deepStrictEqual(noKey, [401, "needs_authorization"])
       const e404 = yield* failure(() => sdk.textToSpeech.convert("nope", { text: "hi" }))
       assert.deepStrictEqual([e404.statusCode, e404.status], [404, "voice_not_found"])
-      const e400 = yield* failure(() => sdk.textToSpeech.convert(voice, { text: "x".repeat(3001), modelId: "eleven_v3" }))
+      const e400 = yield* failure(() =>
+        sdk.textToSpeech.convert(voice, { text: "x".repeat(3001), modelId: "eleven_v3" })
+      )
       assert.deepStrictEqual([e400.statusCode, e400.status], [400, "max_character_limit_exceeded"])
       const e403 = yield* failure(() => sdk.textToSpeech.convert(voice, { text: "hi", outputFormat: "pcm_44100" }))
       assert.deepStrictEqual([e403.statusCode, e403.status], [403, "output_format_not_allowed"])
@@ -250,9 +261,13 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
       assert.strictEqual(stats.faults.connectionReset, 1)
       assert.strictEqual(stats.pools.standard.inFlight, 0)
       assert.strictEqual(stats.pools.standard.limit, 10)
-      const reset2 = yield* Effect.promise(() => fetch(`${url}/_simulator/reset`, { method: "POST" }).then((r) => r.status))
+      const reset2 = yield* Effect.promise(() =>
+        fetch(`${url}/_simulator/reset`, { method: "POST" }).then((r) => r.status)
+      )
       assert.strictEqual(reset2, 200)
-      const cleared = yield* Effect.promise(() => fetch(`${url}/_simulator/stats`).then((r) => r.json() as Promise<any>))
+      const cleared = yield* Effect.promise(() =>
+        fetch(`${url}/_simulator/stats`).then((r) => r.json() as Promise<any>)
+      )
       assert.strictEqual(cleared.requests, 0)
     }))
 
@@ -277,32 +292,49 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
         assert.strictEqual(sts.rawResponse.headers.get("content-type"), "audio/pcm")
         assert.strictEqual(sts.rawResponse.headers.get("character-cost"), "34")
         assert.strictEqual(sts.rawResponse.headers.get("maximum-concurrent-requests"), "10")
-        const stsStream = yield* Effect.promise(async () => readAll(await sdk.speechToSpeech.stream(voice, { audio: seconds(1) })))
+        const stsStream = yield* Effect.promise(async () =>
+          readAll(await sdk.speechToSpeech.stream(voice, { audio: seconds(1) }))
+        )
         assert.isTrue(isMp3Frame(stsStream))
 
         const sfx = yield* Effect.promise(() =>
-          sdk.textToSoundEffects.convert({ text: "A heavy wooden door creaks open", durationSeconds: 2, promptInfluence: 0.5 })
+          sdk.textToSoundEffects.convert({
+            text: "A heavy wooden door creaks open",
+            durationSeconds: 2,
+            promptInfluence: 0.5
+          })
             .withRawResponse()
         )
         assert.isTrue(isMp3Frame(yield* Effect.promise(() => readAll(sfx.data))))
         assert.strictEqual(sfx.rawResponse.headers.get("content-type"), "audio/mpeg")
         assert.strictEqual(sfx.rawResponse.headers.get("character-cost"), "80")
 
-        const inputs = [{ text: "Knock knock, it is me.", voiceId: voice }, { text: "Who is it?", voiceId: "JBFqnCBsd6RMkjVDRZzb" }]
+        const inputs = [{ text: "Knock knock, it is me.", voiceId: voice }, {
+          text: "Who is it?",
+          voiceId: "JBFqnCBsd6RMkjVDRZzb"
+        }]
         const dialogue = yield* Effect.promise(() => sdk.textToDialogue.convert({ inputs }).withRawResponse())
         assert.isTrue(isMp3Frame(yield* Effect.promise(() => readAll(dialogue.data))))
         assert.strictEqual(dialogue.rawResponse.headers.get("character-cost"), "32")
         const streamed = yield* Effect.promise(() =>
-          sdk.textToDialogue.stream({ inputs, modelId: "eleven_flash_v2_5", outputFormat: "pcm_16000" }).withRawResponse()
+          sdk.textToDialogue.stream({ inputs, modelId: "eleven_flash_v2_5", outputFormat: "pcm_16000" })
+            .withRawResponse()
         )
-        assert.strictEqual((yield* Effect.promise(() => readAll(streamed.data))).length, Math.round((32 / 15) * 16000) * 2)
+        assert.strictEqual(
+          (yield* Effect.promise(() => readAll(streamed.data))).length,
+          Math.round((32 / 15) * 16000) * 2
+        )
         assert.strictEqual(streamed.rawResponse.headers.get("character-cost"), "16")
         assert.strictEqual(streamed.rawResponse.headers.get("maximum-concurrent-requests"), "20")
 
-        const isolated = yield* Effect.promise(() => sdk.audioIsolation.convert({ audio: seconds(3), fileFormat: "other" }).withRawResponse())
+        const isolated = yield* Effect.promise(() =>
+          sdk.audioIsolation.convert({ audio: seconds(3), fileFormat: "other" }).withRawResponse()
+        )
         assert.isTrue(isMp3Frame(yield* Effect.promise(() => readAll(isolated.data))))
         assert.strictEqual(isolated.rawResponse.headers.get("character-cost"), "50")
-        const isoStream = yield* Effect.promise(async () => readAll(await sdk.audioIsolation.stream({ audio: seconds(1) })))
+        const isoStream = yield* Effect.promise(async () =>
+          readAll(await sdk.audioIsolation.stream({ audio: seconds(1) }))
+        )
         assert.isTrue(isMp3Frame(isoStream))
 
         const stats = yield* simulator.stats
@@ -324,7 +356,9 @@ describe("Conformance with @elevenlabs/elevenlabs-js", () => {
           sdk.textToDialogue.convert({ inputs: [{ text: "x".repeat(3001), voiceId: voice }] })
         )
         assert.deepStrictEqual([e400.statusCode, e400.status], [400, "max_character_limit_exceeded"])
-        const e403 = yield* failure(() => sdk.textToDialogue.convert({ inputs: [{ text: "Hi", voiceId: voice }], outputFormat: "pcm_44100" }))
+        const e403 = yield* failure(() =>
+          sdk.textToDialogue.convert({ inputs: [{ text: "Hi", voiceId: voice }], outputFormat: "pcm_44100" })
+        )
         assert.deepStrictEqual([e403.statusCode, e403.status], [403, "output_format_not_allowed"])
 
         yield* simulator.setLimit("standard", 1)

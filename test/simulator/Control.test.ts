@@ -49,7 +49,10 @@ describe("Control", () => {
       assert.deepStrictEqual([stats.pools.standard.queued, stats.pools.standard.inFlight], [0, 2])
       yield* sim.configure({ plan: "free" })
       stats = yield* sim.stats
-      assert.deepStrictEqual([stats.accounts["key1"]!.plan, stats.pools.standard.limit], ["free", deploymentGuidePlans.free.standard])
+      assert.deepStrictEqual([stats.accounts["key1"]!.plan, stats.pools.standard.limit], [
+        "free",
+        deploymentGuidePlans.free.standard
+      ])
       yield* Fiber.interrupt(holder)
       yield* Fiber.interrupt(waiter)
       assert.strictEqual((yield* sim.stats).pools.standard.inFlight, 0)
@@ -62,7 +65,11 @@ describe("Control", () => {
       yield* sim.setCredits(5000, "key1")
       const { accounts } = yield* sim.stats
       assert.deepStrictEqual(
-        [accounts["bee"]!.characterLimit, accounts["bee"]!.characterCount, accounts["bee"]!.nextCharacterCountResetUnix],
+        [
+          accounts["bee"]!.characterLimit,
+          accounts["bee"]!.characterCount,
+          accounts["bee"]!.nextCharacterCountResetUnix
+        ],
         [1000, 100, 9999]
       )
       assert.deepStrictEqual([accounts["key1"]!.characterLimit, accounts["key1"]!.characterCount], [500_000, 495_000])

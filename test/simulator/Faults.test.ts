@@ -49,7 +49,11 @@ describe("Faults", () => {
     assert.deepStrictEqual(counts.byDetailStatus, { something_went_wrong: 1, internal_server_error: 1 })
     faults.count("hang")
     faults.count("systemBusyLoad")
-    assert.deepStrictEqual([counts.faults["hang"], counts.faults["systemBusyLoad"], counts.faults["streamCut"]], [1, 1, 0])
+    assert.deepStrictEqual([counts.faults["hang"], counts.faults["systemBusyLoad"], counts.faults["streamCut"]], [
+      1,
+      1,
+      0
+    ])
   })
 })
 
@@ -95,7 +99,10 @@ describe("Faults in the model", () => {
   it.effect("system_busy: by probability, and by load over a shared capacity; Retry-After on request", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.make({ systemCapacity: 1, retryAfterSeconds: 3, apiKeys: ["k1", "k2"] })
-      const [a, b] = yield* runAll([call(sim, ttsRequest("x".repeat(50), { key: "k1" })), call(sim, ttsRequest("y", { key: "k2" }))])
+      const [a, b] = yield* runAll([
+        call(sim, ttsRequest("x".repeat(50), { key: "k1" })),
+        call(sim, ttsRequest("y", { key: "k2" }))
+      ])
       assert.strictEqual(a!.status, 200)
       assert.deepStrictEqual([b!.status, b!.json.detail.status, b!.headers["retry-after"]], [429, "system_busy", "3"])
       yield* sim.configure({ systemCapacity: null, faults: { systemBusy: 1 } })

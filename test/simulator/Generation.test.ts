@@ -28,7 +28,9 @@ const input = (account: Account, overrides: Partial<Generation.Input> = {}): Gen
 const status = (o: Outcome) => o._tag === "Respond" ? o.status : o._tag
 
 const detailStatus = (o: Outcome) =>
-  o._tag === "Respond" && o.whole !== undefined ? JSON.parse(new TextDecoder().decode(o.whole)).detail.status : undefined
+  o._tag === "Respond" && o.whole !== undefined
+    ? JSON.parse(new TextDecoder().decode(o.whole)).detail.status
+    : undefined
 
 /** Forks `effect` and moves the clock `ms`: the fiber. */
 const after = <A, E>(effect: Effect.Effect<A, E>, ms: number) =>
@@ -48,7 +50,11 @@ describe("Generation", () => {
       const quota = yield* gated.generate(input(account, { pool: "flash" }))
       assert.deepStrictEqual([status(quota), detailStatus(quota)], [401, "quota_exceeded"])
       const load = yield* gated.generate(input(account, { pool: "flash", cost: 1 }))
-      assert.deepStrictEqual([status(load), detailStatus(load), gated.counts.faults["systemBusyLoad"]], [429, "system_busy", 1])
+      assert.deepStrictEqual([status(load), detailStatus(load), gated.counts.faults["systemBusyLoad"]], [
+        429,
+        "system_busy",
+        1
+      ])
       const drawn = setup({ faults: { systemBusy: 1 } })
       const busy = yield* drawn.generate(input(drawn.accounts.all[0]!))
       assert.deepStrictEqual([status(busy), drawn.counts.faults["systemBusy"]], [429, 1])
@@ -64,7 +70,10 @@ describe("Generation", () => {
       yield* TestClock.adjust(1)
       const whole = yield* Fiber.join(buffered)
       assert.strictEqual(status(whole), 200)
-      assert.deepStrictEqual(whole._tag === "Respond" ? [whole.headers["content-type"], whole.headers["server"]] : [], ["audio/mpeg", "uvicorn"])
+      assert.deepStrictEqual(whole._tag === "Respond" ? [whole.headers["content-type"], whole.headers["server"]] : [], [
+        "audio/mpeg",
+        "uvicorn"
+      ])
       if (whole._tag === "Respond") yield* Stream.runDrain(whole.body)
       const streamed = yield* after(generate(input(account, { streaming: true })), 100)
       const outcome = yield* Fiber.join(streamed)
@@ -75,7 +84,11 @@ describe("Generation", () => {
       assert.isUndefined(read.pollUnsafe())
       yield* TestClock.adjust(1)
       assert.strictEqual((yield* Fiber.join(read)).length, 4)
-      assert.deepStrictEqual([account.pools.standard.inFlight, counts.creditsCharged, account.characterCount], [0, 20, 20])
+      assert.deepStrictEqual([account.pools.standard.inFlight, counts.creditsCharged, account.characterCount], [
+        0,
+        20,
+        20
+      ])
     }))
 
   it.effect("a cut stops half-way and is charged; a reset is not, and gives the slot back; a hang holds it", () =>
@@ -87,14 +100,21 @@ describe("Generation", () => {
       const seen: Array<Uint8Array> = []
       const error = yield* Stream.runForEach(cut.body, (c) => Effect.sync(() => seen.push(c))).pipe(Effect.flip)
       assert.deepStrictEqual([error._tag, seen.length, cut.whole], ["StreamCut", 2, undefined])
-      const one = yield* Fiber.join(yield* after(generate(input(account, { success: () => ({ headers: {}, chunks: chunks(1) }) })), 600))
+      const one = yield* Fiber.join(
+        yield* after(generate(input(account, { success: () => ({ headers: {}, chunks: chunks(1) }) })), 600)
+      )
       if (one._tag !== "Respond") return assert.fail("no answer")
       const half = yield* Stream.runForEach(one.body, (c) => Effect.sync(() => seen.push(c))).pipe(Effect.flip)
       assert.deepStrictEqual([half._tag, seen[2]!.length], ["StreamCut", 5])
       assert.deepStrictEqual([counts.creditsCharged, counts.faults["streamCut"]], [20, 2])
       faults.set({ streamCut: 0, connectionReset: 1 })
       const reset = yield* Fiber.join(yield* after(generate(input(account)), 100))
-      assert.deepStrictEqual([reset._tag, counts.creditsCharged, account.reserved, account.pools.standard.inFlight], ["Reset", 20, 0, 0])
+      assert.deepStrictEqual([reset._tag, counts.creditsCharged, account.reserved, account.pools.standard.inFlight], [
+        "Reset",
+        20,
+        0,
+        0
+      ])
       faults.set({ connectionReset: 0, hang: 1 })
       const hang = yield* after(generate(input(account)), 600_000)
       assert.deepStrictEqual([hang.pollUnsafe(), account.pools.standard.inFlight, account.reserved], [undefined, 1, 10])

@@ -58,14 +58,35 @@ describe("Handlers", () => {
         call(sim, get("/v1/voices")),
         call(sim, get("/v1/models")),
         call(sim, get("/v1/user")),
-        call(sim, new Request(`${base}/v1/speech-to-text`, { method: "POST", headers: { "xi-api-key": "sim-key" }, body: form })),
-        call(sim, new Request(`${base}/v1/music`, { method: "POST", headers: { "xi-api-key": "sim-key" }, body: JSON.stringify({ prompt: "calm piano", music_length_ms: 5000 }) })),
-        call(sim, new Request(`${base}/v1/speech-to-text`, { method: "POST", headers: { "xi-api-key": "sim-key" }, body: new FormData() }))
+        call(
+          sim,
+          new Request(`${base}/v1/speech-to-text`, { method: "POST", headers: { "xi-api-key": "sim-key" }, body: form })
+        ),
+        call(
+          sim,
+          new Request(`${base}/v1/music`, {
+            method: "POST",
+            headers: { "xi-api-key": "sim-key" },
+            body: JSON.stringify({ prompt: "calm piano", music_length_ms: 5000 })
+          })
+        ),
+        call(
+          sim,
+          new Request(`${base}/v1/speech-to-text`, {
+            method: "POST",
+            headers: { "xi-api-key": "sim-key" },
+            body: new FormData()
+          })
+        )
       ], 100)
       assert.isTrue(voices!.json.voices.some((v: any) => v.voice_id === voice))
       const multilingual = models!.json.find((m: any) => m.model_id === "eleven_multilingual_v2")
       assert.deepStrictEqual(
-        [multilingual.concurrency_group, multilingual.model_rates.character_cost_multiplier, multilingual.max_characters_request_subscribed_user],
+        [
+          multilingual.concurrency_group,
+          multilingual.model_rates.character_cost_multiplier,
+          multilingual.max_characters_request_subscribed_user
+        ],
         ["standard", 1, 10_000]
       )
       assert.strictEqual(user!.json.subscription.tier, "pro")
@@ -86,13 +107,23 @@ describe("Handlers", () => {
         [first.status, names(first), first.json.has_more, first.json.total_count],
         [200, ["Clyde", "Domi", "Drew", "George"], true, 6]
       )
-      const second = yield* call(sim, get(`/v2/voices?page_size=4&sort=name&next_page_token=${first.json.next_page_token}`))
-      assert.deepStrictEqual([names(second), second.json.has_more, second.json.next_page_token], [["Rachel", "Sarah"], false, null])
+      const second = yield* call(
+        sim,
+        get(`/v2/voices?page_size=4&sort=name&next_page_token=${first.json.next_page_token}`)
+      )
+      assert.deepStrictEqual([names(second), second.json.has_more, second.json.next_page_token], [
+        ["Rachel", "Sarah"],
+        false,
+        null
+      ])
       const search = yield* call(sim, get("/v2/voices?search=RACH"))
       assert.deepStrictEqual(names(search), ["Rachel"])
       const british = yield* call(sim, get("/v2/voices?accent=british&gender=male"))
       assert.deepStrictEqual(names(british), ["George"])
-      const byId = yield* call(sim, get(`/v2/voices?voice_ids=${voice}&voice_ids=JBFqnCBsd6RMkjVDRZzb&sort_direction=desc`))
+      const byId = yield* call(
+        sim,
+        get(`/v2/voices?voice_ids=${voice}&voice_ids=JBFqnCBsd6RMkjVDRZzb&sort_direction=desc`)
+      )
       assert.deepStrictEqual(names(byId), ["George", "Rachel"])
       const personal = yield* call(sim, get("/v2/voices?voice_type=personal"))
       assert.deepStrictEqual([personal.json.voices.length, personal.json.total_count], [0, 0])
@@ -100,7 +131,11 @@ describe("Handlers", () => {
       assert.deepStrictEqual([defaults.json.voices.length, defaults.json.has_more], [6, false])
 
       const tooBig = yield* call(sim, get("/v2/voices?page_size=101", "wrong-key"))
-      assert.deepStrictEqual([tooBig.status, tooBig.json.detail[0].type, tooBig.json.detail[0].loc], [422, "less_than_equal", ["query", "page_size"]])
+      assert.deepStrictEqual([tooBig.status, tooBig.json.detail[0].type, tooBig.json.detail[0].loc], [
+        422,
+        "less_than_equal",
+        ["query", "page_size"]
+      ])
       const notInt = yield* call(sim, get("/v2/voices?page_size=ten&sort=age"))
       assert.deepStrictEqual(notInt.json.detail.map((d: any) => d.type), ["int_parsing", "enum"])
       const badToken = yield* call(sim, get("/v2/voices?next_page_token=%3Cx%3E"))

@@ -21,7 +21,9 @@ interface Answer {
 }
 
 /** Real event-loop turns: form parsing is promise-based, and must not be outrun by the virtual clock. */
-const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))).pipe(Effect.repeat({ times: 5 }))
+const settle = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))).pipe(
+  Effect.repeat({ times: 5 })
+)
 
 /** Runs `effect` while moving the clock in steps, with real turns between them. */
 const drive = <A>(effect: Effect.Effect<A>, step = 20) =>
@@ -36,23 +38,33 @@ const drive = <A>(effect: Effect.Effect<A>, step = 20) =>
 
 const read = (outcome: Simulator.Outcome) =>
   Effect.gen(function*() {
-    if (outcome._tag === "Reset") return { status: "reset", headers: {}, bytes: new Uint8Array(), json: undefined } as Answer
+    if (outcome._tag === "Reset") {
+      return { status: "reset", headers: {}, bytes: new Uint8Array(), json: undefined } as Answer
+    }
     const chunks = yield* Stream.runCollect(outcome.body).pipe(Effect.result)
-    if (chunks._tag === "Failure") return { status: "cut", headers: outcome.headers, bytes: new Uint8Array(), json: undefined } as Answer
+    if (chunks._tag === "Failure") {
+      return { status: "cut", headers: outcome.headers, bytes: new Uint8Array(), json: undefined } as Answer
+    }
     const bytes = new Uint8Array(chunks.success.reduce((n, c) => n + c.length, 0))
     let offset = 0
     for (const c of chunks.success) {
       bytes.set(c, offset)
       offset += c.length
     }
-    const json = outcome.headers["content-type"] === "application/json" ? JSON.parse(new TextDecoder().decode(bytes)) : undefined
+    const json = outcome.headers["content-type"] === "application/json"
+      ? JSON.parse(new TextDecoder().decode(bytes))
+      : undefined
     return { status: outcome.status, headers: outcome.headers, bytes, json } as Answer
   })
 
 /** One request, answered and read to the end. */
 const call = (sim: Simulator.Service, request: Request) => drive(Effect.flatMap(sim.handle(request), read))
 
-const post = (path: string, body: string | FormData, options: { readonly key?: string | null; readonly query?: string } = {}) => {
+const post = (
+  path: string,
+  body: string | FormData,
+  options: { readonly key?: string | null; readonly query?: string } = {}
+) => {
   const headers: Record<string, string> = {}
   if (options.key !== null) headers["xi-api-key"] = options.key ?? "sim-key"
   if (typeof body === "string") headers["content-type"] = "application/json"
@@ -67,55 +79,112 @@ const upload = (bytes: number, fields: Readonly<Record<string, string>> = {}) =>
   return form
 }
 
-const sts = (form: FormData, options: { readonly key?: string | null; readonly query?: string; readonly stream?: boolean; readonly voice?: string } = {}) =>
-  post(`/v1/speech-to-speech/${options.voice ?? voice}${options.stream === true ? "/stream" : ""}`, form, options)
+const sts = (
+  form: FormData,
+  options: {
+    readonly key?: string | null
+    readonly query?: string
+    readonly stream?: boolean
+    readonly voice?: string
+  } = {}
+) => post(`/v1/speech-to-speech/${options.voice ?? voice}${options.stream === true ? "/stream" : ""}`, form, options)
 const sfx = (body: unknown, options: { readonly key?: string | null; readonly query?: string } = {}) =>
   post("/v1/sound-generation", JSON.stringify(body), options)
-const dialogue = (body: unknown, options: { readonly key?: string | null; readonly query?: string; readonly stream?: boolean } = {}) =>
-  post(`/v1/text-to-dialogue${options.stream === true ? "/stream" : ""}`, JSON.stringify(body), options)
+const dialogue = (
+  body: unknown,
+  options: { readonly key?: string | null; readonly query?: string; readonly stream?: boolean } = {}
+) => post(`/v1/text-to-dialogue${options.stream === true ? "/stream" : ""}`, JSON.stringify(body), options)
 const isolation = (form: FormData, options: { readonly key?: string | null; readonly stream?: boolean } = {}) =>
   post(`/v1/audio-isolation${options.stream === true ? "/stream" : ""}`, form, options)
 
 const script = [{ text: "Knock knock, it is me.", voice_id: voice }, { text: "Who is it?", voice_id: george }] // 32 characters
 
 /** The 422 items as `[type, loc]` pairs. */
-const items = (a: Answer) => (a.json.detail as Array<{ type: string; loc: Array<string | number> }>).map((d) => [d.type, d.loc.join(".")])
+const items = (a: Answer) =>
+  (a.json.detail as Array<{ type: string; loc: Array<string | number> }>).map((d) => [d.type, d.loc.join(".")])
 
 describe("Simulator beyond TTS", () => {
   it.effect("200s as the document says: audio content types, character-cost, concurrency headers, lengths", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.make({ seed: 3 })
       const a = yield* call(sim, sts(upload(64_000), { query: "?output_format=pcm_16000" }))
-      assert.deepStrictEqual([a.status, a.headers["content-type"], a.headers["character-cost"]], [200, "audio/pcm", "34"])
+      assert.deepStrictEqual([a.status, a.headers["content-type"], a.headers["character-cost"]], [
+        200,
+        "audio/pcm",
+        "34"
+      ])
       assert.deepStrictEqual([a.bytes.length, a.headers["content-length"]], [64_000, "64000"]) // 2 s in, 2 s out
-      assert.deepStrictEqual([a.headers["current-concurrent-requests"], a.headers["maximum-concurrent-requests"]], ["1", "10"])
+      assert.deepStrictEqual([a.headers["current-concurrent-requests"], a.headers["maximum-concurrent-requests"]], [
+        "1",
+        "10"
+      ])
       assert.match(a.headers["request-id"]!, /^[A-Za-z0-9]{20}$/)
 
       const s = yield* call(sim, sts(upload(32_000, { model_id: "eleven_multilingual_sts_v2" }), { stream: true }))
-      assert.deepStrictEqual([s.status, s.headers["content-type"], s.headers["character-cost"]], [200, "audio/mpeg", "17"])
+      assert.deepStrictEqual([s.status, s.headers["content-type"], s.headers["character-cost"]], [
+        200,
+        "audio/mpeg",
+        "17"
+      ])
       assert.isUndefined(s.headers["content-length"]) // streamed
       assert.strictEqual(s.bytes[0], 0xff)
 
-      const e = yield* call(sim, sfx({ text: "a door creaks", duration_seconds: 1.5 }, { query: "?output_format=pcm_16000" }))
-      assert.deepStrictEqual([e.status, e.headers["content-type"], e.headers["character-cost"], e.bytes.length], [200, "audio/pcm", "60", 48_000])
-      const auto = yield* call(sim, sfx({ text: "rain on a tin roof", duration_seconds: null, prompt_influence: 0.3, loop: false }))
-      assert.deepStrictEqual([auto.status, auto.headers["content-type"], auto.headers["character-cost"]], [200, "audio/mpeg", "200"]) // 5 s
+      const e = yield* call(
+        sim,
+        sfx({ text: "a door creaks", duration_seconds: 1.5 }, { query: "?output_format=pcm_16000" })
+      )
+      assert.deepStrictEqual([e.status, e.headers["content-type"], e.headers["character-cost"], e.bytes.length], [
+        200,
+        "audio/pcm",
+        "60",
+        48_000
+      ])
+      const auto = yield* call(
+        sim,
+        sfx({ text: "rain on a tin roof", duration_seconds: null, prompt_influence: 0.3, loop: false })
+      )
+      assert.deepStrictEqual([auto.status, auto.headers["content-type"], auto.headers["character-cost"]], [
+        200,
+        "audio/mpeg",
+        "200"
+      ]) // 5 s
 
       const d = yield* call(sim, dialogue({ inputs: script }))
-      assert.deepStrictEqual([d.status, d.headers["content-type"], d.headers["character-cost"]], [200, "audio/mpeg", "32"])
-      const w = yield* call(sim, dialogue({ inputs: script, model_id: "eleven_flash_v2_5" }, { stream: true, query: "?output_format=opus_48000_64" }))
-      assert.deepStrictEqual([w.status, w.headers["content-type"], w.headers["character-cost"]], [200, "audio/ogg", "16"])
+      assert.deepStrictEqual([d.status, d.headers["content-type"], d.headers["character-cost"]], [
+        200,
+        "audio/mpeg",
+        "32"
+      ])
+      const w = yield* call(
+        sim,
+        dialogue({ inputs: script, model_id: "eleven_flash_v2_5" }, {
+          stream: true,
+          query: "?output_format=opus_48000_64"
+        })
+      )
+      assert.deepStrictEqual([w.status, w.headers["content-type"], w.headers["character-cost"]], [
+        200,
+        "audio/ogg",
+        "16"
+      ])
       assert.strictEqual(w.headers["maximum-concurrent-requests"], "20") // the flash pool on Pro
 
       const i = yield* call(sim, isolation(upload(96_000, { file_format: "other", preview_b64: "AAAA" })))
-      assert.deepStrictEqual([i.status, i.headers["content-type"], i.headers["character-cost"]], [200, "audio/mpeg", "50"])
+      assert.deepStrictEqual([i.status, i.headers["content-type"], i.headers["character-cost"]], [
+        200,
+        "audio/mpeg",
+        "50"
+      ])
       const is = yield* call(sim, isolation(upload(32_000, { file_format: "pcm_s16le_16" }), { stream: true }))
       assert.deepStrictEqual([is.status, is.headers["character-cost"]], [200, "17"])
 
       const stats = yield* sim.stats
       assert.strictEqual(stats.creditsCharged, 34 + 17 + 60 + 200 + 32 + 16 + 50 + 17)
       assert.deepStrictEqual([stats.pools.standard.admitted, stats.pools.flash.admitted], [7, 1])
-      const sub = yield* call(sim, new Request(`${base}/v1/user/subscription`, { headers: { "xi-api-key": "sim-key" } }))
+      const sub = yield* call(
+        sim,
+        new Request(`${base}/v1/user/subscription`, { headers: { "xi-api-key": "sim-key" } })
+      )
       assert.strictEqual(sub.json.character_count, stats.creditsCharged)
     }))
 
@@ -126,17 +195,35 @@ describe("Simulator beyond TTS", () => {
       const cases: ReadonlyArray<readonly [Request, ReadonlyArray<ReadonlyArray<string>>]> = [
         [sts(upload(-1), bad), [["missing", "body.audio"]]],
         [post(`/v1/speech-to-speech/${voice}`, JSON.stringify({ audio: "x" }), bad), [["missing", "body.audio"]]],
-        [sts((() => {
-          const f = new FormData()
-          f.append("audio", "not a file")
-          return f
-        })(), bad), [["value_error", "body.audio"]]],
         [
-          sts(upload(10, { file_format: "flac", seed: "x", remove_background_noise: "maybe", voice_settings: "{" }), bad),
-          [["json_invalid", "body.voice_settings"], ["enum", "body.file_format"], ["bool_parsing", "body.remove_background_noise"], ["int_parsing", "body.seed"]]
+          sts(
+            (() => {
+              const f = new FormData()
+              f.append("audio", "not a file")
+              return f
+            })(),
+            bad
+          ),
+          [["value_error", "body.audio"]]
         ],
-        [sts(upload(10, { voice_settings: JSON.stringify({ stability: 2 }) }), bad), [["less_than_equal", "body.voice_settings.stability"]]],
-        [sts(upload(10), { ...bad, stream: true, query: "?output_format=wav_16000" }), [["enum", "query.output_format"]]],
+        [
+          sts(
+            upload(10, { file_format: "flac", seed: "x", remove_background_noise: "maybe", voice_settings: "{" }),
+            bad
+          ),
+          [["json_invalid", "body.voice_settings"], ["enum", "body.file_format"], [
+            "bool_parsing",
+            "body.remove_background_noise"
+          ], ["int_parsing", "body.seed"]]
+        ],
+        [sts(upload(10, { voice_settings: JSON.stringify({ stability: 2 }) }), bad), [[
+          "less_than_equal",
+          "body.voice_settings.stability"
+        ]]],
+        [sts(upload(10), { ...bad, stream: true, query: "?output_format=wav_16000" }), [[
+          "enum",
+          "query.output_format"
+        ]]],
         [sfx({}, bad), [["missing", "body.text"]]],
         [
           sfx({ text: "", duration_seconds: 31, prompt_influence: -1, loop: "yes", model_id: "eleven_sfx_v9" }, bad),
@@ -158,9 +245,18 @@ describe("Simulator beyond TTS", () => {
           ["model_type", "body.inputs.1"],
           ["string_too_short", "body.inputs.2.text"]
         ]],
-        [dialogue({ inputs: Array.from({ length: 11 }, (_, i) => ({ text: "Hi", voice_id: `v${i}` })) }, bad), [["value_error", "body.inputs"]]],
-        [dialogue({ inputs: script, settings: { stability: 2 } }, bad), [["less_than_equal", "body.settings.stability"]]],
-        [dialogue({ inputs: script }, { ...bad, stream: true, query: "?output_format=wav_8000" }), [["enum", "query.output_format"]]],
+        [dialogue({ inputs: Array.from({ length: 11 }, (_, i) => ({ text: "Hi", voice_id: `v${i}` })) }, bad), [[
+          "value_error",
+          "body.inputs"
+        ]]],
+        [dialogue({ inputs: script, settings: { stability: 2 } }, bad), [[
+          "less_than_equal",
+          "body.settings.stability"
+        ]]],
+        [dialogue({ inputs: script }, { ...bad, stream: true, query: "?output_format=wav_8000" }), [[
+          "enum",
+          "query.output_format"
+        ]]],
         [isolation(upload(-1, { file_format: "mp3" }), bad), [["missing", "body.audio"], ["enum", "body.file_format"]]]
       ]
       for (const [request, expected] of cases) {
@@ -235,7 +331,11 @@ describe("Simulator beyond TTS", () => {
       const after = yield* call(sim, isolation(upload(32_000)))
       assert.strictEqual(after.status, 200)
       const stats = yield* sim.stats
-      assert.deepStrictEqual([stats.pools.standard.rejected, stats.pools.standard.inFlight, stats.pools.standard.maxInFlight], [4, 0, 1])
+      assert.deepStrictEqual([
+        stats.pools.standard.rejected,
+        stats.pools.standard.inFlight,
+        stats.pools.standard.maxInFlight
+      ], [4, 0, 1])
       assert.strictEqual(stats.byDetailStatus["too_many_concurrent_requests"], 4)
     }))
 
@@ -259,7 +359,14 @@ describe("Simulator beyond TTS", () => {
   it.effect("a known path with another method is a 405, as for the other rows", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.make()
-      for (const path of ["/v1/sound-generation", "/v1/audio-isolation/stream", `/v1/speech-to-speech/${voice}`, "/v1/text-to-dialogue"]) {
+      for (
+        const path of [
+          "/v1/sound-generation",
+          "/v1/audio-isolation/stream",
+          `/v1/speech-to-speech/${voice}`,
+          "/v1/text-to-dialogue"
+        ]
+      ) {
         const a = yield* call(sim, new Request(`${base}${path}`, { headers: { "xi-api-key": "sim-key" } }))
         assert.deepStrictEqual([a.status, a.headers["allow"], a.json.detail], [405, "POST", "Method Not Allowed"], path)
       }

@@ -25,7 +25,7 @@ describe("InProcess", () => {
       assert.strictEqual(res.status, 200)
       assert.strictEqual(res.headers["content-type"], "audio/mpeg")
       assert.strictEqual(bytes[0], 0xff)
-      assert.strictEqual((bytes[1]! & 0xe0), 0xe0)
+      assert.strictEqual(bytes[1]! & 0xe0, 0xe0)
       assert.strictEqual(res.headers["character-cost"], "28")
       assert.match(res.headers["request-id"]!, /^[A-Za-z0-9]{20}$/)
       assert.match(res.headers["x-trace-id"]!, /^[0-9a-f]{32}$/)
@@ -74,7 +74,10 @@ describe("InProcess", () => {
 
       yield* sim.setFaults({ connectionReset: 0, streamCut: 1 })
       const cutFiber = yield* Effect.forkChild(
-        client.execute(tts("c".repeat(300), { path: "/stream" })).pipe(Effect.flatMap((r) => r.arrayBuffer), Effect.flip)
+        client.execute(tts("c".repeat(300), { path: "/stream" })).pipe(
+          Effect.flatMap((r) => r.arrayBuffer),
+          Effect.flip
+        )
       )
       yield* TestClock.adjust(60_000)
       const cut = yield* Fiber.join(cutFiber)
@@ -99,7 +102,9 @@ describe("InProcess", () => {
           Effect.flatMap((r) => Effect.as(r.arrayBuffer, r.status)),
           Effect.delay(i * 5)
         )
-      const fiber = yield* Effect.forkChild(Effect.forEach(Array.from({ length: 1000 }, (_, i) => i), one, { concurrency: "unbounded" }))
+      const fiber = yield* Effect.forkChild(
+        Effect.forEach(Array.from({ length: 1000 }, (_, i) => i), one, { concurrency: "unbounded" })
+      )
       for (let i = 0; i < 200 && fiber.pollUnsafe() === undefined; i++) yield* TestClock.adjust(100)
       const statuses = yield* Fiber.join(fiber)
       const stats = yield* sim.stats
@@ -114,16 +119,24 @@ describe("InProcess", () => {
         const client = yield* HttpClient.HttpClient
         const sim = yield* Simulator.Simulator
         const one = (i: number) =>
-          client.execute(tts(`line ${i} `.repeat(1 + (i % 5)), i % 2 === 0 ? { model: "eleven_flash_v2_5", path: "/stream" } : {})).pipe(
-            Effect.flatMap((r) => Effect.map(r.arrayBuffer, (b) => [r.status, r.headers["request-id"] ?? "", b.byteLength] as const)),
+          client.execute(
+            tts(`line ${i} `.repeat(1 + (i % 5)), i % 2 === 0 ? { model: "eleven_flash_v2_5", path: "/stream" } : {})
+          ).pipe(
+            Effect.flatMap((r) =>
+              Effect.map(r.arrayBuffer, (b) => [r.status, r.headers["request-id"] ?? "", b.byteLength] as const)
+            ),
             Effect.catch((e) => Effect.succeed([e.reason._tag, "", 0] as const)),
             Effect.delay(i * 11)
           )
-        const fiber = yield* Effect.forkChild(Effect.forEach(Array.from({ length: 200 }, (_, i) => i), one, { concurrency: "unbounded" }))
+        const fiber = yield* Effect.forkChild(
+          Effect.forEach(Array.from({ length: 200 }, (_, i) => i), one, { concurrency: "unbounded" })
+        )
         for (let i = 0; i < 500 && fiber.pollUnsafe() === undefined; i++) yield* TestClock.adjust(50)
         return { answers: yield* Fiber.join(fiber), stats: yield* sim.stats }
       }).pipe(
-        Effect.provide(InProcess.layerSimulated({ seed: 77, plan: "starter", faults: { ...Simulator.faultMix(0.2), hang: 0 } })),
+        Effect.provide(
+          InProcess.layerSimulated({ seed: 77, plan: "starter", faults: { ...Simulator.faultMix(0.2), hang: 0 } })
+        ),
         Effect.provide(TestClock.layer())
       )
       const first = yield* run
@@ -142,7 +155,10 @@ describe("InProcess", () => {
             HttpClientRequest.setUrlParam("output_format", "pcm_16000")
           )
           const fiber = yield* Effect.forkChild(Effect.flatMap(client.execute(request), (res) =>
-            Effect.map(res.arrayBuffer, (b) => ({ status: res.status, headers: { ...res.headers }, bytes: Array.from(new Uint8Array(b)) }))))
+            Effect.map(
+              res.arrayBuffer,
+              (b) => ({ status: res.status, headers: { ...res.headers }, bytes: Array.from(new Uint8Array(b)) })
+            )))
           yield* TestClock.adjust("20 seconds")
           const out = yield* Fiber.join(fiber)
           const noKey = yield* Effect.forkChild(client.execute(tts("x", { key: "" })))
@@ -163,7 +179,12 @@ describe("InProcess", () => {
 
   it.effect("fromBytes: a response over bytes in memory, read as often as wanted", () =>
     Effect.gen(function*() {
-      const res = InProcess.fromBytes(HttpClientRequest.get("http://x/y"), 429, { "Content-Type": "application/json" }, new TextEncoder().encode("{\"a\":1}"))
+      const res = InProcess.fromBytes(
+        HttpClientRequest.get("http://x/y"),
+        429,
+        { "Content-Type": "application/json" },
+        new TextEncoder().encode("{\"a\":1}")
+      )
       assert.strictEqual(res.status, 429)
       assert.strictEqual(res.headers["content-type"], "application/json")
       assert.deepStrictEqual(yield* res.json, { a: 1 })

@@ -27,7 +27,15 @@ describe("Pools", () => {
       yield* pools.release(pool)
       assert.isTrue(yield* pools.admit(pool))
       const { samples: _, ...record } = Pools.stats(pool)
-      assert.deepStrictEqual(record, { inFlight: 1, maxInFlight: 1, limit: 1, queued: 0, maxQueued: 0, admitted: 2, rejected: 1 })
+      assert.deepStrictEqual(record, {
+        inFlight: 1,
+        maxInFlight: 1,
+        limit: 1,
+        queued: 0,
+        maxQueued: 0,
+        admitted: 2,
+        rejected: 1
+      })
     }))
 
   it.effect("waiters get freed slots first come first served, and give up after maxWaitMs", () =>
@@ -111,7 +119,9 @@ describe("Pools in the model", () => {
       Effect.gen(function*() {
         const sim = yield* Simulator.make({ seed, apiKeys: [{ key: "sim-key", limits: { standard: limit } }] })
         const answers = yield* runAll(
-          lengths.map((n, i) => Effect.flatMap(Effect.sleep((i * 13) % 200), () => call(sim, ttsRequest("a".repeat(n))))),
+          lengths.map((n, i) =>
+            Effect.flatMap(Effect.sleep((i * 13) % 200), () => call(sim, ttsRequest("a".repeat(n))))
+          ),
           20
         )
         const stats = yield* sim.stats
@@ -204,7 +214,13 @@ describe("Pools in the model", () => {
   it.effect("a limit lowered mid-run (20 -> 10) refuses new requests until in-flight drops below it", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.make({ latency: { flash: { ttfbMs: 10, msPerUnit: 10, jitter: 0 } } })
-      const streams = yield* Effect.forEach(Array.from({ length: 20 }), () => sim.handle(ttsRequest("f".repeat(100), { model: "eleven_flash_v2_5", path: "/stream" })).pipe(Effect.forkChild))
+      const streams = yield* Effect.forEach(
+        Array.from({ length: 20 }),
+        () =>
+          sim.handle(ttsRequest("f".repeat(100), { model: "eleven_flash_v2_5", path: "/stream" })).pipe(
+            Effect.forkChild
+          )
+      )
       yield* TestClock.adjust(20)
       const outcomes = yield* Effect.forEach(streams, Fiber.join)
       assert.strictEqual((yield* sim.stats).pools.flash.inFlight, 20)
@@ -213,7 +229,10 @@ describe("Pools in the model", () => {
       assert.strictEqual(refused!.status, 429)
       assert.match(refused!.json.detail.message, /maximum of 10 concurrent requests/)
       // Drain the held bodies: the slots come back, and new requests get in again.
-      yield* runAll(outcomes.map((o) => o._tag === "Respond" ? Stream.runDrain(o.body).pipe(Effect.orDie) : Effect.void), 100)
+      yield* runAll(
+        outcomes.map((o) => o._tag === "Respond" ? Stream.runDrain(o.body).pipe(Effect.orDie) : Effect.void),
+        100
+      )
       const [ok] = yield* runAll([call(sim, ttsRequest("r", { model: "eleven_flash_v2_5" }))])
       assert.strictEqual(ok!.status, 200)
       assert.strictEqual(ok!.headers["maximum-concurrent-requests"], "10")

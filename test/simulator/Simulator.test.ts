@@ -19,12 +19,13 @@ describe("Simulator model", () => {
         })
         const requests = Array.from({ length: 40 }, (_, i) =>
           Effect.flatMap(Effect.sleep(i * 37), () =>
-            call(sim, ttsRequest("word ".repeat(5 + (i % 7)), i % 3 === 0 ? { model: "eleven_flash_v2_5" } : {})))
-        )
+            call(sim, ttsRequest("word ".repeat(5 + (i % 7)), i % 3 === 0 ? { model: "eleven_flash_v2_5" } : {}))))
         const answers = yield* runAll(requests, 25)
         const stats = yield* sim.stats
         return {
-          answers: answers.map((a) => [a.status, a.headers["request-id"] ?? "", a.headers["x-trace-id"] ?? "", a.bytes.length]),
+          answers: answers.map((
+            a
+          ) => [a.status, a.headers["request-id"] ?? "", a.headers["x-trace-id"] ?? "", a.bytes.length]),
           stats
         }
       }).pipe(Effect.provide(TestClock.layer()))
@@ -32,7 +33,9 @@ describe("Simulator model", () => {
       const second = yield* run
       assert.deepStrictEqual(second, first)
       // Real variety, not a trivial run.
-      const statuses = new Set(first.answers.map((a) => a[0]))
+      const statuses = new Set(first.answers.map((a) =>
+        a[0]
+      ))
       assert.isTrue(statuses.has(200) && statuses.has(429), `statuses: ${[...statuses].join(",")}`)
       const third = yield* Effect.provide(
         Effect.gen(function*() {
@@ -54,10 +57,16 @@ describe("Simulator model", () => {
         call(sim, get("/v1/nowhere"))
       ])
       assert.deepStrictEqual(
-        [preflight!.status, new TextDecoder().decode(preflight!.bytes), preflight!.headers["access-control-allow-origin"]],
+        [
+          preflight!.status,
+          new TextDecoder().decode(preflight!.bytes),
+          preflight!.headers["access-control-allow-origin"]
+        ],
         [200, "OK", "*"]
       )
-      assert.deepStrictEqual([wrongMethod!.status, wrongMethod!.json, wrongMethod!.headers["allow"]], [405, { detail: "Method Not Allowed" }, "POST"])
+      assert.deepStrictEqual([wrongMethod!.status, wrongMethod!.json, wrongMethod!.headers["allow"]], [405, {
+        detail: "Method Not Allowed"
+      }, "POST"])
       assert.deepStrictEqual([unknown!.status, unknown!.json], [404, { detail: "Not Found" }])
       const stats = yield* sim.stats
       assert.deepStrictEqual([stats.requests, stats.byStatus], [3, { "200": 1, "405": 1, "404": 1 }])

@@ -42,9 +42,13 @@ export interface Answer {
 export const call = (sim: Simulator.Service, request: Request) =>
   Effect.gen(function*() {
     const outcome = yield* sim.handle(request)
-    if (outcome._tag === "Reset") return { status: "reset", headers: {}, bytes: new Uint8Array(), json: undefined } as Answer
+    if (outcome._tag === "Reset") {
+      return { status: "reset", headers: {}, bytes: new Uint8Array(), json: undefined } as Answer
+    }
     const chunks = yield* Stream.runCollect(outcome.body).pipe(Effect.result)
-    if (chunks._tag === "Failure") return { status: "cut", headers: outcome.headers, bytes: new Uint8Array(), json: undefined } as Answer
+    if (chunks._tag === "Failure") {
+      return { status: "cut", headers: outcome.headers, bytes: new Uint8Array(), json: undefined } as Answer
+    }
     const bytes = new Uint8Array(chunks.success.reduce((n, c) => n + c.length, 0))
     let offset = 0
     for (const c of chunks.success) {

@@ -1,10 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { afterAll } from "vitest"
 import { spawnSync } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { afterAll } from "vitest"
 import * as AlertRules from "../../src/telemetry/AlertRules.ts"
 import { metricNames } from "../../src/telemetry/Metrics.ts"
 import { promtool } from "./promtool.ts"
@@ -19,7 +19,9 @@ const byName = (alert: string) => {
 /** The annotations promtool renders for a firing alert of `alert` in `pool`. */
 const annotations = (alert: string, pool?: string) =>
   Object.fromEntries(
-    Object.entries(byName(alert).annotations).map(([k, v]) => [k, pool === undefined ? v : v.replaceAll("{{ $labels.pool }}", pool)])
+    Object.entries(byName(alert).annotations).map((
+      [k, v]
+    ) => [k, pool === undefined ? v : v.replaceAll("{{ $labels.pool }}", pool)])
   )
 
 interface Case {
@@ -131,7 +133,9 @@ const testFile = (ruleFile: string, list: ReadonlyArray<Case>): string => {
       lines.push(`          - exp_labels:`)
       for (const [k, v] of Object.entries(labels)) lines.push(`              ${k}: ${q(v)}`)
       lines.push(`            exp_annotations:`)
-      for (const [k, v] of Object.entries(annotations(c.alert, pool ?? undefined))) lines.push(`              ${k}: ${q(v)}`)
+      for (const [k, v] of Object.entries(annotations(c.alert, pool ?? undefined))) {
+        lines.push(`              ${k}: ${q(v)}`)
+      }
     }
   }
   return lines.join("\n") + "\n"

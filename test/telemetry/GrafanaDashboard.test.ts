@@ -13,7 +13,9 @@ interface Panel {
   readonly targets?: ReadonlyArray<{ readonly expr: string; readonly refId: string }>
 }
 
-const dashboard = JSON.parse(readFileSync(new URL("../../examples/grafana-dashboard.json", import.meta.url), "utf8")) as {
+const dashboard = JSON.parse(
+  readFileSync(new URL("../../examples/grafana-dashboard.json", import.meta.url), "utf8")
+) as {
   readonly panels: ReadonlyArray<Panel>
   readonly templating: { readonly list: ReadonlyArray<{ readonly query: string }> }
 }
@@ -49,7 +51,9 @@ describe("examples/grafana-dashboard.json", () => {
       const dir = mkdtempSync(join(tmpdir(), "elevenlabs-dashboard-"))
       const file = join(dir, "dashboard-rules.yml")
       const rules = exprs.map(({ expr, panel, refId }) =>
-        `      - record: dashboard:panel_${panel.id}:${refId.toLowerCase()}\n        expr: ${JSON.stringify(expr.replaceAll("$pool", ".*"))}`
+        `      - record: dashboard:panel_${panel.id}:${refId.toLowerCase()}\n        expr: ${
+          JSON.stringify(expr.replaceAll("$pool", ".*"))
+        }`
       )
       writeFileSync(file, `groups:\n  - name: dashboard\n    rules:\n${rules.join("\n")}\n`)
       const r = promtool(["check", "rules", file])

@@ -43,7 +43,10 @@ describe("Health", () => {
       assert.strictEqual(ready.status, 503)
       const report = JSON.parse(ready.body)
       assert.strictEqual(report.status, "not_ready")
-      assert.deepStrictEqual(report.checks["breaker.standard"], { ok: false, details: { pool: "standard", state: "Open" } })
+      assert.deepStrictEqual(report.checks["breaker.standard"], {
+        ok: false,
+        details: { pool: "standard", state: "Open" }
+      })
       assert.deepStrictEqual(report.checks.queue, { ok: false, details: { depth: 500, maxDepth: 500 } })
       assert.strictEqual(report.checks.quota.ok, true)
 

@@ -57,16 +57,27 @@ describe("JsonLogger", () => {
       yield* Effect.logInfo("hidden too").pipe(Effect.provide(JsonLogger.layer({ minimumLevel: "Warn" })))
       yield* Effect.logDebug("shown").pipe(Effect.provide(JsonLogger.layer({ minimumLevel: "Debug" })))
       yield* Effect.logInfo("hidden by env").pipe(
-        Effect.provide(JsonLogger.layerFromConfig().pipe(
-          Layer.provide(Layer.succeed(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env: { LOG_LEVEL: "Error" } })))
-        ))
+        Effect.provide(
+          JsonLogger.layerFromConfig().pipe(
+            Layer.provide(
+              Layer.succeed(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env: { LOG_LEVEL: "Error" } }))
+            )
+          )
+        )
       )
       yield* Effect.logError("shown by env").pipe(
-        Effect.provide(JsonLogger.layerFromConfig().pipe(
-          Layer.provide(Layer.succeed(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env: { LOG_LEVEL: "Error" } })))
-        ))
+        Effect.provide(
+          JsonLogger.layerFromConfig().pipe(
+            Layer.provide(
+              Layer.succeed(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env: { LOG_LEVEL: "Error" } }))
+            )
+          )
+        )
       )
-      assert.deepStrictEqual((yield* lines).map((l) => [l.level, l.message]), [["debug", "shown"], ["error", "shown by env"]])
+      assert.deepStrictEqual((yield* lines).map((l) => [l.level, l.message]), [["debug", "shown"], [
+        "error",
+        "shown by env"
+      ]])
     }))
 
   it.effect("scrubs secrets and never prints a Redacted value", () =>

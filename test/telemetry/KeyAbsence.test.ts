@@ -71,7 +71,9 @@ describe("KeyAbsence", () => {
       const unguarded = yield* stack({ key: secret, quota: false, limiter: { plan: "pro" } })
       const wrong = yield* stack({ key: wrongKey, limiter: { plan: "pro" } })
       const checks = yield* Health.HealthChecks
-      yield* ResilientTelemetry.registerHealthChecks().pipe(Effect.provideService(Resilient.Resilience, main.resilience))
+      yield* ResilientTelemetry.registerHealthChecks().pipe(
+        Effect.provideService(Resilient.Resilience, main.resilience)
+      )
 
       const tts = (client: Client.ElevenLabs, text: string, voiceId = voice) =>
         client.textToSpeech.convert(voiceId, { text, modelId: flash })
@@ -100,9 +102,12 @@ describe("KeyAbsence", () => {
       // An outage long enough to open the breaker whatever the retry budget has left (each call fails at
       // least once: 8 calls make 5 consecutive failures even with no retry granted), then the quota running out.
       yield* sim.setFaults({ systemBusy: 0, serverError: 1, serviceUnavailable: 0 })
-      yield* runVirtual(Effect.forEach([1, 2, 3, 4, 5, 6, 7, 8], (i) => collect(tts(main.service, `outage ${i}`)), { concurrency: 1 }), {
-        stepMillis: 1000
-      })
+      yield* runVirtual(
+        Effect.forEach([1, 2, 3, 4, 5, 6, 7, 8], (i) => collect(tts(main.service, `outage ${i}`)), { concurrency: 1 }),
+        {
+          stepMillis: 1000
+        }
+      )
       yield* sim.setFaults({ serverError: 0 })
       yield* sim.setCredits(20)
       yield* runVirtual(main.resilience.quota!.refresh.pipe(Effect.ignore))
@@ -112,7 +117,9 @@ describe("KeyAbsence", () => {
       // The run met every kind of answer it is meant to.
       const stats = yield* sim.stats
       const reasons = new Set(failures.map((e) => e.reason._tag))
-      for (const r of ["InvalidApiKey", "NotFound", "InvalidRequest", "CircuitOpen", "InsufficientQuota", "QuotaExceeded"]) {
+      for (
+        const r of ["InvalidApiKey", "NotFound", "InvalidRequest", "CircuitOpen", "InsufficientQuota", "QuotaExceeded"]
+      ) {
         assert.isTrue(reasons.has(r as never), `no ${r} in ${[...reasons].join(", ")}`)
       }
       assert.isTrue(reasons.has("ServerError") || reasons.has("SystemBusy") || reasons.has("CircuitOpen"))
@@ -171,7 +178,12 @@ describe("KeyAbsence", () => {
           failureRate: 0.2
         }))
       for (const r of reports) assert.isAbove(r.summary.attempts, r.summary.requests - 1)
-      const rendered = { text: Report.toText(reports), json: Report.toJson(reports), html: Html.render(reports), reports }
+      const rendered = {
+        text: Report.toText(reports),
+        json: Report.toJson(reports),
+        html: Html.render(reports),
+        reports
+      }
       assert.deepStrictEqual(Redact.findSecret(rendered, "sim-key"), [])
     }))
 })

@@ -8,7 +8,13 @@ import * as Spans from "../../src/telemetry/Spans.ts"
 
 /** A loopback OTLP/HTTP collector that records what it receives. */
 const collector = Effect.acquireRelease(
-  Effect.callback<{ readonly server: Server; readonly url: string; readonly received: Array<{ path: string; body: string; auth: string | undefined }> }>((resume) => {
+  Effect.callback<
+    {
+      readonly server: Server
+      readonly url: string
+      readonly received: Array<{ path: string; body: string; auth: string | undefined }>
+    }
+  >((resume) => {
     const received: Array<{ path: string; body: string; auth: string | undefined }> = []
     const server = createServer((req: IncomingMessage, res) => {
       let body = ""
@@ -26,7 +32,8 @@ const collector = Effect.acquireRelease(
   ({ server }) => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
 )
 
-const withEnv = (env: Record<string, string>) => Layer.succeed(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env }))
+const withEnv = (env: Record<string, string>) =>
+  Layer.succeed(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv({ env }))
 
 const program = Effect.gen(function*() {
   yield* Metrics.recordRetry({ reason: "SystemBusy", pool: "standard" })
@@ -54,7 +61,10 @@ describe("Otel.layerFromEnv", () => {
       assert.deepStrictEqual(spans.map((s: any) => s.name), ["elevenlabs.textToSpeech.convert"])
       assert.include(traces[0]!.body, `"otel-test"`)
       assert.strictEqual(traces[0]!.auth, "Bearer t0ken")
-      assert.include(c.received.filter((r) => r.path === "/v1/metrics").map((r) => r.body).join(""), "elevenlabs_retries_total")
+      assert.include(
+        c.received.filter((r) => r.path === "/v1/metrics").map((r) => r.body).join(""),
+        "elevenlabs_retries_total"
+      )
       assert.include(c.received.filter((r) => r.path === "/v1/logs").map((r) => r.body).join(""), "call finished")
     }))
 
@@ -72,7 +82,12 @@ describe("Otel.layerFromEnv", () => {
   it.effect("reads the settings; headers stay redacted; gRPC is refused with a config error", () =>
     Effect.gen(function*() {
       const s = yield* Otel.settingsFromEnv.pipe(
-        Effect.provide(withEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/", OTEL_EXPORTER_OTLP_HEADERS: "x-key=abc,b=c%3Dd" }))
+        Effect.provide(
+          withEnv({
+            OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/",
+            OTEL_EXPORTER_OTLP_HEADERS: "x-key=abc,b=c%3Dd"
+          })
+        )
       )
       assert.isTrue(Option.isSome(s))
       const v = Option.getOrThrow(s)
@@ -82,7 +97,9 @@ describe("Otel.layerFromEnv", () => {
       assert.deepStrictEqual(Redacted.value(v.headers!), { "x-key": "abc", b: "c=d" })
       assert.notInclude(String(v.headers), "abc")
       const grpc = yield* Effect.flip(
-        Otel.settingsFromEnv.pipe(Effect.provide(withEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4317", OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" })))
+        Otel.settingsFromEnv.pipe(
+          Effect.provide(withEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4317", OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" }))
+        )
       )
       assert.strictEqual(grpc._tag, "ConfigError")
     }))

@@ -42,7 +42,14 @@ describe("Prometheus", () => {
       const std = { operation: "textToSpeech.convert", pool: "standard", model }
       assert.strictEqual(s.get(key("elevenlabs_requests_total", { ...std, status: "success" })), 4)
       assert.strictEqual(
-        s.get(key("elevenlabs_requests_total", { operation: "textToSpeech.convert", pool: "flash", model: flashModel, status: "error" })),
+        s.get(
+          key("elevenlabs_requests_total", {
+            operation: "textToSpeech.convert",
+            pool: "flash",
+            model: flashModel,
+            status: "error"
+          })
+        ),
         1
       )
       // buckets are cumulative: 0.04 | 0.3 | 1.2 | 2.5

@@ -14,9 +14,9 @@ import * as Otel from "../../src/telemetry/Otel.ts"
 import * as Prometheus from "../../src/telemetry/Prometheus.ts"
 import * as Redact from "../../src/telemetry/Redact.ts"
 import * as ResilientTelemetry from "../../src/telemetry/ResilientTelemetry.ts"
+import { runVirtual } from "../utils/virtualTime.ts"
 import { key, parseExposition } from "./promtool.ts"
 import { get } from "./serverUrl.ts"
-import { runVirtual } from "../utils/virtualTime.ts"
 
 const voice = "21m00Tcm4TlvDq8ikWAM"
 const apiKey = Redacted.make("sim-key")
@@ -74,7 +74,9 @@ describe("ResilientTelemetry spans", () => {
       assert.strictEqual((yield* sim.stats).pools.flash.inFlight, 1)
       // ...so B queues behind it, then meets two system_busy answers and succeeds on its third attempt.
       yield* sim.setFaults({ systemBusy: 1 })
-      const result = yield* runVirtual(tts("queued, then busy twice").pipe(Resilient.withCallOptions({ lane: "interactive" })))
+      const result = yield* runVirtual(
+        tts("queued, then busy twice").pipe(Resilient.withCallOptions({ lane: "interactive" }))
+      )
       yield* Fiber.join(holder)
       const stats = yield* sim.stats
       assert.strictEqual(stats.byDetailStatus["system_busy"], 2)
@@ -89,7 +91,11 @@ describe("ResilientTelemetry spans", () => {
       assert.isUndefined(call.parentSpanContext, "the call span is a root here")
       const attempts = childrenOf(spans, call).filter((s) => s.name === "elevenlabs.textToSpeech.convert.attempt")
       assert.strictEqual(attempts.length, 3)
-      assert.deepStrictEqual(childrenOf(spans, call).map((s) => s.name), attempts.map((s) => s.name), "only attempts under the call")
+      assert.deepStrictEqual(
+        childrenOf(spans, call).map((s) => s.name),
+        attempts.map((s) => s.name),
+        "only attempts under the call"
+      )
       // Attempts are sequential: each starts after the previous ended.
       for (let i = 1; i < attempts.length; i++) {
         assert.isTrue(hrMillis(attempts[i]!.startTime) >= hrMillis(attempts[i - 1]!.endTime))
@@ -144,7 +150,11 @@ describe("ResilientTelemetry spans", () => {
         assert.notInclude(String(span.attributes["url.template"] ?? ""), voice)
       })
     }).pipe(
-      Effect.provide(stackOver(flakyTransport({ seed: 11, plan: "pro", apiKeys: [{ key: "sim-key", limits: { flash: 1 } }] }, 2), { limiter: { plan: { flash: 1 } } })),
+      Effect.provide(
+        stackOver(flakyTransport({ seed: 11, plan: "pro", apiKeys: [{ key: "sim-key", limits: { flash: 1 } }] }, 2), {
+          limiter: { plan: { flash: 1 } }
+        })
+      ),
       Effect.provide(Otel.layerSdk({ spanProcessors: [new SimpleSpanProcessor(exporter)] }))
     )
   })
@@ -176,7 +186,9 @@ describe("ResilientTelemetry metrics", () => {
   it.effect("usage counts what was generated: coalesced joiners add no characters and no audio seconds", () =>
     Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
-      const same = Client.ElevenLabs.use((c) => c.textToSpeech.convert(voice, { text: "the same words, three times", modelId: standard }))
+      const same = Client.ElevenLabs.use((c) =>
+        c.textToSpeech.convert(voice, { text: "the same words, three times", modelId: standard })
+      )
       const results = yield* runVirtual(Effect.all([same, same, same], { concurrency: "unbounded" }))
       assert.strictEqual(results.filter((r) => r.meta.coalesced === true).length, 2)
       const chars = yield* Metric.value(Metric.withAttributes(Metrics.charactersGenerated, { model: standard }))
@@ -184,7 +196,10 @@ describe("ResilientTelemetry metrics", () => {
       const seconds = yield* Metric.value(Metric.withAttributes(Metrics.audioDurationSeconds, { model: standard }))
       assert.strictEqual(seconds.count, 1)
       const requests = yield* Metric.value(Metric.withAttributes(Metrics.requestsTotal, {
-        operation, pool: "standard", model: standard, status: "success"
+        operation,
+        pool: "standard",
+        model: standard,
+        status: "success"
       }))
       assert.strictEqual(requests.count, 3, "each logical call still counts as a request")
     }).pipe(
@@ -251,7 +266,11 @@ describe("ResilientTelemetry metrics", () => {
       assert.strictEqual(chars.sum, stats.creditsCharged)
     }).pipe(
       Effect.provide(stackOver(
-        InProcess.layerSimulated({ seed: 21, plan: "pro", faults: { systemBusy: 0.25, serverError: 0.08, serviceUnavailable: 0.04 } }),
+        InProcess.layerSimulated({
+          seed: 21,
+          plan: "pro",
+          faults: { systemBusy: 0.25, serverError: 0.08, serviceUnavailable: 0.04 }
+        }),
         {
           limiter: { plan: "pro" },
           quota: false,
@@ -267,9 +286,14 @@ describe("ResilientTelemetry metrics", () => {
 describe("ResilientTelemetry health", () => {
   const served = Layer.mergeAll(Health.layerServer({ port: 0, host: "127.0.0.1" }), ResilientTelemetry.layer()).pipe(
     Layer.provideMerge(Health.HealthChecks.layer),
-    Layer.provideMerge(stackOver(InProcess.layerSimulated({ seed: 31, plan: "pro" }), { limiter: { plan: "pro" }, budget: false }))
+    Layer.provideMerge(
+      stackOver(InProcess.layerSimulated({ seed: 31, plan: "pro" }), { limiter: { plan: "pro" }, budget: false })
+    )
   )
-  const ready = Effect.map(get("/ready"), (r) => ({ status: r.status, report: JSON.parse(r.body) as Health.ReadinessReport }))
+  const ready = Effect.map(
+    get("/ready"),
+    (r) => ({ status: r.status, report: JSON.parse(r.body) as Health.ReadinessReport })
+  )
   const breakerGauge = scraped(Metrics.names.breakerState, { pool: "flash" })
 
   it.effect("/ready over real HTTP: 503 while the Flash breaker is open (an outage), 200 again once it may probe and after it closes", () =>
@@ -295,8 +319,14 @@ describe("ResilientTelemetry health", () => {
         "elevenlabs.quota",
         "elevenlabs.subscription"
       ])
-      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: true, details: { pool: "flash", state: "Closed" } })
-      assert.deepStrictEqual(r.report.checks["elevenlabs.queue.flash"], { ok: true, details: { pool: "flash", depth: 0, maxDepth: 500 } })
+      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], {
+        ok: true,
+        details: { pool: "flash", state: "Closed" }
+      })
+      assert.deepStrictEqual(r.report.checks["elevenlabs.queue.flash"], {
+        ok: true,
+        details: { pool: "flash", depth: 0, maxDepth: 500 }
+      })
       assert.strictEqual(r.report.checks["elevenlabs.quota"]!.details["exhausted"], false)
       assert.strictEqual(r.report.checks["elevenlabs.subscription"]!.ok, true)
 
@@ -311,7 +341,10 @@ describe("ResilientTelemetry health", () => {
       r = yield* ready
       assert.strictEqual(r.status, 503)
       assert.strictEqual(r.report.status, "not_ready")
-      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: false, details: { pool: "flash", state: "Open" } })
+      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], {
+        ok: false,
+        details: { pool: "flash", state: "Open" }
+      })
       assert.strictEqual(yield* breakerGauge, 2)
       assert.strictEqual(r.report.checks["elevenlabs.breaker.standard"]!.ok, true, "only the Flash pool is out")
       assert.strictEqual(r.report.checks["elevenlabs.quota"]!.ok, true)
@@ -324,7 +357,10 @@ describe("ResilientTelemetry health", () => {
       yield* TestClock.adjust("31 seconds")
       r = yield* ready
       assert.strictEqual(r.status, 200, JSON.stringify(r.report))
-      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: true, details: { pool: "flash", state: "HalfOpen" } })
+      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], {
+        ok: true,
+        details: { pool: "flash", state: "HalfOpen" }
+      })
       // With no call yet, the gauge reads half-open too (Effect's breaker moves lazily), so its alert stops.
       assert.strictEqual(yield* breakerGauge, 1)
       // A successful probe closes it.
@@ -332,7 +368,10 @@ describe("ResilientTelemetry health", () => {
       assert.strictEqual((yield* breaker!.state("flash"))._tag, "Closed")
       r = yield* ready
       assert.strictEqual(r.status, 200)
-      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], { ok: true, details: { pool: "flash", state: "Closed" } })
+      assert.deepStrictEqual(r.report.checks["elevenlabs.breaker.flash"], {
+        ok: true,
+        details: { pool: "flash", state: "Closed" }
+      })
       assert.strictEqual(yield* breakerGauge, 0)
       assert.strictEqual((yield* get("/health")).status, 200)
     }).pipe(Effect.provide(served), Effect.provideService(Metric.MetricRegistry, new Map())))
@@ -380,10 +419,15 @@ describe("ResilientTelemetry checks", () => {
         Effect.all(Array.from({ length: 4 }, (_, i) => tts(`q ${i} `.repeat(200))), { concurrency: "unbounded" })
       )
       const { keyId, limiter } = yield* Resilient.Resilience
-      for (let i = 0; i < 50 && (yield* limiter.snapshot(keyId, "flash")).queueDepth < 3; i++) yield* TestClock.adjust(1)
+      for (let i = 0; i < 50 && (yield* limiter.snapshot(keyId, "flash")).queueDepth < 3; i++) {
+        yield* TestClock.adjust(1)
+      }
       let report = yield* checks.run
       assert.strictEqual(report.status, "not_ready")
-      assert.deepStrictEqual(report.checks["elevenlabs.queue.flash"], { ok: false, details: { pool: "flash", depth: 3, maxDepth: 3 } })
+      assert.deepStrictEqual(report.checks["elevenlabs.queue.flash"], {
+        ok: false,
+        details: { pool: "flash", depth: 3, maxDepth: 3 }
+      })
       // The gauge (and so its alert) sees the same queue, though no permit was granted or released since.
       yield* Effect.yieldNow
       assert.strictEqual(yield* scraped(Metrics.names.queueDepth, { pool: "flash", lane: "default" }), 3)
@@ -401,7 +445,8 @@ describe("ResilientTelemetry checks", () => {
       // The subscription cannot be read any more: stale after 2 x 60 s, with the last error.
       subscriptionDown.value = true
       const fetchedAt = (yield* quota!.status).fetchedAt!
-      const untilAge = (ms: number) => Effect.flatMap(Clock.currentTimeMillis, (now) => TestClock.adjust(fetchedAt + ms - now))
+      const untilAge = (ms: number) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) => TestClock.adjust(fetchedAt + ms - now))
       yield* untilAge(120_000)
       assert.strictEqual((yield* checks.run).checks["elevenlabs.subscription"]!.ok, true)
       yield* untilAge(120_001)
@@ -424,7 +469,12 @@ describe("ResilientTelemetry checks", () => {
       const checks = yield* Health.HealthChecks
       const scope = yield* Scope.make()
       yield* ResilientTelemetry.registerHealthChecks({ prefix: "tts" }).pipe(Scope.provide(scope))
-      assert.deepStrictEqual([...(yield* checks.names)].sort(), ["tts.queue.flash", "tts.queue.music", "tts.queue.standard", "tts.queue.stt"])
+      assert.deepStrictEqual([...(yield* checks.names)].sort(), [
+        "tts.queue.flash",
+        "tts.queue.music",
+        "tts.queue.standard",
+        "tts.queue.stt"
+      ])
       yield* Scope.close(scope, Exit.void)
       assert.deepStrictEqual(yield* checks.names, [])
     }).pipe(Effect.provide(checksStack({ breaker: false, quota: false }))))
@@ -453,7 +503,9 @@ describe("ResilientTelemetry.layerObserved", () => {
       // 2 x the quota's refresh interval.
       assert.strictEqual(report.checks["elevenlabs.subscription"]!.details["maxAgeMillis"], 60_000)
       yield* sim.setFaults({ serverError: 1 })
-      yield* runVirtual(Effect.forEach([1, 2, 3], (i) => Effect.flip(tts(`outage ${i}`)), { concurrency: 1 }), { stepMillis: 1000 })
+      yield* runVirtual(Effect.forEach([1, 2, 3], (i) => Effect.flip(tts(`outage ${i}`)), { concurrency: 1 }), {
+        stepMillis: 1000
+      })
       report = yield* checks.run
       assert.strictEqual(report.checks["elevenlabs.breaker.flash"]!.ok, false)
       // A careless log of the key itself is scrubbed: layerObserved gives the key to the logger's redact list.
@@ -463,7 +515,9 @@ describe("ResilientTelemetry.layerObserved", () => {
       assert.isTrue(raw.some((l) => l.includes("careless") && l.includes("<redacted>")))
       const lines = raw.map((l) => JSON.parse(l))
       // Logged by the breaker's transition fiber, which the stack forked while it was built.
-      const transition = lines.find((l) => l.message?.[0] === "elevenlabs circuit breaker" || l.message === "elevenlabs circuit breaker")
+      const transition = lines.find((l) =>
+        l.message?.[0] === "elevenlabs circuit breaker" || l.message === "elevenlabs circuit breaker"
+      )
       assert.isDefined(transition, JSON.stringify(lines.map((l) => l.message)))
       assert.strictEqual(transition.level, "warn")
       assert.isTrue(lines.some((l) => JSON.stringify(l.message).includes("elevenlabs retry")))

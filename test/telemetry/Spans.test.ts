@@ -27,7 +27,13 @@ describe("Spans", () => {
         yield* Spans.limitChangeEvent({ pool: "standard", from: 5, to: 4, cause: "too_many_concurrent_requests" })
         yield* Spans.quotaWarningEvent({ usedPercentage: 81 })
         const audio = yield* attempt
-        yield* Spans.annotateCall({ outcome: "success", attempts: 2, queueWaitMs: 12, coalesced: false, fallbackUsed: false })
+        yield* Spans.annotateCall({
+          outcome: "success",
+          attempts: 2,
+          queueWaitMs: 12,
+          coalesced: false,
+          fallbackUsed: false
+        })
         return audio
       }).pipe(
         Spans.withCallSpan(operation, {
@@ -41,7 +47,10 @@ describe("Spans", () => {
       assert.strictEqual(result, "audio")
 
       const spans = exporter.getFinishedSpans()
-      assert.deepStrictEqual(spans.map((s) => s.name), ["elevenlabs.textToSpeech.convert.attempt", "elevenlabs.textToSpeech.convert"])
+      assert.deepStrictEqual(spans.map((s) => s.name), [
+        "elevenlabs.textToSpeech.convert.attempt",
+        "elevenlabs.textToSpeech.convert"
+      ])
       const [child, call] = spans
       assert.strictEqual(child!.parentSpanContext?.spanId, call!.spanContext().spanId)
       assert.deepStrictEqual(child!.attributes, {
@@ -66,9 +75,22 @@ describe("Spans", () => {
         "elevenlabs.fallback_used": false
       })
       assert.deepStrictEqual(call!.events.map((e) => [e.name, e.attributes]), [
-        ["elevenlabs.retry", { "elevenlabs.attempt": 1, "elevenlabs.error_reason": "SystemBusy", "elevenlabs.retry_delay_ms": 1000 }],
-        ["elevenlabs.breaker.transition", { "elevenlabs.pool": "standard", "elevenlabs.breaker.from": "Closed", "elevenlabs.breaker.to": "Open" }],
-        ["elevenlabs.limit.change", { "elevenlabs.pool": "standard", "elevenlabs.limit.from": 5, "elevenlabs.limit.to": 4, "elevenlabs.limit.cause": "too_many_concurrent_requests" }],
+        ["elevenlabs.retry", {
+          "elevenlabs.attempt": 1,
+          "elevenlabs.error_reason": "SystemBusy",
+          "elevenlabs.retry_delay_ms": 1000
+        }],
+        ["elevenlabs.breaker.transition", {
+          "elevenlabs.pool": "standard",
+          "elevenlabs.breaker.from": "Closed",
+          "elevenlabs.breaker.to": "Open"
+        }],
+        ["elevenlabs.limit.change", {
+          "elevenlabs.pool": "standard",
+          "elevenlabs.limit.from": 5,
+          "elevenlabs.limit.to": 4,
+          "elevenlabs.limit.cause": "too_many_concurrent_requests"
+        }],
         ["elevenlabs.quota.warning", { "elevenlabs.quota.used_percentage": 81 }]
       ])
     }).pipe(Effect.provide(Otel.layerSdk({ spanProcessors: [new SimpleSpanProcessor(exporter)] })))

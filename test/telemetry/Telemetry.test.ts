@@ -25,7 +25,10 @@ describe("Telemetry.layer", () => {
         const res = yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/ready`))
         assert.strictEqual(res.status, 503)
         const body = yield* Effect.promise(() => res.json())
-        assert.deepStrictEqual(body, { status: "not_ready", checks: { quota: { ok: false, details: { exhausted: true } } } })
+        assert.deepStrictEqual(body, {
+          status: "not_ready",
+          checks: { quota: { ok: false, details: { exhausted: true } } }
+        })
         const health = yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/health`))
         assert.strictEqual(health.status, 200)
       }).pipe(

@@ -2,7 +2,10 @@
 import { Effect } from "effect"
 import { HttpServer } from "effect/http"
 
-export const serverUrl = Effect.map(Effect.service(HttpServer.HttpServer), (server) => HttpServer.formatAddress(server.address))
+export const serverUrl = Effect.map(
+  Effect.service(HttpServer.HttpServer),
+  (server) => HttpServer.formatAddress(server.address)
+)
 
 /** GET over real HTTP with Node's fetch; returns status, content type and body text. */
 export const get = (path: string) =>

@@ -91,7 +91,20 @@ export const startRedisServer = async (): Promise<RedisServer> => {
     stderr = ""
     const proc = spawn(
       binary,
-      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no"],
+      [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        dir,
+        "--protected-mode",
+        "no"
+      ],
       { cwd: dir, stdio: ["ignore", "ignore", "pipe"] }
     )
     proc.stderr?.on("data", (c) => (stderr += c.toString()))
