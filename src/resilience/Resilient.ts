@@ -138,6 +138,52 @@ const markMeta = <A extends { readonly meta: ResponseMeta }>(a: A, meta: Partial
   meta: { ...a.meta, ...meta }
 })
 
+/** The read-only calls: validation, deadline and retries; no limiter, breaker or quota. */
+const readsOf = (
+  pipeline: Pipeline.Pipeline,
+  raw: Client.ElevenLabs
+): Pick<Client.ElevenLabs, "user" | "voices" | "models"> => {
+  const { quota } = pipeline.policies
+  const readOnly = <A>(
+    operation: string,
+    self: Effect.Effect<A, ElevenLabsError>,
+    invalid?: InvalidRequest | undefined
+  ): Effect.Effect<A, ElevenLabsError> => pipeline.readOnly<A>({ operation, invalid, ...noMeta }, client(self))
+  return {
+    user: {
+      get: () => readOnly("user.get", raw.user.get()),
+      subscription: () => readOnly("user.subscription", raw.user.subscription())
+    },
+    voices: {
+      list: (listOptions) => readOnly("voices.list", raw.voices.list(listOptions)),
+      get: (voiceId) => readOnly("voices.get", raw.voices.get(voiceId), Validation.checkVoiceId("voices.get", voiceId)),
+      search: (search) =>
+        readOnly(
+          "voices.search",
+          raw.voices.search(search),
+          Validation.checkVoiceSearch("voices.search", search ?? {})
+        )
+    },
+    models: {
+      list: () =>
+        readOnly("models.list", raw.models.list()).pipe(
+          // The models list carries the real credit multipliers: teach the quota guard.
+          Effect.tap((models) =>
+            quota === undefined ? Effect.void : quota.setMultipliers(
+              Object.fromEntries(
+                models.flatMap((m) =>
+                  m.modelRates?.characterCostMultiplier === undefined
+                    ? []
+                    : [[m.modelId, m.modelRates.characterCostMultiplier] as const]
+                )
+              )
+            )
+          )
+        )
+    }
+  }
+}
+
 /** What the composition's operations are built over. */
 interface OperationsKit {
   readonly pipeline: Pipeline.Pipeline
@@ -272,46 +318,7 @@ const operationsOf = ({ keyId, pipeline, raw, validation }: OperationsKit): Clie
         }, client(raw.music.compose(request)))
       }
     },
-    user: {
-      get: () => readOnly("user.get", raw.user.get()),
-      subscription: () => readOnly("user.subscription", raw.user.subscription())
-    },
-    voices: {
-      list: (listOptions) => readOnly("voices.list", raw.voices.list(listOptions)),
-      get: (voiceId) => readOnly("voices.get", raw.voices.get(voiceId), Validation.checkVoiceId("voices.get", voiceId)),
-      search: (search) =>
-        readOnly(
-          "voices.search",
-          raw.voices.search(search),
-          Validation.checkVoiceSearch("voices.search", search ?? {})
-        )
-    },
-    models: {
-      list: () =>
-        readOnly("models.list", raw.models.list()).pipe(
-          // The models list carries the real credit multipliers: teach the quota guard.
-          Effect.tap((models) =>
-            quota === undefined ? Effect.void : quota.setMultipliers(
-              Object.fromEntries(
-                models.flatMap((m) =>
-                  m.modelRates?.characterCostMultiplier === undefined
-                    ? []
-                    : [[m.modelId, m.modelRates.characterCostMultiplier] as const]
-                )
-              )
-            )
-          )
-        )
-    }
-  }
-
-  /** Read-only calls: validation, deadline and retries; no limiter, breaker or quota. */
-  function readOnly<A>(
-    operation: string,
-    self: Effect.Effect<A, ElevenLabsError>,
-    invalid?: InvalidRequest | undefined
-  ): Effect.Effect<A, ElevenLabsError> {
-    return pipeline.readOnly<A>({ operation, invalid, ...noMeta }, client(self))
+    ...readsOf(pipeline, raw)
   }
 
   return service
