@@ -191,26 +191,7 @@ export const checkVoiceSettings = (items: Array<ValidationItem>, body: Record<st
   for (const [field, [lo, hi]] of Object.entries(voiceSettingRanges)) {
     const v = vs[field]
     if (v === undefined) continue
-    const loc = ["body", "voice_settings", field]
-    if (typeof v !== "number") {
-      items.push({ type: "float_type", loc, msg: "Input should be a valid number", input: v })
-    } else if (v < lo) {
-      items.push({
-        type: "greater_than_equal",
-        loc,
-        msg: `Input should be greater than or equal to ${lo}`,
-        input: v,
-        ctx: { ge: lo }
-      })
-    } else if (v > hi) {
-      items.push({
-        type: "less_than_equal",
-        loc,
-        msg: `Input should be less than or equal to ${hi}`,
-        input: v,
-        ctx: { le: hi }
-      })
-    }
+    numberIn(items, ["body", "voice_settings", field], v, lo, hi, false)
   }
   const boost = vs["use_speaker_boost"]
   if (boost !== undefined && typeof boost !== "boolean") {
@@ -257,4 +238,35 @@ export const formatForbidden = (answers: Answers, account: Account, format: stri
       capitalize(needed)
     } tier and above.`
   )
+}
+
+/** An optional number within `[lo, hi]` (and nullable, unless `nullable` is false). */
+export const numberIn = (
+  items: Array<ValidationItem>,
+  loc: ReadonlyArray<string | number>,
+  v: unknown,
+  lo: number,
+  hi: number,
+  nullable = true
+): number | undefined => {
+  if (v === undefined || (v === null && nullable)) return undefined
+  if (typeof v !== "number") items.push({ type: "float_type", loc, msg: "Input should be a valid number", input: v })
+  else if (v < lo) {
+    items.push({
+      type: "greater_than_equal",
+      loc,
+      msg: `Input should be greater than or equal to ${lo}`,
+      input: v,
+      ctx: { ge: lo }
+    })
+  } else if (v > hi) {
+    items.push({
+      type: "less_than_equal",
+      loc,
+      msg: `Input should be less than or equal to ${hi}`,
+      input: v,
+      ctx: { le: hi }
+    })
+  } else return v
+  return undefined
 }

@@ -44,6 +44,7 @@ import {
   formatForbidden,
   type IncomingRequest,
   isObject,
+  numberIn,
   objectBody,
   readJson,
   tooShort,
@@ -78,30 +79,6 @@ const fileFormats: ReadonlyArray<string> = ["pcm_s16le_16", "other"]
 const booleans: ReadonlyArray<string> = ["0", "off", "f", "false", "n", "no", "1", "on", "t", "true", "y", "yes"]
 
 // ---- 422 items, in FastAPI's shapes
-
-/** An optional, nullable number within `[lo, hi]`. */
-const numberIn = (items: Array<ValidationItem>, loc: Loc, v: Json, lo: number, hi: number): number | undefined => {
-  if (v === undefined || v === null) return undefined
-  if (typeof v !== "number") items.push({ type: "float_type", loc, msg: "Input should be a valid number", input: v })
-  else if (v < lo) {
-    items.push({
-      type: "greater_than_equal",
-      loc,
-      msg: `Input should be greater than or equal to ${lo}`,
-      input: v,
-      ctx: { ge: lo }
-    })
-  } else if (v > hi) {
-    items.push({
-      type: "less_than_equal",
-      loc,
-      msg: `Input should be less than or equal to ${hi}`,
-      input: v,
-      ctx: { le: hi }
-    })
-  } else return v
-  return undefined
-}
 
 /** A required string at `loc` (inside a list item, where `checkString`'s `["body", field]` does not reach). */
 const stringAt = (items: Array<ValidationItem>, loc: Loc, v: Json, parent: Json): string | undefined => {
