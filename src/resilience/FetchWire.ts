@@ -376,6 +376,8 @@ export const heldBody = (
   const stream = new ReadableStream<Uint8Array>({
     async pull(controller) {
       if (lease.failure !== undefined) return controller.error(lease.failure)
+      // A wall-clock timer, not Effect's Clock: the caller reads this body from Promise code, outside the
+      // runtime, so there is no fiber (or TestClock) whose time it could follow.
       const idle = setTimeout(
         () =>
           cutLease(
