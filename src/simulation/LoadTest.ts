@@ -302,14 +302,7 @@ export const runPart = (options: LoadTestOptions): Effect.Effect<Part, LoadTestE
         if (recorded.has(arrival.index)) return
         recorded.add(arrival.index)
         if (outcome._tag === "Success") succeeded++
-        recorder.log.calls.push({
-          index: arrival.index,
-          lane: arrival.lane,
-          arrivalMs: arrival.atMs,
-          endMs: recorder.now(),
-          failure: outcome._tag === "Success" ? undefined : outcome.reason,
-          credits: outcome._tag === "Success" ? outcome.credits : 0
-        })
+        recorder.log.calls.push(Recorder.callRecord(arrival, outcome, recorder.now()))
       }
       const one = (arrival: Patterns.Arrival): Effect.Effect<void> =>
         call({ ...arrival, text: textOf(arrival.chars, arrival.index) }).pipe(

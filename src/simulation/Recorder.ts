@@ -44,6 +44,23 @@ export interface CallRecord {
   readonly credits: number
 }
 
+/** The record of a call that arrived as `arrival` and ended at `endMs` with `outcome`. */
+export const callRecord = (
+  arrival: { readonly index: number; readonly lane: Lane; readonly atMs: number },
+  outcome: { readonly _tag: "Success"; readonly credits: number } | {
+    readonly _tag: "Failure"
+    readonly reason: string
+  },
+  endMs: number
+): CallRecord => ({
+  index: arrival.index,
+  lane: arrival.lane,
+  arrivalMs: arrival.atMs,
+  endMs,
+  failure: outcome._tag === "Success" ? undefined : outcome.reason,
+  credits: outcome._tag === "Success" ? outcome.credits : 0
+})
+
 /** The whole log of a run. Times are ms since the start of the run. */
 export interface Log {
   readonly calls: Array<CallRecord>

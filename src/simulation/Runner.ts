@@ -193,14 +193,7 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
           ),
           Effect.flatMap((outcome) =>
             Effect.sync(() => {
-              recorder.log.calls.push({
-                index: arrival.index,
-                lane: arrival.lane,
-                arrivalMs: arrival.atMs,
-                endMs: recorder.now(),
-                failure: outcome._tag === "Success" ? undefined : outcome.reason,
-                credits: outcome._tag === "Success" ? outcome.credits : 0
-              })
+              recorder.log.calls.push(Recorder.callRecord(arrival, outcome, recorder.now()))
             })
           )
         )

@@ -197,6 +197,24 @@ const produce = (
   })
 }
 
+/** An upload's answer: billed by its seconds at the row's rate, made as long as it, in `format`. */
+const produceUpload = (
+  kit: Kit,
+  account: Account,
+  endpoint: Row,
+  file: File,
+  model: string | undefined,
+  format: string
+) =>
+  Effect.flatMap(uploadSeconds(file), (seconds) =>
+    produce(kit, account, endpoint, {
+      model,
+      cost: Endpoints.creditsOf(endpoint, seconds, model),
+      work: seconds * kit.charsPerSecond,
+      seconds,
+      format
+    }))
+
 /** Auth, then the checks that need the account: the account, or the answer to send instead. */
 const admitted = (
   kit: Kit,
@@ -256,15 +274,7 @@ const speechToSpeech = (
         ? modelNotFound(answers, modelId)
         : formatForbidden(answers, a, format))
     if ("refused" in admission) return admission.refused
-    const seconds = yield* uploadSeconds(file)
-    const cost = Endpoints.creditsOf(endpoint, seconds, modelId)
-    return yield* produce(kit, admission.account, endpoint, {
-      model: modelId,
-      cost,
-      work: seconds * kit.charsPerSecond,
-      seconds,
-      format
-    })
+    return yield* produceUpload(kit, admission.account, endpoint, file, modelId, format)
   })
 
 const soundEffects = (
@@ -428,16 +438,8 @@ const isolation = (
     if (items.length > 0 || file === undefined) return respond(answers.validation(items))
     const admission = admitted(kit, request, () => undefined)
     if ("refused" in admission) return admission.refused
-    const seconds = yield* uploadSeconds(file)
-    const cost = Endpoints.creditsOf(endpoint, seconds, undefined)
     // No output_format: the document declares `audio/mpeg`, so MP3 at the TTS default.
-    return yield* produce(kit, admission.account, endpoint, {
-      model: undefined,
-      cost,
-      work: seconds * kit.charsPerSecond,
-      seconds,
-      format: defaultOutputFormat
-    })
+    return yield* produceUpload(kit, admission.account, endpoint, file, undefined, defaultOutputFormat)
   })
 
 /** Builds the handlers of the rows beyond TTS over the model's kit. */
