@@ -65,12 +65,7 @@ export const toOptions = (
         : `--duration must be at least 1s (each probe needs time to fill), got "${input.duration}"`
     )
     yield* refuse(
-      Checks.numberProblem(
-        "--failure-rate",
-        input.failureRate,
-        input.failureRate >= 0 && input.failureRate <= 1,
-        "within 0..1"
-      )
+      Checks.failureRateProblem(input.failureRate)
     )
     yield* refuse(Checks.numberProblem("--max-streams", input.maxStreams, input.maxStreams >= 1, "a positive integer"))
     yield* LoadTest.checkConfig(config).pipe(Effect.mapError((e) => CliFailure.make("capacity", e.message)))

@@ -58,6 +58,10 @@ export const choiceProblem = (flag: string, value: string, choices: ReadonlyArra
 export const numberProblem = (flag: string, value: number, ok: boolean, what: string): string | undefined =>
   ok ? undefined : `${flag} must be ${what}, got ${value}`
 
+/** The problem with a `--failure-rate` (a share within 0..1), if any. */
+export const failureRateProblem = (value: number): string | undefined =>
+  numberProblem("--failure-rate", value, value >= 0 && value <= 1, "within 0..1")
+
 /** Milliseconds of a duration: `N` seconds, or N with a unit `ms`, `s`, `m` (`min`), `h`, `d`; `undefined` when it is not one. */
 export const parseDuration = (s: string): number | undefined => {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$/.exec(s)

@@ -109,12 +109,7 @@ export const execute = (
     )
     if (!isPlanName(input.plan)) return yield* CliFailure.make("demo", Checks.notOneOf("--plan", input.plan, planNames))
     yield* refuse(
-      Checks.numberProblem(
-        "--failure-rate",
-        input.failureRate,
-        input.failureRate >= 0 && input.failureRate <= 1,
-        "within 0..1"
-      )
+      Checks.failureRateProblem(input.failureRate)
     )
     const port = Option.getOrElse(input.metricsPort, () => 0)
     yield* refuse(

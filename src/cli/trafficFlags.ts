@@ -125,7 +125,7 @@ export const checkTraffic = (
     const failureRate = Option.getOrUndefined(input.failureRate)
     if (failureRate !== undefined) {
       yield* refuse(
-        Checks.numberProblem("--failure-rate", failureRate, failureRate >= 0 && failureRate <= 1, "within 0..1")
+        Checks.failureRateProblem(failureRate)
       )
     }
     const chars = yield* Patterns.parseChars(input.chars).pipe(
