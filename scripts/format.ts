@@ -4,8 +4,8 @@
  * the `dprint` command: that command's npm package needs a native binary per platform, which not every npm
  * registry mirror carries (a lock file written on Linux then fails `npm ci` elsewhere).
  *
- * Usage: `node scripts/format.ts [--check]` (`npm run format`, `npm run lint`). Exit 1 when `--check` finds a
- * file to format (one line each), 0 otherwise.
+ * Usage: `node scripts/format.ts [--check] [file ...]` (`npm run format`, `npm run lint`): the files given, or
+ * every one. Exit 1 when `--check` finds a file to format (one line each), 0 otherwise.
  */
 import { createContext } from "@dprint/formatter"
 import { getPath } from "@dprint/typescript"
@@ -14,6 +14,7 @@ import { join, relative } from "node:path"
 
 const root = join(import.meta.dirname, "..")
 const check = process.argv.includes("--check")
+const given = process.argv.slice(2).filter((arg) => arg !== "--check").map((file) => join(process.cwd(), file))
 const config = JSON.parse(readFileSync(join(root, "dprint.json"), "utf8")) as {
   readonly indentWidth: number
   readonly lineWidth: number
@@ -42,7 +43,7 @@ const files = (dir: string): Array<string> =>
   )
 
 const unformatted: Array<string> = []
-for (const file of files(root)) {
+for (const file of given.length > 0 ? given : files(root)) {
   const text = readFileSync(file, "utf8")
   const formatted = context.formatText({ filePath: file, fileText: text })
   if (formatted === text) continue

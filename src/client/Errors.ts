@@ -181,14 +181,21 @@ export class InvalidResponse extends Schema.Error<InvalidResponse>("elevenlabs-r
 // maps them here so that every call fails with one error type.
 // ----------------------------------------------------------------------------
 
-/** The limiter's queue for this pool was full: refused at once, no request sent. */
+/**
+ * Refused at once by the limiter, no request sent: the call's predicted wait in the queue does not fit the
+ * time it may wait (`predictedWait`, and `retryAfter`: when the same wait should fit), or the pool's queue
+ * holds the memory guard's count of callers already (neither set).
+ */
 export class QueueFull extends Schema.Error<QueueFull>("elevenlabs-resilience/QueueFull")({
   _tag: Schema.tag("QueueFull"),
   ...common,
   pool: Schema.String,
   lane: Schema.String,
   /** Callers waiting in the pool when this one was refused. */
-  depth: Schema.Number
+  depth: Schema.Number,
+  /** The wait predicted for this call: its place in the queue over the limit, times the learned service time. */
+  predictedWait: Schema.optional(Schema.DurationFromMillis),
+  retryAfter
 }) {}
 
 /** The call waited in the limiter's queue past the queue deadline. */

@@ -15,9 +15,14 @@
  *   goes first (ties: higher lane). So a waiter can only be overtaken by a
  *   waiter that arrived less than `aging[its lane] − aging[their lane]` after
  *   it: nothing starves (default aging 0 s / 5 s / 30 s).
- * - The queue of a (key, pool) is bounded (`maxQueue`, default 1000): a full
- *   queue fails at once with `QueueFull`; a wait longer than `queueTimeout`
- *   (default 120 s) fails with `QueueTimeout`.
+ * - Admission by predicted wait: once the pool's service time is learned
+ *   (from the permits returned), a caller whose predicted wait (its place
+ *   over the limit, in rounds of the service time) does not fit the smaller
+ *   of its `timeout` and the queue timeout is refused at once with
+ *   `QueueFull` carrying `predictedWait` and `retryAfter`; so are callers
+ *   already queued that cannot fit when the first prediction is made. A wait
+ *   longer than `queueTimeout` (default 120 s) fails with `QueueTimeout`.
+ *   `maxQueue` (default 50,000) is only a memory guard (docs/concurrency.md).
  * - Interrupting a waiter removes it from the queue; interrupting a runner
  *   returns its permit. A shrinking limit cancels nothing: new permits wait
  *   until in-flight drops below it.

@@ -8,122 +8,28 @@ import { Clock, Context, Duration, Effect, Fiber, PubSub } from "effect"
 import type * as Take from "effect/Take"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as AdaptiveLimit from "./AdaptiveLimit.ts"
+import * as Admission from "./ConcurrencyLimiterAdmission.ts"
+import { Cell, OccupancyView, PermitImpl } from "./ConcurrencyLimiterCell.ts"
 import {
   type ConcurrencyEvent,
   ConcurrencyLimiterError,
   type ConcurrencyLimiterErrorReason,
+  defaultMaxQueue,
   InvalidPermitRequest,
   type Lane,
   lanes,
   type Occupancy,
   type OccupancyChange,
   type Options,
-  type Permit,
   type PermitRequest,
   type PlanSpec,
   QueueFull,
   QueueTimeout,
   type Snapshot
 } from "./ConcurrencyLimiterModel.ts"
-import { DeadlineHeap, GONE, GRANTED, LaneQueue, Waiter, WAITING } from "./ConcurrencyLimiterQueue.ts"
+import { DeadlineHeap, GONE, GRANTED, Waiter, WAITING } from "./ConcurrencyLimiterQueue.ts"
 import type { PlanLimits, PlanName, Pool } from "./Plans.ts"
 import { deploymentGuidePlans, isPlanName, limitsOf, poolOfModel, pools } from "./Plans.ts"
-
-export class OccupancyView implements Occupancy {
-  readonly cell: Cell
-  readonly queued: { readonly [L in Lane]: number }
-  constructor(cell: Cell) {
-    this.cell = cell
-    const [interactive, dflt, batch] = cell.lanes
-    this.queued = {
-      get interactive() {
-        return interactive.size
-      },
-      get default() {
-        return dflt.size
-      },
-      get batch() {
-        return batch.size
-      }
-    }
-  }
-  get key() {
-    return this.cell.key
-  }
-  get pool() {
-    return this.cell.pool
-  }
-  get inFlight() {
-    return this.cell.inFlight
-  }
-  get queueDepth() {
-    return this.cell.queued
-  }
-  get limit() {
-    return this.cell.permits
-  }
-}
-
-export class Cell {
-  inFlight = 0
-  queued = 0
-  issued = 0
-  lastCut = 0
-  permits: number
-  readonly lanes = [new LaneQueue(), new LaneQueue(), new LaneQueue()] as const
-  readonly key: string
-  readonly pool: Pool
-  readonly adaptive: AdaptiveLimit.AdaptiveState
-  readonly maxQueue: number
-  /** Made on the first change when `onOccupancy` is set. */
-  view: OccupancyView | undefined = undefined
-  constructor(
-    key: string,
-    pool: Pool,
-    adaptive: AdaptiveLimit.AdaptiveState,
-    maxQueue: number,
-    config: AdaptiveLimit.AdaptiveLimitConfig
-  ) {
-    this.key = key
-    this.pool = pool
-    this.adaptive = adaptive
-    this.maxQueue = maxQueue
-    this.permits = AdaptiveLimit.permitsOf(adaptive, config)
-  }
-}
-
-export class PermitImpl implements Permit {
-  released = false
-  readonly cell: Cell
-  readonly seq: number
-  readonly lane: Lane
-  readonly waitedMillis: number
-  readonly limiter: Impl
-  constructor(cell: Cell, seq: number, lane: Lane, waitedMillis: number, limiter: Impl) {
-    this.cell = cell
-    this.seq = seq
-    this.lane = lane
-    this.waitedMillis = waitedMillis
-    this.limiter = limiter
-  }
-  get key() {
-    return this.cell.key
-  }
-  get pool() {
-    return this.cell.pool
-  }
-  get release(): Effect.Effect<void> {
-    return Effect.suspend(() => this.limiter.publish(this.limiter.releaseUnsafe(this)))
-  }
-  onResponse(meta: ResponseMeta): Effect.Effect<void> {
-    return Effect.suspend(() =>
-      this.limiter.publish(this.limiter.responseUnsafe(this.cell, meta, this.cell.inFlight + (this.released ? 1 : 0)))
-    )
-  }
-  onConcurrencyLimited(limitFromServer?: number | undefined): Effect.Effect<void> {
-    return Effect.suspend(() => this.limiter.publish(this.limiter.limitedUnsafe(this.cell, limitFromServer, this.seq)))
-  }
-}
 
 const fail = (reason: ConcurrencyLimiterErrorReason) => Effect.fail(new ConcurrencyLimiterError({ reason }))
 
@@ -199,8 +105,8 @@ export class Impl {
     const plan = options.plan ?? "unknown"
     this.planOf = typeof plan === "function" ? plan : () => plan
     this.table = options.table ?? deploymentGuidePlans
-    const mq = options.maxQueue ?? 1000
-    this.maxQueueOf = (pool) => (typeof mq === "number" ? mq : mq[pool] ?? 1000)
+    const mq = options.maxQueue ?? defaultMaxQueue
+    this.maxQueueOf = (pool) => (typeof mq === "number" ? mq : mq[pool] ?? defaultMaxQueue)
   }
 
   /** The cell each pool last gave: a stack calls with one key, so most lookups need no map and no key string. */
@@ -263,12 +169,18 @@ export class Impl {
       cell.lanes[best.lane]!.remove(best)
       this.deadlines.remove(best)
       cell.queued--
-      const waited = Math.max(0, this.clock.currentTimeMillisUnsafe() - best.enqueuedAt)
-      const permit = this.grant(cell, lanes[best.lane]!, waited)
+      const now = this.clock.currentTimeMillisUnsafe()
+      const permit = this.grant(cell, lanes[best.lane]!, Math.max(0, now - best.enqueuedAt), now)
       best.state = GRANTED
       best.permit = permit
       this.occupancy(cell, "dispatched", lanes[best.lane]!)
-      events.push({ _tag: "Waited", key: cell.key, pool: cell.pool, lane: lanes[best.lane]!, waitedMillis: waited })
+      events.push({
+        _tag: "Waited",
+        key: cell.key,
+        pool: cell.pool,
+        lane: lanes[best.lane]!,
+        waitedMillis: permit.waitedMillis
+      })
       const resume = best.resume
       best.resume = undefined
       // Resumed fibers may run inline: yield first, so a release chain never grows the stack.
@@ -276,19 +188,45 @@ export class Impl {
     }
   }
 
-  grant(cell: Cell, lane: Lane, waited: number): PermitImpl {
+  grant(cell: Cell, lane: Lane, waited: number, now: number): PermitImpl {
     cell.inFlight++
-    return new PermitImpl(cell, ++cell.issued, lane, waited, this)
+    return new PermitImpl(cell, ++cell.issued, lane, waited, now, this)
   }
 
   releaseUnsafe(permit: PermitImpl): Array<ConcurrencyEvent> {
     const events: Array<ConcurrencyEvent> = []
     if (permit.released) return events
     permit.released = true
-    permit.cell.inFlight--
-    this.occupancy(permit.cell, "released", permit.lane)
-    this.dispatch(permit.cell, events)
+    const cell = permit.cell
+    cell.inFlight--
+    this.occupancy(cell, "released", permit.lane)
+    const held = Math.max(0, this.clock.currentTimeMillisUnsafe() - permit.grantedAt)
+    const first = Admission.learn(cell, held)
+    this.dispatch(cell, events)
+    // The first prediction: the callers a burst queued before it that cannot fit are told now, not when their
+    // queue deadlines pass.
+    if (first && cell.queued > 0) this.refuseUnfit(cell, events)
     return events
+  }
+
+  /** Refuses the queued callers (front-of-lane requeues excepted) whose predicted wait no longer fits. */
+  refuseUnfit(cell: Cell, events: Array<ConcurrencyEvent>) {
+    for (const { waiter, predicted, budget } of Admission.unfit(cell, this.clock.currentTimeMillisUnsafe())) {
+      const lane = lanes[waiter.lane]!
+      const refused = Admission.refusal(cell, lane, predicted, budget)
+      const resume = waiter.resume
+      this.abandon(cell, waiter, "refused")
+      waiter.refused = refused
+      events.push({
+        _tag: "QueueFull",
+        key: cell.key,
+        pool: cell.pool,
+        lane,
+        depth: cell.queued,
+        predictedWaitMillis: predicted
+      })
+      resume?.(Effect.fail(refused))
+    }
   }
 
   applyChange(
@@ -373,7 +311,7 @@ export class Impl {
       const cell = this.cell(options.key, pool)
       // Fast path: a free permit and nobody waiting.
       if (cell.queued === 0 && cell.inFlight < cell.permits) {
-        const permit = this.grant(cell, lane, 0)
+        const permit = this.grant(cell, lane, 0, this.clock.currentTimeMillisUnsafe())
         waiter.state = GRANTED
         waiter.permit = permit
         this.occupancy(cell, "granted", lane)
@@ -391,12 +329,27 @@ export class Impl {
       const now = this.clock.currentTimeMillisUnsafe()
       const queue = cell.lanes[laneIndex]!
       let order = now + this.aging[laneIndex]!
-      let front = false
-      if (options.front === true) {
-        front = true
+      const front = options.front === true
+      if (front) {
         if (queue.head !== undefined) order = Math.min(order, queue.head.order)
-      } else if (queue.tail !== undefined) {
-        order = Math.max(order, queue.tail.order) // keeps each lane sorted even if the clock steps back
+      } else {
+        if (queue.tail !== undefined) order = Math.max(order, queue.tail.order) // sorted even if the clock steps back
+        // Admission by predicted wait (once permits have returned: before that nothing predicts).
+        const predicted = Admission.overBudget(cell, this.aging, laneIndex, order, timeoutMillis)
+        if (predicted !== undefined) {
+          const event = {
+            _tag: "QueueFull",
+            key: cell.key,
+            pool,
+            lane,
+            depth: cell.queued,
+            predictedWaitMillis: predicted
+          } as const
+          return Effect.andThen(
+            this.publish([event]),
+            Effect.fail(Admission.refusal(cell, lane, predicted, timeoutMillis))
+          )
+        }
       }
       const deadline = now + timeoutMillis
       waiter.cell = cell
@@ -404,6 +357,7 @@ export class Impl {
       waiter.order = order
       waiter.enqueuedAt = now
       waiter.deadline = deadline
+      waiter.front = front
       waiter.state = WAITING
       if (front) queue.pushFront(waiter)
       else queue.pushBack(waiter)
@@ -417,7 +371,7 @@ export class Impl {
       const wait = Effect.callback<PermitImpl, ConcurrencyLimiterError>((resume) => {
         if (waiter.state === GRANTED) resume(Effect.succeed(waiter.permit!))
         else if (waiter.state === WAITING) waiter.resume = resume
-        else resume(this.timeoutOf(waiter)) // expired before this fiber got here
+        else resume(waiter.refused === undefined ? this.timeoutOf(waiter) : Effect.fail(waiter.refused)) // left before this fiber got here
       })
       const queued = this.publish([{ _tag: "Queued", key: cell.key, pool, lane, depth: cell.queued }])
       return Effect.andThen(queued, wait)
@@ -493,7 +447,7 @@ export class Impl {
   }
 
   /** Removes a waiter that is still queued (interrupt, timeout). */
-  abandon(cell: Cell, waiter: Waiter, change: "abandoned" | "expired" = "abandoned") {
+  abandon(cell: Cell, waiter: Waiter, change: "abandoned" | "expired" | "refused" = "abandoned") {
     if (waiter.state !== WAITING) return
     waiter.state = GONE
     waiter.resume = undefined
@@ -515,7 +469,8 @@ export class Impl {
       inFlight: cell.inFlight,
       queued: { interactive: cell.lanes[0].size, default: cell.lanes[1].size, batch: cell.lanes[2].size },
       queueDepth: cell.queued,
-      maxQueue: cell.maxQueue
+      maxQueue: cell.maxQueue,
+      serviceMillis: cell.samples > 0 ? cell.serviceMillis : undefined
     }
   }
 

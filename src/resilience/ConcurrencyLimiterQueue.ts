@@ -5,7 +5,7 @@
  * @internal
  */
 import type { Effect } from "effect"
-import type { Cell, PermitImpl } from "./ConcurrencyLimiterImpl.ts"
+import type { Cell, PermitImpl } from "./ConcurrencyLimiterCell.ts"
 import type { ConcurrencyLimiterError } from "./ConcurrencyLimiterModel.ts"
 
 export const WAITING = 0
@@ -32,6 +32,10 @@ export class Waiter {
   order = 0
   enqueuedAt = 0
   deadline = 0
+  /** A front-of-lane requeue: never refused by predicted wait. */
+  front = false
+  /** Why it left the queue when it was refused there (its predicted wait stopped fitting); else a timeout. */
+  refused: ConcurrencyLimiterError | undefined = undefined
 }
 
 export class LaneQueue {
@@ -122,5 +126,3 @@ export class DeadlineHeap {
     }
   }
 }
-
-/** The {@link Occupancy} view of a cell: getters over its counts, made once per cell. */

@@ -129,12 +129,15 @@ const concurrency = (config: ResilienceConfig, { error, risky, warning }: Report
   const queues = typeof maxQueue === "number"
     ? [["concurrency.maxQueue", maxQueue] as const]
     : Object.entries(maxQueue).map(([p, n]) => [`concurrency.maxQueue.${p}`, n] as const)
+  // The bound is a memory guard (admission is by predicted wait): warn where a full queue takes gigabytes.
   for (const [path, n] of queues) {
-    if (n !== undefined && n > 10_000) {
+    if (n !== undefined && n > 200_000) {
       risky(
         path,
-        `queue bound ${n} is effectively unbounded: memory grows and callers wait for nothing`,
-        "bound the queue (default 1000)"
+        `queue bound ${n} can hold about ${
+          Math.round(n * 6.4 / 1000)
+        } MB of heap in one pool (about 6.4 KB a waiting call)`,
+        `keep the memory guard at 200,000 or less (default ${defaults.concurrency.maxQueue})`
       )
     }
   }

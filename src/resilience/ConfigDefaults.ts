@@ -21,7 +21,7 @@ export const defaults = {
     maxLimit: 1000,
     decreaseFactor: 0.9,
     additiveIncrease: 1,
-    maxQueue: 1000,
+    maxQueue: 50_000,
     queueTimeout: "120 seconds",
     laneAging: { interactive: 0, default: "5 seconds", batch: "30 seconds" }
   },

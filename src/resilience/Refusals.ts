@@ -37,7 +37,17 @@ export const fromLimiter =
     const r = error.reason
     switch (r._tag) {
       case "QueueFull":
-        return fail(new QueueFull({ operation, message: r.message, pool: r.pool, lane: r.lane, depth: r.depth }))
+        return fail(
+          new QueueFull({
+            operation,
+            message: r.message,
+            pool: r.pool,
+            lane: r.lane,
+            depth: r.depth,
+            ...(r.predictedWait === undefined ? {} : { predictedWait: r.predictedWait }),
+            ...(r.retryAfter === undefined ? {} : { retryAfter: r.retryAfter })
+          })
+        )
       case "QueueTimeout":
         return fail(new QueueTimeout({ operation, message: r.message, pool: r.pool, lane: r.lane, waited: r.waited }))
       case "InvalidPermitRequest":

@@ -392,7 +392,7 @@ export const occupancyGauges = (
   const only = options?.key
   return (occupancy, change, lane) => {
     if (only !== undefined && occupancy.key !== only) return
-    if (change !== "queued" && change !== "abandoned" && change !== "expired") {
+    if (change !== "queued" && change !== "abandoned" && change !== "expired" && change !== "refused") {
       setConcurrentUnsafe(occupancy.pool, occupancy.inFlight, context)
     }
     if (change !== "granted" && change !== "released") {

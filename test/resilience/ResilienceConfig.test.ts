@@ -8,6 +8,7 @@ import { join } from "node:path"
 import * as Client from "../../src/client/ElevenLabs.ts"
 import { defaultHeadersTimeout, defaultIdleTimeout } from "../../src/client/ElevenLabs.ts"
 import * as AdaptiveLimit from "../../src/resilience/AdaptiveLimit.ts"
+import { defaultMaxQueue } from "../../src/resilience/ConcurrencyLimiter.ts"
 import * as Fallback from "../../src/resilience/Fallback.ts"
 import * as Jitter from "../../src/resilience/Jitter.ts"
 import { deploymentGuidePlans, modelsPagePlans } from "../../src/resilience/Plans.ts"
@@ -61,7 +62,8 @@ describe("ResilienceConfig", () => {
       assert.strictEqual(l.decreaseFactor, AdaptiveLimit.defaultConfig.decreaseFactor)
       assert.strictEqual(l.additiveIncrease, AdaptiveLimit.defaultConfig.additiveIncrease)
       assert.strictEqual(millis(l.queueTimeout), 120_000)
-      assert.strictEqual(l.maxQueue, 1000)
+      assert.strictEqual(l.maxQueue, 50_000)
+      assert.strictEqual(l.maxQueue, defaultMaxQueue)
       assert.deepStrictEqual(
         [millis(l.laneAging?.interactive), millis(l.laneAging?.default), millis(l.laneAging?.batch)],
         [0, 5000, 30_000]
