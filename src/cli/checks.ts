@@ -30,6 +30,7 @@ import * as Endpoints from "../client/Endpoints.ts"
 import { isTtsModel, ttsModelIds } from "../client/Models.ts"
 import { closest } from "../internal/Closest.ts"
 import * as ResilienceConfig from "../resilience/ResilienceConfig.ts"
+import * as Html from "../simulation/Html.ts"
 import { premadeVoices } from "../simulator/Catalog.ts"
 import * as CliFailure from "./CliFailure.ts"
 
@@ -204,6 +205,13 @@ export const writableOption = (
   path: Option.Option<string>
 ): Effect.Effect<void, CliFailure.CliFailure, FileSystem.FileSystem> =>
   Option.isNone(path) ? Effect.void : writablePath(command, flag, path.value)
+
+/**
+ * Before a run that ends in an HTML report: the charting library it inlines (an optional peer) can be read,
+ * so a missing one is one line now, not after the run.
+ */
+export const chartLibrary = (command: string): Effect.Effect<void, CliFailure.CliFailure> =>
+  Effect.mapError(Effect.asVoid(Html.loadChartLibrary()), CliFailure.from(command))
 
 /** Writes `text` to `path` for `flag`; a failure says why and what to do. */
 export const writeFile = (

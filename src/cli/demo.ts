@@ -127,6 +127,7 @@ export const execute = (
     )
     // Before the run: the report it ends with must be writable.
     yield* Checks.writablePath("demo", "--html", input.html)
+    yield* Checks.chartLibrary("demo")
 
     // The simulator's own fault mix: no hangs, so the demo keeps to its length.
     const server = yield* Server.serve({
@@ -186,7 +187,8 @@ export const execute = (
     }).pipe(Effect.mapError((e) => new DemoError({ message: e.message })))
 
     const htmlPath = resolve(input.html)
-    yield* Checks.writeFile("demo", "--html", htmlPath, Html.render([report]))
+    const page = yield* Html.renderEffect([report]).pipe(Effect.mapError(CliFailure.from("demo")))
+    yield* Checks.writeFile("demo", "--html", htmlPath, page)
     const s = report.summary
     yield* Console.log(
       [

@@ -301,6 +301,7 @@ export const execute = (
     const plan = yield* toPlan(input, config)
     // Before the run: a report that cannot be written is known now, not after it.
     if (!input.worker) yield* Checks.writableOption("load-test", "--html", input.html)
+    if (!input.worker && Option.isSome(input.html)) yield* Checks.chartLibrary("load-test")
     const progress = input.json || input.worker ? undefined : Progress.sink({ label: "load-test" })
 
     /** What a worker's part and a one-process run share. */
@@ -407,7 +408,8 @@ export const execute = (
     }
 
     if (Option.isSome(input.html)) {
-      yield* Checks.writeFile("load-test", "--html", input.html.value, Html.render([report]))
+      const page = yield* Html.renderEffect([report]).pipe(Effect.mapError(CliFailure.from("load-test")))
+      yield* Checks.writeFile("load-test", "--html", input.html.value, page)
     }
     const target = embedded ? `embedded simulator ${baseUrl}` : simulatorStats ? `simulator ${baseUrl}` : baseUrl
     return {

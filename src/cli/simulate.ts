@@ -99,13 +99,17 @@ export const execute = (
     const runs = yield* toRuns(input, config, available)
     // Before the run: a report that cannot be written is known now, not after it.
     yield* Checks.writableOption("simulate", "--html", input.html)
+    if (Option.isSome(input.html)) yield* Checks.chartLibrary("simulate")
     const reports: Array<Report.Report> = []
     for (const run of runs) {
       reports.push(
         yield* Runner.run(run).pipe(Effect.mapError((e) => new SimulateError({ message: e.message })))
       )
     }
-    if (Option.isSome(input.html)) yield* Checks.writeFile("simulate", "--html", input.html.value, Html.render(reports))
+    if (Option.isSome(input.html)) {
+      const page = yield* Html.renderEffect(reports).pipe(Effect.mapError(CliFailure.from("simulate")))
+      yield* Checks.writeFile("simulate", "--html", input.html.value, page)
+    }
     return { output: input.json ? Report.toJson(reports) + "\n" : Report.toText(reports), reports }
   })
 

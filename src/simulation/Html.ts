@@ -1,175 +1,192 @@
 /**
- * The HTML report: one self-contained file, inline SVG charts, no scripts,
- * no external assets. Hand-written SVG because nothing in the dependency set
- * draws charts, and a static file must open anywhere (CI artefacts, mail).
+ * The HTML report: one self-contained file that opens offline (a CI
+ * artefact, a mail attachment). The summary table (all runs side by side) is
+ * plain HTML; the charts are drawn by uPlot, whose script and style are read
+ * from `node_modules` when the report is written and inlined, with the data
+ * as JSON. No CDN, no external asset.
  *
- * Charts per run, over virtual time: in-flight vs the pool's limit, queue
- * depth per lane, latency percentiles, 429s by kind and retries, breaker
- * state; then the summary table (all runs side by side).
+ * What the charts show is {@link HtmlCharts}; the page's script is
+ * {@link HtmlClient}; the helpers both sides share are {@link HtmlAxes}.
  *
  * @since 0.1.0
  */
+import { Data, Effect } from "effect"
+import { readFileSync } from "node:fs"
+import { createRequire } from "node:module"
+import { timeSteps } from "./HtmlAxes.ts"
+import { type ChartSpec, chartSpecs, runColor } from "./HtmlCharts.ts"
+import { clientScript, dataElementId, pageStyle } from "./HtmlClient.ts"
 import type { Report } from "./Report.ts"
 import { rows } from "./Report.ts"
 
-/** One line of a chart. */
-export interface Line {
+export * from "./HtmlAxes.ts"
+export * from "./HtmlCharts.ts"
+
+/** The charting library's files, as inlined into the page. */
+export interface ChartLibrary {
   readonly name: string
-  readonly color: string
-  readonly values: ReadonlyArray<number>
-  readonly dashed?: boolean | undefined
+  readonly version: string
+  readonly script: string
+  readonly style: string
 }
+
+/** The charting library could not be read: its message is one line saying what to install. */
+export class ChartLibraryMissing extends Data.TaggedError("ChartLibraryMissing")<{
+  readonly message: string
+}> {}
+
+/** The package the charts need, and the files of it that are inlined. */
+export const chartPackage = {
+  name: "uplot",
+  script: "uplot/dist/uPlot.iife.min.js",
+  style: "uplot/dist/uPlot.min.css",
+  manifest: "uplot/package.json"
+} as const
+
+/** Resolves a module specifier to a file path (Node's resolution from this module by default). */
+export type Resolve = (specifier: string) => string
+
+const defaultResolve: Resolve = (specifier) => createRequire(import.meta.url).resolve(specifier)
+
+const missing = (e: unknown): ChartLibraryMissing =>
+  e instanceof ChartLibraryMissing ? e : new ChartLibraryMissing({
+    message: `the HTML report needs the "${chartPackage.name}" package, which cannot be read (${
+      (e as { readonly code?: unknown } | undefined)?.code ?? String(e).split("\n")[0]
+    }); run npm install in the project (or npm install ${chartPackage.name}) and try again`
+  })
+
+/**
+ * Reads the charting library from `node_modules`, synchronously. Throws
+ * {@link ChartLibraryMissing} when it is not installed or not readable.
+ */
+export const readChartLibrary = (resolve: Resolve = defaultResolve): ChartLibrary => {
+  try {
+    const read = (specifier: string) => readFileSync(resolve(specifier), "utf8")
+    const manifest = JSON.parse(read(chartPackage.manifest)) as { readonly version?: unknown }
+    return {
+      name: chartPackage.name,
+      version: String(manifest.version),
+      script: read(chartPackage.script),
+      style: read(chartPackage.style)
+    }
+  } catch (e) {
+    throw missing(e)
+  }
+}
+
+/** {@link readChartLibrary} as an Effect: fails with {@link ChartLibraryMissing}. */
+export const loadChartLibrary = (resolve?: Resolve): Effect.Effect<ChartLibrary, ChartLibraryMissing> =>
+  Effect.try({ try: () => readChartLibrary(resolve), catch: missing })
 
 const escape = (s: string): string =>
   s.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;").replaceAll("\"", "&quot;")
 
-const W = 720
-const H = 220
-const M = { left: 56, right: 16, top: 28, bottom: 30 }
-
-const niceMax = (x: number): number => {
-  if (x <= 0) return 1
-  const p = 10 ** Math.floor(Math.log10(x))
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= x) return m * p
-  return 10 * p
-}
-
-const num = (x: number): string => (Math.round(x * 10) / 10).toString()
-
-/** Round steps for the time axis, from 1 ms to 1 day. */
-const timeSteps: ReadonlyArray<number> = [1, 2, 5, 10, 20, 50, 100, 200, 500].concat(
-  [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000)
-)
-
-const axisTime = (ms: number): string =>
-  ms >= 3_600_000
-    ? `${num(ms / 3_600_000)} h`
-    : ms >= 60_000
-    ? `${num(ms / 60_000)} min`
-    : ms >= 1000 || ms === 0
-    ? `${num(ms / 1000)} s`
-    : `${num(ms)} ms`
-
 /**
- * A step-line chart as an inline `<svg>`: one `<path>` per line, x from the
- * window starts, y from 0 to a rounded maximum.
+ * JSON that is safe inside a `<script>` element: every `<` becomes `\u003c`
+ * (still the same JSON), so no `</script>` or `<!--` in the data can end or
+ * change the element.
  */
-export const chart = (
-  title: string,
-  startMs: ReadonlyArray<number>,
-  windowMs: number,
-  lines: ReadonlyArray<Line>,
-  yLabel: string
-): string => {
-  const n = startMs.length
-  const endMs = n === 0 ? 1 : startMs[n - 1]! + windowMs
-  const yMax = niceMax(Math.max(0, ...lines.flatMap((l) => l.values)))
-  const pw = W - M.left - M.right
-  const ph = H - M.top - M.bottom
-  const x = (t: number) => M.left + (t / endMs) * pw
-  const y = (v: number) => M.top + ph - (v / yMax) * ph
-  const paths = lines.map((l) => {
-    let d = ""
-    l.values.forEach((v, k) => {
-      const x0 = x(startMs[k]!)
-      const x1 = x(startMs[k]! + windowMs)
-      d += `${k === 0 ? "M" : "L"}${x0.toFixed(1)},${y(v).toFixed(1)}L${x1.toFixed(1)},${y(v).toFixed(1)}`
-    })
-    const dash = l.dashed === true ? ` stroke-dasharray="6 4"` : ""
-    return `<path class="series" data-name="${
-      escape(l.name)
-    }" d="${d}" fill="none" stroke="${l.color}" stroke-width="1.6"${dash}/>`
-  })
-  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
-    const v = yMax * f
-    return `<line x1="${M.left}" x2="${W - M.right}" y1="${y(v).toFixed(1)}" y2="${
-      y(v).toFixed(1)
-    }" stroke="#e5e7eb"/>` +
-      `<text x="${M.left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end">${num(v)}</text>`
-  })
-  const step = timeSteps.find((s) => endMs / s <= 6) ?? endMs / 6
-  const xticks: Array<string> = []
-  for (let t = 0; t <= endMs; t += step) {
-    xticks.push(`<text x="${x(t).toFixed(1)}" y="${H - 10}" text-anchor="middle">${axisTime(t)}</text>`)
-  }
-  const legend = lines.map((l, i) =>
-    `<rect x="${M.left + i * 150}" y="8" width="12" height="3" fill="${l.color}"/>` +
-    `<text x="${M.left + 16 + i * 150}" y="13">${escape(l.name)}</text>`
-  )
-  return `<figure><figcaption>${escape(title)}</figcaption>` +
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${
-      escape(title)
-    }">` +
-    `<rect width="${W}" height="${H}" fill="#ffffff"/>${ticks.join("")}${xticks.join("")}` +
-    `<text x="12" y="${M.top + ph / 2}" transform="rotate(-90 12 ${M.top + ph / 2})" text-anchor="middle">${
-      escape(yLabel)
-    }</text>` +
-    `<line x1="${M.left}" x2="${M.left}" y1="${M.top}" y2="${M.top + ph}" stroke="#9ca3af"/>` +
-    `<line x1="${M.left}" x2="${W - M.right}" y1="${M.top + ph}" y2="${M.top + ph}" stroke="#9ca3af"/>` +
-    `${paths.join("")}${legend.join("")}</svg></figure>`
+export const scriptJson = (value: unknown): string =>
+  JSON.stringify(value).replaceAll("<", "\\u003c").replaceAll("\u2028", "\\u2028").replaceAll("\u2029", "\\u2029")
+
+/** Inline script or style text must not close its element early; the library's does not, and this checks it. */
+const inlineSafe = (text: string, element: "script" | "style"): string => {
+  if (new RegExp(`</${element}`, "i").test(text)) throw new Error(`the inlined ${element} contains </${element}`)
+  return text
 }
 
-/** The five charts of one run. */
-export const charts = (report: Report): string => {
-  const s = report.series
-  const limit = s.startMs.map(() => s.limit)
-  return [
-    chart(`In flight vs limit (${report.summary.pool} pool)`, s.startMs, s.windowMs, [
-      { name: "in flight (max)", color: "#2563eb", values: s.inFlight },
-      { name: `limit ${s.limit}`, color: "#dc2626", values: limit, dashed: true }
-    ], "requests"),
-    chart("Queue depth per lane", s.startMs, s.windowMs, [
-      { name: "interactive", color: "#7c3aed", values: s.queueDepth.interactive },
-      { name: "batch", color: "#0891b2", values: s.queueDepth.batch }
-    ], "waiting"),
-    chart("Latency percentiles (calls ending in window)", s.startMs, s.windowMs, [
-      { name: "p50", color: "#16a34a", values: s.latencyMs.p50 },
-      { name: "p95", color: "#d97706", values: s.latencyMs.p95 },
-      { name: "p99", color: "#dc2626", values: s.latencyMs.p99 }
-    ], "ms"),
-    chart("429s by kind and retries", s.startMs, s.windowMs, [
-      { name: "too_many_concurrent", color: "#dc2626", values: s.http429.tooManyConcurrentRequests },
-      { name: "system_busy", color: "#d97706", values: s.http429.systemBusy },
-      { name: "retries", color: "#2563eb", values: s.retries }
-    ], "per window"),
-    chart("Breaker state (0 closed, 1 half-open, 2 open)", s.startMs, s.windowMs, [
-      { name: "breaker", color: "#374151", values: s.breaker }
-    ], "state")
-  ].join("\n")
+/** What kind of run the report is of: a load test runs on the real clock, a simulation on a virtual one. */
+export const kindOf = (reports: ReadonlyArray<Report>): "Simulation" | "Load test" | "Simulation and load test" => {
+  const real = reports.filter((r) => r.summary.clock === "real").length
+  return real === 0 ? "Simulation" : real === reports.length ? "Load test" : "Simulation and load test"
 }
 
-/** The summary table, one column per run. */
+/** The report's title: its kind, the traffic, the plan and the model. */
+export const title = (reports: ReadonlyArray<Report>): string => {
+  const first = reports[0]?.summary
+  const kind = kindOf(reports)
+  return first === undefined
+    ? `${kind} report`
+    : `${kind}: ${first.pattern}, ${first.requests} requests, ${first.plan} / ${first.model}`
+}
+
+/** The summary table, one column per run (with its chart colour when there are several). */
 export const table = (reports: ReadonlyArray<Report>): string => {
   const columns = reports.map((r) => rows(r.summary))
   const labels = columns[0]?.map(([label]) => label) ?? []
+  const swatch = (i: number) =>
+    reports.length > 1 ? `<span class="swatch" style="background:${runColor(i)}"></span>` : ""
   const body = labels.map((label, i) =>
-    `<tr><th>${escape(label)}</th>${columns.map((c) => `<td>${escape(c[i]![1])}</td>`).join("")}</tr>`
+    `<tr><th>${escape(label)}</th>${
+      columns.map((c, j) => `<td>${i === 0 ? swatch(j) : ""}${escape(c[i]![1])}</td>`).join("")
+    }</tr>`
   )
-  return `<table><tbody>${body.join("")}</tbody></table>`
+  return `<table class="summary"><tbody>${body.join("")}</tbody></table>`
 }
 
-/** The whole HTML document for one or more runs. */
-export const render = (reports: ReadonlyArray<Report>): string => {
-  const first = reports[0]?.summary
-  const title = first === undefined
-    ? "Simulation report"
-    : `Simulation: ${first.pattern}, ${first.requests} requests, ${first.plan} / ${first.model}`
-  const sections = reports.map((r) => `<section><h2>${escape(r.summary.strategy)}</h2>\n${charts(r)}</section>`)
+/** The box of a chart: its caption, the element the page's script draws into, its note. */
+const figure = (spec: ChartSpec): string =>
+  `<figure id="chart-${escape(spec.id)}"><figcaption>${escape(spec.title)}</figcaption>` +
+  `<div class="chart" data-chart="${escape(spec.id)}"></div>` +
+  (spec.note === undefined ? "" : `<p class="note">${escape(spec.note)}</p>`) +
+  `</figure>`
+
+/** The data the page's script reads. */
+export const pageData = (reports: ReadonlyArray<Report>) => ({
+  xMax: Math.max(1, ...reports.map((r) => (r.series.startMs.at(-1) ?? 0) + r.series.windowMs)),
+  timeLabel: reports.every((r) => r.summary.clock === "real") ? "time (real)" : "virtual time",
+  timeSteps,
+  charts: chartSpecs(reports)
+})
+
+/** The whole HTML document for one or more runs, with `library` inlined. */
+export const renderWith = (reports: ReadonlyArray<Report>, library: ChartLibrary): string => {
+  const heading = title(reports)
+  const data = pageData(reports)
+  const windows = [...new Set(reports.map((r) => r.series.windowMs))].map((w) => `${w.toLocaleString("en-US")} ms`)
+  const runs = reports.length > 1
+    ? `${reports.length} runs on the same traffic, one colour per run in every chart`
+    : reports[0]?.summary.strategy ?? "no run"
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>${escape(title)}</title>
-<style>
-body{font:14px system-ui,sans-serif;margin:24px;color:#111827;background:#f9fafb}
-h1{font-size:20px}h2{font-size:17px;margin-top:28px}
-figure{margin:12px 0;background:#fff;border:1px solid #e5e7eb;display:inline-block}
-figcaption{font-weight:600;padding:6px 8px}
-svg text{font:11px system-ui,sans-serif;fill:#374151}
-table{border-collapse:collapse;background:#fff}
-th,td{border:1px solid #e5e7eb;padding:4px 10px;text-align:left}th{background:#f3f4f6}
-</style></head><body>
-<h1>${escape(title)}</h1>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escape(heading)}</title>
+<style>${inlineSafe(library.style, "style")}</style>
+<style>${pageStyle}</style>
+</head><body>
+<h1>${escape(heading)}</h1>
+<p class="sub">${escape(runs)}; ${escape(data.timeLabel)}</p>
 <h2>Summary</h2>
 ${table(reports)}
-${sections.join("\n")}
+<h2>Charts</h2>
+<p class="explain">Each run is cut into at most 120 windows (here ${
+    escape(windows.join(", "))
+  } each); a chart shows one value per window. Hover a chart for the values, drag to zoom (double-click to reset), click a legend entry to hide its line.</p>
+<noscript><p>The charts need JavaScript; the table above has the numbers.</p></noscript>
+<div class="charts">
+${data.charts.map(figure).join("\n")}
+</div>
+<script type="application/json" id="${dataElementId}">${scriptJson(data)}</script>
+<!-- ${escape(library.name)} ${escape(library.version)} (MIT License, Copyright (c) 2022 Leon Sorokin), inlined -->
+<script>${inlineSafe(library.script, "script")}</script>
+<script>${clientScript()}</script>
 </body></html>
 `
 }
+
+/**
+ * The HTML document, or {@link ChartLibraryMissing} when the charting library
+ * cannot be read (a command maps it to its one-line error).
+ */
+export const renderEffect = (
+  reports: ReadonlyArray<Report>,
+  resolve?: Resolve
+): Effect.Effect<string, ChartLibraryMissing> =>
+  Effect.map(loadChartLibrary(resolve), (library) => renderWith(reports, library))
+
+/**
+ * The HTML document, synchronously. Throws {@link ChartLibraryMissing} when
+ * the charting library cannot be read; a command should prefer
+ * {@link renderEffect}, whose failure it can print as one line.
+ */
+export const render = (reports: ReadonlyArray<Report>, resolve?: Resolve): string =>
+  renderWith(reports, readChartLibrary(resolve))

@@ -69,16 +69,21 @@ export interface Series {
   readonly inFlight: ReadonlyArray<number>
   /** Highest queue depth per lane in the window (strategy's queue). */
   readonly queueDepth: { readonly interactive: ReadonlyArray<number>; readonly batch: ReadonlyArray<number> }
-  /** Latency percentiles of the calls that ended in the window (0 when none). */
+  /** Calls that ended in the window, successes and failures (0 tells a latency of 0 from no call). */
+  readonly ended: ReadonlyArray<number>
+  /** Calls that ended in the window with a success. */
+  readonly succeeded: ReadonlyArray<number>
+  /** Latency percentiles of the calls that ended in the window (0 when none: see `ended`). */
   readonly latencyMs: {
     readonly p50: ReadonlyArray<number>
     readonly p95: ReadonlyArray<number>
     readonly p99: ReadonlyArray<number>
   }
-  /** 429 answers per window, by kind. */
+  /** 429 answers per window, by kind (`rateLimited`: a 429 with any other or no `detail.status`). */
   readonly http429: {
     readonly tooManyConcurrentRequests: ReadonlyArray<number>
     readonly systemBusy: ReadonlyArray<number>
+    readonly rateLimited: ReadonlyArray<number>
   }
   /** Retries scheduled per window. */
   readonly retries: ReadonlyArray<number>
@@ -193,14 +198,21 @@ export const build = (input: BuildInput): Report => {
     : log.inFlight
 
   const latencyWindows: Array<Array<number>> = Array.from({ length: n }, () => [])
-  for (const c of log.calls) latencyWindows[bucketOf(c.endMs, n, windowMs)]!.push(c.endMs - c.arrivalMs)
+  const succeededPerWindow = new Array<number>(n).fill(0)
+  for (const c of log.calls) {
+    const k = bucketOf(c.endMs, n, windowMs)
+    latencyWindows[k]!.push(c.endMs - c.arrivalMs)
+    if (c.failure === undefined) succeededPerWindow[k]!++
+  }
   const latencyPs = latencyWindows.map(percentiles)
 
   const tooMany = new Array<number>(n).fill(0)
   const busy = new Array<number>(n).fill(0)
+  const otherLimited = new Array<number>(n).fill(0)
   for (const a of log.attempts) {
     if (a.kind === "too_many_concurrent_requests") tooMany[bucketOf(a.endMs, n, windowMs)]!++
     else if (a.kind === "system_busy") busy[bucketOf(a.endMs, n, windowMs)]!++
+    else if (a.kind === "rate_limited") otherLimited[bucketOf(a.endMs, n, windowMs)]!++
   }
   const retries = new Array<number>(n).fill(0)
   for (const [t] of log.retries) retries[bucketOf(t, n, windowMs)]!++
@@ -250,8 +262,10 @@ export const build = (input: BuildInput): Report => {
       interactive: stepMax(log.queueDepth.interactive, n, windowMs),
       batch: stepMax(log.queueDepth.batch, n, windowMs)
     },
+    ended: latencyWindows.map((w) => w.length),
+    succeeded: succeededPerWindow,
     latencyMs: { p50: latencyPs.map((p) => p.p50), p95: latencyPs.map((p) => p.p95), p99: latencyPs.map((p) => p.p99) },
-    http429: { tooManyConcurrentRequests: tooMany, systemBusy: busy },
+    http429: { tooManyConcurrentRequests: tooMany, systemBusy: busy, rateLimited: otherLimited },
     retries,
     breaker: stepMax(breakerPoints, n, windowMs)
   }

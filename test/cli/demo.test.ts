@@ -95,7 +95,7 @@ describe("demo", () => {
         )
         assert.isTrue(existsSync(html))
         const page = readFileSync(html, "utf8")
-        assert.include(page, "<svg")
+        assert.include(page, "data-chart=\"in-flight\"")
         assert.include(page, "resilient")
         assert.notInclude(out.stdout + out.stderr + page, secret)
         assert.include(out.stdout, "no real key, no credits")

@@ -331,6 +331,23 @@ describe("consumer app", () => {
     assert.match(help.stdout, /elevenlabs-resilience <subcommand>/)
   })
 
+  it("the HTML report's charting library is an optional peer: without it --html is one line naming it", async () => {
+    assert.deepStrictEqual(copiesOf("uplot", app), [])
+    const html = join(app, "report.html")
+    const simulate = await runProgram(join("node_modules", ".bin", "elevenlabs-resilience"), [], [
+      "simulate",
+      "--requests",
+      "20",
+      "--html",
+      html
+    ])
+    assert.notStrictEqual(simulate.code, 0)
+    const lines = simulate.stderr.trim().split("\n")
+    assert.strictEqual(lines.length, 1, simulate.stderr)
+    assert.match(lines[0] ?? "", /needs the "uplot" package.*npm install uplot/)
+    assert.isFalse(existsSync(html))
+  })
+
   it("typechecks the README's programs under a strict tsconfig", async () => {
     const { code, stdout, stderr } = await run(join(app, "node_modules", ".bin", "tsc"), [
       "-p",

@@ -124,4 +124,46 @@ describe("Report", () => {
     ) assert.property(json, key)
     assert.lengthOf(JSON.parse(Report.toJson([r, r])).runs, 2)
   })
+
+  it("series: calls ended and succeeded per window, and every 429 kind per window", () => {
+    const log = Recorder.emptyLog()
+    // 4 s in 120 windows of 34 ms: two calls end in window 0 (one fails), one at 3,000 ms (window 88)
+    log.calls.push(
+      { index: 0, lane: "batch", arrivalMs: 0, endMs: 10, failure: undefined, credits: 10 },
+      { index: 1, lane: "batch", arrivalMs: 0, endMs: 20, failure: "SystemBusy", credits: 0 },
+      { index: 2, lane: "batch", arrivalMs: 2000, endMs: 3000, failure: undefined, credits: 10 }
+    )
+    log.attempts.push(
+      { startMs: 0, endMs: 5, status: 429, kind: "too_many_concurrent_requests" },
+      { startMs: 0, endMs: 15, status: 429, kind: "system_busy" },
+      { startMs: 2000, endMs: 2100, status: 429, kind: "rate_limited" },
+      { startMs: 2100, endMs: 3000, status: 200, kind: "ok" }
+    )
+    const r = Report.build({
+      strategy: "x",
+      plan: "free",
+      model: "m",
+      pool: "standard",
+      limit: 2,
+      traffic,
+      failureRate: 0,
+      log,
+      stats,
+      virtualDurationMs: 4000,
+      wallMs: 1
+    })
+    const { series } = r
+    const at = (t: number) => Math.floor(t / series.windowMs)
+    const only = (values: ReadonlyArray<number>, expected: Record<number, number>) =>
+      values.forEach((v, k) => assert.strictEqual(v, expected[k] ?? 0, `window ${k}`))
+    assert.strictEqual(series.windowMs, 34)
+    only(series.ended, { 0: 2, [at(3000)]: 1 })
+    only(series.succeeded, { 0: 1, [at(3000)]: 1 })
+    only(series.http429.tooManyConcurrentRequests, { 0: 1 })
+    only(series.http429.systemBusy, { 0: 1 })
+    only(series.http429.rateLimited, { [at(2100)]: 1 })
+    // a window with no ended call keeps latency 0 here; the charts read `ended` to draw a gap
+    assert.strictEqual(series.latencyMs.p50[1], 0)
+    assert.strictEqual(series.latencyMs.p50[at(3000)], 1000)
+  })
 })

@@ -77,7 +77,7 @@ describe("simulate command", () => {
         ])
         for (const r of json.runs) assert.strictEqual(r.succeeded + r.failed, 20)
         assert.lengthOf(reports, 3)
-        assert.include(readFileSync(html, "utf8"), "<svg")
+        assert.include(readFileSync(html, "utf8"), "data-chart=\"in-flight\"")
       } finally {
         rmSync(dir, { recursive: true, force: true })
       }
