@@ -2,8 +2,10 @@
 # The system programs the test suite runs for real, checked (and installed where we can) before it starts:
 #   redis-server  the distributed tests start their own on a free port ($REDIS_SERVER_BIN, if set, is used
 #                 instead, as test/utils/redisServer.ts does)
-#   promtool      the alert rules and the metrics exposition are checked with it (Debian's prometheus
-#                 package ships it; no test runs the Prometheus server itself)
+#   promtool      the alert rules and the metrics exposition are checked with it
+#   prometheus    the Prometheus server: test/telemetry/AlertsEndToEnd.test.ts starts one on a free port to
+#                 scrape the stack's /metrics and raise the generated alerts (Debian's prometheus package
+#                 ships both programs; its service is kept from starting, see below)
 #   chromium      the HTML report is rendered headless and its charts checked (Debian's chromium)
 # As root with apt-get (a fresh machine of this project's kind, or CI) the missing Debian packages are
 # installed, then checked again; anywhere else the script stops with one line naming what to install.
@@ -20,7 +22,7 @@ fi
 missing_packages() {
   local missing=()
   [ -n "${REDIS_SERVER_BIN:-}" ] || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || missing+=(prometheus)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   echo "${missing[@]}"
 }

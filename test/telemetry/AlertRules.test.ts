@@ -7,6 +7,7 @@ import { join } from "node:path"
 import { afterAll } from "vitest"
 import * as AlertRules from "../../src/telemetry/AlertRules.ts"
 import { metricNames } from "../../src/telemetry/Metrics.ts"
+import { assertRefused, cli, cliAll } from "../utils/cli.ts"
 import { promtool } from "./promtool.ts"
 
 const rules = AlertRules.rules()
@@ -222,5 +223,42 @@ describe("elevenlabs-resilience alerts", () => {
       const printed = spawnSync(node, [main, "alerts"], { encoding: "utf8" })
       assert.strictEqual(printed.status, 0, printed.stderr)
       assert.strictEqual(printed.stdout, AlertRules.defaultYaml())
+    }))
+
+  it.effect("--window and --for shorten the durations (the rehearsal in a real Prometheus); promtool accepts them", () =>
+    Effect.gen(function*() {
+      const out = join(dir, "cli-short.yml")
+      const written = yield* cli(["alerts", "--window", "30s", "--for", "1m30s", "--out", out])
+      assert.strictEqual(written.code, 0, written.stderr)
+      const expected = AlertRules.rules({
+        window: "30s",
+        criticalFor: "1m30s",
+        warningFor: "1m30s",
+        quotaFor: "1m30s",
+        breakerOpenFor: "1m30s"
+      })
+      assert.strictEqual(readFileSync(out, "utf8"), AlertRules.toYaml(expected))
+      assert.deepStrictEqual(expected.map((r) => r.for), Array(6).fill("1m30s"))
+      assert.include(expected[0]!.expr, "[30s]")
+      assert.strictEqual(promtool(["check", "rules", out]).code, 0)
+      // A `for` of 0 fires at the first evaluation; only the window must be longer than 0.
+      const zero = yield* cli(["alerts", "--for", "0s"])
+      assert.strictEqual(zero.code, 0, zero.stderr)
+      assert.strictEqual((zero.stdout.match(/ {8}for: 0s\n/g) ?? []).length, 6)
+    }))
+
+  it.effect("a duration Prometheus would not read is refused with one line", () =>
+    Effect.gen(function*() {
+      const [decimal, unit, zeroWindow, empty] = yield* cliAll([
+        ["alerts", "--for", "1.5m"],
+        ["alerts", "--window", "5min"],
+        ["alerts", "--window", "0s"],
+        ["alerts", "--window", ""]
+      ])
+      const what = "a Prometheus duration (digits and units y, w, d, h, m, s, ms, such as 30s or 1m30s)"
+      assertRefused(decimal!, `alerts: --for must be ${what}; got "1.5m"`)
+      assertRefused(unit!, `alerts: --window must be ${what}; got "5min"`)
+      assertRefused(zeroWindow!, `alerts: --window must be longer than 0, got "0s"`)
+      assertRefused(empty!, `alerts: --window must be ${what}; got ""`)
     }))
 })
