@@ -159,12 +159,15 @@ export class Transport extends Schema.Error<Transport>("elevenlabs-resilience/Tr
   ...common
 }) {}
 
-/** No headers within the attempt timeout, the body stalled past the idle timeout, or the call's deadline passed. */
+/**
+ * No headers within the attempt timeout, the body stalled past the idle timeout, the call's deadline passed,
+ * or (real-time sockets) the server closed the input after its inactivity timeout.
+ */
 export class Timeout extends Schema.Error<Timeout>("elevenlabs-resilience/Timeout")({
   _tag: Schema.tag("Timeout"),
   ...common,
   /** Which bound was hit. */
-  phase: Schema.Literals(["headers", "idle", "deadline"]),
+  phase: Schema.Literals(["headers", "idle", "deadline", "inactivity"]),
   /** The bound that was hit. */
   after: Schema.DurationFromMillis
 }) {}
