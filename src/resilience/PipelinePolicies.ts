@@ -21,7 +21,7 @@ import * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
 import * as Fallback from "./Fallback.ts"
 import type { Pool } from "./Plans.ts"
 import * as QuotaGuard from "./QuotaGuard.ts"
-import type { PolicyOptions, RedisSettings } from "./ResilientOptions.ts"
+import type { PolicyOptions, RedisSettings, RetrySettings } from "./ResilientOptions.ts"
 import * as RetryBudget from "./RetryBudget.ts"
 import type * as RetryPolicy from "./RetryPolicy.ts"
 
@@ -50,6 +50,11 @@ export interface Policies {
   readonly distributed: RedisPermits.RedisPermits["Service"] | undefined
   /** Every retry the pipeline schedules (subscribe with `Stream.fromPubSub`). */
   readonly retries: PubSub.PubSub<RetryPolicy.RetryEvent>
+  /**
+   * The retry settings the pipeline's schedules are built from (`false`: no retries), for a door that
+   * retries on its own terms with the same schedules (the real-time sessions' reconnects).
+   */
+  readonly retry: RetrySettings | false
 }
 
 /**
@@ -62,7 +67,9 @@ export const make: (options: PolicyBuildOptions) => Effect.Effect<Policies, neve
     const keyId = options.keyId
     // The concurrency and queue-depth gauges follow the limiter's own changes, synchronously (no snapshot per
     // attempt, no subscriber): in the context the stack is built in, so on the same metric registry.
-    const gauges = Metrics.occupancyGauges(yield* Effect.context<never>(), { key: keyId })
+    const context = yield* Effect.context<never>()
+    const gauges = Metrics.occupancyGauges(context, { key: keyId })
+    Metrics.initializeSeriesUnsafe(context)
     const own = options.limiter?.onOccupancy
     const limiter = yield* ConcurrencyLimiter.make({
       plan: "unknown",
@@ -129,7 +136,8 @@ export const make: (options: PolicyBuildOptions) => Effect.Effect<Policies, neve
       ),
       Effect.forkScoped
     )
-    return { keyId, limiter, breaker, quota, budget, coalescer, cache, distributed, retries } satisfies Policies
+    const retry = options.retry ?? {}
+    return { keyId, limiter, breaker, quota, budget, coalescer, cache, distributed, retries, retry } satisfies Policies
   }
 )
 

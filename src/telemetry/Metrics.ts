@@ -39,8 +39,9 @@
  * @since 0.1.0
  */
 import { type Context, Effect, Metric } from "effect"
+import { reasonPolicies, type ReasonTag } from "../client/Errors.ts"
 import type { Lane, Occupancy, OccupancyChange } from "../resilience/ConcurrencyLimiter.ts"
-import type { Pool } from "../resilience/Plans.ts"
+import { type Pool, pools } from "../resilience/Plans.ts"
 
 // ==== Names =================================================================
 
@@ -340,6 +341,23 @@ export const recordErrorUnsafe = (
   context: Context.Context<never>
 ): void => errorsOf(options.reason, options.pool).updateUnsafe(1, context)
 
+/**
+ * Creates, at 0, the error and retry series of every pool for the reasons that signal trouble at the server
+ * (those the breaker counts as failures). Prometheus' `rate()` needs a
+ * series' previous sample: a counter that first appears at 1 has its first increment lost, so without this
+ * the first burst of an outage would not count in the error-rate and retry-rate alerts (seen in
+ * test/telemetry/AlertsEndToEnd.test.ts). Called once when a stack is built, in its context.
+ */
+export const initializeSeriesUnsafe = (context: Context.Context<never>): void => {
+  const reasons = (Object.keys(reasonPolicies) as Array<ReasonTag>).filter((r) => reasonPolicies[r].breakerFailure)
+  for (const pool of pools) {
+    for (const reason of reasons) {
+      errorsOf(reason, pool).updateUnsafe(0, context)
+      retriesOf(reason, pool).updateUnsafe(0, context)
+    }
+  }
+}
+
 /** {@link recordRetry}, synchronously. */
 export const recordRetryUnsafe = (
   options: { readonly reason: string; readonly pool: Pool },
@@ -400,3 +418,68 @@ export const occupancyGauges = (
     }
   }
 }
+
+// ==== Real-time sessions =====================================================
+//
+// The WebSocket sessions of `RealtimeSession` (docs/realtime.md). Kept apart from `names` and `metricNames`,
+// which are the production-deployment guide's families exactly (the alert rules and the dashboard are checked
+// against them); these appear once a session has run.
+
+/** The metric names of the real-time sessions. */
+export const realtimeNames = {
+  sessionsActive: "elevenlabs_realtime_sessions_active",
+  sessions: "elevenlabs_realtime_sessions_total",
+  reconnects: "elevenlabs_realtime_reconnects_total",
+  charactersResent: "elevenlabs_realtime_characters_resent_total"
+} as const
+
+const sessionsActive = (attributes?: Attributes) =>
+  Metric.gauge(realtimeNames.sessionsActive, {
+    description: "ElevenLabs real-time TTS sessions open now, by pool.",
+    ...withAttributes(attributes)
+  })
+const sessionsEnded = (attributes?: Attributes) =>
+  Metric.counter(realtimeNames.sessions, {
+    description: "ElevenLabs real-time TTS sessions ended, by status (success, error, interrupted) and reason.",
+    incremental: true,
+    ...withAttributes(attributes)
+  })
+const reconnects = (attributes?: Attributes) =>
+  Metric.counter(realtimeNames.reconnects, {
+    description: "Reconnects of ElevenLabs real-time TTS sessions, by the reason of the ending they followed.",
+    incremental: true,
+    ...withAttributes(attributes)
+  })
+const charactersResent = (attributes?: Attributes) =>
+  Metric.counter(realtimeNames.charactersResent, {
+    description: "Characters sent again after a reconnect (the unanswered suffix), by pool.",
+    incremental: true,
+    ...withAttributes(attributes)
+  })
+
+const sessionsActiveOf = labelled(["pool"], sessionsActive)
+const sessionsEndedOf = labelled(["pool", "status", "reason"], sessionsEnded)
+const reconnectsOf = labelled(["pool", "reason"], reconnects)
+const charactersResentOf = labelled(["pool"], charactersResent)
+
+/** How a real-time session ended. */
+export type SessionStatus = "success" | "error" | "interrupted"
+
+/** Adds `delta` (+1 when a session opens, -1 when it ends) to `elevenlabs_realtime_sessions_active`. */
+export const addActiveSession = (pool: Pool, delta: number): Effect.Effect<void> =>
+  Metric.modify(sessionsActiveOf(pool), delta)
+
+/** Records a session's end (`elevenlabs_realtime_sessions_total` +1); `reason` is the failure's tag, or "". */
+export const recordSessionEnd = (options: {
+  readonly pool: Pool
+  readonly status: SessionStatus
+  readonly reason: string
+}): Effect.Effect<void> => Metric.update(sessionsEndedOf(options.pool, options.status, options.reason), 1)
+
+/** Records one reconnect of a session after an ending of `reason`. */
+export const recordReconnect = (options: { readonly pool: Pool; readonly reason: string }): Effect.Effect<void> =>
+  Metric.update(reconnectsOf(options.pool, options.reason), 1)
+
+/** Records characters sent again after a reconnect. */
+export const recordCharactersResent = (pool: Pool, n: number): Effect.Effect<void> =>
+  n > 0 ? Metric.update(charactersResentOf(pool), n) : Effect.void
