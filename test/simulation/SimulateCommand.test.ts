@@ -152,6 +152,27 @@ describe("simulate command", () => {
     }
   })
 
+  it("a burst of 2,000 Flash requests at once on pro completes 2,000 of 2,000 with the defaults", () => {
+    // With a fixed queue bound of 1,000 this failed 980 with QueueFull; admission is now by predicted wait.
+    const out = execFileSync(process.execPath, [
+      "src/cli/main.ts",
+      "simulate",
+      "--strategy",
+      "resilient",
+      "--plan",
+      "pro",
+      "--model",
+      "eleven_flash_v2_5",
+      "--pattern",
+      "burst",
+      "--requests",
+      "2000",
+      "--json"
+    ], { encoding: "utf8", timeout: 120_000 })
+    const json = JSON.parse(out)
+    assert.deepStrictEqual([json.requests, json.succeeded, json.failed], [2000, 2000, 0])
+  })
+
   it("subprocess smoke run: node src/cli/main.ts simulate ... --json", () => {
     const out = execFileSync(process.execPath, [
       "src/cli/main.ts",
