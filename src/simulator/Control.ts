@@ -9,6 +9,8 @@
  *   queue, `Retry-After`, system capacity) ignore the name.
  * - A limit raised by a patch hands free slots to waiters at once.
  * - Control requests are not counted in the record.
+ * - The real-time sockets have their own part of the record (`realtime`) and
+ *   of a patch (`realtime`: fault rates, the stall length, one-shot faults).
  *
  * @since 0.1.0
  */
@@ -20,6 +22,8 @@ import { type IncomingRequest, readJson } from "./Checks.ts"
 import * as Counts from "./Counts.ts"
 import { faultMix, type Faults } from "./Faults.ts"
 import * as Pools from "./Pools.ts"
+import type * as Realtime from "./Realtime.ts"
+import { realtimeFaults } from "./RealtimeFaults.ts"
 
 /** The record of the run, as `GET /_simulator/stats` serves it. */
 export interface Stats {
@@ -43,6 +47,11 @@ export interface Stats {
       }
     >
   >
+  /**
+   * The real-time WebSocket endpoints (their generations' slots are also counted in `pools`). Always in the
+   * model's record; optional for records built from a client's view (`LoadTest.clientStats`).
+   */
+  readonly realtime?: Realtime.Stats | undefined
 }
 
 const Probability = Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1 }))
@@ -80,6 +89,16 @@ export const ConfigPatch = Schema.Struct({
     used: Schema.optionalKey(NonNegative),
     limit: Schema.optionalKey(NonNegative),
     nextResetUnix: Schema.optionalKey(NonNegative)
+  })),
+  /** The real-time sockets: fault rates per generation, the stall length, one-shot faults. */
+  realtime: Schema.optionalKey(Schema.Struct({
+    faults: Schema.optionalKey(Schema.Struct({
+      drop: Schema.optionalKey(Probability),
+      close1011: Schema.optionalKey(Probability),
+      stall: Schema.optionalKey(Probability)
+    })),
+    stallMs: Schema.optionalKey(NonNegative),
+    next: Schema.optionalKey(Schema.Array(Schema.Literals(realtimeFaults)))
   }))
 })
 export type ConfigPatch = typeof ConfigPatch.Type
@@ -119,8 +138,9 @@ export const make = (model: {
   readonly faults: Faults
   readonly answers: Answers
   readonly counts: Counts.Counts
+  readonly realtime: Realtime.Engine
 }): Control => {
-  const { accounts, answers, counts, faults } = model
+  const { accounts, answers, counts, faults, realtime } = model
 
   const findAccounts = (name: string | undefined): Effect.Effect<ReadonlyArray<Account>, SimulatorConfigError> => {
     if (name === undefined) return Effect.succeed(accounts.all)
@@ -137,6 +157,7 @@ export const make = (model: {
       if (patch.failureRate !== undefined) faults.set(faultMix(patch.failureRate))
       if (patch.faults !== undefined) faults.set(patch.faults)
       if (patch.retryAfterSeconds !== undefined) answers.setRetryAfter(patch.retryAfterSeconds ?? undefined)
+      if (patch.realtime !== undefined) realtime.configure(patch.realtime)
       model.pools.configure(patch)
       for (const account of targets) {
         if (patch.plan !== undefined) accounts.setPlan(account, patch.plan)
@@ -176,13 +197,15 @@ export const make = (model: {
       faults: { ...counts.faults },
       creditsCharged: counts.creditsCharged,
       pools: poolSummary,
-      accounts: accountStats
+      accounts: accountStats,
+      realtime: realtime.stats()
     }
   })
 
   const resetStats = Effect.flatMap(Clock.currentTimeMillis, (now) =>
     Effect.sync(() => {
       Counts.clear(counts)
+      realtime.resetStats()
       for (const a of accounts.all) for (const p of pools) Pools.resetStats(a.pools[p], now)
     }))
 

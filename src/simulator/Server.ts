@@ -23,6 +23,11 @@
  *   arrives and refused once past the limit. The `413` carries
  *   `Connection: close`, and the Node adapter closes the connection without
  *   reading the rest.
+ * - Real-time TTS: `GET /v1/text-to-speech/{voice_id}/stream-input` and
+ *   `.../multi-stream-input` with `Upgrade: websocket` are WebSocket upgrades
+ *   on the same port, served by the model's real-time engine
+ *   (`RealtimeServer.ts`, `Realtime.ts`); without `Upgrade` they are the
+ *   model's `404`.
  * - Port 0 binds a free port; {@link serve} returns the real one.
  *
  * @since 0.1.0
@@ -33,6 +38,7 @@ import { Context, Effect, Layer, Stream } from "effect"
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { createServer } from "node:http"
 import * as Endpoints from "../client/Endpoints.ts"
+import * as RealtimeServer from "./RealtimeServer.ts"
 import * as Simulator from "./Simulator.ts"
 
 /** Options of the server face: the model's options plus where to listen. */
@@ -160,13 +166,27 @@ const streamOf = (bytes: Uint8Array): ReadableStream<Uint8Array> =>
 const headerValue = (value: string | ReadonlyArray<string> | undefined): string | null =>
   value === undefined ? null : typeof value === "string" ? value : value.join(", ")
 
-/** The router layer: every ElevenLabs and control route, plus a catch-all, to the model. */
+/** The real-time routes: WebSocket upgrades of `stream-input` and `multi-stream-input` (`GET`). */
+export const realtimeRoutes = RealtimeServer.routes
+
+/**
+ * The router layer: every ElevenLabs and control route, the real-time upgrades, plus a catch-all, to the
+ * model.
+ */
 export const layerRoutes: Layer.Layer<never, never, HttpRouter.HttpRouter | Simulator.Simulator> = HttpRouter.use(
   (router) =>
     Effect.gen(function*() {
       const simulator = yield* Simulator.Simulator
       const handle = handler(simulator)
       for (const [method, path] of routes) yield* router.add(method, path, handle)
+      for (const [method, path] of realtimeRoutes) {
+        yield* router.add(
+          method,
+          path,
+          (request) =>
+            RealtimeServer.isUpgrade(request) ? RealtimeServer.serveSocket(simulator, request) : handle(request)
+        )
+      }
       yield* router.add("*", "/*", handle)
     })
 )
@@ -177,13 +197,25 @@ export const layerRoutes: Layer.Layer<never, never, HttpRouter.HttpRouter | Simu
  * and the Node platform services the server uses.
  */
 export const layerServer = (options: Options = {}) =>
-  HttpRouter.serve(layerRoutes, { disableLogger: true, disableListenLog: true }).pipe(
+  layerRealtimeShutdown.pipe(
+    Layer.provideMerge(HttpRouter.serve(layerRoutes, { disableLogger: true, disableListenLog: true })),
     Layer.provideMerge(NodeHttpServer.layer(() => createServer(), {
       port: options.port ?? 8787,
       host: options.host ?? "127.0.0.1"
     })),
     Layer.provideMerge(Simulator.layer(options))
   )
+
+/**
+ * Ends the open WebSocket sessions (close 1001) when the server stops, before its graceful shutdown, which
+ * would otherwise wait for each socket to close by itself (an idle one only at its inactivity timeout).
+ */
+const layerRealtimeShutdown: Layer.Layer<never, never, Simulator.Simulator> = Layer.effectDiscard(
+  Effect.gen(function*() {
+    const simulator = yield* Simulator.Simulator
+    yield* Effect.addFinalizer(() => simulator.realtime.closeAll)
+  })
+)
 
 /** A running server. */
 export interface Running {

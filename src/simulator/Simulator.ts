@@ -28,6 +28,10 @@
  * - Control: {@link Simulator.configure} (limits, plan, faults, queue, credits,
  *   latency) and the routes `GET /_simulator/stats`, `POST /_simulator/reset`,
  *   `POST /_simulator/config` which both faces serve.
+ * - Real-time TTS: the WebSocket endpoints `stream-input` and
+ *   `multi-stream-input` are answered by {@link Service.realtime}
+ *   (`Realtime.ts`) over the same accounts, pools, latency, audio, seed and
+ *   record; the faces carry the socket (`RealtimeInProcess.ts`, `Server.ts`).
  * - This module wires the model's parts, each in its own module: `Accounts`
  *   (keys, plans, credits), `Pools` (slots and the server-side queue),
  *   `Faults`, `Answers` (bodies, headers, errors), `Checks` (what a request is
@@ -51,6 +55,7 @@ import * as Handlers from "./Handlers.ts"
 import * as HandlersBeyondTts from "./HandlersBeyondTts.ts"
 import * as Pools from "./Pools.ts"
 import * as Prng from "./Prng.ts"
+import * as Realtime from "./Realtime.ts"
 
 export { type AccountOptions, creditsOfPlan } from "./Accounts.ts"
 export { type Outcome, type Pending, StreamCut } from "./Answers.ts"
@@ -60,6 +65,14 @@ export { ConfigPatch, SimulatorConfigError, type Stats } from "./Control.ts"
 export { faultMix, type FaultRates, noFaults } from "./Faults.ts"
 export { defaultLatency, type LatencyModel, type LatencyProfile } from "./Generation.ts"
 export type { PoolStats, QueueOptions, Sample } from "./Pools.ts"
+export type {
+  Engine as RealtimeEngine,
+  Handshake as RealtimeHandshake,
+  Options as RealtimeOptions,
+  Patch as RealtimePatch,
+  Stats as RealtimeStats
+} from "./Realtime.ts"
+export { noRealtimeFaults, type RealtimeFault, type RealtimeFaultRates } from "./RealtimeFaults.ts"
 
 // ==== Options
 
@@ -99,6 +112,8 @@ export interface Options {
   readonly chunkSeconds?: number | undefined
   /** Largest request bodies, in bytes, per kind (merged over {@link defaultBodyLimits}); past them a `413`. */
   readonly bodyLimits?: Partial<BodyLimit.BodyLimits> | undefined
+  /** The real-time WebSocket endpoints: fault rates per generation and the stall length. Default no faults. */
+  readonly realtime?: Realtime.Options | undefined
 }
 
 // ==== Service
@@ -141,6 +156,8 @@ export interface Service {
     remaining: number,
     account?: string | undefined
   ) => Effect.Effect<void, Control.SimulatorConfigError>
+  /** The real-time WebSocket endpoints, which the faces connect sockets to. */
+  readonly realtime: Realtime.Engine
 }
 
 /** The service tag. */
@@ -190,15 +207,29 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     answers,
     counts
   })
-  const control = Control.make({ accounts, pools, faults, answers, counts })
+  const latency = { ...Generation.defaultLatency, ...options.latency }
+  const charsPerSecond = options.charsPerSecond ?? 15
+  const chunkSeconds = options.chunkSeconds ?? 0.5
+  const realtime = Realtime.make({
+    prng,
+    accounts,
+    pools,
+    counts,
+    latency,
+    charsPerSecond,
+    chunkSeconds,
+    acceptAnyKey: options.acceptAnyKey === true,
+    options: options.realtime
+  })
+  const control = Control.make({ accounts, pools, faults, answers, counts, realtime })
   const kit: Handlers.Kit = {
     answers,
     accounts,
     generate: Generation.make({ prng, accounts, pools, faults, answers }),
     prng,
-    latency: { ...Generation.defaultLatency, ...options.latency },
-    charsPerSecond: options.charsPerSecond ?? 15,
-    chunkSeconds: options.chunkSeconds ?? 0.5,
+    latency,
+    charsPerSecond,
+    chunkSeconds,
     characterLimits: options.characterLimits,
     startUnix
   }
@@ -254,7 +285,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       configure({ ...(account === undefined ? {} : { account }), limits: { [pool]: limit } }),
     setFaults: (f) => Effect.sync(() => faults.set(f)),
     setCredits: (remaining, account) =>
-      configure({ ...(account === undefined ? {} : { account }), credits: { remaining } })
+      configure({ ...(account === undefined ? {} : { account }), credits: { remaining } }),
+    realtime
   })
 })
 

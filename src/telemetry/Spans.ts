@@ -242,3 +242,26 @@ export const quotaWarningEvent = (options: {
     "elevenlabs.quota.used_percentage": options.usedPercentage,
     "elevenlabs.quota.remaining": options.remaining
   })
+
+// ==== Real-time sessions =====================================================
+//
+// A WebSocket session (`RealtimeSession`) is one call span, `elevenlabs.<operation>` (for example
+// `elevenlabs.textToSpeech.streamInput`), with the call attributes above and these; each reconnect is a child
+// span `elevenlabs.<operation>.reconnect`. Counts only: never the text, the URL's query or the key.
+
+/** Attribute names of the session and reconnect spans. */
+export const realtimeAttributes = {
+  /** Reconnects the session made (session span). */
+  reconnects: "elevenlabs.realtime.reconnects",
+  /** The reconnect's number, 1 for the first (reconnect span). */
+  reconnect: "elevenlabs.realtime.reconnect",
+  /** Characters answered (aligned) by the server. */
+  charactersAnswered: "elevenlabs.realtime.characters_answered",
+  /** Characters sent again after reconnects. */
+  charactersResent: "elevenlabs.realtime.characters_resent",
+  /** Contexts opened (multi-context connections). */
+  contexts: "elevenlabs.realtime.contexts"
+} as const
+
+/** The reconnect span's name for an operation. */
+export const reconnectSpanName = (operation: string): string => `elevenlabs.${operation}.reconnect`

@@ -1,0 +1,218 @@
+/**
+ * One context of a real-time session (the only one on `stream-input`, one of up to five on
+ * `multi-stream-input`): what it sent and had answered (`RealtimeLedger`), its audio queue, and its share of
+ * the policies: the concurrency permit it holds while text is unanswered, and the quota reservations of what
+ * it sent, committed as the server answers. Used by `RealtimeEngine.ts`.
+ *
+ * @since 0.2.0
+ */
+import { type Cause, Deferred, Effect, Exit, Queue, Scope, Semaphore } from "effect"
+import type { ElevenLabsError } from "../client/Errors.ts"
+import type * as Realtime from "../client/Realtime.ts"
+import type * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
+import type { Pool } from "./Plans.ts"
+import type * as QuotaGuard from "./QuotaGuard.ts"
+import { costDelta, dueCommit, finalCommit, Ledger, type Segment } from "./RealtimeLedger.ts"
+import type { AudioChunk } from "./RealtimeModel.ts"
+import { fromLimiter, fromQuota } from "./Refusals.ts"
+
+/** A quota reservation of a context, held in a scope of its own. */
+interface Held extends Segment {
+  readonly reservation: QuotaGuard.Reservation
+  readonly scope: Scope.Closeable
+}
+
+/** What the contexts of one session share: the policies and where the session's resources live. */
+export interface Account {
+  readonly operation: string
+  readonly keyId: string
+  readonly pool: Pool
+  readonly lane: ConcurrencyLimiter.Lane
+  readonly modelId: string
+  readonly limiter: ConcurrencyLimiter.ConcurrencyLimiter
+  readonly quota: QuotaGuard.QuotaGuard | undefined
+  /** The session's scope: every permit and reservation is a child scope of it, closed with it at the latest. */
+  readonly scope: Scope.Scope
+  /** Whether a connection is live (a permit is kept for unanswered text only while one is). */
+  readonly connected: () => boolean
+}
+
+/** One context's state. Mutated only in `Effect.sync` steps (so each change is atomic for the other fibers). */
+export class Ctx {
+  readonly ledger = new Ledger()
+  /** Serializes the caller's sends, flushes and end on this context (their order is the text's order). */
+  readonly sendLock = Semaphore.makeUnsafe(1)
+  /** Serializes permit acquisitions (a send and a reconnect's resend may both want one). */
+  readonly permitLock = Semaphore.makeUnsafe(1)
+  /** Completed by the server's final message (or the session's ending). */
+  readonly final = Deferred.makeUnsafe<void, ElevenLabsError>()
+  /** The held permit's scope. */
+  permit: Scope.Closeable | undefined = undefined
+  /** Sends between their reservation and their text being appended (the permit is kept for them). */
+  sending = 0
+  held: Array<Held> = []
+  /** Absolute position up to which a flush was asked. */
+  flushAt = 0
+  /** The input was ended (`end`), or the context closed by its scope (`abandoned`). */
+  ended = false
+  abandoned = false
+  /** The final message came, or the session ended: nothing more is written or counted. */
+  finished = false
+  /** The furthest position ever written, over every connection (what was written before is resent). */
+  everWritten = 0
+  resent = 0
+  // ---- per connection (reset by `reset`) ----
+  initSent = false
+  written = 0
+  flushedAt = 0
+  endSent = false
+  lastWriteAt = 0
+
+  readonly id: string | undefined
+  readonly voiceSettings: Realtime.VoiceSettings | undefined
+  readonly audio: Queue.Queue<AudioChunk, ElevenLabsError | Cause.Done>
+
+  constructor(
+    id: string | undefined,
+    voiceSettings: Realtime.VoiceSettings | undefined,
+    audio: Queue.Queue<AudioChunk, ElevenLabsError | Cause.Done>
+  ) {
+    this.id = id
+    this.voiceSettings = voiceSettings
+    this.audio = audio
+  }
+
+  /** A new connection: nothing written on it yet; the unanswered text is written again from `answered`. */
+  reset(now: number): void {
+    this.initSent = false
+    this.written = this.ledger.answered
+    this.flushedAt = this.ledger.answered
+    this.endSent = false
+    this.lastWriteAt = now
+  }
+}
+
+/** A context with its audio queue. */
+export const makeCtx = (id: string | undefined, voiceSettings: Realtime.VoiceSettings | undefined) =>
+  Effect.map(Queue.unbounded<AudioChunk, ElevenLabsError | Cause.Done>(), (audio) => new Ctx(id, voiceSettings, audio))
+
+// ============================================================================
+// The permit
+// ============================================================================
+
+/** Holds a permit of the pool for `ctx` (waits in the limiter's queue); nothing when it holds one. */
+export const ensurePermit = (account: Account, ctx: Ctx): Effect.Effect<void, ElevenLabsError> =>
+  ctx.permitLock.withPermit(Effect.suspend(() => {
+    if (ctx.permit !== undefined || ctx.finished) return Effect.void
+    return Effect.flatMap(
+      Scope.fork(account.scope),
+      (scope) =>
+        account.limiter.acquire({ key: account.keyId, pool: account.pool, lane: account.lane }).pipe(
+          Scope.provide(scope),
+          Effect.onExit((exit) =>
+            Exit.isSuccess(exit) && !ctx.finished ?
+              Effect.sync(() => {
+                ctx.permit = scope
+              }) :
+              Scope.close(scope, Exit.void)
+          ),
+          Effect.catchTag("ConcurrencyLimiterError", fromLimiter(account.operation)),
+          Effect.asVoid
+        )
+    )
+  }))
+
+/**
+ * Returns the permit when nothing sent is unanswered and no send is under way, or when no connection is
+ * live (a reconnect's pause holds no permit); `force` (the context is finished) returns it in any case.
+ */
+export const maybeRelease = (account: Account, ctx: Ctx, force = false): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const scope = ctx.permit
+    if (scope === undefined) return Effect.void
+    if (!force && ctx.sending > 0) return Effect.void
+    if (!force && account.connected() && !ctx.ledger.settled) return Effect.void
+    ctx.permit = undefined
+    return Scope.close(scope, Exit.void)
+  })
+
+// ============================================================================
+// Credits
+// ============================================================================
+
+/** The credits of `characters` characters on the session's model (the quota guard's multipliers). */
+const costOf = (account: Account) => (characters: number): number =>
+  account.quota === undefined ? 0 : account.quota.costOf(characters, account.modelId)
+
+/**
+ * Reserves the credits of `characters` more characters of `ctx` (in a scope of their own); the reservation
+ * is handed to `use`, and given back if `use` does not keep it (fails or is interrupted before it is kept).
+ */
+export const reserve = <A, E>(
+  account: Account,
+  ctx: Ctx,
+  characters: number,
+  use: (keep: () => void) => Effect.Effect<A, E>
+): Effect.Effect<A, E | ElevenLabsError> => {
+  const quota = account.quota
+  const start = ctx.ledger.sent
+  const cost = costDelta(costOf(account), start, start + characters)
+  if (quota === undefined || cost === 0) return use(() => {})
+  return Effect.flatMap(Scope.fork(account.scope), (scope) => {
+    let kept = false
+    return quota.reserve(cost, { keyId: account.keyId }).pipe(
+      Scope.provide(scope),
+      Effect.catchTag("QuotaGuardError", fromQuota(account.operation)),
+      Effect.flatMap((reservation) =>
+        use(() => {
+          kept = true
+          ctx.held.push({ start, end: start + characters, cost, reservation, scope })
+        })
+      ),
+      Effect.onExit(() => (kept ? Effect.void : Scope.close(scope, Exit.void)))
+    )
+  })
+}
+
+/** Commits the reservations whose characters are all answered. */
+export const commitAnswered = (ctx: Ctx): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const answered = ctx.ledger.answered
+    const due = ctx.held.filter((h) => dueCommit(h, answered) !== undefined)
+    if (due.length === 0) return Effect.void
+    ctx.held = ctx.held.filter((h) => dueCommit(h, answered) === undefined)
+    return Effect.forEach(due, (h) => Effect.andThen(h.reservation.commit(h.cost), Scope.close(h.scope, Exit.void)), {
+      discard: true
+    })
+  })
+
+/** The context is over: commits what was answered of each reservation, gives the rest back. */
+export const settleAll = (account: Account, ctx: Ctx): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const answered = ctx.ledger.answered
+    const held = ctx.held
+    ctx.held = []
+    return Effect.forEach(held, (h) => {
+      const commit = finalCommit(h, answered, costOf(account))
+      const close = Scope.close(h.scope, Exit.void)
+      return commit === undefined ? close : Effect.andThen(h.reservation.commit(commit), close)
+    }, { discard: true })
+  })
+
+/**
+ * Ends a context with the session's outcome: no more text counts, its reservations are settled, its permit
+ * returned, its audio ended (or failed) and its final completed.
+ */
+export const finish = (account: Account, ctx: Ctx, exit: Exit.Exit<void, ElevenLabsError>): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    if (ctx.finished) return Effect.void
+    ctx.finished = true
+    return Effect.andThen(
+      Effect.andThen(settleAll(account, ctx), maybeRelease(account, ctx, true)),
+      Effect.sync(() => {
+        if (Exit.isSuccess(exit)) Queue.endUnsafe(ctx.audio)
+        else Queue.failCauseUnsafe(ctx.audio, exit.cause)
+        Deferred.doneUnsafe(ctx.final, exit)
+      })
+    )
+  })
