@@ -30,7 +30,15 @@ import * as Simulator from "../simulator/Simulator.ts"
 import * as Checks from "./checks.ts"
 import * as CliFailure from "./CliFailure.ts"
 import * as Flags from "./flags.ts"
-import { checkTraffic, strategyOf, trafficDefaults, trafficFlags, type TrafficInput } from "./trafficFlags.ts"
+import * as Sessions from "./loadTestSessions.ts"
+import {
+  checkTraffic,
+  sessionsPattern,
+  strategyOf,
+  trafficDefaults,
+  trafficFlags,
+  type TrafficInput
+} from "./trafficFlags.ts"
 
 /** The simulator's default key (the embedded target's). */
 export const simulatorKey = "sim-key"
@@ -297,6 +305,7 @@ export const execute = (
   FileSystem.FileSystem | HttpClient.HttpClient
 > =>
   Effect.scoped(Effect.gen(function*() {
+    if (input.pattern === sessionsPattern) return { output: yield* Sessions.execute(input), report: undefined }
     const config = yield* Checks.readConfig("load-test", input.config)
     const plan = yield* toPlan(input, config)
     // Before the run: a report that cannot be written is known now, not after it.

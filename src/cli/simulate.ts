@@ -18,11 +18,21 @@ import * as Html from "../simulation/Html.ts"
 import * as Patterns from "../simulation/Patterns.ts"
 import * as Report from "../simulation/Report.ts"
 import * as Runner from "../simulation/Runner.ts"
+import * as Sessions from "../simulation/Sessions.ts"
+import * as SessionsRun from "../simulation/SessionsRun.ts"
 import * as Strategies from "../simulation/Strategies.ts"
 import * as Checks from "./checks.ts"
 import * as CliFailure from "./CliFailure.ts"
 import * as Flags from "./flags.ts"
-import { checkTraffic, strategyOf, trafficDefaults, trafficFlags, type TrafficInput } from "./trafficFlags.ts"
+import {
+  checkSessions,
+  checkTraffic,
+  sessionsPattern,
+  strategyOf,
+  trafficDefaults,
+  trafficFlags,
+  type TrafficInput
+} from "./trafficFlags.ts"
 
 /** A run that could not be done (a bad flag is a {@link CliFailure.CliFailure}). */
 export class SimulateError extends Schema.Error<SimulateError>("elevenlabs-resilience/SimulateError")({
@@ -82,6 +92,32 @@ export const toRuns = (
     }))
   })
 
+/** `--pattern sessions`: conversations over the real-time socket in virtual time; the text (table or JSON). */
+const sessions = (input: SimulateInput): Effect.Effect<string, SimulateError | CliFailure.CliFailure> =>
+  Effect.gen(function*() {
+    const checked = yield* checkSessions("simulate", input)
+    yield* Checks.refuse("simulate", Checks.modelProblem(input.model))
+    if (input.compare) {
+      return yield* CliFailure.make("simulate", `--compare does not apply to --pattern ${sessionsPattern}`)
+    }
+    if (Option.isSome(input.config)) {
+      return yield* CliFailure.make("simulate", `--config does not apply to --pattern ${sessionsPattern}`)
+    }
+    const credits = Option.getOrUndefined(input.credits)
+    if (credits !== undefined) {
+      yield* Checks.refuse("simulate", Checks.numberProblem("--credits", credits, credits >= 0, "0 or more"))
+    }
+    const summary = yield* SessionsRun.run({
+      conversations: { conversations: checked.conversations, durationMs: checked.durationMs },
+      seed: checked.seed,
+      plan: checked.plan,
+      model: input.model,
+      failureRate: checked.failureRate,
+      credits
+    }).pipe(Effect.mapError((e) => new SimulateError({ message: e.message })))
+    return input.json ? JSON.stringify(summary) + "\n" : Sessions.toText(summary)
+  })
+
 /**
  * Runs what the flags ask for and returns the text to print (table or JSON);
  * writes the HTML report when `--html` is given.
@@ -95,6 +131,7 @@ export const execute = (
   FileSystem.FileSystem
 > =>
   Effect.gen(function*() {
+    if (input.pattern === sessionsPattern) return { output: yield* sessions(input), reports: [] }
     const config = yield* Checks.readConfig("simulate", input.config)
     const runs = yield* toRuns(input, config, available)
     // Before the run: a report that cannot be written is known now, not after it.

@@ -32,7 +32,14 @@ export interface TrafficInput {
   readonly seed: number
   readonly jitter: string
   readonly html: Option.Option<string>
+  readonly conversations: Option.Option<number>
 }
+
+/** The pattern name of conversations over the real-time socket (`Conversations.ts`), not a request schedule. */
+export const sessionsPattern = "sessions"
+
+/** Defaults of the sessions shape. */
+export const sessionsDefaults = { conversations: 20, durationMs: 5 * 60_000 } as const
 
 /** The defaults both commands share. */
 export const trafficDefaults = {
@@ -60,7 +67,12 @@ export const trafficFlags = (help: TrafficHelp) => ({
     Flags.withDefault(`Strategy: ${Strategies.strategyNames.join(", ")}.`, trafficDefaults.strategy)
   ),
   pattern: Flag.String("pattern").pipe(
-    Flags.withDefault(`Traffic pattern: ${Patterns.patternNames.join(", ")}.`, trafficDefaults.pattern)
+    Flags.withDefault(
+      `Traffic pattern: ${
+        Patterns.patternNames.join(", ")
+      }; or ${sessionsPattern} (voice-agent conversations over the real-time socket).`,
+      trafficDefaults.pattern
+    )
   ),
   requests: Flag.Int("requests").pipe(Flags.optional("Number of requests.", help.requests)),
   duration: Flag.String("duration").pipe(Flags.optional(...help.duration)),
@@ -80,7 +92,13 @@ export const trafficFlags = (help: TrafficHelp) => ({
   jitter: Flag.String("jitter").pipe(
     Flags.withDefault(`Jitter of the resilient strategy: ${Strategies.jitterNames.join(", ")}.`, trafficDefaults.jitter)
   ),
-  html: Flag.String("html").pipe(Flags.optional("Write a self-contained HTML report to FILE.", "no HTML report"))
+  html: Flag.String("html").pipe(Flags.optional("Write a self-contained HTML report to FILE.", "no HTML report")),
+  conversations: Flag.Int("conversations").pipe(
+    Flags.optional(
+      `Conversations, each holding one session (--pattern ${sessionsPattern}).`,
+      String(sessionsDefaults.conversations)
+    )
+  )
 })
 
 /** The shared flags, checked. */
@@ -113,7 +131,10 @@ export const checkTraffic = (
     if (!isPlanName(plan)) return yield* CliFailure.make(command, Checks.notOneOf("--plan", plan, planNames))
     const pattern = input.pattern
     if (!Patterns.isPatternName(pattern)) {
-      return yield* CliFailure.make(command, Checks.notOneOf("--pattern", pattern, Patterns.patternNames))
+      return yield* CliFailure.make(
+        command,
+        Checks.notOneOf("--pattern", pattern, [...Patterns.patternNames, sessionsPattern])
+      )
     }
     yield* refuse(Checks.choiceProblem("--jitter", input.jitter, Strategies.jitterNames))
     yield* refuse(positive("--requests", input.requests, "a positive integer"))
@@ -150,6 +171,63 @@ export const checkTraffic = (
         chars,
         seed: input.seed
       }
+    }
+  })
+
+/** What the sessions shape runs with, once its flags are checked. */
+export interface CheckedSessions {
+  readonly plan: PlanName
+  readonly conversations: number
+  readonly durationMs: number
+  readonly failureRate: number
+  readonly seed: number
+}
+
+/**
+ * Checks the flags of `--pattern sessions`: the plan, `--conversations`, `--duration`, `--failure-rate` and
+ * `--seed` apply; a request-schedule flag does not, and is refused with the line saying so.
+ */
+export const checkSessions = (
+  command: string,
+  input: TrafficInput
+): Effect.Effect<CheckedSessions, CliFailure.CliFailure> =>
+  Effect.gen(function*() {
+    const plan = input.plan
+    if (!isPlanName(plan)) return yield* CliFailure.make(command, Checks.notOneOf("--plan", plan, planNames))
+    const schedule = [
+      ["--requests", input.requests],
+      ["--rps", input.rps],
+      ["--start-rps", input.startRps],
+      ["--end-rps", input.endRps],
+      ["--bursts", input.bursts],
+      ["--concurrency", input.concurrency]
+    ] as const
+    for (const [flag, value] of schedule) {
+      if (Option.isSome(value)) {
+        return yield* CliFailure.make(
+          command,
+          `${flag} does not apply to --pattern ${sessionsPattern}; use --conversations and --duration`
+        )
+      }
+    }
+    if (input.strategy !== trafficDefaults.strategy) {
+      return yield* CliFailure.make(command, `--pattern ${sessionsPattern} runs the resilient strategy only`)
+    }
+    if (Option.isSome(input.html)) {
+      return yield* CliFailure.make(command, `--html does not apply to --pattern ${sessionsPattern}; use --json`)
+    }
+    yield* Checks.refuse(command, positive("--conversations", input.conversations, "a positive integer"))
+    const failureRate = Option.getOrUndefined(input.failureRate) ?? 0
+    yield* Checks.refuse(command, Checks.failureRateProblem(failureRate))
+    const durationMs = Option.isSome(input.duration)
+      ? yield* Checks.durationOf(command, "--duration", input.duration.value)
+      : sessionsDefaults.durationMs
+    return {
+      plan,
+      conversations: Option.getOrElse(input.conversations, () => sessionsDefaults.conversations),
+      durationMs,
+      failureRate,
+      seed: input.seed
     }
   })
 

@@ -276,10 +276,12 @@ export const build = (input: BuildInput): Report => {
 // Text and JSON
 // ----------------------------------------------------------------------------
 
-const fmt = (x: number): string =>
+/** A number as the text reports write it (thousands separated, at most 2 decimals). */
+export const fmt = (x: number): string =>
   Number.isInteger(x) ? x.toLocaleString("en-US") : x.toLocaleString("en-US", { maximumFractionDigits: 2 })
 
-const fmtMs = (
+/** A duration as the text reports write it (ms below 10 s, then seconds). */
+export const fmtMs = (
   ms: number
 ): string => (ms >= 10_000 ? `${fmt(Math.round(ms / 100) / 10)} s` : `${fmt(Math.round(ms))} ms`)
 

@@ -73,6 +73,10 @@ describe("Realtime protocol", () => {
       contextId: undefined
     })
     assert.strictEqual(Realtime.decodeServerMessage("not json"), undefined)
+    assert.strictEqual(Realtime.decodeServerMessage("[1]"), undefined)
+    assert.strictEqual(Realtime.decodeServerMessage(`{"audio":5}`), undefined)
+    assert.strictEqual(Realtime.decodeServerMessage(`{"audio":"AQ==","alignment":{"chars":[1]}}`), undefined)
+    assert.strictEqual(Realtime.decodeServerMessage(`{"error":7,"message":"m"}`), undefined)
     assert.strictEqual(Realtime.decodeServerMessage(`{"audio":null,"isFinal":null}`), undefined)
   })
 

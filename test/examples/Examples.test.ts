@@ -57,6 +57,12 @@ const expectations: Record<string, ReadonlyArray<RegExp>> = {
     /^missing voice: the SDK's error, status 404$/m,
     /^server: 0 too_many_concurrent_requests, at most (?:[1-9]|10) of 10 in flight$/m
   ],
+  "08-voice-agent-realtime.ts": [
+    /^turns: 3, characters sent (\d+), answered \1$/m,
+    /^reconnects: 1, characters resent: [1-9]\d*$/m,
+    /^spoken exactly once: yes$/m,
+    /^audio: [1-9]\d* bytes in /m
+  ],
   "06-distributed.ts": [
     /^workers: 3 processes x 20 requests: 60 ok, 0 failed$/m,
     /^server: 0 too_many_concurrent_requests, at most (?:[1-9]|10) of 10 in flight$/m

@@ -78,5 +78,6 @@ export const noTrafficOptions = {
   bursts: Option.none<number>(),
   concurrency: Option.none<number>(),
   failureRate: Option.none<number>(),
-  html: Option.none<string>()
+  html: Option.none<string>(),
+  conversations: Option.none<number>()
 } as const
