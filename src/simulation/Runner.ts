@@ -113,6 +113,28 @@ export const fire = (
     }
   })
 
+/**
+ * Runs `body` under a `TestClock`, moving time in steps of `stepMs` until it is done; past `horizonMs` of virtual
+ * time it is interrupted and the run fails with `tooLong` (a strategy that never settles cannot spin forever).
+ */
+export const inVirtualTime = <A, E>(
+  body: Effect.Effect<A, E>,
+  options: { readonly stepMs: number; readonly horizonMs: number; readonly tooLong: string }
+): Effect.Effect<A, E | SimulationError> =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.forkChild(body)
+    let advanced = 0
+    while (fiber.pollUnsafe() === undefined) {
+      if (advanced > options.horizonMs) {
+        yield* Fiber.interrupt(fiber)
+        return yield* new SimulationError({ message: options.tooLong })
+      }
+      yield* TestClock.adjust(Duration.millis(options.stepMs))
+      advanced += options.stepMs
+    }
+    return yield* Fiber.join(fiber)
+  }).pipe(Effect.provide(TestClock.layer({ warningDelay: "1 hour" })))
+
 interface Outcome {
   readonly log: Recorder.Log
   readonly stats: Simulator.Stats
@@ -218,19 +240,11 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
     const lastArrival = arrivals.length === 0 ? 0 : arrivals[arrivals.length - 1]!.atMs
     // A bound on virtual time, so a strategy that never settles cannot spin forever.
     const horizonMs = lastArrival + 30 * 24 * 3_600_000
-    const outcome = yield* Effect.gen(function*() {
-      const fiber = yield* Effect.forkChild(body)
-      let advanced = 0
-      while (fiber.pollUnsafe() === undefined) {
-        if (advanced > horizonMs) {
-          yield* Fiber.interrupt(fiber)
-          return yield* new SimulationError({ message: "the simulation did not finish within 30 virtual days" })
-        }
-        yield* TestClock.adjust(Duration.hours(1))
-        advanced += 3_600_000
-      }
-      return yield* Fiber.join(fiber)
-    }).pipe(Effect.provide(TestClock.layer({ warningDelay: "1 hour" })))
+    const outcome = yield* inVirtualTime(body, {
+      stepMs: 3_600_000,
+      horizonMs,
+      tooLong: "the simulation did not finish within 30 virtual days"
+    })
 
     const wallMs = (yield* Clock.currentTimeMillis) - wallStart
     return Report.build({

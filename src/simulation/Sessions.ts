@@ -15,9 +15,14 @@
  *
  * @since 0.2.0
  */
-import { Clock, Effect, Fiber, Ref, Stream } from "effect"
+import { Clock, Context, Effect, Fiber, Layer, type Redacted, Ref, Schema, type Scope, Stream } from "effect"
+import type { HttpClient } from "effect/http"
+import type { Socket } from "effect/socket"
 import { isElevenLabsError } from "../client/Errors.ts"
-import type * as RealtimeSession from "../resilience/RealtimeSession.ts"
+import type { PlanName } from "../resilience/Plans.ts"
+import * as RealtimeSession from "../resilience/RealtimeSession.ts"
+import * as Resilient from "../resilience/Resilient.ts"
+import type { ResilientOptions } from "../resilience/ResilientOptions.ts"
 import type { Conversation } from "./Conversations.ts"
 import { fmt, fmtMs, type Percentiles, percentiles } from "./Report.ts"
 
@@ -138,6 +143,57 @@ export const converse = (
         )
       )
     )
+  })
+
+/**
+ * The real-time connector of a resilient stack on `plan` (the stack's options besides, if given), built in the
+ * caller's scope: the stack's background fibers (quota refresh, limiter timer) live as long as the run.
+ */
+export const connector = (options: {
+  readonly apiKey: Redacted.Redacted<string>
+  readonly baseUrl: string
+  readonly plan: PlanName
+  readonly stack?: Omit<ResilientOptions, "apiKey" | "baseUrl"> | undefined
+}): Effect.Effect<
+  RealtimeSession.Connector,
+  SessionsError,
+  Scope.Scope | HttpClient.HttpClient | Socket.WebSocketConstructor
+> =>
+  Layer.build(
+    RealtimeSession.layer({ apiKey: options.apiKey, baseUrl: options.baseUrl }).pipe(
+      Layer.provide(Resilient.layer({
+        limiter: { plan: options.plan },
+        ...options.stack,
+        apiKey: options.apiKey,
+        baseUrl: options.baseUrl
+      }))
+    )
+  ).pipe(
+    Effect.map((context) => Context.get(context, RealtimeSession.RealtimeTts)),
+    Effect.mapError((e) => new SessionsError({ message: `the resilient stack did not build: ${e.message}` }))
+  )
+
+/** The stack of a sessions run did not build. */
+export class SessionsError extends Schema.Error<SessionsError>("elevenlabs-resilience/SessionsError")({
+  _tag: Schema.tag("SessionsError"),
+  message: Schema.String
+}) {}
+
+/** Starts each conversation at its start time (from now) and waits for all of them. */
+export const sayAll = (
+  realtime: RealtimeSession.Connector,
+  schedule: ReadonlyArray<Conversation>,
+  session: RealtimeSession.SessionOptions
+): Effect.Effect<ReadonlyArray<ConversationResult>> =>
+  Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    const fibers: Array<Fiber.Fiber<ConversationResult>> = []
+    for (const conversation of schedule) {
+      const wait = start + conversation.startMs - (yield* Clock.currentTimeMillis)
+      if (wait > 0) yield* Effect.sleep(wait)
+      fibers.push(yield* Effect.forkChild(converse(realtime, conversation, session)))
+    }
+    return yield* Fiber.joinAll(fibers)
   })
 
 /** The summary of a sessions run. */

@@ -6,12 +6,10 @@
  *
  * @since 0.2.0
  */
-import { Clock, Context, Effect, Fiber, Layer, Random, type Redacted } from "effect"
+import { Clock, Effect, Random, type Redacted } from "effect"
 import type { HttpClient } from "effect/http"
 import type { Socket } from "effect/socket"
 import { limitsOf, type PlanName, poolOfModel } from "../resilience/Plans.ts"
-import * as RealtimeSession from "../resilience/RealtimeSession.ts"
-import * as Resilient from "../resilience/Resilient.ts"
 import type { ResilientOptions } from "../resilience/ResilientOptions.ts"
 import * as Conversations from "./Conversations.ts"
 import * as LoadTest from "./LoadTest.ts"
@@ -46,31 +44,13 @@ export const run = (
     if (problem !== undefined) return yield* new LoadTest.LoadTestError({ message: problem })
     const pool = poolOfModel(options.model)
     const schedule = yield* Random.withSeed(Conversations.schedule(options.conversations), options.seed)
-    const stack = yield* Layer.build(
-      RealtimeSession.layer({ apiKey: options.apiKey, baseUrl: options.baseUrl }).pipe(
-        Layer.provide(Resilient.layer({
-          limiter: { plan: options.plan },
-          ...options.stack,
-          apiKey: options.apiKey,
-          baseUrl: options.baseUrl
-        }))
-      )
-    ).pipe(
-      Effect.mapError((e) => new LoadTest.LoadTestError({ message: `the resilient stack did not build: ${e.message}` }))
-    )
-    const realtime = Context.get(stack, RealtimeSession.RealtimeTts)
-    const start = yield* Clock.currentTimeMillis
-    const fibers: Array<Fiber.Fiber<Sessions.ConversationResult>> = []
-    for (const conversation of schedule) {
-      const wait = start + conversation.startMs - (yield* Clock.currentTimeMillis)
-      if (wait > 0) yield* Effect.sleep(wait)
-      fibers.push(
-        yield* Effect.forkChild(
-          Sessions.converse(realtime, conversation, { voiceId: options.voiceId, modelId: options.model })
-        )
-      )
-    }
-    const results = yield* Fiber.joinAll(fibers)
+    const realtime = yield* Sessions.connector({
+      apiKey: options.apiKey,
+      baseUrl: options.baseUrl,
+      plan: options.plan,
+      stack: options.stack
+    }).pipe(Effect.mapError((e) => new LoadTest.LoadTestError({ message: e.message })))
+    const results = yield* Sessions.sayAll(realtime, schedule, { voiceId: options.voiceId, modelId: options.model })
     const stats = yield* LoadTest.fetchStats(options.baseUrl)
     return Sessions.summarize(results, {
       clock: "real",

@@ -5,17 +5,15 @@
  *
  * @since 0.2.0
  */
-import { Clock, Context, Duration, Effect, Fiber, Layer, Random, Redacted } from "effect"
+import { Clock, Duration, Effect, Random, Redacted } from "effect"
 import { HttpClient } from "effect/http"
 import { Socket } from "effect/socket"
-import { TestClock } from "effect/testing"
 import { limitsOf, type PlanName, poolOfModel } from "../resilience/Plans.ts"
-import * as RealtimeSession from "../resilience/RealtimeSession.ts"
-import * as Resilient from "../resilience/Resilient.ts"
 import * as InProcess from "../simulator/InProcess.ts"
 import * as RealtimeInProcess from "../simulator/RealtimeInProcess.ts"
 import * as Simulator from "../simulator/Simulator.ts"
 import * as Conversations from "./Conversations.ts"
+import * as Runner from "./Runner.ts"
 import { SimulationError } from "./Runner.ts"
 import * as Sessions from "./Sessions.ts"
 
@@ -76,46 +74,26 @@ export const run = (
       })
       const http = yield* InProcess.makeHttpClient(simulator, { transportSpans: false })
       const sockets = yield* RealtimeInProcess.makeWebSocketConstructor(simulator)
-      const key = Redacted.make(apiKey)
-      // Built in the run's scope: the stack's background fibers (quota refresh, limiter timer) live as long as it.
-      const stack = yield* Layer.build(
-        RealtimeSession.layer({ apiKey: key, baseUrl: InProcess.defaultBaseUrl }).pipe(
-          Layer.provide(Resilient.layer({ apiKey: key, baseUrl: InProcess.defaultBaseUrl, limiter: { plan } })),
-          Layer.provide(Layer.succeed(HttpClient.HttpClient, http)),
-          Layer.provide(Layer.succeed(Socket.WebSocketConstructor, sockets))
+      const realtime = yield* Sessions.connector({
+        apiKey: Redacted.make(apiKey),
+        baseUrl: InProcess.defaultBaseUrl,
+        plan
+      })
+        .pipe(
+          Effect.provideService(HttpClient.HttpClient, http),
+          Effect.provideService(Socket.WebSocketConstructor, sockets),
+          Effect.mapError((e) => new SimulationError({ message: e.message }))
         )
-      ).pipe(
-        Effect.mapError((e) => new SimulationError({ message: `the resilient stack did not build: ${e.message}` }))
-      )
-      const realtime = Context.get(stack, RealtimeSession.RealtimeTts)
-      const start = yield* Clock.currentTimeMillis
-      const fibers: Array<Fiber.Fiber<Sessions.ConversationResult>> = []
-      for (const conversation of schedule) {
-        const wait = start + conversation.startMs - (yield* Clock.currentTimeMillis)
-        if (wait > 0) yield* Effect.sleep(wait)
-        fibers.push(
-          yield* Effect.forkChild(Sessions.converse(realtime, conversation, { voiceId, modelId: model, outputFormat }))
-        )
-      }
-      const results = yield* Fiber.joinAll(fibers)
+      const results = yield* Sessions.sayAll(realtime, schedule, { voiceId, modelId: model, outputFormat })
       const stats = yield* simulator.stats
       return { results, stats }
     }).pipe(Effect.scoped, Random.withSeed(seed), Effect.withTracerEnabled(false))
 
-    const horizonMs = options.conversations.durationMs + 24 * 3_600_000
-    const outcome = yield* Effect.gen(function*() {
-      const fiber = yield* Effect.forkChild(body)
-      let advanced = 0
-      while (fiber.pollUnsafe() === undefined) {
-        if (advanced > horizonMs) {
-          yield* Fiber.interrupt(fiber)
-          return yield* new SimulationError({ message: "the sessions did not finish within a day after the run" })
-        }
-        yield* TestClock.adjust(Duration.minutes(1))
-        advanced += 60_000
-      }
-      return yield* Fiber.join(fiber)
-    }).pipe(Effect.provide(TestClock.layer({ warningDelay: "1 hour" })))
+    const outcome = yield* Runner.inVirtualTime(body, {
+      stepMs: 60_000,
+      horizonMs: options.conversations.durationMs + 24 * 3_600_000,
+      tooLong: "the sessions did not finish within a day after the run"
+    })
 
     const wallMs = (yield* Clock.currentTimeMillis) - wallStart
     return Sessions.summarize(outcome.results, {
