@@ -160,7 +160,10 @@ describe("LoadTest", () => {
       assert.strictEqual(json.http429.tooManyConcurrentRequests, 0)
       const bad = yield* run(["load-test", "--pattern", "wave"])
       assert.strictEqual(bad.code, 1)
-      assert.include(bad.stderr, "--pattern must be one of steady, ramp-up, burst, chaos, diurnal; got \"wave\"")
+      assert.include(
+        bad.stderr,
+        "--pattern must be one of steady, ramp-up, burst, chaos, diurnal, sessions; got \"wave\""
+      )
       const noRedis = yield* run(["load-test", "--processes", "2"])
       assert.strictEqual(noRedis.code, 1)
       assert.include(noRedis.stderr, "--processes N with --strategy resilient needs --redis-url")

@@ -147,7 +147,7 @@ describe("simulate command", () => {
       assert.strictEqual(err.status, 1)
       assert.include(
         err.stderr,
-        "simulate: --pattern must be one of steady, ramp-up, burst, chaos, diurnal; got \"zigzag\""
+        "simulate: --pattern must be one of steady, ramp-up, burst, chaos, diurnal, sessions; got \"zigzag\""
       )
     }
   })
