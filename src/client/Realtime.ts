@@ -328,6 +328,8 @@ export interface Ending {
   readonly reason?: string | undefined
   /** The error frame that came before the close, if any. */
   readonly error?: { readonly error: string | undefined; readonly message: string } | undefined
+  /** The `inactivity_timeout` the connection asked for, in seconds (an inactivity close reports it); default 20. */
+  readonly inactivitySeconds?: number | undefined
 }
 
 /**
@@ -355,7 +357,11 @@ export const classifyClose = (ending: Ending): ElevenLabsErrorReason => {
     case "system_busy":
       return new SystemBusy(base)
     case "input_timeout_exceeded":
-      return new Timeout({ ...base, phase: "inactivity", after: Duration.seconds(limits.inactivityDefaultSeconds) })
+      return new Timeout({
+        ...base,
+        phase: "inactivity",
+        after: Duration.seconds(ending.inactivitySeconds ?? limits.inactivityDefaultSeconds)
+      })
     case "max_active_conversations":
       return new InvalidRequest({ ...base, field: "context_id" })
     case "invalid_input_message":

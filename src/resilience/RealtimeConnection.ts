@@ -26,6 +26,8 @@ export interface ConnectionOptions {
   readonly apiKey: Redacted.Redacted<string>
   readonly openTimeout: Duration.Duration
   readonly operation: string
+  /** The `inactivity_timeout` asked for, in seconds (what an inactivity close reports). */
+  readonly inactivitySeconds: number
   /** Runs once the socket is open, with its writer (the init messages, the resend, the keep-alive fiber). */
   readonly onOpen: (write: Write) => Effect.Effect<void, never, Scope.Scope>
   readonly onMessage: Handle
@@ -69,6 +71,10 @@ const endingOf = (
 export const failureOf = (ending: Realtime.Ending): ElevenLabsError =>
   new ElevenLabsError({ reason: Realtime.classifyClose(ending) })
 
+/** The failure of an ending on a connection that asked for `inactivitySeconds`. */
+const failureAfter = (ending: Realtime.Ending, inactivitySeconds: number): ElevenLabsError =>
+  failureOf({ ...ending, inactivitySeconds })
+
 /**
  * Runs one connection until the session is complete (`"complete"`) or the connection ends otherwise (the
  * classified failure). Closing the scope closes the socket (a normal close from our side).
@@ -77,13 +83,15 @@ export const run = (
   options: ConnectionOptions
 ): Effect.Effect<"complete", ElevenLabsError, Socket.WebSocketConstructor> =>
   Effect.scoped(Effect.gen(function*() {
-    const { operation } = options
+    const { inactivitySeconds, operation } = options
     const socket = yield* Socket.makeWebSocket(options.url, {
       headers: { "xi-api-key": Redacted.value(options.apiKey) },
       openTimeout: options.openTimeout
     })
     const opened = yield* Effect.result(socket.reader)
-    if (Result.isFailure(opened)) return yield* Effect.fail(failureOf(endingOf(operation, opened.failure, undefined)))
+    if (Result.isFailure(opened)) {
+      return yield* Effect.fail(failureAfter(endingOf(operation, opened.failure, undefined), inactivitySeconds))
+    }
     const reader = opened.success
     const writer = yield* socket.writer
     const write: Write = (message) =>
@@ -100,12 +108,14 @@ export const run = (
       if (Result.isFailure(pulled)) {
         const ending = endingOf(operation, pulled.failure, lastError)
         if (ending.code === 1000 && lastError === undefined && options.cleanClose()) return "complete" as const
-        return yield* Effect.fail(failureOf(ending))
+        return yield* Effect.fail(failureAfter(ending, inactivitySeconds))
       }
       const frames = pulled.success
       if (frames === undefined) {
         // An error frame and no close within the grace: its code is the close.
-        return yield* Effect.fail(failureOf({ operation, code: lastError?.code ?? 1008, error: lastError }))
+        return yield* Effect.fail(
+          failureAfter({ operation, code: lastError?.code ?? 1008, error: lastError }, inactivitySeconds)
+        )
       }
       for (const frame of frames) {
         const message = Realtime.decodeServerMessage(textOf(frame))

@@ -1,12 +1,12 @@
 /**
  * One context of a real-time session (the only one on `stream-input`, one of up to five on
  * `multi-stream-input`): what it sent and had answered (`RealtimeLedger`), its audio queue, and its share of
- * the policies: the concurrency permit it holds while text is unanswered, and the quota reservations of what
- * it sent, committed as the server answers. Used by `RealtimeEngine.ts`.
+ * the policies: the concurrency permit it holds until the server is done with what it sent, and the quota
+ * reservations of what it sent, committed as the server answers. Used by `RealtimeEngine.ts`.
  *
  * @since 0.2.0
  */
-import { type Cause, Deferred, Effect, Exit, Queue, Scope, Semaphore } from "effect"
+import { type Cause, Deferred, Duration, Effect, Exit, Queue, Scope, Semaphore } from "effect"
 import type { ElevenLabsError } from "../client/Errors.ts"
 import type * as Realtime from "../client/Realtime.ts"
 import type * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
@@ -61,6 +61,10 @@ export class Ctx {
   /** The furthest position ever written, over every connection (what was written before is resent). */
   everWritten = 0
   resent = 0
+  /** Audio frames received for it (a quiet tail is one no frame followed, see `watchTail`). */
+  frames = 0
+  /** The `ledger.sent` at which the server was seen done with a whitespace tail it did not align. */
+  tailDoneAt = -1
   // ---- per connection (reset by `reset`) ----
   initSent = false
   written = 0
@@ -103,14 +107,14 @@ export const makeCtx = (id: string | undefined, voiceSettings: Realtime.VoiceSet
 /** Holds a permit of the pool for `ctx` (waits in the limiter's queue); nothing when it holds one. */
 export const ensurePermit = (account: Account, ctx: Ctx): Effect.Effect<void, ElevenLabsError> =>
   ctx.permitLock.withPermit(Effect.suspend(() => {
-    if (ctx.permit !== undefined || ctx.finished) return Effect.void
+    if (ctx.permit !== undefined || ctx.finished || ctx.abandoned) return Effect.void
     return Effect.flatMap(
       Scope.fork(account.scope),
       (scope) =>
         account.limiter.acquire({ key: account.keyId, pool: account.pool, lane: account.lane }).pipe(
           Scope.provide(scope),
           Effect.onExit((exit) =>
-            Exit.isSuccess(exit) && !ctx.finished ?
+            Exit.isSuccess(exit) && !ctx.finished && !ctx.abandoned ?
               Effect.sync(() => {
                 ctx.permit = scope
               }) :
@@ -123,17 +127,56 @@ export const ensurePermit = (account: Account, ctx: Ctx): Effect.Effect<void, El
   }))
 
 /**
- * Returns the permit when nothing sent is unanswered and no send is under way, or when no connection is
- * live (a reconnect's pause holds no permit); `force` (the context is finished) returns it in any case.
+ * Whether the server is done with everything `ctx` sent: nothing is unanswered, or only whitespace is and
+ * the server has shown it is done (a quiet tail, `watchTail`; the final message finishes the context). An
+ * abandoned context is done only at its final message or the connection's end.
+ */
+const done = (ctx: Ctx): boolean =>
+  !ctx.abandoned && (ctx.ledger.idle || (ctx.ledger.settled && ctx.tailDoneAt === ctx.ledger.sent))
+
+/**
+ * Returns the permit when the server is done with everything sent (`done`) and no send is under way, or
+ * when no connection is live (a reconnect's pause holds no permit); `force` (the context is finished)
+ * returns it in any case.
  */
 export const maybeRelease = (account: Account, ctx: Ctx, force = false): Effect.Effect<void> =>
   Effect.suspend(() => {
     const scope = ctx.permit
     if (scope === undefined) return Effect.void
     if (!force && ctx.sending > 0) return Effect.void
-    if (!force && account.connected() && !ctx.ledger.settled) return Effect.void
+    if (!force && account.connected() && !done(ctx)) return Effect.void
     ctx.permit = undefined
     return Scope.close(scope, Exit.void)
+  })
+
+/**
+ * How long a whitespace tail must go without a frame before the server counts as done with it: a
+ * generation's frames come back to back, so a second of silence after the last one means it ended (the
+ * server may never align a trailing space; the simulator always does, and never needs this).
+ */
+export const tailQuiet: Duration.Duration = Duration.seconds(1)
+
+/**
+ * After a frame that left only whitespace unanswered: if no frame follows within {@link tailQuiet} and
+ * nothing more is sent, the server is done with that tail and the permit goes back. Runs in the session's
+ * scope.
+ */
+export const watchTail = (account: Account, ctx: Ctx): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    if (ctx.permit === undefined || ctx.ledger.idle || !ctx.ledger.settled) return Effect.void
+    const frames = ctx.frames
+    const sent = ctx.ledger.sent
+    return Effect.asVoid(Effect.forkIn(
+      Effect.andThen(
+        Effect.sleep(tailQuiet),
+        Effect.suspend(() => {
+          if (ctx.frames !== frames || ctx.ledger.sent !== sent || !ctx.ledger.settled) return Effect.void
+          ctx.tailDoneAt = sent
+          return maybeRelease(account, ctx)
+        })
+      ),
+      account.scope
+    ))
   })
 
 // ============================================================================
@@ -184,6 +227,15 @@ export const commitAnswered = (ctx: Ctx): Effect.Effect<void> =>
     return Effect.forEach(due, (h) => Effect.andThen(h.reservation.commit(h.cost), Scope.close(h.scope, Exit.void)), {
       discard: true
     })
+  })
+
+/** Gives back the reservations of text never written on the live connection (an abandoned context's). */
+export const releaseUnwritten = (ctx: Ctx): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const unwritten = ctx.held.filter((h) => h.start >= ctx.written)
+    if (unwritten.length === 0) return Effect.void
+    ctx.held = ctx.held.filter((h) => h.start < ctx.written)
+    return Effect.forEach(unwritten, (h) => Scope.close(h.scope, Exit.void), { discard: true })
   })
 
 /** The context is over: commits what was answered of each reservation, gives the rest back. */

@@ -14,6 +14,10 @@
  *   `RetryPolicy.retry` (the stack's schedules, the retry budget); a connection that made progress (the
  *   server answered something, or it stayed open for an inactivity timeout) starts a fresh round, whose first
  *   pause is still the schedule's and still asks the budget.
+ * - A multi-context connection with no context that the server closes for inactivity is not a failure: it
+ *   stays closed until the next `openContext` (or `close`), then opens again (not counted as a reconnect).
+ * - `close_socket` is written only once every context has everything written and its end sent: the server
+ *   stops reading at `close_socket`, so text still waiting for a permit would be lost.
  *
  * @since 0.2.0
  */
@@ -32,10 +36,12 @@ import {
   ensurePermit,
   finish,
   maybeRelease,
-  settleAll
+  releaseUnwritten,
+  watchTail
 } from "./RealtimeContext.ts"
-import { isWhitespace, keepAliveDelay, keepAliveInterval } from "./RealtimeLedger.ts"
+import { isWhitespace } from "./RealtimeLedger.ts"
 import type { Settings } from "./RealtimeModel.ts"
+import { idleWatch, keepAlive } from "./RealtimeWatch.ts"
 import type { RetrySettings } from "./ResilientOptions.ts"
 import type * as RetryBudget from "./RetryBudget.ts"
 import * as RetryPolicy from "./RetryPolicy.ts"
@@ -52,8 +58,14 @@ export interface EngineOptions {
   readonly breaker: Breaker.Breaker["Service"] | undefined
 }
 
-/** How one round of connections ended: the session is complete, or a healthy connection dropped. */
-type Round = { readonly _tag: "Complete" } | { readonly _tag: "Dropped"; readonly error: ElevenLabsError }
+/**
+ * How one round of connections ended: the session is complete, a healthy connection dropped, or an idle
+ * multi-context connection (no context) was closed for inactivity.
+ */
+type Round =
+  | { readonly _tag: "Complete" }
+  | { readonly _tag: "Dropped"; readonly error: ElevenLabsError }
+  | { readonly _tag: "Idle" }
 
 const complete: Round = { _tag: "Complete" }
 
@@ -69,6 +81,14 @@ export class Engine {
   readonly fatal = Deferred.makeUnsafe<never, ElevenLabsError>()
   write: Connection.Write | undefined = undefined
   connected = false
+  /** Fails the live connection from outside its reader (the read-idle bound). */
+  abort: Deferred.Deferred<never, ElevenLabsError> | undefined = undefined
+  /** The last frame from the server, or the last flush or end written (the read-idle bound counts from it). */
+  lastSignAt = 0
+  /** Completed by `openContext` or `close` while an idle multi-context connection is closed. */
+  wake: Deferred.Deferred<void> | undefined = undefined
+  /** The next connection re-opens an idle one: not a reconnect. */
+  reopen = false
   /** Multi-context: `close` was asked, and `close_socket` written on this connection. */
   closing = false
   closeSent = false
@@ -161,6 +181,7 @@ const pumpCtx = Effect.fnUntraced(function*(engine: Engine, ctx: Ctx, write: Con
   if (ctx.flushAt > ctx.flushedAt && ctx.written >= ctx.flushAt && (yield* write(Realtime.flush(id)))) {
     ctx.flushedAt = ctx.flushAt
     ctx.lastWriteAt = now
+    engine.lastSignAt = now
   }
   if (ctx.ended && !ctx.endSent && ctx.written >= sent) {
     const ok = id === undefined
@@ -169,6 +190,7 @@ const pumpCtx = Effect.fnUntraced(function*(engine: Engine, ctx: Ctx, write: Con
     if (ok) {
       ctx.endSent = true
       ctx.lastWriteAt = now
+      engine.lastSignAt = now
     }
   }
 })
@@ -182,33 +204,38 @@ export const pump = (engine: Engine): Effect.Effect<void> =>
     for (const ctx of engine.contexts.values()) {
       if (!ctx.finished) yield* pumpCtx(engine, ctx, write, now)
     }
-    if (engine.closing && !engine.closeSent && (yield* write(Realtime.closeSocket))) engine.closeSent = true
+    // Every context written to its end first (an ended context has all its text written: see pumpCtx).
+    if (
+      engine.closing && !engine.closeSent && engine.liveContexts().every((c) => c.endSent) &&
+      (yield* write(Realtime.closeSocket))
+    ) engine.closeSent = true
   }))
 
-/** Sends a keep-alive for each context silent for half the inactivity timeout, until the connection ends. */
-const keepAlive = (engine: Engine): Effect.Effect<never> => {
-  const interval = keepAliveInterval(engine.options.settings.inactivityMillis)
-  const silent = () => engine.liveContexts().filter((c) => c.initSent && !c.endSent && !c.abandoned)
-  const tick = Effect.gen(function*() {
-    const now = yield* Clock.currentTimeMillis
-    const live = silent()
-    const delay = live.length === 0
-      ? interval
-      : Math.min(...live.map((c) => keepAliveDelay(c.lastWriteAt, now, interval)))
-    if (delay > 0) return yield* Effect.sleep(Duration.millis(delay))
-    yield* engine.wireLock.withPermit(Effect.gen(function*() {
-      const write = engine.write
-      if (write === undefined) return
-      const at = yield* Clock.currentTimeMillis
-      for (const c of silent()) {
-        if (keepAliveDelay(c.lastWriteAt, at, interval) === 0 && (yield* write(Realtime.keepAlive(c.id)))) {
-          c.lastWriteAt = at
-        }
+/**
+ * A context whose scope closed before its final message: `close_context` (no flush), its audio ended. The
+ * server still finishes the generations it started, so the context keeps its permit (when text it wrote is
+ * unanswered) and the reservations of the text it wrote until its final message or the connection's end;
+ * the reservations of text never written go back now. It counts as open until then (the server frees the
+ * slot at its final). With nothing of it at the server (no connection, or its init not yet written), it is
+ * over at once.
+ */
+export const abandon = (engine: Engine, ctx: Ctx): Effect.Effect<void> =>
+  Effect.andThen(
+    engine.wireLock.withPermit(Effect.suspend(() => {
+      if (ctx.finished || ctx.abandoned) return Effect.void
+      ctx.abandoned = true
+      Queue.endUnsafe(ctx.audio)
+      Deferred.doneUnsafe(ctx.final, Exit.void)
+      const { account } = engine
+      if (!engine.connected || !ctx.initSent) {
+        engine.retire(ctx)
+        return finish(account, ctx, Exit.void)
       }
-    }))
-  })
-  return Effect.forever(tick)
-}
+      const generating = !ctx.ledger.whitespaceTo(ctx.written)
+      return Effect.andThen(releaseUnwritten(ctx), generating ? Effect.void : maybeRelease(account, ctx, true))
+    })),
+    pump(engine)
+  )
 
 // ============================================================================
 // Reading
@@ -218,37 +245,73 @@ const keepAlive = (engine: Engine): Effect.Effect<never> => {
 const contextOf = (engine: Engine, contextId: string | undefined): Ctx | undefined =>
   engine.multi ? (contextId === undefined ? undefined : engine.contexts.get(contextId)) : engine.contexts.get("")
 
-/** A context's final message: everything it sent is answered; it is done (and its slot free). */
-const finalOf = (engine: Engine, ctx: Ctx): Effect.Effect<void> =>
+const proceed = Effect.succeed("continue" as const)
+
+/**
+ * A context's final message: the server has answered everything it was given, which is everything written
+ * on this connection and never more (`ledger.answerTo`). The context is then done (its slot free at the
+ * server). Should the server end a context before all its text was written (text waiting for a permit), the
+ * context is opened again on this connection and the rest written there.
+ */
+const finalOf = (engine: Engine, ctx: Ctx): Effect.Effect<"continue" | "complete"> =>
   Effect.suspend(() => {
-    if (!ctx.abandoned) ctx.ledger.answerAll()
+    if (!ctx.abandoned) {
+      ctx.ledger.answerTo(ctx.written)
+      if (!ctx.ledger.idle) {
+        ctx.initSent = false
+        ctx.endSent = false
+        ctx.flushedAt = ctx.ledger.answered
+        return Effect.andThen(Effect.andThen(commitAnswered(ctx), pump(engine)), proceed)
+      }
+    }
     if (engine.multi) engine.retire(ctx)
-    return Effect.andThen(commitAnswered(ctx), finish(engine.account, ctx, Exit.void))
+    return commitAnswered(ctx).pipe(
+      Effect.andThen(finish(engine.account, ctx, Exit.void)),
+      Effect.andThen(engine.closing ? pump(engine) : Effect.void),
+      Effect.map(() =>
+        !engine.multi || (engine.closing && engine.liveContexts().length === 0)
+          ? "complete" as const
+          : "continue" as const
+      )
+    )
   })
+
+/** An audio frame: to the context's queue (not an abandoned one's), its characters answered. */
+const audioOf = (
+  engine: Engine,
+  ctx: Ctx,
+  message: Extract<Realtime.ServerMessage, { readonly _tag: "Audio" }>,
+  progress: () => void
+): Effect.Effect<"continue"> => {
+  ctx.frames++
+  if (!ctx.abandoned) {
+    Queue.offerUnsafe(ctx.audio, {
+      audio: message.audio,
+      alignment: message.alignment,
+      normalizedAlignment: message.normalizedAlignment,
+      contextId: message.contextId
+    })
+  }
+  const chars = message.alignment?.chars
+  const answered = chars === undefined ? 0 : ctx.ledger.answer(chars)
+  if (answered > 0) progress()
+  if (ctx.abandoned) return answered > 0 ? Effect.andThen(commitAnswered(ctx), proceed) : proceed
+  const { account } = engine
+  return commitAnswered(ctx).pipe(
+    Effect.andThen(maybeRelease(account, ctx)),
+    Effect.andThen(watchTail(account, ctx)),
+    Effect.andThen(proceed)
+  )
+}
 
 /** What the reader does with a message; `progress` is told when the server answered something. */
 const handle = (engine: Engine, progress: () => void): Connection.Handle => (message) =>
-  Effect.suspend(() => {
+  Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    engine.lastSignAt = now
     const ctx = contextOf(engine, message.contextId)
-    if (ctx === undefined || ctx.finished) return Effect.succeed("continue" as const)
-    if (message._tag === "Audio") {
-      if (ctx.abandoned) return Effect.succeed("continue" as const)
-      Queue.offerUnsafe(ctx.audio, {
-        audio: message.audio,
-        alignment: message.alignment,
-        normalizedAlignment: message.normalizedAlignment,
-        contextId: message.contextId
-      })
-      const chars = message.alignment?.chars
-      if (chars === undefined || ctx.ledger.answer(chars) === 0) return Effect.succeed("continue" as const)
-      progress()
-      return Effect.as(Effect.andThen(commitAnswered(ctx), maybeRelease(engine.account, ctx)), "continue" as const)
-    }
-    if (message._tag !== "Final") return Effect.succeed("continue" as const)
-    return Effect.map(finalOf(engine, ctx), () =>
-      !engine.multi || (engine.closing && engine.liveContexts().length === 0)
-        ? "complete" as const
-        : "continue" as const)
+    if (ctx === undefined || ctx.finished) return proceed
+    if (message._tag === "Audio") return audioOf(engine, ctx, message, progress)
+    return message._tag === "Final" ? finalOf(engine, ctx) : proceed
   })
 
 /** Whether a normal close now is the session's clean end. */
@@ -263,31 +326,46 @@ const cleanClose = (engine: Engine) => (): boolean => {
 // ============================================================================
 
 /**
+ * The contexts the caller abandoned that waited for their final: the server's context went with the
+ * connection, so they are over (their permit and reservations settled).
+ */
+const dropAbandoned = (engine: Engine): Effect.Effect<void> =>
+  Effect.forEach([...engine.contexts.values()], (ctx) => {
+    if (!ctx.abandoned || ctx.finished || ctx.id === undefined) return Effect.void
+    engine.retire(ctx)
+    return finish(engine.account, ctx, Exit.void)
+  }, { discard: true })
+
+/**
  * A connection is open: it becomes the live one, every context starts again from its first unanswered
  * character (contexts the caller abandoned are dropped), the permits for the unanswered text are taken again
- * (each in its own fiber, so one waiting context does not hold back another), and the keep-alives start.
- * When the connection ends, permits are returned (a reconnect's pause holds none).
+ * (each in its own fiber, so one waiting context does not hold back another), and the keep-alives and the
+ * read-idle bound start. When the connection ends, permits are returned (a reconnect's pause holds none) and
+ * abandoned contexts are over.
  */
 const onOpen = (engine: Engine) => (write: Connection.Write): Effect.Effect<void, never, Scope.Scope> =>
   Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
+    const abort = engine.abort
     yield* engine.wireLock.withPermit(Effect.gen(function*() {
-      for (const ctx of engine.contexts.values()) {
-        if (ctx.abandoned && ctx.id !== undefined) {
-          engine.retire(ctx)
-          yield* finish(engine.account, ctx, Exit.void)
-        } else ctx.reset(now)
-      }
+      yield* dropAbandoned(engine)
+      for (const ctx of engine.contexts.values()) ctx.reset(now)
       engine.closeSent = false
       engine.write = write
       engine.connected = true
       engine.opened = now
+      engine.lastSignAt = now
     }))
     yield* Effect.addFinalizer(() =>
       engine.wireLock.withPermit(Effect.suspend(() => {
         engine.write = undefined
         engine.connected = false
-        return Effect.forEach(engine.contexts.values(), (ctx) => maybeRelease(engine.account, ctx), { discard: true })
+        return Effect.andThen(
+          dropAbandoned(engine),
+          Effect.forEach([...engine.contexts.values()], (ctx) => maybeRelease(engine.account, ctx), {
+            discard: true
+          })
+        )
       }))
     )
     Deferred.doneUnsafe(engine.ready, Exit.void)
@@ -301,6 +379,8 @@ const onOpen = (engine: Engine) => (write: Connection.Write): Effect.Effect<void
       )
     }
     if (engine.options.settings.options.keepAlive !== false) yield* Effect.forkScoped(keepAlive(engine))
+    const idleMillis = engine.options.settings.idleMillis
+    if (idleMillis !== undefined && abort !== undefined) yield* Effect.forkScoped(idleWatch(engine, idleMillis, abort))
   })
 
 /** One connection, from its handshake to its end: the session's end, a healthy drop, or a failure. */
@@ -308,37 +388,44 @@ const connectOnce = (engine: Engine): Effect.Effect<Round, ElevenLabsError, Sock
   Effect.suspend(() => {
     const { settings } = engine.options
     const number = engine.connections++
+    const fresh = number === 0 || engine.reopen
+    engine.reopen = false
     let progressed = false
+    const abort = Deferred.makeUnsafe<never, ElevenLabsError>()
+    engine.abort = abort
     const run = Connection.run({
       url: engine.options.url,
       apiKey: engine.options.apiKey,
       openTimeout: engine.options.openTimeout,
       operation: settings.operation,
+      inactivitySeconds: Math.round(settings.inactivityMillis / 1000),
       onOpen: onOpen(engine),
       onMessage: handle(engine, () => {
         progressed = true
       }),
       cleanClose: cleanClose(engine)
     })
-    const connection = Effect.raceFirst(run, Deferred.await(engine.fatal)).pipe(
-      Effect.as(complete),
-      Effect.catch((error) =>
-        Effect.gen(function*() {
-          const reason = error.reason
-          if (reason._tag === "ConcurrencyLimited") {
-            const { account } = engine
-            yield* account.limiter.onConcurrencyLimited(account.keyId, account.pool, reason.limit)
-          }
-          const now = yield* Clock.currentTimeMillis
-          const healthy = progressed || (engine.opened > 0 && now - engine.opened >= settings.inactivityMillis)
-          engine.opened = 0
-          return isRetryable(reason) && healthy
-            ? { _tag: "Dropped", error } satisfies Round
-            : yield* Effect.fail(error)
-        })
+    const connection = Effect.raceFirst(Effect.raceFirst(run, Deferred.await(engine.fatal)), Deferred.await(abort))
+      .pipe(
+        Effect.as(complete),
+        Effect.catch((error) =>
+          Effect.gen(function*() {
+            const reason = error.reason
+            if (isIdle(engine, error)) return { _tag: "Idle" } satisfies Round
+            if (reason._tag === "ConcurrencyLimited") {
+              const { account } = engine
+              yield* account.limiter.onConcurrencyLimited(account.keyId, account.pool, reason.limit)
+            }
+            const now = yield* Clock.currentTimeMillis
+            const healthy = progressed || (engine.opened > 0 && now - engine.opened >= settings.inactivityMillis)
+            engine.opened = 0
+            return isRetryable(reason) && healthy
+              ? { _tag: "Dropped", error } satisfies Round
+              : yield* Effect.fail(error)
+          })
+        )
       )
-    )
-    if (number === 0) return connection
+    if (fresh) return connection
     engine.reconnects++
     const resentBefore = resentOf(engine)
     return connection.pipe(
@@ -360,6 +447,35 @@ const connectOnce = (engine: Engine): Effect.Effect<Round, ElevenLabsError, Sock
 
 /** Characters resent over the session. */
 export const resentOf = (engine: Engine): number => engine.resent
+
+/** A multi-context connection with no context, closed by the server for inactivity: not a failure. */
+const isIdle = (engine: Engine, error: ElevenLabsError): boolean =>
+  engine.multi && !engine.closing && error.reason._tag === "Timeout" && error.reason.phase === "inactivity" &&
+  engine.liveContexts().length === 0
+
+/**
+ * After an idle close: waits for a context to open (`true`: connect again) or for `close` with none open
+ * (`false`: the session's clean end).
+ */
+const awaitWork = (engine: Engine): Effect.Effect<boolean> =>
+  Effect.gen(function*() {
+    while (true) {
+      if (engine.liveContexts().length > 0) {
+        engine.reopen = true
+        return true
+      }
+      if (engine.closing) return false
+      const wake = Deferred.makeUnsafe<void>()
+      engine.wake = wake
+      yield* Deferred.await(wake)
+      engine.wake = undefined
+    }
+  })
+
+/** Wakes an idle multi-context session (a context was opened, or `close` asked). */
+export const wakeUp = (engine: Engine): void => {
+  if (engine.wake !== undefined) Deferred.doneUnsafe(engine.wake, Exit.void)
+}
 
 // ============================================================================
 // The session's run
@@ -404,7 +520,10 @@ const connections = (engine: Engine): Effect.Effect<void, ElevenLabsError, Socke
     while (true) {
       const ended = yield* round(previous)
       if (ended._tag === "Complete") return
-      previous = ended.error
+      if (ended._tag === "Idle") {
+        previous = undefined
+        if (!(yield* awaitWork(engine))) return
+      } else previous = ended.error
     }
   })
 }
@@ -434,5 +553,3 @@ const conclude = (engine: Engine, exit: Exit.Exit<void, ElevenLabsError>): Effec
 /** Runs the session to its ending (and concludes it however it ends, interruption included). */
 export const run = (engine: Engine): Effect.Effect<void, ElevenLabsError, Socket.WebSocketConstructor> =>
   Effect.onExit(connections(engine), (exit) => conclude(engine, exit))
-
-export { settleAll }

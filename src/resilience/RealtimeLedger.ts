@@ -56,9 +56,27 @@ export class Ledger {
     return this.unmatchedCount
   }
 
-  /** Whether everything sent is answered, a whitespace tail aside (the server need not align it). */
+  /** Whether everything sent is answered. */
+  get idle(): boolean {
+    return this.pending.length === 0
+  }
+
+  /**
+   * Whether everything sent is answered, a whitespace tail aside (the server need not align it). A context
+   * in this state may still be generating (its last frame may carry that whitespace): see
+   * `RealtimeContext.maybeRelease` for when its permit goes back.
+   */
   get settled(): boolean {
     return this.pending.every(isWhitespace)
+  }
+
+  /** Whether every unanswered code point before the absolute position `to` is whitespace. */
+  whitespaceTo(to: number): boolean {
+    const n = Math.min(this.pending.length, to - this.answeredCount)
+    for (let i = 0; i < n; i++) {
+      if (!isWhitespace(this.pending[i]!)) return false
+    }
+    return true
   }
 
   /** Appends sent text; returns the number of code points it added. */
@@ -109,11 +127,14 @@ export class Ledger {
     return this.answeredCount - before
   }
 
-  /** Marks everything sent as answered (the server's final message for the context); returns the count. */
-  answerAll(): number {
-    const n = this.pending.length
+  /**
+   * Marks what was sent before the absolute position `to` as answered (the server's final message for the
+   * context answers what it was given: everything written on the connection, never more); returns the count.
+   */
+  answerTo(to: number): number {
+    const n = Math.max(0, Math.min(this.pending.length, to - this.answeredCount))
     this.answeredCount += n
-    this.pending = []
+    this.pending = n === 0 ? this.pending : this.pending.slice(n)
     return n
   }
 }

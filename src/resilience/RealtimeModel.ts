@@ -41,6 +41,12 @@ export interface SessionOptions {
   readonly inactivityTimeout?: Duration.Input | undefined
   /** Send keep-alives after half the inactivity timeout of silence. Default `true`. */
   readonly keepAlive?: boolean | undefined
+  /**
+   * The read-idle bound: while audio is awaited (a context ended, or flushed text not yet spoken), a
+   * connection with no frame from the server for this long fails as `Timeout` (phase `idle`), and so
+   * reconnects and resends. Default 30 seconds; `false` waits for ever.
+   */
+  readonly idleTimeout?: Duration.Input | false | undefined
   /** The limiter's lane for the session's permits. Default `"default"`. */
   readonly lane?: Lane | undefined
   readonly languageCode?: string | undefined
@@ -78,6 +84,7 @@ export interface Speaker {
    * Sends text (normalized: it ends with one space). Waits for the quota reservation and the concurrency
    * permit (the text stays here meanwhile); fails with the refusal (`InsufficientQuota`, `QuotaExhausted`,
    * `QueueFull`, `QueueTimeout`) without ending the session, or with the session's failure once it failed.
+   * Text that is only whitespace is nothing to speak: it is dropped (no reservation, no permit).
    */
   readonly send: (text: string) => Effect.Effect<void, ElevenLabsError>
   /** Asks the server to generate everything buffered now. */
@@ -108,6 +115,7 @@ export interface MultiSession {
   /**
    * Opens a context (a generated id when none is given); it is closed when its scope closes, if `end` has not
    * closed it first. A sixth open context fails with `InvalidRequest` (field `context_id`), with nothing sent.
+   * `voiceSettings` (default the session's) go in the context's own init: the server fixes them per context.
    */
   readonly openContext: (
     contextId?: string | undefined,
@@ -115,7 +123,10 @@ export interface MultiSession {
   ) => Effect.Effect<Context, ElevenLabsError, Scope.Scope>
   /** Contexts open now. */
   readonly contexts: Effect.Effect<ReadonlyArray<string>>
-  /** Ends every open context, closes the connection (`close_socket`) and waits for a clean end. */
+  /**
+   * Ends every open context, writes what each has not written yet (text waiting for a permit included) and
+   * its end, then closes the connection (`close_socket`) and waits for a clean end.
+   */
   readonly close: Effect.Effect<void, ElevenLabsError>
   readonly reconnects: Effect.Effect<number>
 }
@@ -142,8 +153,13 @@ export interface Settings {
   readonly voiceId: string
   readonly modelId: string
   readonly inactivityMillis: number
+  /** The read-idle bound, `undefined` when there is none. */
+  readonly idleMillis: number | undefined
   readonly options: SessionOptions
 }
+
+/** The default read-idle bound (`SessionOptions.idleTimeout`). */
+export const defaultIdleTimeout: Duration.Duration = Duration.seconds(30)
 
 const refuse = (operation: string, field: string, message: string) =>
   new ElevenLabsError({ reason: new InvalidRequest({ operation, field, message }) })
@@ -170,9 +186,17 @@ export const settingsOf = (kind: Realtime.Kind, options: SessionOptions): Settin
   ) {
     return refuse(operation, "chunk_length_schedule", "chunkSchedule items must be integers from 50 to 500.")
   }
+  let idleMillis: number | undefined
+  if (options.idleTimeout !== false) {
+    const idle = Option.getOrUndefined(Duration.fromInput(options.idleTimeout ?? defaultIdleTimeout))
+    idleMillis = idle === undefined ? Number.NaN : Duration.toMillis(idle)
+    if (!(idleMillis > 0 && Number.isFinite(idleMillis))) {
+      return refuse(operation, "idleTimeout", "idleTimeout must be a positive, finite duration (or false).")
+    }
+  }
   // The query takes whole seconds.
   const inactivityMillis = Math.max(1, Math.round(seconds)) * 1000
-  return { kind, operation, voiceId: options.voiceId, modelId, inactivityMillis, options }
+  return { kind, operation, voiceId: options.voiceId, modelId, inactivityMillis, idleMillis, options }
 }
 
 /** The socket URL of a session: the base URL's host with `ws(s)`, the path and the query (never the key). */

@@ -9,8 +9,9 @@
  * **Details**
  *
  * - Concurrency: a context holds one permit of the model's pool while it has text sent and not yet answered
- *   (spoken, by the alignment), and returns it once everything sent is answered; the next send takes one
- *   again. A send waits for it (the text stays here meanwhile).
+ *   (spoken, by the alignment), and returns it once the server is done with everything sent (answered, or a
+ *   whitespace tail after its final or a quiet second); the next send takes one again. A send waits for it
+ *   (the text stays here meanwhile). An abandoned context keeps it until its final message.
  * - Quota: each send reserves the credits of its characters (`Validation.characterCount`, the model's
  *   multiplier); what is answered is committed, what is not when the session ends is given back.
  * - Breaker: an open circuit refuses to open a session (`CircuitOpen`); a session that fails (after its
@@ -18,7 +19,10 @@
  * - Reconnects: a drop or a retryable close (`Realtime.classifyClose`, `Errors.reasonPolicies`) reconnects
  *   with the stack's retry schedules and budget, sends the init again (and re-opens the contexts) and
  *   resends exactly the unanswered text. Audio already delivered stays delivered.
- * - Keep-alive: after half the inactivity timeout of silence.
+ * - Keep-alive: after half the inactivity timeout of silence (on `multi-stream-input`, also for contexts
+ *   waiting for their final). A multi-context socket with no context closed for inactivity is opened again
+ *   at the next `openContext`. A read-idle bound (`idleTimeout`) fails a connection that sends nothing while
+ *   audio is awaited.
  * - One ending: a clean end, or one `ElevenLabsError` (every ending through `classifyClose`). Closing the
  *   scope (or interrupting the caller) closes the socket and returns the permits and reservations.
  * - The API key is sent only in the `xi-api-key` header of the handshake.
@@ -41,7 +45,7 @@
  *
  * @since 0.2.0
  */
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Queue, Scope, Stream, Tracer } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Scope, Stream, Tracer } from "effect"
 import { Socket } from "effect/socket"
 import { defaultBaseUrl } from "../client/ElevenLabs.ts"
 import { CircuitOpen, ElevenLabsError, InvalidRequest } from "../client/Errors.ts"
@@ -52,8 +56,9 @@ import * as Spans from "../telemetry/Spans.ts"
 import * as Breaker from "./Breaker.ts"
 import type { Policies } from "./PipelinePolicies.ts"
 import { poolOfModel } from "./Plans.ts"
-import { type Account, type Ctx, ensurePermit, makeCtx, maybeRelease, reserve, settleAll } from "./RealtimeContext.ts"
-import { Engine, pump, resentOf, run } from "./RealtimeEngine.ts"
+import { type Account, type Ctx, ensurePermit, makeCtx, maybeRelease, reserve } from "./RealtimeContext.ts"
+import { abandon, Engine, pump, resentOf, run, wakeUp } from "./RealtimeEngine.ts"
+import { isWhitespace } from "./RealtimeLedger.ts"
 import * as Model from "./RealtimeModel.ts"
 import type { Connector, ConnectorOptions, SessionOptions, SpeechStats } from "./RealtimeModel.ts"
 import { Resilience } from "./Resilient.ts"
@@ -105,7 +110,7 @@ const bounded = <A>(engine: Engine, step: Effect.Effect<A, ElevenLabsError>, wha
 const speakerOf = (engine: Engine, ctx: Ctx, ended: Effect.Effect<void, ElevenLabsError>): Model.Speaker => {
   const account = engine.account
   const open = (what: string) =>
-    Effect.suspend(() => (ctx.ended || ctx.finished || engine.outcome !== undefined
+    Effect.suspend(() => (ctx.ended || ctx.abandoned || ctx.finished || engine.outcome !== undefined
       ? failWith(endedError(engine, what))
       : Effect.void)
     )
@@ -113,7 +118,8 @@ const speakerOf = (engine: Engine, ctx: Ctx, ended: Effect.Effect<void, ElevenLa
     ctx.sendLock.withPermit(Effect.gen(function*() {
       yield* open("send")
       const normalized = Realtime.normalizeText(text)
-      if (normalized.length === 0) return
+      // Nothing to speak (whitespace alone would go out as a keep-alive): no reservation, no permit.
+      if ([...normalized].every(isWhitespace)) return
       // Counted as sending from before its reservation until its text is appended: the permit is kept for it.
       yield* Effect.acquireUseRelease(
         Effect.sync(() => ctx.sending++),
@@ -306,6 +312,7 @@ const openMulti = (connector: ConnectorOptions, policies: RealtimePolicies) => (
         engine.contexts.set(id, ctx)
         engine.contextsOpened++
         yield* Effect.addFinalizer(() => abandon(engine, ctx))
+        wakeUp(engine)
         yield* pump(engine)
         return { contextId: id, ...speakerOf(engine, ctx, Deferred.await(ctx.final)) }
       })
@@ -313,36 +320,25 @@ const openMulti = (connector: ConnectorOptions, policies: RealtimePolicies) => (
       openContext,
       contexts: Effect.sync(() => engine.liveContexts().filter((c) => !c.abandoned).map((c) => c.id!)),
       close: Effect.gen(function*() {
-        if (engine.outcome === undefined) {
-          for (const ctx of engine.contexts.values()) ctx.ended = true
+        if (engine.outcome === undefined && !engine.closing) {
+          // No context opens from now on; each ends once its send under way is appended (its sendLock), and
+          // `close_socket` goes out only once every context has all its text written and its end sent.
           engine.closing = true
+          wakeUp(engine)
+          yield* Effect.forEach(
+            [...engine.contexts.values()],
+            (ctx) =>
+              ctx.sendLock.withPermit(Effect.sync(() => {
+                ctx.ended = true
+              })).pipe(Effect.andThen(pump(engine))),
+            { concurrency: "unbounded", discard: true }
+          )
           yield* pump(engine)
         }
         return yield* Deferred.await(engine.done)
       }),
       reconnects: Effect.sync(() => engine.reconnects)
     }
-  })
-
-/**
- * A context whose scope closed before its final message: it is closed at the server (`close_context`, no
- * flush), its audio ends, its permit and unanswered reservations are given back. It still counts as open
- * until the server's final message for it (the server frees the slot then).
- */
-const abandon = (engine: Engine, ctx: Ctx): Effect.Effect<void> =>
-  Effect.suspend(() => {
-    if (ctx.finished || ctx.abandoned) return Effect.void
-    ctx.abandoned = true
-    return Effect.andThen(
-      Effect.andThen(settleAll(engine.account, ctx), maybeRelease(engine.account, ctx, true)),
-      Effect.andThen(
-        Effect.sync(() => {
-          Queue.endUnsafe(ctx.audio)
-          Deferred.doneUnsafe(ctx.final, Exit.void)
-        }),
-        pump(engine)
-      )
-    )
   })
 
 // ============================================================================

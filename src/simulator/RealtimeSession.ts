@@ -16,7 +16,14 @@
  *   `context_id` (the multi-context keep-alive) are never spoken: they reset the
  *   inactivity timer only. Any client message resets it.
  * - `voice_settings` and `generation_config` are fixed by the first message of
- *   the connection: a later message may repeat them, not change them (1008).
+ *   each context (on `stream-input`, of the connection): a later message to
+ *   that context may repeat them, not change them (1008). Contexts of one
+ *   socket may have settings of their own (the multi-context guide and the
+ *   AsyncAPI example open a context "with different settings").
+ * - The inactivity timer does not run while a generation is queued or running
+ *   (a client waiting for the audio it asked for has no input to send): it
+ *   counts from the later of the last message and the end of the last
+ *   generation.
  * - The first ending wins; the workers are then interrupted (their slots given
  *   back, the characters already sent charged), and the ending goes out: an
  *   error frame then the close, a close alone, or a drop.
@@ -103,6 +110,10 @@ interface Context {
   buffer: string
   step: number
   closing: boolean
+  /** The settings its first message fixed (canonical JSON; `undefined`: none). */
+  readonly voiceSettings: string | undefined
+  readonly generationConfig: string | undefined
+  readonly schedule: ReadonlyArray<number>
   readonly jobs: Queue.Queue<Job>
   readonly finished: Deferred.Deferred<void>
 }
@@ -116,12 +127,11 @@ interface Session {
   readonly contexts: Map<string, Context>
   setup: Setup | undefined
   billing: Generation.Billing | undefined
-  first: boolean
-  voiceSettings: string | undefined
-  generationConfig: string | undefined
-  schedule: ReadonlyArray<number>
   inputEnded: boolean
+  /** The last client message, or the end of the last generation (the inactivity timer counts from it). */
   lastActivity: number
+  /** Generations queued or running, over every context (the inactivity timer waits while there are any). */
+  generating: number
   timer: Fiber.Fiber<unknown, unknown> | undefined
 }
 
@@ -222,6 +232,7 @@ const worker = (session: Session, context: Context): Effect.Effect<void> =>
         billing: session.billing!,
         send: (frame) => sendFrame(session, "audio", frame)
       })
+      if (--session.generating === 0) session.lastActivity = yield* Clock.currentTimeMillis
       if (ending._tag === "Refused") return yield* refuse(session, ending, context.id)
       if (ending._tag === "Fault") {
         return yield* ending.fault === "drop"
@@ -231,8 +242,8 @@ const worker = (session: Session, context: Context): Effect.Effect<void> =>
     }
   })
 
-/** A new context (its worker started). */
-const open = (session: Session, id: string | undefined) =>
+/** A new context (its worker started), with the settings of its first message, `msg`. */
+const open = (session: Session, id: string | undefined, msg: Message) =>
   Effect.gen(function*() {
     const context: Context = {
       key: id ?? defaultKey,
@@ -240,6 +251,9 @@ const open = (session: Session, id: string | undefined) =>
       buffer: "",
       step: 0,
       closing: false,
+      voiceSettings: canonical(msg.voiceSettings),
+      generationConfig: canonical(msg.generationConfig),
+      schedule: msg.schedule ?? Realtime.limits.chunkSchedule,
       jobs: yield* Queue.unbounded<Job>(),
       finished: yield* Deferred.make<void>()
     }
@@ -250,24 +264,26 @@ const open = (session: Session, id: string | undefined) =>
     return context
   })
 
-const generate = (context: Context, text: string) => {
-  if (text.length > 0) Queue.offerUnsafe(context.jobs, { _tag: "Generate", text })
+const generate = (session: Session, context: Context, text: string) => {
+  if (text.length === 0) return
+  session.generating++
+  Queue.offerUnsafe(context.jobs, { _tag: "Generate", text })
 }
 
 /** Everything buffered, now (a flush, end of input, `close_socket`). */
 const flush = (session: Session, context: Context) => {
   if (context.buffer.length === 0) return
-  generate(context, context.buffer)
+  generate(session, context, context.buffer)
   context.buffer = ""
-  context.step = Math.min(context.step + 1, session.schedule.length - 1)
+  context.step = Math.min(context.step + 1, context.schedule.length - 1)
 }
 
 /** Cuts the buffer at its last word boundary into a generation. */
 const cut = (session: Session, context: Context) => {
   const at = Generation.wordCut(context.buffer)
-  generate(context, context.buffer.slice(0, at))
+  generate(session, context, context.buffer.slice(0, at))
   context.buffer = context.buffer.slice(at)
-  context.step = Math.min(context.step + 1, session.schedule.length - 1)
+  context.step = Math.min(context.step + 1, context.schedule.length - 1)
 }
 
 /** Starts the generations the buffer calls for: auto mode, `try_trigger_generation`, the chunk schedule. */
@@ -275,7 +291,7 @@ const trigger = (session: Session, context: Context, tryTrigger: boolean) => {
   if (context.buffer.length === 0) return
   if (session.query.autoMode) return cut(session, context)
   if (tryTrigger && characterCount(context.buffer) >= Realtime.limits.chunkMin) cut(session, context)
-  while (context.buffer.length > 0 && characterCount(context.buffer) >= session.schedule[context.step]!) {
+  while (context.buffer.length > 0 && characterCount(context.buffer) >= context.schedule[context.step]!) {
     cut(session, context)
   }
 }
@@ -299,9 +315,32 @@ const endInput = (session: Session) =>
 // Messages
 // ============================================================================
 
+/**
+ * The settings rule: fixed by a context's first message (see `open`), then repeated or left out. `false`
+ * when broken (the connection is then closed).
+ */
+const settingsKept = (session: Session, context: Context, msg: Message) =>
+  Effect.gen(function*() {
+    if (msg.voiceSettings !== undefined && canonical(msg.voiceSettings) !== context.voiceSettings) {
+      yield* closeOnly(session, "voice_settings_changed", Realtime.serverMessages.voiceSettingsChanged)
+      return false
+    }
+    if (msg.generationConfig !== undefined && canonical(msg.generationConfig) !== context.generationConfig) {
+      yield* closeOnly(
+        session,
+        "generation_config_changed",
+        "generation_config field must be provided in the first message and then either be not provided or not change."
+      )
+      return false
+    }
+    return true
+  })
+
 const onSingle = (session: Session, msg: Message) =>
   Effect.gen(function*() {
-    const context = session.contexts.get(defaultKey) ?? (yield* open(session, undefined))
+    const found = session.contexts.get(defaultKey)
+    if (found !== undefined && !(yield* settingsKept(session, found, msg))) return
+    const context = found ?? (yield* open(session, undefined, msg))
     const text = msg.text
     if (text === "" && !msg.flush) {
       // End of input: speak what is buffered, then the final frame, then 1000.
@@ -355,9 +394,8 @@ const onMulti = (session: Session, msg: Message) =>
           msg.contextId
         )
       }
-      context = yield* open(session, msg.contextId)
-    }
-    if (context.closing) return
+      context = yield* open(session, msg.contextId, msg)
+    } else if (context.closing || !(yield* settingsKept(session, context, msg))) return
     const text = msg.text
     if (text !== undefined && text !== "" && text !== " ") append(session, context, text)
     if (msg.flush) flush(session, context)
@@ -382,31 +420,6 @@ const authenticate = (session: Session, key: string | undefined) =>
     return true
   })
 
-/** The settings rule: fixed by the first message, then repeated or left out. `false` when broken. */
-const settingsKept = (session: Session, msg: Message) =>
-  Effect.gen(function*() {
-    if (session.first) {
-      session.first = false
-      session.voiceSettings = canonical(msg.voiceSettings)
-      session.generationConfig = canonical(msg.generationConfig)
-      if (msg.schedule !== undefined) session.schedule = msg.schedule
-      return true
-    }
-    if (msg.voiceSettings !== undefined && canonical(msg.voiceSettings) !== session.voiceSettings) {
-      yield* closeOnly(session, "voice_settings_changed", Realtime.serverMessages.voiceSettingsChanged)
-      return false
-    }
-    if (msg.generationConfig !== undefined && canonical(msg.generationConfig) !== session.generationConfig) {
-      yield* closeOnly(
-        session,
-        "generation_config_changed",
-        "generation_config field must be provided in the first message and then either be not provided or not change."
-      )
-      return false
-    }
-    return true
-  })
-
 const onText = (session: Session, data: string) =>
   Effect.gen(function*() {
     const msg = parseMessage(data)
@@ -414,7 +427,6 @@ const onText = (session: Session, data: string) =>
       return yield* refuse(session, { error: "invalid_input_message", message: Realtime.serverMessages.invalidInput })
     }
     if (session.setup === undefined && !(yield* authenticate(session, msg.key))) return
-    if (!(yield* settingsKept(session, msg))) return
     yield* session.query.kind === "multi" ? onMulti(session, msg) : onSingle(session, msg)
   })
 
@@ -439,12 +451,19 @@ const reader = (session: Session, inbound: Queue.Dequeue<Inbound>) =>
     }
   })
 
-/** `input_timeout_exceeded` once no message came for the inactivity timeout. */
+/**
+ * `input_timeout_exceeded` once no message came for the inactivity timeout, counted from the last message
+ * or the end of the last generation; never while a generation is queued or running.
+ */
 const inactivity = (session: Session) =>
   Effect.gen(function*() {
     const seconds = session.query.inactivitySeconds
     while (true) {
       const now = yield* Clock.currentTimeMillis
+      if (session.generating > 0) {
+        yield* Effect.sleep(Duration.seconds(seconds))
+        continue
+      }
       const due = session.lastActivity + seconds * 1000
       if (now >= due) {
         return yield* refuse(session, {
@@ -475,12 +494,9 @@ export const run = (deps: Deps, query: Query, key: string | undefined, peer: Pee
         contexts,
         setup: undefined,
         billing: undefined,
-        first: true,
-        voiceSettings: undefined,
-        generationConfig: undefined,
-        schedule: Realtime.limits.chunkSchedule,
         inputEnded: false,
         lastActivity: yield* Clock.currentTimeMillis,
+        generating: 0,
         timer: undefined
       }
       deps.counts.realtime.sessionsOpened++

@@ -131,8 +131,26 @@ describe("RealtimeLedger", () => {
       assert.strictEqual(ledger.answer(["a", "b"]), 4)
       assert.strictEqual(ledger.answer(["x"]), 2) // " c": the mismatch advances by one, over the space first
       assert.strictEqual(ledger.unmatched, 1)
-      assert.strictEqual(ledger.answerAll(), 1)
+      assert.strictEqual(ledger.answerTo(ledger.sent), 1)
       assert.strictEqual(ledger.answered, ledger.sent)
+    })
+
+    it("a final answers what was written, never more; whitespaceTo looks only before its position", () => {
+      const ledger = new Ledger.Ledger()
+      ledger.append("Said. ")
+      ledger.append("Not yet written. ")
+      assert.isFalse(ledger.whitespaceTo(6))
+      assert.strictEqual(ledger.answer(["S", "a", "i", "d", "."]), 5)
+      assert.isTrue(ledger.whitespaceTo(6), "only the space before position 6 is unanswered")
+      assert.isFalse(ledger.whitespaceTo(ledger.sent))
+      assert.isFalse(ledger.idle)
+      // The text from 6 on was never written on the connection: the final does not answer it.
+      assert.strictEqual(ledger.answerTo(6), 1)
+      assert.strictEqual(ledger.answered, 6)
+      assert.strictEqual(ledger.unanswered(), "Not yet written. ")
+      assert.strictEqual(ledger.answerTo(3), 0)
+      assert.strictEqual(ledger.answerTo(ledger.sent), 17)
+      assert.isTrue(ledger.idle)
     })
   })
 

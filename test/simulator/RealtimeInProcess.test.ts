@@ -280,6 +280,29 @@ describe("Realtime in process: inactivity", () => {
     }).pipe(Effect.provide(RealtimeInProcess.layerSimulated({ seed: 5 }))))
 })
 
+describe("Realtime in process: inactivity while generating", () => {
+  it.effect("no input_timeout_exceeded while a generation runs: the timer counts from the end of the audio", () =>
+    Effect.gen(function*() {
+      // About 24 s of audio generation on the standard pool (4 ms per character), longer than the timeout.
+      const text = words(800).slice(0, 5_889)
+      const run = yield* runVirtual(converse(urlOf("multi"), key, [
+        send(Realtime.init({ contextId: "long" })),
+        send(Realtime.text(text, "long", true)),
+        send(Realtime.closeContext("long"))
+      ]))
+      assert.strictEqual(spoken(run.frames, "long"), text)
+      const final = run.frames.findIndex((f) => f.isFinal === true)
+      assert.isAbove(final, 0, "the context's isFinal came")
+      const lastAudio = run.times[final]!
+      assert.isAbove(lastAudio, 20_000, "the generation outlasted the timeout")
+      // Then the socket, with no context left, is closed for inactivity, 20 s after the audio ended.
+      const last = run.frames[run.frames.length - 1]
+      assert.strictEqual(last.error, "input_timeout_exceeded")
+      assert.closeTo(run.times[run.times.length - 1]! - lastAudio, 20_000, 200)
+      assert.strictEqual(run.close.code, 1008)
+    }).pipe(Effect.provide(RealtimeInProcess.layerSimulated({ seed: 5 }))))
+})
+
 describe("Realtime in process: authentication and refusals", () => {
   it.effect("the key by header, or in the first message (xi-api-key, xi_api_key, authorization)", () =>
     Effect.gen(function*() {
@@ -382,6 +405,39 @@ describe("Realtime in process: authentication and refusals", () => {
         Realtime.classifyClose({ operation: "x", code: late.close.code, reason: late.close.reason })._tag,
         "InvalidRequest"
       )
+    }).pipe(Effect.provide(RealtimeInProcess.layerSimulated({ seed: 5 }))))
+
+  it.effect("voice_settings are fixed per context: each context its own, a change within one refused", () =>
+    Effect.gen(function*() {
+      // The multi-context guide and the AsyncAPI example open a context "with different settings" on one socket.
+      const both = yield* runVirtual(converse(urlOf("multi"), key, [
+        send(Realtime.init({ contextId: "a", voiceSettings: { stability: 0.5 } })),
+        send(Realtime.init({ contextId: "b", voiceSettings: { stability: 0.9, speed: 1.1 } })),
+        send(Realtime.text("First voice. ", "a", true)),
+        JSON.stringify({ text: "Second voice. ", context_id: "b", voice_settings: { speed: 1.1, stability: 0.9 } }),
+        send(Realtime.flush("b")),
+        send(Realtime.closeSocket)
+      ]))
+      assert.deepStrictEqual(both.close, { code: 1000, reason: "" })
+      assert.strictEqual(spoken(both.frames, "a"), "First voice. ")
+      assert.strictEqual(spoken(both.frames, "b"), "Second voice. ")
+      const changed = yield* runVirtual(converse(urlOf("multi"), key, [
+        send(Realtime.init({ contextId: "a", voiceSettings: { stability: 0.5 } })),
+        send(Realtime.init({ contextId: "b", voiceSettings: { stability: 0.9 } })),
+        JSON.stringify({ text: "Changed. ", context_id: "b", voice_settings: { stability: 0.5 } })
+      ]))
+      assert.deepStrictEqual(changed.close, { code: 1008, reason: Realtime.serverMessages.voiceSettingsChanged })
+      // A context id used again after its isFinal is a new context, with settings of its own.
+      const reused = yield* runVirtual(converse(urlOf("multi"), key, [
+        send(Realtime.init({ contextId: "a", voiceSettings: { stability: 0.5 } })),
+        send(Realtime.closeContext("a")),
+        { until: (frames) => frames.some((f) => f.isFinal === true) },
+        send(Realtime.init({ contextId: "a", voiceSettings: { stability: 0.2 } })),
+        send(Realtime.text("Again. ", "a", true)),
+        send(Realtime.closeSocket)
+      ]))
+      assert.deepStrictEqual(reused.close, { code: 1000, reason: "" })
+      assert.strictEqual(spoken(reused.frames, "a"), "Again. ")
     }).pipe(Effect.provide(RealtimeInProcess.layerSimulated({ seed: 5 }))))
 
   it.effect("invalid input: not JSON, a bad field type, settings out of range, a schedule item under 50", () =>
