@@ -6,13 +6,14 @@
  * run per seed.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Semaphore } from "effect"
+import { Effect, Semaphore } from "effect"
 import { Socket } from "effect/socket"
 import { TestClock } from "effect/testing"
 import * as Realtime from "../../src/client/Realtime.ts"
 import * as RealtimeInProcess from "../../src/simulator/RealtimeInProcess.ts"
 import * as Simulator from "../../src/simulator/Simulator.ts"
 import { runVirtual } from "../utils/virtualTime.ts"
+import { audioOf, converse, send, spoken, words } from "./realtimeScript.ts"
 
 const voice = "21m00Tcm4TlvDq8ikWAM"
 const key = { "xi-api-key": "sim-key" }
@@ -23,73 +24,7 @@ const urlOf = (kind: Realtime.Kind, query: Realtime.Query & { readonly extra?: s
   return `wss://api.elevenlabs.io${Realtime.pathOf(kind, voice)}?${qs}${extra}`
 }
 
-const send = (message: Realtime.ClientMessage) => Realtime.encode(message)
-
-/** One step of a client's script: a frame to send, a pause, or a wait for what the server sent. */
-type Step =
-  | string
-  | { readonly sleep: number }
-  | { readonly until: (frames: ReadonlyArray<any>) => boolean }
-  | { readonly effect: Effect.Effect<void> }
-  | { readonly check: (frames: ReadonlyArray<any>) => void }
-
-interface Conversation {
-  readonly raw: ReadonlyArray<string>
-  readonly frames: ReadonlyArray<any>
-  readonly close: { readonly code: number; readonly reason: string }
-  /** When each frame arrived, in ms after the socket opened. */
-  readonly times: ReadonlyArray<number>
-}
-
-/** Opens a socket, plays `steps`, and reads every frame until the socket closes. */
-const converse = (url: string, headers: Record<string, string> | undefined, steps: ReadonlyArray<Step>) =>
-  Effect.scoped(Effect.gen(function*() {
-    const socket = yield* Socket.makeWebSocket(url, headers === undefined ? {} : { headers })
-    const reader = yield* socket.reader
-    const start = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
-    const writer = yield* socket.writer
-    const raw: Array<string> = []
-    const frames: Array<any> = []
-    const times: Array<number> = []
-    const reading = yield* Effect.forkChild(Effect.gen(function*() {
-      while (true) {
-        const pulled = yield* Effect.result(reader.pull)
-        if (pulled._tag === "Failure") {
-          const reason = pulled.failure.reason
-          return reason._tag === "SocketCloseError"
-            ? { code: reason.code, reason: reason.closeReason ?? "" }
-            : { code: -1, reason: reason._tag }
-        }
-        for (const frame of pulled.success) {
-          const text = typeof frame === "string" ? frame : new TextDecoder().decode(frame)
-          raw.push(text)
-          frames.push(JSON.parse(text))
-          times.push((yield* Effect.clockWith((clock) => clock.currentTimeMillis)) - start)
-        }
-      }
-    }))
-    for (const step of steps) {
-      if (typeof step === "string") yield* writer.write(step)
-      else if ("sleep" in step) yield* Effect.sleep(step.sleep)
-      else if ("until" in step) {
-        while (!step.until(frames) && reading.pollUnsafe() === undefined) yield* Effect.sleep(10)
-      } else if ("check" in step) step.check(frames)
-      else yield* step.effect
-    }
-    const close = yield* Fiber.join(reading)
-    return { raw, frames, close, times } satisfies Conversation
-  }))
-
-const audioOf = (frames: ReadonlyArray<any>, contextId?: string) =>
-  frames.filter((f) => typeof f.audio === "string" && (contextId === undefined || f.contextId === contextId))
-
-/** The characters the audio frames say they speak, in order. */
-const spoken = (frames: ReadonlyArray<any>, contextId?: string) =>
-  audioOf(frames, contextId).flatMap((f) => f.alignment.chars as Array<string>).join("")
-
 const sim = Simulator.Simulator
-
-const words = (n: number, from = 0) => Array.from({ length: n }, (_, i) => `word${from + i}`).join(" ") + " "
 
 describe("Realtime in process: stream-input", () => {
   it.effect("speaks the text with alignment that reproduces it exactly, then isFinal and a clean 1000", () =>

@@ -12,6 +12,11 @@ import { Deferred, Effect, Exit, Fiber, Scope, Semaphore } from "effect"
 import { Socket } from "effect/socket"
 import * as Realtime from "../../src/client/Realtime.ts"
 import * as Server from "../../src/simulator/Server.ts"
+import { type Conversation, converse as play, send, spoken, type Step, words } from "./realtimeScript.ts"
+
+/** The server tests poll their waits every 5 ms of real time. */
+const converse = (url: string, headers: Record<string, string> | undefined, steps: ReadonlyArray<Step>) =>
+  play(url, headers, steps, 5)
 
 const voice = "21m00Tcm4TlvDq8ikWAM"
 const key = { "xi-api-key": "sim-key" }
@@ -22,67 +27,8 @@ const fast = {
   standard: { ttfbMs: 10, msPerUnit: 0.5, jitter: 0.2 }
 }
 
-const send = (message: Realtime.ClientMessage) => Realtime.encode(message)
-
-type Step =
-  | string
-  | { readonly sleep: number }
-  | { readonly until: (frames: ReadonlyArray<any>) => boolean }
-  | { readonly effect: Effect.Effect<void> }
-
-interface Conversation {
-  readonly frames: ReadonlyArray<any>
-  /** The close code and reason, or the socket error's reason tag when it failed otherwise. */
-  readonly close: { readonly code: number; readonly reason: string }
-  /** When each frame arrived, in ms after the socket opened. */
-  readonly times: ReadonlyArray<number>
-}
-
-/** Opens a socket, plays `steps`, and reads every frame until the socket closes. */
-const converse = (url: string, headers: Record<string, string> | undefined, steps: ReadonlyArray<Step>) =>
-  Effect.scoped(Effect.gen(function*() {
-    const socket = yield* Socket.makeWebSocket(url, headers === undefined ? {} : { headers })
-    const reader = yield* socket.reader
-    const writer = yield* socket.writer
-    const start = Date.now()
-    const frames: Array<any> = []
-    const times: Array<number> = []
-    const reading = yield* Effect.forkChild(Effect.gen(function*() {
-      while (true) {
-        const pulled = yield* Effect.result(reader.pull)
-        if (pulled._tag === "Failure") {
-          const reason = pulled.failure.reason
-          return reason._tag === "SocketCloseError"
-            ? { code: reason.code, reason: reason.closeReason ?? "" }
-            : { code: -1, reason: reason._tag }
-        }
-        for (const frame of pulled.success) {
-          frames.push(JSON.parse(typeof frame === "string" ? frame : new TextDecoder().decode(frame)))
-          times.push(Date.now() - start)
-        }
-      }
-    }))
-    for (const step of steps) {
-      if (typeof step === "string") yield* writer.write(step)
-      else if ("sleep" in step) yield* Effect.sleep(step.sleep)
-      else if ("until" in step) {
-        while (!step.until(frames) && reading.pollUnsafe() === undefined) yield* Effect.sleep(5)
-      } else yield* step.effect
-    }
-    const close = yield* Fiber.join(reading)
-    return { frames, close, times } satisfies Conversation
-  }))
-
 /** Waits for the server to close the socket. */
 const untilClosed: Step = { until: () => false }
-
-const spoken = (frames: ReadonlyArray<any>, contextId?: string) =>
-  frames
-    .filter((f) => typeof f.audio === "string" && (contextId === undefined || f.contextId === contextId))
-    .flatMap((f) => f.alignment.chars as Array<string>)
-    .join("")
-
-const words = (n: number, from = 0) => Array.from({ length: n }, (_, i) => `word${from + i}`).join(" ") + " "
 
 /** A server on a free port, and the URL of an endpoint on it. */
 const serve = (options: Server.Options = {}) =>
