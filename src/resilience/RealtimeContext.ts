@@ -1,12 +1,14 @@
 /**
  * One context of a real-time session (the only one on `stream-input`, one of up to five on
- * `multi-stream-input`): what it sent and had answered (`RealtimeLedger`), its audio queue, and its share of
- * the policies: the concurrency permit it holds until the server is done with what it sent, and the quota
- * reservations of what it sent, committed as the server answers. Used by `RealtimeEngine.ts`.
+ * `multi-stream-input`): what it sent and had answered (`RealtimeLedger`), its buffer at the server
+ * (`RealtimeSchedule`), its audio queue, and its share of the policies: the concurrency permit it holds while
+ * the server may be generating its text (from the message that starts a generation until everything written
+ * up to there is answered), and the quota reservations of what it sent, committed as the server answers.
+ * Used by `RealtimeEngine.ts` and `RealtimeWrite.ts`.
  *
  * @since 0.2.0
  */
-import { type Cause, Deferred, Duration, Effect, Exit, Queue, Scope, Semaphore } from "effect"
+import { type Cause, Deferred, Duration, Effect, Exit, type Fiber, Queue, Scope, Semaphore } from "effect"
 import type { ElevenLabsError } from "../client/Errors.ts"
 import type * as Realtime from "../client/Realtime.ts"
 import type * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
@@ -14,6 +16,7 @@ import type { Pool } from "./Plans.ts"
 import type * as QuotaGuard from "./QuotaGuard.ts"
 import { costDelta, dueCommit, finalCommit, Ledger, type Segment } from "./RealtimeLedger.ts"
 import type { AudioChunk } from "./RealtimeModel.ts"
+import * as Schedule from "./RealtimeSchedule.ts"
 import { fromLimiter, fromQuota } from "./Refusals.ts"
 
 /** A quota reservation of a context, held in a scope of its own. */
@@ -48,7 +51,10 @@ export class Ctx {
   readonly final = Deferred.makeUnsafe<void, ElevenLabsError>()
   /** The held permit's scope. */
   permit: Scope.Closeable | undefined = undefined
-  /** Sends between their reservation and their text being appended (the permit is kept for them). */
+  /**
+   * Steps between the decision that they need the permit and their write (a send, a flush, an end, or the
+   * acquisition of a blocked context): the permit is kept for them.
+   */
   sending = 0
   held: Array<Held> = []
   /** Absolute position up to which a flush was asked. */
@@ -63,14 +69,22 @@ export class Ctx {
   resent = 0
   /** Audio frames received for it (a quiet tail is one no frame followed, see `watchTail`). */
   frames = 0
-  /** The `ledger.sent` at which the server was seen done with a whitespace tail it did not align. */
+  /** The `triggered` at which the server was seen done with a whitespace tail it did not align. */
   tailDoneAt = -1
+  /** The fiber taking a permit for it in the background, if any (`RealtimeWrite.unblock`). */
+  acquirer: Fiber.Fiber<void> | undefined = undefined
   // ---- per connection (reset by `reset`) ----
   initSent = false
   written = 0
   flushedAt = 0
   endSent = false
   lastWriteAt = 0
+  /** Its buffer at the server: written, not yet handed to a generation (`RealtimeSchedule`). */
+  buffer: Schedule.Buffer = Schedule.empty
+  /** The absolute position up to which the server was asked to generate: the permit is held until it is answered. */
+  triggered = 0
+  /** The last write stopped at a message that starts a generation, for want of a permit. */
+  blocked = false
 
   readonly id: string | undefined
   readonly voiceSettings: Realtime.VoiceSettings | undefined
@@ -86,13 +100,36 @@ export class Ctx {
     this.audio = audio
   }
 
-  /** A new connection: nothing written on it yet; the unanswered text is written again from `answered`. */
+  /**
+   * A new connection: nothing written on it yet; the unanswered text is written again from `answered`, into a
+   * new buffer at the server (the schedule starts again from its first step).
+   */
   reset(now: number): void {
-    this.initSent = false
     this.written = this.ledger.answered
+    this.lastWriteAt = now
+    this.reopen()
+  }
+
+  /** The server's context is new (a new connection, or opened again after its final): empty, at step 0. */
+  reopen(): void {
+    this.initSent = false
     this.flushedAt = this.ledger.answered
     this.endSent = false
-    this.lastWriteAt = now
+    this.buffer = Schedule.empty
+    this.triggered = this.written
+    this.blocked = false
+  }
+
+  /**
+   * A message was written (after `written` moved for a text): the buffer as the schedule says, and where the
+   * generations it started end. `written` less what stays buffered is that end, or past it (never before): a
+   * permit held to it is held at least as long as the server generates. `true` when it started one.
+   */
+  wrote(out: Schedule.Outcome): boolean {
+    this.buffer = out.buffer
+    if (out.generated === 0) return false
+    this.triggered = Math.max(this.triggered, this.written - out.buffer.units.length)
+    return true
   }
 }
 
@@ -104,17 +141,23 @@ export const makeCtx = (id: string | undefined, voiceSettings: Realtime.VoiceSet
 // The permit
 // ============================================================================
 
-/** Holds a permit of the pool for `ctx` (waits in the limiter's queue); nothing when it holds one. */
+/** Whether a permit is of no use to `ctx`: it is finished, or abandoned with its `close_context` written. */
+const pastUse = (ctx: Ctx): boolean => ctx.finished || (ctx.abandoned && ctx.endSent)
+
+/**
+ * Holds a permit of the pool for `ctx` (waits in the limiter's queue); nothing when it holds one (or it has no
+ * use for one any more).
+ */
 export const ensurePermit = (account: Account, ctx: Ctx): Effect.Effect<void, ElevenLabsError> =>
   ctx.permitLock.withPermit(Effect.suspend(() => {
-    if (ctx.permit !== undefined || ctx.finished || ctx.abandoned) return Effect.void
+    if (ctx.permit !== undefined || pastUse(ctx)) return Effect.void
     return Effect.flatMap(
       Scope.fork(account.scope),
       (scope) =>
         account.limiter.acquire({ key: account.keyId, pool: account.pool, lane: account.lane }).pipe(
           Scope.provide(scope),
           Effect.onExit((exit) =>
-            Exit.isSuccess(exit) && !ctx.finished && !ctx.abandoned ?
+            Exit.isSuccess(exit) && !pastUse(ctx) ?
               Effect.sync(() => {
                 ctx.permit = scope
               }) :
@@ -127,15 +170,19 @@ export const ensurePermit = (account: Account, ctx: Ctx): Effect.Effect<void, El
   }))
 
 /**
- * Whether the server is done with everything `ctx` sent: nothing is unanswered, or only whitespace is and
- * the server has shown it is done (a quiet tail, `watchTail`; the final message finishes the context). An
- * abandoned context is done only at its final message or the connection's end.
+ * Whether the server is done generating for `ctx`: everything it was asked to generate (up to `triggered`) is
+ * answered, or only whitespace of it is not and the server has shown it is done (a quiet tail, `watchTail`;
+ * the final message finishes the context). Text buffered at the server below the next step of the schedule
+ * is not being generated. An abandoned context is done only at its final message or the connection's end.
  */
-const done = (ctx: Ctx): boolean =>
-  !ctx.abandoned && (ctx.ledger.idle || (ctx.ledger.settled && ctx.tailDoneAt === ctx.ledger.sent))
+const done = (ctx: Ctx): boolean => {
+  if (ctx.abandoned) return false
+  const to = ctx.triggered
+  return ctx.ledger.answered >= to || (ctx.ledger.whitespaceTo(to) && ctx.tailDoneAt === to)
+}
 
 /**
- * Returns the permit when the server is done with everything sent (`done`) and no send is under way, or
+ * Returns the permit when the server is done generating for the context (`done`) and no step is under way, or
  * when no connection is live (a reconnect's pause holds no permit); `force` (the context is finished)
  * returns it in any case.
  */
@@ -157,21 +204,21 @@ export const maybeRelease = (account: Account, ctx: Ctx, force = false): Effect.
 export const tailQuiet: Duration.Duration = Duration.seconds(1)
 
 /**
- * After a frame that left only whitespace unanswered: if no frame follows within {@link tailQuiet} and
- * nothing more is sent, the server is done with that tail and the permit goes back. Runs in the session's
- * scope.
+ * After a frame that left only whitespace unanswered of what the server was asked to generate: if no frame
+ * follows within {@link tailQuiet} and no generation is asked meanwhile, the server is done with that tail
+ * and the permit goes back. Runs in the session's scope.
  */
 export const watchTail = (account: Account, ctx: Ctx): Effect.Effect<void> =>
   Effect.suspend(() => {
-    if (ctx.permit === undefined || ctx.ledger.idle || !ctx.ledger.settled) return Effect.void
+    const to = ctx.triggered
+    if (ctx.permit === undefined || ctx.ledger.answered >= to || !ctx.ledger.whitespaceTo(to)) return Effect.void
     const frames = ctx.frames
-    const sent = ctx.ledger.sent
     return Effect.asVoid(Effect.forkIn(
       Effect.andThen(
         Effect.sleep(tailQuiet),
         Effect.suspend(() => {
-          if (ctx.frames !== frames || ctx.ledger.sent !== sent || !ctx.ledger.settled) return Effect.void
-          ctx.tailDoneAt = sent
+          if (ctx.frames !== frames || ctx.triggered !== to || !ctx.ledger.whitespaceTo(to)) return Effect.void
+          ctx.tailDoneAt = to
           return maybeRelease(account, ctx)
         })
       ),

@@ -1,23 +1,20 @@
 /**
  * The engine of a real-time session (`RealtimeSession.ts` is its face): the contexts, the one live
- * connection (`RealtimeConnection.ts`) and what is written on it, the keep-alives, the reconnect loop under
- * the stack's retry schedules and budget, and the session's one ending. Documented in docs/realtime.md.
+ * connection (`RealtimeConnection.ts`; what is written on it is `RealtimeWrite.ts`), what the server answers,
+ * the keep-alives, the reconnect loop under the stack's retry schedules and budget, and the session's one
+ * ending. Documented in docs/realtime.md.
  *
  * **Details**
  *
- * - Writes are serialized (`wireLock`) and written from the contexts' state, never queued: each context
- *   knows how far its text was written on the current connection. A new connection starts every context
- *   again from its first unanswered character, so the resend after a reconnect is the same code path as a
- *   send: exactly the unanswered suffix, nothing lost, nothing spoken twice.
- * - Text is written only while its context holds a permit (`RealtimeContext.ensurePermit`).
+ * - A message that makes the server generate is written only while its context holds a permit
+ *   (`RealtimeWrite.ts`, `RealtimeSchedule.ts`); the permit goes back once the server has answered everything
+ *   it was asked to generate (`RealtimeContext.maybeRelease`).
  * - Reconnects: a connection ending whose reason may be retried (`Errors.isRetryable`) is retried with
  *   `RetryPolicy.retry` (the stack's schedules, the retry budget); a connection that made progress (the
  *   server answered something, or it stayed open for an inactivity timeout) starts a fresh round, whose first
  *   pause is still the schedule's and still asks the budget.
  * - A multi-context connection with no context that the server closes for inactivity is not a failure: it
  *   stays closed until the next `openContext` (or `close`), then opens again (not counted as a reconnect).
- * - `close_socket` is written only once every context has everything written and its end sent: the server
- *   stops reading at `close_socket`, so text still waiting for a permit would be lost.
  *
  * @since 0.2.0
  */
@@ -29,19 +26,11 @@ import * as Metrics from "../telemetry/Metrics.ts"
 import * as Spans from "../telemetry/Spans.ts"
 import type * as Breaker from "./Breaker.ts"
 import * as Connection from "./RealtimeConnection.ts"
-import {
-  type Account,
-  commitAnswered,
-  type Ctx,
-  ensurePermit,
-  finish,
-  maybeRelease,
-  releaseUnwritten,
-  watchTail
-} from "./RealtimeContext.ts"
-import { isWhitespace } from "./RealtimeLedger.ts"
+import { type Account, commitAnswered, type Ctx, finish, maybeRelease, watchTail } from "./RealtimeContext.ts"
 import type { Settings } from "./RealtimeModel.ts"
+import * as Schedule from "./RealtimeSchedule.ts"
 import { idleWatch, keepAlive } from "./RealtimeWatch.ts"
+import { pump } from "./RealtimeWrite.ts"
 import type { RetrySettings } from "./ResilientOptions.ts"
 import type * as RetryBudget from "./RetryBudget.ts"
 import * as RetryPolicy from "./RetryPolicy.ts"
@@ -80,6 +69,8 @@ export class Engine {
   /** A failure that must end the session from outside the reader (a permit refused for a resend). */
   readonly fatal = Deferred.makeUnsafe<never, ElevenLabsError>()
   write: Connection.Write | undefined = undefined
+  /** The live connection's scope (the background permit acquisitions end with it). */
+  connectionScope: Scope.Scope | undefined = undefined
   connected = false
   /** Fails the live connection from outside its reader (the read-idle bound). */
   abort: Deferred.Deferred<never, ElevenLabsError> | undefined = undefined
@@ -103,13 +94,20 @@ export class Engine {
   contextsOpened = 0
 
   readonly options: EngineOptions
+  /** How the server triggers generations for this session (`RealtimeSchedule`). */
+  readonly mode: Schedule.Mode
 
   constructor(options: EngineOptions) {
     this.options = options
+    this.mode = Schedule.modeOf(options.settings.options)
   }
 
   get account(): Account {
     return this.options.account
+  }
+
+  get settings(): Settings {
+    return this.options.settings
   }
 
   get multi(): boolean {
@@ -141,103 +139,6 @@ export class Engine {
 }
 
 // ============================================================================
-// Writing
-// ============================================================================
-
-/** Writes what `ctx` has not written on this connection: init, text (with a permit), flush, end. */
-const pumpCtx = Effect.fnUntraced(function*(engine: Engine, ctx: Ctx, write: Connection.Write, now: number) {
-  const id = ctx.id
-  const settings = engine.options.settings
-  if (!ctx.initSent) {
-    const ok = yield* write(Realtime.init({
-      contextId: id,
-      voiceSettings: ctx.voiceSettings ?? settings.options.voiceSettings,
-      chunkSchedule: settings.options.chunkSchedule
-    }))
-    if (!ok) return
-    ctx.initSent = true
-    ctx.lastWriteAt = now
-  }
-  if (ctx.abandoned) {
-    if (!ctx.endSent && id !== undefined && (yield* write(Realtime.closeContext(id)))) ctx.endSent = true
-    return
-  }
-  const sent = ctx.ledger.sent
-  const from = Math.max(ctx.written, ctx.ledger.answered)
-  if (from < sent) {
-    const text = ctx.ledger.unanswered(from)
-    if (ctx.permit === undefined && [...text].every(isWhitespace)) {
-      ctx.written = sent // nothing to speak: no permit is taken for spaces
-    } else if (ctx.permit !== undefined && (yield* write(Realtime.text(text, id)))) {
-      const again = Math.max(0, Math.min(sent, ctx.everWritten) - from)
-      ctx.resent += again
-      engine.resent += again
-      if (again > 0) yield* Metrics.recordCharactersResent(engine.account.pool, again)
-      ctx.written = sent
-      ctx.everWritten = Math.max(ctx.everWritten, sent)
-      ctx.lastWriteAt = now
-    }
-  }
-  if (ctx.flushAt > ctx.flushedAt && ctx.written >= ctx.flushAt && (yield* write(Realtime.flush(id)))) {
-    ctx.flushedAt = ctx.flushAt
-    ctx.lastWriteAt = now
-    engine.lastSignAt = now
-  }
-  if (ctx.ended && !ctx.endSent && ctx.written >= sent) {
-    const ok = id === undefined
-      ? yield* write(Realtime.endOfInput)
-      : (yield* write(Realtime.flush(id))) && (yield* write(Realtime.closeContext(id)))
-    if (ok) {
-      ctx.endSent = true
-      ctx.lastWriteAt = now
-      engine.lastSignAt = now
-    }
-  }
-})
-
-/** Writes everything not yet written, on the live connection (nothing while there is none). */
-export const pump = (engine: Engine): Effect.Effect<void> =>
-  engine.wireLock.withPermit(Effect.gen(function*() {
-    const write = engine.write
-    if (write === undefined) return
-    const now = yield* Clock.currentTimeMillis
-    for (const ctx of engine.contexts.values()) {
-      if (!ctx.finished) yield* pumpCtx(engine, ctx, write, now)
-    }
-    // Every context written to its end first (an ended context has all its text written: see pumpCtx).
-    if (
-      engine.closing && !engine.closeSent && engine.liveContexts().every((c) => c.endSent) &&
-      (yield* write(Realtime.closeSocket))
-    ) engine.closeSent = true
-  }))
-
-/**
- * A context whose scope closed before its final message: `close_context` (no flush), its audio ended. The
- * server still finishes the generations it started, so the context keeps its permit (when text it wrote is
- * unanswered) and the reservations of the text it wrote until its final message or the connection's end;
- * the reservations of text never written go back now. It counts as open until then (the server frees the
- * slot at its final). With nothing of it at the server (no connection, or its init not yet written), it is
- * over at once.
- */
-export const abandon = (engine: Engine, ctx: Ctx): Effect.Effect<void> =>
-  Effect.andThen(
-    engine.wireLock.withPermit(Effect.suspend(() => {
-      if (ctx.finished || ctx.abandoned) return Effect.void
-      ctx.abandoned = true
-      Queue.endUnsafe(ctx.audio)
-      Deferred.doneUnsafe(ctx.final, Exit.void)
-      const { account } = engine
-      if (!engine.connected || !ctx.initSent) {
-        engine.retire(ctx)
-        return finish(account, ctx, Exit.void)
-      }
-      const generating = !ctx.ledger.whitespaceTo(ctx.written)
-      return Effect.andThen(releaseUnwritten(ctx), generating ? Effect.void : maybeRelease(account, ctx, true))
-    })),
-    pump(engine)
-  )
-
-// ============================================================================
 // Reading
 // ============================================================================
 
@@ -258,10 +159,12 @@ const finalOf = (engine: Engine, ctx: Ctx): Effect.Effect<"continue" | "complete
     if (!ctx.abandoned) {
       ctx.ledger.answerTo(ctx.written)
       if (!ctx.ledger.idle) {
-        ctx.initSent = false
-        ctx.endSent = false
-        ctx.flushedAt = ctx.ledger.answered
-        return Effect.andThen(Effect.andThen(commitAnswered(ctx), pump(engine)), proceed)
+        ctx.reopen()
+        return commitAnswered(ctx).pipe(
+          Effect.andThen(pump(engine)),
+          Effect.andThen(maybeRelease(engine.account, ctx)),
+          Effect.andThen(proceed)
+        )
       }
     }
     if (engine.multi) engine.retire(ctx)
@@ -338,20 +241,22 @@ const dropAbandoned = (engine: Engine): Effect.Effect<void> =>
 
 /**
  * A connection is open: it becomes the live one, every context starts again from its first unanswered
- * character (contexts the caller abandoned are dropped), the permits for the unanswered text are taken again
- * (each in its own fiber, so one waiting context does not hold back another), and the keep-alives and the
- * read-idle bound start. When the connection ends, permits are returned (a reconnect's pause holds none) and
- * abandoned contexts are over.
+ * character in a new buffer at the server (contexts the caller abandoned are dropped), the permits the resend
+ * needs are taken again (`RealtimeWrite.unblock`: each in its own fiber, so one waiting context does not hold
+ * back another), and the keep-alives and the read-idle bound start. When the connection ends, permits are
+ * returned (a reconnect's pause holds none) and abandoned contexts are over.
  */
 const onOpen = (engine: Engine) => (write: Connection.Write): Effect.Effect<void, never, Scope.Scope> =>
   Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     const abort = engine.abort
+    const scope = yield* Scope.Scope
     yield* engine.wireLock.withPermit(Effect.gen(function*() {
       yield* dropAbandoned(engine)
       for (const ctx of engine.contexts.values()) ctx.reset(now)
       engine.closeSent = false
       engine.write = write
+      engine.connectionScope = scope
       engine.connected = true
       engine.opened = now
       engine.lastSignAt = now
@@ -359,6 +264,7 @@ const onOpen = (engine: Engine) => (write: Connection.Write): Effect.Effect<void
     yield* Effect.addFinalizer(() =>
       engine.wireLock.withPermit(Effect.suspend(() => {
         engine.write = undefined
+        engine.connectionScope = undefined
         engine.connected = false
         return Effect.andThen(
           dropAbandoned(engine),
@@ -370,14 +276,6 @@ const onOpen = (engine: Engine) => (write: Connection.Write): Effect.Effect<void
     )
     Deferred.doneUnsafe(engine.ready, Exit.void)
     yield* pump(engine)
-    for (const ctx of engine.contexts.values()) {
-      if (ctx.finished || ctx.abandoned || ctx.ledger.settled) continue
-      yield* ensurePermit(engine.account, ctx).pipe(
-        Effect.andThen(pump(engine)),
-        Effect.catch((error) => Deferred.fail(engine.fatal, error)),
-        Effect.forkScoped
-      )
-    }
     if (engine.options.settings.options.keepAlive !== false) yield* Effect.forkScoped(keepAlive(engine))
     const idleMillis = engine.options.settings.idleMillis
     if (idleMillis !== undefined && abort !== undefined) yield* Effect.forkScoped(idleWatch(engine, idleMillis, abort))

@@ -91,7 +91,12 @@ export class Ledger {
 
   /** The unanswered text from absolute position `from` (default: the first unanswered character). */
   unanswered(from: number = this.answeredCount): string {
-    return this.pending.slice(Math.max(0, from - this.answeredCount)).join("")
+    return this.unansweredUnits(from).join("")
+  }
+
+  /** The unanswered units (code points, or halves of a pair sent in two pieces) from absolute position `from`. */
+  unansweredUnits(from: number = this.answeredCount): Array<string> {
+    return this.pending.slice(Math.max(0, from - this.answeredCount))
   }
 
   /**

@@ -35,7 +35,10 @@ export interface SessionOptions {
   readonly voiceSettings?: Realtime.VoiceSettings | undefined
   /** `output_format`; the server's default when absent. */
   readonly outputFormat?: string | undefined
-  /** `generation_config.chunk_length_schedule`: items 50 to 500. The server's default when absent. */
+  /**
+   * `generation_config.chunk_length_schedule`: items 50 to 500. The server's default when absent. The session
+   * takes a permit at the send that reaches its next step (`RealtimeSchedule`).
+   */
   readonly chunkSchedule?: ReadonlyArray<number> | undefined
   /** `inactivity_timeout`, 1 to 180 seconds. Default 20 seconds (the server's). */
   readonly inactivityTimeout?: Duration.Input | undefined
@@ -81,17 +84,23 @@ export interface SpeechStats {
 /** The text side of a session or a context. */
 export interface Speaker {
   /**
-   * Sends text (normalized: it ends with one space). Waits for the quota reservation and the concurrency
-   * permit (the text stays here meanwhile); fails with the refusal (`InsufficientQuota`, `QuotaExhausted`,
+   * Sends text (normalized: it ends with one space). Waits for the quota reservation, and for the concurrency
+   * permit when writing it makes the server generate (it brings the text buffered at the server to the next
+   * step of the chunk schedule, or `autoMode`); the text stays here meanwhile. Text below the next step is
+   * written at once, without a permit. Fails with the refusal (`InsufficientQuota`, `QuotaExhausted`,
    * `QueueFull`, `QueueTimeout`) without ending the session, or with the session's failure once it failed.
    * Text that is only whitespace is nothing to speak: it is dropped (no reservation, no permit).
    */
   readonly send: (text: string) => Effect.Effect<void, ElevenLabsError>
-  /** Asks the server to generate everything buffered now. */
+  /**
+   * Asks the server to generate everything buffered now; waits for the permit first when the server holds
+   * text (and may fail as `send` does, the session going on).
+   */
   readonly flush: Effect.Effect<void, ElevenLabsError>
   /**
-   * Ends the input and waits until everything sent is spoken (`isFinal`): succeeds on a clean end, fails
-   * with the session's one typed failure.
+   * Ends the input (after the permit, when the server holds text for the end to generate) and waits until
+   * everything sent is spoken (`isFinal`): succeeds on a clean end, fails with the session's one typed
+   * failure (or with `QueueFull` / `QueueTimeout` before the end is written, the session going on).
    */
   readonly end: Effect.Effect<void, ElevenLabsError>
   /** The audio, in order; ends after the final chunk, fails with the session's failure. */

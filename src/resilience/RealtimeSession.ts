@@ -8,10 +8,12 @@
  *
  * **Details**
  *
- * - Concurrency: a context holds one permit of the model's pool while it has text sent and not yet answered
- *   (spoken, by the alignment), and returns it once the server is done with everything sent (answered, or a
- *   whitespace tail after its final or a quiet second); the next send takes one again. A send waits for it
- *   (the text stays here meanwhile). An abandoned context keeps it until its final message.
+ * - Concurrency: a context holds one permit of the model's pool only while the server may be generating its
+ *   text: it takes it before writing the message that makes the server generate (the send that brings the
+ *   buffered text to the next step of the chunk schedule, a flush, the end; every send in `autoMode`), and
+ *   returns it once everything written up to there is answered (spoken, by the alignment; or a whitespace tail
+ *   after its final or a quiet second). Text below the next step is written at once, without one. A step
+ *   that needs it waits for it (its text stays here meanwhile). An abandoned context keeps it until its final.
  * - Quota: each send reserves the credits of its characters (`Validation.characterCount`, the model's
  *   multiplier); what is answered is committed, what is not when the session ends is given back.
  * - Breaker: an open circuit refuses to open a session (`CircuitOpen`); a session that fails (after its
@@ -56,11 +58,12 @@ import * as Spans from "../telemetry/Spans.ts"
 import * as Breaker from "./Breaker.ts"
 import type { Policies } from "./PipelinePolicies.ts"
 import { poolOfModel } from "./Plans.ts"
-import { type Account, type Ctx, ensurePermit, makeCtx, maybeRelease, reserve } from "./RealtimeContext.ts"
-import { abandon, Engine, pump, resentOf, run, wakeUp } from "./RealtimeEngine.ts"
+import { type Account, type Ctx, makeCtx, reserve } from "./RealtimeContext.ts"
+import { Engine, resentOf, run, wakeUp } from "./RealtimeEngine.ts"
 import { isWhitespace } from "./RealtimeLedger.ts"
 import * as Model from "./RealtimeModel.ts"
 import type { Connector, ConnectorOptions, SessionOptions, SpeechStats } from "./RealtimeModel.ts"
+import { abandon, admit, pump } from "./RealtimeWrite.ts"
 import { Resilience } from "./Resilient.ts"
 
 export * from "./RealtimeModel.ts"
@@ -118,38 +121,26 @@ const speakerOf = (engine: Engine, ctx: Ctx, ended: Effect.Effect<void, ElevenLa
     ctx.sendLock.withPermit(Effect.gen(function*() {
       yield* open("send")
       const normalized = Realtime.normalizeText(text)
+      const units = [...normalized]
       // Nothing to speak (whitespace alone would go out as a keep-alive): no reservation, no permit.
-      if ([...normalized].every(isWhitespace)) return
-      // Counted as sending from before its reservation until its text is appended: the permit is kept for it.
-      yield* Effect.acquireUseRelease(
-        Effect.sync(() => ctx.sending++),
-        () =>
-          reserve(account, ctx, Validation.characterCount(normalized), (keep) =>
-            Effect.andThen(
-              ensurePermit(account, ctx),
-              Effect.sync(() => {
-                keep()
-                ctx.ledger.append(normalized)
-              })
-            )),
-        () =>
-          Effect.suspend(() => {
-            ctx.sending--
-            return maybeRelease(account, ctx)
-          })
-      )
-      yield* pump(engine)
+      if (units.every(isWhitespace)) return
+      // The permit first when writing it makes the server generate; the text is appended and written at once.
+      yield* reserve(account, ctx, Validation.characterCount(normalized), (keep) =>
+        admit(engine, ctx, { text: units }, open("send"), () => {
+          keep()
+          ctx.ledger.append(normalized)
+        }))
     }))
-  const mark = (what: string, f: () => void) =>
-    ctx.sendLock.withPermit(Effect.andThen(open(what), Effect.sync(f))).pipe(Effect.andThen(pump(engine)))
+  const mark = (what: string, step: { readonly flush?: boolean; readonly end?: boolean }, f: () => void) =>
+    bounded(engine, ctx.sendLock.withPermit(admit(engine, ctx, step, open(what), f)), what)
   return {
     send: (text) => bounded(engine, send(text), "send"),
-    flush: mark("flush", () => {
+    flush: mark("flush", { flush: true }, () => {
       ctx.flushAt = ctx.ledger.sent
     }),
     end: Effect.andThen(
       Effect.suspend(() =>
-        ctx.ended ? Effect.void : mark("end", () => {
+        ctx.ended ? Effect.void : mark("end", { end: true }, () => {
           ctx.ended = true
         })
       ),

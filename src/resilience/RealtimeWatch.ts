@@ -11,6 +11,7 @@ import * as Realtime from "../client/Realtime.ts"
 import type { Ctx } from "./RealtimeContext.ts"
 import type { Engine } from "./RealtimeEngine.ts"
 import { keepAliveDelay, keepAliveInterval } from "./RealtimeLedger.ts"
+import * as Schedule from "./RealtimeSchedule.ts"
 
 /**
  * The contexts that get keep-alives: every context the server holds for this connection, until its final
@@ -22,7 +23,12 @@ import { keepAliveDelay, keepAliveInterval } from "./RealtimeLedger.ts"
 const kept = (engine: Engine): Array<Ctx> =>
   engine.closeSent ? [] : engine.liveContexts().filter((c) => c.initSent && (engine.multi || !c.endSent))
 
-/** Sends a keep-alive for each context silent for half the inactivity timeout, until the connection ends. */
+/**
+ * Sends a keep-alive for each context silent for half the inactivity timeout, until the connection ends. A
+ * keep-alive adds nothing to the server's buffer, but the trigger rule runs on it: in `auto_mode` it would
+ * generate a buffer that holds anything (which whole sentences, each cut at its last space, never leave), so
+ * it is not written then without a permit.
+ */
 export const keepAlive = (engine: Engine): Effect.Effect<never> => {
   const interval = keepAliveInterval(engine.options.settings.inactivityMillis)
   const tick = Effect.gen(function*() {
@@ -37,8 +43,12 @@ export const keepAlive = (engine: Engine): Effect.Effect<never> => {
       if (write === undefined) return
       const at = yield* Clock.currentTimeMillis
       for (const c of kept(engine)) {
-        if (keepAliveDelay(c.lastWriteAt, at, interval) === 0 && (yield* write(Realtime.keepAlive(c.id)))) {
+        if (keepAliveDelay(c.lastWriteAt, at, interval) > 0) continue
+        const out = Schedule.onText(engine.mode, c.buffer, [])
+        if (out.generated > 0 && c.permit === undefined) continue
+        if (yield* write(Realtime.keepAlive(c.id))) {
           c.lastWriteAt = at
+          if (c.wrote(out)) engine.lastSignAt = at
         }
       }
     }))
@@ -48,10 +58,11 @@ export const keepAlive = (engine: Engine): Effect.Effect<never> => {
 
 /**
  * Whether audio is awaited on the connection: a context sent its end (or was abandoned) and waits for its
- * final, or asked with a flush for text the server has not spoken yet.
+ * final, or asked the server to generate text (a flush, or a send that reached the next step of the chunk
+ * schedule) that it has not spoken yet.
  */
 export const awaiting = (engine: Engine): boolean =>
-  engine.liveContexts().some((c) => c.initSent && (c.endSent || !c.ledger.whitespaceTo(c.flushedAt)))
+  engine.liveContexts().some((c) => c.initSent && (c.endSent || !c.ledger.whitespaceTo(c.triggered)))
 
 /**
  * The read-idle bound: once audio is awaited and nothing came from the server for `idleMillis` (counted
