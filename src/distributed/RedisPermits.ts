@@ -10,7 +10,7 @@
  *   pair lives on one cluster slot): `holders` (sorted set: permit id → lease
  *   expiry), `queue` (sorted set: ticket → arrival sequence), `waiting`
  *   (sorted set: ticket → heartbeat expiry), `seq` (the arrival counter) and
- *   `limit` (hash: `estimate`, `ceiling`, `others`). Times are Redis `TIME`,
+ *   `limit` (hash: `estimate`, `ceiling`, `others`, `cap`). Times are Redis `TIME`,
  *   so clock skew between processes does not matter.
  * - Acquire is one Lua script per attempt: drop expired holders and waiters,
  *   then grant when the ticket is among the first `limit − held` tickets of
@@ -29,10 +29,13 @@
  * - The limit: `setLimit` sets the plan ceiling; `onConcurrencyLimited` and
  *   `onResponse` apply the AIMD rules of `AdaptiveLimit` atomically in Lua,
  *   with `others = current-concurrent-requests − permits held across all
- *   processes`.
+ *   processes`. `setCap` sets a hard cap in the same hash that every script
+ *   respects (permits = min(cap, max(minLimit, floor(estimate)))), so it
+ *   holds across processes; it expires with the hash when the pair is idle.
  * - Redis trouble: see `RedisMode`. In `local-fallback` each process uses a
  *   local semaphore of `localShare` permits (default
- *   `max(1, floor(lastKnownLimit / expectedProcesses))`); waiting callers move
+ *   `max(1, floor(lastKnownLimit / expectedProcesses))`, never above the last
+ *   cap seen); waiting callers move
  *   to it; held permits finish normally (a release that cannot reach Redis is
  *   left to the lease); see `RedisPermitsLocal`. In `fail-closed` new and
  *   waiting callers fail with `RedisUnavailable`.
@@ -91,11 +94,13 @@ export interface ResponseSignal {
 
 /** The shared limit of one (key, pool). */
 export interface SharedLimit {
-  /** Permits handed out: `max(minLimit, floor(estimate))`. */
+  /** Permits handed out: `max(minLimit, floor(estimate))`, never above `cap`. */
   readonly limit: number
   readonly estimate: number
   readonly ceiling: number | undefined
   readonly others: number
+  /** The hard cap every process respects ({@link RedisPermits} `setCap`); absent when none is set. */
+  readonly cap?: number | undefined
 }
 
 /** A view of one (key, pool). */
@@ -118,6 +123,12 @@ export class RedisPermits extends Context.Service<RedisPermits, {
   readonly acquire: (request: AcquireRequest) => Effect.Effect<DistributedPermit, DistributedError, Scope.Scope>
   /** Sets the plan's ceiling for (key, pool) (first ceiling: estimate = ceiling; raise: +difference; cut: clamp). */
   readonly setLimit: (key: string, pool: string, ceiling: number) => Effect.Effect<SharedLimit, DistributedError>
+  /**
+   * Sets (an integer >= 1) or, with `undefined`, removes the hard cap of (key, pool), shared by every process:
+   * no ceiling, header or increase lifts the limit above it; the estimate learns on below it. It lives in the
+   * pair's `limit` hash, so it is forgotten with the pair after `idleTimeToLive` without updates.
+   */
+  readonly setCap: (key: string, pool: string, cap: number | undefined) => Effect.Effect<SharedLimit, DistributedError>
   /** The current shared limit. */
   readonly limit: (key: string, pool: string) => Effect.Effect<SharedLimit, DistributedError>
   /** A 429 `too_many_concurrent_requests`: multiplicative decrease (the server's number, when given, is the ceiling). */
@@ -219,12 +230,23 @@ type Settings = NonNullable<ReturnType<typeof settingsOf>>
 const script = <A>(lua: string, numberOfKeys: number) =>
   Redis.script((...args: ReadonlyArray<string | number>) => args, { lua, numberOfKeys }).withReturnType<A>()
 
-const acquireScript = script<readonly [granted: number, held: number, permits: number, rank: number]>(Lua.acquire, 5)
+const acquireScript = script<readonly [granted: number, held: number, permits: number, rank: number, cap: number]>(
+  Lua.acquire,
+  5
+)
 const releaseScript = script<number>(Lua.release, 3)
 const renewScript = script<number>(Lua.renew, 1)
-type LimitOp = "get" | "set" | "limited" | "response"
+type LimitOp = "get" | "set" | "limited" | "response" | "cap"
 const limitScript = script<
-  readonly [estimate: string, ceiling: string, others: string, permits: number, held: number, queued: number]
+  readonly [
+    estimate: string,
+    ceiling: string,
+    others: string,
+    permits: number,
+    held: number,
+    queued: number,
+    cap: number
+  ]
 >(Lua.limit, 5)
 
 /** The scripts bound to the settings, each for one (key, pool). */
@@ -259,6 +281,12 @@ export const signalOf = (meta: ResponseMeta): ResponseSignal => ({
 })
 
 const finite = (n: number | undefined) => (n !== undefined && Number.isFinite(n) ? n : undefined)
+
+/** The cap the scripts return: 0 when none is set. */
+const capOf = (raw: number | undefined): number | undefined => {
+  const n = Number(raw)
+  return Number.isFinite(n) && n >= 1 ? n : undefined
+}
 
 // ---------------------------------------------------------------------------
 // Waiting and holding a shared permit
@@ -315,7 +343,7 @@ const makeAcquireShared = (deps: {
   readonly settings: Settings
   readonly commands: Commands
   readonly wakerOf: (pair: string) => Deferred.Deferred<void>
-  readonly learnLimit: (key: string, pool: string, limit: number) => Effect.Effect<void>
+  readonly learnLimit: (key: string, pool: string, limit: number, cap: number | undefined) => Effect.Effect<void>
 }) => {
   const { commands, mode, settings: s } = deps
 
@@ -352,8 +380,8 @@ const makeAcquireShared = (deps: {
       let attempt = 0
       while (true) {
         const waker = deps.wakerOf(`${key}:${pool}`)
-        const [granted, , limit] = yield* mode.run("acquire", commands.acquire(key, pool, id))
-        yield* deps.learnLimit(key, pool, limit)
+        const [granted, , limit, , cap] = yield* mode.run("acquire", commands.acquire(key, pool, id))
+        yield* deps.learnLimit(key, pool, limit, capOf(cap))
         if (granted === 1) return limit
         const now = yield* Clock.currentTimeMillis
         if (now >= deadline) {
@@ -458,16 +486,18 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     Effect.gen(function*() {
       const bad = checkId("key", key) ?? checkId("pool", pool)
       if (bad !== undefined) return yield* bad
-      const [estimate, ceiling, others, limit, held, queued] = yield* mode.run(
+      const [estimate, ceiling, others, limit, held, queued, rawCap] = yield* mode.run(
         operation,
         commands.limit(key, pool, op, a, b)
       )
-      yield* local.learnLimit(key, pool, limit)
+      const cap = capOf(rawCap)
+      yield* local.learnLimit(key, pool, limit, cap)
       const shared: SharedLimit = {
         estimate: Number(estimate),
         ceiling: ceiling === "" ? undefined : Number(ceiling),
         others: Number(others),
-        limit: Number(limit)
+        limit: Number(limit),
+        ...(cap === undefined ? {} : { cap })
       }
       return { limit: shared, held: Number(held), queued: Number(queued) }
     })
@@ -490,6 +520,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       Number.isFinite(ceiling) && ceiling >= 1
         ? Effect.map(runLimit("setLimit", key, pool, "set", ceiling), (r) => r.limit)
         : Effect.fail(invalid("ceiling", "must be a number >= 1")),
+    setCap: (key, pool, cap) =>
+      cap === undefined || (Number.isInteger(cap) && cap >= 1)
+        ? Effect.map(runLimit("setCap", key, pool, "cap", cap), (r) => r.limit)
+        : Effect.fail(invalid("cap", "must be an integer >= 1, or undefined to remove it")),
     limit: (key, pool) => Effect.map(runLimit("limit", key, pool, "get"), (r) => r.limit),
     onConcurrencyLimited: (key, pool, limitFromServer) =>
       advisory(runLimit("onConcurrencyLimited", key, pool, "limited", finite(limitFromServer)), "decrease"),

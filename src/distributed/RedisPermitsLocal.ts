@@ -1,7 +1,8 @@
 /**
  * The local share `RedisPermits` falls back to while Redis is away (trouble
  * mode `local-fallback`): one semaphore per (key, pool) of `localShare`
- * permits, sized from the last shared limit this process saw.
+ * permits, sized from the last shared limit this process saw and never above
+ * the last shared cap it saw (a configured `localShare` included).
  *
  * @since 0.1.0
  */
@@ -15,12 +16,14 @@ interface Local {
   held: number
 }
 
+const capped = (share: number, cap: number | undefined) => (cap !== undefined && cap < share ? cap : share)
+
 /** The local shares of one process. */
 export interface LocalShares {
   /** Permits held from the local share, and its size. */
   readonly view: (key: string, pool: string) => { readonly localHeld: number; readonly localShare: number }
-  /** Resizes the share after the shared limit was read. */
-  readonly learnLimit: (key: string, pool: string, limit: number) => Effect.Effect<void>
+  /** Resizes the share after the shared limit (and its cap, `undefined` when none) was read. */
+  readonly learnLimit: (key: string, pool: string, limit: number, cap: number | undefined) => Effect.Effect<void>
   /** Takes a permit of the share until `scope` closes, or fails with `AcquireTimeout` at `deadline`. */
   readonly acquire: (
     request: {
@@ -51,10 +54,11 @@ export const make = (options: {
     return local
   }
 
-  const learnLimit = (key: string, pool: string, limit: number) =>
+  const learnLimit = (key: string, pool: string, limit: number, cap: number | undefined) =>
     Effect.suspend(() => {
       const local = localOf(key, pool)
-      const share = options.shareOf(key, pool, limit)
+      // The shared limit is capped already; a configured share is not, so the cap applies to it too.
+      const share = capped(options.shareOf(key, pool, limit), cap)
       if (share === local.share) return Effect.void
       local.share = share
       return Semaphore.resize(local.semaphore, share)

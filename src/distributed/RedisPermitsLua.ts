@@ -34,17 +34,23 @@ local additiveIncrease = tonumber(ARGV[5])
 local idle = tonumber(ARGV[6])
 local function clamp(n, lo, hi) return math.max(lo, math.min(hi, n)) end
 
-local f = redis.call("HMGET", limitKey, "estimate", "ceiling", "others")
+local f = redis.call("HMGET", limitKey, "estimate", "ceiling", "others", "cap")
 local estimate = tonumber(f[1])
 local ceiling = tonumber(f[2])
 local others = tonumber(f[3]) or 0
+-- The hard cap (setCap): no rule lifts the permits above it; the estimate learns on below it.
+local cap = tonumber(f[4])
 if estimate == nil then estimate = clamp(initial, minLimit, ceiling or maxLimit) end
 
 local function capOf()
   if ceiling == nil then return maxLimit end
   return math.max(minLimit, ceiling - others)
 end
-local function permits() return math.max(minLimit, math.floor(estimate + 1e-9)) end
+local function permits()
+  local p = math.max(minLimit, math.floor(estimate + 1e-9))
+  if cap ~= nil and cap < p then return cap end
+  return p
+end
 local function saveLimit()
   if ceiling == nil then
     redis.call("HSET", limitKey, "estimate", fmt(estimate), "others", fmt(others))
@@ -78,7 +84,7 @@ end
  * One acquire attempt: grant when the ticket is among the first `limit − held`
  * tickets of the queue (a new ticket counts as the last), else queue it once
  * and refresh its heartbeat. ARGV[7] ticket, [8] lease ms, [9] waiter lease ms.
- * Returns `{ granted (0/1), held, permits, rank }`.
+ * Returns `{ granted (0/1), held, permits, rank, cap (0: none) }`.
  */
 export const acquire = `${prelude}
 local ticket = ARGV[7]
@@ -100,7 +106,7 @@ if rank < limit - held then
     redis.call("ZREM", queue, ticket)
     redis.call("ZREM", waiting, ticket)
   end
-  return { 1, held + 1, limit, rank }
+  return { 1, held + 1, limit, rank, cap or 0 }
 end
 if not queued then
   local seq = redis.call("INCR", seqKey)
@@ -110,7 +116,7 @@ if not queued then
 end
 redis.call("ZADD", waiting, int(now + waiterLease), ticket)
 redis.call("PEXPIRE", waiting, int(idle + waiterLease))
-return { 0, held, limit, rank }
+return { 0, held, limit, rank, cap or 0 }
 `
 
 /**
@@ -142,12 +148,15 @@ return 1
 
 /**
  * The AIMD rules of `AdaptiveLimit`, atomic. ARGV[7] `"get" | "set" | "limited"
- * | "response"`; [8], [9] numbers or `""`: set (ceiling), limited (the server's
- * number), response (maximum, current). `held` (permits held across every
+ * | "response" | "cap"`; [8], [9] numbers or `""`: set (ceiling), limited (the
+ * server's number), response (maximum, current), cap (the hard cap, `""`
+ * removes it; only this op writes the `cap` field). `held` (permits held across every
  * process) stands for `ours`; saturated is `held ≥ permits or tickets queued`,
  * judged on the permits the responses ran under (before this one moves them),
- * as the local limiter does. Returns `{ estimate, ceiling or "", others,
- * permits, held, queued }`.
+ * as the local limiter does. Under a cap a cut starts from the permits in
+ * force (an estimate above the cap is brought down to it once the server's
+ * number is taken), as the local limiter does. Returns `{ estimate, ceiling or "", others, permits, held, queued, cap
+ * (0: none) }`.
  */
 export const limit = `${prelude}
 local op = ARGV[7]
@@ -164,6 +173,7 @@ elseif op == "limited" then
   local lowered = false
   if a ~= nil and setCeiling(a) and estimate < before then lowered = true end
   if not lowered then
+    if cap ~= nil and estimate > cap then estimate = cap end
     estimate = math.max(minLimit, math.min(estimate * decreaseFactor, capOf()))
   end
   saveLimit()
@@ -183,6 +193,15 @@ elseif op == "response" then
     if estimate < cap then estimate = math.min(cap, estimate + additiveIncrease / math.max(1, estimate)) end
   end
   saveLimit()
+elseif op == "cap" then
+  if a == nil then
+    cap = nil
+    redis.call("HDEL", limitKey, "cap")
+  else
+    cap = math.floor(a)
+    redis.call("HSET", limitKey, "cap", int(cap))
+  end
+  saveLimit()
 end
-return { fmt(estimate), ceiling and fmt(ceiling) or "", fmt(others), permits(), held, queued }
+return { fmt(estimate), ceiling and fmt(ceiling) or "", fmt(others), permits(), held, queued, cap or 0 }
 `

@@ -59,6 +59,7 @@ export type LimitChangeReason =
   | "shared" // `current-concurrent-requests` showed other clients on the key
   | "concurrency-limited" // multiplicative decrease after a 429 too_many_concurrent_requests
   | "increase" // additive increase after saturated successes
+  | "config" // the limiter was reconfigured (plan, caps, bounds); set by ConcurrencyLimiter, not by these rules
 
 /** A new state with `estimate` and `ceiling`. */
 export const make = (options: {

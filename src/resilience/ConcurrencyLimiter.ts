@@ -34,6 +34,18 @@
  *   (key, pool)'s in-flight or queued counts: grant, release, enqueue, a
  *   queued caller leaving or timing out, a waiter handed a permit. Gauges fed
  *   from it need no snapshot per attempt and no subscriber fiber.
+ * - `caps` (option) is a hard upper bound per pool: no plan number, header,
+ *   429 message or additive increase lifts the permits above it; the
+ *   adaptive estimate keeps learning below it (permits = min(adaptive, cap)),
+ *   and a 429 under it cuts from the permits in force.
+ * - {@link ConcurrencyLimiter.reconfigure} applies new options to the running
+ *   limiter, all or nothing: invalid options die and change nothing. Known
+ *   (key, pool)s take the new plan number (when it changed), cap and
+ *   `maxQueue` at once (`LimitChanged`, reason `"config"`); a raised limit
+ *   hands permits to waiters at once; a lower one cancels nothing (in-flight
+ *   above it finishes, waiters wait until in-flight drops below it).
+ *   `queueTimeout` and `laneAging` apply to callers queued afterwards; queued
+ *   callers keep their deadline (docs/concurrency.md).
  * - The limit rules live in {@link AdaptiveLimit}. State per (key, pool) is
  *   kept for the limiter's lifetime (a few keys × 4 pools).
  *
@@ -49,6 +61,20 @@
  *     Effect.succeed("audio").pipe(Effect.tap(() => permit.onResponse({ maximumConcurrentRequests: 10 }))))
  * })
  * // provide ConcurrencyLimiter.layer({ plan: "pro" })
+ * ```
+ *
+ * **Example** (An operator caps a pool during an incident, then lifts the cap)
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ConcurrencyLimiter } from "elevenlabs-resilience/resilience"
+ *
+ * const incident = Effect.gen(function*() {
+ *   const limiter = yield* ConcurrencyLimiter.ConcurrencyLimiter
+ *   yield* limiter.reconfigure({ plan: "pro", caps: { standard: 3 } }) // in-flight above 3 finishes
+ *   // ... later
+ *   yield* limiter.reconfigure({ plan: "pro" }) // waiters get the permits back at once
+ * })
  * ```
  *
  * @since 0.1.0
@@ -93,6 +119,14 @@ export interface ConcurrencyLimiter {
   readonly onResponse: (key: string, pool: Pool, meta: ResponseMeta) => Effect.Effect<void>
   /** Feeds a 429 `too_many_concurrent_requests`; the server's number (if any) becomes the ceiling. Always cuts. */
   readonly onConcurrencyLimited: (key: string, pool: Pool, limitFromServer?: number | undefined) => Effect.Effect<void>
+  /**
+   * Applies new options to the running limiter: every option but `onOccupancy` and `eventBuffer` (those stay
+   * as built). Invalid options die with a defect and change nothing. Every known (key, pool) takes the new
+   * plan number (when it changed), cap and `maxQueue` at once, with a `LimitChanged` (reason `"config"`) when
+   * its permits or ceiling move; a raised limit hands permits to waiters at once, a lower one cancels nothing.
+   * `queueTimeout` and `laneAging` apply to callers queued afterwards.
+   */
+  readonly reconfigure: (options: Options) => Effect.Effect<void>
   /** The state of a (key, pool). */
   readonly snapshot: (key: string, pool: Pool) => Effect.Effect<Snapshot>
   /** Limit changes, queue full / timeouts, and waits with their durations. Ends when the limiter's scope closes. */
@@ -157,6 +191,9 @@ export const make = (options: Options = {}): Effect.Effect<ConcurrencyLimiter, n
         }),
       onConcurrencyLimited: (key, pool, limitFromServer) =>
         Effect.suspend(() => impl.publish(impl.limitedUnsafe(impl.cell(key, pool), limitFromServer, undefined))),
+      // Effect.sync turns a throw of the option checks into a defect; they run before anything changes.
+      reconfigure: (next) =>
+        Effect.flatMap(Effect.sync(() => impl.reconfigure(next)), (events) => impl.publish(events)),
       snapshot: (key, pool) => Effect.sync(() => impl.snapshot(key, pool)),
       events: Stream.fromPubSubTake(pubsub)
     })

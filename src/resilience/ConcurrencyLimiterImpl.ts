@@ -9,12 +9,22 @@ import type * as Take from "effect/Take"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as AdaptiveLimit from "./AdaptiveLimit.ts"
 import * as Admission from "./ConcurrencyLimiterAdmission.ts"
-import { Cell, OccupancyView, PermitImpl } from "./ConcurrencyLimiterCell.ts"
+import {
+  Cell,
+  concurrencyLimited,
+  limitOf,
+  OccupancyView,
+  PermitImpl,
+  plannedCeiling,
+  positiveMillis,
+  reconfigure as reconfigureCell,
+  type Settings,
+  settingsOf
+} from "./ConcurrencyLimiterCell.ts"
 import {
   type ConcurrencyEvent,
   ConcurrencyLimiterError,
   type ConcurrencyLimiterErrorReason,
-  defaultMaxQueue,
   InvalidPermitRequest,
   type Lane,
   lanes,
@@ -22,33 +32,23 @@ import {
   type OccupancyChange,
   type Options,
   type PermitRequest,
-  type PlanSpec,
   QueueFull,
   QueueTimeout,
   type Snapshot
 } from "./ConcurrencyLimiterModel.ts"
 import { DeadlineHeap, GONE, GRANTED, Waiter, WAITING } from "./ConcurrencyLimiterQueue.ts"
-import type { PlanLimits, PlanName, Pool } from "./Plans.ts"
-import { deploymentGuidePlans, isPlanName, limitsOf, poolOfModel, pools } from "./Plans.ts"
+import type { Pool } from "./Plans.ts"
+import { poolOfModel, pools } from "./Plans.ts"
 
 const fail = (reason: ConcurrencyLimiterErrorReason) => Effect.fail(new ConcurrencyLimiterError({ reason }))
 
-const positiveMillis = (input: Duration.Input): number | undefined => {
-  const d = Duration.fromInput(input)
-  if (d._tag === "None") return undefined
-  const ms = Duration.toMillis(d.value)
-  return ms >= 0 && !Number.isNaN(ms) ? ms : undefined
-}
-
 export class Impl {
   readonly cells = new Map<string, Cell>()
-  readonly config: AdaptiveLimit.AdaptiveLimitConfig
-  readonly aging: ReadonlyArray<number>
-  readonly queueTimeoutMillis: number
-  readonly planOf: (key: string) => PlanSpec
-  readonly table: { readonly [P in PlanName]: PlanLimits }
-  readonly initialLimit: number
-  readonly maxQueueOf: (pool: Pool) => number
+  // The settings `reconfigure` replaces, kept as plain fields so the hot path reads one field each.
+  settings: Settings
+  config: AdaptiveLimit.AdaptiveLimitConfig
+  aging: ReadonlyArray<number>
+  queueTimeoutMillis: number
   readonly onOccupancy: ((occupancy: Occupancy, change: OccupancyChange, lane: Lane) => void) | undefined
 
   readonly clock: Clock.Clock
@@ -70,43 +70,33 @@ export class Impl {
     this.pubsub = pubsub
     this.context = context
     this.onOccupancy = options.onOccupancy
-    const num = (n: number | undefined, dflt: number, ok: (n: number) => boolean, name: string) => {
-      if (n === undefined) return dflt
-      if (!ok(n)) throw new Error(`ConcurrencyLimiter: invalid ${name}: ${n}`)
-      return n
-    }
-    const minLimit = num(options.minLimit, 1, (n) => Number.isInteger(n) && n >= 1, "minLimit")
-    this.config = {
-      minLimit,
-      maxLimit: num(options.maxLimit, AdaptiveLimit.defaultConfig.maxLimit, (n) => n >= minLimit, "maxLimit"),
-      decreaseFactor: num(
-        options.decreaseFactor,
-        AdaptiveLimit.defaultConfig.decreaseFactor,
-        (n) => n > 0 && n < 1,
-        "decreaseFactor"
-      ),
-      additiveIncrease: num(
-        options.additiveIncrease,
-        AdaptiveLimit.defaultConfig.additiveIncrease,
-        (n) => n >= 0 && Number.isFinite(n),
-        "additiveIncrease"
-      )
-    }
-    this.initialLimit = num(options.initialLimit, 2, (n) => n >= 1 && Number.isFinite(n), "initialLimit")
-    const agingDefaults: Record<Lane, Duration.Input> = { interactive: 0, default: "5 seconds", batch: "30 seconds" }
-    this.aging = lanes.map((lane) => {
-      const ms = positiveMillis(options.laneAging?.[lane] ?? agingDefaults[lane])
-      if (ms === undefined || !Number.isFinite(ms)) throw new Error(`ConcurrencyLimiter: invalid laneAging.${lane}`)
-      return ms
+    this.settings = settingsOf(options)
+    this.config = this.settings.config
+    this.aging = this.settings.aging
+    this.queueTimeoutMillis = this.settings.queueTimeoutMillis
+  }
+
+  /**
+   * Applies new options to the limiter and to every (key, pool) it knows. All-or-nothing: the options and the
+   * plan of every known key are read first, so an invalid option (a defect) or a throwing `plan` function
+   * changes nothing. A lower limit cancels nothing; a higher one hands permits to waiters at once.
+   */
+  reconfigure(options: Options): Array<ConcurrencyEvent> {
+    const next = settingsOf(options)
+    const cells = Array.from(this.cells.values())
+    const planned = cells.map((cell) => plannedCeiling(next, cell.key, cell.pool))
+    this.settings = next
+    this.config = next.config
+    this.aging = next.aging
+    this.queueTimeoutMillis = next.queueTimeoutMillis
+    const events: Array<ConcurrencyEvent> = []
+    cells.forEach((cell, i) => {
+      const before = cell.permits
+      const ceilingBefore = cell.adaptive.ceiling
+      reconfigureCell(cell, next, planned[i])
+      this.applyChange(cell, ["config"], before, ceilingBefore, events)
     })
-    const qt = positiveMillis(options.queueTimeout ?? "120 seconds")
-    if (qt === undefined) throw new Error("ConcurrencyLimiter: invalid queueTimeout")
-    this.queueTimeoutMillis = qt
-    const plan = options.plan ?? "unknown"
-    this.planOf = typeof plan === "function" ? plan : () => plan
-    this.table = options.table ?? deploymentGuidePlans
-    const mq = options.maxQueue ?? defaultMaxQueue
-    this.maxQueueOf = (pool) => (typeof mq === "number" ? mq : mq[pool] ?? defaultMaxQueue)
+    return events
   }
 
   /** The cell each pool last gave: a stack calls with one key, so most lookups need no map and no key string. */
@@ -118,18 +108,7 @@ export class Impl {
     const id = `${pool}\u0000${key}`
     let cell = this.cells.get(id)
     if (cell === undefined) {
-      const spec = this.planOf(key)
-      const planned = spec === "unknown"
-        ? undefined
-        : typeof spec === "string"
-        ? (isPlanName(spec) ? limitsOf(spec, this.table)[pool] : undefined)
-        : spec[pool]
-      // A plan number of 0 (music on Free) is clamped to the minimum: the server stays the judge.
-      const ceiling = planned === undefined || !Number.isFinite(planned)
-        ? undefined
-        : Math.max(this.config.minLimit, Math.floor(planned))
-      const adaptive = AdaptiveLimit.make({ initial: ceiling ?? this.initialLimit, ceiling, config: this.config })
-      cell = new Cell(key, pool, adaptive, this.maxQueueOf(pool), this.config)
+      cell = new Cell(key, pool, this.settings)
       this.cells.set(id, cell)
     }
     this.lastCell[pool] = cell
@@ -236,7 +215,7 @@ export class Impl {
     ceilingBefore: number | undefined,
     events: Array<ConcurrencyEvent>
   ) {
-    const after = AdaptiveLimit.permitsOf(cell.adaptive, this.config)
+    const after = limitOf(cell, this.config)
     cell.permits = after
     const first = reasons[0]
     if (first !== undefined && (after !== before || cell.adaptive.ceiling !== ceilingBefore)) {
@@ -248,6 +227,7 @@ export class Impl {
         to: after,
         estimate: cell.adaptive.estimate,
         ceiling: cell.adaptive.ceiling,
+        cap: cell.cap,
         others: cell.adaptive.others,
         reason: first,
         reasons
@@ -281,7 +261,7 @@ export class Impl {
         ? ["ceiling"]
         : []
     } else {
-      reasons = AdaptiveLimit.onConcurrencyLimited(cell.adaptive, limitFromServer, this.config)
+      reasons = concurrencyLimited(cell, limitFromServer, this.config)
       cell.lastCut = cell.issued
     }
     this.applyChange(cell, reasons, before, ceilingBefore, events)
@@ -465,6 +445,7 @@ export class Impl {
       limit: cell.permits,
       estimate: cell.adaptive.estimate,
       ceiling: cell.adaptive.ceiling,
+      cap: cell.cap,
       others: cell.adaptive.others,
       inFlight: cell.inFlight,
       queued: { interactive: cell.lanes[0].size, default: cell.lanes[1].size, batch: cell.lanes[2].size },

@@ -68,6 +68,8 @@ export interface Snapshot {
   readonly estimate: number
   /** The plan's limit for the pool, when known. */
   readonly ceiling: number | undefined
+  /** The hard cap of the pool (option `caps`), when set: `limit` never exceeds it. */
+  readonly cap: number | undefined
   /** Requests other clients run on the same key (latest observation). */
   readonly others: number
   readonly inFlight: number
@@ -117,6 +119,8 @@ export type ConcurrencyEvent =
     readonly to: number
     readonly estimate: number
     readonly ceiling: number | undefined
+    /** The hard cap of the pool (option `caps`), when set. */
+    readonly cap: number | undefined
     readonly others: number
     /** The first reason; `reasons` has them all in the order applied. */
     readonly reason: AdaptiveLimit.LimitChangeReason
@@ -221,7 +225,10 @@ export class ConcurrencyLimiterError extends Schema.Error<ConcurrencyLimiterErro
 /** The memory guard's default (see {@link Options.maxQueue}). */
 export const defaultMaxQueue = 50_000
 
-/** Options of {@link make}; every one has a default. */
+/**
+ * Options of {@link make}; every one has a default. `reconfigure` re-reads all of them but `onOccupancy` and
+ * `eventBuffer` (see docs/concurrency.md, "Caps and live reconfiguration").
+ */
 export interface Options {
   /** Plan of every key, or per key id. Default `"unknown"`. */
   readonly plan?: PlanSpec | ((key: string) => PlanSpec) | undefined
@@ -243,6 +250,12 @@ export interface Options {
    * this bound only stops a runaway producer before the first permit returns (when nothing predicts yet).
    */
   readonly maxQueue?: number | Partial<Record<Pool, number>> | undefined
+  /**
+   * Hard upper bound on the permits of a pool (integers >= 1), for every key: no plan number, header, 429
+   * message or additive increase lifts the permits above it, and it wins over `minLimit`. The adaptive
+   * estimate keeps learning below it (permits = min(adaptive permits, cap)). Default: none.
+   */
+  readonly caps?: Partial<Record<Pool, number>> | undefined
   /** Queue deadline. Default 120 seconds (the rate-limits guide's). */
   readonly queueTimeout?: Duration.Input | undefined
   /** Aging offset per lane (virtual deadline = arrival + offset). Default 0 s / 5 s / 30 s. */
