@@ -40,7 +40,29 @@
  *   on the same store, without the `Scope` Effect's breaker opens per call
  *   for the Redis store's probe lease. Any other store (Redis, or Effect's
  *   `CircuitBreaker.layerStoreMemory()` provided directly) goes through
- *   Effect's `CircuitBreaker.execute`.
+ *   Effect's `CircuitBreaker.execute` (src/resilience/BreakerFastPath.ts has
+ *   the fast path, src/resilience/BreakerSettings.ts the options).
+ *
+ * **Changing it live** (`reconfigure`)
+ *
+ * - New thresholds, open duration, growth, `maxRetryAfter`,
+ *   `halfOpenRetryAfter` and `onStoreError` apply to every circuit from the
+ *   next admission or record on. The circuits' state is the store's and is
+ *   not touched: an open circuit stays open until its current opening ends
+ *   (the next opening takes the new duration, with `growth` the n-th of the
+ *   new schedule), and the counts recorded so far are kept. The store's
+ *   counts go on under the new policy: a consecutive streak already past a
+ *   lower threshold opens the circuit at its next failure; a rate window of
+ *   another size is trimmed to its newest `size` calls at the next record
+ *   (or grows up to the larger size); the streak is kept by both policies,
+ *   and a rate window not updated while the policy was consecutive resumes.
+ * - Effect's breaker takes its options once: on a store other than the fast
+ *   path's, `reconfigure` builds a new one on the same store (calls already
+ *   admitted finish under the old options). Transitions of every path go to
+ *   one `PubSub` of this breaker, so `transitions` is the same stream before
+ *   and after.
+ * - `keyPrefix` names the circuits: it cannot change live (leave it out or
+ *   give the same). Bad options die, changing nothing.
  *
  * @example
  * ```ts
@@ -50,24 +72,14 @@
  *
  * @since 0.1.0
  */
-import {
-  Cause,
-  Clock,
-  Context,
-  Duration,
-  Effect,
-  Exit,
-  Layer,
-  PubSub,
-  References,
-  Schedule,
-  Schema,
-  Scope,
-  Stream
-} from "effect"
+import { Context, Duration, Effect, Exit, Layer, PubSub, Schema, Scope, Stream } from "effect"
 import { CircuitBreaker } from "effect/persistence"
 import type * as Take from "effect/Take"
 import { countsForBreaker, type ElevenLabsErrorReason, isElevenLabsError } from "../client/Errors.ts"
+import * as BreakerFastPath from "./BreakerFastPath.ts"
+import { type BreakerOptions, type BreakerSettings, settingsOf } from "./BreakerSettings.ts"
+
+export { type BreakerOptions, type BreakerSettings, openDurationOf, settingsOf } from "./BreakerSettings.ts"
 
 // ============================================================================
 // Errors
@@ -165,38 +177,6 @@ export interface BreakerTransition {
 // Service
 // ============================================================================
 
-/** Options of {@link make}; every field has a default. */
-export interface BreakerOptions {
-  /**
-   * When a closed circuit opens. Default `{ _tag: "consecutive", failures: 5 }`
-   * (the production-deployment guide's). `rate`: `threshold` in `[0, 1]` (default 0.5), over the last
-   * `size` recorded calls (default 20), once `minimumCalls` are recorded
-   * (default 10).
-   */
-  readonly policy?:
-    | { readonly _tag: "consecutive"; readonly failures?: number | undefined }
-    | {
-      readonly _tag: "rate"
-      readonly threshold?: number | undefined
-      readonly size?: number | undefined
-      readonly minimumCalls?: number | undefined
-    }
-    | undefined
-  /** How long an opening lasts (the first one, when `growth` is set). Default 60 seconds. */
-  readonly openDuration?: Duration.Input | undefined
-  /** Consecutive openings last `openDuration × factor^(n−1)`, capped at `max`. Default: no growth. */
-  readonly growth?: { readonly factor?: number | undefined; readonly max?: Duration.Input | undefined } | undefined
-  /** Largest `Retry-After` that may lengthen an opening. Default 5 minutes. */
-  readonly maxRetryAfter?: Duration.Input | undefined
-  /** The `retryAfter` hint of a half-open rejection. Default 1 second. */
-  readonly halfOpenRetryAfter?: Duration.Input | undefined
-  /** Prefix of every circuit key (for example an account id). Default `"elevenlabs:"`. */
-  readonly keyPrefix?: string | undefined
-  /** When the store fails: `"allow"` runs the call unrecorded (default), `"fail"` rejects it. */
-  readonly onStoreError?: "allow" | "fail" | undefined
-}
-
-/** Service tag of the client's {@link Breaker["Service"]}. */
 /** The breaker of one client: one circuit per pool. */
 export class Breaker extends Context.Service<Breaker, {
   /**
@@ -210,10 +190,15 @@ export class Breaker extends Context.Service<Breaker, {
   readonly state: (pool: string) => Effect.Effect<CircuitBreaker.State, BreakerError>
   /** The pool's gauge value: 0 closed, 1 half-open, 2 open. */
   readonly gauge: (pool: string) => Effect.Effect<GaugeValue, BreakerError>
-  /** Every transition of every circuit of this breaker. */
+  /** Every transition of every circuit of this breaker (the same stream before and after a `reconfigure`). */
   readonly transitions: Stream.Stream<BreakerTransition>
   /** The circuit key of a pool. */
   readonly keyOf: (pool: string) => string
+  /**
+   * Applies new options to every circuit from now on, keeping their state (see the module doc, "Changing it
+   * live"). Dies, changing nothing, on invalid options or a `keyPrefix` other than the current one.
+   */
+  readonly reconfigure: (options: BreakerOptions) => Effect.Effect<void>
 }>()("elevenlabs-resilience/Breaker") {}
 
 /** @deprecated The shape of {@link Breaker}: use `Breaker["Service"]` (one name per service, Effect's convention). */
@@ -233,52 +218,24 @@ export const classify = <A, E>(exit: Exit.Exit<A, E>): CircuitBreaker.Outcome =>
   return CircuitBreaker.failure(hint === undefined ? undefined : { retryAfter: hint })
 }
 
-const tripPolicyOf = (policy: BreakerOptions["policy"]): CircuitBreaker.TripPolicy => {
-  if (policy === undefined || policy._tag === "consecutive") return CircuitBreaker.consecutive(policy?.failures ?? 5)
-  const size = policy.size ?? 20
-  return CircuitBreaker.rate({
-    threshold: policy.threshold ?? 0.5,
-    size,
-    minimumCalls: policy.minimumCalls ?? Math.min(10, size)
-  })
-}
+// ============================================================================
+// Constructor
+// ============================================================================
 
-/**
- * The open-duration value handed to `CircuitBreaker.make`: a fixed duration,
- * or, with `growth`, `base × factor^(n−1)` capped at `max` as a `Schedule`
- * (the breaker replays it to find the n-th opening's length).
- */
-export const openDurationOf = (
-  options: Pick<BreakerOptions, "openDuration" | "growth">
-): Duration.Duration | Schedule.Schedule<unknown, number, never, never> => {
-  const base = Duration.fromInputUnsafe(options.openDuration ?? "60 seconds")
-  if (options.growth === undefined) return base
-  const factor = options.growth.factor ?? 2
-  const max = Duration.fromInputUnsafe(options.growth.max ?? "10 minutes")
-  if (!(factor >= 1)) throw new RangeError(`Breaker: growth.factor must be >= 1, got ${factor}`)
-  return Schedule.exponential(base, factor).pipe(
-    Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, max))),
-    Schedule.setInputType<number>()
-  )
-}
-
-const mapError =
-  (key: string, halfOpenRetryAfter: Duration.Duration) => (error: CircuitBreaker.CircuitBreakerError): BreakerError => {
-    const r = error.reason
-    switch (r._tag) {
-      case "CircuitOpen":
-        return new BreakerError({ reason: new CircuitOpen({ key, retryAfter: r.retryAfter }) })
-      case "CircuitHalfOpen":
-        return new BreakerError({ reason: new CircuitHalfOpen({ key, retryAfter: halfOpenRetryAfter }) })
-      case "CircuitBreakerStoreError":
-        return new BreakerError({ reason: new BreakerStoreUnavailable({ key, message: r.message }) })
-    }
+const toBreakerError = (
+  key: string,
+  halfOpenRetryAfter: Duration.Duration,
+  error: CircuitBreaker.CircuitBreakerError
+): BreakerError => {
+  const r = error.reason
+  switch (r._tag) {
+    case "CircuitOpen":
+      return new BreakerError({ reason: new CircuitOpen({ key, retryAfter: r.retryAfter }) })
+    case "CircuitHalfOpen":
+      return new BreakerError({ reason: new CircuitHalfOpen({ key, retryAfter: halfOpenRetryAfter }) })
+    case "CircuitBreakerStoreError":
+      return new BreakerError({ reason: new BreakerStoreUnavailable({ key, message: r.message }) })
   }
-
-/** Whether an attempt numbered below `n` is still running. */
-const startedBefore = (started: ReadonlySet<number>, n: number): boolean => {
-  for (const s of started) if (s < n) return true
-  return false
 }
 
 const isCircuitBreakerError = (u: unknown): u is CircuitBreaker.CircuitBreakerError =>
@@ -287,145 +244,17 @@ const isCircuitBreakerError = (u: unknown): u is CircuitBreaker.CircuitBreakerEr
 /** Stores built by {@link layerStoreMemory}: their `admit` needs no scope, which the fast path relies on. */
 const memoryStores = new WeakSet<object>()
 
-/**
- * The open-duration of the n-th opening, as Effect's breaker computes it: a fixed duration, or the schedule
- * replayed n steps against a simulated clock.
- */
-const openDurationFor = (
-  openDuration: Duration.Duration | Schedule.Schedule<unknown, number, never, never>
-): (consecutiveOpenings: number) => Effect.Effect<Duration.Duration> => {
-  if (!Schedule.isSchedule(openDuration)) {
-    const duration = Effect.succeed(openDuration)
-    return () => duration
-  }
-  return (consecutiveOpenings) =>
-    Effect.gen(function*() {
-      const step = yield* Schedule.toStep(openDuration)
-      let now = yield* Clock.currentTimeMillis
-      let delay = Duration.zero
-      for (let attempt = 1; attempt <= consecutiveOpenings; attempt++) {
-        const result = yield* Effect.exit(step(now, attempt))
-        if (Exit.isFailure(result)) break
-        delay = result.value[1]
-        now += Duration.toMillis(delay)
-      }
-      return delay
-    })
-}
-
-/** Per circuit key: the start number of every admitted attempt still running (for the start-order rule). */
-type Running = Map<string, { next: number; readonly started: Set<number> }>
-
-const trackedOf = (running: Running, key: string) => {
-  let attempts = running.get(key)
-  if (attempts === undefined) running.set(key, attempts = { next: 0, started: new Set() })
-  return attempts
-}
-
-/**
- * `execute` on a store whose `admit` uses no scope (the memory store of {@link layerStoreMemory}). The
- * steps of Effect's `CircuitBreaker.execute` on the same store (admit, run, classify, the outcome's open
- * duration, record, transitions), with the start-order rule folded in, but no `scopedWith` and one exit
- * frame per attempt: what a waiting attempt holds is the mask, that frame and its admission. A memory
- * store never fails, so `onStoreError` has nothing to decide; a failing `record` is reported and
- * swallowed as Effect's breaker does.
- */
-const makeFastExecute = (options: {
-  readonly store: CircuitBreaker.CircuitBreakerStore["Service"]
-  readonly scope: Scope.Scope
-  readonly tripPolicy: CircuitBreaker.TripPolicy
-  readonly openDuration: Duration.Duration | Schedule.Schedule<unknown, number, never, never>
-  readonly maxOpenDuration: Duration.Duration
-  readonly pubsub: PubSub.PubSub<Take.Take<CircuitBreaker.Transition>>
-  readonly startOrder: boolean
-  readonly halfOpenRetryAfter: Duration.Duration
-}) => {
-  const { halfOpenRetryAfter, maxOpenDuration, pubsub, startOrder, store, tripPolicy } = options
-  const durationOf = openDurationFor(options.openDuration)
-  const running: Running = new Map()
-  const publish = (transition: CircuitBreaker.Transition | undefined) =>
-    transition === undefined ? Effect.void : PubSub.publish(pubsub, [transition])
-  /** Whether recording `outcome` may open the circuit, and so needs the open duration (none for most calls). */
-  const mayOpen = (outcome: CircuitBreaker.Outcome, admission: CircuitBreaker.Admission): boolean =>
-    !(outcome._tag === "Ignored" ||
-      (outcome._tag === "Success" && (admission.probe || tripPolicy._tag === "Consecutive")))
-  const openFor = (
-    outcome: CircuitBreaker.Outcome,
-    admission: CircuitBreaker.Admission
-  ): Effect.Effect<Duration.Duration> =>
-    Effect.map(
-      durationOf(admission.consecutiveOpenings + 1),
-      (delay) =>
-        outcome._tag === "Failure" && outcome.retryAfter !== undefined
-          ? Duration.max(delay, Duration.min(outcome.retryAfter, maxOpenDuration))
-          : delay
-    )
-  const reportRecordFailure = (cause: Cause.Cause<unknown>) =>
-    Effect.withFiber((fiber) => {
-      const level = fiber.getRef(References.UnhandledLogLevel)
-      return level === undefined
-        ? Effect.void
-        : Effect.logWithLevel(level)("CircuitBreaker failed to record an outcome", cause)
-    })
-
-  /** The per-key part, built once per key. */
-  const forKey = (key: string) => {
-    const toBreakerError = mapError(key, halfOpenRetryAfter)
-    // A memory store's admit reads no scope (see `memoryStores`): no scope overlay per attempt.
-    const admit = Effect.mapError(
-      store.admit(key) as Effect.Effect<CircuitBreaker.Admission, CircuitBreaker.CircuitBreakerError>,
-      toBreakerError
-    )
-    const tracked = startOrder ? trackedOf(running, key) : undefined
-    const state = store.state(key).pipe(Effect.orElseSucceed(() => undefined))
-    const record = (outcome: CircuitBreaker.Outcome, admission: CircuitBreaker.Admission): Effect.Effect<void> =>
-      // A success of a closed consecutive circuit (most calls) opens nothing: no duration to compute first.
-      (mayOpen(outcome, admission)
-        ? Effect.flatMap(openFor(outcome, admission), (openFor) =>
-          store.record({ key, generation: admission.generation, outcome: outcome._tag, tripPolicy, openFor }))
-        : store.record({
-          key,
-          generation: admission.generation,
-          outcome: outcome._tag,
-          tripPolicy,
-          openFor: Duration.zero
-        })).pipe(
-          Effect.flatMap(publish),
-          Effect.catch((error) =>
-            reportRecordFailure(Cause.fail(error))
-          )
-        )
-    /** Classifies and records an attempt that ended; `started` is its start number (start-order rule). */
-    const settle = (exit: Exit.Exit<unknown, unknown>, admission: CircuitBreaker.Admission, started: number) => {
-      if (tracked !== undefined) tracked.started.delete(started)
-      // An interruption says nothing about the server (Effect's breaker ignores it before classifying).
-      const outcome = Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)
-        ? CircuitBreaker.ignored
-        : classify(exit)
-      if (tracked === undefined || outcome._tag !== "Failure" || !startedBefore(tracked.started, started)) {
-        return record(outcome, admission)
-      }
-      // Overtook an earlier attempt: not a failure "in a row" while the circuit is closed.
-      return Effect.flatMap(state, (s) => record(s?._tag === "Closed" ? CircuitBreaker.ignored : outcome, admission))
+const toTransition = (t: CircuitBreaker.Transition): BreakerTransition =>
+  t.to === "Open"
+    ? {
+      key: t.key,
+      from: t.from,
+      to: t.to,
+      gauge: 2,
+      openFor: t.retryAfter,
+      consecutiveOpenings: t.consecutiveOpenings
     }
-    return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(admit, (admission) => {
-          // Numbered once admitted (a rejected attempt never starts), released however it ends.
-          const started = tracked === undefined ? -1 : tracked.next++
-          if (tracked !== undefined) tracked.started.add(started)
-          const run = Effect.onExit(restore(self), (exit) => settle(exit, admission, started))
-          return admission.transition === undefined ? run : Effect.andThen(publish(admission.transition), run)
-        })
-      )
-  }
-  const byKey = new Map<string, ReturnType<typeof forKey>>()
-  return (key: string) => {
-    let execute = byKey.get(key)
-    if (execute === undefined) byKey.set(key, execute = forKey(key))
-    return execute
-  }
-}
+    : { key: t.key, from: t.from, to: t.to, gauge: gaugeOf(t.to) }
 
 /**
  * Builds a breaker on the current `CircuitBreakerStore`. Needs a `Scope`
@@ -437,102 +266,127 @@ export const make = (options?: BreakerOptions): Effect.Effect<
   CircuitBreaker.CircuitBreakerStore | Scope.Scope
 > =>
   Effect.gen(function*() {
-    const keyPrefix = options?.keyPrefix ?? "elevenlabs:"
-    const halfOpenRetryAfter = Duration.fromInputUnsafe(options?.halfOpenRetryAfter ?? "1 second")
-    const tripPolicy = tripPolicyOf(options?.policy)
-    const openDuration = openDurationOf(options ?? {})
-    const maxOpenDuration = options?.maxRetryAfter ?? "5 minutes"
+    const initial = settingsOf(options)
+    const { keyPrefix } = initial
     const keyOf = (pool: string) => `${keyPrefix}${pool}`
-    const startOrder = options?.policy === undefined || options.policy._tag === "consecutive"
     const store = yield* CircuitBreaker.CircuitBreakerStore
-    const toTransition = (t: CircuitBreaker.Transition): BreakerTransition =>
-      t.to === "Open"
-        ? {
-          key: t.key,
-          from: t.from,
-          to: t.to,
-          gauge: 2,
-          openFor: t.retryAfter,
-          consecutiveOpenings: t.consecutiveOpenings
-        }
-        : { key: t.key, from: t.from, to: t.to, gauge: gaugeOf(t.to) }
+    const scope = yield* Scope.Scope
+    // The breaker's own transitions: both paths publish here, so the stream outlives every reconfigure.
+    const pubsub = yield* PubSub.sliding<Take.Take<CircuitBreaker.Transition>>(128)
+    yield* Scope.addFinalizer(scope, PubSub.end(pubsub, Exit.void))
+    const publish = (transition: CircuitBreaker.Transition | undefined): Effect.Effect<void> =>
+      transition === undefined ? Effect.void : Effect.asVoid(PubSub.publish(pubsub, [transition]))
+    /** Read at every step that needs a setting; replaced whole by `reconfigure`. */
+    const live: { settings: BreakerSettings } = { settings: initial }
+    /** The new settings, all checked before anything changes; `keyPrefix` names the circuits: it stays. */
+    const checked = (next: BreakerOptions): BreakerSettings => {
+      const settings = settingsOf({ ...next, keyPrefix: next.keyPrefix ?? keyPrefix })
+      if (settings.keyPrefix !== keyPrefix) {
+        throw new RangeError(
+          `Breaker.reconfigure: keyPrefix cannot change live (it names the circuits): ${keyPrefix} -> ${settings.keyPrefix}`
+        )
+      }
+      return settings
+    }
+    const state = (pool: string) => {
+      const key = keyOf(pool)
+      return store.state(key).pipe(
+        Effect.mapError((error) => toBreakerError(key, live.settings.halfOpenRetryAfter, error))
+      )
+    }
     const service = (
       execute: Breaker["Service"]["execute"],
-      stateOf: (key: string) => Effect.Effect<CircuitBreaker.State, CircuitBreaker.CircuitBreakerError>,
-      transitions: Stream.Stream<CircuitBreaker.Transition>
-    ) => {
-      const state = (pool: string) => {
-        const key = keyOf(pool)
-        return stateOf(key).pipe(Effect.mapError(mapError(key, halfOpenRetryAfter)))
-      }
-      return Breaker.of({
+      reconfigure: Breaker["Service"]["reconfigure"]
+    ) =>
+      Breaker.of({
         execute,
         state,
         gauge: (pool) => Effect.map(state(pool), gaugeOf),
         keyOf,
-        transitions: Stream.map(transitions, toTransition)
+        transitions: Stream.map(Stream.fromPubSubTake(pubsub), toTransition),
+        reconfigure
       })
-    }
 
     if (memoryStores.has(store)) {
-      const scope = yield* Scope.Scope
-      const pubsub = yield* PubSub.sliding<Take.Take<CircuitBreaker.Transition>>(128)
-      yield* Scope.addFinalizer(scope, PubSub.end(pubsub, Exit.void))
-      const fast = makeFastExecute({
-        store,
-        scope,
-        tripPolicy,
-        openDuration,
-        maxOpenDuration: Duration.fromInputUnsafe(maxOpenDuration),
-        pubsub,
-        startOrder,
-        halfOpenRetryAfter
-      })
-      return service((pool) => fast(keyOf(pool)), store.state, Stream.fromPubSubTake(pubsub))
+      const fast = BreakerFastPath.make({ store, live, publish, classify, toBreakerError })
+      return service(
+        (pool) => fast(keyOf(pool)),
+        (next) => Effect.sync(() => void (live.settings = checked(next)))
+      )
     }
 
-    const breaker = yield* CircuitBreaker.make({
-      tripPolicy,
-      openDuration,
-      maxOpenDuration,
-      onStoreError: options?.onStoreError ?? "allow"
+    // Effect's breaker takes its options once: each settings gets its own, on the same store (the state), built
+    // over a view of the store that publishes the transitions to this breaker's stream.
+    const publishing = CircuitBreaker.CircuitBreakerStore.of({
+      admit: (key) => Effect.tap(store.admit(key), (admission) => publish(admission.transition)),
+      record: (outcome) => Effect.tap(store.record(outcome), publish),
+      state: store.state
     })
-    const running: Running = new Map()
+    const build = (settings: BreakerSettings) =>
+      CircuitBreaker.make({
+        tripPolicy: settings.tripPolicy,
+        openDuration: settings.openDuration,
+        maxOpenDuration: settings.maxOpenDuration,
+        onStoreError: settings.onStoreError
+      }).pipe(
+        Effect.provideService(CircuitBreaker.CircuitBreakerStore, publishing),
+        Effect.provideService(Scope.Scope, scope),
+        Effect.map((breaker) => ({ settings, breaker }))
+      )
+    let current = yield* build(initial)
+    // The latest call to `reconfigure` wins, even if an earlier one finishes building after it.
+    let version = 0
+    const running: BreakerFastPath.Running = new Map()
 
     const execute =
       (pool: string) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> => {
         const key = keyOf(pool)
-        const toBreakerError = mapError(key, halfOpenRetryAfter)
-        const recorded = !startOrder
-          ? breaker.execute(self, { key, classify })
-          : Effect.suspend(() => {
-            const tracked = trackedOf(running, key)
-            let started = -1
-            // Numbered once admitted (a rejected attempt never starts), released however it ends.
-            const admitted = Effect.suspend(() => {
-              started = tracked.next++
-              tracked.started.add(started)
-              return self
-            }).pipe(Effect.ensuring(Effect.sync(() => tracked.started.delete(started))))
-            return breaker.execute(admitted, {
-              key,
-              classify: (exit) => {
-                const outcome = classify(exit)
-                if (outcome._tag !== "Failure" || !startedBefore(tracked.started, started)) return outcome
-                // Overtook an earlier attempt: not a failure "in a row" while the circuit is closed.
-                return Effect.map(
-                  breaker.state(key).pipe(Effect.orElseSucceed(() => undefined)),
-                  (state) => state?._tag === "Closed" ? CircuitBreaker.ignored : outcome
-                )
-              }
+        // Read when the attempt runs: the same effect can be run again (a retry) after a reconfigure.
+        return Effect.suspend(() => {
+          const { breaker, settings } = current
+          const recorded = !settings.startOrder
+            ? breaker.execute(self, { key, classify })
+            : Effect.suspend(() => {
+              const tracked = BreakerFastPath.trackedOf(running, key)
+              let started = -1
+              // Numbered once admitted (a rejected attempt never starts), released however it ends.
+              const admitted = Effect.suspend(() => {
+                started = tracked.next++
+                tracked.started.add(started)
+                return self
+              }).pipe(Effect.ensuring(Effect.sync(() => tracked.started.delete(started))))
+              return breaker.execute(admitted, {
+                key,
+                classify: (exit) => {
+                  const outcome = classify(exit)
+                  if (outcome._tag !== "Failure" || !BreakerFastPath.startedBefore(tracked.started, started)) {
+                    return outcome
+                  }
+                  // Overtook an earlier attempt: not a failure "in a row" while the circuit is closed.
+                  return Effect.map(
+                    store.state(key).pipe(Effect.orElseSucceed(() => undefined)),
+                    (state) => state?._tag === "Closed" ? CircuitBreaker.ignored : outcome
+                  )
+                }
+              })
             })
-          })
-        return recorded.pipe(
-          // Only the breaker's own rejections are mapped; the attempt's errors pass through.
-          Effect.mapError((e) => (isCircuitBreakerError(e) ? toBreakerError(e) : e) as E | BreakerError)
-        )
+          return recorded.pipe(
+            // Only the breaker's own rejections are mapped; the attempt's errors pass through.
+            Effect.mapError((e) =>
+              (isCircuitBreakerError(e) ? toBreakerError(key, settings.halfOpenRetryAfter, e) : e) as E | BreakerError
+            )
+          )
+        })
       }
-    return service(execute, breaker.state, breaker.transitions)
+    const reconfigure = (next: BreakerOptions): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const settings = checked(next)
+        const mine = ++version
+        return Effect.map(build(settings), (built) => {
+          if (mine === version) current = built
+        })
+      })
+    return service(execute, reconfigure)
   })
 
 /** Provides {@link Breaker} on the current `CircuitBreakerStore` (swap the store to share state). */

@@ -6,7 +6,10 @@
  *
  * Thresholds are the guard's, not the store's: each guard announces a
  * crossing of its `warningPercent`/`alertPercent` once, judged on the ledger
- * its store shows after every change (`QuotaLedger.crossings`).
+ * its store shows after every change (`QuotaLedger.crossings`). New
+ * thresholds (`setPercents`) are judged against what was announced under the
+ * old ones, so moving a threshold past the current usage announces (or
+ * clears) it once.
  *
  * @since 0.1.0
  */
@@ -23,6 +26,8 @@ export interface Announcer {
   readonly announce: (events: ReadonlyArray<QuotaEvent>, now: number) => Effect.Effect<void> | undefined
   /** {@link announce}, always an effect. */
   readonly publish: (events: ReadonlyArray<QuotaEvent>, now: number) => Effect.Effect<void>
+  /** New thresholds, judged from the next announcement on (which re-arms or announces against them). */
+  readonly setPercents: (warningPercent: number, alertPercent: number) => void
   readonly events: Stream.Stream<QuotaEvent>
   readonly subscribe: Effect.Effect<PubSub.Subscription<QuotaEvent>, never, Scope.Scope>
 }
@@ -62,7 +67,7 @@ export const make = (options: {
   readonly alertPercent: number
 }): Effect.Effect<Announcer> =>
   Effect.map(PubSub.sliding<QuotaEvent>(options.buffer), (pubsub) => {
-    const percents = { warning: options.warningPercent, alert: options.alertPercent }
+    let percents = { warning: options.warningPercent, alert: options.alertPercent }
     let announced: Ledger.Announced = { warning: false, alert: false }
     const emit = (events: ReadonlyArray<QuotaEvent>): Effect.Effect<void> =>
       Effect.forEach(events, (e) => Effect.andThen(logEvent(e, options.ledger()), PubSub.publish(pubsub, e)), {
@@ -77,6 +82,9 @@ export const make = (options: {
     return {
       announce,
       publish: (events, now) => Effect.suspend(() => announce(events, now) ?? Effect.void),
+      setPercents: (warning, alert) => {
+        percents = { warning, alert }
+      },
       events: Stream.fromPubSub(pubsub),
       subscribe: PubSub.subscribe(pubsub)
     }

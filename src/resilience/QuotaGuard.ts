@@ -52,6 +52,19 @@
  *   frame, with no scope and no mask: what a waiting call holds is that frame
  *   and one small reservation object. Other stores take the scoped path.
  *
+ * **Changing it live** ({@link QuotaGuard.reconfigure})
+ *
+ * - New thresholds, key caps, `whenUnknown`, refresh interval and multipliers
+ *   apply from now on; the store (ledger, reservations, the last snapshot,
+ *   the exhausted state) is not touched. A threshold moved past the current
+ *   usage is announced (or cleared) at once; the next reading is due one new
+ *   interval after the last one started. `keyCaps` become exactly the new
+ *   ones (a cap set by `setKeyCap` and absent from them is removed); absent
+ *   `multipliers` keep the current table (`/v1/models` may have set it).
+ * - The store and the account come from context, not options: nothing to
+ *   change there. `eventBuffer` sizes the events' `PubSub`: leave it out or
+ *   give the same value.
+ *
  * @example
  * ```ts
  * import { Effect, Layer } from "effect"
@@ -67,7 +80,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Exit, Layer, Option, type PubSub, type Scope, type Stream } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Option, type PubSub, type Scope, type Stream } from "effect"
 import { type ElevenLabsError, isElevenLabsError } from "../client/Errors.ts"
 import * as RedisQuotaStore from "../distributed/RedisQuotaStore.ts"
 import * as Cost from "./Cost.ts"
@@ -87,10 +100,12 @@ import {
   type QuotaStatus,
   type Reservation,
   type ReserveOptions,
+  type Settings,
+  settingsOf,
   SubscriptionSource
 } from "./QuotaModel.ts"
 import * as QuotaRefresh from "./QuotaRefresh.ts"
-import { type Held, makeMemory, QuotaStore } from "./QuotaStore.ts"
+import { type Held, LocalReservation, makeMemory, QuotaStore } from "./QuotaStore.ts"
 
 export * from "./QuotaModel.ts"
 export { layerMemory as layerStoreMemory, QuotaStore } from "./QuotaStore.ts"
@@ -135,6 +150,11 @@ export interface QuotaGuard {
   readonly events: Stream.Stream<QuotaEvent>
   /** A subscription to the same events, open as long as its scope (deterministic for tests). */
   readonly subscribe: Effect.Effect<PubSub.Subscription<QuotaEvent>, never, Scope.Scope>
+  /**
+   * Applies new options from now on, keeping reservations, the ledger and the last snapshot (see the module
+   * doc, "Changing it live"). Dies, changing nothing, on invalid options or a different `eventBuffer`.
+   */
+  readonly reconfigure: (options: Options) => Effect.Effect<void>
 }
 
 /** The tag of {@link QuotaGuard}. */
@@ -159,76 +179,15 @@ const actualOf = <A>(options: GuardOptions<A> | undefined, a: A): number | undef
   }
 }
 
-/**
- * The reservation of one call on the memory store's path: one object, settled once (its `settle` is the
- * guard's). A class rather than closures: a call waiting in a queue holds it.
- */
-class LocalReservation implements Reservation {
-  /** Nothing (more) to give back: true until the credits are reserved, and again once settled. */
-  settled = true
-  readonly cost: number
-  readonly keyId: string | undefined
-  readonly settle: (r: LocalReservation, committed: number | undefined) => Effect.Effect<void>
-  constructor(
-    cost: number,
-    keyId: string | undefined,
-    settle: (r: LocalReservation, committed: number | undefined) => Effect.Effect<void>
-  ) {
-    this.cost = cost
-    this.keyId = keyId
-    this.settle = settle
-  }
-  commit(actual?: number | undefined): Effect.Effect<void> {
-    return this.settle(this, Ledger.isAmount(actual) ? actual : this.cost)
-  }
-  get release(): Effect.Effect<void> {
-    return this.settle(this, undefined)
-  }
-}
-
-/** The options, checked. */
-interface Settings {
-  readonly interval: number
-  readonly warningPercent: number
-  readonly alertPercent: number
-  readonly whenUnknown: "allow" | "deny"
-  readonly eventBuffer: number
-  readonly caps: Map<string, number | undefined>
-}
-
-const settingsOf = (options: Options): Effect.Effect<Settings, QuotaGuardError> =>
-  Effect.suspend(() => {
-    const intervalInput = Duration.fromInput(options.refreshInterval ?? "60 seconds")
-    const interval = intervalInput._tag === "Some" ? Duration.toMillis(intervalInput.value) : Number.NaN
-    const warningPercent = options.warningPercent ?? 80
-    const alertPercent = options.alertPercent ?? 90
-    if (!(interval > 0)) return invalid("refreshInterval", "must be a positive duration")
-    if (!Ledger.isAmount(warningPercent) || !Ledger.isAmount(alertPercent) || warningPercent > alertPercent) {
-      return invalid("warningPercent", "thresholds must be non-negative numbers with warningPercent <= alertPercent")
-    }
-    const caps = new Map<string, number | undefined>()
-    for (const [keyId, cap] of Object.entries(options.keyCaps ?? {})) {
-      if (!Ledger.isAmount(cap)) return invalid(`keyCaps.${keyId}`, "a cap must be a non-negative number")
-      caps.set(keyId, cap)
-    }
-    const eventBuffer = options.eventBuffer ?? 256
-    if (!Number.isInteger(eventBuffer) || eventBuffer < 1) return invalid("eventBuffer", "must be a positive integer")
-    return Effect.succeed({
-      interval,
-      warningPercent,
-      alertPercent,
-      whenUnknown: options.whenUnknown ?? "allow",
-      eventBuffer,
-      caps
-    })
-  })
-
 /** What the guard's parts share. */
 interface Parts {
   readonly store: QuotaStore["Service"]
   readonly refresher: QuotaRefresh.Refresher
   readonly announcer: QuotaEvents.Announcer
+  /** The key caps, changed in place (`setKeyCap`, `reconfigure`); a removed cap stays listed as `undefined`. */
   readonly caps: Map<string, number | undefined>
+  /** The settings, read when used; replaced whole by `reconfigure`. */
+  readonly live: { settings: Settings }
 }
 
 /** A step's events (with the threshold crossings) and the reading it wants, as one effect; `undefined` if none. */
@@ -353,8 +312,8 @@ const reservations = (parts: Parts) => {
 }
 
 /** `status`, `state`, `percentUsed`, and the rollover the background schedule runs. */
-const readings = (parts: Parts, settings: Settings) => {
-  const { caps, refresher, store } = parts
+const readings = (parts: Parts) => {
+  const { caps, live, refresher, store } = parts
   const policy = refresher.state
 
   /** Applies a due rollover first, so reads after the reset time see the new period. */
@@ -374,7 +333,8 @@ const readings = (parts: Parts, settings: Settings) => {
     if (l.exhausted !== undefined) return "exhausted"
     const pct = Ledger.percentUsed(l)
     if (pct === undefined) return "unknown"
-    return pct >= settings.alertPercent ? "alert" : pct >= settings.warningPercent ? "warning" : "ok"
+    const { alertPercent, warningPercent } = live.settings
+    return pct >= alertPercent ? "alert" : pct >= warningPercent ? "warning" : "ok"
   }
 
   const keysOf = (l: Ledger.Ledger): Array<KeyStatus> =>
@@ -459,9 +419,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     store,
     publish: announcer.publish
   })
-  const parts: Parts = { store, refresher, announcer, caps: settings.caps }
+  const caps = new Map<string, number | undefined>(settings.caps)
+  const parts: Parts = { store, refresher, announcer, caps, live: { settings } }
   const { guard, markExhausted, reserve } = reservations(parts)
-  const { percentUsed, rolled, state, status, wakeAt } = readings(parts, settings)
+  const { percentUsed, rolled, state, status, wakeAt } = readings(parts)
   yield* refresher.schedule(rolled, wakeAt)
   let multipliers: Cost.Multipliers = { ...options.multipliers }
 
@@ -471,9 +432,33 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
         return invalid(`keyCaps.${keyId}`, "a cap must be a non-negative number")
       }
       // Removing a cap keeps the key listed in `status`.
-      if (cap !== undefined || settings.caps.has(keyId)) settings.caps.set(keyId, cap)
+      if (cap !== undefined || caps.has(keyId)) caps.set(keyId, cap)
       return Effect.void
     })
+
+  const reconfigure = (options: Options): Effect.Effect<void> =>
+    Effect.flatMap(Effect.orDie(settingsOf(options)), (next) =>
+      Effect.withFiber((fiber) => {
+        // Everything checked before anything changes. The event buffer is the PubSub's size: it stays.
+        const { eventBuffer } = parts.live.settings
+        if (options.eventBuffer !== undefined && next.eventBuffer !== eventBuffer) {
+          return Effect.die(
+            new RangeError(
+              `QuotaGuard.reconfigure: eventBuffer cannot change live (${eventBuffer} -> ${next.eventBuffer})`
+            )
+          )
+        }
+        parts.live.settings = { ...next, eventBuffer }
+        for (const keyId of caps.keys()) if (!next.caps.has(keyId)) caps.set(keyId, undefined)
+        for (const [keyId, cap] of next.caps) caps.set(keyId, cap)
+        // Absent: keep what `setMultipliers` (the `/v1/models` answer) or an earlier configuration set.
+        if (next.multipliers !== undefined) multipliers = { ...next.multipliers }
+        announcer.setPercents(next.warningPercent, next.alertPercent)
+        // A threshold moved past the current usage is announced (or cleared) now, not at the next change.
+        const crossed = announcer.announce([], fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+        const refreshing = refresher.reconfigure({ interval: next.interval, whenUnknown: next.whenUnknown })
+        return crossed === undefined ? refreshing : Effect.andThen(crossed, refreshing)
+      }))
 
   return QuotaGuard.of({
     costOf: (characters, modelId) => Cost.estimate(characters, modelId, multipliers),
@@ -487,7 +472,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     percentUsed,
     state,
     events: announcer.events,
-    subscribe: announcer.subscribe
+    subscribe: announcer.subscribe,
+    reconfigure
   })
 })
 

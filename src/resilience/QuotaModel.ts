@@ -1,15 +1,15 @@
 /**
  * The quota guard's vocabulary: where subscription snapshots come from, the
- * errors it refuses calls with, its events and status, and what a
- * reservation is. `QuotaGuard` re-exports all of it; the ledger and the
+ * errors it refuses calls with, its events and status, what a reservation
+ * is, and its options with their checked form ({@link settingsOf}). `QuotaGuard` re-exports all of it; the ledger and the
  * stores (memory, Redis) speak it too, which is why it lives apart from the
  * guard.
  *
  * @since 0.1.0
  */
-import { Context, Duration, type Effect, Layer, Schema } from "effect"
+import { Context, Duration, Effect, Layer, Schema } from "effect"
 import type { ElevenLabsError } from "../client/Errors.ts"
-import type * as Cost from "./Cost.ts"
+import * as Cost from "./Cost.ts"
 
 // ==== Subscription source
 
@@ -278,3 +278,58 @@ export interface Options {
   /** Events kept for a slow subscriber before the oldest are dropped. Default 256. */
   readonly eventBuffer?: number | undefined
 }
+
+// ==== Settings
+
+/** {@link Options}, checked, with their defaults: what `QuotaGuard.make` builds with and `reconfigure` applies. */
+export interface Settings {
+  /** `refreshInterval`, in ms. */
+  readonly interval: number
+  readonly warningPercent: number
+  readonly alertPercent: number
+  readonly whenUnknown: "allow" | "deny"
+  readonly eventBuffer: number
+  readonly caps: ReadonlyMap<string, number>
+  /** `undefined` when not given (`make`: the built-in table; `reconfigure`: keep the current ones). */
+  readonly multipliers: Cost.Multipliers | undefined
+}
+
+/** A credit amount: finite, not negative (`QuotaLedger.isAmount`, which imports this module). */
+const isAmount = (n: unknown): n is number => typeof n === "number" && Number.isFinite(n) && n >= 0
+
+const invalid = (field: string, message: string) =>
+  Effect.fail(new QuotaGuardError({ reason: new InvalidInput({ field, message }) }))
+
+/** Checks every option at once: the first one out of range fails with `InvalidInput`. */
+export const settingsOf = (options: Options): Effect.Effect<Settings, QuotaGuardError> =>
+  Effect.suspend(() => {
+    const intervalInput = Duration.fromInput(options.refreshInterval ?? "60 seconds")
+    const interval = intervalInput._tag === "Some" ? Duration.toMillis(intervalInput.value) : Number.NaN
+    const warningPercent = options.warningPercent ?? 80
+    const alertPercent = options.alertPercent ?? 90
+    if (!(interval > 0)) return invalid("refreshInterval", "must be a positive duration")
+    if (!isAmount(warningPercent) || !isAmount(alertPercent) || warningPercent > alertPercent) {
+      return invalid("warningPercent", "thresholds must be non-negative numbers with warningPercent <= alertPercent")
+    }
+    const whenUnknown = options.whenUnknown ?? "allow"
+    if (whenUnknown !== "allow" && whenUnknown !== "deny") return invalid("whenUnknown", "must be allow or deny")
+    const caps = new Map<string, number>()
+    for (const [keyId, cap] of Object.entries(options.keyCaps ?? {})) {
+      if (!isAmount(cap)) return invalid(`keyCaps.${keyId}`, "a cap must be a non-negative number")
+      caps.set(keyId, cap)
+    }
+    for (const [modelId, m] of Object.entries(options.multipliers ?? {})) {
+      if (!Cost.isValidMultiplier(m)) return invalid(`multipliers.${modelId}`, "must be a non-negative number")
+    }
+    const eventBuffer = options.eventBuffer ?? 256
+    if (!Number.isInteger(eventBuffer) || eventBuffer < 1) return invalid("eventBuffer", "must be a positive integer")
+    return Effect.succeed({
+      interval,
+      warningPercent,
+      alertPercent,
+      whenUnknown,
+      eventBuffer,
+      caps,
+      multipliers: options.multipliers
+    })
+  })

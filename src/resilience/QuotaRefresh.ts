@@ -24,10 +24,13 @@
  *   how stale it is and a `RefreshFailed` event carries the age.
  * - The state object doubles as the store's `Policy`: the next check bounds a
  *   reported exhaustion, the last error explains an unknown quota.
+ * - A new interval ({@link Refresher.reconfigure}) moves the next reading to
+ *   one new interval after the last one started (at once when that is past),
+ *   and restarts the schedule, which was sleeping until the old due time.
  *
  * @since 0.1.0
  */
-import { Clock, Deferred, Duration, Effect, Exit, Schedule, type Scope } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Schedule, type Scope, Semaphore } from "effect"
 import { ElevenLabsError, InvalidResponse } from "../client/Errors.ts"
 import * as Deadline from "./Deadline.ts"
 import * as Ledger from "./QuotaLedger.ts"
@@ -36,6 +39,7 @@ import type { Store } from "./QuotaStore.ts"
 
 /** What the guard knows of its readings. */
 export interface RefreshState extends Ledger.Rules {
+  whenUnknown: "allow" | "deny"
   nextRefreshAt: number
   lastError: string | undefined
   /** When the last reading succeeded. */
@@ -60,6 +64,10 @@ export interface Refresher {
    * when earlier), `observe` (which answers whether the period rolled over), then a reading when one is due.
    */
   readonly schedule: (observe: Effect.Effect<boolean>, wakeAt: () => number) => Effect.Effect<void>
+  /** A new interval and `whenUnknown` from now on (see the module doc). */
+  readonly reconfigure: (
+    options: { readonly interval: number; readonly whenUnknown: "allow" | "deny" }
+  ) => Effect.Effect<void>
 }
 
 const validSnapshot = (snap: QuotaSnapshot): boolean =>
@@ -87,8 +95,11 @@ export const make = Effect.fnUntraced(function*(options: {
   /** Publishes a step's events (with the guard's threshold announcements). */
   readonly publish: (events: ReadonlyArray<QuotaEvent>, now: number) => Effect.Effect<void>
 }) {
-  const { interval, publish, store } = options
+  const { publish, store } = options
+  let interval = options.interval
   const scope: Scope.Scope = yield* Effect.scope
+  // The guard's context (its Clock, logger, references): a restarted schedule runs in it, not the caller's.
+  const context = yield* Effect.context<never>()
   const fetch = validated(options.fetch)
   const state: RefreshState = {
     whenUnknown: options.whenUnknown,
@@ -142,6 +153,11 @@ export const make = Effect.fnUntraced(function*(options: {
   const refresh = Effect.flatMap(begin, Deferred.await)
   const start = Effect.asVoid(begin)
 
+  /** The background schedule, once `schedule` started it: its loop, to start again, and its fiber. */
+  let scheduled: { readonly loop: Effect.Effect<void>; fiber: Fiber.Fiber<void> } | undefined
+  /** One restart at a time: two at once would leave a second loop running. */
+  const restarting = Semaphore.makeUnsafe(1)
+
   yield* start
   return {
     state,
@@ -160,8 +176,9 @@ export const make = Effect.fnUntraced(function*(options: {
         ? Effect.andThen(Effect.exit(Deadline.enforce({ operation: "quota" })(Deferred.await(inflight))), next)
         : next,
     schedule: (observe, wakeAt) => {
+      // Not cut in half by a restart (`reconfigure`): a rollover observed is a rollover announced.
       const tick = Effect.flatMap(
-        observe,
+        Effect.uninterruptible(observe),
         (rolled) =>
           Effect.flatMap(
             Clock.currentTimeMillis,
@@ -176,7 +193,27 @@ export const make = Effect.fnUntraced(function*(options: {
           )
         )
       )
-      return Effect.asVoid(Effect.forkIn(Effect.repeat(tick, untilDue), scope))
-    }
+      const loop = Effect.asVoid(Effect.repeat(tick, untilDue)).pipe(Effect.provideContext(context))
+      return Effect.map(Effect.forkIn(loop, scope), (fiber) => void (scheduled = { loop, fiber }))
+    },
+    reconfigure: (next) =>
+      Effect.suspend(() => {
+        state.whenUnknown = next.whenUnknown
+        if (next.interval === interval) return Effect.void
+        state.nextRefreshAt += next.interval - interval
+        interval = next.interval
+        const running = scheduled
+        if (running === undefined) return Effect.void
+        // Sleeping until the old due time: started again, it computes the new one (its first tick reads at
+        // once when that is past). The reading in flight runs in the guard's scope and is not interrupted.
+        return Effect.andThen(
+          Fiber.interrupt(running.fiber),
+          // Started at once: a reading due now is registered (in flight) before `reconfigure` returns.
+          Effect.map(
+            Effect.forkIn(running.loop, scope, { startImmediately: true }),
+            (fiber) => void (running.fiber = fiber)
+          )
+        ).pipe(Effect.uninterruptible, restarting.withPermits(1))
+      })
   } satisfies Refresher
 })

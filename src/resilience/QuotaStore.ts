@@ -30,7 +30,7 @@
 import { Clock, Context, Effect, Exit, Layer, type Scope } from "effect"
 import type { ElevenLabsError } from "../client/Errors.ts"
 import * as Ledger from "./QuotaLedger.ts"
-import type { ExhaustionInfo, QuotaGuardErrorReason, QuotaSnapshot } from "./QuotaModel.ts"
+import type { ExhaustionInfo, QuotaGuardErrorReason, QuotaSnapshot, Reservation } from "./QuotaModel.ts"
 
 // ==== Models
 
@@ -200,3 +200,33 @@ export const makeMemory = (): MemoryStore => {
 
 /** A memory store as a layer: guards built over it share one ledger (one account, one process). */
 export const layerMemory = (): Layer.Layer<QuotaStore> => Layer.sync(QuotaStore, makeMemory)
+
+// ==== The memory path's reservation
+
+/**
+ * The reservation of one call on the memory store's path (`QuotaGuard.guard` with `reserveUnsafe` and
+ * `settleUnsafe`): one object, settled once (its `settle` is the guard's). A class rather than closures: a
+ * call waiting in a queue holds it.
+ */
+export class LocalReservation implements Reservation {
+  /** Nothing (more) to give back: true until the credits are reserved, and again once settled. */
+  settled = true
+  readonly cost: number
+  readonly keyId: string | undefined
+  readonly settle: (r: LocalReservation, committed: number | undefined) => Effect.Effect<void>
+  constructor(
+    cost: number,
+    keyId: string | undefined,
+    settle: (r: LocalReservation, committed: number | undefined) => Effect.Effect<void>
+  ) {
+    this.cost = cost
+    this.keyId = keyId
+    this.settle = settle
+  }
+  commit(actual?: number | undefined): Effect.Effect<void> {
+    return this.settle(this, Ledger.isAmount(actual) ? actual : this.cost)
+  }
+  get release(): Effect.Effect<void> {
+    return this.settle(this, undefined)
+  }
+}

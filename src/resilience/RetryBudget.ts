@@ -27,6 +27,12 @@
  *   until its attempt ends, however it ends (interruption included).
  * - Written by hand: Effect has no retry budget (`RateLimiter` limits rates
  *   per key, not a ratio of two counters).
+ * - Changing it live ({@link RetryBudget.reconfigure}): the new ratio, window
+ *   and `minRetriesInFlight` judge every grant from then on; the counts are
+ *   kept (running calls, the requests and retries in the window, the retries
+ *   in flight, the refusals). A shorter window drops the older entries at the
+ *   next grant; a longer one cannot bring back entries the old one already
+ *   dropped, so it counts fully only one new window later.
  *
  * @since 0.1.0
  */
@@ -74,6 +80,11 @@ export interface RetryBudget {
   readonly release: Effect.Effect<void>
   /** What the budget holds now (window pruned to the current time). */
   readonly snapshot: Effect.Effect<RetryBudgetSnapshot>
+  /**
+   * Judges every grant from now on by new options, keeping the counts (see the module doc). Dies, changing
+   * nothing, on invalid options.
+   */
+  readonly reconfigure: (options: RetryBudgetOptions) => Effect.Effect<void>
 }
 
 /** Service tag of the client's retry budget. */
@@ -112,16 +123,31 @@ class Window {
  */
 export const make = (options?: RetryBudgetOptions): Effect.Effect<RetryBudget> => Effect.sync(() => makeUnsafe(options))
 
-/** Synchronous {@link make}. */
-export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudget => {
+/** The options, checked, with their defaults. */
+interface Settings {
+  readonly ratio: number
+  readonly windowMillis: number
+  readonly minInFlight: number
+}
+
+/** Checks every option at once; bad options throw a `RangeError` (a programming error). */
+export const settingsOf = (options: RetryBudgetOptions | undefined): Settings => {
   const ratio = options?.ratio ?? 0.2
-  const windowMillis = Duration.toMillis(Duration.fromInputUnsafe(options?.window ?? "10 seconds"))
+  const window = Duration.fromInput(options?.window ?? "10 seconds")
+  const windowMillis = window._tag === "Some" ? Duration.toMillis(window.value) : Number.NaN
   const minInFlight = options?.minRetriesInFlight ?? 3
   if (!(ratio >= 0 && ratio <= 1)) throw new RangeError(`RetryBudget: ratio must be in [0, 1], got ${ratio}`)
   if (!(windowMillis > 0)) throw new RangeError(`RetryBudget: window must be > 0`)
   if (!Number.isInteger(minInFlight) || minInFlight < 0) {
     throw new RangeError(`RetryBudget: minRetriesInFlight must be an integer >= 0, got ${minInFlight}`)
   }
+  return { ratio, windowMillis, minInFlight }
+}
+
+/** Synchronous {@link make}. */
+export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudget => {
+  // Read at every grant and prune; replaced whole by `reconfigure`.
+  let settings = settingsOf(options)
   /** End times of calls that ended; running calls are `running`. */
   const requests = new Window()
   const retries = new Window()
@@ -130,8 +156,9 @@ export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudget => {
   let refused = 0
 
   const prune = (now: number) => {
-    requests.prune(now - windowMillis)
-    retries.prune(now - windowMillis)
+    const cutoff = now - settings.windowMillis
+    requests.prune(cutoff)
+    retries.prune(cutoff)
   }
 
   const settleUnsafe = (now: number): void => {
@@ -151,6 +178,7 @@ export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudget => {
     settleUnsafe,
     acquire: Effect.map(Clock.currentTimeMillis, (now) => {
       prune(now)
+      const { minInFlight, ratio } = settings
       const allowance = ratio * (running + requests.size)
       // `+ 1 <=` rather than `<`: the allowance can be fractional, and the
       // bound must hold after this retry is counted.
@@ -175,7 +203,11 @@ export const makeUnsafe = (options?: RetryBudgetOptions): RetryBudget => {
         retriesInFlight: inFlight,
         refusedTotal: refused
       }
-    })
+    }),
+    reconfigure: (next) =>
+      Effect.sync(() => {
+        settings = settingsOf(next)
+      })
   }
 }
 
