@@ -46,13 +46,37 @@ export class InvalidDistributedRequest extends Schema.Error<InvalidDistributedRe
   message: Schema.String
 }) {}
 
+/**
+ * A compare-and-set lost: the current version of an account was not the one
+ * the caller expected (another deploy or rollback won). Versions are 1, 2, ...;
+ * 0 means "none published yet".
+ */
+export class VersionConflict
+  extends Schema.Error<VersionConflict>("elevenlabs-resilience/distributed/VersionConflict")({
+    _tag: Schema.tag("VersionConflict"),
+    account: Schema.String,
+    expected: Schema.Number,
+    actual: Schema.Number
+  })
+{
+  override get message(): string {
+    return `the current version of ${this.account} is ${this.actual}, not the expected ${this.expected}`
+  }
+}
+
 /** Every reason of a {@link DistributedError}. */
-export type DistributedErrorReason = RedisUnavailable | RedisCommandFailed | AcquireTimeout | InvalidDistributedRequest
+export type DistributedErrorReason =
+  | RedisUnavailable
+  | RedisCommandFailed
+  | AcquireTimeout
+  | InvalidDistributedRequest
+  | VersionConflict
 export const DistributedErrorReason = Schema.Union([
   RedisUnavailable,
   RedisCommandFailed,
   AcquireTimeout,
-  InvalidDistributedRequest
+  InvalidDistributedRequest,
+  VersionConflict
 ])
 
 /** A failure of a Redis-backed store. Never carries an API key: keys are ids chosen by the caller. */

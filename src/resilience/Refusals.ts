@@ -110,7 +110,9 @@ export const fromDistributed =
         return fail(
           new QueueTimeout({ operation, message: r.message, pool, lane, waited: Duration.millis(r.waitedMillis) })
         )
+      // A configuration version conflict never comes from the permits; mapped for completeness.
       case "InvalidDistributedRequest":
+      case "VersionConflict":
         return fail(new InvalidRequest({ operation, message: r.message }))
       case "RedisUnavailable":
       case "RedisCommandFailed":
