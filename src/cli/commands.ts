@@ -5,6 +5,7 @@
  */
 import { alerts } from "./alerts.ts"
 import { capacity } from "./capacity.ts"
+import { config } from "./config.ts"
 import { demo } from "./demo.ts"
 import { loadTest } from "./loadTest.ts"
 import { simulate } from "./simulate.ts"
@@ -12,4 +13,4 @@ import { simulator } from "./simulator.ts"
 import { smoke } from "./smoke.ts"
 import { validateConfig } from "./validateConfig.ts"
 
-export const commands = [demo, alerts, capacity, loadTest, simulator, simulate, smoke, validateConfig] as const
+export const commands = [demo, alerts, capacity, config, loadTest, simulator, simulate, smoke, validateConfig] as const

@@ -44,7 +44,24 @@ export interface WireOptions {
   readonly characterLimits?: Readonly<Record<string, number>> | undefined
   readonly validate?: boolean | undefined
   readonly onResponseHeaders?: ((meta: ResponseMeta) => Effect.Effect<void>) | undefined
+  /** The attempt timeouts, read at each attempt (the resilient stack changes them live); wins over the two above. */
+  readonly timeouts?: AttemptTimeouts | undefined
 }
+
+/** The per-attempt timeouts as a holder read at each attempt, so that a live configuration can change them. */
+export interface AttemptTimeouts {
+  headers: Duration.Duration
+  idle: Duration.Duration
+}
+
+/** The holder of `options`' timeouts (their defaults when absent). */
+export const attemptTimeoutsOf = (options: {
+  readonly headersTimeout?: Duration.Input | undefined
+  readonly idleTimeout?: Duration.Input | undefined
+}): AttemptTimeouts => ({
+  headers: Duration.fromInputUnsafe(options.headersTimeout ?? defaultHeadersTimeout),
+  idle: Duration.fromInputUnsafe(options.idleTimeout ?? defaultIdleTimeout)
+})
 
 export const wrap = (reason: ElevenLabsErrorReason) => new ElevenLabsError({ reason })
 
@@ -78,8 +95,7 @@ export const makeWire = (
   options: WireOptions,
   client: HttpClient.HttpClient | HttpClient.HttpClient.With<HttpClientError.HttpClientError, Scope.Scope>
 ) => {
-  const headersTimeout = Duration.fromInputUnsafe(options.headersTimeout ?? defaultHeadersTimeout)
-  const idleTimeout = Duration.fromInputUnsafe(options.idleTimeout ?? defaultIdleTimeout)
+  const timeouts = options.timeouts ?? attemptTimeoutsOf(options)
   const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
   /** A local check (`refusal` runs only when this client validates); its refusal as an `ElevenLabsError`. */
   const check = options.validate === false
@@ -95,8 +111,8 @@ export const makeWire = (
     response.stream.pipe(
       Stream.catchTag("HttpClientError", (error) => Stream.fromEffect(fromHttpError(operation)(error))),
       Stream.timeoutOrElse({
-        duration: idleTimeout,
-        orElse: () => Stream.fail(wrap(timeout(operation, "idle", idleTimeout, response.status)))
+        duration: timeouts.idle,
+        orElse: () => Stream.fail(wrap(timeout(operation, "idle", timeouts.idle, response.status)))
       })
     )
 
@@ -117,8 +133,8 @@ export const makeWire = (
       // Each pull: the idle timeout, or the time the call has left (Deadline.CurrentDeadline) when shorter.
       const next = pull.pipe(
         Deadline.timeoutWithin({
-          duration: idleTimeout,
-          orElse: () => Effect.fail(wrap(timeout(operation, "idle", idleTimeout, response.status))),
+          duration: timeouts.idle,
+          orElse: () => Effect.fail(wrap(timeout(operation, "idle", timeouts.idle, response.status))),
           operation
         }),
         Pull.catchDone(() => Effect.succeed(undefined))
@@ -155,8 +171,8 @@ export const makeWire = (
           Effect.catchTag("HttpClientError", fromHttpError(operation)),
           // The headers timeout, or the time the call has left (Deadline.CurrentDeadline) when shorter.
           Deadline.timeoutWithin({
-            duration: headersTimeout,
-            orElse: () => Effect.fail(wrap(timeout(operation, "headers", headersTimeout))),
+            duration: timeouts.headers,
+            orElse: () => Effect.fail(wrap(timeout(operation, "headers", timeouts.headers))),
             operation
           })
         )

@@ -45,7 +45,7 @@ import { Config, Context, Duration, Effect, Layer, Redacted, type Scope, type St
 import { HttpClient, HttpClientRequest } from "effect/http"
 import * as BeyondTts from "./BeyondTts.ts"
 import { makeOperations } from "./ClientOperations.ts"
-import { defaultHeadersTimeout, defaultIdleTimeout, makeWire } from "./ClientWire.ts"
+import { type AttemptTimeouts, defaultHeadersTimeout, defaultIdleTimeout, makeWire } from "./ClientWire.ts"
 import type { ElevenLabsError } from "./Errors.ts"
 import type { ResponseMeta } from "./ResponseMeta.ts"
 import type * as Schemas from "./Schemas.ts"
@@ -182,7 +182,13 @@ export const ElevenLabs = Context.Service<ElevenLabs>("elevenlabs-resilience/cli
 // Options
 // ============================================================================
 
-export { defaultHeadersTimeout, defaultIdleTimeout, OnResponseHeaders } from "./ClientWire.ts"
+export {
+  type AttemptTimeouts,
+  attemptTimeoutsOf,
+  defaultHeadersTimeout,
+  defaultIdleTimeout,
+  OnResponseHeaders
+} from "./ClientWire.ts"
 
 /** The production base URL. */
 export const defaultBaseUrl = "https://api.elevenlabs.io"
@@ -221,6 +227,11 @@ export interface Options {
    * spares every call a context overlay.
    */
   readonly onResponseHeaders?: ((meta: ResponseMeta) => Effect.Effect<void>) | undefined
+  /**
+   * The attempt timeouts as a holder read at each attempt; wins over `headersTimeout` and `idleTimeout`. The
+   * resilient stack passes its own, which its live configuration changes (docs/deployment.md).
+   */
+  readonly timeouts?: AttemptTimeouts | undefined
 }
 
 // ============================================================================

@@ -75,6 +75,7 @@ export const toStackOptions = (config: ResilienceConfig): Omit<ResilientOptions,
     limiter: {
       plan: planSpec(c),
       table: planTableOf(c.planTable ?? defaults.concurrency.planTable),
+      caps: c.caps,
       initialLimit: c.initialLimit ?? defaults.concurrency.initialLimit,
       minLimit: c.minLimit ?? defaults.concurrency.minLimit,
       maxLimit: c.maxLimit ?? defaults.concurrency.maxLimit,

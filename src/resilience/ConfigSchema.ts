@@ -38,6 +38,13 @@ export const ConcurrencySection = Schema.Struct({
   // `seeds` and `docs` are the deprecated names of `deployment-guide` and `models-page` (a warning says so).
   planTable: opt(Schema.Literals(acceptedPlanTableNames)),
   pools: opt(PoolNumbers),
+  // Hard caps: no header or plan lifts a pool above them (a reserve, an incident's lower limit).
+  caps: opt(Schema.Struct({
+    standard: opt(PositiveInt),
+    flash: opt(PositiveInt),
+    stt: opt(PositiveInt),
+    music: opt(PositiveInt)
+  })),
   poolsInUse: opt(Schema.Array(Schema.Literals(pools))),
   initialLimit: opt(PositiveInt),
   minLimit: opt(PositiveInt),

@@ -53,7 +53,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Duration, Effect, Exit, Scope, Tracer } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Scope, Tracer } from "effect"
 import * as Client from "../client/ElevenLabs.ts"
 import { ElevenLabsError } from "../client/Errors.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
@@ -79,7 +79,7 @@ import {
 } from "./PipelineCall.ts"
 import * as PipelinePolicies from "./PipelinePolicies.ts"
 import { fromQuota } from "./Refusals.ts"
-import { stackDefaults } from "./ResilientOptions.ts"
+import type { PolicyOptions } from "./ResilientOptions.ts"
 
 export type { Policies } from "./PipelinePolicies.ts"
 export { layerShared } from "./PipelinePolicies.ts"
@@ -126,6 +126,24 @@ export interface Pipeline {
   readonly onResponseHeaders: (meta: ResponseMeta) => Effect.Effect<void>
   /** {@link Pipeline.buffered} when the plan has a pool, else {@link Pipeline.readOnly}. */
   readonly run: <A, R = never>(plan: CallPlan<A>, attempt: Attempt<A, R>) => Effect.Effect<A, ElevenLabsError, R>
+  /**
+   * Applies new policy options in place, for the calls from now on; the policies keep their state (a lower
+   * limit drains, it cancels nothing). See `PipelinePolicies.reconfigure`; the live configuration
+   * (`LiveConfig.ts`) validates the options first.
+   */
+  readonly reconfigure: (options: PolicyOptions) => Effect.Effect<void>
+  /**
+   * Pooled calls ended and those that failed, cumulative (a deploy's watch reads their rate). The caller's own
+   * mistakes (`InvalidRequest`) and interruptions are not failures here.
+   */
+  readonly outcomes: { readonly calls: number; readonly errors: number }
+}
+
+/** Whether a failed call counts against the stack: not an interruption, not the caller's invalid request. */
+const countsAsError = (cause: Cause.Cause<ElevenLabsError>): boolean => {
+  if (Cause.hasInterruptsOnly(cause)) return false
+  const error = Cause.findErrorOption(cause)
+  return error._tag === "None" || error.value.reason._tag !== "InvalidRequest"
 }
 // ============================================================================
 // Constructor
@@ -141,9 +159,8 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
   function*(options: PipelineOptions) {
     const policies = yield* PipelinePolicies.make(options)
     const { keyId, limiter, quota } = policies
-    const deadline = Duration.fromInputUnsafe(options.deadline ?? stackDefaults.deadline)
-    const queueTimeout = Duration.fromInputUnsafe(options.limiter?.queueTimeout ?? "120 seconds")
-    const queueTimeoutMillis = Duration.toMillis(queueTimeout)
+    // Read at each call: a live configuration changes them (`reconfigure`).
+    const live = PipelinePolicies.liveSettingsOf(options)
     const staticAttemptOf = attemptAttributes(options.baseUrl ?? Client.defaultBaseUrl)
     // The metrics go to the registry of the context the stack is built in, as its gauges do: read from a call's
     // own context, each update would look the registry up through that call's overlays.
@@ -170,7 +187,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
             const call = fiber.getRef(CurrentCallOptions)
             const lane = call.lane ?? "default"
             if (pooled) span.attribute(Spans.callAttributes.lane, lane)
-            const total = call.deadline === undefined ? deadline : callDeadlineOf(call.deadline)
+            const total = call.deadline === undefined ? live.deadline : callDeadlineOf(call.deadline)
             const refused = plan.invalid !== undefined
               ? new ElevenLabsError({ reason: plan.invalid })
               : total === undefined
@@ -199,8 +216,12 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
           })
       )
 
-    /** The end of a pooled call: metrics and the call span's outcome (synchronously). */
+    const outcomes = { calls: 0, errors: 0 }
+
+    /** The end of a pooled call: metrics, the outcome counts and the call span's outcome (synchronously). */
     const finishPooled = (exit: Exit.Exit<unknown, ElevenLabsError>): Effect.Effect<void> => {
+      outcomes.calls++
+      if (exit._tag === "Failure" && countsAsError(exit.cause)) outcomes.errors++
       const fiber = running()
       const call = current(fiber)
       const seconds = (fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() - call.start) / 1000
@@ -214,7 +235,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
       return Effect.void
     }
 
-    const stack: Stack = { policies, options, queueTimeout, queueTimeoutMillis, staticAttemptOf, metricsContext }
+    const stack: Stack = { policies, options, live, staticAttemptOf, metricsContext }
     const { admitted, limited, queueRefused, readAttempt, requestOf, sendOne, sharedPermit, teachCurrent } =
       makeAttempts(stack)
     const { coalesceAround, fallbackAround, markIfExceeded, quotaAround, retriedAround } = makeAround(stack)
@@ -293,6 +314,17 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     const run = <A, R = never>(plan: CallPlan<A>, one: Attempt<A, R>): Effect.Effect<A, ElevenLabsError, R> =>
       isPooled(plan) ? buffered(plan, one) : readOnly(plan, one)
 
-    return { policies, buffered, streamed, readOnly, run, onResponseHeaders: teachCurrent } satisfies Pipeline
+    const reconfigure = (next: PolicyOptions) => PipelinePolicies.reconfigure(policies, live, next)
+
+    return {
+      policies,
+      buffered,
+      streamed,
+      readOnly,
+      run,
+      onResponseHeaders: teachCurrent,
+      reconfigure,
+      outcomes
+    } satisfies Pipeline
   }
 )

@@ -18,11 +18,32 @@ import * as RetryPolicy from "./RetryPolicy.ts"
 
 import type { Stack } from "./PipelineAttempts.ts"
 
+/**
+ * The retry policies of the current settings, built once per version of them (their schedules are values;
+ * their state lives in each run): a live change builds them again at the next call.
+ */
+const liveRetryPolicies = (stack: Stack, onRetry: (event: RetryPolicy.RetryEvent) => Effect.Effect<void>) => {
+  const { live, policies: { budget, retries } } = stack
+  const build = () =>
+    live.retry === undefined ? undefined : {
+      idempotent: RetryPolicy.retry({ ...live.retry, idempotent: true, budget, events: retries, onRetry }),
+      notIdempotent: RetryPolicy.retry({ ...live.retry, idempotent: false, budget, events: retries, onRetry })
+    }
+  let built = build()
+  let generation = live.generation
+  return () => {
+    if (generation !== live.generation) {
+      built = build()
+      generation = live.generation
+    }
+    return built
+  }
+}
+
 /** The policies around the attempts. */
 export const makeAround = (stack: Stack) => {
-  const { metricsContext, options, policies } = stack
-  const { breaker, budget, cache, coalescer, quota, retries } = policies
-  const retrySettings = options.retry === false ? undefined : (options.retry ?? {})
+  const { live, metricsContext, options, policies } = stack
+  const { breaker, cache, coalescer, quota } = policies
 
   // ---- steps 6, 5, 3, 2, 9: breaker, retries, quota, coalescing, fallback ----
 
@@ -51,11 +72,7 @@ export const makeAround = (stack: Stack) => {
       )
     })
 
-  // The retry policies, built once per stack (their schedules are values; their state lives in each run).
-  const retryPolicies = retrySettings === undefined ? undefined : {
-    idempotent: RetryPolicy.retry({ ...retrySettings, idempotent: true, budget, events: retries, onRetry }),
-    notIdempotent: RetryPolicy.retry({ ...retrySettings, idempotent: false, budget, events: retries, onRetry })
-  }
+  const currentRetryPolicies = liveRetryPolicies(stack, onRetry)
 
   /**
    * Steps 4-6: the retried attempts, each behind the breaker of the call's pool (when `guarded`), chosen in
@@ -73,7 +90,14 @@ export const makeAround = (stack: Stack) => {
       new Map<Pool | undefined, Effect.Effect<A, ElevenLabsError, R>>(),
       new Map<Pool | undefined, Effect.Effect<A, ElevenLabsError, R>>()
     ]
+    let builtFor = live.generation
     const pick = (idempotent: boolean, pool: Pool | undefined) => {
+      if (builtFor !== live.generation) {
+        built[0]!.clear()
+        built[1]!.clear()
+        builtFor = live.generation
+      }
+      const retryPolicies = currentRetryPolicies()
       const byPool = built[idempotent ? 0 : 1]!
       let chosen = byPool.get(pool)
       if (chosen === undefined) {

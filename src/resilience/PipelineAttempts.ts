@@ -24,8 +24,8 @@ import type { PipelineOptions } from "./Pipeline.ts"
 export interface Stack {
   readonly policies: PipelinePolicies.Policies
   readonly options: PipelineOptions
-  readonly queueTimeout: Duration.Duration
-  readonly queueTimeoutMillis: number
+  /** What a live configuration changes, read at each call (`Pipeline.reconfigure`). */
+  readonly live: PipelinePolicies.LiveSettings
   readonly staticAttemptOf: ReturnType<typeof attemptAttributes>
   /** The context the stack is built in: its metrics registry (see `make`). */
   readonly metricsContext: Context.Context<never>
@@ -33,7 +33,7 @@ export interface Stack {
 
 /** The attempt step and the permits around it. */
 export const makeAttempts = (stack: Stack) => {
-  const { policies, queueTimeout, queueTimeoutMillis, staticAttemptOf } = stack
+  const { live, policies, staticAttemptOf } = stack
   const { distributed, keyId, limiter } = policies
 
   // ---- the adaptive limit, taught by the answers ----------------------------
@@ -123,7 +123,7 @@ export const makeAttempts = (stack: Stack) => {
    * left when that is shorter (`bound.deadline` is then set: the queue's expiry is the deadline's).
    */
   const requestOf = (fiber: Fiber.Fiber<unknown, unknown>, call: Call, pool: Pool): BoundRequest => {
-    const bound = Deadline.boundOf(queueTimeoutMillis, call, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+    const bound = Deadline.boundOf(live.queueTimeoutMillis, call, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
     return {
       key: keyId,
       pool,
@@ -142,7 +142,7 @@ export const makeAttempts = (stack: Stack) => {
     distributed === undefined ?
       Effect.void :
       Effect.flatMap(
-        Deadline.phaseBound(queueTimeout),
+        Deadline.phaseBound(live.queueTimeout),
         (bound) =>
           distributed.acquire({ key: keyId, pool: request.pool, timeout: Duration.millis(bound.millis) }).pipe(
             Effect.catchTag("DistributedError", (error) => {

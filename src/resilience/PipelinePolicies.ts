@@ -12,16 +12,18 @@ import { Duration, Effect, Layer, Option, PubSub, type Scope, Stream } from "eff
 import { CircuitBreaker, KeyValueStore, type Redis } from "effect/persistence"
 import type { ElevenLabsError as ElevenLabsErrorType } from "../client/Errors.ts"
 import { ElevenLabsError, SharedStateUnavailable } from "../client/Errors.ts"
+import * as RedisConfig from "../distributed/RedisConfig.ts"
 import * as RedisPermits from "../distributed/RedisPermits.ts"
 import * as SharedState from "../distributed/SharedState.ts"
 import * as Metrics from "../telemetry/Metrics.ts"
 import * as Breaker from "./Breaker.ts"
 import * as Coalescer from "./Coalescer.ts"
 import * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
+import * as LimiterSettings from "./ConcurrencyLimiterCell.ts"
 import * as Fallback from "./Fallback.ts"
-import type { Pool } from "./Plans.ts"
+import { type Pool, pools } from "./Plans.ts"
 import * as QuotaGuard from "./QuotaGuard.ts"
-import type { PolicyOptions, RedisSettings, RetrySettings } from "./ResilientOptions.ts"
+import { type PolicyOptions, type RedisSettings, type RetrySettings, stackDefaults } from "./ResilientOptions.ts"
 import * as RetryBudget from "./RetryBudget.ts"
 import type * as RetryPolicy from "./RetryPolicy.ts"
 
@@ -58,6 +60,84 @@ export interface Policies {
 }
 
 /**
+ * What a live configuration changes beside the policies' own settings, read by the pipeline at each call
+ * (docs/deployment.md): the deadline, the queue's bound on an attempt's wait, the retry schedules.
+ */
+export interface LiveSettings {
+  deadline: Duration.Duration
+  queueTimeout: Duration.Duration
+  queueTimeoutMillis: number
+  /** `undefined`: no retries. */
+  retry: RetrySettings | undefined
+  /** Bumped by each change: the retry steps built for an older one are built again on their next call. */
+  generation: number
+}
+
+/** The {@link LiveSettings} of `options`. */
+export const liveSettingsOf = (options: PolicyOptions, generation = 0): LiveSettings => {
+  const queueTimeout = Duration.fromInputUnsafe(options.limiter?.queueTimeout ?? "120 seconds")
+  return {
+    deadline: Duration.fromInputUnsafe(options.deadline ?? stackDefaults.deadline),
+    queueTimeout,
+    queueTimeoutMillis: Duration.toMillis(queueTimeout),
+    retry: options.retry === false ? undefined : (options.retry ?? {}),
+    generation
+  }
+}
+
+/** The prefix of the breaker's circuits: the API-key id, so that stacks of two keys never share a circuit. */
+const breakerPrefix = (keyId: string) => `elevenlabs:${keyId}:`
+
+/**
+ * The shared caps of `caps` in Redis (a pool left out has its cap removed). A Redis error is logged, not
+ * raised: the local caps hold anyway, and the next change or start sets them again.
+ */
+const setSharedCaps = (
+  distributed: RedisPermits.RedisPermits["Service"],
+  keyId: string,
+  caps: Partial<Record<Pool, number>> | undefined
+): Effect.Effect<void> =>
+  Effect.forEach(pools, (pool) =>
+    distributed.setCap(keyId, pool, caps?.[pool]).pipe(
+      Effect.catch((error) => Effect.logWarning("elevenlabs shared cap not set", { pool, error: error.message }))
+    ), { discard: true })
+
+/**
+ * Applies new policy options to running policies, in place: the limiter's limits, caps, lanes and queue bounds
+ * (a lower limit drains, it cancels nothing), the retry budget, the breaker's thresholds, the quota's
+ * thresholds, and the {@link LiveSettings}. The policies keep their state (permits, queued calls, circuits,
+ * reservations). A policy switched off at build stays off and one that was on stays on (switching needs a
+ * restart; the live configuration reports it); options are validated before (`ResilienceConfig`).
+ */
+export const reconfigure = (
+  policies: Policies,
+  live: LiveSettings,
+  options: PolicyOptions
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const { breaker, budget, distributed, keyId, limiter, quota } = policies
+    // Every policy's options checked before any policy changes: a change is all or nothing.
+    yield* Effect.try({
+      try: () => {
+        LimiterSettings.settingsOf({ plan: "unknown", ...options.limiter })
+        if (options.budget !== false) RetryBudget.settingsOf(options.budget)
+        if (options.breaker !== false) Breaker.settingsOf(options.breaker)
+      },
+      catch: (e) => e
+    }).pipe(Effect.orDie)
+    if (quota !== undefined && options.quota !== false) yield* Effect.orDie(QuotaGuard.settingsOf(options.quota ?? {}))
+    yield* limiter.reconfigure({ plan: "unknown", ...options.limiter })
+    if (distributed !== undefined) yield* setSharedCaps(distributed, keyId, options.limiter?.caps)
+    if (budget !== undefined && options.budget !== false) yield* budget.reconfigure(options.budget ?? {})
+    if (breaker !== undefined && options.breaker !== false) {
+      yield* breaker.reconfigure({ ...options.breaker, keyPrefix: options.breaker?.keyPrefix ?? breakerPrefix(keyId) })
+    }
+    if (quota !== undefined && options.quota !== false) yield* quota.reconfigure(options.quota ?? {})
+    Object.assign(live, liveSettingsOf(options, live.generation + 1))
+    ;(policies as { retry: RetrySettings | false }).retry = options.retry ?? {}
+  })
+
+/**
  * Builds the policies in the current scope, and forks the watchers that feed
  * the breaker and quota gauges and log limit changes. Reads the optional
  * `CircuitBreakerStore` and `RedisPermits` from the context.
@@ -85,10 +165,13 @@ export const make: (options: PolicyBuildOptions) => Effect.Effect<Policies, neve
     // Shared state, when a Redis layer is in context (SharedState.layerRedis): distributed permits
     // behind the local lanes, and the breaker's circuits in Redis.
     const distributed = Option.getOrUndefined(yield* Effect.serviceOption(RedisPermits.RedisPermits))
+    if (distributed !== undefined && options.limiter?.caps !== undefined) {
+      yield* setSharedCaps(distributed, keyId, options.limiter.caps)
+    }
     const sharedStore = yield* Effect.serviceOption(CircuitBreaker.CircuitBreakerStore)
     const breaker = options.breaker === false
       ? undefined
-      : yield* Breaker.make({ keyPrefix: `elevenlabs:${keyId}:`, ...options.breaker }).pipe(
+      : yield* Breaker.make({ ...options.breaker, keyPrefix: options.breaker?.keyPrefix ?? breakerPrefix(keyId) }).pipe(
         Option.isSome(sharedStore)
           ? Effect.provideService(CircuitBreaker.CircuitBreakerStore, sharedStore.value)
           // Marked as a memory store: the breaker's fast path (no scope per attempt).
@@ -189,8 +272,10 @@ const watchBreaker = (breaker: Breaker.Breaker["Service"]) => {
 export const layerShared = (
   redis: RedisSettings,
   account: string
-): Layer.Layer<SharedState.Services, ElevenLabsError> =>
-  SharedState.layerRedis(SharedState.optionsFromSettings(redis, { quota: { account } })).pipe(
+): Layer.Layer<SharedState.Services | RedisConfig.RedisConfigStore, ElevenLabsError> =>
+  // The versioned configuration a live stack may follow (`LiveConfig`) is on the same connection.
+  RedisConfig.layer().pipe(
+    Layer.provideMerge(SharedState.layerRedis(SharedState.optionsFromSettings(redis, { quota: { account } }))),
     Layer.catchTag("RedisError", (error) => Layer.effectContext(Effect.fail(redisUnreachable(error)))),
     Layer.catchTag("MissingPeerDependency", (error) =>
       Layer.effectContext(Effect.fail(

@@ -58,6 +58,7 @@
  *
  * @since 0.1.0
  */
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Context, Effect, Layer, Stream } from "effect"
 import type { HttpClient } from "effect/http"
 import * as Client from "../client/ElevenLabs.ts"
@@ -68,6 +69,7 @@ import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import type * as Schemas from "../client/Schemas.ts"
 import * as Validation from "../client/Validation.ts"
 import * as Fallback from "./Fallback.ts"
+import * as LiveConfig from "./LiveConfig.ts"
 import * as Pipeline from "./Pipeline.ts"
 import { poolOfModel } from "./Plans.ts"
 import * as QuotaGuard from "./QuotaGuard.ts"
@@ -101,7 +103,10 @@ export const withCallOptions = Pipeline.withCallOptions
  * tests: the pipeline's {@link Pipeline.Policies} (limiter, breaker, quota,
  * budget, coalescer, cache, distributed permits, retries).
  */
-export interface Resilience extends Pipeline.Policies {}
+export interface Resilience extends Pipeline.Policies {
+  /** The live configuration the stack follows (its `live` option), for `/health` and tests. */
+  readonly live?: LiveConfig.Live | undefined
+}
 
 /** The tag of {@link Resilience}. */
 export const Resilience = Context.Service<Resilience>("elevenlabs-resilience/Resilient/Resilience")
@@ -342,11 +347,12 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
   }
   // The pipeline's headers hook, bound once the pipeline exists (it needs the client for the quota's reads).
   let onResponseHeaders: (meta: ResponseMeta) => Effect.Effect<void> = () => Effect.void
+  // Read at each attempt: a live configuration changes them.
+  const timeouts = Client.attemptTimeoutsOf(options)
   const raw = yield* Client.make({
     apiKey: options.apiKey,
     baseUrl: options.baseUrl,
-    headersTimeout: options.headersTimeout,
-    idleTimeout: options.idleTimeout,
+    timeouts,
     characterLimits: options.characterLimits,
     scopedRequests: options.scopedRequests,
     // Each operation below checks its request once, at this door (the plan's `invalid`), not at every attempt.
@@ -368,7 +374,20 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
   })
   onResponseHeaders = pipeline.onResponseHeaders
   const service = operationsOf({ pipeline, raw, validation, keyId })
-  const resilience: Resilience = pipeline.policies
+  const live = options.live === undefined
+    ? undefined
+    : yield* LiveConfig.follow(LiveConfig.targetOf(pipeline, options, timeouts), options.live, {
+      account: keyId,
+      apiKey: options.apiKey
+    }).pipe(
+      Effect.provide(NodeServices.layer),
+      Effect.mapError((e) =>
+        new ElevenLabsError({
+          reason: new InvalidRequest({ operation: "startup", field: "live", message: e.message })
+        })
+      )
+    )
+  const resilience: Resilience = Object.assign(pipeline.policies, { live })
   return { service, resilience }
 })
 

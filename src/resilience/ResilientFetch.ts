@@ -56,6 +56,7 @@
  *
  * @since 0.2.0
  */
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import {
   Cause,
   Clock,
@@ -66,12 +67,13 @@ import {
   Exit,
   Layer,
   ManagedRuntime,
+  Redacted,
   References,
   Scope
 } from "effect"
 import * as Client from "../client/ElevenLabs.ts"
 import * as Endpoints from "../client/Endpoints.ts"
-import type { ElevenLabsError } from "../client/Errors.ts"
+import { ElevenLabsError, InvalidRequest } from "../client/Errors.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as Validation from "../client/Validation.ts"
 import * as Liveness from "../internal/Liveness.ts"
@@ -101,6 +103,7 @@ import {
   sendOnce,
   type Wire
 } from "./FetchWire.ts"
+import * as LiveConfig from "./LiveConfig.ts"
 import * as Pipeline from "./Pipeline.ts"
 import { callDeadlineOf, invalidDeadline } from "./PipelineCall.ts"
 import * as QuotaGuard from "./QuotaGuard.ts"
@@ -132,6 +135,11 @@ export interface Options extends PolicyOptions {
   readonly headersTimeout?: Duration.Input | undefined
   /** Logs, OTLP export and a metrics server (`Telemetry.layer`), flushed by `close()`. Default: none. */
   readonly telemetry?: Telemetry.Options | false | undefined
+  /**
+   * Follow a configuration source: each key's policies apply its new versions without a restart (with the
+   * Redis source, the versions of that key's account). `LiveConfig`, docs/deployment.md. Default none.
+   */
+  readonly live?: LiveConfig.LiveOptions | undefined
 }
 
 /** A `fetch` with every policy, and its lifecycle. */
@@ -149,12 +157,15 @@ export { deadlineHeader, laneHeader, marksHeader } from "./FetchWire.ts"
 // The pipelines, one per key
 // ============================================================================
 
+/** The live target's key: never sent (the policies' options need none; each request carries its own). */
+const noKey = Redacted.make("")
+
 /** The pipelines of the keys seen, built on first use in the runtime's scope. */
 class Pipelines extends Context.Service<Pipelines, {
   readonly get: (keyId: string) => Effect.Effect<Pipeline.Pipeline, ElevenLabsError>
 }>()("elevenlabs-resilience/ResilientFetch/Pipelines") {}
 
-const pipelinesLayer = (options: Options) =>
+const pipelinesLayer = (options: Options, timeouts: Client.AttemptTimeouts) =>
   Layer.effect(
     Pipelines,
     Effect.gen(function*() {
@@ -176,11 +187,26 @@ const pipelinesLayer = (options: Options) =>
             })
           ))
         })
+        const live = options.live
+        const following = live === undefined ? pipeline : Effect.tap(pipeline, (built) =>
+          LiveConfig.follow(
+            // The key is read from each request: the live target needs only the policies' options.
+            LiveConfig.targetOf(built, { ...options, apiKey: noKey }, timeouts),
+            live,
+            { account: keyId, apiKey: noKey }
+          ).pipe(
+            Effect.provide(NodeServices.layer),
+            Effect.mapError((e) =>
+              new ElevenLabsError({
+                reason: new InvalidRequest({ operation: "startup", field: "live", message: e.message })
+              })
+            )
+          ))
         return options.redis === undefined
-          ? Effect.provideService(pipeline, Scope.Scope, scope)
+          ? Effect.provideService(following, Scope.Scope, scope)
           : Effect.flatMap(
             Layer.buildWithScope(Pipeline.layerShared(options.redis, keyId), scope),
-            (shared) => pipeline.pipe(Effect.provideContext(shared), Effect.provideService(Scope.Scope, scope))
+            (shared) => following.pipe(Effect.provideContext(shared), Effect.provideService(Scope.Scope, scope))
           )
       }
       const get = (keyId: string): Effect.Effect<Pipeline.Pipeline, ElevenLabsError> =>
@@ -219,14 +245,30 @@ const outcomeOf = (exit: Exit.Exit<Answered, ElevenLabsError>): Effect.Effect<Ou
 
 const safeMethods = new Set(["GET", "HEAD", "OPTIONS"])
 
-const makeCall = (options: Options, liveness: Liveness.Liveness, open: OpenBodies) => {
+const makeCall = (
+  options: Options,
+  liveness: Liveness.Liveness,
+  open: OpenBodies,
+  timeouts: Client.AttemptTimeouts
+) => {
+  // Read at each attempt: a live configuration changes them.
   const wire: Wire = {
     transport: () => options.fetch ?? globalThis.fetch,
-    headersTimeout: Duration.fromInputUnsafe(options.headersTimeout ?? Client.defaultHeadersTimeout),
-    idleMillis: Duration.toMillis(Duration.fromInputUnsafe(options.idleTimeout ?? Client.defaultIdleTimeout))
+    get headersTimeout() {
+      return timeouts.headers
+    },
+    get idleMillis() {
+      return Duration.toMillis(timeouts.idle)
+    }
   }
   // Requests the table does not know are bounded by the deadline alone (an upload may take long to answer).
-  const passThrough: Wire = { ...wire, headersTimeout: undefined }
+  const passThrough: Wire = {
+    transport: wire.transport,
+    headersTimeout: undefined,
+    get idleMillis() {
+      return Duration.toMillis(timeouts.idle)
+    }
+  }
   const deadline = options.deadline ?? stackDefaults.deadline
   const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
 
@@ -362,11 +404,12 @@ export const make = (options: Options = {}): ResilientFetch => {
     ? Layer.succeed(References.MinimumLogLevel, "None")
     : Telemetry.layer(options.telemetry)
   const clock = Layer.succeed(Clock.Clock, Liveness.unrefClock)
+  const timeouts = Client.attemptTimeoutsOf(options)
   const runtime = ManagedRuntime.make(
-    pipelinesLayer(options).pipe(Layer.provideMerge(Layer.mergeAll(telemetry, clock)))
+    pipelinesLayer(options, timeouts).pipe(Layer.provideMerge(Layer.mergeAll(telemetry, clock)))
   )
   const open: OpenBodies = new Set()
-  const call = makeCall(options, liveness, open)
+  const call = makeCall(options, liveness, open, timeouts)
   let closed = false
 
   const run = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {

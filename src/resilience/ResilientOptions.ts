@@ -13,6 +13,7 @@ import type { BreakerOptions } from "./Breaker.ts"
 import type { CoalescerOptions } from "./Coalescer.ts"
 import type * as ConcurrencyLimiter from "./ConcurrencyLimiter.ts"
 import type { AudioCacheOptions } from "./Fallback.ts"
+import type { LiveOptions } from "./LiveConfig.ts"
 import type * as QuotaGuard from "./QuotaGuard.ts"
 import type { RetryBudgetOptions } from "./RetryBudget.ts"
 import type { ExponentialOptions, LinearOptions, RequeueOptions } from "./RetryPolicy.ts"
@@ -76,6 +77,11 @@ export interface ResilientOptions {
   readonly cache?: CacheSettings | false | undefined
   /** Shared state over Redis. Default none (one process). */
   readonly redis?: RedisSettings | undefined
+  /**
+   * Follow a configuration source and apply its new versions without a restart (`LiveConfig`,
+   * docs/deployment.md). Default none.
+   */
+  readonly live?: LiveOptions | undefined
 }
 
 /**

@@ -66,6 +66,13 @@ export class HealthChecks extends Context.Service<HealthChecks, {
   readonly run: Effect.Effect<ReadinessReport>
   /** Names of the checks registered now. */
   readonly names: Effect.Effect<ReadonlyArray<string>>
+  /**
+   * Adds (or replaces) a detail `/health` shows under `name` until the current scope closes: what the
+   * process runs (the live configuration's version), never a reason to restart it.
+   */
+  readonly describe: (name: string, detail: Effect.Effect<unknown>) => Effect.Effect<void, never, Scope.Scope>
+  /** The details registered with `describe`, read now. */
+  readonly details: Effect.Effect<Record<string, unknown>>
 }>()(
   "elevenlabs-resilience/telemetry/HealthChecks"
 ) {
@@ -90,13 +97,23 @@ export const make = (options?: Options | undefined): Effect.Effect<HealthChecks[
   Effect.gen(function*() {
     const timeout = Duration.fromInputUnsafe(options?.checkTimeout ?? "2 seconds")
     const checks = yield* Ref.make<ReadonlyMap<string, { readonly id: object; readonly check: Check }>>(new Map())
+    const described = yield* Ref.make<
+      ReadonlyMap<string, { readonly id: object; readonly check: Effect.Effect<unknown> }>
+    >(
+      new Map()
+    )
 
-    const register = (name: string, check: Check): Effect.Effect<void, never, Scope.Scope> => {
+    /** Adds `value` under `name` in `ref` for the current scope; removes only its own entry at the end. */
+    const scopedEntry = <A>(
+      ref: Ref.Ref<ReadonlyMap<string, { readonly id: object; readonly check: A }>>,
+      name: string,
+      check: A
+    ): Effect.Effect<void, never, Scope.Scope> => {
       const id = {}
       return Effect.acquireRelease(
-        Ref.update(checks, (m) => new Map(m).set(name, { id, check })),
+        Ref.update(ref, (m) => new Map(m).set(name, { id, check })),
         () =>
-          Ref.update(checks, (m) => {
+          Ref.update(ref, (m) => {
             // Only remove our own registration, not a later replacement.
             if (m.get(name)?.id !== id) return m
             const next = new Map(m)
@@ -105,6 +122,13 @@ export const make = (options?: Options | undefined): Effect.Effect<HealthChecks[
           })
       )
     }
+    const register = (name: string, check: Check) => scopedEntry(checks, name, check)
+    const describe = (name: string, detail: Effect.Effect<unknown>) => scopedEntry(described, name, detail)
+    const details = Effect.flatMap(Ref.get(described), (m) =>
+      Effect.map(
+        Effect.forEach([...m.entries()], ([name, { check }]) => Effect.map(check, (v) => [name, v] as const)),
+        Object.fromEntries
+      ))
 
     const runOne = (check: Check): Effect.Effect<CheckResult> =>
       check.pipe(
@@ -144,7 +168,9 @@ export const make = (options?: Options | undefined): Effect.Effect<HealthChecks[
     return {
       register,
       run,
-      names: Effect.map(Ref.get(checks), (m) => [...m.keys()])
+      names: Effect.map(Ref.get(checks), (m) => [...m.keys()]),
+      describe,
+      details
     } satisfies HealthChecks["Service"]
   })
 
@@ -215,11 +241,23 @@ export interface RouteOptions {
   readonly metricsPath?: `/${string}` | undefined
 }
 
-/** `GET /health`: 200 while the process serves HTTP. */
-export const healthResponse: Effect.Effect<HttpServerResponse.HttpServerResponse> = Effect.map(
-  Clock.currentTimeMillis,
-  (now) => jsonResponse({ status: "alive", time: new Date(now).toISOString() }, 200)
-)
+/**
+ * `GET /health`: 200 while the process serves HTTP, with the details registered with `describe` (such as
+ * `config`, the live configuration's version) when a `HealthChecks` is in context.
+ */
+export const healthResponse: Effect.Effect<HttpServerResponse.HttpServerResponse> = Effect.gen(function*() {
+  const now = yield* Clock.currentTimeMillis
+  const checks = yield* Effect.serviceOption(HealthChecks)
+  const details = checks._tag === "Some" ? yield* checks.value.details : {}
+  return jsonResponse({ status: "alive", time: new Date(now).toISOString(), ...details }, 200)
+})
+
+/** Adds a `/health` detail in the `HealthChecks` of the context, for the current scope. */
+export const describe = (
+  name: string,
+  detail: Effect.Effect<unknown>
+): Effect.Effect<void, never, HealthChecks | Scope.Scope> =>
+  Effect.flatMap(Effect.service(HealthChecks), (hc) => hc.describe(name, detail))
 
 /** `GET /ready`: 200 when every check is ok, 503 otherwise, with the report. */
 export const readyResponse: Effect.Effect<HttpServerResponse.HttpServerResponse, never, HealthChecks> = Effect.gen(

@@ -483,3 +483,30 @@ export const recordReconnect = (options: { readonly pool: Pool; readonly reason:
 /** Records characters sent again after a reconnect. */
 export const recordCharactersResent = (pool: Pool, n: number): Effect.Effect<void> =>
   n > 0 ? Metric.update(charactersResentOf(pool), n) : Effect.void
+
+// ==== Live configuration ====================================================
+
+/** The live configuration's metric names (`LiveConfig`), beside the production-deployment guide's. */
+export const configNames = {
+  version: "elevenlabs_config_version",
+  changes: "elevenlabs_config_changes_total"
+} as const
+
+const configVersion = Metric.gauge(configNames.version, {
+  description: "The configuration version this process runs (0: its start configuration)."
+})
+const configChanges = (attributes?: Attributes) =>
+  Metric.counter(configNames.changes, {
+    description: "Configuration versions applied or refused by this process, by result.",
+    incremental: true,
+    ...withAttributes(attributes)
+  })
+const configChangesApplied = configChanges({ result: "applied" })
+const configChangesRefused = configChanges({ result: "refused" })
+
+/** Sets `elevenlabs_config_version`. */
+export const setConfigVersion = (version: number): Effect.Effect<void> => Metric.update(configVersion, version)
+
+/** Counts a version applied or refused (`elevenlabs_config_changes_total`). */
+export const recordConfigChange = (result: "applied" | "refused"): Effect.Effect<void> =>
+  Metric.update(result === "applied" ? configChangesApplied : configChangesRefused, 1)

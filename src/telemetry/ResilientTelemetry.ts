@@ -24,6 +24,10 @@
  *   process would never become ready again. So such a circuit reports
  *   `HalfOpen` (ready) with its `retryAfter` of 0.
  * - Registrations live as long as the scope that made them (the layer's).
+ * - A stack that follows a live configuration (`LiveConfig`) also adds its
+ *   status to `/health` under `config`: the version running, when it was
+ *   applied, the last refused version and why, and the fields waiting for a
+ *   restart.
  *
  * **Example** (The resilient client with telemetry and readiness)
  *
@@ -171,6 +175,10 @@ export const registerHealthChecks = (
     yield* Effect.forEach(checksOf(resilience, options), ([name, check]) => registry.register(name, check), {
       discard: true
     })
+    // The live configuration's running version, as a `/health` detail (never a readiness condition: a refused
+    // version leaves the process running the one before, which is fine to serve with).
+    const live = resilience.live
+    if (live !== undefined) yield* registry.describe("config", live.status)
   })
 
 /** A layer that registers the stack's checks while it lives (needs both services). */

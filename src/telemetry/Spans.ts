@@ -80,6 +80,16 @@ export const events = {
 /** The call span's name for an operation. */
 export const callSpanName = (operation: string): string => `elevenlabs.${operation}`
 
+/** The span of one configuration version applied or refused by a live configuration (`LiveConfig`). */
+export const configSpanName = "elevenlabs.config.apply"
+
+/** The attributes of {@link configSpanName}. */
+export const configAttributes = {
+  source: "elevenlabs.config.source",
+  version: "elevenlabs.config.version",
+  result: "elevenlabs.config.result"
+} as const
+
 /** The attempt span's name for an operation. */
 export const attemptSpanName = (operation: string): string => `elevenlabs.${operation}.attempt`
 

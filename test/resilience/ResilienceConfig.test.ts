@@ -155,7 +155,12 @@ describe("ResilienceConfig", () => {
         retry: { exponential: { jitter: "additive", jitterMax: "300 millis" } },
         breaker: { policy: "consecutive", failures: 3 },
         coalesce: true,
-        concurrency: { plan: "pro", pools: { stt: 30 }, maxQueue: 300 },
+        concurrency: {
+          plan: "pro",
+          pools: { stt: 30 },
+          caps: { standard: 4, flash: 6, stt: 8, music: 1 },
+          maxQueue: 300
+        },
         budget: false,
         quota: false,
         cache: false

@@ -9,6 +9,8 @@ export interface Run {
   readonly exit: Promise<{ code: number | null; stdout: string; stderr: string }>
   /** Resolves once the output contains `pattern`; rejects if the worker exits first. */
   readonly line: (pattern: string) => Promise<void>
+  /** The standard output so far. */
+  readonly output: () => string
 }
 
 /** Runs `node <nodeArgs...> <args...>` with this process's Node. */
@@ -28,6 +30,7 @@ export const runNode = (nodeArgs: ReadonlyArray<string>, args: ReadonlyArray<str
   return {
     child,
     exit,
+    output: () => stdout,
     line: (pattern) =>
       new Promise((resolve, reject) => {
         if (stdout.includes(pattern)) return resolve()
