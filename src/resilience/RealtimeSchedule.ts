@@ -11,8 +11,14 @@
  *   characters (120, then 160, 250, then 290 by default) a generation starts, cut after the buffer's last
  *   whitespace (a word still arriving stays buffered; all of it when it has none), and the step advances (the
  *   last one repeats); with `try_trigger_generation`, one starts from 50 characters; with `auto_mode`, at every
- *   text message. A flush (and the end of input, and `close_socket`) generates the whole buffer and advances
- *   the step, when the buffer holds anything.
+ *   text message. A flush (and the end of input, and `close_socket`) generates the whole buffer, when it
+ *   holds anything.
+ * - Whether a flush advances the step is the simulator's choice; the sources do not say. So the mirror runs
+ *   both readings side by side, `advanced` (the simulator's) and `kept` (the step stays: 120 again after a
+ *   flush at 120), and a message generates when it does under either: the permit is taken at the lower of
+ *   the two next steps and held until the further of the two generations is answered. Under the reading the
+ *   server does not follow, the client holds a permit early (the safe error); the server never generates
+ *   without one.
  * - A text of exactly one space (the init, the single-context keep-alive) and an empty text (the multi-context
  *   keep-alive) add nothing to the buffer, but the trigger rule still runs on them (in `auto_mode` they would
  *   cut a buffer that is not empty).
@@ -45,20 +51,48 @@ export const modeOf = (options: {
   tryTrigger: false
 })
 
-/** One context's buffer at the server: the units written and not yet handed to a generation, and the step. */
-export interface Buffer {
+/** One reading of a context's buffer at the server: the units not yet handed to a generation, and the step. */
+export interface Reading {
   readonly units: ReadonlyArray<string>
   readonly step: number
 }
 
-/** A new context's buffer (a new connection, a context opened again). */
-export const empty: Buffer = { units: [], step: 0 }
+/**
+ * One context's buffer at the server, under both readings of a flush: `advanced`, the simulator's (a flush
+ * advances the step), and `kept` (a flush keeps it). Both are suffixes of the same text written since the
+ * last flush, so `units`, the shorter, is what neither reading has handed to a generation: a generation
+ * either reading started ends where it begins.
+ */
+export interface Buffer {
+  readonly units: ReadonlyArray<string>
+  readonly advanced: Reading
+  readonly kept: Reading
+}
 
-/** What one message does: the buffer after it, and how many units from the buffer's start it generated. */
+const bufferOf = (advanced: Reading, kept: Reading): Buffer => ({
+  units: advanced.units.length <= kept.units.length ? advanced.units : kept.units,
+  advanced,
+  kept
+})
+
+const start: Reading = { units: [], step: 0 }
+
+/** A new context's buffer (a new connection, a context opened again). */
+export const empty: Buffer = bufferOf(start, start)
+
+/** Whether the buffer holds nothing under either reading. */
+export const isEmpty = (buffer: Buffer): boolean => buffer.advanced.units.length === 0 && buffer.kept.units.length === 0
+
+/** What one message does: the buffer after it, and how many units it handed to a generation. */
 export interface Outcome {
   readonly buffer: Buffer
-  /** 0 when the message starts no generation. */
+  /**
+   * The more of the two readings' counts, each from its own buffer's start: 0 only when neither reading
+   * starts a generation, so a message that may generate under either needs a permit.
+   */
   readonly generated: number
+  /** The count under the simulator's reading alone (`advanced`). */
+  readonly advanced: number
 }
 
 const isSpace = (unit: string): boolean => unit.length === 1 && /\s/.test(unit)
@@ -75,11 +109,10 @@ const count = (units: ReadonlyArray<string>): number => characterCount(units.joi
 
 const advance = (mode: Mode, step: number): number => Math.min(step + 1, mode.schedule.length - 1)
 
-/** A text message of `text` (its units): appended (unless `""` or `" "`), then the trigger rule. */
-export const onText = (mode: Mode, buffer: Buffer, text: ReadonlyArray<string>): Outcome => {
-  const keepAlive = text.length === 0 || (text.length === 1 && text[0] === " ")
-  let units = keepAlive ? buffer.units : [...buffer.units, ...text]
-  let step = buffer.step
+/** The trigger rule on one reading, after `text` (`undefined` for a text that adds nothing). */
+const textOn = (mode: Mode, reading: Reading, text: ReadonlyArray<string> | undefined) => {
+  let units = text === undefined ? reading.units : [...reading.units, ...text]
+  let step = reading.step
   let generated = 0
   const cut = () => {
     const at = wordCut(units)
@@ -94,14 +127,37 @@ export const onText = (mode: Mode, buffer: Buffer, text: ReadonlyArray<string>):
       while (units.length > 0 && count(units) >= mode.schedule[step]!) cut()
     }
   }
-  return { buffer: { units, step }, generated }
+  return { reading: { units, step }, generated }
 }
 
-/** A flush (or the end of input): the whole buffer, when it holds anything. */
-export const onFlush = (mode: Mode, buffer: Buffer): Outcome =>
-  buffer.units.length === 0
-    ? { buffer, generated: 0 }
-    : { buffer: { units: [], step: advance(mode, buffer.step) }, generated: buffer.units.length }
+/** A text message of `text` (its units): appended (unless `""` or `" "`), then the trigger rule. */
+export const onText = (mode: Mode, buffer: Buffer, text: ReadonlyArray<string>): Outcome => {
+  const keepAlive = text.length === 0 || (text.length === 1 && text[0] === " ")
+  const added = keepAlive ? undefined : text
+  const advanced = textOn(mode, buffer.advanced, added)
+  const kept = textOn(mode, buffer.kept, added)
+  return {
+    buffer: bufferOf(advanced.reading, kept.reading),
+    generated: Math.max(advanced.generated, kept.generated),
+    advanced: advanced.generated
+  }
+}
+
+/**
+ * A flush (or the end of input): the whole buffer, when it holds anything; the step advances under the
+ * simulator's reading, and stays under the other.
+ */
+export const onFlush = (mode: Mode, buffer: Buffer): Outcome => {
+  const { advanced, kept } = buffer
+  return {
+    buffer: bufferOf(
+      advanced.units.length === 0 ? advanced : { units: [], step: advance(mode, advanced.step) },
+      kept.units.length === 0 ? kept : { units: [], step: kept.step }
+    ),
+    generated: Math.max(advanced.units.length, kept.units.length),
+    advanced: advanced.units.length
+  }
+}
 
 /** A message to write, as far as the schedule is concerned. */
 export type Message =

@@ -62,7 +62,15 @@ export const keepAlive = (engine: Engine): Effect.Effect<never> => {
  * schedule) that it has not spoken yet.
  */
 export const awaiting = (engine: Engine): boolean =>
-  engine.liveContexts().some((c) => c.initSent && (c.endSent || !c.ledger.whitespaceTo(c.triggered)))
+  engine.liveContexts().some((c) => c.initSent && (c.endSent || !c.ledger.whitespaceTo(surelyTriggered(c))))
+
+/**
+ * The end of the text the server was surely asked to generate: handed to a generation under both readings of
+ * a flush (`RealtimeSchedule`). The permit is held from the earlier reading (`triggered`), but silence is a
+ * failure only after the later one: a server that keeps its step after a flush has nothing to say yet.
+ */
+const surelyTriggered = (c: Ctx): number =>
+  Math.min(c.triggered, c.written - Math.max(c.buffer.advanced.units.length, c.buffer.kept.units.length))
 
 /**
  * The read-idle bound: once audio is awaited and nothing came from the server for `idleMillis` (counted

@@ -37,9 +37,10 @@ const unwritten = (ctx: Ctx): Array<string> => ctx.ledger.unansweredUnits(Math.m
 /**
  * Whether the server may generate the buffer at `close_context`. It drops it (the simulator; "no more audio",
  * the multi-context guide), but no source says so of the buffer in as many words: so a buffer that holds
- * anything is taken as generated there, and `close_context` waits for a permit.
+ * anything (under either reading of a flush, `RealtimeSchedule`) is taken as generated there, and
+ * `close_context` waits for a permit.
  */
-const closeGenerates = (ctx: Ctx): boolean => ctx.buffer.units.length > 0
+const closeGenerates = (ctx: Ctx): boolean => !Schedule.isEmpty(ctx.buffer)
 
 /** Stops `ctx`'s writing for want of a permit. */
 const block = (ctx: Ctx): void => {
@@ -73,7 +74,7 @@ const pumpCtx = Effect.fnUntraced(function*(engine: Engine, ctx: Ctx, write: Wri
   const sent = ctx.ledger.sent
   const units = unwritten(ctx)
   if (units.length > 0) {
-    if (ctx.permit === undefined && ctx.buffer.units.length === 0 && units.every(isWhitespace)) {
+    if (ctx.permit === undefined && Schedule.isEmpty(ctx.buffer) && units.every(isWhitespace)) {
       ctx.written = sent // nothing to speak, nothing buffered: no permit is taken for spaces
     } else {
       const out = Schedule.onText(mode, ctx.buffer, units)
@@ -198,7 +199,7 @@ export const wantsPermit = (engine: Engine, ctx: Ctx, step: Step): boolean => {
   if (!engine.connected || ctx.finished || ctx.abandoned) return false
   const messages: Array<Schedule.Message> = []
   const units = [...unwritten(ctx), ...(step.text ?? [])]
-  if (units.length > 0 && !(ctx.buffer.units.length === 0 && units.every(isWhitespace))) {
+  if (units.length > 0 && !(Schedule.isEmpty(ctx.buffer) && units.every(isWhitespace))) {
     messages.push({ _tag: "Text", units })
   }
   if (step.flush === true || ctx.flushAt > ctx.flushedAt) messages.push({ _tag: "Flush" })
