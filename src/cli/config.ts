@@ -156,8 +156,12 @@ const deployRun = (input: DeployInput) =>
     const id = yield* accountOf(command, input.account)
     const who = yield* authorOf(input.author)
     const rule: Deploy.WatchRule = { maxErrorRate: input.maxErrorRate, minCalls: input.minCalls }
+    // The JSON document on stdout whatever the outcome; otherwise a line, on stderr when the deploy did not pass.
     const done = (code: number, text: string, document: Record<string, unknown>) =>
-      Effect.andThen(report(input.json, text, { account: id, ...document }), setExit(code))
+      Effect.andThen(
+        input.json || code === 0 ? report(input.json, text, { account: id, ...document }) : Console.error(text),
+        setExit(code)
+      )
 
     // 1. Strict validation: nothing is published from a file with a problem.
     const validated = yield* Deploy.validateFile(input.configFile).pipe(
@@ -184,51 +188,68 @@ const deployRun = (input: DeployInput) =>
         smoke: smoke.line
       })
     }
-    // 3. Publish, unless another deploy got there first.
+    // 3 and 4. Publish, unless another deploy got there first; watch; roll back when it goes bad.
     return yield* withStore(
       command,
       input.redisUrl,
-      Effect.gen(function*() {
-        const store = yield* RedisConfig.RedisConfigStore
-        const current = yield* store.current(id)
-        // What the processes run now: the newest version they accepted (a refused one is skipped).
-        const before = yield* Deploy.lastRunnable(store, id)
-        const published = yield* store.publish(id, {
-          document: validated.document,
-          author: who,
-          kind: "deploy",
-          reason: input.reason
-        }, { expectCurrent: current?.version ?? 0 }).pipe(Effect.result)
-        if (published._tag === "Failure") {
-          if (published.failure.reason._tag !== "VersionConflict") {
-            return yield* storeFailure(command)(published.failure)
-          }
-          return yield* done(
-            Deploy.exitCodes.superseded,
-            `config deploy: not published: ${published.failure.message}`,
-            {
-              result: "conflict"
-            }
-          )
-        }
-        const version = published.success
-        const was = before === undefined ? "the processes' start configuration" : `v${before.version}`
-        if (!input.json) {
-          yield* Console.log(`config deploy: published v${version.version} (was ${was}); watching ${input.watch}`)
-        }
+      publishAndWatch(input, { account: id, author: who, document: validated.document, rule, watchMs, done }).pipe(
+        Effect.catchTag("DistributedError", (e) => Effect.fail(storeFailure(command)(e)))
+      )
+    )
+  })
 
-        /** Back to what ran before: the version before, or the processes' own start configuration. */
+/** What `publishAndWatch` needs of `deployRun`. */
+interface Deploying {
+  readonly account: string
+  readonly author: string
+  readonly document: unknown
+  readonly rule: Deploy.WatchRule
+  readonly watchMs: number
+  readonly done: (code: number, text: string, document: Record<string, unknown>) => Effect.Effect<void>
+}
+
+/**
+ * Publishes the document, watches it and rolls it back when it goes bad. The publish and the watch are under
+ * one mask: an interruption (Ctrl-C) that comes after the publish always finds the rollback in place.
+ */
+const publishAndWatch = (input: DeployInput, d: Deploying) =>
+  Effect.gen(function*() {
+    const { account: id, done, rule } = d
+    const store = yield* RedisConfig.RedisConfigStore
+    const current = yield* store.current(id)
+    // What the processes run now: the newest version they accepted (a refused one is skipped).
+    const before = yield* Deploy.lastRunnable(store, id)
+    const was = before === undefined ? "the processes' start configuration" : `v${before.version}`
+    const conflict = (e: DistributedError, what: string) =>
+      e.reason._tag === "VersionConflict"
+        ? done(Deploy.exitCodes.superseded, `config deploy: ${what}: ${e.message}`, { result: "conflict" })
+        : Effect.fail(e)
+    return yield* Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        const published = yield* Effect.result(
+          store.publish(id, { document: d.document, author: d.author, kind: "deploy", reason: input.reason }, {
+            expectCurrent: current?.version ?? 0
+          })
+        )
+        if (published._tag === "Failure") return yield* conflict(published.failure, "not published")
+        const version = published.success
+        /** Back to what ran before: the version the processes accepted last, or their start configuration. */
         const rollBack = (why: string) =>
           store.publish(id, {
             document: before === undefined ? null : before.document,
-            author: who,
+            author: d.author,
             kind: "rollback",
             reason: `rolled back v${version.version}: ${why}`,
             ...(before === undefined ? {} : { restores: before.version })
           }, { expectCurrent: version.version })
-
-        const end = yield* Deploy.watch(store, id, version.version, version.at, Duration.millis(watchMs), rule).pipe(
-          // Ctrl-C during the watch: what ran before runs again (the version was never confirmed).
+        const watching = Effect.andThen(
+          input.json
+            ? Effect.void
+            : Console.log(`config deploy: published v${version.version} (was ${was}); watching ${input.watch}`),
+          Deploy.watch(store, id, version.version, version.at, Duration.millis(d.watchMs), rule)
+        )
+        const end = yield* restore(watching).pipe(
+          // Ctrl-C after the publish: what ran before runs again (the version was never confirmed).
           Effect.onInterrupt(() =>
             rollBack("deploy interrupted during the watch").pipe(
               Effect.flatMap((r) =>
@@ -254,21 +275,24 @@ const deployRun = (input: DeployInput) =>
           )
         }
         const why = Deploy.verdictText(end.verdict, rule)
-        const rolled = yield* rollBack(why)
+        const rolled = yield* Effect.result(rollBack(why))
+        if (rolled._tag === "Failure") {
+          return yield* conflict(rolled.failure, `v${version.version} went bad (${why}) but was not rolled back`)
+        }
         return yield* done(
           end.verdict._tag === "BreakerOpened"
             ? Deploy.exitCodes.rolledBackBreaker
             : Deploy.exitCodes.rolledBackErrorRate,
-          `config deploy: rolled back v${version.version} to ${was} (as v${rolled.version}): ${why}`,
+          `config deploy: rolled back v${version.version} to ${was} (as v${rolled.success.version}): ${why}`,
           {
             result: "rolled-back",
             version: version.version,
-            rollback: rolled.version,
+            rollback: rolled.success.version,
             reason: why,
             outcomes: end.outcomes
           }
         )
-      }).pipe(Effect.catchTag("DistributedError", (e) => Effect.fail(storeFailure(command)(e))))
+      })
     )
   })
 
@@ -285,7 +309,7 @@ const rollbackFlags = {
   account,
   author,
   to: Flag.Int("to").pipe(
-    Flags.optional("The version to restore.", "the version current before the current one")
+    Flags.optional("The version to restore.", "the newest version before the current one that the processes accept")
   ),
   reason: Flag.String("reason").pipe(Flags.withDefault("Why, recorded with the version.", "manual rollback")),
   json
@@ -294,6 +318,9 @@ const rollbackFlags = {
 const rollback = Command.make("rollback", rollbackFlags, (input) =>
   Effect.gen(function*() {
     const command = "config rollback"
+    if (Option.isSome(input.to) && !(input.to.value >= 1)) {
+      return yield* CliFailure.make(command, `--to must be a version number >= 1, got ${input.to.value}`)
+    }
     const id = yield* accountOf(command, input.account)
     const who = yield* authorOf(input.author)
     return yield* withStore(
@@ -303,14 +330,25 @@ const rollback = Command.make("rollback", rollbackFlags, (input) =>
         const store = yield* RedisConfig.RedisConfigStore
         const current = yield* store.current(id)
         if (current === undefined) return yield* CliFailure.make(command, "no version has been published yet")
-        const to = Option.isSome(input.to) ? input.to.value : current.previous
-        if (to === undefined) {
-          return yield* CliFailure.make(command, `v${current.version} has no version before it; name one with --to`)
-        }
-        const target = yield* store.get(id, to)
+        // Default: the newest version before the current one that the processes accept.
+        const target = Option.isSome(input.to)
+          ? yield* store.get(id, input.to.value)
+          : yield* Deploy.lastRunnable(store, id, current.version)
         if (target === undefined) {
-          return yield* CliFailure.make(command, `--to ${to}: no such version (see config history)`)
+          return yield* CliFailure.make(
+            command,
+            Option.isSome(input.to)
+              ? `--to ${input.to.value}: no such version (see config history)`
+              : `no version before v${current.version} that the processes accept; name one with --to`
+          )
         }
+        if (!Deploy.runnable(target.document)) {
+          return yield* CliFailure.make(
+            command,
+            `--to ${target.version}: the processes refuse that version (it does not validate); choose another`
+          )
+        }
+        const to = target.version
         const restored = yield* store.publish(id, {
           document: target.document,
           author: who,

@@ -42,6 +42,7 @@ import {
   Effect,
   FileSystem,
   Option,
+  Predicate,
   PubSub,
   type Redacted,
   Ref,
@@ -54,7 +55,7 @@ import * as RedisConfig from "../distributed/RedisConfig.ts"
 import * as Metrics from "../telemetry/Metrics.ts"
 import * as Spans from "../telemetry/Spans.ts"
 import type { CheckOptions } from "./ConfigChecks.ts"
-import { envOverrides, noOverrides, overlay } from "./ConfigEnv.ts"
+import { envOverrides, nameVariables, noOverrides, overlay } from "./ConfigEnv.ts"
 import { toResilientOptions } from "./ConfigOptions.ts"
 import type { Problem } from "./ConfigProblem.ts"
 import { isBlocking, validate } from "./ConfigValidation.ts"
@@ -144,8 +145,10 @@ const fileVersions = (path: string, every: Duration.Input): Stream.Stream<Candid
     const fs = yield* FileSystem.FileSystem
     let last: string | undefined
     let seq = 0
+    let failed = 0
     const read = fs.readFileString(path).pipe(
       Effect.map((text): Candidate | undefined => {
+        failed = 0
         if (text === last) return undefined
         last = text
         seq++
@@ -155,8 +158,14 @@ const fileVersions = (path: string, every: Duration.Input): Stream.Stream<Candid
           return { version: seq, document: undefined, unreadable: `${path} is not valid JSON` }
         }
       }),
-      // A file being replaced may be missing for a moment: the next read sees it.
-      Effect.catch(() => Effect.succeed(undefined))
+      // A file being replaced may be missing for one read; two failed reads in a row are reported (once).
+      Effect.catch((e) =>
+        Effect.sync((): Candidate | undefined => {
+          if (++failed !== 2) return undefined
+          last = undefined
+          return { version: ++seq, document: undefined, unreadable: `cannot read ${path} (${e.reason._tag})` }
+        })
+      )
     )
     // Read at once, then every `every`.
     return Stream.fromEffectSchedule(read, Schedule.spaced(every)).pipe(
@@ -185,16 +194,26 @@ const redisVersions = (
  * version's raw file form, `next` its options). A field the version leaves out is not reported: the process
  * keeps its start value for it whatever the version says.
  */
-export const notLive = (start: ResilientOptions, document: unknown, next: ResilientOptions): ReadonlyArray<string> => {
-  const doc = (typeof document === "object" && document !== null ? document : {}) as Record<string, unknown>
+export const notLive = (
+  start: ResilientOptions,
+  document: unknown,
+  next: ResilientOptions,
+  before?: unknown
+): ReadonlyArray<string> => {
+  const doc = (Predicate.isObject(document) ? document : {}) as Record<string, unknown>
+  const prior = (Predicate.isObject(before) ? before : {}) as Record<string, unknown>
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
   const changed: Array<string> = []
   if ("baseUrl" in doc && start.baseUrl !== next.baseUrl) changed.push("baseUrl")
   if ("redis" in doc && start.redis?.url !== next.redis?.url) changed.push("redis")
-  if ("telemetry" in doc) changed.push("telemetry")
+  // The start options hold no telemetry: a change is one from the version before.
+  if ("telemetry" in doc && !same(doc["telemetry"], prior["telemetry"])) changed.push("telemetry")
+  const prefix = (o: ResilientOptions) => (o.breaker === false ? undefined : o.breaker?.keyPrefix)
+  if (prefix(next) !== undefined && prefix(next) !== prefix(start)) changed.push("breaker.keyPrefix")
   if ("cache" in doc && !same(start.cache ?? false, next.cache ?? false)) changed.push("cache")
   if ("coalesce" in doc && (start.coalesce === false) !== (next.coalesce === false)) changed.push("coalesce")
   for (const key of ["retry", "budget", "breaker", "quota"] as const) {
+    // Switching is never live: `PipelinePolicies.reconfigure` keeps each policy on or off as it started.
     if (key in doc && (start[key] === false) !== (next[key] === false)) {
       changed.push(`${key} (switched ${next[key] === false ? "off" : "on"})`)
     }
@@ -220,7 +239,9 @@ export const follow = (
 ): Effect.Effect<Live, LiveConfigError, Scope.Scope | FileSystem.FileSystem> =>
   Effect.gen(function*() {
     const source = options.source
-    const store = Option.getOrUndefined(yield* Effect.serviceOption(RedisConfig.RedisConfigStore))
+    const store = source._tag === "redis"
+      ? Option.getOrUndefined(yield* Effect.serviceOption(RedisConfig.RedisConfigStore))
+      : undefined
     if (source._tag === "redis" && store === undefined) {
       return yield* new LiveConfigError({
         message: "live.source redis needs the stack's redis entry (the versions live in the account's Redis)"
@@ -235,6 +256,9 @@ export const follow = (
       pendingRestart: []
     })
     const changes = yield* PubSub.unbounded<Status>()
+    // With the Redis source, the outcomes are reported per version (the deploy's watch reads them).
+    const outcomes = store === undefined ? undefined : yield* reportOutcomes(store, target, identity.account)
+    let appliedDocument: unknown = undefined
     const publish = (s: Status) => PubSub.publish(changes, s)
     yield* Metrics.setConfigVersion(0)
 
@@ -261,19 +285,27 @@ export const follow = (
       Effect.gen(function*() {
         if (candidate.unreadable !== undefined) return yield* refuse(candidate, [candidate.unreadable])
         let next: ResilientOptions
-        let raw: unknown = {}
-        if (candidate.document === null) {
+        const document = candidate.document
+        // `null` is the Redis source's "back to the start configuration"; in a file it is no configuration.
+        if (document === null && source._tag === "redis") {
           next = target.start
         } else {
-          raw = env.set.length === 0 ? candidate.document : overlay(candidate.document, env.raw)
+          // The environment over an object only: over anything else it would replace the document (as at start).
+          const raw = env.set.length === 0 || !Predicate.isObject(document) ? document : overlay(document, env.raw)
           const { config, problems } = validate(raw, options)
-          if (config === undefined || isBlocking(problems, options)) return yield* refuse(candidate, describe(problems))
+          if (config === undefined || isBlocking(problems, options)) {
+            return yield* refuse(candidate, describe(nameVariables(problems, env)))
+          }
           next = toResilientOptions(config, identity.apiKey)
         }
+        // The calls so far ran under the version before: reported under it before anything changes.
+        if (outcomes !== undefined) yield* outcomes.flush
         // A defect of a policy's own checks (a bug: the schema let through what the policy refuses).
         const applied = yield* Effect.exit(target.apply(next))
+        if (outcomes !== undefined) outcomes.version = candidate.version
         if (applied._tag === "Failure") return yield* refuse(candidate, ["the policies refused the options"])
-        const pendingRestart = notLive(target.start, raw, next)
+        const pendingRestart = notLive(target.start, document, next, appliedDocument)
+        appliedDocument = document
         const at = yield* Clock.currentTimeMillis
         const updated = yield* Ref.updateAndGet(status, (s): Status => ({
           ...s,
@@ -300,30 +332,22 @@ export const follow = (
         })
       )
 
-    const versions: Stream.Stream<Candidate, never, FileSystem.FileSystem> = store === undefined
-      ? fileVersions(
-        source._tag === "file" ? source.path : "",
-        source._tag === "file" ? source.poll ?? "500 millis" : 0
-      )
-      : redisVersions(store, identity.account, source.poll)
+    const versions: Stream.Stream<Candidate, never, FileSystem.FileSystem> = source._tag === "file"
+      ? fileVersions(source.path, source.poll ?? "500 millis")
+      : redisVersions(store!, identity.account, source.poll)
     yield* Stream.runForEach(versions, applyOne).pipe(Effect.forkScoped)
-
-    if (store !== undefined) yield* reportOutcomes(store, target, status, identity.account)
 
     return { status: Ref.get(status), changes: Stream.fromPubSub(changes) } satisfies Live
   })
 
 /**
  * Every second, the calls, failed calls and breaker openings since the last report, added to Redis under the
- * version running (the start configuration reports as version 0). A failed write is dropped: the counts are
- * for a deploy's watch, not an audit.
+ * version they ran under (the start configuration is version 0). `flush` reports at once: the follower calls
+ * it before it applies a version, and sets `version` after, so no call is counted under a version it did not
+ * run under. The counts are taken synchronously, so a report and a flush never count a call twice. A failed
+ * write is dropped: the counts are for a deploy's watch, not an audit.
  */
-const reportOutcomes = (
-  store: RedisConfig.RedisConfigStore["Service"],
-  target: Target,
-  status: Ref.Ref<Status>,
-  account: string
-) =>
+const reportOutcomes = (store: RedisConfig.RedisConfigStore["Service"], target: Target, account: string) =>
   Effect.gen(function*() {
     let openings = 0
     if (target.transitions !== undefined) {
@@ -335,19 +359,23 @@ const reportOutcomes = (
     let calls = target.outcomes.calls
     let errors = target.outcomes.errors
     let opens = openings
-    const report = Effect.gen(function*() {
-      const c = target.outcomes.calls
-      const e = target.outcomes.errors
-      const o = openings
-      const version = (yield* Ref.get(status)).version ?? 0
-      const delta = { calls: c - calls, errors: e - errors, breakerOpens: o - opens }
-      calls = c
-      errors = e
-      opens = o
-      if (delta.calls === 0 && delta.breakerOpens === 0) return
-      yield* store.recordOutcomes(account, version, delta).pipe(Effect.ignore)
-    })
-    yield* Effect.repeat(report, Schedule.spaced("1 second")).pipe(Effect.forkScoped)
+    const state: { version: number; readonly flush: Effect.Effect<void> } = {
+      version: 0,
+      flush: Effect.suspend((): Effect.Effect<void> => {
+        const delta = {
+          calls: target.outcomes.calls - calls,
+          errors: target.outcomes.errors - errors,
+          breakerOpens: openings - opens
+        }
+        calls = target.outcomes.calls
+        errors = target.outcomes.errors
+        opens = openings
+        if (delta.calls === 0 && delta.breakerOpens === 0) return Effect.void
+        return store.recordOutcomes(account, state.version, delta).pipe(Effect.ignore)
+      })
+    }
+    yield* Effect.repeat(state.flush, Schedule.spaced("1 second")).pipe(Effect.forkScoped)
+    return state
   })
 
 /** Waits (on `Clock`) until `live` runs `version`, at most `within`; whether it does. For tests and tools. */

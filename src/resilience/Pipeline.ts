@@ -137,6 +137,8 @@ export interface Pipeline {
    * mistakes (`InvalidRequest`) and interruptions are not failures here.
    */
   readonly outcomes: { readonly calls: number; readonly errors: number }
+  /** The settings a live configuration changes besides the policies (the deadline, the queue's bound, retries). */
+  readonly live: Readonly<PipelinePolicies.LiveSettings>
 }
 
 /** Whether a failed call counts against the stack: not an interruption, not the caller's invalid request. */
@@ -324,7 +326,8 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
       run,
       onResponseHeaders: teachCurrent,
       reconfigure,
-      outcomes
+      outcomes,
+      live
     } satisfies Pipeline
   }
 )

@@ -116,12 +116,14 @@ export const reconfigure = (
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
     const { breaker, budget, distributed, keyId, limiter, quota } = policies
+    // The circuits' names are not live: the running prefix stays (a new one is reported as needing a restart).
+    const { keyPrefix: _prefix, ...breakerOptions } = options.breaker === false ? {} : options.breaker ?? {}
     // Every policy's options checked before any policy changes: a change is all or nothing.
     yield* Effect.try({
       try: () => {
         LimiterSettings.settingsOf({ plan: "unknown", ...options.limiter })
         if (options.budget !== false) RetryBudget.settingsOf(options.budget)
-        if (options.breaker !== false) Breaker.settingsOf(options.breaker)
+        if (options.breaker !== false) Breaker.settingsOf(breakerOptions)
       },
       catch: (e) => e
     }).pipe(Effect.orDie)
@@ -129,12 +131,12 @@ export const reconfigure = (
     yield* limiter.reconfigure({ plan: "unknown", ...options.limiter })
     if (distributed !== undefined) yield* setSharedCaps(distributed, keyId, options.limiter?.caps)
     if (budget !== undefined && options.budget !== false) yield* budget.reconfigure(options.budget ?? {})
-    if (breaker !== undefined && options.breaker !== false) {
-      yield* breaker.reconfigure({ ...options.breaker, keyPrefix: options.breaker?.keyPrefix ?? breakerPrefix(keyId) })
-    }
+    if (breaker !== undefined && options.breaker !== false) yield* breaker.reconfigure(breakerOptions)
     if (quota !== undefined && options.quota !== false) yield* quota.reconfigure(options.quota ?? {})
-    Object.assign(live, liveSettingsOf(options, live.generation + 1))
-    ;(policies as { retry: RetrySettings | false }).retry = options.retry ?? {}
+    // Retries stay on or off as they started (a stack built without them has no budget); their numbers are live.
+    const retry = live.retry === undefined ? undefined : options.retry === false ? live.retry : (options.retry ?? {})
+    Object.assign(live, liveSettingsOf({ ...options, retry: retry ?? false }, live.generation + 1))
+    if (retry !== undefined) (policies as { retry: RetrySettings | false }).retry = retry
   })
 
 /**

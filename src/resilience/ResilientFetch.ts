@@ -108,7 +108,6 @@ import * as Pipeline from "./Pipeline.ts"
 import { callDeadlineOf, invalidDeadline } from "./PipelineCall.ts"
 import * as QuotaGuard from "./QuotaGuard.ts"
 import type { PolicyOptions } from "./ResilientOptions.ts"
-import { stackDefaults } from "./ResilientOptions.ts"
 import { type SubscriptionLike, toElevenLabsError } from "./WithResilience.ts"
 
 // ============================================================================
@@ -165,7 +164,10 @@ class Pipelines extends Context.Service<Pipelines, {
   readonly get: (keyId: string) => Effect.Effect<Pipeline.Pipeline, ElevenLabsError>
 }>()("elevenlabs-resilience/ResilientFetch/Pipelines") {}
 
-const pipelinesLayer = (options: Options, timeouts: Client.AttemptTimeouts) =>
+/** Each key's attempt timeouts: its own live configuration changes them (with Redis, each key its account's). */
+const timeoutsOf = new WeakMap<Pipeline.Pipeline, Client.AttemptTimeouts>()
+
+const pipelinesLayer = (options: Options) =>
   Layer.effect(
     Pipelines,
     Effect.gen(function*() {
@@ -188,7 +190,9 @@ const pipelinesLayer = (options: Options, timeouts: Client.AttemptTimeouts) =>
           ))
         })
         const live = options.live
-        const following = live === undefined ? pipeline : Effect.tap(pipeline, (built) =>
+        const timeouts = Client.attemptTimeoutsOf(options)
+        const withTimeouts = Effect.tap(pipeline, (built) => Effect.sync(() => timeoutsOf.set(built, timeouts)))
+        const following = live === undefined ? withTimeouts : Effect.tap(withTimeouts, (built) =>
           LiveConfig.follow(
             // The key is read from each request: the live target needs only the policies' options.
             LiveConfig.targetOf(built, { ...options, apiKey: noKey }, timeouts),
@@ -245,38 +249,46 @@ const outcomeOf = (exit: Exit.Exit<Answered, ElevenLabsError>): Effect.Effect<Ou
 
 const safeMethods = new Set(["GET", "HEAD", "OPTIONS"])
 
-const makeCall = (
-  options: Options,
-  liveness: Liveness.Liveness,
-  open: OpenBodies,
-  timeouts: Client.AttemptTimeouts
-) => {
-  // Read at each attempt: a live configuration changes them.
-  const wire: Wire = {
-    transport: () => options.fetch ?? globalThis.fetch,
-    get headersTimeout() {
-      return timeouts.headers
-    },
-    get idleMillis() {
-      return Duration.toMillis(timeouts.idle)
+const makeCall = (options: Options, liveness: Liveness.Liveness, open: OpenBodies) => {
+  const defaults = Client.attemptTimeoutsOf(options)
+  const wires = new WeakMap<Pipeline.Pipeline, { readonly wire: Wire; readonly passThrough: Wire }>()
+  /** The wires of a key's pipeline: its attempt timeouts, read at each attempt (a live configuration changes them). */
+  const wiresOf = (pipeline: Pipeline.Pipeline) => {
+    let found = wires.get(pipeline)
+    if (found === undefined) {
+      const timeouts = timeoutsOf.get(pipeline) ?? defaults
+      const transport = () => options.fetch ?? globalThis.fetch
+      found = {
+        wire: {
+          transport,
+          get headersTimeout() {
+            return timeouts.headers
+          },
+          get idleMillis() {
+            return Duration.toMillis(timeouts.idle)
+          }
+        },
+        // Requests the table does not know are bounded by the deadline alone (an upload may take long to answer).
+        passThrough: {
+          transport,
+          headersTimeout: undefined,
+          get idleMillis() {
+            return Duration.toMillis(timeouts.idle)
+          }
+        }
+      }
+      wires.set(pipeline, found)
     }
+    return found
   }
-  // Requests the table does not know are bounded by the deadline alone (an upload may take long to answer).
-  const passThrough: Wire = {
-    transport: wire.transport,
-    headersTimeout: undefined,
-    get idleMillis() {
-      return Duration.toMillis(timeouts.idle)
-    }
-  }
-  const deadline = options.deadline ?? stackDefaults.deadline
   const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
 
   /** A request the table does not know: the deadline, and retries for a safe method. */
   const unknown = (pipeline: Pipeline.Pipeline, prepared: Prepared): Effect.Effect<Outcome> => {
     const operation = `fetch.${prepared.method.toLowerCase()}`
+    const { passThrough, wire } = wiresOf(pipeline)
     if (!safeMethods.has(prepared.method)) {
-      const total = callDeadlineOf(prepared.deadline ?? deadline)
+      const total = callDeadlineOf(prepared.deadline ?? pipeline.live.deadline)
       if (total === undefined) {
         return Effect.succeed({ error: invalidDeadline(operation, { deadline: prepared.deadline }) })
       }
@@ -315,6 +327,7 @@ const makeCall = (
   ): Effect.Effect<Outcome> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
+        const { wire } = wiresOf(pipeline)
         const scope = yield* Scope.make()
         const opening = Effect.flatMap(sendOnce(wire, plan.operation, prepared), (response) =>
           response.ok
@@ -383,7 +396,9 @@ const makeCall = (
       mark: markAnswered
     }
     return withCall(Effect.flatMap(
-      Effect.exit(pipeline.run(plan, { send: bufferedAttempt(wire, operation, prepared), kind: "opaque" })),
+      Effect.exit(
+        pipeline.run(plan, { send: bufferedAttempt(wiresOf(pipeline).wire, operation, prepared), kind: "opaque" })
+      ),
       outcomeOf
     ))
   }
@@ -404,12 +419,11 @@ export const make = (options: Options = {}): ResilientFetch => {
     ? Layer.succeed(References.MinimumLogLevel, "None")
     : Telemetry.layer(options.telemetry)
   const clock = Layer.succeed(Clock.Clock, Liveness.unrefClock)
-  const timeouts = Client.attemptTimeoutsOf(options)
   const runtime = ManagedRuntime.make(
-    pipelinesLayer(options, timeouts).pipe(Layer.provideMerge(Layer.mergeAll(telemetry, clock)))
+    pipelinesLayer(options).pipe(Layer.provideMerge(Layer.mergeAll(telemetry, clock)))
   )
   const open: OpenBodies = new Set()
-  const call = makeCall(options, liveness, open, timeouts)
+  const call = makeCall(options, liveness, open)
   let closed = false
 
   const run = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {

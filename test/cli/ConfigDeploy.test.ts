@@ -155,7 +155,8 @@ describe("config deploy, rollback and history across processes", () => {
         "tighter queue"
       ], env)
       assert.strictEqual(ran.code, 4, `${ran.stdout}\n${ran.stderr}`)
-      assert.match(ran.stdout, /rolled back v\d+ to v1 \(as v\d+\): error rate \d+(\.\d)? %/)
+      assert.match(ran.stdout, /^config deploy: published v\d+ \(was v1\); watching 30s\n$/)
+      assert.match(ran.stderr, /rolled back v\d+ to v1 \(as v\d+\): error rate \d+(\.\d)? %/)
       const now = (yield* withStore((store) => store.current(account)))!
       assert.strictEqual(now.kind, "rollback")
       assert.strictEqual(now.restores, before.version)
@@ -181,10 +182,16 @@ describe("config deploy, rollback and history across processes", () => {
           "--watch",
           "0",
           "--reason",
-          "more Flash"
+          "more Flash",
+          "--json"
         ], env)
         assert.strictEqual(deployed.code, 0, deployed.stdout + deployed.stderr)
+        // --json: one JSON document on stdout, nothing else.
+        const result = JSON.parse(deployed.stdout) as { result: string; version: number; account: string }
+        assert.strictEqual(result.result, "deployed")
+        assert.strictEqual(result.account, account)
         const five = (yield* withStore((store) => store.current(account)))!
+        assert.strictEqual(five.version, result.version)
         yield* allPrinted(`APPLIED ${five.version} `)
         // The rollback the error rate made restored v1, not the refused v2 (the processes never ran it).
         assert.strictEqual((yield* withStore((store) => store.get(account, five.version - 1)))!.restores, 1)
@@ -281,7 +288,8 @@ describe("config deploy, rollback and history across processes", () => {
           simulatorUrl
         ], env)
         assert.strictEqual(invalid.code, 2, invalid.stdout + invalid.stderr)
-        assert.match(invalid.stdout, /refused .*invalid\.json: concurrency\.caps\.flash/)
+        assert.match(invalid.stderr, /refused .*invalid\.json: concurrency\.caps\.flash/)
+        assert.strictEqual(invalid.stdout, "")
         // Flash answers in ~75 ms: a 1 ms headers timeout fails the smoke check's one request.
         const smoke = yield* cli([
           "config",
@@ -294,7 +302,7 @@ describe("config deploy, rollback and history across processes", () => {
           simulatorUrl
         ], env)
         assert.strictEqual(smoke.code, 3, smoke.stdout + smoke.stderr)
-        assert.match(smoke.stdout, /nothing published: smoke: FAIL tts Timeout/)
+        assert.match(smoke.stderr, /nothing published: smoke: FAIL tts Timeout/)
         assert.strictEqual((yield* withStore((store) => store.current(account)))!.version, before.version)
 
         assertRefused(

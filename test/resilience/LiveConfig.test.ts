@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
-import { Context, Effect, Layer, Logger, Metric, Redacted } from "effect"
+import { ConfigProvider, Context, Effect, Layer, Logger, Metric, Redacted } from "effect"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -27,13 +27,13 @@ const tempFile = Effect.acquireRelease(
 const write = (path: string, document: unknown) =>
   Effect.sync(() => writeFileSync(path, typeof document === "string" ? document : JSON.stringify(document)))
 
-const stack = (path: string, options: Omit<ResilientOptions, "apiKey"> = {}) =>
+const stack = (path: string, options: Omit<ResilientOptions, "apiKey"> = {}, env = false) =>
   Resilient.layer({
     apiKey,
     limiter: { plan: "pro" },
     quota: false,
     ...options,
-    live: { source: { _tag: "file", path, poll: "20 millis" }, env: false }
+    live: { source: { _tag: "file", path, poll: "20 millis" }, env }
   }).pipe(Layer.provideMerge(InProcess.layerSimulated({ plan: "pro" })))
 
 /** Waits until the status says `last` for `version` (real clock, bounded). */
@@ -204,5 +204,61 @@ describe("LiveConfig, file source", () => {
       yield* waitFor(7)
       yield* write(path, { concurrency: { plan: "pro", caps: { flash: 4 } } })
       yield* waitFor(4)
+    }).pipe(Effect.scoped))
+
+  it.live("what may not change live is kept and reported: the breaker's prefix, retries switched on", () =>
+    Effect.gen(function*() {
+      const path = yield* tempFile
+      yield* write(path, { concurrency: { plan: "pro" }, timeouts: { headers: "1 millis" }, retry: false })
+      const built = yield* Layer.build(stack(path, { breaker: { keyPrefix: "myapp:" }, retry: false }))
+      const resilience = Context.get(built, Resilient.Resilience)
+      const client = Context.get(built, Client.ElevenLabs)
+      yield* until(resilience.live!, (s) => s.version === 1 && s.last === "applied")
+      const convert = client.textToSpeech.convert("21m00Tcm4TlvDq8ikWAM", {
+        text: "Hi there.",
+        modelId: "eleven_flash_v2_5"
+      })
+      // Without retries a failure carries no attempt count: one attempt.
+      const attemptsOf = Effect.map(Effect.flip(convert), (e) => [e.reason._tag, e.attempts ?? 1])
+      assert.deepStrictEqual(yield* attemptsOf, ["Timeout", 1])
+      // A custom breaker prefix stays (the circuits' names); the version is applied, not refused.
+      yield* write(path, {
+        concurrency: { plan: "pro", caps: { flash: 3 } },
+        timeouts: { headers: "1 millis" },
+        retry: { maxAttempts: 3 },
+        breaker: { keyPrefix: "other:" }
+      })
+      const s = yield* until(resilience.live!, (s) => s.version === 2)
+      assert.strictEqual(s.last, "applied")
+      assert.deepStrictEqual(s.pendingRestart, ["breaker.keyPrefix", "retry (switched on)"])
+      assert.strictEqual((yield* resilience.limiter.snapshot(resilience.keyId, "flash")).limit, 3)
+      assert.strictEqual(resilience.breaker!.keyOf("flash"), "myapp:flash")
+      // Retries stay off as the stack started: one attempt.
+      assert.deepStrictEqual(yield* attemptsOf, ["Timeout", 1])
+    }).pipe(Effect.scoped))
+
+  it.live("a file that cannot be read is reported once; null and non-objects are no configuration", () =>
+    Effect.gen(function*() {
+      const path = yield* tempFile
+      yield* write(path, { concurrency: { plan: "pro", caps: { flash: 4 } } })
+      // With an environment variable set: over a non-object it must not stand in for the document.
+      const built = yield* Layer.build(
+        stack(path, {}, true).pipe(Layer.provide(ConfigProvider.layer(
+          ConfigProvider.fromEnv({ env: { ELEVENLABS_PLAN: "pro" } })
+        )))
+      )
+      const resilience = Context.get(built, Resilient.Resilience)
+      yield* until(resilience.live!, (s) => s.version === 1)
+      yield* Effect.sync(() => rmSync(path))
+      const gone = yield* until(resilience.live!, (s) => s.last === "refused")
+      assert.match(gone.refused!.problems[0]!, /cannot read .*elevenlabs\.json \(NotFound\)/)
+      assert.strictEqual(gone.version, 1)
+      for (const document of ["null", "[]", "42"]) {
+        yield* write(path, document)
+        const before = (yield* resilience.live!.status).refused?.version ?? 0
+        const s = yield* until(resilience.live!, (s) => (s.refused?.version ?? 0) > before)
+        assert.strictEqual(s.version, 1, `${document} is refused`)
+      }
+      assert.strictEqual((yield* resilience.limiter.snapshot(resilience.keyId, "flash")).limit, 4)
     }).pipe(Effect.scoped))
 })
