@@ -63,6 +63,19 @@ const file = (name: string, document: unknown) => {
   return path
 }
 
+/** `config deploy` of `path` against the shared Redis, smoke-checked against the simulator, then `extra`. */
+const deployArgs = (path: string, ...extra: ReadonlyArray<string>) => [
+  "config",
+  "deploy",
+  "--config-file",
+  path,
+  "--redis-url",
+  redis.url,
+  "--base-url",
+  simulatorUrl,
+  ...extra
+]
+
 /** The simulator's Flash pool counters. */
 const flashStats = () =>
   Effect.promise(async () => {
@@ -136,24 +149,10 @@ describe("config deploy, rollback and history across processes", () => {
       const before = (yield* withStore((store) => store.get(account, 1)))!
       // One permit and a queue of one for eight callers per process: most calls are refused (QueueFull).
       const path = file("bad.json", { concurrency: { plan: "pro", caps: { flash: 1 }, maxQueue: 1 } })
-      const ran = yield* cli([
-        "config",
-        "deploy",
-        "--config-file",
-        path,
-        "--redis-url",
-        redis.url,
-        "--base-url",
-        simulatorUrl,
-        "--watch",
-        "30s",
-        "--max-error-rate",
-        "0.3",
-        "--min-calls",
-        "20",
-        "--reason",
-        "tighter queue"
-      ], env)
+      const ran = yield* cli(
+        deployArgs(path, "--watch", "30s", "--max-error-rate", "0.3", "--min-calls", "20", "--reason", "tighter queue"),
+        env
+      )
       assert.strictEqual(ran.code, 4, `${ran.stdout}\n${ran.stderr}`)
       assert.match(ran.stdout, /^config deploy: published v\d+ \(was v1\); watching 30s\n$/)
       assert.match(ran.stderr, /rolled back v\d+ to v1 \(as v\d+\): error rate \d+(\.\d)? %/)
@@ -170,21 +169,8 @@ describe("config deploy, rollback and history across processes", () => {
     () =>
       Effect.gen(function*() {
         // A healthy deploy without a watch first: exit 0, applied by both processes.
-        const deployed = yield* cli([
-          "config",
-          "deploy",
-          "--config-file",
-          file("five.json", { concurrency: { plan: "pro", caps: { flash: 5 } } }),
-          "--redis-url",
-          redis.url,
-          "--base-url",
-          simulatorUrl,
-          "--watch",
-          "0",
-          "--reason",
-          "more Flash",
-          "--json"
-        ], env)
+        const fivePath = file("five.json", { concurrency: { plan: "pro", caps: { flash: 5 } } })
+        const deployed = yield* cli(deployArgs(fivePath, "--watch", "0", "--reason", "more Flash", "--json"), env)
         assert.strictEqual(deployed.code, 0, deployed.stdout + deployed.stderr)
         // --json: one JSON document on stdout, nothing else.
         const result = JSON.parse(deployed.stdout) as { result: string; version: number; account: string }
@@ -237,19 +223,10 @@ describe("config deploy, rollback and history across processes", () => {
     Effect.gen(function*() {
       const before = (yield* withStore((store) => store.current(account)))!
       const path = file("good.json", { concurrency: { plan: "pro", caps: { flash: 4 } } })
-      const child = spawn(process.execPath, [
-        main,
-        "config",
-        "deploy",
-        "--config-file",
-        path,
-        "--redis-url",
-        redis.url,
-        "--base-url",
-        simulatorUrl,
-        "--watch",
-        "2m"
-      ], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+      const child = spawn(process.execPath, [main, ...deployArgs(path, "--watch", "2m")], {
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
       let stdout = ""
       let stderr = ""
       child.stdout.on("data", (c) => (stdout += c))
@@ -277,30 +254,13 @@ describe("config deploy, rollback and history across processes", () => {
     () =>
       Effect.gen(function*() {
         const before = (yield* withStore((store) => store.current(account)))!
-        const invalid = yield* cli([
-          "config",
-          "deploy",
-          "--config-file",
-          file("invalid.json", { concurrency: { caps: { flash: -2 } } }),
-          "--redis-url",
-          redis.url,
-          "--base-url",
-          simulatorUrl
-        ], env)
+        const invalid = yield* cli(deployArgs(file("invalid.json", { concurrency: { caps: { flash: -2 } } })), env)
         assert.strictEqual(invalid.code, 2, invalid.stdout + invalid.stderr)
         assert.match(invalid.stderr, /refused .*invalid\.json: concurrency\.caps\.flash/)
         assert.strictEqual(invalid.stdout, "")
         // Flash answers in ~75 ms: a 1 ms headers timeout fails the smoke check's one request.
-        const smoke = yield* cli([
-          "config",
-          "deploy",
-          "--config-file",
-          file("slow.json", { timeouts: { headers: "1 millis" }, retry: { maxAttempts: 1 } }),
-          "--redis-url",
-          redis.url,
-          "--base-url",
-          simulatorUrl
-        ], env)
+        const slow = file("slow.json", { timeouts: { headers: "1 millis" }, retry: { maxAttempts: 1 } })
+        const smoke = yield* cli(deployArgs(slow), env)
         assert.strictEqual(smoke.code, 3, smoke.stdout + smoke.stderr)
         assert.match(smoke.stderr, /nothing published: smoke: FAIL tts Timeout/)
         assert.strictEqual((yield* withStore((store) => store.current(account)))!.version, before.version)

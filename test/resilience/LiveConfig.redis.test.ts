@@ -61,20 +61,9 @@ const followingRedis = Layer.suspend(() =>
 describe("LiveConfig, Redis source", () => {
   it.live("applies each published version, and a null document restores the start configuration", () =>
     Effect.gen(function*() {
-      const built = yield* Layer.build(
-        Resilient.layer({
-          apiKey,
-          limiter: { plan: "pro" },
-          quota: false,
-          redis: { url: redis.url },
-          live: { source: { _tag: "redis", poll: "200 millis" }, env: false }
-        }).pipe(Layer.provideMerge(InProcess.layerSimulated({ plan: "pro" })))
-      )
+      const built = yield* Layer.build(followingRedis)
       const resilience = Context.get(built, Resilient.Resilience)
-      const store = Context.get(
-        yield* Layer.build(RedisConfig.layer().pipe(Layer.provide(SharedState.layerConnection(redis.url)))),
-        RedisConfig.RedisConfigStore
-      )
+      const store = yield* storeOf
       const limit = Effect.map(resilience.limiter.snapshot(resilience.keyId, "flash"), (s) => s.limit)
       assert.strictEqual(yield* limit, 20, "the start configuration: plan pro")
 
