@@ -7,37 +7,17 @@
  * client holds permits.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Ref, Scope, Stream } from "effect"
-import { TestClock } from "effect/testing"
+import { Duration, Effect, Exit, Fiber, Option, Ref, Scope, Stream } from "effect"
 import * as Realtime from "../../src/client/Realtime.ts"
 import * as RealtimeSession from "../../src/resilience/RealtimeSession.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
-import type { ResilientOptions } from "../../src/resilience/ResilientOptions.ts"
-import * as RealtimeInProcess from "../../src/simulator/RealtimeInProcess.ts"
 import * as Simulator from "../../src/simulator/Simulator.ts"
 import { runVirtual } from "../utils/virtualTime.ts"
-
-const voice = "21m00Tcm4TlvDq8ikWAM"
-const flash = "eleven_flash_v2_5"
-const apiKey = Redacted.make("sim-key")
-
-const stack = (sim: Simulator.Options, options: Omit<ResilientOptions, "apiKey"> = {}) =>
-  RealtimeSession.layer({ apiKey }).pipe(
-    Layer.provideMerge(Resilient.layer({ apiKey, ...options })),
-    Layer.provideMerge(RealtimeInProcess.layerSimulated(sim))
-  )
+import { assertNothingHeld, drain, flash, sentences, sentOf, spoken, stack, until, voice } from "./realtimeFixtures.ts"
 
 /** A simulator whose one key has `flash` slots of the Flash pool, and a limiter of the same size. */
 const flashOf = (flash: number, sim: Simulator.Options = {}) =>
   stack({ seed: 31, ...sim, apiKeys: [{ key: "sim-key", limits: { flash } }] }, { limiter: { plan: { flash } } })
-
-const spoken = (chunks: Iterable<RealtimeSession.AudioChunk>) =>
-  [...chunks].map((c) => c.alignment?.chars.join("") ?? "").join("")
-
-const sentOf = (texts: ReadonlyArray<string>) => texts.map(Realtime.normalizeText).join("")
-
-const sentences = (n: number, tag = "") =>
-  Array.from({ length: n }, (_, i) => `Sentence ${tag}${i} says a few more words about the weather today.`)
 
 /** `n` texts of lengths 30 to 180 in a fixed cycle: runs between flushes cross several steps of a schedule. */
 const varied = (n: number, tag = "") => {
@@ -45,31 +25,6 @@ const varied = (n: number, tag = "") => {
   const words = sentences(8, tag).join(" ")
   return Array.from({ length: n }, (_, i) => words.slice(0, lengths[i % lengths.length]!).trim())
 }
-
-const drain = Effect.gen(function*() {
-  for (let i = 0; i < 20; i++) {
-    yield* Effect.yieldNow
-    yield* TestClock.adjust(0)
-  }
-})
-
-const assertNothingHeld = Effect.gen(function*() {
-  yield* drain
-  const { keyId, limiter, quota } = yield* Resilient.Resilience
-  const sim = yield* Simulator.Simulator
-  assert.strictEqual((yield* limiter.snapshot(keyId, "flash")).inFlight, 0, "permits held")
-  if (quota !== undefined) assert.strictEqual((yield* quota.status).reserved, 0, "credits still reserved")
-  const rt = sim.realtime.stats()
-  assert.strictEqual(rt.sessions.open, 0, "sockets still open at the server")
-  assert.strictEqual(rt.generations.inFlight.flash, 0, "generations still running at the server")
-})
-
-/** Sleeps (virtual time, moved by `runVirtual`) until `check` holds. */
-const until = (check: () => boolean) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < 10_000 && !check(); i++) yield* Effect.sleep(Duration.millis(5))
-    assert.isTrue(check(), "the awaited state came")
-  })
 
 const permits = Effect.gen(function*() {
   const { keyId, limiter } = yield* Resilient.Resilience

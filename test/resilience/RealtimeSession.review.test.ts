@@ -6,10 +6,8 @@
  * simulator's record or the policies' state.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, Option, Redacted, Ref, Scope, Stream } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Option, Ref, Scope, Stream } from "effect"
 import { Socket } from "effect/socket"
-import { TestClock } from "effect/testing"
-import type { ElevenLabsError } from "../../src/client/Errors.ts"
 import * as Realtime from "../../src/client/Realtime.ts"
 import * as RealtimeSession from "../../src/resilience/RealtimeSession.ts"
 import * as Resilient from "../../src/resilience/Resilient.ts"
@@ -17,16 +15,20 @@ import type { ResilientOptions } from "../../src/resilience/ResilientOptions.ts"
 import * as RealtimeInProcess from "../../src/simulator/RealtimeInProcess.ts"
 import * as Simulator from "../../src/simulator/Simulator.ts"
 import { runVirtual } from "../utils/virtualTime.ts"
-
-const voice = "21m00Tcm4TlvDq8ikWAM"
-const flash = "eleven_flash_v2_5"
-const apiKey = Redacted.make("sim-key")
-
-const stack = (sim: Simulator.Options, options: Omit<ResilientOptions, "apiKey"> = {}) =>
-  RealtimeSession.layer({ apiKey }).pipe(
-    Layer.provideMerge(Resilient.layer({ apiKey, ...options })),
-    Layer.provideMerge(RealtimeInProcess.layerSimulated(sim))
-  )
+import {
+  apiKey,
+  assertNothingHeld,
+  drain,
+  failureOf,
+  flash,
+  sentences,
+  sentOf,
+  speak,
+  spoken,
+  stack,
+  until,
+  voice
+} from "./realtimeFixtures.ts"
 
 /** A simulator whose one key has `flash` slots of the Flash pool, and a limiter of the same size. */
 const flashOf = (flash: number, sim: Simulator.Options = {}, options: Omit<ResilientOptions, "apiKey"> = {}) =>
@@ -85,57 +87,6 @@ const unalignedTails = (sim: Simulator.Options) =>
     )),
     Layer.provideMerge(RealtimeInProcess.layerSimulated(sim))
   )
-
-const spoken = (chunks: Iterable<RealtimeSession.AudioChunk>) =>
-  [...chunks].map((c) => c.alignment?.chars.join("") ?? "").join("")
-
-const sentences = (n: number, tag = "") =>
-  Array.from({ length: n }, (_, i) => `Sentence ${tag}${i} says a few more words about the weather today.`)
-
-const sentOf = (texts: ReadonlyArray<string>) => texts.map(Realtime.normalizeText).join("")
-
-const speak = (texts: ReadonlyArray<string>, options: Partial<RealtimeSession.SessionOptions> = {}) =>
-  Effect.scoped(Effect.gen(function*() {
-    const realtime = yield* RealtimeSession.RealtimeTts
-    const session = yield* realtime.open({ voiceId: voice, modelId: flash, ...options })
-    const audio = yield* Effect.forkChild(Stream.runCollect(session.audio))
-    for (const t of texts) yield* session.send(t)
-    yield* session.end
-    return { chunks: yield* Fiber.join(audio), stats: yield* session.stats, reconnects: yield* session.reconnects }
-  }))
-
-const drain = Effect.gen(function*() {
-  for (let i = 0; i < 20; i++) {
-    yield* Effect.yieldNow
-    yield* TestClock.adjust(0)
-  }
-})
-
-const assertNothingHeld = Effect.gen(function*() {
-  yield* drain
-  const { keyId, limiter, quota } = yield* Resilient.Resilience
-  const sim = yield* Simulator.Simulator
-  for (const pool of ["flash", "standard"] as const) {
-    assert.strictEqual((yield* limiter.snapshot(keyId, pool)).inFlight, 0, `permits held in ${pool}`)
-  }
-  if (quota !== undefined) assert.strictEqual((yield* quota.status).reserved, 0, "credits still reserved")
-  const rt = sim.realtime.stats()
-  assert.strictEqual(rt.sessions.open, 0, "sockets still open at the server")
-  assert.strictEqual(rt.generations.inFlight.flash, 0, "generations still running at the server")
-})
-
-const failureOf = <A, R>(self: Effect.Effect<A, ElevenLabsError, R>) =>
-  Effect.flatMap(Effect.exit(self), (exit) =>
-    Exit.isFailure(exit)
-      ? Effect.succeed(exit.cause.reasons.find((r) => r._tag === "Fail")?.error as ElevenLabsError)
-      : Effect.die(new Error("expected a failure")))
-
-/** Sleeps (virtual time, moved by `runVirtual`) until `check` holds. */
-const until = (check: () => boolean) =>
-  Effect.gen(function*() {
-    for (let i = 0; i < 10_000 && !check(); i++) yield* Effect.sleep(Duration.millis(5))
-    assert.isTrue(check(), "the awaited state came")
-  })
 
 describe("RealtimeSession: review regressions", () => {
   it.effect("close waits for text a reconnect has not resent yet: everything is spoken before close succeeds", () =>
