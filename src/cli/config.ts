@@ -173,28 +173,37 @@ const deployRun = (input: DeployInput) =>
         problems: validated.line
       })
     }
-    // 2. The smoke check through the new settings.
-    const smoke = yield* Smoke.execute({
-      config: Option.some(input.configFile),
-      simulator: input.simulator,
-      baseUrl: input.baseUrl,
-      voice: Smoke.defaults.voice,
-      model: Smoke.defaults.model,
-      text: Smoke.defaults.text
-    }).pipe(Effect.provide(NodeHttpClient.layerUndici), Flags.quietUnlessAsked("None"))
-    if (!smoke.ok) {
-      return yield* done(Deploy.exitCodes.smokeFailed, `config deploy: nothing published: ${smoke.line}`, {
-        result: "smoke-failed",
-        smoke: smoke.line
-      })
-    }
-    // 3 and 4. Publish, unless another deploy got there first; watch; roll back when it goes bad.
+    // Redis first (a bad address is one line before the smoke check spends a request), then 2-4.
     return yield* withStore(
       command,
       input.redisUrl,
-      publishAndWatch(input, { account: id, author: who, document: validated.document, rule, watchMs, done }).pipe(
-        Effect.catchTag("DistributedError", (e) => Effect.fail(storeFailure(command)(e)))
-      )
+      Effect.gen(function*() {
+        yield* (yield* RedisConfig.RedisConfigStore).current(id)
+        // 2. The smoke check through the new settings.
+        const smoke = yield* Smoke.execute({
+          config: Option.some(input.configFile),
+          simulator: input.simulator,
+          baseUrl: input.baseUrl,
+          voice: Smoke.defaults.voice,
+          model: Smoke.defaults.model,
+          text: Smoke.defaults.text
+        }).pipe(Effect.provide(NodeHttpClient.layerUndici))
+        if (!smoke.ok) {
+          return yield* done(Deploy.exitCodes.smokeFailed, `config deploy: nothing published: ${smoke.line}`, {
+            result: "smoke-failed",
+            smoke: smoke.line
+          })
+        }
+        // 3 and 4. Publish, unless another deploy got there first; watch; roll back when it goes bad.
+        return yield* publishAndWatch(input, {
+          account: id,
+          author: who,
+          document: validated.document,
+          rule,
+          watchMs,
+          done
+        })
+      }).pipe(Effect.catchTag("DistributedError", (e) => Effect.fail(storeFailure(command)(e))))
     )
   })
 

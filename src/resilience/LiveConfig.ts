@@ -221,8 +221,10 @@ export const notLive = (
   return changed
 }
 
-const describe = (problems: ReadonlyArray<Problem>): ReadonlyArray<string> =>
-  problems.filter((p) => p.severity === "error").slice(0, 5).map((p) => `${p.path}: ${p.message}`)
+/** The first problems that block a version (errors; with `strict`, warnings too), one line each. */
+const describe = (problems: ReadonlyArray<Problem>, options: CheckOptions): ReadonlyArray<string> =>
+  problems.filter((p) => p.severity === "error" || (options.strict === true && p.severity === "warning"))
+    .slice(0, 5).map((p) => `${p.path}: ${p.message}`)
 
 /** The Redis source without a Redis connection: a configuration mistake, reported at build. */
 export class LiveConfigError extends Data.TaggedError("LiveConfigError")<{ readonly message: string }> {}
@@ -294,7 +296,7 @@ export const follow = (
           const raw = env.set.length === 0 || !Predicate.isObject(document) ? document : overlay(document, env.raw)
           const { config, problems } = validate(raw, options)
           if (config === undefined || isBlocking(problems, options)) {
-            return yield* refuse(candidate, describe(nameVariables(problems, env)))
+            return yield* refuse(candidate, describe(nameVariables(problems, env), options))
           }
           next = toResilientOptions(config, identity.apiKey)
         }
@@ -302,8 +304,9 @@ export const follow = (
         if (outcomes !== undefined) yield* outcomes.flush
         // A defect of a policy's own checks (a bug: the schema let through what the policy refuses).
         const applied = yield* Effect.exit(target.apply(next))
-        if (outcomes !== undefined) outcomes.version = candidate.version
+        // All or nothing (`PipelinePolicies.reconfigure` checks every option first): refused, the version before runs.
         if (applied._tag === "Failure") return yield* refuse(candidate, ["the policies refused the options"])
+        if (outcomes !== undefined) outcomes.version = candidate.version
         const pendingRestart = notLive(target.start, document, next, appliedDocument)
         appliedDocument = document
         const at = yield* Clock.currentTimeMillis

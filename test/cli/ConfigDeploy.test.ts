@@ -76,6 +76,9 @@ const deployArgs = (path: string, ...extra: ReadonlyArray<string>) => [
   ...extra
 ]
 
+/** A valid file for the refusals that must come before it is read. */
+const fivePathOf = () => file("valid.json", { concurrency: { plan: "pro" } })
+
 /** The simulator's Flash pool counters. */
 const flashStats = () =>
   Effect.promise(async () => {
@@ -272,6 +275,14 @@ describe("config deploy, rollback and history across processes", () => {
         assertRefused(
           yield* cli(["config", "history", "--redis-url", "http://nope"], env),
           "--redis-url must be a redis or rediss URL"
+        )
+        // An unreachable Redis is one line, before the smoke check spends a request.
+        assertRefused(
+          yield* cli(
+            ["config", "deploy", "--config-file", fivePathOf(), "--redis-url", "redis://127.0.0.1:1", "--simulator"],
+            env
+          ),
+          /config deploy: .*127\.0\.0\.1:1/
         )
         assertRefused(
           yield* cli(["config", "history", "--redis-url", "redis://127.0.0.1:1"], env),
