@@ -37,7 +37,7 @@ const redisUrl = Flag.String("redis-url").pipe(
 )
 const account = Flag.String("account").pipe(
   Flags.optional(
-    "The account id the processes use (the key's fingerprint they print in their logs).",
+    "The account id the processes use: the fingerprint of their API key (Resilience.keyId), never the key.",
     "the fingerprint of ELEVENLABS_API_KEY"
   )
 )
