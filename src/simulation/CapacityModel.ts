@@ -120,12 +120,8 @@ export interface Probe {
   readonly phase: Phase
 }
 
-/** Little's law's bound on the answer, and what it is computed from. */
-export interface Bound {
-  /** `floor(limit × (play + target) / (service × (1 − maxFailureShare)))`: no more broadcasts are sustainable. */
-  readonly streams: number
-  /** The same before `floor`. */
-  readonly exact: number
+/** What Little's law's bound is computed from. */
+export interface BoundInput {
   /** The pool's concurrency limit for the model (the plan table's, which the simulator enforces). */
   readonly limit: number
   /** Mean time one segment holds a slot: the simulator's mean for the model and length. */
@@ -136,6 +132,14 @@ export interface Bound {
   readonly playMs: number
   readonly targetP95Ms: number
   readonly maxFailureShare: number
+}
+
+/** Little's law's bound on the answer, and what it is computed from. */
+export interface Bound extends BoundInput {
+  /** `floor(limit × (play + target) / (service × (1 − maxFailureShare)))`: no more broadcasts are sustainable. */
+  readonly streams: number
+  /** The same before `floor`. */
+  readonly exact: number
   /** Most segments a second the pool serves: `limit / service`. */
   readonly maxThroughputPerS: number
   /**
@@ -226,15 +230,7 @@ export const serviceOf = (
 }
 
 /** Little's law's bound (see the module's documentation). */
-export const boundOf = (input: {
-  readonly limit: number
-  readonly serviceMs: number
-  readonly ttfbMs: number
-  readonly msPerChar: number
-  readonly playMs: number
-  readonly targetP95Ms: number
-  readonly maxFailureShare: number
-}): Bound => {
+export const boundOf = (input: BoundInput): Bound => {
   const { limit, maxFailureShare, playMs, serviceMs, targetP95Ms } = input
   const exact = (limit * (playMs + targetP95Ms)) / (serviceMs * (1 - maxFailureShare))
   return {
