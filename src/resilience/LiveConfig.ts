@@ -380,14 +380,3 @@ const reportOutcomes = (store: RedisConfig.RedisConfigStore["Service"], target: 
     yield* Effect.repeat(state.flush, Schedule.spaced("1 second")).pipe(Effect.forkScoped)
     return state
   })
-
-/** Waits (on `Clock`) until `live` runs `version`, at most `within`; whether it does. For tests and tools. */
-export const awaitVersion = (live: Live, version: number, within: Duration.Input): Effect.Effect<boolean> =>
-  Effect.gen(function*() {
-    const deadline = (yield* Clock.currentTimeMillis) + Duration.toMillis(Duration.fromInputUnsafe(within))
-    while ((yield* live.status).version !== version) {
-      if ((yield* Clock.currentTimeMillis) >= deadline) return false
-      yield* Effect.sleep("20 millis")
-    }
-    return true
-  })
