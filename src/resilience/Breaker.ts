@@ -72,7 +72,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, Layer, PubSub, Schema, Scope, Stream } from "effect"
+import { Context, Duration, Effect, Exit, type Fiber, Layer, PubSub, Schema, Scope, Stream } from "effect"
 import { CircuitBreaker } from "effect/persistence"
 import type * as Take from "effect/Take"
 import { countsForBreaker, type ElevenLabsErrorReason, isElevenLabsError } from "../client/Errors.ts"
@@ -186,6 +186,16 @@ export class Breaker extends Context.Service<Breaker, {
   readonly execute: (
     pool: string
   ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BreakerError, R>
+  /**
+   * `execute`, built once around `self` for a caller that keeps one record per call (a
+   * {@link BreakerFastPath.Slot}, read from the fiber by `slotOf`): on the memory store the attempt's
+   * admission is kept in the slot, so an attempt holds no closure or frame of its own while `self` waits (a
+   * pipeline with thousands of calls queued). Other stores run `execute`. One attempt per slot at a time.
+   */
+  readonly executeWith: (
+    pool: string,
+    slotOf: (fiber: Fiber.Fiber<unknown, unknown>) => BreakerFastPath.Slot
+  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | BreakerError, R>
   /** The pool's state (an Open circuit past its open time reads Open until the next call). */
   readonly state: (pool: string) => Effect.Effect<CircuitBreaker.State, BreakerError>
   /** The pool's gauge value: 0 closed, 1 half-open, 2 open. */
@@ -296,10 +306,12 @@ export const make = (options?: BreakerOptions): Effect.Effect<
     }
     const service = (
       execute: Breaker["Service"]["execute"],
-      reconfigure: Breaker["Service"]["reconfigure"]
+      reconfigure: Breaker["Service"]["reconfigure"],
+      executeWith: Breaker["Service"]["executeWith"] = (pool) => execute(pool)
     ) =>
       Breaker.of({
         execute,
+        executeWith,
         state,
         gauge: (pool) => Effect.map(state(pool), gaugeOf),
         keyOf,
@@ -310,8 +322,9 @@ export const make = (options?: BreakerOptions): Effect.Effect<
     if (memoryStores.has(store)) {
       const fast = BreakerFastPath.make({ store, live, publish, classify, toBreakerError })
       return service(
-        (pool) => fast(keyOf(pool)),
-        (next) => Effect.sync(() => void (live.settings = checked(next)))
+        (pool) => fast(keyOf(pool)).execute,
+        (next) => Effect.sync(() => void (live.settings = checked(next))),
+        (pool, slotOf) => (self) => fast(keyOf(pool)).executeWith(self, slotOf)
       )
     }
 

@@ -17,9 +17,16 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, Exit, References } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, References } from "effect"
 import { CircuitBreaker } from "effect/persistence"
+import * as Mask from "../internal/Mask.ts"
 import type { BreakerError, BreakerSettings } from "./Breaker.ts"
+
+/** An attempt's record for `executeWith`: its admission while it runs, and its start number (-1: untracked). */
+export interface Slot {
+  admission: CircuitBreaker.Admission | undefined
+  started: number
+}
 
 /** Whether an attempt numbered below `n` is still running. */
 export const startedBefore = (started: ReadonlySet<number>, n: number): boolean => {
@@ -130,7 +137,7 @@ export const make = (options: {
       // Overtook an earlier attempt: not a failure "in a row" while the circuit is closed.
       return Effect.flatMap(state, (s) => record(s?._tag === "Closed" ? CircuitBreaker.ignored : outcome, admission))
     }
-    return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> =>
+    const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(admit, (admission) => {
           // Numbered once admitted (a rejected attempt never starts), released however it ends; only under
@@ -141,6 +148,32 @@ export const make = (options: {
           return admission.transition === undefined ? run : Effect.andThen(publish(admission.transition), run)
         })
       )
+    /** `execute` with the admission in the caller's slot: everything built once (`Mask.builtOnce`). */
+    const executeWith = <A, E, R>(
+      self: Effect.Effect<A, E, R>,
+      slotOf: (fiber: Fiber.Fiber<unknown, unknown>) => Slot
+    ): Effect.Effect<A, E | BreakerError, R> => {
+      const settled = (exit: Exit.Exit<A, E>) => {
+        const slot = slotOf(Fiber.getCurrent()!)
+        const admission = slot.admission
+        if (admission === undefined) return undefined
+        slot.admission = undefined
+        return settle(exit, admission, slot.started)
+      }
+      return Mask.builtOnce((restore) => {
+        const run = Effect.onExitPrimitive(restore(self), settled)
+        // Under the mask: the admission is in the slot before the frame that settles it is pushed, and nothing
+        // can interrupt in between.
+        return Effect.flatMap(admit, (admission) => {
+          const slot = slotOf(Fiber.getCurrent()!)
+          slot.admission = admission
+          slot.started = live.settings.startOrder ? tracked.next++ : -1
+          if (slot.started >= 0) tracked.started.add(slot.started)
+          return admission.transition === undefined ? run : Effect.andThen(publish(admission.transition), run)
+        })
+      })
+    }
+    return { execute, executeWith }
   }
   const byKey = new Map<string, ReturnType<typeof forKey>>()
   return (key: string) => {

@@ -119,8 +119,29 @@ export interface Coalescer {
     effect: Effect.Effect<A, E, R>,
     options?: CoalesceOptions<A, E> | undefined
   ) => Effect.Effect<Coalesced<A>, E, R>
+  /**
+   * `coalesce` with an inline flight, built once around `effect` for a caller that keeps one record per call
+   * (a {@link Slot}, read from the fiber by `slotOf`): the key is the slot's, and the flight the call starts
+   * is kept in the slot, so a starter holds no closure, mask or frame of its own (a pipeline with thousands of
+   * calls waiting in a queue). Joiners wait as with `coalesce`; both get the value itself (a joiner's as its
+   * `boundJoin` makes it). No key: `effect` alone.
+   *
+   * The slot must be the same object from the start of the call to its end (the exit frame reads it), and
+   * belong to this call only.
+   */
+  readonly inlineWith: <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    slotOf: (fiber: Fiber.Fiber<unknown, unknown>) => Slot,
+    options?: CoalesceOptions<A, E> | undefined
+  ) => Effect.Effect<A, E, R>
   /** Keys with a call in flight now. */
   readonly inFlight: Effect.Effect<number>
+}
+
+/** A call's record for {@link Coalescer.inlineWith}: its key, and the flight it started (set and cleared there). */
+export interface Slot {
+  readonly coalesceKey: string | undefined
+  flight: unknown
 }
 
 /** The {@link Coalescer} service tag. */
@@ -254,7 +275,7 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
     // Called as the starter's call exits (synchronously, so no caller joins in between).
     if (!(Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) || flight.waiters === 0) {
       settleUnsafe(key, flight, exit)
-      return Effect.void
+      return undefined
     }
     return Effect.flatMap(forkFlight(key, flight, effect), (fiber) => {
       flight.fiber = fiber
@@ -270,11 +291,43 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
     effect: Effect.Effect<A, E, R>,
     options?: CoalesceOptions<A, E> | undefined
   ): Effect.Effect<Coalesced<A>, E, R> =>
-    joinOrStart(key, options, (started, restore) =>
-      restore(effect).pipe(
-        Effect.onExit((exit) => starterDone(key, started, effect, exit)),
-        Effect.map((value) => ({ value, coalesced: false }))
-      ))
+    joinOrStart(
+      key,
+      options,
+      (started, restore) =>
+        Effect.onExitPrimitive(restore(effect), (exit) => starterDone(key, started, effect, exit)).pipe(
+          Effect.map((value) => ({ value, coalesced: false }))
+        )
+    )
+
+  const valueOf = <A>(shared: Coalesced<A>): A => shared.value
+
+  // The flight is registered in the step after the exit frame is pushed, so the frame settles whatever the
+  // slot holds however the call ends (nothing if it ended before registering): no mask is needed.
+  const inlineWith = <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    slotOf: (fiber: Fiber.Fiber<unknown, unknown>) => Slot,
+    options?: CoalesceOptions<A, E> | undefined
+  ): Effect.Effect<A, E, R> =>
+    Effect.onExitPrimitive(
+      Effect.withFiber((fiber) => {
+        const slot = slotOf(fiber)
+        const key = slot.coalesceKey
+        if (key === undefined) return effect
+        if (flights.has(key)) return Effect.map(inlined(key, effect, options), valueOf)
+        const started: InFlight = { deferred: undefined, fiber: undefined, waiters: 0 }
+        flights.set(key, started)
+        slot.flight = started
+        return effect
+      }),
+      (exit) => {
+        const slot = slotOf(Fiber.getCurrent()!)
+        const flight = slot.flight as InFlight | undefined
+        if (flight === undefined) return undefined
+        slot.flight = undefined
+        return starterDone(slot.coalesceKey!, flight, effect, exit)
+      }
+    )
 
   return Coalescer.of({
     [TypeId]: TypeId,
@@ -282,6 +335,7 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
       (options?.flight === undefined ? inline : options.flight === "inline")
         ? inlined(key, effect, options)
         : detached(key, effect, options),
+    inlineWith,
     inFlight: Effect.sync(() => flights.size)
   })
 })

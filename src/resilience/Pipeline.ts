@@ -41,9 +41,12 @@
  *   effects built once per stack. A call is one state object ({@link Call}:
  *   the plan, the attempt, the deadline, the lane, the permit in flight, the
  *   call span), published with the span in one context overlay; every step
- *   reads the call from there. A call waiting in the queue so holds its state,
- *   its span, its policies' own records and the limiter's waiter, and no
- *   chain of closures of its own.
+ *   reads the call from there, and the policies keep their per-call state in
+ *   it too (the inline flight, the quota reservation, the breaker's admission:
+ *   `Coalescer.inlineWith`, `QuotaGuard.guardWith`, `Breaker.executeWith`),
+ *   settled by exit frames built once. A call waiting in the queue so holds
+ *   its state, its span, its fiber and the limiter's waiter, and no closure,
+ *   mask or frame of its own per policy.
  * - Every call fails with `ElevenLabsError`; the policies' refusals are
  *   mapped by `Refusals.ts`. A deadline that is not a finite duration of 0 or
  *   more is `InvalidRequest` (field `deadline`); a deadline that runs out in
@@ -53,7 +56,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, Scope, Tracer } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, type Fiber, References, Scope, Tracer } from "effect"
 import * as Client from "../client/ElevenLabs.ts"
 import { ElevenLabsError } from "../client/Errors.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
@@ -171,9 +174,10 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     // ---- the entry: one state object and one context overlay per call --------
 
     /**
-     * Starts a call: its span, its state, the overlay (span, state, and the headers hook for this library's
-     * client), then `program`, built once, which reads the call from the overlay. A plan refused by the
-     * adapter or a deadline that is not one fails here, recorded as any failed call.
+     * Starts a call: its span, its state, the overlay (span and state), then `program`, built once, which reads
+     * the call from the overlay and whose one exit frame (`finish`) ends the span and puts the caller's context
+     * back. A plan refused by the adapter or a deadline that is not one fails here, recorded as any failed call.
+     * (Not `useSpan` and `updateContext`: each leaves a closure of its own on a waiting call's stack.)
      */
     const enter = <A, E, R>(
       plan: CallPlan<any>,
@@ -181,60 +185,78 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
       pooled: boolean,
       program: Effect.Effect<A, E, R>
     ): Effect.Effect<A, E | ElevenLabsError, R> =>
-      Effect.useSpan(
-        Spans.callSpanName(plan.operation),
-        spanOptionsOf(plan, pooled),
-        (span) =>
-          Effect.withFiber<A, E | ElevenLabsError, R>((fiber) => {
-            const call = fiber.getRef(CurrentCallOptions)
-            const lane = call.lane ?? "default"
-            if (pooled) span.attribute(Spans.callAttributes.lane, lane)
-            const total = call.deadline === undefined ? live.deadline : callDeadlineOf(call.deadline)
-            const refused = plan.invalid !== undefined
-              ? new ElevenLabsError({ reason: plan.invalid })
-              : total === undefined
-              ? invalidDeadline(plan.operation, call)
-              : undefined
-            if (refused !== undefined || total === undefined) {
-              const exit = Exit.fail(refused!)
-              Spans.setCallAttributes(
-                span,
-                pooled ? recordCall(plan as PooledPlan<any>, exit, 0, metricsContext) : outcomeOf(exit)
-              )
-              return exit
-            }
-            const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-            const outer = fiber.getRef(Deadline.CurrentDeadline)
-            const end = now + Duration.toMillis(total)
-            // Nested deadlines never extend an outer one.
-            const at = outer === undefined ? end : Math.min(outer.at, end)
-            const state = new Call(plan, attempt, total, at, now, lane, call.idempotent !== false, span, keyId)
-            const context = Context.add(
-              Context.add(fiber.context, Tracer.ParentSpan, span),
-              Deadline.CurrentDeadline,
-              state
+      Effect.flatMap(
+        Effect.makeSpan(Spans.callSpanName(plan.operation), spanOptionsOf(plan, pooled)),
+        (span): Effect.Effect<A, E | ElevenLabsError, R> => {
+          const fiber = running()
+          const call = fiber.getRef(CurrentCallOptions)
+          const lane = call.lane ?? "default"
+          if (pooled) span.attribute(Spans.callAttributes.lane, lane)
+          const total = call.deadline === undefined ? live.deadline : callDeadlineOf(call.deadline)
+          const refused = plan.invalid !== undefined
+            ? new ElevenLabsError({ reason: plan.invalid })
+            : total === undefined
+            ? invalidDeadline(plan.operation, call)
+            : undefined
+          if (refused !== undefined || total === undefined) {
+            const exit = Exit.fail(refused!)
+            Spans.setCallAttributes(
+              span,
+              pooled ? recordCall(plan as PooledPlan<any>, exit, 0, metricsContext) : outcomeOf(exit)
             )
-            return Effect.updateContext(program, () => context as Context.Context<R>)
-          })
+            endSpan(fiber, span, exit)
+            return exit
+          }
+          const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+          const outer = fiber.getRef(Deadline.CurrentDeadline)
+          const end = now + Duration.toMillis(total)
+          // Nested deadlines never extend an outer one.
+          const at = outer === undefined ? end : Math.min(outer.at, end)
+          const caller = fiber.context
+          const state = new Call(plan, attempt, total, at, now, lane, call.idempotent !== false, span, keyId, caller)
+          // No step runs between this and `program`'s exit frame, which puts `caller` back.
+          fiber.setContext(Context.add(Context.add(caller, Tracer.ParentSpan, span), Deadline.CurrentDeadline, state))
+          return program
+        }
       )
+
+    /** Ends the call span as `useSpan` does (the clock's time when tracer timing is on). */
+    const endSpan = (fiber: Fiber.Fiber<unknown, unknown>, span: Tracer.Span, exit: Exit.Exit<unknown, unknown>) => {
+      if (span.status._tag === "Ended") return
+      span.end(
+        fiber.getRef(References.TracerTimingEnabled)
+          ? fiber.getRef(Clock.Clock).currentTimeNanosUnsafe()
+          : BigInt(0),
+        exit
+      )
+    }
+
+    /** The end of every call: its span, and the caller's context back. */
+    const leave = (fiber: Fiber.Fiber<unknown, unknown>, call: Call, exit: Exit.Exit<unknown, unknown>): undefined => {
+      endSpan(fiber, call.span, exit)
+      fiber.setContext(call.caller)
+      return undefined
+    }
 
     const outcomes = { calls: 0, errors: 0 }
 
     /** The end of a pooled call: metrics, the outcome counts and the call span's outcome (synchronously). */
-    const finishPooled = (exit: Exit.Exit<unknown, ElevenLabsError>): Effect.Effect<void> => {
+    const finishPooled = (exit: Exit.Exit<unknown, ElevenLabsError>): undefined => {
       outcomes.calls++
       if (exit._tag === "Failure" && countsAsError(exit.cause)) outcomes.errors++
       const fiber = running()
       const call = current(fiber)
       const seconds = (fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() - call.start) / 1000
       Spans.setCallAttributes(call.span, recordCall(call.plan as PooledPlan<any>, exit, seconds, metricsContext))
-      return Effect.void
+      return leave(fiber, call, exit)
     }
 
     /** The end of a read-only call: the span's outcome. */
-    const finishReadOnly = (exit: Exit.Exit<unknown, ElevenLabsError>): Effect.Effect<void> => {
-      Spans.setCallAttributes(current(running()).span, outcomeOf(exit))
-      return Effect.void
+    const finishReadOnly = (exit: Exit.Exit<unknown, ElevenLabsError>): undefined => {
+      const fiber = running()
+      const call = current(fiber)
+      Spans.setCallAttributes(call.span, outcomeOf(exit))
+      return leave(fiber, call, exit)
     }
 
     const stack: Stack = { policies, options, live, staticAttemptOf, metricsContext }
@@ -245,13 +267,13 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     // ---- the three kinds of call ---------------------------------------------------
 
     /** The buffered pipeline, built once. */
-    const bufferedProgram = Effect.onExit(
+    const bufferedProgram = Effect.onExitPrimitive(
       fallbackAround(coalesceAround(quotaAround(retriedAround(limited, true)))),
       finishPooled
     )
 
     /** The read-only pipeline, built once: coalescing (with a key), the deadline and retries; no metrics. */
-    const readOnlyProgram = Effect.onExit(coalesceAround(retriedAround(readAttempt, false)), finishReadOnly)
+    const readOnlyProgram = Effect.onExitPrimitive(coalesceAround(retriedAround(readAttempt, false)), finishReadOnly)
 
     const buffered = <A, R = never>(plan: PooledPlan<A>, one: Attempt<A, R>): Effect.Effect<A, ElevenLabsError, R> =>
       enter(plan, one, true, bufferedProgram) as Effect.Effect<A, ElevenLabsError, R>
@@ -306,7 +328,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         if (reservation !== undefined) yield* reservation.commit(opened.meta.characterCost)
         return opened
       })
-      return enter(full, open, true, Effect.onExit(body, finishPooled)) as Effect.Effect<
+      return enter(full, open, true, Effect.onExitPrimitive(body, finishPooled)) as Effect.Effect<
         S,
         ElevenLabsError,
         Scope.Scope

@@ -102,7 +102,7 @@ export const makeAround = (stack: Stack) => {
       let chosen = byPool.get(pool)
       if (chosen === undefined) {
         const behind = guarded && breaker !== undefined && pool !== undefined
-          ? breaker.execute(pool)(inner).pipe(
+          ? breaker.executeWith(pool, current)(inner).pipe(
             Effect.catchTag(
               "BreakerError",
               (e) => Effect.withFiber((fiber) => fromBreaker(current(fiber).operation, pool)(e))
@@ -154,13 +154,9 @@ export const makeAround = (stack: Stack) => {
             )
           ))
         : Effect.tapError(inner, markIfExceeded))
-    return Effect.withFiber((fiber) => {
-      const call = current(fiber)
-      const cost = call.plan.cost
-      return cost === undefined
-        ? unreserved
-        : Effect.catchTag(quota.guard(cost, inner, call), "QuotaGuardError", quotaRefused)
-    })
+    // Built once: the reservation is kept in the call (`Call.quotaHeld`).
+    const reserved = Effect.catchTag(quota.guardWith(inner, current), "QuotaGuardError", quotaRefused)
+    return Effect.withFiber((fiber) => current(fiber).plan.cost === undefined ? unreserved : reserved)
   }
 
   /**
@@ -194,16 +190,18 @@ export const makeAround = (stack: Stack) => {
    */
   const coalesceAround = <A, R>(inner: Effect.Effect<A, ElevenLabsError, R>): Effect.Effect<A, ElevenLabsError, R> => {
     if (coalescer === undefined) return inner
+    // The common case, an idempotent call on an inline flight, is built once: its flight is kept in the call.
+    const inline = joinOptions.idempotent.flight === "inline"
+      ? coalescer.inlineWith(inner, current, joinOptions.idempotent)
+      : undefined
     return Effect.withFiber((fiber) => {
       const call = current(fiber)
       const key = call.plan.coalesceKey
       if (key === undefined) return inner
-      return Effect.map(
-        call.idempotent
-          ? coalescer.coalesce(key, inner, joinOptions.idempotent)
-          : coalescer.coalesce(`${key}|once`, inner, joinOptions.notIdempotent),
-        valueOf
-      )
+      if (call.idempotent) {
+        return inline ?? Effect.map(coalescer.coalesce(key, inner, joinOptions.idempotent), valueOf)
+      }
+      return Effect.map(coalescer.coalesce(`${key}|once`, inner, joinOptions.notIdempotent), valueOf)
     })
   }
 

@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 import { Context, Duration, Effect, Exit, Fiber, Option, type Tracer } from "effect"
+import type { CircuitBreaker } from "effect/persistence"
 import * as Endpoints from "../client/Endpoints.ts"
 import { ElevenLabsError, InvalidRequest } from "../client/Errors.ts"
 import { audioSecondsOf } from "../client/Models.ts"
@@ -116,6 +117,13 @@ export class Call implements Deadline.CallDeadline {
   request: BoundRequest | undefined = undefined
   /** Runs of the call's shared part started so far (a coalesced call handed over runs it again). */
   runs = 0
+  /** The inline flight this call started, until it ends (`Coalescer.inlineWith`). */
+  flight: unknown = undefined
+  /** Credits reserved for this call and not settled yet (`QuotaGuard.guardWith`). */
+  quotaHeld: number | undefined = undefined
+  /** The breaker's admission of the attempt in flight, and its start number (`Breaker.executeWith`). */
+  admission: CircuitBreaker.Admission | undefined = undefined
+  started = -1
   readonly plan: CallPlan<any>
   readonly attempt: Attempt<any, any>
   readonly total: Duration.Duration
@@ -128,6 +136,8 @@ export class Call implements Deadline.CallDeadline {
   readonly span: Tracer.Span
   /** The API-key id (the quota guard's `keyId`). */
   readonly keyId: string
+  /** The caller's context, put back when the call ends. */
+  readonly caller: Context.Context<never>
   constructor(
     plan: CallPlan<any>,
     attempt: Attempt<any, any>,
@@ -137,7 +147,8 @@ export class Call implements Deadline.CallDeadline {
     lane: ConcurrencyLimiter.Lane,
     idempotent: boolean,
     span: Tracer.Span,
-    keyId: string
+    keyId: string,
+    caller: Context.Context<never>
   ) {
     this.plan = plan
     this.attempt = attempt
@@ -148,12 +159,20 @@ export class Call implements Deadline.CallDeadline {
     this.idempotent = idempotent
     this.span = span
     this.keyId = keyId
+    this.caller = caller
   }
   get operation(): string {
     return this.plan.operation
   }
   get pool(): Pool | undefined {
     return this.plan.pool
+  }
+  get coalesceKey(): string | undefined {
+    return this.plan.coalesceKey
+  }
+  /** The credits to reserve (read only when the plan has a cost). */
+  get cost(): number {
+    return this.plan.cost!
   }
   /**
    * The state of a run of this call started again at `now` (a coalesced call handed over to its joiners when
@@ -170,7 +189,8 @@ export class Call implements Deadline.CallDeadline {
       this.lane,
       this.idempotent,
       this.span,
-      this.keyId
+      this.keyId,
+      this.caller
     )
   }
   /** The quota guard's reader of the credits charged. */

@@ -80,7 +80,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Exit, Layer, Option, type PubSub, type Scope, type Stream } from "effect"
+import { Clock, Context, Effect, Exit, Fiber, Layer, Option, type PubSub, type Scope, type Stream } from "effect"
 import { type ElevenLabsError, isElevenLabsError } from "../client/Errors.ts"
 import * as RedisQuotaStore from "../distributed/RedisQuotaStore.ts"
 import * as Cost from "./Cost.ts"
@@ -134,6 +134,16 @@ export interface QuotaGuard {
     effect: Effect.Effect<A, E, R>,
     options?: GuardOptions<A>
   ) => Effect.Effect<A, E | QuotaGuardError, R>
+  /**
+   * `guard` built once around `effect` for a caller that keeps one record per call (a {@link QuotaSlot}, read
+   * from the fiber by `slotOf`): the cost is the slot's, and on the memory store the reservation is kept in
+   * the slot, so a call holds no closure or frame of its own while `effect` waits (a pipeline with thousands
+   * of calls queued). Other stores take `guard`'s path. The slot must be the call's own, from start to end.
+   */
+  readonly guardWith: <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    slotOf: (fiber: Fiber.Fiber<unknown, unknown>) => QuotaSlot<A>
+  ) => Effect.Effect<A, E | QuotaGuardError, R>
   /** Fetch the subscription now (joining a fetch already in flight). On failure the last snapshot is kept. */
   readonly refresh: Effect.Effect<QuotaSnapshot, ElevenLabsError>
   /** Enter the exhausted state after a `quota_exceeded` answer. */
@@ -155,6 +165,13 @@ export interface QuotaGuard {
    * doc, "Changing it live"). Dies, changing nothing, on invalid options or a different `eventBuffer`.
    */
   readonly reconfigure: (options: Options) => Effect.Effect<void>
+}
+
+/** A call's record for {@link QuotaGuard.guardWith}: its cost, its options, and the credits it holds. */
+export interface QuotaSlot<A> extends GuardOptions<A> {
+  readonly cost: number
+  /** Credits reserved and not settled yet (set and cleared by `guardWith`). */
+  quotaHeld: number | undefined
 }
 
 /** The tag of {@link QuotaGuard}. */
@@ -308,7 +325,60 @@ const reservations = (parts: Parts) => {
       ))
     })
 
-  return { reserve, guard, markExhausted }
+  /** Settles what `slot` holds, once: committed on success, released otherwise (and the exhaustion marked). */
+  const settleSlot = <A>(slot: QuotaSlot<A>, exit: Exit.Exit<A, unknown>): Effect.Effect<void> | undefined => {
+    const held = slot.quotaHeld
+    if (held === undefined) return undefined
+    slot.quotaHeld = undefined
+    const fiber = Fiber.getCurrent()!
+    if (Exit.isSuccess(exit)) {
+      const actual = actualOf(slot, exit.value)
+      memory!.settleUnsafe(held, slot.keyId, Ledger.isAmount(actual) ? actual : held)
+      return parts.announcer.announce([], fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+    }
+    const release = () => memory!.settleUnsafe(held, slot.keyId, undefined)
+    const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
+    const error = failure?._tag === "Fail" ? failure.error : undefined
+    if (isElevenLabsError(error) && error.reason._tag === "QuotaExceeded") {
+      return Effect.andThen(markExhausted(error.reason), Effect.sync(release))
+    }
+    release()
+    return undefined
+  }
+
+  // As `guard` on a memory store, with the reservation in the slot: the exit frame is pushed before the step
+  // that reserves, so it settles whatever the slot holds however the call ends.
+  const guardWith = <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    slotOf: (fiber: Fiber.Fiber<unknown, unknown>) => QuotaSlot<A>
+  ): Effect.Effect<A, E | QuotaGuardError, R> => {
+    if (memory === undefined) {
+      return Effect.withFiber((fiber) => {
+        const slot = slotOf(fiber)
+        return guard(slot.cost, effect, slot)
+      })
+    }
+    const reserved = Effect.withFiber((fiber): Effect.Effect<A, E | QuotaGuardError, R> => {
+      const slot = slotOf(fiber)
+      const { cost, keyId } = slot
+      const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+      const decided = memory.reserveUnsafe(now, { cost, keyId, cap: capOf(keyId) }, policy)
+      if (decided.value === undefined) slot.quotaHeld = cost
+      // Events to publish or a reading to start first: rare (a threshold crossed, a period rolled over).
+      const before = afterStep(parts, decided, now)
+      const next: Effect.Effect<A, E | QuotaGuardError, R> = decided.value === undefined ? effect : fail(decided.value)
+      return before === undefined ? next : Effect.andThen(before, next)
+    })
+    return Effect.onExitPrimitive(
+      Effect.withFiber((fiber) => {
+        const cost = slotOf(fiber).cost
+        return Ledger.isAmount(cost) ? refresher.beforeFirstSnapshot(reserved) : invalidCost(cost)
+      }),
+      (exit) => settleSlot(slotOf(Fiber.getCurrent()!), exit)
+    )
+  }
+
+  return { reserve, guard, guardWith, markExhausted }
 }
 
 /** `status`, `state`, `percentUsed`, and the rollover the background schedule runs. */
@@ -421,7 +491,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   })
   const caps = new Map<string, number | undefined>(settings.caps)
   const parts: Parts = { store, refresher, announcer, caps, live: { settings } }
-  const { guard, markExhausted, reserve } = reservations(parts)
+  const { guard, guardWith, markExhausted, reserve } = reservations(parts)
   const { percentUsed, rolled, state, status, wakeAt } = readings(parts)
   yield* refresher.schedule(rolled, wakeAt)
   let multipliers: Cost.Multipliers = { ...options.multipliers }
@@ -465,6 +535,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     setMultipliers: (next) => Effect.sync(() => void (multipliers = { ...next })),
     reserve,
     guard,
+    guardWith,
     refresh: refresher.refresh,
     markExhausted,
     setKeyCap,

@@ -45,7 +45,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Duration, Effect, PubSub, Result, Schedule } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Fiber, PubSub, Result, Schedule } from "effect"
 import {
   ElevenLabsError,
   type ElevenLabsErrorReason,
@@ -54,6 +54,7 @@ import {
   type RetryClass,
   retryClassOf
 } from "../client/Errors.ts"
+import * as Mask from "../internal/Mask.ts"
 import * as Deadline from "./Deadline.ts"
 import * as Jitter from "./Jitter.ts"
 import type { RetryBudget } from "./RetryBudget.ts"
@@ -335,17 +336,19 @@ export const retry = (options?: RetryOptions) => {
         Effect.andThen(budget.request, Effect.ensuring(restore(retried), budget.settle))
       )
     }
-    // Counted and settled without an effect each: under the mask, with the fiber's clock. The settling step is
-    // built once (it reads the clock when it runs), so a call holds no closure of its own for it.
-    const settle = Effect.withFiber((fiber) => {
-      settleUnsafe(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
-      return Effect.void
-    })
-    const settleOnExit = () => settle
-    return Effect.uninterruptibleMask((restore) => {
-      requestUnsafe()
-      return Effect.onExit(restore(retried), settleOnExit)
-    })
+    // Counted and settled without an effect each: under the mask, with the fiber's clock. Both steps are
+    // built once (the settling reads the clock when it runs), so a call holds no closure of its own for them.
+    const settleOnExit = (): undefined => {
+      settleUnsafe(Fiber.getCurrent()!.getRef(Clock.Clock).currentTimeMillisUnsafe())
+      return undefined
+    }
+    const requested = (body: Effect.Effect<A, E, R>) =>
+      Effect.withFiber<A, E, R>(() => {
+        requestUnsafe()
+        return body
+      })
+    // Counted in one step under the mask, settled by an exit frame the next step pushes.
+    return Mask.builtOnce((restore) => requested(Effect.onExitPrimitive(restore(retried), settleOnExit)))
   }
 
   /** The retries of a call whose first attempt failed with `firstError`. */
