@@ -25,6 +25,7 @@ const probe = Effect.void
 export const builtOnce = <A, E, R>(build: (restore: Restore) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
   const restored = build(interruptible)
   const unrestored = build(identity)
-  // `restore` is the identity exactly when the caller was already uninterruptible.
+  // `restore` is the identity exactly when the caller was already uninterruptible (Effect 4's
+  // `uninterruptibleMask`; test/internal/Mask.test.ts fails if a later version always wraps).
   return Effect.uninterruptibleMask((restore) => restore(probe) === probe ? unrestored : restored)
 }

@@ -154,7 +154,9 @@ export const makeAround = (stack: Stack) => {
             )
           ))
         : Effect.tapError(inner, markIfExceeded))
-    // Built once: the reservation is kept in the call (`Call.quotaHeld`).
+    // Built once: the reservation is kept in the call (`Call.quotaHeld`). A coalesced call handed over runs
+    // this again on another fiber with the starter's `Call`: safe because coalescing wraps this step, so the
+    // starter's reservation was settled (and the field cleared) before the hand-over starts.
     const reserved = Effect.catchTag(quota.guardWith(inner, current), "QuotaGuardError", quotaRefused)
     return Effect.withFiber((fiber) => current(fiber).plan.cost === undefined ? unreserved : reserved)
   }
