@@ -120,7 +120,7 @@ export interface ConcurrencyLimiter {
   /** Feeds a 429 `too_many_concurrent_requests`; the server's number (if any) becomes the ceiling. Always cuts. */
   readonly onConcurrencyLimited: (key: string, pool: Pool, limitFromServer?: number | undefined) => Effect.Effect<void>
   /**
-   * Applies new options to the running limiter: every option but `onOccupancy` and `eventBuffer` (those stay
+   * Applies new options to the running limiter: every option but `onOccupancy`, `onLimitChanged` and `eventBuffer` (those stay
    * as built). Invalid options die with a defect and change nothing. Every known (key, pool) takes the new
    * plan number (when it changed), cap and `maxQueue` at once, with a `LimitChanged` (reason `"config"`) when
    * its permits or ceiling move; a raised limit hands permits to waiters at once, a lower one cancels nothing.

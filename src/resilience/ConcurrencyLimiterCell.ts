@@ -30,7 +30,7 @@ export const positiveMillis = (input: Duration.Input): number | undefined => {
   return ms >= 0 && !Number.isNaN(ms) ? ms : undefined
 }
 
-/** Every option but `onOccupancy` and `eventBuffer` (fixed at `make`), checked and with its default. */
+/** Every option but `onOccupancy`, `onLimitChanged` and `eventBuffer` (fixed at `make`), checked and with its default. */
 export interface Settings {
   readonly config: AdaptiveLimit.AdaptiveLimitConfig
   /** Aging offset per lane index, in milliseconds. */

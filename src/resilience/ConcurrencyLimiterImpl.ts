@@ -50,6 +50,7 @@ export class Impl {
   aging: ReadonlyArray<number>
   queueTimeoutMillis: number
   readonly onOccupancy: ((occupancy: Occupancy, change: OccupancyChange, lane: Lane) => void) | undefined
+  readonly onLimitChanged: Options["onLimitChanged"]
 
   readonly clock: Clock.Clock
   readonly pubsub: PubSub.PubSub<Take.Take<ConcurrencyEvent>>
@@ -70,6 +71,7 @@ export class Impl {
     this.pubsub = pubsub
     this.context = context
     this.onOccupancy = options.onOccupancy
+    this.onLimitChanged = options.onLimitChanged
     this.settings = settingsOf(options)
     this.config = this.settings.config
     this.aging = this.settings.aging
@@ -133,7 +135,16 @@ export class Impl {
   publish(events: ReadonlyArray<ConcurrencyEvent>): Effect.Effect<void> {
     if (events.length === 0) return Effect.void
     const take = events as unknown as Take.Take<ConcurrencyEvent>
-    return PubSub.publishUnsafe(this.pubsub, take) ? Effect.void : Effect.asVoid(PubSub.publish(this.pubsub, take))
+    const published = PubSub.publishUnsafe(this.pubsub, take)
+      ? Effect.void
+      : Effect.asVoid(PubSub.publish(this.pubsub, take))
+    const hook = this.onLimitChanged
+    if (hook === undefined) return published
+    let before: Effect.Effect<void> | undefined
+    for (const e of events) {
+      if (e._tag === "LimitChanged") before = before === undefined ? hook(e) : Effect.andThen(before, hook(e))
+    }
+    return before === undefined ? published : Effect.andThen(before, published)
   }
 
   /** Hands free permits to waiters in lane order (earliest virtual deadline, ties to the higher lane). */

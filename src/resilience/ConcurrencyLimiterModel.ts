@@ -226,7 +226,7 @@ export class ConcurrencyLimiterError extends Schema.Error<ConcurrencyLimiterErro
 export const defaultMaxQueue = 50_000
 
 /**
- * Options of {@link make}; every one has a default. `reconfigure` re-reads all of them but `onOccupancy` and
+ * Options of {@link make}; every one has a default. `reconfigure` re-reads all of them but `onOccupancy`, `onLimitChanged` and
  * `eventBuffer` (see docs/concurrency.md, "Caps and live reconfiguration").
  */
 export interface Options {
@@ -270,4 +270,12 @@ export interface Options {
    * limiter's state stays consistent).
    */
   readonly onOccupancy?: ((occupancy: Occupancy, change: OccupancyChange, lane: Lane) => void) | undefined
+  /**
+   * Run for every `LimitChanged` event, in the fiber whose call changed the limit, before the event is
+   * published (for a log line: no subscriber fiber pulling every `Queued` event to find the rare change).
+   * Fixed at `make`, like `onOccupancy`.
+   */
+  readonly onLimitChanged?:
+    | ((event: Extract<ConcurrencyEvent, { _tag: "LimitChanged" }>) => Effect.Effect<void>)
+    | undefined
 }

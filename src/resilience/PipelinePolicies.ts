@@ -159,6 +159,17 @@ export const make: (options: PolicyBuildOptions) => Effect.Effect<Policies, neve
       onOccupancy: own === undefined ? gauges : (occupancy, change, lane) => {
         gauges(occupancy, change, lane)
         own(occupancy, change, lane)
+      },
+      // A log line per change, in the fiber that changed it (no subscriber pulling every event).
+      onLimitChanged: (e) => {
+        const logged = Effect.logInfo("elevenlabs concurrency limit", {
+          pool: e.pool,
+          from: e.from,
+          to: e.to,
+          reason: e.reason
+        })
+        const own = options.limiter?.onLimitChanged
+        return own === undefined ? logged : Effect.andThen(logged, own(e))
       }
     })
     const budget = options.budget === false || options.retry === false
@@ -213,14 +224,6 @@ export const make: (options: PolicyBuildOptions) => Effect.Effect<Policies, neve
         Effect.forkScoped
       )
     }
-    yield* limiter.events.pipe(
-      Stream.runForEach((e) =>
-        e._tag === "LimitChanged"
-          ? Effect.logInfo("elevenlabs concurrency limit", { pool: e.pool, from: e.from, to: e.to, reason: e.reason })
-          : Effect.void
-      ),
-      Effect.forkScoped
-    )
     const retry = options.retry ?? {}
     return { keyId, limiter, breaker, quota, budget, coalescer, cache, distributed, retries, retry } satisfies Policies
   }

@@ -388,6 +388,32 @@ describe("ConcurrencyLimiter", () => {
       yield* Deferred.succeed(gate, undefined)
     }))
 
+  it.effect("onLimitChanged runs for each limit change, in the caller's fiber, and for nothing else", () =>
+    Effect.gen(function*() {
+      const seen: Array<[number, number, string, number]> = []
+      const limiter = yield* CL.make({
+        plan: { standard: 1 },
+        maxQueue: 1,
+        onLimitChanged: (e) =>
+          Effect.withFiber((fiber) => Effect.sync(() => void seen.push([e.from, e.to, e.reason, fiber.id])))
+      })
+      const gate = yield* Deferred.make<void>()
+      yield* hold(limiter, { key: K, pool: "standard" }, gate)
+      yield* settle
+      const queued = yield* Effect.forkChild(limiter.withPermit({ key: K, pool: "standard" })(Effect.void))
+      yield* settle // Queued: not a change
+      assert.deepStrictEqual(seen, [])
+      const self = yield* Effect.withFiber((fiber) => Effect.succeed(fiber.id))
+      yield* limiter.onResponse(K, "standard", { maximumConcurrentRequests: 3 }) // ceiling: 1 -> 3
+      yield* limiter.onConcurrencyLimited(K, "standard") // 3 -> 2
+      assert.deepStrictEqual(seen.map(([from, to, reason]) => [from, to, reason]), [
+        [1, 3, "ceiling"],
+        [3, 2, "concurrency-limited"]
+      ])
+      assert.deepStrictEqual(seen.map((s) => s[3]), [self, self])
+      yield* Fiber.interrupt(queued)
+    }))
+
   it.effect("publishes limit changes, queue full / timeouts and waits as events", () =>
     Effect.gen(function*() {
       const limiter = yield* CL.make({ plan: { standard: 1 }, maxQueue: 1, queueTimeout: "5 seconds" })
