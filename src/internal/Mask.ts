@@ -19,13 +19,18 @@ const interruptible: Restore = (effect) => Effect.interruptible(effect)
 const probe = Effect.void
 
 /**
+ * Whether `restore` (an `Effect.uninterruptibleMask` argument) makes its effect interruptible, that is, whether
+ * the caller was interruptible. In Effect 4 it is the identity exactly when the caller was already
+ * uninterruptible (test/internal/Mask.test.ts fails if a later version always wraps).
+ */
+export const restores = (restore: Restore): boolean => restore(probe) !== probe
+
+/**
  * An uninterruptible region whose body is built once, with `restore` applied at build time. The body must not
  * close over per-run values: per-run state lives in a record the fiber carries (its context).
  */
 export const builtOnce = <A, E, R>(build: (restore: Restore) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
   const restored = build(interruptible)
   const unrestored = build(identity)
-  // `restore` is the identity exactly when the caller was already uninterruptible (Effect 4's
-  // `uninterruptibleMask`; test/internal/Mask.test.ts fails if a later version always wraps).
-  return Effect.uninterruptibleMask((restore) => restore(probe) === probe ? unrestored : restored)
+  return Effect.uninterruptibleMask((restore) => restores(restore) ? restored : unrestored)
 }

@@ -140,11 +140,14 @@ export class Impl {
       : Effect.asVoid(PubSub.publish(this.pubsub, take))
     const hook = this.onLimitChanged
     if (hook === undefined) return published
-    let before: Effect.Effect<void> | undefined
+    let after: Effect.Effect<void> | undefined
     for (const e of events) {
-      if (e._tag === "LimitChanged") before = before === undefined ? hook(e) : Effect.andThen(before, hook(e))
+      if (e._tag !== "LimitChanged") continue
+      // After the publish, whole, and never the caller's failure: a hook that fails or dies is ignored.
+      const run = Effect.uninterruptible(Effect.catchCause(Effect.suspend(() => hook(e)), () => Effect.void))
+      after = after === undefined ? run : Effect.andThen(after, run)
     }
-    return before === undefined ? published : Effect.andThen(before, published)
+    return after === undefined ? published : Effect.andThen(published, after)
   }
 
   /** Hands free permits to waiters in lane order (earliest virtual deadline, ties to the higher lane). */

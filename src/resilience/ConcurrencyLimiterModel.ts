@@ -271,9 +271,9 @@ export interface Options {
    */
   readonly onOccupancy?: ((occupancy: Occupancy, change: OccupancyChange, lane: Lane) => void) | undefined
   /**
-   * Run for every `LimitChanged` event, in the fiber whose call changed the limit, before the event is
-   * published (for a log line: no subscriber fiber pulling every `Queued` event to find the rare change).
-   * Fixed at `make`, like `onOccupancy`.
+   * Run for every `LimitChanged` event, in the fiber whose call changed the limit, after the event is
+   * published, uninterruptibly; a failure or defect of the hook is ignored (for a log line: no subscriber
+   * fiber pulling every `Queued` event to find the rare change). Fixed at `make`, like `onOccupancy`.
    */
   readonly onLimitChanged?:
     | ((event: Extract<ConcurrencyEvent, { _tag: "LimitChanged" }>) => Effect.Effect<void>)

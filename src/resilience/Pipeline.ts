@@ -60,6 +60,7 @@ import { Cause, Clock, Context, Duration, Effect, Exit, type Fiber, References, 
 import * as Client from "../client/ElevenLabs.ts"
 import { ElevenLabsError } from "../client/Errors.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
+import * as Mask from "../internal/Mask.ts"
 import * as Spans from "../telemetry/Spans.ts"
 import * as Deadline from "./Deadline.ts"
 import { makeAround } from "./PipelineAround.ts"
@@ -144,6 +145,12 @@ export interface Pipeline {
   readonly live: Readonly<PipelinePolicies.LiveSettings>
 }
 
+/** A pipeline's program with its exit frame, for a caller that was interruptible and for one that was not. */
+interface Programs<A, E, R> {
+  readonly restored: Effect.Effect<A, E, R>
+  readonly unrestored: Effect.Effect<A, E, R>
+}
+
 /** Whether a failed call counts against the stack: not an interruption, not the caller's invalid request. */
 const countsAsError = (cause: Cause.Cause<ElevenLabsError>): boolean => {
   if (Cause.hasInterruptsOnly(cause)) return false
@@ -183,41 +190,51 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
       plan: CallPlan<any>,
       attempt: Attempt<any, any>,
       pooled: boolean,
-      program: Effect.Effect<A, E, R>
+      program: Programs<A, E, R>
     ): Effect.Effect<A, E | ElevenLabsError, R> =>
-      Effect.flatMap(
-        Effect.makeSpan(Spans.callSpanName(plan.operation), spanOptionsOf(plan, pooled)),
-        (span): Effect.Effect<A, E | ElevenLabsError, R> => {
-          const fiber = running()
-          const call = fiber.getRef(CurrentCallOptions)
-          const lane = call.lane ?? "default"
-          if (pooled) span.attribute(Spans.callAttributes.lane, lane)
-          const total = call.deadline === undefined ? live.deadline : callDeadlineOf(call.deadline)
-          const refused = plan.invalid !== undefined
-            ? new ElevenLabsError({ reason: plan.invalid })
-            : total === undefined
-            ? invalidDeadline(plan.operation, call)
-            : undefined
-          if (refused !== undefined || total === undefined) {
-            const exit = Exit.fail(refused!)
-            Spans.setCallAttributes(
-              span,
-              pooled ? recordCall(plan as PooledPlan<any>, exit, 0, metricsContext) : outcomeOf(exit)
+      // Under a mask: the run loop may yield between any two steps, and an interruption then must not find a
+      // span made but not ended, or the overlay set but no frame to take it off. The body inside the frame
+      // runs with the caller's interruptibility (`program.restored` when the caller was interruptible).
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(
+          Effect.makeSpan(Spans.callSpanName(plan.operation), spanOptionsOf(plan, pooled)),
+          (span): Effect.Effect<A, E | ElevenLabsError, R> => {
+            const fiber = running()
+            const call = fiber.getRef(CurrentCallOptions)
+            const lane = call.lane ?? "default"
+            if (pooled) span.attribute(Spans.callAttributes.lane, lane)
+            const total = call.deadline === undefined ? live.deadline : callDeadlineOf(call.deadline)
+            const refused = plan.invalid !== undefined
+              ? new ElevenLabsError({ reason: plan.invalid })
+              : total === undefined
+              ? invalidDeadline(plan.operation, call)
+              : undefined
+            if (refused !== undefined || total === undefined) {
+              const exit = Exit.fail(refused!)
+              try {
+                Spans.setCallAttributes(
+                  span,
+                  pooled ? recordCall(plan as PooledPlan<any>, exit, 0, metricsContext) : outcomeOf(exit)
+                )
+              } finally {
+                endSpan(fiber, span, exit)
+              }
+              return exit
+            }
+            const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+            const outer = fiber.getRef(Deadline.CurrentDeadline)
+            const end = now + Duration.toMillis(total)
+            // Nested deadlines never extend an outer one.
+            const at = outer === undefined ? end : Math.min(outer.at, end)
+            const caller = fiber.context
+            const state = new Call(plan, attempt, total, at, now, lane, call.idempotent !== false, span, keyId, caller)
+            // Still under the mask: the next step pushes the exit frame that puts `caller` back.
+            fiber.setContext(
+              Context.add(Context.add(caller, Tracer.ParentSpan, span), Deadline.CurrentDeadline, state)
             )
-            endSpan(fiber, span, exit)
-            return exit
+            return Mask.restores(restore) ? program.restored : program.unrestored
           }
-          const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-          const outer = fiber.getRef(Deadline.CurrentDeadline)
-          const end = now + Duration.toMillis(total)
-          // Nested deadlines never extend an outer one.
-          const at = outer === undefined ? end : Math.min(outer.at, end)
-          const caller = fiber.context
-          const state = new Call(plan, attempt, total, at, now, lane, call.idempotent !== false, span, keyId, caller)
-          // No step runs between this and `program`'s exit frame, which puts `caller` back.
-          fiber.setContext(Context.add(Context.add(caller, Tracer.ParentSpan, span), Deadline.CurrentDeadline, state))
-          return program
-        }
+        )
       )
 
     /** Ends the call span as `useSpan` does (the clock's time when tracer timing is on). */
@@ -242,22 +259,40 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
 
     /** The end of a pooled call: metrics, the outcome counts and the call span's outcome (synchronously). */
     const finishPooled = (exit: Exit.Exit<unknown, ElevenLabsError>): undefined => {
-      outcomes.calls++
-      if (exit._tag === "Failure" && countsAsError(exit.cause)) outcomes.errors++
       const fiber = running()
       const call = current(fiber)
-      const seconds = (fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() - call.start) / 1000
-      Spans.setCallAttributes(call.span, recordCall(call.plan as PooledPlan<any>, exit, seconds, metricsContext))
-      return leave(fiber, call, exit)
+      // The span ends and the context comes back even if recording throws (a plan's `metaOf`, a tracer).
+      try {
+        outcomes.calls++
+        if (exit._tag === "Failure" && countsAsError(exit.cause)) outcomes.errors++
+        const seconds = (fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() - call.start) / 1000
+        Spans.setCallAttributes(call.span, recordCall(call.plan as PooledPlan<any>, exit, seconds, metricsContext))
+      } finally {
+        leave(fiber, call, exit)
+      }
+      return undefined
     }
 
     /** The end of a read-only call: the span's outcome. */
     const finishReadOnly = (exit: Exit.Exit<unknown, ElevenLabsError>): undefined => {
       const fiber = running()
       const call = current(fiber)
-      Spans.setCallAttributes(call.span, outcomeOf(exit))
-      return leave(fiber, call, exit)
+      try {
+        Spans.setCallAttributes(call.span, outcomeOf(exit))
+      } finally {
+        leave(fiber, call, exit)
+      }
+      return undefined
     }
+
+    /** A program built for both kinds of caller (`enter` runs it under a mask; see there). */
+    const programsOf = <A, E, R>(
+      body: Effect.Effect<A, E, R>,
+      finish: (exit: Exit.Exit<A, E>) => undefined
+    ): Programs<A, E, R> => ({
+      restored: Effect.onExitPrimitive(Effect.interruptible(body), finish),
+      unrestored: Effect.onExitPrimitive(body, finish)
+    })
 
     const stack: Stack = { policies, options, live, staticAttemptOf, metricsContext }
     const { admitted, limited, queueRefused, readAttempt, requestOf, sendOne, sharedPermit, teachCurrent } =
@@ -267,13 +302,13 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
     // ---- the three kinds of call ---------------------------------------------------
 
     /** The buffered pipeline, built once. */
-    const bufferedProgram = Effect.onExitPrimitive(
+    const bufferedProgram = programsOf(
       fallbackAround(coalesceAround(quotaAround(retriedAround(limited, true)))),
       finishPooled
     )
 
     /** The read-only pipeline, built once: coalescing (with a key), the deadline and retries; no metrics. */
-    const readOnlyProgram = Effect.onExitPrimitive(coalesceAround(retriedAround(readAttempt, false)), finishReadOnly)
+    const readOnlyProgram = programsOf(coalesceAround(retriedAround(readAttempt, false)), finishReadOnly)
 
     const buffered = <A, R = never>(plan: PooledPlan<A>, one: Attempt<A, R>): Effect.Effect<A, ElevenLabsError, R> =>
       enter(plan, one, true, bufferedProgram) as Effect.Effect<A, ElevenLabsError, R>
@@ -328,7 +363,7 @@ export const make: (options: PipelineOptions) => Effect.Effect<Pipeline, never, 
         if (reservation !== undefined) yield* reservation.commit(opened.meta.characterCost)
         return opened
       })
-      return enter(full, open, true, Effect.onExitPrimitive(body, finishPooled)) as Effect.Effect<
+      return enter(full, open, true, programsOf(body, finishPooled)) as Effect.Effect<
         S,
         ElevenLabsError,
         Scope.Scope

@@ -414,6 +414,26 @@ describe("ConcurrencyLimiter", () => {
       yield* Fiber.interrupt(queued)
     }))
 
+  it.effect("a failing or dying onLimitChanged neither fails the call nor stops the event", () =>
+    Effect.gen(function*() {
+      for (const broken of [Effect.die("hook bug"), Effect.fail("hook failure")]) {
+        let calls = 0
+        const limiter = yield* CL.make({
+          plan: { standard: 4 },
+          onLimitChanged: () => {
+            calls++
+            return broken as Effect.Effect<void>
+          }
+        })
+        const collected = yield* Effect.forkChild(Stream.runCollect(Stream.take(limiter.events, 1)))
+        yield* settle
+        assert.isTrue(Exit.isSuccess(yield* Effect.exit(limiter.onConcurrencyLimited(K, "standard"))))
+        const events = Array.from(yield* Fiber.join(collected))
+        assert.deepStrictEqual(events.map((e) => e._tag), ["LimitChanged"])
+        assert.strictEqual(calls, 1)
+      }
+    }))
+
   it.effect("publishes limit changes, queue full / timeouts and waits as events", () =>
     Effect.gen(function*() {
       const limiter = yield* CL.make({ plan: { standard: 1 }, maxQueue: 1, queueTimeout: "5 seconds" })
