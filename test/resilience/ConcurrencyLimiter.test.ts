@@ -422,7 +422,7 @@ describe("ConcurrencyLimiter", () => {
           plan: { standard: 4 },
           onLimitChanged: () => {
             calls++
-            return broken as Effect.Effect<void>
+            return broken as unknown as Effect.Effect<void>
           }
         })
         const collected = yield* Effect.forkChild(Stream.runCollect(Stream.take(limiter.events, 1)))
