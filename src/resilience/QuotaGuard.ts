@@ -105,7 +105,7 @@ import {
   SubscriptionSource
 } from "./QuotaModel.ts"
 import * as QuotaRefresh from "./QuotaRefresh.ts"
-import { type Held, LocalReservation, makeMemory, QuotaStore } from "./QuotaStore.ts"
+import { type Held, makeMemory, QuotaStore } from "./QuotaStore.ts"
 
 export * from "./QuotaModel.ts"
 export { layerMemory as layerStoreMemory, QuotaStore } from "./QuotaStore.ts"
@@ -184,6 +184,23 @@ const fail = (reason: QuotaGuardErrorReason) => Effect.fail(new QuotaGuardError(
 const invalid = (field: string, message: string) => fail(new InvalidInput({ field, message }))
 
 const invalidCost = (cost: number) => invalid("cost", `cost must be a non-negative number, got ${cost}`)
+
+/** `guard`'s slot on a memory store: the cost, the caller's options (their reader called as their method). */
+class GuardSlot<A> implements QuotaSlot<A> {
+  quotaHeld: number | undefined = undefined
+  readonly cost: number
+  readonly options: GuardOptions<A> | undefined
+  constructor(cost: number, options: GuardOptions<A> | undefined) {
+    this.cost = cost
+    this.options = options
+  }
+  get keyId(): string | undefined {
+    return this.options?.keyId
+  }
+  actualCost(a: A): number | undefined {
+    return actualOf(this.options, a)
+  }
+}
 
 /** The user's `actualCost` reading; a throwing or missing reader means "use the estimate". */
 const actualOf = <A>(options: GuardOptions<A> | undefined, a: A): number | undefined => {
@@ -273,24 +290,12 @@ const reservations = (parts: Parts) => {
 
   const memory = store._tag === "Memory" ? store : undefined
 
-  // On every call's path: one step (the clock read from the fiber), no generator.
-  const settleLocal = (r: LocalReservation, committed: number | undefined) =>
-    Effect.withFiber((fiber): Effect.Effect<void> => {
-      if (r.settled) return Effect.void
-      r.settled = true
-      memory!.settleUnsafe(r.cost, r.keyId, committed)
-      if (committed === undefined) return Effect.void
-      return parts.announcer.announce([], fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()) ?? Effect.void
-    })
-
   /**
-   * On a memory store: checked, reserved and run in one step inside one exit frame, and no mask: the
-   * reservation is made (unreserved) before the frame, so the frame settles what it holds however the call
-   * ends, nothing if it never got as far as reserving. Once the call succeeded its credits are spent, even if
-   * the caller is interrupted right after; the `quota_exceeded` mark is taken in the same frame as the release.
-   * (In memory no scope is needed: one exit frame does what `acquireRelease` in a `scoped` would, at a
-   * fraction of the cost. Its closures are made here, next to the call's arguments, so that a waiting call
-   * holds one copy of them.)
+   * On a memory store: `guardWith` with the call's own slot, one object (which a waiting call holds). The
+   * exit frame is pushed before the step that reserves, so it settles what the slot holds however the call
+   * ends, nothing if it never got as far as reserving, and no mask or scope is needed. Once the call
+   * succeeded its credits are spent, even if the caller is interrupted right after; the `quota_exceeded` mark
+   * is taken in the same frame, before the release.
    */
   const guard = <A, E, R>(
     cost: number,
@@ -300,29 +305,8 @@ const reservations = (parts: Parts) => {
     Effect.suspend(() => {
       if (!Ledger.isAmount(cost)) return invalidCost(cost)
       if (memory === undefined) return refresher.beforeFirstSnapshot(guardScoped(cost, effect, options))
-      const holder = new LocalReservation(cost, options?.keyId, settleLocal)
-      return refresher.beforeFirstSnapshot(Effect.onExitPrimitive(
-        Effect.withFiber((fiber): Effect.Effect<A, E | QuotaGuardError, R> => {
-          const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-          const decided = memory.reserveUnsafe(now, { cost, keyId: holder.keyId, cap: capOf(holder.keyId) }, policy)
-          if (decided.value === undefined) holder.settled = false
-          // Events to publish or a reading to start first: rare (a threshold crossed, a period rolled over).
-          const before = afterStep(parts, decided, now)
-          const next: Effect.Effect<A, E | QuotaGuardError, R> = decided.value === undefined
-            ? effect
-            : fail(decided.value)
-          return before === undefined ? next : Effect.andThen(before, next)
-        }),
-        (exit) => {
-          if (holder.settled) return undefined
-          if (Exit.isSuccess(exit)) return holder.commit(actualOf(options, exit.value))
-          const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
-          const error = failure?._tag === "Fail" ? failure.error : undefined
-          return isElevenLabsError(error) && error.reason._tag === "QuotaExceeded"
-            ? Effect.andThen(markExhausted(error.reason), holder.release)
-            : holder.release
-        }
-      ))
+      const slot = new GuardSlot(cost, options)
+      return guardWith(effect, () => slot)
     })
 
   /** Settles what `slot` holds, once: committed on success, released otherwise (and the exhaustion marked). */

@@ -9,7 +9,7 @@
  * - Two kinds, told apart by `_tag`. `"Memory"` ({@link layerMemory},
  *   {@link makeMemory}): the ledger in this process, changed by the pure
  *   functions of `QuotaLedger` in one synchronous step each; it also offers
- *   `reserveUnsafe`/`settleUnsafe`, which `QuotaGuard.guard` uses to reserve
+ *   `reserveUnsafe`/`settleUnsafe`, which `QuotaGuard.guardWith` uses to reserve
  *   and settle inside the call's one exit frame (no scope, no mask).
  *   `"Shared"`: the numbers live elsewhere (`RedisQuotaStore` in
  *   src/distributed), and `reserve` asks there; `ledger` is this process's
@@ -30,7 +30,7 @@
 import { Clock, Context, Effect, Exit, Layer, type Scope } from "effect"
 import type { ElevenLabsError } from "../client/Errors.ts"
 import * as Ledger from "./QuotaLedger.ts"
-import type { ExhaustionInfo, QuotaGuardErrorReason, QuotaSnapshot, Reservation } from "./QuotaModel.ts"
+import type { ExhaustionInfo, QuotaGuardErrorReason, QuotaSnapshot } from "./QuotaModel.ts"
 
 // ==== Models
 
@@ -200,33 +200,3 @@ export const makeMemory = (): MemoryStore => {
 
 /** A memory store as a layer: guards built over it share one ledger (one account, one process). */
 export const layerMemory = (): Layer.Layer<QuotaStore> => Layer.sync(QuotaStore, makeMemory)
-
-// ==== The memory path's reservation
-
-/**
- * The reservation of one call on the memory store's path (`QuotaGuard.guard` with `reserveUnsafe` and
- * `settleUnsafe`): one object, settled once (its `settle` is the guard's). A class rather than closures: a
- * call waiting in a queue holds it.
- */
-export class LocalReservation implements Reservation {
-  /** Nothing (more) to give back: true until the credits are reserved, and again once settled. */
-  settled = true
-  readonly cost: number
-  readonly keyId: string | undefined
-  readonly settle: (r: LocalReservation, committed: number | undefined) => Effect.Effect<void>
-  constructor(
-    cost: number,
-    keyId: string | undefined,
-    settle: (r: LocalReservation, committed: number | undefined) => Effect.Effect<void>
-  ) {
-    this.cost = cost
-    this.keyId = keyId
-    this.settle = settle
-  }
-  commit(actual?: number | undefined): Effect.Effect<void> {
-    return this.settle(this, Ledger.isAmount(actual) ? actual : this.cost)
-  }
-  get release(): Effect.Effect<void> {
-    return this.settle(this, undefined)
-  }
-}
