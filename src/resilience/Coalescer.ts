@@ -230,6 +230,13 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
     )
   }
 
+  /** A new flight, in flight under `key` from now on. */
+  const register = (key: string): InFlight => {
+    const started: InFlight = { deferred: undefined, fiber: undefined, waiters: 0 }
+    flights.set(key, started)
+    return started
+  }
+
   /** Joins the flight of `key` if there is one; otherwise registers a new flight and runs `start` (both modes). */
   const joinOrStart = <A, E, R>(
     key: string,
@@ -243,9 +250,7 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
       Effect.suspend(() => {
         const joined = flights.get(key)
         if (joined !== undefined) return wait(key, joined, true, restore, options)
-        const started: InFlight = { deferred: undefined, fiber: undefined, waiters: 0 }
-        flights.set(key, started)
-        return start(started, restore)
+        return start(register(key), restore)
       })
     )
 
@@ -315,9 +320,7 @@ export const make = Effect.fnUntraced(function*(options?: CoalescerOptions | und
         const key = slot.coalesceKey
         if (key === undefined) return effect
         if (flights.has(key)) return Effect.map(inlined(key, effect, options), valueOf)
-        const started: InFlight = { deferred: undefined, fiber: undefined, waiters: 0 }
-        flights.set(key, started)
-        slot.flight = started
+        slot.flight = register(key)
         return effect
       }),
       (exit) => {
