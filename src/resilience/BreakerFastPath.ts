@@ -137,15 +137,24 @@ export const make = (options: {
       // Overtook an earlier attempt: not a failure "in a row" while the circuit is closed.
       return Effect.flatMap(state, (s) => record(s?._tag === "Closed" ? CircuitBreaker.ignored : outcome, admission))
     }
+    /**
+     * An admitted attempt's start number (a rejected attempt never starts), released however it ends; -1 when
+     * the policy is not one the start-order rule applies to.
+     */
+    const numbered = (): number => {
+      if (!live.settings.startOrder) return -1
+      const started = tracked.next++
+      tracked.started.add(started)
+      return started
+    }
+    /** `run`, after publishing the transition the admission made (if any). */
+    const afterTransition = <A, E, R>(admission: CircuitBreaker.Admission, run: Effect.Effect<A, E, R>) =>
+      admission.transition === undefined ? run : Effect.andThen(publish(admission.transition), run)
     const execute = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | BreakerError, R> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(admit, (admission) => {
-          // Numbered once admitted (a rejected attempt never starts), released however it ends; only under
-          // a policy the start-order rule applies to.
-          const started = live.settings.startOrder ? tracked.next++ : -1
-          if (started >= 0) tracked.started.add(started)
-          const run = Effect.onExit(restore(self), (exit) => settle(exit, admission, started))
-          return admission.transition === undefined ? run : Effect.andThen(publish(admission.transition), run)
+          const started = numbered()
+          return afterTransition(admission, Effect.onExit(restore(self), (exit) => settle(exit, admission, started)))
         })
       )
     /** `execute` with the admission in the caller's slot: everything built once (`Mask.builtOnce`). */
@@ -167,9 +176,8 @@ export const make = (options: {
         return Effect.flatMap(admit, (admission) => {
           const slot = slotOf(Fiber.getCurrent()!)
           slot.admission = admission
-          slot.started = live.settings.startOrder ? tracked.next++ : -1
-          if (slot.started >= 0) tracked.started.add(slot.started)
-          return admission.transition === undefined ? run : Effect.andThen(publish(admission.transition), run)
+          slot.started = numbered()
+          return afterTransition(admission, run)
         })
       })
     }
