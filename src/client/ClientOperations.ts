@@ -138,7 +138,7 @@ const makeTextToSpeech = (wire: ClientWire): ElevenLabs["textToSpeech"] => {
 
 /** Speech to text and music: an upload and a composition, each read whole. */
 const makeMedia = (wire: ClientWire): Pick<ElevenLabs, "speechToText" | "music"> => {
-  const { bufferedAudio, check, decodeJson, encodeBody, open, readBody, requestTo } = wire
+  const { bufferedAudio, check, encodeBody, jsonCall, requestTo } = wire
 
   const speechToText: ElevenLabs["speechToText"] = {
     convert: (request) => {
@@ -170,13 +170,8 @@ const makeMedia = (wire: ClientWire): Pick<ElevenLabs, "speechToText" | "music">
           HttpClientRequest.setUrlParams(query({ enable_logging: request.enableLogging })),
           HttpClientRequest.bodyFormData(form)
         )
-        const transcript = yield* Effect.scoped(Effect.gen(function*() {
-          const response = yield* open(operation, http)
-          const bytes = yield* readBody(operation, response)
-          const value = yield* decodeJson(operation, response, endpoint.response.schema, bytes)
-          return { transcript: value, meta: fromHeaders(response.headers) }
-        }))
-        return transcript
+        const { response, value } = yield* jsonCall(operation, http, endpoint.response.schema)
+        return { transcript: value, meta: fromHeaders(response.headers) }
       })
     }
   }

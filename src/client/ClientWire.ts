@@ -7,11 +7,11 @@
  *
  * @internal
  */
-import { Clock, Context, Duration, Effect, Exit, Pull, Schema, Scope, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Schema, Scope, Stream } from "effect"
 import { Headers, HttpClientRequest } from "effect/http"
 import type { HttpClient, HttpClientError, HttpClientResponse } from "effect/http"
 import { concat } from "../internal/Bytes.ts"
-import * as Deadline from "../resilience/Deadline.ts"
+import * as Watchdog from "../resilience/Watchdog.ts"
 import { classifyHttpClientError, classifyResponse, invalidResponse, timeout } from "./Classify.ts"
 import type { AudioResult, AudioStream } from "./ElevenLabs.ts"
 import * as Endpoints from "./Endpoints.ts"
@@ -65,12 +65,16 @@ export const attemptTimeoutsOf = (options: {
 
 export const wrap = (reason: ElevenLabsErrorReason) => new ElevenLabsError({ reason })
 
+/** Adds `xi-api-key` to the header names redacted in spans and logs, unless the caller's context already has it. */
 const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.updateService(
-    effect,
-    Headers.CurrentRedactedNames,
-    (names) => names.includes("xi-api-key") ? names : [...names, "xi-api-key"]
-  )
+  Effect.withFiber((fiber) => {
+    const names = fiber.getRef(Headers.CurrentRedactedNames)
+    return names.includes("xi-api-key")
+      ? effect
+      : Effect.provideService(effect, Headers.CurrentRedactedNames, [...names, "xi-api-key"])
+  })
+
+const emptyBody = new Uint8Array(0)
 
 /** A JSON body decoded with the row's schema; a body that is not it is `InvalidResponse`. */
 const decodeJson = <A>(
@@ -90,10 +94,44 @@ const decodeJson = <A>(
   ) as Effect.Effect<A, ElevenLabsError>
 }
 
+const fromHttpError = (operation: string) => (error: HttpClientError.HttpClientError) =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(wrap(classifyHttpClientError(operation, error, now))))
+
+/** An error body, up to `maxErrorBodyBytes` (enough to classify), or empty when it cannot be read. */
+const readError = (response: HttpClientResponse.HttpClientResponse, watch: Watchdog.Watch<ElevenLabsError>) => {
+  const chunks: Array<Uint8Array> = []
+  let seen = 0
+  return Stream.runForEachWhile(response.stream, (chunk) => {
+    chunks.push(chunk)
+    seen += chunk.byteLength
+    watch.mark()
+    return Effect.succeed(seen < maxErrorBodyBytes)
+  }).pipe(Effect.map(() => concat(chunks)), Effect.orElseSucceed(() => emptyBody))
+}
+
+/** A whole 2xx body, each chunk marked as progress for the watchdog. */
+const readAll = (
+  operation: string,
+  response: HttpClientResponse.HttpClientResponse,
+  watch: Watchdog.Watch<ElevenLabsError>
+) => {
+  const chunks: Array<Uint8Array> = []
+  return Stream.runForEachArray(response.stream, (batch) => {
+    for (const chunk of batch) chunks.push(chunk)
+    watch.mark()
+    return Effect.void
+  }).pipe(
+    Effect.catchTag("HttpClientError", fromHttpError(operation)),
+    Effect.map(() => concat(chunks))
+  )
+}
+
 /** Builds the wire over `client` (the base URL and key already set). */
 export const makeWire = (
   options: WireOptions,
-  client: HttpClient.HttpClient | HttpClient.HttpClient.With<HttpClientError.HttpClientError, Scope.Scope>
+  client: HttpClient.HttpClient | HttpClient.HttpClient.With<HttpClientError.HttpClientError, Scope.Scope>,
+  /** Whether `client`'s requests need a scope (`HttpClient.withScope`): a whole answer then gets its own. */
+  scoped: boolean
 ) => {
   const timeouts = options.timeouts ?? attemptTimeoutsOf(options)
   const validation: Validation.ValidationOptions = { characterLimits: options.characterLimits }
@@ -102,9 +140,6 @@ export const makeWire = (
     ? (_refusal: () => InvalidRequest | undefined): Effect.Effect<void, ElevenLabsError> => Effect.void
     : (refusal: () => InvalidRequest | undefined): Effect.Effect<void, ElevenLabsError> =>
       Effect.mapError(Validation.orFail(refusal()), wrap)
-
-  const fromHttpError = (operation: string) => (error: HttpClientError.HttpClientError) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.fail(wrap(classifyHttpClientError(operation, error, now))))
 
   /** The body as a stream of chunks, bounded by the idle timeout. */
   const bodyStream = (operation: string, response: HttpClientResponse.HttpClientResponse) =>
@@ -117,95 +152,96 @@ export const makeWire = (
     )
 
   /**
-   * A whole body, chunk by chunk, each pull bounded by the idle timeout (up to
-   * `limit` bytes when given). A pull loop rather than `Stream.timeoutOrElse`,
-   * which merges the body with a timer stream: two fibers and a queue per body.
+   * One request and its answer, every wait bounded by one watchdog (`Watchdog.ts`): the time to headers,
+   * each gap between two body chunks (the idle timeout), both cut short by the call's deadline. A 2xx
+   * answer goes to `onOk` with the body phase entered; any other status is read (bounded) and classified.
+   * The timeouts are read here, at each attempt (a live configuration may change them).
    */
-  const readBody = (operation: string, response: HttpClientResponse.HttpClientResponse, limit?: number) =>
-    Effect.scoped(Effect.gen(function*() {
-      const pull = yield* Stream.toPull(
-        Stream.catchTag(
-          response.stream,
-          "HttpClientError",
-          (error) => Stream.fromEffect(fromHttpError(operation)(error))
+  const exchange = <A, R>(
+    operation: string,
+    request: HttpClientRequest.HttpClientRequest,
+    onOk: (
+      response: HttpClientResponse.HttpClientResponse,
+      watch: Watchdog.Watch<ElevenLabsError>
+    ) => Effect.Effect<A, ElevenLabsError, R>
+  ) => {
+    const { headers, idle } = timeouts
+    const idleMillis = Duration.toMillis(idle)
+    const first = { millis: Duration.toMillis(headers), expired: () => wrap(timeout(operation, "headers", headers)) }
+    return withRedactedKey(Watchdog.watched(
+      { operation, first, poll: Math.min(first.millis, idleMillis) },
+      (watch) =>
+        Effect.flatMap(
+          Effect.catchTag(client.execute(request), "HttpClientError", fromHttpError(operation)),
+          (response): Effect.Effect<A, ElevenLabsError, R> => {
+            const { status } = response
+            if (status >= 200 && status < 300) {
+              watch.enter({ millis: idleMillis, expired: () => wrap(timeout(operation, "idle", idle, status)) })
+              const meta = fromHeaders(response.headers)
+              return Effect.andThen(
+                options.onResponseHeaders === undefined
+                  ? Effect.withFiber((fiber) => fiber.getRef(OnResponseHeaders)(meta))
+                  : options.onResponseHeaders(meta),
+                onOk(response, watch)
+              )
+            }
+            // The status decides the reason: a body that stalls or fails while being read is classified as
+            // empty (unless the call's deadline ran out meanwhile: the watchdog then fails with the deadline).
+            const classified = (body: Uint8Array) =>
+              wrap(classifyResponse({
+                operation,
+                status,
+                headers: response.headers,
+                body,
+                now: watch.clock.currentTimeMillisUnsafe()
+              }))
+            watch.enter({ millis: idleMillis, expired: () => classified(emptyBody) })
+            return Effect.flatMap(readError(response, watch), (body) => Effect.fail(classified(body)))
+          }
         )
-      )
-      // Each pull: the idle timeout, or the time the call has left (Deadline.CurrentDeadline) when shorter.
-      const next = pull.pipe(
-        Deadline.timeoutWithin({
-          duration: timeouts.idle,
-          orElse: () => Effect.fail(wrap(timeout(operation, "idle", timeouts.idle, response.status))),
-          operation
-        }),
-        Pull.catchDone(() => Effect.succeed(undefined))
-      )
-      const chunks: Array<Uint8Array> = []
-      let seen = 0
-      while (limit === undefined || seen < limit) {
-        const batch = yield* next
-        if (batch === undefined) break
-        for (const chunk of batch) {
-          if (limit !== undefined && seen >= limit) break
-          chunks.push(chunk)
-          seen += chunk.byteLength
-        }
-      }
-      return concat(chunks)
-    }))
+    ))
+  }
 
   /**
-   * Sends a request within the current scope: a 2xx response is returned
-   * with its body unread; any other status is read (bounded) and classified.
+   * A whole answer within its own scope when requests are scoped (closing it aborts the request); without
+   * scoped requests there is nothing to close once the body is read.
+   */
+  const whole = <A>(effect: Effect.Effect<A, ElevenLabsError, Scope.Scope>): Effect.Effect<A, ElevenLabsError> =>
+    scoped ? Effect.scoped(effect) : effect as Effect.Effect<A, ElevenLabsError>
+
+  /**
+   * Sends a request within the current scope: a 2xx response is returned with its body unread (a stream's;
+   * its idle timeout is then the stream's own); any other status is read (bounded) and classified.
    */
   const open = (
     operation: string,
     request: HttpClientRequest.HttpClientRequest
   ): Effect.Effect<HttpClientResponse.HttpClientResponse, ElevenLabsError, Scope.Scope> =>
-    Effect.gen(function*() {
+    Effect.flatMap(Effect.scope, (scope) => {
       // The request lives in a child of the caller's scope: on success it stays open with the caller's scope
       // (until the last byte of a stream); on any failure it is closed at once, which aborts the request,
       // so a timed-out or refused attempt does not keep its socket until the caller's scope ends.
-      const child = yield* Scope.fork(yield* Effect.scope)
-      return yield* Effect.gen(function*() {
-        const response = yield* client.execute(request).pipe(
-          Effect.catchTag("HttpClientError", fromHttpError(operation)),
-          // The headers timeout, or the time the call has left (Deadline.CurrentDeadline) when shorter.
-          Deadline.timeoutWithin({
-            duration: timeouts.headers,
-            orElse: () => Effect.fail(wrap(timeout(operation, "headers", timeouts.headers))),
-            operation
-          })
-        )
-        if (response.status >= 200 && response.status < 300) {
-          const observe = options.onResponseHeaders ?? (yield* OnResponseHeaders)
-          yield* observe(fromHeaders(response.headers))
-          return response
-        }
-        // The status decides the reason; a body that fails while being read is classified as empty.
-        const body = yield* readBody(operation, response, maxErrorBodyBytes).pipe(
-          // ...unless the call's deadline ran out while reading it.
-          Effect.catch((e) => Deadline.isExpiry(e) ? Effect.fail(e) : Effect.succeed(new Uint8Array()))
-        )
-        const now = yield* Clock.currentTimeMillis
-        return yield* Effect.fail(wrap(classifyResponse({
-          operation,
-          status: response.status,
-          headers: response.headers,
-          body,
-          now
-        })))
-      }).pipe(
+      const child = Scope.forkUnsafe(scope)
+      return exchange(operation, request, (response) => Effect.succeed(response)).pipe(
         Scope.provide(child),
         Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(child, exit) : Effect.void)
       )
-    }).pipe(withRedactedKey)
+    })
+
+  /** A JSON answer decoded with the row's schema, with its response (for the metadata). */
+  const jsonCall = <A>(operation: string, request: HttpClientRequest.HttpClientRequest, schema: Schema.Codec<A, any>) =>
+    whole(exchange(
+      operation,
+      request,
+      (response, watch) =>
+        Effect.flatMap(
+          readAll(operation, response, watch),
+          (bytes) => Effect.map(decodeJson(operation, response, schema, bytes), (value) => ({ value, response }))
+        )
+    ))
 
   const getJson = <A>(operation: string, request: HttpClientRequest.HttpClientRequest, schema: Schema.Codec<A, any>) =>
-    Effect.scoped(Effect.gen(function*() {
-      const response = yield* open(operation, request)
-      const bytes = yield* readBody(operation, response)
-      return yield* decodeJson(operation, response, schema, bytes)
-    }))
+    Effect.map(jsonCall(operation, request, schema), ({ value }) => value)
 
   const encodeBody = <A>(operation: string, schema: Schema.Codec<A, any>, value: unknown) =>
     Schema.encodeUnknownEffect(schema)(value).pipe(
@@ -221,12 +257,13 @@ export const makeWire = (
   const contentTypeOf = (response: HttpClientResponse.HttpClientResponse, fallback: string) =>
     response.headers["content-type"] ?? fallback
 
+  /** The whole audio of an answer, with its response. */
   const audioCall = (operation: string, request: HttpClientRequest.HttpClientRequest) =>
-    Effect.scoped(Effect.gen(function*() {
-      const response = yield* open(operation, request)
-      const audio = yield* readBody(operation, response)
-      return { response, audio }
-    }))
+    whole(exchange(
+      operation,
+      request,
+      (response, watch) => Effect.map(readAll(operation, response, watch), (audio) => ({ response, audio }))
+    ))
 
   /** The whole audio of an answer, with its content type and metadata. */
   const bufferedAudio = (
@@ -254,9 +291,9 @@ export const makeWire = (
     validation,
     check,
     bodyStream,
-    readBody,
     open,
     decodeJson,
+    jsonCall,
     getJson,
     encodeBody,
     requestTo,

@@ -257,7 +257,7 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   )
   const transformed = options.transformClient ? options.transformClient(base) : base
   const client = options.scopedRequests === false ? transformed : HttpClient.withScope(transformed)
-  const wire = makeWire(options, client)
+  const wire = makeWire(options, client, options.scopedRequests !== false)
   const beyondTts = BeyondTts.make({
     check: wire.check,
     validation: wire.validation,

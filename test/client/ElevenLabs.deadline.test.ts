@@ -1,5 +1,5 @@
 /**
- * The client's own waits (headers, each body pull) bounded by the call's deadline (`Deadline.bind`), which
+ * The client's own waits (headers, the gaps between body chunks) bounded by the call's deadline (`Deadline.bind`), which
  * races nothing itself: a phase ends at `min(own timeout, time left)` and fails with the deadline's error
  * when the deadline was the shorter.
  */
@@ -52,7 +52,7 @@ describe("ElevenLabs client under a call deadline (Deadline.bind)", () => {
       assert.strictEqual(phaseOf(yield* Fiber.join(fiber)), "headers")
     }))
 
-  it.effect("a buffered body that stalls: each pull gets min(idle timeout, time left)", () =>
+  it.effect("a buffered body that stalls: the gap between chunks gets min(idle timeout, time left)", () =>
     Effect.gen(function*() {
       const m = mock(() => audio(chunked(["abc"], { stall: true })), { idleTimeout: "5 seconds" })
       // 3 s left: the deadline binds the pull.
