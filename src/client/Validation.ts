@@ -116,10 +116,22 @@ const checkVoiceSettings = (operation: string, settings: VoiceSettings | undefin
   return undefined
 }
 
-/** Counts characters as the API does: Unicode code points. */
+const surrogate = /[\uD800-\uDFFF]/
+
+/**
+ * Counts characters as the API does: Unicode code points. Text without surrogates (most text) is its
+ * `length`; otherwise each surrogate pair counts once and a lone surrogate once (as `for...of` counts).
+ */
 export const characterCount = (text: string): number => {
+  if (!surrogate.test(text)) return text.length
   let n = 0
-  for (const _ of text) n++
+  for (let i = 0; i < text.length; i++, n++) {
+    const c = text.charCodeAt(i)
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1)
+      if (d >= 0xdc00 && d <= 0xdfff) i++
+    }
+  }
   return n
 }
 

@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import { Clock, Context, Duration, Effect, type Fiber, Scope } from "effect"
+import { Clock, Context, Duration, Effect, type Fiber, References, Scope } from "effect"
 import { ElevenLabsError } from "../client/Errors.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as RedisPermits from "../distributed/RedisPermits.ts"
@@ -65,38 +65,50 @@ export const makeAttempts = (stack: Stack) => {
    * they arrive (`teachCurrent`) and bounds its own waits; an opaque one (a promise) is learnt from once it
    * ends and is raced against the time left here, inside the permit, so only calls in flight race.
    */
-  const sendOne = (call: Call, permit: ConcurrencyLimiter.Permit | undefined, attempt: number) => {
-    const { operation, plan } = call
-    const client = call.attempt.kind === "client"
-    const send: Effect.Effect<unknown, ElevenLabsError, unknown> = client
-      ? call.attempt.send
-      : Deadline.enforce({ operation })(call.attempt.send)
-    return send.pipe(
-      Effect.tap((a) => {
-        const meta = plan.metaOf(a)
-        // Only 2xx answers succeed, and every ElevenLabs success is a 200.
-        const annotated = Spans.annotateAttempt({ statusCode: 200, requestId: meta?.requestId })
-        return permit === undefined || client || meta === undefined
-          ? annotated
-          : Effect.andThen(annotated, teach(permit, meta))
-      }),
-      Effect.tapError((e) => {
-        const annotated = Spans.annotateAttempt({
-          statusCode: e.reason.status,
-          detailStatus: e.reason.detailStatus,
-          errorType: e.reason._tag
+  const sendOne = (call: Call, permit: ConcurrencyLimiter.Permit | undefined, attempt: number) =>
+    Effect.withFiber((fiber) => {
+      const { operation, plan } = call
+      const client = call.attempt.kind === "client"
+      // With tracing off (`Effect.withTracerEnabled(false)`: simulations) the span and its annotations would
+      // be no-ops: what is left is what teaches the limiter.
+      const traced = fiber.getRef(References.TracerEnabled)
+      let send: Effect.Effect<unknown, ElevenLabsError, unknown> = client
+        ? call.attempt.send
+        : Deadline.enforce({ operation })(call.attempt.send)
+      if (traced || (permit !== undefined && !client)) {
+        send = Effect.tap(send, (a) => {
+          const meta = plan.metaOf(a)
+          // Only 2xx answers succeed, and every ElevenLabs success is a 200.
+          const annotated = traced
+            ? Spans.annotateAttempt({ statusCode: 200, requestId: meta?.requestId })
+            : Effect.void
+          return permit === undefined || client || meta === undefined
+            ? annotated
+            : Effect.andThen(annotated, teach(permit, meta))
         })
-        return permit === undefined || e.reason._tag !== "ConcurrencyLimited"
-          ? annotated
-          : Effect.andThen(annotated, teachLimited(permit, e.reason.limit))
-      }),
-      Spans.withAttemptSpan(operation, {
-        ...staticAttemptOf(operation),
-        attempt,
-        retryDelayMs: call.delay === undefined ? undefined : Duration.toMillis(call.delay)
-      })
-    )
-  }
+      }
+      if (traced || permit !== undefined) {
+        send = Effect.tapError(send, (e) => {
+          const annotated = traced
+            ? Spans.annotateAttempt({
+              statusCode: e.reason.status,
+              detailStatus: e.reason.detailStatus,
+              errorType: e.reason._tag
+            })
+            : Effect.void
+          return permit === undefined || e.reason._tag !== "ConcurrencyLimited"
+            ? annotated
+            : Effect.andThen(annotated, teachLimited(permit, e.reason.limit))
+        })
+      }
+      return traced
+        ? Spans.withAttemptSpan(operation, {
+          ...staticAttemptOf(operation),
+          attempt,
+          retryDelayMs: call.delay === undefined ? undefined : Duration.toMillis(call.delay)
+        })(send)
+        : send
+    })
 
   /** A read-only attempt (no permit). */
   const readAttempt = Effect.withFiber((fiber) => {

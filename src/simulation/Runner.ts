@@ -27,7 +27,6 @@
  */
 import { Cause, Clock, Duration, Effect, Fiber, Random, Redacted, Schema, Semaphore } from "effect"
 import { HttpClient } from "effect/http"
-import { TestClock } from "effect/testing"
 import { limitsOf, type PlanName, poolOfModel } from "../resilience/Plans.ts"
 import * as InProcess from "../simulator/InProcess.ts"
 import * as Simulator from "../simulator/Simulator.ts"
@@ -36,6 +35,7 @@ import * as Patterns from "./Patterns.ts"
 import * as Recorder from "./Recorder.ts"
 import * as Report from "./Report.ts"
 import type { CallOutcome, JitterName, SimRequest, Strategy } from "./Strategies.ts"
+import * as VirtualTime from "./VirtualTime.ts"
 
 /** What to run. Every field but `traffic` and `strategy` has a default. */
 export interface RunOptions {
@@ -114,26 +114,19 @@ export const fire = (
   })
 
 /**
- * Runs `body` under a `TestClock`, moving time in steps of `stepMs` until it is done; past `horizonMs` of virtual
- * time it is interrupted and the run fails with `tooLong` (a strategy that never settles cannot spin forever).
+ * Runs `body` in virtual time (`VirtualTime.run`) from time zero; past `horizonMs` of virtual time it is
+ * interrupted and the run fails with `tooLong` (a strategy that never settles cannot spin forever). `stepMs`
+ * is the virtual time an event-loop turn gives a body that waits on nothing the clock can wake.
  */
 export const inVirtualTime = <A, E>(
   body: Effect.Effect<A, E>,
   options: { readonly stepMs: number; readonly horizonMs: number; readonly tooLong: string }
 ): Effect.Effect<A, E | SimulationError> =>
-  Effect.gen(function*() {
-    const fiber = yield* Effect.forkChild(body)
-    let advanced = 0
-    while (fiber.pollUnsafe() === undefined) {
-      if (advanced > options.horizonMs) {
-        yield* Fiber.interrupt(fiber)
-        return yield* new SimulationError({ message: options.tooLong })
-      }
-      yield* TestClock.adjust(Duration.millis(options.stepMs))
-      advanced += options.stepMs
-    }
-    return yield* Fiber.join(fiber)
-  }).pipe(Effect.provide(TestClock.layer({ warningDelay: "1 hour" })))
+  VirtualTime.run(body, {
+    stepMs: options.stepMs,
+    horizonMs: options.horizonMs,
+    tooLong: () => new SimulationError({ message: options.tooLong })
+  })
 
 interface Outcome {
   readonly log: Recorder.Log

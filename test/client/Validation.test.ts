@@ -112,4 +112,15 @@ describe("Validation", () => {
     assert.strictEqual(checkMusic(m, { prompt: "jazz", musicLengthMs: 1000 })?.field, "musicLengthMs")
     assert.isUndefined(checkMusic(m, { prompt: "jazz", musicLengthMs: 3000, outputFormat: "auto" }))
   })
+
+  it.prop(
+    "characterCount counts code points as for...of does, lone surrogates included",
+    [Schema.Array(Schema.Int.pipe(Schema.check(Schema.isBetween({ minimum: 0, maximum: 7 }))))],
+    ([picks]) => {
+      // Plain letters, non-BMP halves in and out of order, a BMP letter beyond Latin.
+      const units = [0x61, 0xd83d, 0xde00, 0xdbff, 0xdc00, 0xdfff, 0xd800, 0x00e9]
+      const text = String.fromCharCode(...picks.map((i) => units[i]!))
+      return characterCount(text) === [...text].length
+    }
+  )
 })
