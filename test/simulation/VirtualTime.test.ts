@@ -155,7 +155,6 @@ describe("VirtualTime", () => {
           return yield* Fiber.join(fiber)
         }).pipe(Effect.provide(TestClock.layer()))
         assert.deepStrictEqual(virtual, tested)
-      }),
-    { arbitrary: { numRuns: 50 } }
+      })
   )
 })
