@@ -7,7 +7,7 @@
  *
  * @internal
  */
-import { Clock, Context, Duration, Effect, Exit, Schema, Scope, Stream } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Exit, Schema, Scope, Stream } from "effect"
 import { Headers, HttpClientRequest } from "effect/http"
 import type { HttpClient, HttpClientError, HttpClientResponse } from "effect/http"
 import { concat } from "../internal/Bytes.ts"
@@ -75,6 +75,8 @@ const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect
   })
 
 const emptyBody = new Uint8Array(0)
+
+const messageOf = (u: unknown): string => u instanceof Error ? u.message : String(u)
 
 /** A JSON body decoded with the row's schema; a body that is not it is `InvalidResponse`. */
 const decodeJson = <A>(
@@ -243,10 +245,17 @@ export const makeWire = (
   const getJson = <A>(operation: string, request: HttpClientRequest.HttpClientRequest, schema: Schema.Codec<A, any>) =>
     Effect.map(jsonCall(operation, request, schema), ({ value }) => value)
 
-  const encodeBody = <A>(operation: string, schema: Schema.Codec<A, any>, value: unknown) =>
-    Schema.encodeUnknownEffect(schema)(value).pipe(
-      Effect.mapError((e) => wrap(new InvalidRequest({ operation, message: e.message.slice(0, 500) })))
-    )
+  /** A request body encoded with the row's schema (synchronously: the body schemas have no effectful step). */
+  const encodeBody = <A>(
+    operation: string,
+    schema: Schema.Codec<A, any>,
+    value: unknown
+  ): Effect.Effect<any, ElevenLabsError> => {
+    const exit = Schema.encodeUnknownExit(schema as Schema.Codec<A, any, never, never>)(value)
+    return Exit.isSuccess(exit)
+      ? Effect.succeed(exit.value)
+      : Effect.fail(wrap(new InvalidRequest({ operation, message: messageOf(Cause.squash(exit.cause)).slice(0, 500) })))
+  }
 
   /** A request to a row of the endpoint table: its method, the path given, its `accept` header. */
   const requestTo = (endpoint: Endpoints.Endpoint, path: string) =>
