@@ -106,15 +106,7 @@ export const sha256Hex = (input: string): string => hash("sha256", input, "hex")
  * requestKey({ voiceId: "v", text: "Hi" }) === requestKey({ text: "Hi", voiceId: "v", modelId: "eleven_multilingual_v2" }) // => true
  * ```
  */
-export const requestKey = (request: SpeechKeyInput, options?: RequestKeyOptions | undefined): string =>
-  sha256Hex(requestKeyMaterial(request, options))
-
-/**
- * What {@link requestKey} hashes: the canonical JSON of the fields that decide the audio. Equal requests
- * give equal strings, so it keys an in-memory map as well as the hash does (the coalescer of a stack with
- * no fallback cache uses it and skips the hash), but it holds the text: never store or log it.
- */
-export const requestKeyMaterial = (request: SpeechKeyInput, options?: RequestKeyOptions | undefined): string => {
+export const requestKey = (request: SpeechKeyInput, options?: RequestKeyOptions | undefined): string => {
   const fields: Record<string, unknown> = {
     v: keyVersion,
     operation: options?.operation ?? "textToSpeech.convert",
@@ -133,7 +125,7 @@ export const requestKeyMaterial = (request: SpeechKeyInput, options?: RequestKey
     if (value === undefined) continue
     json += (json.length === 1 ? "" : ",") + prefix + canonicalJson(value)
   }
-  return json + "}"
+  return sha256Hex(json + "}")
 }
 
 /** Every field of a request key, sorted as `canonicalJson` sorts them, with its `"name":` prefix. */

@@ -233,17 +233,11 @@ const operationsOf = ({ keyId, pipeline, raw, validation }: OperationsKit): Clie
     }
   }
 
-  /**
-   * The key of a TTS request, only when a coalescer or a cache will read it: its canonical JSON, hashed
-   * (SHA-256) only for a cache, which stores it; the coalescer's in-memory map is keyed as well by the JSON.
-   */
+  /** The key (canonical JSON and SHA-256) of a TTS request, only when a coalescer or a cache will read it. */
   const keyOf = (operation: string, voiceId: string, request: TtsRequest) =>
     coalescer === undefined && cache === undefined
       ? undefined
-      : (cache === undefined ? Fallback.requestKeyMaterial : Fallback.requestKey)({ voiceId, ...request }, {
-        operation,
-        partition: keyId
-      })
+      : Fallback.requestKey({ voiceId, ...request }, { operation, partition: keyId })
 
   const service: Client.ElevenLabs = {
     [Client.TypeId]: Client.TypeId,

@@ -62,17 +62,6 @@ describe("requestKey", () => {
     assert.notStrictEqual(Fallback.requestKey(request, { partition: "tenant-a" }), key)
   })
 
-  it("is the SHA-256 of requestKeyMaterial, which is the canonical JSON (equal for equal requests)", () => {
-    const material = Fallback.requestKeyMaterial(request)
-    assert.strictEqual(Fallback.sha256Hex(material), key)
-    assert.strictEqual(material, Fallback.canonicalJson(JSON.parse(material)))
-    assert.strictEqual(
-      Fallback.requestKeyMaterial({ text: request.text, voiceId: request.voiceId, modelId: request.modelId }),
-      material
-    )
-    assert.notStrictEqual(Fallback.requestKeyMaterial({ ...request, seed: 1 }), material)
-  })
-
   it("keys absent defaults like the explicit API defaults, and ignores unknown fields", () => {
     const bare = { voiceId: "v", text: "Hi" }
     assert.strictEqual(
