@@ -9,11 +9,10 @@
  *   function over the simulator's `HttpClient`, fires each arrival at its
  *   virtual time (through at most `concurrency` callers when set), waits for
  *   every call, and hands the log and the simulator's record to {@link Report}.
- * - It always runs under its own `TestClock`, even from the CLI. A driver
- *   loop calls `TestClock.adjust` in large steps; `adjust` wakes every sleeper
- *   in time order and waits for the woken fibers to suspend, so the clock
- *   jumps from one scheduled wake-up to the next and never spins over empty
- *   time.
+ * - It always runs in its own virtual time (`VirtualTime.run`), even from the
+ *   CLI: the driver wakes every sleeper in time order and runs the work each
+ *   wake causes before the next, so the clock jumps from one scheduled
+ *   wake-up to the next and never spins over empty time.
  * - Randomness comes from `Random` seeded with the run's seed (strategies'
  *   jitter) and from the simulator's own generator (same seed).
  * - The runner wraps the strategy's `HttpClient` to see every attempt: it
@@ -167,9 +166,8 @@ export const run = (options: RunOptions): Effect.Effect<Report.Report, Patterns.
     const arrivals = yield* Patterns.schedule(traffic)
 
     const body = Effect.gen(function*() {
-      // Start inside a clock wake-up: `TestClock.adjust` waits for the fibers
-      // a wake-up starts to suspend before it moves on, but not for fibers
-      // started before the first one, so time zero of the run is 1 ms in.
+      // Time zero of the run is 1 ms in, inside a clock wake-up, as it was under
+      // `TestClock` (which did not wait for fibers started before its first wake-up).
       yield* Effect.sleep(Duration.millis(1))
       const simulator = yield* Simulator.make({
         seed: traffic.seed,
