@@ -246,12 +246,12 @@ export const makeWire = (
     Effect.map(jsonCall(operation, request, schema), ({ value }) => value)
 
   /** A request body encoded with the row's schema (synchronously: the body schemas have no effectful step). */
-  const encodeBody = <A>(
+  const encodeBody = <A, I>(
     operation: string,
-    schema: Schema.Codec<A, any>,
+    schema: Schema.Codec<A, I>,
     value: unknown
-  ): Effect.Effect<any, ElevenLabsError> => {
-    const exit = Schema.encodeUnknownExit(schema as Schema.Codec<A, any, never, never>)(value)
+  ): Effect.Effect<I, ElevenLabsError> => {
+    const exit = Schema.encodeUnknownExit(schema as Schema.Codec<A, I, never, never>)(value)
     return Exit.isSuccess(exit)
       ? Effect.succeed(exit.value)
       : Effect.fail(wrap(new InvalidRequest({ operation, message: messageOf(Cause.squash(exit.cause)).slice(0, 500) })))

@@ -55,35 +55,28 @@ describe("Watchdog", () => {
       assert.strictEqual(yield* Fiber.join(stalled), "idle")
     }))
 
-  it.effect("entering a phase switches its timeout and error, counted from the switch", () =>
+  /** Enters a 5 s idle phase `enterAfter` into a first phase of `firstMillis`; fails "idle" exactly 5 s later. */
+  const idleEnteredAfter = (firstMillis: number, enterAfter: Duration.Input) =>
     Effect.gen(function*() {
-      const fiber = yield* watch(options(phase("headers", 30_000), 5_000), (w) =>
+      const fiber = yield* watch(options(phase("headers", firstMillis), 5_000), (w) =>
         Effect.andThen(
-          Effect.sleep("10 seconds"),
+          Effect.sleep(enterAfter),
           Effect.sync(() => w.enter(phase("idle", 5_000)))
         ).pipe(
           Effect.andThen(Effect.never)
         ))
-      yield* TestClock.adjust("14999 millis")
+      const end = Duration.toMillis(Duration.fromInputUnsafe(enterAfter)) + 5_000
+      yield* TestClock.adjust(Duration.millis(end - 1))
       assert.isUndefined(fiber.pollUnsafe())
       yield* TestClock.adjust("1 millis")
       assert.strictEqual(yield* Fiber.join(fiber), "idle")
-    }))
+    })
+
+  it.effect("entering a phase switches its timeout and error, counted from the switch", () =>
+    idleEnteredAfter(30_000, "10 seconds"))
 
   it.effect("an unbounded first phase is polled, so a bounded phase entered later is still enforced", () =>
-    Effect.gen(function*() {
-      const fiber = yield* watch(
-        options(phase("headers", Infinity), 5_000),
-        (w) =>
-          Effect.andThen(Effect.sleep("7 seconds"), Effect.sync(() => w.enter(phase("idle", 5_000)))).pipe(
-            Effect.andThen(Effect.never)
-          )
-      )
-      yield* TestClock.adjust("11999 millis")
-      assert.isUndefined(fiber.pollUnsafe())
-      yield* TestClock.adjust("1 millis")
-      assert.strictEqual(yield* Fiber.join(fiber), "idle")
-    }))
+    idleEnteredAfter(Infinity, "7 seconds"))
 
   it.effect("nothing to bound (no finite timeout, no deadline): the exchange runs as it is", () =>
     Effect.gen(function*() {
