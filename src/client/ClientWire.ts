@@ -76,8 +76,6 @@ const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect
 
 const emptyBody = new Uint8Array(0)
 
-const messageOf = (u: unknown): string => u instanceof Error ? u.message : String(u)
-
 /** A JSON body decoded with the row's schema; a body that is not it is `InvalidResponse`. */
 const decodeJson = <A>(
   operation: string,
@@ -252,9 +250,12 @@ export const makeWire = (
     value: unknown
   ): Effect.Effect<I, ElevenLabsError> => {
     const exit = Schema.encodeUnknownExit(schema as Schema.Codec<A, I, never, never>)(value)
-    return Exit.isSuccess(exit)
-      ? Effect.succeed(exit.value)
-      : Effect.fail(wrap(new InvalidRequest({ operation, message: messageOf(Cause.squash(exit.cause)).slice(0, 500) })))
+    if (Exit.isSuccess(exit)) return Effect.succeed(exit.value)
+    // A value the schema refuses is the caller's mistake; anything else (a defect) stays a defect.
+    const refused = Cause.findErrorOption(exit.cause)
+    return refused._tag === "Some"
+      ? Effect.fail(wrap(new InvalidRequest({ operation, message: refused.value.message.slice(0, 500) })))
+      : Effect.failCause(exit.cause as Cause.Cause<never>)
   }
 
   /** A request to a row of the endpoint table: its method, the path given, its `accept` header. */

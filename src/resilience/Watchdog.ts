@@ -91,7 +91,8 @@ const watchdog = <E>(
     const end = since + bound.millis
     const now = watch.clock.currentTimeMillisUnsafe()
     if (now < end) {
-      const millis = Math.min(end - now, options.poll)
+      // At least 1 ms: a zero timeout among the phases (the configuration allows it) must not make it spin.
+      const millis = Math.min(end - now, Math.max(options.poll, 1))
       return Number.isFinite(millis) ? sleepFor(watch, millis, check) : Effect.never
     }
     return Effect.fail(

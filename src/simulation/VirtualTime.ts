@@ -16,11 +16,13 @@
  * - One event-loop turn per wake: work that resumes from outside the scheduler (a promise, a socket) gets
  *   its turn before time moves on. A turn that finds such work runs it and wakes nobody.
  * - A body that waits on nothing the clock can wake is given `stepMs` of virtual time per idle turn, as
- *   `TestClock.adjust` loops gave it; past `horizonMs` it is interrupted and the run fails with `tooLong`.
+ *   `TestClock.adjust` loops gave it. Nothing is woken past `horizonMs`: the body is interrupted there, the
+ *   driver goes on until its finalizers are done (they may sleep), and the run fails with `tooLong`. A caller
+ *   who interrupts the run waits the same way. An infinite sleep never ends, as on the live clock.
  *
  * @since 0.1.0
  */
-import { Clock, Duration, Effect, Exit, Fiber, Scheduler } from "effect"
+import { Clock, Duration, Effect, Fiber, Scheduler } from "effect"
 
 interface Sleeper {
   readonly at: number
@@ -56,6 +58,8 @@ class VirtualTime implements Clock.Clock, Scheduler.Scheduler, Scheduler.Schedul
   sleep(duration: Duration.Duration): Effect.Effect<void> {
     const millis = Duration.toMillis(duration)
     if (!(millis > 0)) return Effect.void
+    // As the live clock and TestClock: an infinite sleep never ends (and the clock never reaches Infinity).
+    if (!Number.isFinite(millis)) return Effect.never
     return Effect.callback<void>((resume) => {
       const sleeper: Sleeper = { at: this.now + millis, order: this.order++, wake: () => resume(Effect.void) }
       this.push(sleeper)
@@ -164,14 +168,29 @@ export const run = <A, E, E2>(body: Effect.Effect<A, E>, options: RunOptions<E2>
       Effect.forkChild(provided, { startImmediately: true }),
       (fiber) =>
         Effect.callback<A, E | E2>((resume) => {
-          let stopped = false
-          const finish = (exit: Exit.Exit<A, E>) => resume(exit)
+          // Once stopping (past the horizon, or the caller interrupted), the driver goes on turning until the
+          // body, interrupted, has run its finalizers (some may sleep): only then does the run end.
+          let stopping: { readonly done: () => void } | undefined
+          const stop = (done: () => void) => {
+            let called = false
+            stopping = {
+              done: () => {
+                if (called) return
+                called = true
+                done()
+              }
+            }
+            fiber.interruptUnsafe()
+            time.drain()
+          }
+          const tooLong = () => stop(() => resume(Effect.fail(options.tooLong())))
           const turn = () => {
-            if (stopped) return
             // Work that arrived from outside since the last turn (a promise, a socket) runs before time moves.
             if (!time.drain()) {
               const sleeper = time.next()
               if (sleeper === undefined) time.now += options.stepMs
+              // Nothing is woken past the horizon.
+              else if (stopping === undefined && sleeper.at > options.horizonMs) tooLong()
               else {
                 time.now = Math.max(time.now, sleeper.at)
                 sleeper.wake!()
@@ -179,20 +198,16 @@ export const run = <A, E, E2>(body: Effect.Effect<A, E>, options: RunOptions<E2>
               }
             }
             const exit = fiber.pollUnsafe()
-            if (exit !== undefined) return finish(exit)
-            if (time.now > options.horizonMs) {
-              stopped = true
-              fiber.interruptUnsafe()
-              time.drain()
-              return resume(Effect.fail(options.tooLong()))
-            }
+            if (exit !== undefined) return stopping === undefined ? resume(exit) : stopping.done()
+            if (stopping === undefined && time.now > options.horizonMs) tooLong()
             setImmediate(turn)
           }
           setImmediate(turn)
-          return Effect.sync(() => {
-            stopped = true
-            fiber.interruptUnsafe()
-            time.drain()
+          // The caller interrupted: the body is interrupted, and the caller waits until it is done.
+          return Effect.callback<void>((done) => {
+            if (fiber.pollUnsafe() !== undefined) return done(Effect.void)
+            stop(() => done(Effect.void))
+            if (fiber.pollUnsafe() !== undefined) stopping?.done()
           })
         })
     )

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber } from "effect"
 import { TestClock } from "effect/testing"
 import { ElevenLabsError, Transport } from "../../src/client/Errors.ts"
 import * as Deadline from "../../src/resilience/Deadline.ts"
@@ -77,6 +77,25 @@ describe("Watchdog", () => {
 
   it.effect("an unbounded first phase is polled, so a bounded phase entered later is still enforced", () =>
     idleEnteredAfter(Infinity, "7 seconds"))
+
+  it.effect("a zero timeout among the phases does not make the watchdog spin", () =>
+    Effect.gen(function*() {
+      // The clock's sleeps counted: the watchdog sleeps at least 1 ms at a time, not 0 in a loop.
+      const clock = yield* Clock.Clock
+      let sleeps = 0
+      const counting: Clock.Clock = { ...clock, sleep: (d) => (sleeps++, clock.sleep(d)) }
+      const fiber = yield* watch(options(phase("headers", 30_000), 0), (w) =>
+        Effect.andThen(
+          Effect.sleep("10 millis"),
+          Effect.sync(() => w.enter(phase("idle", 0)))
+        ).pipe(
+          Effect.andThen(Effect.never)
+        )).pipe(Effect.provideService(Clock.Clock, counting))
+      yield* TestClock.adjust("10 millis")
+      yield* TestClock.adjust("1 millis")
+      assert.strictEqual(yield* Fiber.join(fiber), "idle")
+      assert.isAtMost(sleeps, 20)
+    }))
 
   it.effect("nothing to bound (no finite timeout, no deadline): the exchange runs as it is", () =>
     Effect.gen(function*() {

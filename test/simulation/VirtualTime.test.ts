@@ -104,6 +104,43 @@ describe("VirtualTime", () => {
       assert.strictEqual(stuck, "too long")
     }))
 
+  it.live("nothing is woken past the horizon; an infinite sleep never ends", () =>
+    Effect.gen(function*() {
+      let woke = false
+      const late = yield* VirtualTime.run(
+        Effect.andThen(Effect.sleep("30 days"), Effect.sync(() => (woke = true))),
+        { ...options, horizonMs: 10_000 }
+      ).pipe(Effect.flip)
+      assert.deepStrictEqual([late, woke], ["too long", false])
+      const forever = yield* VirtualTime.run(Effect.as(Effect.sleep(Duration.infinity), "woke"), {
+        ...options,
+        stepMs: day,
+        horizonMs: 10 * day
+      }).pipe(Effect.flip)
+      assert.strictEqual(forever, "too long")
+    }))
+
+  it.live("a stopped run ends once the body's finalizers are done, even those that sleep", () =>
+    Effect.gen(function*() {
+      const log: Array<string> = []
+      const body = Effect.never.pipe(
+        Effect.onInterrupt(() =>
+          Effect.andThen(
+            Effect.sleep("1 hour"),
+            Effect.flatMap(now, (t) => Effect.sync(() => log.push(`done at ${t}`)))
+          )
+        )
+      )
+      const error = yield* VirtualTime.run(body, { ...options, stepMs: day, horizonMs: 2 * day }).pipe(Effect.flip)
+      assert.strictEqual(error, "too long")
+      assert.strictEqual(log.length, 1)
+      // The caller's interruption waits the same way.
+      const fiber = yield* VirtualTime.run(body, options).pipe(Effect.forkChild)
+      yield* Effect.sleep("20 millis")
+      yield* Fiber.interrupt(fiber)
+      assert.strictEqual(log.length, 2)
+    }))
+
   it.live("interrupting the run interrupts the body", () =>
     Effect.gen(function*() {
       let finalized = false
