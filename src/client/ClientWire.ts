@@ -77,10 +77,10 @@ const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect
 const emptyBody = new Uint8Array(0)
 
 /** A JSON body decoded with the row's schema; a body that is not it is `InvalidResponse`. */
-const decodeJson = <A>(
+const decodeJson = <A, I>(
   operation: string,
   response: HttpClientResponse.HttpClientResponse,
-  schema: Schema.Codec<A, any>,
+  schema: Schema.Codec<A, I>,
   bytes: Uint8Array
 ): Effect.Effect<A, ElevenLabsError> => {
   let json: unknown
@@ -229,7 +229,11 @@ export const makeWire = (
     })
 
   /** A JSON answer decoded with the row's schema, with its response (for the metadata). */
-  const jsonCall = <A>(operation: string, request: HttpClientRequest.HttpClientRequest, schema: Schema.Codec<A, any>) =>
+  const jsonCall = <A, I>(
+    operation: string,
+    request: HttpClientRequest.HttpClientRequest,
+    schema: Schema.Codec<A, I>
+  ) =>
     whole(exchange(
       operation,
       request,
@@ -240,7 +244,7 @@ export const makeWire = (
         )
     ))
 
-  const getJson = <A>(operation: string, request: HttpClientRequest.HttpClientRequest, schema: Schema.Codec<A, any>) =>
+  const getJson = <A, I>(operation: string, request: HttpClientRequest.HttpClientRequest, schema: Schema.Codec<A, I>) =>
     Effect.map(jsonCall(operation, request, schema), ({ value }) => value)
 
   /** A request body encoded with the row's schema (synchronously: the body schemas have no effectful step). */

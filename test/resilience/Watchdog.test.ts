@@ -21,14 +21,20 @@ const watch = (
     Effect.forkChild
   )
 
+/** `fiber` is still running `millis` - 1 ms from now, and ends with `expected` exactly `millis` from now. */
+const endsAfter = (fiber: Fiber.Fiber<string>, millis: number, expected: string) =>
+  Effect.gen(function*() {
+    yield* TestClock.adjust(Duration.millis(millis - 1))
+    assert.isUndefined(fiber.pollUnsafe())
+    yield* TestClock.adjust("1 millis")
+    assert.strictEqual(yield* Fiber.join(fiber), expected)
+  })
+
 describe("Watchdog", () => {
   it.effect("a phase that makes no progress fails with its own error at its end, not before", () =>
     Effect.gen(function*() {
       const fiber = yield* watch(options(phase("headers", 5_000)), () => Effect.never)
-      yield* TestClock.adjust("4999 millis")
-      assert.isUndefined(fiber.pollUnsafe())
-      yield* TestClock.adjust("1 millis")
-      assert.strictEqual(yield* Fiber.join(fiber), "headers")
+      yield* endsAfter(fiber, 5000, "headers")
     }))
 
   it.effect("progress within a phase counts its time again: a body that trickles outlives its idle timeout", () =>
@@ -49,10 +55,7 @@ describe("Watchdog", () => {
         options(phase("idle", 5_000)),
         (w) => Effect.andThen(Effect.sleep("4 seconds"), Effect.sync(() => w.mark())).pipe(Effect.andThen(Effect.never))
       )
-      yield* TestClock.adjust("8999 millis")
-      assert.isUndefined(stalled.pollUnsafe())
-      yield* TestClock.adjust("1 millis")
-      assert.strictEqual(yield* Fiber.join(stalled), "idle")
+      yield* endsAfter(stalled, 9000, "idle")
     }))
 
   /** Enters a 5 s idle phase `enterAfter` into a first phase of `firstMillis`; fails "idle" exactly 5 s later. */
@@ -65,11 +68,7 @@ describe("Watchdog", () => {
         ).pipe(
           Effect.andThen(Effect.never)
         ))
-      const end = Duration.toMillis(Duration.fromInputUnsafe(enterAfter)) + 5_000
-      yield* TestClock.adjust(Duration.millis(end - 1))
-      assert.isUndefined(fiber.pollUnsafe())
-      yield* TestClock.adjust("1 millis")
-      assert.strictEqual(yield* Fiber.join(fiber), "idle")
+      yield* endsAfter(fiber, Duration.toMillis(Duration.fromInputUnsafe(enterAfter)) + 5_000, "idle")
     })
 
   it.effect("entering a phase switches its timeout and error, counted from the switch", () =>
@@ -131,10 +130,7 @@ describe("Watchdog", () => {
       ).pipe(
         Deadline.bind("12 seconds")
       )
-      yield* TestClock.adjust("11999 millis")
-      assert.isUndefined(fiber.pollUnsafe())
-      yield* TestClock.adjust("1 millis")
-      assert.strictEqual(yield* Fiber.join(fiber), "deadline")
+      yield* endsAfter(fiber, 12000, "deadline")
     }))
 
   it.effect("a deadline already passed: the exchange does not run", () =>
