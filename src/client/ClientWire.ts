@@ -7,9 +7,23 @@
  *
  * @internal
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, Schema, Scope, Stream } from "effect"
-import { Headers, HttpClientRequest } from "effect/http"
-import type { HttpClient, HttpClientError, HttpClientResponse } from "effect/http"
+import {
+  Cause,
+  Clock,
+  Context,
+  Duration,
+  Effect,
+  Exit,
+  Option,
+  References,
+  Schema,
+  Scope,
+  Stream,
+  Tracer
+} from "effect"
+import { constTrue } from "effect/Function"
+import { Headers, HttpClient, HttpClientRequest, HttpTraceContext } from "effect/http"
+import type { HttpClientError, HttpClientResponse } from "effect/http"
 import { concat } from "../internal/Bytes.ts"
 import * as Watchdog from "../resilience/Watchdog.ts"
 import { classifyHttpClientError, classifyResponse, invalidResponse, timeout } from "./Classify.ts"
@@ -73,6 +87,42 @@ const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect
       ? effect
       : Effect.provideService(effect, Headers.CurrentRedactedNames, [...names, "xi-api-key"])
   })
+
+/**
+ * `client` without its own `http.client` span (the `ElevenLabs` option `transportSpans: false`): the request
+ * carries the trace context of the span current when it is sent, as the transport's span would have put its
+ * own there (the same headers, and the same switches: `Tracer.DisablePropagation`,
+ * `HttpClient.TracerPropagationEnabled`).
+ */
+export const withoutTransportSpans = (client: HttpClient.HttpClient): HttpClient.HttpClient =>
+  client.pipe(
+    // Before the request is sent (and before `withScope` ties the request to its scope: it must see this one).
+    HttpClient.mapRequestEffect((request) =>
+      Effect.withFiber((fiber) => {
+        const span = Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+        return Effect.succeed(
+          // Tracing off (`Effect.withTracerEnabled(false)`): there is no trace to continue.
+          span === undefined || !fiber.getRef(References.TracerEnabled) || fiber.getRef(Tracer.DisablePropagation) ||
+            !fiber.getRef(HttpClient.TracerPropagationEnabled)
+            ? request
+            : HttpClientRequest.setHeaders(
+              request,
+              HttpTraceContext.toHeaders(span._tag === "Span" ? span : asSpan(span))
+            )
+        )
+      })
+    ),
+    HttpClient.transformResponse((send) => Effect.provideService(send, HttpClient.TracerDisabledWhen, constTrue))
+  )
+
+/** An external parent (a trace continued from elsewhere) as `HttpTraceContext.toHeaders` reads a span: its ids. */
+const asSpan = (span: Tracer.ExternalSpan): Tracer.Span =>
+  ({
+    traceId: span.traceId,
+    spanId: span.spanId,
+    sampled: span.sampled,
+    parent: Option.none()
+  }) as unknown as Tracer.Span
 
 const emptyBody = new Uint8Array(0)
 

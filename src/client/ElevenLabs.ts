@@ -45,7 +45,13 @@ import { Config, Context, Duration, Effect, Layer, Redacted, type Scope, type St
 import { HttpClient, HttpClientRequest } from "effect/http"
 import * as BeyondTts from "./BeyondTts.ts"
 import { makeOperations } from "./ClientOperations.ts"
-import { type AttemptTimeouts, defaultHeadersTimeout, defaultIdleTimeout, makeWire } from "./ClientWire.ts"
+import {
+  type AttemptTimeouts,
+  defaultHeadersTimeout,
+  defaultIdleTimeout,
+  makeWire,
+  withoutTransportSpans
+} from "./ClientWire.ts"
 import type { ElevenLabsError } from "./Errors.ts"
 import type { ResponseMeta } from "./ResponseMeta.ts"
 import type * as Schemas from "./Schemas.ts"
@@ -216,6 +222,15 @@ export interface Options {
    */
   readonly scopedRequests?: boolean | undefined
   /**
+   * Whether the transport makes its own `http.client` span per request (Effect's `HttpClient` does). Default
+   * `true`. With `false` it makes none, and the request carries the trace context of the span current when
+   * it is sent (`traceparent` and `b3`, as the transport's span would have), unless propagation is off
+   * (`Tracer.DisablePropagation`, `HttpClient.TracerPropagationEnabled`). The resilient stack turns it off:
+   * its attempt span is already the client span of each request, with the HTTP semantic conventions, and a
+   * second span per attempt saying the same cost a tenth of a call (docs/telemetry.md).
+   */
+  readonly transportSpans?: boolean | undefined
+  /**
    * Checks each request locally before sending it (`Validation.ts`). Default `true`. The resilient stack
    * checks at its own door, once per call, and turns this off so that a call is not checked again at every
    * attempt.
@@ -256,7 +271,9 @@ export const make = Effect.fnUntraced(function*(options: Options) {
     )
   )
   const transformed = options.transformClient ? options.transformClient(base) : base
-  const client = options.scopedRequests === false ? transformed : HttpClient.withScope(transformed)
+  const traced = options.transportSpans === false ? withoutTransportSpans(transformed) : transformed
+  // Outermost: `withScope` ties the request it is given (the propagated one) to the scope.
+  const client = options.scopedRequests === false ? traced : HttpClient.withScope(traced)
   const wire = makeWire(options, client, options.scopedRequests !== false)
   const beyondTts = BeyondTts.make({
     check: wire.check,

@@ -648,6 +648,67 @@ describe("ElevenLabs", () => {
       }))
   })
 
+  describe("transport spans", () => {
+    const recording = () => {
+      const spans: Array<Tracer.NativeSpan> = []
+      const tracer = Tracer.make({
+        span(options) {
+          const span = new Tracer.NativeSpan(options)
+          spans.push(span)
+          return span
+        }
+      })
+      return { spans, tracer }
+    }
+
+    it.effect("by default the transport makes its http.client span, and the request carries its trace context", () =>
+      Effect.gen(function*() {
+        const { spans, tracer } = recording()
+        const m = mock(() => audio("x"))
+        yield* run(m, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" })).pipe(
+          Effect.withSpan("caller"),
+          Effect.provideService(Tracer.Tracer, tracer)
+        )
+        const client = spans.find((s) => s.kind === "client")
+        assert.isDefined(client)
+        assert.include(m.requests[0]!.request.headers["traceparent"]!, client!.spanId)
+      }))
+
+    it.effect("transportSpans: false makes none, and the request carries the current span's trace context", () =>
+      Effect.gen(function*() {
+        const { spans, tracer } = recording()
+        const m = mock(() => audio("x"), { transportSpans: false })
+        yield* run(m, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" })).pipe(
+          Effect.withSpan("caller"),
+          Effect.provideService(Tracer.Tracer, tracer)
+        )
+        assert.deepStrictEqual(spans.map((s) => s.name), ["caller"])
+        const caller = spans[0]!
+        assert.strictEqual(
+          m.requests[0]!.request.headers["traceparent"],
+          `00-${caller.traceId.padStart(32, "0")}-${caller.spanId}-01`
+        )
+        // Propagation off: no trace headers at all.
+        yield* run(m, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" })).pipe(
+          Effect.withSpan("caller"),
+          Effect.provideService(Tracer.Tracer, tracer),
+          Effect.provideService(HttpClient.TracerPropagationEnabled, false)
+        )
+        assert.isUndefined(m.requests[1]!.request.headers["traceparent"])
+        assert.isUndefined(m.requests[1]!.request.headers["b3"])
+      }))
+
+    it.effect("transportSpans: false continues an external parent (a trace from elsewhere)", () =>
+      Effect.gen(function*() {
+        const m = mock(() => audio("x"), { transportSpans: false })
+        const traceId = "0af7651916cd43dd8448eb211c80319c"
+        yield* run(m, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" })).pipe(
+          Effect.withParentSpan(Tracer.externalSpan({ traceId, spanId: "b7ad6b7169203331", sampled: true }))
+        )
+        assert.strictEqual(m.requests[0]!.request.headers["traceparent"], `00-${traceId}-b7ad6b7169203331-01`)
+      }))
+  })
+
   describe("the key stays out of spans", () => {
     it.effect("with every header captured, the client span shows xi-api-key as <redacted>", () =>
       Effect.gen(function*() {

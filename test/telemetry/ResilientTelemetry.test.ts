@@ -23,6 +23,9 @@ const apiKey = Redacted.make("sim-key")
 const flash = "eleven_flash_v2_5"
 const operation = "textToSpeech.convert"
 
+/** The `traceparent` header of each request `flakyTransport` sent, in order. */
+const traceparents: Array<string | undefined> = []
+
 /**
  * The simulator's in-process client, which switches `system_busy` off once it
  * has answered `busyAnswers` 429s: a deterministic "fails twice, then succeeds".
@@ -34,8 +37,10 @@ const flakyTransport = (sim: Simulator.Options, busyAnswers: number) =>
       const simulator = yield* Simulator.Simulator
       const inner = yield* InProcess.makeHttpClient(simulator)
       let busy = 0
-      return HttpClient.tap(inner, (response) =>
-        response.status === 429 && ++busy === busyAnswers ? simulator.setFaults({ systemBusy: 0 }) : Effect.void)
+      return HttpClient.tap(inner, (response) => {
+        traceparents.push(response.request.headers["traceparent"])
+        return response.status === 429 && ++busy === busyAnswers ? simulator.setFaults({ systemBusy: 0 }) : Effect.void
+      })
     })
   ).pipe(Layer.provideMerge(Simulator.layer(sim)))
 
@@ -148,6 +153,10 @@ describe("ResilientTelemetry spans", () => {
         if (delays[i] !== undefined) expectAttribute(span, "elevenlabs.retry_delay_ms", equals(delays[i]))
         // The voice id and the text stay out of the attempt's URL template.
         assert.notInclude(String(span.attributes["url.template"] ?? ""), voice)
+        // The attempt span is the request's client span: the transport makes none under it, and the request
+        // carries the attempt's trace context.
+        assert.deepStrictEqual(childrenOf(spans, span), [])
+        assert.include(traceparents, `00-${span.spanContext().traceId}-${span.spanContext().spanId}-01`)
       })
     }).pipe(
       Effect.provide(
