@@ -117,19 +117,19 @@ export const requestKey = (request: SpeechKeyInput, options?: RequestKeyOptions 
     text: request.text
   }
   for (const f of audioFields) fields[f] = request[f]
-  // The same string as `canonicalJson(fields)`, written field by field in sorted order: the top level is
-  // known, so only the nested values (voice settings, locators) need sorting (it runs on every call).
-  let json = "{"
-  for (const [name, prefix] of keyFieldPrefixes) {
+  // The same string as `canonicalJson(fields)`, from one `JSON.stringify` of the fields inserted in sorted
+  // order (it keeps insertion order): the top level is known, so only the nested values (voice settings,
+  // locators) need sorting, and no string is built piece by piece (it runs on every call).
+  const sorted: Record<string, unknown> = {}
+  for (const name of keyFieldNames) {
     const value = fields[name]
-    if (value === undefined) continue
-    json += (json.length === 1 ? "" : ",") + prefix + canonicalJson(value)
+    if (value !== undefined) sorted[name] = canonicalize(value)
   }
-  return sha256Hex(json + "}")
+  return sha256Hex(JSON.stringify(sorted))
 }
 
-/** Every field of a request key, sorted as `canonicalJson` sorts them, with its `"name":` prefix. */
-const keyFieldPrefixes: ReadonlyArray<readonly [string, string]> = [
+/** Every field of a request key, sorted as `canonicalJson` sorts them. */
+const keyFieldNames: ReadonlyArray<string> = [
   "v",
   "operation",
   "partition",
@@ -138,7 +138,7 @@ const keyFieldPrefixes: ReadonlyArray<readonly [string, string]> = [
   "outputFormat",
   "text",
   ...audioFields
-].sort().map((name) => [name, `${JSON.stringify(name)}:`] as const)
+].sort()
 
 /**
  * A partition label for an API key: the first 16 hex digits of its SHA-256,

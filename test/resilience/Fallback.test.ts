@@ -1,6 +1,6 @@
 import { NodeServices } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { KeyValueStore } from "effect/persistence"
 import { TestClock } from "effect/testing"
 import * as fs from "node:fs"
@@ -71,6 +71,49 @@ describe("requestKey", () => {
     const withSecret = { ...bare, apiKey: "sk_secret" } as Fallback.SpeechKeyInput
     assert.strictEqual(Fallback.requestKey(withSecret), Fallback.requestKey(bare))
   })
+
+  it("keeps its format: a pinned digest (cache entries written before stay readable)", () => {
+    const nested = {
+      voiceId: "JBFqnCBsd6RMkjVDRZzb",
+      text: "The quick brown fox jumps",
+      modelId: "eleven_flash_v2_5",
+      voiceSettings: { style: 0, stability: 0.5, similarityBoost: -0 },
+      seed: 7,
+      pronunciationDictionaryLocators: [{ versionId: "b", pronunciationDictionaryId: "a" }]
+    }
+    assert.strictEqual(
+      Fallback.requestKey(nested, { partition: "tenant-a" }),
+      "9c7f7d73ef13a2cabeb490d98456a8c743a02784310a1185b8f0d780e3deda91"
+    )
+  })
+
+  const settingsKeys = ["stability", "similarityBoost", "style", "speed", "useSpeakerBoost"] as const
+  it.prop(
+    "is the SHA-256 of the canonical JSON of its fields, whatever the order and values",
+    [
+      Schema.String,
+      Schema.Array(Schema.Tuple([Schema.Literals(settingsKeys), Schema.Number])),
+      Schema.UndefinedOr(Schema.Int),
+      Schema.UndefinedOr(Schema.String)
+    ],
+    ([text, settings, seed, previousText]) => {
+      const voiceSettings = settings.length === 0 ? undefined : Object.fromEntries(settings)
+      const request = { text, voiceId: "v", seed, previousText, voiceSettings }
+      const expected = Fallback.sha256Hex(Fallback.canonicalJson({
+        v: 1,
+        operation: "textToSpeech.convert",
+        partition: "p",
+        voiceId: "v",
+        modelId: "eleven_multilingual_v2",
+        outputFormat: "mp3_44100_128",
+        text,
+        voiceSettings,
+        seed,
+        previousText
+      }))
+      return Fallback.requestKey(request, { partition: "p" }) === expected
+    }
+  )
 
   it("partitions by API key without exposing it", () => {
     const a = Fallback.partitionOfApiKey(Redacted.make("sk_alpha"))
