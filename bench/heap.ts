@@ -5,11 +5,11 @@
  * through them (bytes per 100,000 calls).
  *
  * A warm-up comes first and is not fitted: calls run for `warmupSeconds`
- * (12 s), longer than the retry budget's 10-second window. That window holds
- * one timestamp per call that ended in the last 10 s, so until it is full the
- * heap grows with it (about 0.6 MB at this benchmark's rate of several
- * thousand calls per second) and a fit through that growth measures the
- * window, not a leak. The JIT settles in the same time.
+ * (12 s), longer than the retry budget's 10-second window, and long enough
+ * for the JIT to settle. Until 2026-12-07 that window held one timestamp per
+ * call that ended in it (about 1 MB at this benchmark's rate), so its growth
+ * with the call rate showed in the fit as steps of 0.5-1 MB whenever the
+ * array grew; it now holds slices of 100 ms, a hundred numbers at any rate.
  *
  * The fit runs through the 10 checkpoints, not the heap at the end of the
  * warm-up: that is the noisiest point (from 0.3 MB under the checkpoints to
@@ -26,7 +26,7 @@ import { pathToFileURL } from "node:url"
 import { collect, hasGc, isQuick, nowMs, progress, type Result, round } from "./lib.ts"
 import { fullStackLayer, ttsCall } from "./overhead.ts"
 
-/** Longer than the retry budget's default window (10 s), which fills with one timestamp per call. */
+/** Longer than the retry budget's default window (10 s), and long enough for the JIT to settle. */
 export const warmupSeconds = 12
 
 export interface Heap {

@@ -667,8 +667,8 @@ const render = (
     p(`transport, concurrency 50, ${fmt(h.usPerCall, 0)} µs/call in this run), after ${
       fmt(h.warmupCalls)
     } warm-up calls in ${h.warmupSeconds} s. The warm-up is`)
-    p("longer than the retry budget's 10-second window, which holds one timestamp per call that ended in it and so grows")
-    p("with the call rate until it is full: fitted, that growth would measure the window, not a leak. The heap at the end of")
+    p("longer than the retry budget's 10-second window (which counts in slices of 100 ms, so it does not grow with the call")
+    p("rate) and long enough for the JIT to settle. The heap at the end of")
     p(`the warm-up (${
       fmt(h.warmupHeap / 1e6, 1)
     } MB, the first row) is not fitted either: it is the noisiest point, and at one end`)

@@ -62,6 +62,33 @@ describe("RetryBudget", () => {
       assert.deepStrictEqual((yield* budget.snapshot).requestsInWindow, 0)
     }))
 
+  it.effect("ended calls are counted per slice of 100 ms: a slice leaves the window with its first call", () =>
+    Effect.gen(function*() {
+      const budget = yield* RetryBudget.make({ window: "10 seconds", minRetriesInFlight: 0 })
+      const call = Effect.andThen(budget.request, budget.settle)
+      const inWindow = Effect.map(budget.snapshot, (s) => s.requestsInWindow)
+      yield* call // t = 0: a new slice
+      yield* TestClock.adjust(99)
+      yield* call // t = 99: the same slice
+      yield* TestClock.adjust(1)
+      yield* call // t = 100: a new slice
+      yield* TestClock.adjust(9_899)
+      assert.strictEqual(yield* inWindow, 3) // t = 9,999
+      yield* TestClock.adjust(1)
+      assert.strictEqual(yield* inWindow, 1, "t = 10,000: the first slice left, its second call 99 ms early")
+      yield* TestClock.adjust(99)
+      assert.strictEqual(yield* inWindow, 1)
+      yield* TestClock.adjust(1)
+      assert.strictEqual(yield* inWindow, 0)
+      // A window of 200 ms has slices of 20 ms.
+      yield* budget.reconfigure({ window: "200 millis", minRetriesInFlight: 0 })
+      yield* call
+      yield* TestClock.adjust(20)
+      yield* call
+      yield* TestClock.adjust(180)
+      assert.strictEqual(yield* inWindow, 1)
+    }))
+
   it.effect("a running call counts however long it runs: a batch longer than the window keeps its retries", () =>
     Effect.gen(function*() {
       const budget = yield* RetryBudget.make({ window: "10 seconds", minRetriesInFlight: 0 })
