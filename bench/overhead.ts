@@ -371,7 +371,7 @@ export const measure = async (options: { readonly quick?: boolean } = {}): Promi
     const pair = await pairs(concurrency, rounds, callsPerRound, pairWarm)
     pairRows.push(pair)
     progress(
-      `overhead: concurrency ${concurrency}: full ${pair.full} µs / plain ${pair.plain} µs, ratio ${pair.ratio} (median per round)`
+      `overhead: concurrency ${concurrency}: full ${pair.full} µs / plain ${pair.plain} µs, ratio ${pair.ratio} (median per ABBA block)`
     )
     const samples: Record<(typeof anchors)[number], Array<number>> = {
       bare: [],

@@ -12,7 +12,7 @@
  * - `Runner.run` with the `naive` strategy (plain HTTP attempts, no policies):
  *   the simulator's and the runner's own cost.
  * - `direct driver`: `Resilient.layer` over `InProcess.layerSimulated` with
- *   their defaults (tracing on, transport spans, scoped requests) under
+ *   their defaults (tracing on, scoped requests) under
  *   `TestClock`, arrivals from `Patterns.schedule`, the clock moved in 1-hour
  *   steps, like test/resilience/Resilient.test.ts: the stack as an
  *   application test would drive it, for comparison.

@@ -14,6 +14,7 @@ import {
   Duration,
   Effect,
   Exit,
+  type Fiber,
   Option,
   References,
   Schema,
@@ -96,14 +97,12 @@ const withRedactedKey = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect
  */
 export const withoutTransportSpans = (client: HttpClient.HttpClient): HttpClient.HttpClient =>
   client.pipe(
-    // Before the request is sent (and before `withScope` ties the request to its scope: it must see this one).
+    // In the request's preprocessing, so `withScope` (which sees the request after it) ties this one.
     HttpClient.mapRequestEffect((request) =>
       Effect.withFiber((fiber) => {
-        const span = Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+        const span = propagatedSpan(fiber)
         return Effect.succeed(
-          // Tracing off (`Effect.withTracerEnabled(false)`): there is no trace to continue.
-          span === undefined || !fiber.getRef(References.TracerEnabled) || fiber.getRef(Tracer.DisablePropagation) ||
-            !fiber.getRef(HttpClient.TracerPropagationEnabled)
+          span === undefined
             ? request
             : HttpClientRequest.setHeaders(
               request,
@@ -115,7 +114,27 @@ export const withoutTransportSpans = (client: HttpClient.HttpClient): HttpClient
     HttpClient.transformResponse((send) => Effect.provideService(send, HttpClient.TracerDisabledWhen, constTrue))
   )
 
-/** An external parent (a trace continued from elsewhere) as `HttpTraceContext.toHeaders` reads a span: its ids. */
+/**
+ * The span whose trace context a request carries, as Effect's own client span would pick its parent: the
+ * current span, or its nearest ancestor when it is marked `Tracer.DisablePropagation` (an external span so
+ * marked ends the search). None with tracing off or propagation turned off.
+ */
+const propagatedSpan = (fiber: Fiber.Fiber<unknown, unknown>): Tracer.AnySpan | undefined => {
+  if (
+    !fiber.getRef(References.TracerEnabled) || fiber.getRef(Tracer.DisablePropagation) ||
+    !fiber.getRef(HttpClient.TracerPropagationEnabled)
+  ) return undefined
+  let span = Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+  while (span !== undefined && Context.get(span.annotations, Tracer.DisablePropagation)) {
+    span = span._tag === "Span" ? Option.getOrUndefined(span.parent) : undefined
+  }
+  return span
+}
+
+/**
+ * An external parent (a trace continued from elsewhere) as `HttpTraceContext.toHeaders` reads a span: it reads
+ * only the ids, the sampling flag and the parent, so Effect's header format stays Effect's.
+ */
 const asSpan = (span: Tracer.ExternalSpan): Tracer.Span =>
   ({
     traceId: span.traceId,

@@ -227,7 +227,7 @@ export interface Options {
    * it is sent (`traceparent` and `b3`, as the transport's span would have), unless propagation is off
    * (`Tracer.DisablePropagation`, `HttpClient.TracerPropagationEnabled`). The resilient stack turns it off:
    * its attempt span is already the client span of each request, with the HTTP semantic conventions, and a
-   * second span per attempt saying the same cost a tenth of a call (docs/telemetry.md).
+   * second span per attempt saying the same cost a tenth of a call (docs/observability.md, Spans).
    */
   readonly transportSpans?: boolean | undefined
   /**
@@ -270,10 +270,11 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       )
     )
   )
-  const transformed = options.transformClient ? options.transformClient(base) : base
-  const traced = options.transportSpans === false ? withoutTransportSpans(transformed) : transformed
-  // Outermost: `withScope` ties the request it is given (the propagated one) to the scope.
-  const client = options.scopedRequests === false ? traced : HttpClient.withScope(traced)
+  // The transport's span off around the transport only: requests a `transformClient` hook makes of its own
+  // keep theirs.
+  const traced = options.transportSpans === false ? withoutTransportSpans(base) : base
+  const transformed = options.transformClient ? options.transformClient(traced) : traced
+  const client = options.scopedRequests === false ? transformed : HttpClient.withScope(transformed)
   const wire = makeWire(options, client, options.scopedRequests !== false)
   const beyondTts = BeyondTts.make({
     check: wire.check,

@@ -357,7 +357,7 @@ export const make = Effect.fnUntraced(function*(options: ResilientOptions) {
     scopedRequests: options.scopedRequests,
     // Each operation below checks its request once, at this door (the plan's `invalid`), not at every attempt.
     validate: false,
-    // The attempt span is each request's client span (docs/telemetry.md): no second one from the transport.
+    // The attempt span is each request's client span (docs/observability.md, Spans): no second one from the transport.
     transportSpans: false,
     onResponseHeaders: (meta) => onResponseHeaders(meta)
   })

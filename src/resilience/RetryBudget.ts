@@ -9,9 +9,9 @@
  *   starts, {@link RetryBudget.settle} when it ends); a *retry* is every
  *   attempt after its first. The requests counted are the calls still running
  *   plus those that ended within a sliding window (default 10 s) of `Clock`
- *   time; retries are counted over the same window, both in slices of
- *   100 ms (a tenth of the window when shorter), so memory follows the
- *   window's length, not the call rate; a slice leaves with its first event.
+ *   time; retries are counted over the same window, both in the same slices
+ *   of 100 ms (a tenth of the window when shorter), so memory follows the
+ *   window's length, not the call rate; a slice leaves when its start does.
  * - Why running calls count (as Envoy's budget counts active requests): a
  *   batch queued at once has all its calls started at the same instant. If a
  *   call counted only at its start, every call of a batch that outlasts the
@@ -96,15 +96,16 @@ export const RetryBudget = Context.Service<RetryBudget>("elevenlabs-resilience/R
 export type RetryBudgetService = RetryBudget
 
 /**
- * The longest a group of the window may span: 100 ms, or a tenth of the window when that is shorter. Events
- * closer than this to their group's first share one entry, so the window holds a number per slice of time,
- * not per call (one per call was about 1 MB at 11,000 calls per second over 10 s).
+ * The width of the window's slices: 100 ms, or a tenth of the window when that is shorter. The events of one
+ * slice share one entry, so the window holds a number per slice of time, not per call (one per call was
+ * about 1 MB at 11,000 calls per second over 10 s).
  */
 const sliceOf = (windowMillis: number): number => Math.min(100, windowMillis / 10)
 
 /**
- * The events of a sliding window, counted in groups: each group has the time of its first event and a count,
- * and leaves the window with its first event (its later ones up to a slice early). Pruning is O(1) amortised.
+ * The events of a sliding window, counted per slice of clock time (slices start at multiples of their width,
+ * the same for requests and retries, so the two leave the window together). A slice leaves the window when its
+ * start does: its events up to a slice early. Pruning is O(1) amortised.
  */
 class Window {
   private readonly starts: Array<number> = []
@@ -112,10 +113,11 @@ class Window {
   private head = 0
   private total = 0
   add(now: number, slice: number) {
+    const start = Math.floor(now / slice) * slice
     const last = this.starts.length - 1
-    if (last >= this.head && now - this.starts[last]! < slice) this.counts[last] = this.counts[last]! + 1
+    if (last >= this.head && this.starts[last] === start) this.counts[last] = this.counts[last]! + 1
     else {
-      this.starts.push(now)
+      this.starts.push(start)
       this.counts.push(1)
     }
     this.total++

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Redacted, Stream, Tracer } from "effect"
-import { HttpClient, HttpClientError } from "effect/http"
+import { ConfigProvider, Context, Duration, Effect, Exit, Fiber, Layer, Redacted, Stream, Tracer } from "effect"
+import { HttpClient, HttpClientError, HttpClientResponse } from "effect/http"
 import { TestClock } from "effect/testing"
 import * as ElevenLabs from "../../src/client/ElevenLabs.ts"
 import type { ElevenLabsError } from "../../src/client/Errors.ts"
@@ -696,6 +696,43 @@ describe("ElevenLabs", () => {
         )
         assert.isUndefined(m.requests[1]!.request.headers["traceparent"])
         assert.isUndefined(m.requests[1]!.request.headers["b3"])
+      }))
+
+    it.effect("transportSpans: false skips a span marked DisablePropagation, as Effect's client span does", () =>
+      Effect.gen(function*() {
+        const { spans, tracer } = recording()
+        const m = mock(() => audio("x"), { transportSpans: false })
+        const hidden = { annotations: Context.make(Tracer.DisablePropagation, true) }
+        const convert = run(m, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" }))
+        yield* convert.pipe(
+          Effect.withSpan("private", hidden),
+          Effect.withSpan("outer"),
+          Effect.provideService(Tracer.Tracer, tracer)
+        )
+        const outer = spans.find((s) => s.name === "outer")!
+        assert.strictEqual(m.requests[0]!.request.headers["traceparent"], `00-${outer.traceId}-${outer.spanId}-01`)
+        // Nothing left to propagate: no header (not the placeholder ids of a hidden span).
+        yield* convert.pipe(Effect.withSpan("private", hidden), Effect.provideService(Tracer.Tracer, tracer))
+        assert.isUndefined(m.requests[1]!.request.headers["traceparent"])
+      }))
+
+    it.effect("transportSpans: false leaves the spans of requests a transformClient hook makes of its own", () =>
+      Effect.gen(function*() {
+        const { spans, tracer } = recording()
+        const other = HttpClient.make((request) =>
+          Effect.succeed(HttpClientResponse.fromWeb(request, new Response("ok")))
+        )
+        const m = mock(() => audio("x"), {
+          transportSpans: false,
+          transformClient: (client) => HttpClient.tap(client, () => Effect.ignore(other.get("https://other.test/ping")))
+        })
+        yield* run(m, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" })).pipe(
+          Effect.withSpan("caller"),
+          Effect.provideService(Tracer.Tracer, tracer)
+        )
+        const clientSpans = spans.filter((s) => s.kind === "client")
+        assert.strictEqual(clientSpans.length, 1, "the hook's request only")
+        assert.strictEqual(clientSpans[0]!.attributes.get("url.full"), "https://other.test/ping")
       }))
 
     it.effect("transportSpans: false continues an external parent (a trace from elsewhere)", () =>

@@ -62,7 +62,7 @@ describe("RetryBudget", () => {
       assert.deepStrictEqual((yield* budget.snapshot).requestsInWindow, 0)
     }))
 
-  it.effect("ended calls are counted per slice of 100 ms: a slice leaves the window with its first call", () =>
+  it.effect("ended calls are counted per slice of 100 ms: a slice leaves the window when its start does", () =>
     Effect.gen(function*() {
       const budget = yield* RetryBudget.make({ window: "10 seconds", minRetriesInFlight: 0 })
       const call = Effect.andThen(budget.request, budget.settle)
@@ -75,7 +75,7 @@ describe("RetryBudget", () => {
       yield* TestClock.adjust(9_899)
       assert.strictEqual(yield* inWindow, 3) // t = 9,999
       yield* TestClock.adjust(1)
-      assert.strictEqual(yield* inWindow, 1, "t = 10,000: the first slice left, its second call 99 ms early")
+      assert.strictEqual(yield* inWindow, 1, "t = 10,000: the slice [0, 100) left, its call at 99 ms early")
       yield* TestClock.adjust(99)
       assert.strictEqual(yield* inWindow, 1)
       yield* TestClock.adjust(1)

@@ -69,6 +69,7 @@ const scraped = (name: string, labels: Record<string, string>) =>
 describe("ResilientTelemetry spans", () => {
   it.effect("a queued call retried twice: one call span, three attempt spans, the issue's attributes and retry events", () => {
     const exporter = new InMemorySpanExporter()
+    traceparents.length = 0
     return Effect.gen(function*() {
       const sim = yield* Simulator.Simulator
       const { retries } = yield* Resilient.Resilience
@@ -153,11 +154,17 @@ describe("ResilientTelemetry spans", () => {
         if (delays[i] !== undefined) expectAttribute(span, "elevenlabs.retry_delay_ms", equals(delays[i]))
         // The voice id and the text stay out of the attempt's URL template.
         assert.notInclude(String(span.attributes["url.template"] ?? ""), voice)
-        // The attempt span is the request's client span: the transport makes none under it, and the request
-        // carries the attempt's trace context.
+        // The attempt span is the request's client span: the transport makes none under it.
         assert.deepStrictEqual(childrenOf(spans, span), [])
-        assert.include(traceparents, `00-${span.spanContext().traceId}-${span.spanContext().spanId}-01`)
       })
+      // Each call's request carried the trace context of its own attempt span: the holder's one and B's three
+      // (the quota guard's subscription read, in no span, carried none).
+      const allAttempts = spans.filter((s) => s.name === "elevenlabs.textToSpeech.convert.attempt")
+      assert.strictEqual(allAttempts.length, 4)
+      assert.sameMembers(
+        traceparents.filter((t) => t !== undefined),
+        allAttempts.map((s) => `00-${s.spanContext().traceId}-${s.spanContext().spanId}-01`)
+      )
     }).pipe(
       Effect.provide(
         stackOver(flakyTransport({ seed: 11, plan: "pro", apiKeys: [{ key: "sim-key", limits: { flash: 1 } }] }, 2), {
