@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import { Clock, Context, Duration, Effect, type Fiber, References, Scope } from "effect"
+import { Cause, Clock, Context, Duration, Effect, type Exit, type Fiber, References, Scope, Tracer } from "effect"
 import { ElevenLabsError } from "../client/Errors.ts"
 import type { ResponseMeta } from "../client/ResponseMeta.ts"
 import * as RedisPermits from "../distributed/RedisPermits.ts"
@@ -60,54 +60,62 @@ export const makeAttempts = (stack: Stack) => {
   // ---- step 8: one attempt ----------------------------------------------------
 
   /**
-   * One attempt and its span, annotated with its answer (status and request id, or the error's status,
-   * detail and reason); with a permit, the adaptive limit is fed. A client attempt reports its headers as
-   * they arrive (`teachCurrent`) and bounds its own waits; an opaque one (a promise) is learnt from once it
-   * ends and is raced against the time left here, inside the permit, so only calls in flight race.
+   * The end of an attempt, in its one exit frame (a function built once, not a closure per attempt): the
+   * attempt span (the current span here, when traced) gets its answer (status and request id, or the error's
+   * status, detail and reason), and the adaptive limit is fed: from a concurrency 429, and for an opaque
+   * attempt (a promise) from a success's headers. An interruption records nothing.
+   */
+  const attemptEnded = (exit: Exit.Exit<unknown, ElevenLabsError>): Effect.Effect<void> | undefined => {
+    const fiber = running()
+    const call = current(fiber)
+    const permit = call.permit
+    const span = fiber.getRef(References.TracerEnabled)
+      ? Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+      : undefined
+    if (exit._tag === "Success") {
+      // Only 2xx answers succeed, and every ElevenLabs success is a 200.
+      const meta = call.plan.metaOf(exit.value)
+      if (span?._tag === "Span") Spans.setAttemptAttributes(span, { statusCode: 200, requestId: meta?.requestId })
+      return permit === undefined || call.attempt.kind === "client" || meta === undefined
+        ? undefined
+        : teach(permit, meta)
+    }
+    const error = Cause.findErrorOption(exit.cause)
+    if (error._tag === "None") return undefined
+    const { reason } = error.value
+    if (span?._tag === "Span") {
+      Spans.setAttemptAttributes(span, {
+        statusCode: reason.status,
+        detailStatus: reason.detailStatus,
+        errorType: reason._tag
+      })
+    }
+    return permit === undefined || reason._tag !== "ConcurrencyLimited" ? undefined : teachLimited(permit, reason.limit)
+  }
+
+  /**
+   * One attempt and its span, ended by `attemptEnded`. A client attempt reports its headers as they arrive
+   * (`teachCurrent`) and bounds its own waits; an opaque one (a promise) is learnt from once it ends and is
+   * raced against the time left here, inside the permit, so only calls in flight race.
    */
   const sendOne = (call: Call, permit: ConcurrencyLimiter.Permit | undefined, attempt: number) =>
     Effect.withFiber((fiber) => {
-      const { operation, plan } = call
+      const { operation } = call
       const client = call.attempt.kind === "client"
       // With tracing off (`Effect.withTracerEnabled(false)`: simulations) the span and its annotations would
       // be no-ops: what is left is what teaches the limiter.
       const traced = fiber.getRef(References.TracerEnabled)
-      let send: Effect.Effect<unknown, ElevenLabsError, unknown> = client
+      const send: Effect.Effect<unknown, ElevenLabsError, unknown> = client
         ? call.attempt.send
         : Deadline.enforce({ operation })(call.attempt.send)
-      if (traced || (permit !== undefined && !client)) {
-        send = Effect.tap(send, (a) => {
-          const meta = plan.metaOf(a)
-          // Only 2xx answers succeed, and every ElevenLabs success is a 200.
-          const annotated = traced
-            ? Spans.annotateAttempt({ statusCode: 200, requestId: meta?.requestId })
-            : Effect.void
-          return permit === undefined || client || meta === undefined
-            ? annotated
-            : Effect.andThen(annotated, teach(permit, meta))
-        })
-      }
-      if (traced || permit !== undefined) {
-        send = Effect.tapError(send, (e) => {
-          const annotated = traced
-            ? Spans.annotateAttempt({
-              statusCode: e.reason.status,
-              detailStatus: e.reason.detailStatus,
-              errorType: e.reason._tag
-            })
-            : Effect.void
-          return permit === undefined || e.reason._tag !== "ConcurrencyLimited"
-            ? annotated
-            : Effect.andThen(annotated, teachLimited(permit, e.reason.limit))
-        })
-      }
+      const ended = traced || permit !== undefined ? Effect.onExitPrimitive(send, attemptEnded) : send
       return traced
         ? Spans.withAttemptSpan(operation, {
           ...staticAttemptOf(operation),
           attempt,
           retryDelayMs: call.delay === undefined ? undefined : Duration.toMillis(call.delay)
-        })(send)
-        : send
+        })(ended)
+        : ended
     })
 
   /** A read-only attempt (no permit). */

@@ -180,7 +180,6 @@ export const withAttemptSpan =
 export const annotateCall = (attrs: CallAttributes): Effect.Effect<void> =>
   Effect.annotateCurrentSpan(toCallAttributes(attrs))
 
-/** Adds attempt attributes (status code, detail status, request id, ...) to the current span. */
 /** Sets call attributes on `span` directly (no effect: for a span the caller holds, such as the pipeline's). */
 export const setCallAttributes = (span: Tracer.Span, attrs: CallAttributes): void => {
   for (const k in attrs) {
@@ -191,6 +190,17 @@ export const setCallAttributes = (span: Tracer.Span, attrs: CallAttributes): voi
   }
 }
 
+/** Sets attempt attributes on `span` directly (no effect: for a span the caller holds, such as the pipeline's). */
+export const setAttemptAttributes = (span: Tracer.Span, attrs: AttemptAttributes): void => {
+  for (const k in attrs) {
+    const v = attrs[k as keyof AttemptAttributes]
+    if (v !== undefined && Object.hasOwn(attemptAttributes, k)) {
+      span.attribute(attemptAttributes[k as keyof AttemptAttributes], v)
+    }
+  }
+}
+
+/** Adds attempt attributes (status code, detail status, request id, ...) to the current span. */
 export const annotateAttempt = (attrs: AttemptAttributes): Effect.Effect<void> =>
   Effect.annotateCurrentSpan(toAttemptAttributes(attrs))
 
