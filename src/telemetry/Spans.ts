@@ -180,25 +180,25 @@ export const withAttemptSpan =
 export const annotateCall = (attrs: CallAttributes): Effect.Effect<void> =>
   Effect.annotateCurrentSpan(toCallAttributes(attrs))
 
-/** Sets call attributes on `span` directly (no effect: for a span the caller holds, such as the pipeline's). */
-export const setCallAttributes = (span: Tracer.Span, attrs: CallAttributes): void => {
+/** Sets the given attributes on `span` under their span names, undefined ones left out (as `mapAttributes`). */
+const setAttributes = <K extends string>(
+  names: { readonly [P in K]: string },
+  span: Tracer.Span,
+  attrs: { readonly [P in K]?: unknown }
+): void => {
   for (const k in attrs) {
-    const v = attrs[k as keyof CallAttributes]
-    if (v !== undefined && Object.hasOwn(callAttributes, k)) {
-      span.attribute(callAttributes[k as keyof CallAttributes], v)
-    }
+    const v = attrs[k]
+    if (v !== undefined && Object.hasOwn(names, k)) span.attribute(names[k], v)
   }
 }
 
+/** Sets call attributes on `span` directly (no effect: for a span the caller holds, such as the pipeline's). */
+export const setCallAttributes = (span: Tracer.Span, attrs: CallAttributes): void =>
+  setAttributes(callAttributes, span, attrs)
+
 /** Sets attempt attributes on `span` directly (no effect: for a span the caller holds, such as the pipeline's). */
-export const setAttemptAttributes = (span: Tracer.Span, attrs: AttemptAttributes): void => {
-  for (const k in attrs) {
-    const v = attrs[k as keyof AttemptAttributes]
-    if (v !== undefined && Object.hasOwn(attemptAttributes, k)) {
-      span.attribute(attemptAttributes[k as keyof AttemptAttributes], v)
-    }
-  }
-}
+export const setAttemptAttributes = (span: Tracer.Span, attrs: AttemptAttributes): void =>
+  setAttributes(attemptAttributes, span, attrs)
 
 /** Adds attempt attributes (status code, detail status, request id, ...) to the current span. */
 export const annotateAttempt = (attrs: AttemptAttributes): Effect.Effect<void> =>

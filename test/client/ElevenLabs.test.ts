@@ -42,6 +42,19 @@ const assertNoKey = (error: ElevenLabsError) => {
   }
 }
 
+/** A tracer that keeps every span it makes, for the span tests. */
+const recording = () => {
+  const spans: Array<Tracer.NativeSpan> = []
+  const tracer = Tracer.make({
+    span(options) {
+      const span = new Tracer.NativeSpan(options)
+      spans.push(span)
+      return span
+    }
+  })
+  return { spans, tracer }
+}
+
 describe("ElevenLabs", () => {
   describe("text to speech", () => {
     it.effect("convert: POST, path, query, key header, snake_case body, audio and metadata", () =>
@@ -649,18 +662,6 @@ describe("ElevenLabs", () => {
   })
 
   describe("transport spans", () => {
-    const recording = () => {
-      const spans: Array<Tracer.NativeSpan> = []
-      const tracer = Tracer.make({
-        span(options) {
-          const span = new Tracer.NativeSpan(options)
-          spans.push(span)
-          return span
-        }
-      })
-      return { spans, tracer }
-    }
-
     it.effect("by default the transport makes its http.client span, and the request carries its trace context", () =>
       Effect.gen(function*() {
         const { spans, tracer } = recording()
@@ -749,14 +750,7 @@ describe("ElevenLabs", () => {
   describe("the key stays out of spans", () => {
     it.effect("with every header captured, the client span shows xi-api-key as <redacted>", () =>
       Effect.gen(function*() {
-        const spans: Array<Tracer.NativeSpan> = []
-        const tracer = Tracer.make({
-          span(options) {
-            const span = new Tracer.NativeSpan(options)
-            spans.push(span)
-            return span
-          }
-        })
+        const { spans, tracer } = recording()
         const m = mock(() => audio("x"))
         yield* run(m, (el) => el.textToSpeech.convert(voiceId, { text: "Hi" })).pipe(
           Effect.provideService(Tracer.Tracer, tracer),
